@@ -1,0 +1,89 @@
+#include "agent/ctl/commands.h"
+
+#include <nlohmann/json.hpp>
+
+#include "agent/ctl/control_client.h"
+#include "bootstrap/common/duration.h"
+
+namespace dlagent {
+namespace {
+
+Result<std::unique_ptr<ControlClient>> Dial(const CtlOptions& opts) {
+  ASSIGN_OR_RETURN(Duration timeout, ParseDuration(opts.timeout));
+  return ControlClient::Connect(opts.socket, timeout);
+}
+
+int Fail(std::ostream& err, const Status& st) {
+  err << "agentctl: " << st.message() << "\n";
+  return 1;
+}
+
+nlohmann::json ToJson(const StatusSnapshot& s) {
+  return {
+      {"phase", s.phase},
+      {"phase_detail", s.phase_detail},
+      {"identity",
+       {{"instance_id", s.identity.instance_id},
+        {"instance_type", s.identity.instance_type},
+        {"local_ipv4", s.identity.local_ipv4},
+        {"region", s.identity.region},
+        {"availability_zone", s.identity.availability_zone},
+        {"gpu_count", s.identity.gpu_count}}},
+      {"uptime_ms", s.uptime_ms},
+      {"version", s.version},
+      {"config_path", s.config_path},
+      {"config_generation", s.config_generation},
+      {"cluster_name", s.cluster_name},
+      {"pid", s.pid},
+      {"started_unix_ms", s.started_unix_ms},
+      {"log_level", s.log_level},
+      {"socket_path", s.socket_path},
+  };
+}
+
+}  // namespace
+
+std::string FormatStatus(const StatusSnapshot& s) {
+  std::string out = "agentd " + s.version + " (pid " + std::to_string(s.pid) + "), up " +
+                    FormatDuration(std::chrono::milliseconds(s.uptime_ms)) + "\n";
+  auto row = [&](const char* name, const std::string& value) { out += "  " + std::string(name) + value + "\n"; };
+  row("phase:     ", s.phase + (s.phase_detail.empty() || s.phase_detail == s.phase ? "" : " (" + s.phase_detail + ")"));
+  row("cluster:   ", s.cluster_name);
+  if (s.identity.instance_id.empty()) {
+    row("instance:  ", "not identified yet");
+  } else {
+    row("instance:  ", s.identity.instance_id + " " + s.identity.instance_type + " " + s.identity.local_ipv4 + " " +
+                          s.identity.availability_zone + ", " + std::to_string(s.identity.gpu_count) + " GPUs");
+  }
+  row("config:    ", (s.config_path.empty() ? std::string("built-in defaults") : s.config_path) + " (generation " +
+                         std::to_string(s.config_generation) + ")");
+  row("log level: ", s.log_level);
+  row("socket:    ", s.socket_path);
+  return out;
+}
+
+int RunStatus(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
+  Result<std::unique_ptr<ControlClient>> client = Dial(opts);
+  if (!client.ok()) return Fail(err, client.status());
+  Result<StatusSnapshot> status = (*client)->GetStatus();
+  if (!status.ok()) return Fail(err, status.status());
+  if (opts.json) out << ToJson(*status).dump(2) << "\n";
+  else out << FormatStatus(*status);
+  return 0;
+}
+
+int RunVersion(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
+  Result<std::unique_ptr<ControlClient>> client = Dial(opts);
+  Result<std::string> agent = client.ok() ? (*client)->GetVersion() : Result<std::string>(client.status());
+  if (opts.json) {
+    nlohmann::json j = {{"agentctl", kVersion}};
+    if (agent.ok()) j["agentd"] = *agent;
+    out << j.dump(2) << "\n";
+  } else {
+    out << "agentctl " << kVersion << "\n";
+    if (agent.ok()) out << "agentd " << *agent << "\n";
+  }
+  return agent.ok() ? 0 : Fail(err, agent.status());
+}
+
+}  // namespace dlagent

@@ -1,0 +1,25 @@
+#pragma once
+// agentctl's commands, apart from argument parsing so that tests can run them. Each returns the exit code
+// (0 ok, 1 agentd unreachable or failed) and writes results to out, errors (one line) to err.
+
+#include <ostream>
+#include <string>
+
+#include "agent/rpc/control_handler.h"
+#include "build_info.h"
+
+namespace dlagent {
+
+struct CtlOptions {
+  std::string socket = kDefaultSocketPath;
+  std::string timeout = "5s";
+  bool json = false;
+};
+
+int RunStatus(const CtlOptions& opts, std::ostream& out, std::ostream& err);
+int RunVersion(const CtlOptions& opts, std::ostream& out, std::ostream& err);
+
+// The human form of `agentctl status`.
+std::string FormatStatus(const StatusSnapshot& s);
+
+}  // namespace dlagent

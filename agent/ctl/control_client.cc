@@ -1,0 +1,107 @@
+#include "agent/ctl/control_client.h"
+
+#include <unistd.h>
+
+#include <grpcpp/grpcpp.h>
+
+#include "agent/rpc/unix_socket.h"
+#include "bootstrap/common/duration.h"
+#include "proto/control.grpc.pb.h"
+
+namespace dlagent {
+namespace {
+
+namespace pb = ::dlagent::control::v1;
+
+StatusSnapshot FromProto(const pb::AgentStatus& p) {
+  StatusSnapshot s;
+  s.phase = p.phase();
+  s.phase_detail = p.phase_detail();
+  s.identity.instance_id = p.identity().instance_id();
+  s.identity.instance_type = p.identity().instance_type();
+  s.identity.local_ipv4 = p.identity().local_ipv4();
+  s.identity.region = p.identity().region();
+  s.identity.availability_zone = p.identity().availability_zone();
+  s.identity.gpu_count = p.identity().gpu_count();
+  s.uptime_ms = p.uptime_ms();
+  s.version = p.version();
+  s.config_path = p.config_path();
+  s.cluster_name = p.cluster_name();
+  s.pid = p.pid();
+  s.started_unix_ms = p.started_unix_ms();
+  s.log_level = p.log_level();
+  s.config_generation = p.config_generation();
+  s.socket_path = p.socket_path();
+  return s;
+}
+
+class GrpcControlClient final : public ControlClient {
+ public:
+  GrpcControlClient(std::string path, Duration timeout)
+      : path_(std::move(path)),
+        timeout_(timeout),
+        stub_(pb::Control::NewStub(grpc::CreateChannel("unix:" + path_, grpc::InsecureChannelCredentials()))) {}
+
+  Result<StatusSnapshot> GetStatus() override {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    pb::AgentStatus reply;
+    RETURN_IF_ERROR(Convert(stub_->GetStatus(&ctx, pb::GetStatusRequest(), &reply)));
+    return FromProto(reply);
+  }
+
+  Result<std::string> GetVersion() override {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    pb::VersionInfo reply;
+    RETURN_IF_ERROR(Convert(stub_->GetVersion(&ctx, pb::GetVersionRequest(), &reply)));
+    return reply.version();
+  }
+
+ private:
+  void SetDeadline(grpc::ClientContext& ctx) {
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::duration_cast<std::chrono::system_clock::duration>(timeout_));
+  }
+
+  Status Convert(const grpc::Status& st) {
+    if (st.ok()) return Status::Ok();
+    if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return Status::DeadlineExceeded("agentctl", "agentd did not answer on " + path_ + " within " + FormatDuration(timeout_));
+    }
+    if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      return Status::Unavailable("agentctl", "agentd closed the connection on " + path_ +
+                                                 ": it may have refused this user (see journalctl -u agentd) or be stopping");
+    }
+    return Status::Internal("agentctl", "agentd answered with an error: " + st.error_message());
+  }
+
+  std::string path_;
+  Duration timeout_;
+  std::unique_ptr<pb::Control::Stub> stub_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<ControlClient>> ControlClient::Connect(const std::string& socket_path, Duration timeout) {
+  Result<int> probe = ConnectUnixSocket(socket_path);
+  if (!probe.ok()) {
+    const Status& st = probe.status();
+    switch (st.code()) {
+      case StatusCode::kNotFound:
+        return Status::NotFound("agentctl", "agentd is not running: no socket at " + socket_path);
+      case StatusCode::kPermissionDenied:
+        return Status::PermissionDenied("agentctl", "permission denied on " + socket_path +
+                                                        ": run agentctl as root or as a member of group dlagent");
+      case StatusCode::kUnavailable:
+        return Status::Unavailable("agentctl", "agentd is not running: " + socket_path +
+                                                   " exists but nothing listens on it (left by a stopped agent)");
+      default:
+        return st;
+    }
+  }
+  ::close(*probe);
+  return std::unique_ptr<ControlClient>(std::make_unique<GrpcControlClient>(socket_path, timeout));
+}
+
+}  // namespace dlagent

@@ -1,0 +1,26 @@
+#pragma once
+// ControlClient: agentctl's side of the control socket. Every call has a deadline.
+//
+// Thread safety: one client may be used from many threads.
+
+#include <memory>
+#include <string>
+
+#include "agent/rpc/control_handler.h"
+#include "bootstrap/common/env.h"
+
+namespace dlagent {
+
+class ControlClient {
+ public:
+  virtual ~ControlClient() = default;
+
+  // Checks that an agent listens on socket_path. Errors are the sentence a person should read:
+  // NotFound ("agentd is not running: no socket at ..."), PermissionDenied, Unavailable (stale socket).
+  static Result<std::unique_ptr<ControlClient>> Connect(const std::string& socket_path, Duration timeout);
+
+  virtual Result<StatusSnapshot> GetStatus() = 0;
+  virtual Result<std::string> GetVersion() = 0;
+};
+
+}  // namespace dlagent

@@ -1,0 +1,258 @@
+#include "agent/daemon/config.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <map>
+#include <set>
+
+// toml++ is used header-only, in this file alone, without exceptions: parse() returns a result.
+#define TOML_HEADER_ONLY 1
+#define TOML_EXCEPTIONS 0
+#include <toml++/toml.h>
+
+#include "build_info.h"
+
+namespace dlagent {
+namespace {
+
+constexpr size_t kMaxConfigBytes = 1 << 20;
+
+std::string Where(const std::string& path, const toml::source_region& src) {
+  return path + ":" + std::to_string(src.begin.line) + ":" + std::to_string(src.begin.column);
+}
+
+std::string Join(const std::vector<std::string>& v, std::string_view sep) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? std::string(sep) : "") + v[i];
+  return out;
+}
+
+// Reads typed keys out of one [section], remembering which keys exist so that the rest can be reported
+// as unknown. Errors accumulate; Finish() returns them all.
+class ConfigReader {
+ public:
+  ConfigReader(const toml::table& root, std::string path) : root_(root), path_(std::move(path)) {}
+
+  void Section(const std::string& name) {
+    section_ = name;
+    sections_.push_back(name);
+    table_ = nullptr;
+    const toml::node* node = root_.get(name);
+    if (node && !node->is_table()) {
+      Error(node->source(), name, "expected a table [" + name + "]");
+    } else if (node) {
+      table_ = node->as_table();
+    }
+  }
+
+  void String(const std::string& key, std::string* out, const std::function<std::string(const std::string&)>& check = {}) {
+    const toml::node* n = Find(key);
+    if (!n) return;
+    if (!n->is_string()) return Error(n->source(), key, "expected a string, got " + TypeName(*n));
+    std::string v = n->as_string()->get();
+    if (check) {
+      std::string why = check(v);
+      if (!why.empty()) return Error(n->source(), key, why);
+    }
+    *out = std::move(v);
+  }
+
+  void Enum(const std::string& key, const std::vector<std::string>& allowed, std::string* out) {
+    String(key, out, [&](const std::string& v) {
+      for (const auto& a : allowed) if (a == v) return std::string();
+      return "\"" + v + "\" is not one of: " + Join(allowed, ", ");
+    });
+  }
+
+  void Bool(const std::string& key, bool* out) {
+    const toml::node* n = Find(key);
+    if (!n) return;
+    if (!n->is_boolean()) return Error(n->source(), key, "expected true or false, got " + TypeName(*n));
+    *out = n->as_boolean()->get();
+  }
+
+  Status Finish() {
+    for (auto&& [k, v] : root_) {
+      std::string name(k.str());
+      if (std::find(sections_.begin(), sections_.end(), name) == sections_.end()) {
+        Error(k.source(), name, "unknown section; known sections: " + Join(sections_, ", "), false);
+      }
+    }
+    for (const auto& section : sections_) {
+      const toml::table* t = root_.get(section) ? root_.get(section)->as_table() : nullptr;
+      if (!t) continue;
+      for (auto&& [k, v] : *t) {
+        std::string key = section + "." + std::string(k.str());
+        if (!known_.count(key)) {
+          std::vector<std::string> in_section;
+          for (const auto& kk : order_) if (kk.rfind(section + ".", 0) == 0) in_section.push_back(kk.substr(section.size() + 1));
+          errors_.push_back(Where(path_, k.source()) + ": " + key + ": unknown key; keys in [" + section +
+                            "]: " + Join(in_section, ", "));
+        }
+      }
+    }
+    if (errors_.empty()) return Status::Ok();
+    return Status::InvalidArgument("config", Join(errors_, "\n"));
+  }
+
+  const std::vector<std::string>& keys() const { return order_; }
+
+ private:
+  const toml::node* Find(const std::string& key) {
+    std::string full = section_ + "." + key;
+    known_.insert(full);
+    order_.push_back(full);
+    return table_ ? table_->get(key) : nullptr;
+  }
+  static std::string TypeName(const toml::node& n) {
+    switch (n.type()) {
+      case toml::node_type::string: return "a string";
+      case toml::node_type::integer: return "an integer";
+      case toml::node_type::floating_point: return "a number";
+      case toml::node_type::boolean: return "a boolean";
+      case toml::node_type::table: return "a table";
+      case toml::node_type::array: return "an array";
+      default: return "a date or time";
+    }
+  }
+  void Error(const toml::source_region& src, const std::string& key, const std::string& what, bool in_section = true) {
+    errors_.push_back(Where(path_, src) + ": " + (in_section ? section_ + "." : "") + key + ": " + what);
+  }
+
+  const toml::table& root_;
+  std::string path_;
+  std::string section_;
+  const toml::table* table_ = nullptr;
+  std::vector<std::string> sections_;
+  std::set<std::string> known_;
+  std::vector<std::string> order_;
+  std::vector<std::string> errors_;
+};
+
+std::string CheckClusterName(const std::string& v) {
+  if (v.empty() || v.size() > 64) return "must be 1 to 64 characters, got " + std::to_string(v.size());
+  for (char c : v) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) {
+      return "\"" + v + "\" has '" + std::string(1, c) + "'; use letters, digits, '-', '_' and '.'";
+    }
+  }
+  return "";
+}
+
+std::string CheckAbsolutePath(const std::string& v) {
+  if (v.empty() || v[0] != '/') return "\"" + v + "\" must be an absolute path";
+  if (v.size() > 107) return "\"" + v + "\" is longer than a Unix socket path may be (107 bytes)";
+  return "";
+}
+
+std::string CheckUrl(const std::string& v) {
+  if (v.empty() || v.rfind("http://", 0) == 0 || v.rfind("https://", 0) == 0) return "";
+  return "\"" + v + "\" must start with http:// or https://";
+}
+
+// Reads the schema: one place lists every key, its default and its check.
+void ReadSchema(ConfigReader& r, Config& c) {
+  r.Section("agent");
+  r.String("socket", &c.agent.socket, CheckAbsolutePath);
+  r.String("socket_group", &c.agent.socket_group);
+  r.Enum("log_level", LogLevelNames(), &c.agent.log_level);
+
+  r.Section("cluster");
+  r.String("name", &c.cluster.name, CheckClusterName);
+
+  r.Section("aws");
+  r.String("region", &c.aws.region);
+  r.String("sqs_endpoint", &c.aws.sqs_endpoint, CheckUrl);
+  r.String("imds_endpoint", &c.aws.imds_endpoint, CheckUrl);
+  r.Bool("imds_disabled", &c.aws.imds_disabled);
+}
+
+Config Defaults() {
+  Config c;
+  c.agent.socket = kDefaultSocketPath;
+  c.agent.socket_group = "dlagent";
+  c.agent.log_level = "info";
+  c.cluster.name = "default";
+  c.aws.imds_endpoint = "http://169.254.169.254";
+  return c;
+}
+
+// Environment overrides, named and ordered as the AWS SDKs read them.
+Status ApplyAwsEnvironment(AwsConfig& aws, const GetEnvFn& getenv) {
+  auto first = [&](std::initializer_list<const char*> names) -> std::optional<std::string> {
+    for (const char* n : names) {
+      auto v = getenv(n);
+      if (v && !v->empty()) return v;
+    }
+    return std::nullopt;
+  };
+  if (auto v = first({"AWS_REGION", "AWS_DEFAULT_REGION"})) aws.region = *v;
+  if (auto v = first({"AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL"})) {
+    if (auto why = CheckUrl(*v); !why.empty()) return Status::InvalidArgument("config", "environment: AWS_ENDPOINT_URL_SQS/AWS_ENDPOINT_URL: " + why);
+    aws.sqs_endpoint = *v;
+  }
+  if (auto v = first({"AWS_EC2_METADATA_SERVICE_ENDPOINT"})) {
+    if (auto why = CheckUrl(*v); !why.empty()) return Status::InvalidArgument("config", "environment: AWS_EC2_METADATA_SERVICE_ENDPOINT: " + why);
+    aws.imds_endpoint = *v;
+  }
+  if (auto v = first({"AWS_EC2_METADATA_DISABLED"})) {
+    std::string s = *v;
+    for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (s == "true") aws.imds_disabled = true;
+    else if (s == "false") aws.imds_disabled = false;
+    else return Status::InvalidArgument("config", "environment: AWS_EC2_METADATA_DISABLED=\"" + *v + "\": expected true or false");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::optional<std::string> ProcessGetEnv(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v) return std::nullopt;
+  return std::string(v);
+}
+
+const std::vector<std::string>& LogLevelNames() {
+  static const std::vector<std::string> names = {"trace", "debug", "info", "warn", "error"};
+  return names;
+}
+
+Result<Config> ParseConfig(std::string_view text, const std::string& path, const GetEnvFn& getenv) {
+  toml::parse_result parsed = toml::parse(text, path);
+  if (!parsed) {
+    const auto& err = parsed.error();
+    return Status::InvalidArgument("config", Where(path, err.source()) + ": " + std::string(err.description()));
+  }
+  Config c = Defaults();
+  c.path = path;
+  ConfigReader reader(parsed.table(), path);
+  ReadSchema(reader, c);
+  RETURN_IF_ERROR(reader.Finish());
+  RETURN_IF_ERROR(ApplyAwsEnvironment(c.aws, getenv));
+  return c;
+}
+
+Result<Config> LoadConfig(Env& env, const std::string& path, bool must_exist, const GetEnvFn& getenv) {
+  Result<std::string> text = env.ReadFile(path, kMaxConfigBytes);
+  if (!text.ok()) {
+    if (text.status().code() == StatusCode::kNotFound && !must_exist) {
+      Config c = Defaults();
+      RETURN_IF_ERROR(ApplyAwsEnvironment(c.aws, getenv));
+      return c;
+    }
+    return Status(text.status().code(), "config", "cannot read " + path + ": " + std::string(text.status().message()));
+  }
+  return ParseConfig(*text, path, getenv);
+}
+
+std::vector<std::string> KnownConfigKeys() {
+  toml::table empty;
+  ConfigReader reader(empty, "");
+  Config c;
+  ReadSchema(reader, c);
+  return reader.keys();
+}
+
+}  // namespace dlagent

@@ -1,0 +1,58 @@
+#pragma once
+// agentd's configuration: /etc/dlagent/agentd.toml (docs/configuration.md lists every key).
+//
+// Thread safety: Config is a value; the daemon swaps whole Configs on reload.
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "bootstrap/common/env.h"
+
+namespace dlagent {
+
+struct AgentConfig {
+  std::string socket;        // Default: /run/dlagent/agentd.sock
+  std::string socket_group;  // Default: "dlagent" (used when the group exists)
+  std::string log_level;     // Default: "info"
+};
+
+struct ClusterConfig {
+  std::string name;  // Default: "default"
+};
+
+// Environment variables override these (see ApplyAwsEnvironment).
+struct AwsConfig {
+  std::string region;         // Default: "" (from IMDS)
+  std::string sqs_endpoint;   // Default: "" (the regional endpoint)
+  std::string imds_endpoint;  // Default: http://169.254.169.254
+  bool imds_disabled = false;
+};
+
+struct Config {
+  std::string path;  // the file it came from, or "" for built-in defaults
+  AgentConfig agent;
+  ClusterConfig cluster;
+  AwsConfig aws;
+};
+
+using GetEnvFn = std::function<std::optional<std::string>(const char* name)>;
+// The process environment.
+std::optional<std::string> ProcessGetEnv(const char* name);
+
+// Parses TOML text. Every problem (syntax, unknown key, wrong type, value out of range) is reported in one
+// InvalidArgument status, a line each, as "<path>:<line>:<col>: <key>: <what is wrong>; <what is accepted>".
+// The AWS environment variables are applied after parsing.
+Result<Config> ParseConfig(std::string_view text, const std::string& path, const GetEnvFn& getenv);
+
+// Reads and parses path. A missing file is an error when must_exist, else the defaults are used.
+Result<Config> LoadConfig(Env& env, const std::string& path, bool must_exist, const GetEnvFn& getenv);
+
+// Every key the parser knows, as "section.key", in file order. docs/configuration.md documents each.
+std::vector<std::string> KnownConfigKeys();
+
+// The log levels accepted by agent.log_level and --log-level.
+const std::vector<std::string>& LogLevelNames();
+
+}  // namespace dlagent

@@ -1,0 +1,142 @@
+#include "agent/daemon/daemon.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <ctime>
+
+#include "agent/rpc/control_server.h"
+#include "build_info.h"
+#include "bootstrap/common/log.h"
+
+namespace dlagent {
+namespace {
+
+// How long in-flight control calls may finish at shutdown; well inside systemd's stop timeout.
+constexpr auto kShutdownGrace = std::chrono::seconds(2);
+
+}  // namespace
+
+Daemon::Daemon(Env& env, DaemonOptions options, Config config)
+    : env_(env),
+      options_(std::move(options)),
+      started_mono_(env.NowMono()),
+      started_wall_(env.NowWall()),
+      config_(std::move(config)) {}
+
+spdlog::level::level_enum Daemon::EffectiveLevel(const Config& c) const {
+  if (options_.log_level_override) return *options_.log_level_override;
+  Result<spdlog::level::level_enum> level = ParseLogLevel(c.agent.log_level);
+  return level.ok() ? *level : spdlog::level::info;
+}
+
+void Daemon::SetPhase(std::string phase, std::string detail) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    phase_ = phase;
+    phase_detail_ = detail;
+  }
+  SetLogField("PHASE", phase);
+  notifier_.Status(detail);
+  spdlog::info("phase {}: {}", phase, detail);
+}
+
+StatusSnapshot Daemon::GetStatus() {
+  StatusSnapshot s;
+  s.uptime_ms = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(env_.NowMono() - started_mono_).count());
+  s.started_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(started_wall_.time_since_epoch()).count();
+  s.version = kVersion;
+  s.pid = static_cast<uint32_t>(::getpid());
+  std::lock_guard<std::mutex> lock(mu_);
+  s.phase = phase_;
+  s.phase_detail = phase_detail_;
+  s.config_path = config_.path;
+  s.cluster_name = config_.cluster.name;
+  s.log_level = spdlog::level::to_string_view(EffectiveLevel(config_)).data();
+  s.config_generation = config_generation_;
+  s.socket_path = config_.agent.socket;
+  return s;
+}
+
+void Daemon::Reload() {
+  notifier_.Reloading();
+  Result<Config> fresh = LoadConfig(env_, options_.config_path, options_.config_required, ProcessGetEnv);
+  std::string detail;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    detail = phase_detail_;
+    if (!fresh.ok()) {
+      spdlog::error("reload refused, the running configuration stays in force: {}", fresh.status().ToString());
+    } else {
+      if (fresh->agent.socket != config_.agent.socket) {
+        spdlog::warn("agent.socket changed from {} to {}: this takes effect when agentd restarts",
+                     config_.agent.socket, fresh->agent.socket);
+        fresh->agent.socket = config_.agent.socket;
+      }
+      config_ = std::move(*fresh);
+      ++config_generation_;
+      spdlog::default_logger()->set_level(EffectiveLevel(config_));
+      spdlog::info("configuration reloaded from {} (generation {})",
+                   config_.path.empty() ? "built-in defaults" : config_.path, config_generation_);
+    }
+  }
+  notifier_.Ready(detail);
+}
+
+int Daemon::Run() {
+  std::string socket_path, group;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    socket_path = config_.agent.socket;
+    group = config_.agent.socket_group;
+    spdlog::info("agentd {} starting (config: {}, cluster: {})", kVersion,
+                 config_.path.empty() ? "built-in defaults" : config_.path, config_.cluster.name);
+  }
+  SetPhase("starting", "starting");
+  Result<std::unique_ptr<ControlServer>> server = StartControlServer({socket_path, group}, this);
+  if (!server.ok()) {
+    spdlog::critical("cannot serve the control socket: {}", server.status().ToString());
+    notifier_.Status("failed: " + server.status().ToString());
+    return 1;
+  }
+  const std::string detail = "serving agentctl on " + socket_path;
+  SetPhase("serving", detail);
+  notifier_.Ready(detail);
+
+  const std::optional<Duration> watchdog = SystemdNotifier::WatchdogInterval();
+  if (watchdog) notifier_.Watchdog();
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
+  for (;;) {
+    // Without a watchdog there is nothing to do between signals: sleep in long stretches.
+    const Duration wait = watchdog ? *watchdog : std::chrono::seconds(60);
+    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(wait);
+    timespec ts{static_cast<time_t>(secs.count()), static_cast<long>((wait - secs).count())};
+    int sig = ::sigtimedwait(&signals, nullptr, &ts);
+    if (watchdog) notifier_.Watchdog();
+    if (sig < 0) continue;  // timeout or EINTR
+    if (sig == SIGHUP) {
+      Reload();
+      continue;
+    }
+    spdlog::info("received {}, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    break;
+  }
+  notifier_.Stopping();
+  SetLogField("PHASE", "stopping");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    phase_ = "stopping";
+    phase_detail_ = "stopping";
+  }
+  (*server)->Shutdown(kShutdownGrace);
+  spdlog::info("agentd stopped");
+  return 0;
+}
+
+}  // namespace dlagent

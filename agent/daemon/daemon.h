@@ -1,0 +1,58 @@
+#pragma once
+// Daemon: the composition root of agentd. It owns the parts, serves the control socket, and runs the main
+// loop: signals (SIGTERM/SIGINT stop, SIGHUP reloads the config), the systemd watchdog and phase reports.
+//
+// Threading: Run() is the main thread's loop. GetStatus() is called from gRPC threads; the state it reads
+// is protected by mu_. REQUIRES: SIGTERM, SIGINT and SIGHUP are blocked in every thread before Run() (main()
+// does this before any thread starts), so that Run() alone receives them.
+
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include <spdlog/common.h>
+
+#include "agent/daemon/config.h"
+#include "agent/daemon/systemd_notifier.h"
+#include "agent/rpc/control_handler.h"
+#include "bootstrap/common/env.h"
+
+namespace dlagent {
+
+struct DaemonOptions {
+  std::string config_path;                 // the file SIGHUP re-reads
+  bool config_required = false;            // --config was given: a missing file is an error on reload too
+  std::optional<spdlog::level::level_enum> log_level_override;  // --log-level wins over the config
+};
+
+class Daemon final : public ControlHandler {
+ public:
+  // env must outlive the Daemon.
+  Daemon(Env& env, DaemonOptions options, Config config);
+
+  // Serves until SIGTERM or SIGINT. Returns the process exit code: 0 after a clean stop, 1 when the control
+  // socket cannot be served.
+  int Run();
+
+  StatusSnapshot GetStatus() override;
+
+ private:
+  void SetPhase(std::string phase, std::string detail);
+  void Reload();
+  spdlog::level::level_enum EffectiveLevel(const Config& c) const;
+
+  Env& env_;
+  const DaemonOptions options_;
+  SystemdNotifier notifier_;
+  const MonoTime started_mono_;
+  const WallTime started_wall_;
+
+  mutable std::mutex mu_;
+  // State below is protected by mu_.
+  Config config_;
+  uint64_t config_generation_ = 1;
+  std::string phase_ = "starting";
+  std::string phase_detail_ = "starting";
+};
+
+}  // namespace dlagent

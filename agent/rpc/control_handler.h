@@ -1,0 +1,38 @@
+#pragma once
+// What the control RPC service asks of the daemon: transport-free types, so that the daemon knows nothing
+// of gRPC and the service nothing of the daemon.
+
+#include <cstdint>
+#include <string>
+
+namespace dlagent {
+
+struct IdentitySnapshot {
+  std::string instance_id, instance_type, local_ipv4, region, availability_zone;
+  uint32_t gpu_count = 0;
+};
+
+struct StatusSnapshot {
+  std::string phase;
+  std::string phase_detail;
+  IdentitySnapshot identity;
+  uint64_t uptime_ms = 0;
+  std::string version;
+  std::string config_path;
+  std::string cluster_name;
+  uint32_t pid = 0;
+  int64_t started_unix_ms = 0;
+  std::string log_level;
+  uint64_t config_generation = 0;
+  std::string socket_path;
+};
+
+// Thread safety: called from gRPC threads, concurrently; implementations must be thread-safe and must not
+// block (no I/O): they answer from state in memory.
+class ControlHandler {
+ public:
+  virtual ~ControlHandler() = default;
+  virtual StatusSnapshot GetStatus() = 0;
+};
+
+}  // namespace dlagent

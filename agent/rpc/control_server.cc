@@ -1,0 +1,238 @@
+#include "agent/rpc/control_server.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/server_posix.h>
+#include <spdlog/spdlog.h>
+
+#include "agent/rpc/unix_socket.h"
+#include "proto/control.grpc.pb.h"
+
+namespace dlagent {
+namespace {
+
+namespace pb = ::dlagent::control::v1;
+
+void ToProto(const StatusSnapshot& s, pb::AgentStatus* out) {
+  out->set_phase(s.phase);
+  out->set_phase_detail(s.phase_detail);
+  auto* id = out->mutable_identity();
+  id->set_instance_id(s.identity.instance_id);
+  id->set_instance_type(s.identity.instance_type);
+  id->set_local_ipv4(s.identity.local_ipv4);
+  id->set_region(s.identity.region);
+  id->set_availability_zone(s.identity.availability_zone);
+  id->set_gpu_count(s.identity.gpu_count);
+  out->set_uptime_ms(s.uptime_ms);
+  out->set_version(s.version);
+  out->set_config_path(s.config_path);
+  out->set_cluster_name(s.cluster_name);
+  out->set_pid(s.pid);
+  out->set_started_unix_ms(s.started_unix_ms);
+  out->set_log_level(s.log_level);
+  out->set_config_generation(s.config_generation);
+  out->set_socket_path(s.socket_path);
+}
+
+class ControlService final : public pb::Control::CallbackService {
+ public:
+  explicit ControlService(ControlHandler* handler) : handler_(handler) {}
+
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx, const pb::GetStatusRequest*,
+                                      pb::AgentStatus* reply) override {
+    ToProto(handler_->GetStatus(), reply);
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* GetVersion(grpc::CallbackServerContext* ctx, const pb::GetVersionRequest*,
+                                       pb::VersionInfo* reply) override {
+    reply->set_version(handler_->GetStatus().version);
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  ControlHandler* handler_;
+};
+
+// Root, the agent's own user, or a member of the socket's group.
+bool PeerAllowed(int fd, gid_t group, bool have_group, ucred* cred) {
+  socklen_t len = sizeof *cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) != 0) return false;
+  if (cred->uid == 0 || cred->uid == ::geteuid()) return true;
+  if (!have_group) return false;
+  if (cred->gid == group) return true;
+  std::vector<gid_t> groups(64);
+  len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) != 0) {
+    if (errno != ERANGE) return false;
+    groups.resize(len / sizeof(gid_t));
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) != 0) return false;
+  }
+  groups.resize(len / sizeof(gid_t));
+  for (gid_t g : groups) if (g == group) return true;
+  return false;
+}
+
+class UnixControlServer final : public ControlServer {
+ public:
+  UnixControlServer(std::string path, int listen_fd, int wake_fd, gid_t group, bool have_group,
+                    std::unique_ptr<ControlService> service, std::unique_ptr<grpc::Server> server)
+      : path_(std::move(path)), listen_fd_(listen_fd), wake_fd_(wake_fd), group_(group), have_group_(have_group),
+        service_(std::move(service)), server_(std::move(server)) {
+    accept_thread_ = std::thread([this] { AcceptLoop(); });
+  }
+  ~UnixControlServer() override { Shutdown(std::chrono::seconds(0)); }
+
+  void Shutdown(Duration grace) override {
+    if (stopped_) return;
+    stopped_ = true;
+    uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof one);
+    accept_thread_.join();
+    ::close(listen_fd_);
+    ::close(wake_fd_);
+    ::unlink(path_.c_str());
+    server_->Shutdown(std::chrono::system_clock::now() + grace);
+    server_->Wait();
+  }
+
+ private:
+  void AcceptLoop() {
+    for (;;) {
+      pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+      if (::poll(fds, 2, -1) < 0) {
+        if (errno == EINTR) continue;
+        spdlog::error("control socket: poll failed: {}", std::strerror(errno));
+        return;
+      }
+      if (fds[1].revents) return;
+      int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (fd < 0) {
+        if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
+          spdlog::warn("control socket: accept failed: {}", std::strerror(errno));
+          // EMFILE and friends: back off instead of spinning.
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        continue;
+      }
+      ucred cred{};
+      if (!PeerAllowed(fd, group_, have_group_, &cred)) {
+        spdlog::warn("control socket: refused a connection from uid {} pid {}: not root, not the agent's user "
+                     "and not in the socket's group",
+                     cred.uid, cred.pid);
+        ::close(fd);
+        continue;
+      }
+      grpc::AddInsecureChannelFromFd(server_.get(), fd);
+    }
+  }
+
+  std::string path_;
+  int listen_fd_;
+  int wake_fd_;
+  gid_t group_;
+  bool have_group_;
+  bool stopped_ = false;
+  std::unique_ptr<ControlService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::thread accept_thread_;
+};
+
+// Removes a socket file that no process listens on; refuses to touch a live socket or another kind of file.
+Status ClearStaleSocket(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return Status::Ok();
+  if (!S_ISSOCK(st.st_mode)) {
+    return Status::FailedPrecondition("control", path + " exists and is not a socket; remove it or set agent.socket");
+  }
+  Result<int> fd = ConnectUnixSocket(path);
+  if (fd.ok()) {
+    ::close(*fd);
+    return Status::AlreadyExists("control", "another agentd is already serving on " + path);
+  }
+  if (::unlink(path.c_str()) != 0) return Status::FromErrno("control", "remove stale socket " + path, errno);
+  spdlog::info("removed stale control socket {}", path);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ControlServer>> StartControlServer(const ControlServerOptions& options,
+                                                         ControlHandler* handler) {
+  const std::string& path = options.socket_path;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path[0] != '/' || path.size() >= sizeof addr.sun_path) {
+    return Status::InvalidArgument("control", "socket path \"" + path + "\" must be absolute and under 108 bytes");
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+
+  gid_t gid = 0;
+  bool have_group = false;
+  if (!options.group.empty()) {
+    if (group* g = ::getgrnam(options.group.c_str())) {
+      gid = g->gr_gid;
+      have_group = true;
+    }
+  }
+
+  std::string dir = DirName(path);
+  if (::access(dir.c_str(), F_OK) != 0) {
+    std::unique_ptr<Env> env = NewPosixEnv();
+    RETURN_IF_ERROR(env->CreateDirs(dir, 0755));
+    ::chmod(dir.c_str(), have_group ? 0750 : 0755);
+    if (have_group) (void)!::chown(dir.c_str(), static_cast<uid_t>(-1), gid);
+  }
+  RETURN_IF_ERROR(ClearStaleSocket(path));
+
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return Status::FromErrno("control", "socket", errno);
+  auto fail = [&](std::string_view what, int err) {
+    ::close(fd);
+    return Status::FromErrno("control", std::string(what) + " " + path, err);
+  };
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return fail("bind", errno);
+  // Until this chmod the file has umask permissions; the peer check in the accept loop covers that window.
+  if (::chmod(path.c_str(), 0660) != 0) return fail("chmod", errno);
+  if (have_group && ::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0) {
+    spdlog::warn("control socket: cannot give {} to group {}: {}", path, options.group, std::strerror(errno));
+  }
+  if (::listen(fd, 64) != 0) return fail("listen", errno);
+
+  auto service = std::make_unique<ControlService>(handler);
+  grpc::ServerBuilder builder;
+  builder.RegisterService(service.get());
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server) {
+    ::close(fd);
+    ::unlink(path.c_str());
+    return Status::Internal("control", "gRPC server failed to start");
+  }
+  int wake = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake < 0) {
+    ::close(fd);
+    ::unlink(path.c_str());
+    return Status::FromErrno("control", "eventfd", errno);
+  }
+  return std::unique_ptr<ControlServer>(std::make_unique<UnixControlServer>(
+      path, fd, wake, gid, have_group, std::move(service), std::move(server)));
+}
+
+}  // namespace dlagent
