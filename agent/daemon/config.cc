@@ -28,6 +28,32 @@ std::string Join(const std::vector<std::string>& v, std::string_view sep) {
   return out;
 }
 
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// The known name a typo most likely meant, or "" when none is close.
+std::string Closest(const std::string& name, const std::vector<std::string>& known) {
+  std::string best;
+  size_t best_d = 3;  // at most two edits away
+  for (const auto& k : known) {
+    size_t d = EditDistance(name, k);
+    if (d < best_d) best_d = d, best = k;
+  }
+  return best;
+}
+
 // Reads typed keys out of one [section], remembering which keys exist so that the rest can be reported
 // as unknown. Errors accumulate; Finish() returns them all.
 class ConfigReader {
@@ -76,7 +102,9 @@ class ConfigReader {
     for (auto&& [k, v] : root_) {
       std::string name(k.str());
       if (std::find(sections_.begin(), sections_.end(), name) == sections_.end()) {
-        Error(k.source(), name, "unknown section; known sections: " + Join(sections_, ", "), false);
+        std::string hint = Closest(name, sections_);
+        Error(k.source(), name, "unknown section" + (hint.empty() ? "" : " (did you mean [" + hint + "]?)") +
+                                    "; known sections: " + Join(sections_, ", "), false);
       }
     }
     for (const auto& section : sections_) {
@@ -87,13 +115,18 @@ class ConfigReader {
         if (!known_.count(key)) {
           std::vector<std::string> in_section;
           for (const auto& kk : order_) if (kk.rfind(section + ".", 0) == 0) in_section.push_back(kk.substr(section.size() + 1));
-          errors_.push_back(Where(path_, k.source()) + ": " + key + ": unknown key; keys in [" + section +
-                            "]: " + Join(in_section, ", "));
+          std::string hint = Closest(std::string(k.str()), in_section);
+          errors_.push_back({Pos(k.source()), Where(path_, k.source()) + ": " + key + ": unknown key" +
+                                                   (hint.empty() ? "" : " (did you mean " + hint + "?)") +
+                                                   "; keys in [" + section + "]: " + Join(in_section, ", ")});
         }
       }
     }
     if (errors_.empty()) return Status::Ok();
-    return Status::InvalidArgument("config", Join(errors_, "\n"));
+    std::stable_sort(errors_.begin(), errors_.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::vector<std::string> lines;
+    for (auto& e : errors_) lines.push_back(std::move(e.second));
+    return Status::InvalidArgument("config", Join(lines, "\n"));
   }
 
   const std::vector<std::string>& keys() const { return order_; }
@@ -105,6 +138,7 @@ class ConfigReader {
     order_.push_back(full);
     return table_ ? table_->get(key) : nullptr;
   }
+  static std::pair<uint32_t, uint32_t> Pos(const toml::source_region& src) { return {src.begin.line, src.begin.column}; }
   static std::string TypeName(const toml::node& n) {
     switch (n.type()) {
       case toml::node_type::string: return "a string";
@@ -117,7 +151,7 @@ class ConfigReader {
     }
   }
   void Error(const toml::source_region& src, const std::string& key, const std::string& what, bool in_section = true) {
-    errors_.push_back(Where(path_, src) + ": " + (in_section ? section_ + "." : "") + key + ": " + what);
+    errors_.push_back({Pos(src), Where(path_, src) + ": " + (in_section ? section_ + "." : "") + key + ": " + what});
   }
 
   const toml::table& root_;
@@ -127,7 +161,7 @@ class ConfigReader {
   std::vector<std::string> sections_;
   std::set<std::string> known_;
   std::vector<std::string> order_;
-  std::vector<std::string> errors_;
+  std::vector<std::pair<std::pair<uint32_t, uint32_t>, std::string>> errors_;  // ((line, column), text)
 };
 
 std::string CheckClusterName(const std::string& v) {

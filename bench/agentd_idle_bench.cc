@@ -1,0 +1,178 @@
+// agentd at rest and agentctl status latency.
+// Usage: agentd_idle_bench [--seconds N] (default 60: the idle window for RSS and CPU)
+//
+// Figures and same-run baselines:
+//   idle RSS                 vs the RSS of `sleep` (the floor of any process here)
+//   idle CPU                 % of one core over the window (goal < 0.2 %)
+//   status RPC, kept channel vs a raw Unix-socket echo round trip
+//   status RPC, new client   vs a raw connect + echo
+//   `agentctl status`        vs exec of /bin/true (what a process start costs here)
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "agent/ctl/control_client.h"
+#include "bootstrap/common/env.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
+
+namespace {
+
+using namespace std::chrono;
+using dlagent::testing::Subprocess;
+
+double RssMb(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  }
+  return -1;
+}
+
+// utime + stime in seconds.
+double CpuSeconds(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  unsigned long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stoul(field);
+    if (i == 15) stime = std::stoul(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+struct Stats {
+  double p50, p99;
+};
+
+template <typename F>
+Stats Time(int n, F f) {
+  std::vector<double> ms;
+  for (int i = 0; i < n; ++i) {
+    auto t0 = steady_clock::now();
+    f();
+    ms.push_back(duration<double, std::milli>(steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return {ms[ms.size() / 2], ms[ms.size() * 99 / 100]};
+}
+
+// A raw Unix-socket echo server: the floor for any request/response on this machine.
+class EchoServer {
+ public:
+  explicit EchoServer(const std::string& path) : path_(path) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::listen(fd_, 64);
+    thread_ = std::thread([this] {
+      for (;;) {
+        int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0) return;
+        std::thread([c] {
+          char b[256];
+          ssize_t n;
+          while ((n = ::read(c, b, sizeof b)) > 0) (void)!::write(c, b, static_cast<size_t>(n));
+          ::close(c);
+        }).detach();
+      }
+    });
+  }
+  ~EchoServer() {
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    thread_.join();
+  }
+  int Connect() {
+    int c = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path_.c_str(), sizeof a.sun_path - 1);
+    ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    return c;
+  }
+  static void RoundTrip(int c) {
+    char b[64] = "status";
+    (void)!::write(c, b, 64);
+    size_t got = 0;
+    while (got < 64) got += static_cast<size_t>(std::max<ssize_t>(0, ::read(c, b, 64 - got)));
+  }
+
+ private:
+  std::string path_;
+  int fd_;
+  std::thread thread_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int seconds_window = 60;
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::string(argv[i]) == "--seconds") seconds_window = std::atoi(argv[i + 1]);
+  }
+  dlagent::testing::TempDir dir;
+  const std::string sock = dir.Join("agentd.sock");
+  dir.Write("agentd.toml", "[agent]\nsocket = \"" + sock + "\"\nlog_level = \"warn\"\n");
+  Subprocess agent({DLAGENT_AGENTD, "--config", dir.Join("agentd.toml")}, {}, dir.Join("agentd.log"));
+  Subprocess floor({"/bin/sleep", "600"}, {}, dir.Join("sleep.log"));
+  std::unique_ptr<dlagent::ControlClient> client;
+  for (int i = 0; i < 200 && !client; ++i) {
+    auto c = dlagent::ControlClient::Connect(sock, seconds(5));
+    if (c.ok()) client = std::move(*c);
+    else std::this_thread::sleep_for(milliseconds(25));
+  }
+  if (!client) {
+    std::fprintf(stderr, "agentd did not start:\n%s\n", agent.Output().c_str());
+    return 1;
+  }
+
+  // Latency first, then leave the agent alone for the idle window.
+  EchoServer echo(dir.Join("echo.sock"));
+  int kept = echo.Connect();
+  Stats echo_kept = Time(2000, [&] { EchoServer::RoundTrip(kept); });
+  Stats echo_new = Time(500, [&] {
+    int c = echo.Connect();
+    EchoServer::RoundTrip(c);
+    ::close(c);
+  });
+  Stats rpc_kept = Time(2000, [&] { (void)client->GetStatus(); });
+  Stats rpc_new = Time(300, [&] { (void)(*dlagent::ControlClient::Connect(sock, seconds(5)))->GetStatus(); });
+  Stats proc_true = Time(30, [&] { dlagent::testing::RunCommand({"/bin/true"}); });
+  Stats proc_ctl = Time(30, [&] { dlagent::testing::RunCommand({DLAGENT_AGENTCTL, "--socket", sock, "status"}); });
+  client.reset();
+
+  const double rss_start = RssMb(agent.pid());
+  const double cpu_start = CpuSeconds(agent.pid());
+  std::this_thread::sleep_for(seconds(seconds_window));
+  const double cpu_pct = (CpuSeconds(agent.pid()) - cpu_start) / seconds_window * 100.0;
+  const double rss_end = RssMb(agent.pid());
+
+  std::printf("agentd idle and agentctl status (idle window %d s)\n", seconds_window);
+  std::printf("%-34s %12s   %-34s %8s   %s\n", "figure", "measured", "baseline (same run)", "ratio", "goal");
+  std::printf("%-34s %9.1f MB   %-25s %5.1f MB %7.1fx   < 20 MB\n", "idle RSS (end of window)", rss_end,
+              "sleep(1) RSS", RssMb(floor.pid()), rss_end / RssMb(floor.pid()));
+  std::printf("%-34s %9.1f MB\n", "RSS after the latency runs", rss_start);
+  std::printf("%-34s %10.3f %%   %-34s %8s   < 0.2 %%\n", "idle CPU (one core)", cpu_pct, "-", "-");
+  auto row = [](const char* name, Stats s, const char* base_name, Stats b, const char* goal) {
+    std::printf("%-34s %6.3f/%6.3f ms  %-24s %6.3f/%6.3f ms %6.1fx   %s\n", name, s.p50, s.p99, base_name, b.p50, b.p99,
+                s.p50 / b.p50, goal);
+  };
+  std::printf("latency as p50/p99:\n");
+  row("status RPC, kept channel", rpc_kept, "unix echo, kept", echo_kept, "< 5 ms");
+  row("status RPC, new client", rpc_new, "unix connect+echo", echo_new, "< 5 ms");
+  row("agentctl status (whole process)", proc_ctl, "exec /bin/true", proc_true, "");
+  return 0;
+}

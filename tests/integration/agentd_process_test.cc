@@ -1,0 +1,224 @@
+// agentd as a process: sd_notify protocol, agentctl, SIGHUP reloads, SIGTERM, permissions.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
+
+namespace dlagent {
+namespace {
+
+using namespace std::chrono;
+using testing::RunCommand;
+using testing::Subprocess;
+
+// A datagram socket bound where NOTIFY_SOCKET points, as systemd does.
+class NotifySocket {
+ public:
+  explicit NotifySocket(const std::string& path) : path_(path) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) ADD_FAILURE() << "bind " << path;
+  }
+  ~NotifySocket() { ::close(fd_); }
+  // Waits for a message containing `want`; returns every message seen until then (or until timeout).
+  bool WaitFor(const std::string& want, milliseconds timeout, std::vector<std::string>* seen = nullptr) {
+    const auto deadline = steady_clock::now() + timeout;
+    while (steady_clock::now() < deadline) {
+      auto left = duration_cast<microseconds>(deadline - steady_clock::now());
+      timeval tv{static_cast<time_t>(left.count() / 1000000), static_cast<suseconds_t>(left.count() % 1000000)};
+      ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      char buf[4096];
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) continue;
+      std::string msg(buf, static_cast<size_t>(n));
+      messages.push_back(msg);
+      if (seen) seen->push_back(msg);
+      if (msg.find(want) != std::string::npos) return true;
+    }
+    return false;
+  }
+  std::vector<std::string> messages;
+
+ private:
+  std::string path_;
+  int fd_;
+};
+
+class AgentdProcessTest : public ::testing::Test {
+ protected:
+  void WriteConfig(const std::string& cluster, const std::string& extra = "") {
+    dir_.Write("agentd.toml", "[agent]\nsocket = \"" + sock_ + "\"\n" + extra + "[cluster]\nname = \"" + cluster + "\"\n");
+  }
+  std::unique_ptr<Subprocess> StartAgent(std::vector<std::string> env = {}) {
+    env.push_back("NOTIFY_SOCKET=" + notify_path_);
+    return std::make_unique<Subprocess>(
+        std::vector<std::string>{DLAGENT_AGENTD, "--config", dir_.Join("agentd.toml")}, env, dir_.Join("agentd.log"));
+  }
+  testing::RunResult Ctl(std::vector<std::string> args) {
+    args.insert(args.begin(), {DLAGENT_AGENTCTL, "--socket", sock_});
+    return RunCommand(args);
+  }
+
+  testing::TempDir dir_;
+  std::string sock_ = dir_.Join("run/agentd.sock");
+  std::string notify_path_ = dir_.Join("notify");
+  NotifySocket notify_{notify_path_};
+};
+
+TEST_F(AgentdProcessTest, ReadyServesStatusAndStopsCleanlyOnSigterm) {
+  WriteConfig("alpha");
+  auto agent = StartAgent();
+  std::vector<std::string> seen;
+  ASSERT_TRUE(notify_.WaitFor("READY=1", seconds(10), &seen)) << agent->Output();
+  EXPECT_NE(seen.back().find("STATUS=serving agentctl on " + sock_), std::string::npos) << seen.back();
+
+  // READY=1 is sent only once the socket serves: agentctl works at once.
+  testing::RunResult status = Ctl({"status", "--json"});
+  EXPECT_EQ(status.exit_code, 0) << status.output;
+  EXPECT_NE(status.output.find("\"cluster_name\": \"alpha\""), std::string::npos) << status.output;
+  EXPECT_NE(status.output.find("\"phase\": \"serving\""), std::string::npos) << status.output;
+  EXPECT_NE(status.output.find("\"pid\": " + std::to_string(agent->pid())), std::string::npos) << status.output;
+  testing::RunResult text = Ctl({"status"});
+  EXPECT_EQ(text.exit_code, 0);
+  EXPECT_NE(text.output.find("cluster:   alpha"), std::string::npos) << text.output;
+  testing::RunResult version = Ctl({"version"});
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_NE(version.output.find("agentd 0."), std::string::npos) << version.output;
+
+  const auto stop_start = steady_clock::now();
+  agent->Signal(SIGTERM);
+  EXPECT_TRUE(notify_.WaitFor("STOPPING=1", seconds(5))) << agent->Output();
+  std::optional<int> st = agent->Wait(seconds(5));
+  ASSERT_TRUE(st.has_value()) << "agentd did not exit within 5 s of SIGTERM";
+  EXPECT_LT(steady_clock::now() - stop_start, seconds(5));
+  EXPECT_TRUE(WIFEXITED(*st) && WEXITSTATUS(*st) == 0) << agent->Output();
+  EXPECT_NE(::access(sock_.c_str(), F_OK), 0) << "socket left behind";
+
+  testing::RunResult gone = Ctl({"status"});
+  EXPECT_EQ(gone.exit_code, 1);
+  EXPECT_EQ(gone.output, "agentctl: agentd is not running: no socket at " + sock_ + "\n");
+}
+
+TEST_F(AgentdProcessTest, WatchdogIsPettedAtHalfTheInterval) {
+  WriteConfig("alpha");
+  auto agent = StartAgent({"WATCHDOG_USEC=400000"});  // 400 ms: pets every 200 ms
+  ASSERT_TRUE(notify_.WaitFor("READY=1", seconds(10))) << agent->Output();
+  const size_t before = notify_.messages.size();
+  notify_.WaitFor("never", milliseconds(1100));
+  int pets = 0;
+  for (size_t i = before; i < notify_.messages.size(); ++i) pets += notify_.messages[i] == "WATCHDOG=1";
+  EXPECT_GE(pets, 4) << "expected a WATCHDOG=1 about every 200 ms";
+  EXPECT_LE(pets, 7);
+}
+
+TEST_F(AgentdProcessTest, SighupAppliesAGoodConfigAndRefusesABadOne) {
+  WriteConfig("alpha");
+  auto agent = StartAgent();
+  ASSERT_TRUE(notify_.WaitFor("READY=1", seconds(10))) << agent->Output();
+
+  WriteConfig("beta", "log_level = \"debug\"\n");
+  agent->Signal(SIGHUP);
+  EXPECT_TRUE(notify_.WaitFor("RELOADING=1", seconds(5)));
+  EXPECT_TRUE(notify_.WaitFor("READY=1", seconds(5)));
+  testing::RunResult s = Ctl({"status", "--json"});
+  EXPECT_NE(s.output.find("\"cluster_name\": \"beta\""), std::string::npos) << s.output;
+  EXPECT_NE(s.output.find("\"config_generation\": 2"), std::string::npos) << s.output;
+  EXPECT_NE(s.output.find("\"log_level\": \"debug\""), std::string::npos) << s.output;
+
+  dir_.Write("agentd.toml", "[cluster]\nname = 42\n");
+  agent->Signal(SIGHUP);
+  EXPECT_TRUE(notify_.WaitFor("READY=1", seconds(5)));
+  s = Ctl({"status", "--json"});
+  EXPECT_EQ(s.exit_code, 0) << "agent must keep serving after a bad reload";
+  EXPECT_NE(s.output.find("\"cluster_name\": \"beta\""), std::string::npos) << s.output;
+  EXPECT_NE(s.output.find("\"config_generation\": 2"), std::string::npos) << s.output;
+  const std::string log = agent->Output();
+  EXPECT_NE(log.find("reload refused"), std::string::npos) << log;
+  EXPECT_NE(log.find("agentd.toml:2:8: cluster.name: expected a string"), std::string::npos) << log;
+}
+
+TEST_F(AgentdProcessTest, SecondAgentOnTheSameSocketExitsWithAClearError) {
+  WriteConfig("alpha");
+  auto first = StartAgent();
+  ASSERT_TRUE(notify_.WaitFor("READY=1", seconds(10)));
+  testing::RunResult second = RunCommand({DLAGENT_AGENTD, "--config", dir_.Join("agentd.toml")});
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_NE(second.output.find("another agentd is already serving on " + sock_), std::string::npos) << second.output;
+  EXPECT_EQ(Ctl({"status"}).exit_code, 0);
+}
+
+TEST_F(AgentdProcessTest, CheckConfigExitCodes) {
+  WriteConfig("alpha");
+  testing::RunResult ok = RunCommand({DLAGENT_AGENTD, "--config", dir_.Join("agentd.toml"), "--check-config"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_NE(ok.output.find("valid"), std::string::npos);
+  dir_.Write("bad.toml", "[agent]\nlog_level = \"loud\"\n");
+  testing::RunResult bad = RunCommand({DLAGENT_AGENTD, "--config", dir_.Join("bad.toml"), "--check-config"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.output.find("bad.toml:2:13: agent.log_level: \"loud\" is not one of"), std::string::npos) << bad.output;
+  testing::RunResult missing = RunCommand({DLAGENT_AGENTD, "--config", dir_.Join("nope.toml"), "--check-config"});
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.output.find("cannot read"), std::string::npos) << missing.output;
+  testing::RunResult level = RunCommand({DLAGENT_AGENTD, "--config", dir_.Join("agentd.toml"), "--log-level", "loud"});
+  EXPECT_EQ(level.exit_code, 1);
+  EXPECT_NE(level.output.find("unknown log level \"loud\""), std::string::npos) << level.output;
+}
+
+TEST_F(AgentdProcessTest, HelpOnEveryCommand) {
+  for (std::vector<std::string> args : {std::vector<std::string>{DLAGENT_AGENTD, "--help"},
+                                        {DLAGENT_AGENTCTL, "--help"},
+                                        {DLAGENT_AGENTCTL, "status", "--help"},
+                                        {DLAGENT_AGENTCTL, "version", "--help"}}) {
+    testing::RunResult r = RunCommand(args);
+    EXPECT_EQ(r.exit_code, 0) << args.back();
+    EXPECT_NE(r.output.find("Usage"), std::string::npos) << r.output;
+  }
+  testing::RunResult none = RunCommand({DLAGENT_AGENTCTL});
+  EXPECT_EQ(none.exit_code, 2) << none.output;
+  testing::RunResult bogus = RunCommand({DLAGENT_AGENTCTL, "frobnicate"});
+  EXPECT_EQ(bogus.exit_code, 2) << bogus.output;
+}
+
+// Runs agentctl as user nobody (needs root and setpriv).
+testing::RunResult CtlAsNobody(const std::string& sock) {
+  return RunCommand({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", DLAGENT_AGENTCTL, "--socket", sock,
+                     "status"});
+}
+
+TEST_F(AgentdProcessTest, OtherUsersAreRefused) {
+  if (::geteuid() != 0 || RunCommand({"setpriv", "--version"}).exit_code != 0) GTEST_SKIP() << "needs root and setpriv";
+  WriteConfig("alpha");
+  auto agent = StartAgent();
+  ASSERT_TRUE(notify_.WaitFor("READY=1", seconds(10)));
+
+  // The file system says no: agentctl names the socket and what to do.
+  ::chmod(dir_.path().c_str(), 0755);
+  testing::RunResult denied = CtlAsNobody(sock_);
+  EXPECT_EQ(denied.exit_code, 1);
+  EXPECT_NE(denied.output.find("permission denied on " + sock_), std::string::npos) << denied.output;
+  EXPECT_NE(denied.output.find("group dlagent"), std::string::npos) << denied.output;
+
+  // With the file system opened up, the agent's peer-credential check still refuses.
+  ::chmod(dir_.Join("run").c_str(), 0777);
+  ::chmod(sock_.c_str(), 0777);
+  testing::RunResult refused = CtlAsNobody(sock_);
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.output.find("closed the connection"), std::string::npos) << refused.output;
+  EXPECT_NE(agent->Output().find("refused a connection from uid 65534"), std::string::npos) << agent->Output();
+  EXPECT_EQ(Ctl({"status"}).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace dlagent

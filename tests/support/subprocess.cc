@@ -1,0 +1,93 @@
+#include "tests/support/subprocess.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include "bootstrap/common/env.h"
+
+extern char** environ;
+
+namespace dlagent::testing {
+
+Subprocess::Subprocess(std::vector<std::string> argv, std::vector<std::string> env, std::string output_path)
+    : output_path_(std::move(output_path)) {
+  std::vector<std::string> envs;
+  for (char** e = environ; *e; ++e) {
+    std::string kv(*e);
+    bool replaced = false;
+    for (const auto& x : env) replaced |= kv.substr(0, kv.find('=') + 1) == x.substr(0, x.find('=') + 1);
+    if (!replaced) envs.push_back(kv);
+  }
+  envs.insert(envs.end(), env.begin(), env.end());
+  // Everything the child needs is prepared before fork: the test process has threads, so the child may
+  // only make async-signal-safe calls.
+  std::vector<char*> a, e;
+  for (auto& s : argv) a.push_back(s.data());
+  a.push_back(nullptr);
+  for (auto& s : envs) e.push_back(s.data());
+  e.push_back(nullptr);
+  int fd = ::open(output_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::runtime_error("cannot create " + output_path_);
+  sigset_t none;
+  sigemptyset(&none);
+  pid_ = ::fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    ::setpgid(0, 0);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execve(a[0], a.data(), e.data());
+    _exit(127);
+  }
+  ::close(fd);
+}
+
+Subprocess::~Subprocess() {
+  if (!reaped_) {
+    ::kill(-pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+}
+
+void Subprocess::Signal(int sig) { ::kill(pid_, sig); }
+
+std::optional<int> Subprocess::Wait(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int st = 0;
+    if (::waitpid(pid_, &st, WNOHANG) == pid_) {
+      reaped_ = true;
+      return st;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+std::string Subprocess::Output() const {
+  std::ifstream in(output_path_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+RunResult RunCommand(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
+  std::unique_ptr<Env> env = NewPosixEnv();
+  ExecRequest req;
+  req.argv = argv;
+  req.timeout = timeout;
+  Result<ExecResult> r = env->Exec(req);
+  if (!r.ok()) return {-1, r.status().ToString()};
+  return {r->timed_out ? -2 : r->exit_code, r->output};
+}
+
+}  // namespace dlagent::testing

@@ -1,0 +1,39 @@
+#pragma once
+// A child process for integration tests: started in its own process group with stdout and stderr sent to
+// a file, killed (the whole group) when the object goes away, so that a failing test leaves nothing behind.
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace dlagent::testing {
+
+class Subprocess {
+ public:
+  // env entries "NAME=value" are added to (or replace in) the inherited environment.
+  Subprocess(std::vector<std::string> argv, std::vector<std::string> env, std::string output_path);
+  ~Subprocess();
+  Subprocess(const Subprocess&) = delete;
+  Subprocess& operator=(const Subprocess&) = delete;
+
+  int pid() const { return pid_; }
+  void Signal(int sig);
+  // The raw wait status once the process ended within timeout, else nullopt.
+  std::optional<int> Wait(std::chrono::milliseconds timeout);
+  std::string Output() const;
+
+ private:
+  int pid_ = -1;
+  bool reaped_ = false;
+  std::string output_path_;
+};
+
+// Runs a command to completion (at most timeout) and returns its exit code and combined output.
+struct RunResult {
+  int exit_code = -1;
+  std::string output;
+};
+RunResult RunCommand(const std::vector<std::string>& argv, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+}  // namespace dlagent::testing

@@ -1,0 +1,163 @@
+#include "agent/daemon/config.h"
+
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "bootstrap/common/fake_env.h"
+
+namespace dlagent {
+namespace {
+
+GetEnvFn EnvFrom(std::map<std::string, std::string> vars) {
+  return [vars](const char* name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+const GetEnvFn kNoEnv = EnvFrom({});
+
+TEST(ConfigTest, EmptyFileGivesDocumentedDefaults) {
+  Result<Config> c = ParseConfig("", "/etc/dlagent/agentd.toml", kNoEnv);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->path, "/etc/dlagent/agentd.toml");
+  EXPECT_EQ(c->agent.socket, "/run/dlagent/agentd.sock");
+  EXPECT_EQ(c->agent.socket_group, "dlagent");
+  EXPECT_EQ(c->agent.log_level, "info");
+  EXPECT_EQ(c->cluster.name, "default");
+  EXPECT_EQ(c->aws.imds_endpoint, "http://169.254.169.254");
+  EXPECT_FALSE(c->aws.imds_disabled);
+}
+
+TEST(ConfigTest, ReadsEveryKey) {
+  Result<Config> c = ParseConfig(R"(
+[agent]
+socket = "/tmp/a.sock"
+socket_group = "ops"
+log_level = "debug"
+[cluster]
+name = "p4d-train"
+[aws]
+region = "us-west-2"
+sqs_endpoint = "http://127.0.0.1:4566"
+imds_endpoint = "http://127.0.0.1:1338"
+imds_disabled = true
+)",
+                                 "a.toml", kNoEnv);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->agent.socket, "/tmp/a.sock");
+  EXPECT_EQ(c->agent.socket_group, "ops");
+  EXPECT_EQ(c->agent.log_level, "debug");
+  EXPECT_EQ(c->cluster.name, "p4d-train");
+  EXPECT_EQ(c->aws.region, "us-west-2");
+  EXPECT_EQ(c->aws.sqs_endpoint, "http://127.0.0.1:4566");
+  EXPECT_EQ(c->aws.imds_endpoint, "http://127.0.0.1:1338");
+  EXPECT_TRUE(c->aws.imds_disabled);
+}
+
+// Each bad file must fail with every listed fragment in the message (file:line:col, key, accepted values).
+TEST(ConfigTest, BadInputNamesFileLineKeyAndAcceptedValues) {
+  struct Case {
+    const char* name;
+    std::string toml;
+    std::vector<std::string> want;
+  } cases[] = {
+      {"syntax", "[agent\nsocket = 1", {"a.toml:1:"}},
+      {"unknown key", "[agent]\nlog_levl = \"info\"", {"a.toml:2:1: agent.log_levl: unknown key", "did you mean log_level?", "socket, socket_group, log_level"}},
+      {"unknown section", "[agnet]\nx = 1", {"a.toml:1:", "agnet: unknown section", "did you mean [agent]?"}},
+      {"wrong type", "[cluster]\nname = 5", {"a.toml:2:8: cluster.name: expected a string, got an integer"}},
+      {"section not a table", "agent = 3", {"a.toml:1:", "agent: expected a table [agent]"}},
+      {"enum", "[agent]\nlog_level = \"verbose\"", {"a.toml:2:", "agent.log_level: \"verbose\" is not one of: trace, debug, info, warn, error"}},
+      {"relative socket", "[agent]\nsocket = \"run/a.sock\"", {"agent.socket: \"run/a.sock\" must be an absolute path"}},
+      {"long socket", "[agent]\nsocket = \"/" + std::string(120, 'x') + "\"", {"agent.socket:", "107 bytes"}},
+      {"cluster name chars", "[cluster]\nname = \"a b\"", {"cluster.name:", "use letters, digits"}},
+      {"empty cluster name", "[cluster]\nname = \"\"", {"cluster.name: must be 1 to 64 characters"}},
+      {"url", "[aws]\nsqs_endpoint = \"127.0.0.1:4566\"", {"aws.sqs_endpoint:", "must start with http:// or https://"}},
+      {"bool", "[aws]\nimds_disabled = \"yes\"", {"aws.imds_disabled: expected true or false, got a string"}},
+  };
+  for (const auto& c : cases) {
+    Result<Config> r = ParseConfig(c.toml, "a.toml", kNoEnv);
+    ASSERT_FALSE(r.ok()) << c.name;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << c.name;
+    for (const auto& w : c.want) {
+      EXPECT_NE(r.status().ToString().find(w), std::string::npos) << c.name << ": want \"" << w << "\" in:\n"
+                                                                 << r.status().ToString();
+    }
+  }
+}
+
+TEST(ConfigTest, ReportsAllProblemsInFileOrder) {
+  Result<Config> r = ParseConfig("[cluster]\nname = 1\n[agent]\nbogus = 2\nlog_level = \"x\"\n", "a.toml", kNoEnv);
+  ASSERT_FALSE(r.ok());
+  const std::string msg = r.status().ToString();
+  const size_t l2 = msg.find("a.toml:2:"), l4 = msg.find("a.toml:4:"), l5 = msg.find("a.toml:5:");
+  ASSERT_NE(l2, std::string::npos) << msg;
+  ASSERT_NE(l4, std::string::npos) << msg;
+  ASSERT_NE(l5, std::string::npos) << msg;
+  EXPECT_LT(l2, l4);
+  EXPECT_LT(l4, l5);
+}
+
+TEST(ConfigTest, AwsEnvironmentOverridesTheFile) {
+  const char* toml = "[aws]\nregion = \"eu-west-1\"\nsqs_endpoint = \"http://file:1\"\n";
+  struct Case {
+    std::map<std::string, std::string> env;
+    std::string region, sqs, imds;
+    bool disabled;
+  } cases[] = {
+      {{}, "eu-west-1", "http://file:1", "http://169.254.169.254", false},
+      {{{"AWS_DEFAULT_REGION", "us-east-2"}}, "us-east-2", "http://file:1", "http://169.254.169.254", false},
+      {{{"AWS_REGION", "us-west-2"}, {"AWS_DEFAULT_REGION", "us-east-2"}}, "us-west-2", "http://file:1", "http://169.254.169.254", false},
+      {{{"AWS_ENDPOINT_URL", "http://all:2"}}, "eu-west-1", "http://all:2", "http://169.254.169.254", false},
+      {{{"AWS_ENDPOINT_URL", "http://all:2"}, {"AWS_ENDPOINT_URL_SQS", "http://sqs:3"}}, "eu-west-1", "http://sqs:3", "http://169.254.169.254", false},
+      {{{"AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1338"}}, "eu-west-1", "http://file:1", "http://127.0.0.1:1338", false},
+      {{{"AWS_EC2_METADATA_DISABLED", "TRUE"}}, "eu-west-1", "http://file:1", "http://169.254.169.254", true},
+  };
+  for (const auto& c : cases) {
+    Result<Config> r = ParseConfig(toml, "a.toml", EnvFrom(c.env));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->aws.region, c.region);
+    EXPECT_EQ(r->aws.sqs_endpoint, c.sqs);
+    EXPECT_EQ(r->aws.imds_endpoint, c.imds);
+    EXPECT_EQ(r->aws.imds_disabled, c.disabled);
+  }
+  Result<Config> bad = ParseConfig("", "a.toml", EnvFrom({{"AWS_EC2_METADATA_DISABLED", "maybe"}}));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().ToString().find("AWS_EC2_METADATA_DISABLED=\"maybe\""), std::string::npos);
+}
+
+TEST(ConfigTest, LoadMissingFileUsesDefaultsUnlessRequired) {
+  FakeEnv env;
+  Result<Config> c = LoadConfig(env, "/etc/dlagent/agentd.toml", false, kNoEnv);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->path, "");
+  Result<Config> required = LoadConfig(env, "/etc/dlagent/agentd.toml", true, kNoEnv);
+  ASSERT_FALSE(required.ok());
+  EXPECT_NE(required.status().ToString().find("cannot read /etc/dlagent/agentd.toml"), std::string::npos);
+  env.PutFile("/etc/dlagent/agentd.toml", "[cluster]\nname = \"x\"\n");
+  EXPECT_EQ(LoadConfig(env, "/etc/dlagent/agentd.toml", true, kNoEnv)->cluster.name, "x");
+}
+
+// docs/configuration.md documents exactly the keys the parser knows.
+TEST(ConfigTest, DocumentationListsEveryKey) {
+  std::ifstream in(std::string(DLAGENT_SOURCE_DIR) + "/docs/configuration.md");
+  ASSERT_TRUE(in) << "docs/configuration.md is missing";
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string doc = ss.str();
+  std::set<std::string> documented;
+  std::regex row(R"(\n\| `([a-z_]+\.[a-z_]+)` \|)");
+  for (std::sregex_iterator it(doc.begin(), doc.end(), row), end; it != end; ++it) documented.insert((*it)[1]);
+  std::vector<std::string> known = KnownConfigKeys();
+  std::set<std::string> known_set(known.begin(), known.end());
+  EXPECT_EQ(documented, known_set);
+}
+
+}  // namespace
+}  // namespace dlagent

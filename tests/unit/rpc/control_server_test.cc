@@ -1,0 +1,157 @@
+#include "agent/rpc/control_server.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <sstream>
+
+#include <gtest/gtest.h>
+
+#include "agent/ctl/commands.h"
+#include "agent/ctl/control_client.h"
+#include "tests/support/temp_dir.h"
+
+namespace dlagent {
+namespace {
+
+using namespace std::chrono;
+
+class FakeHandler : public ControlHandler {
+ public:
+  StatusSnapshot GetStatus() override {
+    ++calls;
+    StatusSnapshot s;
+    s.phase = "serving";
+    s.phase_detail = "serving agentctl";
+    s.version = "9.9.9";
+    s.cluster_name = "unit";
+    s.identity.instance_id = "i-0123456789abcdef0";
+    s.identity.gpu_count = 8;
+    s.uptime_ms = 61000;
+    return s;
+  }
+  std::atomic<int> calls{0};
+};
+
+class ControlServerTest : public ::testing::Test {
+ protected:
+  testing::TempDir dir_;
+  FakeHandler handler_;
+  std::string sock_ = dir_.Join("run/agentd.sock");
+};
+
+TEST_F(ControlServerTest, ServesStatusOverTheSocket) {
+  auto server = StartControlServer({sock_, ""}, &handler_);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  struct stat st;
+  ASSERT_EQ(::stat(sock_.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+
+  auto client = ControlClient::Connect(sock_, seconds(5));
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  Result<StatusSnapshot> status = (*client)->GetStatus();
+  ASSERT_TRUE(status.ok()) << status.status().ToString();
+  EXPECT_EQ(status->identity.instance_id, "i-0123456789abcdef0");
+  EXPECT_EQ(status->identity.gpu_count, 8u);
+  EXPECT_EQ(status->cluster_name, "unit");
+  EXPECT_EQ(*(*client)->GetVersion(), "9.9.9");
+  EXPECT_EQ(handler_.calls.load(), 2);
+
+  (*server)->Shutdown(seconds(1));
+  EXPECT_NE(::access(sock_.c_str(), F_OK), 0) << "socket file left after shutdown";
+}
+
+TEST_F(ControlServerTest, ManyConcurrentClients) {
+  auto server = StartControlServer({sock_, ""}, &handler_);
+  ASSERT_TRUE(server.ok());
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 10; ++i) {
+        auto c = ControlClient::Connect(sock_, seconds(5));
+        if (c.ok() && (*c)->GetStatus().ok()) ++ok;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 80);
+}
+
+TEST_F(ControlServerTest, SecondServerOnALiveSocketIsRefused) {
+  auto first = StartControlServer({sock_, ""}, &handler_);
+  ASSERT_TRUE(first.ok());
+  auto second = StartControlServer({sock_, ""}, &handler_);
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), StatusCode::kAlreadyExists);
+  EXPECT_NE(second.status().ToString().find("another agentd is already serving on " + sock_), std::string::npos);
+  // The first one still serves.
+  EXPECT_TRUE((*ControlClient::Connect(sock_, seconds(5)))->GetStatus().ok());
+}
+
+TEST_F(ControlServerTest, StaleSocketFileIsReplaced) {
+  ASSERT_EQ(::mkdir(dir_.Join("run").c_str(), 0755), 0);
+  // A socket bound and closed without unlink: what a crashed agent leaves.
+  int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strcpy(addr.sun_path, sock_.c_str());
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ::close(fd);
+
+  std::ostringstream out, err;
+  CtlOptions opts;
+  opts.socket = sock_;
+  EXPECT_EQ(RunStatus(opts, out, err), 1);
+  EXPECT_NE(err.str().find("exists but nothing listens on it"), std::string::npos) << err.str();
+
+  auto server = StartControlServer({sock_, ""}, &handler_);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  EXPECT_EQ(RunStatus(opts, out, err), 0);
+}
+
+TEST_F(ControlServerTest, RefusesToReplaceARegularFile) {
+  ASSERT_EQ(::mkdir(dir_.Join("run").c_str(), 0755), 0);
+  dir_.Write("run/agentd.sock", "not a socket");
+  auto server = StartControlServer({sock_, ""}, &handler_);
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.status().ToString().find("is not a socket"), std::string::npos);
+  EXPECT_EQ(dir_.Read("run/agentd.sock"), "not a socket");
+}
+
+TEST_F(ControlServerTest, AgentctlSaysWhenNoAgentRuns) {
+  std::ostringstream out, err;
+  CtlOptions opts;
+  opts.socket = sock_;
+  EXPECT_EQ(RunStatus(opts, out, err), 1);
+  EXPECT_EQ(err.str(), "agentctl: agentd is not running: no socket at " + sock_ + "\n");
+  EXPECT_EQ(out.str(), "");
+}
+
+TEST_F(ControlServerTest, AgentctlStatusTextAndJson) {
+  auto server = StartControlServer({sock_, ""}, &handler_);
+  ASSERT_TRUE(server.ok());
+  std::ostringstream out, err;
+  CtlOptions opts;
+  opts.socket = sock_;
+  ASSERT_EQ(RunStatus(opts, out, err), 0) << err.str();
+  EXPECT_NE(out.str().find("agentd 9.9.9"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("up 1m01s"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("i-0123456789abcdef0"), std::string::npos) << out.str();
+  std::ostringstream json;
+  opts.json = true;
+  ASSERT_EQ(RunStatus(opts, json, err), 0);
+  EXPECT_NE(json.str().find("\"instance_id\": \"i-0123456789abcdef0\""), std::string::npos) << json.str();
+  EXPECT_NE(json.str().find("\"uptime_ms\": 61000"), std::string::npos) << json.str();
+  opts.timeout = "soon";
+  EXPECT_EQ(RunStatus(opts, json, err), 1);
+  EXPECT_NE(err.str().find("\"soon\" is not a duration"), std::string::npos) << err.str();
+}
+
+}  // namespace
+}  // namespace dlagent
