@@ -1,0 +1,16 @@
+#pragma once
+// Hashes and MACs over OpenSSL, as the AWS protocols need them.
+
+#include <string>
+#include <string_view>
+
+namespace dlagent {
+
+std::string Sha256(std::string_view data);                          // 32 raw bytes
+std::string HmacSha256(std::string_view key, std::string_view data);  // 32 raw bytes
+std::string Md5(std::string_view data);                             // 16 raw bytes
+std::string HexEncode(std::string_view bytes);                      // lower case
+// Constant-time comparison, for MACs.
+bool ConstantTimeEquals(std::string_view a, std::string_view b);
+
+}  // namespace dlagent

@@ -1,0 +1,213 @@
+#include "bootstrap/aws/imds_client.h"
+
+#include <gtest/gtest.h>
+
+#include "bootstrap/aws/aws_json.h"
+#include "tests/emulators/imds/imds_emulator.h"
+
+namespace dlagent {
+namespace {
+
+using namespace std::chrono;
+using testing::ImdsEmulator;
+using testing::ImdsFault;
+
+constexpr const char* kMetadata = R"({
+  "instance-id": "i-0123456789abcdef0", "instance-type": "p4d.24xlarge", "local-ipv4": "10.0.1.17",
+  "mac": "0e:1f:2a:3b:4c:5d", "availability-zone": "us-east-1a", "region": "us-east-1",
+  "account-id": "123456789012", "ami-id": "ami-0abc", "iam-role": "dlagent-node",
+  "credentials": {"AccessKeyId": "ASIAEXAMPLE", "SecretAccessKey": "secret", "Token": "session", "expires_in_s": 3600},
+  "user-data": "#!/bin/bash\necho hi\n", "tags": {"Name": "node-1", "dlagent:cluster": "demo"}})";
+
+class ImdsClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto e = ImdsEmulator::Start(kMetadata);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    emulator_ = std::move(*e);
+  }
+  ImdsClient Client(ImdsOptions o = {}) {
+    o.endpoint = emulator_->endpoint();
+    o.backoff.initial = milliseconds(10);
+    o.backoff.max_delay = milliseconds(50);
+    return ImdsClient(*http_, *env_, o);
+  }
+  std::unique_ptr<ImdsEmulator> emulator_;
+  std::unique_ptr<HttpClient> http_ = NewCurlHttpClient();
+  std::unique_ptr<Env> env_ = NewPosixEnv();
+};
+
+TEST_F(ImdsClientTest, IdentifiesTheInstance) {
+  ImdsClient imds = Client();
+  Result<InstanceIdentity> id = imds.Identify();
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  EXPECT_EQ(id->instance_id, "i-0123456789abcdef0");
+  EXPECT_EQ(id->instance_type, "p4d.24xlarge");
+  EXPECT_EQ(id->local_ipv4, "10.0.1.17");
+  EXPECT_EQ(id->availability_zone, "us-east-1a");
+  EXPECT_EQ(id->region, "us-east-1");
+  EXPECT_EQ(id->account_id, "123456789012");
+  EXPECT_EQ(id->mac, "0e:1f:2a:3b:4c:5d");
+  EXPECT_EQ(*imds.UserData(), "#!/bin/bash\necho hi\n");
+  auto tags = imds.Tags();
+  ASSERT_TRUE(tags.ok());
+  EXPECT_EQ(tags->size(), 2u);
+}
+
+TEST_F(ImdsClientTest, TokenIsFetchedOnceAndReused) {
+  ImdsClient imds = Client();
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(imds.Get("meta-data/instance-id").ok());
+  EXPECT_EQ(emulator_->stats().token_puts, 1);
+  EXPECT_EQ(imds.token_fetches(), 1);
+}
+
+TEST_F(ImdsClientTest, ExpiredTokenIsReplacedOn401) {
+  ImdsClient imds = Client();
+  ASSERT_TRUE(imds.Get("meta-data/instance-id").ok());
+  emulator_->ExpireTokens();
+  Result<std::string> id = imds.Get("meta-data/instance-id");
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  EXPECT_EQ(emulator_->stats().token_puts, 2);
+  EXPECT_EQ(emulator_->stats().unauthorized, 1);
+}
+
+TEST_F(ImdsClientTest, AbsentItemIsNotFoundWithoutRetries) {
+  ImdsClient imds = Client();
+  Result<std::string> r = imds.Get("meta-data/no-such-thing");
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(emulator_->stats().gets, 1);
+}
+
+TEST_F(ImdsClientTest, RidesOutTransientFaults) {
+  for (ImdsFault f : {ImdsFault::kError500, ImdsFault::kThrottle}) {
+    ImdsClient imds = Client();
+    emulator_->SetFault(f, 3);
+    Result<std::string> id = imds.Get("meta-data/instance-id");
+    ASSERT_TRUE(id.ok()) << id.status().ToString();
+    EXPECT_EQ(*id, "i-0123456789abcdef0");
+  }
+}
+
+TEST_F(ImdsClientTest, PersistentFaultFailsWithinTheDeadline) {
+  ImdsOptions o;
+  o.deadline = milliseconds(800);
+  ImdsClient imds = Client(o);
+  emulator_->SetFault(ImdsFault::kError500, -1);
+  const auto start = steady_clock::now();
+  Result<std::string> r = imds.Get("meta-data/instance-id");
+  EXPECT_FALSE(r.ok());
+  EXPECT_TRUE(r.status().retryable());
+  EXPECT_LT(steady_clock::now() - start, milliseconds(1500));
+  EXPECT_NE(r.status().ToString().find("answered 500"), std::string::npos) << r.status().ToString();
+  EXPECT_NE(r.status().ToString().find(emulator_->endpoint()), std::string::npos) << r.status().ToString();
+}
+
+TEST_F(ImdsClientTest, SlowAnswerTimesOutPerAttemptThenSucceeds) {
+  ImdsOptions o;
+  o.attempt_timeout = milliseconds(200);
+  ImdsClient imds = Client(o);
+  ASSERT_TRUE(imds.Get("meta-data/instance-id").ok());  // token in hand
+  emulator_->SetFault(ImdsFault::kSlow, 1, 1000);
+  const auto start = steady_clock::now();
+  Result<std::string> r = imds.Get("meta-data/instance-id");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_LT(steady_clock::now() - start, milliseconds(900));
+}
+
+TEST_F(ImdsClientTest, RefusedTokenIsAClearPermanentError) {
+  ImdsClient imds = Client();
+  emulator_->SetFault(ImdsFault::kTokenRefused, -1);
+  Result<std::string> r = imds.Get("meta-data/instance-id");
+  EXPECT_EQ(r.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(r.status().ToString().find("http-endpoint enabled"), std::string::npos);
+  EXPECT_EQ(emulator_->stats().token_puts, 1);
+}
+
+TEST_F(ImdsClientTest, BadTokenTtlIsRejected) {
+  ImdsOptions o;
+  o.token_ttl = seconds(21601);
+  Result<std::string> r = Client(o).Get("meta-data/instance-id");
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().ToString().find("outside 1..21600"), std::string::npos);
+}
+
+TEST_F(ImdsClientTest, DisabledMeansNoRequests) {
+  ImdsOptions o;
+  o.disabled = true;
+  Result<std::string> r = Client(o).Get("meta-data/instance-id");
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(emulator_->stats().token_puts, 0);
+}
+
+TEST_F(ImdsClientTest, SpotNoticeAppearsWhenTriggered) {
+  ImdsClient imds = Client();
+  auto none = imds.SpotInterruption();
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  emulator_->TriggerSpotNotice("terminate", "2026-11-22T10:00:00Z");
+  auto notice = imds.SpotInterruption();
+  ASSERT_TRUE(notice.ok()) << notice.status().ToString();
+  ASSERT_TRUE(notice->has_value());
+  EXPECT_EQ((*notice)->action, "terminate");
+  EXPECT_EQ(FormatIso8601((*notice)->time), "2026-11-22T10:00:00Z");
+}
+
+TEST_F(ImdsClientTest, ScheduledEvents) {
+  ImdsClient imds = Client();
+  EXPECT_TRUE(imds.ScheduledEvents()->empty());
+  emulator_->SetScheduledEvents(R"([{"NotBefore": "21 Jan 2027 09:00:43 GMT", "Code": "system-reboot",
+    "Description": "scheduled reboot", "EventId": "instance-event-0d59937288b749b32", "State": "active"}])");
+  auto events = imds.ScheduledEvents();
+  ASSERT_TRUE(events.ok()) << events.status().ToString();
+  ASSERT_EQ(events->size(), 1u);
+  EXPECT_EQ((*events)[0].code, "system-reboot");
+  EXPECT_EQ((*events)[0].state, "active");
+}
+
+TEST_F(ImdsClientTest, RoleCredentialsCarryExpiration) {
+  ImdsClient imds = Client();
+  Result<AwsCredentials> c = imds.RoleCredentials();
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->access_key_id, "ASIAEXAMPLE");
+  EXPECT_EQ(c->session_token, "session");
+  EXPECT_EQ(c->source, "imds:dlagent-node");
+  ASSERT_TRUE(c->expiration.has_value());
+  EXPECT_GT(*c->expiration, system_clock::now() + minutes(55));
+}
+
+TEST(ImdsParseTest, RejectsBadDocuments) {
+  struct Case {
+    const char* json;
+    const char* want;
+  } cases[] = {
+      {"", "not valid JSON"},
+      {"[1]", "expected a JSON object"},
+      {"{\"instanceId\": 5}", "\"instanceId\" is not a string"},
+      {"{\"instanceId\": \"i-1\"}", "missing \"instanceType\""},
+      {"{\"instanceId\": \"i-1\", \"instanceType\": \"x\", \"availabilityZone\": \"a\", \"region\": \"r\", \"privateIp\": \"\xff\"}", "not valid JSON"},
+  };
+  for (const auto& c : cases) {
+    Result<InstanceIdentity> r = ParseIdentityDocument(c.json);
+    ASSERT_FALSE(r.ok()) << c.json;
+    EXPECT_NE(r.status().ToString().find(c.want), std::string::npos) << r.status().ToString();
+  }
+  EXPECT_FALSE(ParseImdsCredentials(R"({"Code":"Failed","Message":"no role"})", "r").ok());
+  EXPECT_FALSE(ParseImdsCredentials(R"({"Code":"Success","AccessKeyId":"a","SecretAccessKey":"s","Expiration":"soon"})", "r").ok());
+  EXPECT_FALSE(ParseSpotNotice(R"({"action":"explode","time":"2026-11-22T10:00:00Z"})").ok());
+  EXPECT_FALSE(ParseScheduledEvents(R"({"Code":"x"})").ok());
+  EXPECT_FALSE(ParseScheduledEvents(std::string(300000, '[')).ok());
+  std::string deep = std::string(10000, '[') + std::string(10000, ']');
+  EXPECT_NE(ParseJsonObject(deep, "t", "doc").status().ToString().find("nested deeper"), std::string::npos);
+}
+
+TEST(Iso8601Test, ParsesAndFormats) {
+  EXPECT_EQ(FormatIso8601(*ParseIso8601("2026-11-22T10:00:00Z")), "2026-11-22T10:00:00Z");
+  EXPECT_EQ(FormatIso8601(*ParseIso8601("2026-11-22T10:00:00.123Z")), "2026-11-22T10:00:00Z");
+  EXPECT_EQ(FormatIso8601(*ParseIso8601("2026-11-22T12:00:00+02:00")), "2026-11-22T10:00:00Z");
+  for (const char* bad : {"", "2026-11-22", "2026-11-22T10:00:00", "2026-13-22T10:00:00Z", "2026-11-22T10:00:00Zjunk", "2026-11-22T10:00:00+2"}) {
+    EXPECT_FALSE(ParseIso8601(bad).ok()) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace dlagent
