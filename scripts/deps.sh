@@ -21,6 +21,27 @@ dlagent_install_deps() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# The SQS emulator (fauxqs, pinned in tests/emulators/sqs/package-lock.json) needs Node.js 20 or newer.
+dlagent_install_emulators() {
+  local sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "installing: nodejs npm"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  if [ "$major" -lt 20 ]; then
+    echo "warning: Node.js $(node --version 2>/dev/null) is older than 20: the SQS emulator tests will fail" >&2
+  fi
+  local dir=tests/emulators/sqs
+  if [ ! -d "$dir/node_modules/fauxqs" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    echo "installing the SQS emulator (npm ci in $dir)"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+}
+
 dlagent_build() {
   cmake --preset default >/dev/null
   cmake --build --preset default

@@ -138,9 +138,9 @@ Result<std::vector<SqsMessage>> ParseReceiveMessage(std::string_view body) {
     msg.md5_ok = md5 == HexEncode(Md5(msg.body));
     if (auto attrs = m.find("MessageAttributes"); attrs != m.end() && attrs->is_object()) {
       for (const auto& [name, value] : attrs->items()) {
-        if (!value.is_object()) continue;
-        Result<std::string> v = JsonString(value, "StringValue", false, kSqs, what);
-        if (v.ok()) msg.attributes[name] = *v;
+        // String and Number attributes carry StringValue; Binary ones are not used by the agent.
+        if (!value.is_object() || !value.contains("StringValue") || !value["StringValue"].is_string()) continue;
+        msg.attributes[name] = value["StringValue"].get<std::string>();
       }
     }
     out.push_back(std::move(msg));

@@ -1,0 +1,53 @@
+#include "tests/support/sqs_emulator.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <string_view>
+#include <filesystem>
+#include <thread>
+
+namespace dlagent::testing {
+
+std::unique_ptr<SqsEmulator> SqsEmulator::Start(const std::string& work_dir, std::string* error) {
+  const std::string dir = std::string(DLAGENT_SOURCE_DIR) + "/tests/emulators/sqs";
+  std::string node;
+  const char* path = std::getenv("PATH");
+  for (std::string_view rest = path ? path : "/usr/local/bin:/usr/bin"; node.empty() && !rest.empty();) {
+    const size_t colon = rest.find(':');
+    const std::string candidate = std::string(rest.substr(0, colon)) + "/node";
+    if (::access(candidate.c_str(), X_OK) == 0) node = candidate;
+    rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
+  }
+  if (node.empty()) {
+    *error = "node is not installed (scripts/test installs it)";
+    return nullptr;
+  }
+  if (!std::filesystem::exists(dir + "/node_modules/fauxqs")) {
+    *error = "fauxqs is not installed: run npm ci --prefix tests/emulators/sqs (scripts/test does)";
+    return nullptr;
+  }
+  auto emulator = std::unique_ptr<SqsEmulator>(new SqsEmulator());
+  const std::string log = work_dir + "/fauxqs.log";
+  emulator->process_ = std::make_unique<Subprocess>(std::vector<std::string>{node, dir + "/serve.mjs", "0"},
+                                                    std::vector<std::string>{}, log);
+  const std::string marker = "listening on ";
+  for (int i = 0; i < 300; ++i) {  // node starts in about a second; allow 15 s on a loaded machine
+    std::string out = emulator->process_->Output();
+    size_t at = out.find(marker);
+    if (at != std::string::npos && out.find('\n', at) != std::string::npos) {
+      emulator->endpoint_ = out.substr(at + marker.size(), out.find('\n', at) - at - marker.size());
+      return emulator;
+    }
+    if (emulator->process_->Wait(std::chrono::milliseconds(0))) {
+      *error = "fauxqs exited: " + out;
+      return nullptr;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  *error = "fauxqs did not start within 15 s: " + emulator->process_->Output();
+  return nullptr;
+}
+
+}  // namespace dlagent::testing
