@@ -33,6 +33,15 @@ Result<std::string> ResolveSqsEndpoint(const std::string& configured_endpoint, c
   return "https://sqs." + region + ".amazonaws.com";
 }
 
+Result<std::string> ResolveAwsRegion(const std::string& configured_region, ImdsClient* imds) {
+  if (!configured_region.empty()) return configured_region;
+  const std::string advice = "set aws.region or AWS_REGION";
+  if (!imds) return Status::InvalidArgument("aws", "no region: " + advice);
+  Result<std::string> region = imds->Get("meta-data/placement/region");
+  if (!region.ok()) return region.status().Annotate("no region configured and none from instance metadata (" + advice + ")");
+  return *region;
+}
+
 SqsClient::SqsClient(HttpClient& http, CredentialsProvider& credentials, Env& env, SqsOptions options)
     : http_(http), credentials_(credentials), env_(env), options_(std::move(options)) {
   Result<Url> url = ParseUrl(options_.endpoint);

@@ -14,6 +14,7 @@
 
 #include "bootstrap/aws/credentials.h"
 #include "bootstrap/aws/http_client.h"
+#include "bootstrap/aws/imds_client.h"
 #include "bootstrap/aws/sqs_parse.h"
 #include "bootstrap/common/backoff.h"
 
@@ -29,6 +30,10 @@ struct SqsOptions {
 // The endpoint from the configuration (which already holds AWS_ENDPOINT_URL_SQS / AWS_ENDPOINT_URL), else
 // https://sqs.<region>.amazonaws.com. InvalidArgument when the region is unknown.
 Result<std::string> ResolveSqsEndpoint(const std::string& configured_endpoint, const std::string& region);
+
+// The region as the SDKs find it: configured (aws.region, which AWS_REGION / AWS_DEFAULT_REGION override),
+// else the instance's own region from IMDS (imds may be null: no IMDS).
+Result<std::string> ResolveAwsRegion(const std::string& configured_region, ImdsClient* imds);
 
 struct ReceiveOptions {
   int max_messages = 10;                         // Default: 10 (1..10).

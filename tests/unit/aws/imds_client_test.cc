@@ -1,4 +1,8 @@
 #include "bootstrap/aws/imds_client.h"
+#include "bootstrap/aws/imds_event_poller.h"
+#include "bootstrap/aws/sqs_client.h"
+
+#include <condition_variable>
 
 #include <gtest/gtest.h>
 
@@ -207,6 +211,55 @@ TEST(Iso8601Test, ParsesAndFormats) {
   for (const char* bad : {"", "2026-11-22", "2026-11-22T10:00:00", "2026-13-22T10:00:00Z", "2026-11-22T10:00:00Zjunk", "2026-11-22T10:00:00+2"}) {
     EXPECT_FALSE(ParseIso8601(bad).ok()) << bad;
   }
+}
+
+}  // namespace
+}  // namespace dlagent
+
+namespace dlagent {
+namespace {
+
+TEST_F(ImdsClientTest, PollerReportsEachNoticeAndEventOnce) {
+  ImdsClient imds = Client();
+  std::vector<std::string> seen;
+  ImdsEventPoller poller(imds, {[&](const SpotNotice& n) { seen.push_back("spot:" + n.action); },
+                                [&](const ScheduledEvent& e) { seen.push_back("event:" + e.event_id); }});
+  poller.PollOnce();
+  EXPECT_TRUE(seen.empty());
+  emulator_->TriggerSpotNotice("stop", "2026-11-22T10:00:00Z");
+  emulator_->SetScheduledEvents(R"([{"Code":"system-reboot","EventId":"e-1","State":"active","NotBefore":"x"},
+                                    {"Code":"instance-stop","EventId":"e-0","State":"completed","NotBefore":"x"}])");
+  poller.PollOnce();
+  poller.PollOnce();
+  EXPECT_EQ(seen, (std::vector<std::string>{"spot:stop", "event:e-1"}));
+}
+
+TEST_F(ImdsClientTest, PollerThreadNoticesASpotNoticeWithinTheInterval) {
+  ImdsClient imds = Client();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool got = false;
+  ImdsEventPoller poller(imds, {[&](const SpotNotice&) {
+                                  std::lock_guard<std::mutex> lock(mu);
+                                  got = true;
+                                  cv.notify_all();
+                                }, nullptr},
+                         milliseconds(50));
+  poller.Start();
+  emulator_->TriggerSpotNotice("terminate", "2026-11-22T10:00:00Z");
+  std::unique_lock<std::mutex> lock(mu);
+  EXPECT_TRUE(cv.wait_for(lock, seconds(5), [&] { return got; }));
+  lock.unlock();
+  const auto start = steady_clock::now();
+  poller.Stop();
+  EXPECT_LT(steady_clock::now() - start, seconds(1));
+}
+
+TEST_F(ImdsClientTest, RegionFromConfigElseImds) {
+  ImdsClient imds = Client();
+  EXPECT_EQ(*ResolveAwsRegion("eu-west-1", &imds), "eu-west-1");
+  EXPECT_EQ(*ResolveAwsRegion("", &imds), "us-east-1");
+  EXPECT_FALSE(ResolveAwsRegion("", nullptr).ok());
 }
 
 }  // namespace

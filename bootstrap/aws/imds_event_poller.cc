@@ -1,0 +1,55 @@
+#include "bootstrap/aws/imds_event_poller.h"
+
+#include <spdlog/spdlog.h>
+
+namespace dlagent {
+
+ImdsEventPoller::ImdsEventPoller(ImdsClient& imds, ImdsEventCallbacks callbacks, Duration interval)
+    : imds_(imds), callbacks_(std::move(callbacks)), interval_(interval) {}
+
+ImdsEventPoller::~ImdsEventPoller() { Stop(); }
+
+void ImdsEventPoller::Start() {
+  thread_ = std::thread([this] {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      lock.unlock();
+      PollOnce();
+      lock.lock();
+      cv_.wait_for(lock, interval_, [this] { return stop_; });
+    }
+  });
+}
+
+void ImdsEventPoller::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void ImdsEventPoller::PollOnce() {
+  if (!spot_reported_) {
+    Result<std::optional<SpotNotice>> notice = imds_.SpotInterruption();
+    if (!notice.ok()) {
+      spdlog::debug("imds: spot notice poll failed: {}", notice.status().ToString());
+    } else if (notice->has_value()) {
+      spot_reported_ = true;
+      if (callbacks_.on_spot_notice) callbacks_.on_spot_notice(**notice);
+    }
+  }
+  Result<std::vector<ScheduledEvent>> events = imds_.ScheduledEvents();
+  if (!events.ok()) {
+    spdlog::debug("imds: scheduled events poll failed: {}", events.status().ToString());
+    return;
+  }
+  for (const ScheduledEvent& e : *events) {
+    if (e.state == "completed" || e.state == "canceled") continue;
+    const std::string key = e.event_id.empty() ? e.code + "@" + e.not_before : e.event_id;
+    if (seen_events_.insert(key).second && callbacks_.on_scheduled_event) callbacks_.on_scheduled_event(e);
+  }
+}
+
+}  // namespace dlagent
