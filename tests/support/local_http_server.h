@@ -1,7 +1,8 @@
 #pragma once
 // A cpp-httplib server on loopback for tests and emulators: Start() returns once it accepts connections,
 // and the destructor stops it. (httplib's stop() does nothing if it runs before the listening thread has
-// started, which would hang the join: Start() waits for that.)
+// started, which would hang the join: Start() waits for that.) An owner whose handlers use its other
+// members must call Stop() first in its destructor, so that no handler runs while they are destroyed.
 
 #include <string>
 #include <thread>

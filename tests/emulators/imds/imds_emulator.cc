@@ -48,6 +48,9 @@ class Emulator final : public ImdsEmulator {
     events_ = "[]";
   }
 
+  // Handlers read the members below: stop serving before any of them goes.
+  ~Emulator() override { http_.Stop(); }
+
   Status Listen(const std::string& host, int port) {
     Routes();
     return http_.Start(host, port);

@@ -24,6 +24,7 @@ class WaitHandle {
     });
     EXPECT_TRUE(http_.Start().ok());
   }
+  ~WaitHandle() { http_.Stop(); }  // handlers use the members below
   std::string url() const { return http_.url("/waitcondition/arn%3Aaws%3Acloudformation?X-Amz-Signature=abc"); }
   std::vector<std::string> bodies() {
     std::lock_guard<std::mutex> lock(mu_);

@@ -41,6 +41,7 @@ class TestServer {
     server_.Get("/missing", [](const httplib::Request&, httplib::Response& res) { res.status = 404; });
     EXPECT_TRUE(http_.Start().ok());
   }
+  ~TestServer() { http_.Stop(); }  // handlers use the members below
   std::string Url(const std::string& path) const { return http_.url(path); }
   size_t distinct_client_ports() {
     std::lock_guard<std::mutex> lock(mu_);
