@@ -1,0 +1,100 @@
+#include "bootstrap/membership/messages.h"
+
+#include <gtest/gtest.h>
+
+#include "bootstrap/membership/packet_crypto.h"
+
+namespace dlagent::swim {
+namespace {
+
+TEST(SwimMessagesTest, EveryMessageRoundTrips) {
+  std::vector<Message> all = {
+      Ping{7, "i-b", "i-a", "10.0.0.1:7946"},
+      IndirectPing{8, "i-c", "10.0.0.3:7946", "i-a", "10.0.0.1:7946", true},
+      Ack{9},
+      Nack{10},
+      Alive{3, "i-a", "10.0.0.1:7946", EncodeMeta({"i-a", "master", 8, "us-east-1a", "0.1.0", 7947})},
+      Suspect{4, "i-b", "i-a"},
+      Dead{5, "i-b", "i-b"},
+  };
+  std::string packet;
+  for (const Message& m : all) AppendToPacket(packet, Encode(m));
+  Result<std::vector<Message>> back = DecodePacket(packet);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_EQ(back->size(), all.size());
+  for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(Encode((*back)[i]), Encode(all[i])) << i;
+  const Alive& alive = std::get<Alive>((*back)[4]);
+  Result<MemberMeta> meta = DecodeMeta(alive.meta);
+  ASSERT_TRUE(meta.ok());
+  EXPECT_EQ(meta->role, "master");
+  EXPECT_EQ(meta->gpus, 8u);
+  EXPECT_EQ(meta->rpc_port, 7947);
+}
+
+TEST(SwimMessagesTest, MalformedInputIsRefusedWhole) {
+  const std::string ping = Encode(Ping{1, "b", "a", "x"});
+  std::string packet;
+  AppendToPacket(packet, ping);
+  std::vector<std::string> bad = {
+      "",                                      // empty packet
+      packet.substr(0, packet.size() - 1),     // truncated
+      packet + "\x01",                         // trailing junk in framing
+      std::string("\x02\x00\x63\x00", 4),      // unknown type 0x63
+  };
+  std::string trailing = ping + "zz";
+  std::string framed;
+  AppendToPacket(framed, trailing);
+  bad.push_back(framed);                       // trailing bytes inside a message
+  std::string long_name = Encode(Suspect{1, std::string(200, 'n'), "a"});
+  std::string framed_long;
+  AppendToPacket(framed_long, long_name);
+  bad.push_back(framed_long);                  // a name over the limit
+  for (const std::string& b : bad) {
+    Result<std::vector<Message>> r = DecodePacket(b);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  }
+  EXPECT_FALSE(DecodeMeta("junk").ok());
+}
+
+std::string Key(char c) { return std::string(32, c); }
+
+TEST(KeyringTest, SealsAndOpens) {
+  Keyring ring = *Keyring::Create({{1, Key('a')}}, 1, "demo");
+  const std::string sealed = ring.Seal("hello gossip");
+  EXPECT_EQ(sealed.size(), 12 + Keyring::kOverhead);
+  EXPECT_EQ(sealed.find("hello"), std::string::npos);
+  EXPECT_EQ(*ring.Open(sealed), "hello gossip");
+  EXPECT_NE(ring.Seal("hello gossip"), sealed) << "nonces must differ";
+}
+
+TEST(KeyringTest, RefusesWrongKeyClusterAndTampering) {
+  Keyring ring = *Keyring::Create({{1, Key('a')}}, 1, "demo");
+  const std::string sealed = ring.Seal("hello gossip");
+  Keyring other_key = *Keyring::Create({{1, Key('b')}}, 1, "demo");
+  Keyring other_cluster = *Keyring::Create({{1, Key('a')}}, 1, "prod");
+  Keyring other_id = *Keyring::Create({{2, Key('a')}}, 2, "demo");
+  EXPECT_EQ(other_key.Open(sealed).status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(other_cluster.Open(sealed).status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(other_id.Open(sealed).status().code(), StatusCode::kPermissionDenied);
+  for (size_t i = 1; i < sealed.size(); i += 7) {
+    std::string t = sealed;
+    t[i] ^= 0x01;
+    EXPECT_FALSE(ring.Open(t).ok()) << "flipped byte " << i;
+  }
+  EXPECT_EQ(ring.Open("short").status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(KeyringTest, RotationOpensWithEveryInstalledKey) {
+  Keyring old_ring = *Keyring::Create({{1, Key('a')}}, 1, "demo");
+  Keyring rotating = *Keyring::Create({{1, Key('a')}, {2, Key('b')}}, 2, "demo");
+  Keyring new_ring = *Keyring::Create({{2, Key('b')}}, 2, "demo");
+  EXPECT_EQ(*rotating.Open(old_ring.Seal("x")), "x");
+  EXPECT_EQ(*new_ring.Open(rotating.Seal("y")), "y");
+  EXPECT_FALSE(old_ring.Open(rotating.Seal("z")).ok());
+  EXPECT_FALSE(Keyring::Create({{1, "short"}}, 1, "demo").ok());
+  EXPECT_FALSE(Keyring::Create({{1, Key('a')}}, 2, "demo").ok());
+}
+
+}  // namespace
+}  // namespace dlagent::swim
