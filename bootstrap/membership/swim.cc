@@ -43,7 +43,10 @@ Swim::Swim(SwimConfig config, std::string name, std::string addr, std::string me
   next_probe_ = now + Uniform(rng_, config_.probe_interval);
   next_gossip_ = now + Uniform(rng_, config_.gossip_interval);
   next_reconnect_ = now + config_.reconnect_interval;
-  next_push_pull_ = now + config_.push_pull_interval + Uniform(rng_, config_.push_pull_interval);
+  // The first push-pull comes early (a tenth to a third of the interval): members started together learn
+  // of each other by gossip, but an update that ran out of retransmits before reaching someone would
+  // otherwise wait a whole interval (memberlist: ~95 s to converge 2000 members started together).
+  next_push_pull_ = now + config_.push_pull_interval / 10 + Uniform(rng_, config_.push_pull_interval * 7 / 30);
   Queue(self_, Alive{0, self_, me.addr, me.meta});
 }
 

@@ -86,6 +86,8 @@ void SwimSim::Pause(int i) { nodes_[i].paused = true; }
 void SwimSim::Resume(int i) {
   Node& n = nodes_[i];
   n.paused = false;
+  // A process waking from a stall finds its timers expired before it reads its socket: timers first.
+  n.swim->Tick(now_);
   for (const std::string& b : n.held) (void)n.swim->OnPacket(b, now_);
   n.held.clear();
   Flush(i);
