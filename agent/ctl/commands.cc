@@ -1,5 +1,9 @@
 #include "agent/ctl/commands.h"
 
+#include <iomanip>
+#include <regex>
+#include <sstream>
+
 #include <nlohmann/json.hpp>
 
 #include "agent/ctl/control_client.h"
@@ -84,6 +88,57 @@ int RunVersion(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
     if (agent.ok()) out << "agentd " << *agent << "\n";
   }
   return agent.ok() ? 0 : Fail(err, agent.status());
+}
+
+}  // namespace dlagent
+
+namespace dlagent {
+
+int RunMembers(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
+  std::regex status_re;
+  try {
+    status_re = std::regex(opts.status_filter.empty() ? ".*" : opts.status_filter, std::regex::extended);
+  } catch (const std::regex_error& e) {
+    err << "agentctl: --status: \"" << opts.status_filter << "\" is not a regular expression: " << e.what() << "\n";
+    return 2;
+  }
+  Result<std::unique_ptr<ControlClient>> client = Dial(opts);
+  if (!client.ok()) return Fail(err, client.status());
+  Result<MemberListSnapshot> list = (*client)->ListMembers();
+  if (!list.ok()) return Fail(err, list.status());
+  if (!list->enabled) {
+    err << "agentctl: membership is off on this agent: set gossip.key_file in agentd.toml (see docs/configuration.md)\n";
+    return 1;
+  }
+  std::vector<MemberSnapshot> shown;
+  for (const MemberSnapshot& m : list->members) {
+    if (!std::regex_match(m.status, status_re)) continue;
+    if (!opts.role_filter.empty() && m.role != opts.role_filter) continue;
+    shown.push_back(m);
+  }
+  if (opts.json) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const MemberSnapshot& m : shown) {
+      j.push_back({{"name", m.name}, {"address", m.address}, {"status", m.status}, {"role", m.role}, {"gpus", m.gpus},
+                   {"availability_zone", m.availability_zone}, {"incarnation", m.incarnation},
+                   {"last_change_ms_ago", m.last_change_ms_ago}, {"flaps", m.flaps}, {"version", m.version}});
+    }
+    out << j.dump(2) << "\n";
+  } else {
+    std::ostringstream table;
+    auto row = [&](const std::string& a, const std::string& b, const std::string& c, const std::string& d, const std::string& e,
+                   const std::string& f, const std::string& g, const std::string& h, const std::string& i) {
+      table << std::left << std::setw(24) << a << std::setw(22) << b << std::setw(9) << c << std::setw(8) << d << std::setw(6) << e
+            << std::setw(12) << f << std::setw(6) << g << std::setw(9) << h << i << "\n";
+    };
+    row("NAME", "ADDRESS", "STATUS", "ROLE", "GPUS", "AZ", "INC", "CHANGED", "FLAPS");
+    for (const MemberSnapshot& m : shown) {
+      row(m.name, m.address, m.status, m.role, std::to_string(m.gpus), m.availability_zone.empty() ? "-" : m.availability_zone,
+          std::to_string(m.incarnation), FormatDuration(std::chrono::milliseconds(m.last_change_ms_ago)), std::to_string(m.flaps));
+    }
+    out << table.str();
+  }
+  return shown.empty() ? 2 : 0;
 }
 
 }  // namespace dlagent

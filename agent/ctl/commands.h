@@ -14,10 +14,14 @@ struct CtlOptions {
   std::string socket = kDefaultSocketPath;
   std::string timeout = "5s";
   bool json = false;
+  std::string status_filter;  // members: a regular expression over the status
+  std::string role_filter;    // members: an exact role
 };
 
 int RunStatus(const CtlOptions& opts, std::ostream& out, std::ostream& err);
 int RunVersion(const CtlOptions& opts, std::ostream& out, std::ostream& err);
+// Exit code 2 when no member matches the filters (as `consul members` does).
+int RunMembers(const CtlOptions& opts, std::ostream& out, std::ostream& err);
 
 // The human form of `agentctl status`.
 std::string FormatStatus(const StatusSnapshot& s);

@@ -50,6 +50,20 @@ class GrpcControlClient final : public ControlClient {
     return FromProto(reply);
   }
 
+  Result<MemberListSnapshot> ListMembers() override {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    pb::MemberList reply;
+    RETURN_IF_ERROR(Convert(stub_->ListMembers(&ctx, pb::ListMembersRequest(), &reply)));
+    MemberListSnapshot out;
+    out.enabled = reply.enabled();
+    for (const pb::Member& m : reply.members()) {
+      out.members.push_back({m.name(), m.address(), m.status(), m.role(), m.availability_zone(), m.version(), m.gpus(),
+                             m.incarnation(), m.flaps(), m.last_change_ms_ago()});
+    }
+    return out;
+  }
+
   Result<std::string> GetVersion() override {
     grpc::ClientContext ctx;
     SetDeadline(ctx);

@@ -21,6 +21,7 @@ class ControlClient {
 
   virtual Result<StatusSnapshot> GetStatus() = 0;
   virtual Result<std::string> GetVersion() = 0;
+  virtual Result<MemberListSnapshot> ListMembers() = 0;
 };
 
 }  // namespace dlagent

@@ -13,12 +13,17 @@ int main(int argc, char** argv) {
   app.add_option("-s,--socket", opts.socket, "agentd's control socket")->envname("DLAGENT_SOCKET")->capture_default_str();
   app.add_option("--timeout", opts.timeout, "Deadline for each call to agentd, e.g. 5s, 500ms")->capture_default_str();
   app.require_subcommand(1);
-  app.footer("Exit codes: 0 success, 1 agentd unreachable or failed, 2 bad usage.");
+  app.footer("Exit codes: 0 success, 1 agentd unreachable or failed, 2 bad usage or (members) no member matched.");
 
   auto* status = app.add_subcommand("status", "Show the agent's phase, identity, uptime, version and config");
   status->add_flag("--json", opts.json, "Print one JSON object instead of text");
   auto* version = app.add_subcommand("version", "Show agentctl's and agentd's versions");
   version->add_flag("--json", opts.json, "Print one JSON object instead of text");
+
+  auto* members = app.add_subcommand("members", "List the cluster's members as this agent sees them (exit 2: none match)");
+  members->add_flag("--json", opts.json, "Print a JSON array instead of a table");
+  members->add_option("--status", opts.status_filter, "Only members whose status matches this regular expression (alive, suspect, dead, left)");
+  members->add_option("--role", opts.role_filter, "Only members with this role (master, worker)");
 
   try {
     app.parse(argc, argv);
@@ -30,5 +35,6 @@ int main(int argc, char** argv) {
   }
   if (*status) return dlagent::RunStatus(opts, std::cout, std::cerr);
   if (*version) return dlagent::RunVersion(opts, std::cout, std::cerr);
+  if (*members) return dlagent::RunMembers(opts, std::cout, std::cerr);
   return 2;
 }

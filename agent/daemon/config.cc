@@ -91,6 +91,31 @@ class ConfigReader {
     });
   }
 
+  void Int(const std::string& key, int64_t min, int64_t max, int64_t* out) {
+    const toml::node* n = Find(key);
+    if (!n) return;
+    if (!n->is_integer()) return Error(n->source(), key, "expected an integer, got " + TypeName(*n));
+    const int64_t v = n->as_integer()->get();
+    if (v < min || v > max) {
+      return Error(n->source(), key, std::to_string(v) + " is out of range " + std::to_string(min) + ".." + std::to_string(max));
+    }
+    *out = v;
+  }
+
+  void StringList(const std::string& key, const std::function<std::string(const std::string&)>& check, std::vector<std::string>* out) {
+    const toml::node* n = Find(key);
+    if (!n) return;
+    if (!n->is_array()) return Error(n->source(), key, "expected an array of strings, got " + TypeName(*n));
+    std::vector<std::string> values;
+    for (const toml::node& item : *n->as_array()) {
+      if (!item.is_string()) return Error(item.source(), key, "expected strings in the array, got " + TypeName(item));
+      std::string v = item.as_string()->get();
+      if (std::string why = check ? check(v) : ""; !why.empty()) return Error(item.source(), key, why);
+      values.push_back(std::move(v));
+    }
+    *out = std::move(values);
+  }
+
   void Bool(const std::string& key, bool* out) {
     const toml::node* n = Find(key);
     if (!n) return;
@@ -180,6 +205,15 @@ std::string CheckAbsolutePath(const std::string& v) {
   return "";
 }
 
+std::string CheckHostPort(const std::string& v) {
+  const size_t colon = v.rfind(':');
+  const std::string port = colon == std::string::npos ? "" : v.substr(colon + 1);
+  bool ok = colon != std::string::npos && colon > 0 && !port.empty() && port.size() <= 5;
+  for (char c : port) ok = ok && std::isdigit(static_cast<unsigned char>(c));
+  if (ok && std::stoi(port) >= 1 && std::stoi(port) <= 65535) return "";
+  return "\"" + v + "\" is not an address like 10.0.1.17:7946";
+}
+
 std::string CheckUrl(const std::string& v) {
   if (v.empty() || v.rfind("http://", 0) == 0 || v.rfind("https://", 0) == 0) return "";
   return "\"" + v + "\" must start with http:// or https://";
@@ -195,6 +229,19 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.Section("cluster");
   r.String("name", &c.cluster.name, CheckClusterName);
 
+  r.Enum("role", {"worker", "master"}, &c.cluster.role);
+
+  r.Section("gossip");
+  r.String("key_file", &c.gossip.key_file, [](const std::string& v) {
+    return v.empty() || v[0] == '/' ? std::string() : "\"" + v + "\" must be an absolute path";
+  });
+  r.String("name", &c.gossip.name);
+  r.String("bind", &c.gossip.bind);
+  r.Int("port", 1, 65535, &c.gossip.port);
+  r.String("advertise", &c.gossip.advertise);
+  r.StringList("seeds", CheckHostPort, &c.gossip.seeds);
+  r.Enum("profile", {"lan", "fast"}, &c.gossip.profile);
+
   r.Section("aws");
   r.String("region", &c.aws.region);
   r.String("sqs_endpoint", &c.aws.sqs_endpoint, CheckUrl);
@@ -208,6 +255,7 @@ Config Defaults() {
   c.agent.socket_group = "dlagent";
   c.agent.log_level = "info";
   c.cluster.name = "default";
+  c.cluster.role = "worker";
   c.aws.imds_endpoint = "http://169.254.169.254";
   return c;
 }

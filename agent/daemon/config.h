@@ -20,6 +20,18 @@ struct AgentConfig {
 
 struct ClusterConfig {
   std::string name;  // Default: "default"
+  std::string role;  // Default: "worker"; "master" is rank 0 of the roster
+};
+
+// Membership gossip. Off unless key_file is set: gossip is always encrypted.
+struct GossipConfig {
+  std::string key_file;                 // Default: "" (gossip off). 64 hex characters: openssl rand -hex 32
+  std::string name;                     // Default: "" (the host name)
+  std::string bind = "0.0.0.0";         // Default: every interface
+  int64_t port = 7946;                  // Default: 7946 (UDP for gossip, TCP for push-pull)
+  std::string advertise;                // Default: "" (bind, unless that is 0.0.0.0)
+  std::vector<std::string> seeds;       // Default: none. "ip:port" of members to join through
+  std::string profile = "lan";          // Default: "lan"; "fast" for small clusters on a good network
 };
 
 // Environment variables override these (see ApplyAwsEnvironment).
@@ -35,6 +47,7 @@ struct Config {
   AgentConfig agent;
   ClusterConfig cluster;
   AwsConfig aws;
+  GossipConfig gossip;
 };
 
 using GetEnvFn = std::function<std::optional<std::string>(const char* name)>;

@@ -60,6 +60,11 @@ StatusSnapshot Daemon::GetStatus() {
   return s;
 }
 
+MemberListSnapshot Daemon::ListMembers() {
+  if (!membership_) return MemberListSnapshot();
+  return membership_->Members();
+}
+
 void Daemon::Reload() {
   notifier_.Reloading();
   Result<Config> fresh = LoadConfig(env_, options_.config_path, options_.config_required, ProcessGetEnv);
@@ -95,6 +100,18 @@ int Daemon::Run() {
                  config_.path.empty() ? "built-in defaults" : config_.path, config_.cluster.name);
   }
   SetPhase("starting", "starting");
+  Config config;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    config = config_;
+  }
+  Result<std::unique_ptr<Membership>> membership = Membership::Start(env_, config);
+  if (!membership.ok()) {
+    spdlog::critical("cannot start gossip: {}", membership.status().ToString());
+    notifier_.Status("failed: " + membership.status().ToString());
+    return 1;
+  }
+  membership_ = std::move(*membership);
   Result<std::unique_ptr<ControlServer>> server = StartControlServer({socket_path, group}, this);
   if (!server.ok()) {
     spdlog::critical("cannot serve the control socket: {}", server.status().ToString());
@@ -134,7 +151,9 @@ int Daemon::Run() {
     phase_ = "stopping";
     phase_detail_ = "stopping";
   }
+  if (membership_) membership_->Leave();
   (*server)->Shutdown(kShutdownGrace);
+  membership_.reset();
   spdlog::info("agentd stopped");
   return 0;
 }

@@ -13,6 +13,7 @@
 #include <spdlog/common.h>
 
 #include "agent/daemon/config.h"
+#include "agent/daemon/membership.h"
 #include "agent/daemon/systemd_notifier.h"
 #include "agent/rpc/control_handler.h"
 #include "bootstrap/common/env.h"
@@ -35,6 +36,7 @@ class Daemon final : public ControlHandler {
   int Run();
 
   StatusSnapshot GetStatus() override;
+  MemberListSnapshot ListMembers() override;
 
  private:
   void SetPhase(std::string phase, std::string detail);
@@ -53,6 +55,9 @@ class Daemon final : public ControlHandler {
   uint64_t config_generation_ = 1;
   std::string phase_ = "starting";
   std::string phase_detail_ = "starting";
+
+  // Set once in Run() before the control socket serves, cleared after it stops: read without mu_.
+  std::unique_ptr<Membership> membership_;
 };
 
 }  // namespace dlagent

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace dlagent {
 
@@ -27,12 +28,24 @@ struct StatusSnapshot {
   std::string socket_path;
 };
 
+struct MemberSnapshot {
+  std::string name, address, status, role, availability_zone, version;
+  uint32_t gpus = 0, incarnation = 0, flaps = 0;
+  uint64_t last_change_ms_ago = 0;
+};
+
+struct MemberListSnapshot {
+  bool enabled = false;  // gossip runs on this agent
+  std::vector<MemberSnapshot> members;
+};
+
 // Thread safety: called from gRPC threads, concurrently; implementations must be thread-safe and must not
 // block (no I/O): they answer from state in memory.
 class ControlHandler {
  public:
   virtual ~ControlHandler() = default;
   virtual StatusSnapshot GetStatus() = 0;
+  virtual MemberListSnapshot ListMembers() = 0;
 };
 
 }  // namespace dlagent

@@ -59,6 +59,28 @@ class ControlService final : public pb::Control::CallbackService {
     return reactor;
   }
 
+  grpc::ServerUnaryReactor* ListMembers(grpc::CallbackServerContext* ctx, const pb::ListMembersRequest*,
+                                        pb::MemberList* reply) override {
+    const MemberListSnapshot list = handler_->ListMembers();
+    reply->set_enabled(list.enabled);
+    for (const MemberSnapshot& m : list.members) {
+      pb::Member* out = reply->add_members();
+      out->set_name(m.name);
+      out->set_address(m.address);
+      out->set_status(m.status);
+      out->set_role(m.role);
+      out->set_gpus(m.gpus);
+      out->set_availability_zone(m.availability_zone);
+      out->set_incarnation(m.incarnation);
+      out->set_last_change_ms_ago(m.last_change_ms_ago);
+      out->set_flaps(m.flaps);
+      out->set_version(m.version);
+    }
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
   grpc::ServerUnaryReactor* GetVersion(grpc::CallbackServerContext* ctx, const pb::GetVersionRequest*,
                                        pb::VersionInfo* reply) override {
     reply->set_version(handler_->GetStatus().version);

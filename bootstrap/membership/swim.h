@@ -68,6 +68,11 @@ struct MemberInfo {
   uint32_t flaps = 0;  // times it came back alive after being suspect or dead
 };
 
+// The full state for push-pull: each member as an Alive, followed by a Suspect or Dead when it is not
+// alive. DecodeState refuses more than max_members or a malformed encoding.
+std::string EncodeState(const std::vector<MemberInfo>& members);
+Result<std::vector<MemberInfo>> DecodeState(std::string_view bytes, size_t max_members = 20000);
+
 struct OutPacket {
   std::string to_addr;
   std::string bytes;

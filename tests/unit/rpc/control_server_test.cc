@@ -5,6 +5,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <sstream>
@@ -34,7 +35,18 @@ class FakeHandler : public ControlHandler {
     s.uptime_ms = 61000;
     return s;
   }
+  MemberListSnapshot ListMembers() override {
+    MemberListSnapshot l;
+    l.enabled = true;
+    for (int i = 0; i < extra_members; ++i) {
+      l.members.push_back({"i-" + std::to_string(100000 + i), "10.1.0.1:7946", "alive", "worker", "us-east-1a", "0.1.0", 8, 1, 0, 5000});
+    }
+    l.members.push_back({"i-a", "10.0.0.1:7946", "alive", "master", "us-east-1a", "0.1.0", 8, 3, 0, 1200});
+    l.members.push_back({"i-b", "10.0.0.2:7946", "dead", "worker", "us-east-1b", "0.1.0", 8, 5, 2, 61000});
+    return l;
+  }
   std::atomic<int> calls{0};
+  int extra_members = 0;
 };
 
 class ControlServerTest : public ::testing::Test {
@@ -151,6 +163,53 @@ TEST_F(ControlServerTest, AgentctlStatusTextAndJson) {
   opts.timeout = "soon";
   EXPECT_EQ(RunStatus(opts, json, err), 1);
   EXPECT_NE(err.str().find("\"soon\" is not a duration"), std::string::npos) << err.str();
+}
+
+TEST_F(ControlServerTest, AgentctlMembersFiltersAndExitCodes) {
+  auto server = StartControlServer({sock_, ""}, &handler_);
+  ASSERT_TRUE(server.ok());
+  CtlOptions opts;
+  opts.socket = sock_;
+  std::ostringstream out, err;
+  ASSERT_EQ(RunMembers(opts, out, err), 0) << err.str();
+  EXPECT_NE(out.str().find("i-a"), std::string::npos);
+  EXPECT_NE(out.str().find("i-b"), std::string::npos);
+  EXPECT_NE(out.str().find("1m01s"), std::string::npos) << out.str();
+  std::ostringstream alive;
+  opts.status_filter = "alive|suspect";
+  ASSERT_EQ(RunMembers(opts, alive, err), 0);
+  EXPECT_EQ(alive.str().find("i-b"), std::string::npos) << alive.str();
+  std::ostringstream none;
+  opts.status_filter = "";
+  opts.role_filter = "scheduler";
+  EXPECT_EQ(RunMembers(opts, none, err), 2) << "nothing matches";
+  std::ostringstream json;
+  opts.role_filter = "worker";
+  opts.json = true;
+  ASSERT_EQ(RunMembers(opts, json, err), 0);
+  EXPECT_NE(json.str().find("\"status\": \"dead\""), std::string::npos) << json.str();
+  EXPECT_EQ(json.str().find("i-a"), std::string::npos);
+  opts.status_filter = "(";
+  std::ostringstream bad_err;
+  EXPECT_EQ(RunMembers(opts, json, bad_err), 2);
+  EXPECT_NE(bad_err.str().find("not a regular expression"), std::string::npos);
+}
+
+TEST_F(ControlServerTest, MembersOfAThousandAnswerWellUnder100ms) {
+  handler_.extra_members = 1000;
+  auto server = StartControlServer({sock_, ""}, &handler_);
+  ASSERT_TRUE(server.ok());
+  CtlOptions opts;
+  opts.socket = sock_;
+  std::ostringstream warm, err;
+  ASSERT_EQ(RunMembers(opts, warm, err), 0);
+  const auto start = std::chrono::steady_clock::now();
+  std::ostringstream out;
+  ASSERT_EQ(RunMembers(opts, out, err), 0);
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_LT(took, std::chrono::milliseconds(100));
+  const std::string text = out.str();
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1003);  // header + 1002 rows
 }
 
 }  // namespace

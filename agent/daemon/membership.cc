@@ -1,0 +1,92 @@
+#include "agent/daemon/membership.h"
+
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "build_info.h"
+
+namespace dlagent {
+
+Result<std::string> LoadClusterKey(Env& env, const std::string& path) {
+  Result<std::string> text = env.ReadFile(path, 4096);
+  if (!text.ok()) return Status(text.status().code(), "gossip", "cannot read gossip.key_file " + path + ": " + std::string(text.status().message()));
+  std::string hex;
+  for (char c : *text) {
+    if (!std::isspace(static_cast<unsigned char>(c))) hex.push_back(c);
+  }
+  auto nibble = [](char c) { return std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : std::tolower(static_cast<unsigned char>(c)) - 'a' + 10; };
+  bool ok = hex.size() == 64;
+  for (char c : hex) ok = ok && std::isxdigit(static_cast<unsigned char>(c));
+  if (!ok) {
+    return Status::InvalidArgument("gossip", path + " must hold 64 hex characters (a 256-bit key); make one with: openssl rand -hex 32 > " + path);
+  }
+  std::string key;
+  for (size_t i = 0; i < 64; i += 2) key.push_back(static_cast<char>(nibble(hex[i]) * 16 + nibble(hex[i + 1])));
+  return key;
+}
+
+Result<std::unique_ptr<Membership>> Membership::Start(Env& env, const Config& config) {
+  const GossipConfig& g = config.gossip;
+  if (g.key_file.empty()) return std::unique_ptr<Membership>();
+  ASSIGN_OR_RETURN(std::string key, LoadClusterKey(env, g.key_file));
+  ASSIGN_OR_RETURN(swim::Keyring keyring, swim::Keyring::Create({{1, key}}, 1, config.cluster.name));
+
+  swim::GossipOptions o;
+  o.name = g.name;
+  if (o.name.empty()) {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    o.name = host;
+  }
+  o.bind_host = g.bind;
+  o.port = static_cast<int>(g.port);
+  o.advertise_host = g.advertise;
+  o.seeds = g.seeds;
+  o.swim = g.profile == "fast" ? swim::SwimConfig::Fast() : swim::SwimConfig::Lan();
+  o.meta = swim::EncodeMeta({o.name, config.cluster.role, 0, "", kVersion, static_cast<uint16_t>(g.port)});
+
+  std::unique_ptr<Membership> m(new Membership());
+  m->transport_ = NewGrpcPushPullTransport();
+  ASSIGN_OR_RETURN(m->node_, swim::GossipNode::Start(o, std::move(keyring), m->transport_.get()));
+  swim::GossipNode* node = m->node_.get();
+  ASSIGN_OR_RETURN(m->server_, StartClusterServer(g.bind, static_cast<int>(g.port),
+                                                  [node](std::string_view sealed) { return node->HandlePushPull(sealed); }));
+  spdlog::info("gossip: member {} on {} (profile {}, {} seeds)", o.name, m->node_->advertise_addr(), g.profile, g.seeds.size());
+  return m;
+}
+
+Membership::~Membership() {
+  // The server's handler calls into the node: stop serving first.
+  if (server_) server_->Shutdown(std::chrono::milliseconds(500));
+  node_.reset();
+}
+
+void Membership::Leave() {
+  node_->Leave(std::chrono::milliseconds(500));
+}
+
+MemberListSnapshot Membership::Members() {
+  MemberListSnapshot out;
+  out.enabled = true;
+  const MonoTime now = std::chrono::steady_clock::now();
+  for (const swim::MemberInfo& m : node_->Members()) {
+    MemberSnapshot s;
+    s.name = m.name;
+    s.address = m.addr;
+    s.status = swim::MemberStateName(m.state);
+    s.incarnation = m.incarnation;
+    s.flaps = m.flaps;
+    s.last_change_ms_ago = static_cast<uint64_t>(std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(now - m.state_change).count()));
+    if (Result<swim::MemberMeta> meta = swim::DecodeMeta(m.meta); meta.ok()) {
+      s.role = meta->role;
+      s.gpus = meta->gpus;
+      s.availability_zone = meta->az;
+      s.version = meta->version;
+    }
+    out.members.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace dlagent

@@ -1,0 +1,111 @@
+#include "agent/rpc/cluster_service.h"
+
+#include <map>
+#include <mutex>
+
+#include <grpcpp/grpcpp.h>
+
+#include "proto/cluster.grpc.pb.h"
+
+namespace dlagent {
+namespace {
+
+namespace pb = ::dlagent::cluster::v1;
+
+// Sealed states are at most a few MB (20,000 members); refuse larger ones.
+constexpr int kMaxStateBytes = 8 << 20;
+
+class ClusterService final : public pb::Cluster::CallbackService {
+ public:
+  explicit ClusterService(PushPullHandler handler) : handler_(std::move(handler)) {}
+  grpc::ServerUnaryReactor* PushPull(grpc::CallbackServerContext* ctx, const pb::SealedState* req, pb::SealedState* reply) override {
+    auto* reactor = ctx->DefaultReactor();
+    Result<std::string> ours = handler_(req->sealed());
+    if (!ours.ok()) {
+      reactor->Finish(grpc::Status(ours.status().code() == StatusCode::kPermissionDenied ? grpc::StatusCode::PERMISSION_DENIED
+                                                                                        : grpc::StatusCode::INVALID_ARGUMENT,
+                                   ours.status().ToString()));
+      return reactor;
+    }
+    reply->set_sealed(std::move(*ours));
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  PushPullHandler handler_;
+};
+
+class GrpcClusterServer final : public ClusterServer {
+ public:
+  GrpcClusterServer(std::unique_ptr<ClusterService> service, std::unique_ptr<grpc::Server> server)
+      : service_(std::move(service)), server_(std::move(server)) {}
+  ~GrpcClusterServer() override { Shutdown(Duration(0)); }
+  void Shutdown(Duration grace) override {
+    if (!server_) return;
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::duration_cast<std::chrono::system_clock::duration>(grace));
+    server_->Wait();
+    server_.reset();
+  }
+
+ private:
+  std::unique_ptr<ClusterService> service_;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+class GrpcPushPull final : public swim::PushPullTransport {
+ public:
+  explicit GrpcPushPull(Duration deadline) : deadline_(deadline) {}
+  Result<std::string> Exchange(const std::string& addr, const std::string& sealed) override {
+    pb::Cluster::Stub* stub = StubFor(addr);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::duration_cast<std::chrono::system_clock::duration>(deadline_));
+    pb::SealedState req, reply;
+    req.set_sealed(sealed);
+    grpc::Status st = stub->PushPull(&ctx, req, &reply);
+    if (!st.ok()) {
+      const StatusCode code = st.error_code() == grpc::StatusCode::PERMISSION_DENIED ? StatusCode::kPermissionDenied : StatusCode::kUnavailable;
+      return Status(code, "gossip", "push-pull with " + addr + ": " + st.error_message());
+    }
+    return reply.sealed();
+  }
+
+ private:
+  pb::Cluster::Stub* StubFor(const std::string& addr) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& stub = stubs_[addr];
+    if (!stub) {
+      grpc::ChannelArguments args;
+      args.SetMaxReceiveMessageSize(kMaxStateBytes);
+      args.SetMaxSendMessageSize(kMaxStateBytes);
+      stub = pb::Cluster::NewStub(grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), args));
+    }
+    return stub.get();
+  }
+
+  Duration deadline_;
+  std::mutex mu_;
+  std::map<std::string, std::unique_ptr<pb::Cluster::Stub>> stubs_;  // protected by mu_
+};
+
+}  // namespace
+
+Result<std::unique_ptr<ClusterServer>> StartClusterServer(const std::string& host, int port, PushPullHandler handler) {
+  auto service = std::make_unique<ClusterService>(std::move(handler));
+  grpc::ServerBuilder builder;
+  int bound = 0;
+  builder.AddListeningPort(host + ":" + std::to_string(port), grpc::InsecureServerCredentials(), &bound);
+  builder.SetMaxReceiveMessageSize(kMaxStateBytes);
+  builder.RegisterService(service.get());
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || bound == 0) {
+    return Status::Unavailable("gossip", "cannot listen on TCP " + host + ":" + std::to_string(port) + " (port in use?)");
+  }
+  return std::unique_ptr<ClusterServer>(std::make_unique<GrpcClusterServer>(std::move(service), std::move(server)));
+}
+
+std::unique_ptr<swim::PushPullTransport> NewGrpcPushPullTransport(Duration deadline) {
+  return std::make_unique<GrpcPushPull>(deadline);
+}
+
+}  // namespace dlagent

@@ -1,0 +1,225 @@
+#include "bootstrap/membership/gossip_node.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+#include "bootstrap/common/backoff.h"
+
+namespace dlagent::swim {
+namespace {
+
+constexpr size_t kMaxDatagram = 1400;
+constexpr size_t kMaxQueuedPushPulls = 8;
+
+bool ParseAddr(const std::string& addr, sockaddr_in* out) {
+  const size_t colon = addr.rfind(':');
+  if (colon == std::string::npos) return false;
+  const std::string host = addr.substr(0, colon);
+  const int port = std::atoi(addr.c_str() + colon + 1);
+  if (port <= 0 || port > 65535) return false;
+  std::memset(out, 0, sizeof *out);
+  out->sin_family = AF_INET;
+  out->sin_port = htons(static_cast<uint16_t>(port));
+  return inet_pton(AF_INET, host.c_str(), &out->sin_addr) == 1;
+}
+
+MonoTime Now() { return std::chrono::steady_clock::now(); }
+
+}  // namespace
+
+Result<std::unique_ptr<GossipNode>> GossipNode::Start(GossipOptions options, Keyring keyring, PushPullTransport* transport) {
+  if (options.name.empty()) return Status::InvalidArgument("gossip", "a member needs a name");
+  if (options.advertise_host.empty()) {
+    if (options.bind_host == "0.0.0.0") {
+      return Status::InvalidArgument("gossip", "gossip binds every interface: set gossip.advertise to the address peers should use");
+    }
+    options.advertise_host = options.bind_host;
+  }
+  sockaddr_in addr;
+  const std::string bind_addr = options.bind_host + ":" + std::to_string(options.port);
+  if (!ParseAddr(bind_addr, &addr)) return Status::InvalidArgument("gossip", "bad bind address " + bind_addr);
+  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return Status::FromErrno("gossip", "socket", errno);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    int err = errno;
+    ::close(fd);
+    return Status::FromErrno("gossip", "bind UDP " + bind_addr, err);
+  }
+  int wake = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake < 0) {
+    ::close(fd);
+    return Status::FromErrno("gossip", "eventfd", errno);
+  }
+  return std::unique_ptr<GossipNode>(new GossipNode(std::move(options), std::move(keyring), transport, fd, wake));
+}
+
+GossipNode::GossipNode(GossipOptions options, Keyring keyring, PushPullTransport* transport, int fd, int wake_fd)
+    : options_(std::move(options)), keyring_(std::move(keyring)), transport_(transport), fd_(fd), wake_fd_(wake_fd) {
+  advertise_addr_ = options_.advertise_host + ":" + std::to_string(options_.port);
+  swim_ = std::make_unique<Swim>(options_.swim, options_.name, advertise_addr_, options_.meta, std::random_device{}(), Now());
+  for (const std::string& seed : options_.seeds) {
+    if (seed != advertise_addr_) push_pull_queue_.push_back(seed);
+  }
+  loop_ = std::thread([this] { Loop(); });
+  worker_ = std::thread([this] { Worker(); });
+}
+
+GossipNode::~GossipNode() {
+  Stop();
+  ::close(fd_);
+  ::close(wake_fd_);
+}
+
+void GossipNode::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_ && !loop_.joinable()) return;
+    stop_ = true;
+  }
+  cv_.notify_all();
+  uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof one);
+  if (loop_.joinable()) loop_.join();
+  if (worker_.joinable()) worker_.join();
+}
+
+void GossipNode::Leave(Duration grace) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    swim_->Leave(Now());
+  }
+  // The loop goes on sending the leave for a moment.
+  std::this_thread::sleep_for(grace);
+  Stop();
+}
+
+void GossipNode::Loop() {
+  const Duration tick = std::min<Duration>(options_.swim.probe_timeout / 10, std::chrono::milliseconds(50));
+  const int tick_ms = std::max<int>(1, static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(tick).count()));
+  std::mt19937_64 rng(std::random_device{}());
+  // While alone, retry the seeds with jittered backoff: 200 ms at first (a seed may still be starting),
+  // growing to rejoin_interval.
+  const BackoffPolicy rejoin_policy{std::chrono::milliseconds(200), options_.rejoin_interval, 2.0, 0, Duration(0)};
+  Backoff rejoin(rejoin_policy, rng());
+  MonoTime next_rejoin = Now() + *rejoin.NextDelay();
+  char buf[kMaxDatagram + 64];
+  for (;;) {
+    pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    ::poll(fds, 2, tick_ms);
+    std::vector<std::string> received;
+    for (int i = 0; i < 256; ++i) {
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      received.emplace_back(buf, static_cast<size_t>(n));
+    }
+    std::vector<OutPacket> out;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) return;
+      const MonoTime now = Now();
+      for (const std::string& sealed : received) {
+        ++stats_.packets_in;
+        Result<std::string> plain = keyring_.Open(sealed);
+        if (!plain.ok()) {
+          ++stats_.auth_failures;  // never parsed
+          continue;
+        }
+        if (!swim_->OnPacket(*plain, now).ok()) ++stats_.malformed;
+      }
+      swim_->Tick(now);
+      out = swim_->TakeOutbox();
+      for (std::string& addr : swim_->TakePushPullRequests()) {
+        if (push_pull_queue_.size() < kMaxQueuedPushPulls) push_pull_queue_.push_back(std::move(addr));
+      }
+      // Alone (never joined, or cut off from everyone): try a seed again.
+      if (swim_->NumActive() > 1) {
+        rejoin = Backoff(rejoin_policy, rng());
+      } else if (now >= next_rejoin && !options_.seeds.empty() && push_pull_queue_.empty()) {
+        next_rejoin = now + std::max<Duration>(std::chrono::milliseconds(50), *rejoin.NextDelay());
+        push_pull_queue_.push_back(options_.seeds[std::uniform_int_distribution<size_t>(0, options_.seeds.size() - 1)(rng)]);
+      }
+      if (!push_pull_queue_.empty()) cv_.notify_all();
+      stats_.packets_out += out.size();
+    }
+    for (const OutPacket& p : out) {
+      sockaddr_in to;
+      if (!ParseAddr(p.to_addr, &to)) continue;
+      const std::string sealed = keyring_.Seal(p.bytes);
+      ::sendto(fd_, sealed.data(), sealed.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
+    }
+  }
+}
+
+void GossipNode::Worker() {
+  for (;;) {
+    std::string addr;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || !push_pull_queue_.empty(); });
+      if (stop_) return;
+      addr = std::move(push_pull_queue_.front());
+      push_pull_queue_.pop_front();
+    }
+    PushPull(addr);
+  }
+}
+
+void GossipNode::PushPull(const std::string& addr) {
+  std::string ours;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ours = keyring_.Seal(EncodeState(swim_->LocalState()));
+  }
+  Result<std::string> theirs = transport_->Exchange(addr, ours);
+  Result<std::string> plain = theirs.ok() ? keyring_.Open(*theirs) : Result<std::string>(theirs.status());
+  Result<std::vector<MemberInfo>> state = plain.ok() ? DecodeState(*plain) : Result<std::vector<MemberInfo>>(plain.status());
+  std::lock_guard<std::mutex> lock(mu_);
+  ++stats_.push_pulls;
+  if (!state.ok()) {
+    ++stats_.push_pull_failures;
+    spdlog::debug("gossip: push-pull with {} failed: {}", addr, state.status().ToString());
+    return;
+  }
+  const bool alone = swim_->NumActive() <= 1;
+  swim_->MergeState(*state, Now());
+  if (alone && swim_->NumActive() > 1) spdlog::info("gossip: joined through {} ({} members known)", addr, swim_->NumActive());
+}
+
+Result<std::string> GossipNode::HandlePushPull(std::string_view sealed_state) {
+  ASSIGN_OR_RETURN(std::string plain, keyring_.Open(sealed_state));
+  ASSIGN_OR_RETURN(std::vector<MemberInfo> remote, DecodeState(plain));
+  std::string ours;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    swim_->MergeState(remote, Now());
+    ours = EncodeState(swim_->LocalState());
+  }
+  return keyring_.Seal(ours);
+}
+
+std::vector<MemberInfo> GossipNode::Members() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return swim_->Members();
+}
+
+GossipStats GossipNode::stats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+int GossipNode::health_score() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return swim_->health_score();
+}
+
+}  // namespace dlagent::swim

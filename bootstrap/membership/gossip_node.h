@@ -1,0 +1,88 @@
+#pragma once
+// GossipNode: a Swim state machine on a real network. UDP packets (sealed with the cluster keyring) carry
+// probes and gossip; full-state push-pull goes over a PushPullTransport (gRPC over TCP in the agent).
+// Joins through its seeds at start, and again whenever it finds itself alone (every rejoin_interval), so
+// that a member cut off from everyone comes back by itself.
+//
+// Threading: one loop thread (receive, Tick every tick_interval, send) and one push-pull worker thread,
+// both owned here; the Swim state is protected by mu_. Members(), HandlePushPull() and stats() may be
+// called from any thread.
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "bootstrap/membership/packet_crypto.h"
+#include "bootstrap/membership/swim.h"
+
+namespace dlagent::swim {
+
+class PushPullTransport {
+ public:
+  virtual ~PushPullTransport() = default;
+  // Sends our sealed state to addr ("ip:port") and returns the peer's sealed state. Bounded by a deadline.
+  virtual Result<std::string> Exchange(const std::string& addr, const std::string& sealed_state) = 0;
+};
+
+struct GossipOptions {
+  std::string name;                       // REQUIRED: unique in the cluster (the instance id)
+  std::string bind_host = "0.0.0.0";      // Default: every interface.
+  int port = 7946;                        // Default: 7946, UDP (and TCP for push-pull).
+  std::string advertise_host;             // REQUIRED when bind_host is 0.0.0.0: the address peers use
+  std::string meta;                       // EncodeMeta(...)
+  std::vector<std::string> seeds;         // "ip:port" of members to join through
+  SwimConfig swim = SwimConfig::Lan();
+  Duration rejoin_interval = std::chrono::seconds(5);  // Default: 5 s between rejoin attempts when alone.
+};
+
+struct GossipStats {
+  uint64_t packets_in = 0, packets_out = 0;
+  uint64_t auth_failures = 0;  // dropped unread: wrong key or cluster, or tampered
+  uint64_t malformed = 0;      // authenticated but not a valid packet
+  uint64_t push_pulls = 0, push_pull_failures = 0;
+};
+
+class GossipNode {
+ public:
+  // Binds the UDP socket and starts the threads. transport must outlive the node.
+  static Result<std::unique_ptr<GossipNode>> Start(GossipOptions options, Keyring keyring, PushPullTransport* transport);
+  ~GossipNode();  // stops without leaving
+
+  // Gossips a graceful leave for `grace`, then stops the threads.
+  void Leave(Duration grace);
+  std::vector<MemberInfo> Members();
+  // Serves a peer's push-pull: merges its state, answers with ours. PermissionDenied when it fails
+  // authentication (another cluster, or no key).
+  Result<std::string> HandlePushPull(std::string_view sealed_state);
+  GossipStats stats();
+  const std::string& advertise_addr() const { return advertise_addr_; }
+  int health_score();
+
+ private:
+  GossipNode(GossipOptions options, Keyring keyring, PushPullTransport* transport, int fd, int wake_fd);
+  void Loop();
+  void Worker();
+  void PushPull(const std::string& addr);
+  void Stop();
+
+  const GossipOptions options_;
+  const Keyring keyring_;
+  PushPullTransport* transport_;
+  const int fd_, wake_fd_;
+  std::string advertise_addr_;
+
+  std::mutex mu_;
+  // State below is protected by mu_.
+  std::unique_ptr<Swim> swim_;
+  GossipStats stats_;
+  std::deque<std::string> push_pull_queue_;
+  bool stop_ = false;
+  std::condition_variable cv_;
+
+  std::thread loop_, worker_;
+};
+
+}  // namespace dlagent::swim

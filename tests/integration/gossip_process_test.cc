@@ -1,0 +1,152 @@
+// Membership with real agentd processes on loopback: 12 agents form a cluster; one killed with SIGKILL is
+// declared dead by every other; restarted, it rejoins with a higher incarnation; an agent with the wrong
+// cluster key never joins.
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <map>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "agent/ctl/control_client.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
+
+namespace dlagent {
+namespace {
+
+using namespace std::chrono;
+
+// A port free for both UDP and TCP right now.
+int FreePort() {
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    int t = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(t, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    socklen_t len = sizeof a;
+    ::getsockname(t, reinterpret_cast<sockaddr*>(&a), &len);
+    int u = ::socket(AF_INET, SOCK_DGRAM, 0);
+    const bool udp_ok = ::bind(u, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(t);
+    ::close(u);
+    if (udp_ok) return ntohs(a.sin_port);
+  }
+  return -1;
+}
+
+class GossipCluster {
+ public:
+  explicit GossipCluster(int n) {
+    dir_.Write("key", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n");
+    dir_.Write("wrong.key", "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210\n");
+    for (int i = 0; i < n; ++i) ports_.push_back(FreePort());
+  }
+  std::string Sock(int i) const { return dir_.Join("s" + std::to_string(i) + ".sock"); }
+  std::string Name(int i) const { return "node-" + std::to_string(i); }
+
+  void Start(int i, const std::string& key = "key") {
+    const std::string cfg = "c" + std::to_string(i) + ".toml";
+    dir_.Write(cfg, "[agent]\nsocket = \"" + Sock(i) + "\"\n[cluster]\nname = \"gossip-test\"\nrole = \"" +
+                        std::string(i == 0 ? "master" : "worker") + "\"\n[gossip]\nkey_file = \"" + dir_.Join(key) +
+                        "\"\nname = \"" + Name(i) + "\"\nbind = \"127.0.0.1\"\nport = " + std::to_string(ports_[i]) +
+                        "\nseeds = [\"127.0.0.1:" + std::to_string(ports_[0]) + "\", \"127.0.0.1:" + std::to_string(ports_[1]) +
+                        "\"]\nprofile = \"fast\"\n");
+    agents_[i] = std::make_unique<testing::Subprocess>(std::vector<std::string>{DLAGENT_AGENTD, "--config", dir_.Join(cfg)},
+                                                       std::vector<std::string>{}, dir_.Join("log" + std::to_string(i)));
+  }
+  void Kill(int i) {
+    agents_[i]->Signal(SIGKILL);
+    agents_[i]->Wait(seconds(5));
+  }
+  std::string Log(int i) { return agents_[i]->Output(); }
+
+  // name -> (status, incarnation) as agent i sees it; empty when it does not answer.
+  std::map<std::string, std::pair<std::string, uint32_t>> View(int i) {
+    std::map<std::string, std::pair<std::string, uint32_t>> out;
+    auto client = ControlClient::Connect(Sock(i), seconds(2));
+    if (!client.ok()) return out;
+    auto list = (*client)->ListMembers();
+    if (!list.ok()) return out;
+    for (const auto& m : list->members) out[m.name] = {m.status, m.incarnation};
+    return out;
+  }
+
+  // Waits until pred holds, polling every 100 ms; returns the time taken or nullopt.
+  std::optional<milliseconds> WaitFor(const std::function<bool()>& pred, milliseconds limit) {
+    const auto start = steady_clock::now();
+    while (steady_clock::now() - start < limit) {
+      if (pred()) return duration_cast<milliseconds>(steady_clock::now() - start);
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    return std::nullopt;
+  }
+
+  testing::TempDir dir_;
+  std::vector<int> ports_;
+  std::map<int, std::unique_ptr<testing::Subprocess>> agents_;
+};
+
+TEST(GossipProcessTest, TwelveAgentsDetectAKillRejoinAndRefuseAWrongKey) {
+  constexpr int kAgents = 12;
+  GossipCluster c(kAgents + 1);
+  for (int i = 0; i < kAgents; ++i) c.Start(i);
+
+  auto everyone_sees = [&](int subject, const std::string& status, const std::vector<int>& observers) {
+    for (int o : observers) {
+      auto v = c.View(o);
+      auto it = v.find(c.Name(subject));
+      if (it == v.end() || it->second.first != status) return false;
+    }
+    return true;
+  };
+  std::vector<int> all;
+  for (int i = 0; i < kAgents; ++i) all.push_back(i);
+  auto formed = c.WaitFor([&] {
+    for (int o : all) {
+      auto v = c.View(o);
+      int alive = 0;
+      for (auto& [name, s] : v) alive += s.first == "alive";
+      if (alive != kAgents) return false;
+    }
+    return true;
+  }, seconds(30));
+  ASSERT_TRUE(formed.has_value()) << "12 agents did not form a cluster in 30 s; agent 5 log:\n" << c.Log(5);
+
+  // kill -9 one agent: every other marks it dead.
+  const int victim = 5;
+  c.Kill(victim);
+  std::vector<int> others;
+  for (int i : all) if (i != victim) others.push_back(i);
+  auto detected = c.WaitFor([&] { return everyone_sees(victim, "dead", others); }, seconds(20));
+  ASSERT_TRUE(detected.has_value()) << "not every agent declared the killed one dead within 20 s";
+  EXPECT_LT(*detected, seconds(12)) << "fast profile: detection should take well under 12 s";
+  const uint32_t dead_incarnation = c.View(0)[c.Name(victim)].second;
+
+  // Restarted, it rejoins with a higher incarnation.
+  c.Start(victim);
+  auto back = c.WaitFor([&] { return everyone_sees(victim, "alive", all); }, seconds(20));
+  ASSERT_TRUE(back.has_value()) << "restarted agent did not rejoin within 20 s:\n" << c.Log(victim);
+  EXPECT_GT(c.View(0)[c.Name(victim)].second, dead_incarnation);
+
+  // An agent with another key never joins, and never learns the members.
+  const int stranger = kAgents;
+  c.Start(stranger, "wrong.key");
+  std::this_thread::sleep_for(seconds(4));
+  for (int o : all) {
+    auto v = c.View(o);
+    EXPECT_EQ(v.count(c.Name(stranger)), 0u) << "agent " << o << " admitted the wrong-key agent";
+  }
+  std::printf("12 agents: formed in %lld ms, kill detected by all in %lld ms, restart rejoined in %lld ms\n",
+              static_cast<long long>(formed->count()), static_cast<long long>(detected->count()), static_cast<long long>(back->count()));
+  auto stranger_view = c.View(stranger);
+  EXPECT_EQ(stranger_view.size(), 1u) << "the wrong-key agent learned of members";
+}
+
+}  // namespace
+}  // namespace dlagent
