@@ -14,12 +14,23 @@
 #include <spdlog/spdlog.h>
 
 #include "bootstrap/common/backoff.h"
+#include "bootstrap/common/log.h"
 
 namespace dlagent::swim {
 namespace {
 
 constexpr size_t kMaxDatagram = 1400;
 constexpr size_t kMaxQueuedPushPulls = 8;
+constexpr int kMaxServedPushPulls = 4;  // incoming full-state exchanges at once
+
+void LogEvents(const std::vector<MemberEvent>& events) {
+  for (const MemberEvent& e : events) {
+    ScopedLogFields fields({{"PEER", e.name}, {"PEER_STATE", MemberStateName(e.to)}});
+    const bool bad = e.to == MemberState::kSuspect || e.to == MemberState::kDead;
+    spdlog::log(bad ? spdlog::level::warn : spdlog::level::info, "member {} is {} (was {}, incarnation {})", e.name,
+                MemberStateName(e.to), MemberStateName(e.from), e.incarnation);
+  }
+}
 
 bool ParseAddr(const std::string& addr, sockaddr_in* out) {
   const size_t colon = addr.rfind(':');
@@ -123,6 +134,7 @@ void GossipNode::Loop() {
       received.emplace_back(buf, static_cast<size_t>(n));
     }
     std::vector<OutPacket> out;
+    std::vector<MemberEvent> events;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) return;
@@ -150,7 +162,9 @@ void GossipNode::Loop() {
       }
       if (!push_pull_queue_.empty()) cv_.notify_all();
       stats_.packets_out += out.size();
+      events = swim_->TakeEvents();
     }
+    LogEvents(events);
     for (const OutPacket& p : out) {
       sockaddr_in to;
       if (!ParseAddr(p.to_addr, &to)) continue;
@@ -192,10 +206,20 @@ void GossipNode::PushPull(const std::string& addr) {
   }
   const bool alone = swim_->NumActive() <= 1;
   swim_->MergeState(*state, Now());
+  LogEvents(swim_->TakeEvents());
   if (alone && swim_->NumActive() > 1) spdlog::info("gossip: joined through {} ({} members known)", addr, swim_->NumActive());
 }
 
 Result<std::string> GossipNode::HandlePushPull(std::string_view sealed_state) {
+  struct Slot {
+    std::atomic<int>& n;
+    ~Slot() { --n; }
+  } slot{serving_push_pulls_};
+  if (++serving_push_pulls_ > kMaxServedPushPulls) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.push_pulls_refused;
+    return Status::ResourceExhausted("gossip", "too many push-pulls at once; try later");
+  }
   ASSIGN_OR_RETURN(std::string plain, keyring_.Open(sealed_state));
   ASSIGN_OR_RETURN(std::vector<MemberInfo> remote, DecodeState(plain));
   std::string ours;
@@ -203,6 +227,7 @@ Result<std::string> GossipNode::HandlePushPull(std::string_view sealed_state) {
     std::lock_guard<std::mutex> lock(mu_);
     swim_->MergeState(remote, Now());
     ours = EncodeState(swim_->LocalState());
+    LogEvents(swim_->TakeEvents());
   }
   return keyring_.Seal(ours);
 }

@@ -43,6 +43,7 @@ struct GossipStats {
   uint64_t auth_failures = 0;  // dropped unread: wrong key or cluster, or tampered
   uint64_t malformed = 0;      // authenticated but not a valid packet
   uint64_t push_pulls = 0, push_pull_failures = 0;
+  uint64_t push_pulls_refused = 0;  // incoming, over the concurrency cap
 };
 
 class GossipNode {
@@ -82,6 +83,7 @@ class GossipNode {
   bool stop_ = false;
   std::condition_variable cv_;
 
+  std::atomic<int> serving_push_pulls_{0};
   std::thread loop_, worker_;
 };
 

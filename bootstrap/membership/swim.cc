@@ -118,6 +118,7 @@ void Swim::OnAlive(const Alive& a, MonoTime now, bool from_merge) {
     members_[a.node] = m;
     names_.push_back(a.node);
     ++active_;
+    if (events_.size() < 10000) events_.push_back({a.node, MemberState::kDead, MemberState::kAlive, a.incarnation});
     // A random place in the probe order, so that a newcomer is probed within one round.
     probe_order_.insert(probe_order_.begin() + static_cast<long>(std::uniform_int_distribution<size_t>(0, probe_order_.size())(rng_)), a.node);
     Queue(a.node, a);
@@ -314,6 +315,7 @@ void Swim::SetState(MemberInfo& m, MemberState s, MonoTime now) {
   if (s == MemberState::kAlive && !Active(m.state)) ++active_;
   if (!Active(s) && Active(m.state)) --active_;
   if (s == MemberState::kAlive && m.state != MemberState::kAlive) ++m.flaps;
+  if (m.name != self_ && events_.size() < 10000) events_.push_back({m.name, m.state, s, m.incarnation});
   m.state = s;
   m.state_change = now;
 }
@@ -426,6 +428,7 @@ void Swim::MergeState(const std::vector<MemberInfo>& remote, MonoTime now) {
 
 std::vector<OutPacket> Swim::TakeOutbox() { return std::exchange(outbox_, {}); }
 std::vector<std::string> Swim::TakePushPullRequests() { return std::exchange(push_pulls_, {}); }
+std::vector<MemberEvent> Swim::TakeEvents() { return std::exchange(events_, {}); }
 
 void Swim::Leave(MonoTime now) {
   if (left_) return;

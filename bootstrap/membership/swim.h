@@ -73,6 +73,13 @@ struct MemberInfo {
 std::string EncodeState(const std::vector<MemberInfo>& members);
 Result<std::vector<MemberInfo>> DecodeState(std::string_view bytes, size_t max_members = 20000);
 
+// A member changed state (for logs and metrics).
+struct MemberEvent {
+  std::string name;
+  MemberState from, to;
+  uint32_t incarnation;
+};
+
 struct OutPacket {
   std::string to_addr;
   std::string bytes;
@@ -91,6 +98,8 @@ class Swim {
   // Addresses the owner should push-pull the full state with (periodic anti-entropy and reconnects to dead
   // members after a partition heals). The owner calls LocalState/MergeState on both ends.
   std::vector<std::string> TakePushPullRequests();
+  // State changes of other members since the last call.
+  std::vector<MemberEvent> TakeEvents();
 
   // Full state for push-pull (join and anti-entropy).
   std::vector<MemberInfo> LocalState() const;
@@ -180,6 +189,7 @@ class Swim {
   MonoTime next_probe_, next_gossip_, next_reconnect_, next_push_pull_;
   std::vector<OutPacket> outbox_;
   std::vector<std::string> push_pulls_;
+  std::vector<MemberEvent> events_;
   bool left_ = false;
 };
 

@@ -127,6 +127,13 @@ TEST(GossipProcessTest, TwelveAgentsDetectAKillRejoinAndRefuseAWrongKey) {
   ASSERT_TRUE(detected.has_value()) << "not every agent declared the killed one dead within 20 s";
   EXPECT_LT(*detected, seconds(12)) << "fast profile: detection should take well under 12 s";
   const uint32_t dead_incarnation = c.View(0)[c.Name(victim)].second;
+  // Operators see it in the log (the journal, under systemd), suspicion first.
+  const std::string log0 = c.Log(0);
+  const size_t suspect_at = log0.find("member node-5 is suspect"), dead_at = log0.find("member node-5 is dead");
+  EXPECT_NE(suspect_at, std::string::npos) << log0;
+  EXPECT_NE(dead_at, std::string::npos) << log0;
+  EXPECT_LT(suspect_at, dead_at);
+  EXPECT_NE(log0.find("peer=node-5"), std::string::npos) << "the peer is a structured field";
 
   // Restarted, it rejoins with a higher incarnation.
   c.Start(victim);
