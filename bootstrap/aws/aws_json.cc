@@ -97,13 +97,15 @@ Result<WallTime> ParseIso8601(std::string_view text) {
   return std::chrono::system_clock::from_time_t(t - offset);
 }
 
-std::string FormatIso8601(WallTime t) {
+std::string FormatUtc(WallTime t, const char* strftime_format) {
   std::time_t secs = std::chrono::system_clock::to_time_t(t);
   std::tm tm{};
   gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, strftime_format, &tm);
   return buf;
 }
+
+std::string FormatIso8601(WallTime t) { return FormatUtc(t, "%Y-%m-%dT%H:%M:%SZ"); }
 
 }  // namespace dlagent

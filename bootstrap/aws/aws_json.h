@@ -23,5 +23,7 @@ Result<std::string> JsonString(const nlohmann::json& obj, const char* key, bool 
 // "2026-11-22T10:00:00Z", with optional fractional seconds and a Z or +hh:mm / -hh:mm offset.
 Result<WallTime> ParseIso8601(std::string_view text);
 std::string FormatIso8601(WallTime t);
+// t in UTC through strftime's format (whole seconds).
+std::string FormatUtc(WallTime t, const char* strftime_format);
 
 }  // namespace dlagent

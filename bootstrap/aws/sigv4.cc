@@ -5,6 +5,7 @@
 #include <ctime>
 #include <map>
 
+#include "bootstrap/aws/aws_json.h"
 #include "bootstrap/aws/crypto.h"
 
 namespace dlagent {
@@ -111,14 +112,7 @@ std::string UriEncode(std::string_view s, bool keep_slash) {
   return out;
 }
 
-std::string FormatAmzDate(WallTime t) {
-  std::time_t secs = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
+std::string FormatAmzDate(WallTime t) { return FormatUtc(t, "%Y%m%dT%H%M%SZ"); }
 
 SigV4Signature SignV4(const SigV4Request& req, const AwsCredentials& creds, const std::string& region,
                       const std::string& service, WallTime now) {

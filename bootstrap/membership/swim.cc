@@ -67,7 +67,7 @@ void Swim::Handle(const Message& m, MonoTime now) {
         else if constexpr (std::is_same_v<T, IndirectPing>) OnIndirectPing(msg, now);
         else if constexpr (std::is_same_v<T, Ack>) OnAck(msg, now);
         else if constexpr (std::is_same_v<T, Nack>) OnNack(msg);
-        else if constexpr (std::is_same_v<T, Alive>) OnAlive(msg, now, false);
+        else if constexpr (std::is_same_v<T, Alive>) OnAlive(msg, now);
         else if constexpr (std::is_same_v<T, Suspect>) OnSuspect(msg, now);
         else if constexpr (std::is_same_v<T, Dead>) OnDead(msg, now);
       },
@@ -76,14 +76,14 @@ void Swim::Handle(const Message& m, MonoTime now) {
 
 void Swim::OnPing(const Ping& p, MonoTime now) {
   if (left_ || p.target != self_) return;  // not for us (perhaps for a member that had our address before)
-  Send(p.source_addr, Ack{p.seq}, now);
+  Send(p.source_addr, Ack{p.seq});
 }
 
 void Swim::OnIndirectPing(const IndirectPing& p, MonoTime now) {
   if (left_) return;
   const uint32_t seq = ++seq_;
   relays_[seq] = Relay{p.source_addr, p.seq, p.want_nack, now + config_.probe_timeout};
-  Send(p.target_addr, Ping{seq, p.target, self_, members_[self_].addr}, now, p.target);
+  Send(p.target_addr, Ping{seq, p.target, self_, members_[self_].addr}, p.target);
 }
 
 void Swim::OnAck(const Ack& a, MonoTime now) {
@@ -95,7 +95,7 @@ void Swim::OnAck(const Ack& a, MonoTime now) {
   }
   auto relay = relays_.find(a.seq);
   if (relay != relays_.end()) {
-    Send(relay->second.requester_addr, Ack{relay->second.requester_seq}, now);
+    Send(relay->second.requester_addr, Ack{relay->second.requester_seq});
     relays_.erase(relay);
   }
 }
@@ -104,11 +104,11 @@ void Swim::OnNack(const Nack& n) {
   if (probe_ && n.seq == probe_->seq) ++probe_->nacks;
 }
 
-void Swim::OnAlive(const Alive& a, MonoTime now, bool from_merge) {
+void Swim::OnAlive(const Alive& a, MonoTime now) {
   if (a.node == self_) {
     // An alive for us that we did not send (our earlier life, before a restart): outbid it.
     if (!left_ && a.incarnation >= members_[self_].incarnation && (a.addr != members_[self_].addr || a.incarnation > members_[self_].incarnation)) {
-      Refute(a.incarnation, now);
+      Refute(a.incarnation);
     }
     return;
   }
@@ -131,13 +131,12 @@ void Swim::OnAlive(const Alive& a, MonoTime now, bool from_merge) {
   m.meta = a.meta;
   suspicions_.erase(a.node);
   SetState(m, MemberState::kAlive, now);
-  (void)from_merge;
   Queue(a.node, a);
 }
 
 void Swim::OnSuspect(const Suspect& s, MonoTime now) {
   if (s.node == self_) {
-    if (!left_) Refute(s.incarnation, now);
+    if (!left_) Refute(s.incarnation);
     return;
   }
   auto it = members_.find(s.node);
@@ -167,7 +166,7 @@ void Swim::OnSuspect(const Suspect& s, MonoTime now) {
 
 void Swim::OnDead(const Dead& d, MonoTime now) {
   if (d.node == self_) {
-    if (!left_) Refute(d.incarnation, now);
+    if (!left_) Refute(d.incarnation);
     return;
   }
   auto it = members_.find(d.node);
@@ -190,7 +189,7 @@ void Swim::Tick(MonoTime now) {
       const MemberInfo* target = Find(probe_->target);
       if (target) {
         for (const std::string& peer : RandomMembers(config_.indirect_checks, {self_, probe_->target}, false, now)) {
-          Send(members_[peer].addr, IndirectPing{probe_->seq, target->name, target->addr, self_, members_[self_].addr, true}, now);
+          Send(members_[peer].addr, IndirectPing{probe_->seq, target->name, target->addr, self_, members_[self_].addr, true});
           ++probe_->expected_nacks;
         }
       }
@@ -203,7 +202,7 @@ void Swim::Tick(MonoTime now) {
     }
     for (auto it = relays_.begin(); it != relays_.end();) {
       if (now >= it->second.nack_at) {
-        if (it->second.want_nack) Send(it->second.requester_addr, Nack{it->second.requester_seq}, now);
+        if (it->second.want_nack) Send(it->second.requester_addr, Nack{it->second.requester_seq});
         it = relays_.erase(it);
       } else {
         ++it;
@@ -302,12 +301,11 @@ void Swim::StartSuspicion(MemberInfo& m, const std::string& from, MonoTime now) 
   suspicions_[m.name] = s;
 }
 
-void Swim::Refute(uint32_t accused_incarnation, MonoTime now) {
+void Swim::Refute(uint32_t accused_incarnation) {
   MemberInfo& me = members_[self_];
   me.incarnation = std::max(me.incarnation, accused_incarnation) + 1;
   AdjustAwareness(1);
   Queue(self_, Alive{me.incarnation, self_, me.addr, me.meta});
-  (void)now;
 }
 
 void Swim::SetState(MemberInfo& m, MemberState s, MonoTime now) {
@@ -369,12 +367,11 @@ std::string Swim::Piggyback(size_t room, const std::string& prefer_about) {
   return out;
 }
 
-void Swim::Send(const std::string& addr, const Message& m, MonoTime now, const std::string& about) {
+void Swim::Send(const std::string& addr, const Message& m, const std::string& about) {
   std::string packet;
   AppendToPacket(packet, Encode(m));
   packet += Piggyback(config_.max_packet - std::min(config_.max_packet, packet.size()), about);
   outbox_.push_back({addr, std::move(packet)});
-  (void)now;
 }
 
 void Swim::Gossip(MonoTime now) {
@@ -414,12 +411,12 @@ std::vector<MemberInfo> Swim::LocalState() const {
 void Swim::MergeState(const std::vector<MemberInfo>& remote, MonoTime now) {
   for (const MemberInfo& r : remote) {
     switch (r.state) {
-      case MemberState::kAlive: OnAlive(Alive{r.incarnation, r.name, r.addr, r.meta}, now, true); break;
+      case MemberState::kAlive: OnAlive(Alive{r.incarnation, r.name, r.addr, r.meta}, now); break;
       case MemberState::kLeft: OnDead(Dead{r.incarnation, r.name, r.name}, now); break;
       // A member the other side thinks dead or suspect is only suspected here: our own probes decide.
       case MemberState::kDead:
       case MemberState::kSuspect:
-        if (!members_.count(r.name) && r.name != self_) OnAlive(Alive{r.incarnation, r.name, r.addr, r.meta}, now, true);
+        if (!members_.count(r.name) && r.name != self_) OnAlive(Alive{r.incarnation, r.name, r.addr, r.meta}, now);
         OnSuspect(Suspect{r.incarnation, r.name, self_}, now);
         break;
     }

@@ -152,19 +152,19 @@ class Swim {
   void OnIndirectPing(const IndirectPing& p, MonoTime now);
   void OnAck(const Ack& a, MonoTime now);
   void OnNack(const Nack& n);
-  void OnAlive(const Alive& a, MonoTime now, bool from_merge);
+  void OnAlive(const Alive& a, MonoTime now);
   void OnSuspect(const Suspect& s, MonoTime now);
   void OnDead(const Dead& d, MonoTime now);
 
   void Probe(MonoTime now);
   void FinishProbe(MonoTime now);
   void Gossip(MonoTime now);
-  void Refute(uint32_t accused_incarnation, MonoTime now);
+  void Refute(uint32_t accused_incarnation);
   void SetState(MemberInfo& m, MemberState s, MonoTime now);
   void ForgetOldDead(MonoTime now);
   void StartSuspicion(MemberInfo& m, const std::string& from, MonoTime now);
   void Queue(const std::string& node, const Message& m);
-  void Send(const std::string& addr, const Message& m, MonoTime now, const std::string& about = "");
+  void Send(const std::string& addr, const Message& m, const std::string& about = "");
   std::string Piggyback(size_t room, const std::string& prefer_about);
   void AdjustAwareness(int delta);
   Duration Scaled(Duration d) const { return d * (awareness_ + 1); }
