@@ -1,0 +1,158 @@
+#include "bootstrap/node/mount_manager.h"
+
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "bootstrap/common/fake_env.h"
+
+namespace dlagent {
+namespace {
+
+using namespace std::chrono;
+
+constexpr const char* kMountinfo =
+    "22 1 253:1 / / rw,relatime shared:1 - ext4 /dev/vda1 rw\n"
+    "40 22 0:35 / /mnt/with\\040space rw,relatime shared:20 - tmpfs tmpfs rw\n";
+
+TEST(FindMountTest, ParsesMountinfo) {
+  std::string info = std::string(kMountinfo) +
+                     "41 22 0:50 / /mnt/efs rw,relatime shared:21 - nfs4 fs-1.efs.us-east-1.amazonaws.com:/ rw,vers=4.1\n";
+  auto m = FindMount(info, "/mnt/efs");
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->fstype, "nfs4");
+  EXPECT_EQ(m->source, "fs-1.efs.us-east-1.amazonaws.com:/");
+  EXPECT_EQ(FindMount(info, "/mnt/with space")->fstype, "tmpfs");
+  EXPECT_FALSE(FindMount(info, "/mnt").has_value());
+  EXPECT_FALSE(FindMount("garbage\n\n1 2 3\n", "/mnt/efs").has_value());
+}
+
+class MountManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    env_.PutFile("/proc/self/mountinfo", kMountinfo);
+    env_.SetMountHandler([this](const MountRequest& r) {
+      mounts_.push_back(r.source + " " + r.fstype + " " + r.options);
+      return mount_result_;
+    });
+  }
+  StorageOptions Efs() {
+    StorageOptions o;
+    o.kind = "efs";
+    o.source = "fs-0abc";
+    o.region = "us-east-1";
+    return o;
+  }
+  FakeEnv env_;
+  std::vector<std::string> mounts_;
+  Status mount_result_;
+  int lookups_ = 0;
+};
+
+TEST_F(MountManagerTest, EfsWaitsForDnsThenMountsWithNfsOptions) {
+  Resolver dns = [&](const std::string& host) -> Result<std::vector<std::string>> {
+    if (++lookups_ < 4) return Status::NotFound("storage", host + " does not resolve");
+    return std::vector<std::string>{"10.0.3.7"};
+  };
+  MountManager m(env_, dns, Efs());
+  ASSERT_TRUE(m.Ensure().ok());
+  EXPECT_EQ(lookups_, 4);
+  ASSERT_EQ(mounts_.size(), 1u);
+  EXPECT_EQ(mounts_[0], "fs-0abc.efs.us-east-1.amazonaws.com:/ nfs4 nfsvers=4.1,rsize=1048576,wsize=1048576,hard,timeo=600,retrans=2,noresvport");
+}
+
+TEST_F(MountManagerTest, EfsFallsBackToMountTargetIps) {
+  Resolver never = [](const std::string& host) -> Result<std::vector<std::string>> { return Status::NotFound("storage", "no"); };
+  StorageOptions o = Efs();
+  o.dns_wait = seconds(30);
+  o.mount_target_ips = {"10.0.3.7"};
+  MountManager m(env_, never, o);
+  const MonoTime start = env_.NowMono();
+  ASSERT_TRUE(m.Ensure().ok());
+  EXPECT_LE(env_.NowMono() - start, seconds(31)) << "DNS wait is bounded";
+  EXPECT_EQ(m.effective_source(), "10.0.3.7:/");
+  StorageOptions no_ips = Efs();
+  no_ips.dns_wait = seconds(5);
+  Status st = MountManager(env_, never, no_ips).Ensure();
+  EXPECT_NE(st.ToString().find("did not resolve"), std::string::npos) << st.ToString();
+  EXPECT_NE(st.ToString().find("storage.mount_target_ips"), std::string::npos);
+}
+
+TEST_F(MountManagerTest, RetriesWithinTheBudgetThenNamesWhatFailed) {
+  mount_result_ = Status::Unavailable("mount", "mount.nfs4: Connection timed out");
+  StorageOptions o;
+  o.kind = "nfs4";
+  o.source = "10.0.0.5:/export";
+  o.mount_budget = minutes(2);
+  MountManager m(env_, SystemResolver(), o);
+  const MonoTime start = env_.NowMono();
+  Status st = m.Ensure();
+  EXPECT_FALSE(st.ok());
+  EXPECT_GT(mounts_.size(), 2u);
+  EXPECT_LE(env_.NowMono() - start, minutes(2));
+  EXPECT_NE(st.ToString().find("10.0.0.5:/export on /mnt/efs"), std::string::npos) << st.ToString();
+}
+
+TEST_F(MountManagerTest, PermissionErrorsAreNotRetried) {
+  mount_result_ = Status::PermissionDenied("mount", "bind /data on /mnt/efs: Operation not permitted");
+  StorageOptions o;
+  o.kind = "bind";
+  o.source = "/data";
+  EXPECT_EQ(MountManager(env_, SystemResolver(), o).Ensure().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(mounts_.size(), 1u);
+}
+
+TEST_F(MountManagerTest, IdempotentAndRefusesSomethingElseMountedThere) {
+  env_.PutFile("/proc/self/mountinfo", std::string(kMountinfo) + "41 22 0:50 / /mnt/efs rw - nfs4 10.0.0.5:/export rw\n");
+  StorageOptions o;
+  o.kind = "nfs4";
+  o.source = "10.0.0.5:/export";
+  EXPECT_TRUE(MountManager(env_, SystemResolver(), o).Ensure().ok());
+  EXPECT_TRUE(mounts_.empty()) << "already mounted: nothing to do";
+  o.source = "10.0.0.6:/other";
+  Status st = MountManager(env_, SystemResolver(), o).Ensure();
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.ToString().find("already mounted from 10.0.0.5:/export"), std::string::npos);
+}
+
+TEST_F(MountManagerTest, BadOptionsAreClearErrors) {
+  StorageOptions o;
+  o.kind = "s3fs";
+  EXPECT_NE(MountManager(env_, SystemResolver(), o).Ensure().ToString().find("use efs, nfs4, bind or none"), std::string::npos);
+  o.kind = "nfs4";
+  EXPECT_EQ(MountManager(env_, SystemResolver(), o).Ensure().code(), StatusCode::kInvalidArgument);
+  o = Efs();
+  o.region = "";
+  EXPECT_NE(MountManager(env_, SystemResolver(), o).Ensure().ToString().find("storage.region"), std::string::npos);
+  o.kind = "none";
+  EXPECT_TRUE(MountManager(env_, SystemResolver(), o).Ensure().ok());
+}
+
+TEST(MountProbeTest, HealthyMountAnswers) {
+  FakeEnv env;
+  StorageOptions o;
+  o.kind = "bind";
+  o.source = "/data";
+  EXPECT_TRUE(MountManager(env, SystemResolver(), o).Probe(seconds(2)).ok());
+  EXPECT_TRUE(env.ListFiles().empty()) << "probe file removed";
+}
+
+TEST(MountProbeTest, HungMountCannotBlockTheCaller) {
+  // Outlives the test: the probe thread is still blocked in it when the test returns.
+  static FakeEnv* env = new FakeEnv();
+  env->SetFaultHook([](std::string_view op, const std::string&) {
+    if (op == "sync") std::this_thread::sleep_for(seconds(2));  // a hard NFS mount whose server went away
+    return Status();
+  });
+  StorageOptions o;
+  o.kind = "nfs4";
+  o.source = "10.0.0.5:/export";
+  const auto start = steady_clock::now();
+  Status st = MountManager(*env, SystemResolver(), o).Probe(milliseconds(200));
+  EXPECT_EQ(st.code(), StatusCode::kDeadlineExceeded);
+  EXPECT_LT(steady_clock::now() - start, seconds(1));
+  EXPECT_NE(st.ToString().find("hung NFS server"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace dlagent
