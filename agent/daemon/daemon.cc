@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <ctime>
+#include <tuple>
 
 #include "agent/rpc/control_server.h"
 #include "build_info.h"
@@ -79,6 +80,13 @@ void Daemon::Reload() {
         spdlog::warn("agent.socket changed from {} to {}: this takes effect when agentd restarts",
                      config_.agent.socket, fresh->agent.socket);
         fresh->agent.socket = config_.agent.socket;
+      }
+      const GossipConfig& a = config_.gossip;
+      const GossipConfig& b = fresh->gossip;
+      if (std::tie(a.key_file, a.name, a.bind, a.port, a.advertise, a.seeds, a.profile) !=
+              std::tie(b.key_file, b.name, b.bind, b.port, b.advertise, b.seeds, b.profile) ||
+          config_.cluster.name != fresh->cluster.name || config_.cluster.role != fresh->cluster.role) {
+        spdlog::warn("[gossip] and [cluster] changes take effect when agentd restarts");
       }
       config_ = std::move(*fresh);
       ++config_generation_;
