@@ -1,0 +1,60 @@
+#include "bootstrap/discovery/discovery_queue.h"
+
+#include <spdlog/spdlog.h>
+
+#include "bootstrap/common/log.h"
+
+namespace dlagent {
+
+DiscoveryQueue::DiscoveryQueue(SqsClient& sqs, Env& env, std::string queue_url, std::string key, std::string cluster)
+    : sqs_(sqs), env_(env), queue_url_(std::move(queue_url)), key_(std::move(key)), cluster_(std::move(cluster)) {}
+
+Status DiscoveryQueue::SendHello(const Hello& hello) {
+  Result<std::string> id = sqs_.SendMessage(queue_url_, SignHello(hello, key_), {{"dlagent", "hello"}, {"cluster", cluster_}});
+  if (!id.ok()) return id.status().Annotate("sending HELLO");
+  std::lock_guard<std::mutex> lock(mu_);
+  ++counters_.sent;
+  return Status::Ok();
+}
+
+Result<int> DiscoveryQueue::PollOnce(Duration wait, const std::function<void(const Hello&)>& on_hello, Duration dedup_window) {
+  ASSIGN_OR_RETURN(std::vector<SqsMessage> messages, sqs_.ReceiveMessage(queue_url_, {.max_messages = 10, .wait = wait}));
+  int handed = 0;
+  const MonoTime now = env_.NowMono();
+  for (const SqsMessage& m : messages) {
+    HelloCheck check = m.md5_ok ? VerifyHello(m.body, key_, cluster_, env_.NowWall())
+                                : HelloCheck{HelloVerdict::kMalformed, {}, "body corrupted in transit (MD5 mismatch)"};
+    bool duplicate = false;
+    if (check.verdict == HelloVerdict::kAccepted) {
+      auto it = handed_over_.find(check.hello.instance_id);
+      duplicate = it != handed_over_.end() && now - it->second < dedup_window;
+      if (!duplicate) {
+        handed_over_[check.hello.instance_id] = now;
+        on_hello(check.hello);
+        ++handed;
+      }
+    } else {
+      ScopedLogFields fields({{"SQS_MESSAGE_ID", m.message_id}});
+      spdlog::warn("discovery: refused a message on the queue ({}): {}", HelloVerdictName(check.verdict), check.detail);
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++counters_.received;
+      if (check.verdict != HelloVerdict::kAccepted) ++counters_.refused[check.verdict];
+      else if (duplicate) ++counters_.duplicates;
+      else ++counters_.accepted;
+    }
+    // Read means done: accepted ones are being joined, the rest must never be seen again.
+    if (Status st = sqs_.DeleteMessage(queue_url_, m.receipt_handle); !st.ok()) {
+      spdlog::warn("discovery: could not delete message {}: {}", m.message_id, st.ToString());
+    }
+  }
+  return handed;
+}
+
+DiscoveryCounters DiscoveryQueue::counters() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return counters_;
+}
+
+}  // namespace dlagent
