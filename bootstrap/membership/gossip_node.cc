@@ -124,9 +124,10 @@ void GossipNode::Loop() {
   Backoff rejoin(rejoin_policy, rng());
   MonoTime next_rejoin = Now() + *rejoin.NextDelay();
   char buf[kMaxDatagram + 64];
+  int wait_ms = tick_ms;
   for (;;) {
     pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-    ::poll(fds, 2, tick_ms);
+    ::poll(fds, 2, wait_ms);
     std::vector<std::string> received;
     for (int i = 0; i < 256; ++i) {
       ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
@@ -163,6 +164,9 @@ void GossipNode::Loop() {
       if (!push_pull_queue_.empty()) cv_.notify_all();
       stats_.packets_out += out.size();
       events = swim_->TakeEvents();
+      // Alone there is nothing to probe: only rejoin attempts (200 ms apart at the least) need the clock.
+      // A packet from a peer wakes the poll at once.
+      wait_ms = swim_->NumActive() <= 1 ? std::max(tick_ms, 200) : tick_ms;
     }
     LogEvents(events);
     for (const OutPacket& p : out) {
