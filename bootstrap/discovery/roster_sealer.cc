@@ -15,6 +15,19 @@ std::string ChooseLeader(const std::vector<Candidate>& alive) {
   return leader;
 }
 
+std::vector<std::string> ChoosePollers(const std::vector<Candidate>& alive, size_t helpers) {
+  const std::string leader = ChooseLeader(alive);
+  if (leader.empty()) return {};
+  std::vector<std::string> others;
+  for (const Candidate& c : alive) {
+    if (c.instance_id != leader) others.push_back(c.instance_id);
+  }
+  std::sort(others.begin(), others.end());
+  others.resize(std::min(others.size(), helpers));
+  others.insert(others.begin(), leader);
+  return others;
+}
+
 SealDecision DecideSeal(const SealPolicy& policy, const std::string& cluster, uint64_t generation, const std::string& leader,
                         const std::vector<Candidate>& alive, const std::set<std::string>& seen, MonoTime started, MonoTime now) {
   SealDecision d;

@@ -32,6 +32,11 @@ struct Candidate {
 // The leader among alive candidates: the master, else the lowest instance id. "" when there are none.
 std::string ChooseLeader(const std::vector<Candidate>& alive);
 
+// Who polls the discovery queue: the leader and at most `helpers` more (the lowest other instance ids), so
+// that SQS requests do not grow with the cluster. Every member computes the same list from the same view,
+// and a poller that dies is replaced as soon as gossip declares it dead.
+std::vector<std::string> ChoosePollers(const std::vector<Candidate>& alive, size_t helpers = 2);
+
 struct SealDecision {
   enum Kind { kWaiting, kSealed, kFailed } kind = kWaiting;
   size_t have = 0, expected = 0;

@@ -64,5 +64,16 @@ TEST(RosterSealerTest, ABadCandidateFailsTheSealClearly) {
   EXPECT_NE(d.reason.find("not an IPv4 address"), std::string::npos) << d.reason;
 }
 
+TEST(RosterSealerTest, PollersAreTheLeaderAndTwoHelpersWhateverTheSize) {
+  EXPECT_EQ(ChoosePollers(Nodes(64)), (std::vector<std::string>{"i-103", "i-100", "i-101"}));
+  EXPECT_EQ(ChoosePollers(Nodes(2)), (std::vector<std::string>{"i-100", "i-101"}));
+  auto nodes = Nodes(64, false);
+  EXPECT_EQ(ChoosePollers(nodes), (std::vector<std::string>{"i-100", "i-101", "i-102"}));
+  nodes.erase(nodes.begin() + 1);  // a helper died
+  EXPECT_EQ(ChoosePollers(nodes), (std::vector<std::string>{"i-100", "i-102", "i-103"}));
+  EXPECT_TRUE(ChoosePollers({}).empty());
+  EXPECT_EQ(ChoosePollers(Nodes(64), 0).size(), 1u);
+}
+
 }  // namespace
 }  // namespace dlagent
