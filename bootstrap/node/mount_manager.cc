@@ -58,7 +58,7 @@ std::optional<MountEntry> FindMount(std::string_view mountinfo, const std::strin
     size_t dash = 6;
     while (dash < f.size() && f[dash] != "-") ++dash;
     if (dash + 2 >= f.size()) continue;
-    found = MountEntry{mount_point, std::string(f[dash + 1]), Unescape(f[dash + 2])};
+    found = MountEntry{mount_point, Unescape(f[3]), std::string(f[dash + 1]), Unescape(f[dash + 2])};
   }
   return found;
 }
@@ -113,9 +113,7 @@ Status MountManager::Ensure() {
 
   ASSIGN_OR_RETURN(std::string mountinfo, env_.ReadFile("/proc/self/mountinfo", 16 << 20));
   if (std::optional<MountEntry> m = FindMount(mountinfo, options_.mount_point)) {
-    // Bind mounts show the device, not the directory, as source: trust the mount point for those.
-    const bool same = fstype == "bind" ? true : m->source == effective_source_ || (options_.kind == "efs" && m->fstype.rfind("nfs", 0) == 0);
-    if (same) return Status::Ok();
+    if (IsOurs(*m, mountinfo)) return Status::Ok();
     return Status::FailedPrecondition(kStorage, options_.mount_point + " is already mounted from " + m->source + " (" + m->fstype +
                                                     "); unmount it or choose another storage.mount_point");
   }
@@ -137,6 +135,26 @@ Status MountManager::Ensure() {
   });
   if (!st.ok()) return st.Annotate("mounting " + effective_source_ + " on " + options_.mount_point);
   return Status::Ok();
+}
+
+bool MountManager::IsOurs(const MountEntry& m, std::string_view mountinfo) const {
+  if (options_.kind == "bind") {
+    // mountinfo names the device; the bound directory is the root field, relative to its own file system:
+    // the whole path when the source is on the same mount, its tail when the source sits on another mount,
+    // "/" when the source is itself a mount point.
+    const std::string& src = options_.source;
+    if (m.root == src) return true;
+    if (m.root != "/" && src.size() > m.root.size() && src.compare(src.size() - m.root.size(), m.root.size(), m.root) == 0) return true;
+    std::optional<MountEntry> under = FindMount(mountinfo, src);
+    return m.root == "/" && under && under->source == m.source;
+  }
+  if (m.fstype.rfind("nfs", 0) != 0) return false;
+  // NFS: the server:/export this node mounts, by name or by any mount-target address.
+  if (m.source == effective_source_ || m.source == options_.source) return true;
+  for (const std::string& ip : options_.mount_target_ips) {
+    if (m.source == ip + ":/") return true;
+  }
+  return options_.kind == "efs" && m.source == options_.source + ".efs." + options_.region + ".amazonaws.com:/";
 }
 
 Status MountManager::Probe(Duration timeout) {

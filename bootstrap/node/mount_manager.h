@@ -36,8 +36,9 @@ struct StorageOptions {
 // One line of /proc/self/mountinfo that matters here.
 struct MountEntry {
   std::string mount_point;
+  std::string root;    // the directory of its file system that is mounted (a bind mount's source, relative)
   std::string fstype;
-  std::string source;
+  std::string source;  // the device or server:/export
 };
 // The mount at mount_point, if any (the last one wins, as the kernel stacks them). Octal escapes (\040)
 // are decoded.
@@ -62,6 +63,8 @@ class MountManager {
 
  private:
   Result<std::string> ResolveSource();
+  // Whether the mount already there is the one this node would make.
+  bool IsOurs(const MountEntry& m, std::string_view mountinfo) const;
 
   Env& env_;
   Resolver resolver_;

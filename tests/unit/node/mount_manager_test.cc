@@ -22,6 +22,7 @@ TEST(FindMountTest, ParsesMountinfo) {
   ASSERT_TRUE(m.has_value());
   EXPECT_EQ(m->fstype, "nfs4");
   EXPECT_EQ(m->source, "fs-1.efs.us-east-1.amazonaws.com:/");
+  EXPECT_EQ(m->root, "/");
   EXPECT_EQ(FindMount(info, "/mnt/with space")->fstype, "tmpfs");
   EXPECT_FALSE(FindMount(info, "/mnt").has_value());
   EXPECT_FALSE(FindMount("garbage\n\n1 2 3\n", "/mnt/efs").has_value());
@@ -113,6 +114,44 @@ TEST_F(MountManagerTest, IdempotentAndRefusesSomethingElseMountedThere) {
   Status st = MountManager(env_, SystemResolver(), o).Ensure();
   EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
   EXPECT_NE(st.ToString().find("already mounted from 10.0.0.5:/export"), std::string::npos);
+}
+
+TEST_F(MountManagerTest, EfsAcceptsItsOwnMountOnlyByNameOrMountTarget) {
+  Resolver dns = [](const std::string&) -> Result<std::vector<std::string>> { return std::vector<std::string>{"10.0.3.7"}; };
+  StorageOptions o = Efs();
+  o.mount_target_ips = {"10.0.3.7"};
+  for (const char* ours : {"fs-0abc.efs.us-east-1.amazonaws.com:/", "10.0.3.7:/"}) {
+    env_.PutFile("/proc/self/mountinfo", std::string(kMountinfo) + "41 22 0:50 / /mnt/efs rw - nfs4 " + ours + " rw\n");
+    EXPECT_TRUE(MountManager(env_, dns, o).Ensure().ok()) << ours;
+  }
+  EXPECT_TRUE(mounts_.empty());
+  // Another NFS server at the same place is not ours, even though it is NFS too.
+  env_.PutFile("/proc/self/mountinfo", std::string(kMountinfo) + "41 22 0:50 / /mnt/efs rw - nfs4 10.9.9.9:/scratch rw\n");
+  Status st = MountManager(env_, dns, o).Ensure();
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition) << st.ToString();
+  EXPECT_NE(st.ToString().find("already mounted from 10.9.9.9:/scratch"), std::string::npos);
+}
+
+TEST_F(MountManagerTest, BindAcceptsOnlyTheSameDirectory) {
+  StorageOptions o;
+  o.kind = "bind";
+  o.source = "/srv/shared";
+  // The root field holds the bound directory.
+  env_.PutFile("/proc/self/mountinfo", std::string(kMountinfo) + "63 22 253:1 /srv/shared /mnt/efs rw - ext4 /dev/vda1 rw\n");
+  EXPECT_TRUE(MountManager(env_, SystemResolver(), o).Ensure().ok());
+  // The same directory, its file system mounted at /srv: the root is the tail of the path.
+  env_.PutFile("/proc/self/mountinfo", std::string(kMountinfo) + "63 22 253:2 /shared /mnt/efs rw - xfs /dev/vdb rw\n");
+  EXPECT_TRUE(MountManager(env_, SystemResolver(), o).Ensure().ok());
+  // A source that is itself a mount point shows root "/" and the same device.
+  env_.PutFile("/proc/self/mountinfo", std::string(kMountinfo) + "50 22 253:2 / /srv/shared rw - xfs /dev/vdb rw\n"
+                                                                 "63 22 253:2 / /mnt/efs rw - xfs /dev/vdb rw\n");
+  EXPECT_TRUE(MountManager(env_, SystemResolver(), o).Ensure().ok());
+  EXPECT_TRUE(mounts_.empty());
+  // A tmpfs, or another directory, at the mount point is not ours.
+  for (const char* other : {"63 22 0:60 / /mnt/efs rw - tmpfs tmpfs rw\n", "63 22 253:1 /srv/other /mnt/efs rw - ext4 /dev/vda1 rw\n"}) {
+    env_.PutFile("/proc/self/mountinfo", std::string(kMountinfo) + other);
+    EXPECT_EQ(MountManager(env_, SystemResolver(), o).Ensure().code(), StatusCode::kFailedPrecondition) << other;
+  }
 }
 
 TEST_F(MountManagerTest, BadOptionsAreClearErrors) {
