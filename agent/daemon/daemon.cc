@@ -153,12 +153,7 @@ int Daemon::Run() {
     break;
   }
   notifier_.Stopping();
-  SetLogField("PHASE", "stopping");
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    phase_ = "stopping";
-    phase_detail_ = "stopping";
-  }
+  SetPhase("stopping", "leaving the cluster and stopping");
   if (membership_) membership_->Leave();
   (*server)->Shutdown(kShutdownGrace);
   membership_.reset();

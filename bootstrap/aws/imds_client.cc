@@ -109,9 +109,11 @@ Result<std::string> ImdsClient::Get(const std::string& path) {
   });
   if (!st.ok()) {
     if (!st.retryable()) return st;
+    // The last real answer says what went wrong; Retry's own note would only repeat the attempt count.
+    const Status& cause = last.ok() ? st : last;
     return Status(st.code(), kImds, "GET " + path + " from " + options_.endpoint + " failed " + std::to_string(attempts) +
                                         " times in " + FormatDuration(env_.NowMono() - start) + "; last: " +
-                                        std::string(st.message()));
+                                        std::string(cause.message()));
   }
   return body;
 }

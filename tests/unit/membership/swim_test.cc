@@ -94,8 +94,10 @@ TEST(SwimTest, HealedPartitionMergesBack) {
   sim.AddMany(12);
   ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim); }, seconds(10)));
   for (int i = 6; i < 12; ++i) sim.SetGroup(i, 1);
-  ASSERT_TRUE(sim.RunUntil([&] { return AllSee(sim, 0, MemberState::kDead) == false && sim.CountViews(0, MemberState::kDead) == 6; }, seconds(60)))
+  // Member 0's own side (5 others) still sees it alive; the other side (6) declares it dead.
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.CountViews(0, MemberState::kDead) == 6; }, seconds(60)))
       << "each side should declare the other dead";
+  EXPECT_EQ(sim.CountViews(0, MemberState::kAlive), 5);
   sim.Heal();
   auto t = sim.RunUntil([&] { return Converged(sim); }, seconds(60));
   ASSERT_TRUE(t.has_value()) << "partition did not re-merge within 60 s of healing";
