@@ -340,30 +340,41 @@ int Swim::RetransmitLimit() const {
 }
 
 void Swim::Queue(const std::string& node, const Message& m) {
-  // A newer message about a member replaces older ones about it.
-  broadcasts_.erase(std::remove_if(broadcasts_.begin(), broadcasts_.end(), [&](const Broadcast& b) { return b.node == node; }),
-                    broadcasts_.end());
-  broadcasts_.push_back({node, Encode(m), 0, ++broadcast_id_});
+  auto [it, inserted] = broadcasts_.try_emplace(node);
+  if (!inserted) send_order_.erase({it->second.transmits, ~it->second.id, &it->first});  // replaced by the newer
+  it->second = Broadcast{Encode(m), 0, ++broadcast_id_};
+  send_order_.insert({0, ~it->second.id, &it->first});
 }
 
 std::string Swim::Piggyback(size_t room, const std::string& prefer_about) {
-  if (broadcasts_.empty()) return "";
-  std::sort(broadcasts_.begin(), broadcasts_.end(), [&](const Broadcast& a, const Broadcast& b) {
-    const bool pa = a.node == prefer_about, pb = b.node == prefer_about;
-    if (pa != pb) return pa;
-    if (a.transmits != b.transmits) return a.transmits < b.transmits;
-    return a.id > b.id;
-  });
+  // The smallest update on the wire (an alive, suspect or dead with short names) costs about 13 bytes.
+  constexpr size_t kMinCost = 13;
   std::string out;
-  const int limit = RetransmitLimit();
-  for (Broadcast& b : broadcasts_) {
-    if (PacketCost(b.bytes) > room) continue;
-    AppendToPacket(out, b.bytes);
-    room -= PacketCost(b.bytes);
-    ++b.transmits;
+  std::vector<std::unordered_map<std::string, Broadcast>::iterator> taken;
+  auto take = [&](std::unordered_map<std::string, Broadcast>::iterator it) {
+    if (PacketCost(it->second.bytes) > room) return;
+    AppendToPacket(out, it->second.bytes);
+    room -= PacketCost(it->second.bytes);
+    taken.push_back(it);
+  };
+  // First the update about the member this packet goes to, then the least sent, newest first.
+  if (!prefer_about.empty()) {
+    if (auto it = broadcasts_.find(prefer_about); it != broadcasts_.end()) take(it);
   }
-  broadcasts_.erase(std::remove_if(broadcasts_.begin(), broadcasts_.end(), [&](const Broadcast& b) { return b.transmits >= limit; }),
-                    broadcasts_.end());
+  size_t looked = 0;
+  for (auto k = send_order_.begin(); k != send_order_.end() && room >= kMinCost && looked < room / kMinCost + 8; ++k, ++looked) {
+    if (*std::get<2>(*k) != prefer_about) take(broadcasts_.find(*std::get<2>(*k)));
+  }
+  const int limit = RetransmitLimit();
+  for (auto it : taken) {
+    Broadcast& b = it->second;
+    send_order_.erase({b.transmits, ~b.id, &it->first});
+    if (++b.transmits >= limit) {
+      broadcasts_.erase(it);
+    } else {
+      send_order_.insert({b.transmits, ~b.id, &it->first});
+    }
+  }
   return out;
 }
 

@@ -21,10 +21,11 @@
 // Thread safety: none; the owner serialises calls.
 
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <optional>
 #include <random>
+#include <set>
+#include <tuple>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -128,7 +129,6 @@ class Swim {
     MonoTime deadline;
   };
   struct Broadcast {
-    std::string node;   // the member it is about: a newer one replaces it
     std::string bytes;  // encoded message
     int transmits = 0;
     uint64_t id = 0;    // newer first among equals
@@ -182,7 +182,12 @@ class Swim {
   size_t probe_index_ = 0;
   std::optional<PendingProbe> probe_;
   std::unordered_map<uint32_t, Relay> relays_;
-  std::deque<Broadcast> broadcasts_;
+  // At most one pending update per member, keyed by it, and an index in sending order (least sent first,
+  // then newest), so that a packet takes what it needs in O(k log q) rather than scanning the queue, which
+  // holds an update per member while a large cluster forms. The index points at the map's keys, which stay
+  // put (unordered_map nodes do not move).
+  std::unordered_map<std::string, Broadcast> broadcasts_;
+  std::set<std::tuple<int, uint64_t, const std::string*>> send_order_;  // (transmits, ~id, member)
   uint64_t broadcast_id_ = 0;
   uint32_t seq_ = 0;
   int awareness_ = 0;
