@@ -245,7 +245,7 @@ Result<std::unique_ptr<ControlServer>> StartControlServer(const ControlServerOpt
   if (!server) {
     ::close(fd);
     ::unlink(path.c_str());
-    return Status::Internal("control", "gRPC server failed to start");
+    return Status::Internal("control", "the gRPC server for " + path + " failed to start; see the log lines above it");
   }
   int wake = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake < 0) {

@@ -49,7 +49,7 @@ MonoTime Now() { return std::chrono::steady_clock::now(); }
 }  // namespace
 
 Result<std::unique_ptr<GossipNode>> GossipNode::Start(GossipOptions options, Keyring keyring, PushPullTransport* transport) {
-  if (options.name.empty()) return Status::InvalidArgument("gossip", "a member needs a name");
+  if (options.name.empty()) return Status::InvalidArgument("gossip", "a member needs a name: set gossip.name (on EC2, the instance id)");
   if (options.advertise_host.empty()) {
     if (options.bind_host == "0.0.0.0") {
       return Status::InvalidArgument("gossip", "gossip binds every interface: set gossip.advertise to the address peers should use");
@@ -58,7 +58,7 @@ Result<std::unique_ptr<GossipNode>> GossipNode::Start(GossipOptions options, Key
   }
   sockaddr_in addr;
   const std::string bind_addr = options.bind_host + ":" + std::to_string(options.port);
-  if (!ParseAddr(bind_addr, &addr)) return Status::InvalidArgument("gossip", "bad bind address " + bind_addr);
+  if (!ParseAddr(bind_addr, &addr)) return Status::InvalidArgument("gossip", "cannot bind " + bind_addr + ": gossip.bind must be an IPv4 address such as 0.0.0.0 or 10.0.1.17");
   int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return Status::FromErrno("gossip", "socket", errno);
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
