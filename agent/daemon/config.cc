@@ -1,5 +1,7 @@
 #include "agent/daemon/config.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
@@ -214,6 +216,12 @@ std::string CheckHostPort(const std::string& v) {
   return "\"" + v + "\" is not an address like 10.0.1.17:7946";
 }
 
+std::string CheckIpv4(const std::string& v) {
+  in_addr a;
+  if (v.empty() || inet_pton(AF_INET, v.c_str(), &a) == 1) return "";
+  return "\"" + v + "\" is not an IPv4 address (e.g. 0.0.0.0 or 10.0.1.17)";
+}
+
 std::string CheckUrl(const std::string& v) {
   if (v.empty() || v.rfind("http://", 0) == 0 || v.rfind("https://", 0) == 0) return "";
   return "\"" + v + "\" must start with http:// or https://";
@@ -236,9 +244,9 @@ void ReadSchema(ConfigReader& r, Config& c) {
     return v.empty() || v[0] == '/' ? std::string() : "\"" + v + "\" must be an absolute path";
   });
   r.String("name", &c.gossip.name);
-  r.String("bind", &c.gossip.bind);
+  r.String("bind", &c.gossip.bind, CheckIpv4);
   r.Int("port", 1, 65535, &c.gossip.port);
-  r.String("advertise", &c.gossip.advertise);
+  r.String("advertise", &c.gossip.advertise, CheckIpv4);
   r.StringList("seeds", CheckHostPort, &c.gossip.seeds);
   r.Enum("profile", {"lan", "fast"}, &c.gossip.profile);
 

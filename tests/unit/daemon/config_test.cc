@@ -80,6 +80,10 @@ TEST(ConfigTest, BadInputNamesFileLineKeyAndAcceptedValues) {
       {"empty cluster name", "[cluster]\nname = \"\"", {"cluster.name: must be 1 to 64 characters"}},
       {"url", "[aws]\nsqs_endpoint = \"127.0.0.1:4566\"", {"aws.sqs_endpoint:", "must start with http:// or https://"}},
       {"bool", "[aws]\nimds_disabled = \"yes\"", {"aws.imds_disabled: expected true or false, got a string"}},
+      {"bind", "[gossip]\nbind = \"eth0\"", {"a.toml:2:", "gossip.bind: \"eth0\" is not an IPv4 address"}},
+      {"port", "[gossip]\nport = 70000", {"gossip.port: 70000 is out of range 1..65535"}},
+      {"seeds", "[gossip]\nseeds = [\"10.0.0.1\"]", {"gossip.seeds: \"10.0.0.1\" is not an address like 10.0.1.17:7946"}},
+      {"key file", "[gossip]\nkey_file = \"cluster.key\"", {"gossip.key_file: \"cluster.key\" must be an absolute path"}},
   };
   for (const auto& c : cases) {
     Result<Config> r = ParseConfig(c.toml, "a.toml", kNoEnv);
