@@ -361,8 +361,10 @@ std::string Swim::Piggyback(size_t room, const std::string& prefer_about) {
   if (!prefer_about.empty()) {
     if (auto it = broadcasts_.find(prefer_about); it != broadcasts_.end()) take(it);
   }
+  // Look at no more updates than could fit in the space we started with.
+  const size_t max_looked = room / kMinCost + 1;
   size_t looked = 0;
-  for (auto k = send_order_.begin(); k != send_order_.end() && room >= kMinCost && looked < room / kMinCost + 8; ++k, ++looked) {
+  for (auto k = send_order_.begin(); k != send_order_.end() && room >= kMinCost && looked < max_looked; ++k, ++looked) {
     if (*std::get<2>(*k) != prefer_about) take(broadcasts_.find(*std::get<2>(*k)));
   }
   const int limit = RetransmitLimit();
