@@ -3,6 +3,7 @@
 #include <iomanip>
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -20,6 +21,17 @@ Result<std::unique_ptr<ControlClient>> Dial(const CtlOptions& opts) {
 int Fail(std::ostream& err, const Status& st) {
   err << "agentctl: " << st.message() << "\n";
   return 1;
+}
+
+nlohmann::json ClusterJson(const ClusterSnapshot& c) {
+  nlohmann::json roster = nlohmann::json::array();
+  for (const RosterMemberSnapshot& m : c.roster) {
+    roster.push_back({{"rank", m.rank}, {"instance_id", m.instance_id}, {"ip", m.ip}, {"gpus", m.gpus}, {"prepared", m.prepared}});
+  }
+  return {{"leader", c.leader},       {"generation", c.generation},         {"rank", c.rank},
+          {"roster", roster},         {"failure", c.failure},               {"alive", c.alive},
+          {"expected", c.expected},   {"deadline_in_ms", c.deadline_in_ms}, {"sqs_requests", c.sqs_requests},
+          {"hellos_sent", c.hellos_sent}, {"hellos_accepted", c.hellos_accepted}, {"hellos_refused", c.hellos_refused}};
 }
 
 nlohmann::json ToJson(const StatusSnapshot& s) {
@@ -42,6 +54,7 @@ nlohmann::json ToJson(const StatusSnapshot& s) {
       {"started_unix_ms", s.started_unix_ms},
       {"log_level", s.log_level},
       {"socket_path", s.socket_path},
+      {"cluster", s.cluster ? ClusterJson(*s.cluster) : nlohmann::json(nullptr)},
   };
 }
 
@@ -63,7 +76,68 @@ std::string FormatStatus(const StatusSnapshot& s) {
                          std::to_string(s.config_generation) + ")");
   row("log level: ", s.log_level);
   row("socket:    ", s.socket_path);
+  if (s.cluster) {
+    const ClusterSnapshot& c = *s.cluster;
+    row("members:   ", std::to_string(c.alive) + " alive of " + std::to_string(c.expected) + " expected; leader " +
+                           (c.leader.empty() ? std::string("none") : c.leader));
+    row("discovery: ", std::to_string(c.hellos_sent) + " HELLOs sent, " + std::to_string(c.hellos_accepted) + " accepted, " +
+                           std::to_string(c.hellos_refused) + " refused; " + std::to_string(c.sqs_requests) + " SQS requests");
+    if (!c.failure.empty()) row("failure:   ", c.failure);
+    if (c.generation > 0) {
+      row("roster:    ", "generation " + std::to_string(c.generation) + ", " + std::to_string(c.roster.size()) + " nodes" +
+                             (c.rank >= 0 ? ", this node is rank " + std::to_string(c.rank) : ", this node is not in it"));
+      for (const RosterMemberSnapshot& m : c.roster) {
+        std::ostringstream line;
+        line << "    " << std::left << std::setw(24) << ("deeplearning-worker" + std::to_string(m.rank + 1)) << std::setw(22)
+             << m.instance_id << std::setw(17) << m.ip << std::setw(8) << (std::to_string(m.gpus) + " GPUs")
+             << (m.prepared ? "prepared" : "preparing");
+        out += line.str() + "\n";
+      }
+    }
+  }
   return out;
+}
+
+int RunWait(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
+  Result<Duration> limit = ParseDuration(opts.wait_timeout);
+  if (!limit.ok()) {
+    err << "agentctl: --timeout: " << limit.status().message() << "\n";
+    return 2;
+  }
+  Result<std::unique_ptr<ControlClient>> client = Dial(opts);
+  if (!client.ok()) return Fail(err, client.status());
+  const auto deadline = std::chrono::steady_clock::now() + *limit;
+  std::string last;
+  for (;;) {
+    Result<StatusSnapshot> s = (*client)->GetStatus();
+    if (!s.ok()) return Fail(err, s.status());
+    if (s->phase_detail != last) {
+      last = s->phase_detail;
+      if (!opts.quiet) err << s->phase_detail << "\n";
+    }
+    if (!s->cluster && s->phase == "serving") {
+      err << "agentctl: this agent forms no cluster (cluster.expected_nodes is 0): nothing to wait for\n";
+      return 5;
+    }
+    if (s->phase == "ready") {
+      if (opts.json) out << ToJson(*s).dump(2) << "\n";
+      return 0;
+    }
+    if (s->phase == "failed") {
+      err << "agentctl: " << s->phase_detail << "\n";
+      return 4;
+    }
+    if (s->phase == "stopping") {
+      err << "agentctl: agentd is stopping\n";
+      return 1;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      err << "agentctl: not ready after " << opts.wait_timeout << " (" << s->phase_detail << ")\n";
+      return 3;
+    }
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(200),
+                                                                              deadline - std::chrono::steady_clock::now()));
+  }
 }
 
 int RunStatus(const CtlOptions& opts, std::ostream& out, std::ostream& err) {

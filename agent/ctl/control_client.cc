@@ -32,6 +32,23 @@ StatusSnapshot FromProto(const pb::AgentStatus& p) {
   s.log_level = p.log_level();
   s.config_generation = p.config_generation();
   s.socket_path = p.socket_path();
+  if (p.has_cluster()) {
+    const pb::ClusterView& v = p.cluster();
+    ClusterSnapshot c;
+    c.leader = v.leader();
+    c.generation = v.generation();
+    c.rank = v.rank();
+    for (const pb::RosterMember& m : v.roster()) c.roster.push_back({m.rank(), m.instance_id(), m.ip(), m.gpus(), m.prepared()});
+    c.failure = v.failure();
+    c.alive = v.alive();
+    c.expected = v.expected();
+    c.deadline_in_ms = v.deadline_in_ms();
+    c.sqs_requests = v.sqs_requests();
+    c.hellos_sent = v.hellos_sent();
+    c.hellos_accepted = v.hellos_accepted();
+    c.hellos_refused = v.hellos_refused();
+    s.cluster = std::move(c);
+  }
   return s;
 }
 

@@ -13,7 +13,8 @@ int main(int argc, char** argv) {
   app.add_option("-s,--socket", opts.socket, "agentd's control socket")->envname("DLAGENT_SOCKET")->capture_default_str();
   app.add_option("--timeout", opts.timeout, "Deadline for each call to agentd, e.g. 5s, 500ms")->capture_default_str();
   app.require_subcommand(1);
-  app.footer("Exit codes: 0 success, 1 agentd unreachable or failed, 2 bad usage or (members) no member matched.");
+  app.footer("Exit codes: 0 success, 1 agentd unreachable or failed, 2 bad usage or (members) no member matched;\n"
+             "wait: 3 timed out, 4 the cluster failed to form, 5 the agent forms no cluster.");
 
   auto* status = app.add_subcommand("status", "Show the agent's phase, identity, uptime, version and config");
   status->add_flag("--json", opts.json, "Print one JSON object instead of text");
@@ -25,6 +26,10 @@ int main(int argc, char** argv) {
   members->add_option("--status", opts.status_filter, "Only members whose status matches this regular expression (alive, suspect, dead, left)");
   members->add_option("--role", opts.role_filter, "Only members with this role (master, worker)");
 
+  auto* wait = app.add_subcommand("wait", "Block until the cluster is READY (roster sealed, every node prepared), showing progress");
+  wait->add_option("--timeout", opts.wait_timeout, "Give up after this long (exit 3), e.g. 10m, 90s")->capture_default_str();
+  wait->add_flag("-q,--quiet", opts.quiet, "No progress lines");
+  wait->add_flag("--json", opts.json, "When ready, print the status as JSON");
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {
@@ -36,5 +41,6 @@ int main(int argc, char** argv) {
   if (*status) return dlagent::RunStatus(opts, std::cout, std::cerr);
   if (*version) return dlagent::RunVersion(opts, std::cout, std::cerr);
   if (*members) return dlagent::RunMembers(opts, std::cout, std::cerr);
+  if (*wait) return dlagent::RunWait(opts, std::cout, std::cerr);
   return 2;
 }

@@ -13,6 +13,7 @@
 #define TOML_EXCEPTIONS 0
 #include <toml++/toml.h>
 
+#include "bootstrap/common/duration.h"
 #include "build_info.h"
 
 namespace dlagent {
@@ -102,6 +103,17 @@ class ConfigReader {
       return Error(n->source(), key, std::to_string(v) + " is out of range " + std::to_string(min) + ".." + std::to_string(max));
     }
     *out = v;
+  }
+
+  void Dur(const std::string& key, Duration min, Duration* out, Duration max = std::chrono::hours(24 * 365)) {
+    const toml::node* n = Find(key);
+    if (!n) return;
+    if (!n->is_string()) return Error(n->source(), key, "expected a duration string like \"90s\" or \"10m\", got " + TypeName(*n));
+    Result<Duration> d = ParseDuration(n->as_string()->get());
+    if (!d.ok()) return Error(n->source(), key, std::string(d.status().message()));
+    if (*d < min) return Error(n->source(), key, "\"" + n->as_string()->get() + "\" is shorter than " + FormatDuration(min));
+    if (*d > max) return Error(n->source(), key, "\"" + n->as_string()->get() + "\" is longer than " + FormatDuration(max));
+    *out = *d;
   }
 
   void StringList(const std::string& key, const std::function<std::string(const std::string&)>& check, std::vector<std::string>* out) {
@@ -203,6 +215,11 @@ std::string CheckClusterName(const std::string& v) {
 
 std::string CheckAbsolutePath(const std::string& v) {
   if (v.empty() || v[0] != '/') return "\"" + v + "\" must be an absolute path";
+  return "";
+}
+
+std::string CheckSocketPath(const std::string& v) {
+  if (v.empty() || v[0] != '/') return "\"" + v + "\" must be an absolute path";
   if (v.size() > 107) return "\"" + v + "\" is longer than a Unix socket path may be (107 bytes)";
   return "";
 }
@@ -230,7 +247,7 @@ std::string CheckUrl(const std::string& v) {
 // Reads the schema: one place lists every key, its default and its check.
 void ReadSchema(ConfigReader& r, Config& c) {
   r.Section("agent");
-  r.String("socket", &c.agent.socket, CheckAbsolutePath);
+  r.String("socket", &c.agent.socket, CheckSocketPath);
   r.String("socket_group", &c.agent.socket_group);
   r.Enum("log_level", LogLevelNames(), &c.agent.log_level);
 
@@ -238,6 +255,11 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.String("name", &c.cluster.name, CheckClusterName);
 
   r.Enum("role", {"worker", "master"}, &c.cluster.role);
+  r.Int("expected_nodes", 0, 10000, &c.cluster.expected_nodes);
+  r.Int("min_nodes", 0, 10000, &c.cluster.min_nodes);
+  r.Dur("join_deadline", std::chrono::seconds(1), &c.cluster.join_deadline);
+  r.Enum("reseal", {"never", "on-failure", "on-change"}, &c.cluster.reseal);
+  r.Dur("reseal_settle", Duration(0), &c.cluster.reseal_settle);
 
   r.Section("gossip");
   r.String("key_file", &c.gossip.key_file, [](const std::string& v) {
@@ -255,6 +277,49 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.String("sqs_endpoint", &c.aws.sqs_endpoint, CheckUrl);
   r.String("imds_endpoint", &c.aws.imds_endpoint, CheckUrl);
   r.Bool("imds_disabled", &c.aws.imds_disabled);
+  r.String("cfn_wait_handle", &c.aws.cfn_wait_handle, CheckUrl);
+
+  r.Section("discovery");
+  r.String("queue", &c.discovery.queue);
+  r.Dur("hello_interval", std::chrono::milliseconds(100), &c.discovery.hello_interval);
+  r.Dur("poll_wait", Duration(0), &c.discovery.poll_wait, std::chrono::seconds(20));
+
+  r.Section("node");
+  r.Int("gpus", -1, 1024, &c.node.gpus);
+
+  r.Section("storage");
+  r.Enum("kind", {"none", "efs", "nfs4", "bind"}, &c.storage.kind);
+  r.String("source", &c.storage.source);
+  r.String("mount_point", &c.storage.mount_point, CheckAbsolutePath);
+  r.StringList("mount_target_ips", CheckIpv4, &c.storage.mount_target_ips);
+  r.Dur("dns_wait", Duration(0), &c.storage.dns_wait);
+  r.Dur("mount_budget", std::chrono::seconds(1), &c.storage.mount_budget);
+
+  r.Section("files");
+  r.String("root", &c.files.root, [](const std::string& v) { return v.empty() ? std::string() : CheckAbsolutePath(v); });
+  for (auto [key, field] : {std::pair{"workers", &c.files.workers}, {"hosts", &c.files.hosts}, {"profile", &c.files.profile},
+                            {"env", &c.files.env}, {"hostfile", &c.files.hostfile}, {"roster", &c.files.roster}}) {
+    r.String(key, field, CheckAbsolutePath);
+  }
+}
+
+// Checks across keys, once each key is valid on its own.
+Status CheckConsistency(const Config& c, const std::string& path) {
+  std::vector<std::string> problems;
+  const std::string where = path.empty() ? "configuration" : path;
+  if (c.cluster.min_nodes > c.cluster.expected_nodes) {
+    problems.push_back(where + ": cluster.min_nodes (" + std::to_string(c.cluster.min_nodes) + ") is more than cluster.expected_nodes (" +
+                       std::to_string(c.cluster.expected_nodes) + ")");
+  }
+  if (c.cluster.expected_nodes > 0 && c.gossip.key_file.empty()) {
+    problems.push_back(where + ": cluster.expected_nodes needs gossip (set gossip.key_file): the roster travels by gossip");
+  }
+  if (c.storage.kind != "none" && c.storage.source.empty()) {
+    problems.push_back(where + ": storage.kind = \"" + c.storage.kind + "\" needs storage.source (" +
+                       (c.storage.kind == "efs" ? "the file system id, fs-0123abcd" : c.storage.kind == "nfs4" ? "host:/export" : "a directory") + ")");
+  }
+  if (problems.empty()) return Status::Ok();
+  return Status::InvalidArgument("config", Join(problems, "\n"));
 }
 
 Config Defaults() {
@@ -320,6 +385,7 @@ Result<Config> ParseConfig(std::string_view text, const std::string& path, const
   ConfigReader reader(parsed.table(), path);
   ReadSchema(reader, c);
   RETURN_IF_ERROR(reader.Finish());
+  RETURN_IF_ERROR(CheckConsistency(c, path));
   RETURN_IF_ERROR(ApplyAwsEnvironment(c.aws, getenv));
   return c;
 }

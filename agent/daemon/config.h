@@ -21,6 +21,42 @@ struct AgentConfig {
 struct ClusterConfig {
   std::string name;  // Default: "default"
   std::string role;  // Default: "worker"; "master" is rank 0 of the roster
+  // Roster sealing (docs/cluster.md). expected_nodes 0: no roster, membership only.
+  int64_t expected_nodes = 0;                         // Default: 0
+  int64_t min_nodes = 0;                              // Default: 0, meaning expected_nodes (no shrinking)
+  Duration join_deadline = std::chrono::minutes(10);  // Default: 10m
+  std::string reseal = "on-failure";                  // Default: on-failure; never, on-change
+  Duration reseal_settle = std::chrono::seconds(30);  // Default: 30s of a stable view before a reseal
+};
+
+struct DiscoveryConfig {
+  std::string queue;                                 // Default: "" (no SQS: gossip.seeds only). Name or URL
+  Duration hello_interval = std::chrono::seconds(5); // Default: 5s between HELLOs (jittered) while discovering
+  Duration poll_wait = std::chrono::seconds(20);     // Default: 20s long polls
+};
+
+struct NodeConfig {
+  int64_t gpus = -1;                    // Default: -1 (count them: NVML, /dev, /proc)
+};
+
+struct StorageConfig {
+  std::string kind = "none";                       // Default: none; efs, nfs4, bind
+  std::string source;                              // efs: fs-id; nfs4: host:/export; bind: a directory
+  std::string mount_point = "/mnt/efs";            // Default: /mnt/efs
+  std::vector<std::string> mount_target_ips;       // efs: fallback when the DNS name does not resolve
+  Duration dns_wait = std::chrono::minutes(2);     // Default: 2m
+  Duration mount_budget = std::chrono::minutes(5); // Default: 5m
+};
+
+// Where the node files go (DESIGN section 6); root prefixes them all.
+struct FilesConfig {
+  std::string root;  // Default: "" (the real root)
+  std::string workers = "/opt/deeplearning/workers";
+  std::string hosts = "/etc/hosts";
+  std::string profile = "/etc/profile.d/deeplearning.sh";
+  std::string env = "/etc/dlagent/cluster.env";
+  std::string hostfile = "/etc/dlagent/hostfile";
+  std::string roster = "/etc/dlagent/roster.json";
 };
 
 // Membership gossip. Off unless key_file is set: gossip is always encrypted.
@@ -40,6 +76,7 @@ struct AwsConfig {
   std::string sqs_endpoint;   // Default: "" (the regional endpoint)
   std::string imds_endpoint;  // Default: http://169.254.169.254
   bool imds_disabled = false;
+  std::string cfn_wait_handle;  // Default: "" (no CloudFormation signal). The presigned wait handle URL
 };
 
 struct Config {
@@ -48,6 +85,10 @@ struct Config {
   ClusterConfig cluster;
   AwsConfig aws;
   GossipConfig gossip;
+  DiscoveryConfig discovery;
+  NodeConfig node;
+  StorageConfig storage;
+  FilesConfig files;
 };
 
 using GetEnvFn = std::function<std::optional<std::string>(const char* name)>;

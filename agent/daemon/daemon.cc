@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <ctime>
 #include <tuple>
@@ -58,10 +59,34 @@ StatusSnapshot Daemon::GetStatus() {
   s.log_level = spdlog::level::to_string_view(EffectiveLevel(config_)).data();
   s.config_generation = config_generation_;
   s.socket_path = config_.agent.socket;
+  if (runtime_) {
+    s.identity = runtime_->Identity();
+    if (std::optional<FormationStatus> f = runtime_->Formation()) {
+      ClusterSnapshot c;
+      c.leader = f->leader;
+      c.generation = f->generation;
+      c.rank = f->rank;
+      for (size_t i = 0; i < f->roster.size(); ++i) {
+        const RosterNode& n = f->roster[i];
+        const bool prepared = std::find(f->unprepared.begin(), f->unprepared.end(), n.instance_id) == f->unprepared.end();
+        c.roster.push_back({static_cast<uint32_t>(i), n.instance_id, n.ip, n.gpus, prepared});
+      }
+      c.failure = f->failure;
+      c.alive = static_cast<uint32_t>(f->alive);
+      c.expected = static_cast<uint32_t>(f->expected);
+      c.deadline_in_ms = f->deadline_in_ms;
+      c.sqs_requests = f->sqs_requests;
+      c.hellos_sent = f->hellos_sent;
+      c.hellos_accepted = f->hellos_accepted;
+      c.hellos_refused = f->hellos_refused;
+      s.cluster = std::move(c);
+    }
+  }
   return s;
 }
 
 MemberListSnapshot Daemon::ListMembers() {
+  if (runtime_) return runtime_->Members();
   if (!membership_) return MemberListSnapshot();
   return membership_->Members();
 }
@@ -113,22 +138,38 @@ int Daemon::Run() {
     std::lock_guard<std::mutex> lock(mu_);
     config = config_;
   }
-  Result<std::unique_ptr<Membership>> membership = Membership::Start(env_, config);
-  if (!membership.ok()) {
-    spdlog::critical("cannot start gossip: {}", membership.status().ToString());
-    notifier_.Status("failed: " + membership.status().ToString());
-    return 1;
+  const bool forming = config.cluster.expected_nodes > 0;
+  if (forming) {
+    // The runtime identifies the node and forms the cluster on threads of its own: the socket serves
+    // (and systemd hears READY=1) at once, so that boot never waits on other nodes.
+    runtime_ = std::make_unique<ClusterRuntime>(
+        env_, config, [this](const std::string& phase, const std::string& detail) { SetPhase(phase, detail); },
+        [] { ::kill(::getpid(), SIGTERM); });
+  } else {
+    Result<std::unique_ptr<Membership>> membership = Membership::Start(env_, config);
+    if (!membership.ok()) {
+      spdlog::critical("cannot start gossip: {}", membership.status().ToString());
+      notifier_.Status("failed: " + membership.status().ToString());
+      return 1;
+    }
+    membership_ = std::move(*membership);
   }
-  membership_ = std::move(*membership);
   Result<std::unique_ptr<ControlServer>> server = StartControlServer({socket_path, group}, this);
   if (!server.ok()) {
     spdlog::critical("cannot serve the control socket: {}", server.status().ToString());
     notifier_.Status("failed: " + server.status().ToString());
     return 1;
   }
-  const std::string detail = "serving agentctl on " + socket_path;
-  SetPhase("serving", detail);
-  notifier_.Ready(detail);
+  if (forming) {
+    const std::string detail = "identify: asking instance metadata" + std::string(config.aws.imds_disabled ? " (disabled: from the config)" : "");
+    SetPhase("identify", detail);
+    notifier_.Ready(detail);
+    runtime_->Start();
+  } else {
+    const std::string detail = "serving agentctl on " + socket_path;
+    SetPhase("serving", detail);
+    notifier_.Ready(detail);
+  }
 
   const std::optional<Duration> watchdog = SystemdNotifier::WatchdogInterval();
   if (watchdog) notifier_.Watchdog();
@@ -154,8 +195,10 @@ int Daemon::Run() {
   }
   notifier_.Stopping();
   SetPhase("stopping", "leaving the cluster and stopping");
+  if (runtime_) runtime_->Stop();
   if (membership_) membership_->Leave();
   (*server)->Shutdown(kShutdownGrace);
+  runtime_.reset();
   membership_.reset();
   spdlog::info("agentd stopped");
   return 0;

@@ -12,6 +12,7 @@
 
 #include <spdlog/common.h>
 
+#include "agent/daemon/cluster_runtime.h"
 #include "agent/daemon/config.h"
 #include "agent/daemon/membership.h"
 #include "agent/daemon/systemd_notifier.h"
@@ -56,8 +57,11 @@ class Daemon final : public ControlHandler {
   std::string phase_ = "starting";
   std::string phase_detail_ = "starting";
 
-  // Set once in Run() before the control socket serves, cleared after it stops: read without mu_.
+  // Set once in Run() (before the control socket serves, or right after), cleared after it stops: read
+  // without mu_. Without a roster (cluster.expected_nodes = 0) the daemon runs gossip alone in membership_;
+  // with one, runtime_ runs the whole formation.
   std::unique_ptr<Membership> membership_;
+  std::unique_ptr<ClusterRuntime> runtime_;
 };
 
 }  // namespace dlagent

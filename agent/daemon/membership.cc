@@ -26,14 +26,14 @@ Result<std::string> LoadClusterKey(Env& env, const std::string& path) {
   return key;
 }
 
-Result<std::unique_ptr<Membership>> Membership::Start(Env& env, const Config& config) {
+Result<std::unique_ptr<Membership>> Membership::Start(Env& env, const Config& config, GossipIdentity identity) {
   const GossipConfig& g = config.gossip;
   if (g.key_file.empty()) return std::unique_ptr<Membership>();
   ASSIGN_OR_RETURN(std::string key, LoadClusterKey(env, g.key_file));
   ASSIGN_OR_RETURN(swim::Keyring keyring, swim::Keyring::Create({{1, key}}, 1, config.cluster.name));
 
   swim::GossipOptions o;
-  o.name = g.name;
+  o.name = !g.name.empty() ? g.name : identity.name;
   if (o.name.empty()) {
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
@@ -41,19 +41,55 @@ Result<std::unique_ptr<Membership>> Membership::Start(Env& env, const Config& co
   }
   o.bind_host = g.bind;
   o.port = static_cast<int>(g.port);
-  o.advertise_host = g.advertise;
+  o.advertise_host = !g.advertise.empty() ? g.advertise : identity.advertise;
   o.seeds = g.seeds;
   o.swim = g.profile == "fast" ? swim::SwimConfig::Fast() : swim::SwimConfig::Lan();
-  o.meta = swim::EncodeMeta({o.name, config.cluster.role, 0, "", kVersion, static_cast<uint16_t>(g.port)});
+  swim::MemberMeta meta = identity.meta;
+  meta.instance_id = o.name;
+  if (meta.role.empty()) meta.role = config.cluster.role;
+  meta.version = kVersion;
+  meta.rpc_port = static_cast<uint16_t>(g.port);
+  o.meta = swim::EncodeMeta(meta);
 
   std::unique_ptr<Membership> m(new Membership());
-  m->transport_ = NewGrpcPushPullTransport();
-  ASSIGN_OR_RETURN(m->node_, swim::GossipNode::Start(o, std::move(keyring), m->transport_.get()));
+  m->keyring_ = std::make_unique<swim::Keyring>(keyring);
+  m->name_ = o.name;
+  m->base_meta_ = meta;
+  m->client_ = NewGrpcClusterClient();
+  ASSIGN_OR_RETURN(m->node_, swim::GossipNode::Start(o, std::move(keyring), m->client_.get()));
   swim::GossipNode* node = m->node_.get();
-  ASSIGN_OR_RETURN(m->server_, StartClusterServer(g.bind, static_cast<int>(g.port),
-                                                  [node](std::string_view sealed) { return node->HandlePushPull(sealed); }));
+  Membership* self = m.get();
+  ClusterHandlers handlers;
+  handlers.push_pull = [node](std::string_view sealed) { return node->HandlePushPull(sealed); };
+  handlers.fetch_roster = [self](std::string_view sealed) { return self->HandleFetchRoster(sealed); };
+  ASSIGN_OR_RETURN(m->server_, StartClusterServer(g.bind, static_cast<int>(g.port), std::move(handlers)));
   spdlog::info("gossip: member {} on {} (profile {}, {} seeds)", o.name, m->node_->advertise_addr(), g.profile, g.seeds.size());
   return m;
+}
+
+void Membership::UpdateMeta(const swim::MemberMeta& meta) { node_->UpdateMeta(swim::EncodeMeta(meta)); }
+
+void Membership::ServeRosters(std::function<std::string()> source) {
+  std::lock_guard<std::mutex> lock(mu_);
+  roster_source_ = std::move(source);
+}
+
+Result<std::string> Membership::HandleFetchRoster(std::string_view sealed_request) {
+  ASSIGN_OR_RETURN(std::string request, keyring_->Open(sealed_request));
+  if (request != "roster") return Status::InvalidArgument("gossip", "unknown roster request");
+  std::string roster;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (roster_source_) roster = roster_source_();
+  }
+  return keyring_->Seal(roster);
+}
+
+Result<Roster> Membership::FetchRoster(const std::string& addr) {
+  ASSIGN_OR_RETURN(std::string sealed, client_->FetchRoster(addr, keyring_->Seal("roster")));
+  ASSIGN_OR_RETURN(std::string json, keyring_->Open(sealed));
+  if (json.empty()) return Status::NotFound("roster", addr + " holds no roster");
+  return ParseRosterJson(json);
 }
 
 Membership::~Membership() {

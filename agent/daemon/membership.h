@@ -1,37 +1,68 @@
 #pragma once
 // Membership: the daemon's gossip — the cluster key, the GossipNode, and the cluster gRPC service on the
-// gossip port — built from [gossip] in the config. Off when gossip.key_file is empty.
+// gossip port (push-pull and roster fetches) — built from [gossip] in the config. Off when gossip.key_file
+// is empty.
 //
-// Thread safety: Members() may be called from any thread; Start/Leave from the main thread.
+// Thread safety: every method may be called from any thread, except Start/Leave (the owner's thread).
 
+#include <functional>
 #include <memory>
+#include <mutex>
 
 #include "agent/daemon/config.h"
+#include "agent/daemon/formation.h"
 #include "agent/rpc/cluster_service.h"
 #include "agent/rpc/control_handler.h"
 #include "bootstrap/membership/gossip_node.h"
+#include "bootstrap/node/node_files.h"
 
 namespace dlagent {
 
 // Reads a cluster key file: 64 hex characters (openssl rand -hex 32), surrounding whitespace ignored.
 Result<std::string> LoadClusterKey(Env& env, const std::string& path);
 
-class Membership {
+// Who this node is, as far as gossip is concerned. Empty fields come from [gossip] (name: the host name).
+struct GossipIdentity {
+  std::string name;       // the instance id
+  std::string advertise;  // the node's IPv4
+  swim::MemberMeta meta;  // role, GPUs, AZ...; version and port are filled in
+};
+
+class Membership final : public FormationPeers {
  public:
   // Starts gossip when configured; returns nullptr (and OK) when gossip is off.
-  static Result<std::unique_ptr<Membership>> Start(Env& env, const Config& config);
-  ~Membership();
+  static Result<std::unique_ptr<Membership>> Start(Env& env, const Config& config, GossipIdentity identity = {});
+  ~Membership() override;
 
   // Gossips a graceful leave, then stops.
   void Leave();
   MemberListSnapshot Members();
+  std::vector<swim::MemberInfo> RawMembers() override { return node_->Members(); }
+  const std::string& name() const { return name_; }
   const std::string& address() const { return node_->advertise_addr(); }
+
+  // The metadata others see for us (role, GPUs, the roster we hold, the generation we applied).
+  void UpdateMeta(const swim::MemberMeta& meta) override;
+  const swim::MemberMeta& base_meta() const { return base_meta_; }
+  // Joins the member at addr ("ip:port").
+  void Join(const std::string& addr) override { node_->Join(addr); }
+  // The roster that member holds; NotFound when it holds none.
+  Result<Roster> FetchRoster(const std::string& addr) override;
+  // What FetchRoster requests from us are answered with: the roster JSON, or "" for none.
+  void ServeRosters(std::function<std::string()> source);
 
  private:
   Membership() = default;
-  std::unique_ptr<swim::PushPullTransport> transport_;
+  Result<std::string> HandleFetchRoster(std::string_view sealed_request);
+
+  std::unique_ptr<swim::Keyring> keyring_;
+  std::string name_;
+  swim::MemberMeta base_meta_;
+  std::unique_ptr<ClusterClient> client_;
   std::unique_ptr<swim::GossipNode> node_;
   std::unique_ptr<ClusterServer> server_;
+  std::mutex mu_;
+  std::function<std::string()> roster_source_;  // protected by mu_
 };
 
 }  // namespace dlagent

@@ -17,10 +17,23 @@ constexpr int kMaxStateBytes = 8 << 20;
 
 class ClusterService final : public pb::Cluster::CallbackService {
  public:
-  explicit ClusterService(PushPullHandler handler) : handler_(std::move(handler)) {}
+  explicit ClusterService(ClusterHandlers handlers) : handlers_(std::move(handlers)) {}
   grpc::ServerUnaryReactor* PushPull(grpc::CallbackServerContext* ctx, const pb::SealedState* req, pb::SealedState* reply) override {
+    return Serve(ctx, handlers_.push_pull, req, reply);
+  }
+  grpc::ServerUnaryReactor* FetchRoster(grpc::CallbackServerContext* ctx, const pb::SealedState* req, pb::SealedState* reply) override {
+    return Serve(ctx, handlers_.fetch_roster, req, reply);
+  }
+
+ private:
+  static grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, const std::function<Result<std::string>(std::string_view)>& handler,
+                                         const pb::SealedState* req, pb::SealedState* reply) {
     auto* reactor = ctx->DefaultReactor();
-    Result<std::string> ours = handler_(req->sealed());
+    if (!handler) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "not served by this agent"));
+      return reactor;
+    }
+    Result<std::string> ours = handler(req->sealed());
     if (!ours.ok()) {
       reactor->Finish(grpc::Status(ours.status().code() == StatusCode::kPermissionDenied ? grpc::StatusCode::PERMISSION_DENIED
                                                                                         : grpc::StatusCode::INVALID_ARGUMENT,
@@ -32,8 +45,7 @@ class ClusterService final : public pb::Cluster::CallbackService {
     return reactor;
   }
 
- private:
-  PushPullHandler handler_;
+  ClusterHandlers handlers_;
 };
 
 class GrpcClusterServer final : public ClusterServer {
@@ -53,24 +65,32 @@ class GrpcClusterServer final : public ClusterServer {
   std::unique_ptr<grpc::Server> server_;
 };
 
-class GrpcPushPull final : public swim::PushPullTransport {
+class GrpcClusterClient final : public ClusterClient {
  public:
-  explicit GrpcPushPull(Duration deadline) : deadline_(deadline) {}
+  explicit GrpcClusterClient(Duration deadline) : deadline_(deadline) {}
   Result<std::string> Exchange(const std::string& addr, const std::string& sealed) override {
+    return Call(addr, sealed, "push-pull", &pb::Cluster::Stub::PushPull);
+  }
+  Result<std::string> FetchRoster(const std::string& addr, const std::string& sealed) override {
+    return Call(addr, sealed, "roster fetch", &pb::Cluster::Stub::FetchRoster);
+  }
+
+ private:
+  using Method = grpc::Status (pb::Cluster::Stub::*)(grpc::ClientContext*, const pb::SealedState&, pb::SealedState*);
+  Result<std::string> Call(const std::string& addr, const std::string& sealed, const char* what, Method method) {
     pb::Cluster::Stub* stub = StubFor(addr);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::duration_cast<std::chrono::system_clock::duration>(deadline_));
     pb::SealedState req, reply;
     req.set_sealed(sealed);
-    grpc::Status st = stub->PushPull(&ctx, req, &reply);
+    grpc::Status st = (stub->*method)(&ctx, req, &reply);
     if (!st.ok()) {
       const StatusCode code = st.error_code() == grpc::StatusCode::PERMISSION_DENIED ? StatusCode::kPermissionDenied : StatusCode::kUnavailable;
-      return Status(code, "gossip", "push-pull with " + addr + ": " + st.error_message());
+      return Status(code, "gossip", std::string(what) + " with " + addr + ": " + st.error_message());
     }
     return reply.sealed();
   }
 
- private:
   pb::Cluster::Stub* StubFor(const std::string& addr) {
     std::lock_guard<std::mutex> lock(mu_);
     auto& stub = stubs_[addr];
@@ -90,8 +110,8 @@ class GrpcPushPull final : public swim::PushPullTransport {
 
 }  // namespace
 
-Result<std::unique_ptr<ClusterServer>> StartClusterServer(const std::string& host, int port, PushPullHandler handler) {
-  auto service = std::make_unique<ClusterService>(std::move(handler));
+Result<std::unique_ptr<ClusterServer>> StartClusterServer(const std::string& host, int port, ClusterHandlers handlers) {
+  auto service = std::make_unique<ClusterService>(std::move(handlers));
   grpc::ServerBuilder builder;
   int bound = 0;
   builder.AddListeningPort(host + ":" + std::to_string(port), grpc::InsecureServerCredentials(), &bound);
@@ -104,8 +124,8 @@ Result<std::unique_ptr<ClusterServer>> StartClusterServer(const std::string& hos
   return std::unique_ptr<ClusterServer>(std::make_unique<GrpcClusterServer>(std::move(service), std::move(server)));
 }
 
-std::unique_ptr<swim::PushPullTransport> NewGrpcPushPullTransport(Duration deadline) {
-  return std::make_unique<GrpcPushPull>(deadline);
+std::unique_ptr<ClusterClient> NewGrpcClusterClient(Duration deadline) {
+  return std::make_unique<GrpcClusterClient>(deadline);
 }
 
 }  // namespace dlagent

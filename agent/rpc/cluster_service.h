@@ -12,6 +12,13 @@
 namespace dlagent {
 
 using PushPullHandler = std::function<Result<std::string>(std::string_view sealed_state)>;
+// Given the sealed request, the sealed roster ("" when there is none).
+using FetchRosterHandler = std::function<Result<std::string>(std::string_view sealed_request)>;
+
+struct ClusterHandlers {
+  PushPullHandler push_pull;
+  FetchRosterHandler fetch_roster;
+};
 
 class ClusterServer {
  public:
@@ -19,10 +26,14 @@ class ClusterServer {
   virtual void Shutdown(Duration grace) = 0;
 };
 
-// Listens on host:port (TCP). handler must outlive the server.
-Result<std::unique_ptr<ClusterServer>> StartClusterServer(const std::string& host, int port, PushPullHandler handler);
+// Listens on host:port (TCP). What the handlers capture must outlive the server.
+Result<std::unique_ptr<ClusterServer>> StartClusterServer(const std::string& host, int port, ClusterHandlers handlers);
 
-// Push-pull over gRPC, with a deadline per exchange; channels are kept per peer.
-std::unique_ptr<swim::PushPullTransport> NewGrpcPushPullTransport(Duration deadline = std::chrono::seconds(3));
+// The client side: push-pull for gossip, and roster fetches. A deadline per call; channels kept per peer.
+class ClusterClient : public swim::PushPullTransport {
+ public:
+  virtual Result<std::string> FetchRoster(const std::string& addr, const std::string& sealed_request) = 0;
+};
+std::unique_ptr<ClusterClient> NewGrpcClusterClient(Duration deadline = std::chrono::seconds(3));
 
 }  // namespace dlagent

@@ -3,6 +3,7 @@
 // of gRPC and the service nothing of the daemon.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,24 @@ namespace dlagent {
 struct IdentitySnapshot {
   std::string instance_id, instance_type, local_ipv4, region, availability_zone;
   uint32_t gpu_count = 0;
+};
+
+struct RosterMemberSnapshot {
+  uint32_t rank = 0;
+  std::string instance_id, ip;
+  uint32_t gpus = 0;
+  bool prepared = false;
+};
+
+struct ClusterSnapshot {
+  std::string leader;
+  uint64_t generation = 0;
+  int32_t rank = -1;
+  std::vector<RosterMemberSnapshot> roster;
+  std::string failure;
+  uint32_t alive = 0, expected = 0;
+  int64_t deadline_in_ms = -1;
+  uint64_t sqs_requests = 0, hellos_sent = 0, hellos_accepted = 0, hellos_refused = 0;
 };
 
 struct StatusSnapshot {
@@ -26,6 +45,7 @@ struct StatusSnapshot {
   std::string log_level;
   uint64_t config_generation = 0;
   std::string socket_path;
+  std::optional<ClusterSnapshot> cluster;  // absent when the agent forms no roster
 };
 
 struct MemberSnapshot {

@@ -36,6 +36,29 @@ void ToProto(const StatusSnapshot& s, pb::AgentStatus* out) {
   id->set_region(s.identity.region);
   id->set_availability_zone(s.identity.availability_zone);
   id->set_gpu_count(s.identity.gpu_count);
+  if (s.cluster) {
+    const ClusterSnapshot& c = *s.cluster;
+    auto* v = out->mutable_cluster();
+    v->set_leader(c.leader);
+    v->set_generation(c.generation);
+    v->set_rank(c.rank);
+    for (const RosterMemberSnapshot& m : c.roster) {
+      auto* r = v->add_roster();
+      r->set_rank(m.rank);
+      r->set_instance_id(m.instance_id);
+      r->set_ip(m.ip);
+      r->set_gpus(m.gpus);
+      r->set_prepared(m.prepared);
+    }
+    v->set_failure(c.failure);
+    v->set_alive(c.alive);
+    v->set_expected(c.expected);
+    v->set_deadline_in_ms(c.deadline_in_ms);
+    v->set_sqs_requests(c.sqs_requests);
+    v->set_hellos_sent(c.hellos_sent);
+    v->set_hellos_accepted(c.hellos_accepted);
+    v->set_hellos_refused(c.hellos_refused);
+  }
   out->set_uptime_ms(s.uptime_ms);
   out->set_version(s.version);
   out->set_config_path(s.config_path);

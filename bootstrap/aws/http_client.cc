@@ -105,6 +105,11 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   return size * n;
 }
 
+// Called by curl about once a second while a transfer waits: a non-zero return aborts it.
+int OnProgress(void* cancel, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  return static_cast<const std::atomic<bool>*>(cancel)->load() ? 1 : 0;
+}
+
 class CurlHttpClient final : public HttpClient {
  public:
   explicit CurlHttpClient(const CurlOptions& options) : options_(options) {
@@ -141,6 +146,11 @@ class CurlHttpClient final : public HttpClient {
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &transfer);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeader);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, &transfer);
+    if (req.cancel) {
+      curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+      curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, OnProgress);
+      curl_easy_setopt(h, CURLOPT_XFERINFODATA, req.cancel);
+    }
     if (!options_.reuse_connections) {
       curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, 1L);
       curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L);
@@ -176,6 +186,8 @@ class CurlHttpClient final : public HttpClient {
     }
     switch (rc) {
       case CURLE_OK: break;
+      case CURLE_ABORTED_BY_CALLBACK:
+        return Status(StatusCode::kCancelled, "http", what + ": cancelled");
       case CURLE_OPERATION_TIMEDOUT:
         return Status::DeadlineExceeded("http", what + ": no complete answer within " +
                                                     std::to_string(duration_cast<milliseconds>(req.timeout).count()) + " ms");

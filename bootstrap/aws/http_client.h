@@ -4,6 +4,7 @@
 // Thread safety: implementations are safe to call from many threads at once.
 // Every request carries its own deadlines; no call can wait longer than `timeout`.
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <utility>
@@ -23,6 +24,8 @@ struct HttpRequest {
   Duration connect_timeout = std::chrono::seconds(2);  // Default: 2 s.
   Duration timeout = std::chrono::seconds(10);         // Default: 10 s, the whole exchange.
   size_t max_response_bytes = 2 << 20;                  // Default: 2 MiB; a larger body fails the call.
+  // When set and it turns true, the call ends with Cancelled within about a second (a long poll at shutdown).
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct HttpResponse {
@@ -34,7 +37,7 @@ struct HttpResponse {
 };
 
 // Errors: Unavailable (could not connect, connection reset: worth a retry), DeadlineExceeded,
-// ResourceExhausted (response over max_response_bytes), InvalidArgument (bad URL). An HTTP error status is
+// ResourceExhausted (response over max_response_bytes), InvalidArgument (bad URL), Cancelled (req.cancel). An HTTP error status is
 // not an error here: it comes back in HttpResponse::status.
 class HttpClient {
  public:

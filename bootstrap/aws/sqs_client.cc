@@ -71,6 +71,7 @@ Result<nlohmann::json> SqsClient::Call(const std::string& action, const nlohmann
     req.headers.insert(req.headers.end(), sig.added_headers.begin(), sig.added_headers.end());
     req.headers.emplace_back("Authorization", sig.authorization);
     req.timeout = options_.call_timeout + extra_timeout;
+    req.cancel = options_.cancel;
     req.max_response_bytes = 24 << 20;
     ++requests_;
     ASSIGN_OR_RETURN(HttpResponse resp, http_.Send(req));

@@ -25,6 +25,7 @@ struct SqsOptions {
   std::string region;    // REQUIRED: the signing region
   Duration call_timeout = std::chrono::seconds(10);  // Default: 10 s per attempt, on top of a long poll's wait.
   BackoffPolicy retry{std::chrono::seconds(1), std::chrono::seconds(20), 2.0, 3, std::chrono::minutes(2)};  // botocore standard
+  const std::atomic<bool>* cancel = nullptr;  // Default: none. When it turns true, calls end with Cancelled.
 };
 
 // The endpoint from the configuration (which already holds AWS_ENDPOINT_URL_SQS / AWS_ENDPOINT_URL), else

@@ -128,6 +128,10 @@ void GossipNode::Loop() {
   for (;;) {
     pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     ::poll(fds, 2, wait_ms);
+    if (fds[1].revents & POLLIN) {
+      uint64_t n;
+      (void)!::read(wake_fd_, &n, sizeof n);  // a meta change or stop: tick now
+    }
     std::vector<std::string> received;
     for (int i = 0; i < 256; ++i) {
       ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
@@ -234,6 +238,24 @@ Result<std::string> GossipNode::HandlePushPull(std::string_view sealed_state) {
     LogEvents(swim_->TakeEvents());
   }
   return keyring_.Seal(ours);
+}
+
+void GossipNode::UpdateMeta(std::string meta) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    swim_->UpdateMeta(std::move(meta), Now());
+  }
+  uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof one);
+}
+
+void GossipNode::Join(const std::string& addr) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (addr == advertise_addr_ || push_pull_queue_.size() >= kMaxQueuedPushPulls) return;
+    push_pull_queue_.push_back(addr);
+  }
+  cv_.notify_all();
 }
 
 std::vector<MemberInfo> GossipNode::Members() {

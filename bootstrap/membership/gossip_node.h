@@ -55,6 +55,10 @@ class GossipNode {
   // Gossips a graceful leave for `grace`, then stops the threads.
   void Leave(Duration grace);
   std::vector<MemberInfo> Members();
+  // Changes our metadata; gossip carries it to every member.
+  void UpdateMeta(std::string meta);
+  // Joins the member at addr ("ip:port") with a push-pull (dropped when many are already queued).
+  void Join(const std::string& addr);
   // Serves a peer's push-pull: merges its state, answers with ours. PermissionDenied when it fails
   // authentication (another cluster, or no key).
   Result<std::string> HandlePushPull(std::string_view sealed_state);

@@ -4,7 +4,8 @@ namespace dlagent::swim {
 namespace {
 
 enum class Type : uint8_t { kPing = 1, kIndirectPing, kAck, kNack, kAlive, kSuspect, kDead };
-enum class MetaVersion : uint8_t { kV1 = 1 };
+// V2 adds the roster a member holds and the generation it has applied.
+enum class MetaVersion : uint8_t { kV1 = 1, kV2 = 2 };
 
 class Writer {
  public:
@@ -145,7 +146,11 @@ Result<std::vector<Message>> DecodePacket(std::string_view packet) {
 }
 
 std::string EncodeMeta(const MemberMeta& m) {
-  std::string out = Writer(Type::kAlive).U8(static_cast<uint8_t>(MetaVersion::kV1)).Str(m.instance_id).Str(m.role).U32(m.gpus).Str(m.az).Str(m.version).U16(m.rpc_port).Take();
+  std::string out = Writer(Type::kAlive)
+                        .U8(static_cast<uint8_t>(MetaVersion::kV2))
+                        .Str(m.instance_id).Str(m.role).U32(m.gpus).Str(m.az).Str(m.version).U16(m.rpc_port)
+                        .U32(m.roster_gen).Str(m.roster_leader).U32(m.applied_gen)
+                        .Take();
   return out.substr(1);  // no message type byte
 }
 
@@ -153,10 +158,16 @@ Result<MemberMeta> DecodeMeta(std::string_view bytes) {
   Reader r(bytes);
   MemberMeta m;
   uint8_t version;
-  if (!r.U8(&version) || version != static_cast<uint8_t>(MetaVersion::kV1) || !r.Str(&m.instance_id, kMaxNameBytes) ||
-      !r.Str(&m.role, 16) || !r.U32(&m.gpus) || !r.Str(&m.az, 32) || !r.Str(&m.version, 32) || !r.U16(&m.rpc_port) || !r.done()) {
+  if (!r.U8(&version) || (version != static_cast<uint8_t>(MetaVersion::kV1) && version != static_cast<uint8_t>(MetaVersion::kV2)) ||
+      !r.Str(&m.instance_id, kMaxNameBytes) || !r.Str(&m.role, 16) || !r.U32(&m.gpus) || !r.Str(&m.az, 32) ||
+      !r.Str(&m.version, 32) || !r.U16(&m.rpc_port)) {
     return Malformed("member metadata");
   }
+  if (version == static_cast<uint8_t>(MetaVersion::kV2) &&
+      (!r.U32(&m.roster_gen) || !r.Str(&m.roster_leader, kMaxNameBytes) || !r.U32(&m.applied_gen))) {
+    return Malformed("member metadata");
+  }
+  if (!r.done()) return Malformed("member metadata");
   return m;
 }
 

@@ -75,6 +75,9 @@ struct MemberMeta {
   std::string az;
   std::string version;
   uint16_t rpc_port = 0;
+  uint32_t roster_gen = 0;     // the roster this member holds: generation (0: none) ...
+  std::string roster_leader;   // ... and who sealed it; members adopt the highest (generation, leader)
+  uint32_t applied_gen = 0;    // the generation whose files this member has written (its ack)
 };
 std::string EncodeMeta(const MemberMeta& m);
 Result<MemberMeta> DecodeMeta(std::string_view bytes);

@@ -127,7 +127,41 @@ std::string RenderRosterJson(const Roster& r) {
                      {"role", n.master ? "master" : "worker"}});
   }
   nlohmann::json j = {{"cluster", r.cluster}, {"generation", r.generation}, {"leader", r.leader}, {"nodes", nodes}};
+  if (!r.failure.empty()) j["failure"] = r.failure;
   return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+Result<Roster> ParseRosterJson(std::string_view text) {
+  auto bad = [](const std::string& what) { return Status::InvalidArgument("roster", "malformed roster: " + what); };
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return bad("not a JSON object");
+  Roster r;
+  try {
+    r.cluster = j.at("cluster").get<std::string>();
+    r.generation = j.at("generation").get<uint64_t>();
+    r.leader = j.at("leader").get<std::string>();
+    if (j.contains("failure")) r.failure = j.at("failure").get<std::string>();
+    const nlohmann::json& nodes = j.at("nodes");
+    if (!nodes.is_array() || nodes.size() > 100000) return bad("\"nodes\" must be an array");
+    for (const nlohmann::json& n : nodes) {
+      RosterNode node;
+      node.instance_id = n.at("instance_id").get<std::string>();
+      node.ip = n.at("ip").get<std::string>();
+      node.gpus = n.at("gpus").get<uint32_t>();
+      const std::string role = n.at("role").get<std::string>();
+      if (role != "master" && role != "worker") return bad("role \"" + role + "\"");
+      node.master = role == "master";
+      r.nodes.push_back(std::move(node));
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return bad(e.what());
+  }
+  std::vector<RosterNode> ordered = r.nodes;
+  RETURN_IF_ERROR(OrderRoster(ordered));
+  for (size_t i = 0; i < ordered.size(); ++i) {
+    if (ordered[i].instance_id != r.nodes[i].instance_id) return bad("nodes are not in rank order");
+  }
+  return r;
 }
 
 Status WriteNodeFiles(Env& env, const NodeFilesOptions& o, const Roster& roster, uint32_t self_gpus) {

@@ -30,6 +30,7 @@ struct Roster {
   uint64_t generation = 0;
   std::string leader;            // instance id of the member that sealed it
   std::vector<RosterNode> nodes; // rank order: see OrderRoster
+  std::string failure;           // set when the cluster failed to form: why (nodes then lists who arrived)
 };
 
 // Rank order: the master first (rank 0), then by numeric IPv4 (10.0.0.9 before 10.0.0.10).
@@ -55,6 +56,9 @@ std::string RenderProfile(const Roster& r, const NodeFilesOptions& o, uint32_t s
 std::string RenderEnvFile(const Roster& r, const NodeFilesOptions& o, uint32_t self_gpus);
 std::string RenderHostfile(const Roster& r);
 std::string RenderRosterJson(const Roster& r);
+// The inverse of RenderRosterJson (also how rosters travel between agents). InvalidArgument names what is
+// wrong; the nodes must already be in rank order (OrderRoster's checks apply).
+Result<Roster> ParseRosterJson(std::string_view text);
 
 // Writes all six files for this node. self_gpus: this node's GPU count.
 Status WriteNodeFiles(Env& env, const NodeFilesOptions& options, const Roster& roster, uint32_t self_gpus);

@@ -31,6 +31,26 @@ TEST(SwimMessagesTest, EveryMessageRoundTrips) {
   EXPECT_EQ(meta->rpc_port, 7947);
 }
 
+TEST(SwimMessagesTest, MetaCarriesTheRosterAndTheAck) {
+  MemberMeta m{"i-b", "worker", 4, "us-east-1b", "0.2.0", 7946, 3, "i-a", 2};
+  Result<MemberMeta> back = DecodeMeta(EncodeMeta(m));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->roster_gen, 3u);
+  EXPECT_EQ(back->roster_leader, "i-a");
+  EXPECT_EQ(back->applied_gen, 2u);
+  EXPECT_EQ(back->gpus, 4u);
+  // A member on the first format (no roster fields) still decodes, holding no roster.
+  std::string v1 = EncodeMeta(m);
+  v1[0] = 1;
+  EXPECT_FALSE(DecodeMeta(v1).ok()) << "V1 header with V2 fields is trailing junk";
+  v1.resize(v1.size() - (4 + 2 + 3 + 4));
+  Result<MemberMeta> old = DecodeMeta(v1);
+  ASSERT_TRUE(old.ok()) << old.status().ToString();
+  EXPECT_EQ(old->roster_gen, 0u);
+  EXPECT_EQ(old->instance_id, "i-b");
+  EXPECT_FALSE(DecodeMeta(EncodeMeta(m).substr(0, EncodeMeta(m).size() - 1)).ok());
+}
+
 TEST(SwimMessagesTest, MalformedInputIsRefusedWhole) {
   const std::string ping = Encode(Ping{1, "b", "a", "x"});
   std::string packet;

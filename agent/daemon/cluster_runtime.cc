@@ -1,0 +1,225 @@
+#include "agent/daemon/cluster_runtime.h"
+
+#include <unistd.h>
+
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+#include "bootstrap/aws/aws_json.h"
+#include "bootstrap/common/backoff.h"
+#include "bootstrap/common/log.h"
+#include "bootstrap/node/gpu_count.h"
+
+namespace dlagent {
+
+ClusterRuntime::ClusterRuntime(Env& env, Config config, PhaseFn on_phase, std::function<void()> on_leave)
+    : env_(env), config_(std::move(config)), on_phase_(std::move(on_phase)), on_leave_(std::move(on_leave)) {}
+
+ClusterRuntime::~ClusterRuntime() { Stop(); }
+
+void ClusterRuntime::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void ClusterRuntime::Stop() {
+  stop_ = true;
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  if (events_) events_->Stop();
+  if (formation_) formation_->Stop();
+  if (membership_) membership_->Leave();
+  formation_.reset();
+  membership_.reset();
+  running_ = false;
+}
+
+IdentitySnapshot ClusterRuntime::Identity() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return identity_;
+}
+
+std::optional<FormationStatus> ClusterRuntime::Formation() {
+  if (!running_) return std::nullopt;
+  return formation_->Snapshot();
+}
+
+MemberListSnapshot ClusterRuntime::Members() {
+  if (!running_) return MemberListSnapshot{true, {}};
+  return membership_->Members();
+}
+
+Result<IdentitySnapshot> ClusterRuntime::Identify() {
+  IdentitySnapshot id;
+  if (imds_) {
+    ASSIGN_OR_RETURN(InstanceIdentity doc, imds_->Identify());
+    id.instance_id = doc.instance_id;
+    id.instance_type = doc.instance_type;
+    id.local_ipv4 = doc.local_ipv4;
+    id.region = doc.region;
+    id.availability_zone = doc.availability_zone;
+  } else {
+    // No instance metadata (aws.imds_disabled): the configuration names the node.
+    id.instance_id = config_.gossip.name;
+    id.local_ipv4 = config_.gossip.advertise;
+    id.region = config_.aws.region;
+    if (id.instance_id.empty() || id.local_ipv4.empty()) {
+      return Status::InvalidArgument("identify", "instance metadata is disabled: set gossip.name and gossip.advertise to name this node");
+    }
+  }
+  if (!config_.gossip.name.empty()) id.instance_id = config_.gossip.name;
+  if (!config_.gossip.advertise.empty()) id.local_ipv4 = config_.gossip.advertise;
+  if (config_.node.gpus >= 0) {
+    id.gpu_count = static_cast<uint32_t>(config_.node.gpus);
+    spdlog::info("identify: {} GPUs (node.gpus)", id.gpu_count);
+  } else {
+    GpuCount gpus = CountGpus();
+    id.gpu_count = gpus.count;
+    spdlog::info("identify: {} GPUs (from {})", gpus.count, gpus.source);
+  }
+  return id;
+}
+
+Status ClusterRuntime::Setup() {
+  const Config& c = config_;
+  http_ = NewCurlHttpClient();
+  if (!c.aws.imds_disabled) {
+    ImdsOptions o;
+    o.endpoint = c.aws.imds_endpoint;
+    o.deadline = std::chrono::seconds(5);  // per call; Run() retries, so that a stop is never held up long
+    imds_ = std::make_unique<ImdsClient>(*http_, env_, o);
+  }
+  // IDENTIFY: retried with backoff until it works (IMDS may fail for a while at boot) or the agent stops.
+  const BackoffPolicy policy{std::chrono::milliseconds(200), std::chrono::seconds(10), 2.0, 0, Duration(0)};
+  Backoff backoff(policy, std::random_device{}());
+  Result<IdentitySnapshot> id = Status::Unavailable("identify", "not tried");
+  for (;;) {
+    id = Identify();
+    if (id.ok() || stop_) break;
+    if (id.status().code() == StatusCode::kInvalidArgument) return id.status();
+    const std::string why = id.status().ToString();
+    on_phase_("identify", "identify: waiting for instance metadata: " + why);
+    spdlog::warn("identify: {}; retrying", why);
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::max<Duration>(std::chrono::milliseconds(100), *backoff.NextDelay()), [&] { return stop_.load(); });
+  }
+  if (stop_) return Status(StatusCode::kCancelled, "identify", "stopping");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    identity_ = *id;
+  }
+  spdlog::info("identify: instance {} ({}), {} in {}, {} GPUs", id->instance_id, id->instance_type.empty() ? "no type" : id->instance_type,
+               id->local_ipv4, id->availability_zone.empty() ? "no AZ" : id->availability_zone, id->gpu_count);
+  SetLogField("INSTANCE_ID", id->instance_id);
+
+  // Gossip, named by the instance id and reachable at the node's address.
+  GossipIdentity gi;
+  gi.name = id->instance_id;
+  gi.advertise = id->local_ipv4;
+  gi.meta.role = c.cluster.role;
+  gi.meta.gpus = id->gpu_count;
+  gi.meta.az = id->availability_zone;
+  ASSIGN_OR_RETURN(std::unique_ptr<Membership> membership, Membership::Start(env_, c, gi));
+  ASSIGN_OR_RETURN(std::string key, LoadClusterKey(env_, c.gossip.key_file));
+
+  Formation::Deps deps;
+  deps.env = &env_;
+  deps.peers = membership.get();
+  deps.key = key;
+  deps.http = http_.get();
+  deps.on_phase = on_phase_;
+  if (!c.discovery.queue.empty()) {
+    const std::string region_hint = !c.aws.region.empty() ? c.aws.region : id->region;
+    ASSIGN_OR_RETURN(std::string region, ResolveAwsRegion(region_hint, imds_.get()));
+    ASSIGN_OR_RETURN(std::string endpoint, ResolveSqsEndpoint(c.aws.sqs_endpoint, region));
+    credentials_ = std::make_unique<CredentialChain>(*http_, env_, imds_.get(), ProcessGetEnv);
+    SqsOptions so;
+    so.endpoint = endpoint;
+    so.region = region;
+    so.retry = {std::chrono::milliseconds(200), std::chrono::seconds(5), 2.0, 4, std::chrono::seconds(30)};
+    so.cancel = &sqs_cancel_;
+    sqs_sender_ = std::make_unique<SqsClient>(*http_, *credentials_, env_, so);
+    so.cancel = &poll_cancel_;
+    sqs_poller_ = std::make_unique<SqsClient>(*http_, *credentials_, env_, so);
+    deps.sqs_sender = sqs_sender_.get();
+    deps.sqs_poller = sqs_poller_.get();
+    deps.queue = c.discovery.queue;
+  }
+  if (c.storage.kind != "none") {
+    StorageOptions so;
+    so.kind = c.storage.kind;
+    so.source = c.storage.source;
+    so.mount_point = c.storage.mount_point;
+    so.region = !c.aws.region.empty() ? c.aws.region : id->region;
+    so.mount_target_ips = c.storage.mount_target_ips;
+    so.dns_wait = c.storage.dns_wait;
+    so.mount_budget = c.storage.mount_budget;
+    mounts_ = std::make_unique<MountManager>(env_, SystemResolver(), so);
+    deps.mounts = mounts_.get();
+  }
+
+  FormationOptions fo;
+  fo.cluster = c.cluster.name;
+  fo.seal.expected_nodes = static_cast<size_t>(c.cluster.expected_nodes);
+  fo.seal.min_nodes = static_cast<size_t>(c.cluster.min_nodes > 0 ? c.cluster.min_nodes : c.cluster.expected_nodes);
+  fo.seal.join_deadline = c.cluster.join_deadline;
+  ASSIGN_OR_RETURN(fo.reseal, ParseResealPolicy(c.cluster.reseal));
+  fo.reseal_settle = c.cluster.reseal_settle;
+  fo.hello_interval = c.discovery.hello_interval;
+  fo.poll_wait = c.discovery.poll_wait;
+  fo.files.root = c.files.root;
+  fo.files.workers_path = c.files.workers;
+  fo.files.hosts_path = c.files.hosts;
+  fo.files.profile_path = c.files.profile;
+  fo.files.env_path = c.files.env;
+  fo.files.hostfile_path = c.files.hostfile;
+  fo.files.roster_path = c.files.roster;
+  fo.files.efs_mount = c.storage.kind == "none" ? "" : c.storage.mount_point;
+  fo.wait_handle_url = c.aws.cfn_wait_handle;
+
+  SelfInfo self;
+  self.instance_id = id->instance_id;
+  self.ip = id->local_ipv4;
+  self.gpus = id->gpu_count;
+  self.master = c.cluster.role == "master";
+  self.meta = membership->base_meta();
+  auto formation = std::make_unique<dlagent::Formation>(deps, fo, self, &sqs_cancel_, &poll_cancel_);
+  dlagent::Formation* f = formation.get();
+  membership->ServeRosters([f] { return f->RosterJson(); });
+
+  // A node restarting after READY finds its old roster on disk: its members are the fastest way back in.
+  if (Result<std::string> old = env_.ReadFile(c.files.root + c.files.roster, 16 << 20); old.ok()) {
+    if (Result<Roster> r = ParseRosterJson(*old); r.ok() && r->cluster == c.cluster.name) {
+      for (const RosterNode& n : r->nodes) {
+        if (n.instance_id != id->instance_id) membership->Join(n.ip + ":" + std::to_string(c.gossip.port));
+      }
+      spdlog::info("cluster: rejoining the {} members of roster generation {} found in {}", r->nodes.size(), r->generation,
+                   c.files.root + c.files.roster);
+    }
+  }
+  membership_ = std::move(membership);
+  formation_ = std::move(formation);
+  running_ = true;
+  formation_->Start();
+
+  if (imds_) {
+    ImdsEventCallbacks cb;
+    cb.on_spot_notice = [this](const SpotNotice& n) {
+      spdlog::warn("spot interruption notice: {} at {}; leaving the cluster", n.action, FormatUtc(n.time, "%Y-%m-%dT%H:%M:%SZ"));
+      if (on_leave_) on_leave_();
+    };
+    events_ = std::make_unique<ImdsEventPoller>(*imds_, cb);
+    events_->Start();
+  }
+  return Status::Ok();
+}
+
+void ClusterRuntime::Run() {
+  Status st = Setup();
+  if (!st.ok() && st.code() != StatusCode::kCancelled) {
+    spdlog::critical("cluster: cannot start: {}", st.ToString());
+    on_phase_("failed", "failed: " + st.ToString());
+  }
+}
+
+}  // namespace dlagent

@@ -1,0 +1,71 @@
+#pragma once
+// ClusterRuntime: everything agentd runs to form a cluster (cluster.expected_nodes > 0): IDENTIFY (IMDS
+// and the GPU count, retried until it works or the agent stops), then gossip, the SQS discovery clients,
+// shared storage, the Formation, and the spot-notice poller. The daemon owns one and asks it for status.
+//
+// Threading: Start() returns at once; a thread of its own identifies the node and starts the rest.
+// Status() and Members() may be called from any thread. Stop() (or the destructor) leaves the cluster.
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "agent/daemon/config.h"
+#include "agent/daemon/formation.h"
+#include "agent/daemon/membership.h"
+#include "agent/rpc/control_handler.h"
+#include "bootstrap/aws/credentials.h"
+#include "bootstrap/aws/imds_client.h"
+#include "bootstrap/aws/imds_event_poller.h"
+#include "bootstrap/aws/sqs_client.h"
+
+namespace dlagent {
+
+class ClusterRuntime {
+ public:
+  using PhaseFn = std::function<void(const std::string& phase, const std::string& detail)>;
+  // env must outlive the runtime. on_phase is called from the runtime's threads at each change; on_leave
+  // when the node must leave (a spot interruption notice).
+  ClusterRuntime(Env& env, Config config, PhaseFn on_phase, std::function<void()> on_leave);
+  ~ClusterRuntime();
+
+  void Start();
+  // Gossips a graceful leave and stops every thread.
+  void Stop();
+
+  IdentitySnapshot Identity();
+  // nullopt until the formation runs.
+  std::optional<FormationStatus> Formation();
+  MemberListSnapshot Members();
+
+ private:
+  void Run();
+  Status Setup();
+  Result<IdentitySnapshot> Identify();
+
+  Env& env_;
+  const Config config_;
+  PhaseFn on_phase_;
+  std::function<void()> on_leave_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> sqs_cancel_{false}, poll_cancel_{false};
+
+  std::unique_ptr<HttpClient> http_;
+  std::unique_ptr<ImdsClient> imds_;
+  std::unique_ptr<CredentialChain> credentials_;
+  std::unique_ptr<SqsClient> sqs_sender_, sqs_poller_;
+  std::unique_ptr<MountManager> mounts_;
+  std::unique_ptr<ImdsEventPoller> events_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  IdentitySnapshot identity_;                 // protected by mu_
+  std::unique_ptr<Membership> membership_;    // set once under mu_, then read without it
+  std::unique_ptr<dlagent::Formation> formation_;  // likewise
+  std::atomic<bool> running_{false};          // membership_ and formation_ are set
+  std::thread thread_;
+};
+
+}  // namespace dlagent
