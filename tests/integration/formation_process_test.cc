@@ -8,264 +8,24 @@
 //   - the master killed before sealing: another leader seals;
 //   - an agent restarted after READY: same files, one managed /etc/hosts block, back to READY;
 //   - IMDS answering 500 for 5 s and SQS throttling: formation still completes.
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <atomic>
-#include <map>
 #include <random>
 #include <thread>
 
 #include <gtest/gtest.h>
-#include <httplib.h>
-#include <nlohmann/json.hpp>
 
-#include "agent/ctl/control_client.h"
-#include "bootstrap/aws/credentials.h"
-#include "bootstrap/aws/sqs_client.h"
 #include "bootstrap/discovery/hello.h"
-#include "tests/emulators/imds/imds_emulator.h"
-#include "tests/support/local_http_server.h"
-#include "tests/support/sqs_emulator.h"
-#include "tests/support/subprocess.h"
-#include "tests/support/temp_dir.h"
+#include "tests/support/local_cluster.h"
 
 namespace dlagent {
 namespace {
 
 using namespace std::chrono;
-
-constexpr char kKeyHex[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-int FreePort() {
-  int t = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(t, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(t, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(t);
-  return ntohs(a.sin_port);
-}
-
-std::string RawKey() {
-  std::string key;
-  for (size_t i = 0; i < 64; i += 2) key.push_back(static_cast<char>(std::stoi(std::string(kKeyHex + i, 2), nullptr, 16)));
-  return key;
-}
-
-struct ClusterOptions {
-  int expected = 8;
-  int min = 0;
-  std::string join_deadline = "60s";
-  std::string reseal_settle = "5s";
-  bool throttle_sqs = false;  // every other SQS request answered with ThrottlingException
-};
-
-class Cluster {
- public:
-  Cluster(int n, ClusterOptions o) : n_(n), o_(std::move(o)) {
-    dir_.Write("key", std::string(kKeyHex) + "\n");
-    port_ = FreePort();
-    subnet_ = 10 + static_cast<int>(std::random_device{}() % 200);  // 127.<subnet>.0.K: tests running at once do not meet
-    std::string error;
-    sqs_ = testing::SqsEmulator::Start(dir_.path(), &error);
-    if (!sqs_) {
-      error_ = error;
-      return;
-    }
-    http_ = NewCurlHttpClient();
-    env_ = NewPosixEnv();
-    creds_ = std::make_unique<StaticCredentials>(AwsCredentials{"AKIDEXAMPLE", "secret", "", std::nullopt, "test"});
-    sqs_client_ = std::make_unique<SqsClient>(*http_, *creds_, *env_, SqsOptions{sqs_->endpoint(), "us-east-1"});
-    Result<std::string> url = sqs_client_->CreateQueue("formation-test");
-    if (!url.ok()) {
-      error_ = url.status().ToString();
-      return;
-    }
-    queue_url_ = *url;
-    sqs_endpoint_ = sqs_->endpoint();
-    if (o_.throttle_sqs) StartThrottlingProxy();
-    cfn_.server().Put("/signal", [this](const httplib::Request& req, httplib::Response& res) {
-      std::lock_guard<std::mutex> lock(mu_);
-      signals_.push_back(nlohmann::json::parse(req.body, nullptr, false));
-      res.status = 200;
-    });
-    if (dlagent::Status st = cfn_.Start(); !st.ok()) error_ = st.ToString();
-    if (root()) ::mkdir(Shared().c_str(), 0755);
-    for (int i = 0; i < n_; ++i) {
-      auto imds = testing::ImdsEmulator::Start(nlohmann::json{{"instance-id", Id(i)},
-                                                              {"instance-type", "p4d.24xlarge"},
-                                                              {"local-ipv4", Ip(i)},
-                                                              {"mac", "0e:00:00:00:00:0" + std::to_string(i % 10)},
-                                                              {"availability-zone", "us-east-1a"},
-                                                              {"region", "us-east-1"}}
-                                                   .dump());
-      if (!imds.ok()) {
-        error_ = imds.status().ToString();
-        return;
-      }
-      imds_.push_back(std::move(*imds));
-    }
-    agents_.resize(n_);
-  }
-  ~Cluster() {
-    for (auto& a : agents_) {
-      if (a) a->Signal(SIGKILL);
-    }
-    agents_.clear();
-    proxy_.Stop();
-    cfn_.Stop();
-  }
-
-  const std::string& error() const { return error_; }
-  static bool root() { return ::geteuid() == 0; }
-  std::string Id(int i) const { return "i-" + std::string(i < 10 ? "0" : "") + std::to_string(i) + "0000000000000a"; }
-  std::string Ip(int i) const { return "127." + std::to_string(subnet_) + ".0." + std::to_string(i + 1); }
-  std::string Sock(int i) const { return dir_.Join("n" + std::to_string(i) + "/agentd.sock"); }
-  std::string Root(int i) const { return dir_.Join("n" + std::to_string(i) + "/root"); }
-  std::string Mount(int i) const { return dir_.Join("n" + std::to_string(i) + "/mnt"); }
-  std::string Shared() const { return dir_.Join("shared"); }
-  testing::ImdsEmulator& Imds(int i) { return *imds_[i]; }
-  const std::string& queue_url() const { return queue_url_; }
-  SqsClient& sqs() { return *sqs_client_; }
-  int gpus(int i) const { return i % 4 + 1; }
-
-  void Start(int i, bool master = false) {
-    ::mkdir(dir_.Join("n" + std::to_string(i)).c_str(), 0755);
-    std::string cfg = "[agent]\nsocket = \"" + Sock(i) + "\"\n" +
-                      "[cluster]\nname = \"formation\"\nexpected_nodes = " + std::to_string(o_.expected) +
-                      "\nmin_nodes = " + std::to_string(o_.min) + "\njoin_deadline = \"" + o_.join_deadline +
-                      "\"\nreseal_settle = \"" + o_.reseal_settle + "\"\nrole = \"" + (master ? "master" : "worker") + "\"\n" +
-                      "[gossip]\nkey_file = \"" + dir_.Join("key") + "\"\nbind = \"" + Ip(i) + "\"\nport = " + std::to_string(port_) +
-                      "\nprofile = \"fast\"\n" +
-                      "[discovery]\nqueue = \"formation-test\"\nhello_interval = \"1s\"\npoll_wait = \"5s\"\n" +
-                      "[aws]\nregion = \"us-east-1\"\nsqs_endpoint = \"" + sqs_endpoint_ + "\"\nimds_endpoint = \"" + imds_[i]->endpoint() +
-                      "\"\ncfn_wait_handle = \"" + cfn_.url("/signal") + "\"\n" +
-                      "[node]\ngpus = " + std::to_string(gpus(i)) + "\n" +
-                      "[files]\nroot = \"" + Root(i) + "\"\n";
-    if (root()) cfg += "[storage]\nkind = \"bind\"\nsource = \"" + Shared() + "\"\nmount_point = \"" + Mount(i) + "\"\n";
-    const std::string path = "n" + std::to_string(i) + "/agentd.toml";
-    dir_.Write(path, cfg);
-    std::vector<std::string> argv = {DLAGENT_AGENTD, "--config", dir_.Join(path)};
-    // As root, a mount namespace of its own: its mounts go when it exits, whatever happens to the test.
-    if (root()) argv.insert(argv.begin(), {"/usr/bin/unshare", "--mount", "--propagation", "private"});
-    agents_[i] = std::make_unique<testing::Subprocess>(
-        argv, std::vector<std::string>{"AWS_ACCESS_KEY_ID=AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY=secret"},
-        dir_.Join("n" + std::to_string(i) + "/log"));
-  }
-  void Kill(int i, int sig = SIGKILL) {
-    agents_[i]->Signal(sig);
-    agents_[i]->Wait(seconds(10));
-    agents_[i].reset();
-  }
-  int Pid(int i) const { return agents_[i]->pid(); }
-  std::string Log(int i) const { return agents_[i] ? agents_[i]->Output() : ""; }
-
-  std::optional<StatusSnapshot> Status(int i) {
-    auto client = ControlClient::Connect(Sock(i), seconds(2));
-    if (!client.ok()) return std::nullopt;
-    auto s = (*client)->GetStatus();
-    if (!s.ok()) return std::nullopt;
-    return *s;
-  }
-  // Waits until every listed agent's phase is `phase`; false on timeout.
-  bool WaitPhase(const std::vector<int>& nodes, const std::string& phase, duration<double> timeout) {
-    const auto until = steady_clock::now() + timeout;
-    while (steady_clock::now() < until) {
-      bool all = true;
-      for (int i : nodes) {
-        auto s = Status(i);
-        all = all && s && s->phase == phase;
-      }
-      if (all) return true;
-      std::this_thread::sleep_for(milliseconds(100));
-    }
-    return false;
-  }
-  std::string Describe(const std::vector<int>& nodes) {
-    std::string out;
-    for (int i : nodes) {
-      auto s = Status(i);
-      out += "node " + std::to_string(i) + ": " + (s ? s->phase_detail : "no answer") + "\n";
-    }
-    return out;
-  }
-  std::vector<nlohmann::json> Signals() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return signals_;
-  }
-  std::string ReadFile(int i, const std::string& path) {
-    Result<std::string> s = env_->ReadFile(Root(i) + path, 1 << 20);
-    return s.ok() ? *s : "<" + s.status().ToString() + ">";
-  }
-  int throttled() const { return throttled_.load(); }
-
- private:
-  // Forwards SQS requests to the emulator, answering every other one with ThrottlingException.
-  void StartThrottlingProxy() {
-    const std::string target = sqs_->endpoint();
-    proxy_.server().new_task_queue = [] { return new httplib::ThreadPool(32); };
-    proxy_.server().Post("/.*", [this, target](const httplib::Request& req, httplib::Response& res) {
-      if (throttle_.load() && (forwarded_++ % 2 == 0)) {
-        ++throttled_;
-        res.status = 400;
-        res.set_header("x-amzn-query-error", "ThrottlingException;Sender");
-        res.set_content(R"({"__type":"com.amazonaws.sqs#ThrottlingException","message":"Rate exceeded"})", "application/x-amz-json-1.0");
-        return;
-      }
-      httplib::Client client(target);
-      client.set_read_timeout(30, 0);
-      httplib::Headers headers;
-      for (const char* h : {"X-Amz-Target", "Authorization", "X-Amz-Date", "x-amzn-query-mode"}) {
-        if (req.has_header(h)) headers.emplace(h, req.get_header_value(h));
-      }
-      auto r = client.Post(req.path, headers, req.body, req.get_header_value("Content-Type"));
-      if (!r) {
-        res.status = 502;
-        return;
-      }
-      res.status = r->status;
-      for (const auto& [k, v] : r->headers) {
-        if (k == "x-amzn-query-error" || k == "x-amzn-RequestId") res.set_header(k, v);
-      }
-      res.set_content(r->body, r->get_header_value("Content-Type"));
-    });
-    if (dlagent::Status st = proxy_.Start(); !st.ok()) error_ = st.ToString();
-    sqs_endpoint_ = proxy_.url("");
-    throttle_ = true;
-  }
-
-  const int n_;
-  const ClusterOptions o_;
-  testing::TempDir dir_;
-  int port_ = 0, subnet_ = 0;
-  std::string error_;
-  std::unique_ptr<testing::SqsEmulator> sqs_;
-  std::unique_ptr<HttpClient> http_;
-  std::unique_ptr<Env> env_;
-  std::unique_ptr<StaticCredentials> creds_;
-  std::unique_ptr<SqsClient> sqs_client_;
-  std::string queue_url_, sqs_endpoint_;
-  testing::LocalHttpServer cfn_, proxy_;
-  std::atomic<bool> throttle_{false};
-  std::atomic<int> forwarded_{0}, throttled_{0};
-  std::mutex mu_;
-  std::vector<nlohmann::json> signals_;
-  std::vector<std::unique_ptr<testing::ImdsEmulator>> imds_;
-  std::vector<std::unique_ptr<testing::Subprocess>> agents_;
-};
-
-std::vector<int> Range(int n) {
-  std::vector<int> v(n);
-  for (int i = 0; i < n; ++i) v[i] = i;
-  return v;
-}
+using testing::LocalCluster;
+using testing::Range;
+using Cluster = LocalCluster;
 
 TEST(FormationProcessTest, EightNodesInRandomOrderFormOneCluster) {
   Cluster c(8, {.expected = 8});
@@ -282,7 +42,7 @@ TEST(FormationProcessTest, EightNodesInRandomOrderFormOneCluster) {
     c.Start(order[k], order[k] == 0);
   }
   const auto last_start = steady_clock::now();
-  ASSERT_TRUE(c.WaitPhase(Range(8), "ready", seconds(20))) << c.Describe(Range(8)) << c.Log(order.back()) << c.Log(0);
+  ASSERT_TRUE(c.WaitPhase(Range(8), "ready", seconds(20))) << c.Describe(Range(8)) << c.Log(order.back());
   const double ready_s = duration<double>(steady_clock::now() - last_start).count();
   std::printf("all 8 READY %.2f s after the last start\n", ready_s);
 

@@ -1,0 +1,103 @@
+// Cluster formation with real agentd processes on loopback (tests/support/local_cluster.h): the time from
+// the last agent's start to every node READY, for 8 and for 64 agents started together, and the SQS
+// requests each node makes during formation and per minute after it (leader and non-leaders apart).
+// Goals: all READY within 3 s of the last start; zero SQS requests from non-leaders after they joined.
+// The baseline beside each time: how long one agent alone takes from start to serving its socket (the
+// floor any formation pays), measured in the same run.
+//
+// Usage: formation_bench [--sizes 8,64] [--after SECONDS]   (default 8,64 and 30 s of quiet measured)
+#include <signal.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "tests/support/local_cluster.h"
+
+namespace {
+
+using namespace std::chrono;
+using dlagent::testing::LocalCluster;
+using dlagent::testing::Range;
+
+double Seconds(steady_clock::duration d) { return duration<double>(d).count(); }
+
+struct Requests {
+  uint64_t leader = 0, others_max = 0, others_total = 0;
+};
+
+Requests Count(LocalCluster& c, int n, const std::string& leader) {
+  Requests r;
+  for (int i = 0; i < n; ++i) {
+    auto s = c.Status(i);
+    if (!s || !s->cluster) continue;
+    if (s->identity.instance_id == leader) {
+      r.leader = s->cluster->sqs_requests;
+    } else {
+      r.others_max = std::max(r.others_max, s->cluster->sqs_requests);
+      r.others_total += s->cluster->sqs_requests;
+    }
+  }
+  return r;
+}
+
+int Run(int n, int after_s) {
+  // Starting 64 agents takes a while on 2 cores: a generous deadline, so that the figure is the formation's.
+  LocalCluster c(n, {.expected = n, .join_deadline = "5m", .poll_wait = "20s", .storage = false});
+  if (!c.error().empty()) {
+    std::fprintf(stderr, "formation_bench: cannot start the emulators: %s\n", c.error().c_str());
+    return 1;
+  }
+  // Baseline: one agent of this cluster from start to answering on its socket.
+  const auto b0 = steady_clock::now();
+  c.Start(0, /*master=*/true);
+  while (!c.Status(0)) std::this_thread::sleep_for(milliseconds(5));
+  const double serve_s = Seconds(steady_clock::now() - b0);
+  for (int i = 1; i < n; ++i) c.Start(i);
+  const auto last_start = steady_clock::now();
+  if (!c.WaitPhase(Range(n), "ready", seconds(120))) {
+    std::fprintf(stderr, "formation_bench: %d agents did not all become ready:\n%s", n, c.Describe(Range(n)).c_str());
+    return 1;
+  }
+  const double ready_s = Seconds(steady_clock::now() - last_start);
+  const std::string leader = c.Status(0)->cluster->leader;
+  const Requests formed = Count(c, n, leader);
+  std::this_thread::sleep_for(seconds(after_s));
+  const Requests later = Count(c, n, leader);
+  const double per_min = 60.0 / after_s;
+  std::printf("%3d agents: all READY %.2f s after the last start (goal <= 3 s); one agent alone serves its socket %.3f s after start "
+              "(baseline); ratio %.1fx\n",
+              n, ready_s, serve_s, ready_s / serve_s);
+  std::printf("            SQS requests during formation: leader %llu, each other node at most %llu (%.1f on average)\n",
+              static_cast<unsigned long long>(formed.leader), static_cast<unsigned long long>(formed.others_max),
+              n > 1 ? static_cast<double>(formed.others_total) / (n - 1) : 0.0);
+  std::printf("            SQS requests per minute after it (over %d s): leader %.1f, all other nodes together %.1f (goal 0)\n", after_s,
+              (later.leader - formed.leader) * per_min, (later.others_total - formed.others_total) * per_min);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<int> sizes = {8, 64};
+  int after_s = 30;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--sizes") && i + 1 < argc) {
+      sizes.clear();
+      std::stringstream ss(argv[++i]);
+      for (std::string part; std::getline(ss, part, ',');) sizes.push_back(std::max(2, std::min(200, std::atoi(part.c_str()))));
+    } else if (!std::strcmp(argv[i], "--after") && i + 1 < argc) {
+      after_s = std::max(1, std::atoi(argv[++i]));
+    } else {
+      std::fprintf(stderr, "usage: formation_bench [--sizes 8,64] [--after SECONDS]\n");
+      return 2;
+    }
+  }
+  for (int n : sizes) {
+    if (int rc = Run(n, after_s); rc != 0) return rc;
+  }
+  return 0;
+}

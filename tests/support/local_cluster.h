@@ -1,0 +1,101 @@
+#pragma once
+// LocalCluster: agentd processes forming a real cluster on loopback, for tests and benchmarks. Each node
+// has its own address (127.<random>.0.K), its own IMDS emulator and its own files root; fauxqs serves the
+// discovery queue; a local endpoint records CloudFormation signals. As root, every agent runs in a mount
+// namespace of its own (unshare -m) and bind-mounts one shared directory (its mounts vanish with it).
+//
+// Thread safety: one thread drives it.
+
+#include <signal.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/rpc/control_handler.h"
+#include "bootstrap/aws/credentials.h"
+#include "bootstrap/aws/sqs_client.h"
+#include "tests/emulators/imds/imds_emulator.h"
+#include "tests/support/local_http_server.h"
+#include "tests/support/sqs_emulator.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
+
+namespace dlagent::testing {
+
+struct LocalClusterOptions {
+  int expected = 8;
+  int min = 0;
+  std::string join_deadline = "60s";
+  std::string reseal_settle = "5s";
+  std::string hello_interval = "1s";
+  std::string poll_wait = "5s";
+  bool throttle_sqs = false;  // every other SQS request answered with ThrottlingException
+  bool storage = true;        // as root: a bind mount of one shared directory
+};
+
+class LocalCluster {
+ public:
+  // Starts the emulators for n nodes (no agent yet); error() says what failed.
+  LocalCluster(int n, LocalClusterOptions o);
+  ~LocalCluster();
+
+  const std::string& error() const { return error_; }
+  static bool root();
+  std::string Id(int i) const;
+  std::string Ip(int i) const;
+  std::string Sock(int i) const;
+  std::string Root(int i) const;
+  std::string Mount(int i) const;
+  std::string Shared() const;
+  int gpus(int i) const { return i % 4 + 1; }
+  ImdsEmulator& Imds(int i) { return *imds_[i]; }
+  const std::string& queue_url() const { return queue_url_; }
+  SqsClient& sqs() { return *sqs_client_; }
+
+  void Start(int i, bool master = false);
+  void Kill(int i, int sig = SIGKILL);
+  int Pid(int i) const { return agents_[i]->pid(); }
+  std::string Log(int i) const;
+
+  std::optional<StatusSnapshot> Status(int i);
+  // Waits until every listed agent's phase is `phase`; false on timeout.
+  bool WaitPhase(const std::vector<int>& nodes, const std::string& phase, std::chrono::duration<double> timeout);
+  // Each listed node's phase line, for failure messages.
+  std::string Describe(const std::vector<int>& nodes);
+  std::vector<nlohmann::json> Signals();
+  // A node file, by its path under the node's root; "<error>" when it cannot be read.
+  std::string ReadFile(int i, const std::string& path);
+  int throttled() const { return throttled_.load(); }
+
+ private:
+  void StartThrottlingProxy();
+
+  const int n_;
+  const LocalClusterOptions o_;
+  TempDir dir_;
+  int port_ = 0, subnet_ = 0;
+  std::string error_;
+  std::unique_ptr<SqsEmulator> sqs_;
+  std::unique_ptr<HttpClient> http_;
+  std::unique_ptr<Env> env_;
+  std::unique_ptr<StaticCredentials> creds_;
+  std::unique_ptr<SqsClient> sqs_client_;
+  std::string queue_url_, sqs_endpoint_;
+  LocalHttpServer cfn_, proxy_;
+  std::atomic<bool> throttle_{false};
+  std::atomic<int> forwarded_{0}, throttled_{0};
+  std::mutex mu_;
+  std::vector<nlohmann::json> signals_;  // protected by mu_
+  std::vector<std::unique_ptr<ImdsEmulator>> imds_;
+  std::vector<std::unique_ptr<Subprocess>> agents_;
+};
+
+std::vector<int> Range(int n);
+
+}  // namespace dlagent::testing
