@@ -5,7 +5,8 @@
 // The baseline beside each time: how long one agent alone takes from start to serving its socket (the
 // floor any formation pays), measured in the same run.
 //
-// Usage: formation_bench [--sizes 8,64] [--after SECONDS]   (default 8,64 and 30 s of quiet measured)
+// Usage: formation_bench [--sizes 8,64] [--after SECONDS] [--trace]   (default 8,64 and 30 s of quiet measured;
+// --trace: every agent's phase once a second while forming)
 #include <signal.h>
 
 #include <algorithm>
@@ -44,7 +45,7 @@ Requests Count(LocalCluster& c, int n, const std::string& leader) {
   return r;
 }
 
-int Run(int n, int after_s) {
+int Run(int n, int after_s, bool trace) {
   // Starting 64 agents takes a while on 2 cores: a generous deadline, so that the figure is the formation's.
   LocalCluster c(n, {.expected = n, .join_deadline = "5m", .poll_wait = "20s", .storage = false});
   if (!c.error().empty()) {
@@ -58,6 +59,23 @@ int Run(int n, int after_s) {
   const double serve_s = Seconds(steady_clock::now() - b0);
   for (int i = 1; i < n; ++i) c.Start(i);
   const auto last_start = steady_clock::now();
+  if (trace) {
+    // Where the time goes: the phases of all agents, once a second, until all are ready.
+    for (;;) {
+      std::map<std::string, int> phases;
+      for (int i = 0; i < n; ++i) {
+        auto s = c.Status(i);
+        ++phases[s ? s->phase : "no answer"];
+      }
+      std::string line;
+      for (const auto& [p, k] : phases) line += " " + p + "=" + std::to_string(k);
+      auto lead = c.Status(0);
+      std::fprintf(stderr, "  t=%5.1fs%s | node 0: %s\n", Seconds(steady_clock::now() - last_start), line.c_str(),
+                   lead ? lead->phase_detail.c_str() : "-");
+      if (phases["ready"] == n || steady_clock::now() - last_start > seconds(120)) break;
+      std::this_thread::sleep_for(seconds(1));
+    }
+  }
   if (!c.WaitPhase(Range(n), "ready", seconds(120))) {
     std::fprintf(stderr, "formation_bench: %d agents did not all become ready:\n%s", n, c.Describe(Range(n)).c_str());
     return 1;
@@ -84,20 +102,23 @@ int Run(int n, int after_s) {
 int main(int argc, char** argv) {
   std::vector<int> sizes = {8, 64};
   int after_s = 30;
+  bool trace = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--sizes") && i + 1 < argc) {
       sizes.clear();
       std::stringstream ss(argv[++i]);
       for (std::string part; std::getline(ss, part, ',');) sizes.push_back(std::max(2, std::min(200, std::atoi(part.c_str()))));
+    } else if (!std::strcmp(argv[i], "--trace")) {
+      trace = true;
     } else if (!std::strcmp(argv[i], "--after") && i + 1 < argc) {
       after_s = std::max(1, std::atoi(argv[++i]));
     } else {
-      std::fprintf(stderr, "usage: formation_bench [--sizes 8,64] [--after SECONDS]\n");
+      std::fprintf(stderr, "usage: formation_bench [--sizes 8,64] [--after SECONDS] [--trace]\n");
       return 2;
     }
   }
   for (int n : sizes) {
-    if (int rc = Run(n, after_s); rc != 0) return rc;
+    if (int rc = Run(n, after_s, trace); rc != 0) return rc;
   }
   return 0;
 }

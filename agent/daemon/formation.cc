@@ -13,6 +13,8 @@
 namespace dlagent {
 namespace {
 
+constexpr Duration kNudgeInterval = std::chrono::seconds(1);
+
 std::string HostOf(const std::string& addr) { return addr.substr(0, addr.rfind(':')); }
 
 std::string Names(const std::vector<std::string>& names, size_t max = 8) {
@@ -147,6 +149,31 @@ void Formation::Tick(MonoTime now) {
   lock.unlock();
   PublishMeta();
   UpdatePhase(v, now);
+  Nudge(v, now);
+}
+
+void Formation::Nudge(const View& v, MonoTime now) {
+  // Gossip spreads metadata changes with high probability, not certainty: with 64 members changing their
+  // metadata at once, a few updates miss a few members, and anti-entropy (push-pull every 30 s) would be
+  // the only repair. So a member waiting on someone's news asks that member directly, once a second: a
+  // push-pull with the leader while waiting for its roster, with an unprepared member while waiting for acks.
+  std::string target;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (now - last_nudge_ < kNudgeInterval) return;
+    if (status_.phase == "roster" && v.leader != self_.instance_id) {
+      target = v.leader;
+    } else if (status_.phase == "prepare" && applied_gen_ >= held_.generation) {
+      std::vector<std::string> waiting;
+      for (const std::string& id : status_.unprepared) {
+        if (id != self_.instance_id && v.addr.count(id)) waiting.push_back(id);
+      }
+      if (!waiting.empty()) target = waiting[nudge_rng_() % waiting.size()];
+    }
+    if (target.empty() || !v.addr.count(target)) return;
+    last_nudge_ = now;
+  }
+  deps_.peers->Join(v.addr.at(target));
 }
 
 void Formation::Adopt(const View& v) {

@@ -25,6 +25,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -120,6 +121,7 @@ class Formation {
   void Lead(const View& v, MonoTime now);
   void PublishMeta();
   void UpdatePhase(const View& v, MonoTime now);
+  void Nudge(const View& v, MonoTime now);
   void SenderLoop();
   void PollerLoop();
   void WorkerLoop();
@@ -151,6 +153,8 @@ class Formation {
   std::string last_phase_, last_detail_;
   FormationStatus status_;
   swim::MemberMeta published_;
+  MonoTime last_nudge_{};
+  std::mt19937_64 nudge_rng_{std::random_device{}()};
   std::deque<std::function<void()>> tasks_;
   // Created by their threads once the queue URL is known; read by Status() for counters.
   std::unique_ptr<DiscoveryQueue> send_queue_, poll_queue_;

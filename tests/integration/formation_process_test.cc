@@ -158,6 +158,37 @@ TEST(FormationProcessTest, RestartAfterReadyRejoinsWithTheSameFiles) {
   EXPECT_NE(c.Log(2).find("rejoining the 4 members"), std::string::npos) << c.Log(2);
 }
 
+TEST(FormationProcessTest, SigtermAndSpotNoticeLeaveAndTheRosterReseals) {
+  Cluster c(4, {.expected = 4, .min = 2, .reseal_settle = "1s"});
+  ASSERT_EQ(c.error(), "");
+  for (int i = 0; i < 4; ++i) c.Start(i, i == 0);
+  ASSERT_TRUE(c.WaitPhase(Range(4), "ready", seconds(20))) << c.Describe(Range(4));
+  c.Kill(3, SIGTERM);  // a graceful leave
+  auto generation_is = [&](uint64_t g, size_t nodes, const std::vector<int>& who) {
+    const auto until = steady_clock::now() + seconds(20);
+    while (steady_clock::now() < until) {
+      bool all = true;
+      for (int i : who) {
+        auto s = c.Status(i);
+        all = all && s && s->cluster && s->phase == "ready" && s->cluster->generation == g && s->cluster->roster.size() == nodes;
+      }
+      if (all) return true;
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    return false;
+  };
+  ASSERT_TRUE(generation_is(2, 3, {0, 1, 2})) << c.Describe({0, 1, 2});
+  EXPECT_EQ(c.ReadFile(1, "/opt/deeplearning/workers"), "deeplearning-worker1\ndeeplearning-worker2\ndeeplearning-worker3\n");
+  // A spot interruption notice: the node leaves by itself and exits.
+  c.Imds(2).TriggerSpotNotice("terminate", "2026-11-22T10:00:00Z");
+  ASSERT_TRUE(generation_is(3, 2, {0, 1})) << c.Describe({0, 1}) << c.Log(2);
+  EXPECT_NE(c.Log(2).find("spot interruption notice"), std::string::npos) << c.Log(2);
+  std::this_thread::sleep_for(milliseconds(300));
+  auto signals = c.Signals();
+  ASSERT_EQ(signals.size(), 3u) << "one signal per generation";
+  EXPECT_EQ(signals[2]["UniqueId"], "formation-generation-3");
+}
+
 TEST(FormationProcessTest, FormsThroughImdsErrorsAndSqsThrottling) {
   Cluster c(4, {.expected = 4, .throttle_sqs = true});
   ASSERT_EQ(c.error(), "");
