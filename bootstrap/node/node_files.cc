@@ -138,6 +138,7 @@ Result<Roster> ParseRosterJson(std::string_view text) {
   Roster r;
   try {
     r.cluster = j.at("cluster").get<std::string>();
+    if (!j.at("generation").is_number_unsigned()) return bad("\"generation\" must be a whole number >= 0");
     r.generation = j.at("generation").get<uint64_t>();
     r.leader = j.at("leader").get<std::string>();
     if (j.contains("failure")) r.failure = j.at("failure").get<std::string>();
@@ -147,6 +148,7 @@ Result<Roster> ParseRosterJson(std::string_view text) {
       RosterNode node;
       node.instance_id = n.at("instance_id").get<std::string>();
       node.ip = n.at("ip").get<std::string>();
+      if (!n.at("gpus").is_number_unsigned() || n.at("gpus").get<uint64_t>() > 1024) return bad("\"gpus\" must be 0..1024");
       node.gpus = n.at("gpus").get<uint32_t>();
       const std::string role = n.at("role").get<std::string>();
       if (role != "master" && role != "worker") return bad("role \"" + role + "\"");

@@ -61,6 +61,81 @@ imds_disabled = true
   EXPECT_TRUE(c->aws.imds_disabled);
 }
 
+TEST(ConfigTest, ReadsTheFormationSections) {
+  Result<Config> c = ParseConfig(R"(
+[cluster]
+expected_nodes = 64
+min_nodes = 60
+join_deadline = "15m"
+reseal = "on-change"
+reseal_settle = "45s"
+[gossip]
+key_file = "/etc/dlagent/cluster.key"
+[discovery]
+queue = "https://sqs.us-east-1.amazonaws.com/123456789012/train"
+hello_interval = "2s"
+poll_wait = "10s"
+[node]
+gpus = 8
+[storage]
+kind = "efs"
+source = "fs-0123abcd"
+mount_point = "/shared"
+mount_target_ips = ["10.0.1.5", "10.0.2.5"]
+dns_wait = "30s"
+mount_budget = "2m"
+[files]
+root = "/tmp/r"
+workers = "/w"
+hosts = "/h"
+profile = "/p"
+env = "/e"
+hostfile = "/hf"
+roster = "/r.json"
+[aws]
+cfn_wait_handle = "https://cloudformation-waitcondition-us-east-1.s3.amazonaws.com/x"
+)",
+                                 "f.toml", kNoEnv);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->cluster.expected_nodes, 64);
+  EXPECT_EQ(c->cluster.min_nodes, 60);
+  EXPECT_EQ(c->cluster.join_deadline, std::chrono::minutes(15));
+  EXPECT_EQ(c->cluster.reseal, "on-change");
+  EXPECT_EQ(c->cluster.reseal_settle, std::chrono::seconds(45));
+  EXPECT_EQ(c->discovery.hello_interval, std::chrono::seconds(2));
+  EXPECT_EQ(c->discovery.poll_wait, std::chrono::seconds(10));
+  EXPECT_EQ(c->node.gpus, 8);
+  EXPECT_EQ(c->storage.kind, "efs");
+  EXPECT_EQ(c->storage.mount_target_ips, (std::vector<std::string>{"10.0.1.5", "10.0.2.5"}));
+  EXPECT_EQ(c->storage.mount_budget, std::chrono::minutes(2));
+  EXPECT_EQ(c->files.root, "/tmp/r");
+  EXPECT_EQ(c->files.roster, "/r.json");
+  EXPECT_EQ(c->aws.cfn_wait_handle.rfind("https://", 0), 0u);
+}
+
+TEST(ConfigTest, FormationMistakesAreNamed) {
+  struct Case {
+    const char* toml;
+    const char* want;
+  } cases[] = {
+      {"[cluster]\nexpected_nodes = 4\nmin_nodes = 5\n[gossip]\nkey_file = \"/k\"\n", "cluster.min_nodes (5) is more than cluster.expected_nodes (4)"},
+      {"[cluster]\nexpected_nodes = 4\n", "cluster.expected_nodes needs gossip (set gossip.key_file)"},
+      {"[storage]\nkind = \"nfs4\"\n", "storage.kind = \"nfs4\" needs storage.source (host:/export)"},
+      {"[discovery]\npoll_wait = \"30s\"\n", "f.toml:2:13: discovery.poll_wait: \"30s\" is longer than 20s"},
+      {"[cluster]\njoin_deadline = \"soon\"\n", "f.toml:2:17: cluster.join_deadline:"},
+      {"[cluster]\njoin_deadline = 600\n", "expected a duration string"},
+      {"[cluster]\nreseal = \"always\"\n", "\"always\" is not one of: never, on-failure, on-change"},
+      {"[storage]\nkind = \"bind\"\nsource = \"/d\"\nmount_target_ips = [\"fs-1\"]\n", "is not an IPv4 address"},
+      {"[files]\nworkers = \"workers\"\n", "files.workers: \"workers\" must be an absolute path"},
+      {"[node]\ngpus = -2\n", "node.gpus: -2 is out of range -1..1024"},
+  };
+  for (const Case& c : cases) {
+    Result<Config> r = ParseConfig(c.toml, "f.toml", kNoEnv);
+    ASSERT_FALSE(r.ok()) << c.toml;
+    EXPECT_NE(r.status().ToString().find(c.want), std::string::npos) << r.status().ToString();
+  }
+}
+
 // Each bad file must fail with every listed fragment in the message (file:line:col, key, accepted values).
 TEST(ConfigTest, BadInputNamesFileLineKeyAndAcceptedValues) {
   struct Case {

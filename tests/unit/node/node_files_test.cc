@@ -47,6 +47,41 @@ TEST(RosterTest, RejectsBadRosters) {
   }
 }
 
+TEST(RosterTest, JsonRoundTripsAndBadJsonIsRefused) {
+  Roster r = FourNodes();
+  Result<Roster> back = ParseRosterJson(RenderRosterJson(r));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(RenderRosterJson(*back), RenderRosterJson(r));
+  EXPECT_EQ(back->nodes[0].instance_id, "i-master");
+  EXPECT_TRUE(back->nodes[0].master);
+  EXPECT_EQ(back->nodes[3].gpus, 8u);
+  r.failure = "deadline passed with 4 of 10 nodes";
+  back = ParseRosterJson(RenderRosterJson(r));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->failure, r.failure);
+
+  std::string swapped = RenderRosterJson(FourNodes());
+  // Rank 1 and 2 trade addresses: 10.0.0.9 listed before 9.255.0.1 is not rank order.
+  swapped.replace(swapped.find("9.255.0.1"), 9, "X.X.X.X").replace(swapped.find("10.0.0.9\""), 8, "9.255.0.1").replace(swapped.find("X.X.X.X"), 7, "10.0.0.9");
+  struct Case {
+    std::string json;
+    const char* want;
+  } cases[] = {
+      {"[]", "not a JSON object"},
+      {"{\"cluster\": \"c\"}", "malformed roster"},
+      {R"({"cluster":"c","generation":1,"leader":"i-a","nodes":[{"instance_id":"i-a","ip":"10.0.0.1","gpus":1,"role":"boss"}]})", "role"},
+      {R"({"cluster":"c","generation":-1,"leader":"i-a","nodes":[]})", "malformed roster"},
+      {R"({"cluster":"c","generation":1,"leader":"i-a","nodes":[{"instance_id":"i-a","ip":"10.0.0.300","gpus":1,"role":"worker"}]})", "IPv4"},
+      {swapped, "rank order"},
+  };
+  for (const Case& c : cases) {
+    Result<Roster> parsed = ParseRosterJson(c.json);
+    ASSERT_FALSE(parsed.ok()) << c.json;
+    EXPECT_EQ(parsed.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(parsed.status().ToString().find(c.want), std::string::npos) << parsed.status().ToString();
+  }
+}
+
 TEST(NodeFilesTest, RenderedAsTrainingScriptsExpect) {
   Roster r = FourNodes();
   NodeFilesOptions o;
