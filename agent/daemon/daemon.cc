@@ -113,6 +113,16 @@ void Daemon::Reload() {
           config_.cluster.name != fresh->cluster.name || config_.cluster.role != fresh->cluster.role) {
         spdlog::warn("[gossip] and [cluster] changes take effect when agentd restarts");
       }
+      const ClusterConfig& ca = config_.cluster;
+      const ClusterConfig& cb = fresh->cluster;
+      if (std::tie(ca.expected_nodes, ca.min_nodes, ca.join_deadline, ca.reseal, ca.reseal_settle) !=
+              std::tie(cb.expected_nodes, cb.min_nodes, cb.join_deadline, cb.reseal, cb.reseal_settle) ||
+          config_.discovery.queue != fresh->discovery.queue || config_.storage.kind != fresh->storage.kind ||
+          config_.storage.source != fresh->storage.source || config_.storage.mount_point != fresh->storage.mount_point ||
+          config_.files.root != fresh->files.root || config_.node.gpus != fresh->node.gpus ||
+          config_.aws.cfn_wait_handle != fresh->aws.cfn_wait_handle) {
+        spdlog::warn("formation settings ([cluster], [discovery], [node], [storage], [files], aws.cfn_wait_handle) take effect when agentd restarts");
+      }
       config_ = std::move(*fresh);
       ++config_generation_;
       spdlog::default_logger()->set_level(EffectiveLevel(config_));
