@@ -189,6 +189,26 @@ TEST(FormationProcessTest, SigtermAndSpotNoticeLeaveAndTheRosterReseals) {
   EXPECT_EQ(signals[2]["UniqueId"], "formation-generation-3");
 }
 
+TEST(FormationProcessTest, OnChangeAddsALateNodeInTheNextGeneration) {
+  Cluster c(4, {.expected = 3, .reseal_settle = "1s", .reseal = "on-change"});
+  ASSERT_EQ(c.error(), "");
+  for (int i = 0; i < 3; ++i) c.Start(i, i == 0);
+  ASSERT_TRUE(c.WaitPhase({0, 1, 2}, "ready", seconds(20))) << c.Describe({0, 1, 2});
+  c.Start(3);
+  const auto until = steady_clock::now() + seconds(20);
+  bool resealed = false;
+  while (!resealed && steady_clock::now() < until) {
+    resealed = true;
+    for (int i = 0; i < 4; ++i) {
+      auto s = c.Status(i);
+      resealed = resealed && s && s->phase == "ready" && s->cluster && s->cluster->generation == 2 && s->cluster->roster.size() == 4;
+    }
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  ASSERT_TRUE(resealed) << c.Describe(Range(4));
+  EXPECT_NE(c.ReadFile(3, "/etc/profile.d/deeplearning.sh").find("DEEPLEARNING_WORKERS_COUNT='4'"), std::string::npos);
+}
+
 TEST(FormationProcessTest, FormsThroughImdsErrorsAndSqsThrottling) {
   Cluster c(4, {.expected = 4, .throttle_sqs = true});
   ASSERT_EQ(c.error(), "");

@@ -33,6 +33,7 @@ struct LocalClusterOptions {
   int min = 0;
   std::string join_deadline = "60s";
   std::string reseal_settle = "5s";
+  std::string reseal = "on-failure";
   std::string hello_interval = "1s";
   std::string poll_wait = "5s";
   bool throttle_sqs = false;  // every other SQS request answered with ThrottlingException
