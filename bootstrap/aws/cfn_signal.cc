@@ -13,7 +13,7 @@ std::string WaitConditionBody(const WaitConditionSignal& s) {
 }
 
 Status SignalWaitHandle(HttpClient& http, Env& env, const std::string& url, const WaitConditionSignal& signal,
-                        const BackoffPolicy& retry) {
+                        const BackoffPolicy& retry, const std::atomic<bool>* cancel) {
   if (signal.status != "SUCCESS" && signal.status != "FAILURE") {
     return Status::InvalidArgument(kCfn, "wait condition status \"" + signal.status + "\" must be SUCCESS or FAILURE");
   }
@@ -25,6 +25,7 @@ Status SignalWaitHandle(HttpClient& http, Env& env, const std::string& url, cons
   req.body = WaitConditionBody(signal);
   req.timeout = std::chrono::seconds(15);
   req.max_response_bytes = 64 << 10;
+  req.cancel = cancel;
   return Retry(env, retry, [&]() -> Status {
     ASSIGN_OR_RETURN(HttpResponse resp, http.Send(req));
     if (resp.status >= 200 && resp.status < 300) return Status::Ok();
@@ -36,7 +37,7 @@ Status SignalWaitHandle(HttpClient& http, Env& env, const std::string& url, cons
       return Status::Unavailable(kCfn, "wait handle answered " + std::to_string(resp.status));
     }
     return Status::InvalidArgument(kCfn, "wait handle answered " + std::to_string(resp.status) + ": " + resp.body.substr(0, 200));
-  });
+  }, cancel);
 }
 
 }  // namespace dlagent

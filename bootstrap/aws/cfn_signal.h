@@ -21,8 +21,10 @@ std::string WaitConditionBody(const WaitConditionSignal& signal);
 
 // PermissionDenied when the URL is refused (403: expired or altered presigned URL); InvalidArgument for a
 // bad status or URL; the last error once the retry budget is spent.
+// cancel: when it turns true, the signal gives up within about a second (Cancelled).
 Status SignalWaitHandle(HttpClient& http, Env& env, const std::string& url, const WaitConditionSignal& signal,
                         const BackoffPolicy& retry = {std::chrono::seconds(1), std::chrono::seconds(10), 2.0, 6,
-                                                      std::chrono::minutes(2)});
+                                                      std::chrono::minutes(2)},
+                        const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace dlagent

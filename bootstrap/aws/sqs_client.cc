@@ -84,7 +84,7 @@ Result<nlohmann::json> SqsClient::Call(const std::string& action, const nlohmann
     }
     ASSIGN_OR_RETURN(output, ParseJsonObject(resp.body, kSqs, action + " answer", 24 << 20));
     return Status::Ok();
-  });
+  }, options_.cancel);
   if (!st.ok()) return st;
   return output;
 }

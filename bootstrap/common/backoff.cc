@@ -17,10 +17,12 @@ std::optional<Duration> Backoff::NextDelay() {
   return Duration(static_cast<Duration::rep>(dist(rng_)));
 }
 
-Status Retry(Env& env, const BackoffPolicy& policy, const std::function<Status()>& attempt) {
+Status Retry(Env& env, const BackoffPolicy& policy, const std::function<Status()>& attempt, const std::atomic<bool>* cancel) {
   const MonoTime start = env.NowMono();
   Backoff backoff(policy, std::random_device{}());
+  auto cancelled = [&] { return cancel && cancel->load(); };
   for (;;) {
+    if (cancelled()) return Status(StatusCode::kCancelled, "retry", "cancelled: the agent is stopping");
     Status st = attempt();
     if (st.ok() || !st.retryable()) return st;
     std::optional<Duration> delay = backoff.NextDelay();
@@ -33,7 +35,13 @@ Status Retry(Env& env, const BackoffPolicy& policy, const std::function<Status()
                            " ms spent");
       }
     }
-    env.SleepFor(*delay);
+    if (!cancel) {
+      env.SleepFor(*delay);
+      continue;
+    }
+    for (Duration left = *delay; left > Duration(0) && !cancelled(); left -= std::chrono::milliseconds(100)) {
+      env.SleepFor(std::min<Duration>(left, std::chrono::milliseconds(100)));
+    }
   }
 }
 

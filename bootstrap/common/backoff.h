@@ -3,6 +3,7 @@
 //
 // Thread safety: a Backoff is used by one thread; Retry() may be called from any thread.
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -37,7 +38,9 @@ class Backoff {
 
 // Runs attempt() until it succeeds, fails with a non-retryable status, or the policy's budget (attempts or
 // elapsed time, measured on env's clock) is spent; sleeps on env between attempts, never past max_elapsed.
-// Returns the last status, annotated with the attempt count when the budget ran out.
-Status Retry(Env& env, const BackoffPolicy& policy, const std::function<Status()>& attempt);
+// Returns the last status, annotated with the attempt count when the budget ran out. When cancel is set and
+// turns true, no further attempt starts and the wait between attempts ends within 100 ms: Cancelled.
+Status Retry(Env& env, const BackoffPolicy& policy, const std::function<Status()>& attempt,
+             const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace dlagent

@@ -94,7 +94,8 @@ Result<std::string> MountManager::ResolveSource() {
     Result<std::vector<std::string>> addrs = resolver_(host);
     if (addrs.ok() && !addrs->empty()) return Status::Ok();
     return Status::Unavailable(kStorage, addrs.ok() ? host + " resolved to nothing" : std::string(addrs.status().message()));
-  });
+  }, options_.cancel);
+  if (resolved.code() == StatusCode::kCancelled) return resolved;
   if (resolved.ok()) return host + ":/";
   if (!options_.mount_target_ips.empty()) return options_.mount_target_ips.front() + ":/";
   return Status::Unavailable(kStorage, host + " did not resolve after " + FormatDuration(options_.dns_wait) +
@@ -132,7 +133,7 @@ Status MountManager::Ensure() {
     // mount(8) failing or timing out is retried (a mount target may still be coming up); a permission or
     // argument error is not.
     return mounted;
-  });
+  }, options_.cancel);
   if (!st.ok()) return st.Annotate("mounting " + effective_source_ + " on " + options_.mount_point);
   return Status::Ok();
 }

@@ -12,6 +12,7 @@
 //
 // Thread safety: Ensure and Probe may be called from any thread, not concurrently with each other.
 
+#include <atomic>
 #include <functional>
 #include <optional>
 #include <string>
@@ -31,6 +32,7 @@ struct StorageOptions {
   Duration dns_wait = std::chrono::seconds(120);     // Default: 2 min for the EFS name to resolve.
   Duration mount_budget = std::chrono::minutes(5);   // Default: 5 min of mount attempts in all.
   Duration mount_timeout = std::chrono::seconds(60); // Default: 60 s for one mount(8) run.
+  const std::atomic<bool>* cancel = nullptr;         // Default: none. When it turns true, Ensure stops retrying.
 };
 
 // One line of /proc/self/mountinfo that matters here.

@@ -1,5 +1,7 @@
 #include "bootstrap/common/backoff.h"
 
+#include <atomic>
+
 #include <gtest/gtest.h>
 
 #include "bootstrap/common/fake_env.h"
@@ -42,6 +44,30 @@ TEST(BackoffTest, RetryStopsAtTheAttemptLimit) {
   EXPECT_EQ(calls, 4);
   EXPECT_EQ(st.code(), StatusCode::kUnavailable);
   EXPECT_NE(st.ToString().find("gave up after 4 attempts"), std::string::npos) << st.ToString();
+}
+
+TEST(BackoffTest, RetryCancelledEndsTheWaitWithinATenthOfASecond) {
+  FakeEnv env;
+  BackoffPolicy p;
+  p.initial = seconds(30);
+  p.max_delay = seconds(30);
+  p.max_attempts = 0;
+  p.max_elapsed = minutes(5);
+  std::atomic<bool> cancel{false};
+  const MonoTime start = env.NowMono();
+  int calls = 0;
+  MonoTime cancelled_at{};
+  Status st = Retry(env, p, [&] {
+    if (++calls == 2) {
+      cancel = true;  // the agent stops during the second attempt...
+      cancelled_at = env.NowMono();
+    }
+    return Status::Unavailable("storage", "mount target not ready");
+  }, &cancel);
+  EXPECT_EQ(calls, 2) << "no attempt starts after the cancel";
+  EXPECT_EQ(st.code(), StatusCode::kCancelled) << st.ToString();
+  EXPECT_LE(env.NowMono() - cancelled_at, milliseconds(100)) << "...and the wait after it ends at once";
+  EXPECT_LT(env.NowMono() - start, seconds(31));
 }
 
 TEST(BackoffTest, RetryStopsAtTheTimeBudgetWithoutOversleeping) {

@@ -2,6 +2,8 @@
 
 #include <thread>
 
+#include <atomic>
+
 #include <gtest/gtest.h>
 
 #include "bootstrap/common/fake_env.h"
@@ -92,6 +94,25 @@ TEST_F(MountManagerTest, RetriesWithinTheBudgetThenNamesWhatFailed) {
   EXPECT_GT(mounts_.size(), 2u);
   EXPECT_LE(env_.NowMono() - start, minutes(2));
   EXPECT_NE(st.ToString().find("10.0.0.5:/export on /mnt/efs"), std::string::npos) << st.ToString();
+}
+
+TEST_F(MountManagerTest, AStoppingAgentEndsTheRetriesAtOnce) {
+  std::atomic<bool> stopping{false};
+  env_.SetMountHandler([&](const MountRequest&) {
+    stopping = mounts_.size() == 1;  // the agent is told to stop during the second attempt
+    mounts_.push_back("attempt");
+    return Status::Unavailable("mount", "mount.nfs4: Connection timed out");
+  });
+  StorageOptions o;
+  o.kind = "nfs4";
+  o.source = "10.0.0.5:/export";
+  o.mount_budget = minutes(5);
+  o.cancel = &stopping;
+  const MonoTime start = env_.NowMono();
+  Status st = MountManager(env_, SystemResolver(), o).Ensure();
+  EXPECT_EQ(st.code(), StatusCode::kCancelled) << st.ToString();
+  EXPECT_EQ(mounts_.size(), 2u);
+  EXPECT_LT(env_.NowMono() - start, seconds(5)) << "not the 5 minute budget";
 }
 
 TEST_F(MountManagerTest, PermissionErrorsAreNotRetried) {
