@@ -23,7 +23,10 @@ void ClusterRuntime::Start() {
 }
 
 void ClusterRuntime::Stop() {
-  stop_ = true;
+  {
+    std::lock_guard<std::mutex> lock(mu_);  // so that the identify loop cannot miss the wake-up
+    stopping_ = true;
+  }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   if (events_) events_->Stop();
@@ -95,15 +98,15 @@ Status ClusterRuntime::Setup() {
   Result<IdentitySnapshot> id = Status::Unavailable("identify", "not tried");
   for (;;) {
     id = Identify();
-    if (id.ok() || stop_) break;
+    if (id.ok() || stopping_) break;
     if (id.status().code() == StatusCode::kInvalidArgument) return id.status();
     const std::string why = id.status().ToString();
     on_phase_("identify", "identify: waiting for instance metadata: " + why);
     spdlog::warn("identify: {}; retrying", why);
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, std::max<Duration>(std::chrono::milliseconds(100), *backoff.NextDelay()), [&] { return stop_.load(); });
+    cv_.wait_for(lock, std::max<Duration>(std::chrono::milliseconds(100), *backoff.NextDelay()), [&] { return stopping_.load(); });
   }
-  if (stop_) return Status(StatusCode::kCancelled, "identify", "stopping");
+  if (stopping_) return Status(StatusCode::kCancelled, "identify", "stopping");
   {
     std::lock_guard<std::mutex> lock(mu_);
     identity_ = *id;
@@ -137,7 +140,7 @@ Status ClusterRuntime::Setup() {
     so.endpoint = endpoint;
     so.region = region;
     so.retry = {std::chrono::milliseconds(200), std::chrono::seconds(5), 2.0, 4, std::chrono::seconds(30)};
-    so.cancel = &sqs_cancel_;
+    so.cancel = &stopping_;
     sqs_sender_ = std::make_unique<SqsClient>(*http_, *credentials_, env_, so);
     so.cancel = &poll_cancel_;
     sqs_poller_ = std::make_unique<SqsClient>(*http_, *credentials_, env_, so);
@@ -154,6 +157,7 @@ Status ClusterRuntime::Setup() {
     so.mount_target_ips = c.storage.mount_target_ips;
     so.dns_wait = c.storage.dns_wait;
     so.mount_budget = c.storage.mount_budget;
+    so.cancel = &stopping_;
     mounts_ = std::make_unique<MountManager>(env_, SystemResolver(), so);
     deps.mounts = mounts_.get();
   }
@@ -183,7 +187,7 @@ Status ClusterRuntime::Setup() {
   self.gpus = id->gpu_count;
   self.master = c.cluster.role == "master";
   self.meta = membership->base_meta();
-  auto formation = std::make_unique<dlagent::Formation>(deps, fo, self, &sqs_cancel_, &poll_cancel_);
+  auto formation = std::make_unique<dlagent::Formation>(deps, fo, self, &stopping_, &poll_cancel_);
   dlagent::Formation* f = formation.get();
   membership->ServeRosters([f] { return f->RosterJson(); });
 

@@ -49,8 +49,8 @@ class ClusterRuntime {
   const Config config_;
   PhaseFn on_phase_;
   std::function<void()> on_leave_;
-  std::atomic<bool> stop_{false};
-  std::atomic<bool> sqs_cancel_{false}, poll_cancel_{false};
+  // stopping_: set by Stop(); every blocking retry (SQS, mounts, CloudFormation) gives up when it is set.
+  std::atomic<bool> stopping_{false}, poll_cancel_{false};
 
   std::unique_ptr<HttpClient> http_;
   std::unique_ptr<ImdsClient> imds_;

@@ -14,6 +14,7 @@ namespace dlagent {
 namespace {
 
 constexpr Duration kNudgeInterval = std::chrono::seconds(1);
+constexpr Duration kPrepareRetry = std::chrono::seconds(10);
 
 std::string HostOf(const std::string& addr) { return addr.substr(0, addr.rfind(':')); }
 
@@ -41,11 +42,11 @@ struct Formation::View {
   std::string leader;
 };
 
-Formation::Formation(Deps deps, FormationOptions options, SelfInfo self, std::atomic<bool>* sqs_cancel, std::atomic<bool>* poll_cancel)
+Formation::Formation(Deps deps, FormationOptions options, SelfInfo self, std::atomic<bool>* stopping, std::atomic<bool>* poll_cancel)
     : deps_(std::move(deps)),
       options_(std::move(options)),
       self_(std::move(self)),
-      sqs_cancel_(sqs_cancel),
+      stopping_(stopping),
       poll_cancel_(poll_cancel),
       started_(deps_.env->NowMono()) {
   published_ = self_.meta;
@@ -67,7 +68,7 @@ void Formation::Stop() {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
   }
-  if (sqs_cancel_) sqs_cancel_->store(true);
+  stopping_->store(true);
   if (poll_cancel_) poll_cancel_->store(true);
   cv_.notify_all();
   for (std::thread* t : {&tick_, &sender_, &poller_, &worker_}) {
@@ -130,7 +131,8 @@ void Formation::Tick(MonoTime now) {
 
   // Prepare the held roster once, if we are in it.
   const bool in_roster = std::any_of(held_.nodes.begin(), held_.nodes.end(), [&](const RosterNode& n) { return n.instance_id == self_.instance_id; });
-  if (held_.generation > 0 && held_.failure.empty() && in_roster && applied_gen_ < held_.generation && !preparing_) {
+  if (held_.generation > 0 && held_.failure.empty() && in_roster && applied_gen_ < held_.generation && !preparing_ &&
+      now >= prepare_retry_at_) {
     preparing_ = true;
     Post([this, r = held_] { Prepare(r); });
   }
@@ -339,7 +341,8 @@ void Formation::UpdatePhase(const View& v, MonoTime) {
       detail = "standby: not in roster generation " + std::to_string(held_.generation) + " (" + std::to_string(held_.nodes.size()) + " nodes)";
     } else if (applied_gen_ < held_.generation) {
       phase = "prepare";
-      detail = "prepare: generation " + std::to_string(held_.generation) + ", rank " + std::to_string(s.rank) + ": storage and node files";
+      detail = "prepare: generation " + std::to_string(held_.generation) + ", rank " + std::to_string(s.rank) + ": " +
+               (prepare_error_.empty() ? "storage and node files" : "failed, retrying every " + FormatDuration(kPrepareRetry) + ": " + prepare_error_);
     } else if (!s.unprepared.empty()) {
       phase = "prepare";
       detail = "prepare: " + std::to_string(held_.nodes.size() - s.unprepared.size()) + "/" + std::to_string(held_.nodes.size()) +
@@ -390,17 +393,16 @@ void Formation::Prepare(Roster roster) {
     if (!st.ok()) st = st.Annotate("shared storage");
   }
   if (st.ok()) st = WriteNodeFiles(*deps_.env, options_.files, roster, self_.gpus).Annotate("node files");
-  std::unique_lock<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   preparing_ = false;
   if (!st.ok()) {
-    spdlog::error("cluster: cannot prepare generation {}: {}; retrying in 10s", roster.generation, st.ToString());
-    status_.detail = "prepare: failed, retrying: " + st.ToString();
-    // Retry after a pause; the tick re-posts the task when preparing_ is false.
-    preparing_ = true;
-    cv_.wait_for(lock, std::chrono::seconds(10), [&] { return stop_; });
-    preparing_ = false;
+    if (st.code() == StatusCode::kCancelled) return;  // stopping
+    spdlog::error("cluster: cannot prepare generation {}: {}; retrying in {}", roster.generation, st.ToString(), FormatDuration(kPrepareRetry));
+    prepare_error_ = st.ToString();
+    prepare_retry_at_ = deps_.env->NowMono() + kPrepareRetry;  // the tick posts the next attempt
     return;
   }
+  prepare_error_.clear();
   if (roster.generation > applied_gen_) applied_gen_ = static_cast<uint32_t>(roster.generation);
   spdlog::info("cluster: prepared generation {}: {} nodes, files under {}", roster.generation, roster.nodes.size(),
                options_.files.root.empty() ? "/" : options_.files.root);
@@ -414,7 +416,7 @@ void Formation::Signal(Roster roster) {
                                     : roster.failure;
   s.unique_id = roster.cluster + "-generation-" + std::to_string(roster.generation);
   s.data = RenderWorkers(roster);
-  Status st = SignalWaitHandle(*deps_.http, *deps_.env, options_.wait_handle_url, s);
+  Status st = SignalWaitHandle(*deps_.http, *deps_.env, options_.wait_handle_url, s, {std::chrono::seconds(1), std::chrono::seconds(10), 2.0, 6, std::chrono::minutes(2)}, stopping_);
   if (st.ok()) {
     spdlog::info("cluster: signalled {} to the CloudFormation wait handle (generation {})", s.status, roster.generation);
   } else {

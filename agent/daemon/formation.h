@@ -101,8 +101,10 @@ class Formation {
     HttpClient* http = nullptr;        // CloudFormation signals
     std::function<void(const std::string& phase, const std::string& detail)> on_phase;
   };
-  // Everything in deps must outlive the Formation. sqs_cancel: the flag both SQS clients were built with.
-  Formation(Deps deps, FormationOptions options, SelfInfo self, std::atomic<bool>* sqs_cancel, std::atomic<bool>* poll_cancel);
+  // Everything in deps must outlive the Formation. stopping: set by Stop(); the SQS sender and the mount
+  // manager were built with it as their cancel flag, so that no retry outlives the agent. poll_cancel: the
+  // poller's cancel flag, also set when this agent stops being a poller.
+  Formation(Deps deps, FormationOptions options, SelfInfo self, std::atomic<bool>* stopping, std::atomic<bool>* poll_cancel);
   ~Formation();
 
   void Start();
@@ -133,7 +135,7 @@ class Formation {
   Deps deps_;
   const FormationOptions options_;
   const SelfInfo self_;
-  std::atomic<bool>* sqs_cancel_;
+  std::atomic<bool>* stopping_;
   std::atomic<bool>* poll_cancel_;
   const MonoTime started_;
 
@@ -144,6 +146,8 @@ class Formation {
   Roster held_;                      // generation 0: none
   uint32_t applied_gen_ = 0;
   bool preparing_ = false;
+  std::string prepare_error_;        // the last failed attempt's reason, shown in the phase line
+  MonoTime prepare_retry_at_{};
   uint64_t signaled_gen_ = 0;        // CloudFormation signal sent (or being sent) for this generation
   std::set<std::string> seen_;
   std::optional<MonoTime> change_since_;  // reseal: when the current difference from the roster began
