@@ -123,12 +123,11 @@ Status ClusterRuntime::Setup() {
   gi.meta.gpus = id->gpu_count;
   gi.meta.az = id->availability_zone;
   ASSIGN_OR_RETURN(std::unique_ptr<Membership> membership, Membership::Start(env_, c, gi));
-  ASSIGN_OR_RETURN(std::string key, LoadClusterKey(env_, c.gossip.key_file));
 
   Formation::Deps deps;
   deps.env = &env_;
   deps.peers = membership.get();
-  deps.key = key;
+  deps.key = membership->cluster_key();
   deps.http = http_.get();
   deps.on_phase = on_phase_;
   if (!c.discovery.queue.empty()) {

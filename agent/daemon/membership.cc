@@ -54,6 +54,7 @@ Result<std::unique_ptr<Membership>> Membership::Start(Env& env, const Config& co
   std::unique_ptr<Membership> m(new Membership());
   m->keyring_ = std::make_unique<swim::Keyring>(keyring);
   m->name_ = o.name;
+  m->key_ = key;
   m->base_meta_ = meta;
   m->client_ = NewGrpcClusterClient();
   ASSIGN_OR_RETURN(m->node_, swim::GossipNode::Start(o, std::move(keyring), m->client_.get()));

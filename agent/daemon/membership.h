@@ -39,6 +39,8 @@ class Membership final : public FormationPeers {
   MemberListSnapshot Members();
   std::vector<swim::MemberInfo> RawMembers() override { return node_->Members(); }
   const std::string& name() const { return name_; }
+  // The cluster key (raw bytes), as read from gossip.key_file: it also signs discovery HELLOs.
+  const std::string& cluster_key() const { return key_; }
   const std::string& address() const { return node_->advertise_addr(); }
 
   // The metadata others see for us (role, GPUs, the roster we hold, the generation we applied).
@@ -56,7 +58,7 @@ class Membership final : public FormationPeers {
   Result<std::string> HandleFetchRoster(std::string_view sealed_request);
 
   std::unique_ptr<swim::Keyring> keyring_;
-  std::string name_;
+  std::string name_, key_;
   swim::MemberMeta base_meta_;
   std::unique_ptr<ClusterClient> client_;
   std::unique_ptr<swim::GossipNode> node_;
