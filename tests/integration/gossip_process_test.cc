@@ -1,9 +1,7 @@
 // Membership with real agentd processes on loopback: 12 agents form a cluster; one killed with SIGKILL is
 // declared dead by every other; restarted, it rejoins with a higher incarnation; an agent with the wrong
 // cluster key never joins.
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -13,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "agent/ctl/control_client.h"
+#include "tests/support/free_port.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
 
@@ -21,24 +20,7 @@ namespace {
 
 using namespace std::chrono;
 
-// A port free for both UDP and TCP right now.
-int FreePort() {
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    int t = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(t, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    ::getsockname(t, reinterpret_cast<sockaddr*>(&a), &len);
-    int u = ::socket(AF_INET, SOCK_DGRAM, 0);
-    const bool udp_ok = ::bind(u, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-    ::close(t);
-    ::close(u);
-    if (udp_ok) return ntohs(a.sin_port);
-  }
-  return -1;
-}
+using testing::FreePort;
 
 class GossipCluster {
  public:

@@ -1,8 +1,6 @@
 #include "tests/support/local_cluster.h"
 
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +10,7 @@
 #include <httplib.h>
 
 #include "agent/ctl/control_client.h"
+#include "tests/support/free_port.h"
 
 namespace dlagent::testing {
 namespace {
@@ -19,18 +18,6 @@ namespace {
 using namespace std::chrono;
 
 constexpr char kKeyHex[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-int FreePort() {
-  int t = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(t, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(t, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(t);
-  return ntohs(a.sin_port);
-}
 
 }  // namespace
 
