@@ -15,6 +15,8 @@ namespace {
 
 constexpr Duration kNudgeInterval = std::chrono::seconds(1);
 constexpr Duration kPrepareRetry = std::chrono::seconds(10);
+// Between failed SQS calls (each already retried by the client): 1 s growing to 30 s, never giving up.
+const BackoffPolicy kSqsErrorBackoff{std::chrono::seconds(1), std::chrono::seconds(30), 2.0, 0, Duration(0)};
 
 std::string HostOf(const std::string& addr) { return addr.substr(0, addr.rfind(':')); }
 
@@ -126,7 +128,11 @@ void Formation::Tick(MonoTime now) {
   View v = Observe(now);
   Adopt(v);
   std::unique_lock<std::mutex> lock(mu_);
-  for (const Candidate& c : v.alive) seen_.insert(c.instance_id);
+  alive_.clear();
+  for (const Candidate& c : v.alive) {
+    seen_.insert(c.instance_id);
+    alive_.insert(c.instance_id);
+  }
   if (v.leader == self_.instance_id) Lead(v, now);
 
   // Prepare the held roster once, if we are in it.
@@ -424,27 +430,26 @@ void Formation::Signal(Roster roster) {
   }
 }
 
-Result<std::string> Formation::QueueUrl(SqsClient& sqs) {
-  if (deps_.queue.rfind("http://", 0) == 0 || deps_.queue.rfind("https://", 0) == 0) return deps_.queue;
-  return sqs.GetQueueUrl(deps_.queue);
+Status Formation::OpenQueue(SqsClient& sqs, std::unique_ptr<DiscoveryQueue>& queue) {
+  if (queue) return Status::Ok();  // only the calling thread sets it
+  const bool url = deps_.queue.rfind("http://", 0) == 0 || deps_.queue.rfind("https://", 0) == 0;
+  Result<std::string> resolved = url ? Result<std::string>(deps_.queue) : sqs.GetQueueUrl(deps_.queue);
+  if (!resolved.ok()) return resolved.status().Annotate("discovery queue " + deps_.queue);
+  auto opened = std::make_unique<DiscoveryQueue>(sqs, *deps_.env, *resolved, deps_.key, options_.cluster);
+  std::lock_guard<std::mutex> lock(mu_);  // Snapshot() reads its counters
+  queue = std::move(opened);
+  return Status::Ok();
 }
 
 void Formation::SenderLoop() {
   std::mt19937_64 rng(std::random_device{}());
-  Backoff errors({std::chrono::seconds(1), std::chrono::seconds(30), 2.0, 0, Duration(0)}, rng());
+  Backoff errors(kSqsErrorBackoff, rng());
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [&] { return stop_ || want_hello_; });
     if (stop_) return;
     lock.unlock();
-    Status st = Status::Ok();
-    if (!send_queue_) {
-      Result<std::string> url = QueueUrl(*deps_.sqs_sender);
-      if (url.ok()) {
-        std::lock_guard<std::mutex> guard(mu_);
-        send_queue_ = std::make_unique<DiscoveryQueue>(*deps_.sqs_sender, *deps_.env, *url, deps_.key, options_.cluster);
-      } else st = url.status().Annotate("discovery queue " + deps_.queue);
-    }
+    Status st = OpenQueue(*deps_.sqs_sender, send_queue_);
     if (st.ok()) {
       Hello h{options_.cluster, self_.instance_id, self_.ip, self_.meta.rpc_port, self_.meta.role, self_.gpus, self_.meta.az,
               std::chrono::duration_cast<std::chrono::milliseconds>(deps_.env->NowWall().time_since_epoch()).count()};
@@ -454,7 +459,7 @@ void Formation::SenderLoop() {
     if (stop_) return;
     Duration pause;
     if (st.ok()) {
-      errors = Backoff({std::chrono::seconds(1), std::chrono::seconds(30), 2.0, 0, Duration(0)}, rng());
+      errors = Backoff(kSqsErrorBackoff, rng());
       // Jittered in [interval/2, interval]: agents that booted together do not send in lockstep.
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(options_.hello_interval).count();
       pause = std::chrono::milliseconds(ms / 2 + std::uniform_int_distribution<int64_t>(0, ms / 2)(rng));
@@ -468,25 +473,22 @@ void Formation::SenderLoop() {
 
 void Formation::PollerLoop() {
   std::mt19937_64 rng(std::random_device{}());
-  const BackoffPolicy policy{std::chrono::seconds(1), std::chrono::seconds(30), 2.0, 0, Duration(0)};
-  Backoff errors(policy, rng());
+  Backoff errors(kSqsErrorBackoff, rng());
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
     cv_.wait(lock, [&] { return stop_ || want_poll_; });
     if (stop_) return;
     poll_cancel_->store(false);
     lock.unlock();
-    Status st = Status::Ok();
-    if (!poll_queue_) {
-      Result<std::string> url = QueueUrl(*deps_.sqs_poller);
-      if (url.ok()) {
-        std::lock_guard<std::mutex> guard(mu_);
-        poll_queue_ = std::make_unique<DiscoveryQueue>(*deps_.sqs_poller, *deps_.env, *url, deps_.key, options_.cluster);
-      } else st = url.status().Annotate("discovery queue " + deps_.queue);
-    }
+    Status st = OpenQueue(*deps_.sqs_poller, poll_queue_);
     if (st.ok()) {
       Result<int> n = poll_queue_->PollOnce(options_.poll_wait, [&](const Hello& h) {
         if (h.instance_id == self_.instance_id) return;
+        {
+          // A member already in our view is in our cluster: a push-pull with it would change nothing.
+          std::lock_guard<std::mutex> guard(mu_);
+          if (alive_.count(h.instance_id)) return;
+        }
         const std::string addr = h.ip + ":" + std::to_string(h.gossip_port);
         spdlog::info("discovery: HELLO from {} at {} ({} GPUs, {}): joining it", h.instance_id, addr, h.gpus, h.role);
         deps_.peers->Join(addr);
@@ -496,7 +498,7 @@ void Formation::PollerLoop() {
     lock.lock();
     if (stop_) return;
     if (st.ok() || st.code() == StatusCode::kCancelled) {
-      errors = Backoff(policy, rng());
+      errors = Backoff(kSqsErrorBackoff, rng());
       continue;
     }
     spdlog::warn("discovery: polling the queue: {}", st.ToString());

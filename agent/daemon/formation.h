@@ -130,7 +130,9 @@ class Formation {
   void Post(std::function<void()> task);
   void Prepare(Roster roster);
   void Signal(Roster roster);
-  Result<std::string> QueueUrl(SqsClient& sqs);
+  // Opens the discovery queue on first use (a name is resolved with GetQueueUrl); the sender and the
+  // poller each open their own, on their own client.
+  Status OpenQueue(SqsClient& sqs, std::unique_ptr<DiscoveryQueue>& queue);
 
   Deps deps_;
   const FormationOptions options_;
@@ -149,7 +151,8 @@ class Formation {
   std::string prepare_error_;        // the last failed attempt's reason, shown in the phase line
   MonoTime prepare_retry_at_{};
   uint64_t signaled_gen_ = 0;        // CloudFormation signal sent (or being sent) for this generation
-  std::set<std::string> seen_;
+  std::set<std::string> seen_;       // every member alive at some tick of this formation
+  std::set<std::string> alive_;      // alive at the last tick
   std::optional<MonoTime> change_since_;  // reseal: when the current difference from the roster began
   std::string change_signature_;
   bool want_hello_ = false, want_poll_ = false;
