@@ -101,7 +101,7 @@ Status ClusterRuntime::Setup() {
     if (id.ok() || stopping_) break;
     if (id.status().code() == StatusCode::kInvalidArgument) return id.status();
     const std::string why = id.status().ToString();
-    on_phase_("identify", "identify: waiting for instance metadata: " + why);
+    on_phase_("identify", "identify: waiting for instance metadata: " + why, false);  // the warning below logs it
     spdlog::warn("identify: {}; retrying", why);
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait_for(lock, std::max<Duration>(std::chrono::milliseconds(100), *backoff.NextDelay()), [&] { return stopping_.load(); });
@@ -221,7 +221,7 @@ void ClusterRuntime::Run() {
   Status st = Setup();
   if (!st.ok() && st.code() != StatusCode::kCancelled) {
     spdlog::critical("cluster: cannot start: {}", st.ToString());
-    on_phase_("failed", "failed: " + st.ToString());
+    on_phase_("failed", "failed: " + st.ToString(), false);  // logged just above
   }
 }
 

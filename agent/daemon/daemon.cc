@@ -33,7 +33,7 @@ spdlog::level::level_enum Daemon::EffectiveLevel(const Config& c) const {
   return level.ok() ? *level : spdlog::level::info;
 }
 
-void Daemon::SetPhase(std::string phase, std::string detail) {
+void Daemon::SetPhase(std::string phase, std::string detail, bool log) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     phase_ = phase;
@@ -41,7 +41,7 @@ void Daemon::SetPhase(std::string phase, std::string detail) {
   }
   SetLogField("PHASE", phase);
   notifier_.Status(detail);
-  spdlog::info("phase {}: {}", phase, detail);
+  if (log) spdlog::info("phase {}: {}", phase, detail);
 }
 
 StatusSnapshot Daemon::GetStatus() {
@@ -153,7 +153,7 @@ int Daemon::Run() {
     // The runtime identifies the node and forms the cluster on threads of its own: the socket serves
     // (and systemd hears READY=1) at once, so that boot never waits on other nodes.
     runtime_ = std::make_unique<ClusterRuntime>(
-        env_, config, [this](const std::string& phase, const std::string& detail) { SetPhase(phase, detail); },
+        env_, config, [this](const std::string& phase, const std::string& detail, bool log) { SetPhase(phase, detail, log); },
         [] { ::kill(::getpid(), SIGTERM); });
   } else {
     Result<std::unique_ptr<Membership>> membership = Membership::Start(env_, config);

@@ -40,7 +40,8 @@ class Daemon final : public ControlHandler {
   MemberListSnapshot ListMembers() override;
 
  private:
-  void SetPhase(std::string phase, std::string detail);
+  // log: write the phase line to the journal too (false when only a countdown in it moved).
+  void SetPhase(std::string phase, std::string detail, bool log = true);
   void Reload();
   spdlog::level::level_enum EffectiveLevel(const Config& c) const;
 

@@ -310,6 +310,8 @@ void Formation::PublishMeta() {
 
 void Formation::UpdatePhase(const View& v, MonoTime) {
   std::string phase, detail;
+  std::string countdown;  // part of the detail that changes every second: STATUS= shows it, the journal not
+  bool log = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     FormationStatus& s = status_;
@@ -333,14 +335,14 @@ void Formation::UpdatePhase(const View& v, MonoTime) {
       detail = "failed: " + held_.failure;
     } else if (held_.generation == 0) {
       const bool leading = v.leader == self_.instance_id;
-      const std::string deadline = leading && s.deadline_in_ms >= 0 ? ", deadline in " + FormatDuration(std::chrono::milliseconds(s.deadline_in_ms)) : "";
+      countdown = leading && s.deadline_in_ms >= 0 ? ", deadline in " + FormatDuration(std::chrono::milliseconds(s.deadline_in_ms)) : "";
       if (v.alive.size() >= options_.seal.expected_nodes || (leading && s.deadline_in_ms == 0)) {
         phase = "roster";
         detail = "roster: " + std::to_string(v.alive.size()) + "/" + expected + " nodes, " +
                  (leading ? std::string("sealing") : "waiting for leader " + v.leader + " to seal");
       } else {
         phase = "discover";
-        detail = "discover: " + std::to_string(v.alive.size()) + "/" + expected + " nodes" + deadline;
+        detail = "discover: " + std::to_string(v.alive.size()) + "/" + expected + " nodes";
       }
     } else if (s.rank < 0) {
       phase = "standby";
@@ -362,13 +364,16 @@ void Formation::UpdatePhase(const View& v, MonoTime) {
         Post([this, r = held_] { Signal(r); });
       }
     }
-    s.phase = phase;
-    s.detail = detail;
-    if (phase == last_phase_ && detail == last_detail_) return;
+    log = phase != last_phase_ || detail != last_detail_;
     last_phase_ = phase;
     last_detail_ = detail;
+    detail += countdown;
+    s.phase = phase;
+    s.detail = detail;
+    if (!log && detail == last_shown_) return;
+    last_shown_ = detail;
   }
-  if (deps_.on_phase) deps_.on_phase(phase, detail);
+  if (deps_.on_phase) deps_.on_phase(phase, detail, log);
 }
 
 void Formation::Post(std::function<void()> task) {

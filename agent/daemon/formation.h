@@ -99,7 +99,9 @@ class Formation {
     std::string key;                   // the cluster key (HELLO signatures)
     MountManager* mounts = nullptr;    // null: no shared storage
     HttpClient* http = nullptr;        // CloudFormation signals
-    std::function<void(const std::string& phase, const std::string& detail)> on_phase;
+    // At each change of the phase line; log is false when only a countdown moved (STATUS= shows it, the
+    // journal gets a line only when something else changed).
+    std::function<void(const std::string& phase, const std::string& detail, bool log)> on_phase;
   };
   // Everything in deps must outlive the Formation. stopping: set by Stop(); the SQS sender and the mount
   // manager were built with it as their cancel flag, so that no retry outlives the agent. poll_cancel: the
@@ -157,7 +159,8 @@ class Formation {
   std::string change_signature_;
   bool want_hello_ = false, want_poll_ = false;
   std::string queue_url_;
-  std::string last_phase_, last_detail_;
+  std::string last_phase_, last_detail_;  // as last logged (without the countdown)
+  std::string last_shown_;                 // as last reported, countdown included
   FormationStatus status_;
   swim::MemberMeta published_;
   MonoTime last_nudge_{};

@@ -27,6 +27,20 @@ using testing::LocalCluster;
 using testing::Range;
 using Cluster = LocalCluster;
 
+// Journal lines "phase X: ..." that repeat the previous one but for the ", deadline in ..." countdown.
+int RepeatedPhaseLines(const std::string& log) {
+  int repeats = 0;
+  std::string previous;
+  for (size_t p = log.find(" phase "); p != std::string::npos; p = log.find(" phase ", p + 1)) {
+    std::string line = log.substr(p, log.find('\n', p) - p);
+    line = line.substr(0, line.find(" instance_id="));
+    line = line.substr(0, line.find(", deadline in "));
+    repeats += line == previous;
+    previous = line;
+  }
+  return repeats;
+}
+
 TEST(FormationProcessTest, EightNodesInRandomOrderFormOneCluster) {
   Cluster c(8, {.expected = 8});
   ASSERT_EQ(c.error(), "");
@@ -101,6 +115,8 @@ TEST(FormationProcessTest, ShrinksAtTheDeadlineOrFailsBelowMinNodes) {
     std::this_thread::sleep_for(milliseconds(300));
     auto signals = c.Signals();
     ASSERT_EQ(signals.size(), 1u) << "min " << min;
+    // The leader waited 3 s with its STATUS= counting down; the journal got no line per second.
+    EXPECT_EQ(RepeatedPhaseLines(c.Log(0)), 0) << c.Log(0);
     if (min == 6) {
       EXPECT_EQ(s->cluster->roster.size(), 8u);
       EXPECT_EQ(signals[0]["Status"], "SUCCESS");
