@@ -21,6 +21,7 @@
 namespace {
 
 using namespace std::chrono;
+using dlagent::testing::CpuSeconds;
 using dlagent::testing::LocalCluster;
 using dlagent::testing::Range;
 
@@ -83,7 +84,19 @@ int Run(int n, int after_s, bool trace) {
   const double ready_s = Seconds(steady_clock::now() - last_start);
   const std::string leader = c.Status(0)->cluster->leader;
   const Requests formed = Count(c, n, leader);
+  // CPU of a formed cluster at rest, beside `sleep` over the same window (the floor of any process).
+  dlagent::testing::Subprocess floor({"/bin/sleep", std::to_string(after_s + 5)}, {}, "/dev/null");
+  std::vector<double> cpu0(n);
+  for (int i = 0; i < n; ++i) cpu0[i] = CpuSeconds(c.Pid(i));
+  const double floor0 = CpuSeconds(floor.pid());
   std::this_thread::sleep_for(seconds(after_s));
+  double cpu_sum = 0, cpu_max = 0;
+  for (int i = 0; i < n; ++i) {
+    const double pct = (CpuSeconds(c.Pid(i)) - cpu0[i]) / after_s * 100.0;
+    cpu_sum += pct;
+    cpu_max = std::max(cpu_max, pct);
+  }
+  const double floor_pct = (CpuSeconds(floor.pid()) - floor0) / after_s * 100.0;
   const Requests later = Count(c, n, leader);
   const double per_min = 60.0 / after_s;
   std::printf("%3d agents: all READY %.2f s after the last start (goal <= 3 s); one agent alone serves its socket %.3f s after start "
@@ -94,6 +107,9 @@ int Run(int n, int after_s, bool trace) {
               n > 1 ? static_cast<double>(formed.others_total) / (n - 1) : 0.0);
   std::printf("            SQS requests per minute after it (over %d s): leader %.1f, all other nodes together %.1f (goal 0)\n", after_s,
               (later.leader - formed.leader) * per_min, (later.others_total - formed.others_total) * per_min);
+  std::printf("            CPU per agent at rest after it: %.3f%% of a core on average, %.3f%% at most; `sleep` over the same "
+              "window: %.3f%% (baseline)\n",
+              cpu_sum / n, cpu_max, floor_pct);
   return 0;
 }
 

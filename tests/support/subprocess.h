@@ -9,6 +9,9 @@
 
 namespace dlagent::testing {
 
+// CPU time (user + system) a process has used so far, in seconds; 0 when it cannot be read.
+double CpuSeconds(int pid);
+
 class Subprocess {
  public:
   // env entries "NAME=value" are added to (or replace in) the inherited environment.
