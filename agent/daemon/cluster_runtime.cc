@@ -42,9 +42,9 @@ IdentitySnapshot ClusterRuntime::Identity() {
   return identity_;
 }
 
-std::optional<FormationStatus> ClusterRuntime::Formation() {
+std::optional<ClusterSnapshot> ClusterRuntime::Cluster() {
   if (!running_) return std::nullopt;
-  return formation_->Snapshot();
+  return formation_->Snapshot().cluster;
 }
 
 MemberListSnapshot ClusterRuntime::Members() {

@@ -36,8 +36,8 @@ class ClusterRuntime {
   void Stop();
 
   IdentitySnapshot Identity();
-  // nullopt until the formation runs.
-  std::optional<FormationStatus> Formation();
+  // The formation as agentctl status shows it; nullopt until it runs.
+  std::optional<ClusterSnapshot> Cluster();
   MemberListSnapshot Members();
 
  private:

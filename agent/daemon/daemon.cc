@@ -3,7 +3,6 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <ctime>
 #include <tuple>
@@ -61,26 +60,7 @@ StatusSnapshot Daemon::GetStatus() {
   s.socket_path = config_.agent.socket;
   if (runtime_) {
     s.identity = runtime_->Identity();
-    if (std::optional<FormationStatus> f = runtime_->Formation()) {
-      ClusterSnapshot c;
-      c.leader = f->leader;
-      c.generation = f->generation;
-      c.rank = f->rank;
-      for (size_t i = 0; i < f->roster.size(); ++i) {
-        const RosterNode& n = f->roster[i];
-        const bool prepared = std::find(f->unprepared.begin(), f->unprepared.end(), n.instance_id) == f->unprepared.end();
-        c.roster.push_back({static_cast<uint32_t>(i), n.instance_id, n.ip, n.gpus, prepared});
-      }
-      c.failure = f->failure;
-      c.alive = static_cast<uint32_t>(f->alive);
-      c.expected = static_cast<uint32_t>(f->expected);
-      c.deadline_in_ms = f->deadline_in_ms;
-      c.sqs_requests = f->sqs_requests;
-      c.hellos_sent = f->hellos_sent;
-      c.hellos_accepted = f->hellos_accepted;
-      c.hellos_refused = f->hellos_refused;
-      s.cluster = std::move(c);
-    }
+    s.cluster = runtime_->Cluster();
   }
   return s;
 }

@@ -53,7 +53,7 @@ Formation::Formation(Deps deps, FormationOptions options, SelfInfo self, std::at
       started_(deps_.env->NowMono()) {
   published_ = self_.meta;
   status_.phase = "discover";
-  status_.expected = options_.seal.expected_nodes;
+  status_.cluster.expected = static_cast<uint32_t>(options_.seal.expected_nodes);
 }
 
 Formation::~Formation() { Stop(); }
@@ -84,12 +84,12 @@ FormationStatus Formation::Snapshot() {
   for (const DiscoveryQueue* q : {send_queue_.get(), poll_queue_.get()}) {
     if (!q) continue;
     DiscoveryCounters c = q->counters();
-    s.hellos_sent += c.sent;
-    s.hellos_accepted += c.accepted;
-    for (const auto& [verdict, n] : c.refused) s.hellos_refused += n;
+    s.cluster.hellos_sent += c.sent;
+    s.cluster.hellos_accepted += c.accepted;
+    for (const auto& [verdict, n] : c.refused) s.cluster.hellos_refused += n;
   }
-  if (deps_.sqs_sender) s.sqs_requests += deps_.sqs_sender->requests();
-  if (deps_.sqs_poller) s.sqs_requests += deps_.sqs_poller->requests();
+  if (deps_.sqs_sender) s.cluster.sqs_requests += deps_.sqs_sender->requests();
+  if (deps_.sqs_poller) s.cluster.sqs_requests += deps_.sqs_poller->requests();
   return s;
 }
 
@@ -238,10 +238,10 @@ void Formation::Lead(const View& v, MonoTime now) {
   if (held_.generation == 0) {
     SealDecision d = DecideSeal(options_.seal, options_.cluster, 1, self_.instance_id, v.alive, seen_, started_, now);
     if (d.kind == SealDecision::kWaiting) {
-      status_.deadline_in_ms = std::chrono::duration_cast<std::chrono::milliseconds>(d.deadline_in).count();
+      status_.cluster.deadline_in_ms = std::chrono::duration_cast<std::chrono::milliseconds>(d.deadline_in).count();
       return;
     }
-    status_.deadline_in_ms = -1;
+    status_.cluster.deadline_in_ms = -1;
     if (d.kind == SealDecision::kFailed) {
       Roster failed{options_.cluster, 1, self_.instance_id, {}, d.reason};
       for (const Candidate& c : v.alive) failed.nodes.push_back({c.instance_id, c.ip, c.gpus, c.master});
@@ -315,19 +315,22 @@ void Formation::UpdatePhase(const View& v, MonoTime) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     FormationStatus& s = status_;
-    s.leader = v.leader;
-    s.alive = v.alive.size();
-    s.generation = held_.generation;
-    s.roster = held_.nodes;
-    s.failure = held_.failure;
-    s.rank = -1;
+    ClusterSnapshot& c = s.cluster;
+    c.leader = v.leader;
+    c.alive = static_cast<uint32_t>(v.alive.size());
+    c.generation = held_.generation;
+    c.failure = held_.failure;
+    c.rank = -1;
+    c.roster.clear();
     s.unprepared.clear();
+    if (v.leader != self_.instance_id) c.deadline_in_ms = -1;  // only the leader's deadline counts
     for (size_t i = 0; i < held_.nodes.size(); ++i) {
       const RosterNode& n = held_.nodes[i];
-      if (n.instance_id == self_.instance_id) s.rank = static_cast<int>(i);
+      if (n.instance_id == self_.instance_id) c.rank = static_cast<int32_t>(i);
       const bool acked = n.instance_id == self_.instance_id ? applied_gen_ >= held_.generation
                                                             : v.meta.count(n.instance_id) && v.meta.at(n.instance_id).applied_gen >= held_.generation;
       if (!acked) s.unprepared.push_back(n.instance_id);
+      c.roster.push_back({static_cast<uint32_t>(i), n.instance_id, n.ip, n.gpus, acked});
     }
     const std::string expected = std::to_string(options_.seal.expected_nodes);
     if (!held_.failure.empty()) {
@@ -335,8 +338,8 @@ void Formation::UpdatePhase(const View& v, MonoTime) {
       detail = "failed: " + held_.failure;
     } else if (held_.generation == 0) {
       const bool leading = v.leader == self_.instance_id;
-      countdown = leading && s.deadline_in_ms >= 0 ? ", deadline in " + FormatDuration(std::chrono::milliseconds(s.deadline_in_ms)) : "";
-      if (v.alive.size() >= options_.seal.expected_nodes || (leading && s.deadline_in_ms == 0)) {
+      countdown = c.deadline_in_ms >= 0 ? ", deadline in " + FormatDuration(std::chrono::milliseconds(c.deadline_in_ms)) : "";
+      if (v.alive.size() >= options_.seal.expected_nodes || (leading && c.deadline_in_ms == 0)) {
         phase = "roster";
         detail = "roster: " + std::to_string(v.alive.size()) + "/" + expected + " nodes, " +
                  (leading ? std::string("sealing") : "waiting for leader " + v.leader + " to seal");
@@ -344,12 +347,12 @@ void Formation::UpdatePhase(const View& v, MonoTime) {
         phase = "discover";
         detail = "discover: " + std::to_string(v.alive.size()) + "/" + expected + " nodes";
       }
-    } else if (s.rank < 0) {
+    } else if (c.rank < 0) {
       phase = "standby";
       detail = "standby: not in roster generation " + std::to_string(held_.generation) + " (" + std::to_string(held_.nodes.size()) + " nodes)";
     } else if (applied_gen_ < held_.generation) {
       phase = "prepare";
-      detail = "prepare: generation " + std::to_string(held_.generation) + ", rank " + std::to_string(s.rank) + ": " +
+      detail = "prepare: generation " + std::to_string(held_.generation) + ", rank " + std::to_string(c.rank) + ": " +
                (prepare_error_.empty() ? "storage and node files" : "failed, retrying every " + FormatDuration(kPrepareRetry) + ": " + prepare_error_);
     } else if (!s.unprepared.empty()) {
       phase = "prepare";
@@ -357,7 +360,7 @@ void Formation::UpdatePhase(const View& v, MonoTime) {
                " nodes prepared, waiting for " + Names(s.unprepared, 4);
     } else {
       phase = "ready";
-      detail = "ready: rank " + std::to_string(s.rank) + " of " + std::to_string(held_.nodes.size()) + " nodes, generation " +
+      detail = "ready: rank " + std::to_string(c.rank) + " of " + std::to_string(held_.nodes.size()) + " nodes, generation " +
                std::to_string(held_.generation) + ", leader " + held_.leader;
       if (held_.leader == self_.instance_id && !options_.wait_handle_url.empty() && signaled_gen_ < held_.generation) {
         signaled_gen_ = held_.generation;

@@ -29,6 +29,7 @@
 #include <set>
 #include <thread>
 
+#include "agent/rpc/control_handler.h"
 #include "bootstrap/aws/http_client.h"
 #include "bootstrap/discovery/discovery_queue.h"
 #include "bootstrap/discovery/roster_sealer.h"
@@ -76,16 +77,8 @@ struct SelfInfo {
 struct FormationStatus {
   std::string phase;   // discover, roster, prepare, ready, standby, failed
   std::string detail;  // one line, as systemd's STATUS=
-  std::string leader;
-  uint64_t generation = 0;
-  std::vector<RosterNode> roster;
-  int rank = -1;                       // in the roster; -1 when not in it
-  std::vector<std::string> unprepared; // roster members that have not acked the generation
-  std::string failure;
-  size_t alive = 0, expected = 0;
-  int64_t deadline_in_ms = -1;         // discover/roster on the leader: time left to join_deadline
-  uint64_t sqs_requests = 0;
-  uint64_t hellos_sent = 0, hellos_accepted = 0, hellos_refused = 0;
+  std::vector<std::string> unprepared;  // roster members that have not acked the generation
+  ClusterSnapshot cluster;              // what agentctl status shows
 };
 
 class Formation {
