@@ -15,6 +15,7 @@ namespace {
 
 constexpr Duration kNudgeInterval = std::chrono::seconds(1);
 constexpr Duration kPrepareRetry = std::chrono::seconds(10);
+constexpr Duration kFetchRetry = std::chrono::seconds(1);
 // Between failed SQS calls (each already retried by the client): 1 s growing to 30 s, never giving up.
 const BackoffPolicy kSqsErrorBackoff{std::chrono::seconds(1), std::chrono::seconds(30), 2.0, 0, Duration(0)};
 
@@ -126,7 +127,7 @@ Formation::View Formation::Observe(MonoTime) {
 
 void Formation::Tick(MonoTime now) {
   View v = Observe(now);
-  Adopt(v);
+  Adopt(v, now);
   std::unique_lock<std::mutex> lock(mu_);
   alive_.clear();
   for (const Candidate& c : v.alive) {
@@ -184,7 +185,8 @@ void Formation::Nudge(const View& v, MonoTime now) {
   deps_.peers->Join(v.addr.at(target));
 }
 
-void Formation::Adopt(const View& v) {
+void Formation::Adopt(const View& v, MonoTime now) {
+  if (now < next_fetch_) return;  // the last fetch failed: not again every tick
   std::string best_name;
   std::pair<uint32_t, std::string> best;
   {
@@ -199,11 +201,15 @@ void Formation::Adopt(const View& v) {
   if (best_name.empty()) return;
   Result<Roster> r = deps_.peers->FetchRoster(v.addr.at(best_name));
   if (!r.ok()) {
-    spdlog::warn("cluster: cannot fetch roster generation {} from {}: {}", best.first, best_name, r.status().ToString());
+    spdlog::warn("cluster: cannot fetch roster generation {} from {}: {}; trying again in {}", best.first, best_name, r.status().ToString(),
+                 FormatDuration(kFetchRetry));
+    next_fetch_ = now + kFetchRetry;
     return;
   }
   if (r->cluster != options_.cluster || std::pair<uint32_t, std::string>{static_cast<uint32_t>(r->generation), r->leader} < best) {
-    spdlog::warn("cluster: {} served roster {}/{} of cluster {}, not the one it announced", best_name, r->generation, r->leader, r->cluster);
+    spdlog::warn("cluster: {} served roster {}/{} of cluster {}, not the one it announced; trying again in {}", best_name, r->generation,
+                 r->leader, r->cluster, FormatDuration(kFetchRetry));
+    next_fetch_ = now + kFetchRetry;
     return;
   }
   std::lock_guard<std::mutex> lock(mu_);

@@ -114,7 +114,7 @@ class Formation {
   void TickLoop();
   void Tick(MonoTime now);
   View Observe(MonoTime now);
-  void Adopt(const View& v);
+  void Adopt(const View& v, MonoTime now);
   void Lead(const View& v, MonoTime now);
   void PublishMeta();
   void UpdatePhase(const View& v, MonoTime now);
@@ -157,6 +157,7 @@ class Formation {
   FormationStatus status_;
   swim::MemberMeta published_;
   MonoTime last_nudge_{};
+  MonoTime next_fetch_{};  // tick thread only
   std::mt19937_64 nudge_rng_{std::random_device{}()};
   std::deque<std::function<void()>> tasks_;
   // Created by their threads once the queue URL is known; read by Status() for counters.
