@@ -11,7 +11,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <random>
+#include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -83,6 +85,12 @@ TEST(FormationProcessTest, EightNodesInRandomOrderFormOneCluster) {
   EXPECT_EQ(workers, "deeplearning-worker1\ndeeplearning-worker2\ndeeplearning-worker3\ndeeplearning-worker4\n"
                      "deeplearning-worker5\ndeeplearning-worker6\ndeeplearning-worker7\ndeeplearning-worker8\n");
   if (Cluster::root()) {
+    // Every node is a network namespace of its own (and its identity came from the emulator at the default
+    // metadata address inside it: the agents' configs name no endpoint).
+    std::set<std::string> netns = {std::filesystem::read_symlink("/proc/self/ns/net")};
+    for (int i = 0; i < 8; ++i) netns.insert(std::filesystem::read_symlink("/proc/" + std::to_string(c.Pid(i)) + "/ns/net"));
+    EXPECT_EQ(netns.size(), 9u);
+    EXPECT_EQ(c.Ip(3).rfind("10.", 0), 0u) << c.Ip(3);
     // Every node writes through its own mount namespace (unshare execs the agent: same pid); all writes
     // land in the one shared directory.
     for (int i = 0; i < 8; ++i) {

@@ -1,9 +1,14 @@
 #include "tests/support/local_cluster.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <functional>
 #include <random>
 #include <thread>
 
@@ -18,6 +23,43 @@ namespace {
 using namespace std::chrono;
 
 constexpr char kKeyHex[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const std::string kNetnsScript = std::string(DLAGENT_SOURCE_DIR) + "/scripts/netns";
+
+Status EnterNetns(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno("netns", "open " + path, errno);
+  const int rc = ::setns(fd, CLONE_NEWNET);
+  const int err = errno;
+  ::close(fd);
+  return rc == 0 ? Status::Ok() : Status::FromErrno("netns", "enter " + path, err);
+}
+
+// Runs fn on a thread inside network namespace `ns`: the sockets it opens and the threads it starts stay
+// there after it returns.
+Status RunInNetns(const std::string& ns, const std::function<Status()>& fn) {
+  Status result = Status::Ok();
+  std::thread([&] {
+    result = EnterNetns("/run/netns/" + ns);
+    if (result.ok()) result = fn();
+  }).join();
+  return result;
+}
+
+// Namespaces named dlt<pid>-* whose process is gone: a test killed before its cluster's destructor ran.
+void RemoveStaleNamespaces() {
+  DIR* d = ::opendir("/run/netns");
+  if (!d) return;
+  std::vector<std::string> stale;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.rfind("dlt", 0) != 0) continue;
+    const int pid = std::atoi(name.c_str() + 3);
+    const size_t dash = name.find('-', name.find('-') + 1);
+    if (pid > 0 && dash != std::string::npos && ::kill(pid, 0) != 0 && errno == ESRCH) stale.push_back(name.substr(0, dash));
+  }
+  ::closedir(d);
+  for (const std::string& prefix : stale) RunCommand({kNetnsScript, "down", prefix});
+}
 
 }  // namespace
 
@@ -29,10 +71,12 @@ std::vector<int> Range(int n) {
 
 LocalCluster::LocalCluster(int n, LocalClusterOptions o) : n_(n), o_(std::move(o)) {
   dir_.Write("key", std::string(kKeyHex) + "\n");
-  port_ = FreePort();
   subnet_ = 10 + static_cast<int>(std::random_device{}() % 200);  // 127.<subnet>.0.K: clusters running at once do not meet
+  if (root() && o_.netns && !MakeNamespaces()) return;
+  port_ = FreePort();
+  const std::string services_ip = netns_.empty() ? "127.0.0.1" : "10." + std::to_string(subnet_) + ".255.254";
   std::string error;
-  sqs_ = SqsEmulator::Start(dir_.path(), &error);
+  sqs_ = SqsEmulator::Start(dir_.path(), &error, services_ip);
   if (!sqs_) {
     error_ = error;
     return;
@@ -48,27 +92,17 @@ LocalCluster::LocalCluster(int n, LocalClusterOptions o) : n_(n), o_(std::move(o
   }
   queue_url_ = *url;
   sqs_endpoint_ = sqs_->endpoint();
-  if (o_.throttle_sqs) StartThrottlingProxy();
+  if (o_.throttle_sqs) StartThrottlingProxy(services_ip);
   cfn_.server().Put("/signal", [this](const httplib::Request& req, httplib::Response& res) {
     std::lock_guard<std::mutex> lock(mu_);
     signals_.push_back(nlohmann::json::parse(req.body, nullptr, false));
     res.status = 200;
   });
-  if (dlagent::Status st = cfn_.Start(); !st.ok()) error_ = st.ToString();
+  if (dlagent::Status st = cfn_.Start(services_ip); !st.ok()) error_ = st.ToString();
   if (root() && o_.storage) ::mkdir(Shared().c_str(), 0755);
-  for (int i = 0; i < n_; ++i) {
-    auto imds = ImdsEmulator::Start(nlohmann::json{{"instance-id", Id(i)},
-                                                   {"instance-type", "p4d.24xlarge"},
-                                                   {"local-ipv4", Ip(i)},
-                                                   {"mac", "0e:00:00:00:00:0" + std::to_string(i % 10)},
-                                                   {"availability-zone", "us-east-1a"},
-                                                   {"region", "us-east-1"}}
-                                        .dump());
-    if (!imds.ok()) {
-      error_ = imds.status().ToString();
-      return;
-    }
-    imds_.push_back(std::move(*imds));
+  imds_.resize(n_);
+  for (int i = 0; i < n_ && error_.empty(); ++i) {
+    if (dlagent::Status st = StartImds(i); !st.ok()) error_ = st.ToString();
   }
   agents_.resize(n_);
 }
@@ -80,11 +114,53 @@ LocalCluster::~LocalCluster() {
   agents_.clear();
   proxy_.Stop();
   cfn_.Stop();
+  imds_.clear();
+  sqs_.reset();
+  if (home_netns_ >= 0) {
+    ::setns(home_netns_, CLONE_NEWNET);
+    ::close(home_netns_);
+    RunCommand({kNetnsScript, "down", netns_});
+  }
+}
+
+bool LocalCluster::MakeNamespaces() {
+  RemoveStaleNamespaces();
+  const std::string name = "dlt" + std::to_string(::getpid()) + "-" + std::to_string(subnet_);
+  RunResult made = RunCommand({kNetnsScript, "up", name, std::to_string(subnet_), std::to_string(n_)}, seconds(60));
+  if (made.exit_code != 0) {
+    error_ = "cannot make network namespaces (scripts/netns up " + name + "): " + made.output;
+    return false;
+  }
+  home_netns_ = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  netns_ = name;
+  if (dlagent::Status st = EnterNetns("/run/netns/" + name + "-s"); home_netns_ < 0 || !st.ok()) {
+    error_ = home_netns_ < 0 ? "cannot open this thread's network namespace" : st.ToString();
+    return false;
+  }
+  return true;
+}
+
+dlagent::Status LocalCluster::StartImds(int i) {
+  const std::string metadata = nlohmann::json{{"instance-id", Id(i)},
+                                              {"instance-type", "p4d.24xlarge"},
+                                              {"local-ipv4", Ip(i)},
+                                              {"mac", "0e:00:00:00:00:0" + std::to_string(i % 10)},
+                                              {"availability-zone", "us-east-1a"},
+                                              {"region", "us-east-1"}}
+                                   .dump();
+  auto start = [&]() -> dlagent::Status {
+    // In a node's namespace the emulator takes the real metadata address, so the agent runs with its default.
+    auto imds = netns_.empty() ? ImdsEmulator::Start(metadata) : ImdsEmulator::Start(metadata, "169.254.169.254", 80);
+    if (!imds.ok()) return imds.status();
+    imds_[i] = std::move(*imds);
+    return dlagent::Status::Ok();
+  };
+  return netns_.empty() ? start() : RunInNetns(Netns(i), start);
 }
 
 bool LocalCluster::root() { return ::geteuid() == 0; }
 std::string LocalCluster::Id(int i) const { return "i-" + std::string(i < 10 ? "0" : "") + std::to_string(i) + "0000000000000a"; }
-std::string LocalCluster::Ip(int i) const { return "127." + std::to_string(subnet_) + "." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1); }
+std::string LocalCluster::Ip(int i) const { return (netns_.empty() ? "127." : "10.") + std::to_string(subnet_) + "." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1); }
 std::string LocalCluster::Sock(int i) const { return dir_.Join("n" + std::to_string(i) + "/agentd.sock"); }
 std::string LocalCluster::Root(int i) const { return dir_.Join("n" + std::to_string(i) + "/root"); }
 std::string LocalCluster::Mount(int i) const { return dir_.Join("n" + std::to_string(i) + "/mnt"); }
@@ -101,8 +177,8 @@ void LocalCluster::Start(int i, bool master) {
                     "\nprofile = \"fast\"\n" +
                     "[discovery]\nqueue = \"formation-test\"\nhello_interval = \"" + o_.hello_interval + "\"\npoll_wait = \"" +
                     o_.poll_wait + "\"\n" +
-                    "[aws]\nregion = \"us-east-1\"\nsqs_endpoint = \"" + sqs_endpoint_ + "\"\nimds_endpoint = \"" + imds_[i]->endpoint() +
-                    "\"\ncfn_wait_handle = \"" + cfn_.url("/signal") + "\"\n" +
+                    "[aws]\nregion = \"us-east-1\"\nsqs_endpoint = \"" + sqs_endpoint_ +
+                    (netns_.empty() ? "\"\nimds_endpoint = \"" + imds_[i]->endpoint() : "") + "\"\ncfn_wait_handle = \"" + cfn_.url("/signal") + "\"\n" +
                     "[node]\ngpus = " + std::to_string(gpus(i)) + "\n" +
                     "[files]\nroot = \"" + Root(i) + "\"\n";
   const bool storage = root() && o_.storage;
@@ -113,6 +189,7 @@ void LocalCluster::Start(int i, bool master) {
   // A mount namespace of its own: its mounts go when it exits, whatever happens to the caller. unshare
   // execs the agent, so the pid is the agent's.
   if (storage) argv.insert(argv.begin(), {"/usr/bin/unshare", "--mount", "--propagation", "private"});
+  if (!netns_.empty()) argv.insert(argv.begin(), {"/usr/bin/nsenter", "--net=/run/netns/" + Netns(i)});
   agents_[i] = std::make_unique<Subprocess>(argv, std::vector<std::string>{"AWS_ACCESS_KEY_ID=AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY=secret"},
                                             dir_.Join("n" + std::to_string(i) + "/log"));
 }
@@ -165,7 +242,7 @@ std::string LocalCluster::ReadFile(int i, const std::string& path) {
   return s.ok() ? *s : "<" + s.status().ToString() + ">";
 }
 
-void LocalCluster::StartThrottlingProxy() {
+void LocalCluster::StartThrottlingProxy(const std::string& host) {
   const std::string target = sqs_->endpoint();
   proxy_.server().new_task_queue = [] { return new httplib::ThreadPool(32); };
   proxy_.server().Post("/.*", [this, target](const httplib::Request& req, httplib::Response& res) {
@@ -191,7 +268,7 @@ void LocalCluster::StartThrottlingProxy() {
     if (r->has_header("x-amzn-query-error")) res.set_header("x-amzn-query-error", r->get_header_value("x-amzn-query-error"));
     res.set_content(r->body, r->get_header_value("Content-Type"));
   });
-  if (dlagent::Status st = proxy_.Start(); !st.ok()) error_ = st.ToString();
+  if (dlagent::Status st = proxy_.Start(host); !st.ok()) error_ = st.ToString();
   sqs_endpoint_ = proxy_.url("");
   throttle_ = true;
 }

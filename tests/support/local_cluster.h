@@ -1,10 +1,18 @@
 #pragma once
-// LocalCluster: agentd processes forming a real cluster on loopback, for tests and benchmarks. Each node
-// has its own address (127.<random>.0.K), its own IMDS emulator and its own files root; fauxqs serves the
-// discovery queue; a local endpoint records CloudFormation signals. As root, every agent runs in a mount
-// namespace of its own (unshare -m) and bind-mounts one shared directory (its mounts vanish with it).
+// LocalCluster: agentd processes forming a real cluster, for tests and benchmarks. Each node has its own
+// address, its own IMDS emulator and its own files root; fauxqs serves the discovery queue; a local endpoint
+// records CloudFormation signals.
 //
-// Thread safety: one thread drives it.
+// As root, every node is a network namespace of its own (scripts/netns: eth0 at 10.<random>.0.K on a bridge,
+// its IMDS emulator at 169.254.169.254:80 inside it, so the agent runs with the default metadata endpoint),
+// fauxqs and the CloudFormation endpoint listen in a services namespace at 10.<random>.255.254, and every
+// agent also has a mount namespace of its own (unshare -m) and bind-mounts one shared directory (its mounts
+// vanish with it). The thread that makes the cluster works inside the services namespace until the cluster
+// is destroyed, which deletes the namespaces (and any that a killed test process left behind); error() says
+// why when they cannot be made. Without root (or with options.netns off) the nodes share loopback at
+// 127.<random>.0.K.
+//
+// Thread safety: one thread makes, drives and destroys it.
 
 #include <signal.h>
 
@@ -38,6 +46,7 @@ struct LocalClusterOptions {
   std::string poll_wait = "5s";
   bool throttle_sqs = false;  // every other SQS request answered with ThrottlingException
   bool storage = true;        // as root: a bind mount of one shared directory
+  bool netns = true;          // as root: a network namespace per node (else loopback addresses)
 };
 
 class LocalCluster {
@@ -73,14 +82,20 @@ class LocalCluster {
   // A node file, by its path under the node's root; "<error>" when it cannot be read.
   std::string ReadFile(int i, const std::string& path);
   int throttled() const { return throttled_.load(); }
+  // The network namespace that node i runs in; empty on loopback.
+  std::string Netns(int i) const { return netns_.empty() ? "" : netns_ + "-" + std::to_string(i); }
 
  private:
-  void StartThrottlingProxy();
+  bool MakeNamespaces();
+  dlagent::Status StartImds(int i);
+  void StartThrottlingProxy(const std::string& host);
 
   const int n_;
   const LocalClusterOptions o_;
   TempDir dir_;
   int port_ = 0, subnet_ = 0;
+  std::string netns_;   // namespace name prefix when nodes live in network namespaces
+  int home_netns_ = -1;  // the making thread's own network namespace, entered again on destruction
   std::string error_;
   std::unique_ptr<SqsEmulator> sqs_;
   std::unique_ptr<HttpClient> http_;

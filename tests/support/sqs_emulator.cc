@@ -10,7 +10,7 @@
 
 namespace dlagent::testing {
 
-std::unique_ptr<SqsEmulator> SqsEmulator::Start(const std::string& work_dir, std::string* error) {
+std::unique_ptr<SqsEmulator> SqsEmulator::Start(const std::string& work_dir, std::string* error, const std::string& host) {
   const std::string dir = std::string(DLAGENT_SOURCE_DIR) + "/tests/emulators/sqs";
   std::string node;
   const char* path = std::getenv("PATH");
@@ -30,7 +30,7 @@ std::unique_ptr<SqsEmulator> SqsEmulator::Start(const std::string& work_dir, std
   }
   auto emulator = std::unique_ptr<SqsEmulator>(new SqsEmulator());
   const std::string log = work_dir + "/fauxqs.log";
-  emulator->process_ = std::make_unique<Subprocess>(std::vector<std::string>{node, dir + "/serve.mjs", "0"},
+  emulator->process_ = std::make_unique<Subprocess>(std::vector<std::string>{node, dir + "/serve.mjs", "0", host},
                                                     std::vector<std::string>{}, log);
   const std::string marker = "listening on ";
   for (int i = 0; i < 300; ++i) {  // node starts in about a second; allow 15 s on a loaded machine

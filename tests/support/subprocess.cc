@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,10 +39,13 @@ Subprocess::Subprocess(std::vector<std::string> argv, std::vector<std::string> e
   if (fd < 0) throw std::runtime_error("cannot create " + output_path_);
   sigset_t none;
   sigemptyset(&none);
+  const pid_t parent = ::getpid();
   pid_ = ::fork();
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
     ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a test killed outright leaves no process behind
+    if (::getppid() != parent) _exit(127);  // ... including one whose parent died before the line above
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::dup2(fd, 1);
     ::dup2(fd, 2);

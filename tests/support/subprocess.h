@@ -1,6 +1,8 @@
 #pragma once
 // A child process for integration tests: started in its own process group with stdout and stderr sent to
 // a file, killed (the whole group) when the object goes away, so that a failing test leaves nothing behind.
+// The child is also killed when the thread that made it ends (PR_SET_PDEATHSIG), so a test process killed
+// outright leaves no agent running: make it on a thread that outlives it.
 
 #include <chrono>
 #include <optional>
