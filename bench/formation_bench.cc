@@ -5,12 +5,15 @@
 // The baseline beside each time: how long one agent alone takes from start to serving its socket (the
 // floor any formation pays), measured in the same run.
 //
-// Usage: formation_bench [--sizes 8,64] [--after SECONDS] [--trace]   (default 8,64 and 30 s of quiet measured;
-// --trace: every agent's phase once a second while forming)
+// Usage: formation_bench [--sizes 8,64] [--after SECONDS] [--trace] [--netns]   (default 8,64 and 30 s of quiet
+// measured; --trace: every agent's phase once a second while forming; --netns: as root, a network namespace
+// per node on a bridge instead of loopback addresses. Each packet then crosses two veths and a bridge, and
+// on 2 cores 64 agents overflow the kernel's per-CPU input backlog: the drops are printed.)
 #include <signal.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <cstring>
 #include <map>
 #include <sstream>
@@ -46,9 +49,18 @@ Requests Count(LocalCluster& c, int n, const std::string& leader) {
   return r;
 }
 
-int Run(int n, int after_s, bool trace) {
+// Packets the kernel dropped because a CPU's input backlog was full (/proc/net/softnet_stat, column 2).
+uint64_t BacklogDrops() {
+  std::ifstream in("/proc/net/softnet_stat");
+  uint64_t total = 0;
+  for (std::string processed, dropped, rest; in >> processed >> dropped && std::getline(in, rest);) total += std::stoull(dropped, nullptr, 16);
+  return total;
+}
+
+int Run(int n, int after_s, bool trace, bool netns) {
   // Starting 64 agents takes a while on 2 cores: a generous deadline, so that the figure is the formation's.
-  LocalCluster c(n, {.expected = n, .join_deadline = "5m", .poll_wait = "20s", .storage = false});
+  LocalCluster c(n, {.expected = n, .join_deadline = "5m", .poll_wait = "20s", .storage = false, .netns = netns});
+  const uint64_t drops0 = BacklogDrops();
   if (!c.error().empty()) {
     std::fprintf(stderr, "formation_bench: cannot start the emulators: %s\n", c.error().c_str());
     return 1;
@@ -79,9 +91,18 @@ int Run(int n, int after_s, bool trace) {
   }
   if (!c.WaitPhase(Range(n), "ready", seconds(120))) {
     std::fprintf(stderr, "formation_bench: %d agents did not all become ready:\n%s", n, c.Describe(Range(n)).c_str());
+    for (int i = 0; i < n; ++i) {
+      if (auto s = c.Status(i); s && s->phase == "ready") continue;
+      const std::string log = c.Log(i);
+      std::fprintf(stderr, "the log of node %d, the first not ready (end):\n%s", i, log.substr(log.size() > 4000 ? log.size() - 4000 : 0).c_str());
+      break;
+    }
+    std::fprintf(stderr, "packets the kernel dropped meanwhile (input backlog full): %llu\n",
+                 static_cast<unsigned long long>(BacklogDrops() - drops0));
     return 1;
   }
   const double ready_s = Seconds(steady_clock::now() - last_start);
+  const uint64_t drops = BacklogDrops() - drops0;
   const std::string leader = c.Status(0)->cluster->leader;
   const Requests formed = Count(c, n, leader);
   // CPU of a formed cluster at rest, beside `sleep` over the same window (the floor of any process).
@@ -99,9 +120,10 @@ int Run(int n, int after_s, bool trace) {
   const double floor_pct = (CpuSeconds(floor.pid()) - floor0) / after_s * 100.0;
   const Requests later = Count(c, n, leader);
   const double per_min = 60.0 / after_s;
-  std::printf("%3d agents: all READY %.2f s after the last start (goal <= 3 s); one agent alone serves its socket %.3f s after start "
-              "(baseline); ratio %.1fx\n",
-              n, ready_s, serve_s, ready_s / serve_s);
+  std::printf("%3d agents (%s): all READY %.2f s after the last start (goal <= 3 s); one agent alone serves its socket %.3f s "
+              "after start (baseline); ratio %.1fx; packets dropped by the kernel meanwhile: %llu\n",
+              n, c.Netns(0).empty() ? "loopback" : "network namespaces", ready_s, serve_s, ready_s / serve_s,
+              static_cast<unsigned long long>(drops));
   std::printf("            SQS requests during formation: leader %llu, each other node at most %llu (%.1f on average)\n",
               static_cast<unsigned long long>(formed.leader), static_cast<unsigned long long>(formed.others_max),
               n > 1 ? static_cast<double>(formed.others_total) / (n - 1) : 0.0);
@@ -118,7 +140,7 @@ int Run(int n, int after_s, bool trace) {
 int main(int argc, char** argv) {
   std::vector<int> sizes = {8, 64};
   int after_s = 30;
-  bool trace = false;
+  bool trace = false, netns = false;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--sizes") && i + 1 < argc) {
       sizes.clear();
@@ -126,15 +148,17 @@ int main(int argc, char** argv) {
       for (std::string part; std::getline(ss, part, ',');) sizes.push_back(std::max(2, std::min(200, std::atoi(part.c_str()))));
     } else if (!std::strcmp(argv[i], "--trace")) {
       trace = true;
+    } else if (!std::strcmp(argv[i], "--netns")) {
+      netns = true;
     } else if (!std::strcmp(argv[i], "--after") && i + 1 < argc) {
       after_s = std::max(1, std::atoi(argv[++i]));
     } else {
-      std::fprintf(stderr, "usage: formation_bench [--sizes 8,64] [--after SECONDS] [--trace]\n");
+      std::fprintf(stderr, "usage: formation_bench [--sizes 8,64] [--after SECONDS] [--trace] [--netns]\n");
       return 2;
     }
   }
   for (int n : sizes) {
-    if (int rc = Run(n, after_s, trace); rc != 0) return rc;
+    if (int rc = Run(n, after_s, trace, netns); rc != 0) return rc;
   }
   return 0;
 }
