@@ -1,0 +1,95 @@
+#pragma once
+// PsClient: a training process's connection to the job's parameter servers.
+//
+//   auto client = PsClient::Connect(PsClientOptions::FromEnv().value()).value();
+//   client->Init(7, weights.size(), weights.data(), sgd);            // collective: every worker calls it
+//   for (...) {
+//     Ticket t = client->PushPull(7, grad.data(), weights.data(), weights.size());
+//     ... other work ...
+//     if (Status st = client->Wait(t); !st.ok()) ...                 // weights now hold the new values
+//   }
+//
+// Push, Pull and PushPull return at once with a ticket; Wait(ticket) blocks until every message of it is
+// answered, and returns the first error, which names the server's address. Every call has a deadline
+// (options.deadline): a server that is gone or a round that never completes ends in an error, not a hang.
+//
+// Buffers: Push copies the gradient into a buffer the client keeps per key (reused, so steady-state steps
+// allocate nothing), so the caller may reuse it at once. PushNoCopy sends straight from the caller's memory:
+// the gradient must stay alive and unchanged until Wait(ticket) has returned. Pull and PushPull write into
+// `out`, which must stay alive until Wait(ticket) has returned and must not be read before.
+//
+// Sync mode: a worker pushes each key once per round and pulls the round's result before its next push
+// (PushPull does both); pulls wait for the round to complete on the server.
+//
+// Thread safety: Push/Pull/PushPull/Wait may be called from several threads, for different keys.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "agent/ps/optimizer.h"
+#include "agent/ps/partition.h"
+#include "bootstrap/common/status.h"
+
+namespace dlagent::ps {
+
+struct PsClientOptions {
+  std::vector<std::string> servers;  // host:port, the same list in the same order on every worker
+  uint32_t rank = 0;
+  uint32_t num_workers = 1;
+  std::chrono::milliseconds deadline{std::chrono::seconds(120)};  // per message, and per Wait
+  uint64_t split_floats = kDefaultSplitFloats;
+  uint64_t chunk_floats = kDefaultChunkFloats;
+
+  // DLPS_SERVERS (comma-separated host:port), DLPS_RANK, DLPS_NUM_WORKERS, and DLPS_DEADLINE (a duration,
+  // optional); an error names the variable that is missing or wrong.
+  static Result<PsClientOptions> FromEnv();
+};
+
+using Ticket = uint64_t;
+
+class PsClient {
+ public:
+  static Result<std::unique_ptr<PsClient>> Connect(const PsClientOptions& options);
+  ~PsClient();  // waits for the messages in flight (each has a deadline)
+
+  // Declares key on its servers (all workers call it with the same length and optimizer); rank 0's
+  // initial values (nullptr: zeros) become the weights; returns after a barrier of all workers.
+  Status Init(uint64_t key, uint64_t length, const float* initial, const OptimizerConfig& optimizer);
+
+  Ticket Push(uint64_t key, const float* grad, uint64_t length);
+  Ticket PushNoCopy(uint64_t key, const float* grad, uint64_t length);
+  Ticket Pull(uint64_t key, float* out, uint64_t length);
+  Ticket PushPull(uint64_t key, const float* grad, float* out, uint64_t length);
+  Status Wait(Ticket ticket);
+
+  // Returns once every worker has called Barrier the same number of times.
+  Status Barrier();
+
+  const PsClientOptions& options() const { return options_; }
+
+ private:
+  struct Server;
+  struct Key;
+  struct Pending;
+  PsClient() = default;
+  Ticket Start(uint64_t key, const float* grad, float* out, uint64_t length, bool copy);
+  void SendPush(const std::shared_ptr<Pending>& p, Server& server, const Key& k, size_t chunk, const float* grad, uint64_t round, float* out);
+  void SendPull(const std::shared_ptr<Pending>& p, Server& server, uint64_t key, uint32_t chunk, uint64_t min_version, float* dst, uint64_t n);
+  Key* FindKey(uint64_t key, uint64_t length, std::string* error);
+
+  PsClientOptions options_;
+  std::vector<std::unique_ptr<Server>> servers_;
+  std::mutex mu_;
+  std::map<uint64_t, std::unique_ptr<Key>> keys_;                 // protected by mu_
+  std::map<Ticket, std::shared_ptr<Pending>> tickets_;            // protected by mu_
+  Ticket next_ticket_ = 1;                                         // protected by mu_
+  uint64_t barriers_ = 0;                                          // protected by mu_
+};
+
+}  // namespace dlagent::ps

@@ -1,0 +1,50 @@
+#pragma once
+// The update a server applies to a slice of weights once a round's gradients are summed (sync) or as each
+// push arrives (async). MXNet's definitions, with g = rescale * gradient + weight_decay * w:
+//   sum:  w = rescale * gradient              (the server only aggregates; workers update)
+//   sgd:  w -= lr * g, or with momentum: m = momentum * m - lr * g; w += m
+//   adam: t += 1; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; w -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)
+// (`sum` ignores weight_decay.)
+//
+// Thread safety: OptimizerState belongs to one slice; callers serialize updates of a slice.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "bootstrap/common/status.h"
+
+namespace dlps::v1 {
+class Optimizer;
+}
+
+namespace dlagent::ps {
+
+struct OptimizerConfig {
+  enum class Kind { kSum, kSgd, kAdam };
+  Kind kind = Kind::kSum;
+  float learning_rate = 0.01f;
+  float momentum = 0;
+  float weight_decay = 0;
+  float beta1 = 0.9f, beta2 = 0.999f, epsilon = 1e-8f;
+  float rescale = 1;
+
+  bool operator==(const OptimizerConfig&) const = default;
+};
+
+// Checks ranges (learning rate > 0 and finite, momentum and betas in [0, 1), epsilon > 0, ...); a proto
+// field left at 0 takes the default above where 0 is not a meaningful value.
+Result<OptimizerConfig> OptimizerFromProto(const dlps::v1::Optimizer& p);
+void OptimizerToProto(const OptimizerConfig& c, dlps::v1::Optimizer* p);
+std::string OptimizerName(OptimizerConfig::Kind kind);
+
+struct OptimizerState {
+  std::vector<float> m, v;  // momentum (sgd) or first and second moments (adam); sized on first use
+  uint64_t steps = 0;
+};
+
+// Applies one update to w[0..n) from grad[0..n) (grad may be overwritten).
+void ApplyUpdate(const OptimizerConfig& c, float* w, float* grad, size_t n, OptimizerState* state);
+
+}  // namespace dlagent::ps

@@ -1,0 +1,42 @@
+// dlps-server: one parameter-server shard as a process of its own (tests, benches, CPU-only server nodes).
+// agentd serves the same shard in-process.
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "agent/ps/server.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"dlps-server: serve one parameter-server shard over gRPC until SIGTERM or SIGINT."};
+  dlagent::ps::ServerOptions o;
+  std::string mode = "sync";
+  app.add_option("--listen", o.listen, "host:port to serve on (port 0: any free port, printed)")->capture_default_str();
+  app.add_option("--workers", o.shard.num_workers, "Workers in the job (a sync round waits for all of them)")->required()->check(CLI::Range(1, 100000));
+  app.add_option("--mode", mode, "sync (a round completes when every worker pushed) or async (each push applied at once)")
+      ->check(CLI::IsMember({"sync", "async"}))
+      ->capture_default_str();
+  app.add_option("--threads", o.shard.threads, "Threads for summing and optimizer updates")->check(CLI::Range(1, 256))->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  o.shard.mode = mode == "sync" ? dlagent::ps::Mode::kSync : dlagent::ps::Mode::kAsync;
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before gRPC starts its threads: they inherit the mask
+
+  auto server = dlagent::ps::PsServer::Start(o);
+  if (!server.ok()) {
+    std::cerr << "dlps-server: " << server.status().ToString() << "\n";
+    return 1;
+  }
+  const std::string host = o.listen.substr(0, o.listen.rfind(':'));
+  std::printf("listening on %s:%d (%s, %u workers)\n", host.c_str(), (*server)->port(), mode.c_str(), o.shard.num_workers);
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&signals, &sig);
+  return 0;
+}

@@ -1,0 +1,89 @@
+#include "agent/ps/optimizer.h"
+
+#include <cmath>
+#include <functional>
+
+#include <gtest/gtest.h>
+
+#include "proto/dlps.pb.h"
+
+namespace dlagent::ps {
+namespace {
+
+// One update of a 3-element slice where every element starts at w and gets gradient g.
+std::vector<float> Step(const OptimizerConfig& c, OptimizerState* state, std::vector<float> w, float g) {
+  std::vector<float> grad(w.size(), g);
+  ApplyUpdate(c, w.data(), grad.data(), w.size(), state);
+  return w;
+}
+
+TEST(OptimizerTest, SgdWithWeightDecay) {
+  OptimizerConfig c{.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 0.1f, .weight_decay = 0.01f};
+  OptimizerState s;
+  // w = (1 - 0.1 * 0.01) * 1 - 0.1 * 0.5
+  for (float w : Step(c, &s, {1, 1, 1}, 0.5f)) EXPECT_NEAR(w, 0.949f, 1e-6);
+}
+
+TEST(OptimizerTest, SgdWithMomentumOverTwoSteps) {
+  OptimizerConfig c{.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 0.1f, .momentum = 0.9f};
+  OptimizerState s;
+  std::vector<float> w = Step(c, &s, {1, 1, 1}, 0.5f);  // m = -0.05, w = 0.95
+  EXPECT_NEAR(w[0], 0.95f, 1e-6);
+  w = Step(c, &s, w, 0.5f);  // m = 0.9 * -0.05 - 0.05 = -0.095, w = 0.855
+  EXPECT_NEAR(w[2], 0.855f, 1e-6);
+  EXPECT_NEAR(s.m[1], -0.095f, 1e-6);
+}
+
+TEST(OptimizerTest, AdamFirstTwoStepsMoveByTheLearningRate) {
+  OptimizerConfig c{.kind = OptimizerConfig::Kind::kAdam, .learning_rate = 0.1f};
+  OptimizerState s;
+  // t=1: m = 0.05, v = 0.00025, lr_t = 0.1 sqrt(0.001) / 0.1; step = lr_t * 0.05 / sqrt(0.00025) = 0.1
+  std::vector<float> w = Step(c, &s, {1, 1, 1}, 0.5f);
+  EXPECT_NEAR(w[0], 0.9f, 1e-5);
+  EXPECT_NEAR(s.v[0], 0.00025f, 1e-8);  // float: 1 - 0.999f is 0.00099998
+  // t=2: m = 0.095, v = 0.00049975, lr_t = 0.1 sqrt(0.001999) / 0.19 = 0.0235317; step = 0.0235317 * 0.095 / 0.0223551
+  w = Step(c, &s, w, 0.5f);
+  EXPECT_NEAR(w[0], 0.8f, 1e-5);
+  // A different gradient: t=3 with g = -1.
+  // m = 0.9*0.095 - 0.1 = -0.0145; v = 0.999*0.00049975 + 0.001 = 0.00149925; lr_t = 0.1 sqrt(1-0.999^3)/(1-0.9^3)
+  const double m = -0.0145, v = 0.999 * 0.00049975 + 0.001, lr_t = 0.1 * std::sqrt(1 - std::pow(0.999, 3)) / (1 - std::pow(0.9, 3));
+  w = Step(c, &s, w, -1.0f);
+  EXPECT_NEAR(w[1], 0.8 - lr_t * m / (std::sqrt(v) + 1e-8), 1e-5);
+}
+
+TEST(OptimizerTest, SumStoresTheRescaledSum) {
+  OptimizerConfig c{.kind = OptimizerConfig::Kind::kSum, .rescale = 0.5f};
+  OptimizerState s;
+  for (float w : Step(c, &s, {7, 7, 7}, 3.0f)) EXPECT_EQ(w, 1.5f);
+}
+
+TEST(OptimizerTest, ProtoDefaultsAndRefusals) {
+  dlps::v1::Optimizer p;
+  p.set_kind("adam");
+  auto c = OptimizerFromProto(p);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->beta2, 0.999f);
+  EXPECT_EQ(c->rescale, 1.0f);
+  dlps::v1::Optimizer back;
+  OptimizerToProto(*c, &back);
+  EXPECT_TRUE(*OptimizerFromProto(back) == *c);
+
+  const std::vector<std::pair<std::function<void(dlps::v1::Optimizer*)>, std::string>> bad = {
+      {[](auto* o) { o->set_kind("rmsprop"); }, "unknown optimizer 'rmsprop'"},
+      {[](auto* o) { o->set_learning_rate(-1); }, "learning_rate must be > 0"},
+      {[](auto* o) { o->set_momentum(1); }, "momentum must be in [0, 1)"},
+      {[](auto* o) { o->set_weight_decay(-0.1f); }, "weight_decay must be >= 0"},
+      {[](auto* o) { o->set_beta1(1.5f); }, "beta1 and beta2"},
+  };
+  for (const auto& [edit, reason] : bad) {
+    dlps::v1::Optimizer o;
+    o.set_kind("sgd");
+    edit(&o);
+    auto r = OptimizerFromProto(o);
+    ASSERT_FALSE(r.ok()) << reason;
+    EXPECT_NE(r.status().ToString().find(reason), std::string::npos) << r.status().ToString();
+  }
+}
+
+}  // namespace
+}  // namespace dlagent::ps

@@ -1,0 +1,110 @@
+#include "agent/ps/shard.h"
+
+#include <future>
+
+#include <gtest/gtest.h>
+
+namespace dlagent::ps {
+namespace {
+
+using namespace std::chrono_literals;
+
+Payload Values(const std::vector<float>& v) {
+  grpc::ByteBuffer b = EncodePush({}, v.data(), v.size(), std::make_shared<std::vector<float>>(v));
+  PushHeader h;
+  Payload p;
+  EXPECT_TRUE(DecodePush(b, &h, &p).ok());
+  return p;
+}
+
+Status PushSync(Shard& shard, PushHeader h, const std::vector<float>& v) {
+  std::promise<Status> done;
+  shard.Push(h, Values(v), [&](const Status& st, uint64_t) { done.set_value(st); });
+  return done.get_future().get();
+}
+
+struct PullResult {
+  Status status;
+  uint64_t version = 0;
+  std::vector<float> values;
+};
+
+std::future<PullResult> PullAsync(Shard& shard, uint64_t key, uint64_t min_version) {
+  auto p = std::make_shared<std::promise<PullResult>>();
+  shard.Pull(key, 0, min_version, [p](const Status& st, uint64_t version, Snapshot s) {
+    p->set_value({st, version, s ? *s : std::vector<float>{}});
+  });
+  return p->get_future();
+}
+
+TEST(ShardTest, SyncRoundWaitsForEveryWorkerThenAppliesTheSum) {
+  Shard shard({.mode = Mode::kSync, .num_workers = 3, .threads = 2});
+  OptimizerConfig sgd{.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 0.5f};
+  ASSERT_TRUE(shard.Init(7, 0, 2, sgd).ok());
+  ASSERT_TRUE(PushSync(shard, {7, 0, 0, 0, /*assign=*/true}, {10, 20}).ok());
+  auto pull = PullAsync(shard, 7, 1);
+  ASSERT_TRUE(PushSync(shard, {7, 0, 0, 1}, {1, 2}).ok());
+  ASSERT_TRUE(PushSync(shard, {7, 0, 2, 1}, {3, 4}).ok());
+  EXPECT_EQ(pull.wait_for(100ms), std::future_status::timeout) << "rank 1 has not pushed";
+  ASSERT_TRUE(PushSync(shard, {7, 0, 1, 1}, {5, 6}).ok());
+  PullResult r = pull.get();
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  EXPECT_EQ(r.version, 1u);
+  EXPECT_EQ(r.values, (std::vector<float>{10 - 0.5f * 9, 20 - 0.5f * 12}));
+}
+
+TEST(ShardTest, SyncRefusesWrongRoundsDoublePushesStrangersAndWrongLengths) {
+  Shard shard({.mode = Mode::kSync, .num_workers = 2});
+  ASSERT_TRUE(shard.Init(1, 0, 2, {}).ok());
+  Status st = PushSync(shard, {1, 0, 0, 2}, {1, 1});
+  EXPECT_NE(st.ToString().find("pushed round 2 of key 1 chunk 0, but the round in progress is 1"), std::string::npos) << st.ToString();
+  ASSERT_TRUE(PushSync(shard, {1, 0, 0, 1}, {1, 1}).ok());
+  st = PushSync(shard, {1, 0, 0, 1}, {1, 1});
+  EXPECT_NE(st.ToString().find("rank 0 pushed twice in round 1"), std::string::npos) << st.ToString();
+  st = PushSync(shard, {1, 0, 5, 1}, {1, 1});
+  EXPECT_NE(st.ToString().find("rank 5 is outside the job of 2 workers"), std::string::npos) << st.ToString();
+  st = PushSync(shard, {1, 0, 1, 1}, {1, 1, 1});
+  EXPECT_NE(st.ToString().find("holds 2 floats; rank 1 pushed 3"), std::string::npos) << st.ToString();
+  st = PushSync(shard, {2, 0, 1, 1}, {1});
+  EXPECT_EQ(st.code(), StatusCode::kNotFound);
+  auto again = shard.Init(1, 0, 3, {});
+  EXPECT_FALSE(again.ok()) << "redeclared with another length";
+}
+
+TEST(ShardTest, AsyncAppliesEachPushAtOnce) {
+  Shard shard({.mode = Mode::kAsync, .num_workers = 2});
+  ASSERT_TRUE(shard.Init(3, 0, 1, {.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 1}).ok());
+  ASSERT_TRUE(PushSync(shard, {3, 0, 1, 0}, {2}).ok());
+  PullResult r = PullAsync(shard, 3, 0).get();
+  EXPECT_EQ(r.version, 1u);
+  EXPECT_EQ(r.values, std::vector<float>{-2});
+  ASSERT_TRUE(PushSync(shard, {3, 0, 1, 0}, {3}).ok());
+  r = PullAsync(shard, 3, 2).get();
+  EXPECT_EQ(r.values, std::vector<float>{-5});
+}
+
+TEST(ShardTest, FailPendingAnswersWaitingPullsAndBarriers) {
+  Shard shard({.mode = Mode::kSync, .num_workers = 2});
+  ASSERT_TRUE(shard.Init(1, 0, 1, {}).ok());
+  auto pull = PullAsync(shard, 1, 1);
+  std::promise<Status> barrier;
+  shard.Barrier(0, 1, [&](const Status& st) { barrier.set_value(st); });
+  std::this_thread::sleep_for(50ms);
+  shard.FailPending(Status::Unavailable("dlps", "worker 1 is gone"));
+  EXPECT_NE(pull.get().status.ToString().find("worker 1 is gone"), std::string::npos);
+  EXPECT_NE(barrier.get_future().get().ToString().find("worker 1 is gone"), std::string::npos);
+}
+
+TEST(ShardTest, BarrierReleasesWhenAllRanksArrive) {
+  Shard shard({.num_workers = 2});
+  std::promise<Status> a, b;
+  shard.Barrier(1, 1, [&](const Status& st) { a.set_value(st); });
+  auto fa = a.get_future();
+  EXPECT_EQ(fa.wait_for(50ms), std::future_status::timeout);
+  shard.Barrier(0, 1, [&](const Status& st) { b.set_value(st); });
+  EXPECT_TRUE(fa.get().ok());
+  EXPECT_TRUE(b.get_future().get().ok());
+}
+
+}  // namespace
+}  // namespace dlagent::ps
