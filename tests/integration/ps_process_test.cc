@@ -1,0 +1,153 @@
+// dlps-server processes with in-process workers (PsClient, one per thread): 2 servers and 3 workers in
+// sync and async mode, and a server killed under the workers.
+#include <signal.h>
+
+#include <chrono>
+#include <memory>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "agent/ps/client.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
+
+namespace dlagent::ps {
+namespace {
+
+using namespace std::chrono;
+using testing::Subprocess;
+
+struct Servers {
+  Servers(int n, int workers, const std::string& mode) {
+    for (int i = 0; i < n; ++i) {
+      procs.push_back(std::make_unique<Subprocess>(
+          std::vector<std::string>{DLAGENT_DLPS_SERVER, "--listen", "127.0.0.1:0", "--workers", std::to_string(workers), "--mode", mode},
+          std::vector<std::string>{}, dir.Join("server" + std::to_string(i) + ".log")));
+      for (int t = 0; t < 200 && addresses.size() <= static_cast<size_t>(i); ++t) {
+        const std::string out = procs.back()->Output();
+        const size_t at = out.find("listening on ");
+        if (at != std::string::npos && out.find(' ', at + 13) != std::string::npos) {
+          addresses.push_back(out.substr(at + 13, out.find(' ', at + 13) - at - 13));
+        } else {
+          std::this_thread::sleep_for(milliseconds(25));
+        }
+      }
+    }
+  }
+  bool ok() const { return addresses.size() == procs.size(); }
+  PsClientOptions Options(uint32_t rank, uint32_t workers) const {
+    PsClientOptions o;
+    o.servers = addresses;
+    o.rank = rank;
+    o.num_workers = workers;
+    o.deadline = seconds(10);
+    o.split_floats = 1000;   // small enough that the big key is cut over both servers
+    o.chunk_floats = 50000;  // several chunks per part
+    return o;
+  }
+  testing::TempDir dir;
+  std::vector<std::unique_ptr<Subprocess>> procs;
+  std::vector<std::string> addresses;
+};
+
+constexpr uint64_t kBig = 1, kSmall = 2;
+constexpr size_t kBigLength = 300'001, kSmallLength = 10;
+
+// Runs fn(rank, client) on one thread per worker and returns each worker's status.
+std::vector<Status> RunWorkers(const Servers& s, int workers, const std::function<Status(uint32_t, PsClient&)>& fn) {
+  std::vector<Status> results(workers);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < workers; ++r) {
+    threads.emplace_back([&, r] {
+      auto client = PsClient::Connect(s.Options(r, workers));
+      results[r] = client.ok() ? fn(r, **client) : client.status();
+    });
+  }
+  for (auto& t : threads) t.join();
+  return results;
+}
+
+TEST(PsProcessTest, SyncTwoServersThreeWorkersAgreeOnEveryRound) {
+  Servers s(2, 3, "sync");
+  ASSERT_TRUE(s.ok()) << s.procs[0]->Output();
+  const OptimizerConfig sgd{.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 0.1f};
+  std::vector<std::vector<float>> finals(3);
+  auto results = RunWorkers(s, 3, [&](uint32_t rank, PsClient& c) -> Status {
+    std::vector<float> w(kBigLength), small(kSmallLength);
+    for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(i % 97);
+    RETURN_IF_ERROR(c.Init(kBig, kBigLength, w.data(), sgd));
+    RETURN_IF_ERROR(c.Init(kSmall, kSmallLength, nullptr, sgd));
+    for (int round = 1; round <= 4; ++round) {
+      // Gradient rank+1 everywhere: the round's sum is 6, so every weight drops by 0.6.
+      std::vector<float> g(kBigLength, static_cast<float>(rank + 1)), gs(kSmallLength, 1.0f);
+      Ticket a = c.PushPull(kBig, g.data(), w.data(), kBigLength);
+      Ticket b = c.PushPull(kSmall, gs.data(), small.data(), kSmallLength);
+      RETURN_IF_ERROR(c.Wait(a));
+      RETURN_IF_ERROR(c.Wait(b));
+      for (size_t i = 0; i < w.size(); i += 9973) {
+        const float want = static_cast<float>(i % 97) - 0.6f * round;
+        if (std::abs(w[i] - want) > 1e-4f) return Status::Internal("test", "round " + std::to_string(round) + " w[" + std::to_string(i) + "] = " + std::to_string(w[i]));
+      }
+      if (std::abs(small[0] + 0.3f * round) > 1e-5f) return Status::Internal("test", "small key: " + std::to_string(small[0]));
+    }
+    finals[rank] = w;
+    return c.Barrier();
+  });
+  for (int r = 0; r < 3; ++r) EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].ToString();
+  EXPECT_EQ(finals[0], finals[1]);
+  EXPECT_EQ(finals[0], finals[2]);
+}
+
+TEST(PsProcessTest, AsyncAppliesEveryPush) {
+  Servers s(2, 3, "async");
+  ASSERT_TRUE(s.ok());
+  const OptimizerConfig sgd{.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 0.5f};
+  std::vector<float> last(kBigLength);
+  auto results = RunWorkers(s, 3, [&](uint32_t rank, PsClient& c) -> Status {
+    RETURN_IF_ERROR(c.Init(kBig, kBigLength, nullptr, sgd));
+    std::vector<float> g(kBigLength, 1.0f);
+    for (int i = 0; i < 5; ++i) RETURN_IF_ERROR(c.Wait(c.Push(kBig, g.data(), kBigLength)));
+    RETURN_IF_ERROR(c.Barrier());  // every push applied
+    if (rank == 0) RETURN_IF_ERROR(c.Wait(c.Pull(kBig, last.data(), kBigLength)));
+    return Status::Ok();
+  });
+  for (int r = 0; r < 3; ++r) EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].ToString();
+  for (size_t i = 0; i < last.size(); i += 7919) EXPECT_FLOAT_EQ(last[i], -0.5f * 15) << i;
+}
+
+TEST(PsProcessTest, AKilledServerFailsTheNextStepFastNamingIt) {
+  Servers s(2, 1, "sync");
+  ASSERT_TRUE(s.ok());
+  auto c = PsClient::Connect(s.Options(0, 1));
+  ASSERT_TRUE(c.ok());
+  std::vector<float> w(kBigLength, 1.0f), g(kBigLength, 1.0f);
+  ASSERT_TRUE((*c)->Init(kBig, kBigLength, w.data(), {.kind = OptimizerConfig::Kind::kSum}).ok());
+  ASSERT_TRUE((*c)->Wait((*c)->PushPull(kBig, g.data(), w.data(), kBigLength)).ok());
+  s.procs[1]->Signal(SIGKILL);
+  s.procs[1]->Wait(seconds(5));
+  const auto t0 = steady_clock::now();
+  Status st = (*c)->Wait((*c)->PushPull(kBig, g.data(), w.data(), kBigLength));
+  const double took = duration<double>(steady_clock::now() - t0).count();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.ToString().find(s.addresses[1]), std::string::npos) << st.ToString();
+  EXPECT_LT(took, 5.0) << "fails fast, well before the 10 s deadline";
+  std::printf("%s (after %.3f s)\n", st.ToString().c_str(), took);
+}
+
+TEST(PsProcessTest, ARoundThatNeverCompletesEndsAtTheDeadline) {
+  Servers s(1, 2, "sync");
+  ASSERT_TRUE(s.ok());
+  PsClientOptions o = s.Options(0, 2);
+  o.deadline = milliseconds(800);
+  auto c = PsClient::Connect(o);
+  ASSERT_TRUE(c.ok());
+  // Rank 1 never comes: Init's barrier, then a round, end in errors instead of hanging.
+  std::vector<float> w(10, 0.0f);
+  Status st = (*c)->Init(kSmall, 10, w.data(), {});
+  EXPECT_EQ(st.code(), StatusCode::kDeadlineExceeded) << st.ToString();
+  EXPECT_NE(st.ToString().find("barrier"), std::string::npos) << st.ToString();
+}
+
+}  // namespace
+}  // namespace dlagent::ps
