@@ -1,0 +1,261 @@
+// Parameter-server throughput (docs/ps.md), each figure beside the limits measured in the same run:
+//   - raw TCP over loopback (1 MiB writes) and memcpy of the same bytes;
+//   - push, pull and push+pull of 4 MB and 40 MB, 1 worker and 1 dlps-server process;
+//   - sync mode, 40 MB: 2 workers and 1 server, 2 workers and 2 servers;
+//   - minor page faults per steady-state step, in the worker and in the server;
+//   - the server's aggregation plus SGD per core, beside memcpy.
+// Goals (issue 6): 40 MB push and pull >= 2.5 GB/s, a 40 MB push+pull <= 32 ms, a 4 MB push <= 2.5 ms; sync
+// 2x1 push+pull <= 40 ms; 2x2 >= 1.6 GB/s per worker; aggregation + SGD >= 10 GB/s per core.
+//
+// Usage: ps_bench [--steps N]   (default 20 timed steps per figure, after 3 warm-up steps)
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <thread>
+
+#include "agent/ps/client.h"
+#include "agent/ps/optimizer.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
+
+namespace {
+
+using namespace std::chrono;
+using dlagent::Status;
+using dlagent::ps::OptimizerConfig;
+using dlagent::ps::PsClient;
+using dlagent::ps::PsClientOptions;
+using dlagent::ps::Ticket;
+using dlagent::testing::Subprocess;
+
+int steps = 20;
+constexpr int kWarmup = 3;
+constexpr size_t kBig = 10'000'000, kSmall = 1'000'000;  // floats: 40 MB and 4 MB
+
+double Gbs(size_t bytes, double seconds) { return static_cast<double>(bytes) / seconds / 1e9; }
+
+long MinorFaults() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_minflt;
+}
+
+long MinorFaults(int pid) {  // field 10 of /proc/<pid>/stat
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  for (int i = 3; i <= 10 && rest >> field; ++i) {
+    if (i == 10) return std::stol(field);
+  }
+  return 0;
+}
+
+// Loopback TCP moving `bytes` with 1 MiB writes, in GB/s.
+double RawTcp(size_t bytes) {
+  int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  listen(listener, 1);
+  getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  std::thread reader([&] {
+    int c = accept(listener, nullptr, nullptr);
+    std::vector<char> buf(1 << 20);
+    size_t total = 0;
+    while (total < bytes * (steps + kWarmup)) {
+      ssize_t n = read(c, buf.data(), buf.size());
+      if (n <= 0) break;
+      total += static_cast<size_t>(n);
+    }
+    close(c);
+  });
+  int w = socket(AF_INET, SOCK_STREAM, 0);
+  connect(w, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  std::vector<char> src(bytes, 1);
+  auto send_all = [&] {
+    for (size_t off = 0; off < bytes;) {
+      ssize_t n = write(w, src.data() + off, std::min<size_t>(1 << 20, bytes - off));
+      if (n <= 0) return;
+      off += static_cast<size_t>(n);
+    }
+  };
+  for (int i = 0; i < kWarmup; ++i) send_all();
+  const auto t0 = steady_clock::now();
+  for (int i = 0; i < steps; ++i) send_all();
+  close(w);
+  reader.join();
+  close(listener);
+  return Gbs(bytes * steps, duration<double>(steady_clock::now() - t0).count());
+}
+
+double Memcpy(size_t bytes) {
+  std::vector<char> a(bytes, 1), b(bytes, 2);
+  for (int i = 0; i < kWarmup; ++i) std::memcpy(b.data(), a.data(), bytes);
+  const auto t0 = steady_clock::now();
+  for (int i = 0; i < steps; ++i) std::memcpy(b.data(), a.data(), bytes);
+  return Gbs(bytes * steps, duration<double>(steady_clock::now() - t0).count());
+}
+
+struct Server {
+  Server(dlagent::testing::TempDir& dir, int workers, int index) {
+    proc = std::make_unique<Subprocess>(
+        std::vector<std::string>{DLAGENT_DLPS_SERVER, "--listen", "127.0.0.1:0", "--workers", std::to_string(workers), "--threads", "1"},
+        std::vector<std::string>{}, dir.Join("server" + std::to_string(index) + ".log"));
+    for (int t = 0; t < 400 && address.empty(); ++t) {
+      const std::string out = proc->Output();
+      const size_t at = out.find("listening on ");
+      if (at != std::string::npos && out.find(' ', at + 13) != std::string::npos) {
+        address = out.substr(at + 13, out.find(' ', at + 13) - at - 13);
+      } else {
+        std::this_thread::sleep_for(milliseconds(25));
+      }
+    }
+  }
+  std::unique_ptr<Subprocess> proc;
+  std::string address;
+};
+
+std::unique_ptr<PsClient> Connect(const std::vector<std::string>& servers, uint32_t rank, uint32_t workers) {
+  PsClientOptions o;
+  o.servers = servers;
+  o.rank = rank;
+  o.num_workers = workers;
+  auto c = PsClient::Connect(o);
+  if (!c.ok()) {
+    std::fprintf(stderr, "ps_bench: %s\n", c.status().ToString().c_str());
+    std::exit(1);
+  }
+  return std::move(*c);
+}
+
+void Check(const Status& st) {
+  if (!st.ok()) {
+    std::fprintf(stderr, "ps_bench: %s\n", st.ToString().c_str());
+    std::exit(1);
+  }
+}
+
+// Seconds per call of op over `steps` steps after warm-up; also the minor faults per step of this process
+// and of the server.
+struct Timing {
+  double seconds = 0;
+  double faults = 0, server_faults = 0;
+};
+
+template <typename Op>
+Timing Time(Op op, int server_pid) {
+  for (int i = 0; i < kWarmup; ++i) op();
+  const long f0 = MinorFaults(), s0 = MinorFaults(server_pid);
+  const auto t0 = steady_clock::now();
+  for (int i = 0; i < steps; ++i) op();
+  Timing t;
+  t.seconds = duration<double>(steady_clock::now() - t0).count() / steps;
+  t.faults = static_cast<double>(MinorFaults() - f0) / steps;
+  t.server_faults = static_cast<double>(MinorFaults(server_pid) - s0) / steps;
+  return t;
+}
+
+void OneWorker(double tcp) {
+  dlagent::testing::TempDir dir;
+  Server server(dir, 1, 0);
+  if (server.address.empty()) Check(Status::Unavailable("ps_bench", "dlps-server did not start"));
+  auto c = Connect({server.address}, 0, 1);
+  const OptimizerConfig sgd{.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 1e-6f};
+  for (size_t n : {kSmall, kBig}) {
+    std::vector<float> w(n, 1.0f), g(n, 1e-3f);
+    Check(c->Init(n, n, w.data(), sgd));
+    const size_t bytes = n * sizeof(float);
+    Timing push = Time([&] { Check(c->Wait(c->Push(n, g.data(), n))); Check(c->Wait(c->Pull(n, w.data(), n))); }, server.proc->pid());
+    Timing pull = Time([&] { Check(c->Wait(c->Pull(n, w.data(), n))); }, server.proc->pid());
+    Timing pp = Time([&] { Check(c->Wait(c->PushPull(n, g.data(), w.data(), n))); }, server.proc->pid());
+    const double push_s = push.seconds - pull.seconds;  // sync: each push is followed by its pull
+    std::printf("  %2zu MB, 1 worker, 1 server: push %.2f ms (%.2f GB/s), pull %.2f ms (%.2f GB/s), push+pull %.2f ms; "
+                "raw TCP %.2f ms for the same bytes; minor faults per push+pull step: worker %.1f, server %.1f\n",
+                bytes / 1000000, push_s * 1e3, Gbs(bytes, push_s), pull.seconds * 1e3, Gbs(bytes, pull.seconds), pp.seconds * 1e3,
+                bytes / tcp * 1e3, pp.faults, pp.server_faults);
+  }
+}
+
+void SyncWorkers(int workers, int servers, double tcp) {
+  dlagent::testing::TempDir dir;
+  std::vector<std::unique_ptr<Server>> procs;
+  std::vector<std::string> addresses;
+  for (int i = 0; i < servers; ++i) {
+    procs.push_back(std::make_unique<Server>(dir, workers, i));
+    if (procs.back()->address.empty()) Check(Status::Unavailable("ps_bench", "dlps-server did not start"));
+    addresses.push_back(procs.back()->address);
+  }
+  std::vector<double> seconds(workers);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < workers; ++r) {
+    threads.emplace_back([&, r] {
+      auto c = Connect(addresses, static_cast<uint32_t>(r), static_cast<uint32_t>(workers));
+      std::vector<float> w(kBig, 1.0f), g(kBig, 1e-3f);
+      Check(c->Init(1, kBig, w.data(), {.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 1e-6f}));
+      for (int i = 0; i < kWarmup; ++i) Check(c->Wait(c->PushPull(1, g.data(), w.data(), kBig)));
+      Check(c->Barrier());
+      const auto t0 = steady_clock::now();
+      for (int i = 0; i < steps; ++i) Check(c->Wait(c->PushPull(1, g.data(), w.data(), kBig)));
+      seconds[r] = duration<double>(steady_clock::now() - t0).count() / steps;
+    });
+  }
+  for (auto& t : threads) t.join();
+  const double step = *std::max_element(seconds.begin(), seconds.end());
+  std::printf("  40 MB sync, %d workers, %d server%s: push+pull step %.1f ms, %.2f GB/s per worker (pushed and pulled); raw TCP "
+              "moves both directions' bytes in %.1f ms\n",
+              workers, servers, servers > 1 ? "s" : "", step * 1e3, Gbs(2 * kBig * sizeof(float), step), 2 * kBig * sizeof(float) / tcp * 1e3);
+}
+
+void Aggregation(double memcpy_gbs) {
+  // What the server does per round and chunk, on one core: sum a gradient into the merge buffer, then SGD.
+  std::vector<float> w(kBig, 1.0f), sum(kBig, 0.5f), g(kBig, 1e-3f);
+  dlagent::ps::OptimizerState state;
+  const OptimizerConfig sgd{.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 1e-6f};
+  openblas_set_num_threads(1);
+  auto round = [&] {
+    cblas_saxpy(static_cast<blasint>(kBig), 1.0f, g.data(), 1, sum.data(), 1);
+    dlagent::ps::ApplyUpdate(sgd, w.data(), sum.data(), kBig, &state);
+  };
+  for (int i = 0; i < kWarmup; ++i) round();
+  const auto t0 = steady_clock::now();
+  for (int i = 0; i < steps; ++i) round();
+  const double s = duration<double>(steady_clock::now() - t0).count() / steps;
+  std::printf("  server aggregation + SGD, 1 core: %.2f GB/s of gradient (memcpy of the same bytes: %.2f GB/s, ratio %.2f)\n",
+              Gbs(kBig * sizeof(float), s), memcpy_gbs, Gbs(kBig * sizeof(float), s) / memcpy_gbs);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) {
+      steps = std::max(1, std::atoi(argv[++i]));
+    } else {
+      std::fprintf(stderr, "usage: ps_bench [--steps N]\n");
+      return 2;
+    }
+  }
+  const size_t bytes = kBig * sizeof(float);
+  const double tcp = RawTcp(bytes) * 1e9, mem = Memcpy(bytes);
+  std::printf("limits: raw TCP over loopback %.2f GB/s (1 MiB writes), memcpy %.2f GB/s (40 MB)\n", tcp / 1e9, mem);
+  OneWorker(tcp);
+  SyncWorkers(2, 1, tcp);
+  SyncWorkers(2, 2, tcp);
+  Aggregation(mem);
+  return 0;
+}
