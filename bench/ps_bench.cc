@@ -116,15 +116,7 @@ struct Server {
     proc = std::make_unique<Subprocess>(
         std::vector<std::string>{DLAGENT_DLPS_SERVER, "--listen", "127.0.0.1:0", "--workers", std::to_string(workers), "--threads", "1"},
         std::vector<std::string>{}, dir.Join("server" + std::to_string(index) + ".log"));
-    for (int t = 0; t < 400 && address.empty(); ++t) {
-      const std::string out = proc->Output();
-      const size_t at = out.find("listening on ");
-      if (at != std::string::npos && out.find(' ', at + 13) != std::string::npos) {
-        address = out.substr(at + 13, out.find(' ', at + 13) - at - 13);
-      } else {
-        std::this_thread::sleep_for(milliseconds(25));
-      }
-    }
+    address = proc->WaitListening(seconds(10));
   }
   std::unique_ptr<Subprocess> proc;
   std::string address;

@@ -2,6 +2,7 @@
 // sync and async mode, and a server killed under the workers.
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <thread>
@@ -24,18 +25,10 @@ struct Servers {
       procs.push_back(std::make_unique<Subprocess>(
           std::vector<std::string>{DLAGENT_DLPS_SERVER, "--listen", "127.0.0.1:0", "--workers", std::to_string(workers), "--mode", mode},
           std::vector<std::string>{}, dir.Join("server" + std::to_string(i) + ".log")));
-      for (int t = 0; t < 200 && addresses.size() <= static_cast<size_t>(i); ++t) {
-        const std::string out = procs.back()->Output();
-        const size_t at = out.find("listening on ");
-        if (at != std::string::npos && out.find(' ', at + 13) != std::string::npos) {
-          addresses.push_back(out.substr(at + 13, out.find(' ', at + 13) - at - 13));
-        } else {
-          std::this_thread::sleep_for(milliseconds(25));
-        }
-      }
+      addresses.push_back(procs.back()->WaitListening(seconds(10)));
     }
   }
-  bool ok() const { return addresses.size() == procs.size(); }
+  bool ok() const { return std::find(addresses.begin(), addresses.end(), "") == addresses.end(); }
   PsClientOptions Options(uint32_t rank, uint32_t workers) const {
     PsClientOptions o;
     o.servers = addresses;

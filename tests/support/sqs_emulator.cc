@@ -32,19 +32,12 @@ std::unique_ptr<SqsEmulator> SqsEmulator::Start(const std::string& work_dir, std
   const std::string log = work_dir + "/fauxqs.log";
   emulator->process_ = std::make_unique<Subprocess>(std::vector<std::string>{node, dir + "/serve.mjs", "0", host},
                                                     std::vector<std::string>{}, log);
-  const std::string marker = "listening on ";
-  for (int i = 0; i < 300; ++i) {  // node starts in about a second; allow 15 s on a loaded machine
-    std::string out = emulator->process_->Output();
-    size_t at = out.find(marker);
-    if (at != std::string::npos && out.find('\n', at) != std::string::npos) {
-      emulator->endpoint_ = out.substr(at + marker.size(), out.find('\n', at) - at - marker.size());
-      return emulator;
-    }
-    if (emulator->process_->Wait(std::chrono::milliseconds(0))) {
-      *error = "fauxqs exited: " + out;
-      return nullptr;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // node starts in about a second; allow 15 s on a loaded machine
+  emulator->endpoint_ = emulator->process_->WaitListening(std::chrono::seconds(15));
+  if (!emulator->endpoint_.empty()) return emulator;
+  if (emulator->process_->Wait(std::chrono::milliseconds(0))) {
+    *error = "fauxqs exited: " + emulator->process_->Output();
+    return nullptr;
   }
   *error = "fauxqs did not start within 15 s: " + emulator->process_->Output();
   return nullptr;

@@ -84,6 +84,21 @@ std::string Subprocess::Output() const {
   return ss.str();
 }
 
+std::string Subprocess::WaitListening(std::chrono::milliseconds timeout) {
+  const std::string marker = "listening on ";
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const std::string out = Output();
+    const size_t at = out.find(marker);
+    if (at != std::string::npos) {
+      const size_t end = out.find_first_of(" \n", at + marker.size());
+      if (end != std::string::npos) return out.substr(at + marker.size(), end - at - marker.size());
+    }
+    if (std::chrono::steady_clock::now() >= until || Wait(std::chrono::milliseconds(0))) return "";
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 RunResult RunCommand(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
   std::unique_ptr<Env> env = NewPosixEnv();
   ExecRequest req;

@@ -27,6 +27,9 @@ class Subprocess {
   // The raw wait status once the process ended within timeout, else nullopt.
   std::optional<int> Wait(std::chrono::milliseconds timeout);
   std::string Output() const;
+  // The first word after "listening on " in the output (how our servers and emulators announce their
+  // address), once written; empty if the process exits first or nothing comes within timeout.
+  std::string WaitListening(std::chrono::milliseconds timeout);
 
  private:
   int pid_ = -1;
