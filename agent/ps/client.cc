@@ -74,11 +74,44 @@ Result<PsClientOptions> PsClientOptions::FromEnv() {
   return o;
 }
 
+// The Attach stream that tells a server this worker is alive; cancelled by the destructor.
+class Attachment final : public grpc::ClientReadReactor<pb::AttachEvent> {
+ public:
+  Attachment(pb::DlpsControl::Stub& stub, uint32_t rank) {
+    req_.set_rank(rank);
+    stub.async()->Attach(&ctx_, &req_, this);
+    StartRead(&event_);
+    StartCall();
+  }
+  ~Attachment() {
+    ctx_.TryCancel();
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return done_; });
+  }
+  void OnReadDone(bool ok) override {
+    if (ok) StartRead(&event_);
+  }
+  void OnDone(const grpc::Status&) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  grpc::ClientContext ctx_;
+  pb::AttachRequest req_;
+  pb::AttachEvent event_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+};
+
 struct PsClient::Server {
   std::string address;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<grpc::GenericStub> data;
   std::unique_ptr<pb::DlpsControl::Stub> control;
+  std::unique_ptr<Attachment> attachment;
 };
 
 struct PsClient::Key {
@@ -134,6 +167,7 @@ Result<std::unique_ptr<PsClient>> PsClient::Connect(const PsClientOptions& optio
     s->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
     s->data = std::make_unique<grpc::GenericStub>(s->channel);
     s->control = pb::DlpsControl::NewStub(s->channel);
+    s->attachment = std::make_unique<Attachment>(*s->control, options.rank);
     c->servers_.push_back(std::move(s));
   }
   return c;

@@ -18,6 +18,11 @@
 // the gradient must stay alive and unchanged until Wait(ticket) has returned. Pull and PushPull write into
 // `out`, which must stay alive until Wait(ticket) has returned and must not be read before.
 //
+// Liveness: the client holds a stream open to every server while it exists; when a worker's process ends
+// or loses its connection, the servers fail the rounds and barriers in progress with "worker rank R
+// disconnected", and the other workers' Wait returns that error. So destroy a client only after the job's
+// last Barrier.
+//
 // Sync mode: a worker pushes each key once per round and pulls the round's result before its next push
 // (PushPull does both); pulls wait for the round to complete on the server.
 //

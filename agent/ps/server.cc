@@ -138,6 +138,24 @@ class ControlService final : public pb::DlpsControl::CallbackService {
     reactor->Finish(ToGrpc(version.status()));
     return reactor;
   }
+  grpc::ServerWriteReactor<pb::AttachEvent>* Attach(grpc::CallbackServerContext*, const pb::AttachRequest* req) override {
+    // Ends only when the worker goes away (or the server stops): then its job's pending work fails.
+    class Attached final : public grpc::ServerWriteReactor<pb::AttachEvent> {
+     public:
+      Attached(Shard& shard, uint32_t rank) : shard_(shard), rank_(rank) {}
+      void OnCancel() override {
+        shard_.FailPending(Status::Unavailable("dlps-server", "worker rank " + std::to_string(rank_) +
+                                                                  " disconnected (it exited or lost its connection); the rounds in progress fail"));
+        Finish(grpc::Status::CANCELLED);
+      }
+      void OnDone() override { delete this; }
+
+     private:
+      Shard& shard_;
+      const uint32_t rank_;
+    };
+    return new Attached(shard_, req->rank());
+  }
   grpc::ServerUnaryReactor* Barrier(grpc::CallbackServerContext* ctx, const pb::BarrierRequest* req, pb::BarrierReply*) override {
     auto* reactor = ctx->DefaultReactor();
     shard_.Barrier(req->rank(), req->generation(), [reactor](const Status& st) { reactor->Finish(ToGrpc(st)); });

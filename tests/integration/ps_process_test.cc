@@ -128,6 +128,28 @@ TEST(PsProcessTest, AKilledServerFailsTheNextStepFastNamingIt) {
   std::printf("%s (after %.3f s)\n", st.ToString().c_str(), took);
 }
 
+TEST(PsProcessTest, AWorkerThatGoesAwayFailsTheOthersRoundNamingItsRank) {
+  Servers s(2, 2, "sync");
+  ASSERT_TRUE(s.ok());
+  auto c0 = PsClient::Connect(s.Options(0, 2));
+  auto c1 = PsClient::Connect(s.Options(1, 2));
+  ASSERT_TRUE(c0.ok() && c1.ok());
+  std::vector<float> w(kBigLength, 1.0f), g(kBigLength, 1.0f);
+  std::thread init1([&] { ASSERT_TRUE((*c1)->Init(kBig, kBigLength, nullptr, {}).ok()); });
+  ASSERT_TRUE((*c0)->Init(kBig, kBigLength, w.data(), {}).ok());
+  init1.join();
+  // Rank 0 pushes and waits for the round; rank 1 goes away instead of pushing.
+  const auto t0 = steady_clock::now();
+  Ticket t = (*c0)->PushPull(kBig, g.data(), w.data(), kBigLength);
+  std::this_thread::sleep_for(milliseconds(200));
+  c1->reset();
+  Status st = (*c0)->Wait(t);
+  const double took = duration<double>(steady_clock::now() - t0).count();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.ToString().find("worker rank 1 disconnected"), std::string::npos) << st.ToString();
+  EXPECT_LT(took, 5.0) << "well before the 10 s deadline";
+}
+
 TEST(PsProcessTest, ARoundThatNeverCompletesEndsAtTheDeadline) {
   Servers s(1, 2, "sync");
   ASSERT_TRUE(s.ok());
