@@ -113,7 +113,8 @@ TEST(FormationProcessTest, EightNodesInRandomOrderFormOneCluster) {
 
 TEST(FormationProcessTest, ShrinksAtTheDeadlineOrFailsBelowMinNodes) {
   for (int min : {6, 9}) {
-    Cluster c(8, {.expected = 10, .min = min, .join_deadline = "3s"});
+    // 6 s: all 8 must be seen by then even on a loaded 2-core machine (3 s once missed one under parallel tests).
+    Cluster c(8, {.expected = 10, .min = min, .join_deadline = "6s"});
     ASSERT_EQ(c.error(), "");
     for (int i = 0; i < 8; ++i) c.Start(i, i == 0);
     const std::string want = min == 6 ? "ready" : "failed";
@@ -123,7 +124,7 @@ TEST(FormationProcessTest, ShrinksAtTheDeadlineOrFailsBelowMinNodes) {
     std::this_thread::sleep_for(milliseconds(300));
     auto signals = c.Signals();
     ASSERT_EQ(signals.size(), 1u) << "min " << min;
-    // The leader waited 3 s with its STATUS= counting down; the journal got no line per second.
+    // The leader waited 6 s with its STATUS= counting down; the journal got no line per second.
     EXPECT_EQ(RepeatedPhaseLines(c.Log(0)), 0) << c.Log(0);
     if (min == 6) {
       EXPECT_EQ(s->cluster->roster.size(), 8u);
