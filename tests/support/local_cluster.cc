@@ -119,22 +119,27 @@ LocalCluster::~LocalCluster() {
   if (home_netns_ >= 0) {
     ::setns(home_netns_, CLONE_NEWNET);
     ::close(home_netns_);
-    RunCommand({kNetnsScript, "down", netns_});
   }
+  if (!netns_.empty()) RunCommand({kNetnsScript, "down", netns_});
 }
 
 bool LocalCluster::MakeNamespaces() {
   RemoveStaleNamespaces();
+  // The way back first: without it this thread could not leave the services namespace.
+  home_netns_ = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (home_netns_ < 0) {
+    error_ = dlagent::Status::FromErrno("netns", "open /proc/thread-self/ns/net", errno).ToString();
+    return false;
+  }
   const std::string name = "dlt" + std::to_string(::getpid()) + "-" + std::to_string(subnet_);
   RunResult made = RunCommand({kNetnsScript, "up", name, std::to_string(subnet_), std::to_string(n_)}, seconds(60));
   if (made.exit_code != 0) {
     error_ = "cannot make network namespaces (scripts/netns up " + name + "): " + made.output;
-    return false;
+    return false;  // `up` removed what it had made
   }
-  home_netns_ = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  netns_ = name;
-  if (dlagent::Status st = EnterNetns("/run/netns/" + name + "-s"); home_netns_ < 0 || !st.ok()) {
-    error_ = home_netns_ < 0 ? "cannot open this thread's network namespace" : st.ToString();
+  netns_ = name;  // from here on the destructor deletes them
+  if (dlagent::Status st = EnterNetns("/run/netns/" + name + "-s"); !st.ok()) {
+    error_ = st.ToString();
     return false;
   }
   return true;
