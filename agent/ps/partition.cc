@@ -14,12 +14,12 @@ uint32_t ServerForKey(uint64_t key, uint32_t servers) {
 std::vector<Chunk> PlaceKey(uint64_t key, uint64_t length, uint32_t servers, uint64_t split_floats, uint64_t chunk_floats) {
   std::vector<Chunk> chunks;
   auto add_part = [&](uint32_t server, uint64_t offset, uint64_t part_length) {
-    for (uint64_t done = 0; done < part_length || (part_length == 0 && done == 0);) {
+    uint64_t done = 0;
+    do {  // at least one chunk: an empty tensor is one empty chunk
       const uint64_t n = std::min(chunk_floats, part_length - done);
       chunks.push_back({server, static_cast<uint32_t>(chunks.size()), offset + done, n});
       done += n;
-      if (n == 0) break;  // an empty tensor is one empty chunk
-    }
+    } while (done < part_length);
   };
   if (length < split_floats || servers == 1) {
     add_part(ServerForKey(key, servers), 0, length);

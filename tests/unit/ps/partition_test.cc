@@ -38,7 +38,6 @@ TEST(PartitionTest, SmallTensorsStayWholeAndSpreadByHash) {
     const auto chunks = PlaceKey(key, 100, 4);
     ASSERT_EQ(chunks.size(), 1u);
     EXPECT_EQ(chunks[0].server, ServerForKey(key, 4));
-    EXPECT_EQ(PlaceKey(key, 100, 4)[0].server, chunks[0].server) << "the same on every call";
     ++count[chunks[0].server];
   }
   for (uint32_t s = 0; s < 4; ++s) EXPECT_NEAR(count[s], 750, 120) << "server " << s;
