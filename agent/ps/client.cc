@@ -266,8 +266,7 @@ void PsClient::SendPull(const std::shared_ptr<Pending>& p, Server& server, uint6
   req.set_chunk(chunk);
   req.set_rank(options_.rank);
   req.set_min_version(min_version);
-  bool own = false;
-  (void)grpc::GenericSerialize<grpc::ProtoBufferWriter, pb::PullRequest>(req, &call->request, &own);
+  call->request = SerializeSmall(req);
   server.data->UnaryCall(&call->ctx, kPullMethod, grpc::StubOptions(), &call->request, &call->response,
                          [p, &server, call, key, chunk, dst, n](grpc::Status st) {
                            if (!st.ok()) {

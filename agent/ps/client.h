@@ -14,9 +14,9 @@
 // (options.deadline): a server that is gone or a round that never completes ends in an error, not a hang.
 //
 // Buffers: Push copies the gradient into a buffer the client keeps per key (reused, so steady-state steps
-// allocate nothing), so the caller may reuse it at once. PushNoCopy sends straight from the caller's memory:
-// the gradient must stay alive and unchanged until Wait(ticket) has returned. Pull and PushPull write into
-// `out`, which must stay alive until Wait(ticket) has returned and must not be read before.
+// allocate nothing), so the caller may reuse it at once. PushNoCopy and PushPull send straight from the
+// caller's memory: the gradient must stay alive and unchanged until Wait(ticket) has returned. Pull and
+// PushPull write into `out`, which must stay alive until Wait(ticket) has returned and must not be read before.
 //
 // Liveness: the client holds a stream open to every server while it exists; when a worker's process ends
 // or loses its connection, the servers fail the rounds and barriers in progress with "worker rank R

@@ -28,13 +28,6 @@ grpc::Status ToGrpc(const Status& s) {
   return grpc::Status(code, s.ToString());
 }
 
-grpc::ByteBuffer Serialized(const google::protobuf::Message& m) {
-  grpc::ByteBuffer out;
-  bool own = false;
-  (void)grpc::GenericSerialize<grpc::ProtoBufferWriter, google::protobuf::Message>(m, &out, &own);
-  return out;
-}
-
 // One Push or Pull call. The shard answers it later from its own threads, possibly after the client has
 // gone: the reply goes through a Responder that knows whether the call still exists.
 class DataCall final : public grpc::ServerGenericBidiReactor {
@@ -83,7 +76,7 @@ class DataCall final : public grpc::ServerGenericBidiReactor {
     shard_.Push(h, std::move(values), [r = responder_](const Status& st, uint64_t version) {
       pb::PushReply reply;
       reply.set_version(version);
-      grpc::ByteBuffer out = Serialized(reply);
+      grpc::ByteBuffer out = SerializeSmall(reply);
       r->Finish(ToGrpc(st), &out);
     });
   }

@@ -71,7 +71,8 @@ void Shard::Work() {
 }
 
 Result<uint64_t> Shard::Init(uint64_t key, uint32_t chunk, uint64_t length, const OptimizerConfig& optimizer) {
-  if (length > (uint64_t{1} << 31)) return Status::InvalidArgument("dlps-shard", Name(key, chunk) + ": a chunk of " + std::to_string(length) + " floats is too large");
+  if (length > (uint64_t{1} << 31)) return Status::InvalidArgument("dlps-shard", Name(key, chunk) + ": a chunk of " + std::to_string(length) +
+                                                                 " floats is too large (the client's chunk_floats must be at most 2^31)");
   std::lock_guard<std::mutex> lock(map_mu_);
   auto& slot = slices_[{key, chunk}];
   if (slot) {

@@ -1,7 +1,10 @@
 #include "agent/ps/wire.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
+
+#include <grpcpp/impl/codegen/proto_utils.h>
 
 namespace dlagent::ps {
 namespace {
@@ -101,6 +104,13 @@ void Payload::CopyTo(float* dst) const {
     out += n;
     left -= n;
   }
+}
+
+grpc::ByteBuffer SerializeSmall(const google::protobuf::Message& m) {
+  grpc::ByteBuffer out;
+  bool own = false;
+  (void)grpc::GenericSerialize<grpc::ProtoBufferWriter, google::protobuf::Message>(m, &out, &own);  // fails only past 2 GB
+  return out;
 }
 
 Status DecodeMessage(const grpc::ByteBuffer& buffer, uint64_t* fields, size_t field_count, Payload* values) {

@@ -20,6 +20,10 @@
 
 #include "bootstrap/common/status.h"
 
+namespace google::protobuf {
+class Message;
+}
+
 namespace dlagent::ps {
 
 inline constexpr char kPushMethod[] = "/dlps.v1.DlpsData/Push";
@@ -61,6 +65,9 @@ grpc::ByteBuffer EncodePush(const PushHeader& h, const float* values, size_t n, 
 grpc::ByteBuffer EncodePullReply(const PullReplyHeader& h, const float* values, size_t n, Keepalive keep = nullptr);
 Status DecodePush(const grpc::ByteBuffer& buffer, PushHeader* h, Payload* values);
 Status DecodePullReply(const grpc::ByteBuffer& buffer, PullReplyHeader* h, Payload* values);
+
+// The small messages without values (PullRequest, PushReply) go through protobuf as usual.
+grpc::ByteBuffer SerializeSmall(const google::protobuf::Message& m);
 
 // Reads the varint fields 1..field_count-1 of a message into fields[] (absent ones stay 0) and field 15
 // (bytes) into *values. The building block of the two decoders above.
