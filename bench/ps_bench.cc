@@ -17,6 +17,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -63,6 +64,8 @@ long MinorFaults(int pid) {  // field 10 of /proc/<pid>/stat
   return 0;
 }
 
+void Check(const Status& st);
+
 // Loopback TCP moving `bytes` with 1 MiB writes, in GB/s.
 double RawTcp(size_t bytes) {
   int listener = socket(AF_INET, SOCK_STREAM, 0);
@@ -70,9 +73,14 @@ double RawTcp(size_t bytes) {
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof(addr);
-  bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  listen(listener, 1);
-  getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
+  if (listener < 0 || bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || listen(listener, 1) != 0 ||
+      getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    Check(Status::FromErrno("ps_bench", "listen on 127.0.0.1 for the raw TCP baseline", errno));
+  }
+  int w = socket(AF_INET, SOCK_STREAM, 0);
+  if (w < 0 || connect(w, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    Check(Status::FromErrno("ps_bench", "connect for the raw TCP baseline", errno));
+  }
   std::thread reader([&] {
     int c = accept(listener, nullptr, nullptr);
     std::vector<char> buf(1 << 20);
@@ -84,8 +92,6 @@ double RawTcp(size_t bytes) {
     }
     close(c);
   });
-  int w = socket(AF_INET, SOCK_STREAM, 0);
-  connect(w, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
   std::vector<char> src(bytes, 1);
   auto send_all = [&] {
     for (size_t off = 0; off < bytes;) {
@@ -176,7 +182,7 @@ void OneWorker(double tcp) {
     Timing pull = Time([&] { Check(c->Wait(c->Pull(n, w.data(), n))); }, server.proc->pid());
     Timing pp = Time([&] { Check(c->Wait(c->PushPull(n, g.data(), w.data(), n))); }, server.proc->pid());
     const double push_s = push.seconds - pull.seconds;  // sync: each push is followed by its pull
-    std::printf("  %2zu MB, 1 worker, 1 server: push %.2f ms (%.2f GB/s), pull %.2f ms (%.2f GB/s), push+pull %.2f ms; "
+    std::printf("  %2zu MB, 1 worker, 1 server: push %.2f ms (%.2f GB/s; Push+Wait+Pull minus a Pull), pull %.2f ms (%.2f GB/s), push+pull %.2f ms; "
                 "raw TCP %.2f ms for the same bytes; minor faults per push+pull step: worker %.1f, server %.1f\n",
                 bytes / 1000000, push_s * 1e3, Gbs(bytes, push_s), pull.seconds * 1e3, Gbs(bytes, pull.seconds), pp.seconds * 1e3,
                 bytes / tcp * 1e3, pp.faults, pp.server_faults);
