@@ -18,10 +18,11 @@
 // caller's memory: the gradient must stay alive and unchanged until Wait(ticket) has returned. Pull and
 // PushPull write into `out`, which must stay alive until Wait(ticket) has returned and must not be read before.
 //
-// Liveness: the client holds a stream open to every server while it exists; when a worker's process ends
-// or loses its connection, the servers fail the rounds and barriers in progress with "worker rank R
-// disconnected", and the other workers' Wait returns that error. So destroy a client only after the job's
-// last Barrier.
+// Connections: a gRPC channel (Init, Barrier) and a data connection (pushes and pulls, agent/ps/frame.h)
+// to every server, opened by Connect. A server that goes away fails every message in flight to it at once,
+// naming its address. When a worker's process ends or loses its connection, the servers fail the rounds and
+// barriers in progress with "worker rank R disconnected", and the other workers' Wait returns that error.
+// So destroy a client only after the job's last Barrier.
 //
 // Sync mode: a worker pushes each key once per round and pulls the round's result before its next push
 // (PushPull does both); pulls wait for the round to complete on the server.
@@ -47,7 +48,8 @@ struct PsClientOptions {
   std::vector<std::string> servers;  // host:port, the same list in the same order on every worker
   uint32_t rank = 0;
   uint32_t num_workers = 1;
-  std::chrono::milliseconds deadline{std::chrono::seconds(120)};  // per message, and per Wait
+  std::chrono::milliseconds deadline{std::chrono::seconds(120)};  // per message
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};  // Connect retries a refused server until then
   uint64_t split_floats = kDefaultSplitFloats;
   uint64_t chunk_floats = kDefaultChunkFloats;
 
@@ -57,6 +59,11 @@ struct PsClientOptions {
 };
 
 using Ticket = uint64_t;
+
+namespace detail {
+struct Pending;
+class DataLink;
+}  // namespace detail
 
 class PsClient {
  public:
@@ -81,18 +88,15 @@ class PsClient {
  private:
   struct Server;
   struct Key;
-  struct Pending;
   PsClient() = default;
   Ticket Start(uint64_t key, const float* grad, float* out, uint64_t length, bool copy);
-  void SendPush(const std::shared_ptr<Pending>& p, Server& server, const Key& k, size_t chunk, const float* grad, uint64_t round, float* out);
-  void SendPull(const std::shared_ptr<Pending>& p, Server& server, uint64_t key, uint32_t chunk, uint64_t min_version, float* dst, uint64_t n);
   Key* FindKey(uint64_t key, uint64_t length, std::string* error);
 
   PsClientOptions options_;
   std::vector<std::unique_ptr<Server>> servers_;
   std::mutex mu_;
   std::map<uint64_t, std::unique_ptr<Key>> keys_;                 // protected by mu_
-  std::map<Ticket, std::shared_ptr<Pending>> tickets_;            // protected by mu_
+  std::map<Ticket, std::shared_ptr<detail::Pending>> tickets_;    // protected by mu_
   Ticket next_ticket_ = 1;                                         // protected by mu_
   uint64_t barriers_ = 0;                                          // protected by mu_
 };

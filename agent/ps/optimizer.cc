@@ -1,7 +1,6 @@
 #include "agent/ps/optimizer.h"
 
-#include <cblas.h>
-
+#include <algorithm>
 #include <cmath>
 
 #include "proto/dlps.pb.h"
@@ -62,43 +61,56 @@ void OptimizerToProto(const OptimizerConfig& c, dlps::v1::Optimizer* p) {
   p->set_rescale(c.rescale);
 }
 
-void ApplyUpdate(const OptimizerConfig& c, float* w, float* grad, size_t n, OptimizerState* state) {
-  const auto len = static_cast<blasint>(n);  // chunks are at most a few million floats
+void ApplyUpdate(const OptimizerConfig& c, const float* w_old, float* w_new, std::span<const float* const> grads, size_t n,
+                 OptimizerState* state) {
+  constexpr size_t kBlock = 2048;  // 8 KiB: the summed block stays in L1 for the update
   ++state->steps;
-  switch (c.kind) {
-    case OptimizerConfig::Kind::kSum:
-      if (c.rescale != 1) cblas_sscal(len, c.rescale, grad, 1);
-      cblas_scopy(len, grad, 1, w, 1);
-      return;
-    case OptimizerConfig::Kind::kSgd:
-      if (c.momentum == 0) {
-        // w = (1 - lr wd) w - lr rescale grad
-        if (c.weight_decay != 0) cblas_sscal(len, 1 - c.learning_rate * c.weight_decay, w, 1);
-        cblas_saxpy(len, -c.learning_rate * c.rescale, grad, 1, w, 1);
-        return;
+  if (c.kind == OptimizerConfig::Kind::kAdam || (c.kind == OptimizerConfig::Kind::kSgd && c.momentum != 0)) state->m.resize(n);
+  if (c.kind == OptimizerConfig::Kind::kAdam) state->v.resize(n);
+  const double t = static_cast<double>(state->steps);
+  const float adam_lr = static_cast<float>(c.learning_rate * std::sqrt(1 - std::pow(double{c.beta2}, t)) / (1 - std::pow(double{c.beta1}, t)));
+  const float rescale = c.rescale, lr = c.learning_rate, wd = c.weight_decay, momentum = c.momentum;
+  const float b1 = c.beta1, b2 = c.beta2, eps = c.epsilon;
+  alignas(64) float sum[kBlock];
+  for (size_t base = 0; base < n; base += kBlock) {
+    const size_t len = std::min(kBlock, n - base);
+    const float* g = grads[0] + base;
+    if (grads.size() > 1) {
+      for (size_t i = 0; i < len; ++i) sum[i] = g[i];
+      for (size_t r = 1; r < grads.size(); ++r) {
+        const float* gr = grads[r] + base;
+        for (size_t i = 0; i < len; ++i) sum[i] += gr[i];
       }
-      state->m.resize(n);
-      for (size_t i = 0; i < n; ++i) {  // one pass over w, grad and m
-        const float g = c.rescale * grad[i] + c.weight_decay * w[i];
-        state->m[i] = c.momentum * state->m[i] - c.learning_rate * g;
-        w[i] += state->m[i];
+      g = sum;
+    }
+    const float* wo = w_old + base;
+    float* wn = w_new + base;
+    switch (c.kind) {
+      case OptimizerConfig::Kind::kSum:
+        for (size_t i = 0; i < len; ++i) wn[i] = rescale * g[i];
+        break;
+      case OptimizerConfig::Kind::kSgd:
+        if (momentum == 0) {
+          for (size_t i = 0; i < len; ++i) wn[i] = wo[i] - lr * (rescale * g[i] + wd * wo[i]);
+        } else {
+          float* m = state->m.data() + base;
+          for (size_t i = 0; i < len; ++i) {
+            m[i] = momentum * m[i] - lr * (rescale * g[i] + wd * wo[i]);
+            wn[i] = wo[i] + m[i];
+          }
+        }
+        break;
+      case OptimizerConfig::Kind::kAdam: {
+        float* m = state->m.data() + base;
+        float* v = state->v.data() + base;
+        for (size_t i = 0; i < len; ++i) {
+          const float gi = rescale * g[i] + wd * wo[i];
+          m[i] = b1 * m[i] + (1 - b1) * gi;
+          v[i] = b2 * v[i] + (1 - b2) * gi * gi;
+          wn[i] = wo[i] - adam_lr * m[i] / (std::sqrt(v[i]) + eps);
+        }
+        break;
       }
-      return;
-    case OptimizerConfig::Kind::kAdam: {
-      state->m.resize(n);
-      state->v.resize(n);
-      const double t = static_cast<double>(state->steps);
-      const float lr_t = static_cast<float>(c.learning_rate * std::sqrt(1 - std::pow(double{c.beta2}, t)) /
-                                            (1 - std::pow(double{c.beta1}, t)));
-      float* m = state->m.data();
-      float* v = state->v.data();
-      for (size_t i = 0; i < n; ++i) {
-        const float g = c.rescale * grad[i] + c.weight_decay * w[i];
-        m[i] = c.beta1 * m[i] + (1 - c.beta1) * g;
-        v[i] = c.beta2 * v[i] + (1 - c.beta2) * g * g;
-        w[i] -= lr_t * m[i] / (std::sqrt(v[i]) + c.epsilon);
-      }
-      return;
     }
   }
 }

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -44,7 +45,12 @@ struct OptimizerState {
   uint64_t steps = 0;
 };
 
-// Applies one update to w[0..n) from grad[0..n) (grad may be overwritten).
-void ApplyUpdate(const OptimizerConfig& c, float* w, float* grad, size_t n, OptimizerState* state);
+// One update of n weights: the gradient is grads[0] + grads[1] + ... (summed in that order, then
+// rescaled), the new weights go to w_new, computed from w_old (the same buffer or another: the server
+// writes a fresh buffer so that pulls of the old version can still be sent from the old one). One pass in
+// blocks that stay in cache: the sum of the workers' gradients never goes to memory.
+// REQUIRES: grads is not empty; every buffer holds n floats.
+void ApplyUpdate(const OptimizerConfig& c, const float* w_old, float* w_new, std::span<const float* const> grads, size_t n,
+                 OptimizerState* state);
 
 }  // namespace dlagent::ps

@@ -1,17 +1,35 @@
 #include "agent/ps/server.h"
 
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
 #include <mutex>
+#include <thread>
+#include <vector>
 
-#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/server_posix.h>
 
+#include "agent/ps/frame.h"
 #include "proto/dlps.grpc.pb.h"
 
 namespace dlagent::ps {
 namespace {
 
 namespace pb = ::dlps::v1;
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kFirstBytesTimeout = std::chrono::seconds(10);  // a connection that says nothing is closed
 
 grpc::Status ToGrpc(const Status& s) {
   if (s.ok()) return grpc::Status::OK;
@@ -28,93 +46,17 @@ grpc::Status ToGrpc(const Status& s) {
   return grpc::Status(code, s.ToString());
 }
 
-// One Push or Pull call. The shard answers it later from its own threads, possibly after the client has
-// gone: the reply goes through a Responder that knows whether the call still exists.
-class DataCall final : public grpc::ServerGenericBidiReactor {
- public:
-  DataCall(Shard& shard, bool push) : shard_(shard), push_(push), responder_(std::make_shared<Responder>(this)) { StartRead(&request_); }
-
-  void OnReadDone(bool ok) override {
-    if (!ok) return responder_->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "dlps: no request"), nullptr);
-    push_ ? HandlePush() : HandlePull();
-  }
-  void OnWriteDone(bool) override {}
-  void OnCancel() override { responder_->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "dlps: cancelled by the client"), nullptr); }
-  void OnDone() override {
-    responder_->Detach();
-    delete this;
-  }
-
- private:
-  struct Responder {
-    explicit Responder(DataCall* c) : call(c) {}
-    void Finish(const grpc::Status& status, grpc::ByteBuffer* reply) {
-      std::lock_guard<std::recursive_mutex> lock(mu);  // OnDone may run inline in Finish, on this thread
-      if (!call || finished) return;
-      finished = true;
-      if (status.ok() && reply) {
-        call->response_ = std::move(*reply);
-        call->StartWriteAndFinish(&call->response_, grpc::WriteOptions(), grpc::Status::OK);
-      } else {
-        call->Finish(status);
-      }
-    }
-    void Detach() {
-      std::lock_guard<std::recursive_mutex> lock(mu);
-      call = nullptr;
-    }
-    std::recursive_mutex mu;
-    DataCall* call;
-    bool finished = false;
-  };
-
-  void HandlePush() {
-    PushHeader h;
-    Payload values;
-    if (Status st = DecodePush(request_, &h, &values); !st.ok()) return responder_->Finish(ToGrpc(st), nullptr);
-    request_.Clear();  // the payload holds its own references to the slices
-    shard_.Push(h, std::move(values), [r = responder_](const Status& st, uint64_t version) {
-      pb::PushReply reply;
-      reply.set_version(version);
-      grpc::ByteBuffer out = SerializeSmall(reply);
-      r->Finish(ToGrpc(st), &out);
-    });
-  }
-
-  void HandlePull() {
-    pb::PullRequest req;
-    if (!grpc::GenericDeserialize<grpc::ProtoBufferReader, pb::PullRequest>(&request_, &req).ok()) {
-      return responder_->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "dlps: malformed PullRequest"), nullptr);
-    }
-    const uint64_t key = req.key();
-    const uint32_t chunk = req.chunk();
-    shard_.Pull(key, chunk, req.min_version(), [r = responder_, key, chunk](const Status& st, uint64_t version, Snapshot values) {
-      if (!st.ok()) return r->Finish(ToGrpc(st), nullptr);
-      const float* data = values->data();
-      const size_t n = values->size();
-      grpc::ByteBuffer out = EncodePullReply({key, chunk, version}, data, n, std::move(values));
-      r->Finish(grpc::Status::OK, &out);
-    });
-  }
-
-  Shard& shard_;
-  const bool push_;
-  std::shared_ptr<Responder> responder_;
-  grpc::ByteBuffer request_, response_;
-};
-
-class DataService final : public grpc::CallbackGenericService {
- public:
-  explicit DataService(Shard& shard) : shard_(shard) {}
-  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override {
-    if (ctx->method() == kPushMethod) return new DataCall(shard_, true);
-    if (ctx->method() == kPullMethod) return new DataCall(shard_, false);
-    return CallbackGenericService::CreateReactor(ctx);  // UNIMPLEMENTED
-  }
-
- private:
-  Shard& shard_;
-};
+// Dead peers are found even when nothing is being sent: keepalive probes after 10 s idle, and unacknowledged
+// data gives up after 30 s.
+void TuneSocket(int fd) {
+  const int one = 1, idle = 10, interval = 5, count = 3, user_timeout_ms = 30000;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+}
 
 class ControlService final : public pb::DlpsControl::CallbackService {
  public:
@@ -131,24 +73,6 @@ class ControlService final : public pb::DlpsControl::CallbackService {
     reactor->Finish(ToGrpc(version.status()));
     return reactor;
   }
-  grpc::ServerWriteReactor<pb::AttachEvent>* Attach(grpc::CallbackServerContext*, const pb::AttachRequest* req) override {
-    // Ends only when the worker goes away (or the server stops): then its job's pending work fails.
-    class Attached final : public grpc::ServerWriteReactor<pb::AttachEvent> {
-     public:
-      Attached(Shard& shard, uint32_t rank) : shard_(shard), rank_(rank) {}
-      void OnCancel() override {
-        shard_.FailPending(Status::Unavailable("dlps-server", "worker rank " + std::to_string(rank_) +
-                                                                  " disconnected (it exited or lost its connection); the rounds in progress fail"));
-        Finish(grpc::Status::CANCELLED);
-      }
-      void OnDone() override { delete this; }
-
-     private:
-      Shard& shard_;
-      const uint32_t rank_;
-    };
-    return new Attached(shard_, req->rank());
-  }
   grpc::ServerUnaryReactor* Barrier(grpc::CallbackServerContext* ctx, const pb::BarrierRequest* req, pb::BarrierReply*) override {
     auto* reactor = ctx->DefaultReactor();
     shard_.Barrier(req->rank(), req->generation(), [reactor](const Status& st) { reactor->Finish(ToGrpc(st)); });
@@ -159,37 +83,287 @@ class ControlService final : public pb::DlpsControl::CallbackService {
   Shard& shard_;
 };
 
+// Replies waiting for a data connection's writing thread. Shared with the shard's pull callbacks, which
+// may run after the connection has ended (then the reply is dropped).
+struct Outbox {
+  struct Reply {
+    Frame frame;
+    Snapshot values;      // kPullReply
+    std::string message;  // kError
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Reply> replies;
+  bool closed = false;
+
+  void Put(Reply r) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (closed) return;
+      replies.push_back(std::move(r));
+    }
+    cv.notify_one();
+  }
+  void Error(uint64_t id, const Status& st) {
+    Reply r;
+    r.frame.op = Op::kError;
+    r.frame.id = id;
+    r.frame.code = static_cast<uint32_t>(st.code());
+    r.message = st.ToString();
+    r.frame.bytes = r.message.size();
+    Put(std::move(r));
+  }
+  void Close() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      closed = true;
+    }
+    cv.notify_all();
+  }
+};
+
+// One worker's data connection.
+class DataConn {
+ public:
+  DataConn(Shard& shard, int fd, const std::atomic<bool>& stopping) : shard_(shard), fd_(fd), stopping_(stopping) {
+    reader_ = std::thread([this] { Serve(); });
+    writer_ = std::thread([this] { Send(); });
+  }
+  ~DataConn() {
+    ::shutdown(fd_, SHUT_RDWR);
+    reader_.join();
+    writer_.join();
+    ::close(fd_);
+  }
+  bool finished() const { return finished_.load(); }
+
+ private:
+  void Serve() {
+    Hello hello;
+    Status st = ReadFull(fd_, &hello, sizeof hello);
+    if (st.ok()) st = Accept(hello);
+    if (st.ok()) {
+      rank_ = hello.rank;
+      Hello ack = hello;
+      ack.rank = 0;
+      iovec iov{&ack, sizeof ack};
+      st = WriteAll(fd_, &iov, 1);
+      while (st.ok()) st = ServeOne();
+      if (!stopping_.load()) {
+        shard_.FailPending(Status::Unavailable("dlps-server", "worker rank " + std::to_string(rank_) +
+                                                                  " disconnected (it exited or lost its connection); the rounds in progress fail"));
+      }
+    }
+    outbox_->Close();
+    finished_ = true;
+  }
+
+  Status Accept(const Hello& h) {
+    Status refused;
+    if (h.magic != kHelloMagic || h.protocol != kProtocolVersion) {
+      refused = Status::InvalidArgument("dlps-server", "this server speaks dlps protocol " + std::to_string(kProtocolVersion) + ", the worker " +
+                                                           std::to_string(h.protocol));
+    } else if (h.num_workers != shard_.options().num_workers) {
+      refused = Status::FailedPrecondition("dlps-server", "the worker says the job has " + std::to_string(h.num_workers) +
+                                                              " workers; this server was started for " +
+                                                              std::to_string(shard_.options().num_workers));
+    } else if (h.rank >= h.num_workers) {
+      refused = Status::InvalidArgument("dlps-server", "rank " + std::to_string(h.rank) + " is outside the job of " + std::to_string(h.num_workers) + " workers");
+    }
+    if (refused.ok()) return refused;
+    // Sent here, not through the writing thread, so that it goes out before the connection closes.
+    Frame f;
+    f.op = Op::kError;
+    f.code = static_cast<uint32_t>(refused.code());
+    const std::string message = refused.ToString();
+    f.bytes = message.size();
+    iovec iov[2] = {{&f, sizeof f}, {const_cast<char*>(message.data()), message.size()}};
+    (void)WriteAll(fd_, iov, 2);
+    return refused;
+  }
+
+  // Reads and handles one request; an error ends the connection.
+  Status ServeOne() {
+    Frame f;
+    RETURN_IF_ERROR(ReadFull(fd_, &f, sizeof f));
+    if (f.bytes > kMaxPayloadBytes) {
+      outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "a frame of " + std::to_string(f.bytes) + " bytes is over the limit"));
+      return Status::InvalidArgument("dlps-server", "oversized frame");
+    }
+    switch (f.op) {
+      case Op::kPush: {
+        if (f.bytes % sizeof(float) != 0) {
+          outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "a push of " + std::to_string(f.bytes) + " bytes is not whole floats"));
+          return Discard(fd_, f.bytes);
+        }
+        Result<Shard::PushSlot> slot = shard_.BeginPush({f.key, f.chunk, rank_, f.version}, f.bytes / sizeof(float));
+        if (!slot.ok()) {
+          outbox_->Error(f.id, slot.status());
+          return Discard(fd_, f.bytes);
+        }
+        if (Status st = ReadFull(fd_, slot->values, f.bytes); !st.ok()) {
+          shard_.AbortPush(*slot);
+          return st;
+        }
+        Result<uint64_t> version = shard_.EndPush(*slot);
+        if (!version.ok()) {
+          outbox_->Error(f.id, version.status());
+        } else {
+          Outbox::Reply r;
+          r.frame.op = Op::kPushReply;
+          r.frame.id = f.id;
+          r.frame.key = f.key;
+          r.frame.chunk = f.chunk;
+          r.frame.version = *version;
+          outbox_->Put(std::move(r));
+        }
+        return Status::Ok();
+      }
+      case Op::kPull:
+        if (f.bytes != 0) return Status::InvalidArgument("dlps-server", "a pull request with a payload");
+        shard_.Pull(f.key, f.chunk, f.version, [out = outbox_, f](const Status& st, uint64_t version, Snapshot values) {
+          if (!st.ok()) return out->Error(f.id, st);
+          Outbox::Reply r;
+          r.frame.op = Op::kPullReply;
+          r.frame.id = f.id;
+          r.frame.key = f.key;
+          r.frame.chunk = f.chunk;
+          r.frame.version = version;
+          r.frame.bytes = values->size() * sizeof(float);
+          r.values = std::move(values);
+          out->Put(std::move(r));
+        });
+        return Status::Ok();
+      default:
+        outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "unknown request " + std::to_string(static_cast<uint32_t>(f.op))));
+        return Status::InvalidArgument("dlps-server", "unknown request");
+    }
+  }
+
+  void Send() {
+    for (;;) {
+      Outbox::Reply r;
+      {
+        std::unique_lock<std::mutex> lock(outbox_->mu);
+        outbox_->cv.wait(lock, [&] { return outbox_->closed || !outbox_->replies.empty(); });
+        if (outbox_->replies.empty()) break;
+        r = std::move(outbox_->replies.front());
+        outbox_->replies.pop_front();
+      }
+      iovec iov[2] = {{&r.frame, sizeof r.frame}, {nullptr, 0}};
+      if (r.values) iov[1] = {const_cast<float*>(r.values->data()), r.frame.bytes};
+      if (!r.message.empty()) iov[1] = {r.message.data(), r.message.size()};
+      if (!WriteAll(fd_, iov, 2).ok()) {
+        ::shutdown(fd_, SHUT_RDWR);  // the reading thread ends too
+        outbox_->Close();
+      }
+    }
+    ::shutdown(fd_, SHUT_RDWR);  // every reply is out: the worker sees the connection end now
+  }
+
+  Shard& shard_;
+  const int fd_;
+  const std::atomic<bool>& stopping_;
+  uint32_t rank_ = 0;
+  std::shared_ptr<Outbox> outbox_ = std::make_shared<Outbox>();
+  std::atomic<bool> finished_{false};
+  std::thread reader_, writer_;
+};
+
 }  // namespace
 
-struct PsServer::Services {
-  explicit Services(Shard& shard) : control(shard), data(shard) {}
-  ControlService control;
-  DataService data;
+struct PsServer::Impl {
+  std::unique_ptr<Shard> shard;
+  ControlService control{*shard};
+  std::unique_ptr<grpc::Server> grpc;
+  int listen_fd = -1;
+  int wake_fd = -1;
+  int port = 0;
+  std::atomic<bool> stopping{false};
+  std::thread accept_thread;
+  std::vector<std::unique_ptr<DataConn>> conns;  // owned by the accept thread until it ends
+
+  explicit Impl(const ShardOptions& o) : shard(std::make_unique<Shard>(o)) {}
+
+  // Accepts connections and hands each to gRPC or to a DataConn by its first four bytes.
+  void AcceptLoop() {
+    std::vector<std::pair<int, Clock::time_point>> undecided;
+    for (;;) {
+      std::vector<pollfd> fds = {{listen_fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
+      for (auto& [fd, since] : undecided) fds.push_back({fd, POLLIN, 0});
+      if (::poll(fds.data(), fds.size(), undecided.empty() ? -1 : 1000) < 0 && errno != EINTR) return;
+      if (fds[1].revents) break;
+      std::erase_if(conns, [](const auto& c) { return c->finished(); });
+      if (fds[0].revents & POLLIN) {
+        const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (fd >= 0) {
+          TuneSocket(fd);
+          undecided.emplace_back(fd, Clock::now());
+        } else if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));  // back off instead of spinning
+        }
+      }
+      for (size_t i = 0; i < undecided.size();) {
+        const auto [fd, since] = undecided[i];
+        char first[4];
+        const ssize_t got = ::recv(fd, first, sizeof first, MSG_PEEK);
+        const bool waited_too_long = Clock::now() - since > kFirstBytesTimeout;
+        if (got == 4 && std::memcmp(first, "PRI ", 4) == 0) {
+          grpc::AddInsecureChannelFromFd(grpc.get(), fd);
+        } else if (got == 4 && std::memcmp(first, &kHelloMagic, 4) == 0) {
+          ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+          conns.push_back(std::make_unique<DataConn>(*shard, fd, stopping));
+        } else if (got == 0 || got == 4 || (got < 0 && errno != EAGAIN) || waited_too_long) {
+          ::close(fd);  // closed, not dlps, broken, or silent
+        } else {
+          ++i;
+          continue;
+        }
+        undecided.erase(undecided.begin() + static_cast<long>(i));
+      }
+    }
+    for (auto& [fd, since] : undecided) ::close(fd);
+  }
 };
+
+PsServer::PsServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+int PsServer::port() const { return impl_->port; }
+Shard& PsServer::shard() { return *impl_->shard; }
 
 Result<std::unique_ptr<PsServer>> PsServer::Start(const ServerOptions& options) {
   if (options.shard.num_workers == 0) return Status::InvalidArgument("dlps-server", "the job needs at least one worker");
-  std::unique_ptr<PsServer> s(new PsServer());
-  s->shard_ = std::make_unique<Shard>(options.shard);
-  s->services_ = std::make_unique<Services>(*s->shard_);
+  auto impl = std::make_unique<Impl>(options.shard);
+  Result<int> fd = ListenTcp(options.listen, &impl->port);
+  if (!fd.ok()) return fd.status().Annotate("cannot serve (in use, or not an address of this host)");
+  impl->listen_fd = *fd;
+  impl->wake_fd = ::eventfd(0, EFD_CLOEXEC);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &s->port_);
-  builder.RegisterService(&s->services_->control);
-  builder.RegisterCallbackGenericService(&s->services_->data);
-  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  builder.SetMaxSendMessageSize(kMaxMessageBytes);
-  s->server_ = builder.BuildAndStart();
-  if (!s->server_ || s->port_ == 0) return Status::Unavailable("dlps-server", "cannot listen on " + options.listen + " (in use, or not an address of this host)");
-  return s;
+  builder.RegisterService(&impl->control);
+  impl->grpc = builder.BuildAndStart();
+  if (!impl->grpc || impl->wake_fd < 0) {
+    ::close(impl->listen_fd);
+    if (impl->wake_fd >= 0) ::close(impl->wake_fd);
+    return Status::Internal("dlps-server", "cannot start the gRPC server");
+  }
+  Impl* raw = impl.get();
+  impl->accept_thread = std::thread([raw] { raw->AcceptLoop(); });
+  return std::unique_ptr<PsServer>(new PsServer(std::move(impl)));
 }
 
 PsServer::~PsServer() {
-  if (server_) {
-    // Waiting pulls and barriers hold calls open: fail them, then give the rest a moment to finish.
-    shard_->FailPending(Status::Unavailable("dlps-server", "the server is shutting down"));
-    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-    server_->Wait();
-  }
+  Impl& s = *impl_;
+  s.stopping = true;
+  uint64_t one = 1;
+  (void)!::write(s.wake_fd, &one, sizeof one);
+  s.accept_thread.join();
+  ::close(s.listen_fd);
+  ::close(s.wake_fd);
+  s.conns.clear();  // ends every data connection
+  // Waiting barriers hold calls open: fail them, then give the rest a moment to finish.
+  s.shard->FailPending(Status::Unavailable("dlps-server", "the server is shutting down"));
+  s.grpc->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  s.grpc->Wait();
 }
 
 }  // namespace dlagent::ps

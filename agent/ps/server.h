@@ -1,9 +1,14 @@
 #pragma once
-// PsServer: a Shard served over gRPC (proto/dlps.proto). DlpsControl through the generated callback service;
-// DlpsData (Push, Pull) through the generic callback API with the hand encoding of agent/ps/wire.h, so that
-// a pull is answered with a slice over the shard's snapshot, not a protobuf copy of it.
+// PsServer: a Shard served on one TCP port. The port carries two protocols, told apart by a connection's
+// first bytes: gRPC (DlpsControl of proto/dlps.proto: Init, Barrier) and dlps's data connections
+// (agent/ps/frame.h: pushes and pulls, values read straight into the shard's buffers and sent straight from
+// them). Each data connection is one worker; it has a thread that reads and a thread that writes, and
+// the reading thread is where a push that completes a round runs the sum and the optimizer (no BLAS or
+// copies on gRPC's threads). When a data connection ends while the server runs, the worker is gone: the
+// rounds, pulls and barriers in progress fail with "worker rank R disconnected", so that the other workers
+// get an error at once instead of waiting for their deadlines.
 //
-// Thread safety: Start and the destructor from one thread; the server runs on gRPC's and the shard's threads.
+// Thread safety: Start and the destructor from one thread; the server runs on its own threads and gRPC's.
 
 #include <memory>
 #include <string>
@@ -11,14 +16,7 @@
 #include "agent/ps/shard.h"
 #include "bootstrap/common/status.h"
 
-namespace grpc {
-class Server;
-}
-
 namespace dlagent::ps {
-
-// Messages carry chunks of at most 4 MiB (agent/ps/partition.h); this leaves room for larger chunk settings.
-inline constexpr int kMaxMessageBytes = 64 << 20;
 
 struct ServerOptions {
   std::string listen = "0.0.0.0:7070";  // host:port; port 0 picks a free one
@@ -30,16 +28,13 @@ class PsServer {
   static Result<std::unique_ptr<PsServer>> Start(const ServerOptions& options);
   ~PsServer();  // stops serving; calls in progress end with Unavailable
 
-  int port() const { return port_; }
-  Shard& shard() { return *shard_; }
+  int port() const;
+  Shard& shard();
 
  private:
-  struct Services;
-  PsServer() = default;
-  std::unique_ptr<Shard> shard_;
-  std::unique_ptr<Services> services_;
-  std::unique_ptr<grpc::Server> server_;
-  int port_ = 0;
+  struct Impl;
+  explicit PsServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace dlagent::ps

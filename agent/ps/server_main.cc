@@ -10,7 +10,7 @@
 #include "agent/ps/server.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"dlps-server: serve one parameter-server shard over gRPC until SIGTERM or SIGINT."};
+  CLI::App app{"dlps-server: serve one parameter-server shard (gRPC control and dlps data connections on one port) until SIGTERM or SIGINT."};
   dlagent::ps::ServerOptions o;
   std::string mode = "sync";
   app.add_option("--listen", o.listen, "host:port to serve on (port 0: any free port, printed)")->capture_default_str();
@@ -18,7 +18,6 @@ int main(int argc, char** argv) {
   app.add_option("--mode", mode, "sync (a round completes when every worker pushed) or async (each push applied at once)")
       ->check(CLI::IsMember({"sync", "async"}))
       ->capture_default_str();
-  app.add_option("--threads", o.shard.threads, "Threads for summing and optimizer updates")->check(CLI::Range(1, 256))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   o.shard.mode = mode == "sync" ? dlagent::ps::Mode::kSync : dlagent::ps::Mode::kAsync;
 

@@ -1,7 +1,5 @@
 #include "agent/ps/shard.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -9,11 +7,13 @@
 namespace dlagent::ps {
 namespace {
 
-constexpr size_t kMaxPooledSnapshots = 8;  // more pulls in flight than this get a buffer of their own
+constexpr size_t kMaxPooledWeights = 8;  // more versions being sent at once than this get a buffer of their own
 
 Status Refused(const std::string& what) { return Status::FailedPrecondition("dlps-shard", what); }
 
 std::string Name(uint64_t key, uint32_t chunk) { return "key " + std::to_string(key) + " chunk " + std::to_string(chunk); }
+
+enum class RankState : uint8_t { kIdle, kReceiving, kPushed };
 
 }  // namespace
 
@@ -24,51 +24,29 @@ struct Shard::Slice {
   size_t length = 0;
   OptimizerConfig optimizer;
   OptimizerState state;
-  std::vector<float> weights, sum, scratch;
+  std::shared_ptr<std::vector<float>> weights;             // the current version: what pulls are sent from
+  std::vector<std::shared_ptr<std::vector<float>>> pool;   // weight buffers, the current one among them
+  std::vector<std::vector<float>> received;                // by rank, allocated at the rank's first push
+  std::vector<RankState> ranks;
+  uint32_t pushed = 0;  // ranks in kPushed
   uint64_t version = 0;
-  std::vector<bool> pushed;  // by rank, in the round in progress
-  uint32_t pushes = 0;
+  uint64_t epoch = 0;
   std::vector<std::pair<uint64_t, PullDone>> waiting;  // (min_version, done)
-  std::vector<std::shared_ptr<std::vector<float>>> pool;
-  Snapshot published;
-  uint64_t published_version = 0;
+
+  // A weights buffer no reply is being sent from, for the next version.
+  std::shared_ptr<std::vector<float>> FreeBuffer() {
+    for (auto& b : pool) {
+      if (b.use_count() == 1) return b;  // only the pool holds it
+    }
+    auto b = std::make_shared<std::vector<float>>(length);
+    if (pool.size() < kMaxPooledWeights) pool.push_back(b);
+    return b;
+  }
 };
 
-Shard::Shard(ShardOptions options) : options_(options) {
-  for (int i = 0; i < std::max(1, options_.threads); ++i) threads_.emplace_back([this] { Work(); });
-}
+Shard::Shard(ShardOptions options) : options_(options) {}
 
-Shard::~Shard() {
-  {
-    std::lock_guard<std::mutex> lock(queue_mu_);
-    stopping_ = true;
-  }
-  queue_cv_.notify_all();
-  for (auto& t : threads_) t.join();
-  FailPending(Status::Unavailable("dlps-shard", "the server is shutting down"));
-}
-
-void Shard::Post(std::function<void()> task) {
-  {
-    std::lock_guard<std::mutex> lock(queue_mu_);
-    queue_.push_back(std::move(task));
-  }
-  queue_cv_.notify_one();
-}
-
-void Shard::Work() {
-  for (;;) {
-    std::function<void()> task;
-    {
-      std::unique_lock<std::mutex> lock(queue_mu_);
-      queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and nothing left to do
-      task = std::move(queue_.front());
-      queue_.pop_front();
-    }
-    task();
-  }
-}
+Shard::~Shard() { FailPending(Status::Unavailable("dlps-shard", "the server is shutting down")); }
 
 Result<uint64_t> Shard::Init(uint64_t key, uint32_t chunk, uint64_t length, const OptimizerConfig& optimizer) {
   if (length > (uint64_t{1} << 31)) return Status::InvalidArgument("dlps-shard", Name(key, chunk) + ": a chunk of " + std::to_string(length) +
@@ -89,10 +67,9 @@ Result<uint64_t> Shard::Init(uint64_t key, uint32_t chunk, uint64_t length, cons
   s->chunk = chunk;
   s->length = length;
   s->optimizer = optimizer;
-  s->weights.assign(length, 0.0f);
-  s->sum.assign(length, 0.0f);
-  s->scratch.assign(length, 0.0f);
-  s->pushed.assign(options_.num_workers, false);
+  s->weights = s->FreeBuffer();
+  s->received.resize(options_.num_workers);
+  s->ranks.assign(options_.num_workers, RankState::kIdle);
   slot = std::move(s);
   return uint64_t{0};
 }
@@ -107,105 +84,105 @@ std::shared_ptr<Shard::Slice> Shard::Find(uint64_t key, uint32_t chunk, std::str
   return it->second;
 }
 
-void Shard::Push(const PushHeader& h, Payload values, PushDone done) {
+Result<Shard::PushSlot> Shard::BeginPush(const PushHeader& h, uint64_t floats) {
   std::string error;
   std::shared_ptr<Slice> s = Find(h.key, h.chunk, &error);
-  if (!s) return done(Status::NotFound("dlps-shard", error), 0);
-  Post([this, s, h, values = std::move(values), done = std::move(done)]() mutable { ApplyPush(*s, h, values, done); });
+  if (!s) return Status::NotFound("dlps-shard", error);
+  std::lock_guard<std::mutex> lock(s->mu);
+  const std::string rank = "rank " + std::to_string(h.rank);
+  if (floats != s->length) {
+    return Status::InvalidArgument("dlps-shard", Name(s->key, s->chunk) + " holds " + std::to_string(s->length) + " floats; " + rank +
+                                                     " pushed " + std::to_string(floats));
+  }
+  if (h.rank >= options_.num_workers) {
+    return Status::InvalidArgument("dlps-shard", rank + " is outside the job of " + std::to_string(options_.num_workers) + " workers");
+  }
+  if (options_.mode == Mode::kSync && h.round != 0 && h.round != s->version + 1) {
+    return Refused(rank + " pushed round " + std::to_string(h.round) + " of " + Name(s->key, s->chunk) + ", but the round in progress is " +
+                   std::to_string(s->version + 1) + " (sync mode: push once per round, then pull)");
+  }
+  if (s->ranks[h.rank] != RankState::kIdle) {
+    return Refused(rank + " pushed twice in round " + std::to_string(h.round) + " of " + Name(s->key, s->chunk));
+  }
+  s->ranks[h.rank] = RankState::kReceiving;
+  std::vector<float>& buffer = s->received[h.rank];
+  if (buffer.size() != s->length) buffer.resize(s->length);  // once per rank
+  return PushSlot{s, h, buffer.data(), s->length, s->epoch};
 }
 
-void Shard::ApplyPush(Slice& s, const PushHeader& h, const Payload& values, PushDone& done) {
+Result<uint64_t> Shard::EndPush(const PushSlot& slot) {
+  Slice& s = *slot.slice;
+  const PushHeader& h = slot.header;
   std::vector<std::pair<PullDone, Snapshot>> answers;
-  Status result = Status::Ok();
-  uint64_t version = 0;
+  uint64_t version;
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    version = s.version;
-    if (values.floats() != s.length) {
-      result = Status::InvalidArgument("dlps-shard", Name(s.key, s.chunk) + " holds " + std::to_string(s.length) + " floats; rank " +
-                                                         std::to_string(h.rank) + " pushed " + std::to_string(values.floats()));
-    } else if (h.rank >= options_.num_workers) {
-      result = Status::InvalidArgument("dlps-shard", "rank " + std::to_string(h.rank) + " is outside the job of " +
-                                                         std::to_string(options_.num_workers) + " workers");
-    } else if (h.assign) {
-      values.CopyTo(s.weights.data());
-      s.published.reset();
+    if (slot.epoch != s.epoch || s.ranks[h.rank] != RankState::kReceiving) {
+      return Status::Cancelled("dlps-shard", "the round of " + Name(s.key, s.chunk) + " was failed while rank " + std::to_string(h.rank) +
+                                                 "'s push arrived");
+    }
+    const float* mine = slot.values;
+    if (h.round == 0) {
+      auto next = s.FreeBuffer();
+      std::memcpy(next->data(), mine, s.length * sizeof(float));
+      s.weights = std::move(next);
+      s.ranks[h.rank] = RankState::kIdle;
     } else if (options_.mode == Mode::kAsync) {
-      values.CopyTo(s.scratch.data());
-      ApplyUpdate(s.optimizer, s.weights.data(), s.scratch.data(), s.length, &s.state);
-      version = ++s.version;
-    } else if (h.round != s.version + 1) {
-      result = Refused("rank " + std::to_string(h.rank) + " pushed round " + std::to_string(h.round) + " of " + Name(s.key, s.chunk) +
-                       ", but the round in progress is " + std::to_string(s.version + 1) + " (sync mode: push once per round, then pull)");
-    } else if (s.pushed[h.rank]) {
-      result = Refused("rank " + std::to_string(h.rank) + " pushed twice in round " + std::to_string(h.round) + " of " + Name(s.key, s.chunk));
+      auto next = s.FreeBuffer();
+      ApplyUpdate(s.optimizer, s.weights->data(), next->data(), std::span<const float* const>(&mine, 1), s.length, &s.state);
+      s.weights = std::move(next);
+      ++s.version;
+      s.ranks[h.rank] = RankState::kIdle;
     } else {
-      if (s.pushes == 0) {
-        values.CopyTo(s.sum.data());
-      } else {
-        values.CopyTo(s.scratch.data());
-        cblas_saxpy(static_cast<blasint>(s.length), 1.0f, s.scratch.data(), 1, s.sum.data(), 1);
-      }
-      s.pushed[h.rank] = true;
-      if (++s.pushes == options_.num_workers) {
-        ApplyUpdate(s.optimizer, s.weights.data(), s.sum.data(), s.length, &s.state);
+      s.ranks[h.rank] = RankState::kPushed;
+      if (++s.pushed == options_.num_workers) {
+        std::vector<const float*> grads;  // in rank order: every run sums alike
+        for (const auto& r : s.received) grads.push_back(r.data());
+        auto next = s.FreeBuffer();
+        ApplyUpdate(s.optimizer, s.weights->data(), next->data(), grads, s.length, &s.state);
+        s.weights = std::move(next);
         ++s.version;
-        s.pushes = 0;
-        std::fill(s.pushed.begin(), s.pushed.end(), false);
-      }
-      version = s.version;
-    }
-    if (result.ok() && !s.waiting.empty()) {
-      auto ready = std::partition(s.waiting.begin(), s.waiting.end(), [&](const auto& w) { return w.first > s.version; });
-      if (ready != s.waiting.end()) {
-        Snapshot snap = Publish(s);
-        for (auto it = ready; it != s.waiting.end(); ++it) answers.emplace_back(std::move(it->second), snap);
-        s.waiting.erase(ready, s.waiting.end());
+        s.pushed = 0;
+        std::fill(s.ranks.begin(), s.ranks.end(), RankState::kIdle);
       }
     }
+    version = s.version;
+    auto ready = std::partition(s.waiting.begin(), s.waiting.end(), [&](const auto& w) { return w.first > s.version; });
+    for (auto it = ready; it != s.waiting.end(); ++it) answers.emplace_back(std::move(it->second), s.weights);
+    s.waiting.erase(ready, s.waiting.end());
   }
-  done(result, version);
   for (auto& [pull, snap] : answers) pull(Status::Ok(), version, snap);
+  return version;
 }
 
-Snapshot Shard::Publish(Slice& s) {
-  if (s.published && s.published_version == s.version) return s.published;
-  s.published.reset();
-  std::shared_ptr<std::vector<float>> buffer;
-  for (auto& b : s.pool) {
-    if (b.use_count() == 1) {  // only the pool holds it: every pull it answered is sent
-      buffer = b;
-      break;
-    }
-  }
-  if (!buffer) {
-    buffer = std::make_shared<std::vector<float>>(s.length);
-    if (s.pool.size() < kMaxPooledSnapshots) s.pool.push_back(buffer);
-  }
-  std::memcpy(buffer->data(), s.weights.data(), s.length * sizeof(float));
-  s.published = buffer;
-  s.published_version = s.version;
-  return s.published;
+void Shard::AbortPush(const PushSlot& slot) {
+  Slice& s = *slot.slice;
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (slot.epoch == s.epoch && s.ranks[slot.header.rank] == RankState::kReceiving) s.ranks[slot.header.rank] = RankState::kIdle;
+}
+
+Result<uint64_t> Shard::Push(const PushHeader& h, const float* values, uint64_t floats) {
+  ASSIGN_OR_RETURN(PushSlot slot, BeginPush(h, floats));
+  std::memcpy(slot.values, values, slot.length * sizeof(float));
+  return EndPush(slot);
 }
 
 void Shard::Pull(uint64_t key, uint32_t chunk, uint64_t min_version, PullDone done) {
   std::string error;
   std::shared_ptr<Slice> s = Find(key, chunk, &error);
   if (!s) return done(Status::NotFound("dlps-shard", error), 0, nullptr);
-  Post([s, this, min_version, done = std::move(done)]() mutable {
-    Snapshot snap;
-    uint64_t version;
-    {
-      std::lock_guard<std::mutex> lock(s->mu);
-      version = s->version;
-      if (version < min_version) {
-        s->waiting.emplace_back(min_version, std::move(done));
-        return;
-      }
-      snap = Publish(*s);
+  Snapshot snap;
+  uint64_t version;
+  {
+    std::lock_guard<std::mutex> lock(s->mu);
+    version = s->version;
+    if (version < min_version) {
+      s->waiting.emplace_back(min_version, std::move(done));
+      return;
     }
-    done(Status::Ok(), version, std::move(snap));
-  });
+    snap = s->weights;
+  }
+  done(Status::Ok(), version, std::move(snap));
 }
 
 void Shard::FailPending(const Status& why) {
@@ -219,8 +196,9 @@ void Shard::FailPending(const Status& why) {
     {
       std::lock_guard<std::mutex> lock(s->mu);
       waiting.swap(s->waiting);
-      s->pushes = 0;
-      std::fill(s->pushed.begin(), s->pushed.end(), false);
+      ++s->epoch;
+      s->pushed = 0;
+      std::fill(s->ranks.begin(), s->ranks.end(), RankState::kIdle);
     }
     for (auto& [v, done] : waiting) done(why, 0, nullptr);
   }

@@ -1,32 +1,35 @@
 #pragma once
 // Shard: the slices of tensors one server holds, and the rounds over them. A slice is one chunk of a key
-// (agent/ps/partition.h). The gRPC handlers only hand work over: copying a payload, summing (OpenBLAS), the
-// optimizer and the copy of weights for pulls run on the shard's own threads, never on gRPC's.
+// (agent/ps/partition.h).
 //
-// sync: a round of a slice completes when every worker has pushed its gradient for that round; the sum
-//       goes through the optimizer, the version goes up by one and the pulls waiting for it are answered.
-//       A push for the wrong round, a second push by one rank in a round, a rank outside the job or a
-//       length that is not the slice's is refused, naming which.
+// sync: a round of a slice completes when every worker has pushed its gradient for that round; the sum goes
+//       through the optimizer, the version goes up by one and the pulls waiting for it are answered. A push
+//       for the wrong round, a second push by one rank in a round, a rank outside the job or a length that
+//       is not the slice's is refused, naming which.
 // async: every push is applied at once (version + 1 each).
+// Round 0 is special in both: it sets the weights (the job's initial values) and leaves the version at 0.
 //
-// Memory: a slice allocates its weights, its sum and one scratch buffer when it is declared, and the buffers
-// that pulls are answered from are kept and reused; steady-state rounds allocate nothing (fresh pages cost
-// more than the copies).
+// A push is received in two steps so that its values go from the socket straight to where they are summed:
+// BeginPush checks it and returns the buffer it belongs in (this rank's receive buffer of the slice), the
+// caller fills it, EndPush accounts for it. The push that completes a round sums all ranks' buffers and
+// applies the optimizer in one pass (optimizer.h), on the calling thread (the server's connection thread,
+// never one of gRPC's), into a weights buffer other than the one pulls of the previous version may still
+// be sent from.
 //
-// Thread safety: every method may be called from any thread; callbacks run on the shard's threads.
+// Memory: a slice's buffers (weights, a receive buffer per rank, optimizer state) are allocated once and
+// reused, and weight buffers are pooled: steady-state rounds allocate nothing and touch no fresh page.
+//
+// Thread safety: every method may be called from any thread; callbacks run on the thread that made the
+// answer possible (the caller, or the one whose push completed the round).
 
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
-#include <thread>
 #include <vector>
 
 #include "agent/ps/optimizer.h"
-#include "agent/ps/wire.h"
 #include "bootstrap/common/status.h"
 
 namespace dlagent::ps {
@@ -36,16 +39,31 @@ enum class Mode { kSync, kAsync };
 struct ShardOptions {
   Mode mode = Mode::kSync;
   uint32_t num_workers = 1;
-  int threads = 1;  // for summing and updates
 };
 
-// The values a pull is answered with: a snapshot of one version, shared with gRPC until it is sent.
+struct PushHeader {
+  uint64_t key = 0;
+  uint32_t chunk = 0;
+  uint32_t rank = 0;
+  uint64_t round = 0;  // 0: set the initial values
+};
+
+// The values a pull is answered with: one version's weights, kept alive until the reply is sent.
 using Snapshot = std::shared_ptr<const std::vector<float>>;
 
 class Shard {
  public:
-  using PushDone = std::function<void(const Status&, uint64_t version)>;
   using PullDone = std::function<void(const Status&, uint64_t version, Snapshot values)>;
+  struct Slice;
+
+  // Where a push's values go; returned by BeginPush, handed back to EndPush or AbortPush.
+  struct PushSlot {
+    std::shared_ptr<Slice> slice;
+    PushHeader header;
+    float* values = nullptr;  // length floats
+    size_t length = 0;
+    uint64_t epoch = 0;  // FailPending in between voids the push
+  };
 
   explicit Shard(ShardOptions options);
   ~Shard();  // fails what is still waiting (Unavailable "shutting down")
@@ -56,9 +74,15 @@ class Shard {
 
   // Declares a slice; the same declaration again is a no-op returning the current version.
   Result<uint64_t> Init(uint64_t key, uint32_t chunk, uint64_t length, const OptimizerConfig& optimizer);
-  // Done is called once the values are accounted for (summed, or applied in async mode), not when the round
-  // completes.
-  void Push(const PushHeader& h, Payload values, PushDone done);
+
+  Result<PushSlot> BeginPush(const PushHeader& h, uint64_t floats);
+  // Returns the slice's version after the push (a completed round's, or the one still in progress).
+  Result<uint64_t> EndPush(const PushSlot& slot);
+  // The values never arrived in full (the connection broke): the rank has not pushed.
+  void AbortPush(const PushSlot& slot);
+  // BeginPush, a copy, EndPush: for tests and restores.
+  Result<uint64_t> Push(const PushHeader& h, const float* values, uint64_t floats);
+
   // Done is called once the slice has reached min_version, or with an error.
   void Pull(uint64_t key, uint32_t chunk, uint64_t min_version, PullDone done);
   // Fails every pull that is waiting and every round in progress with `why` (a worker is gone).
@@ -68,11 +92,6 @@ class Shard {
   void Barrier(uint32_t rank, uint64_t generation, std::function<void(const Status&)> done);
 
  private:
-  struct Slice;
-  void Post(std::function<void()> task);
-  void Work();
-  void ApplyPush(Slice& s, const PushHeader& h, const Payload& values, PushDone& done);
-  Snapshot Publish(Slice& s);
   std::shared_ptr<Slice> Find(uint64_t key, uint32_t chunk, std::string* error);
 
   const ShardOptions options_;
@@ -81,12 +100,6 @@ class Shard {
 
   std::mutex barrier_mu_;
   std::map<uint64_t, std::pair<std::vector<bool>, std::vector<std::function<void(const Status&)>>>> barriers_;  // by generation
-
-  std::mutex queue_mu_;
-  std::condition_variable queue_cv_;
-  std::deque<std::function<void()>> queue_;  // protected by queue_mu_
-  bool stopping_ = false;                    // protected by queue_mu_
-  std::vector<std::thread> threads_;
 };
 
 }  // namespace dlagent::ps

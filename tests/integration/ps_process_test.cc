@@ -1,8 +1,12 @@
 // dlps-server processes with in-process workers (PsClient, one per thread): 2 servers and 3 workers in
 // sync and async mode, and a server killed under the workers.
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <memory>
 #include <thread>
@@ -10,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "agent/ps/client.h"
+#include "agent/ps/frame.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
 
@@ -162,6 +167,70 @@ TEST(PsProcessTest, ARoundThatNeverCompletesEndsAtTheDeadline) {
   Status st = (*c)->Init(kSmall, 10, w.data(), {});
   EXPECT_EQ(st.code(), StatusCode::kDeadlineExceeded) << st.ToString();
   EXPECT_NE(st.ToString().find("barrier"), std::string::npos) << st.ToString();
+}
+
+TEST(PsProcessTest, TheServerRefusesAWorkerOfAnotherJobAndSurvivesMalformedConnections) {
+  Servers s(1, 1, "sync");
+  ASSERT_TRUE(s.ok());
+  auto wrong = PsClient::Connect(s.Options(2, 3));
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.status().ToString().find("dlps server " + s.addresses[0] + ": dlps-server: the worker says the job has 3 workers; "
+                                           "this server was started for 1"),
+            std::string::npos)
+      << wrong.status().ToString();
+
+  // Raw connections whose reads give up after 5 s instead of hanging the test.
+  auto raw = [&] {
+    Result<int> fd = ConnectTcp(s.addresses[0], milliseconds(2000));
+    EXPECT_TRUE(fd.ok());
+    timeval tv{5, 0};
+    if (fd.ok()) ::setsockopt(*fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+  };
+  // Not dlps at all: closed without an answer.
+  Result<int> junk = raw();
+  ASSERT_TRUE(junk.ok());
+  char text[] = "GET / HTTP/1.1\r\n\r\n";
+  iovec iov{text, sizeof text - 1};
+  ASSERT_TRUE(WriteAll(*junk, &iov, 1).ok());
+  char byte;
+  const ssize_t got = ::read(*junk, &byte, 1);
+  EXPECT_TRUE(got == 0 || (got < 0 && errno == ECONNRESET)) << "closed (a reset: the request was never read), not " << got << " "
+                                                            << std::strerror(errno);
+  ::close(*junk);
+
+  // A dlps worker that sends a frame claiming a 1 TiB payload: an error naming the size, then the connection closes.
+  Result<int> liar = raw();
+  ASSERT_TRUE(liar.ok());
+  Hello hello;
+  hello.num_workers = 1;
+  Frame f;
+  f.op = Op::kPush;
+  f.id = 9;
+  f.version = 1;
+  f.bytes = uint64_t{1} << 40;
+  iovec out[2] = {{&hello, sizeof hello}, {&f, sizeof f}};
+  ASSERT_TRUE(WriteAll(*liar, out, 2).ok());
+  Hello ack;
+  ASSERT_TRUE(ReadFull(*liar, &ack, sizeof ack).ok());
+  Frame reply;
+  ASSERT_TRUE(ReadFull(*liar, &reply, sizeof reply).ok());
+  EXPECT_EQ(reply.op, Op::kError);
+  EXPECT_EQ(reply.id, 9u);
+  std::string message(reply.bytes, '\0');
+  ASSERT_TRUE(ReadFull(*liar, message.data(), message.size()).ok());
+  EXPECT_NE(message.find("a frame of 1099511627776 bytes is over the limit"), std::string::npos) << message;
+  EXPECT_EQ(::read(*liar, &byte, 1), 0) << "closed";
+  ::close(*liar);
+
+  // The server still serves a proper worker.
+  auto c = PsClient::Connect(s.Options(0, 1));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  std::vector<float> w(kSmallLength, 2.0f), g(kSmallLength, 1.0f);
+  ASSERT_TRUE((*c)->Init(kSmall, kSmallLength, w.data(), {}).ok());
+  Status st = (*c)->Wait((*c)->PushPull(kSmall, g.data(), w.data(), kSmallLength));
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(w, g) << "sum: the weights are the round's gradient";
 }
 
 }  // namespace

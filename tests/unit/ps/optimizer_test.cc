@@ -13,8 +13,32 @@ namespace {
 // One update of a 3-element slice where every element starts at w and gets gradient g.
 std::vector<float> Step(const OptimizerConfig& c, OptimizerState* state, std::vector<float> w, float g) {
   std::vector<float> grad(w.size(), g);
-  ApplyUpdate(c, w.data(), grad.data(), w.size(), state);
+  const float* grads[] = {grad.data()};
+  ApplyUpdate(c, w.data(), w.data(), grads, w.size(), state);
   return w;
+}
+
+TEST(OptimizerTest, SumsTheRanksGradientsAndWritesAnotherBufferAcrossBlocks) {
+  // 5000 floats span three of the update's blocks; the old weights must stay as they were.
+  const size_t n = 5000;
+  std::vector<float> w_old(n), w_new(n, -1), g0(n), g1(n), g2(n);
+  for (size_t i = 0; i < n; ++i) {
+    w_old[i] = static_cast<float>(i);
+    g0[i] = 1;
+    g1[i] = static_cast<float>(i % 7);
+    g2[i] = -0.5f;
+  }
+  const std::vector<float> before = w_old;
+  const float* grads[] = {g0.data(), g1.data(), g2.data()};
+  OptimizerConfig c{.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 0.5f, .rescale = 0.25f};
+  OptimizerState s;
+  ApplyUpdate(c, w_old.data(), w_new.data(), grads, n, &s);
+  EXPECT_EQ(w_old, before);
+  for (size_t i = 0; i < n; i += 999) {
+    const float sum = 1 + static_cast<float>(i % 7) - 0.5f;
+    EXPECT_FLOAT_EQ(w_new[i], static_cast<float>(i) - 0.5f * 0.25f * sum) << i;
+  }
+  EXPECT_FLOAT_EQ(w_new[n - 1], static_cast<float>(n - 1) - 0.5f * 0.25f * (0.5f + static_cast<float>((n - 1) % 7)));
 }
 
 TEST(OptimizerTest, SgdWithWeightDecay) {

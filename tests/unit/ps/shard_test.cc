@@ -9,19 +9,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-Payload Values(const std::vector<float>& v) {
-  grpc::ByteBuffer b = EncodePush({}, v.data(), v.size(), std::make_shared<std::vector<float>>(v));
-  PushHeader h;
-  Payload p;
-  EXPECT_TRUE(DecodePush(b, &h, &p).ok());
-  return p;
-}
-
-Status PushSync(Shard& shard, PushHeader h, const std::vector<float>& v) {
-  std::promise<Status> done;
-  shard.Push(h, Values(v), [&](const Status& st, uint64_t) { done.set_value(st); });
-  return done.get_future().get();
-}
+Status PushSync(Shard& shard, PushHeader h, const std::vector<float>& v) { return shard.Push(h, v.data(), v.size()).status(); }
 
 struct PullResult {
   Status status;
@@ -38,10 +26,10 @@ std::future<PullResult> PullAsync(Shard& shard, uint64_t key, uint64_t min_versi
 }
 
 TEST(ShardTest, SyncRoundWaitsForEveryWorkerThenAppliesTheSum) {
-  Shard shard({.mode = Mode::kSync, .num_workers = 3, .threads = 2});
+  Shard shard({.mode = Mode::kSync, .num_workers = 3});
   OptimizerConfig sgd{.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 0.5f};
   ASSERT_TRUE(shard.Init(7, 0, 2, sgd).ok());
-  ASSERT_TRUE(PushSync(shard, {7, 0, 0, 0, /*assign=*/true}, {10, 20}).ok());
+  ASSERT_TRUE(PushSync(shard, {7, 0, 0, 0}, {10, 20}).ok());
   auto pull = PullAsync(shard, 7, 1);
   ASSERT_TRUE(PushSync(shard, {7, 0, 0, 1}, {1, 2}).ok());
   ASSERT_TRUE(PushSync(shard, {7, 0, 2, 1}, {3, 4}).ok());
@@ -74,13 +62,41 @@ TEST(ShardTest, SyncRefusesWrongRoundsDoublePushesStrangersAndWrongLengths) {
 TEST(ShardTest, AsyncAppliesEachPushAtOnce) {
   Shard shard({.mode = Mode::kAsync, .num_workers = 2});
   ASSERT_TRUE(shard.Init(3, 0, 1, {.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 1}).ok());
-  ASSERT_TRUE(PushSync(shard, {3, 0, 1, 0}, {2}).ok());
+  ASSERT_TRUE(PushSync(shard, {3, 0, 1, 1}, {2}).ok());
   PullResult r = PullAsync(shard, 3, 0).get();
   EXPECT_EQ(r.version, 1u);
   EXPECT_EQ(r.values, std::vector<float>{-2});
-  ASSERT_TRUE(PushSync(shard, {3, 0, 1, 0}, {3}).ok());
+  ASSERT_TRUE(PushSync(shard, {3, 0, 0, 7}, {3}).ok());  // async: the round number is not checked
   r = PullAsync(shard, 3, 2).get();
   EXPECT_EQ(r.values, std::vector<float>{-5});
+}
+
+TEST(ShardTest, APulledVersionStaysIntactWhileLaterRoundsComplete) {
+  // A reply may still be on its way when the next round completes: its values must not change under it.
+  Shard shard({.mode = Mode::kSync, .num_workers = 1});
+  ASSERT_TRUE(shard.Init(1, 0, 3, {.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 1}).ok());
+  ASSERT_TRUE(PushSync(shard, {1, 0, 0, 0}, {5, 5, 5}).ok());
+  Snapshot held;
+  shard.Pull(1, 0, 0, [&](const Status&, uint64_t, Snapshot s) { held = s; });
+  ASSERT_TRUE(held);
+  for (uint64_t round = 1; round <= 20; ++round) ASSERT_TRUE(PushSync(shard, {1, 0, 0, round}, {1, 1, 1}).ok());
+  EXPECT_EQ(*held, (std::vector<float>{5, 5, 5}));
+  PullResult r = PullAsync(shard, 1, 20).get();
+  EXPECT_EQ(r.values, (std::vector<float>{-15, -15, -15}));
+}
+
+TEST(ShardTest, APushInterruptedByFailPendingDoesNotCount) {
+  Shard shard({.mode = Mode::kSync, .num_workers = 2});
+  ASSERT_TRUE(shard.Init(1, 0, 1, {}).ok());
+  Result<Shard::PushSlot> slot = shard.BeginPush({1, 0, 0, 1}, 1);
+  ASSERT_TRUE(slot.ok()) << slot.status().ToString();
+  shard.FailPending(Status::Unavailable("dlps", "worker 1 is gone"));
+  slot->values[0] = 4;
+  EXPECT_EQ(shard.EndPush(*slot).status().code(), StatusCode::kCancelled);
+  // The round starts over: both ranks push again and it completes.
+  ASSERT_TRUE(PushSync(shard, {1, 0, 0, 1}, {1}).ok());
+  ASSERT_TRUE(PushSync(shard, {1, 0, 1, 1}, {2}).ok());
+  EXPECT_EQ(PullAsync(shard, 1, 1).get().values, std::vector<float>{3});
 }
 
 TEST(ShardTest, FailPendingAnswersWaitingPullsAndBarriers) {

@@ -1,0 +1,164 @@
+#include "agent/ps/frame.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+namespace dlagent::ps {
+namespace {
+
+constexpr char kComponent[] = "dlps-net";
+
+Status Errno(const std::string& what, int err) {
+  if (err == EAGAIN || err == EWOULDBLOCK) return Status::DeadlineExceeded(kComponent, what + ": timed out");
+  if (err == ECONNRESET || err == EPIPE || err == ECONNREFUSED) return Status::Unavailable(kComponent, what + ": " + std::strerror(err));
+  return Status::FromErrno(kComponent, what, err);
+}
+
+struct AddrInfoDeleter {
+  void operator()(addrinfo* a) const { freeaddrinfo(a); }
+};
+
+Result<std::unique_ptr<addrinfo, AddrInfoDeleter>> Resolve(const std::string& address, bool passive) {
+  std::string host, port;
+  RETURN_IF_ERROR(SplitHostPort(address, &host, &port));
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = passive ? AI_PASSIVE : 0;
+  addrinfo* res = nullptr;
+  const int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0) return Status::InvalidArgument(kComponent, "cannot resolve " + address + ": " + gai_strerror(rc));
+  return std::unique_ptr<addrinfo, AddrInfoDeleter>(res);
+}
+
+}  // namespace
+
+Status ReadFull(int fd, void* dst, size_t n) {
+  auto* p = static_cast<char*>(dst);
+  while (n > 0) {
+    const ssize_t got = ::recv(fd, p, n, MSG_WAITALL);
+    if (got == 0) return Status::Unavailable(kComponent, "connection closed");
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return Errno("receive", errno);
+    }
+    p += got;
+    n -= static_cast<size_t>(got);
+  }
+  return Status::Ok();
+}
+
+Status Discard(int fd, uint64_t n) {
+  char sink[64 << 10];
+  while (n > 0) {
+    const size_t step = static_cast<size_t>(std::min<uint64_t>(n, sizeof sink));
+    RETURN_IF_ERROR(ReadFull(fd, sink, step));
+    n -= step;
+  }
+  return Status::Ok();
+}
+
+Status WriteAll(int fd, iovec* iov, int count) {
+  while (count > 0) {
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(count);
+    const ssize_t sent = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (sent < 0) {
+      if (errno == EINTR) continue;
+      return Errno("send", errno);
+    }
+    size_t left = static_cast<size_t>(sent);
+    while (count > 0 && left >= iov->iov_len) {
+      left -= iov->iov_len;
+      ++iov;
+      --count;
+    }
+    if (count > 0) {
+      iov->iov_base = static_cast<char*>(iov->iov_base) + left;
+      iov->iov_len -= left;
+    }
+  }
+  return Status::Ok();
+}
+
+Status SplitHostPort(const std::string& address, std::string* host, std::string* port) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 == address.size()) {
+    return Status::InvalidArgument(kComponent, "'" + address + "' is not host:port");
+  }
+  *host = address.substr(0, colon);
+  *port = address.substr(colon + 1);
+  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') *host = host->substr(1, host->size() - 2);
+  if (*host == "0.0.0.0" || *host == "*") host->clear();  // any address
+  return Status::Ok();
+}
+
+Result<int> ConnectTcp(const std::string& address, std::chrono::milliseconds timeout) {
+  ASSIGN_OR_RETURN(auto addrs, Resolve(address, false));
+  Status last = Status::Unavailable(kComponent, "connect to " + address + ": no address");
+  for (addrinfo* a = addrs.get(); a; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+    if (fd < 0) return Errno("socket", errno);
+    int rc = ::connect(fd, a->ai_addr, a->ai_addrlen);
+    if (rc != 0 && errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      rc = ::poll(&p, 1, static_cast<int>(timeout.count()));
+      if (rc == 0) {
+        ::close(fd);
+        last = Status::DeadlineExceeded(kComponent, "connect to " + address + ": no answer in " + std::to_string(timeout.count()) + " ms");
+        continue;
+      }
+      int err = 0;
+      socklen_t len = sizeof err;
+      ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      errno = err;
+      rc = err == 0 ? 0 : -1;
+    }
+    if (rc != 0) {
+      last = Errno("connect to " + address, errno);
+      ::close(fd);
+      continue;
+    }
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+  }
+  return last;
+}
+
+Result<int> ListenTcp(const std::string& address, int* port) {
+  ASSIGN_OR_RETURN(auto addrs, Resolve(address, true));
+  Status last = Status::Unavailable(kComponent, "listen on " + address + ": no address");
+  for (addrinfo* a = addrs.get(); a; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) return Errno("socket", errno);
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, 1024) != 0) {
+      last = Errno("listen on " + address, errno);
+      ::close(fd);
+      continue;
+    }
+    sockaddr_storage bound{};
+    socklen_t len = sizeof bound;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+    *port = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                              : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+    return fd;
+  }
+  return last;
+}
+
+}  // namespace dlagent::ps
