@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -136,6 +137,8 @@ class DataLink {
     ::close(fd_);
   }
 
+  uint64_t server_micros() const { return server_micros_.load(); }
+
   // values stay alive (the caller's, or held by keep) until the request is answered.
   void Push(const std::shared_ptr<Pending>& p, uint64_t key, uint32_t chunk, uint64_t round, const float* values, size_t n,
             std::shared_ptr<const void> keep) {
@@ -197,7 +200,7 @@ class DataLink {
       std::string message(std::min<uint64_t>(f.bytes, 4096), '\0');
       if (st.ok() && f.op == Op::kError) st = ReadFull(fd_, message.data(), message.size());
       if (st.ok()) {
-        st = f.op == Op::kError ? Status(static_cast<StatusCode>(f.code), "dlps-client", message)
+        st = f.op == Op::kError ? Status(static_cast<StatusCode>(f.aux), "dlps-client", message)
                                 : Status::Unavailable("dlps-client", "not a dlps server (it answered something else)");
       }
     }
@@ -312,7 +315,7 @@ class DataLink {
       std::string message(std::min<uint64_t>(f.bytes, 1 << 20), '\0');
       RETURN_IF_ERROR(ReadFull(fd_, message.data(), message.size()));
       RETURN_IF_ERROR(Discard(fd_, f.bytes - message.size()));
-      result = Named(e, Status(static_cast<StatusCode>(f.code), "", message));
+      result = Named(e, Status(static_cast<StatusCode>(f.aux), "", message));
     } else if (f.op == Op::kPullReply && e.op == Op::kPull) {
       if (f.bytes != e.floats * sizeof(float) || f.key != e.key || f.chunk != e.chunk) {
         RETURN_IF_ERROR(Discard(fd_, f.bytes));
@@ -322,6 +325,7 @@ class DataLink {
         RETURN_IF_ERROR(Discard(fd_, f.bytes));
       } else {
         RETURN_IF_ERROR(ReadFull(fd_, e.dst, f.bytes));
+        server_micros_ += f.aux;
       }
     } else if (f.op == Op::kPushReply && e.op == Op::kPush && f.bytes == 0) {
     } else {
@@ -343,6 +347,7 @@ class DataLink {
   Status broken_;                         // protected by mu_; once set, every request fails with it
   Status send_error_;                     // protected by mu_
   bool stopping_ = false;                 // protected by mu_
+  std::atomic<uint64_t> server_micros_{0};
   std::thread reader_, writer_;
 };
 
@@ -495,6 +500,12 @@ Ticket PsClient::Start(uint64_t key, const float* grad, float* out, uint64_t len
     if (out) link.Pull(p, key, c.index, rounds[i], out + c.offset, c.length);
   }
   return ticket;
+}
+
+uint64_t PsClient::ServerUpdateMicros() const {
+  uint64_t total = 0;
+  for (const auto& s : servers_) total += s->data->server_micros();
+  return total;
 }
 
 Ticket PsClient::Push(uint64_t key, const float* grad, uint64_t length) { return Start(key, grad, nullptr, length, true); }

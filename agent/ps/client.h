@@ -85,6 +85,10 @@ class PsClient {
 
   const PsClientOptions& options() const { return options_; }
 
+  // The time servers spent summing gradients and running the optimizer for the versions this client has
+  // pulled, added over chunks and servers (which work in parallel): where a step's time goes.
+  uint64_t ServerUpdateMicros() const;
+
  private:
   struct Server;
   struct Key;

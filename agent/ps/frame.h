@@ -49,7 +49,8 @@ struct Frame {
   uint64_t version = 0;  // kPush: the round it belongs to (0: set the initial values); kPull: the version to
                          // wait for; replies: the slice's version
   uint64_t bytes = 0;    // payload that follows: float32 values, or kError's message
-  uint32_t code = 0;     // kError: a StatusCode
+  uint32_t aux = 0;      // kError: a StatusCode; kPullReply: microseconds the server spent summing and
+                         // updating this version
   uint32_t reserved = 0;
 };
 static_assert(sizeof(Frame) == 48);

@@ -108,7 +108,7 @@ struct Outbox {
     Reply r;
     r.frame.op = Op::kError;
     r.frame.id = id;
-    r.frame.code = static_cast<uint32_t>(st.code());
+    r.frame.aux = static_cast<uint32_t>(st.code());
     r.message = st.ToString();
     r.frame.bytes = r.message.size();
     Put(std::move(r));
@@ -174,7 +174,7 @@ class DataConn {
     // Sent here, not through the writing thread, so that it goes out before the connection closes.
     Frame f;
     f.op = Op::kError;
-    f.code = static_cast<uint32_t>(refused.code());
+    f.aux = static_cast<uint32_t>(refused.code());
     const std::string message = refused.ToString();
     f.bytes = message.size();
     iovec iov[2] = {{&f, sizeof f}, {const_cast<char*>(message.data()), message.size()}};
@@ -221,16 +221,17 @@ class DataConn {
       }
       case Op::kPull:
         if (f.bytes != 0) return Status::InvalidArgument("dlps-server", "a pull request with a payload");
-        shard_.Pull(f.key, f.chunk, f.version, [out = outbox_, f](const Status& st, uint64_t version, Snapshot values) {
+        shard_.Pull(f.key, f.chunk, f.version, [out = outbox_, f](const Status& st, const PullAnswer& a) {
           if (!st.ok()) return out->Error(f.id, st);
           Outbox::Reply r;
           r.frame.op = Op::kPullReply;
           r.frame.id = f.id;
           r.frame.key = f.key;
           r.frame.chunk = f.chunk;
-          r.frame.version = version;
-          r.frame.bytes = values->size() * sizeof(float);
-          r.values = std::move(values);
+          r.frame.version = a.version;
+          r.frame.bytes = a.values->size() * sizeof(float);
+          r.frame.aux = a.update_micros;
+          r.values = a.values;
           out->Put(std::move(r));
         });
         return Status::Ok();

@@ -1,6 +1,7 @@
 #include "agent/ps/shard.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <string>
 
@@ -12,6 +13,10 @@ constexpr size_t kMaxPooledWeights = 8;  // more versions being sent at once tha
 Status Refused(const std::string& what) { return Status::FailedPrecondition("dlps-shard", what); }
 
 std::string Name(uint64_t key, uint32_t chunk) { return "key " + std::to_string(key) + " chunk " + std::to_string(chunk); }
+
+uint32_t MicrosSince(std::chrono::steady_clock::time_point t0) {
+  return static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
+}
 
 enum class RankState : uint8_t { kIdle, kReceiving, kPushed };
 
@@ -30,6 +35,7 @@ struct Shard::Slice {
   std::vector<RankState> ranks;
   uint32_t pushed = 0;  // ranks in kPushed
   uint64_t version = 0;
+  uint32_t update_micros = 0;  // of the current version
   uint64_t epoch = 0;
   std::vector<std::pair<uint64_t, PullDone>> waiting;  // (min_version, done)
 
@@ -113,8 +119,8 @@ Result<Shard::PushSlot> Shard::BeginPush(const PushHeader& h, uint64_t floats) {
 Result<uint64_t> Shard::EndPush(const PushSlot& slot) {
   Slice& s = *slot.slice;
   const PushHeader& h = slot.header;
-  std::vector<std::pair<PullDone, Snapshot>> answers;
-  uint64_t version;
+  std::vector<PullDone> answers;
+  PullAnswer answer;
   {
     std::lock_guard<std::mutex> lock(s.mu);
     if (slot.epoch != s.epoch || s.ranks[h.rank] != RankState::kReceiving) {
@@ -128,8 +134,10 @@ Result<uint64_t> Shard::EndPush(const PushSlot& slot) {
       s.weights = std::move(next);
       s.ranks[h.rank] = RankState::kIdle;
     } else if (options_.mode == Mode::kAsync) {
+      const auto t0 = std::chrono::steady_clock::now();
       auto next = s.FreeBuffer();
       ApplyUpdate(s.optimizer, s.weights->data(), next->data(), std::span<const float* const>(&mine, 1), s.length, &s.state);
+      s.update_micros = MicrosSince(t0);
       s.weights = std::move(next);
       ++s.version;
       s.ranks[h.rank] = RankState::kIdle;
@@ -138,21 +146,23 @@ Result<uint64_t> Shard::EndPush(const PushSlot& slot) {
       if (++s.pushed == options_.num_workers) {
         std::vector<const float*> grads;  // in rank order: every run sums alike
         for (const auto& r : s.received) grads.push_back(r.data());
+        const auto t0 = std::chrono::steady_clock::now();
         auto next = s.FreeBuffer();
         ApplyUpdate(s.optimizer, s.weights->data(), next->data(), grads, s.length, &s.state);
+        s.update_micros = MicrosSince(t0);
         s.weights = std::move(next);
         ++s.version;
         s.pushed = 0;
         std::fill(s.ranks.begin(), s.ranks.end(), RankState::kIdle);
       }
     }
-    version = s.version;
+    answer = {s.version, s.weights, s.update_micros};
     auto ready = std::partition(s.waiting.begin(), s.waiting.end(), [&](const auto& w) { return w.first > s.version; });
-    for (auto it = ready; it != s.waiting.end(); ++it) answers.emplace_back(std::move(it->second), s.weights);
+    for (auto it = ready; it != s.waiting.end(); ++it) answers.push_back(std::move(it->second));
     s.waiting.erase(ready, s.waiting.end());
   }
-  for (auto& [pull, snap] : answers) pull(Status::Ok(), version, snap);
-  return version;
+  for (auto& pull : answers) pull(Status::Ok(), answer);
+  return answer.version;
 }
 
 void Shard::AbortPush(const PushSlot& slot) {
@@ -170,19 +180,17 @@ Result<uint64_t> Shard::Push(const PushHeader& h, const float* values, uint64_t 
 void Shard::Pull(uint64_t key, uint32_t chunk, uint64_t min_version, PullDone done) {
   std::string error;
   std::shared_ptr<Slice> s = Find(key, chunk, &error);
-  if (!s) return done(Status::NotFound("dlps-shard", error), 0, nullptr);
-  Snapshot snap;
-  uint64_t version;
+  if (!s) return done(Status::NotFound("dlps-shard", error), {});
+  PullAnswer answer;
   {
     std::lock_guard<std::mutex> lock(s->mu);
-    version = s->version;
-    if (version < min_version) {
+    if (s->version < min_version) {
       s->waiting.emplace_back(min_version, std::move(done));
       return;
     }
-    snap = s->weights;
+    answer = {s->version, s->weights, s->update_micros};
   }
-  done(Status::Ok(), version, std::move(snap));
+  done(Status::Ok(), answer);
 }
 
 void Shard::FailPending(const Status& why) {
@@ -200,7 +208,7 @@ void Shard::FailPending(const Status& why) {
       s->pushed = 0;
       std::fill(s->ranks.begin(), s->ranks.end(), RankState::kIdle);
     }
-    for (auto& [v, done] : waiting) done(why, 0, nullptr);
+    for (auto& [v, done] : waiting) done(why, {});
   }
   std::map<uint64_t, std::pair<std::vector<bool>, std::vector<std::function<void(const Status&)>>>> barriers;
   {

@@ -51,9 +51,15 @@ struct PushHeader {
 // The values a pull is answered with: one version's weights, kept alive until the reply is sent.
 using Snapshot = std::shared_ptr<const std::vector<float>>;
 
+struct PullAnswer {
+  uint64_t version = 0;
+  Snapshot values;
+  uint32_t update_micros = 0;  // what summing and the optimizer took for this version (0 for version 0)
+};
+
 class Shard {
  public:
-  using PullDone = std::function<void(const Status&, uint64_t version, Snapshot values)>;
+  using PullDone = std::function<void(const Status&, const PullAnswer&)>;
   struct Slice;
 
   // Where a push's values go; returned by BeginPush, handed back to EndPush or AbortPush.

@@ -1,6 +1,8 @@
-// dlps-server processes with in-process workers (PsClient, one per thread): 2 servers and 3 workers in
-// sync and async mode, and a server killed under the workers.
+// dlps-server processes with workers that are threads of this test (PsClient, one per thread) or processes
+// (dlps-train): 2 servers and 3 workers in sync and async mode, a server killed under the workers, a worker
+// that goes away or is killed, malformed connections.
 #include <signal.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -231,6 +233,72 @@ TEST(PsProcessTest, TheServerRefusesAWorkerOfAnotherJobAndSurvivesMalformedConne
   Status st = (*c)->Wait((*c)->PushPull(kSmall, g.data(), w.data(), kSmallLength));
   ASSERT_TRUE(st.ok()) << st.ToString();
   EXPECT_EQ(w, g) << "sum: the weights are the round's gradient";
+}
+
+// Three dlps-train processes against the servers; returns them running.
+std::vector<std::unique_ptr<Subprocess>> StartTrainers(const Servers& s, int workers, std::vector<std::string> args) {
+  std::string list;
+  for (const auto& a : s.addresses) list += (list.empty() ? "" : ",") + a;
+  std::vector<std::unique_ptr<Subprocess>> ranks;
+  for (int r = 0; r < workers; ++r) {
+    std::vector<std::string> argv = {DLAGENT_DLPS_TRAIN, "--progress", "never"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    ranks.push_back(std::make_unique<Subprocess>(
+        argv, std::vector<std::string>{"DLPS_SERVERS=" + list, "DLPS_RANK=" + std::to_string(r), "DLPS_NUM_WORKERS=" + std::to_string(workers)},
+        s.dir.Join("rank" + std::to_string(r) + ".log")));
+  }
+  return ranks;
+}
+
+TEST(PsProcessTest, TrainerProcessesInSyncModeMatchTrainingInOneProcess) {
+  for (const char* model : {"softmax", "mlp"}) {
+    Servers s(2, 3, "sync");
+    ASSERT_TRUE(s.ok());
+    // 3 workers and a global batch of 100: uneven shares (33, 33, 34) of every batch, and a last batch of 50.
+    auto ranks = StartTrainers(s, 3, {"--model", model, "--samples", "1550", "--features", "20", "--batch", "100", "--epochs", "3", "--verify"});
+    for (int r = 0; r < 3; ++r) {
+      EXPECT_EQ(ranks[r]->Wait(seconds(60)), 0) << model << " rank " << r << ":\n" << ranks[r]->Output();
+    }
+    const std::string out = ranks[0]->Output();
+    EXPECT_NE(out.find("epoch 3/3: loss"), std::string::npos) << out;
+    EXPECT_NE(out.find("3 workers"), std::string::npos) << out;
+    EXPECT_NE(out.find("(max |a-b| / max |b| over all weights; tolerance 1e-05): ok"), std::string::npos) << out;
+    std::printf("%s", out.c_str());
+  }
+}
+
+TEST(PsProcessTest, TrainerProcessesInAsyncModeLearn) {
+  Servers s(2, 3, "async");
+  ASSERT_TRUE(s.ok());
+  auto ranks = StartTrainers(s, 3, {"--samples", "3000", "--features", "20", "--classes", "3", "--batch", "60", "--epochs", "4"});
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(ranks[r]->Wait(seconds(60)), 0) << "rank " << r << ":\n" << ranks[r]->Output();
+  const std::string out = ranks[0]->Output();
+  const size_t at = out.find("epoch 4/4: loss ");
+  ASSERT_NE(at, std::string::npos) << out;
+  const double accuracy = std::stod(out.substr(out.find("accuracy ", at) + 9));
+  EXPECT_GT(accuracy, 0.8) << out;  // 3 classes: chance is 0.33
+}
+
+TEST(PsProcessTest, AKilledTrainerProcessFailsTheOthersNamingItsRank) {
+  Servers s(2, 3, "sync");
+  ASSERT_TRUE(s.ok());
+  auto ranks = StartTrainers(s, 3, {"--model", "mlp", "--samples", "200000", "--features", "50", "--batch", "64", "--epochs", "1000"});
+  const auto until = steady_clock::now() + seconds(30);
+  while (ranks[0]->Output().find("dlps-train: mlp") == std::string::npos && steady_clock::now() < until) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  std::this_thread::sleep_for(milliseconds(200));  // well into the first epoch
+  ranks[2]->Signal(SIGKILL);
+  const auto t0 = steady_clock::now();
+  for (int r = 0; r < 2; ++r) {
+    std::optional<int> status = ranks[r]->Wait(seconds(10));
+    ASSERT_TRUE(status.has_value()) << "rank " << r << " did not end:\n" << ranks[r]->Output();
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << *status;
+    EXPECT_NE(ranks[r]->Output().find("worker rank 2 disconnected"), std::string::npos) << ranks[r]->Output();
+  }
+  const double took = duration<double>(steady_clock::now() - t0).count();
+  EXPECT_LT(took, 5.0) << "the others fail at once, not at the 120 s deadline";
+  std::printf("rank 0 after %.3f s: %s", took, ranks[0]->Output().substr(ranks[0]->Output().rfind("dlps-train: rank")).c_str());
 }
 
 }  // namespace

@@ -19,8 +19,8 @@ struct PullResult {
 
 std::future<PullResult> PullAsync(Shard& shard, uint64_t key, uint64_t min_version) {
   auto p = std::make_shared<std::promise<PullResult>>();
-  shard.Pull(key, 0, min_version, [p](const Status& st, uint64_t version, Snapshot s) {
-    p->set_value({st, version, s ? *s : std::vector<float>{}});
+  shard.Pull(key, 0, min_version, [p](const Status& st, const PullAnswer& a) {
+    p->set_value({st, a.version, a.values ? *a.values : std::vector<float>{}});
   });
   return p->get_future();
 }
@@ -77,7 +77,7 @@ TEST(ShardTest, APulledVersionStaysIntactWhileLaterRoundsComplete) {
   ASSERT_TRUE(shard.Init(1, 0, 3, {.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 1}).ok());
   ASSERT_TRUE(PushSync(shard, {1, 0, 0, 0}, {5, 5, 5}).ok());
   Snapshot held;
-  shard.Pull(1, 0, 0, [&](const Status&, uint64_t, Snapshot s) { held = s; });
+  shard.Pull(1, 0, 0, [&](const Status&, const PullAnswer& a) { held = a.values; });
   ASSERT_TRUE(held);
   for (uint64_t round = 1; round <= 20; ++round) ASSERT_TRUE(PushSync(shard, {1, 0, 0, round}, {1, 1, 1}).ok());
   EXPECT_EQ(*held, (std::vector<float>{5, 5, 5}));
