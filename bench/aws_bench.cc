@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "bootstrap/aws/crypto.h"
+#include "bootstrap/common/crypto.h"
 #include "bootstrap/aws/sigv4.h"
 #include "bootstrap/aws/sqs_client.h"
 #include "tests/support/sqs_emulator.h"

@@ -72,8 +72,8 @@ Result<PsClientOptions> PsClientOptions::FromEnv() {
   ASSIGN_OR_RETURN(o.rank, EnvNumber("DLPS_RANK", true, 0));
   ASSIGN_OR_RETURN(o.num_workers, EnvNumber("DLPS_NUM_WORKERS", true, 1));
   if (o.num_workers == 0 || o.rank >= o.num_workers) {
-    return Status::InvalidArgument("dlps-client", "DLPS_RANK=" + std::to_string(o.rank) + " must be below DLPS_NUM_WORKERS=" +
-                                                      std::to_string(o.num_workers));
+    return Status::InvalidArgument("dlps-client",
+                                   "DLPS_RANK=" + std::to_string(o.rank) + " must be below DLPS_NUM_WORKERS=" + std::to_string(o.num_workers));
   }
   if (const char* d = std::getenv("DLPS_DEADLINE"); d && *d) {
     Result<Duration> parsed = ParseDuration(d);
@@ -100,23 +100,26 @@ struct Pending {
   }
 };
 
-// The data connection to one server. Requests go out on a writing thread, in the order they were made;
-// replies come back in any order on a reading thread, which is the only one that completes requests (so
-// that nothing writes into a caller's `out` after its Wait has returned). Pull replies are read straight
-// into `out`. A request past its deadline fails; its reply, if it comes, is read and dropped.
+// The data connection to one server. Requests go out on a writing thread, in
+// the order they were made; replies come back in any order on a reading thread,
+// which is the only one that completes requests (so that nothing writes into a
+// caller's `out` after its Wait has returned). Pull replies are read straight
+// into `out`. A request past its deadline fails; its reply, if it comes, is
+// read and dropped.
 class DataLink {
  public:
   static Result<std::unique_ptr<DataLink>> Open(const std::string& address, const Hello& hello, std::chrono::milliseconds deadline,
                                                 std::chrono::milliseconds connect_timeout) {
     int fd = -1;
-    Status st = Retry(*NewPosixEnv(), {.initial = std::chrono::milliseconds(50), .max_delay = std::chrono::seconds(1), .max_attempts = 0,
-                                      .max_elapsed = connect_timeout},
-                      [&]() -> Status {
-                        Result<int> r = ConnectTcp(address, std::min(connect_timeout, std::chrono::milliseconds(10000)));
-                        if (!r.ok()) return r.status();
-                        fd = *r;
-                        return Status::Ok();
-                      });
+    Status st =
+        Retry(*NewPosixEnv(),
+              {.initial = std::chrono::milliseconds(50), .max_delay = std::chrono::seconds(1), .max_attempts = 0, .max_elapsed = connect_timeout},
+              [&]() -> Status {
+                Result<int> r = ConnectTcp(address, std::min(connect_timeout, std::chrono::milliseconds(10000)));
+                if (!r.ok()) return r.status();
+                fd = *r;
+                return Status::Ok();
+              });
     if (!st.ok()) return Status(st.code(), "dlps-client", "dlps server " + address + ": " + std::string(st.message()) + " (is the server running?)");
     std::unique_ptr<DataLink> link(new DataLink(address, fd, deadline));
     RETURN_IF_ERROR(link->Handshake(hello));
@@ -139,7 +142,8 @@ class DataLink {
 
   uint64_t server_micros() const { return server_micros_.load(); }
 
-  // values stay alive (the caller's, or held by keep) until the request is answered.
+  // values stay alive (the caller's, or held by keep) until the request is
+  // answered.
   void Push(const std::shared_ptr<Pending>& p, uint64_t key, uint32_t chunk, uint64_t round, const float* values, size_t n,
             std::shared_ptr<const void> keep) {
     Frame f;
@@ -179,13 +183,15 @@ class DataLink {
 
   DataLink(std::string address, int fd, std::chrono::milliseconds deadline) : address_(std::move(address)), fd_(fd), deadline_(deadline) {
     timeval tv{static_cast<time_t>(deadline.count() / 1000), static_cast<suseconds_t>(deadline.count() % 1000 * 1000)};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);  // a reply that stops mid-way
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv,
+                 sizeof tv);  // a reply that stops mid-way
   }
 
   Status Named(const Expect& e, const Status& st) const {
     const char* op = e.op == Op::kPush ? "push" : "pull";
-    return Status(st.code(), "dlps-client", "dlps server " + address_ + ": " + op + " of key " + std::to_string(e.key) + " chunk " +
-                                                std::to_string(e.chunk) + ": " + std::string(st.message()));
+    return Status(st.code(), "dlps-client",
+                  "dlps server " + address_ + ": " + op + " of key " + std::to_string(e.key) + " chunk " + std::to_string(e.chunk) + ": " +
+                      std::string(st.message()));
   }
 
   Status Handshake(const Hello& hello) {
@@ -244,7 +250,8 @@ class DataLink {
       if (Status st = WriteAll(fd_, iov, 2); !st.ok()) {
         std::lock_guard<std::mutex> lock(mu_);
         if (send_error_.ok()) send_error_ = st;
-        ::shutdown(fd_, SHUT_RDWR);  // the reading thread fails what is outstanding
+        ::shutdown(fd_,
+                   SHUT_RDWR);  // the reading thread fails what is outstanding
         return;
       }
     }
@@ -288,7 +295,7 @@ class DataLink {
         if (e.deadline <= now) {
           e.abandoned = true;
           expired.emplace_back(e.pending, Named(e, Status::DeadlineExceeded("dlps-client", "no answer within the deadline of " +
-                                                                                                 std::to_string(deadline_.count()) + " ms")));
+                                                                                               std::to_string(deadline_.count()) + " ms")));
         } else {
           next = std::min(next, e.deadline);
         }
@@ -306,7 +313,8 @@ class DataLink {
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = expects_.find(f.id);
-      if (it == expects_.end()) return Status::Internal("dlps-client", "the server answered request " + std::to_string(f.id) + ", which was never made");
+      if (it == expects_.end())
+        return Status::Internal("dlps-client", "the server answered request " + std::to_string(f.id) + ", which was never made");
       e = std::move(it->second);
       expects_.erase(it);
     }
@@ -329,8 +337,8 @@ class DataLink {
       }
     } else if (f.op == Op::kPushReply && e.op == Op::kPush && f.bytes == 0) {
     } else {
-      return Status::Internal("dlps-client", "the server answered request " + std::to_string(f.id) + " with frame type " +
-                                                 std::to_string(static_cast<uint32_t>(f.op)));
+      return Status::Internal(
+          "dlps-client", "the server answered request " + std::to_string(f.id) + " with frame type " + std::to_string(static_cast<uint32_t>(f.op)));
     }
     if (!e.abandoned) e.pending->Done(result);
     return Status::Ok();
@@ -341,12 +349,12 @@ class DataLink {
   const std::chrono::milliseconds deadline_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Request> queue_;             // protected by mu_
-  std::map<uint64_t, Expect> expects_;    // protected by mu_; by request id
-  uint64_t next_id_ = 0;                  // protected by mu_
-  Status broken_;                         // protected by mu_; once set, every request fails with it
-  Status send_error_;                     // protected by mu_
-  bool stopping_ = false;                 // protected by mu_
+  std::deque<Request> queue_;           // protected by mu_
+  std::map<uint64_t, Expect> expects_;  // protected by mu_; by request id
+  uint64_t next_id_ = 0;                // protected by mu_
+  Status broken_;                       // protected by mu_; once set, every request fails with it
+  Status send_error_;                   // protected by mu_
+  bool stopping_ = false;               // protected by mu_
   std::atomic<uint64_t> server_micros_{0};
   std::thread reader_, writer_;
 };
@@ -374,8 +382,8 @@ struct PsClient::Key {
 Result<std::unique_ptr<PsClient>> PsClient::Connect(const PsClientOptions& options) {
   if (options.servers.empty()) return Status::InvalidArgument("dlps-client", "no parameter servers given");
   if (options.num_workers == 0 || options.rank >= options.num_workers) {
-    return Status::InvalidArgument("dlps-client", "rank " + std::to_string(options.rank) + " must be below num_workers " +
-                                                      std::to_string(options.num_workers));
+    return Status::InvalidArgument("dlps-client",
+                                   "rank " + std::to_string(options.rank) + " must be below num_workers " + std::to_string(options.num_workers));
   }
   if (options.chunk_floats == 0 || options.chunk_floats > (uint64_t{1} << 28)) {
     return Status::InvalidArgument("dlps-client", "chunk_floats must be between 1 and 2^28 (1 GiB)");
@@ -444,7 +452,8 @@ Status PsClient::Init(uint64_t key, uint64_t length, const float* initial, const
   }
   if (version > 0) {
     return Status::FailedPrecondition("dlps-client", "key " + std::to_string(key) + " already has version " + std::to_string(version) +
-                                                         " on its servers (a job with these keys ran before; restart the servers)");
+                                                         " on its servers (a job with these keys ran before; "
+                                                         "restart the servers)");
   }
   std::vector<float> zeros;
   if (options_.rank == 0) {
@@ -492,7 +501,8 @@ Ticket PsClient::Start(uint64_t key, const float* grad, float* out, uint64_t len
     grad = p->gradient->data();
     keep = p->gradient;
   }
-  // A pull right behind its push: the server reads the push first, and answers the pull once the round is done.
+  // A pull right behind its push: the server reads the push first, and answers
+  // the pull once the round is done.
   for (size_t i = 0; i < k->chunks.size(); ++i) {
     const Chunk& c = k->chunks[i];
     DataLink& link = *servers_[c.server]->data;
@@ -542,6 +552,47 @@ Status PsClient::Barrier() {
   ctx.set_deadline(std::chrono::system_clock::now() + options_.deadline);
   grpc::Status st = s.control->Barrier(&ctx, req, &reply);
   return st.ok() ? Status::Ok() : FromGrpc(s.address, "barrier " + std::to_string(generation), st);
+}
+
+}  // namespace dlagent::ps
+
+namespace dlagent::ps {
+
+Status PsClient::Checkpoint(const std::string& name) {
+  pb::CommitCheckpointRequest commit;
+  commit.set_name(name);
+  for (size_t i = 0; i < servers_.size(); ++i) {
+    pb::CheckpointRequest req;
+    req.set_name(name);
+    req.set_server_index(static_cast<uint32_t>(i));
+    req.set_server_count(static_cast<uint32_t>(servers_.size()));
+    pb::CheckpointReply reply;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + options_.deadline);
+    grpc::Status st = servers_[i]->control->Checkpoint(&ctx, req, &reply);
+    if (!st.ok()) return FromGrpc(servers_[i]->address, "checkpoint " + name, st);
+    *commit.add_files() = reply.file();
+  }
+  pb::CommitCheckpointReply reply;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + options_.deadline);
+  grpc::Status st = servers_[0]->control->CommitCheckpoint(&ctx, commit, &reply);
+  return st.ok() ? Status::Ok() : FromGrpc(servers_[0]->address, "commit checkpoint " + name, st);
+}
+
+Status PsClient::Restore(const std::string& name) {
+  for (size_t i = 0; i < servers_.size(); ++i) {
+    pb::RestoreRequest req;
+    req.set_name(name);
+    req.set_server_index(static_cast<uint32_t>(i));
+    req.set_server_count(static_cast<uint32_t>(servers_.size()));
+    pb::RestoreReply reply;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + options_.deadline);
+    grpc::Status st = servers_[i]->control->Restore(&ctx, req, &reply);
+    if (!st.ok()) return FromGrpc(servers_[i]->address, "restore " + name, st);
+  }
+  return Status::Ok();
 }
 
 }  // namespace dlagent::ps

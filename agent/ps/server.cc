@@ -20,6 +20,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/server_posix.h>
 
+#include "agent/ps/checkpoint.h"
 #include "agent/ps/frame.h"
 #include "proto/dlps.grpc.pb.h"
 
@@ -46,8 +47,8 @@ grpc::Status ToGrpc(const Status& s) {
   return grpc::Status(code, s.ToString());
 }
 
-// Dead peers are found even when nothing is being sent: keepalive probes after 10 s idle, and unacknowledged
-// data gives up after 30 s.
+// Dead peers are found even when nothing is being sent: keepalive probes after
+// 10 s idle, and unacknowledged data gives up after 30 s.
 void TuneSocket(int fd) {
   const int one = 1, idle = 10, interval = 5, count = 3, user_timeout_ms = 30000;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -58,9 +59,11 @@ void TuneSocket(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
 
+// Checkpoint IO runs on the gRPC thread that took the call: it is rare, and the
+// data path does not use gRPC's threads.
 class ControlService final : public pb::DlpsControl::CallbackService {
  public:
-  explicit ControlService(Shard& shard) : shard_(shard) {}
+  ControlService(Shard& shard, std::string checkpoint_dir) : shard_(shard), dir_(std::move(checkpoint_dir)) {}
   grpc::ServerUnaryReactor* Init(grpc::CallbackServerContext* ctx, const pb::InitRequest* req, pb::InitReply* reply) override {
     auto* reactor = ctx->DefaultReactor();
     Result<OptimizerConfig> opt = OptimizerFromProto(req->optimizer());
@@ -78,13 +81,52 @@ class ControlService final : public pb::DlpsControl::CallbackService {
     shard_.Barrier(req->rank(), req->generation(), [reactor](const Status& st) { reactor->Finish(ToGrpc(st)); });
     return reactor;
   }
+  grpc::ServerUnaryReactor* Checkpoint(grpc::CallbackServerContext* ctx, const pb::CheckpointRequest* req, pb::CheckpointReply* reply) override {
+    auto* reactor = ctx->DefaultReactor();
+    Result<CheckpointFile> f = HaveDir();
+    if (f.ok()) f = WriteShardCheckpoint(shard_, dir_, req->name(), req->server_index(), req->server_count());
+    if (f.ok()) {
+      reply->mutable_file()->set_name(f->name);
+      reply->mutable_file()->set_bytes(f->bytes);
+      reply->mutable_file()->set_sha256(f->sha256);
+    }
+    reactor->Finish(ToGrpc(f.status()));
+    return reactor;
+  }
+  grpc::ServerUnaryReactor* CommitCheckpoint(grpc::CallbackServerContext* ctx, const pb::CommitCheckpointRequest* req,
+                                             pb::CommitCheckpointReply*) override {
+    auto* reactor = ctx->DefaultReactor();
+    std::vector<CheckpointFile> files;
+    for (const auto& f : req->files()) files.push_back({f.name(), f.bytes(), f.sha256()});
+    Status st = HaveDir().status();
+    if (st.ok()) st = WriteManifest(dir_, req->name(), static_cast<uint32_t>(files.size()), files);
+    reactor->Finish(ToGrpc(st));
+    return reactor;
+  }
+  grpc::ServerUnaryReactor* Restore(grpc::CallbackServerContext* ctx, const pb::RestoreRequest* req, pb::RestoreReply*) override {
+    auto* reactor = ctx->DefaultReactor();
+    Status st = HaveDir().status();
+    if (st.ok()) st = RestoreShardCheckpoint(shard_, dir_, req->name(), req->server_index(), req->server_count());
+    reactor->Finish(ToGrpc(st));
+    return reactor;
+  }
 
  private:
+  Result<CheckpointFile> HaveDir() const {
+    if (dir_.empty())
+      return Status::FailedPrecondition("dlps-server",
+                                        "this server has no checkpoint directory (dlps-server "
+                                        "--checkpoint-dir)");
+    return CheckpointFile{};
+  }
+
   Shard& shard_;
+  const std::string dir_;
 };
 
-// Replies waiting for a data connection's writing thread. Shared with the shard's pull callbacks, which
-// may run after the connection has ended (then the reply is dropped).
+// Replies waiting for a data connection's writing thread. Shared with the
+// shard's pull callbacks, which may run after the connection has ended (then
+// the reply is dropped).
 struct Outbox {
   struct Reply {
     Frame frame;
@@ -149,9 +191,10 @@ class DataConn {
       iovec iov{&ack, sizeof ack};
       st = WriteAll(fd_, &iov, 1);
       while (st.ok()) st = ServeOne();
-      if (!stopping_.load()) {
+      if (!stopping_.load()) {  // an accepted worker went away
         shard_.FailPending(Status::Unavailable("dlps-server", "worker rank " + std::to_string(rank_) +
-                                                                  " disconnected (it exited or lost its connection); the rounds in progress fail"));
+                                                                  " disconnected (it exited or lost its "
+                                                                  "connection); the rounds in progress fail"));
       }
     }
     outbox_->Close();
@@ -161,17 +204,19 @@ class DataConn {
   Status Accept(const Hello& h) {
     Status refused;
     if (h.magic != kHelloMagic || h.protocol != kProtocolVersion) {
-      refused = Status::InvalidArgument("dlps-server", "this server speaks dlps protocol " + std::to_string(kProtocolVersion) + ", the worker " +
-                                                           std::to_string(h.protocol));
+      refused = Status::InvalidArgument(
+          "dlps-server", "this server speaks dlps protocol " + std::to_string(kProtocolVersion) + ", the worker " + std::to_string(h.protocol));
     } else if (h.num_workers != shard_.options().num_workers) {
-      refused = Status::FailedPrecondition("dlps-server", "the worker says the job has " + std::to_string(h.num_workers) +
-                                                              " workers; this server was started for " +
-                                                              std::to_string(shard_.options().num_workers));
+      refused =
+          Status::FailedPrecondition("dlps-server", "the worker says the job has " + std::to_string(h.num_workers) +
+                                                        " workers; this server was started for " + std::to_string(shard_.options().num_workers));
     } else if (h.rank >= h.num_workers) {
-      refused = Status::InvalidArgument("dlps-server", "rank " + std::to_string(h.rank) + " is outside the job of " + std::to_string(h.num_workers) + " workers");
+      refused = Status::InvalidArgument("dlps-server",
+                                        "rank " + std::to_string(h.rank) + " is outside the job of " + std::to_string(h.num_workers) + " workers");
     }
     if (refused.ok()) return refused;
-    // Sent here, not through the writing thread, so that it goes out before the connection closes.
+    // Sent here, not through the writing thread, so that it goes out before the
+    // connection closes.
     Frame f;
     f.op = Op::kError;
     f.aux = static_cast<uint32_t>(refused.code());
@@ -259,7 +304,8 @@ class DataConn {
         outbox_->Close();
       }
     }
-    ::shutdown(fd_, SHUT_RDWR);  // every reply is out: the worker sees the connection end now
+    ::shutdown(fd_, SHUT_RDWR);  // every reply is out: the worker sees the
+                                 // connection end now
   }
 
   Shard& shard_;
@@ -275,7 +321,7 @@ class DataConn {
 
 struct PsServer::Impl {
   std::unique_ptr<Shard> shard;
-  ControlService control{*shard};
+  ControlService control;
   std::unique_ptr<grpc::Server> grpc;
   int listen_fd = -1;
   int wake_fd = -1;
@@ -284,9 +330,10 @@ struct PsServer::Impl {
   std::thread accept_thread;
   std::vector<std::unique_ptr<DataConn>> conns;  // owned by the accept thread until it ends
 
-  explicit Impl(const ShardOptions& o) : shard(std::make_unique<Shard>(o)) {}
+  explicit Impl(const ServerOptions& o) : shard(std::make_unique<Shard>(o.shard)), control(*shard, o.checkpoint_dir) {}
 
-  // Accepts connections and hands each to gRPC or to a DataConn by its first four bytes.
+  // Accepts connections and hands each to gRPC or to a DataConn by its first
+  // four bytes.
   void AcceptLoop() {
     std::vector<std::pair<int, Clock::time_point>> undecided;
     for (;;) {
@@ -334,7 +381,7 @@ Shard& PsServer::shard() { return *impl_->shard; }
 
 Result<std::unique_ptr<PsServer>> PsServer::Start(const ServerOptions& options) {
   if (options.shard.num_workers == 0) return Status::InvalidArgument("dlps-server", "the job needs at least one worker");
-  auto impl = std::make_unique<Impl>(options.shard);
+  auto impl = std::make_unique<Impl>(options);
   Result<int> fd = ListenTcp(options.listen, &impl->port);
   if (!fd.ok()) return fd.status().Annotate("cannot serve (in use, or not an address of this host)");
   impl->listen_fd = *fd;
@@ -361,7 +408,8 @@ PsServer::~PsServer() {
   ::close(s.listen_fd);
   ::close(s.wake_fd);
   s.conns.clear();  // ends every data connection
-  // Waiting barriers hold calls open: fail them, then give the rest a moment to finish.
+  // Waiting barriers hold calls open: fail them, then give the rest a moment to
+  // finish.
   s.shard->FailPending(Status::Unavailable("dlps-server", "the server is shutting down"));
   s.grpc->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   s.grpc->Wait();

@@ -1,14 +1,18 @@
 #pragma once
-// PsServer: a Shard served on one TCP port. The port carries two protocols, told apart by a connection's
-// first bytes: gRPC (DlpsControl of proto/dlps.proto: Init, Barrier) and dlps's data connections
-// (agent/ps/frame.h: pushes and pulls, values read straight into the shard's buffers and sent straight from
-// them). Each data connection is one worker; it has a thread that reads and a thread that writes, and
-// the reading thread is where a push that completes a round runs the sum and the optimizer (no BLAS or
-// copies on gRPC's threads). When a data connection ends while the server runs, the worker is gone: the
-// rounds, pulls and barriers in progress fail with "worker rank R disconnected", so that the other workers
-// get an error at once instead of waiting for their deadlines.
+// PsServer: a Shard served on one TCP port. The port carries two protocols,
+// told apart by a connection's first bytes: gRPC (DlpsControl of
+// proto/dlps.proto: Init, Barrier) and dlps's data connections
+// (agent/ps/frame.h: pushes and pulls, values read straight into the shard's
+// buffers and sent straight from them). Each data connection is one worker; it
+// has a thread that reads and a thread that writes, and the reading thread is
+// where a push that completes a round runs the sum and the optimizer (no BLAS
+// or copies on gRPC's threads). When a data connection ends while the server
+// runs, the worker is gone: the rounds, pulls and barriers in progress fail
+// with "worker rank R disconnected", so that the other workers get an error at
+// once instead of waiting for their deadlines.
 //
-// Thread safety: Start and the destructor from one thread; the server runs on its own threads and gRPC's.
+// Thread safety: Start and the destructor from one thread; the server runs on
+// its own threads and gRPC's.
 
 #include <memory>
 #include <string>
@@ -21,6 +25,9 @@ namespace dlagent::ps {
 struct ServerOptions {
   std::string listen = "0.0.0.0:7070";  // host:port; port 0 picks a free one
   ShardOptions shard;
+  // Where checkpoints are written and read (shared storage, the same path on
+  // every node); empty: refused.
+  std::string checkpoint_dir;
 };
 
 class PsServer {

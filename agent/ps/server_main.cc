@@ -1,5 +1,5 @@
-// dlps-server: one parameter-server shard as a process of its own (tests, benches, CPU-only server nodes).
-// agentd serves the same shard in-process.
+// dlps-server: one parameter-server shard as a process of its own (tests,
+// benches, CPU-only server nodes). agentd serves the same shard in-process.
 #include <signal.h>
 
 #include <cstdio>
@@ -10,14 +10,23 @@
 #include "agent/ps/server.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"dlps-server: serve one parameter-server shard (gRPC control and dlps data connections on one port) until SIGTERM or SIGINT."};
+  CLI::App app{
+      "dlps-server: serve one parameter-server shard (gRPC control and dlps "
+      "data connections on one port) until SIGTERM or SIGINT."};
   dlagent::ps::ServerOptions o;
   std::string mode = "sync";
   app.add_option("--listen", o.listen, "host:port to serve on (port 0: any free port, printed)")->capture_default_str();
-  app.add_option("--workers", o.shard.num_workers, "Workers in the job (a sync round waits for all of them)")->required()->check(CLI::Range(1, 100000));
-  app.add_option("--mode", mode, "sync (a round completes when every worker pushed) or async (each push applied at once)")
+  app.add_option("--workers", o.shard.num_workers, "Workers in the job (a sync round waits for all of them)")
+      ->required()
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--mode", mode,
+                 "sync (a round completes when every worker pushed) or async "
+                 "(each push applied at once)")
       ->check(CLI::IsMember({"sync", "async"}))
       ->capture_default_str();
+  app.add_option("--checkpoint-dir", o.checkpoint_dir,
+                 "Directory for checkpoints (shared storage: the same path on "
+                 "every server's node)");
   CLI11_PARSE(app, argc, argv);
   o.shard.mode = mode == "sync" ? dlagent::ps::Mode::kSync : dlagent::ps::Mode::kAsync;
 
@@ -25,7 +34,8 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before gRPC starts its threads: they inherit the mask
+  pthread_sigmask(SIG_BLOCK, &signals,
+                  nullptr);  // before gRPC starts its threads: they inherit the mask
 
   auto server = dlagent::ps::PsServer::Start(o);
   if (!server.ok()) {

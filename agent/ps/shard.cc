@@ -29,9 +29,9 @@ struct Shard::Slice {
   size_t length = 0;
   OptimizerConfig optimizer;
   OptimizerState state;
-  std::shared_ptr<std::vector<float>> weights;             // the current version: what pulls are sent from
-  std::vector<std::shared_ptr<std::vector<float>>> pool;   // weight buffers, the current one among them
-  std::vector<std::vector<float>> received;                // by rank, allocated at the rank's first push
+  std::shared_ptr<std::vector<float>> weights;            // the current version: what pulls are sent from
+  std::vector<std::shared_ptr<std::vector<float>>> pool;  // weight buffers, the current one among them
+  std::vector<std::vector<float>> received;               // by rank, allocated at the rank's first push
   std::vector<RankState> ranks;
   uint32_t pushed = 0;  // ranks in kPushed
   uint64_t version = 0;
@@ -55,8 +55,10 @@ Shard::Shard(ShardOptions options) : options_(options) {}
 Shard::~Shard() { FailPending(Status::Unavailable("dlps-shard", "the server is shutting down")); }
 
 Result<uint64_t> Shard::Init(uint64_t key, uint32_t chunk, uint64_t length, const OptimizerConfig& optimizer) {
-  if (length > (uint64_t{1} << 31)) return Status::InvalidArgument("dlps-shard", Name(key, chunk) + ": a chunk of " + std::to_string(length) +
-                                                                 " floats is too large (the client's chunk_floats must be at most 2^31)");
+  if (length > (uint64_t{1} << 31))
+    return Status::InvalidArgument("dlps-shard", Name(key, chunk) + ": a chunk of " + std::to_string(length) +
+                                                     " floats is too large (the client's "
+                                                     "chunk_floats must be at most 2^31)");
   std::lock_guard<std::mutex> lock(map_mu_);
   auto& slot = slices_[{key, chunk}];
   if (slot) {
@@ -90,15 +92,22 @@ std::shared_ptr<Shard::Slice> Shard::Find(uint64_t key, uint32_t chunk, std::str
   return it->second;
 }
 
+Status Shard::Failed() {
+  std::lock_guard<std::mutex> lock(failed_mu_);
+  return failed_;
+}
+
 Result<Shard::PushSlot> Shard::BeginPush(const PushHeader& h, uint64_t floats) {
   std::string error;
   std::shared_ptr<Slice> s = Find(h.key, h.chunk, &error);
   if (!s) return Status::NotFound("dlps-shard", error);
   std::lock_guard<std::mutex> lock(s->mu);
+  RETURN_IF_ERROR(Failed());  // under the slice's lock: FailPending sets it
+                              // before it takes the slices' locks
   const std::string rank = "rank " + std::to_string(h.rank);
   if (floats != s->length) {
-    return Status::InvalidArgument("dlps-shard", Name(s->key, s->chunk) + " holds " + std::to_string(s->length) + " floats; " + rank +
-                                                     " pushed " + std::to_string(floats));
+    return Status::InvalidArgument(
+        "dlps-shard", Name(s->key, s->chunk) + " holds " + std::to_string(s->length) + " floats; " + rank + " pushed " + std::to_string(floats));
   }
   if (h.rank >= options_.num_workers) {
     return Status::InvalidArgument("dlps-shard", rank + " is outside the job of " + std::to_string(options_.num_workers) + " workers");
@@ -124,8 +133,8 @@ Result<uint64_t> Shard::EndPush(const PushSlot& slot) {
   {
     std::lock_guard<std::mutex> lock(s.mu);
     if (slot.epoch != s.epoch || s.ranks[h.rank] != RankState::kReceiving) {
-      return Status::Cancelled("dlps-shard", "the round of " + Name(s.key, s.chunk) + " was failed while rank " + std::to_string(h.rank) +
-                                                 "'s push arrived");
+      return Status::Cancelled("dlps-shard",
+                               "the round of " + Name(s.key, s.chunk) + " was failed while rank " + std::to_string(h.rank) + "'s push arrived");
     }
     const float* mine = slot.values;
     if (h.round == 0) {
@@ -182,18 +191,27 @@ void Shard::Pull(uint64_t key, uint32_t chunk, uint64_t min_version, PullDone do
   std::shared_ptr<Slice> s = Find(key, chunk, &error);
   if (!s) return done(Status::NotFound("dlps-shard", error), {});
   PullAnswer answer;
+  Status failed;
   {
     std::lock_guard<std::mutex> lock(s->mu);
     if (s->version < min_version) {
+      failed = Failed();  // a version still to come never will
+    }
+    if (failed.ok() && s->version < min_version) {
       s->waiting.emplace_back(min_version, std::move(done));
       return;
     }
     answer = {s->version, s->weights, s->update_micros};
   }
+  if (!failed.ok()) return done(failed, {});
   done(Status::Ok(), answer);
 }
 
 void Shard::FailPending(const Status& why) {
+  {
+    std::lock_guard<std::mutex> lock(failed_mu_);
+    if (failed_.ok()) failed_ = why;
+  }
   std::vector<std::shared_ptr<Slice>> all;
   {
     std::lock_guard<std::mutex> lock(map_mu_);
@@ -220,14 +238,62 @@ void Shard::FailPending(const Status& why) {
   }
 }
 
+std::vector<Shard::SliceState> Shard::Export() {
+  std::vector<std::shared_ptr<Slice>> all;
+  {
+    std::lock_guard<std::mutex> lock(map_mu_);
+    for (auto& [id, s] : slices_) all.push_back(s);
+  }
+  std::vector<SliceState> out;
+  for (auto& s : all) {
+    std::lock_guard<std::mutex> lock(s->mu);
+    out.push_back({s->key, s->chunk, s->optimizer, s->weights, s->state});  // weights: shared, never written again
+  }
+  return out;
+}
+
+Status Shard::Import(const std::vector<SliceState>& states) {
+  std::vector<std::shared_ptr<Slice>> targets;
+  for (const SliceState& st : states) {
+    std::string error;
+    std::shared_ptr<Slice> s = Find(st.key, st.chunk, &error);
+    if (!s) return Status::NotFound("dlps-shard", "the checkpoint has " + error);
+    std::lock_guard<std::mutex> lock(s->mu);
+    if (s->length != st.weights->size() || !(s->optimizer == st.optimizer)) {
+      return Refused(Name(st.key, st.chunk) + " holds " + std::to_string(s->length) + " floats with optimizer " + OptimizerName(s->optimizer.kind) +
+                     "; the checkpoint has " + std::to_string(st.weights->size()) + " floats with " + OptimizerName(st.optimizer.kind) +
+                     " (the job must declare its keys as the one that wrote it did)");
+    }
+    if (s->version != 0 || s->pushed != 0) {
+      return Refused(Name(st.key, st.chunk) +
+                     " has already taken pushes (restore right after Init, "
+                     "before training)");
+    }
+    targets.push_back(std::move(s));
+  }
+  for (size_t i = 0; i < states.size(); ++i) {
+    Slice& s = *targets[i];
+    std::lock_guard<std::mutex> lock(s.mu);
+    auto next = s.FreeBuffer();
+    std::copy(states[i].weights->begin(), states[i].weights->end(), next->begin());
+    s.weights = std::move(next);
+    s.state = states[i].state;
+  }
+  return Status::Ok();
+}
+
 void Shard::Barrier(uint32_t rank, uint64_t generation, std::function<void(const Status&)> done) {
   if (rank >= options_.num_workers) {
-    return done(Status::InvalidArgument("dlps-shard", "rank " + std::to_string(rank) + " is outside the job of " +
-                                                          std::to_string(options_.num_workers) + " workers"));
+    return done(Status::InvalidArgument(
+        "dlps-shard", "rank " + std::to_string(rank) + " is outside the job of " + std::to_string(options_.num_workers) + " workers"));
   }
   std::vector<std::function<void(const Status&)>> release;
   {
-    std::lock_guard<std::mutex> lock(barrier_mu_);
+    std::unique_lock<std::mutex> lock(barrier_mu_);
+    if (Status failed = Failed(); !failed.ok()) {
+      lock.unlock();
+      return done(failed);
+    }
     auto& [arrived, waiting] = barriers_[generation];
     arrived.resize(options_.num_workers, false);
     if (arrived[rank]) return done(Refused("rank " + std::to_string(rank) + " entered barrier " + std::to_string(generation) + " twice"));

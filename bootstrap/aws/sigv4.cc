@@ -6,7 +6,7 @@
 #include <map>
 
 #include "bootstrap/aws/aws_json.h"
-#include "bootstrap/aws/crypto.h"
+#include "bootstrap/common/crypto.h"
 
 namespace dlagent {
 namespace {

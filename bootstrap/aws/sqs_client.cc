@@ -1,7 +1,7 @@
 #include "bootstrap/aws/sqs_client.h"
 
 #include "bootstrap/aws/aws_json.h"
-#include "bootstrap/aws/crypto.h"
+#include "bootstrap/common/crypto.h"
 #include "bootstrap/aws/sigv4.h"
 
 namespace dlagent {

@@ -3,7 +3,7 @@
 #include <arpa/inet.h>
 
 #include "bootstrap/aws/aws_json.h"
-#include "bootstrap/aws/crypto.h"
+#include "bootstrap/common/crypto.h"
 
 namespace dlagent {
 namespace {

@@ -1,15 +1,19 @@
-// dlps-server processes with workers that are threads of this test (PsClient, one per thread) or processes
-// (dlps-train): 2 servers and 3 workers in sync and async mode, a server killed under the workers, a worker
-// that goes away or is killed, malformed connections.
+// dlps-server processes with workers that are threads of this test (PsClient,
+// one per thread) or processes (dlps-train): 2 servers and 3 workers in sync
+// and async mode, a server killed under the workers, a worker that goes away or
+// is killed, malformed connections.
 #include <signal.h>
-#include <sys/wait.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <memory>
 #include <thread>
 
@@ -27,11 +31,11 @@ using namespace std::chrono;
 using testing::Subprocess;
 
 struct Servers {
-  Servers(int n, int workers, const std::string& mode) {
+  Servers(int n, int workers, const std::string& mode, const std::string& checkpoint_dir = "") {
     for (int i = 0; i < n; ++i) {
-      procs.push_back(std::make_unique<Subprocess>(
-          std::vector<std::string>{DLAGENT_DLPS_SERVER, "--listen", "127.0.0.1:0", "--workers", std::to_string(workers), "--mode", mode},
-          std::vector<std::string>{}, dir.Join("server" + std::to_string(i) + ".log")));
+      std::vector<std::string> argv = {DLAGENT_DLPS_SERVER, "--listen", "127.0.0.1:0", "--workers", std::to_string(workers), "--mode", mode};
+      if (!checkpoint_dir.empty()) argv.insert(argv.end(), {"--checkpoint-dir", checkpoint_dir});
+      procs.push_back(std::make_unique<Subprocess>(argv, std::vector<std::string>{}, dir.Join("server" + std::to_string(i) + ".log")));
       addresses.push_back(procs.back()->WaitListening(seconds(10)));
     }
   }
@@ -54,7 +58,8 @@ struct Servers {
 constexpr uint64_t kBig = 1, kSmall = 2;
 constexpr size_t kBigLength = 300'001, kSmallLength = 10;
 
-// Runs fn(rank, client) on one thread per worker and returns each worker's status.
+// Runs fn(rank, client) on one thread per worker and returns each worker's
+// status.
 std::vector<Status> RunWorkers(const Servers& s, int workers, const std::function<Status(uint32_t, PsClient&)>& fn) {
   std::vector<Status> results(workers);
   std::vector<std::thread> threads;
@@ -79,7 +84,8 @@ TEST(PsProcessTest, SyncTwoServersThreeWorkersAgreeOnEveryRound) {
     RETURN_IF_ERROR(c.Init(kBig, kBigLength, w.data(), sgd));
     RETURN_IF_ERROR(c.Init(kSmall, kSmallLength, nullptr, sgd));
     for (int round = 1; round <= 4; ++round) {
-      // Gradient rank+1 everywhere: the round's sum is 6, so every weight drops by 0.6.
+      // Gradient rank+1 everywhere: the round's sum is 6, so every weight drops
+      // by 0.6.
       std::vector<float> g(kBigLength, static_cast<float>(rank + 1)), gs(kSmallLength, 1.0f);
       Ticket a = c.PushPull(kBig, g.data(), w.data(), kBigLength);
       Ticket b = c.PushPull(kSmall, gs.data(), small.data(), kSmallLength);
@@ -87,7 +93,8 @@ TEST(PsProcessTest, SyncTwoServersThreeWorkersAgreeOnEveryRound) {
       RETURN_IF_ERROR(c.Wait(b));
       for (size_t i = 0; i < w.size(); i += 9973) {
         const float want = static_cast<float>(i % 97) - 0.6f * round;
-        if (std::abs(w[i] - want) > 1e-4f) return Status::Internal("test", "round " + std::to_string(round) + " w[" + std::to_string(i) + "] = " + std::to_string(w[i]));
+        if (std::abs(w[i] - want) > 1e-4f)
+          return Status::Internal("test", "round " + std::to_string(round) + " w[" + std::to_string(i) + "] = " + std::to_string(w[i]));
       }
       if (std::abs(small[0] + 0.3f * round) > 1e-5f) return Status::Internal("test", "small key: " + std::to_string(small[0]));
     }
@@ -164,7 +171,8 @@ TEST(PsProcessTest, ARoundThatNeverCompletesEndsAtTheDeadline) {
   o.deadline = milliseconds(800);
   auto c = PsClient::Connect(o);
   ASSERT_TRUE(c.ok());
-  // Rank 1 never comes: Init's barrier, then a round, end in errors instead of hanging.
+  // Rank 1 never comes: Init's barrier, then a round, end in errors instead of
+  // hanging.
   std::vector<float> w(10, 0.0f);
   Status st = (*c)->Init(kSmall, 10, w.data(), {});
   EXPECT_EQ(st.code(), StatusCode::kDeadlineExceeded) << st.ToString();
@@ -176,7 +184,8 @@ TEST(PsProcessTest, TheServerRefusesAWorkerOfAnotherJobAndSurvivesMalformedConne
   ASSERT_TRUE(s.ok());
   auto wrong = PsClient::Connect(s.Options(2, 3));
   ASSERT_FALSE(wrong.ok());
-  EXPECT_NE(wrong.status().ToString().find("dlps server " + s.addresses[0] + ": dlps-server: the worker says the job has 3 workers; "
+  EXPECT_NE(wrong.status().ToString().find("dlps server " + s.addresses[0] +
+                                           ": dlps-server: the worker says the job has 3 workers; "
                                            "this server was started for 1"),
             std::string::npos)
       << wrong.status().ToString();
@@ -197,11 +206,23 @@ TEST(PsProcessTest, TheServerRefusesAWorkerOfAnotherJobAndSurvivesMalformedConne
   ASSERT_TRUE(WriteAll(*junk, &iov, 1).ok());
   char byte;
   const ssize_t got = ::read(*junk, &byte, 1);
-  EXPECT_TRUE(got == 0 || (got < 0 && errno == ECONNRESET)) << "closed (a reset: the request was never read), not " << got << " "
-                                                            << std::strerror(errno);
+  EXPECT_TRUE(got == 0 || (got < 0 && errno == ECONNRESET))
+      << "closed (a reset: the request was never read), not " << got << " " << std::strerror(errno);
   ::close(*junk);
 
-  // A dlps worker that sends a frame claiming a 1 TiB payload: an error naming the size, then the connection closes.
+  // The server still serves a proper worker.
+  {
+    auto c = PsClient::Connect(s.Options(0, 1));
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    std::vector<float> w(kSmallLength, 2.0f), g(kSmallLength, 1.0f);
+    ASSERT_TRUE((*c)->Init(kSmall, kSmallLength, w.data(), {}).ok());
+    Status st = (*c)->Wait((*c)->PushPull(kSmall, g.data(), w.data(), kSmallLength));
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    EXPECT_EQ(w, g) << "sum: the weights are the round's gradient";
+  }
+
+  // A dlps worker that sends a frame claiming a 1 TiB payload: an error naming
+  // the size, then the connection closes.
   Result<int> liar = raw();
   ASSERT_TRUE(liar.ok());
   Hello hello;
@@ -224,15 +245,7 @@ TEST(PsProcessTest, TheServerRefusesAWorkerOfAnotherJobAndSurvivesMalformedConne
   EXPECT_NE(message.find("a frame of 1099511627776 bytes is over the limit"), std::string::npos) << message;
   EXPECT_EQ(::read(*liar, &byte, 1), 0) << "closed";
   ::close(*liar);
-
-  // The server still serves a proper worker.
-  auto c = PsClient::Connect(s.Options(0, 1));
-  ASSERT_TRUE(c.ok()) << c.status().ToString();
-  std::vector<float> w(kSmallLength, 2.0f), g(kSmallLength, 1.0f);
-  ASSERT_TRUE((*c)->Init(kSmall, kSmallLength, w.data(), {}).ok());
-  Status st = (*c)->Wait((*c)->PushPull(kSmall, g.data(), w.data(), kSmallLength));
-  ASSERT_TRUE(st.ok()) << st.ToString();
-  EXPECT_EQ(w, g) << "sum: the weights are the round's gradient";
+  EXPECT_FALSE(s.procs[0]->Wait(milliseconds(100)).has_value()) << "the server is still running";
 }
 
 // Three dlps-train processes against the servers; returns them running.
@@ -254,7 +267,8 @@ TEST(PsProcessTest, TrainerProcessesInSyncModeMatchTrainingInOneProcess) {
   for (const char* model : {"softmax", "mlp"}) {
     Servers s(2, 3, "sync");
     ASSERT_TRUE(s.ok());
-    // 3 workers and a global batch of 100: uneven shares (33, 33, 34) of every batch, and a last batch of 50.
+    // 3 workers and a global batch of 100: uneven shares (33, 33, 34) of every
+    // batch, and a last batch of 50.
     auto ranks = StartTrainers(s, 3, {"--model", model, "--samples", "1550", "--features", "20", "--batch", "100", "--epochs", "3", "--verify"});
     for (int r = 0; r < 3; ++r) {
       EXPECT_EQ(ranks[r]->Wait(seconds(60)), 0) << model << " rank " << r << ":\n" << ranks[r]->Output();
@@ -299,6 +313,75 @@ TEST(PsProcessTest, AKilledTrainerProcessFailsTheOthersNamingItsRank) {
   const double took = duration<double>(steady_clock::now() - t0).count();
   EXPECT_LT(took, 5.0) << "the others fail at once, not at the 120 s deadline";
   std::printf("rank 0 after %.3f s: %s", took, ranks[0]->Output().substr(ranks[0]->Output().rfind("dlps-train: rank")).c_str());
+}
+
+TEST(PsProcessTest, ACheckpointRestoresTheWeightsAndOptimizerStateAndABrokenOneIsRefused) {
+  testing::TempDir shared;  // the checkpoint directory every server sees
+  const OptimizerConfig adam{.kind = OptimizerConfig::Kind::kAdam, .learning_rate = 0.01f};
+  // Step i's gradient is a function of rank, step and index: the same steps
+  // give the same weights.
+  auto step = [](PsClient& c, uint32_t rank, int i, std::vector<float>& w) {
+    std::vector<float> g(w.size());
+    for (size_t j = 0; j < g.size(); ++j) g[j] = std::sin(0.001f * static_cast<float>(j) + static_cast<float>(i + rank));
+    return c.Wait(c.PushPull(kBig, g.data(), w.data(), w.size()));
+  };
+  std::vector<float> expected(kBigLength), at_checkpoint(kBigLength);
+  {
+    Servers s(2, 2, "sync", shared.path());
+    ASSERT_TRUE(s.ok());
+    auto results = RunWorkers(s, 2, [&](uint32_t rank, PsClient& c) -> Status {
+      std::vector<float> w(kBigLength, 0.5f);
+      RETURN_IF_ERROR(c.Init(kBig, kBigLength, w.data(), adam));
+      for (int i = 0; i < 3; ++i) RETURN_IF_ERROR(step(c, rank, i, w));
+      RETURN_IF_ERROR(c.Barrier());
+      if (rank == 0) {
+        RETURN_IF_ERROR(c.Checkpoint("ck"));
+        at_checkpoint = w;
+      }
+      RETURN_IF_ERROR(c.Barrier());
+      for (int i = 3; i < 6; ++i) RETURN_IF_ERROR(step(c, rank, i, w));
+      if (rank == 0) expected = w;
+      return c.Barrier();
+    });
+    for (int r = 0; r < 2; ++r) ASSERT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].ToString();
+  }
+  // A new job: Init, restore, then the same three steps end at the same weights
+  // (Adam's moments and step count came back too, or they would not).
+  auto rerun = [&](std::vector<float>* restored, std::vector<float>* final) {
+    Servers s(2, 2, "sync", shared.path());
+    EXPECT_TRUE(s.ok());
+    return RunWorkers(s, 2, [&](uint32_t rank, PsClient& c) -> Status {
+      std::vector<float> w(kBigLength, 0.0f);
+      RETURN_IF_ERROR(c.Init(kBig, kBigLength, w.data(), adam));
+      if (rank == 0) RETURN_IF_ERROR(c.Restore("ck"));
+      RETURN_IF_ERROR(c.Barrier());
+      RETURN_IF_ERROR(c.Wait(c.Pull(kBig, w.data(), w.size())));
+      if (rank == 0) *restored = w;
+      for (int i = 3; i < 6; ++i) RETURN_IF_ERROR(step(c, rank, i, w));
+      if (rank == 0) *final = w;
+      return c.Barrier();
+    })[0];
+  };
+  std::vector<float> restored, final;
+  Status st = rerun(&restored, &final);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(restored, at_checkpoint);
+  EXPECT_EQ(final, expected);
+
+  // One flipped byte in server 1's file: refused, naming the file; nothing
+  // loaded.
+  const std::string file = shared.path() + "/ck/server-1-of-2.dlps";
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1000);
+    f.put('\x7f');
+  }
+  st = rerun(&restored, &final);
+  EXPECT_NE(st.ToString().find(file + " is corrupt (its SHA-256 is not the manifest's); it was not loaded"), std::string::npos) << st.ToString();
+  // No manifest (a checkpoint interrupted before it was complete): refused.
+  ASSERT_EQ(std::remove((shared.path() + "/ck/MANIFEST.json").c_str()), 0);
+  st = rerun(&restored, &final);
+  EXPECT_NE(st.ToString().find("is missing or incomplete: it has no MANIFEST.json"), std::string::npos) << st.ToString();
 }
 
 }  // namespace

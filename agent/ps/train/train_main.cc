@@ -1,5 +1,6 @@
-// dlps-train: trains softmax regression or a small MLP on the job's parameter servers (docs/ps.md,
-// "dlps-train"). Every worker runs it with the DLPS_* environment (agentctl run --launcher dlps sets it);
+// dlps-train: trains softmax regression or a small MLP on the job's parameter
+// servers (docs/ps.md, "dlps-train"). Every worker runs it with the DLPS_*
+// environment (agentctl run --launcher dlps sets it);
 // --local trains in this process alone.
 #include <unistd.h>
 
@@ -11,8 +12,8 @@
 #include <numeric>
 #include <random>
 
-#include <CLI/CLI.hpp>
 #include <cblas.h>
+#include <CLI/CLI.hpp>
 
 #include "agent/ps/client.h"
 #include "agent/ps/train/data.h"
@@ -36,6 +37,7 @@ struct Options {
   bool local = false, verify = false;
   double tolerance = 1e-5;
   std::string progress = "auto";
+  std::string checkpoint, restore;
 };
 
 struct EpochTimes {
@@ -45,7 +47,8 @@ struct EpochTimes {
 
 double Seconds(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// Where each update happens: on the servers, or in this process (--local and --verify).
+// Where each update happens: on the servers, or in this process (--local and
+// --verify).
 class Updater {
  public:
   virtual ~Updater() = default;
@@ -90,7 +93,8 @@ class ServerUpdater final : public Updater {
   PsClient& client_;
 };
 
-// The rows of global batch b that this worker trains on: [begin, end) of `order`.
+// The rows of global batch b that this worker trains on: [begin, end) of
+// `order`.
 std::pair<size_t, size_t> MyRows(size_t batch_begin, size_t batch_rows, uint32_t rank, uint32_t workers) {
   return {batch_begin + batch_rows * rank / workers, batch_begin + batch_rows * (rank + 1) / workers};
 }
@@ -112,7 +116,11 @@ class Progress {
   size_t total_;
 };
 
-// Trains for the options' epochs; rank 0 (or the only process) prints each epoch's figures when `report`.
+void Report(const Options& o, const Dataset& d, const Model& m, int epoch, double took, const EpochTimes& times, PsClient* client,
+            uint64_t server_micros0, Workspace* ws);
+
+// Trains for the options' epochs; rank 0 (or the only process) prints each
+// epoch's figures when `report`.
 Status Train(const Options& o, const Dataset& d, Model& m, Updater& updater, uint32_t rank, uint32_t workers, bool report, PsClient* client) {
   std::vector<size_t> order(d.rows());
   std::iota(order.begin(), order.end(), 0);
@@ -123,7 +131,8 @@ Status Train(const Options& o, const Dataset& d, Model& m, Updater& updater, uin
   const size_t steps = (d.rows() + o.batch - 1) / o.batch;
   const bool bar = report && (o.progress == "always" || (o.progress == "auto" && isatty(STDERR_FILENO)));
   for (int epoch = 1; epoch <= o.epochs; ++epoch) {
-    std::shuffle(order.begin(), order.end(), std::mt19937_64(o.seed * 1000003 + epoch));  // the same on every worker
+    std::shuffle(order.begin(), order.end(),
+                 std::mt19937_64(o.seed * 1000003 + epoch));  // the same on every worker
     Progress progress(bar, steps);
     EpochTimes times;
     const uint64_t server_micros0 = client ? client->ServerUpdateMicros() : 0;
@@ -141,7 +150,8 @@ Status Train(const Options& o, const Dataset& d, Model& m, Updater& updater, uin
       BatchStats s;
       if (hi > lo) {
         s = Backprop(m, xb.data(), yb.data(), hi - lo, 1.0f / static_cast<float>(rows), &grads, &ws);
-      } else {  // more workers than rows in this batch: push zeros, the round still needs this worker
+      } else {  // more workers than rows in this batch: push zeros, the round
+                // still needs this worker
         grads.resize(m.params.size());
         for (size_t i = 0; i < m.params.size(); ++i) grads[i].assign(m.params[i].size(), 0.0f);
       }
@@ -155,21 +165,44 @@ Status Train(const Options& o, const Dataset& d, Model& m, Updater& updater, uin
       progress.Update(step + 1, running_rows ? running_loss / static_cast<double>(running_rows) : 0);
     }
     const double took = Seconds(t0);
-    if (!report) continue;
-    const BatchStats all = Evaluate(m, d.x.data(), d.y.data(), d.rows(), &ws);
+    if (report) Report(o, d, m, epoch, took, times, client, server_micros0, &ws);
+    if (client && !o.checkpoint.empty()) {
+      // Every worker between steps, then one writes: every slice is at the same
+      // version.
+      const std::string name = o.checkpoint + "-epoch" + std::to_string(epoch);
+      RETURN_IF_ERROR(client->Barrier());
+      if (rank == 0) RETURN_IF_ERROR(client->Checkpoint(name));
+      RETURN_IF_ERROR(client->Barrier());
+      if (report) {
+        std::printf("checkpoint %s written\n", name.c_str());
+        std::fflush(stdout);
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+void Report(const Options& o, const Dataset& d, const Model& m, int epoch, double took, const EpochTimes& times, PsClient* client,
+            uint64_t server_micros0, Workspace* ws) {
+  {
+    const BatchStats all = Evaluate(m, d.x.data(), d.y.data(), d.rows(), ws);
     const double ms = 1e3 / static_cast<double>(times.rounds);
-    std::printf("epoch %d/%d: loss %.4f  accuracy %.4f  | %.2f s, %.0f samples/s | per round: compute %.2f ms, ", epoch, o.epochs,
-                all.loss / static_cast<double>(d.rows()), static_cast<double>(all.correct) / static_cast<double>(d.rows()), took,
-                static_cast<double>(d.rows()) / took, times.compute * ms);
+    std::printf(
+        "epoch %d/%d: loss %.4f  accuracy %.4f  | %.2f s, %.0f "
+        "samples/s | per round: compute %.2f ms, ",
+        epoch, o.epochs, all.loss / static_cast<double>(d.rows()), static_cast<double>(all.correct) / static_cast<double>(d.rows()), took,
+        static_cast<double>(d.rows()) / took, times.compute * ms);
     if (client) {
       const double server = static_cast<double>(client->ServerUpdateMicros() - server_micros0) / 1e3 / static_cast<double>(times.rounds);
-      std::printf("push+pull %.2f ms (servers' sum+optimizer %.2f ms, network and waiting the rest)\n", times.wait * ms, server);
+      std::printf(
+          "push+pull %.2f ms (servers' sum+optimizer %.2f ms, network "
+          "and waiting the rest)\n",
+          times.wait * ms, server);
     } else {
       std::printf("optimizer %.2f ms\n", times.wait * ms);
     }
     std::fflush(stdout);
   }
-  return Status::Ok();
 }
 
 // ||a - b||_inf / ||b||_inf over all parameters.
@@ -212,7 +245,9 @@ int Run(const Options& o) {
   if (!o.local) {
     Result<PsClientOptions> env = PsClientOptions::FromEnv();
     if (!env.ok()) {
-      std::cerr << "dlps-train: " << env.status().ToString() << " (run it under `agentctl run --launcher dlps`, or pass --local)\n";
+      std::cerr << "dlps-train: " << env.status().ToString()
+                << " (run it under `agentctl run --launcher dlps`, or pass "
+                   "--local)\n";
       return 2;
     }
     auto c = PsClient::Connect(*env);
@@ -230,11 +265,24 @@ int Run(const Options& o) {
       }
     }
   }
+  if (client && !o.restore.empty()) {
+    Status st = rank == 0 ? client->Restore(o.restore) : Status::Ok();
+    if (st.ok()) st = client->Barrier();
+    for (size_t i = 0; st.ok() && i < m.params.size(); ++i) st = client->Wait(client->Pull(i, m.params[i].data(), m.params[i].size()));
+    if (!st.ok()) {
+      std::cerr << "dlps-train: rank " << rank << ": restore " << o.restore << ": " << st.ToString() << "\n";
+      return 1;
+    }
+  }
   const bool report = rank == 0;
+  if (report && !o.restore.empty()) std::printf("restored from checkpoint %s\n", o.restore.c_str());
   if (report) {
-    std::printf("dlps-train: %s on %zu samples x %zu features, %zu classes; %s; %u worker%s, global batch %zu, %s lr %g\n", o.model.c_str(),
-                d.rows(), d.features, d.classes, o.data == "synthetic" ? ("synthetic seed " + std::to_string(o.seed)).c_str() : o.data.c_str(),
-                workers, workers == 1 ? "" : "s", o.batch, o.optimizer.c_str(), o.lr);
+    std::printf(
+        "dlps-train: %s on %zu samples x %zu features, %zu classes; "
+        "%s; %u worker%s, global batch %zu, %s lr %g\n",
+        o.model.c_str(), d.rows(), d.features, d.classes,
+        o.data == "synthetic" ? ("synthetic seed " + std::to_string(o.seed)).c_str() : o.data.c_str(), workers, workers == 1 ? "" : "s", o.batch,
+        o.optimizer.c_str(), o.lr);
     std::fflush(stdout);
   }
   std::unique_ptr<Updater> updater;
@@ -259,9 +307,11 @@ int Run(const Options& o) {
     (void)Train(o, d, single, reference, 0, 1, /*report=*/false, nullptr);
     const double diff = LargestRelativeDifference(m, single);
     const bool ok = diff <= o.tolerance;
-    std::printf("verify: the largest relative difference from training in one process is %.3g (max |a-b| / max |b| over all "
-                "weights; tolerance %g): %s\n",
-                diff, o.tolerance, ok ? "ok" : "FAILED");
+    std::printf(
+        "verify: the largest relative difference from training in one "
+        "process is %.3g (max |a-b| / max |b| over all "
+        "weights; tolerance %g): %s\n",
+        diff, o.tolerance, ok ? "ok" : "FAILED");
     if (!ok) return 3;
   }
   return 0;
@@ -272,9 +322,13 @@ int Run(const Options& o) {
 
 int main(int argc, char** argv) {
   dlagent::ps::train::Options o;
-  CLI::App app{"dlps-train: train softmax regression or a small MLP with the job's parameter servers.\n"
-               "Each worker runs it with DLPS_SERVERS, DLPS_RANK and DLPS_NUM_WORKERS set (agentctl run --launcher dlps does);\n"
-               "each takes its share of every global batch. --local trains in this process without servers."};
+  CLI::App app{
+      "dlps-train: train softmax regression or a small MLP with the "
+      "job's parameter servers.\n"
+      "Each worker runs it with DLPS_SERVERS, DLPS_RANK and "
+      "DLPS_NUM_WORKERS set (agentctl run --launcher dlps does);\n"
+      "each takes its share of every global batch. --local trains in "
+      "this process without servers."};
   app.add_option("--model", o.model, "softmax or mlp")->check(CLI::IsMember({"softmax", "mlp"}))->capture_default_str();
   app.add_option("--hidden", o.hidden, "Hidden units of the MLP")->check(CLI::Range(1, 1 << 16))->capture_default_str();
   app.add_option("--data", o.data, "synthetic, or a LIBSVM file (every worker reads it; shared storage)")->capture_default_str();
@@ -291,9 +345,17 @@ int main(int argc, char** argv) {
   app.add_option("--momentum", o.momentum, "SGD momentum")->check(CLI::Range(0.0, 0.999))->capture_default_str();
   app.add_option("--weight-decay", o.weight_decay, "Weight decay")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_flag("--local", o.local, "Train in this process, without parameter servers");
-  app.add_flag("--verify", o.verify, "Rank 0 also trains the same model in one process and reports the largest relative difference "
-                                     "of the final weights (exit 3 above --tolerance; sync mode matches)");
+  app.add_flag("--verify", o.verify,
+               "Rank 0 also trains the same model in one process and reports the "
+               "largest relative difference "
+               "of the final weights (exit 3 above --tolerance; sync mode matches)");
   app.add_option("--tolerance", o.tolerance, "--verify's limit")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--checkpoint", o.checkpoint,
+                 "Checkpoint the servers after every epoch as NAME-epochE "
+                 "(servers need --checkpoint-dir)");
+  app.add_option("--restore", o.restore,
+                 "Start from checkpoint NAME (a whole one; a partial or "
+                 "corrupt one is refused)");
   app.add_option("--progress", o.progress, "Progress bar on stderr: auto (when a terminal), always, never")
       ->check(CLI::IsMember({"auto", "always", "never"}))
       ->capture_default_str();

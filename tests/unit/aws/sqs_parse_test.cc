@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "bootstrap/aws/crypto.h"
+#include "bootstrap/common/crypto.h"
 
 namespace dlagent {
 namespace {

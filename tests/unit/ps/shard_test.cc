@@ -72,7 +72,8 @@ TEST(ShardTest, AsyncAppliesEachPushAtOnce) {
 }
 
 TEST(ShardTest, APulledVersionStaysIntactWhileLaterRoundsComplete) {
-  // A reply may still be on its way when the next round completes: its values must not change under it.
+  // A reply may still be on its way when the next round completes: its values
+  // must not change under it.
   Shard shard({.mode = Mode::kSync, .num_workers = 1});
   ASSERT_TRUE(shard.Init(1, 0, 3, {.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 1}).ok());
   ASSERT_TRUE(PushSync(shard, {1, 0, 0, 0}, {5, 5, 5}).ok());
@@ -85,7 +86,7 @@ TEST(ShardTest, APulledVersionStaysIntactWhileLaterRoundsComplete) {
   EXPECT_EQ(r.values, (std::vector<float>{-15, -15, -15}));
 }
 
-TEST(ShardTest, APushInterruptedByFailPendingDoesNotCount) {
+TEST(ShardTest, AfterFailPendingNothingCountsAndEverythingFailsAtOnce) {
   Shard shard({.mode = Mode::kSync, .num_workers = 2});
   ASSERT_TRUE(shard.Init(1, 0, 1, {}).ok());
   Result<Shard::PushSlot> slot = shard.BeginPush({1, 0, 0, 1}, 1);
@@ -93,10 +94,14 @@ TEST(ShardTest, APushInterruptedByFailPendingDoesNotCount) {
   shard.FailPending(Status::Unavailable("dlps", "worker 1 is gone"));
   slot->values[0] = 4;
   EXPECT_EQ(shard.EndPush(*slot).status().code(), StatusCode::kCancelled);
-  // The round starts over: both ranks push again and it completes.
-  ASSERT_TRUE(PushSync(shard, {1, 0, 0, 1}, {1}).ok());
-  ASSERT_TRUE(PushSync(shard, {1, 0, 1, 1}, {2}).ok());
-  EXPECT_EQ(PullAsync(shard, 1, 1).get().values, std::vector<float>{3});
+  // The job lost a worker: later pushes, pulls and barriers fail with the
+  // reason instead of waiting.
+  EXPECT_NE(PushSync(shard, {1, 0, 1, 1}, {2}).ToString().find("worker 1 is gone"), std::string::npos);
+  EXPECT_NE(PullAsync(shard, 1, 1).get().status.ToString().find("worker 1 is gone"), std::string::npos);
+  EXPECT_TRUE(PullAsync(shard, 1, 0).get().status.ok()) << "a version already reached can still be read";
+  Status barrier;
+  shard.Barrier(0, 1, [&](const Status& st) { barrier = st; });
+  EXPECT_NE(barrier.ToString().find("worker 1 is gone"), std::string::npos);
 }
 
 TEST(ShardTest, FailPendingAnswersWaitingPullsAndBarriers) {

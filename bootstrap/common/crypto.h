@@ -1,5 +1,5 @@
 #pragma once
-// Hashes and MACs over OpenSSL, as the AWS protocols need them.
+// Hashes and MACs over OpenSSL: what the AWS protocols and the checks of checkpoints need.
 
 #include <string>
 #include <string_view>

@@ -1,4 +1,4 @@
-#include "bootstrap/aws/crypto.h"
+#include "bootstrap/common/crypto.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>

@@ -1,0 +1,190 @@
+#include "agent/ps/checkpoint.h"
+
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "bootstrap/common/atomic_file.h"
+#include "bootstrap/common/crypto.h"
+#include "bootstrap/common/env.h"
+
+namespace dlagent::ps {
+namespace {
+
+constexpr char kMagic[8] = {'D', 'L', 'P', 'S', 'C', 'K', 'P', '1'};
+constexpr size_t kShaBytes = 32;
+constexpr uint64_t kMaxFileBytes = uint64_t{64} << 30;
+
+Status Bad(const std::string& what, const std::string& why) {
+  return Status::FailedPrecondition("dlps-checkpoint", what + " is " + why + "; it was not loaded");
+}
+
+template <typename T>
+void Put(std::string& out, T v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+void PutFloats(std::string& out, const std::vector<float>& v) { out.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float)); }
+
+// Reads values off the front of a buffer, refusing to read past its end.
+class Reader {
+ public:
+  explicit Reader(std::string_view data) : data_(data) {}
+  template <typename T>
+  bool Get(T* v) {
+    if (data_.size() < sizeof(T)) return false;
+    std::memcpy(v, data_.data(), sizeof(T));
+    data_.remove_prefix(sizeof(T));
+    return true;
+  }
+  bool GetFloats(uint64_t n, std::vector<float>* v) {
+    if (n > data_.size() / sizeof(float)) return false;
+    v->resize(n);
+    std::memcpy(v->data(), data_.data(), n * sizeof(float));
+    data_.remove_prefix(n * sizeof(float));
+    return true;
+  }
+  bool empty() const { return data_.empty(); }
+
+ private:
+  std::string_view data_;
+};
+
+std::string Dir(const std::string& dir, const std::string& name) { return dir + "/" + name; }
+
+}  // namespace
+
+Status CheckCheckpointName(const std::string& name) {
+  const bool ok = !name.empty() && name.size() <= 200 && name != "." && name != ".." &&
+                  name.find_first_not_of(
+                      "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW"
+                      "XYZ0123456789._-") == std::string::npos;
+  if (ok) return Status::Ok();
+  return Status::InvalidArgument("dlps-checkpoint", "checkpoint name '" + name +
+                                                        "' must be letters, digits, '.', '_' and '-' (one directory under "
+                                                        "the server's checkpoint directory)");
+}
+
+std::string ShardFileName(uint32_t index, uint32_t count) { return "server-" + std::to_string(index) + "-of-" + std::to_string(count) + ".dlps"; }
+
+std::string EncodeShardFile(const std::vector<Shard::SliceState>& slices) {
+  std::string out(kMagic, sizeof kMagic);
+  Put<uint32_t>(out, static_cast<uint32_t>(slices.size()));
+  Put<uint32_t>(out, 0);
+  for (const auto& s : slices) {
+    const OptimizerConfig& o = s.optimizer;
+    Put(out, s.key);
+    Put(out, s.chunk);
+    Put<uint32_t>(out, static_cast<uint32_t>(o.kind));
+    for (float f : {o.learning_rate, o.momentum, o.weight_decay, o.beta1, o.beta2, o.epsilon, o.rescale}) Put(out, f);
+    Put<uint64_t>(out, s.state.steps);
+    Put<uint64_t>(out, s.weights->size());
+    Put<uint64_t>(out, s.state.m.size());
+    Put<uint64_t>(out, s.state.v.size());
+    PutFloats(out, *s.weights);
+    PutFloats(out, s.state.m);
+    PutFloats(out, s.state.v);
+  }
+  out += Sha256(out);
+  return out;
+}
+
+Result<std::vector<Shard::SliceState>> DecodeShardFile(std::string_view data, const std::string& what) {
+  if (data.size() < sizeof kMagic + 8 + kShaBytes || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0) {
+    return Bad(what, "not a dlps checkpoint file (or cut short)");
+  }
+  const std::string_view body = data.substr(0, data.size() - kShaBytes);
+  if (!ConstantTimeEquals(Sha256(body), data.substr(body.size()))) return Bad(what, "corrupt (its SHA-256 does not match its contents)");
+  Reader r(body.substr(sizeof kMagic));
+  uint32_t count = 0, zero = 0;
+  r.Get(&count);
+  r.Get(&zero);
+  std::vector<Shard::SliceState> slices;
+  for (uint32_t i = 0; i < count; ++i) {
+    Shard::SliceState s;
+    uint32_t kind = 0;
+    uint64_t length = 0, m = 0, v = 0;
+    OptimizerConfig& o = s.optimizer;
+    std::vector<float> weights;
+    const bool ok = r.Get(&s.key) && r.Get(&s.chunk) && r.Get(&kind) && r.Get(&o.learning_rate) && r.Get(&o.momentum) && r.Get(&o.weight_decay) &&
+                    r.Get(&o.beta1) && r.Get(&o.beta2) && r.Get(&o.epsilon) && r.Get(&o.rescale) && r.Get(&s.state.steps) && r.Get(&length) &&
+                    r.Get(&m) && r.Get(&v) && kind <= static_cast<uint32_t>(OptimizerConfig::Kind::kAdam) && (m == 0 || m == length) &&
+                    (v == 0 || v == length) && r.GetFloats(length, &weights) && r.GetFloats(m, &s.state.m) && r.GetFloats(v, &s.state.v);
+    if (!ok) return Bad(what, "malformed at slice " + std::to_string(i) + " of " + std::to_string(count));
+    o.kind = static_cast<OptimizerConfig::Kind>(kind);
+    s.weights = std::make_shared<const std::vector<float>>(std::move(weights));
+    slices.push_back(std::move(s));
+  }
+  if (!r.empty()) return Bad(what, "malformed (bytes after the last slice)");
+  return slices;
+}
+
+std::string EncodeManifest(uint32_t servers, const std::vector<CheckpointFile>& files) {
+  nlohmann::json j;
+  j["format"] = 1;
+  j["servers"] = servers;
+  j["files"] = nlohmann::json::array();
+  for (const auto& f : files) j["files"].push_back({{"name", f.name}, {"bytes", f.bytes}, {"sha256", f.sha256}});
+  return j.dump(2) + "\n";
+}
+
+Result<CheckpointFile> ManifestEntry(std::string_view manifest, const std::string& what, uint32_t index, uint32_t count) {
+  nlohmann::json j = nlohmann::json::parse(manifest, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object() || j.value("format", 0) != 1 || !j.contains("servers") || !j["servers"].is_number_unsigned() ||
+      !j.contains("files") || !j["files"].is_array()) {
+    return Bad(what, "not a dlps checkpoint manifest");
+  }
+  const uint64_t servers = j["servers"];
+  if (servers != count) {
+    return Status::FailedPrecondition("dlps-checkpoint", what + " was written by " + std::to_string(servers) + " servers; this job has " +
+                                                             std::to_string(count) + " (the keys are placed by the server count)");
+  }
+  const std::string want = ShardFileName(index, count);
+  for (const auto& f : j["files"]) {
+    if (!f.is_object() || !f.contains("name") || !f["name"].is_string() || !f.contains("bytes") || !f["bytes"].is_number_unsigned() ||
+        !f.contains("sha256") || !f["sha256"].is_string()) {
+      return Bad(what, "malformed (a file entry without name, bytes and sha256)");
+    }
+    if (f["name"] == want) return CheckpointFile{want, f["bytes"].get<uint64_t>(), f["sha256"].get<std::string>()};
+  }
+  return Bad(what, "incomplete (it lists no " + want + ")");
+}
+
+Result<CheckpointFile> WriteShardCheckpoint(Shard& shard, const std::string& dir, const std::string& name, uint32_t index, uint32_t count) {
+  RETURN_IF_ERROR(CheckCheckpointName(name));
+  auto env = NewPosixEnv();
+  RETURN_IF_ERROR(env->CreateDirs(Dir(dir, name), 0755));
+  const std::string data = EncodeShardFile(shard.Export());
+  CheckpointFile f{ShardFileName(index, count), data.size(), HexEncode(Sha256(data))};
+  RETURN_IF_ERROR(WriteFileAtomically(*env, Dir(dir, name) + "/" + f.name, data));
+  return f;
+}
+
+Status WriteManifest(const std::string& dir, const std::string& name, uint32_t count, const std::vector<CheckpointFile>& files) {
+  RETURN_IF_ERROR(CheckCheckpointName(name));
+  if (files.size() != count) return Status::InvalidArgument("dlps-checkpoint", "a manifest needs one file per server");
+  auto env = NewPosixEnv();
+  return WriteFileAtomically(*env, Dir(dir, name) + "/" + kManifestName, EncodeManifest(count, files));
+}
+
+Status RestoreShardCheckpoint(Shard& shard, const std::string& dir, const std::string& name, uint32_t index, uint32_t count) {
+  RETURN_IF_ERROR(CheckCheckpointName(name));
+  auto env = NewPosixEnv();
+  const std::string manifest_path = Dir(dir, name) + "/" + kManifestName;
+  if (!env->FileExists(manifest_path)) {
+    return Status::NotFound("dlps-checkpoint", "checkpoint " + Dir(dir, name) + " is missing or incomplete: it has no " + kManifestName +
+                                                   " (written last, once every server's file is in place)");
+  }
+  ASSIGN_OR_RETURN(std::string manifest, env->ReadFile(manifest_path, 1 << 20));
+  ASSIGN_OR_RETURN(CheckpointFile entry, ManifestEntry(manifest, manifest_path, index, count));
+  const std::string path = Dir(dir, name) + "/" + entry.name;
+  if (!env->FileExists(path)) return Bad(path, "missing");
+  ASSIGN_OR_RETURN(std::string data, env->ReadFile(path, kMaxFileBytes));
+  if (data.size() != entry.bytes) {
+    return Bad(path, "cut short or grown: " + std::to_string(data.size()) + " bytes where the manifest says " + std::to_string(entry.bytes));
+  }
+  if (HexEncode(Sha256(data)) != entry.sha256) return Bad(path, "corrupt (its SHA-256 is not the manifest's)");
+  ASSIGN_OR_RETURN(auto slices, DecodeShardFile(data, path));
+  return shard.Import(slices).Annotate("restore from " + path);
+}
+
+}  // namespace dlagent::ps

@@ -1,0 +1,86 @@
+#include "agent/ps/checkpoint.h"
+
+#include <gtest/gtest.h>
+
+namespace dlagent::ps {
+namespace {
+
+std::vector<Shard::SliceState> Sample() {
+  Shard::SliceState a;
+  a.key = 7;
+  a.chunk = 2;
+  a.optimizer = {.kind = OptimizerConfig::Kind::kAdam, .learning_rate = 0.5f, .weight_decay = 0.1f};
+  a.weights = std::make_shared<const std::vector<float>>(std::vector<float>{1, 2, 3});
+  a.state.m = {0.1f, 0.2f, 0.3f};
+  a.state.v = {1, 1, 1};
+  a.state.steps = 4;
+  Shard::SliceState b;
+  b.key = 9;
+  b.weights = std::make_shared<const std::vector<float>>(std::vector<float>{-1});
+  return {a, b};
+}
+
+TEST(CheckpointTest, ShardFileRoundTrips) {
+  const std::string data = EncodeShardFile(Sample());
+  auto back = DecodeShardFile(data, "f");
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  ASSERT_EQ(back->size(), 2u);
+  const auto& a = (*back)[0];
+  EXPECT_EQ(a.key, 7u);
+  EXPECT_EQ(a.chunk, 2u);
+  EXPECT_EQ(a.optimizer, Sample()[0].optimizer);
+  EXPECT_EQ(*a.weights, (std::vector<float>{1, 2, 3}));
+  EXPECT_EQ(a.state.m, Sample()[0].state.m);
+  EXPECT_EQ(a.state.v, Sample()[0].state.v);
+  EXPECT_EQ(a.state.steps, 4u);
+  EXPECT_EQ(*(*back)[1].weights, std::vector<float>{-1});
+}
+
+TEST(CheckpointTest, EveryCutAndEveryFlippedByteIsRefused) {
+  const std::string data = EncodeShardFile(Sample());
+  for (size_t n = 0; n < data.size(); ++n) {
+    auto r = DecodeShardFile(data.substr(0, n), "server-0-of-1.dlps");
+    ASSERT_FALSE(r.ok()) << "cut at " << n;
+    EXPECT_NE(r.status().ToString().find("server-0-of-1.dlps is"), std::string::npos) << r.status().ToString();
+  }
+  for (size_t i = 0; i < data.size(); ++i) {
+    std::string bad = data;
+    bad[i] ^= 0x40;
+    EXPECT_FALSE(DecodeShardFile(bad, "f").ok()) << "byte " << i;
+  }
+}
+
+TEST(CheckpointTest, ManifestNamesWhatIsWrong) {
+  const std::string m = EncodeManifest(2, {{"server-0-of-2.dlps", 10, "aa"}, {"server-1-of-2.dlps", 20, "bb"}});
+  auto e = ManifestEntry(m, "M", 1, 2);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(e->bytes, 20u);
+  EXPECT_EQ(e->sha256, "bb");
+  EXPECT_NE(ManifestEntry(m, "M", 0, 3).status().ToString().find("was written by 2 servers; this job has 3"), std::string::npos);
+  EXPECT_NE(ManifestEntry("{\"format\":1", "M", 0, 2).status().ToString().find("M is not a dlps checkpoint manifest"), std::string::npos);
+  const std::string partial = EncodeManifest(2, {{"server-0-of-2.dlps", 10, "aa"}});
+  EXPECT_NE(ManifestEntry(partial, "M", 1, 2).status().ToString().find("M is incomplete (it lists no server-1-of-2.dlps)"), std::string::npos);
+}
+
+TEST(CheckpointTest, NamesAreOneSafeComponent) {
+  EXPECT_TRUE(CheckCheckpointName("run-3.epoch_7").ok());
+  for (const char* bad : {"", ".", "..", "a/b", "../x", "/abs", "sp ace"}) EXPECT_FALSE(CheckCheckpointName(bad).ok()) << bad;
+}
+
+TEST(CheckpointTest, ImportRefusesMismatchesAndSlicesThatTrained) {
+  Shard shard({.mode = Mode::kSync, .num_workers = 1});
+  ASSERT_TRUE(shard.Init(7, 2, 3, Sample()[0].optimizer).ok());
+  Status st = shard.Import(Sample());
+  EXPECT_EQ(st.code(), StatusCode::kNotFound) << "key 9 is not declared: " << st.ToString();
+  ASSERT_TRUE(shard.Init(9, 0, 1, {}).ok());
+  ASSERT_TRUE(shard.Import(Sample()).ok());
+  EXPECT_EQ(*shard.Export()[0].weights, (std::vector<float>{1, 2, 3}));
+  EXPECT_EQ(shard.Export()[0].state.steps, 4u);
+  const float g = 1;
+  ASSERT_TRUE(shard.Push({9, 0, 0, 1}, &g, 1).ok());
+  st = shard.Import(Sample());
+  EXPECT_NE(st.ToString().find("key 9 chunk 0 has already taken pushes"), std::string::npos) << st.ToString();
+}
+
+}  // namespace
+}  // namespace dlagent::ps
