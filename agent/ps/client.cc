@@ -75,10 +75,12 @@ Result<PsClientOptions> PsClientOptions::FromEnv() {
     return Status::InvalidArgument("dlps-client",
                                    "DLPS_RANK=" + std::to_string(o.rank) + " must be below DLPS_NUM_WORKERS=" + std::to_string(o.num_workers));
   }
-  if (const char* d = std::getenv("DLPS_DEADLINE"); d && *d) {
-    Result<Duration> parsed = ParseDuration(d);
-    if (!parsed.ok()) return parsed.status().Annotate("DLPS_DEADLINE");
-    o.deadline = std::chrono::duration_cast<std::chrono::milliseconds>(*parsed);
+  for (auto [name, field] : {std::pair{"DLPS_DEADLINE", &o.deadline}, std::pair{"DLPS_CONNECT_TIMEOUT", &o.connect_timeout}}) {
+    if (const char* d = std::getenv(name); d && *d) {
+      Result<Duration> parsed = ParseDuration(d);
+      if (!parsed.ok()) return parsed.status().Annotate(name);
+      *field = std::chrono::duration_cast<std::chrono::milliseconds>(*parsed);
+    }
   }
   return o;
 }

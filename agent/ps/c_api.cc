@@ -1,0 +1,109 @@
+#include "agent/ps/c_api.h"
+
+#include <cstring>
+#include <sstream>
+#include <string>
+
+#include "agent/ps/client.h"
+#include "proto/dlps.pb.h"
+
+#define DLPS_EXPORT __attribute__((visibility("default")))
+
+using dlagent::Status;
+using dlagent::ps::PsClient;
+using dlagent::ps::PsClientOptions;
+
+struct dlps_client {
+  std::unique_ptr<PsClient> client;
+};
+
+namespace {
+
+static_assert(DLPS_INVALID_ARGUMENT == static_cast<int>(dlagent::StatusCode::kInvalidArgument) &&
+              DLPS_FAILED_PRECONDITION == static_cast<int>(dlagent::StatusCode::kFailedPrecondition) &&
+              DLPS_UNAVAILABLE == static_cast<int>(dlagent::StatusCode::kUnavailable) &&
+              DLPS_DEADLINE_EXCEEDED == static_cast<int>(dlagent::StatusCode::kDeadlineExceeded) &&
+              DLPS_INTERNAL == static_cast<int>(dlagent::StatusCode::kInternal),
+              "dlps_code mirrors StatusCode");
+
+thread_local std::string last_error;
+
+int Fail(const Status& st) {
+  if (st.ok()) return DLPS_OK;
+  last_error = st.ToString();
+  return static_cast<int>(st.code());
+}
+
+void CopyError(const Status& st, char* err, size_t err_len) {
+  last_error = st.ToString();
+  if (err && err_len > 0) {
+    std::strncpy(err, last_error.c_str(), err_len - 1);
+    err[err_len - 1] = '\0';
+  }
+}
+
+dlps_client* Open(dlagent::Result<PsClientOptions> options, char* err, size_t err_len) {
+  if (!options.ok()) {
+    CopyError(options.status(), err, err_len);
+    return nullptr;
+  }
+  auto c = PsClient::Connect(*options);
+  if (!c.ok()) {
+    CopyError(c.status(), err, err_len);
+    return nullptr;
+  }
+  return new dlps_client{std::move(*c)};
+}
+
+}  // namespace
+
+extern "C" {
+
+DLPS_EXPORT dlps_client* dlps_connect_env(char* err, size_t err_len) { return Open(PsClientOptions::FromEnv(), err, err_len); }
+
+DLPS_EXPORT dlps_client* dlps_connect(const char* servers, uint32_t rank, uint32_t num_workers, char* err, size_t err_len) {
+  PsClientOptions o;
+  std::stringstream ss(servers ? servers : "");
+  for (std::string s; std::getline(ss, s, ',');) o.servers.push_back(s);
+  o.rank = rank;
+  o.num_workers = num_workers;
+  return Open(o, err, err_len);
+}
+
+DLPS_EXPORT void dlps_close(dlps_client* c) { delete c; }
+
+DLPS_EXPORT uint32_t dlps_rank(const dlps_client* c) { return c->client->options().rank; }
+DLPS_EXPORT uint32_t dlps_num_workers(const dlps_client* c) { return c->client->options().num_workers; }
+
+DLPS_EXPORT int dlps_init(dlps_client* c, uint64_t key, const float* initial, uint64_t length, const dlps_optimizer* optimizer) {
+  dlps::v1::Optimizer p;
+  if (optimizer) {
+    p.set_kind(optimizer->kind ? optimizer->kind : "");
+    p.set_learning_rate(optimizer->learning_rate);
+    p.set_momentum(optimizer->momentum);
+    p.set_weight_decay(optimizer->weight_decay);
+    p.set_beta1(optimizer->beta1);
+    p.set_beta2(optimizer->beta2);
+    p.set_epsilon(optimizer->epsilon);
+    p.set_rescale(optimizer->rescale);
+  }
+  auto config = dlagent::ps::OptimizerFromProto(p);
+  if (!config.ok()) return Fail(config.status());
+  return Fail(c->client->Init(key, length, initial, *config));
+}
+
+DLPS_EXPORT dlps_ticket dlps_push(dlps_client* c, uint64_t key, const float* grad, uint64_t length) { return c->client->Push(key, grad, length); }
+DLPS_EXPORT dlps_ticket dlps_push_nocopy(dlps_client* c, uint64_t key, const float* grad, uint64_t length) {
+  return c->client->PushNoCopy(key, grad, length);
+}
+DLPS_EXPORT dlps_ticket dlps_pull(dlps_client* c, uint64_t key, float* out, uint64_t length) { return c->client->Pull(key, out, length); }
+DLPS_EXPORT dlps_ticket dlps_pushpull(dlps_client* c, uint64_t key, const float* grad, float* out, uint64_t length) {
+  return c->client->PushPull(key, grad, out, length);
+}
+DLPS_EXPORT int dlps_wait(dlps_client* c, dlps_ticket ticket) { return Fail(c->client->Wait(ticket)); }
+DLPS_EXPORT int dlps_barrier(dlps_client* c) { return Fail(c->client->Barrier()); }
+DLPS_EXPORT int dlps_checkpoint(dlps_client* c, const char* name) { return Fail(c->client->Checkpoint(name ? name : "")); }
+DLPS_EXPORT int dlps_restore(dlps_client* c, const char* name) { return Fail(c->client->Restore(name ? name : "")); }
+DLPS_EXPORT const char* dlps_last_error(void) { return last_error.c_str(); }
+
+}  // extern "C"

@@ -1,0 +1,19 @@
+#!/bin/bash
+# One job, two languages: a dlps-server for 2 workers, rank 0 through the C API (libdlps.so), rank 1
+# through the Python module, both checking the same round. Usage: dlps_clients_test.sh DLPS_SERVER C_CLIENT PYTHON_DIR
+set -euo pipefail
+server=$1 c_client=$2 python_dir=$3
+dir=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
+"$server" --listen 127.0.0.1:0 --workers 2 >"$dir/server.log" 2>&1 &
+for _ in $(seq 100); do grep -q "listening on" "$dir/server.log" && break; sleep 0.05; done
+address=$(sed -n 's/^listening on \([^ ]*\).*/\1/p' "$dir/server.log")
+[ -n "$address" ] || { echo "dlps-server did not start:"; cat "$dir/server.log"; exit 1; }
+export DLPS_SERVERS=$address DLPS_NUM_WORKERS=2 DLPS_DEADLINE=20s
+DLPS_RANK=1 PYTHONPATH=$python_dir timeout 60 /usr/bin/python3 "$(dirname "$0")/dlps_python_client.py" >"$dir/python.log" 2>&1 &
+python=$!
+rc=0
+DLPS_RANK=0 timeout 60 "$c_client" "$address" || rc=1
+wait $python || { rc=1; }
+cat "$dir/python.log"
+exit $rc
