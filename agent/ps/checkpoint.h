@@ -1,18 +1,14 @@
 #pragma once
-// Checkpoints of a job's shards (docs/ps.md, "Checkpoints"). Every server
-// writes its slices to <checkpoint dir>/<name>/server-<i>-of-<n>.dlps (replaced
-// atomically); once all have, server 0 writes <name>/MANIFEST.json with each
-// file's size and SHA-256, last: a checkpoint without a manifest is incomplete.
-// A restore checks the manifest, the file's size, its SHA-256 and the file's
-// own trailing SHA-256, and parses every slice with bounds checks before
-// anything is loaded: a partial or corrupt checkpoint is refused with a message
-// naming the file and what is wrong, never loaded.
+// Checkpoints of a job's shards (docs/ps.md, "Checkpoints"). Every server writes its slices to <checkpoint
+// dir>/<name>/server-<i>-of-<n>.dlps (replaced atomically); once all have, server 0 writes <name>/MANIFEST.json
+// with each file's size and SHA-256, last: a checkpoint without a manifest is incomplete. A restore checks the
+// manifest, the file's size, its SHA-256 and the file's own trailing SHA-256, and parses every slice with
+// bounds checks before anything is loaded: a partial or corrupt checkpoint is refused with a message naming the
+// file and what is wrong, never loaded.
 //
-// File: "DLPSCKP1", u32 slices, u32 0, then per slice: u64 key, u32 chunk, u32
-// optimizer kind, 7 f32 (learning rate, momentum, weight decay, beta1, beta2,
-// epsilon, rescale), u64 optimizer steps, u64 length, u64 m length, u64 v
-// length, the weights, m and v as f32; then the SHA-256 of everything before
-// it. Little-endian.
+// File: "DLPSCKP1", u32 slices, u32 0, then per slice: u64 key, u32 chunk, u32 optimizer kind, 7 f32 (learning
+// rate, momentum, weight decay, beta1, beta2, epsilon, rescale), u64 optimizer steps, u64 length, u64 m length,
+// u64 v length, the weights, m and v as f32; then the SHA-256 of everything before it. Little-endian.
 //
 // Thread safety: functions.
 
@@ -34,8 +30,7 @@ struct CheckpointFile {
 
 inline constexpr char kManifestName[] = "MANIFEST.json";
 
-// A checkpoint name is one path component: letters, digits, '.', '_', '-'; not
-// "." or "..".
+// A checkpoint name is one path component: letters, digits, '.', '_', '-'; not "." or "..".
 Status CheckCheckpointName(const std::string& name);
 std::string ShardFileName(uint32_t index, uint32_t count);
 

@@ -102,12 +102,10 @@ struct Pending {
   }
 };
 
-// The data connection to one server. Requests go out on a writing thread, in
-// the order they were made; replies come back in any order on a reading thread,
-// which is the only one that completes requests (so that nothing writes into a
-// caller's `out` after its Wait has returned). Pull replies are read straight
-// into `out`. A request past its deadline fails; its reply, if it comes, is
-// read and dropped.
+// The data connection to one server. Requests go out on a writing thread, in the order they were made; replies
+// come back in any order on a reading thread, which is the only one that completes requests (so that nothing
+// writes into a caller's `out` after its Wait has returned). Pull replies are read straight into `out`. A
+// request past its deadline fails; its reply, if it comes, is read and dropped.
 class DataLink {
  public:
   static Result<std::unique_ptr<DataLink>> Open(const std::string& address, const Hello& hello, std::chrono::milliseconds deadline,
@@ -144,8 +142,7 @@ class DataLink {
 
   uint64_t server_micros() const { return server_micros_.load(); }
 
-  // values stay alive (the caller's, or held by keep) until the request is
-  // answered.
+  // values stay alive (the caller's, or held by keep) until the request is answered.
   void Push(const std::shared_ptr<Pending>& p, uint64_t key, uint32_t chunk, uint64_t round, const float* values, size_t n,
             std::shared_ptr<const void> keep) {
     Frame f;
@@ -503,8 +500,7 @@ Ticket PsClient::Start(uint64_t key, const float* grad, float* out, uint64_t len
     grad = p->gradient->data();
     keep = p->gradient;
   }
-  // A pull right behind its push: the server reads the push first, and answers
-  // the pull once the round is done.
+  // A pull right behind its push: the server reads the push first, and answers the pull once the round is done.
   for (size_t i = 0; i < k->chunks.size(); ++i) {
     const Chunk& c = k->chunks[i];
     DataLink& link = *servers_[c.server]->data;

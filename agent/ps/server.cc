@@ -14,6 +14,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -59,11 +60,63 @@ void TuneSocket(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
 
+// The shard of the job being served. With a fixed job size (ShardOptions::num_workers > 0) one shard for
+// the server's life; with 0 (agentd), a job's shard is made when its first worker connects, sized by its
+// Hello, and dropped when its last worker has gone, so that the next job starts clean. One job at a time.
+class Jobs {
+ public:
+  explicit Jobs(const ShardOptions& o) : options_(o) {
+    if (o.num_workers > 0) shard_ = std::make_shared<Shard>(o);
+  }
+
+  // A worker's data connection, after its Hello: the shard it works on, or why it is refused.
+  Result<std::shared_ptr<Shard>> Join(const Hello& h) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (h.num_workers == 0 || h.rank >= h.num_workers) {
+      return Status::InvalidArgument("dlps-server", "rank " + std::to_string(h.rank) + " is outside the job of " + std::to_string(h.num_workers) + " workers");
+    }
+    if (!shard_) {
+      ShardOptions o = options_;
+      o.num_workers = h.num_workers;
+      shard_ = std::make_shared<Shard>(o);
+    }
+    const uint32_t size = shard_->options().num_workers;
+    if (h.num_workers != size) {
+      return Status::FailedPrecondition("dlps-server", "the worker says the job has " + std::to_string(h.num_workers) + " workers; this server " +
+                                                           (options_.num_workers > 0 ? "was started for " : "is serving a job of ") +
+                                                           std::to_string(size) + (options_.num_workers > 0 ? "" : " (one job at a time)"));
+    }
+    if (!ranks_.insert(h.rank).second) {
+      return Status::FailedPrecondition("dlps-server", "rank " + std::to_string(h.rank) + " is already connected (two workers with one DLPS_RANK?)");
+    }
+    return shard_;
+  }
+
+  void Leave(uint32_t rank) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ranks_.erase(rank);
+    if (ranks_.empty() && options_.num_workers == 0) shard_.reset();  // the job is over
+  }
+
+  // For control calls, which come from connected workers.
+  Result<std::shared_ptr<Shard>> Current() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!shard_) return Status::FailedPrecondition("dlps-server", "no job is connected (workers connect before they call Init)");
+    return shard_;
+  }
+
+ private:
+  const ShardOptions options_;
+  std::mutex mu_;
+  std::shared_ptr<Shard> shard_;  // protected by mu_
+  std::set<uint32_t> ranks_;      // protected by mu_; connected workers
+};
+
 // Checkpoint IO runs on the gRPC thread that took the call: it is rare, and the
 // data path does not use gRPC's threads.
 class ControlService final : public pb::DlpsControl::CallbackService {
  public:
-  ControlService(Shard& shard, std::string checkpoint_dir) : shard_(shard), dir_(std::move(checkpoint_dir)) {}
+  ControlService(Jobs& jobs, std::string checkpoint_dir) : jobs_(jobs), dir_(std::move(checkpoint_dir)) {}
   grpc::ServerUnaryReactor* Init(grpc::CallbackServerContext* ctx, const pb::InitRequest* req, pb::InitReply* reply) override {
     auto* reactor = ctx->DefaultReactor();
     Result<OptimizerConfig> opt = OptimizerFromProto(req->optimizer());
@@ -71,20 +124,32 @@ class ControlService final : public pb::DlpsControl::CallbackService {
       reactor->Finish(ToGrpc(opt.status()));
       return reactor;
     }
-    Result<uint64_t> version = shard_.Init(req->key(), req->chunk(), req->length(), *opt);
+    Result<std::shared_ptr<Shard>> shard = jobs_.Current();
+    if (!shard.ok()) {
+      reactor->Finish(ToGrpc(shard.status()));
+      return reactor;
+    }
+    Result<uint64_t> version = (*shard)->Init(req->key(), req->chunk(), req->length(), *opt);
     if (version.ok()) reply->set_version(*version);
     reactor->Finish(ToGrpc(version.status()));
     return reactor;
   }
   grpc::ServerUnaryReactor* Barrier(grpc::CallbackServerContext* ctx, const pb::BarrierRequest* req, pb::BarrierReply*) override {
     auto* reactor = ctx->DefaultReactor();
-    shard_.Barrier(req->rank(), req->generation(), [reactor](const Status& st) { reactor->Finish(ToGrpc(st)); });
+    Result<std::shared_ptr<Shard>> shard = jobs_.Current();
+    if (!shard.ok()) {
+      reactor->Finish(ToGrpc(shard.status()));
+      return reactor;
+    }
+    (*shard)->Barrier(req->rank(), req->generation(), [reactor](const Status& st) { reactor->Finish(ToGrpc(st)); });
     return reactor;
   }
   grpc::ServerUnaryReactor* Checkpoint(grpc::CallbackServerContext* ctx, const pb::CheckpointRequest* req, pb::CheckpointReply* reply) override {
     auto* reactor = ctx->DefaultReactor();
     Result<CheckpointFile> f = HaveDir();
-    if (f.ok()) f = WriteShardCheckpoint(shard_, dir_, req->name(), req->server_index(), req->server_count());
+    Result<std::shared_ptr<Shard>> shard = jobs_.Current();
+    if (f.ok() && !shard.ok()) f = shard.status();
+    if (f.ok()) f = WriteShardCheckpoint(**shard, dir_, req->name(), req->server_index(), req->server_count());
     if (f.ok()) {
       reply->mutable_file()->set_name(f->name);
       reply->mutable_file()->set_bytes(f->bytes);
@@ -106,7 +171,9 @@ class ControlService final : public pb::DlpsControl::CallbackService {
   grpc::ServerUnaryReactor* Restore(grpc::CallbackServerContext* ctx, const pb::RestoreRequest* req, pb::RestoreReply*) override {
     auto* reactor = ctx->DefaultReactor();
     Status st = HaveDir().status();
-    if (st.ok()) st = RestoreShardCheckpoint(shard_, dir_, req->name(), req->server_index(), req->server_count());
+    Result<std::shared_ptr<Shard>> shard = jobs_.Current();
+    if (st.ok()) st = shard.status();
+    if (st.ok()) st = RestoreShardCheckpoint(**shard, dir_, req->name(), req->server_index(), req->server_count());
     reactor->Finish(ToGrpc(st));
     return reactor;
   }
@@ -120,13 +187,12 @@ class ControlService final : public pb::DlpsControl::CallbackService {
     return CheckpointFile{};
   }
 
-  Shard& shard_;
+  Jobs& jobs_;
   const std::string dir_;
 };
 
-// Replies waiting for a data connection's writing thread. Shared with the
-// shard's pull callbacks, which may run after the connection has ended (then
-// the reply is dropped).
+// Replies waiting for a data connection's writing thread. Shared with the shard's pull callbacks, which may run
+// after the connection has ended (then the reply is dropped).
 struct Outbox {
   struct Reply {
     Frame frame;
@@ -167,7 +233,7 @@ struct Outbox {
 // One worker's data connection.
 class DataConn {
  public:
-  DataConn(Shard& shard, int fd, const std::atomic<bool>& stopping) : shard_(shard), fd_(fd), stopping_(stopping) {
+  DataConn(Jobs& jobs, int fd, const std::atomic<bool>& stopping) : jobs_(jobs), fd_(fd), stopping_(stopping) {
     reader_ = std::thread([this] { Serve(); });
     writer_ = std::thread([this] { Send(); });
   }
@@ -192,10 +258,10 @@ class DataConn {
       st = WriteAll(fd_, &iov, 1);
       while (st.ok()) st = ServeOne();
       if (!stopping_.load()) {  // an accepted worker went away
-        shard_.FailPending(Status::Unavailable("dlps-server", "worker rank " + std::to_string(rank_) +
-                                                                  " disconnected (it exited or lost its "
-                                                                  "connection); the rounds in progress fail"));
+        shard_->FailPending(Status::Unavailable("dlps-server", "worker rank " + std::to_string(rank_) +
+                                                                   " disconnected (it exited or lost its connection); the rounds in progress fail"));
       }
+      jobs_.Leave(rank_);
     }
     outbox_->Close();
     finished_ = true;
@@ -206,17 +272,13 @@ class DataConn {
     if (h.magic != kHelloMagic || h.protocol != kProtocolVersion) {
       refused = Status::InvalidArgument(
           "dlps-server", "this server speaks dlps protocol " + std::to_string(kProtocolVersion) + ", the worker " + std::to_string(h.protocol));
-    } else if (h.num_workers != shard_.options().num_workers) {
-      refused =
-          Status::FailedPrecondition("dlps-server", "the worker says the job has " + std::to_string(h.num_workers) +
-                                                        " workers; this server was started for " + std::to_string(shard_.options().num_workers));
-    } else if (h.rank >= h.num_workers) {
-      refused = Status::InvalidArgument("dlps-server",
-                                        "rank " + std::to_string(h.rank) + " is outside the job of " + std::to_string(h.num_workers) + " workers");
+    } else if (Result<std::shared_ptr<Shard>> shard = jobs_.Join(h); !shard.ok()) {
+      refused = shard.status();
+    } else {
+      shard_ = std::move(*shard);
+      return Status::Ok();
     }
-    if (refused.ok()) return refused;
-    // Sent here, not through the writing thread, so that it goes out before the
-    // connection closes.
+    // Sent here, not through the writing thread, so that it goes out before the connection closes.
     Frame f;
     f.op = Op::kError;
     f.aux = static_cast<uint32_t>(refused.code());
@@ -241,16 +303,16 @@ class DataConn {
           outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "a push of " + std::to_string(f.bytes) + " bytes is not whole floats"));
           return Discard(fd_, f.bytes);
         }
-        Result<Shard::PushSlot> slot = shard_.BeginPush({f.key, f.chunk, rank_, f.version}, f.bytes / sizeof(float));
+        Result<Shard::PushSlot> slot = shard_->BeginPush({f.key, f.chunk, rank_, f.version}, f.bytes / sizeof(float));
         if (!slot.ok()) {
           outbox_->Error(f.id, slot.status());
           return Discard(fd_, f.bytes);
         }
         if (Status st = ReadFull(fd_, slot->values, f.bytes); !st.ok()) {
-          shard_.AbortPush(*slot);
+          shard_->AbortPush(*slot);
           return st;
         }
-        Result<uint64_t> version = shard_.EndPush(*slot);
+        Result<uint64_t> version = shard_->EndPush(*slot);
         if (!version.ok()) {
           outbox_->Error(f.id, version.status());
         } else {
@@ -266,7 +328,7 @@ class DataConn {
       }
       case Op::kPull:
         if (f.bytes != 0) return Status::InvalidArgument("dlps-server", "a pull request with a payload");
-        shard_.Pull(f.key, f.chunk, f.version, [out = outbox_, f](const Status& st, const PullAnswer& a) {
+        shard_->Pull(f.key, f.chunk, f.version, [out = outbox_, f](const Status& st, const PullAnswer& a) {
           if (!st.ok()) return out->Error(f.id, st);
           Outbox::Reply r;
           r.frame.op = Op::kPullReply;
@@ -308,7 +370,8 @@ class DataConn {
                                  // connection end now
   }
 
-  Shard& shard_;
+  Jobs& jobs_;
+  std::shared_ptr<Shard> shard_;  // set once the Hello is accepted
   const int fd_;
   const std::atomic<bool>& stopping_;
   uint32_t rank_ = 0;
@@ -320,7 +383,7 @@ class DataConn {
 }  // namespace
 
 struct PsServer::Impl {
-  std::unique_ptr<Shard> shard;
+  Jobs jobs;
   ControlService control;
   std::unique_ptr<grpc::Server> grpc;
   int listen_fd = -1;
@@ -330,10 +393,9 @@ struct PsServer::Impl {
   std::thread accept_thread;
   std::vector<std::unique_ptr<DataConn>> conns;  // owned by the accept thread until it ends
 
-  explicit Impl(const ServerOptions& o) : shard(std::make_unique<Shard>(o.shard)), control(*shard, o.checkpoint_dir) {}
+  explicit Impl(const ServerOptions& o) : jobs(o.shard), control(jobs, o.checkpoint_dir) {}
 
-  // Accepts connections and hands each to gRPC or to a DataConn by its first
-  // four bytes.
+  // Accepts connections and hands each to gRPC or to a DataConn by its first four bytes.
   void AcceptLoop() {
     std::vector<std::pair<int, Clock::time_point>> undecided;
     for (;;) {
@@ -360,7 +422,7 @@ struct PsServer::Impl {
           grpc::AddInsecureChannelFromFd(grpc.get(), fd);
         } else if (got == 4 && std::memcmp(first, &kHelloMagic, 4) == 0) {
           ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-          conns.push_back(std::make_unique<DataConn>(*shard, fd, stopping));
+          conns.push_back(std::make_unique<DataConn>(jobs, fd, stopping));
         } else if (got == 0 || got == 4 || (got < 0 && errno != EAGAIN) || waited_too_long) {
           ::close(fd);  // closed, not dlps, broken, or silent
         } else {
@@ -377,10 +439,8 @@ struct PsServer::Impl {
 PsServer::PsServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 int PsServer::port() const { return impl_->port; }
-Shard& PsServer::shard() { return *impl_->shard; }
 
 Result<std::unique_ptr<PsServer>> PsServer::Start(const ServerOptions& options) {
-  if (options.shard.num_workers == 0) return Status::InvalidArgument("dlps-server", "the job needs at least one worker");
   auto impl = std::make_unique<Impl>(options);
   Result<int> fd = ListenTcp(options.listen, &impl->port);
   if (!fd.ok()) return fd.status().Annotate("cannot serve (in use, or not an address of this host)");
@@ -408,9 +468,8 @@ PsServer::~PsServer() {
   ::close(s.listen_fd);
   ::close(s.wake_fd);
   s.conns.clear();  // ends every data connection
-  // Waiting barriers hold calls open: fail them, then give the rest a moment to
-  // finish.
-  s.shard->FailPending(Status::Unavailable("dlps-server", "the server is shutting down"));
+  // Waiting barriers hold calls open: fail them, then give the rest a moment to finish.
+  if (auto shard = s.jobs.Current(); shard.ok()) (*shard)->FailPending(Status::Unavailable("dlps-server", "the server is shutting down"));
   s.grpc->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   s.grpc->Wait();
 }

@@ -1,18 +1,19 @@
 #pragma once
-// PsServer: a Shard served on one TCP port. The port carries two protocols,
-// told apart by a connection's first bytes: gRPC (DlpsControl of
-// proto/dlps.proto: Init, Barrier) and dlps's data connections
-// (agent/ps/frame.h: pushes and pulls, values read straight into the shard's
-// buffers and sent straight from them). Each data connection is one worker; it
-// has a thread that reads and a thread that writes, and the reading thread is
-// where a push that completes a round runs the sum and the optimizer (no BLAS
-// or copies on gRPC's threads). When a data connection ends while the server
-// runs, the worker is gone: the rounds, pulls and barriers in progress fail
-// with "worker rank R disconnected", so that the other workers get an error at
-// once instead of waiting for their deadlines.
+// PsServer: a Shard served on one TCP port. The port carries two protocols, told apart by a connection's first
+// bytes: gRPC (DlpsControl of proto/dlps.proto: Init, Barrier) and dlps's data connections (agent/ps/frame.h:
+// pushes and pulls, values read straight into the shard's buffers and sent straight from them). Each data
+// connection is one worker; it has a thread that reads and a thread that writes, and the reading thread is
+// where a push that completes a round runs the sum and the optimizer (no BLAS or copies on gRPC's threads).
+// When a data connection ends while the server runs, the worker is gone: the rounds, pulls and barriers in
+// progress fail with "worker rank R disconnected", so that the other workers get an error at once instead of
+// waiting for their deadlines.
 //
-// Thread safety: Start and the destructor from one thread; the server runs on
-// its own threads and gRPC's.
+// Jobs: with ShardOptions::num_workers set (dlps-server --workers N) the server serves one job of that size for
+// its life. With 0 (agentd, which serves whatever job its node takes part in) each job's shard is made when
+// its first worker connects, sized by the workers' Hello, and dropped when its last worker has gone, so that the
+// next job starts clean; a worker of another job size while one is running is refused, naming both sizes.
+//
+// Thread safety: Start and the destructor from one thread; the server runs on its own threads and gRPC's.
 
 #include <memory>
 #include <string>
@@ -24,9 +25,8 @@ namespace dlagent::ps {
 
 struct ServerOptions {
   std::string listen = "0.0.0.0:7070";  // host:port; port 0 picks a free one
-  ShardOptions shard;
-  // Where checkpoints are written and read (shared storage, the same path on
-  // every node); empty: refused.
+  ShardOptions shard;  // num_workers 0: each job's size comes from its workers (one job at a time)
+  // Where checkpoints are written and read (shared storage, the same path on every node); empty: refused.
   std::string checkpoint_dir;
 };
 
@@ -36,7 +36,6 @@ class PsServer {
   ~PsServer();  // stops serving; calls in progress end with Unavailable
 
   int port() const;
-  Shard& shard();
 
  private:
   struct Impl;

@@ -16,9 +16,10 @@ int main(int argc, char** argv) {
   dlagent::ps::ServerOptions o;
   std::string mode = "sync";
   app.add_option("--listen", o.listen, "host:port to serve on (port 0: any free port, printed)")->capture_default_str();
-  app.add_option("--workers", o.shard.num_workers, "Workers in the job (a sync round waits for all of them)")
-      ->required()
-      ->check(CLI::Range(1, 100000));
+  app.add_option("--workers", o.shard.num_workers,
+                 "Workers in the job (a sync round waits for all of them); 0: each job's size from its workers, one job after another")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000));
   app.add_option("--mode", mode,
                  "sync (a round completes when every worker pushed) or async "
                  "(each push applied at once)")

@@ -2,32 +2,25 @@
 // Shard: the slices of tensors one server holds, and the rounds over them. A
 // slice is one chunk of a key (agent/ps/partition.h).
 //
-// sync: a round of a slice completes when every worker has pushed its gradient
-// for that round; the sum goes
+// sync: a round of a slice completes when every worker has pushed its gradient for that round; the sum goes
 //       through the optimizer, the version goes up by one and the pulls waiting
 //       for it are answered. A push for the wrong round, a second push by one
 //       rank in a round, a rank outside the job or a length that is not the
 //       slice's is refused, naming which.
-// async: every push is applied at once (version + 1 each).
-// Round 0 is special in both: it sets the weights (the job's initial values)
-// and leaves the version at 0.
+// async: every push is applied at once (version + 1 each). Round 0 is special in both: it sets the weights (the
+// job's initial values) and leaves the version at 0.
 //
-// A push is received in two steps so that its values go from the socket
-// straight to where they are summed: BeginPush checks it and returns the buffer
-// it belongs in (this rank's receive buffer of the slice), the caller fills it,
-// EndPush accounts for it. The push that completes a round sums all ranks'
-// buffers and applies the optimizer in one pass (optimizer.h), on the calling
-// thread (the server's connection thread, never one of gRPC's), into a weights
-// buffer other than the one pulls of the previous version may still be sent
-// from.
+// A push is received in two steps so that its values go from the socket straight to where they are summed:
+// BeginPush checks it and returns the buffer it belongs in (this rank's receive buffer of the slice), the
+// caller fills it, EndPush accounts for it. The push that completes a round sums all ranks' buffers and applies
+// the optimizer in one pass (optimizer.h), on the calling thread (the server's connection thread, never one of
+// gRPC's), into a weights buffer other than the one pulls of the previous version may still be sent from.
 //
-// Memory: a slice's buffers (weights, a receive buffer per rank, optimizer
-// state) are allocated once and reused, and weight buffers are pooled:
-// steady-state rounds allocate nothing and touch no fresh page.
+// Memory: a slice's buffers (weights, a receive buffer per rank, optimizer state) are allocated once and
+// reused, and weight buffers are pooled: steady-state rounds allocate nothing and touch no fresh page.
 //
-// Thread safety: every method may be called from any thread; callbacks run on
-// the thread that made the answer possible (the caller, or the one whose push
-// completed the round).
+// Thread safety: every method may be called from any thread; callbacks run on the thread that made the answer
+// possible (the caller, or the one whose push completed the round).
 
 #include <cstdint>
 #include <functional>
@@ -55,8 +48,7 @@ struct PushHeader {
   uint64_t round = 0;  // 0: set the initial values
 };
 
-// The values a pull is answered with: one version's weights, kept alive until
-// the reply is sent.
+// The values a pull is answered with: one version's weights, kept alive until the reply is sent.
 using Snapshot = std::shared_ptr<const std::vector<float>>;
 
 struct PullAnswer {
@@ -71,8 +63,7 @@ class Shard {
   using PullDone = std::function<void(const Status&, const PullAnswer&)>;
   struct Slice;
 
-  // Where a push's values go; returned by BeginPush, handed back to EndPush or
-  // AbortPush.
+  // Where a push's values go; returned by BeginPush, handed back to EndPush or AbortPush.
   struct PushSlot {
     std::shared_ptr<Slice> slice;
     PushHeader header;
@@ -88,28 +79,23 @@ class Shard {
 
   const ShardOptions& options() const { return options_; }
 
-  // Declares a slice; the same declaration again is a no-op returning the
-  // current version.
+  // Declares a slice; the same declaration again is a no-op returning the current version.
   Result<uint64_t> Init(uint64_t key, uint32_t chunk, uint64_t length, const OptimizerConfig& optimizer);
 
   Result<PushSlot> BeginPush(const PushHeader& h, uint64_t floats);
-  // Returns the slice's version after the push (a completed round's, or the one
-  // still in progress).
+  // Returns the slice's version after the push (a completed round's, or the one still in progress).
   Result<uint64_t> EndPush(const PushSlot& slot);
-  // The values never arrived in full (the connection broke): the rank has not
-  // pushed.
+  // The values never arrived in full (the connection broke): the rank has not pushed.
   void AbortPush(const PushSlot& slot);
   // BeginPush, a copy, EndPush: for tests and restores.
   Result<uint64_t> Push(const PushHeader& h, const float* values, uint64_t floats);
 
   // Done is called once the slice has reached min_version, or with an error.
   void Pull(uint64_t key, uint32_t chunk, uint64_t min_version, PullDone done);
-  // Fails every pull that is waiting and every round in progress with `why` (a
-  // worker is gone), and every push, barrier and pull of a version not yet
-  // reached after it: a job that lost a worker cannot complete another round,
-  // and its other workers must not wait for their deadlines. Pulls of versions
-  // already reached still succeed (the final weights, after the job's last
-  // barrier). A server serves one job.
+  // Fails every pull that is waiting and every round in progress with `why` (a worker is gone), and every push,
+  // barrier and pull of a version not yet reached after it: a job that lost a worker cannot complete another
+  // round, and its other workers must not wait for their deadlines. Pulls of versions already reached still
+  // succeed (the final weights, after the job's last barrier). A server serves one job.
   void FailPending(const Status& why);
 
   // One slice's state, for checkpoints.
@@ -120,17 +106,14 @@ class Shard {
     Snapshot weights;  // the current version's values
     OptimizerState state;
   };
-  // Every slice as of its current version, in key order. In sync mode call it
-  // between rounds (after a barrier of all workers) for one consistent version
-  // across slices and servers.
+  // Every slice as of its current version, in key order. In sync mode call it between rounds (after a barrier
+  // of all workers) for one consistent version across slices and servers.
   std::vector<SliceState> Export();
-  // Loads the states into declared slices of the same length and optimizer: all
-  // or none. Refused once a slice has taken a push (restore right after Init)
-  // or when a slice is missing or differs, naming it.
+  // Loads the states into declared slices of the same length and optimizer: all or none. Refused once a slice
+  // has taken a push (restore right after Init) or when a slice is missing or differs, naming it.
   Status Import(const std::vector<SliceState>& states);
 
-  // Barrier for `generation` of the job's workers; done runs when all
-  // num_workers ranks have entered it.
+  // Barrier for `generation` of the job's workers; done runs when all num_workers ranks have entered it.
   void Barrier(uint32_t rank, uint64_t generation, std::function<void(const Status&)> done);
 
  private:

@@ -1,7 +1,6 @@
-// dlps-server processes with workers that are threads of this test (PsClient,
-// one per thread) or processes (dlps-train): 2 servers and 3 workers in sync
-// and async mode, a server killed under the workers, a worker that goes away or
-// is killed, malformed connections.
+// dlps-server processes with workers that are threads of this test (PsClient, one per thread) or processes
+// (dlps-train): 2 servers and 3 workers in sync and async mode, a server killed under the workers, a worker
+// that goes away or is killed, malformed connections.
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -58,8 +57,7 @@ struct Servers {
 constexpr uint64_t kBig = 1, kSmall = 2;
 constexpr size_t kBigLength = 300'001, kSmallLength = 10;
 
-// Runs fn(rank, client) on one thread per worker and returns each worker's
-// status.
+// Runs fn(rank, client) on one thread per worker and returns each worker's status.
 std::vector<Status> RunWorkers(const Servers& s, int workers, const std::function<Status(uint32_t, PsClient&)>& fn) {
   std::vector<Status> results(workers);
   std::vector<std::thread> threads;
@@ -84,8 +82,7 @@ TEST(PsProcessTest, SyncTwoServersThreeWorkersAgreeOnEveryRound) {
     RETURN_IF_ERROR(c.Init(kBig, kBigLength, w.data(), sgd));
     RETURN_IF_ERROR(c.Init(kSmall, kSmallLength, nullptr, sgd));
     for (int round = 1; round <= 4; ++round) {
-      // Gradient rank+1 everywhere: the round's sum is 6, so every weight drops
-      // by 0.6.
+      // Gradient rank+1 everywhere: the round's sum is 6, so every weight drops by 0.6.
       std::vector<float> g(kBigLength, static_cast<float>(rank + 1)), gs(kSmallLength, 1.0f);
       Ticket a = c.PushPull(kBig, g.data(), w.data(), kBigLength);
       Ticket b = c.PushPull(kSmall, gs.data(), small.data(), kSmallLength);
@@ -171,8 +168,7 @@ TEST(PsProcessTest, ARoundThatNeverCompletesEndsAtTheDeadline) {
   o.deadline = milliseconds(800);
   auto c = PsClient::Connect(o);
   ASSERT_TRUE(c.ok());
-  // Rank 1 never comes: Init's barrier, then a round, end in errors instead of
-  // hanging.
+  // Rank 1 never comes: Init's barrier, then a round, end in errors instead of hanging.
   std::vector<float> w(10, 0.0f);
   Status st = (*c)->Init(kSmall, 10, w.data(), {});
   EXPECT_EQ(st.code(), StatusCode::kDeadlineExceeded) << st.ToString();
@@ -267,8 +263,7 @@ TEST(PsProcessTest, TrainerProcessesInSyncModeMatchTrainingInOneProcess) {
   for (const char* model : {"softmax", "mlp"}) {
     Servers s(2, 3, "sync");
     ASSERT_TRUE(s.ok());
-    // 3 workers and a global batch of 100: uneven shares (33, 33, 34) of every
-    // batch, and a last batch of 50.
+    // 3 workers and a global batch of 100: uneven shares (33, 33, 34) of every batch, and a last batch of 50.
     auto ranks = StartTrainers(s, 3, {"--model", model, "--samples", "1550", "--features", "20", "--batch", "100", "--epochs", "3", "--verify"});
     for (int r = 0; r < 3; ++r) {
       EXPECT_EQ(ranks[r]->Wait(seconds(60)), 0) << model << " rank " << r << ":\n" << ranks[r]->Output();
@@ -318,8 +313,7 @@ TEST(PsProcessTest, AKilledTrainerProcessFailsTheOthersNamingItsRank) {
 TEST(PsProcessTest, ACheckpointRestoresTheWeightsAndOptimizerStateAndABrokenOneIsRefused) {
   testing::TempDir shared;  // the checkpoint directory every server sees
   const OptimizerConfig adam{.kind = OptimizerConfig::Kind::kAdam, .learning_rate = 0.01f};
-  // Step i's gradient is a function of rank, step and index: the same steps
-  // give the same weights.
+  // Step i's gradient is a function of rank, step and index: the same steps give the same weights.
   auto step = [](PsClient& c, uint32_t rank, int i, std::vector<float>& w) {
     std::vector<float> g(w.size());
     for (size_t j = 0; j < g.size(); ++j) g[j] = std::sin(0.001f * static_cast<float>(j) + static_cast<float>(i + rank));
@@ -368,8 +362,7 @@ TEST(PsProcessTest, ACheckpointRestoresTheWeightsAndOptimizerStateAndABrokenOneI
   EXPECT_EQ(restored, at_checkpoint);
   EXPECT_EQ(final, expected);
 
-  // One flipped byte in server 1's file: refused, naming the file; nothing
-  // loaded.
+  // One flipped byte in server 1's file: refused, naming the file; nothing loaded.
   const std::string file = shared.path() + "/ck/server-1-of-2.dlps";
   {
     std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
@@ -382,6 +375,30 @@ TEST(PsProcessTest, ACheckpointRestoresTheWeightsAndOptimizerStateAndABrokenOneI
   ASSERT_EQ(std::remove((shared.path() + "/ck/MANIFEST.json").c_str()), 0);
   st = rerun(&restored, &final);
   EXPECT_NE(st.ToString().find("is missing or incomplete: it has no MANIFEST.json"), std::string::npos) << st.ToString();
+}
+
+TEST(PsProcessTest, AServerWithoutAJobSizeServesOneJobAfterAnother) {
+  Servers s(2, 0, "sync");  // as agentd runs it
+  ASSERT_TRUE(s.ok());
+  // A job of 2 while nothing else runs; another client of a 3-worker job is refused meanwhile.
+  auto first = StartTrainers(s, 2, {"--samples", "20000", "--features", "50", "--batch", "32", "--epochs", "3"});
+  const auto until = steady_clock::now() + seconds(30);
+  while (first[0]->Output().find("dlps-train: softmax") == std::string::npos && steady_clock::now() < until) {
+    std::this_thread::sleep_for(milliseconds(10));  // both trainers are connected once rank 0 prints this
+  }
+  auto other = PsClient::Connect(s.Options(0, 3));
+  ASSERT_FALSE(other.ok());
+  EXPECT_NE(other.status().ToString().find("the worker says the job has 3 workers; this server is serving a job of 2 (one job at a time)"),
+            std::string::npos)
+      << other.status().ToString();
+  auto twin = PsClient::Connect(s.Options(0, 2));
+  ASSERT_FALSE(twin.ok());
+  EXPECT_NE(twin.status().ToString().find("rank 0 is already connected"), std::string::npos) << twin.status().ToString();
+  for (int r = 0; r < 2; ++r) EXPECT_EQ(first[r]->Wait(seconds(60)), 0) << first[r]->Output();
+  // The next job, of another size, starts clean (its keys are new again).
+  auto second = StartTrainers(s, 3, {"--samples", "2000", "--features", "10", "--epochs", "2", "--verify"});
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(second[r]->Wait(seconds(60)), 0) << second[r]->Output();
+  EXPECT_NE(second[0]->Output().find("3 workers"), std::string::npos) << second[0]->Output();
 }
 
 }  // namespace

@@ -1,6 +1,5 @@
-// dlps-train: trains softmax regression or a small MLP on the job's parameter
-// servers (docs/ps.md, "dlps-train"). Every worker runs it with the DLPS_*
-// environment (agentctl run --launcher dlps sets it);
+// dlps-train: trains softmax regression or a small MLP on the job's parameter servers (docs/ps.md,
+// "dlps-train"). Every worker runs it with the DLPS_* environment (agentctl run --launcher dlps sets it);
 // --local trains in this process alone.
 #include <unistd.h>
 
@@ -93,8 +92,7 @@ class ServerUpdater final : public Updater {
   PsClient& client_;
 };
 
-// The rows of global batch b that this worker trains on: [begin, end) of
-// `order`.
+// The rows of global batch b that this worker trains on: [begin, end) of `order`.
 std::pair<size_t, size_t> MyRows(size_t batch_begin, size_t batch_rows, uint32_t rank, uint32_t workers) {
   return {batch_begin + batch_rows * rank / workers, batch_begin + batch_rows * (rank + 1) / workers};
 }
@@ -119,8 +117,7 @@ class Progress {
 void Report(const Options& o, const Dataset& d, const Model& m, int epoch, double took, const EpochTimes& times, PsClient* client,
             uint64_t server_micros0, Workspace* ws);
 
-// Trains for the options' epochs; rank 0 (or the only process) prints each
-// epoch's figures when `report`.
+// Trains for the options' epochs; rank 0 (or the only process) prints each epoch's figures when `report`.
 Status Train(const Options& o, const Dataset& d, Model& m, Updater& updater, uint32_t rank, uint32_t workers, bool report, PsClient* client) {
   std::vector<size_t> order(d.rows());
   std::iota(order.begin(), order.end(), 0);
@@ -167,8 +164,7 @@ Status Train(const Options& o, const Dataset& d, Model& m, Updater& updater, uin
     const double took = Seconds(t0);
     if (report) Report(o, d, m, epoch, took, times, client, server_micros0, &ws);
     if (client && !o.checkpoint.empty()) {
-      // Every worker between steps, then one writes: every slice is at the same
-      // version.
+      // Every worker between steps, then one writes: every slice is at the same version.
       const std::string name = o.checkpoint + "-epoch" + std::to_string(epoch);
       RETURN_IF_ERROR(client->Barrier());
       if (rank == 0) RETURN_IF_ERROR(client->Checkpoint(name));

@@ -72,8 +72,7 @@ TEST(ShardTest, AsyncAppliesEachPushAtOnce) {
 }
 
 TEST(ShardTest, APulledVersionStaysIntactWhileLaterRoundsComplete) {
-  // A reply may still be on its way when the next round completes: its values
-  // must not change under it.
+  // A reply may still be on its way when the next round completes: its values must not change under it.
   Shard shard({.mode = Mode::kSync, .num_workers = 1});
   ASSERT_TRUE(shard.Init(1, 0, 3, {.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 1}).ok());
   ASSERT_TRUE(PushSync(shard, {1, 0, 0, 0}, {5, 5, 5}).ok());
@@ -94,8 +93,7 @@ TEST(ShardTest, AfterFailPendingNothingCountsAndEverythingFailsAtOnce) {
   shard.FailPending(Status::Unavailable("dlps", "worker 1 is gone"));
   slot->values[0] = 4;
   EXPECT_EQ(shard.EndPush(*slot).status().code(), StatusCode::kCancelled);
-  // The job lost a worker: later pushes, pulls and barriers fail with the
-  // reason instead of waiting.
+  // The job lost a worker: later pushes, pulls and barriers fail with the reason instead of waiting.
   EXPECT_NE(PushSync(shard, {1, 0, 1, 1}, {2}).ToString().find("worker 1 is gone"), std::string::npos);
   EXPECT_NE(PullAsync(shard, 1, 1).get().status.ToString().find("worker 1 is gone"), std::string::npos);
   EXPECT_TRUE(PullAsync(shard, 1, 0).get().status.ok()) << "a version already reached can still be read";
