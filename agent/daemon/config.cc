@@ -295,6 +295,13 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.Dur("dns_wait", Duration(0), &c.storage.dns_wait);
   r.Dur("mount_budget", std::chrono::seconds(1), &c.storage.mount_budget);
 
+  r.Section("ps");
+  r.Bool("enabled", &c.ps.enabled);
+  r.String("bind", &c.ps.bind, CheckIpv4);
+  r.Int("port", 0, 65535, &c.ps.port);
+  r.Enum("mode", {"sync", "async"}, &c.ps.mode);
+  r.String("checkpoint_dir", &c.ps.checkpoint_dir, [](const std::string& v) { return v.empty() ? std::string() : CheckAbsolutePath(v); });
+
   r.Section("files");
   r.String("root", &c.files.root, [](const std::string& v) { return v.empty() ? std::string() : CheckAbsolutePath(v); });
   for (auto [key, field] : {std::pair{"workers", &c.files.workers}, {"hosts", &c.files.hosts}, {"profile", &c.files.profile},

@@ -70,6 +70,15 @@ struct GossipConfig {
   std::string profile = "lan";          // Default: "lan"; "fast" for small clusters on a good network
 };
 
+// The parameter-server shard the agent serves (docs/ps.md): one job at a time, sized by its workers.
+struct PsConfig {
+  bool enabled = true;           // Default: true
+  std::string bind = "0.0.0.0";  // Default: every interface
+  int64_t port = 7070;           // Default: 7070 (TCP: gRPC control and dlps data on one port); 0: any free port
+  std::string mode = "sync";     // Default: "sync"; "async" applies every push at once
+  std::string checkpoint_dir;    // Default: "" (checkpoints refused). Shared storage: the same path on every node
+};
+
 // Environment variables override these (see ApplyAwsEnvironment).
 struct AwsConfig {
   std::string region;         // Default: "" (from IMDS)
@@ -89,6 +98,7 @@ struct Config {
   NodeConfig node;
   StorageConfig storage;
   FilesConfig files;
+  PsConfig ps;
 };
 
 using GetEnvFn = std::function<std::optional<std::string>(const char* name)>;

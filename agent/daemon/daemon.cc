@@ -7,6 +7,7 @@
 #include <ctime>
 #include <tuple>
 
+#include "agent/ps/server.h"
 #include "agent/rpc/control_server.h"
 #include "build_info.h"
 #include "bootstrap/common/log.h"
@@ -93,6 +94,11 @@ void Daemon::Reload() {
           config_.cluster.name != fresh->cluster.name || config_.cluster.role != fresh->cluster.role) {
         spdlog::warn("[gossip] and [cluster] changes take effect when agentd restarts");
       }
+      const PsConfig& pa = config_.ps;
+      const PsConfig& pb = fresh->ps;
+      if (std::tie(pa.enabled, pa.bind, pa.port, pa.mode, pa.checkpoint_dir) != std::tie(pb.enabled, pb.bind, pb.port, pb.mode, pb.checkpoint_dir)) {
+        spdlog::warn("[ps] changes take effect when agentd restarts");
+      }
       const ClusterConfig& ca = config_.cluster;
       const ClusterConfig& cb = fresh->cluster;
       if (std::tie(ca.expected_nodes, ca.min_nodes, ca.join_deadline, ca.reseal, ca.reseal_settle) !=
@@ -150,6 +156,24 @@ int Daemon::Run() {
     notifier_.Status("failed: " + server.status().ToString());
     return 1;
   }
+  if (config.ps.enabled) {
+    ps::ServerOptions o;
+    o.listen = config.ps.bind + ":" + std::to_string(config.ps.port);
+    o.shard.mode = config.ps.mode == "async" ? ps::Mode::kAsync : ps::Mode::kSync;
+    o.shard.num_workers = 0;  // each job's size from its workers
+    o.checkpoint_dir = config.ps.checkpoint_dir;
+    Result<std::unique_ptr<ps::PsServer>> shard = ps::PsServer::Start(o);
+    if (!shard.ok()) {
+      const std::string why = "cannot serve the parameter-server shard on " + o.listen + ": " + shard.status().ToString() +
+                              " (set ps.port, or ps.enabled = false)";
+      spdlog::critical("{}", why);
+      notifier_.Status("failed: " + why);
+      return 1;
+    }
+    ps_ = std::move(*shard);
+    spdlog::info("parameter-server shard serving on {}:{} ({} mode{})", config.ps.bind, ps_->port(), config.ps.mode,
+                 config.ps.checkpoint_dir.empty() ? "" : ", checkpoints in " + config.ps.checkpoint_dir);
+  }
   if (forming) {
     const std::string detail = "identify: asking instance metadata" + std::string(config.aws.imds_disabled ? " (disabled: from the config)" : "");
     SetPhase("identify", detail);
@@ -188,6 +212,7 @@ int Daemon::Run() {
   if (runtime_) runtime_->Stop();
   if (membership_) membership_->Leave();
   (*server)->Shutdown(kShutdownGrace);
+  ps_.reset();
   runtime_.reset();
   membership_.reset();
   spdlog::info("agentd stopped");

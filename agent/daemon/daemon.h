@@ -16,6 +16,7 @@
 #include "agent/daemon/config.h"
 #include "agent/daemon/membership.h"
 #include "agent/daemon/systemd_notifier.h"
+#include "agent/ps/server.h"
 #include "agent/rpc/control_handler.h"
 #include "bootstrap/common/env.h"
 
@@ -63,6 +64,7 @@ class Daemon final : public ControlHandler {
   // with one, runtime_ runs the whole formation.
   std::unique_ptr<Membership> membership_;
   std::unique_ptr<ClusterRuntime> runtime_;
+  std::unique_ptr<ps::PsServer> ps_;  // the parameter-server shard, when ps.enabled
 };
 
 }  // namespace dlagent

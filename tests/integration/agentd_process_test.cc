@@ -59,7 +59,7 @@ class NotifySocket {
 class AgentdProcessTest : public ::testing::Test {
  protected:
   void WriteConfig(const std::string& cluster, const std::string& extra = "") {
-    dir_.Write("agentd.toml", "[agent]\nsocket = \"" + sock_ + "\"\n" + extra + "[cluster]\nname = \"" + cluster + "\"\n");
+    dir_.Write("agentd.toml", "[agent]\nsocket = \"" + sock_ + "\"\n" + extra + "[cluster]\nname = \"" + cluster + "\"\n[ps]\nport = 0\n");
   }
   std::unique_ptr<Subprocess> StartAgent(std::vector<std::string> env = {}) {
     env.push_back("NOTIFY_SOCKET=" + notify_path_);
@@ -109,6 +109,29 @@ TEST_F(AgentdProcessTest, ReadyServesStatusAndStopsCleanlyOnSigterm) {
   testing::RunResult gone = Ctl({"status"});
   EXPECT_EQ(gone.exit_code, 1);
   EXPECT_EQ(gone.output, "agentctl: agentd is not running: no socket at " + sock_ + "\n");
+}
+
+TEST_F(AgentdProcessTest, ServesAParameterServerShardToOneJobAfterAnother) {
+  WriteConfig("ps");
+  auto agent = StartAgent();
+  ASSERT_TRUE(notify_.WaitFor("READY=1", seconds(10))) << agent->Output();
+  const std::string marker = "parameter-server shard serving on 0.0.0.0:";
+  const size_t at = agent->Output().find(marker);
+  ASSERT_NE(at, std::string::npos) << agent->Output();
+  const std::string server = "127.0.0.1:" + std::to_string(std::stoi(agent->Output().substr(at + marker.size())));
+  for (int workers : {1, 2}) {
+    std::vector<std::unique_ptr<Subprocess>> ranks;
+    for (int r = 0; r < workers; ++r) {
+      ranks.push_back(std::make_unique<Subprocess>(
+          std::vector<std::string>{DLAGENT_DLPS_TRAIN, "--samples", "2000", "--features", "10", "--epochs", "2", "--verify", "--progress", "never"},
+          std::vector<std::string>{"DLPS_SERVERS=" + server, "DLPS_RANK=" + std::to_string(r), "DLPS_NUM_WORKERS=" + std::to_string(workers)},
+          dir_.Join("train" + std::to_string(workers) + "-" + std::to_string(r) + ".log")));
+    }
+    for (int r = 0; r < workers; ++r) EXPECT_EQ(ranks[r]->Wait(seconds(60)), 0) << ranks[r]->Output();
+    EXPECT_NE(ranks[0]->Output().find("tolerance 1e-05): ok"), std::string::npos) << ranks[0]->Output();
+  }
+  agent->Signal(SIGTERM);
+  EXPECT_EQ(agent->Wait(seconds(10)), 0) << agent->Output();
 }
 
 TEST_F(AgentdProcessTest, WatchdogIsPettedAtHalfTheInterval) {

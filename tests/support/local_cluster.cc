@@ -185,7 +185,8 @@ void LocalCluster::Start(int i, bool master) {
                     "[aws]\nregion = \"us-east-1\"\nsqs_endpoint = \"" + sqs_endpoint_ +
                     (netns_.empty() ? "\"\nimds_endpoint = \"" + imds_[i]->endpoint() : "") + "\"\ncfn_wait_handle = \"" + cfn_.url("/signal") + "\"\n" +
                     "[node]\ngpus = " + std::to_string(gpus(i)) + "\n" +
-                    "[files]\nroot = \"" + Root(i) + "\"\n";
+                    "[files]\nroot = \"" + Root(i) + "\"\n" +
+                    "[ps]\nbind = \"" + Ip(i) + "\"\nport = " + (netns_.empty() ? "0" : "7070") + "\n";  // loopback agents share ports
   const bool storage = root() && o_.storage;
   if (storage) cfg += "[storage]\nkind = \"bind\"\nsource = \"" + Shared() + "\"\nmount_point = \"" + Mount(i) + "\"\n";
   const std::string path = "n" + std::to_string(i) + "/agentd.toml";
