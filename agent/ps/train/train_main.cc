@@ -117,13 +117,16 @@ class Progress {
 void Report(const Options& o, const Dataset& d, const Model& m, int epoch, double took, const EpochTimes& times, PsClient* client,
             uint64_t server_micros0, Workspace* ws);
 
-// Trains for the options' epochs; rank 0 (or the only process) prints each epoch's figures when `report`.
-Status Train(const Options& o, const Dataset& d, Model& m, Updater& updater, uint32_t rank, uint32_t workers, bool report, PsClient* client) {
+// Trains for the options' epochs on the shares [first, last) of `workers` (a worker: its own; --verify's
+// reference: all of them, summed in rank order as the servers sum them, so that a correct job matches it to the
+// bit); rank 0 (or the only process) prints each epoch's figures when `report`.
+Status Train(const Options& o, const Dataset& d, Model& m, Updater& updater, uint32_t first, uint32_t last, uint32_t workers, bool report,
+             PsClient* client) {
   std::vector<size_t> order(d.rows());
   std::iota(order.begin(), order.end(), 0);
   std::vector<float> xb(o.batch * d.features);
   std::vector<int32_t> yb(o.batch);
-  std::vector<std::vector<float>> grads;
+  std::vector<std::vector<float>> grads, part;
   Workspace ws;
   const size_t steps = (d.rows() + o.batch - 1) / o.batch;
   const bool bar = report && (o.progress == "always" || (o.progress == "auto" && isatty(STDERR_FILENO)));
@@ -138,22 +141,27 @@ Status Train(const Options& o, const Dataset& d, Model& m, Updater& updater, uin
     size_t running_rows = 0;
     for (size_t step = 0; step < steps; ++step) {
       const size_t begin = step * o.batch, rows = std::min(o.batch, d.rows() - begin);
-      const auto [lo, hi] = MyRows(begin, rows, rank, workers);
       const auto c0 = Clock::now();
-      for (size_t i = lo; i < hi; ++i) {
-        std::copy_n(&d.x[order[i] * d.features], d.features, &xb[(i - lo) * d.features]);
-        yb[i - lo] = d.y[order[i]];
+      for (uint32_t r = first; r < last; ++r) {
+        const auto [lo, hi] = MyRows(begin, rows, r, workers);
+        for (size_t i = lo; i < hi; ++i) {
+          std::copy_n(&d.x[order[i] * d.features], d.features, &xb[(i - lo) * d.features]);
+          yb[i - lo] = d.y[order[i]];
+        }
+        auto& g = r == first ? grads : part;
+        if (hi > lo) {
+          const BatchStats s = Backprop(m, xb.data(), yb.data(), hi - lo, 1.0f / static_cast<float>(rows), &g, &ws);
+          running_loss += s.loss;
+          running_rows += hi - lo;
+        } else {  // more workers than rows in this batch: zeros (the round still needs every worker)
+          g.resize(m.params.size());
+          for (size_t i = 0; i < m.params.size(); ++i) g[i].assign(m.params[i].size(), 0.0f);
+        }
+        if (r == first) continue;
+        for (size_t i = 0; i < grads.size(); ++i) {
+          for (size_t j = 0; j < grads[i].size(); ++j) grads[i][j] += part[i][j];
+        }
       }
-      BatchStats s;
-      if (hi > lo) {
-        s = Backprop(m, xb.data(), yb.data(), hi - lo, 1.0f / static_cast<float>(rows), &grads, &ws);
-      } else {  // more workers than rows in this batch: push zeros, the round
-                // still needs this worker
-        grads.resize(m.params.size());
-        for (size_t i = 0; i < m.params.size(); ++i) grads[i].assign(m.params[i].size(), 0.0f);
-      }
-      running_loss += s.loss;
-      running_rows += hi - lo;
       const auto w0 = Clock::now();
       times.compute += std::chrono::duration<double>(w0 - c0).count();
       RETURN_IF_ERROR(updater.Step(m, grads).Annotate("epoch " + std::to_string(epoch) + " step " + std::to_string(step + 1)));
@@ -167,7 +175,7 @@ Status Train(const Options& o, const Dataset& d, Model& m, Updater& updater, uin
       // Every worker between steps, then one writes: every slice is at the same version.
       const std::string name = o.checkpoint + "-epoch" + std::to_string(epoch);
       RETURN_IF_ERROR(client->Barrier());
-      if (rank == 0) RETURN_IF_ERROR(client->Checkpoint(name));
+      if (first == 0) RETURN_IF_ERROR(client->Checkpoint(name));
       RETURN_IF_ERROR(client->Barrier());
       if (report) {
         std::printf("checkpoint %s written\n", name.c_str());
@@ -287,7 +295,7 @@ int Run(const Options& o) {
   } else {
     updater = std::make_unique<LocalUpdater>(opt);
   }
-  if (Status st = Train(o, d, m, *updater, rank, workers, report, client.get()); !st.ok()) {
+  if (Status st = Train(o, d, m, *updater, rank, rank + 1, workers, report, client.get()); !st.ok()) {
     std::cerr << "dlps-train: rank " << rank << ": " << st.ToString() << "\n";
     return 1;
   }
@@ -300,14 +308,12 @@ int Run(const Options& o) {
   if (o.verify && report) {
     Model single = initial;
     LocalUpdater reference(opt);
-    (void)Train(o, d, single, reference, 0, 1, /*report=*/false, nullptr);
+    (void)Train(o, d, single, reference, 0, workers, workers, /*report=*/false, nullptr);
     const double diff = LargestRelativeDifference(m, single);
     const bool ok = diff <= o.tolerance;
-    std::printf(
-        "verify: the largest relative difference from training in one "
-        "process is %.3g (max |a-b| / max |b| over all "
-        "weights; tolerance %g): %s\n",
-        diff, o.tolerance, ok ? "ok" : "FAILED");
+    std::printf("verify: the largest relative difference from training in one process (the %u workers' shares summed in rank order, as the "
+                "servers sum them) is %.3g (max |a-b| / max |b| over all weights; tolerance %g): %s\n",
+                workers, diff, o.tolerance, ok ? "ok" : "FAILED");
     if (!ok) return 3;
   }
   return 0;
