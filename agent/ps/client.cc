@@ -38,6 +38,16 @@ Status FromGrpc(const std::string& address, const std::string& what, const grpc:
   }
 }
 
+// One control call with a deadline; an error names the server and what was asked.
+template <typename Request, typename Reply>
+Status Unary(pb::DlpsControl::Stub& stub, grpc::Status (pb::DlpsControl::Stub::*method)(grpc::ClientContext*, const Request&, Reply*),
+             const Request& req, Reply* reply, const std::string& address, std::chrono::milliseconds deadline, const std::string& what) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + deadline);
+  grpc::Status st = (stub.*method)(&ctx, req, reply);
+  return st.ok() ? Status::Ok() : FromGrpc(address, what, st);
+}
+
 std::string What(const char* op, uint64_t key, uint32_t chunk) {
   return std::string(op) + " of key " + std::to_string(key) + " chunk " + std::to_string(chunk);
 }
@@ -443,10 +453,7 @@ Status PsClient::Init(uint64_t key, uint64_t length, const float* initial, const
     req.set_length(c.length);
     OptimizerToProto(optimizer, req.mutable_optimizer());
     pb::InitReply reply;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + options_.deadline);
-    grpc::Status st = s.control->Init(&ctx, req, &reply);
-    if (!st.ok()) return FromGrpc(s.address, What("init", key, c.index), st);
+    RETURN_IF_ERROR(Unary(*s.control, &pb::DlpsControl::Stub::Init, req, &reply, s.address, options_.deadline, What("init", key, c.index)));
     version = std::max(version, reply.version());
   }
   if (version > 0) {
@@ -546,15 +553,8 @@ Status PsClient::Barrier() {
   req.set_rank(options_.rank);
   req.set_generation(generation);
   pb::BarrierReply reply;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + options_.deadline);
-  grpc::Status st = s.control->Barrier(&ctx, req, &reply);
-  return st.ok() ? Status::Ok() : FromGrpc(s.address, "barrier " + std::to_string(generation), st);
+  return Unary(*s.control, &pb::DlpsControl::Stub::Barrier, req, &reply, s.address, options_.deadline, "barrier " + std::to_string(generation));
 }
-
-}  // namespace dlagent::ps
-
-namespace dlagent::ps {
 
 Status PsClient::Checkpoint(const std::string& name) {
   pb::CommitCheckpointRequest commit;
@@ -565,17 +565,13 @@ Status PsClient::Checkpoint(const std::string& name) {
     req.set_server_index(static_cast<uint32_t>(i));
     req.set_server_count(static_cast<uint32_t>(servers_.size()));
     pb::CheckpointReply reply;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + options_.deadline);
-    grpc::Status st = servers_[i]->control->Checkpoint(&ctx, req, &reply);
-    if (!st.ok()) return FromGrpc(servers_[i]->address, "checkpoint " + name, st);
+    RETURN_IF_ERROR(
+        Unary(*servers_[i]->control, &pb::DlpsControl::Stub::Checkpoint, req, &reply, servers_[i]->address, options_.deadline, "checkpoint " + name));
     *commit.add_files() = reply.file();
   }
   pb::CommitCheckpointReply reply;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + options_.deadline);
-  grpc::Status st = servers_[0]->control->CommitCheckpoint(&ctx, commit, &reply);
-  return st.ok() ? Status::Ok() : FromGrpc(servers_[0]->address, "commit checkpoint " + name, st);
+  return Unary(*servers_[0]->control, &pb::DlpsControl::Stub::CommitCheckpoint, commit, &reply, servers_[0]->address, options_.deadline,
+               "commit checkpoint " + name);
 }
 
 Status PsClient::Restore(const std::string& name) {
@@ -585,10 +581,8 @@ Status PsClient::Restore(const std::string& name) {
     req.set_server_index(static_cast<uint32_t>(i));
     req.set_server_count(static_cast<uint32_t>(servers_.size()));
     pb::RestoreReply reply;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + options_.deadline);
-    grpc::Status st = servers_[i]->control->Restore(&ctx, req, &reply);
-    if (!st.ok()) return FromGrpc(servers_[i]->address, "restore " + name, st);
+    RETURN_IF_ERROR(
+        Unary(*servers_[i]->control, &pb::DlpsControl::Stub::Restore, req, &reply, servers_[i]->address, options_.deadline, "restore " + name));
   }
   return Status::Ok();
 }
