@@ -178,6 +178,8 @@ Status ClusterRuntime::Setup() {
   fo.files.hostfile_path = c.files.hostfile;
   fo.files.roster_path = c.files.roster;
   fo.files.efs_mount = c.storage.kind == "none" ? "" : c.storage.mount_point;
+  fo.files.dlps_port = c.ps.enabled ? c.ps.port : 0;  // a port picked at random is nobody else's to know
+  fo.files.self_instance_id = id->instance_id;
   fo.wait_handle_url = c.aws.cfn_wait_handle;
 
   SelfInfo self;

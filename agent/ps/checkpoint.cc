@@ -39,6 +39,7 @@ class Reader {
   bool GetFloats(uint64_t n, std::vector<float>* v) {
     if (n > data_.size() / sizeof(float)) return false;
     v->resize(n);
+    if (n == 0) return true;
     std::memcpy(v->data(), data_.data(), n * sizeof(float));
     data_.remove_prefix(n * sizeof(float));
     return true;

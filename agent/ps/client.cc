@@ -439,6 +439,7 @@ PsClient::Key* PsClient::FindKey(uint64_t key, uint64_t length, std::string* err
 }
 
 Status PsClient::Init(uint64_t key, uint64_t length, const float* initial, const OptimizerConfig& optimizer) {
+  if (length == 0) return Status::InvalidArgument("dlps-client", "key " + std::to_string(key) + ": a tensor needs at least one value");
   auto k = std::make_unique<Key>();
   k->id = key;
   k->length = length;

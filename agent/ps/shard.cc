@@ -55,6 +55,7 @@ Shard::Shard(ShardOptions options) : options_(options) {}
 Shard::~Shard() { FailPending(Status::Unavailable("dlps-shard", "the server is shutting down")); }
 
 Result<uint64_t> Shard::Init(uint64_t key, uint32_t chunk, uint64_t length, const OptimizerConfig& optimizer) {
+  if (length == 0) return Status::InvalidArgument("dlps-shard", Name(key, chunk) + ": a slice needs at least one value");
   if (length > (uint64_t{1} << 31))
     return Status::InvalidArgument("dlps-shard", Name(key, chunk) + ": a chunk of " + std::to_string(length) +
                                                      " floats is too large (the client's "

@@ -35,10 +35,19 @@ std::string EnvQuote(const std::string& v) {
 }
 
 std::vector<std::pair<std::string, std::string>> Variables(const Roster& r, const NodeFilesOptions& o, uint32_t self_gpus) {
-  return {{"DEEPLEARNING_WORKERS_PATH", o.workers_path},
-          {"DEEPLEARNING_WORKERS_COUNT", std::to_string(r.nodes.size())},
-          {"DEEPLEARNING_WORKER_GPU_COUNT", std::to_string(self_gpus)},
-          {"EFS_MOUNT", o.efs_mount}};
+  std::vector<std::pair<std::string, std::string>> v = {{"DEEPLEARNING_WORKERS_PATH", o.workers_path},
+                                                        {"DEEPLEARNING_WORKERS_COUNT", std::to_string(r.nodes.size())},
+                                                        {"DEEPLEARNING_WORKER_GPU_COUNT", std::to_string(self_gpus)},
+                                                        {"EFS_MOUNT", o.efs_mount}};
+  if (o.dlps_port > 0) {
+    std::string servers;
+    for (const RosterNode& n : r.nodes) servers += (servers.empty() ? "" : ",") + n.ip + ":" + std::to_string(o.dlps_port);
+    v.insert(v.end(), {{"DLPS_SERVERS", servers}, {"DLPS_NUM_WORKERS", std::to_string(r.nodes.size())}});
+    for (size_t i = 0; i < r.nodes.size(); ++i) {
+      if (r.nodes[i].instance_id == o.self_instance_id) v.emplace_back("DLPS_RANK", std::to_string(i));
+    }
+  }
+  return v;
 }
 
 std::string Header(const Roster& r, std::string_view comment) {

@@ -3,7 +3,8 @@
 // scripts written for the old deeplearning-cfn template read:
 //   /opt/deeplearning/workers        deeplearning-worker1..N, master first, the same on every node
 //   /etc/hosts                       a managed block (replaced, never appended twice)
-//   /etc/profile.d/deeplearning.sh   DEEPLEARNING_WORKERS_PATH, _COUNT, _WORKER_GPU_COUNT, EFS_MOUNT
+//   /etc/profile.d/deeplearning.sh   DEEPLEARNING_WORKERS_PATH, _COUNT, _WORKER_GPU_COUNT, EFS_MOUNT, and the
+//                                    DLPS_* variables of one dlps worker per node (see dlps_port)
 //   /etc/dlagent/cluster.env         the same variables for systemd's EnvironmentFile=
 //   /etc/dlagent/hostfile            deeplearning-workerK slots=G (mpirun, horovodrun)
 //   /etc/dlagent/roster.json         the roster itself
@@ -46,6 +47,11 @@ struct NodeFilesOptions {
   std::string hostfile_path = "/etc/dlagent/hostfile";
   std::string roster_path = "/etc/dlagent/roster.json";
   std::string efs_mount = "/mnt/efs";  // "" when the cluster has no shared storage
+  // The port every node's parameter-server shard serves on (docs/ps.md); 0: no DLPS_* variables. With it, the
+  // environment also holds DLPS_SERVERS (every node's ip:port in rank order), DLPS_NUM_WORKERS (the node
+  // count) and DLPS_RANK (this node's rank, found by self_instance_id): one dlps worker per node.
+  int64_t dlps_port = 0;
+  std::string self_instance_id;
 };
 
 std::string RenderWorkers(const Roster& r);

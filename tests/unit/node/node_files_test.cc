@@ -100,6 +100,19 @@ TEST(NodeFilesTest, RenderedAsTrainingScriptsExpect) {
   EXPECT_NE(RenderRosterJson(r).find("\"instance_id\": \"i-master\""), std::string::npos);
   o.efs_mount = "/mnt/it's";
   EXPECT_NE(RenderProfile(r, o, 8).find("export EFS_MOUNT='/mnt/it'\\''s'"), std::string::npos) << "quoted for sh";
+  EXPECT_EQ(profile.find("DLPS_"), std::string::npos) << "no shard port, no DLPS variables";
+}
+
+TEST(NodeFilesTest, OneDlpsWorkerPerNodeGetsItsEnvironment) {
+  Roster r = FourNodes();
+  NodeFilesOptions o;
+  o.dlps_port = 7070;
+  o.self_instance_id = r.nodes[2].instance_id;
+  const std::string env = RenderEnvFile(r, o, 8);
+  EXPECT_NE(env.find("DLPS_SERVERS=\"10.0.1.5:7070,9.255.0.1:7070,10.0.0.9:7070,10.0.0.10:7070\"\n"), std::string::npos) << env;
+  EXPECT_NE(env.find("DLPS_NUM_WORKERS=\"4\"\n"), std::string::npos) << env;
+  EXPECT_NE(env.find("DLPS_RANK=\"2\"\n"), std::string::npos) << env;
+  EXPECT_NE(RenderProfile(r, o, 8).find("export DLPS_RANK='2'\n"), std::string::npos);
 }
 
 TEST(NodeFilesTest, HostsBlockIsReplacedNeverDuplicated) {
