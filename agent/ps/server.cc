@@ -397,42 +397,52 @@ struct PsServer::Impl {
 
   // Accepts connections and hands each to gRPC or to a DataConn by its first four bytes.
   void AcceptLoop() {
-    std::vector<std::pair<int, Clock::time_point>> undecided;
+    struct Undecided {
+      int fd;
+      Clock::time_point since;
+      bool partial;  // some bytes came, fewer than four: look again shortly (poll would report them at once)
+    };
+    std::vector<Undecided> undecided;
     for (;;) {
       std::vector<pollfd> fds = {{listen_fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
-      for (auto& [fd, since] : undecided) fds.push_back({fd, POLLIN, 0});
-      if (::poll(fds.data(), fds.size(), undecided.empty() ? -1 : 1000) < 0 && errno != EINTR) return;
+      bool partial = false;
+      for (const auto& u : undecided) {
+        fds.push_back({u.fd, static_cast<short>(u.partial ? 0 : POLLIN), 0});
+        partial = partial || u.partial;
+      }
+      if (::poll(fds.data(), fds.size(), partial ? 10 : undecided.empty() ? -1 : 1000) < 0 && errno != EINTR) return;
       if (fds[1].revents) break;
       std::erase_if(conns, [](const auto& c) { return c->finished(); });
       if (fds[0].revents & POLLIN) {
         const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd >= 0) {
           TuneSocket(fd);
-          undecided.emplace_back(fd, Clock::now());
+          undecided.push_back({fd, Clock::now(), false});
         } else if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) {
           std::this_thread::sleep_for(std::chrono::milliseconds(100));  // back off instead of spinning
         }
       }
       for (size_t i = 0; i < undecided.size();) {
-        const auto [fd, since] = undecided[i];
+        Undecided& u = undecided[i];
         char first[4];
-        const ssize_t got = ::recv(fd, first, sizeof first, MSG_PEEK);
-        const bool waited_too_long = Clock::now() - since > kFirstBytesTimeout;
+        const ssize_t got = ::recv(u.fd, first, sizeof first, MSG_PEEK);
+        const bool waited_too_long = Clock::now() - u.since > kFirstBytesTimeout;
         if (got == 4 && std::memcmp(first, "PRI ", 4) == 0) {
-          grpc::AddInsecureChannelFromFd(grpc.get(), fd);
+          grpc::AddInsecureChannelFromFd(grpc.get(), u.fd);
         } else if (got == 4 && std::memcmp(first, &kHelloMagic, 4) == 0) {
-          ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-          conns.push_back(std::make_unique<DataConn>(jobs, fd, stopping));
+          ::fcntl(u.fd, F_SETFL, ::fcntl(u.fd, F_GETFL) & ~O_NONBLOCK);
+          conns.push_back(std::make_unique<DataConn>(jobs, u.fd, stopping));
         } else if (got == 0 || got == 4 || (got < 0 && errno != EAGAIN) || waited_too_long) {
-          ::close(fd);  // closed, not dlps, broken, or silent
+          ::close(u.fd);  // closed, not dlps, broken, or silent
         } else {
+          u.partial = got > 0;
           ++i;
           continue;
         }
         undecided.erase(undecided.begin() + static_cast<long>(i));
       }
     }
-    for (auto& [fd, since] : undecided) ::close(fd);
+    for (const auto& u : undecided) ::close(u.fd);
   }
 };
 

@@ -194,6 +194,17 @@ TEST(PsProcessTest, TheServerRefusesAWorkerOfAnotherJobAndSurvivesMalformedConne
     if (fd.ok()) ::setsockopt(*fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     return fd;
   };
+  // Two bytes, then nothing: the server waits for the rest without spinning, and serves others meanwhile.
+  Result<int> slow = raw();
+  ASSERT_TRUE(slow.ok());
+  char two[] = "DL";
+  iovec half{two, 2};
+  ASSERT_TRUE(WriteAll(*slow, &half, 1).ok());
+  const double cpu0 = testing::CpuSeconds(s.procs[0]->pid());
+  std::this_thread::sleep_for(milliseconds(500));
+  EXPECT_LT(testing::CpuSeconds(s.procs[0]->pid()) - cpu0, 0.2) << "the accept loop must not spin on a partial first read";
+  ::close(*slow);
+
   // Not dlps at all: closed without an answer.
   Result<int> junk = raw();
   ASSERT_TRUE(junk.ok());
