@@ -76,7 +76,13 @@ TEST(FormationProcessTest, EightNodesInRandomOrderFormOneCluster) {
     const std::string profile = c.ReadFile(i, "/etc/profile.d/deeplearning.sh");
     EXPECT_NE(profile.find("DEEPLEARNING_WORKERS_COUNT='8'"), std::string::npos) << profile;
     EXPECT_NE(profile.find("DEEPLEARNING_WORKER_GPU_COUNT='" + std::to_string(c.gpus(i)) + "'"), std::string::npos) << profile;
-    EXPECT_NE(c.ReadFile(i, "/etc/dlagent/cluster.env").find("DEEPLEARNING_WORKERS_COUNT=\"8\""), std::string::npos);
+    const std::string env = c.ReadFile(i, "/etc/dlagent/cluster.env");
+    EXPECT_NE(env.find("DEEPLEARNING_WORKERS_COUNT=\"8\""), std::string::npos);
+    if (!c.Netns(i).empty()) {  // every shard on 7070: the node's dlps worker gets the job's environment
+      EXPECT_NE(env.find("DLPS_NUM_WORKERS=\"8\""), std::string::npos) << env;
+      EXPECT_NE(env.find(c.Ip(i) + ":7070"), std::string::npos) << env;
+      EXPECT_NE(env.find("DLPS_RANK=\""), std::string::npos) << env;
+    }
     EXPECT_NE(c.ReadFile(i, "/etc/hosts").find(c.Ip(0) + " deeplearning-master"), std::string::npos);
     refused += s->cluster->hellos_refused;
     for (const auto& m : s->cluster->roster) EXPECT_NE(m.instance_id, "i-0forged");

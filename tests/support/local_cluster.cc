@@ -186,7 +186,9 @@ void LocalCluster::Start(int i, bool master) {
                     (netns_.empty() ? "\"\nimds_endpoint = \"" + imds_[i]->endpoint() : "") + "\"\ncfn_wait_handle = \"" + cfn_.url("/signal") + "\"\n" +
                     "[node]\ngpus = " + std::to_string(gpus(i)) + "\n" +
                     "[files]\nroot = \"" + Root(i) + "\"\n" +
-                    "[ps]\nbind = \"" + Ip(i) + "\"\nport = " + (netns_.empty() ? "0" : "7070") + "\n";  // loopback agents share ports
+                    // In namespaces every node serves its shard on 7070, as on EC2; on loopback a shard would only take
+                    // an ephemeral port that a port chosen for the next agent's gossip may turn out to be.
+                    (netns_.empty() ? std::string("[ps]\nenabled = false\n") : "[ps]\nbind = \"" + Ip(i) + "\"\n");
   const bool storage = root() && o_.storage;
   if (storage) cfg += "[storage]\nkind = \"bind\"\nsource = \"" + Shared() + "\"\nmount_point = \"" + Mount(i) + "\"\n";
   const std::string path = "n" + std::to_string(i) + "/agentd.toml";
