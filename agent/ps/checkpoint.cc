@@ -155,7 +155,8 @@ Result<CheckpointFile> WriteShardCheckpoint(Shard& shard, const std::string& dir
   auto env = NewPosixEnv();
   RETURN_IF_ERROR(env->CreateDirs(Dir(dir, name), 0755));
   const std::string data = EncodeShardFile(shard.Export());
-  CheckpointFile f{ShardFileName(index, count), data.size(), HexEncode(Sha256(data))};
+  // The manifest records the file's trailing SHA-256 (of everything before it): hashed once, here.
+  CheckpointFile f{ShardFileName(index, count), data.size(), HexEncode(std::string_view(data).substr(data.size() - kShaBytes))};
   RETURN_IF_ERROR(WriteFileAtomically(*env, Dir(dir, name) + "/" + f.name, data));
   return f;
 }
@@ -183,7 +184,10 @@ Status RestoreShardCheckpoint(Shard& shard, const std::string& dir, const std::s
   if (data.size() != entry.bytes) {
     return Bad(path, "cut short or grown: " + std::to_string(data.size()) + " bytes where the manifest says " + std::to_string(entry.bytes));
   }
-  if (HexEncode(Sha256(data)) != entry.sha256) return Bad(path, "corrupt (its SHA-256 is not the manifest's)");
+  // The trailer must be the one the manifest lists (no hashing), then match the contents (one hash, in Decode).
+  if (data.size() < kShaBytes || HexEncode(std::string_view(data).substr(data.size() - kShaBytes)) != entry.sha256) {
+    return Bad(path, "not the file the manifest lists (its SHA-256 differs)");
+  }
   ASSIGN_OR_RETURN(auto slices, DecodeShardFile(data, path));
   return shard.Import(slices).Annotate("restore from " + path);
 }

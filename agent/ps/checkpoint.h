@@ -1,9 +1,10 @@
 #pragma once
 // Checkpoints of a job's shards (docs/ps.md, "Checkpoints"). Every server writes its slices to <checkpoint
 // dir>/<name>/server-<i>-of-<n>.dlps (replaced atomically); once all have, server 0 writes <name>/MANIFEST.json
-// with each file's size and SHA-256, last: a checkpoint without a manifest is incomplete. A restore checks the
-// manifest, the file's size, its SHA-256 and the file's own trailing SHA-256, and parses every slice with
-// bounds checks before anything is loaded: a partial or corrupt checkpoint is refused with a message naming the
+// with each file's size and SHA-256 (the file's own trailer: the hash of everything before it), last: a
+// checkpoint without a manifest is incomplete. A restore checks the manifest, the file's size, that its trailer
+// is the manifest's, that its contents hash to it (the one pass of SHA-256 over the data), and parses every
+// slice with bounds checks before anything is loaded: a partial or corrupt checkpoint is refused with a message naming the
 // file and what is wrong, never loaded.
 //
 // File: "DLPSCKP1", u32 slices, u32 0, then per slice: u64 key, u32 chunk, u32 optimizer kind, 7 f32 (learning

@@ -382,7 +382,7 @@ TEST(PsProcessTest, ACheckpointRestoresTheWeightsAndOptimizerStateAndABrokenOneI
     f.put('\x7f');
   }
   st = rerun(&restored, &final);
-  EXPECT_NE(st.ToString().find(file + " is corrupt (its SHA-256 is not the manifest's); it was not loaded"), std::string::npos) << st.ToString();
+  EXPECT_NE(st.ToString().find(file + " is corrupt (its SHA-256 does not match its contents); it was not loaded"), std::string::npos) << st.ToString();
   // No manifest (a checkpoint interrupted before it was complete): refused.
   ASSERT_EQ(std::remove((shared.path() + "/ck/MANIFEST.json").c_str()), 0);
   st = rerun(&restored, &final);
