@@ -32,6 +32,7 @@ struct Shard::Slice {
   std::shared_ptr<std::vector<float>> weights;            // the current version: what pulls are sent from
   std::vector<std::shared_ptr<std::vector<float>>> pool;  // weight buffers, the current one among them
   std::vector<std::vector<float>> received;               // by rank, allocated at the rank's first push
+  std::vector<const float*> grads;                         // the received buffers of a round, reused
   std::vector<RankState> ranks;
   uint32_t pushed = 0;  // ranks in kPushed
   uint64_t version = 0;
@@ -154,11 +155,11 @@ Result<uint64_t> Shard::EndPush(const PushSlot& slot) {
     } else {
       s.ranks[h.rank] = RankState::kPushed;
       if (++s.pushed == options_.num_workers) {
-        std::vector<const float*> grads;  // in rank order: every run sums alike
-        for (const auto& r : s.received) grads.push_back(r.data());
+        s.grads.clear();  // in rank order: every run sums alike
+        for (const auto& r : s.received) s.grads.push_back(r.data());
         const auto t0 = std::chrono::steady_clock::now();
         auto next = s.FreeBuffer();
-        ApplyUpdate(s.optimizer, s.weights->data(), next->data(), grads, s.length, &s.state);
+        ApplyUpdate(s.optimizer, s.weights->data(), next->data(), s.grads, s.length, &s.state);
         s.update_micros = MicrosSince(t0);
         s.weights = std::move(next);
         ++s.version;
