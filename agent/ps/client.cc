@@ -303,8 +303,10 @@ class DataLink {
         if (e.abandoned) continue;
         if (e.deadline <= now) {
           e.abandoned = true;
-          expired.emplace_back(e.pending, Named(e, Status::DeadlineExceeded("dlps-client", "no answer within the deadline of " +
-                                                                                               std::to_string(deadline_.count()) + " ms")));
+          expired.emplace_back(e.pending, Named(e, Status::DeadlineExceeded(
+                                                      "dlps-client", "no answer within the deadline of " + std::to_string(deadline_.count()) +
+                                                                         " ms (a sync round waits for every worker's push: is one "
+                                                                         "stuck? DLPS_DEADLINE sets the deadline)")));
         } else {
           next = std::min(next, e.deadline);
         }

@@ -112,79 +112,70 @@ class Jobs {
   std::set<uint32_t> ranks_;      // protected by mu_; connected workers
 };
 
-// Checkpoint IO runs on the gRPC thread that took the call: it is rare, and the
-// data path does not use gRPC's threads.
+// Checkpoint IO runs on the gRPC thread that took the call: it is rare, and the data path does not use gRPC's
+// threads.
 class ControlService final : public pb::DlpsControl::CallbackService {
  public:
   ControlService(Jobs& jobs, std::string checkpoint_dir) : jobs_(jobs), dir_(std::move(checkpoint_dir)) {}
   grpc::ServerUnaryReactor* Init(grpc::CallbackServerContext* ctx, const pb::InitRequest* req, pb::InitReply* reply) override {
-    auto* reactor = ctx->DefaultReactor();
-    Result<OptimizerConfig> opt = OptimizerFromProto(req->optimizer());
-    if (!opt.ok()) {
-      reactor->Finish(ToGrpc(opt.status()));
-      return reactor;
-    }
-    Result<std::shared_ptr<Shard>> shard = jobs_.Current();
-    if (!shard.ok()) {
-      reactor->Finish(ToGrpc(shard.status()));
-      return reactor;
-    }
-    Result<uint64_t> version = (*shard)->Init(req->key(), req->chunk(), req->length(), *opt);
-    if (version.ok()) reply->set_version(*version);
-    reactor->Finish(ToGrpc(version.status()));
-    return reactor;
+    return Answer(ctx, [&]() -> Status {
+      ASSIGN_OR_RETURN(OptimizerConfig opt, OptimizerFromProto(req->optimizer()));
+      ASSIGN_OR_RETURN(std::shared_ptr<Shard> shard, jobs_.Current());
+      ASSIGN_OR_RETURN(uint64_t version, shard->Init(req->key(), req->chunk(), req->length(), opt));
+      reply->set_version(version);
+      return Status::Ok();
+    });
   }
   grpc::ServerUnaryReactor* Barrier(grpc::CallbackServerContext* ctx, const pb::BarrierRequest* req, pb::BarrierReply*) override {
     auto* reactor = ctx->DefaultReactor();
     Result<std::shared_ptr<Shard>> shard = jobs_.Current();
     if (!shard.ok()) {
       reactor->Finish(ToGrpc(shard.status()));
-      return reactor;
+    } else {  // answered when the last worker arrives
+      (*shard)->Barrier(req->rank(), req->generation(), [reactor](const Status& st) { reactor->Finish(ToGrpc(st)); });
     }
-    (*shard)->Barrier(req->rank(), req->generation(), [reactor](const Status& st) { reactor->Finish(ToGrpc(st)); });
     return reactor;
   }
   grpc::ServerUnaryReactor* Checkpoint(grpc::CallbackServerContext* ctx, const pb::CheckpointRequest* req, pb::CheckpointReply* reply) override {
-    auto* reactor = ctx->DefaultReactor();
-    Result<CheckpointFile> f = HaveDir();
-    Result<std::shared_ptr<Shard>> shard = jobs_.Current();
-    if (f.ok() && !shard.ok()) f = shard.status();
-    if (f.ok()) f = WriteShardCheckpoint(**shard, dir_, req->name(), req->server_index(), req->server_count());
-    if (f.ok()) {
-      reply->mutable_file()->set_name(f->name);
-      reply->mutable_file()->set_bytes(f->bytes);
-      reply->mutable_file()->set_sha256(f->sha256);
-    }
-    reactor->Finish(ToGrpc(f.status()));
-    return reactor;
+    return Answer(ctx, [&]() -> Status {
+      RETURN_IF_ERROR(HaveDir());
+      ASSIGN_OR_RETURN(std::shared_ptr<Shard> shard, jobs_.Current());
+      ASSIGN_OR_RETURN(CheckpointFile f, WriteShardCheckpoint(*shard, dir_, req->name(), req->server_index(), req->server_count()));
+      reply->mutable_file()->set_name(f.name);
+      reply->mutable_file()->set_bytes(f.bytes);
+      reply->mutable_file()->set_sha256(f.sha256);
+      return Status::Ok();
+    });
   }
   grpc::ServerUnaryReactor* CommitCheckpoint(grpc::CallbackServerContext* ctx, const pb::CommitCheckpointRequest* req,
                                              pb::CommitCheckpointReply*) override {
-    auto* reactor = ctx->DefaultReactor();
-    std::vector<CheckpointFile> files;
-    for (const auto& f : req->files()) files.push_back({f.name(), f.bytes(), f.sha256()});
-    Status st = HaveDir().status();
-    if (st.ok()) st = WriteManifest(dir_, req->name(), static_cast<uint32_t>(files.size()), files);
-    reactor->Finish(ToGrpc(st));
-    return reactor;
+    return Answer(ctx, [&]() -> Status {
+      RETURN_IF_ERROR(HaveDir());
+      std::vector<CheckpointFile> files;
+      for (const auto& f : req->files()) files.push_back({f.name(), f.bytes(), f.sha256()});
+      return WriteManifest(dir_, req->name(), static_cast<uint32_t>(files.size()), files);
+    });
   }
   grpc::ServerUnaryReactor* Restore(grpc::CallbackServerContext* ctx, const pb::RestoreRequest* req, pb::RestoreReply*) override {
-    auto* reactor = ctx->DefaultReactor();
-    Status st = HaveDir().status();
-    Result<std::shared_ptr<Shard>> shard = jobs_.Current();
-    if (st.ok()) st = shard.status();
-    if (st.ok()) st = RestoreShardCheckpoint(**shard, dir_, req->name(), req->server_index(), req->server_count());
-    reactor->Finish(ToGrpc(st));
-    return reactor;
+    return Answer(ctx, [&]() -> Status {
+      RETURN_IF_ERROR(HaveDir());
+      ASSIGN_OR_RETURN(std::shared_ptr<Shard> shard, jobs_.Current());
+      return RestoreShardCheckpoint(*shard, dir_, req->name(), req->server_index(), req->server_count());
+    });
   }
 
  private:
-  Result<CheckpointFile> HaveDir() const {
-    if (dir_.empty())
-      return Status::FailedPrecondition("dlps-server",
-                                        "this server has no checkpoint directory (dlps-server "
-                                        "--checkpoint-dir)");
-    return CheckpointFile{};
+  // A call answered before the handler returns.
+  template <typename Body>
+  static grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, Body body) {
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(ToGrpc(body()));
+    return reactor;
+  }
+  Status HaveDir() const {
+    if (!dir_.empty()) return Status::Ok();
+    return Status::FailedPrecondition("dlps-server",
+                                      "this server has no checkpoint directory (dlps-server --checkpoint-dir DIR; in agentd, ps.checkpoint_dir)");
   }
 
   Jobs& jobs_;

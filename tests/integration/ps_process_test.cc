@@ -226,6 +226,10 @@ TEST(PsProcessTest, TheServerRefusesAWorkerOfAnotherJobAndSurvivesMalformedConne
     Status st = (*c)->Wait((*c)->PushPull(kSmall, g.data(), w.data(), kSmallLength));
     ASSERT_TRUE(st.ok()) << st.ToString();
     EXPECT_EQ(w, g) << "sum: the weights are the round's gradient";
+  st = (*c)->Checkpoint("ck");
+  EXPECT_NE(st.ToString().find("has no checkpoint directory (dlps-server --checkpoint-dir DIR; in agentd, ps.checkpoint_dir)"),
+            std::string::npos)
+      << st.ToString();
   }
 
   // A dlps worker that sends a frame claiming a 1 TiB payload: an error naming
