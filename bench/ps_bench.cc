@@ -27,6 +27,7 @@
 
 #include "agent/ps/client.h"
 #include "agent/ps/optimizer.h"
+#include "tests/support/dlps_job.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
 
@@ -116,17 +117,6 @@ double Memcpy(size_t bytes) {
   return Gbs(bytes * steps, duration<double>(steady_clock::now() - t0).count());
 }
 
-struct Server {
-  Server(dlagent::testing::TempDir& dir, int workers, int index) {
-    proc = std::make_unique<Subprocess>(
-        std::vector<std::string>{DLAGENT_DLPS_SERVER, "--listen", "127.0.0.1:0", "--workers", std::to_string(workers)},
-        std::vector<std::string>{}, dir.Join("server" + std::to_string(index) + ".log"));
-    address = proc->WaitListening(seconds(10));
-  }
-  std::unique_ptr<Subprocess> proc;
-  std::string address;
-};
-
 std::unique_ptr<PsClient> Connect(const std::vector<std::string>& servers, uint32_t rank, uint32_t workers) {
   PsClientOptions o;
   o.servers = servers;
@@ -169,19 +159,20 @@ Timing Time(Op op, int server_pid) {
 
 void OneWorker(double tcp) {
   dlagent::testing::TempDir dir;
-  Server server(dir, 1, 0);
-  if (server.address.empty()) Check(Status::Unavailable("ps_bench", "dlps-server did not start"));
-  auto c = Connect({server.address}, 0, 1);
+  dlagent::testing::DlpsServers server(dir, 1, 1);
+  if (!server.ok()) Check(Status::Unavailable("ps_bench", "dlps-server did not start: " + server.procs[0]->Output()));
+  auto c = Connect(server.addresses, 0, 1);
+  const int server_pid = server.procs[0]->pid();
   const OptimizerConfig sgd{.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 1e-6f};
   for (size_t n : {kSmall, kBig}) {
     std::vector<float> w(n, 1.0f), g(n, 1e-3f);
     Check(c->Init(n, n, w.data(), sgd));
     const size_t bytes = n * sizeof(float);
     // With one worker every push completes its round, so pushes may follow each other without pulls.
-    Timing push = Time([&] { Check(c->Wait(c->PushNoCopy(n, g.data(), n))); }, server.proc->pid());
-    Timing copy_push = Time([&] { Check(c->Wait(c->Push(n, g.data(), n))); }, server.proc->pid());
-    Timing pull = Time([&] { Check(c->Wait(c->Pull(n, w.data(), n))); }, server.proc->pid());
-    Timing pp = Time([&] { Check(c->Wait(c->PushPull(n, g.data(), w.data(), n))); }, server.proc->pid());
+    Timing push = Time([&] { Check(c->Wait(c->PushNoCopy(n, g.data(), n))); }, server_pid);
+    Timing copy_push = Time([&] { Check(c->Wait(c->Push(n, g.data(), n))); }, server_pid);
+    Timing pull = Time([&] { Check(c->Wait(c->Pull(n, w.data(), n))); }, server_pid);
+    Timing pp = Time([&] { Check(c->Wait(c->PushPull(n, g.data(), w.data(), n))); }, server_pid);
     std::printf("  %2zu MB, 1 worker, 1 server: push %.2f ms (%.2f GB/s; Push, which copies first: %.2f ms), pull %.2f ms (%.2f GB/s), "
                 "push+pull %.2f ms; raw TCP %.2f ms for the same bytes; minor faults per push+pull step: worker %.1f, server %.1f\n",
                 bytes / 1000000, push.seconds * 1e3, Gbs(bytes, push.seconds), copy_push.seconds * 1e3, pull.seconds * 1e3,
@@ -191,13 +182,9 @@ void OneWorker(double tcp) {
 
 void SyncWorkers(int workers, int servers, double tcp) {
   dlagent::testing::TempDir dir;
-  std::vector<std::unique_ptr<Server>> procs;
-  std::vector<std::string> addresses;
-  for (int i = 0; i < servers; ++i) {
-    procs.push_back(std::make_unique<Server>(dir, workers, i));
-    if (procs.back()->address.empty()) Check(Status::Unavailable("ps_bench", "dlps-server did not start"));
-    addresses.push_back(procs.back()->address);
-  }
+  dlagent::testing::DlpsServers procs(dir, servers, static_cast<uint32_t>(workers));
+  if (!procs.ok()) Check(Status::Unavailable("ps_bench", "a dlps-server did not start"));
+  const std::vector<std::string>& addresses = procs.addresses;
   std::vector<double> seconds(workers);
   std::vector<std::thread> threads;
   for (int r = 0; r < workers; ++r) {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/dlps_job.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
 
@@ -24,9 +25,9 @@ using namespace std::chrono;
 int epochs = 4;
 std::string samples = "40000";
 
+// The same training everywhere: dlps-train's arguments.
 std::vector<std::string> TrainArgs() {
-  return {DLAGENT_DLPS_TRAIN, "--model", "mlp", "--features", "256", "--hidden", "512", "--batch", "1024", "--samples", samples,
-          "--epochs", std::to_string(epochs), "--progress", "never"};
+  return {"--model", "mlp", "--features", "256", "--hidden", "512", "--batch", "1024", "--samples", samples, "--epochs", std::to_string(epochs)};
 }
 
 struct Figures {
@@ -59,9 +60,9 @@ Figures Parse(const std::string& out) {
 
 Figures Local() {
   dlagent::testing::TempDir dir;
-  auto args = TrainArgs();
-  args.push_back("--local");
-  Subprocess p(args, {}, dir.Join("local.log"));
+  std::vector<std::string> argv = {DLAGENT_DLPS_TRAIN, "--local", "--progress", "never"};
+  for (auto& a : TrainArgs()) argv.push_back(a);
+  Subprocess p(argv, {}, dir.Join("local.log"));
   if (p.Wait(minutes(5)) != 0) {
     std::fprintf(stderr, "train_bench: dlps-train --local failed:\n%s\n", p.Output().c_str());
     std::exit(1);
@@ -71,25 +72,12 @@ Figures Local() {
 
 Figures Distributed(int workers) {
   dlagent::testing::TempDir dir;
-  std::vector<std::unique_ptr<Subprocess>> servers;
-  std::string list;
-  for (int i = 0; i < workers; ++i) {
-    servers.push_back(std::make_unique<Subprocess>(
-        std::vector<std::string>{DLAGENT_DLPS_SERVER, "--listen", "127.0.0.1:0", "--workers", std::to_string(workers)},
-        std::vector<std::string>{}, dir.Join("server" + std::to_string(i) + ".log")));
-    const std::string address = servers.back()->WaitListening(seconds(10));
-    if (address.empty()) {
-      std::fprintf(stderr, "train_bench: dlps-server did not start\n");
-      std::exit(1);
-    }
-    list += (i ? "," : "") + address;
+  dlagent::testing::DlpsServers servers(dir, workers, static_cast<uint32_t>(workers));
+  if (!servers.ok()) {
+    std::fprintf(stderr, "train_bench: a dlps-server did not start\n");
+    std::exit(1);
   }
-  std::vector<std::unique_ptr<Subprocess>> ranks;
-  for (int r = 0; r < workers; ++r) {
-    ranks.push_back(std::make_unique<Subprocess>(
-        TrainArgs(), std::vector<std::string>{"DLPS_SERVERS=" + list, "DLPS_RANK=" + std::to_string(r), "DLPS_NUM_WORKERS=" + std::to_string(workers)},
-        dir.Join("rank" + std::to_string(r) + ".log")));
-  }
+  auto ranks = dlagent::testing::StartTrainers(dir, servers.List(), workers, TrainArgs());
   for (int r = 0; r < workers; ++r) {
     if (ranks[r]->Wait(minutes(5)) != 0) {
       std::fprintf(stderr, "train_bench: rank %d failed:\n%s\n", r, ranks[r]->Output().c_str());

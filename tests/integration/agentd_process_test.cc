@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/support/dlps_job.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
 
@@ -120,13 +121,8 @@ TEST_F(AgentdProcessTest, ServesAParameterServerShardToOneJobAfterAnother) {
   ASSERT_NE(at, std::string::npos) << agent->Output();
   const std::string server = "127.0.0.1:" + std::to_string(std::stoi(agent->Output().substr(at + marker.size())));
   for (int workers : {1, 2}) {
-    std::vector<std::unique_ptr<Subprocess>> ranks;
-    for (int r = 0; r < workers; ++r) {
-      ranks.push_back(std::make_unique<Subprocess>(
-          std::vector<std::string>{DLAGENT_DLPS_TRAIN, "--samples", "2000", "--features", "10", "--epochs", "2", "--verify", "--progress", "never"},
-          std::vector<std::string>{"DLPS_SERVERS=" + server, "DLPS_RANK=" + std::to_string(r), "DLPS_NUM_WORKERS=" + std::to_string(workers)},
-          dir_.Join("train" + std::to_string(workers) + "-" + std::to_string(r) + ".log")));
-    }
+    auto ranks = testing::StartTrainers(dir_, server, workers, {"--samples", "2000", "--features", "10", "--epochs", "2", "--verify"},
+                                        "train" + std::to_string(workers) + "-");
     for (int r = 0; r < workers; ++r) EXPECT_EQ(ranks[r]->Wait(seconds(60)), 0) << ranks[r]->Output();
     EXPECT_NE(ranks[0]->Output().find("tolerance 1e-05): ok"), std::string::npos) << ranks[0]->Output();
   }

@@ -20,6 +20,7 @@
 
 #include "agent/ps/client.h"
 #include "agent/ps/frame.h"
+#include "tests/support/dlps_job.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
 
@@ -29,16 +30,14 @@ namespace {
 using namespace std::chrono;
 using testing::Subprocess;
 
-struct Servers {
-  Servers(int n, int workers, const std::string& mode, const std::string& checkpoint_dir = "") {
-    for (int i = 0; i < n; ++i) {
-      std::vector<std::string> argv = {DLAGENT_DLPS_SERVER, "--listen", "127.0.0.1:0", "--workers", std::to_string(workers), "--mode", mode};
-      if (!checkpoint_dir.empty()) argv.insert(argv.end(), {"--checkpoint-dir", checkpoint_dir});
-      procs.push_back(std::make_unique<Subprocess>(argv, std::vector<std::string>{}, dir.Join("server" + std::to_string(i) + ".log")));
-      addresses.push_back(procs.back()->WaitListening(seconds(10)));
-    }
-  }
-  bool ok() const { return std::find(addresses.begin(), addresses.end(), "") == addresses.end(); }
+struct LogDir {
+  testing::TempDir dir;  // made before the servers (a base listed first), removed after them
+};
+
+// The servers of one test, the directory for their logs and client options for them.
+struct Servers : LogDir, testing::DlpsServers {
+  Servers(int n, int workers, const std::string& mode, const std::string& checkpoint_dir = "")
+      : DlpsServers(dir, n, static_cast<uint32_t>(workers), mode, checkpoint_dir) {}
   PsClientOptions Options(uint32_t rank, uint32_t workers) const {
     PsClientOptions o;
     o.servers = addresses;
@@ -49,9 +48,6 @@ struct Servers {
     o.chunk_floats = 50000;  // several chunks per part
     return o;
   }
-  testing::TempDir dir;
-  std::vector<std::unique_ptr<Subprocess>> procs;
-  std::vector<std::string> addresses;
 };
 
 constexpr uint64_t kBig = 1, kSmall = 2;
@@ -259,19 +255,8 @@ TEST(PsProcessTest, TheServerRefusesAWorkerOfAnotherJobAndSurvivesMalformedConne
   EXPECT_FALSE(s.procs[0]->Wait(milliseconds(100)).has_value()) << "the server is still running";
 }
 
-// Three dlps-train processes against the servers; returns them running.
-std::vector<std::unique_ptr<Subprocess>> StartTrainers(const Servers& s, int workers, std::vector<std::string> args) {
-  std::string list;
-  for (const auto& a : s.addresses) list += (list.empty() ? "" : ",") + a;
-  std::vector<std::unique_ptr<Subprocess>> ranks;
-  for (int r = 0; r < workers; ++r) {
-    std::vector<std::string> argv = {DLAGENT_DLPS_TRAIN, "--progress", "never"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    ranks.push_back(std::make_unique<Subprocess>(
-        argv, std::vector<std::string>{"DLPS_SERVERS=" + list, "DLPS_RANK=" + std::to_string(r), "DLPS_NUM_WORKERS=" + std::to_string(workers)},
-        s.dir.Join("rank" + std::to_string(r) + ".log")));
-  }
-  return ranks;
+std::vector<std::unique_ptr<Subprocess>> StartTrainers(const Servers& s, int workers, const std::vector<std::string>& args) {
+  return testing::StartTrainers(s.dir, s.List(), workers, args);
 }
 
 TEST(PsProcessTest, TrainerProcessesInSyncModeMatchTrainingInOneProcess) {
