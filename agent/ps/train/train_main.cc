@@ -191,9 +191,7 @@ void Report(const Options& o, const Dataset& d, const Model& m, int epoch, doubl
   {
     const BatchStats all = Evaluate(m, d.x.data(), d.y.data(), d.rows(), ws);
     const double ms = 1e3 / static_cast<double>(times.rounds);
-    std::printf(
-        "epoch %d/%d: loss %.4f  accuracy %.4f  | %.2f s, %.0f "
-        "samples/s | per round: compute %.2f ms, ",
+    std::printf("epoch %d/%d: loss %.4f  accuracy %.4f  | %.3f s, %.0f samples/s | per round: compute %.2f ms, ",
         epoch, o.epochs, all.loss / static_cast<double>(d.rows()), static_cast<double>(all.correct) / static_cast<double>(d.rows()), took,
         static_cast<double>(d.rows()) / took, times.compute * ms);
     if (client) {
