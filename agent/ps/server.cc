@@ -262,7 +262,8 @@ class DataConn {
     Status refused;
     if (h.magic != kHelloMagic || h.protocol != kProtocolVersion) {
       refused = Status::InvalidArgument(
-          "dlps-server", "this server speaks dlps protocol " + std::to_string(kProtocolVersion) + ", the worker " + std::to_string(h.protocol));
+          "dlps-server", "this server speaks dlps protocol " + std::to_string(kProtocolVersion) + ", the worker " + std::to_string(h.protocol) +
+                             " (run the same dlagent release on workers and servers)");
     } else if (Result<std::shared_ptr<Shard>> shard = jobs_.Join(h); !shard.ok()) {
       refused = shard.status();
     } else {
@@ -285,7 +286,8 @@ class DataConn {
     Frame f;
     RETURN_IF_ERROR(ReadFull(fd_, &f, sizeof f));
     if (f.bytes > kMaxPayloadBytes) {
-      outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "a frame of " + std::to_string(f.bytes) + " bytes is over the limit"));
+      outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "a frame of " + std::to_string(f.bytes) + " bytes is over the limit of " +
+                                                                       std::to_string(kMaxPayloadBytes >> 30) + " GiB (a corrupt or foreign client)"));
       return Status::InvalidArgument("dlps-server", "oversized frame");
     }
     switch (f.op) {
