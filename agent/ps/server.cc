@@ -15,6 +15,7 @@
 #include <deque>
 #include <mutex>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -31,7 +32,11 @@ namespace {
 namespace pb = ::dlps::v1;
 using Clock = std::chrono::steady_clock;
 
-constexpr auto kFirstBytesTimeout = std::chrono::seconds(10);  // a connection that says nothing is closed
+constexpr auto kFirstBytesTimeout = std::chrono::seconds(10);  // a connection that has not said who it is by then is closed
+// Bounds on what peers can make the server hold (each refused connection is closed at once):
+constexpr size_t kMaxUndecided = 256;                      // connections that have not sent their first bytes yet
+constexpr size_t kMaxDataConnections = kMaxJobWorkers + 64;  // workers' data connections (two threads each)
+constexpr size_t kMaxInFlight = 16384;  // requests of one connection not yet answered; past it the server stops reading
 
 grpc::Status ToGrpc(const Status& s) {
   if (s.ok()) return grpc::Status::OK;
@@ -72,6 +77,10 @@ class Jobs {
   // A worker's data connection, after its Hello: the shard it works on, or why it is refused.
   Result<std::shared_ptr<Shard>> Join(const Hello& h) {
     std::lock_guard<std::mutex> lock(mu_);
+    if (h.num_workers > kMaxJobWorkers) {
+      return Status::InvalidArgument("dlps-server", "a job of " + std::to_string(h.num_workers) + " workers is over the limit of " +
+                                                        std::to_string(kMaxJobWorkers));
+    }
     if (h.num_workers == 0 || h.rank >= h.num_workers) {
       return Status::InvalidArgument("dlps-server", "rank " + std::to_string(h.rank) + " is outside the job of " + std::to_string(h.num_workers) + " workers");
     }
@@ -193,7 +202,22 @@ struct Outbox {
   std::mutex mu;
   std::condition_variable cv;
   std::deque<Reply> replies;
+  size_t in_flight = 0;  // requests read and not yet answered
   bool closed = false;
+
+  // Before a request is read: waits while the connection has kMaxInFlight requests unanswered (a peer that
+  // sends without reading its replies is throttled by TCP, not served until memory runs out). False: closed.
+  // `fd` is watched meanwhile: a peer that hangs up is gone even though nothing is read from it.
+  bool Admit(int fd) {
+    std::unique_lock<std::mutex> lock(mu);
+    while (!cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return closed || in_flight < kMaxInFlight; })) {
+      pollfd p{fd, POLLRDHUP, 0};
+      if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) return false;
+    }
+    if (closed) return false;
+    ++in_flight;
+    return true;
+  }
 
   void Put(Reply r) {
     {
@@ -201,7 +225,7 @@ struct Outbox {
       if (closed) return;
       replies.push_back(std::move(r));
     }
-    cv.notify_one();
+    cv.notify_all();
   }
   void Error(uint64_t id, const Status& st) {
     Reply r;
@@ -224,29 +248,36 @@ struct Outbox {
 // One worker's data connection.
 class DataConn {
  public:
-  DataConn(Jobs& jobs, int fd, const std::atomic<bool>& stopping) : jobs_(jobs), fd_(fd), stopping_(stopping) {
+  // The Hello has been read already; `finished_fd` (an eventfd) is signalled when the connection has ended.
+  // Throws std::system_error when no thread can be started.
+  DataConn(Jobs& jobs, int fd, const Hello& hello, const std::atomic<bool>& stopping, int finished_fd)
+      : jobs_(jobs), fd_(fd), hello_(hello), stopping_(stopping), finished_fd_(finished_fd) {
     reader_ = std::thread([this] { Serve(); });
-    writer_ = std::thread([this] { Send(); });
   }
   ~DataConn() {
     ::shutdown(fd_, SHUT_RDWR);
-    reader_.join();
-    writer_.join();
+    outbox_->Close();
+    reader_.join();  // it started the writer, if any, and joins it
     ::close(fd_);
   }
   bool finished() const { return finished_.load(); }
 
  private:
   void Serve() {
-    Hello hello;
-    Status st = ReadFull(fd_, &hello, sizeof hello);
-    if (st.ok()) st = Accept(hello);
+    Status st = Accept(hello_);
     if (st.ok()) {
-      rank_ = hello.rank;
-      Hello ack = hello;
+      rank_ = hello_.rank;
+      Hello ack = hello_;
       ack.rank = 0;
       iovec iov{&ack, sizeof ack};
       st = WriteAll(fd_, &iov, 1);
+      if (st.ok()) {
+        try {
+          writer_ = std::thread([this] { Send(); });
+        } catch (const std::system_error& e) {
+          st = Status::ResourceExhausted("dlps-server", std::string("no thread for the connection: ") + e.what());
+        }
+      }
       while (st.ok()) st = ServeOne();
       if (!stopping_.load()) {  // an accepted worker went away
         shard_->FailPending(Status::Unavailable("dlps-server", "worker rank " + std::to_string(rank_) +
@@ -255,7 +286,10 @@ class DataConn {
       jobs_.Leave(rank_);
     }
     outbox_->Close();
+    if (writer_.joinable()) writer_.join();  // it sends what is queued (a refusal's error frame), then ends
     finished_ = true;
+    const uint64_t one = 1;
+    (void)!::write(finished_fd_, &one, sizeof one);
   }
 
   Status Accept(const Hello& h) {
@@ -283,6 +317,7 @@ class DataConn {
 
   // Reads and handles one request; an error ends the connection.
   Status ServeOne() {
+    if (!outbox_->Admit(fd_)) return Status::Unavailable("dlps-server", "connection closed");
     Frame f;
     RETURN_IF_ERROR(ReadFull(fd_, &f, sizeof f));
     if (f.bytes > kMaxPayloadBytes) {
@@ -320,7 +355,11 @@ class DataConn {
         return Status::Ok();
       }
       case Op::kPull:
-        if (f.bytes != 0) return Status::InvalidArgument("dlps-server", "a pull request with a payload");
+        if (f.bytes != 0) {
+          outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "a pull request with a payload of " + std::to_string(f.bytes) +
+                                                                           " bytes (a corrupt or foreign client)"));
+          return Status::InvalidArgument("dlps-server", "a pull request with a payload");
+        }
         shard_->Pull(f.key, f.chunk, f.version, [out = outbox_, f](const Status& st, const PullAnswer& a) {
           if (!st.ok()) return out->Error(f.id, st);
           Outbox::Reply r;
@@ -350,7 +389,9 @@ class DataConn {
         if (outbox_->replies.empty()) break;
         r = std::move(outbox_->replies.front());
         outbox_->replies.pop_front();
+        if (outbox_->in_flight > 0) --outbox_->in_flight;
       }
+      outbox_->cv.notify_all();  // the reader may be waiting in Admit
       iovec iov[2] = {{&r.frame, sizeof r.frame}, {nullptr, 0}};
       if (r.values) iov[1] = {const_cast<float*>(r.values->data()), r.frame.bytes};
       if (!r.message.empty()) iov[1] = {r.message.data(), r.message.size()};
@@ -366,7 +407,9 @@ class DataConn {
   Jobs& jobs_;
   std::shared_ptr<Shard> shard_;  // set once the Hello is accepted
   const int fd_;
+  const Hello hello_;
   const std::atomic<bool>& stopping_;
+  const int finished_fd_;
   uint32_t rank_ = 0;
   std::shared_ptr<Outbox> outbox_ = std::make_shared<Outbox>();
   std::atomic<bool> finished_{false};
@@ -381,6 +424,7 @@ struct PsServer::Impl {
   std::unique_ptr<grpc::Server> grpc;
   int listen_fd = -1;
   int wake_fd = -1;
+  int finished_fd = -1;  // data connections that ended signal it, so that their fds are closed at once
   int port = 0;
   std::atomic<bool> stopping{false};
   std::thread accept_thread;
@@ -397,7 +441,7 @@ struct PsServer::Impl {
     };
     std::vector<Undecided> undecided;
     for (;;) {
-      std::vector<pollfd> fds = {{listen_fd, POLLIN, 0}, {wake_fd, POLLIN, 0}};
+      std::vector<pollfd> fds = {{listen_fd, POLLIN, 0}, {wake_fd, POLLIN, 0}, {finished_fd, POLLIN, 0}};
       bool partial = false;
       for (const auto& u : undecided) {
         fds.push_back({u.fd, static_cast<short>(u.partial ? 0 : POLLIN), 0});
@@ -405,10 +449,18 @@ struct PsServer::Impl {
       }
       if (::poll(fds.data(), fds.size(), partial ? 10 : undecided.empty() ? -1 : 1000) < 0 && errno != EINTR) return;
       if (fds[1].revents) break;
-      std::erase_if(conns, [](const auto& c) { return c->finished(); });
+      if (fds[2].revents) {
+        uint64_t n;
+        (void)!::read(finished_fd, &n, sizeof n);
+        std::erase_if(conns, [](const auto& c) { return c->finished(); });
+      }
       if (fds[0].revents & POLLIN) {
         const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd >= 0) {
+          if (undecided.size() >= kMaxUndecided) {  // the oldest of the silent goes: a worker's Hello comes at once
+            ::close(undecided.front().fd);
+            undecided.erase(undecided.begin());
+          }
           TuneSocket(fd);
           undecided.push_back({fd, Clock::now(), false});
         } else if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) {
@@ -417,15 +469,18 @@ struct PsServer::Impl {
       }
       for (size_t i = 0; i < undecided.size();) {
         Undecided& u = undecided[i];
-        char first[4];
-        const ssize_t got = ::recv(u.fd, first, sizeof first, MSG_PEEK);
+        // A data connection is decided once its whole Hello is here, so that no thread waits on a silent peer.
+        Hello hello;
+        const ssize_t got = ::recv(u.fd, &hello, sizeof hello, MSG_PEEK);
         const bool waited_too_long = Clock::now() - u.since > kFirstBytesTimeout;
-        if (got == 4 && std::memcmp(first, "PRI ", 4) == 0) {
+        const bool is_dlps = got >= 4 && hello.magic == kHelloMagic;
+        if (got >= 4 && std::memcmp(&hello, "PRI ", 4) == 0) {
           grpc::AddInsecureChannelFromFd(grpc.get(), u.fd);
-        } else if (got == 4 && std::memcmp(first, &kHelloMagic, 4) == 0) {
+        } else if (is_dlps && got == sizeof hello) {
+          (void)!::recv(u.fd, &hello, sizeof hello, 0);
           ::fcntl(u.fd, F_SETFL, ::fcntl(u.fd, F_GETFL) & ~O_NONBLOCK);
-          conns.push_back(std::make_unique<DataConn>(jobs, u.fd, stopping));
-        } else if (got == 0 || got == 4 || (got < 0 && errno != EAGAIN) || waited_too_long) {
+          StartDataConn(u.fd, hello);
+        } else if (got == 0 || (got >= 4 && !is_dlps) || (got < 0 && errno != EAGAIN) || waited_too_long) {
           ::close(u.fd);  // closed, not dlps, broken, or silent
         } else {
           u.partial = got > 0;
@@ -436,6 +491,18 @@ struct PsServer::Impl {
       }
     }
     for (const auto& u : undecided) ::close(u.fd);
+  }
+
+  void StartDataConn(int fd, const Hello& hello) {
+    if (conns.size() >= kMaxDataConnections) {
+      ::close(fd);
+      return;
+    }
+    try {
+      conns.push_back(std::make_unique<DataConn>(jobs, fd, hello, stopping, finished_fd));
+    } catch (const std::system_error&) {
+      ::close(fd);  // no thread to serve it: the worker sees the connection close and its retry or error
+    }
   }
 };
 
@@ -449,12 +516,14 @@ Result<std::unique_ptr<PsServer>> PsServer::Start(const ServerOptions& options) 
   if (!fd.ok()) return fd.status().Annotate("cannot serve (in use, or not an address of this host)");
   impl->listen_fd = *fd;
   impl->wake_fd = ::eventfd(0, EFD_CLOEXEC);
+  impl->finished_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   grpc::ServerBuilder builder;
   builder.RegisterService(&impl->control);
   impl->grpc = builder.BuildAndStart();
-  if (!impl->grpc || impl->wake_fd < 0) {
+  if (!impl->grpc || impl->wake_fd < 0 || impl->finished_fd < 0) {
     ::close(impl->listen_fd);
     if (impl->wake_fd >= 0) ::close(impl->wake_fd);
+    if (impl->finished_fd >= 0) ::close(impl->finished_fd);
     return Status::Internal("dlps-server", "cannot start the gRPC server");
   }
   Impl* raw = impl.get();
@@ -471,6 +540,7 @@ PsServer::~PsServer() {
   ::close(s.listen_fd);
   ::close(s.wake_fd);
   s.conns.clear();  // ends every data connection
+  ::close(s.finished_fd);
   // Waiting barriers hold calls open: fail them, then give the rest a moment to finish.
   if (auto shard = s.jobs.Current(); shard.ok()) (*shard)->FailPending(Status::Unavailable("dlps-server", "the server is shutting down"));
   s.grpc->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));

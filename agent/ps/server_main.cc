@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
   app.add_option("--workers", o.shard.num_workers,
                  "Workers in the job (a sync round waits for all of them); 0: each job's size from its workers, one job after another")
       ->capture_default_str()
-      ->check(CLI::Range(0, 100000));
+      ->check(CLI::Range(0u, dlagent::ps::kMaxJobWorkers));
   app.add_option("--mode", mode,
                  "sync (a round completes when every worker pushed) or async "
                  "(each push applied at once)")

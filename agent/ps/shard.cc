@@ -18,6 +18,8 @@ uint32_t MicrosSince(std::chrono::steady_clock::time_point t0) {
   return static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count());
 }
 
+std::string Bytes(uint64_t n) { return n >= (uint64_t{1} << 20) ? std::to_string(n >> 20) + " MiB" : std::to_string(n) + " bytes"; }
+
 enum class RankState : uint8_t { kIdle, kReceiving, kPushed };
 
 }  // namespace
@@ -62,15 +64,25 @@ Result<uint64_t> Shard::Init(uint64_t key, uint32_t chunk, uint64_t length, cons
                                                      " floats is too large (the client's "
                                                      "chunk_floats must be at most 2^31)");
   std::lock_guard<std::mutex> lock(map_mu_);
-  auto& slot = slices_[{key, chunk}];
-  if (slot) {
-    std::lock_guard<std::mutex> slice_lock(slot->mu);
-    if (slot->length != length || !(slot->optimizer == optimizer)) {
-      return Refused(Name(key, chunk) + " is already declared with " + std::to_string(slot->length) + " floats and optimizer " +
-                     OptimizerName(slot->optimizer.kind) + "; this Init asks for " + std::to_string(length) + " floats and " +
+  if (auto it = slices_.find({key, chunk}); it != slices_.end()) {
+    Slice& slot = *it->second;
+    std::lock_guard<std::mutex> slice_lock(slot.mu);
+    if (slot.length != length || !(slot.optimizer == optimizer)) {
+      return Refused(Name(key, chunk) + " is already declared with " + std::to_string(slot.length) + " floats and optimizer " +
+                     OptimizerName(slot.optimizer.kind) + "; this Init asks for " + std::to_string(length) + " floats and " +
                      OptimizerName(optimizer.kind));
     }
-    return slot->version;
+    return slot.version;
+  }
+  // Bounded before anything is allocated: a job (or a stranger) cannot declare the server out of memory.
+  const uint64_t bytes = length * sizeof(float) + uint64_t{options_.num_workers} * (sizeof(std::vector<float>) + sizeof(RankState));
+  if (slices_.size() >= options_.max_slices) {
+    return Status::ResourceExhausted("dlps-shard", Name(key, chunk) + ": the job already has " + std::to_string(slices_.size()) +
+                                                       " slices on this server, the most it may declare");
+  }
+  if (declared_bytes_ + bytes > options_.max_bytes) {
+    return Status::ResourceExhausted("dlps-shard", Name(key, chunk) + ": declaring " + std::to_string(bytes) + " more bytes would take the job past " + Bytes(options_.max_bytes) +
+                                                       " on this server (" + Bytes(declared_bytes_) + " declared)");
   }
   auto s = std::make_shared<Slice>();
   s->key = key;
@@ -80,7 +92,8 @@ Result<uint64_t> Shard::Init(uint64_t key, uint32_t chunk, uint64_t length, cons
   s->weights = s->FreeBuffer();
   s->received.resize(options_.num_workers);
   s->ranks.assign(options_.num_workers, RankState::kIdle);
-  slot = std::move(s);
+  slices_.emplace(std::make_pair(key, chunk), std::move(s));  // only a whole slice is ever in the map
+  declared_bytes_ += bytes;
   return uint64_t{0};
 }
 
@@ -117,6 +130,10 @@ Result<Shard::PushSlot> Shard::BeginPush(const PushHeader& h, uint64_t floats) {
   if (options_.mode == Mode::kSync && h.round != 0 && h.round != s->version + 1) {
     return Refused(rank + " pushed round " + std::to_string(h.round) + " of " + Name(s->key, s->chunk) + ", but the round in progress is " +
                    std::to_string(s->version + 1) + " (sync mode: push once per round, then pull)");
+  }
+  if (h.round == 0 && s->version != 0) {
+    return Refused(rank + " pushed initial values (round 0) of " + Name(s->key, s->chunk) + ", which is already at version " +
+                   std::to_string(s->version) + " (initial values are set once, before the first round)");
   }
   if (s->ranks[h.rank] != RankState::kIdle) {
     return Refused(rank + " pushed twice in round " + std::to_string(h.round) + " of " + Name(s->key, s->chunk));
@@ -296,9 +313,18 @@ void Shard::Barrier(uint32_t rank, uint64_t generation, std::function<void(const
       lock.unlock();
       return done(failed);
     }
+    if (!barriers_.contains(generation) && barriers_.size() >= kMaxOpenBarriers) {
+      lock.unlock();
+      return done(Status::ResourceExhausted("dlps-shard", "rank " + std::to_string(rank) + " entered barrier " + std::to_string(generation) +
+                                                              " while " + std::to_string(kMaxOpenBarriers) +
+                                                              " others are still open (workers out of step?)"));
+    }
     auto& [arrived, waiting] = barriers_[generation];
     arrived.resize(options_.num_workers, false);
-    if (arrived[rank]) return done(Refused("rank " + std::to_string(rank) + " entered barrier " + std::to_string(generation) + " twice"));
+    if (arrived[rank]) {
+      lock.unlock();
+      return done(Refused("rank " + std::to_string(rank) + " entered barrier " + std::to_string(generation) + " twice"));
+    }
     arrived[rank] = true;
     waiting.push_back(std::move(done));
     if (std::count(arrived.begin(), arrived.end(), true) == static_cast<long>(options_.num_workers)) {

@@ -36,9 +36,16 @@ namespace dlagent::ps {
 
 enum class Mode { kSync, kAsync };
 
+// What a job's workers can make one server hold; a request over a bound is refused, naming it.
+inline constexpr uint32_t kMaxJobWorkers = 4096;       // ranks in one job
+inline constexpr size_t kMaxOpenBarriers = 64;         // barrier generations waiting at once
+
 struct ShardOptions {
   Mode mode = Mode::kSync;
-  uint32_t num_workers = 1;
+  uint32_t num_workers = 1;  // at most kMaxJobWorkers
+  // Memory the job's Inits may declare: each slice's weights plus its per-rank bookkeeping. Default: 16 GiB.
+  uint64_t max_bytes = uint64_t{1} << 34;
+  uint32_t max_slices = 1 << 20;  // Default: 2^20
 };
 
 struct PushHeader {
@@ -126,6 +133,7 @@ class Shard {
   const ShardOptions options_;
   std::mutex map_mu_;
   std::map<std::pair<uint64_t, uint32_t>, std::shared_ptr<Slice>> slices_;  // protected by map_mu_
+  uint64_t declared_bytes_ = 0;                                              // protected by map_mu_
 
   std::mutex barrier_mu_;
   std::map<uint64_t, std::pair<std::vector<bool>,

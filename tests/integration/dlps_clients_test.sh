@@ -10,7 +10,13 @@ for _ in $(seq 100); do grep -q "listening on" "$dir/server.log" && break; sleep
 address=$(sed -n 's/^listening on \([^ ]*\).*/\1/p' "$dir/server.log")
 [ -n "$address" ] || { echo "dlps-server did not start:"; cat "$dir/server.log"; exit 1; }
 export DLPS_SERVERS=$address DLPS_NUM_WORKERS=2 DLPS_DEADLINE=20s
-DLPS_RANK=1 PYTHONPATH=$python_dir timeout 60 /usr/bin/python3 "$(dirname "$0")/dlps_python_client.py" >"$dir/python.log" 2>&1 &
+# A sanitized build's module needs the sanitizer runtimes loaded first: Debian's python3 is not built with them.
+preload=()
+module=$(ls "$python_dir"/dlps*.so | head -n 1)
+if ldd "$module" | grep -q libasan; then
+  preload=(env LD_PRELOAD="$(ldd "$module" | awk '/libasan|libubsan/ {print $3}' | tr '\n' ' ')" ASAN_OPTIONS=detect_leaks=0)
+fi
+DLPS_RANK=1 PYTHONPATH=$python_dir timeout 60 "${preload[@]}" /usr/bin/python3 "$(dirname "$0")/dlps_python_client.py" >"$dir/python.log" 2>&1 &
 python=$!
 rc=0
 DLPS_RANK=0 timeout 60 "$c_client" "$address" || rc=1
