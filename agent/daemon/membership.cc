@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
+
 #include <spdlog/spdlog.h>
 
 #include "build_info.h"
@@ -76,19 +78,24 @@ void Membership::ServeRosters(std::function<std::string()> source) {
 }
 
 Result<std::string> Membership::HandleFetchRoster(std::string_view sealed_request) {
-  ASSIGN_OR_RETURN(std::string request, keyring_->Open(sealed_request));
-  if (request != "roster") return Status::InvalidArgument("gossip", "unknown roster request");
+  ASSIGN_OR_RETURN(swim::Keyring::Opened request, keyring_->Open(sealed_request));
+  if (request.plaintext != "roster") return Status::InvalidArgument("gossip", "unknown roster request");
   std::string roster;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (roster_source_) roster = roster_source_();
   }
-  return keyring_->Seal(roster);
+  return keyring_->Seal(roster, swim::NowUnixMs());
 }
 
 Result<Roster> Membership::FetchRoster(const std::string& addr) {
-  ASSIGN_OR_RETURN(std::string sealed, client_->FetchRoster(addr, keyring_->Seal("roster")));
-  ASSIGN_OR_RETURN(std::string json, keyring_->Open(sealed));
+  ASSIGN_OR_RETURN(std::string sealed, client_->FetchRoster(addr, keyring_->Seal("roster", swim::NowUnixMs())));
+  ASSIGN_OR_RETURN(swim::Keyring::Opened reply, keyring_->Open(sealed));
+  // A reply is fresh, not an old roster someone recorded and plays back (each reply is sealed when asked for).
+  if (std::abs(reply.sent_unix_ms - swim::NowUnixMs()) > 60'000) {
+    return Status::PermissionDenied("roster", addr + " answered with a roster sealed over 60 s ago (a replay, or clocks apart: check NTP)");
+  }
+  const std::string& json = reply.plaintext;
   if (json.empty()) return Status::NotFound("roster", addr + " holds no roster");
   return ParseRosterJson(json);
 }

@@ -1,5 +1,9 @@
 #include "agent/ps/checkpoint.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -51,6 +55,24 @@ class Reader {
 };
 
 std::string Dir(const std::string& dir, const std::string& name) { return dir + "/" + name; }
+
+// A checkpoint's directory, made if absent. The checkpoint root is shared storage that users can write to: a
+// directory there that is a link, or that another user made, is refused, so that files written as root never
+// land where someone else pointed them.
+Status MakeCheckpointDir(Env& env, const std::string& dir, const std::string& name) {
+  const std::string path = Dir(dir, name);
+  RETURN_IF_ERROR(env.CreateDirs(path, 0755));
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return Status::FromErrno("dlps-checkpoint", "lstat " + path, errno);
+  if (S_ISLNK(st.st_mode) || !S_ISDIR(st.st_mode)) {
+    return Status::FailedPrecondition("dlps-checkpoint", path + " is a symbolic link or not a directory; remove it or choose another name");
+  }
+  if (st.st_uid != ::geteuid()) {
+    return Status::FailedPrecondition("dlps-checkpoint", path + " belongs to uid " + std::to_string(st.st_uid) + ", not to the server (uid " +
+                                                             std::to_string(::geteuid()) + "); remove it or choose another name");
+  }
+  return Status::Ok();
+}
 
 }  // namespace
 
@@ -153,7 +175,7 @@ Result<CheckpointFile> ManifestEntry(std::string_view manifest, const std::strin
 Result<CheckpointFile> WriteShardCheckpoint(Shard& shard, const std::string& dir, const std::string& name, uint32_t index, uint32_t count) {
   RETURN_IF_ERROR(CheckCheckpointName(name));
   auto env = NewPosixEnv();
-  RETURN_IF_ERROR(env->CreateDirs(Dir(dir, name), 0755));
+  RETURN_IF_ERROR(MakeCheckpointDir(*env, dir, name));
   const std::string data = EncodeShardFile(shard.Export());
   // The manifest records the file's trailing SHA-256 (of everything before it): hashed once, here.
   CheckpointFile f{ShardFileName(index, count), data.size(), HexEncode(std::string_view(data).substr(data.size() - kShaBytes))};
@@ -165,6 +187,7 @@ Status WriteManifest(const std::string& dir, const std::string& name, uint32_t c
   RETURN_IF_ERROR(CheckCheckpointName(name));
   if (files.size() != count) return Status::InvalidArgument("dlps-checkpoint", "a manifest needs one file per server");
   auto env = NewPosixEnv();
+  RETURN_IF_ERROR(MakeCheckpointDir(*env, dir, name));
   return WriteFileAtomically(*env, Dir(dir, name) + "/" + kManifestName, EncodeManifest(count, files));
 }
 

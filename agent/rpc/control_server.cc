@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -217,6 +218,24 @@ Status ClearStaleSocket(const std::string& path) {
   return Status::Ok();
 }
 
+// The socket's directory must be the agent's alone: whoever else can write to it can unlink the socket and bind
+// their own in its place, and agentctl run as root would then talk to them.
+Status CheckSocketDir(const std::string& dir) {
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0) return Status::FromErrno("control", "lstat " + dir, errno);
+  const char* fix = "; use a directory that only the agent's user (or root) can write to ([agent] socket)";
+  if (!S_ISDIR(st.st_mode)) return Status::FailedPrecondition("control", "socket directory " + dir + " is not a directory (a link?)" + fix);
+  if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+    return Status::FailedPrecondition("control", "socket directory " + dir + " belongs to uid " + std::to_string(st.st_uid) + fix);
+  }
+  if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Status::FailedPrecondition("control", "socket directory " + dir + " is writable by others (mode " + mode + ")" + fix);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<std::unique_ptr<ControlServer>> StartControlServer(const ControlServerOptions& options,
@@ -242,9 +261,10 @@ Result<std::unique_ptr<ControlServer>> StartControlServer(const ControlServerOpt
   if (::access(dir.c_str(), F_OK) != 0) {
     std::unique_ptr<Env> env = NewPosixEnv();
     RETURN_IF_ERROR(env->CreateDirs(dir, 0755));
-    ::chmod(dir.c_str(), have_group ? 0750 : 0755);
-    if (have_group) (void)!::chown(dir.c_str(), static_cast<uid_t>(-1), gid);
+    (void)::fchmodat(AT_FDCWD, dir.c_str(), have_group ? 0750 : 0755, AT_SYMLINK_NOFOLLOW);
+    if (have_group) (void)!::lchown(dir.c_str(), static_cast<uid_t>(-1), gid);
   }
+  RETURN_IF_ERROR(CheckSocketDir(dir));
   RETURN_IF_ERROR(ClearStaleSocket(path));
 
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -254,9 +274,10 @@ Result<std::unique_ptr<ControlServer>> StartControlServer(const ControlServerOpt
     return Status::FromErrno("control", std::string(what) + " " + path, err);
   };
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return fail("bind", errno);
-  // Until this chmod the file has umask permissions; the peer check in the accept loop covers that window.
-  if (::chmod(path.c_str(), 0660) != 0) return fail("chmod", errno);
-  if (have_group && ::chown(path.c_str(), static_cast<uid_t>(-1), gid) != 0) {
+  // Until this chmod the file has umask permissions; the peer check in the accept loop covers that window. The
+  // directory is the agent's own (CheckSocketDir), and links are not followed all the same.
+  if (::fchmodat(AT_FDCWD, path.c_str(), 0660, AT_SYMLINK_NOFOLLOW) != 0) return fail("chmod", errno);
+  if (have_group && ::lchown(path.c_str(), static_cast<uid_t>(-1), gid) != 0) {
     spdlog::warn("control socket: cannot give {} to group {}: {}", path, options.group, std::strerror(errno));
   }
   if (::listen(fd, 64) != 0) return fail("listen", errno);

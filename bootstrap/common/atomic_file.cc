@@ -1,7 +1,6 @@
 #include "bootstrap/common/atomic_file.h"
 
-#include <atomic>
-#include <unistd.h>
+#include "bootstrap/common/crypto.h"
 
 namespace dlagent {
 namespace {
@@ -17,9 +16,9 @@ Status WriteAndSync(Env& env, const std::string& tmp, std::string_view contents,
 }  // namespace
 
 Status WriteFileAtomically(Env& env, const std::string& path, std::string_view contents, uint32_t mode) {
-  // Unique per process and call, so that concurrent writers never share a temporary file.
-  static std::atomic<uint64_t> counter{0};
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+  // A name nobody can guess, created exclusively and never through a link: the directory may be writable by
+  // others (shared storage), who must not be able to plant a link at the name and have root write through it.
+  const std::string tmp = path + ".tmp." + RandomHex(8);
   Status st = WriteAndSync(env, tmp, contents, mode);
   if (st.ok()) st = env.RenameFile(tmp, path);
   if (!st.ok()) {

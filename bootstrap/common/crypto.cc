@@ -3,6 +3,9 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include <cstdlib>
 
 namespace dlagent {
 namespace {
@@ -18,6 +21,13 @@ std::string Digest(const EVP_MD* md, std::string_view data) {
 
 std::string Sha256(std::string_view data) { return Digest(EVP_sha256(), data); }
 std::string Md5(std::string_view data) { return Digest(EVP_md5(), data); }
+
+std::string RandomHex(size_t n) {
+  std::string bytes(n, '\0');
+  // Fails only when the kernel's generator cannot be read at all: nothing the agent makes is safe then.
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(bytes.data()), static_cast<int>(n)) != 1) std::abort();
+  return HexEncode(bytes);
+}
 
 std::string HmacSha256(std::string_view key, std::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];

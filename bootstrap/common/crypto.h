@@ -10,6 +10,8 @@ std::string Sha256(std::string_view data);                          // 32 raw by
 std::string HmacSha256(std::string_view key, std::string_view data);  // 32 raw bytes
 std::string Md5(std::string_view data);                             // 16 raw bytes
 std::string HexEncode(std::string_view bytes);                      // lower case
+// n bytes from the system's CSPRNG, hex-encoded: names and nonces nobody can guess.
+std::string RandomHex(size_t n);
 // Constant-time comparison, for MACs.
 bool ConstantTimeEquals(std::string_view a, std::string_view b);
 

@@ -66,7 +66,8 @@ class Env {
 
   // Files. ReadFile fails with ResourceExhausted past max_bytes, NotFound when absent.
   virtual Result<std::string> ReadFile(const std::string& path, size_t max_bytes) = 0;
-  // Creates or truncates path with the given mode.
+  // Creates path, which must not exist yet, with exactly this mode (not masked by the umask). Never follows a
+  // symbolic link: a name that someone else planted (a link, a file) is AlreadyExists, not a file overwritten.
   virtual Result<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path, uint32_t mode) = 0;
   virtual Status RenameFile(const std::string& from, const std::string& to) = 0;
   virtual Status RemoveFile(const std::string& path) = 0;

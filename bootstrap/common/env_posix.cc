@@ -85,7 +85,8 @@ class PosixEnv final : public Env {
   }
 
   Result<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& path, uint32_t mode) override {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd < 0 && errno == EEXIST) return Status::AlreadyExists(kComponent, "create " + path + ": something is already there");
     if (fd < 0) return Status::FromErrno(kComponent, "create " + path, errno);
     // open() applies the umask; the caller asked for this exact mode.
     if (::fchmod(fd, mode) != 0) {

@@ -119,6 +119,7 @@ Result<std::string> FakeEnv::ReadFile(const std::string& path, size_t max_bytes)
 Result<std::unique_ptr<WritableFile>> FakeEnv::NewWritableFile(const std::string& path, uint32_t mode) {
   RETURN_IF_ERROR(Fault("create", path));
   std::lock_guard<std::mutex> lock(mu_);
+  if (files_.contains(path)) return Status::AlreadyExists("env", "create " + path + ": something is already there");
   files_[path] = File{"", mode};
   return std::unique_ptr<WritableFile>(std::make_unique<FakeWritableFile>(this, path));
 }

@@ -146,11 +146,8 @@ void GossipNode::Loop() {
       const MonoTime now = Now();
       for (const std::string& sealed : received) {
         ++stats_.packets_in;
-        Result<std::string> plain = keyring_.Open(sealed);
-        if (!plain.ok()) {
-          ++stats_.auth_failures;  // never parsed
-          continue;
-        }
+        Result<std::string> plain = OpenOnce(sealed);
+        if (!plain.ok()) continue;  // never parsed
         if (!swim_->OnPacket(*plain, now).ok()) ++stats_.malformed;
       }
       swim_->Tick(now);
@@ -176,7 +173,7 @@ void GossipNode::Loop() {
     for (const OutPacket& p : out) {
       sockaddr_in to;
       if (!ParseAddr(p.to_addr, &to)) continue;
-      const std::string sealed = keyring_.Seal(p.bytes);
+      const std::string sealed = keyring_.Seal(p.bytes, NowUnixMs());
       ::sendto(fd_, sealed.data(), sealed.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
     }
   }
@@ -200,12 +197,12 @@ void GossipNode::PushPull(const std::string& addr) {
   std::string ours;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    ours = keyring_.Seal(EncodeState(swim_->LocalState()));
+    ours = keyring_.Seal(EncodeState(swim_->LocalState()), NowUnixMs());
   }
   Result<std::string> theirs = transport_->Exchange(addr, ours);
-  Result<std::string> plain = theirs.ok() ? keyring_.Open(*theirs) : Result<std::string>(theirs.status());
-  Result<std::vector<MemberInfo>> state = plain.ok() ? DecodeState(*plain) : Result<std::vector<MemberInfo>>(plain.status());
   std::lock_guard<std::mutex> lock(mu_);
+  Result<std::string> plain = theirs.ok() ? OpenOnce(*theirs) : Result<std::string>(theirs.status());
+  Result<std::vector<MemberInfo>> state = plain.ok() ? DecodeState(*plain) : Result<std::vector<MemberInfo>>(plain.status());
   ++stats_.push_pulls;
   if (!state.ok()) {
     ++stats_.push_pull_failures;
@@ -228,16 +225,29 @@ Result<std::string> GossipNode::HandlePushPull(std::string_view sealed_state) {
     ++stats_.push_pulls_refused;
     return Status::ResourceExhausted("gossip", "too many push-pulls at once; try later");
   }
-  ASSIGN_OR_RETURN(std::string plain, keyring_.Open(sealed_state));
-  ASSIGN_OR_RETURN(std::vector<MemberInfo> remote, DecodeState(plain));
   std::string ours;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    ASSIGN_OR_RETURN(std::string plain, OpenOnce(sealed_state));
+    ASSIGN_OR_RETURN(std::vector<MemberInfo> remote, DecodeState(plain));
     swim_->MergeState(remote, Now());
     ours = EncodeState(swim_->LocalState());
     LogEvents(swim_->TakeEvents());
   }
-  return keyring_.Seal(ours);
+  return keyring_.Seal(ours, NowUnixMs());
+}
+
+Result<std::string> GossipNode::OpenOnce(std::string_view sealed) {
+  Result<Keyring::Opened> opened = keyring_.Open(sealed);
+  if (!opened.ok()) {
+    ++stats_.auth_failures;
+    return opened.status();
+  }
+  if (Status st = replays_.Admit(*opened, NowUnixMs()); !st.ok()) {
+    ++stats_.replays;
+    return st;
+  }
+  return std::move(opened->plaintext);
 }
 
 void GossipNode::UpdateMeta(std::string meta) {

@@ -41,6 +41,7 @@ struct GossipOptions {
 struct GossipStats {
   uint64_t packets_in = 0, packets_out = 0;
   uint64_t auth_failures = 0;  // dropped unread: wrong key or cluster, or tampered
+  uint64_t replays = 0;        // dropped unread: seen before, or sealed outside the replay window
   uint64_t malformed = 0;      // authenticated but not a valid packet
   uint64_t push_pulls = 0, push_pull_failures = 0;
   uint64_t push_pulls_refused = 0;  // incoming, over the concurrency cap
@@ -72,6 +73,9 @@ class GossipNode {
   void Worker();
   void PushPull(const std::string& addr);
   void Stop();
+  // Opens a sealed packet or state once: refused (and counted) when it fails authentication or is replayed.
+  // REQUIRES: mu_ held.
+  Result<std::string> OpenOnce(std::string_view sealed);
 
   const GossipOptions options_;
   const Keyring keyring_;
@@ -83,6 +87,7 @@ class GossipNode {
   // State below is protected by mu_.
   std::unique_ptr<Swim> swim_;
   GossipStats stats_;
+  ReplayWindow replays_;  // every sealed packet and push-pull state passes it
   std::deque<std::string> push_pull_queue_;
   bool stop_ = false;
   std::condition_variable cv_;

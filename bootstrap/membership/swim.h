@@ -49,7 +49,7 @@ struct SwimConfig {
   Duration dead_memory = std::chrono::hours(1);             // Default: remembered (to refuse stale alives) 1 h.
   Duration reconnect_interval = std::chrono::seconds(10);   // Default: try a dead member's address every 10 s.
   Duration push_pull_interval = std::chrono::seconds(30);   // Default: 30 s, scaled by log2(N) past 32 members.
-  size_t max_packet = 1400 - 29;                            // Default: 1400 B minus encryption overhead.
+  size_t max_packet = 1400 - 37;                            // Default: 1400 B minus Keyring::kOverhead.
 
   static SwimConfig Lan() { return SwimConfig(); }
   // Small clusters on a good network: faster detection.

@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "bootstrap/common/crypto.h"
 #include "bootstrap/common/duration.h"
 
 namespace dlagent {
@@ -160,7 +161,8 @@ bool MountManager::IsOurs(const MountEntry& m, std::string_view mountinfo) const
 
 Status MountManager::Probe(Duration timeout) {
   if (options_.kind == "none") return Status::Ok();
-  const std::string path = options_.mount_point + "/.dlagent-probe-" + std::to_string(::getpid());
+  // Unguessable and created exclusively: others can write to shared storage.
+  const std::string path = options_.mount_point + "/.dlagent-probe-" + RandomHex(8);
   // The probe thread may block forever on a hung hard mount: it owns what it uses, and is left behind.
   auto result = std::make_shared<std::promise<Status>>();
   std::future<Status> done = result->get_future();

@@ -1,6 +1,7 @@
 #include "bootstrap/common/atomic_file.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 
@@ -99,6 +100,31 @@ TEST(AtomicFileTest, RealFileSystemFsyncFailureKeepsTheOldFile) {
   int entries = 0;
   for (auto& e : std::filesystem::directory_iterator(dir.path())) (void)e, ++entries;
   EXPECT_EQ(entries, 1) << "temporary file left behind";
+}
+
+// The temporary name cannot be guessed, and a new file is never opened through a link: a user who can write to
+// the directory (shared storage) cannot make root write into a file of their choosing.
+TEST(AtomicFileTest, NoFileIsWrittenThroughALinkPlantedInTheDirectory) {
+  testing::TempDir dir;
+  std::unique_ptr<Env> env = NewPosixEnv();
+  dir.Write("secret", "root only\n");
+  ASSERT_EQ(::symlink(dir.Join("secret").c_str(), dir.Join("planted").c_str()), 0);
+  Result<std::unique_ptr<WritableFile>> f = env->NewWritableFile(dir.Join("planted"), 0644);
+  EXPECT_EQ(f.status().code(), StatusCode::kAlreadyExists) << f.status().ToString();
+  EXPECT_EQ(dir.Read("secret"), "root only\n");
+
+  std::vector<std::string> tmps;
+  FakeEnv fake;
+  fake.SetFaultHook([&](std::string_view op, const std::string& path) {
+    if (op == "create") tmps.push_back(path);
+    return Status();
+  });
+  ASSERT_TRUE(WriteFileAtomically(fake, "/ckpt/manifest.json", "1").ok());
+  ASSERT_TRUE(WriteFileAtomically(fake, "/ckpt/manifest.json", "2").ok());
+  ASSERT_EQ(tmps.size(), 2u);
+  EXPECT_NE(tmps[0], tmps[1]);
+  EXPECT_EQ(tmps[0].size(), std::string("/ckpt/manifest.json.tmp.").size() + 16) << tmps[0] << ": 64 random bits";
+  EXPECT_EQ(tmps[0].find(std::to_string(::getpid())), std::string::npos) << tmps[0] << ": no pid to guess from";
 }
 
 TEST(AtomicFileTest, MissingDirectoryIsAClearError) {

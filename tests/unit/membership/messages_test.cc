@@ -79,18 +79,24 @@ TEST(SwimMessagesTest, MalformedInputIsRefusedWhole) {
 
 std::string Key(char c) { return std::string(32, c); }
 
+constexpr int64_t kNow = 1'700'000'000'000;  // Unix ms
+
 TEST(KeyringTest, SealsAndOpens) {
   Keyring ring = *Keyring::Create({{1, Key('a')}}, 1, "demo");
-  const std::string sealed = ring.Seal("hello gossip");
+  const std::string sealed = ring.Seal("hello gossip", kNow);
   EXPECT_EQ(sealed.size(), 12 + Keyring::kOverhead);
   EXPECT_EQ(sealed.find("hello"), std::string::npos);
-  EXPECT_EQ(*ring.Open(sealed), "hello gossip");
-  EXPECT_NE(ring.Seal("hello gossip"), sealed) << "nonces must differ";
+  Result<Keyring::Opened> opened = ring.Open(sealed);
+  ASSERT_TRUE(opened.ok());
+  EXPECT_EQ(opened->plaintext, "hello gossip");
+  EXPECT_EQ(opened->sent_unix_ms, kNow);
+  EXPECT_EQ(opened->nonce, sealed.substr(1, 12));
+  EXPECT_NE(ring.Seal("hello gossip", kNow), sealed) << "nonces must differ";
 }
 
 TEST(KeyringTest, RefusesWrongKeyClusterAndTampering) {
   Keyring ring = *Keyring::Create({{1, Key('a')}}, 1, "demo");
-  const std::string sealed = ring.Seal("hello gossip");
+  const std::string sealed = ring.Seal("hello gossip", kNow);
   Keyring other_key = *Keyring::Create({{1, Key('b')}}, 1, "demo");
   Keyring other_cluster = *Keyring::Create({{1, Key('a')}}, 1, "prod");
   Keyring other_id = *Keyring::Create({{2, Key('a')}}, 2, "demo");
@@ -109,11 +115,39 @@ TEST(KeyringTest, RotationOpensWithEveryInstalledKey) {
   Keyring old_ring = *Keyring::Create({{1, Key('a')}}, 1, "demo");
   Keyring rotating = *Keyring::Create({{1, Key('a')}, {2, Key('b')}}, 2, "demo");
   Keyring new_ring = *Keyring::Create({{2, Key('b')}}, 2, "demo");
-  EXPECT_EQ(*rotating.Open(old_ring.Seal("x")), "x");
-  EXPECT_EQ(*new_ring.Open(rotating.Seal("y")), "y");
-  EXPECT_FALSE(old_ring.Open(rotating.Seal("z")).ok());
+  EXPECT_EQ(rotating.Open(old_ring.Seal("x", kNow))->plaintext, "x");
+  EXPECT_EQ(new_ring.Open(rotating.Seal("y", kNow))->plaintext, "y");
+  EXPECT_FALSE(old_ring.Open(rotating.Seal("z", kNow)).ok());
   EXPECT_FALSE(Keyring::Create({{1, "short"}}, 1, "demo").ok());
   EXPECT_FALSE(Keyring::Create({{1, Key('a')}}, 2, "demo").ok());
+}
+
+TEST(ReplayWindowTest, ACapturedPacketIsAdmittedOnceAndAStaleOneNever) {
+  Keyring ring = *Keyring::Create({{1, Key('a')}}, 1, "demo");
+  ReplayWindow window(std::chrono::seconds(60));
+  const Keyring::Opened first = *ring.Open(ring.Seal("alive i-1", kNow));
+  EXPECT_TRUE(window.Admit(first, kNow + 5).ok());
+  Status again = window.Admit(first, kNow + 1000);
+  EXPECT_EQ(again.code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(again.ToString().find("packet replayed"), std::string::npos) << again.ToString();
+  Status stale = window.Admit(*ring.Open(ring.Seal("alive i-1", kNow - 61'000)), kNow);
+  EXPECT_NE(stale.ToString().find("sealed 61 s ago (a replay, or clocks apart by more than 60 s: check NTP"), std::string::npos)
+      << stale.ToString();
+  EXPECT_FALSE(window.Admit(*ring.Open(ring.Seal("x", kNow + 61'000)), kNow).ok()) << "from too far ahead";
+  EXPECT_TRUE(window.Admit(*ring.Open(ring.Seal("x", kNow - 30'000)), kNow).ok()) << "late but inside the window";
+  // Long after, the first packet's nonce is forgotten, and its time refuses it.
+  EXPECT_FALSE(window.Admit(first, kNow + 120'000).ok());
+}
+
+TEST(ReplayWindowTest, AFloodShrinksTheWindowInsteadOfReopeningIt) {
+  Keyring ring = *Keyring::Create({{1, Key('a')}}, 1, "demo");
+  ReplayWindow window(std::chrono::seconds(60), 4);
+  std::vector<Keyring::Opened> packets;
+  for (int i = 0; i < 6; ++i) packets.push_back(*ring.Open(ring.Seal("p", kNow + i)));
+  for (const auto& p : packets) ASSERT_TRUE(window.Admit(p, kNow + 10).ok());
+  for (const auto& p : packets) EXPECT_FALSE(window.Admit(p, kNow + 10).ok()) << "sealed at " << p.sent_unix_ms;
+  EXPECT_FALSE(window.Admit(*ring.Open(ring.Seal("q", kNow + 1)), kNow + 10).ok()) << "at or before what was forgotten";
+  EXPECT_TRUE(window.Admit(*ring.Open(ring.Seal("q", kNow + 9)), kNow + 10).ok());
 }
 
 }  // namespace

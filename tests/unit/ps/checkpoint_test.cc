@@ -1,6 +1,12 @@
 #include "agent/ps/checkpoint.h"
 
+#include <unistd.h>
+
+#include <filesystem>
+
 #include <gtest/gtest.h>
+
+#include "tests/support/temp_dir.h"
 
 namespace dlagent::ps {
 namespace {
@@ -60,6 +66,19 @@ TEST(CheckpointTest, ManifestNamesWhatIsWrong) {
   EXPECT_NE(ManifestEntry("{\"format\":1", "M", 0, 2).status().ToString().find("M is not a dlps checkpoint manifest"), std::string::npos);
   const std::string partial = EncodeManifest(2, {{"server-0-of-2.dlps", 10, "aa"}});
   EXPECT_NE(ManifestEntry(partial, "M", 1, 2).status().ToString().find("M is incomplete (it lists no server-1-of-2.dlps)"), std::string::npos);
+}
+
+TEST(CheckpointTest, ACheckpointDirectoryThatIsALinkIsRefused) {
+  testing::TempDir root, elsewhere;
+  ASSERT_EQ(::symlink(elsewhere.path().c_str(), root.Join("ck").c_str()), 0);
+  Shard shard({.num_workers = 1});
+  ASSERT_TRUE(shard.Init(1, 0, 2, {}).ok());
+  Result<CheckpointFile> f = WriteShardCheckpoint(shard, root.path(), "ck", 0, 1);
+  EXPECT_NE(f.status().ToString().find("/ck is a symbolic link or not a directory"), std::string::npos) << f.status().ToString();
+  Status st = WriteManifest(root.path(), "ck", 0, {});
+  EXPECT_NE(st.ToString().find("is a symbolic link"), std::string::npos) << st.ToString();
+  EXPECT_FALSE(std::filesystem::exists(elsewhere.Join(kManifestName)));
+  EXPECT_TRUE(WriteShardCheckpoint(shard, root.path(), "real", 0, 1).ok()) << "a directory of its own is written";
 }
 
 TEST(CheckpointTest, NamesAreOneSafeComponent) {

@@ -136,6 +136,21 @@ TEST_F(ControlServerTest, RefusesToReplaceARegularFile) {
   EXPECT_EQ(dir_.Read("run/agentd.sock"), "not a socket");
 }
 
+// Whoever can write to the socket's directory could unlink the socket and bind their own in its place.
+TEST_F(ControlServerTest, RefusesADirectoryOthersCanWriteToOrALink) {
+  ASSERT_EQ(::mkdir(dir_.Join("run").c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(dir_.Join("run").c_str(), 01777), 0);
+  auto server = StartControlServer({sock_, ""}, &handler_);
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.status().ToString().find("socket directory " + dir_.Join("run") + " is writable by others (mode 1777)"), std::string::npos)
+      << server.status().ToString();
+  ASSERT_EQ(::mkdir(dir_.Join("real").c_str(), 0755), 0);
+  ASSERT_EQ(::symlink(dir_.Join("real").c_str(), dir_.Join("link").c_str()), 0);
+  server = StartControlServer({dir_.Join("link/agentd.sock"), ""}, &handler_);
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.status().ToString().find("is not a directory (a link?)"), std::string::npos) << server.status().ToString();
+}
+
 TEST_F(ControlServerTest, AgentctlSaysWhenNoAgentRuns) {
   std::ostringstream out, err;
   CtlOptions opts;
