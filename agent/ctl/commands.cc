@@ -1,5 +1,6 @@
 #include "agent/ctl/commands.h"
 
+#include <algorithm>
 #include <iomanip>
 #include <regex>
 #include <sstream>
@@ -31,7 +32,8 @@ nlohmann::json ClusterJson(const ClusterSnapshot& c) {
   return {{"leader", c.leader},       {"generation", c.generation},         {"rank", c.rank},
           {"roster", roster},         {"failure", c.failure},               {"alive", c.alive},
           {"expected", c.expected},   {"deadline_in_ms", c.deadline_in_ms}, {"sqs_requests", c.sqs_requests},
-          {"hellos_sent", c.hellos_sent}, {"hellos_accepted", c.hellos_accepted}, {"hellos_refused", c.hellos_refused}};
+          {"hellos_sent", c.hellos_sent}, {"hellos_accepted", c.hellos_accepted}, {"hellos_refused", c.hellos_refused},
+          {"dead", c.dead},           {"reseal_in_ms", c.reseal_in_ms}};
 }
 
 nlohmann::json ToJson(const StatusSnapshot& s) {
@@ -83,6 +85,12 @@ std::string FormatStatus(const StatusSnapshot& s) {
     row("discovery: ", std::to_string(c.hellos_sent) + " HELLOs sent, " + std::to_string(c.hellos_accepted) + " accepted, " +
                            std::to_string(c.hellos_refused) + " refused; " + std::to_string(c.sqs_requests) + " SQS requests");
     if (!c.failure.empty()) row("failure:   ", c.failure);
+    if (!c.dead.empty()) {
+      std::string dead;
+      for (const std::string& d : c.dead) dead += (dead.empty() ? "" : ", ") + d;
+      row("degraded:  ", dead + " dead" +
+                             (c.reseal_in_ms >= 0 ? "; resealing in " + FormatDuration(std::chrono::milliseconds(c.reseal_in_ms)) : ""));
+    }
     if (c.generation > 0) {
       row("roster:    ", "generation " + std::to_string(c.generation) + ", " + std::to_string(c.roster.size()) + " nodes" +
                              (c.rank >= 0 ? ", this node is rank " + std::to_string(c.rank) : ", this node is not in it"));
@@ -90,7 +98,7 @@ std::string FormatStatus(const StatusSnapshot& s) {
         std::ostringstream line;
         line << "    " << std::left << std::setw(24) << ("deeplearning-worker" + std::to_string(m.rank + 1)) << std::setw(22)
              << m.instance_id << std::setw(17) << m.ip << std::setw(8) << (std::to_string(m.gpus) + " GPUs")
-             << (m.prepared ? "prepared" : "preparing");
+             << (std::find(c.dead.begin(), c.dead.end(), m.instance_id) != c.dead.end() ? "dead" : m.prepared ? "prepared" : "preparing");
         out += line.str() + "\n";
       }
     }

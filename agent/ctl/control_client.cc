@@ -43,6 +43,8 @@ StatusSnapshot FromProto(const pb::AgentStatus& p) {
     c.alive = v.alive();
     c.expected = v.expected();
     c.deadline_in_ms = v.deadline_in_ms();
+    c.dead.assign(v.dead().begin(), v.dead().end());
+    c.reseal_in_ms = v.reseal_in_ms();
     c.sqs_requests = v.sqs_requests();
     c.hellos_sent = v.hellos_sent();
     c.hellos_accepted = v.hellos_accepted();

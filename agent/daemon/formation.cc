@@ -13,37 +13,23 @@
 namespace dlagent {
 namespace {
 
-constexpr Duration kNudgeInterval = std::chrono::seconds(1);
-constexpr Duration kPrepareRetry = std::chrono::seconds(10);
-constexpr Duration kFetchRetry = std::chrono::seconds(1);
 // Between failed SQS calls (each already retried by the client): 1 s growing to 30 s, never giving up.
 const BackoffPolicy kSqsErrorBackoff{std::chrono::seconds(1), std::chrono::seconds(30), 2.0, 0, Duration(0)};
 
 std::string HostOf(const std::string& addr) { return addr.substr(0, addr.rfind(':')); }
 
-std::string Names(const std::vector<std::string>& names, size_t max = 8) {
-  std::string out;
-  for (size_t i = 0; i < names.size() && i < max; ++i) out += (i ? ", " : "") + names[i];
-  if (names.size() > max) out += " and " + std::to_string(names.size() - max) + " more";
-  return out;
+FormationConfig CoreConfig(const FormationOptions& o, const SelfInfo& self) {
+  FormationConfig c;
+  c.cluster = o.cluster;
+  c.self = self.instance_id;
+  c.seal = o.seal;
+  c.reseal = o.reseal;
+  c.reseal_settle = o.reseal_settle;
+  c.signal = !o.wait_handle_url.empty();
+  return c;
 }
 
 }  // namespace
-
-Result<ResealPolicy> ParseResealPolicy(std::string_view s) {
-  if (s == "never") return ResealPolicy::kNever;
-  if (s == "on-failure") return ResealPolicy::kOnFailure;
-  if (s == "on-change") return ResealPolicy::kOnChange;
-  return Status::InvalidArgument("config", "reseal \"" + std::string(s) + "\" is not one of: never, on-failure, on-change");
-}
-
-// One tick's look at gossip: alive members (suspects count: they are not dead yet) with their metadata.
-struct Formation::View {
-  std::vector<Candidate> alive;
-  std::map<std::string, swim::MemberMeta> meta;  // alive members only
-  std::map<std::string, std::string> addr;       // gossip address of each alive member
-  std::string leader;
-};
 
 Formation::Formation(Deps deps, FormationOptions options, SelfInfo self, std::atomic<bool>* stopping, std::atomic<bool>* poll_cancel)
     : deps_(std::move(deps)),
@@ -51,10 +37,8 @@ Formation::Formation(Deps deps, FormationOptions options, SelfInfo self, std::at
       self_(std::move(self)),
       stopping_(stopping),
       poll_cancel_(poll_cancel),
-      started_(deps_.env->NowMono()) {
+      core_(CoreConfig(options_, self_), deps_.env->NowMono(), std::random_device{}()) {
   published_ = self_.meta;
-  status_.phase = "discover";
-  status_.cluster.expected = static_cast<uint32_t>(options_.seal.expected_nodes);
 }
 
 Formation::~Formation() { Stop(); }
@@ -81,22 +65,39 @@ void Formation::Stop() {
 
 FormationStatus Formation::Snapshot() {
   std::lock_guard<std::mutex> lock(mu_);
-  FormationStatus s = status_;
+  const FormationReport& r = core_.report();
+  FormationStatus s;
+  s.phase = std::string(PhaseName(r.phase));
+  s.detail = r.detail + r.countdown;
+  ClusterSnapshot& c = s.cluster;
+  c.leader = r.leader;
+  c.generation = r.generation;
+  c.rank = r.rank;
+  for (size_t i = 0; i < r.roster.size(); ++i) {
+    const auto& m = r.roster[i];
+    c.roster.push_back({static_cast<uint32_t>(i), m.instance_id, m.ip, m.gpus, m.acked});
+  }
+  c.failure = r.failure;
+  c.dead = r.dead;
+  c.alive = r.alive;
+  c.expected = r.expected;
+  c.deadline_in_ms = r.deadline_in_ms;
+  c.reseal_in_ms = r.reseal_in_ms;
   for (const DiscoveryQueue* q : {send_queue_.get(), poll_queue_.get()}) {
     if (!q) continue;
-    DiscoveryCounters c = q->counters();
-    s.cluster.hellos_sent += c.sent;
-    s.cluster.hellos_accepted += c.accepted;
-    for (const auto& [verdict, n] : c.refused) s.cluster.hellos_refused += n;
+    DiscoveryCounters counters = q->counters();
+    c.hellos_sent += counters.sent;
+    c.hellos_accepted += counters.accepted;
+    for (const auto& [verdict, n] : counters.refused) c.hellos_refused += n;
   }
-  if (deps_.sqs_sender) s.cluster.sqs_requests += deps_.sqs_sender->requests();
-  if (deps_.sqs_poller) s.cluster.sqs_requests += deps_.sqs_poller->requests();
+  if (deps_.sqs_sender) c.sqs_requests += deps_.sqs_sender->requests();
+  if (deps_.sqs_poller) c.sqs_requests += deps_.sqs_poller->requests();
   return s;
 }
 
 std::string Formation::RosterJson() {
   std::lock_guard<std::mutex> lock(mu_);
-  return held_.generation == 0 ? "" : RenderRosterJson(held_);
+  return core_.held().generation == 0 ? "" : RenderRosterJson(core_.held());
 }
 
 void Formation::TickLoop() {
@@ -106,283 +107,98 @@ void Formation::TickLoop() {
     Tick(deps_.env->NowMono());
     lock.lock();
     // Fast while forming, slower once ready: the view changes only with gossip.
-    const Duration tick = status_.phase == "ready" ? options_.tick * 5 : options_.tick;
+    const Duration tick = core_.report().phase == FormationPhase::kReady ? options_.tick * 5 : options_.tick;
     cv_.wait_for(lock, tick, [&] { return stop_; });
   }
 }
 
-Formation::View Formation::Observe(MonoTime) {
-  View v;
+// Alive members (suspects count: they are not dead yet) whose metadata places them in a roster.
+std::vector<PeerState> Formation::Observe() {
+  std::vector<PeerState> view;
   for (const swim::MemberInfo& m : deps_.peers->RawMembers()) {
     if (m.state != swim::MemberState::kAlive && m.state != swim::MemberState::kSuspect) continue;
     Result<swim::MemberMeta> meta = swim::DecodeMeta(m.meta);
-    if (!meta.ok()) continue;  // not an agent we can place in a roster
-    v.alive.push_back({m.name, HostOf(m.addr), meta->gpus, meta->role == "master"});
-    v.meta[m.name] = *meta;
-    v.addr[m.name] = m.addr;
+    if (!meta.ok()) continue;
+    view.push_back({{m.name, HostOf(m.addr), meta->gpus, meta->role == "master"}, m.addr, meta->roster_gen, meta->roster_leader, meta->applied_gen});
   }
-  v.leader = ChooseLeader(v.alive);
-  return v;
+  return view;
 }
 
 void Formation::Tick(MonoTime now) {
-  View v = Observe(now);
-  Adopt(v, now);
-  std::unique_lock<std::mutex> lock(mu_);
-  alive_.clear();
-  for (const Candidate& c : v.alive) {
-    seen_.insert(c.instance_id);
-    alive_.insert(c.instance_id);
-  }
-  if (v.leader == self_.instance_id) Lead(v, now);
-
-  // Prepare the held roster once, if we are in it.
-  const bool in_roster = std::any_of(held_.nodes.begin(), held_.nodes.end(), [&](const RosterNode& n) { return n.instance_id == self_.instance_id; });
-  if (held_.generation > 0 && held_.failure.empty() && in_roster && applied_gen_ < held_.generation && !preparing_ &&
-      now >= prepare_retry_at_) {
-    preparing_ = true;
-    Post([this, r = held_] { Prepare(r); });
-  }
-
-  // Discovery: who sends HELLOs and who polls.
-  const bool alone = v.alive.size() <= 1;
-  const std::vector<std::string> pollers = ChoosePollers(v.alive, held_.generation > 0 ? 0 : 2);
-  const bool poller = std::find(pollers.begin(), pollers.end(), self_.instance_id) != pollers.end();
-  const bool hello = alone || (poller && held_.generation == 0);
-  if (hello != want_hello_ || poller != want_poll_) {
-    want_hello_ = hello;
-    if (want_poll_ && !poller && poll_cancel_) poll_cancel_->store(true);  // end the long poll in flight
-    want_poll_ = poller;
-    cv_.notify_all();
-  }
-  lock.unlock();
-  PublishMeta();
-  UpdatePhase(v, now);
-  Nudge(v, now);
-}
-
-void Formation::Nudge(const View& v, MonoTime now) {
-  // Gossip spreads metadata changes with high probability, not certainty: with 64 members changing their
-  // metadata at once, a few updates miss a few members, and anti-entropy (push-pull every 30 s) would be
-  // the only repair. So a member waiting on someone's news asks that member directly, once a second: a
-  // push-pull with the leader while waiting for its roster, with an unprepared member while waiting for acks.
-  std::string target;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (now - last_nudge_ < kNudgeInterval) return;
-    if (status_.phase == "roster" && v.leader != self_.instance_id) {
-      target = v.leader;
-    } else if (status_.phase == "prepare" && applied_gen_ >= held_.generation) {
-      std::vector<std::string> waiting;
-      for (const std::string& id : status_.unprepared) {
-        if (id != self_.instance_id && v.addr.count(id)) waiting.push_back(id);
-      }
-      if (!waiting.empty()) target = waiting[nudge_rng_() % waiting.size()];
+  const std::vector<PeerState> view = Observe();
+  for (int round = 0; round < 2; ++round) {  // once more at once after adopting a roster: prepare it now
+    FormationActions a;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      a = core_.Tick(now, view);
     }
-    if (target.empty() || !v.addr.count(target)) return;
-    last_nudge_ = now;
+    if (!Act(a, view, now)) break;
   }
-  deps_.peers->Join(v.addr.at(target));
+  ReportPhase();
+  LogEvents();
 }
 
-void Formation::Adopt(const View& v, MonoTime now) {
-  if (now < next_fetch_) return;  // the last fetch failed: not again every tick
-  std::string best_name;
-  std::pair<uint32_t, std::string> best;
+bool Formation::Act(const FormationActions& a, const std::vector<PeerState>& view, MonoTime now) {
+  swim::MemberMeta meta;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    best = {static_cast<uint32_t>(held_.generation), held_.leader};
+    alive_.clear();
+    for (const PeerState& p : view) alive_.insert(p.node.instance_id);
+    if (a.hello != want_hello_ || a.poll != want_poll_) {
+      want_hello_ = a.hello;
+      if (want_poll_ && !a.poll && poll_cancel_) poll_cancel_->store(true);  // end the long poll in flight
+      want_poll_ = a.poll;
+      cv_.notify_all();
+    }
+    if (a.prepare) Post([this, r = *a.prepare] { Prepare(r); });
+    if (a.signal) Post([this, r = *a.signal] { Signal(r); });
+    if (a.publish) {
+      published_.roster_gen = static_cast<uint32_t>(core_.held().generation);
+      published_.roster_leader = core_.held().leader;
+      published_.applied_gen = static_cast<uint32_t>(core_.applied_gen());
+      meta = published_;
+    }
   }
-  for (const auto& [name, meta] : v.meta) {
-    if (name == self_.instance_id) continue;
-    std::pair<uint32_t, std::string> theirs{meta.roster_gen, meta.roster_leader};
-    if (theirs > best) best = theirs, best_name = name;
-  }
-  if (best_name.empty()) return;
-  Result<Roster> r = deps_.peers->FetchRoster(v.addr.at(best_name));
-  if (!r.ok()) {
-    spdlog::warn("cluster: cannot fetch roster generation {} from {}: {}; trying again in {}", best.first, best_name, r.status().ToString(),
-                 FormatDuration(kFetchRetry));
-    next_fetch_ = now + kFetchRetry;
-    return;
-  }
-  if (r->cluster != options_.cluster || std::pair<uint32_t, std::string>{static_cast<uint32_t>(r->generation), r->leader} < best) {
-    spdlog::warn("cluster: {} served roster {}/{} of cluster {}, not the one it announced; trying again in {}", best_name, r->generation,
-                 r->leader, r->cluster, FormatDuration(kFetchRetry));
-    next_fetch_ = now + kFetchRetry;
-    return;
-  }
+  if (a.publish) deps_.peers->UpdateMeta(meta);
+  if (!a.nudge_addr.empty()) deps_.peers->Join(a.nudge_addr);
+  if (a.fetch_from.empty()) return false;
+  Result<Roster> r = deps_.peers->FetchRoster(a.fetch_addr);
   std::lock_guard<std::mutex> lock(mu_);
-  if (std::pair<uint32_t, std::string>{static_cast<uint32_t>(r->generation), r->leader} <=
-      std::pair<uint32_t, std::string>{static_cast<uint32_t>(held_.generation), held_.leader}) {
-    return;  // we sealed or adopted a newer one meanwhile
-  }
-  held_ = std::move(*r);
-  change_since_.reset();
-  if (held_.failure.empty()) {
-    spdlog::info("cluster: adopted roster generation {} of {} nodes sealed by {}", held_.generation, held_.nodes.size(), held_.leader);
-  } else {
-    spdlog::error("cluster: formation failed (reported by {}): {}", held_.leader, held_.failure);
-  }
+  const uint64_t before = core_.held().generation;
+  core_.OnRosterFetched(a.fetch_from, r, now);
+  return core_.held().generation != before;
 }
 
-void Formation::Lead(const View& v, MonoTime now) {
-  // REQUIRES: mu_ held.
-  auto seal = [&](Roster r, const std::string& why) {
-    held_ = std::move(r);
-    change_since_.reset();
-    if (held_.failure.empty()) {
-      spdlog::info("cluster: sealed roster generation {} with {} nodes: {}", held_.generation, held_.nodes.size(), why);
-    } else {
-      spdlog::error("cluster: formation failed: {}", held_.failure);
-      if (!options_.wait_handle_url.empty() && signaled_gen_ < held_.generation) {
-        signaled_gen_ = held_.generation;
-        Post([this, r = held_] { Signal(r); });
-      }
-    }
-  };
-  if (held_.generation == 0) {
-    SealDecision d = DecideSeal(options_.seal, options_.cluster, 1, self_.instance_id, v.alive, seen_, started_, now);
-    if (d.kind == SealDecision::kWaiting) {
-      status_.cluster.deadline_in_ms = std::chrono::duration_cast<std::chrono::milliseconds>(d.deadline_in).count();
-      return;
-    }
-    status_.cluster.deadline_in_ms = -1;
-    if (d.kind == SealDecision::kFailed) {
-      Roster failed{options_.cluster, 1, self_.instance_id, {}, d.reason};
-      for (const Candidate& c : v.alive) failed.nodes.push_back({c.instance_id, c.ip, c.gpus, c.master});
-      if (!OrderRoster(failed.nodes).ok()) failed.nodes.clear();
-      return seal(std::move(failed), d.reason);
-    }
-    return seal(std::move(d.roster), d.reason);
-  }
-  if (!held_.failure.empty() || options_.reseal == ResealPolicy::kNever) return;
-
-  // Reseal: a roster member gone (failure), or for on-change also a member not in the roster, or a roster
-  // sealed by a leader that is no longer alive (its roster stands; the new leader takes it over).
-  std::vector<std::string> gone, joined;
-  for (const RosterNode& n : held_.nodes) {
-    if (!v.meta.count(n.instance_id)) gone.push_back(n.instance_id);
-  }
-  if (options_.reseal == ResealPolicy::kOnChange) {
-    for (const Candidate& c : v.alive) {
-      if (std::none_of(held_.nodes.begin(), held_.nodes.end(), [&](const RosterNode& n) { return n.instance_id == c.instance_id; })) {
-        joined.push_back(c.instance_id);
-      }
-    }
-  }
-  if (gone.empty() && joined.empty()) {
-    change_since_.reset();
-    return;
-  }
-  const std::string signature = Names(gone, 1000) + "|" + Names(joined, 1000);
-  if (!change_since_ || signature != change_signature_) {
-    change_since_ = now;
-    change_signature_ = signature;
-    spdlog::info("cluster: roster generation {} differs from the view (gone: {}; joined: {}); resealing after {} of calm",
-                 held_.generation, gone.empty() ? "none" : Names(gone), joined.empty() ? "none" : Names(joined),
-                 FormatDuration(options_.reseal_settle));
-    return;
-  }
-  if (now - *change_since_ < options_.reseal_settle) return;
-  Roster next{options_.cluster, held_.generation + 1, self_.instance_id, {}, ""};
-  for (const Candidate& c : v.alive) {
-    const bool member = std::any_of(held_.nodes.begin(), held_.nodes.end(), [&](const RosterNode& n) { return n.instance_id == c.instance_id; });
-    if (member || options_.reseal == ResealPolicy::kOnChange) next.nodes.push_back({c.instance_id, c.ip, c.gpus, c.master});
-  }
-  const std::string why = "gone: " + (gone.empty() ? std::string("none") : Names(gone)) + "; joined: " + (joined.empty() ? std::string("none") : Names(joined));
-  if (Status st = OrderRoster(next.nodes); !st.ok()) {
-    next.failure = "cannot reseal: " + st.ToString();
-  } else if (next.nodes.size() < options_.seal.min_nodes) {
-    next.failure = "generation " + std::to_string(next.generation) + " would have " + std::to_string(next.nodes.size()) +
-                   " nodes, below min_nodes " + std::to_string(options_.seal.min_nodes) + " (" + why + ")";
-  }
-  seal(std::move(next), why);
-}
-
-void Formation::PublishMeta() {
-  swim::MemberMeta m;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    m = published_;
-    m.roster_gen = static_cast<uint32_t>(held_.generation);
-    m.roster_leader = held_.leader;
-    m.applied_gen = applied_gen_;
-    if (m.roster_gen == published_.roster_gen && m.roster_leader == published_.roster_leader && m.applied_gen == published_.applied_gen) return;
-    published_ = m;
-  }
-  deps_.peers->UpdateMeta(m);
-}
-
-void Formation::UpdatePhase(const View& v, MonoTime) {
+void Formation::ReportPhase() {
   std::string phase, detail;
-  std::string countdown;  // part of the detail that changes every second: STATUS= shows it, the journal not
   bool log = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    FormationStatus& s = status_;
-    ClusterSnapshot& c = s.cluster;
-    c.leader = v.leader;
-    c.alive = static_cast<uint32_t>(v.alive.size());
-    c.generation = held_.generation;
-    c.failure = held_.failure;
-    c.rank = -1;
-    c.roster.clear();
-    s.unprepared.clear();
-    if (v.leader != self_.instance_id) c.deadline_in_ms = -1;  // only the leader's deadline counts
-    for (size_t i = 0; i < held_.nodes.size(); ++i) {
-      const RosterNode& n = held_.nodes[i];
-      if (n.instance_id == self_.instance_id) c.rank = static_cast<int32_t>(i);
-      const bool acked = n.instance_id == self_.instance_id ? applied_gen_ >= held_.generation
-                                                            : v.meta.count(n.instance_id) && v.meta.at(n.instance_id).applied_gen >= held_.generation;
-      if (!acked) s.unprepared.push_back(n.instance_id);
-      c.roster.push_back({static_cast<uint32_t>(i), n.instance_id, n.ip, n.gpus, acked});
-    }
-    const std::string expected = std::to_string(options_.seal.expected_nodes);
-    if (!held_.failure.empty()) {
-      phase = "failed";
-      detail = "failed: " + held_.failure;
-    } else if (held_.generation == 0) {
-      const bool leading = v.leader == self_.instance_id;
-      countdown = c.deadline_in_ms >= 0 ? ", deadline in " + FormatDuration(std::chrono::milliseconds(c.deadline_in_ms)) : "";
-      if (v.alive.size() >= options_.seal.expected_nodes || (leading && c.deadline_in_ms == 0)) {
-        phase = "roster";
-        detail = "roster: " + std::to_string(v.alive.size()) + "/" + expected + " nodes, " +
-                 (leading ? std::string("sealing") : "waiting for leader " + v.leader + " to seal");
-      } else {
-        phase = "discover";
-        detail = "discover: " + std::to_string(v.alive.size()) + "/" + expected + " nodes";
-      }
-    } else if (c.rank < 0) {
-      phase = "standby";
-      detail = "standby: not in roster generation " + std::to_string(held_.generation) + " (" + std::to_string(held_.nodes.size()) + " nodes)";
-    } else if (applied_gen_ < held_.generation) {
-      phase = "prepare";
-      detail = "prepare: generation " + std::to_string(held_.generation) + ", rank " + std::to_string(c.rank) + ": " +
-               (prepare_error_.empty() ? "storage and node files" : "failed, retrying every " + FormatDuration(kPrepareRetry) + ": " + prepare_error_);
-    } else if (!s.unprepared.empty()) {
-      phase = "prepare";
-      detail = "prepare: " + std::to_string(held_.nodes.size() - s.unprepared.size()) + "/" + std::to_string(held_.nodes.size()) +
-               " nodes prepared, waiting for " + Names(s.unprepared, 4);
-    } else {
-      phase = "ready";
-      detail = "ready: rank " + std::to_string(c.rank) + " of " + std::to_string(held_.nodes.size()) + " nodes, generation " +
-               std::to_string(held_.generation) + ", leader " + held_.leader;
-      if (held_.leader == self_.instance_id && !options_.wait_handle_url.empty() && signaled_gen_ < held_.generation) {
-        signaled_gen_ = held_.generation;
-        Post([this, r = held_] { Signal(r); });
-      }
-    }
-    log = phase != last_phase_ || detail != last_detail_;
+    const FormationReport& r = core_.report();
+    phase = std::string(PhaseName(r.phase));
+    log = phase != last_phase_ || r.detail != last_detail_;
     last_phase_ = phase;
-    last_detail_ = detail;
-    detail += countdown;
-    s.phase = phase;
-    s.detail = detail;
+    last_detail_ = r.detail;
+    detail = r.detail + r.countdown;
     if (!log && detail == last_shown_) return;
     last_shown_ = detail;
   }
   if (deps_.on_phase) deps_.on_phase(phase, detail, log);
+}
+
+void Formation::LogEvents() {
+  std::vector<FormationEvent> events;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    events = core_.TakeEvents();
+  }
+  for (const FormationEvent& e : events) {
+    switch (e.level) {
+      case FormationEvent::kInfo: spdlog::info("cluster: {}", e.text); break;
+      case FormationEvent::kWarning: spdlog::warn("cluster: {}", e.text); break;
+      case FormationEvent::kError: spdlog::error("cluster: {}", e.text); break;
+    }
+  }
 }
 
 void Formation::Post(std::function<void()> task) {
@@ -413,19 +229,15 @@ void Formation::Prepare(Roster roster) {
     if (!st.ok()) st = st.Annotate("shared storage");
   }
   if (st.ok()) st = WriteNodeFiles(*deps_.env, options_.files, roster, self_.gpus).Annotate("node files");
-  std::lock_guard<std::mutex> lock(mu_);
-  preparing_ = false;
-  if (!st.ok()) {
-    if (st.code() == StatusCode::kCancelled) return;  // stopping
-    spdlog::error("cluster: cannot prepare generation {}: {}; retrying in {}", roster.generation, st.ToString(), FormatDuration(kPrepareRetry));
-    prepare_error_ = st.ToString();
-    prepare_retry_at_ = deps_.env->NowMono() + kPrepareRetry;  // the tick posts the next attempt
-    return;
+  if (st.code() == StatusCode::kCancelled) return;  // stopping
+  if (st.ok()) {
+    spdlog::info("cluster: prepared generation {}: {} nodes, files under {}", roster.generation, roster.nodes.size(),
+                 options_.files.root.empty() ? "/" : options_.files.root);
+  } else {
+    spdlog::error("cluster: cannot prepare generation {}: {}; retrying", roster.generation, st.ToString());
   }
-  prepare_error_.clear();
-  if (roster.generation > applied_gen_) applied_gen_ = static_cast<uint32_t>(roster.generation);
-  spdlog::info("cluster: prepared generation {}: {} nodes, files under {}", roster.generation, roster.nodes.size(),
-               options_.files.root.empty() ? "/" : options_.files.root);
+  std::lock_guard<std::mutex> lock(mu_);
+  core_.OnPrepared(roster, st, deps_.env->NowMono());
 }
 
 void Formation::Signal(Roster roster) {

@@ -1,23 +1,12 @@
 #pragma once
-// Formation: the life of a node after IDENTIFY (docs/cluster.md): DISCOVER -> ROSTER -> PREPARE -> READY.
+// Formation: the driver of FormationCore (bootstrap/discovery/formation_core.h, where the decisions and the
+// phases are explained). It feeds the core the gossip view on its clock and carries out the core's actions:
+// HELLOs and long polls on SQS, roster fetches, preparing a generation (shared storage, node files),
+// CloudFormation signals, gossip metadata and push-pulls.
 //
-//   discover  While alone, or while it is a poller of a cluster that has no roster yet, the agent sends a
-//             signed HELLO to the SQS queue every hello_interval (jittered). The pollers (the leader and at
-//             most two helpers; only the leader once a roster exists) long-poll the queue and join each
-//             HELLO's sender into gossip. Everyone else sends and reads nothing: SQS cost does not grow
-//             with N, and the queue goes quiet once the cluster has formed.
-//   roster    The leader (ChooseLeader over the alive members) seals generation g with DecideSeal, or
-//             fails the formation. A member that sees another hold a higher (generation, leader) in its
-//             gossip metadata fetches that roster over the cluster gRPC service and adopts it.
-//   prepare   Mount the shared storage, write the node files, then ack: publish applied_gen = g in gossip.
-//   ready     Every roster member has acked g. The leader PUTs SUCCESS to the CloudFormation wait handle
-//             once per generation (FAILURE with the reason when the formation failed).
-// Later, the leader reseals (g+1) per policy when roster members die or leave (on-failure), or when
-// members join or go (on-change), once the view has been stable for reseal_settle.
-//
-// Threading: four threads of its own: the tick loop (decisions; every tick, state under mu_), the SQS
-// sender and poller (blocking calls, cancelled at Stop), and a worker for slow steps (mount, files,
-// CloudFormation). Snapshot() and RosterJson() may be called from any thread.
+// Threading: four threads of its own: the tick loop (calls the core, under mu_), the SQS sender and poller
+// (blocking calls, cancelled at Stop), and a worker for slow steps (mount, files, CloudFormation). Snapshot()
+// and RosterJson() may be called from any thread.
 
 #include <atomic>
 #include <condition_variable>
@@ -32,7 +21,7 @@
 #include "agent/rpc/control_handler.h"
 #include "bootstrap/aws/http_client.h"
 #include "bootstrap/discovery/discovery_queue.h"
-#include "bootstrap/discovery/roster_sealer.h"
+#include "bootstrap/discovery/formation_core.h"
 #include "bootstrap/membership/messages.h"
 #include "bootstrap/membership/swim.h"
 #include "bootstrap/node/mount_manager.h"
@@ -49,9 +38,6 @@ class FormationPeers {
   virtual void Join(const std::string& addr) = 0;
   virtual Result<Roster> FetchRoster(const std::string& addr) = 0;
 };
-
-enum class ResealPolicy { kNever, kOnFailure, kOnChange };
-Result<ResealPolicy> ParseResealPolicy(std::string_view s);
 
 struct FormationOptions {
   std::string cluster;
@@ -75,10 +61,9 @@ struct SelfInfo {
 };
 
 struct FormationStatus {
-  std::string phase;   // discover, roster, prepare, ready, standby, failed
+  std::string phase;   // PhaseName: discover, roster, prepare, ready, standby, failed
   std::string detail;  // one line, as systemd's STATUS=
-  std::vector<std::string> unprepared;  // roster members that have not acked the generation
-  ClusterSnapshot cluster;              // what agentctl status shows
+  ClusterSnapshot cluster;  // what agentctl status shows
 };
 
 class Formation {
@@ -110,15 +95,13 @@ class Formation {
   std::string RosterJson();
 
  private:
-  struct View;
   void TickLoop();
   void Tick(MonoTime now);
-  View Observe(MonoTime now);
-  void Adopt(const View& v, MonoTime now);
-  void Lead(const View& v, MonoTime now);
-  void PublishMeta();
-  void UpdatePhase(const View& v, MonoTime now);
-  void Nudge(const View& v, MonoTime now);
+  // Carries out one tick's actions; true when a newer roster was adopted (worth another tick at once).
+  bool Act(const FormationActions& a, const std::vector<PeerState>& view, MonoTime now);
+  std::vector<PeerState> Observe();
+  void ReportPhase();
+  void LogEvents();
   void SenderLoop();
   void PollerLoop();
   void WorkerLoop();
@@ -134,33 +117,19 @@ class Formation {
   const SelfInfo self_;
   std::atomic<bool>* stopping_;
   std::atomic<bool>* poll_cancel_;
-  const MonoTime started_;
 
   std::mutex mu_;
   std::condition_variable cv_;
   // Protected by mu_:
   bool stop_ = false;
-  Roster held_;                      // generation 0: none
-  uint32_t applied_gen_ = 0;
-  bool preparing_ = false;
-  std::string prepare_error_;        // the last failed attempt's reason, shown in the phase line
-  MonoTime prepare_retry_at_{};
-  uint64_t signaled_gen_ = 0;        // CloudFormation signal sent (or being sent) for this generation
-  std::set<std::string> seen_;       // every member alive at some tick of this formation
-  std::set<std::string> alive_;      // alive at the last tick
-  std::optional<MonoTime> change_since_;  // reseal: when the current difference from the roster began
-  std::string change_signature_;
+  FormationCore core_;
+  std::set<std::string> alive_;      // alive at the last tick (the poller skips HELLOs of members)
   bool want_hello_ = false, want_poll_ = false;
-  std::string queue_url_;
   std::string last_phase_, last_detail_;  // as last logged (without the countdown)
   std::string last_shown_;                 // as last reported, countdown included
-  FormationStatus status_;
   swim::MemberMeta published_;
-  MonoTime last_nudge_{};
-  MonoTime next_fetch_{};  // tick thread only
-  std::mt19937_64 nudge_rng_{std::random_device{}()};
   std::deque<std::function<void()>> tasks_;
-  // Created by their threads once the queue URL is known; read by Status() for counters.
+  // Created by their threads once the queue URL is known; read by Snapshot() for counters.
   std::unique_ptr<DiscoveryQueue> send_queue_, poll_queue_;
 
   std::thread tick_, sender_, poller_, worker_;

@@ -27,8 +27,10 @@ struct ClusterSnapshot {
   int32_t rank = -1;
   std::vector<RosterMemberSnapshot> roster;
   std::string failure;
+  std::vector<std::string> dead;  // roster members not alive
   uint32_t alive = 0, expected = 0;
   int64_t deadline_in_ms = -1;
+  int64_t reseal_in_ms = -1;
   uint64_t sqs_requests = 0, hellos_sent = 0, hellos_accepted = 0, hellos_refused = 0;
 };
 

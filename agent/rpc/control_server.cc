@@ -55,6 +55,8 @@ void ToProto(const StatusSnapshot& s, pb::AgentStatus* out) {
     v->set_alive(c.alive);
     v->set_expected(c.expected);
     v->set_deadline_in_ms(c.deadline_in_ms);
+    for (const std::string& d : c.dead) v->add_dead(d);
+    v->set_reseal_in_ms(c.reseal_in_ms);
     v->set_sqs_requests(c.sqs_requests);
     v->set_hellos_sent(c.hellos_sent);
     v->set_hellos_accepted(c.hellos_accepted);

@@ -57,7 +57,7 @@ std::string Header(const Roster& r, std::string_view comment) {
 
 }  // namespace
 
-Status OrderRoster(std::vector<RosterNode>& nodes) {
+Status CheckRosterNodes(const std::vector<RosterNode>& nodes) {
   std::set<std::string> ids, ips;
   int masters = 0;
   for (const RosterNode& n : nodes) {
@@ -70,6 +70,11 @@ Status OrderRoster(std::vector<RosterNode>& nodes) {
     masters += n.master;
   }
   if (masters > 1) return Status::InvalidArgument("roster", std::to_string(masters) + " nodes claim the master role; at most one may");
+  return Status::Ok();
+}
+
+Status OrderRoster(std::vector<RosterNode>& nodes) {
+  RETURN_IF_ERROR(CheckRosterNodes(nodes));
   auto key = [](const RosterNode& n) {
     in_addr a;
     inet_pton(AF_INET, n.ip.c_str(), &a);
@@ -167,11 +172,7 @@ Result<Roster> ParseRosterJson(std::string_view text) {
   } catch (const nlohmann::json::exception& e) {
     return bad(e.what());
   }
-  std::vector<RosterNode> ordered = r.nodes;
-  RETURN_IF_ERROR(OrderRoster(ordered));
-  for (size_t i = 0; i < ordered.size(); ++i) {
-    if (ordered[i].instance_id != r.nodes[i].instance_id) return bad("nodes are not in rank order");
-  }
+  if (Status st = CheckRosterNodes(r.nodes); !st.ok()) return bad(std::string(st.message()));
   return r;
 }
 

@@ -30,12 +30,14 @@ struct Roster {
   std::string cluster;
   uint64_t generation = 0;
   std::string leader;            // instance id of the member that sealed it
-  std::vector<RosterNode> nodes; // rank order: see OrderRoster
+  std::vector<RosterNode> nodes; // rank order: OrderRoster's for a first seal; later generations keep ranks
   std::string failure;           // set when the cluster failed to form: why (nodes then lists who arrived)
 };
 
-// Rank order: the master first (rank 0), then by numeric IPv4 (10.0.0.9 before 10.0.0.10).
 // InvalidArgument for an address that is not IPv4, a repeated address or instance id, or two masters.
+Status CheckRosterNodes(const std::vector<RosterNode>& nodes);
+// A first seal's rank order: the master first (rank 0), then by numeric IPv4 (10.0.0.9 before 10.0.0.10).
+// Later generations keep every surviving member's rank (FormationCore). CheckRosterNodes's errors.
 Status OrderRoster(std::vector<RosterNode>& nodes);
 
 struct NodeFilesOptions {
@@ -63,7 +65,7 @@ std::string RenderEnvFile(const Roster& r, const NodeFilesOptions& o, uint32_t s
 std::string RenderHostfile(const Roster& r);
 std::string RenderRosterJson(const Roster& r);
 // The inverse of RenderRosterJson (also how rosters travel between agents). InvalidArgument names what is
-// wrong; the nodes must already be in rank order (OrderRoster's checks apply).
+// wrong (CheckRosterNodes's checks apply; the order is the ranks, as sealed).
 Result<Roster> ParseRosterJson(std::string_view text);
 
 // Writes all six files for this node. self_gpus: this node's GPU count.

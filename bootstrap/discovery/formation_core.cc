@@ -1,0 +1,341 @@
+#include "bootstrap/discovery/formation_core.h"
+
+#include <algorithm>
+
+#include "bootstrap/common/duration.h"
+
+namespace dlagent {
+namespace {
+
+using RosterId = std::pair<uint64_t, std::string>;  // (generation, leader): the higher one wins
+
+RosterId IdOf(const Roster& r) { return {r.generation, r.leader}; }
+
+std::string Names(const std::vector<std::string>& names, size_t max = 8) {
+  if (names.empty()) return "none";
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < max; ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > max) out += " and " + std::to_string(names.size() - max) + " more";
+  return out;
+}
+
+int64_t Millis(Duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); }
+
+}  // namespace
+
+Result<ResealPolicy> ParseResealPolicy(std::string_view s) {
+  if (s == "never") return ResealPolicy::kNever;
+  if (s == "on-failure") return ResealPolicy::kOnFailure;
+  if (s == "on-change") return ResealPolicy::kOnChange;
+  return Status::InvalidArgument("config", "reseal \"" + std::string(s) + "\" is not one of: never, on-failure, on-change");
+}
+
+std::string_view PhaseName(FormationPhase p) {
+  switch (p) {
+    case FormationPhase::kDiscover: return "discover";
+    case FormationPhase::kRoster: return "roster";
+    case FormationPhase::kPrepare: return "prepare";
+    case FormationPhase::kReady: return "ready";
+    case FormationPhase::kStandby: return "standby";
+    case FormationPhase::kFailed: return "failed";
+  }
+  return "unknown";
+}
+
+FormationCore::FormationCore(FormationConfig config, MonoTime started, uint64_t seed)
+    : config_(std::move(config)), started_(started), rng_(seed) {
+  report_.expected = static_cast<uint32_t>(config_.seal.expected_nodes);
+  report_.detail = "discover: 0/" + std::to_string(config_.seal.expected_nodes) + " nodes";
+}
+
+std::vector<FormationEvent> FormationCore::TakeEvents() { return std::exchange(events_, {}); }
+
+bool FormationCore::InRoster(const std::string& id) const {
+  return std::any_of(held_.nodes.begin(), held_.nodes.end(), [&](const RosterNode& n) { return n.instance_id == id; });
+}
+
+FormationActions FormationCore::Tick(MonoTime now, const std::vector<PeerState>& alive) {
+  FormationActions out;
+  Observe(alive);
+  Adopt(now, out);
+  if (leader_ == config_.self) Lead(now, out);
+
+  // Prepare the held roster once, if this node is in it and it formed.
+  if (held_.generation > 0 && held_.failure.empty() && InRoster(config_.self) && applied_gen_ < held_.generation && !preparing_ &&
+      now >= prepare_retry_at_) {
+    preparing_ = true;
+    out.prepare = held_;
+  }
+
+  // Discovery: HELLOs while alone or while a poller of a cluster without a roster; the leader and two helpers
+  // poll until a roster exists, then the leader alone (it takes in replacements).
+  std::vector<Candidate> candidates;
+  for (const PeerState& p : view_) candidates.push_back(p.node);
+  const std::vector<std::string> pollers = ChoosePollers(candidates, held_.generation > 0 ? 0 : 2);
+  out.poll = std::find(pollers.begin(), pollers.end(), config_.self) != pollers.end();
+  out.hello = view_.size() <= 1 || (out.poll && held_.generation == 0);
+
+  if (held_.generation != published_gen_ || held_.leader != published_leader_ || applied_gen_ != published_applied_) {
+    published_gen_ = held_.generation;
+    published_leader_ = held_.leader;
+    published_applied_ = applied_gen_;
+    out.publish = true;
+  }
+  Report(now, out);
+  Nudge(now, out);
+  return out;
+}
+
+void FormationCore::Observe(const std::vector<PeerState>& alive) {
+  view_ = alive;
+  by_id_.clear();
+  std::vector<Candidate> candidates;
+  for (const PeerState& p : view_) {
+    by_id_[p.node.instance_id] = &p;
+    candidates.push_back(p.node);
+    seen_.insert(p.node.instance_id);
+    uint64_t& acked = acked_[p.node.instance_id];
+    acked = std::max(acked, p.applied_gen);
+  }
+  leader_ = ChooseLeader(candidates);
+}
+
+void FormationCore::Adopt(MonoTime now, FormationActions& out) {
+  if (now < next_fetch_) return;  // a fetch is under way, or the last one failed
+  RosterId best = IdOf(held_);
+  const PeerState* from = nullptr;
+  for (const PeerState& p : view_) {
+    if (p.node.instance_id == config_.self) continue;
+    RosterId theirs{p.roster_gen, p.roster_leader};
+    if (theirs > best) best = theirs, from = &p;
+  }
+  if (!from) return;
+  out.fetch_from = from->node.instance_id;
+  out.fetch_addr = from->addr;
+  next_fetch_ = now + config_.fetch_retry;
+}
+
+void FormationCore::OnRosterFetched(const std::string& from, const Result<Roster>& r, MonoTime now) {
+  if (!r.ok()) {
+    Log(FormationEvent::kWarning, "cannot fetch the roster of " + from + ": " + r.status().ToString() + "; trying again in " +
+                                      FormatDuration(config_.fetch_retry));
+    return;
+  }
+  if (r->cluster != config_.cluster) {
+    Log(FormationEvent::kWarning, from + " served a roster of cluster " + r->cluster + ", not " + config_.cluster + "; trying again in " +
+                                      FormatDuration(config_.fetch_retry));
+    return;
+  }
+  next_fetch_ = now;  // another newer one may be announced already
+  if (IdOf(*r) <= IdOf(held_)) return;  // not newer than what this node holds
+  held_ = *r;
+  change_since_.reset();
+  if (held_.failure.empty()) {
+    good_ = held_;
+    Log(FormationEvent::kInfo, "adopted roster generation " + std::to_string(held_.generation) + " of " + std::to_string(held_.nodes.size()) +
+                                   " nodes sealed by " + held_.leader);
+  } else {
+    Log(FormationEvent::kError, "formation failed (reported by " + held_.leader + "): " + held_.failure);
+  }
+}
+
+void FormationCore::OnPrepared(const Roster& roster, const Status& result, MonoTime now) {
+  preparing_ = false;
+  if (!result.ok()) {
+    prepare_error_ = result.ToString();
+    prepare_retry_at_ = now + config_.prepare_retry;
+    return;
+  }
+  prepare_error_.clear();
+  applied_gen_ = std::max(applied_gen_, roster.generation);
+}
+
+void FormationCore::Seal(Roster r, const std::string& why, FormationActions& out) {
+  held_ = std::move(r);
+  change_since_.reset();
+  if (held_.failure.empty()) {
+    good_ = held_;
+    Log(FormationEvent::kInfo,
+        "sealed roster generation " + std::to_string(held_.generation) + " with " + std::to_string(held_.nodes.size()) + " nodes: " + why);
+    return;  // signalled once every member has acked it
+  }
+  Log(FormationEvent::kError, "formation failed: " + held_.failure);
+  if (config_.signal && signaled_gen_ < held_.generation) {
+    signaled_gen_ = held_.generation;
+    out.signal = held_;
+  }
+}
+
+std::vector<RosterNode> FormationCore::NextNodes(std::vector<std::string>* gone, std::vector<std::string>* joined) const {
+  std::vector<RosterNode> newcomers;
+  for (const PeerState& p : view_) {
+    if (!InRoster(p.node.instance_id)) newcomers.push_back({p.node.instance_id, p.node.ip, p.node.gpus, p.node.master});
+  }
+  (void)OrderRoster(newcomers);  // master first, then by IP; a conflict is caught on the whole roster
+  std::vector<RosterNode> next;
+  size_t k = 0;
+  for (const RosterNode& n : held_.nodes) {
+    if (auto it = by_id_.find(n.instance_id); it != by_id_.end()) {
+      const Candidate& c = it->second->node;
+      next.push_back({c.instance_id, c.ip, c.gpus, c.master});  // as it is now
+    } else {
+      gone->push_back(n.instance_id);
+      if (k < newcomers.size()) {
+        joined->push_back(newcomers[k].instance_id);
+        next.push_back(newcomers[k++]);
+      }
+    }
+  }
+  const bool take_all = config_.reseal == ResealPolicy::kOnChange || !held_.failure.empty();
+  while (k < newcomers.size() && (take_all || next.size() < config_.seal.expected_nodes)) {
+    joined->push_back(newcomers[k].instance_id);
+    next.push_back(newcomers[k++]);
+  }
+  return next;
+}
+
+void FormationCore::Lead(MonoTime now, FormationActions& out) {
+  if (held_.generation == 0) {
+    std::vector<Candidate> candidates;
+    for (const PeerState& p : view_) candidates.push_back(p.node);
+    SealDecision d = DecideSeal(config_.seal, config_.cluster, 1, config_.self, candidates, seen_, started_, now);
+    if (d.kind == SealDecision::kWaiting) {
+      deadline_in_ms_ = Millis(d.deadline_in);
+      return;
+    }
+    deadline_in_ms_ = -1;
+    if (d.kind == SealDecision::kFailed) {
+      Roster failed{config_.cluster, 1, config_.self, {}, d.reason};
+      for (const Candidate& c : candidates) failed.nodes.push_back({c.instance_id, c.ip, c.gpus, c.master});
+      if (!OrderRoster(failed.nodes).ok()) failed.nodes.clear();
+      return Seal(std::move(failed), d.reason, out);
+    }
+    return Seal(std::move(d.roster), d.reason, out);
+  }
+  const bool failed = !held_.failure.empty();
+  if (!failed && config_.reseal == ResealPolicy::kNever) return;
+
+  std::vector<std::string> gone, joined;
+  std::vector<RosterNode> next = NextNodes(&gone, &joined);
+  // A roster that formed changes when someone left or (per policy) joined; a failed one heals once the nodes
+  // alive would make one of at least min_nodes.
+  const bool change = failed ? next.size() >= config_.seal.min_nodes : !gone.empty() || !joined.empty();
+  if (!change) {
+    change_since_.reset();
+    return;
+  }
+  const std::string why = "gone: " + Names(gone) + "; joined: " + Names(joined);
+  const std::string signature = Names(gone, SIZE_MAX) + "|" + Names(joined, SIZE_MAX);
+  if (!change_since_ || signature != change_signature_) {
+    change_since_ = now;
+    change_signature_ = signature;
+    Log(FormationEvent::kInfo, "roster generation " + std::to_string(held_.generation) + (failed ? " (failed)" : "") + " differs from the view (" +
+                                   why + "); resealing after " + FormatDuration(config_.reseal_settle) + " of calm");
+    return;
+  }
+  if (now - *change_since_ < config_.reseal_settle) return;
+  Roster r{config_.cluster, held_.generation + 1, config_.self, std::move(next), ""};
+  if (Status st = CheckRosterNodes(r.nodes); !st.ok()) {
+    r.failure = "cannot reseal: " + st.ToString();
+  } else if (r.nodes.size() < config_.seal.min_nodes) {
+    r.failure = "generation " + std::to_string(r.generation) + " would have " + std::to_string(r.nodes.size()) + " nodes, below min_nodes " +
+                std::to_string(config_.seal.min_nodes) + " (" + why + ")";
+  }
+  if (!r.failure.empty()) {
+    if (failed) {  // nothing new to report: stay failed until the view changes
+      change_since_.reset();
+      return;
+    }
+    r.nodes = held_.nodes;  // the ranks a member that comes back takes again
+  }
+  Seal(std::move(r), why, out);
+}
+
+void FormationCore::Report(MonoTime now, FormationActions& out) {
+  FormationReport& s = report_;
+  s.leader = leader_;
+  s.alive = static_cast<uint32_t>(view_.size());
+  s.deadline_in_ms = leader_ == config_.self ? deadline_in_ms_ : -1;
+  s.reseal_in_ms = leader_ == config_.self && change_since_ ? std::max<int64_t>(0, Millis(config_.reseal_settle - (now - *change_since_))) : -1;
+  s.failure = held_.failure;
+  s.generation = good_.generation;
+  s.rank = -1;
+  s.roster.clear();
+  s.dead.clear();
+  s.unprepared.clear();
+  for (size_t i = 0; i < good_.nodes.size(); ++i) {
+    const RosterNode& n = good_.nodes[i];
+    const bool self = n.instance_id == config_.self;
+    if (self) s.rank = static_cast<int32_t>(i);
+    const auto it = acked_.find(n.instance_id);
+    const bool acked = self ? applied_gen_ >= good_.generation : it != acked_.end() && it->second >= good_.generation;
+    if (!acked) s.unprepared.push_back(n.instance_id);
+    if (!by_id_.count(n.instance_id)) s.dead.push_back(n.instance_id);
+    s.roster.push_back({n.instance_id, n.ip, n.gpus, acked});
+  }
+  const std::string expected = std::to_string(config_.seal.expected_nodes);
+  s.countdown.clear();
+  if (!held_.failure.empty()) {
+    s.phase = FormationPhase::kFailed;
+    s.detail = "failed: " + held_.failure;
+  } else if (held_.generation == 0) {
+    const bool leading = leader_ == config_.self;
+    if (s.deadline_in_ms >= 0) s.countdown = ", deadline in " + FormatDuration(std::chrono::milliseconds(s.deadline_in_ms));
+    if (view_.size() >= config_.seal.expected_nodes || (leading && s.deadline_in_ms == 0)) {
+      s.phase = FormationPhase::kRoster;
+      s.detail = "roster: " + std::to_string(view_.size()) + "/" + expected + " nodes, " +
+                 (leading ? std::string("sealing") : "waiting for leader " + leader_ + " to seal");
+    } else {
+      s.phase = FormationPhase::kDiscover;
+      s.detail = "discover: " + std::to_string(view_.size()) + "/" + expected + " nodes";
+    }
+  } else if (s.rank < 0) {
+    s.phase = FormationPhase::kStandby;
+    s.detail = "standby: not in roster generation " + std::to_string(held_.generation) + " (" + std::to_string(held_.nodes.size()) + " nodes)";
+  } else if (applied_gen_ < held_.generation) {
+    s.phase = FormationPhase::kPrepare;
+    s.detail = "prepare: generation " + std::to_string(held_.generation) + ", rank " + std::to_string(s.rank) + ": " +
+               (prepare_error_.empty() ? "storage and node files"
+                                       : "failed, retrying every " + FormatDuration(config_.prepare_retry) + ": " + prepare_error_);
+  } else if (!s.unprepared.empty()) {
+    s.phase = FormationPhase::kPrepare;
+    s.detail = "prepare: " + std::to_string(held_.nodes.size() - s.unprepared.size()) + "/" + std::to_string(held_.nodes.size()) +
+               " nodes prepared, waiting for " + Names(s.unprepared, 4);
+  } else {
+    s.phase = FormationPhase::kReady;
+    s.detail = "ready: rank " + std::to_string(s.rank) + " of " + std::to_string(held_.nodes.size()) + " nodes, generation " +
+               std::to_string(held_.generation) + ", leader " + held_.leader;
+    if (!s.dead.empty()) {
+      s.detail += "; degraded: " + Names(s.dead, 4) + (s.dead.size() == 1 ? " is" : " are") + " dead";
+      if (s.reseal_in_ms >= 0) s.countdown = ", resealing in " + FormatDuration(std::chrono::milliseconds(s.reseal_in_ms));
+    }
+    if (held_.leader == config_.self && config_.signal && signaled_gen_ < held_.generation) {
+      signaled_gen_ = held_.generation;
+      out.signal = held_;
+    }
+  }
+}
+
+void FormationCore::Nudge(MonoTime now, FormationActions& out) {
+  // Gossip spreads metadata with high probability, not certainty: with 64 members changing theirs at once, a
+  // few updates miss a few members, and anti-entropy (push-pull every 30 s) would be the only repair. So a
+  // member waiting on someone's news asks that member directly, once a second: the leader while waiting for
+  // its roster, an unprepared member while waiting for acks.
+  if (now - last_nudge_ < config_.nudge_interval) return;
+  std::string target;
+  if (report_.phase == FormationPhase::kRoster && leader_ != config_.self) {
+    target = leader_;
+  } else if (report_.phase == FormationPhase::kPrepare && applied_gen_ >= held_.generation) {
+    std::vector<std::string> waiting;
+    for (const std::string& id : report_.unprepared) {
+      if (id != config_.self && by_id_.count(id)) waiting.push_back(id);
+    }
+    if (!waiting.empty()) target = waiting[rng_() % waiting.size()];
+  }
+  auto it = by_id_.find(target);
+  if (it == by_id_.end()) return;
+  last_nudge_ = now;
+  out.nudge_addr = it->second->addr;
+}
+
+}  // namespace dlagent

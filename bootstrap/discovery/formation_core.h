@@ -1,0 +1,164 @@
+#pragma once
+// FormationCore: the decisions of DISCOVER -> ROSTER -> PREPARE -> READY (docs/cluster.md) as a pure state
+// machine, as Swim is for membership. Its inputs are the gossip view and the time (Tick), the rosters fetched
+// from peers (OnRosterFetched) and the results of preparing a generation (OnPrepared); its outputs are the
+// actions of a tick (FormationActions), journal events (TakeEvents) and a report of where the formation
+// stands (report()). It owns no thread, socket, file or clock: agent/daemon/formation.h drives it, and
+// tests drive it on a virtual clock.
+//
+// Rosters and healing:
+//   - The first generation is sealed by DecideSeal (expected nodes, or min_nodes at the join deadline) in
+//     OrderRoster's order (master first, then by IP).
+//   - Later generations keep every surviving member's rank. A dead member's rank goes to a node that is not
+//     in the roster (an Auto Scaling group's replacement), the master first, then by IP; ranks with nobody to
+//     take them are dropped (later ranks move down). Newcomers beyond the dead ranks join at the end while the
+//     roster is below expected_nodes (on-change: always).
+//   - The leader reseals once the difference between its view and the roster has been the same for
+//     reseal_settle: on-failure when a member is gone, on-change also when a node joined; never does not
+//     reseal a roster that formed.
+//   - A reseal below min_nodes is a failed generation: it lists the previous generation's nodes (so a member
+//     that comes back takes its old rank) and is not prepared. `failed` is not final: once the nodes alive
+//     again would make a roster of at least min_nodes (for the settle time), the leader seals a new generation.
+//   - After READY, a dead member does not send the node back to `prepare`: a member that has acked a
+//     generation stays acked, and the report says ready, degraded, naming the dead and when the leader will
+//     reseal. The report shows the last generation that formed, never a failed one, as the roster.
+//
+// Thread safety: none; the driver serialises every call.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bootstrap/common/env.h"
+#include "bootstrap/discovery/roster_sealer.h"
+#include "bootstrap/node/node_files.h"
+
+namespace dlagent {
+
+enum class ResealPolicy { kNever, kOnFailure, kOnChange };
+Result<ResealPolicy> ParseResealPolicy(std::string_view s);
+
+enum class FormationPhase { kDiscover, kRoster, kPrepare, kReady, kStandby, kFailed };
+std::string_view PhaseName(FormationPhase p);  // "discover", ..., as agentctl and STATUS= show it
+
+struct FormationConfig {
+  std::string cluster;  // REQUIRED
+  std::string self;     // REQUIRED: this node's instance id
+  SealPolicy seal;
+  ResealPolicy reseal = ResealPolicy::kOnFailure;    // Default: on-failure
+  Duration reseal_settle = std::chrono::seconds(30);  // Default: 30 s
+  bool signal = false;                                // a CloudFormation wait handle is configured
+  Duration prepare_retry = std::chrono::seconds(10);  // Default: 10 s after a failed prepare
+  Duration fetch_retry = std::chrono::seconds(1);     // Default: 1 s after a failed roster fetch
+  Duration nudge_interval = std::chrono::seconds(1);  // Default: 1 s between push-pulls with a member waited on
+};
+
+// One alive (or suspect) member as gossip shows it, this node included.
+struct PeerState {
+  Candidate node;
+  std::string addr;  // gossip address
+  uint64_t roster_gen = 0;
+  std::string roster_leader;
+  uint64_t applied_gen = 0;
+};
+
+struct FormationEvent {
+  enum Level { kInfo, kWarning, kError } level = kInfo;
+  std::string text;
+};
+
+// What the driver does after a tick. Every field is a request; none has been done.
+struct FormationActions {
+  std::string fetch_from;          // instance id whose roster to fetch (then OnRosterFetched); "" for none
+  std::string fetch_addr;          // its gossip address
+  std::optional<Roster> prepare;   // mount storage, write node files (then OnPrepared)
+  std::optional<Roster> signal;    // PUT SUCCESS or FAILURE to the CloudFormation wait handle
+  bool publish = false;            // roster_gen / roster_leader / applied_gen changed: gossip them
+  std::string nudge_addr;          // push-pull with this member now; "" for none
+  bool hello = false, poll = false;  // discovery roles: send HELLOs; long-poll the queue
+};
+
+struct FormationReport {
+  FormationPhase phase = FormationPhase::kDiscover;
+  std::string detail;     // one line, as STATUS= (without the countdown)
+  std::string countdown;  // ", deadline in 4m" or ""; changes every second, so not worth a journal line
+  std::string leader;
+  uint64_t generation = 0;  // of `roster`: the last generation that formed; 0 for none
+  int32_t rank = -1;        // in `roster`
+  struct Member {
+    std::string instance_id, ip;
+    uint32_t gpus = 0;
+    bool acked = false;
+  };
+  std::vector<Member> roster;
+  std::string failure;             // the last seal failed: why
+  std::vector<std::string> dead;   // roster members not alive now
+  std::vector<std::string> unprepared;
+  uint32_t alive = 0, expected = 0;
+  int64_t deadline_in_ms = -1;     // the leader's join deadline while it waits; -1 otherwise
+  int64_t reseal_in_ms = -1;       // the leader's reseal countdown while the view differs; -1 otherwise
+};
+
+class FormationCore {
+ public:
+  FormationCore(FormationConfig config, MonoTime started, uint64_t seed);
+
+  // One look at the view. `alive` lists the alive and suspect members (unknown metadata left out).
+  FormationActions Tick(MonoTime now, const std::vector<PeerState>& alive);
+  // The roster fetched from `from` (announced as roster_gen/roster_leader in its gossip metadata).
+  void OnRosterFetched(const std::string& from, const Result<Roster>& roster, MonoTime now);
+  // Preparing `roster` finished (storage mounted, files written) or failed.
+  void OnPrepared(const Roster& roster, const Status& result, MonoTime now);
+
+  const FormationReport& report() const { return report_; }
+  const Roster& held() const { return held_; }  // what peers fetch; generation 0: none
+  uint64_t applied_gen() const { return applied_gen_; }
+  std::vector<FormationEvent> TakeEvents();
+
+ private:
+  void Observe(const std::vector<PeerState>& alive);
+  void Adopt(MonoTime now, FormationActions& out);
+  void Lead(MonoTime now, FormationActions& out);
+  void Seal(Roster r, const std::string& why, FormationActions& out);
+  // The next generation's nodes from the held roster and the view (see the header comment).
+  std::vector<RosterNode> NextNodes(std::vector<std::string>* gone, std::vector<std::string>* joined) const;
+  void Report(MonoTime now, FormationActions& out);
+  void Nudge(MonoTime now, FormationActions& out);
+  void Log(FormationEvent::Level level, std::string text) { events_.push_back({level, std::move(text)}); }
+  bool InRoster(const std::string& id) const;
+
+  const FormationConfig config_;
+  const MonoTime started_;
+  std::mt19937_64 rng_;
+
+  // The view, as of the last tick.
+  std::vector<PeerState> view_;
+  std::map<std::string, const PeerState*> by_id_;  // into view_
+  std::string leader_;
+
+  Roster held_;  // the last roster adopted or sealed, failed ones included; generation 0: none
+  Roster good_;  // the last one that formed (what the report shows)
+  uint64_t applied_gen_ = 0;
+  bool preparing_ = false;
+  std::string prepare_error_;
+  MonoTime prepare_retry_at_{};
+  uint64_t signaled_gen_ = 0;
+  std::set<std::string> seen_;                 // every member alive at some tick
+  std::map<std::string, uint64_t> acked_;      // the highest generation each member was seen to apply
+  std::optional<MonoTime> change_since_;       // when the view's present difference from the roster began
+  std::string change_signature_;
+  MonoTime next_fetch_{};
+  MonoTime last_nudge_{};
+  int64_t deadline_in_ms_ = -1;
+  uint64_t published_gen_ = 0, published_applied_ = 0;
+  std::string published_leader_;
+  FormationReport report_;
+  std::vector<FormationEvent> events_;
+};
+
+}  // namespace dlagent
