@@ -7,7 +7,10 @@
 //   - expected 10, 8 started: sealed at the deadline with 8 (min 6), or FAILURE naming 2 missing (min 9);
 //   - the master killed before sealing: another leader seals;
 //   - an agent restarted after READY: same files, one managed /etc/hosts block, back to READY;
-//   - IMDS answering 500 for 5 s and SQS throttling: formation still completes.
+//   - IMDS answering 500 for 5 s and SQS throttling: formation still completes;
+//   - healing: the master killed after READY (the cluster degrades, then fails below min_nodes) and restarted
+//     after the settle time: READY again with the same ranks; a worker killed and a replacement with a new
+//     instance id started: READY with the replacement in the dead worker's rank, files rewritten.
 #include <signal.h>
 #include <unistd.h>
 
@@ -238,6 +241,72 @@ TEST(FormationProcessTest, OnChangeAddsALateNodeInTheNextGeneration) {
   }
   ASSERT_TRUE(resealed) << c.Describe(Range(4));
   EXPECT_NE(c.ReadFile(3, "/etc/profile.d/deeplearning.sh").find("DEEPLEARNING_WORKERS_COUNT='4'"), std::string::npos);
+}
+
+// Each listed node's roster (instance ids in rank order) once it is ready at `generation`; empty on timeout.
+std::vector<std::string> ReadyRoster(Cluster& c, const std::vector<int>& nodes, uint64_t generation, seconds limit) {
+  const auto until = steady_clock::now() + limit;
+  while (steady_clock::now() < until) {
+    std::vector<std::string> first;
+    bool all = true;
+    for (int i : nodes) {
+      auto s = c.Status(i);
+      all = all && s && s->cluster && s->phase == "ready" && s->cluster->generation == generation;
+      if (!all) break;
+      std::vector<std::string> ids;
+      for (const auto& m : s->cluster->roster) ids.push_back(m.instance_id);
+      if (first.empty()) first = ids;
+      all = ids == first;
+    }
+    if (all) return first;
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  return {};
+}
+
+TEST(FormationProcessTest, AKilledMasterDegradesTheClusterAndHealsItWhenItComesBack) {
+  Cluster c(4, {.expected = 4, .reseal_settle = "2s"});
+  ASSERT_EQ(c.error(), "");
+  for (int i = 0; i < 4; ++i) c.Start(i, i == 0);
+  const std::vector<std::string> ranks = ReadyRoster(c, Range(4), 1, seconds(20));
+  ASSERT_EQ(ranks.size(), 4u) << c.Describe(Range(4));
+  c.Kill(0);
+  // Within the settle time: still ready, degraded, naming the dead master; never back in prepare.
+  bool degraded = false;
+  for (auto until = steady_clock::now() + seconds(10); !degraded && steady_clock::now() < until; std::this_thread::sleep_for(milliseconds(50))) {
+    auto s = c.Status(2);
+    ASSERT_TRUE(s && s->phase != "prepare") << s->phase_detail;
+    degraded = s->phase == "ready" && s->cluster && s->cluster->dead == std::vector<std::string>{c.Id(0)};
+  }
+  ASSERT_TRUE(degraded) << c.Describe({1, 2, 3});
+  // After it: below min_nodes, the reseal fails; the roster shown is still generation 1.
+  ASSERT_TRUE(c.WaitPhase({1, 2, 3}, "failed", seconds(20))) << c.Describe({1, 2, 3});
+  auto s = c.Status(3);
+  ASSERT_TRUE(s && s->cluster);
+  EXPECT_EQ(s->cluster->generation, 1u);
+  EXPECT_NE(s->cluster->failure.find("below min_nodes 4"), std::string::npos) << s->cluster->failure;
+  std::this_thread::sleep_for(seconds(3));  // past the settle time
+  c.Start(0, true);
+  EXPECT_EQ(ReadyRoster(c, Range(4), 3, seconds(30)), ranks) << c.Describe(Range(4)) << c.Log(0);
+}
+
+TEST(FormationProcessTest, AReplacementInstanceTakesTheDeadWorkersRank) {
+  Cluster c(5, {.expected = 4, .reseal_settle = "2s"});
+  ASSERT_EQ(c.error(), "");
+  for (int i = 0; i < 4; ++i) c.Start(i, i == 0);
+  std::vector<std::string> ranks = ReadyRoster(c, Range(4), 1, seconds(20));
+  ASSERT_EQ(ranks.size(), 4u) << c.Describe(Range(4));
+  const auto dead = std::find(ranks.begin(), ranks.end(), c.Id(2));
+  ASSERT_NE(dead, ranks.end());
+  const std::string old_hosts = c.ReadFile(1, "/etc/hosts");
+  c.Kill(2);
+  c.Start(4);  // what an Auto Scaling group does: a new instance
+  *dead = c.Id(4);
+  const std::vector<std::string> healed = ReadyRoster(c, {0, 1, 3, 4}, 2, seconds(30));
+  EXPECT_EQ(healed, ranks) << c.Describe({0, 1, 3, 4}) << c.Log(4);
+  EXPECT_NE(c.ReadFile(1, "/etc/hosts"), old_hosts);
+  EXPECT_NE(c.ReadFile(1, "/etc/hosts").find(c.Ip(4) + " deeplearning-worker"), std::string::npos) << c.ReadFile(1, "/etc/hosts");
+  EXPECT_EQ(c.ReadFile(4, "/etc/hosts").find(c.Ip(2) + " "), std::string::npos) << c.ReadFile(4, "/etc/hosts");
 }
 
 TEST(FormationProcessTest, FormsThroughImdsErrorsAndSqsThrottling) {

@@ -1,0 +1,172 @@
+// FormationCore's transitions on a virtual clock (tests/sim/formation_sim.h): forming, the leader's seal,
+// reseals after the settle time, and healing from a dead master, a replaced worker and a failed formation.
+#include "bootstrap/discovery/formation_core.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/sim/formation_sim.h"
+
+namespace dlagent {
+namespace {
+
+using namespace std::chrono;
+using testing::FormationSim;
+using Phase = FormationPhase;
+
+FormationConfig Config(size_t expected, size_t min, ResealPolicy reseal = ResealPolicy::kOnFailure) {
+  FormationConfig c;
+  c.cluster = "demo";
+  c.seal = {expected, min, seconds(60)};
+  c.reseal = reseal;
+  c.reseal_settle = seconds(5);
+  c.signal = true;
+  return c;
+}
+
+std::vector<int> Booted(FormationSim& sim, int n) {
+  std::vector<int> out;
+  for (int i = 0; i < n; ++i) out.push_back(sim.Boot(i == 0));
+  return out;
+}
+
+TEST(FormationCoreTest, FormsOnceEveryExpectedNodeIsUpAndSignalsOnce) {
+  FormationSim sim(Config(4, 4), milliseconds(100), milliseconds(300));
+  auto all = Booted(sim, 3);
+  sim.Run(seconds(2));
+  EXPECT_EQ(sim.report(1).phase, Phase::kDiscover) << sim.report(1).detail;
+  EXPECT_EQ(sim.report(1).detail, "discover: 3/4 nodes");
+  EXPECT_EQ(sim.held(0).generation, 0u) << "the leader waits for the fourth";
+  all.push_back(sim.Boot());
+  ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(5))) << sim.report(3).detail;
+  EXPECT_EQ(sim.ranks(2), (std::vector<std::string>{"i-1000", "i-1001", "i-1002", "i-1003"})) << "the master first, then by IP";
+  EXPECT_EQ(sim.report(2).rank, 2);
+  EXPECT_EQ(sim.report(2).detail, "ready: rank 2 of 4 nodes, generation 1, leader i-1000");
+  sim.Run(seconds(5));
+  ASSERT_EQ(sim.signals().size(), 1u);
+  EXPECT_TRUE(sim.signals()[0].failure.empty());
+}
+
+TEST(FormationCoreTest, ADeadMemberLeavesTheClusterReadyAndDegradedUntilTheSettleTime) {
+  FormationSim sim(Config(4, 3));
+  auto all = Booted(sim, 4);
+  ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(5)));
+  sim.Crash(2);
+  sim.Run(seconds(2));
+  for (int i : {0, 1, 3}) {
+    const FormationReport& r = sim.report(i);
+    EXPECT_EQ(r.phase, Phase::kReady) << "a dead member that had acked does not send the node back to prepare: " << r.detail;
+    EXPECT_EQ(r.dead, (std::vector<std::string>{"i-1002"}));
+    EXPECT_NE(r.detail.find("degraded: i-1002 is dead"), std::string::npos) << r.detail;
+  }
+  EXPECT_EQ(sim.report(0).reseal_in_ms, 3100) << "the leader counts down its settle time (from the first tick after the crash)";
+  EXPECT_EQ(sim.report(0).countdown.rfind(", resealing in 3", 0), 0u) << sim.report(0).countdown;
+  EXPECT_EQ(sim.report(1).reseal_in_ms, -1) << "only the leader knows when it reseals";
+  EXPECT_EQ(sim.held(0).generation, 1u) << "not before the settle time";
+  ASSERT_TRUE(sim.RunUntil({0, 1, 3}, Phase::kReady, seconds(10), 2)) << sim.report(0).detail;
+  EXPECT_EQ(sim.ranks(1), (std::vector<std::string>{"i-1000", "i-1001", "i-1003"})) << "survivors keep their order";
+  EXPECT_TRUE(sim.report(1).dead.empty());
+}
+
+TEST(FormationCoreTest, AMasterKilledThenRestartedAfterTheSettleTimeGetsItsRankBack) {
+  FormationSim sim(Config(4, 4));
+  auto all = Booted(sim, 4);
+  ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(5)));
+  const std::vector<std::string> ranks = sim.ranks(1);
+  sim.Crash(0);
+  ASSERT_TRUE(sim.RunUntil({1, 2, 3}, Phase::kFailed, seconds(10))) << sim.report(1).detail;
+  const FormationReport& failed = sim.report(2);
+  EXPECT_NE(failed.failure.find("generation 2 would have 3 nodes, below min_nodes 4 (gone: i-1000; joined: none)"), std::string::npos)
+      << failed.failure;
+  EXPECT_EQ(failed.generation, 1u) << "the roster shown is the last that formed, not the failed seal";
+  EXPECT_EQ(sim.ranks(2), ranks);
+  EXPECT_EQ(sim.signals().back().failure, sim.held(1).failure) << "the failure is signalled";
+
+  sim.Restart(0);
+  ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(15), 3)) << sim.report(0).detail << " / " << sim.report(1).detail;
+  for (int i : all) EXPECT_EQ(sim.ranks(i), ranks) << "node " << i;
+  EXPECT_EQ(sim.held(3).leader, "i-1000") << "the master leads again";
+}
+
+TEST(FormationCoreTest, AReplacementTakesTheDeadWorkersRankAndNoOtherRankMoves) {
+  FormationSim sim(Config(4, 4));
+  auto all = Booted(sim, 4);
+  ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(5)));
+  sim.Crash(1);
+  const int replacement = sim.Boot();  // a new instance id, as an Auto Scaling group starts
+  EXPECT_EQ(sim.report(replacement).phase, Phase::kDiscover);
+  ASSERT_TRUE(sim.RunUntil({0, 2, 3, replacement}, Phase::kReady, seconds(15), 2)) << sim.report(replacement).detail;
+  EXPECT_EQ(sim.ranks(replacement), (std::vector<std::string>{"i-1000", "i-1004", "i-1002", "i-1003"}));
+  EXPECT_EQ(sim.report(replacement).rank, 1);
+}
+
+TEST(FormationCoreTest, AFormationThatFailedAtTheDeadlineFormsWhenEnoughNodesArrive) {
+  FormationConfig c = Config(4, 4);
+  c.seal.join_deadline = seconds(10);
+  FormationSim sim(c);
+  auto all = Booted(sim, 3);
+  ASSERT_TRUE(sim.RunUntil(all, Phase::kFailed, seconds(15)));
+  EXPECT_NE(sim.report(1).failure.find("1 missing"), std::string::npos) << sim.report(1).failure;
+  EXPECT_EQ(sim.report(1).generation, 0u);
+  EXPECT_TRUE(sim.report(1).roster.empty()) << "a failed seal is never shown as the roster";
+  sim.Run(seconds(10));
+  EXPECT_EQ(sim.held(0).generation, 1u) << "no new failure while nothing changes";
+  all.push_back(sim.Boot());
+  ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(15), 2)) << sim.report(3).detail;
+  EXPECT_EQ(sim.ranks(3).size(), 4u);
+}
+
+TEST(FormationCoreTest, PoliciesDecideWhatAResealTakesIn) {
+  {  // never: a formed roster stands, whoever dies or arrives
+    FormationSim sim(Config(3, 1, ResealPolicy::kNever));
+    auto all = Booted(sim, 3);
+    ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(5)));
+    sim.Crash(2);
+    sim.Boot();
+    sim.Run(seconds(20));
+    EXPECT_EQ(sim.held(0).generation, 1u);
+    EXPECT_EQ(sim.report(3).phase, Phase::kStandby) << sim.report(3).detail;
+  }
+  {  // on-failure: a late node is not taken into a full roster
+    FormationSim sim(Config(3, 1));
+    auto all = Booted(sim, 3);
+    ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(5)));
+    const int late = sim.Boot();
+    sim.Run(seconds(20));
+    EXPECT_EQ(sim.held(0).generation, 1u);
+    EXPECT_EQ(sim.report(late).phase, Phase::kStandby);
+  }
+  {  // on-change: it is, at the end, after the settle time
+    FormationSim sim(Config(3, 1, ResealPolicy::kOnChange));
+    auto all = Booted(sim, 3);
+    ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(5)));
+    all.push_back(sim.Boot());
+    sim.Run(seconds(4));
+    EXPECT_EQ(sim.held(0).generation, 1u) << "not before the settle time";
+    ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(10), 2));
+    EXPECT_EQ(sim.ranks(0).back(), sim.id(3));
+  }
+}
+
+TEST(FormationCoreTest, ANodeWaitsForItsOwnPrepareAndRetriesAFailedOne) {
+  FormationConfig c = Config(1, 1);
+  c.prepare_retry = seconds(10);
+  c.self = "i-1";
+  const MonoTime t0(hours(1));
+  FormationCore core(c, t0, 1);
+  const std::vector<PeerState> view = {{{"i-1", "10.0.0.1", 8, true}, "10.0.0.1:7946", 0, "", 0}};
+  FormationActions a = core.Tick(t0, view);
+  ASSERT_TRUE(a.prepare);
+  EXPECT_EQ(core.report().phase, Phase::kPrepare);
+  EXPECT_FALSE(core.Tick(t0 + seconds(1), view).prepare) << "one prepare at a time";
+  core.OnPrepared(*a.prepare, Status::IoError("storage", "mount timed out"), t0 + seconds(2));
+  EXPECT_FALSE(core.Tick(t0 + seconds(3), view).prepare) << "not again before the retry time";
+  EXPECT_NE(core.report().detail.find("failed, retrying every 10s: storage: mount timed out"), std::string::npos) << core.report().detail;
+  a = core.Tick(t0 + seconds(12), view);
+  ASSERT_TRUE(a.prepare);
+  core.OnPrepared(*a.prepare, Status::Ok(), t0 + seconds(13));
+  EXPECT_TRUE(core.Tick(t0 + seconds(14), view).publish) << "the ack is gossiped";
+  EXPECT_EQ(core.report().phase, Phase::kReady) << core.report().detail;
+}
+
+}  // namespace
+}  // namespace dlagent
