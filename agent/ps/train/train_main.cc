@@ -1,5 +1,5 @@
 // dlps-train: trains softmax regression or a small MLP on the job's parameter servers (docs/ps.md,
-// "dlps-train"). Every worker runs it with the DLPS_* environment (agentctl run --launcher dlps sets it);
+// "dlps-train"). Every worker runs it with the DLPS_* environment (the agents write it into the node environment);
 // --local trains in this process alone.
 #include <unistd.h>
 
@@ -248,7 +248,7 @@ int Run(const Options& o) {
     Result<PsClientOptions> env = PsClientOptions::FromEnv();
     if (!env.ok()) {
       std::cerr << "dlps-train: " << env.status().ToString()
-                << " (run it under `agentctl run --launcher dlps`, or pass "
+                << " (source /etc/dlagent/cluster.env on a cluster node, set DLPS_SERVERS, DLPS_NUM_WORKERS and DLPS_RANK, or pass "
                    "--local)\n";
       return 2;
     }
@@ -326,7 +326,7 @@ int main(int argc, char** argv) {
       "dlps-train: train softmax regression or a small MLP with the "
       "job's parameter servers.\n"
       "Each worker runs it with DLPS_SERVERS, DLPS_RANK and "
-      "DLPS_NUM_WORKERS set (agentctl run --launcher dlps does);\n"
+      "DLPS_NUM_WORKERS set (a cluster node's /etc/dlagent/cluster.env has them);\n"
       "each takes its share of every global batch. --local trains in "
       "this process without servers."};
   app.add_option("--model", o.model, "softmax or mlp")->check(CLI::IsMember({"softmax", "mlp"}))->capture_default_str();
