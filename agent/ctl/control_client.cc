@@ -7,6 +7,7 @@
 #include "agent/rpc/unix_socket.h"
 #include "bootstrap/common/duration.h"
 #include "proto/control.grpc.pb.h"
+#include "proto/grpc_status.h"
 
 namespace dlagent {
 namespace {
@@ -106,7 +107,7 @@ class GrpcControlClient final : public ControlClient {
       return Status::Unavailable("agentctl", "agentd closed the connection on " + path_ +
                                                  ": it may have refused this user (see journalctl -u agentd) or be stopping");
     }
-    return Status::Internal("agentctl", "agentd answered with an error: " + st.error_message());
+    return FromGrpcStatus(st, "agentctl", "agentd answered with an error");
   }
 
   std::string path_;

@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "proto/cluster.grpc.pb.h"
+#include "proto/grpc_status.h"
 
 namespace dlagent {
 namespace {
@@ -35,9 +36,7 @@ class ClusterService final : public pb::Cluster::CallbackService {
     }
     Result<std::string> ours = handler(req->sealed());
     if (!ours.ok()) {
-      reactor->Finish(grpc::Status(ours.status().code() == StatusCode::kPermissionDenied ? grpc::StatusCode::PERMISSION_DENIED
-                                                                                        : grpc::StatusCode::INVALID_ARGUMENT,
-                                   ours.status().ToString()));
+      reactor->Finish(ToGrpcStatus(ours.status()));
       return reactor;
     }
     reply->set_sealed(std::move(*ours));
@@ -84,10 +83,7 @@ class GrpcClusterClient final : public ClusterClient {
     pb::SealedState req, reply;
     req.set_sealed(sealed);
     grpc::Status st = (stub->*method)(&ctx, req, &reply);
-    if (!st.ok()) {
-      const StatusCode code = st.error_code() == grpc::StatusCode::PERMISSION_DENIED ? StatusCode::kPermissionDenied : StatusCode::kUnavailable;
-      return Status(code, "gossip", std::string(what) + " with " + addr + ": " + st.error_message());
-    }
+    if (!st.ok()) return FromGrpcStatus(st, "gossip", std::string(what) + " with " + addr);
     return reply.sealed();
   }
 

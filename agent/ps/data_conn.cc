@@ -1,0 +1,248 @@
+#include "agent/ps/data_conn.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <string>
+#include <system_error>
+#include <thread>
+
+namespace dlagent::ps {
+namespace {
+
+// Replies waiting for a data connection's writing thread. Shared with the shard's pull callbacks, which may run
+// after the connection has ended (then the reply is dropped).
+struct Outbox {
+  struct Reply {
+    Frame frame;
+    Snapshot values;      // kPullReply
+    std::string message;  // kError
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Reply> replies;
+  size_t in_flight = 0;  // requests read and not yet answered
+  bool closed = false;
+
+  // Before a request is read: waits while the connection has kMaxInFlight requests unanswered (a peer that
+  // sends without reading its replies is throttled by TCP, not served until memory runs out). False: closed.
+  // `fd` is watched meanwhile: a peer that hangs up is gone even though nothing is read from it.
+  bool Admit(int fd) {
+    std::unique_lock<std::mutex> lock(mu);
+    while (!cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return closed || in_flight < kMaxInFlight; })) {
+      pollfd p{fd, POLLRDHUP, 0};
+      if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) return false;
+    }
+    if (closed) return false;
+    ++in_flight;
+    return true;
+  }
+
+  void Put(Reply r) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (closed) return;
+      replies.push_back(std::move(r));
+    }
+    cv.notify_all();
+  }
+  void Error(uint64_t id, const Status& st) {
+    Reply r;
+    r.frame.op = Op::kError;
+    r.frame.id = id;
+    r.frame.aux = static_cast<uint32_t>(st.code());
+    r.message = st.ToString();
+    r.frame.bytes = r.message.size();
+    Put(std::move(r));
+  }
+  void Close() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      closed = true;
+    }
+    cv.notify_all();
+  }
+};
+
+// One worker's data connection.
+class DataConn final : public DataConnection {
+ public:
+  // The Hello has been read already; `finished_fd` (an eventfd) is signalled when the connection has ended.
+  // Throws std::system_error when no thread can be started.
+  DataConn(Jobs& jobs, int fd, const Hello& hello, const std::atomic<bool>& stopping, int finished_fd)
+      : jobs_(jobs), fd_(fd), hello_(hello), stopping_(stopping), finished_fd_(finished_fd) {
+    reader_ = std::thread([this] { Serve(); });
+  }
+  ~DataConn() override {
+    ::shutdown(fd_, SHUT_RDWR);
+    outbox_->Close();
+    reader_.join();  // it started the writer, if any, and joins it
+    ::close(fd_);
+  }
+  bool finished() const override { return finished_.load(); }
+
+ private:
+  void Serve() {
+    Status st = Accept(hello_);
+    if (st.ok()) {
+      rank_ = hello_.rank;
+      Hello ack = hello_;
+      ack.rank = 0;
+      iovec iov{&ack, sizeof ack};
+      st = WriteAll(fd_, &iov, 1);
+      if (st.ok()) {
+        try {
+          writer_ = std::thread([this] { Send(); });
+        } catch (const std::system_error& e) {
+          st = Status::ResourceExhausted("dlps-server", std::string("no thread for the connection: ") + e.what());
+        }
+      }
+      while (st.ok()) st = ServeOne();
+      if (!stopping_.load()) {  // an accepted worker went away
+        shard_->FailPending(Status::Unavailable("dlps-server", "worker rank " + std::to_string(rank_) +
+                                                                   " disconnected (it exited or lost its connection); the rounds in progress fail"));
+      }
+      jobs_.Leave(rank_);
+    }
+    outbox_->Close();
+    if (writer_.joinable()) writer_.join();  // it sends what is queued (a refusal's error frame), then ends
+    finished_ = true;
+    const uint64_t one = 1;
+    (void)!::write(finished_fd_, &one, sizeof one);
+  }
+
+  Status Accept(const Hello& h) {
+    Status refused;
+    if (h.magic != kHelloMagic || h.protocol != kProtocolVersion) {
+      refused = Status::InvalidArgument(
+          "dlps-server", "this server speaks dlps protocol " + std::to_string(kProtocolVersion) + ", the worker " + std::to_string(h.protocol) +
+                             " (run the same dlagent release on workers and servers)");
+    } else if (Result<std::shared_ptr<Shard>> shard = jobs_.Join(h); !shard.ok()) {
+      refused = shard.status();
+    } else {
+      shard_ = std::move(*shard);
+      return Status::Ok();
+    }
+    // Sent here, not through the writing thread, so that it goes out before the connection closes.
+    Frame f;
+    f.op = Op::kError;
+    f.aux = static_cast<uint32_t>(refused.code());
+    const std::string message = refused.ToString();
+    f.bytes = message.size();
+    iovec iov[2] = {{&f, sizeof f}, {const_cast<char*>(message.data()), message.size()}};
+    (void)WriteAll(fd_, iov, 2);
+    return refused;
+  }
+
+  // Reads and handles one request; an error ends the connection.
+  Status ServeOne() {
+    if (!outbox_->Admit(fd_)) return Status::Unavailable("dlps-server", "connection closed");
+    Frame f;
+    RETURN_IF_ERROR(ReadFull(fd_, &f, sizeof f));
+    if (f.bytes > kMaxPayloadBytes) {
+      outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "a frame of " + std::to_string(f.bytes) + " bytes is over the limit of " +
+                                                                       std::to_string(kMaxPayloadBytes >> 30) + " GiB (a corrupt or foreign client)"));
+      return Status::InvalidArgument("dlps-server", "oversized frame");
+    }
+    switch (f.op) {
+      case Op::kPush: {
+        if (f.bytes % sizeof(float) != 0) {
+          outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "a push of " + std::to_string(f.bytes) + " bytes is not whole floats"));
+          return Discard(fd_, f.bytes);
+        }
+        Result<Shard::PushSlot> slot = shard_->BeginPush({f.key, f.chunk, rank_, f.version}, f.bytes / sizeof(float));
+        if (!slot.ok()) {
+          outbox_->Error(f.id, slot.status());
+          return Discard(fd_, f.bytes);
+        }
+        if (Status st = ReadFull(fd_, slot->values, f.bytes); !st.ok()) {
+          shard_->AbortPush(*slot);
+          return st;
+        }
+        Result<uint64_t> version = shard_->EndPush(*slot);
+        if (!version.ok()) {
+          outbox_->Error(f.id, version.status());
+        } else {
+          Outbox::Reply r;
+          r.frame.op = Op::kPushReply;
+          r.frame.id = f.id;
+          r.frame.key = f.key;
+          r.frame.chunk = f.chunk;
+          r.frame.version = *version;
+          outbox_->Put(std::move(r));
+        }
+        return Status::Ok();
+      }
+      case Op::kPull:
+        if (f.bytes != 0) {
+          outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "a pull request with a payload of " + std::to_string(f.bytes) +
+                                                                           " bytes (a corrupt or foreign client)"));
+          return Status::InvalidArgument("dlps-server", "a pull request with a payload");
+        }
+        shard_->Pull(f.key, f.chunk, f.version, [out = outbox_, f](const Status& st, const PullAnswer& a) {
+          if (!st.ok()) return out->Error(f.id, st);
+          Outbox::Reply r;
+          r.frame.op = Op::kPullReply;
+          r.frame.id = f.id;
+          r.frame.key = f.key;
+          r.frame.chunk = f.chunk;
+          r.frame.version = a.version;
+          r.frame.bytes = a.values->size() * sizeof(float);
+          r.frame.aux = a.update_micros;
+          r.values = a.values;
+          out->Put(std::move(r));
+        });
+        return Status::Ok();
+      default:
+        outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "unknown request " + std::to_string(static_cast<uint32_t>(f.op))));
+        return Status::InvalidArgument("dlps-server", "unknown request");
+    }
+  }
+
+  void Send() {
+    for (;;) {
+      Outbox::Reply r;
+      {
+        std::unique_lock<std::mutex> lock(outbox_->mu);
+        outbox_->cv.wait(lock, [&] { return outbox_->closed || !outbox_->replies.empty(); });
+        if (outbox_->replies.empty()) break;
+        r = std::move(outbox_->replies.front());
+        outbox_->replies.pop_front();
+        if (outbox_->in_flight > 0) --outbox_->in_flight;
+      }
+      outbox_->cv.notify_all();  // the reader may be waiting in Admit
+      iovec iov[2] = {{&r.frame, sizeof r.frame}, {nullptr, 0}};
+      if (r.values) iov[1] = {const_cast<float*>(r.values->data()), r.frame.bytes};
+      if (!r.message.empty()) iov[1] = {r.message.data(), r.message.size()};
+      if (!WriteAll(fd_, iov, 2).ok()) {
+        ::shutdown(fd_, SHUT_RDWR);  // the reading thread ends too
+        outbox_->Close();
+      }
+    }
+    ::shutdown(fd_, SHUT_RDWR);  // every reply is out: the worker sees the
+                                 // connection end now
+  }
+
+  Jobs& jobs_;
+  std::shared_ptr<Shard> shard_;  // set once the Hello is accepted
+  const int fd_;
+  const Hello hello_;
+  const std::atomic<bool>& stopping_;
+  const int finished_fd_;
+  uint32_t rank_ = 0;
+  std::shared_ptr<Outbox> outbox_ = std::make_shared<Outbox>();
+  std::atomic<bool> finished_{false};
+  std::thread reader_, writer_;
+};
+
+}  // namespace
+
+std::unique_ptr<DataConnection> StartDataConnection(Jobs& jobs, int fd, const Hello& hello, const std::atomic<bool>& stopping, int finished_fd) {
+  return std::make_unique<DataConn>(jobs, fd, hello, stopping, finished_fd);
+}
+
+}  // namespace dlagent::ps

@@ -1,0 +1,46 @@
+#include "proto/grpc_status.h"
+
+#include <string>
+#include <utility>
+
+namespace dlagent {
+namespace {
+
+constexpr std::pair<StatusCode, grpc::StatusCode> kCodes[] = {
+    {StatusCode::kInvalidArgument, grpc::StatusCode::INVALID_ARGUMENT},
+    {StatusCode::kNotFound, grpc::StatusCode::NOT_FOUND},
+    {StatusCode::kAlreadyExists, grpc::StatusCode::ALREADY_EXISTS},
+    {StatusCode::kPermissionDenied, grpc::StatusCode::PERMISSION_DENIED},
+    {StatusCode::kFailedPrecondition, grpc::StatusCode::FAILED_PRECONDITION},
+    {StatusCode::kUnavailable, grpc::StatusCode::UNAVAILABLE},
+    {StatusCode::kDeadlineExceeded, grpc::StatusCode::DEADLINE_EXCEEDED},
+    {StatusCode::kResourceExhausted, grpc::StatusCode::RESOURCE_EXHAUSTED},
+    {StatusCode::kCancelled, grpc::StatusCode::CANCELLED},
+    {StatusCode::kInternal, grpc::StatusCode::INTERNAL},  // before kIoError: INTERNAL comes back as kInternal
+    {StatusCode::kIoError, grpc::StatusCode::INTERNAL},
+};
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  for (const auto& [ours, theirs] : kCodes) {
+    if (ours == s.code()) return grpc::Status(theirs, s.ToString());
+  }
+  return grpc::Status(grpc::StatusCode::INTERNAL, s.ToString());
+}
+
+Status FromGrpcStatus(const grpc::Status& st, std::string_view component, std::string_view context) {
+  if (st.ok()) return Status::Ok();
+  StatusCode code = StatusCode::kInternal;  // UNKNOWN, UNIMPLEMENTED, DATA_LOSS, ...
+  for (const auto& [ours, theirs] : kCodes) {
+    if (theirs == st.error_code()) {
+      code = ours;
+      break;
+    }
+  }
+  if (st.error_code() == grpc::StatusCode::ABORTED) code = StatusCode::kUnavailable;
+  return Status(code, component, std::string(context) + ": " + st.error_message());
+}
+
+}  // namespace dlagent
