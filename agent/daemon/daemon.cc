@@ -1,9 +1,13 @@
 #include "agent/daemon/daemon.h"
 
+#include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <ctime>
 #include <tuple>
 
@@ -25,7 +29,18 @@ Daemon::Daemon(Env& env, DaemonOptions options, Config config)
       options_(std::move(options)),
       started_mono_(env.NowMono()),
       started_wall_(env.NowWall()),
+      stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
       config_(std::move(config)) {}
+
+Daemon::~Daemon() {
+  if (stop_fd_ >= 0) ::close(stop_fd_);
+}
+
+void Daemon::RequestStop(const std::string& why) {
+  spdlog::warn("stopping: {}", why);
+  const uint64_t one = 1;
+  (void)!::write(stop_fd_, &one, sizeof one);
+}
 
 spdlog::level::level_enum Daemon::EffectiveLevel(const Config& c) const {
   if (options_.log_level_override) return *options_.log_level_override;
@@ -140,7 +155,7 @@ int Daemon::Run() {
     // (and systemd hears READY=1) at once, so that boot never waits on other nodes.
     runtime_ = std::make_unique<ClusterRuntime>(
         env_, config, [this](const std::string& phase, const std::string& detail, bool log) { SetPhase(phase, detail, log); },
-        [] { ::kill(::getpid(), SIGTERM); });
+        [this] { RequestStop("a spot interruption notice"); });
   } else {
     Result<std::unique_ptr<Membership>> membership = Membership::Start(env_, config);
     if (!membership.ok()) {
@@ -192,21 +207,30 @@ int Daemon::Run() {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGHUP);
+  const int signal_fd = ::signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (signal_fd < 0 || stop_fd_ < 0) {
+    spdlog::critical("cannot wait for signals: {}", std::strerror(errno));
+    notifier_.Status("failed: cannot wait for signals");
+    return 1;
+  }
   for (;;) {
     // Without a watchdog there is nothing to do between signals: sleep in long stretches.
     const Duration wait = watchdog ? *watchdog : std::chrono::seconds(60);
-    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(wait);
-    timespec ts{static_cast<time_t>(secs.count()), static_cast<long>((wait - secs).count())};
-    int sig = ::sigtimedwait(&signals, nullptr, &ts);
+    pollfd fds[2] = {{signal_fd, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+    const int ready = ::poll(fds, 2, static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(wait).count()));
     if (watchdog) notifier_.Watchdog();
-    if (sig < 0) continue;  // timeout or EINTR
-    if (sig == SIGHUP) {
+    if (ready <= 0) continue;  // timeout or EINTR
+    if (fds[1].revents & POLLIN) break;  // RequestStop said why
+    signalfd_siginfo info;
+    if (::read(signal_fd, &info, sizeof info) != sizeof info) continue;
+    if (info.ssi_signo == SIGHUP) {
       Reload();
       continue;
     }
-    spdlog::info("received {}, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    spdlog::info("received {}, stopping", info.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
     break;
   }
+  ::close(signal_fd);
   notifier_.Stopping();
   SetPhase("stopping", "leaving the cluster and stopping");
   if (runtime_) runtime_->Stop();

@@ -4,7 +4,8 @@
 //
 // Threading: Run() is the main thread's loop. GetStatus() is called from gRPC threads; the state it reads
 // is protected by mu_. REQUIRES: SIGTERM, SIGINT and SIGHUP are blocked in every thread before Run() (main()
-// does this before any thread starts), so that Run() alone receives them.
+// does this before any thread starts); Run() reads them from a signalfd, beside an eventfd that RequestStop
+// writes, so that a part that must stop the agent (a spot notice) calls it instead of signalling the process.
 
 #include <mutex>
 #include <optional>
@@ -32,6 +33,9 @@ class Daemon final : public ControlHandler {
  public:
   // env must outlive the Daemon.
   Daemon(Env& env, DaemonOptions options, Config config);
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
 
   // Serves until SIGTERM or SIGINT. Returns the process exit code: 0 after a clean stop, 1 when the control
   // socket cannot be served.
@@ -39,6 +43,9 @@ class Daemon final : public ControlHandler {
 
   StatusSnapshot GetStatus() override;
   MemberListSnapshot ListMembers() override;
+
+  // Asks Run() to leave the cluster and stop, as SIGTERM does (a spot interruption notice). Any thread.
+  void RequestStop(const std::string& why);
 
  private:
   // log: write the phase line to the journal too (false when only a countdown in it moved).
@@ -51,6 +58,8 @@ class Daemon final : public ControlHandler {
   SystemdNotifier notifier_;
   const MonoTime started_mono_;
   const WallTime started_wall_;
+  // Written by RequestStop; Run() waits on it beside the signals.
+  int stop_fd_ = -1;
 
   mutable std::mutex mu_;
   // State below is protected by mu_.
