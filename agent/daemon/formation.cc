@@ -113,7 +113,7 @@ void Formation::TickLoop() {
 }
 
 // Alive members (suspects count: they are not dead yet) whose metadata places them in a roster.
-std::vector<PeerState> Formation::Observe() {
+GossipView Formation::Observe() {
   std::vector<PeerState> view;
   for (const swim::MemberInfo& m : deps_.peers->RawMembers()) {
     if (m.state != swim::MemberState::kAlive && m.state != swim::MemberState::kSuspect) continue;
@@ -121,11 +121,11 @@ std::vector<PeerState> Formation::Observe() {
     if (!meta.ok()) continue;
     view.push_back({{m.name, HostOf(m.addr), meta->gpus, meta->role == "master"}, m.addr, meta->roster_gen, meta->roster_leader, meta->applied_gen});
   }
-  return view;
+  return MakeGossipView(std::move(view));
 }
 
 void Formation::Tick(MonoTime now) {
-  const std::vector<PeerState> view = Observe();
+  const GossipView view = Observe();
   for (int round = 0; round < 2; ++round) {  // once more at once after adopting a roster: prepare it now
     FormationActions a;
     {
@@ -138,12 +138,12 @@ void Formation::Tick(MonoTime now) {
   LogEvents();
 }
 
-bool Formation::Act(const FormationActions& a, const std::vector<PeerState>& view, MonoTime now) {
+bool Formation::Act(const FormationActions& a, const GossipView& view, MonoTime now) {
   swim::MemberMeta meta;
   {
     std::lock_guard<std::mutex> lock(mu_);
     alive_.clear();
-    for (const PeerState& p : view) alive_.insert(p.node.instance_id);
+    for (const PeerState& p : view.members) alive_.insert(p.node.instance_id);
     if (a.hello != want_hello_ || a.poll != want_poll_) {
       want_hello_ = a.hello;
       if (want_poll_ && !a.poll && poll_cancel_) poll_cancel_->store(true);  // end the long poll in flight

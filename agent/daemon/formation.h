@@ -98,8 +98,8 @@ class Formation {
   void TickLoop();
   void Tick(MonoTime now);
   // Carries out one tick's actions; true when a newer roster was adopted (worth another tick at once).
-  bool Act(const FormationActions& a, const std::vector<PeerState>& view, MonoTime now);
-  std::vector<PeerState> Observe();
+  bool Act(const FormationActions& a, const GossipView& view, MonoTime now);
+  GossipView Observe();
   void ReportPhase();
   void LogEvents();
   void SenderLoop();

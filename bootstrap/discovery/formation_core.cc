@@ -42,6 +42,22 @@ std::string_view PhaseName(FormationPhase p) {
   return "unknown";
 }
 
+GossipView MakeGossipView(std::vector<PeerState> members, uint64_t version) {
+  GossipView v;
+  v.version = version;
+  v.members = std::move(members);
+  std::vector<Candidate> candidates;
+  candidates.reserve(v.members.size());
+  for (size_t i = 0; i < v.members.size(); ++i) {
+    v.index.emplace(v.members[i].node.instance_id, i);
+    candidates.push_back(v.members[i].node);
+  }
+  v.leader = ChooseLeader(candidates);
+  v.pollers_forming = ChoosePollers(candidates, 2);
+  v.pollers_formed = ChoosePollers(candidates, 0);
+  return v;
+}
+
 FormationCore::FormationCore(FormationConfig config, MonoTime started, uint64_t seed)
     : config_(std::move(config)), started_(started), rng_(seed) {
   report_.expected = static_cast<uint32_t>(config_.seal.expected_nodes);
@@ -54,14 +70,15 @@ bool FormationCore::InRoster(const std::string& id) const {
   return std::any_of(held_.nodes.begin(), held_.nodes.end(), [&](const RosterNode& n) { return n.instance_id == id; });
 }
 
-FormationActions FormationCore::Tick(MonoTime now, const std::vector<PeerState>& alive) {
+FormationActions FormationCore::Tick(MonoTime now, const GossipView& view) {
   FormationActions out;
-  Observe(alive);
+  view_ = &view;
+  Observe();
   Adopt(now, out);
   if (leader_ == config_.self) Lead(now, out);
 
   // Prepare the held roster once, if this node is in it and it formed.
-  if (held_.generation > 0 && held_.failure.empty() && InRoster(config_.self) && applied_gen_ < held_.generation && !preparing_ &&
+  if (held_.generation > 0 && held_.failure.empty() && self_in_held_ && applied_gen_ < held_.generation && !preparing_ &&
       now >= prepare_retry_at_) {
     preparing_ = true;
     out.prepare = held_;
@@ -69,11 +86,9 @@ FormationActions FormationCore::Tick(MonoTime now, const std::vector<PeerState>&
 
   // Discovery: HELLOs while alone or while a poller of a cluster without a roster; the leader and two helpers
   // poll until a roster exists, then the leader alone (it takes in replacements).
-  std::vector<Candidate> candidates;
-  for (const PeerState& p : view_) candidates.push_back(p.node);
-  const std::vector<std::string> pollers = ChoosePollers(candidates, held_.generation > 0 ? 0 : 2);
+  const std::vector<std::string>& pollers = held_.generation > 0 ? view_->pollers_formed : view_->pollers_forming;
   out.poll = std::find(pollers.begin(), pollers.end(), config_.self) != pollers.end();
-  out.hello = view_.size() <= 1 || (out.poll && held_.generation == 0);
+  out.hello = view_->members.size() <= 1 || (out.poll && held_.generation == 0);
 
   if (held_.generation != published_gen_ || held_.leader != published_leader_ || applied_gen_ != published_applied_) {
     published_gen_ = held_.generation;
@@ -83,29 +98,24 @@ FormationActions FormationCore::Tick(MonoTime now, const std::vector<PeerState>&
   }
   Report(now, out);
   Nudge(now, out);
+  view_ = nullptr;
   return out;
 }
 
-void FormationCore::Observe(const std::vector<PeerState>& alive) {
-  view_ = alive;
-  by_id_.clear();
-  std::vector<Candidate> candidates;
-  for (const PeerState& p : view_) {
-    by_id_[p.node.instance_id] = &p;
-    candidates.push_back(p.node);
-    seen_.insert(p.node.instance_id);
-    uint64_t& acked = acked_[p.node.instance_id];
-    acked = std::max(acked, p.applied_gen);
-  }
-  leader_ = ChooseLeader(candidates);
+void FormationCore::Observe() {
+  leader_ = view_->leader;
+  // Who was seen (and lost) is named by the leader's first seal only.
+  if (held_.generation > 0 || leader_ != config_.self) return;
+  for (const PeerState& p : view_->members) seen_.insert(p.node.instance_id);
 }
 
 void FormationCore::Adopt(MonoTime now, FormationActions& out) {
   if (now < next_fetch_) return;  // a fetch is under way, or the last one failed
   RosterId best = IdOf(held_);
   const PeerState* from = nullptr;
-  for (const PeerState& p : view_) {
+  for (const PeerState& p : view_->members) {
     if (p.node.instance_id == config_.self) continue;
+    if (p.roster_gen < best.first) continue;  // most members hold the same roster: skip the string compare
     RosterId theirs{p.roster_gen, p.roster_leader};
     if (theirs > best) best = theirs, from = &p;
   }
@@ -128,8 +138,7 @@ void FormationCore::OnRosterFetched(const std::string& from, const Result<Roster
   }
   next_fetch_ = now;  // another newer one may be announced already
   if (IdOf(*r) <= IdOf(held_)) return;  // not newer than what this node holds
-  held_ = *r;
-  change_since_.reset();
+  Hold(*r);
   if (held_.failure.empty()) {
     good_ = held_;
     Log(FormationEvent::kInfo, "adopted roster generation " + std::to_string(held_.generation) + " of " + std::to_string(held_.nodes.size()) +
@@ -150,9 +159,14 @@ void FormationCore::OnPrepared(const Roster& roster, const Status& result, MonoT
   applied_gen_ = std::max(applied_gen_, roster.generation);
 }
 
-void FormationCore::Seal(Roster r, const std::string& why, FormationActions& out) {
+void FormationCore::Hold(Roster r) {
   held_ = std::move(r);
+  self_in_held_ = InRoster(config_.self);
   change_since_.reset();
+}
+
+void FormationCore::Seal(Roster r, const std::string& why, FormationActions& out) {
+  Hold(std::move(r));
   if (held_.failure.empty()) {
     good_ = held_;
     Log(FormationEvent::kInfo,
@@ -168,15 +182,17 @@ void FormationCore::Seal(Roster r, const std::string& why, FormationActions& out
 
 std::vector<RosterNode> FormationCore::NextNodes(std::vector<std::string>* gone, std::vector<std::string>* joined) const {
   std::vector<RosterNode> newcomers;
-  for (const PeerState& p : view_) {
-    if (!InRoster(p.node.instance_id)) newcomers.push_back({p.node.instance_id, p.node.ip, p.node.gpus, p.node.master});
+  std::set<std::string> members;
+  for (const RosterNode& n : held_.nodes) members.insert(n.instance_id);
+  for (const PeerState& p : view_->members) {
+    if (!members.count(p.node.instance_id)) newcomers.push_back({p.node.instance_id, p.node.ip, p.node.gpus, p.node.master});
   }
   (void)OrderRoster(newcomers);  // master first, then by IP; a conflict is caught on the whole roster
   std::vector<RosterNode> next;
   size_t k = 0;
   for (const RosterNode& n : held_.nodes) {
-    if (auto it = by_id_.find(n.instance_id); it != by_id_.end()) {
-      const Candidate& c = it->second->node;
+    if (const PeerState* p = view_->Find(n.instance_id)) {
+      const Candidate& c = p->node;
       next.push_back({c.instance_id, c.ip, c.gpus, c.master});  // as it is now
     } else {
       gone->push_back(n.instance_id);
@@ -197,7 +213,7 @@ std::vector<RosterNode> FormationCore::NextNodes(std::vector<std::string>* gone,
 void FormationCore::Lead(MonoTime now, FormationActions& out) {
   if (held_.generation == 0) {
     std::vector<Candidate> candidates;
-    for (const PeerState& p : view_) candidates.push_back(p.node);
+    for (const PeerState& p : view_->members) candidates.push_back(p.node);
     SealDecision d = DecideSeal(config_.seal, config_.cluster, 1, config_.self, candidates, seen_, started_, now);
     if (d.kind == SealDecision::kWaiting) {
       deadline_in_ms_ = Millis(d.deadline_in);
@@ -254,11 +270,22 @@ void FormationCore::Lead(MonoTime now, FormationActions& out) {
 void FormationCore::Report(MonoTime now, FormationActions& out) {
   FormationReport& s = report_;
   s.leader = leader_;
-  s.alive = static_cast<uint32_t>(view_.size());
+  s.alive = static_cast<uint32_t>(view_->members.size());
   s.deadline_in_ms = leader_ == config_.self ? deadline_in_ms_ : -1;
   s.reseal_in_ms = leader_ == config_.self && change_since_ ? std::max<int64_t>(0, Millis(config_.reseal_settle - (now - *change_since_))) : -1;
   s.failure = held_.failure;
   s.generation = good_.generation;
+  // The roster's acks and deaths: one pass over the roster, skipped when neither the view nor the roster moved.
+  const std::tuple<uint64_t, uint64_t, uint64_t> key{view_->version, good_.generation, applied_gen_};
+  if (view_->version == 0 || key != roster_key_) {
+    roster_key_ = key;
+    RosterReport();
+  }
+  ReportPhase(now, out);
+}
+
+void FormationCore::RosterReport() {
+  FormationReport& s = report_;
   s.rank = -1;
   s.roster.clear();
   s.dead.clear();
@@ -267,12 +294,18 @@ void FormationCore::Report(MonoTime now, FormationActions& out) {
     const RosterNode& n = good_.nodes[i];
     const bool self = n.instance_id == config_.self;
     if (self) s.rank = static_cast<int32_t>(i);
-    const auto it = acked_.find(n.instance_id);
-    const bool acked = self ? applied_gen_ >= good_.generation : it != acked_.end() && it->second >= good_.generation;
+    const PeerState* p = view_->Find(n.instance_id);
+    uint64_t& seen_applied = acked_[n.instance_id];  // sticky: a member that acked and then died stays acked
+    if (p) seen_applied = std::max(seen_applied, p->applied_gen);
+    const bool acked = self ? applied_gen_ >= good_.generation : seen_applied >= good_.generation;
     if (!acked) s.unprepared.push_back(n.instance_id);
-    if (!by_id_.count(n.instance_id)) s.dead.push_back(n.instance_id);
+    if (!p) s.dead.push_back(n.instance_id);
     s.roster.push_back({n.instance_id, n.ip, n.gpus, acked});
   }
+}
+
+void FormationCore::ReportPhase(MonoTime now, FormationActions& out) {
+  FormationReport& s = report_;
   const std::string expected = std::to_string(config_.seal.expected_nodes);
   s.countdown.clear();
   if (!held_.failure.empty()) {
@@ -281,13 +314,14 @@ void FormationCore::Report(MonoTime now, FormationActions& out) {
   } else if (held_.generation == 0) {
     const bool leading = leader_ == config_.self;
     if (s.deadline_in_ms >= 0) s.countdown = ", deadline in " + FormatDuration(std::chrono::milliseconds(s.deadline_in_ms));
-    if (view_.size() >= config_.seal.expected_nodes || (leading && s.deadline_in_ms == 0)) {
+    const size_t alive = view_->members.size();
+    if (alive >= config_.seal.expected_nodes || (leading && s.deadline_in_ms == 0)) {
       s.phase = FormationPhase::kRoster;
-      s.detail = "roster: " + std::to_string(view_.size()) + "/" + expected + " nodes, " +
+      s.detail = "roster: " + std::to_string(alive) + "/" + expected + " nodes, " +
                  (leading ? std::string("sealing") : "waiting for leader " + leader_ + " to seal");
     } else {
       s.phase = FormationPhase::kDiscover;
-      s.detail = "discover: " + std::to_string(view_.size()) + "/" + expected + " nodes";
+      s.detail = "discover: " + std::to_string(alive) + "/" + expected + " nodes";
     }
   } else if (s.rank < 0) {
     s.phase = FormationPhase::kStandby;
@@ -328,14 +362,14 @@ void FormationCore::Nudge(MonoTime now, FormationActions& out) {
   } else if (report_.phase == FormationPhase::kPrepare && applied_gen_ >= held_.generation) {
     std::vector<std::string> waiting;
     for (const std::string& id : report_.unprepared) {
-      if (id != config_.self && by_id_.count(id)) waiting.push_back(id);
+      if (id != config_.self && view_->Find(id)) waiting.push_back(id);
     }
     if (!waiting.empty()) target = waiting[rng_() % waiting.size()];
   }
-  auto it = by_id_.find(target);
-  if (it == by_id_.end()) return;
+  const PeerState* p = view_->Find(target);
+  if (!p) return;
   last_nudge_ = now;
-  out.nudge_addr = it->second->addr;
+  out.nudge_addr = p->addr;
 }
 
 }  // namespace dlagent

@@ -32,6 +32,8 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "bootstrap/common/env.h"
@@ -66,6 +68,25 @@ struct PeerState {
   std::string roster_leader;
   uint64_t applied_gen = 0;
 };
+
+// The gossip view of one moment, built once (MakeGossipView) and read by every tick that uses it: the
+// agent builds one per tick, the simulator one per step for all its nodes.
+struct GossipView {
+  std::vector<PeerState> members;                 // alive and suspect members with metadata
+  std::unordered_map<std::string, size_t> index;  // instance id -> members
+  std::string leader;                             // ChooseLeader
+  std::vector<std::string> pollers_forming;       // ChoosePollers with two helpers (no roster yet)
+  std::vector<std::string> pollers_formed;        // the leader alone (a roster exists)
+  // 0: unknown. Two views with one nonzero version have the same members and metadata, so a core may keep
+  // what it derived from the last one (the simulator's nodes share views that change far less often than
+  // they tick).
+  uint64_t version = 0;
+  const PeerState* Find(const std::string& id) const {
+    auto it = index.find(id);
+    return it == index.end() ? nullptr : &members[it->second];
+  }
+};
+GossipView MakeGossipView(std::vector<PeerState> members, uint64_t version = 0);
 
 struct FormationEvent {
   enum Level { kInfo, kWarning, kError } level = kInfo;
@@ -108,8 +129,8 @@ class FormationCore {
  public:
   FormationCore(FormationConfig config, MonoTime started, uint64_t seed);
 
-  // One look at the view. `alive` lists the alive and suspect members (unknown metadata left out).
-  FormationActions Tick(MonoTime now, const std::vector<PeerState>& alive);
+  // One look at the view (read during the call only).
+  FormationActions Tick(MonoTime now, const GossipView& view);
   // The roster fetched from `from` (announced as roster_gen/roster_leader in its gossip metadata).
   void OnRosterFetched(const std::string& from, const Result<Roster>& roster, MonoTime now);
   // Preparing `roster` finished (storage mounted, files written) or failed.
@@ -121,13 +142,16 @@ class FormationCore {
   std::vector<FormationEvent> TakeEvents();
 
  private:
-  void Observe(const std::vector<PeerState>& alive);
+  void Observe();
   void Adopt(MonoTime now, FormationActions& out);
   void Lead(MonoTime now, FormationActions& out);
+  void Hold(Roster r);  // held_ = r, and what follows from it
   void Seal(Roster r, const std::string& why, FormationActions& out);
   // The next generation's nodes from the held roster and the view (see the header comment).
   std::vector<RosterNode> NextNodes(std::vector<std::string>* gone, std::vector<std::string>* joined) const;
   void Report(MonoTime now, FormationActions& out);
+  void RosterReport();  // rank, roster, dead, unprepared
+  void ReportPhase(MonoTime now, FormationActions& out);
   void Nudge(MonoTime now, FormationActions& out);
   void Log(FormationEvent::Level level, std::string text) { events_.push_back({level, std::move(text)}); }
   bool InRoster(const std::string& id) const;
@@ -136,20 +160,19 @@ class FormationCore {
   const MonoTime started_;
   std::mt19937_64 rng_;
 
-  // The view, as of the last tick.
-  std::vector<PeerState> view_;
-  std::map<std::string, const PeerState*> by_id_;  // into view_
-  std::string leader_;
+  const GossipView* view_ = nullptr;  // during Tick only
+  std::string leader_;                 // as of the last tick
 
   Roster held_;  // the last roster adopted or sealed, failed ones included; generation 0: none
+  bool self_in_held_ = false;
   Roster good_;  // the last one that formed (what the report shows)
   uint64_t applied_gen_ = 0;
   bool preparing_ = false;
   std::string prepare_error_;
   MonoTime prepare_retry_at_{};
   uint64_t signaled_gen_ = 0;
-  std::set<std::string> seen_;                 // every member alive at some tick
-  std::map<std::string, uint64_t> acked_;      // the highest generation each member was seen to apply
+  std::set<std::string> seen_;                           // members seen while leading, before the first seal
+  std::unordered_map<std::string, uint64_t> acked_;      // the highest generation each roster member was seen to apply
   std::optional<MonoTime> change_since_;       // when the view's present difference from the roster began
   std::string change_signature_;
   MonoTime next_fetch_{};
@@ -158,6 +181,7 @@ class FormationCore {
   uint64_t published_gen_ = 0, published_applied_ = 0;
   std::string published_leader_;
   FormationReport report_;
+  std::tuple<uint64_t, uint64_t, uint64_t> roster_key_{};  // (view version, generation, applied) of report_'s roster part
   std::vector<FormationEvent> events_;
 };
 

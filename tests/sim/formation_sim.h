@@ -1,14 +1,23 @@
 #pragma once
-// A deterministic harness for FormationCore: N nodes in one process on a virtual clock. Gossip is perfect
-// and instant (every node that is up sees every other node's published metadata at once), roster fetches
-// answer at once from the node asked, and preparing a generation takes `prepare_time`. Nodes crash (silent),
-// restart with the same instance id (a fresh core, as a restarted agent), or are replaced by new instances.
-// The SWIM simulator (swim_sim.h) covers what imperfect gossip does; this one checks the decisions.
+// A deterministic simulator of FormationCore: N nodes in one process on a virtual clock, each running the real
+// core. Two models of the world around it:
+//   - perfect (the default, for unit tests): every node that is up is in one gossip view at once, roster
+//     fetches answer at once, preparing takes `prepare_time`;
+//   - discovery: nodes boot alone and meet only through a simulated SQS queue (each request takes
+//     `sqs_latency`, a share is throttled and retried after a second, a sent message is seen by receives
+//     only after `consistency`, a received one that is not deleted comes back after the visibility timeout,
+//     a share is delivered twice) and gossip (a node a poller joins is in the view at once, as a push-pull
+//     makes it; metadata changes reach the others after `gossip_delay`; a crashed member stays in the view
+//     for `detect`). Pollers long-poll for up to `poll_wait`; HELLOs go out every [interval/2, interval].
+// Same seed, same run. The SWIM simulator (swim_sim.h) covers gossip itself.
 //
 // Thread safety: none.
 
+#include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -16,12 +25,38 @@
 
 namespace dlagent::testing {
 
+struct FormationSimOptions {
+  Duration tick = std::chrono::milliseconds(100);
+  Duration prepare_time = Duration(0);
+  bool discovery = false;  // false: the perfect model
+  Duration hello_interval = std::chrono::seconds(5);
+  Duration poll_wait = std::chrono::seconds(20);
+  Duration sqs_latency = std::chrono::milliseconds(20);
+  double throttle = 0.0;   // share of SQS requests throttled
+  double duplicate = 0.0;  // share of received HELLOs delivered again after the visibility timeout
+  Duration visibility_timeout = std::chrono::seconds(30);
+  Duration consistency = std::chrono::milliseconds(200);
+  Duration gossip_delay = std::chrono::seconds(1);
+  Duration detect = std::chrono::seconds(5);
+  uint64_t seed = 1;
+};
+
+struct FormationSimCounters {
+  uint64_t sqs_requests = 0;   // sends, receives and deletes
+  uint64_t throttled = 0;
+  size_t max_pollers = 0;      // nodes that poll at once, at the most
+  size_t pollers_now = 0;      // at the last step
+  double seal_cpu_ms = 0;      // CPU time of the tick in which a leader sealed the first generation
+};
+
 class FormationSim {
  public:
-  // `base` is every node's config (self is set per node); ticks every `tick` of virtual time.
-  explicit FormationSim(FormationConfig base, Duration tick = std::chrono::milliseconds(100), Duration prepare_time = Duration(0));
+  // `base` is every node's config (self is set per node).
+  explicit FormationSim(FormationConfig base, FormationSimOptions options = {});
+  // The perfect model with this tick and prepare time.
+  FormationSim(FormationConfig base, Duration tick, Duration prepare_time);
 
-  // Boots a node now: "i-<n>" at 10.0.<n / 250>.<n % 250 + 1>, n counting from 0. Returns its index.
+  // Boots a node now: "i-<1000+n>" at 10.<n / 62500>.<n / 250 % 250>.<n % 250 + 1>, n counting from 0.
   int Boot(bool master = false);
   void Crash(int i);
   void Restart(int i);  // the same instance, a fresh agent
@@ -31,28 +66,57 @@ class FormationSim {
   // `limit` passes; returns the virtual time it took.
   std::optional<Duration> RunUntil(const std::vector<int>& nodes, FormationPhase phase, Duration limit, uint64_t generation = 0);
 
+  int size() const { return static_cast<int>(nodes_.size()); }
+  bool up(int i) const { return nodes_[i].up; }
   const FormationReport& report(int i) const { return nodes_[i].core->report(); }
   const Roster& held(int i) const { return nodes_[i].core->held(); }
   std::string id(int i) const { return nodes_[i].peer.node.instance_id; }
   // The instance ids of node i's roster, in rank order.
   std::vector<std::string> ranks(int i) const;
   const std::vector<Roster>& signals() const { return signals_; }
+  const FormationSimCounters& counters() const { return counters_; }
   MonoTime now() const { return now_; }
 
  private:
   struct Node {
-    PeerState peer;
+    PeerState peer;  // as the others see it
     std::unique_ptr<FormationCore> core;
     bool up = false;
-    std::optional<std::pair<MonoTime, Roster>> preparing;  // done at that time
+    bool member = false;            // in the gossip cluster (discovery model)
+    MonoTime gone_from_view{};      // crashed: in the view until then
+    std::optional<std::pair<MonoTime, Roster>> preparing;
+    MonoTime next_hello{}, sqs_ready{};  // next HELLO; no SQS request before sqs_ready (latency, throttling)
+    bool polling = false;
+    MonoTime poll_ends{};
+  };
+  struct Message {
+    int from;
+    MonoTime visible_at;
+  };
+  struct MetaChange {
+    MonoTime at;
+    int node;
+    uint64_t roster_gen, applied_gen;
+    std::string roster_leader;
   };
   void Step();
+  // The shared view, rebuilt only after something in it changed (version_ counts the changes).
+  const GossipView& View();
+  void Discover(int i, const FormationActions& a);
+  bool Request(Node& n);  // one SQS request; false when throttled
 
   const FormationConfig base_;
-  const Duration tick_, prepare_time_;
+  const FormationSimOptions o_;
+  std::mt19937_64 rng_;
   MonoTime now_{std::chrono::hours(1)};
   std::vector<Node> nodes_;
+  std::deque<Message> queue_;        // in the order they become visible
+  std::deque<Message> redelivered_;  // duplicates, until their visibility timeout passes
+  std::deque<MetaChange> meta_changes_;
   std::vector<Roster> signals_;
+  FormationSimCounters counters_;
+  uint64_t version_ = 1, view_version_ = 0;
+  GossipView view_;
 };
 
 }  // namespace dlagent::testing

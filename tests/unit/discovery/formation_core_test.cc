@@ -2,6 +2,8 @@
 // reseals after the settle time, and healing from a dead master, a replaced worker and a failed formation.
 #include "bootstrap/discovery/formation_core.h"
 
+#include <random>
+
 #include <gtest/gtest.h>
 
 #include "tests/sim/formation_sim.h"
@@ -153,7 +155,7 @@ TEST(FormationCoreTest, ANodeWaitsForItsOwnPrepareAndRetriesAFailedOne) {
   c.self = "i-1";
   const MonoTime t0(hours(1));
   FormationCore core(c, t0, 1);
-  const std::vector<PeerState> view = {{{"i-1", "10.0.0.1", 8, true}, "10.0.0.1:7946", 0, "", 0}};
+  const GossipView view = MakeGossipView({{{"i-1", "10.0.0.1", 8, true}, "10.0.0.1:7946", 0, "", 0}});
   FormationActions a = core.Tick(t0, view);
   ASSERT_TRUE(a.prepare);
   EXPECT_EQ(core.report().phase, Phase::kPrepare);
@@ -166,6 +168,41 @@ TEST(FormationCoreTest, ANodeWaitsForItsOwnPrepareAndRetriesAFailedOne) {
   core.OnPrepared(*a.prepare, Status::Ok(), t0 + seconds(13));
   EXPECT_TRUE(core.Tick(t0 + seconds(14), view).publish) << "the ack is gossiped";
   EXPECT_EQ(core.report().phase, Phase::kReady) << core.report().detail;
+}
+
+}  // namespace
+}  // namespace dlagent
+
+namespace dlagent {
+namespace {
+
+// Nodes that meet only through a queue that throttles, duplicates and lags, and gossip that takes a second.
+TEST(FormationSimTest, NodesBootingAloneMeetThroughTheQueueAndFormOneRoster) {
+  FormationConfig c = Config(60, 60);
+  testing::FormationSimOptions o;
+  o.discovery = true;
+  o.throttle = 0.1;
+  o.duplicate = 0.05;
+  o.prepare_time = milliseconds(300);
+  o.seed = 7;
+  FormationSim sim(c, o);
+  std::mt19937_64 rng(7);
+  std::vector<int> all;
+  for (int i = 0; i < 60; ++i) {
+    all.push_back(sim.Boot(i == 17));
+    sim.Run(milliseconds(std::uniform_int_distribution<int>(0, 300)(rng)));
+  }
+  const std::optional<Duration> took = sim.RunUntil(all, Phase::kReady, seconds(120));
+  ASSERT_TRUE(took) << sim.report(0).detail << " / " << sim.report(59).detail;
+  EXPECT_LT(*took, seconds(30));
+  for (int i : all) EXPECT_EQ(sim.ranks(i), sim.ranks(0)) << "one roster everywhere";
+  EXPECT_EQ(sim.ranks(0).front(), sim.id(17)) << "the master is rank 0";
+  EXPECT_GT(sim.counters().throttled, 0u);
+  sim.Run(seconds(60));
+  EXPECT_EQ(sim.counters().pollers_now, 1u) << "after formation only the leader polls";
+  const uint64_t before = sim.counters().sqs_requests;
+  sim.Run(seconds(60));
+  EXPECT_LE(sim.counters().sqs_requests - before, 8u) << "a quiet queue: the leader's long polls only";
 }
 
 }  // namespace
