@@ -147,7 +147,7 @@ Status ClusterRuntime::Setup() {
     deps.sqs_poller = sqs_poller_.get();
     deps.queue = c.discovery.queue;
   }
-  if (c.storage.kind != "none") {
+  if (c.storage.kind != StorageKind::kNone) {
     StorageOptions so;
     so.kind = c.storage.kind;
     so.source = c.storage.source;
@@ -166,7 +166,7 @@ Status ClusterRuntime::Setup() {
   fo.seal.expected_nodes = static_cast<size_t>(c.cluster.expected_nodes);
   fo.seal.min_nodes = static_cast<size_t>(c.cluster.min_nodes > 0 ? c.cluster.min_nodes : c.cluster.expected_nodes);
   fo.seal.join_deadline = c.cluster.join_deadline;
-  ASSIGN_OR_RETURN(fo.reseal, ParseResealPolicy(c.cluster.reseal));
+  fo.reseal = c.cluster.reseal;
   fo.reseal_settle = c.cluster.reseal_settle;
   fo.hello_interval = c.discovery.hello_interval;
   fo.poll_wait = c.discovery.poll_wait;
@@ -177,7 +177,7 @@ Status ClusterRuntime::Setup() {
   fo.files.env_path = c.files.env;
   fo.files.hostfile_path = c.files.hostfile;
   fo.files.roster_path = c.files.roster;
-  fo.files.efs_mount = c.storage.kind == "none" ? "" : c.storage.mount_point;
+  fo.files.efs_mount = c.storage.kind == StorageKind::kNone ? "" : c.storage.mount_point;
   fo.files.dlps_port = c.ps.enabled ? c.ps.port : 0;  // a port picked at random is nobody else's to know
   fo.files.self_instance_id = id->instance_id;
   fo.wait_handle_url = c.aws.cfn_wait_handle;

@@ -87,6 +87,23 @@ class ConfigReader {
     *out = std::move(v);
   }
 
+  // A value among named ones, kept as its enum: parsed here once, never again downstream.
+  template <typename E>
+  void Enum(const std::string& key, const std::vector<std::pair<std::string, E>>& allowed, E* out) {
+    std::string name;
+    String(key, &name, [&](const std::string& v) {
+      std::vector<std::string> names;
+      for (const auto& [n, e] : allowed) {
+        if (n == v) return std::string();
+        names.push_back(n);
+      }
+      return "\"" + v + "\" is not one of: " + Join(names, ", ");
+    });
+    for (const auto& [n, e] : allowed) {
+      if (n == name) *out = e;
+    }
+  }
+
   void Enum(const std::string& key, const std::vector<std::string>& allowed, std::string* out) {
     String(key, out, [&](const std::string& v) {
       for (const auto& a : allowed) if (a == v) return std::string();
@@ -258,7 +275,8 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.Int("expected_nodes", 0, 10000, &c.cluster.expected_nodes);
   r.Int("min_nodes", 0, 10000, &c.cluster.min_nodes);
   r.Dur("join_deadline", std::chrono::seconds(1), &c.cluster.join_deadline);
-  r.Enum("reseal", {"never", "on-failure", "on-change"}, &c.cluster.reseal);
+  r.Enum<ResealPolicy>("reseal", {{"never", ResealPolicy::kNever}, {"on-failure", ResealPolicy::kOnFailure}, {"on-change", ResealPolicy::kOnChange}},
+                       &c.cluster.reseal);
   r.Dur("reseal_settle", Duration(0), &c.cluster.reseal_settle);
 
   r.Section("gossip");
@@ -270,7 +288,7 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.Int("port", 1, 65535, &c.gossip.port);
   r.String("advertise", &c.gossip.advertise, CheckIpv4);
   r.StringList("seeds", CheckHostPort, &c.gossip.seeds);
-  r.Enum("profile", {"lan", "fast"}, &c.gossip.profile);
+  r.Enum<GossipProfile>("profile", {{"lan", GossipProfile::kLan}, {"fast", GossipProfile::kFast}}, &c.gossip.profile);
 
   r.Section("aws");
   r.String("region", &c.aws.region);
@@ -288,7 +306,8 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.Int("gpus", -1, 1024, &c.node.gpus);
 
   r.Section("storage");
-  r.Enum("kind", {"none", "efs", "nfs4", "bind"}, &c.storage.kind);
+  r.Enum<StorageKind>("kind", {{"none", StorageKind::kNone}, {"efs", StorageKind::kEfs}, {"nfs4", StorageKind::kNfs4}, {"bind", StorageKind::kBind}},
+                      &c.storage.kind);
   r.String("source", &c.storage.source);
   r.String("mount_point", &c.storage.mount_point, CheckAbsolutePath);
   r.StringList("mount_target_ips", CheckIpv4, &c.storage.mount_target_ips);
@@ -299,7 +318,7 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.Bool("enabled", &c.ps.enabled);
   r.String("bind", &c.ps.bind, CheckIpv4);
   r.Int("port", 0, 65535, &c.ps.port);
-  r.Enum("mode", {"sync", "async"}, &c.ps.mode);
+  r.Enum<ps::Mode>("mode", {{"sync", ps::Mode::kSync}, {"async", ps::Mode::kAsync}}, &c.ps.mode);
   r.String("checkpoint_dir", &c.ps.checkpoint_dir, [](const std::string& v) { return v.empty() ? std::string() : CheckAbsolutePath(v); });
 
   r.Section("files");
@@ -321,9 +340,12 @@ Status CheckConsistency(const Config& c, const std::string& path) {
   if (c.cluster.expected_nodes > 0 && c.gossip.key_file.empty()) {
     problems.push_back(where + ": cluster.expected_nodes needs gossip (set gossip.key_file): the roster travels by gossip");
   }
-  if (c.storage.kind != "none" && c.storage.source.empty()) {
-    problems.push_back(where + ": storage.kind = \"" + c.storage.kind + "\" needs storage.source (" +
-                       (c.storage.kind == "efs" ? "the file system id, fs-0123abcd" : c.storage.kind == "nfs4" ? "host:/export" : "a directory") + ")");
+  if (c.storage.kind != StorageKind::kNone && c.storage.source.empty()) {
+    problems.push_back(where + ": storage.kind = \"" + std::string(StorageKindName(c.storage.kind)) + "\" needs storage.source (" +
+                       (c.storage.kind == StorageKind::kEfs    ? "the file system id, fs-0123abcd"
+                        : c.storage.kind == StorageKind::kNfs4 ? "host:/export"
+                                                               : "a directory") +
+                       ")");
   }
   if (problems.empty()) return Status::Ok();
   return Status::InvalidArgument("config", Join(problems, "\n"));

@@ -8,7 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "agent/ps/shard.h"
 #include "bootstrap/common/env.h"
+#include "bootstrap/discovery/formation_core.h"
+#include "bootstrap/node/mount_manager.h"
 
 namespace dlagent {
 
@@ -25,7 +28,7 @@ struct ClusterConfig {
   int64_t expected_nodes = 0;                         // Default: 0
   int64_t min_nodes = 0;                              // Default: 0, meaning expected_nodes (no shrinking)
   Duration join_deadline = std::chrono::minutes(10);  // Default: 10m
-  std::string reseal = "on-failure";                  // Default: on-failure; never, on-change
+  ResealPolicy reseal = ResealPolicy::kOnFailure;     // Default: on-failure; never, on-change
   Duration reseal_settle = std::chrono::seconds(30);  // Default: 30s of a stable view before a reseal
 };
 
@@ -40,7 +43,7 @@ struct NodeConfig {
 };
 
 struct StorageConfig {
-  std::string kind = "none";                       // Default: none; efs, nfs4, bind
+  StorageKind kind = StorageKind::kNone;           // Default: none; efs, nfs4, bind
   std::string source;                              // efs: fs-id; nfs4: host:/export; bind: a directory
   std::string mount_point = "/mnt/efs";            // Default: /mnt/efs
   std::vector<std::string> mount_target_ips;       // efs: fallback when the DNS name does not resolve
@@ -59,6 +62,8 @@ struct FilesConfig {
   std::string roster = "/etc/dlagent/roster.json";
 };
 
+enum class GossipProfile { kLan, kFast };  // swim::SwimConfig::Lan() or Fast()
+
 // Membership gossip. Off unless key_file is set: gossip is always encrypted.
 struct GossipConfig {
   std::string key_file;                 // Default: "" (gossip off). 64 hex characters: openssl rand -hex 32
@@ -67,7 +72,7 @@ struct GossipConfig {
   int64_t port = 7946;                  // Default: 7946 (UDP for gossip, TCP for push-pull)
   std::string advertise;                // Default: "" (bind, unless that is 0.0.0.0)
   std::vector<std::string> seeds;       // Default: none. "ip:port" of members to join through
-  std::string profile = "lan";          // Default: "lan"; "fast" for small clusters on a good network
+  GossipProfile profile = GossipProfile::kLan;  // Default: lan; fast for small clusters on a good network
 };
 
 // The parameter-server shard the agent serves (docs/ps.md): one job at a time, sized by its workers.
@@ -75,7 +80,7 @@ struct PsConfig {
   bool enabled = true;           // Default: true
   std::string bind = "0.0.0.0";  // Default: every interface
   int64_t port = 7070;           // Default: 7070 (TCP: gRPC control and dlps data on one port); 0: any free port
-  std::string mode = "sync";     // Default: "sync"; "async" applies every push at once
+  ps::Mode mode = ps::Mode::kSync;  // Default: sync; async applies every push at once
   std::string checkpoint_dir;    // Default: "" (checkpoints refused). Shared storage: the same path on every node
 };
 

@@ -174,7 +174,7 @@ int Daemon::Run() {
   if (config.ps.enabled) {
     ps::ServerOptions o;
     o.listen = config.ps.bind + ":" + std::to_string(config.ps.port);
-    o.shard.mode = config.ps.mode == "async" ? ps::Mode::kAsync : ps::Mode::kSync;
+    o.shard.mode = config.ps.mode;
     o.shard.num_workers = 0;  // each job's size from its workers
     o.checkpoint_dir = config.ps.checkpoint_dir;
     Result<std::unique_ptr<ps::PsServer>> shard = ps::PsServer::Start(o);
@@ -186,7 +186,7 @@ int Daemon::Run() {
       return 1;
     }
     ps_ = std::move(*shard);
-    spdlog::info("parameter-server shard serving on {}:{} ({} mode{})", config.ps.bind, ps_->port(), config.ps.mode,
+    spdlog::info("parameter-server shard serving on {}:{} ({} mode{})", config.ps.bind, ps_->port(), config.ps.mode == ps::Mode::kAsync ? "async" : "sync",
                  config.ps.checkpoint_dir.empty() ? "" : ", checkpoints in " + config.ps.checkpoint_dir);
   }
   if (forming) {

@@ -45,7 +45,7 @@ Result<std::unique_ptr<Membership>> Membership::Start(Env& env, const Config& co
   o.port = static_cast<int>(g.port);
   o.advertise_host = !g.advertise.empty() ? g.advertise : identity.advertise;
   o.seeds = g.seeds;
-  o.swim = g.profile == "fast" ? swim::SwimConfig::Fast() : swim::SwimConfig::Lan();
+  o.swim = g.profile == GossipProfile::kFast ? swim::SwimConfig::Fast() : swim::SwimConfig::Lan();
   swim::MemberMeta meta = identity.meta;
   meta.instance_id = o.name;
   if (meta.role.empty()) meta.role = config.cluster.role;
@@ -66,7 +66,8 @@ Result<std::unique_ptr<Membership>> Membership::Start(Env& env, const Config& co
   handlers.push_pull = [node](std::string_view sealed) { return node->HandlePushPull(sealed); };
   handlers.fetch_roster = [self](std::string_view sealed) { return self->HandleFetchRoster(sealed); };
   ASSIGN_OR_RETURN(m->server_, StartClusterServer(g.bind, static_cast<int>(g.port), std::move(handlers)));
-  spdlog::info("gossip: member {} on {} (profile {}, {} seeds)", o.name, m->node_->advertise_addr(), g.profile, g.seeds.size());
+  spdlog::info("gossip: member {} on {} (profile {}, {} seeds)", o.name, m->node_->advertise_addr(), g.profile == GossipProfile::kFast ? "fast" : "lan",
+               g.seeds.size());
   return m;
 }
 

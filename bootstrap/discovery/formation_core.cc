@@ -23,13 +23,6 @@ int64_t Millis(Duration d) { return std::chrono::duration_cast<std::chrono::mill
 
 }  // namespace
 
-Result<ResealPolicy> ParseResealPolicy(std::string_view s) {
-  if (s == "never") return ResealPolicy::kNever;
-  if (s == "on-failure") return ResealPolicy::kOnFailure;
-  if (s == "on-change") return ResealPolicy::kOnChange;
-  return Status::InvalidArgument("config", "reseal \"" + std::string(s) + "\" is not one of: never, on-failure, on-change");
-}
-
 std::string_view PhaseName(FormationPhase p) {
   switch (p) {
     case FormationPhase::kDiscover: return "discover";

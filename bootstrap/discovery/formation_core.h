@@ -43,7 +43,6 @@
 namespace dlagent {
 
 enum class ResealPolicy { kNever, kOnFailure, kOnChange };
-Result<ResealPolicy> ParseResealPolicy(std::string_view s);
 
 enum class FormationPhase { kDiscover, kRoster, kPrepare, kReady, kStandby, kFailed };
 std::string_view PhaseName(FormationPhase p);  // "discover", ..., as agentctl and STATUS= show it

@@ -12,6 +12,16 @@
 #include "bootstrap/common/duration.h"
 
 namespace dlagent {
+
+std::string_view StorageKindName(StorageKind k) {
+  switch (k) {
+    case StorageKind::kNone: return "none";
+    case StorageKind::kEfs: return "efs";
+    case StorageKind::kNfs4: return "nfs4";
+    case StorageKind::kBind: return "bind";
+  }
+  return "unknown";
+}
 namespace {
 
 constexpr std::string_view kStorage = "storage";
@@ -86,7 +96,7 @@ MountManager::MountManager(Env& env, Resolver resolver, StorageOptions options)
     : env_(env), resolver_(std::move(resolver)), options_(std::move(options)) {}
 
 Result<std::string> MountManager::ResolveSource() {
-  if (options_.kind != "efs") return options_.source;
+  if (options_.kind != StorageKind::kEfs) return options_.source;
   if (options_.region.empty()) return Status::InvalidArgument(kStorage, "efs needs the file system's region (storage.region)");
   const std::string host = options_.source + ".efs." + options_.region + ".amazonaws.com";
   // VPC DNS may not answer for the mount target yet at boot: wait for it, within dns_wait.
@@ -105,13 +115,10 @@ Result<std::string> MountManager::ResolveSource() {
 }
 
 Status MountManager::Ensure() {
-  if (options_.kind == "none") return Status::Ok();
-  if (options_.kind != "efs" && options_.kind != "nfs4" && options_.kind != "bind") {
-    return Status::InvalidArgument(kStorage, "unknown storage kind \"" + options_.kind + "\"; use efs, nfs4, bind or none");
-  }
-  if (options_.source.empty()) return Status::InvalidArgument(kStorage, options_.kind + " storage needs a source");
+  if (options_.kind == StorageKind::kNone) return Status::Ok();
+  if (options_.source.empty()) return Status::InvalidArgument(kStorage, std::string(StorageKindName(options_.kind)) + " storage needs a source");
   ASSIGN_OR_RETURN(effective_source_, ResolveSource());
-  const std::string fstype = options_.kind == "bind" ? "bind" : "nfs4";
+  const std::string fstype = options_.kind == StorageKind::kBind ? "bind" : "nfs4";
 
   ASSIGN_OR_RETURN(std::string mountinfo, env_.ReadFile("/proc/self/mountinfo", 16 << 20));
   if (std::optional<MountEntry> m = FindMount(mountinfo, options_.mount_point)) {
@@ -128,7 +135,7 @@ Status MountManager::Ensure() {
   BackoffPolicy policy{std::chrono::seconds(2), std::chrono::seconds(30), 2.0, 0, options_.mount_budget};
   Status st = Retry(env_, policy, [&]() -> Status {
     // Rotate through the name and the mount-target addresses.
-    const std::string source = options_.kind == "efs" ? sources[next++ % sources.size()] : effective_source_;
+    const std::string source = options_.kind == StorageKind::kEfs ? sources[next++ % sources.size()] : effective_source_;
     Status mounted = env_.Mount({source, options_.mount_point, fstype, fstype == "bind" ? "" : kNfsOptions, options_.mount_timeout});
     if (mounted.ok()) effective_source_ = source;
     // mount(8) failing or timing out is retried (a mount target may still be coming up); a permission or
@@ -140,7 +147,7 @@ Status MountManager::Ensure() {
 }
 
 bool MountManager::IsOurs(const MountEntry& m, std::string_view mountinfo) const {
-  if (options_.kind == "bind") {
+  if (options_.kind == StorageKind::kBind) {
     // mountinfo names the device; the bound directory is the root field, relative to its own file system:
     // the whole path when the source is on the same mount, its tail when the source sits on another mount,
     // "/" when the source is itself a mount point.
@@ -156,11 +163,11 @@ bool MountManager::IsOurs(const MountEntry& m, std::string_view mountinfo) const
   for (const std::string& ip : options_.mount_target_ips) {
     if (m.source == ip + ":/") return true;
   }
-  return options_.kind == "efs" && m.source == options_.source + ".efs." + options_.region + ".amazonaws.com:/";
+  return options_.kind == StorageKind::kEfs && m.source == options_.source + ".efs." + options_.region + ".amazonaws.com:/";
 }
 
 Status MountManager::Probe(Duration timeout) {
-  if (options_.kind == "none") return Status::Ok();
+  if (options_.kind == StorageKind::kNone) return Status::Ok();
   // Unguessable and created exclusively: others can write to shared storage.
   const std::string path = options_.mount_point + "/.dlagent-probe-" + RandomHex(8);
   // The probe thread may block forever on a hung hard mount: it owns what it uses, and is left behind.

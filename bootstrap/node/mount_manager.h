@@ -16,6 +16,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bootstrap/common/backoff.h"
@@ -23,8 +24,11 @@
 
 namespace dlagent {
 
+enum class StorageKind { kNone, kEfs, kNfs4, kBind };
+std::string_view StorageKindName(StorageKind k);  // "none", "efs", "nfs4", "bind": as the config writes them
+
 struct StorageOptions {
-  std::string kind = "none";       // Default: none. efs, nfs4, bind or none
+  StorageKind kind = StorageKind::kNone;  // Default: none
   std::string source;              // efs: fs-0123abcd; nfs4: host:/export; bind: a directory
   std::string mount_point = "/mnt/efs";
   std::string region;              // efs: the file system's region

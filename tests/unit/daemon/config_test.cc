@@ -100,12 +100,12 @@ cfn_wait_handle = "https://cloudformation-waitcondition-us-east-1.s3.amazonaws.c
   EXPECT_EQ(c->cluster.expected_nodes, 64);
   EXPECT_EQ(c->cluster.min_nodes, 60);
   EXPECT_EQ(c->cluster.join_deadline, std::chrono::minutes(15));
-  EXPECT_EQ(c->cluster.reseal, "on-change");
+  EXPECT_EQ(c->cluster.reseal, ResealPolicy::kOnChange);
   EXPECT_EQ(c->cluster.reseal_settle, std::chrono::seconds(45));
   EXPECT_EQ(c->discovery.hello_interval, std::chrono::seconds(2));
   EXPECT_EQ(c->discovery.poll_wait, std::chrono::seconds(10));
   EXPECT_EQ(c->node.gpus, 8);
-  EXPECT_EQ(c->storage.kind, "efs");
+  EXPECT_EQ(c->storage.kind, StorageKind::kEfs);
   EXPECT_EQ(c->storage.mount_target_ips, (std::vector<std::string>{"10.0.1.5", "10.0.2.5"}));
   EXPECT_EQ(c->storage.mount_budget, std::chrono::minutes(2));
   EXPECT_EQ(c->files.root, "/tmp/r");

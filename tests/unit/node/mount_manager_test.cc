@@ -41,7 +41,7 @@ class MountManagerTest : public ::testing::Test {
   }
   StorageOptions Efs() {
     StorageOptions o;
-    o.kind = "efs";
+    o.kind = StorageKind::kEfs;
     o.source = "fs-0abc";
     o.region = "us-east-1";
     return o;
@@ -84,7 +84,7 @@ TEST_F(MountManagerTest, EfsFallsBackToMountTargetIps) {
 TEST_F(MountManagerTest, RetriesWithinTheBudgetThenNamesWhatFailed) {
   mount_result_ = Status::Unavailable("mount", "mount.nfs4: Connection timed out");
   StorageOptions o;
-  o.kind = "nfs4";
+  o.kind = StorageKind::kNfs4;
   o.source = "10.0.0.5:/export";
   o.mount_budget = minutes(2);
   MountManager m(env_, SystemResolver(), o);
@@ -104,7 +104,7 @@ TEST_F(MountManagerTest, AStoppingAgentEndsTheRetriesAtOnce) {
     return Status::Unavailable("mount", "mount.nfs4: Connection timed out");
   });
   StorageOptions o;
-  o.kind = "nfs4";
+  o.kind = StorageKind::kNfs4;
   o.source = "10.0.0.5:/export";
   o.mount_budget = minutes(5);
   o.cancel = &stopping;
@@ -118,7 +118,7 @@ TEST_F(MountManagerTest, AStoppingAgentEndsTheRetriesAtOnce) {
 TEST_F(MountManagerTest, PermissionErrorsAreNotRetried) {
   mount_result_ = Status::PermissionDenied("mount", "bind /data on /mnt/efs: Operation not permitted");
   StorageOptions o;
-  o.kind = "bind";
+  o.kind = StorageKind::kBind;
   o.source = "/data";
   EXPECT_EQ(MountManager(env_, SystemResolver(), o).Ensure().code(), StatusCode::kPermissionDenied);
   EXPECT_EQ(mounts_.size(), 1u);
@@ -127,7 +127,7 @@ TEST_F(MountManagerTest, PermissionErrorsAreNotRetried) {
 TEST_F(MountManagerTest, IdempotentAndRefusesSomethingElseMountedThere) {
   env_.PutFile("/proc/self/mountinfo", std::string(kMountinfo) + "41 22 0:50 / /mnt/efs rw - nfs4 10.0.0.5:/export rw\n");
   StorageOptions o;
-  o.kind = "nfs4";
+  o.kind = StorageKind::kNfs4;
   o.source = "10.0.0.5:/export";
   EXPECT_TRUE(MountManager(env_, SystemResolver(), o).Ensure().ok());
   EXPECT_TRUE(mounts_.empty()) << "already mounted: nothing to do";
@@ -155,7 +155,7 @@ TEST_F(MountManagerTest, EfsAcceptsItsOwnMountOnlyByNameOrMountTarget) {
 
 TEST_F(MountManagerTest, BindAcceptsOnlyTheSameDirectory) {
   StorageOptions o;
-  o.kind = "bind";
+  o.kind = StorageKind::kBind;
   o.source = "/srv/shared";
   // The root field holds the bound directory.
   env_.PutFile("/proc/self/mountinfo", std::string(kMountinfo) + "63 22 253:1 /srv/shared /mnt/efs rw - ext4 /dev/vda1 rw\n");
@@ -177,21 +177,19 @@ TEST_F(MountManagerTest, BindAcceptsOnlyTheSameDirectory) {
 
 TEST_F(MountManagerTest, BadOptionsAreClearErrors) {
   StorageOptions o;
-  o.kind = "s3fs";
-  EXPECT_NE(MountManager(env_, SystemResolver(), o).Ensure().ToString().find("use efs, nfs4, bind or none"), std::string::npos);
-  o.kind = "nfs4";
+  o.kind = StorageKind::kNfs4;
   EXPECT_EQ(MountManager(env_, SystemResolver(), o).Ensure().code(), StatusCode::kInvalidArgument);
   o = Efs();
   o.region = "";
   EXPECT_NE(MountManager(env_, SystemResolver(), o).Ensure().ToString().find("storage.region"), std::string::npos);
-  o.kind = "none";
+  o.kind = StorageKind::kNone;
   EXPECT_TRUE(MountManager(env_, SystemResolver(), o).Ensure().ok());
 }
 
 TEST(MountProbeTest, HealthyMountAnswers) {
   FakeEnv env;
   StorageOptions o;
-  o.kind = "bind";
+  o.kind = StorageKind::kBind;
   o.source = "/data";
   EXPECT_TRUE(MountManager(env, SystemResolver(), o).Probe(seconds(2)).ok());
   EXPECT_TRUE(env.ListFiles().empty()) << "probe file removed";
@@ -205,7 +203,7 @@ TEST(MountProbeTest, HungMountCannotBlockTheCaller) {
     return Status();
   });
   StorageOptions o;
-  o.kind = "nfs4";
+  o.kind = StorageKind::kNfs4;
   o.source = "10.0.0.5:/export";
   const auto start = steady_clock::now();
   Status st = MountManager(*env, SystemResolver(), o).Probe(milliseconds(200));
