@@ -14,6 +14,7 @@
 #include <toml++/toml.h>
 
 #include "bootstrap/common/duration.h"
+#include "bootstrap/common/host_port.h"
 #include "build_info.h"
 
 namespace dlagent {
@@ -242,11 +243,7 @@ std::string CheckSocketPath(const std::string& v) {
 }
 
 std::string CheckHostPort(const std::string& v) {
-  const size_t colon = v.rfind(':');
-  const std::string port = colon == std::string::npos ? "" : v.substr(colon + 1);
-  bool ok = colon != std::string::npos && colon > 0 && !port.empty() && port.size() <= 5;
-  for (char c : port) ok = ok && std::isdigit(static_cast<unsigned char>(c));
-  if (ok && std::stoi(port) >= 1 && std::stoi(port) <= 65535) return "";
+  if (ParseHostPort(v).ok()) return "";
   return "\"" + v + "\" is not an address like 10.0.1.17:7946";
 }
 

@@ -17,6 +17,7 @@
 #include "agent/ps/data_link.h"
 #include "agent/ps/frame.h"
 #include "bootstrap/common/backoff.h"
+#include "bootstrap/common/host_port.h"
 #include "bootstrap/common/duration.h"
 #include "proto/dlps.grpc.pb.h"
 #include "proto/grpc_status.h"
@@ -70,8 +71,8 @@ Result<PsClientOptions> PsClientOptions::FromEnv() {
   if (!servers || !*servers) return Status::InvalidArgument("dlps-client", "DLPS_SERVERS is not set (host:port,host:port,...)");
   std::stringstream ss(servers);
   for (std::string s; std::getline(ss, s, ',');) {
-    if (s.empty() || s.find(':') == std::string::npos) {
-      return Status::InvalidArgument("dlps-client", "DLPS_SERVERS has '" + s + "', not host:port");
+    if (Result<HostPort> hp = ParseHostPort(s); !hp.ok()) {
+      return Status::InvalidArgument("dlps-client", "DLPS_SERVERS: " + std::string(hp.status().message()));
     }
     o.servers.push_back(s);
   }

@@ -13,6 +13,8 @@
 #include <cstring>
 #include <memory>
 
+#include "bootstrap/common/host_port.h"
+
 namespace dlagent::ps {
 namespace {
 
@@ -93,14 +95,10 @@ Status WriteAll(int fd, iovec* iov, int count) {
 }
 
 Status SplitHostPort(const std::string& address, std::string* host, std::string* port) {
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon + 1 == address.size()) {
-    return Status::InvalidArgument(kComponent, "'" + address + "' is not host:port");
-  }
-  *host = address.substr(0, colon);
-  *port = address.substr(colon + 1);
-  if (host->size() >= 2 && host->front() == '[' && host->back() == ']') *host = host->substr(1, host->size() - 2);
-  if (*host == "0.0.0.0" || *host == "*") host->clear();  // any address
+  Result<HostPort> hp = ParseHostPort(address, /*allow_port_zero=*/true);
+  if (!hp.ok()) return Status::InvalidArgument(kComponent, hp.status().message());
+  *host = hp->host == "0.0.0.0" || hp->host == "*" ? "" : hp->host;  // "": any address
+  *port = std::to_string(hp->port);
   return Status::Ok();
 }
 

@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "bootstrap/common/backoff.h"
+#include "bootstrap/common/host_port.h"
 #include "bootstrap/common/log.h"
 
 namespace dlagent::swim {
@@ -32,16 +33,14 @@ void LogEvents(const std::vector<MemberEvent>& events) {
   }
 }
 
+// An IPv4 "ip:port" (gossip is IPv4 only).
 bool ParseAddr(const std::string& addr, sockaddr_in* out) {
-  const size_t colon = addr.rfind(':');
-  if (colon == std::string::npos) return false;
-  const std::string host = addr.substr(0, colon);
-  const int port = std::atoi(addr.c_str() + colon + 1);
-  if (port <= 0 || port > 65535) return false;
+  Result<HostPort> hp = ParseHostPort(addr);
+  if (!hp.ok()) return false;
   std::memset(out, 0, sizeof *out);
   out->sin_family = AF_INET;
-  out->sin_port = htons(static_cast<uint16_t>(port));
-  return inet_pton(AF_INET, host.c_str(), &out->sin_addr) == 1;
+  out->sin_port = htons(hp->port);
+  return inet_pton(AF_INET, hp->host.c_str(), &out->sin_addr) == 1;
 }
 
 MonoTime Now() { return std::chrono::steady_clock::now(); }
