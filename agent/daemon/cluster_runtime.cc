@@ -24,7 +24,7 @@ void ClusterRuntime::Start() {
 
 void ClusterRuntime::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);  // so that the identify loop cannot miss the wake-up
+    MutexLock lock(mu_);  // so that the identify loop cannot miss the wake-up
     stopping_ = true;
   }
   cv_.notify_all();
@@ -38,7 +38,7 @@ void ClusterRuntime::Stop() {
 }
 
 IdentitySnapshot ClusterRuntime::Identity() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return identity_;
 }
 
@@ -103,12 +103,12 @@ Status ClusterRuntime::Setup() {
     const std::string why = id.status().ToString();
     on_phase_("identify", "identify: waiting for instance metadata: " + why, false);  // the warning below logs it
     spdlog::warn("identify: {}; retrying", why);
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, std::max<Duration>(std::chrono::milliseconds(100), *backoff.NextDelay()), [&] { return stopping_.load(); });
+    MutexLock lock(mu_);
+    cv_.wait_for(lock.native(), std::max<Duration>(std::chrono::milliseconds(100), *backoff.NextDelay()), [&] { return stopping_.load(); });
   }
   if (stopping_) return Status(StatusCode::kCancelled, "identify", "stopping");
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     identity_ = *id;
   }
   spdlog::info("identify: instance {} ({}), {} in {}, {} GPUs", id->instance_id, id->instance_type.empty() ? "no type" : id->instance_type,

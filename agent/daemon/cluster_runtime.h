@@ -20,6 +20,7 @@
 #include "bootstrap/aws/imds_client.h"
 #include "bootstrap/aws/imds_event_poller.h"
 #include "bootstrap/aws/sqs_client.h"
+#include "bootstrap/common/mutex.h"
 
 namespace dlagent {
 
@@ -59,9 +60,9 @@ class ClusterRuntime {
   std::unique_ptr<MountManager> mounts_;
   std::unique_ptr<ImdsEventPoller> events_;
 
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  IdentitySnapshot identity_;                 // protected by mu_
+  IdentitySnapshot identity_ GUARDED_BY(mu_);
   std::unique_ptr<Membership> membership_;    // set once under mu_, then read without it
   std::unique_ptr<dlagent::Formation> formation_;  // likewise
   std::atomic<bool> running_{false};          // membership_ and formation_ are set

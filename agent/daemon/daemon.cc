@@ -50,7 +50,7 @@ spdlog::level::level_enum Daemon::EffectiveLevel(const Config& c) const {
 
 void Daemon::SetPhase(std::string phase, std::string detail, bool log) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     phase_ = phase;
     phase_detail_ = detail;
   }
@@ -66,7 +66,7 @@ StatusSnapshot Daemon::GetStatus() {
   s.started_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(started_wall_.time_since_epoch()).count();
   s.version = kVersion;
   s.pid = static_cast<uint32_t>(::getpid());
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   s.phase = phase_;
   s.phase_detail = phase_detail_;
   s.config_path = config_.path;
@@ -92,7 +92,7 @@ void Daemon::Reload() {
   Result<Config> fresh = LoadConfig(env_, options_.config_path, options_.config_required, ProcessGetEnv);
   std::string detail;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     detail = phase_detail_;
     if (!fresh.ok()) {
       spdlog::error("reload refused, the running configuration stays in force: {}", fresh.status().ToString());
@@ -137,7 +137,7 @@ void Daemon::Reload() {
 int Daemon::Run() {
   std::string socket_path, group;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     socket_path = config_.agent.socket;
     group = config_.agent.socket_group;
     spdlog::info("agentd {} starting (config: {}, cluster: {})", kVersion,
@@ -146,7 +146,7 @@ int Daemon::Run() {
   SetPhase("starting", "starting");
   Config config;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     config = config_;
   }
   const bool forming = config.cluster.expected_nodes > 0;

@@ -20,6 +20,7 @@
 #include "agent/ps/server.h"
 #include "agent/rpc/control_handler.h"
 #include "bootstrap/common/env.h"
+#include "bootstrap/common/mutex.h"
 
 namespace dlagent {
 
@@ -61,12 +62,11 @@ class Daemon final : public ControlHandler {
   // Written by RequestStop; Run() waits on it beside the signals.
   int stop_fd_ = -1;
 
-  mutable std::mutex mu_;
-  // State below is protected by mu_.
-  Config config_;
-  uint64_t config_generation_ = 1;
-  std::string phase_ = "starting";
-  std::string phase_detail_ = "starting";
+  mutable Mutex mu_;
+  Config config_ GUARDED_BY(mu_);
+  uint64_t config_generation_ GUARDED_BY(mu_) = 1;
+  std::string phase_ GUARDED_BY(mu_) = "starting";
+  std::string phase_detail_ GUARDED_BY(mu_) = "starting";
 
   // Set once in Run() (before the control socket serves, or right after), cleared after it stops: read
   // without mu_. Without a roster (cluster.expected_nodes = 0) the daemon runs gossip alone in membership_;

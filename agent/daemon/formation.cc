@@ -43,6 +43,12 @@ Formation::Formation(Deps deps, FormationOptions options, SelfInfo self, std::at
 
 Formation::~Formation() { Stop(); }
 
+void Formation::WaitFor(MutexLock& lock, Duration d) {
+  const auto until = std::chrono::steady_clock::now() + d;
+  while (!stop_ && cv_.wait_until(lock.native(), until) == std::cv_status::no_timeout) {
+  }
+}
+
 void Formation::Start() {
   tick_ = std::thread([this] { TickLoop(); });
   worker_ = std::thread([this] { WorkerLoop(); });
@@ -52,7 +58,7 @@ void Formation::Start() {
 
 void Formation::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
   stopping_->store(true);
@@ -64,7 +70,7 @@ void Formation::Stop() {
 }
 
 FormationStatus Formation::Snapshot() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   const FormationReport& r = core_.report();
   FormationStatus s;
   s.phase = std::string(PhaseName(r.phase));
@@ -96,19 +102,19 @@ FormationStatus Formation::Snapshot() {
 }
 
 std::string Formation::RosterJson() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return core_.held().generation == 0 ? "" : RenderRosterJson(core_.held());
 }
 
 void Formation::TickLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   while (!stop_) {
-    lock.unlock();
+    lock.Unlock();
     Tick(deps_.env->NowMono());
-    lock.lock();
+    lock.Lock();
     // Fast while forming, slower once ready: the view changes only with gossip.
     const Duration tick = core_.report().phase == FormationPhase::kReady ? options_.tick * 5 : options_.tick;
-    cv_.wait_for(lock, tick, [&] { return stop_; });
+    WaitFor(lock, tick);
   }
 }
 
@@ -129,7 +135,7 @@ void Formation::Tick(MonoTime now) {
   for (int round = 0; round < 2; ++round) {  // once more at once after adopting a roster: prepare it now
     FormationActions a;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       a = core_.Tick(now, view);
     }
     if (!Act(a, view, now)) break;
@@ -141,7 +147,7 @@ void Formation::Tick(MonoTime now) {
 bool Formation::Act(const FormationActions& a, const GossipView& view, MonoTime now) {
   swim::MemberMeta meta;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     alive_.clear();
     for (const PeerState& p : view.members) alive_.insert(p.node.instance_id);
     if (a.hello != want_hello_ || a.poll != want_poll_) {
@@ -163,7 +169,7 @@ bool Formation::Act(const FormationActions& a, const GossipView& view, MonoTime 
   if (!a.nudge_addr.empty()) deps_.peers->Join(a.nudge_addr);
   if (a.fetch_from.empty()) return false;
   Result<Roster> r = deps_.peers->FetchRoster(a.fetch_addr);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   const uint64_t before = core_.held().generation;
   core_.OnRosterFetched(a.fetch_from, r, now);
   return core_.held().generation != before;
@@ -173,7 +179,7 @@ void Formation::ReportPhase() {
   std::string phase, detail;
   bool log = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     const FormationReport& r = core_.report();
     phase = std::string(PhaseName(r.phase));
     log = phase != last_phase_ || r.detail != last_detail_;
@@ -189,7 +195,7 @@ void Formation::ReportPhase() {
 void Formation::LogEvents() {
   std::vector<FormationEvent> events;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     events = core_.TakeEvents();
   }
   for (const FormationEvent& e : events) {
@@ -202,21 +208,20 @@ void Formation::LogEvents() {
 }
 
 void Formation::Post(std::function<void()> task) {
-  // REQUIRES: mu_ held.
   tasks_.push_back(std::move(task));
   cv_.notify_all();
 }
 
 void Formation::WorkerLoop() {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   for (;;) {
-    cv_.wait(lock, [&] { return stop_ || !tasks_.empty(); });
+    while (!stop_ && tasks_.empty()) cv_.wait(lock.native());
     if (stop_) return;
     std::function<void()> task = std::move(tasks_.front());
     tasks_.pop_front();
-    lock.unlock();
+    lock.Unlock();
     task();
-    lock.lock();
+    lock.Lock();
   }
 }
 
@@ -236,7 +241,7 @@ void Formation::Prepare(Roster roster) {
   } else {
     spdlog::error("cluster: cannot prepare generation {}: {}; retrying", roster.generation, st.ToString());
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   core_.OnPrepared(roster, st, deps_.env->NowMono());
 }
 
@@ -262,7 +267,7 @@ Status Formation::OpenQueue(SqsClient& sqs, std::unique_ptr<DiscoveryQueue>& que
   Result<std::string> resolved = url ? Result<std::string>(deps_.queue) : sqs.GetQueueUrl(deps_.queue);
   if (!resolved.ok()) return resolved.status().Annotate("discovery queue " + deps_.queue);
   auto opened = std::make_unique<DiscoveryQueue>(sqs, *deps_.env, *resolved, deps_.key, options_.cluster);
-  std::lock_guard<std::mutex> lock(mu_);  // Snapshot() reads its counters
+  MutexLock lock(mu_);  // Snapshot() reads its counters
   queue = std::move(opened);
   return Status::Ok();
 }
@@ -270,18 +275,18 @@ Status Formation::OpenQueue(SqsClient& sqs, std::unique_ptr<DiscoveryQueue>& que
 void Formation::SenderLoop() {
   std::mt19937_64 rng(std::random_device{}());
   Backoff errors(kSqsErrorBackoff, rng());
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   for (;;) {
-    cv_.wait(lock, [&] { return stop_ || want_hello_; });
+    while (!stop_ && !want_hello_) cv_.wait(lock.native());
     if (stop_) return;
-    lock.unlock();
+    lock.Unlock();
     Status st = OpenQueue(*deps_.sqs_sender, send_queue_);
     if (st.ok()) {
       Hello h{options_.cluster, self_.instance_id, self_.ip, self_.meta.rpc_port, self_.meta.role, self_.gpus, self_.meta.az,
               std::chrono::duration_cast<std::chrono::milliseconds>(deps_.env->NowWall().time_since_epoch()).count()};
       st = send_queue_->SendHello(h);
     }
-    lock.lock();
+    lock.Lock();
     if (stop_) return;
     Duration pause;
     if (st.ok()) {
@@ -293,26 +298,26 @@ void Formation::SenderLoop() {
       spdlog::warn("discovery: {}", st.ToString());
       pause = std::max<Duration>(std::chrono::milliseconds(200), *errors.NextDelay());
     }
-    cv_.wait_for(lock, pause, [&] { return stop_; });
+    WaitFor(lock, pause);
   }
 }
 
 void Formation::PollerLoop() {
   std::mt19937_64 rng(std::random_device{}());
   Backoff errors(kSqsErrorBackoff, rng());
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   for (;;) {
-    cv_.wait(lock, [&] { return stop_ || want_poll_; });
+    while (!stop_ && !want_poll_) cv_.wait(lock.native());
     if (stop_) return;
     poll_cancel_->store(false);
-    lock.unlock();
+    lock.Unlock();
     Status st = OpenQueue(*deps_.sqs_poller, poll_queue_);
     if (st.ok()) {
       Result<int> n = poll_queue_->PollOnce(options_.poll_wait, [&](const Hello& h) {
         if (h.instance_id == self_.instance_id) return;
         {
           // A member already in our view is in our cluster: a push-pull with it would change nothing.
-          std::lock_guard<std::mutex> guard(mu_);
+          MutexLock guard(mu_);
           if (alive_.count(h.instance_id)) return;
         }
         const std::string addr = h.ip + ":" + std::to_string(h.gossip_port);
@@ -321,14 +326,14 @@ void Formation::PollerLoop() {
       });
       st = n.status();
     }
-    lock.lock();
+    lock.Lock();
     if (stop_) return;
     if (st.ok() || st.code() == StatusCode::kCancelled) {
       errors = Backoff(kSqsErrorBackoff, rng());
       continue;
     }
     spdlog::warn("discovery: polling the queue: {}", st.ToString());
-    cv_.wait_for(lock, std::max<Duration>(std::chrono::milliseconds(200), *errors.NextDelay()), [&] { return stop_; });
+    WaitFor(lock, std::max<Duration>(std::chrono::milliseconds(200), *errors.NextDelay()));
   }
 }
 

@@ -20,6 +20,7 @@
 
 #include "agent/rpc/control_handler.h"
 #include "bootstrap/aws/http_client.h"
+#include "bootstrap/common/mutex.h"
 #include "bootstrap/discovery/discovery_queue.h"
 #include "bootstrap/discovery/formation_core.h"
 #include "bootstrap/membership/messages.h"
@@ -105,7 +106,9 @@ class Formation {
   void SenderLoop();
   void PollerLoop();
   void WorkerLoop();
-  void Post(std::function<void()> task);
+  void Post(std::function<void()> task) REQUIRES(mu_);
+  // Waits until Stop() or `d` has passed.
+  void WaitFor(MutexLock& lock, Duration d) REQUIRES(mu_);
   void Prepare(Roster roster);
   void Signal(Roster roster);
   // Opens the discovery queue on first use (a name is resolved with GetQueueUrl); the sender and the
@@ -118,18 +121,19 @@ class Formation {
   std::atomic<bool>* stopping_;
   std::atomic<bool>* poll_cancel_;
 
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  // Protected by mu_:
-  bool stop_ = false;
-  FormationCore core_;
-  std::set<std::string> alive_;      // alive at the last tick (the poller skips HELLOs of members)
-  bool want_hello_ = false, want_poll_ = false;
-  std::string last_phase_, last_detail_;  // as last logged (without the countdown)
-  std::string last_shown_;                 // as last reported, countdown included
-  swim::MemberMeta published_;
-  std::deque<std::function<void()>> tasks_;
-  // Created by their threads once the queue URL is known; read by Snapshot() for counters.
+  bool stop_ GUARDED_BY(mu_) = false;
+  FormationCore core_ GUARDED_BY(mu_);
+  std::set<std::string> alive_ GUARDED_BY(mu_);  // alive at the last tick (the poller skips HELLOs of members)
+  bool want_hello_ GUARDED_BY(mu_) = false;
+  bool want_poll_ GUARDED_BY(mu_) = false;
+  std::string last_phase_ GUARDED_BY(mu_), last_detail_ GUARDED_BY(mu_);  // as last logged (without the countdown)
+  std::string last_shown_ GUARDED_BY(mu_);                                 // as last reported, countdown included
+  swim::MemberMeta published_ GUARDED_BY(mu_);
+  std::deque<std::function<void()>> tasks_ GUARDED_BY(mu_);
+  // Set by their threads once the queue URL is known (under mu_, as Snapshot() reads their counters); each
+  // thread then uses its own without the lock.
   std::unique_ptr<DiscoveryQueue> send_queue_, poll_queue_;
 
   std::thread tick_, sender_, poller_, worker_;

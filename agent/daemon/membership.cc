@@ -74,7 +74,7 @@ Result<std::unique_ptr<Membership>> Membership::Start(Env& env, const Config& co
 void Membership::UpdateMeta(const swim::MemberMeta& meta) { node_->UpdateMeta(swim::EncodeMeta(meta)); }
 
 void Membership::ServeRosters(std::function<std::string()> source) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   roster_source_ = std::move(source);
 }
 
@@ -83,7 +83,7 @@ Result<std::string> Membership::HandleFetchRoster(std::string_view sealed_reques
   if (request.plaintext != "roster") return Status::InvalidArgument("gossip", "unknown roster request");
   std::string roster;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (roster_source_) roster = roster_source_();
   }
   return keyring_->Seal(roster, swim::NowUnixMs());

@@ -15,6 +15,7 @@
 #include "agent/rpc/control_handler.h"
 #include "bootstrap/membership/gossip_node.h"
 #include "bootstrap/node/node_files.h"
+#include "bootstrap/common/mutex.h"
 
 namespace dlagent {
 
@@ -63,8 +64,8 @@ class Membership final : public FormationPeers {
   std::unique_ptr<ClusterClient> client_;
   std::unique_ptr<swim::GossipNode> node_;
   std::unique_ptr<ClusterServer> server_;
-  std::mutex mu_;
-  std::function<std::string()> roster_source_;  // protected by mu_
+  Mutex mu_;
+  std::function<std::string()> roster_source_ GUARDED_BY(mu_);
 };
 
 }  // namespace dlagent

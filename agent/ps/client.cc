@@ -141,9 +141,10 @@ PsClient::~PsClient() {
     std::lock_guard<std::mutex> lock(mu_);
     tickets.swap(tickets_);
   }
-  for (auto& [t, p] : tickets) {
-    std::unique_lock<std::mutex> lock(p->mu);
-    p->cv.wait(lock, [&] { return p->outstanding == 0; });  // each message has a deadline
+  for (auto& entry : tickets) {
+    detail::Pending& p = *entry.second;
+    std::unique_lock<std::mutex> lock(p.mu);
+    p.cv.wait(lock, [&] { return p.outstanding == 0; });  // each message has a deadline
   }
 }
 

@@ -13,6 +13,7 @@
 
 #include "agent/ps/frame.h"
 #include "agent/ps/shard.h"
+#include "bootstrap/common/mutex.h"
 
 namespace dlagent::ps {
 
@@ -30,7 +31,7 @@ class Jobs {
 
   // A worker's data connection, after its Hello: the shard it works on, or why it is refused.
   Result<std::shared_ptr<Shard>> Join(const Hello& h) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (h.num_workers > kMaxJobWorkers) {
       return Status::InvalidArgument("dlps-server", "a job of " + std::to_string(h.num_workers) + " workers is over the limit of " +
                                                         std::to_string(kMaxJobWorkers));
@@ -56,23 +57,23 @@ class Jobs {
   }
 
   void Leave(uint32_t rank) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     ranks_.erase(rank);
     if (ranks_.empty() && options_.num_workers == 0) shard_.reset();  // the job is over
   }
 
   // For control calls, which come from connected workers.
   Result<std::shared_ptr<Shard>> Current() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (!shard_) return Status::FailedPrecondition("dlps-server", "no job is connected (workers connect before they call Init)");
     return shard_;
   }
 
  private:
   const ShardOptions options_;
-  std::mutex mu_;
-  std::shared_ptr<Shard> shard_;  // protected by mu_
-  std::set<uint32_t> ranks_;      // protected by mu_; connected workers
+  Mutex mu_;
+  std::shared_ptr<Shard> shard_ GUARDED_BY(mu_);
+  std::set<uint32_t> ranks_ GUARDED_BY(mu_);  // connected workers
 };
 
 class DataConnection {

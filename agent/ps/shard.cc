@@ -63,7 +63,7 @@ Result<uint64_t> Shard::Init(uint64_t key, uint32_t chunk, uint64_t length, cons
     return Status::InvalidArgument("dlps-shard", Name(key, chunk) + ": a chunk of " + std::to_string(length) +
                                                      " floats is too large (the client's "
                                                      "chunk_floats must be at most 2^31)");
-  std::lock_guard<std::mutex> lock(map_mu_);
+  MutexLock lock(map_mu_);
   if (auto it = slices_.find({key, chunk}); it != slices_.end()) {
     Slice& slot = *it->second;
     std::lock_guard<std::mutex> slice_lock(slot.mu);
@@ -98,7 +98,7 @@ Result<uint64_t> Shard::Init(uint64_t key, uint32_t chunk, uint64_t length, cons
 }
 
 std::shared_ptr<Shard::Slice> Shard::Find(uint64_t key, uint32_t chunk, std::string* error) {
-  std::lock_guard<std::mutex> lock(map_mu_);
+  MutexLock lock(map_mu_);
   auto it = slices_.find({key, chunk});
   if (it == slices_.end()) {
     *error = Name(key, chunk) + " is not declared on this server (call Init first)";
@@ -108,7 +108,7 @@ std::shared_ptr<Shard::Slice> Shard::Find(uint64_t key, uint32_t chunk, std::str
 }
 
 Status Shard::Failed() {
-  std::lock_guard<std::mutex> lock(failed_mu_);
+  MutexLock lock(failed_mu_);
   return failed_;
 }
 
@@ -228,12 +228,12 @@ void Shard::Pull(uint64_t key, uint32_t chunk, uint64_t min_version, PullDone do
 
 void Shard::FailPending(const Status& why) {
   {
-    std::lock_guard<std::mutex> lock(failed_mu_);
+    MutexLock lock(failed_mu_);
     if (failed_.ok()) failed_ = why;
   }
   std::vector<std::shared_ptr<Slice>> all;
   {
-    std::lock_guard<std::mutex> lock(map_mu_);
+    MutexLock lock(map_mu_);
     for (auto& [id, s] : slices_) all.push_back(s);
   }
   for (auto& s : all) {
@@ -249,7 +249,7 @@ void Shard::FailPending(const Status& why) {
   }
   std::map<uint64_t, std::pair<std::vector<bool>, std::vector<std::function<void(const Status&)>>>> barriers;
   {
-    std::lock_guard<std::mutex> lock(barrier_mu_);
+    MutexLock lock(barrier_mu_);
     barriers.swap(barriers_);
   }
   for (auto& [g, b] : barriers) {
@@ -260,7 +260,7 @@ void Shard::FailPending(const Status& why) {
 std::vector<Shard::SliceState> Shard::Export() {
   std::vector<std::shared_ptr<Slice>> all;
   {
-    std::lock_guard<std::mutex> lock(map_mu_);
+    MutexLock lock(map_mu_);
     for (auto& [id, s] : slices_) all.push_back(s);
   }
   std::vector<SliceState> out;
@@ -308,13 +308,13 @@ void Shard::Barrier(uint32_t rank, uint64_t generation, std::function<void(const
   }
   std::vector<std::function<void(const Status&)>> release;
   {
-    std::unique_lock<std::mutex> lock(barrier_mu_);
+    MutexLock lock(barrier_mu_);
     if (Status failed = Failed(); !failed.ok()) {
-      lock.unlock();
+      lock.Unlock();
       return done(failed);
     }
     if (!barriers_.contains(generation) && barriers_.size() >= kMaxOpenBarriers) {
-      lock.unlock();
+      lock.Unlock();
       return done(Status::ResourceExhausted("dlps-shard", "rank " + std::to_string(rank) + " entered barrier " + std::to_string(generation) +
                                                               " while " + std::to_string(kMaxOpenBarriers) +
                                                               " others are still open (workers out of step?)"));
@@ -322,7 +322,7 @@ void Shard::Barrier(uint32_t rank, uint64_t generation, std::function<void(const
     auto& [arrived, waiting] = barriers_[generation];
     arrived.resize(options_.num_workers, false);
     if (arrived[rank]) {
-      lock.unlock();
+      lock.Unlock();
       return done(Refused("rank " + std::to_string(rank) + " entered barrier " + std::to_string(generation) + " twice"));
     }
     arrived[rank] = true;

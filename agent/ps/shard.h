@@ -31,6 +31,7 @@
 
 #include "agent/ps/optimizer.h"
 #include "bootstrap/common/status.h"
+#include "bootstrap/common/mutex.h"
 
 namespace dlagent::ps {
 
@@ -127,17 +128,17 @@ class Shard {
   std::shared_ptr<Slice> Find(uint64_t key, uint32_t chunk, std::string* error);
   Status Failed();
 
-  std::mutex failed_mu_;
-  Status failed_;  // protected by failed_mu_; set by FailPending
+  Mutex failed_mu_;
+  Status failed_ GUARDED_BY(failed_mu_);  // set by FailPending
 
   const ShardOptions options_;
-  std::mutex map_mu_;
-  std::map<std::pair<uint64_t, uint32_t>, std::shared_ptr<Slice>> slices_;  // protected by map_mu_
-  uint64_t declared_bytes_ = 0;                                              // protected by map_mu_
+  Mutex map_mu_;
+  std::map<std::pair<uint64_t, uint32_t>, std::shared_ptr<Slice>> slices_ GUARDED_BY(map_mu_);
+  uint64_t declared_bytes_ GUARDED_BY(map_mu_) = 0;
 
-  std::mutex barrier_mu_;
-  std::map<uint64_t, std::pair<std::vector<bool>,
-                               std::vector<std::function<void(const Status&)>>>> barriers_;  // by generation
+  Mutex barrier_mu_;
+  std::map<uint64_t, std::pair<std::vector<bool>, std::vector<std::function<void(const Status&)>>>> barriers_
+      GUARDED_BY(barrier_mu_);  // by generation
 };
 
 }  // namespace dlagent::ps

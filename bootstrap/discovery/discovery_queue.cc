@@ -12,7 +12,7 @@ DiscoveryQueue::DiscoveryQueue(SqsClient& sqs, Env& env, std::string queue_url, 
 Status DiscoveryQueue::SendHello(const Hello& hello) {
   Result<std::string> id = sqs_.SendMessage(queue_url_, SignHello(hello, key_), {{"dlagent", "hello"}, {"cluster", cluster_}});
   if (!id.ok()) return id.status().Annotate("sending HELLO");
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   ++counters_.sent;
   return Status::Ok();
 }
@@ -38,7 +38,7 @@ Result<int> DiscoveryQueue::PollOnce(Duration wait, const std::function<void(con
       spdlog::warn("discovery: refused a message on the queue ({}): {}", HelloVerdictName(check.verdict), check.detail);
     }
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       ++counters_.received;
       if (check.verdict != HelloVerdict::kAccepted) ++counters_.refused[check.verdict];
       else if (duplicate) ++counters_.duplicates;
@@ -53,7 +53,7 @@ Result<int> DiscoveryQueue::PollOnce(Duration wait, const std::function<void(con
 }
 
 DiscoveryCounters DiscoveryQueue::counters() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return counters_;
 }
 

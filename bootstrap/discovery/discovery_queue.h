@@ -13,6 +13,7 @@
 
 #include "bootstrap/aws/sqs_client.h"
 #include "bootstrap/discovery/hello.h"
+#include "bootstrap/common/mutex.h"
 
 namespace dlagent {
 
@@ -39,8 +40,8 @@ class DiscoveryQueue {
   SqsClient& sqs_;
   Env& env_;
   const std::string queue_url_, key_, cluster_;
-  mutable std::mutex mu_;
-  DiscoveryCounters counters_;                 // protected by mu_
+  mutable Mutex mu_;
+  DiscoveryCounters counters_ GUARDED_BY(mu_);
   std::map<std::string, MonoTime> handed_over_;  // instance id -> when; poller only
 };
 

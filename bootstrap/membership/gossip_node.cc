@@ -92,7 +92,7 @@ GossipNode::~GossipNode() {
 
 void GossipNode::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (stop_ && !loop_.joinable()) return;
     stop_ = true;
   }
@@ -105,7 +105,7 @@ void GossipNode::Stop() {
 
 void GossipNode::Leave(Duration grace) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     swim_->Leave(Now());
   }
   // The loop goes on sending the leave for a moment.
@@ -140,7 +140,7 @@ void GossipNode::Loop() {
     std::vector<OutPacket> out;
     std::vector<MemberEvent> events;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       if (stop_) return;
       const MonoTime now = Now();
       for (const std::string& sealed : received) {
@@ -182,8 +182,8 @@ void GossipNode::Worker() {
   for (;;) {
     std::string addr;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || !push_pull_queue_.empty(); });
+      MutexLock lock(mu_);
+      while (!stop_ && push_pull_queue_.empty()) cv_.wait(lock.native());
       if (stop_) return;
       addr = std::move(push_pull_queue_.front());
       push_pull_queue_.pop_front();
@@ -195,11 +195,11 @@ void GossipNode::Worker() {
 void GossipNode::PushPull(const std::string& addr) {
   std::string ours;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     ours = keyring_.Seal(EncodeState(swim_->LocalState()), NowUnixMs());
   }
   Result<std::string> theirs = transport_->Exchange(addr, ours);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   Result<std::string> plain = theirs.ok() ? OpenOnce(*theirs) : Result<std::string>(theirs.status());
   Result<std::vector<MemberInfo>> state = plain.ok() ? DecodeState(*plain) : Result<std::vector<MemberInfo>>(plain.status());
   ++stats_.push_pulls;
@@ -220,13 +220,13 @@ Result<std::string> GossipNode::HandlePushPull(std::string_view sealed_state) {
     ~Slot() { --n; }
   } slot{serving_push_pulls_};
   if (++serving_push_pulls_ > kMaxServedPushPulls) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     ++stats_.push_pulls_refused;
     return Status::ResourceExhausted("gossip", "too many push-pulls at once; try later");
   }
   std::string ours;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     ASSIGN_OR_RETURN(std::string plain, OpenOnce(sealed_state));
     ASSIGN_OR_RETURN(std::vector<MemberInfo> remote, DecodeState(plain));
     swim_->MergeState(remote, Now());
@@ -251,7 +251,7 @@ Result<std::string> GossipNode::OpenOnce(std::string_view sealed) {
 
 void GossipNode::UpdateMeta(std::string meta) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     swim_->UpdateMeta(std::move(meta), Now());
   }
   uint64_t one = 1;
@@ -260,7 +260,7 @@ void GossipNode::UpdateMeta(std::string meta) {
 
 void GossipNode::Join(const std::string& addr) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (addr == advertise_addr_ || push_pull_queue_.size() >= kMaxQueuedPushPulls) return;
     push_pull_queue_.push_back(addr);
   }
@@ -268,17 +268,17 @@ void GossipNode::Join(const std::string& addr) {
 }
 
 std::vector<MemberInfo> GossipNode::Members() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return swim_->Members();
 }
 
 GossipStats GossipNode::stats() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return stats_;
 }
 
 int GossipNode::health_score() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return swim_->health_score();
 }
 

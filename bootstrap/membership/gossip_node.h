@@ -17,6 +17,7 @@
 
 #include "bootstrap/membership/packet_crypto.h"
 #include "bootstrap/membership/swim.h"
+#include "bootstrap/common/mutex.h"
 
 namespace dlagent::swim {
 
@@ -75,7 +76,7 @@ class GossipNode {
   void Stop();
   // Opens a sealed packet or state once: refused (and counted) when it fails authentication or is replayed.
   // REQUIRES: mu_ held.
-  Result<std::string> OpenOnce(std::string_view sealed);
+  Result<std::string> OpenOnce(std::string_view sealed) REQUIRES(mu_);
 
   const GossipOptions options_;
   const Keyring keyring_;
@@ -83,13 +84,12 @@ class GossipNode {
   const int fd_, wake_fd_;
   std::string advertise_addr_;
 
-  std::mutex mu_;
-  // State below is protected by mu_.
-  std::unique_ptr<Swim> swim_;
-  GossipStats stats_;
-  ReplayWindow replays_;  // every sealed packet and push-pull state passes it
-  std::deque<std::string> push_pull_queue_;
-  bool stop_ = false;
+  Mutex mu_;
+  std::unique_ptr<Swim> swim_ PT_GUARDED_BY(mu_);
+  GossipStats stats_ GUARDED_BY(mu_);
+  ReplayWindow replays_ GUARDED_BY(mu_);  // every sealed packet and push-pull state passes it
+  std::deque<std::string> push_pull_queue_ GUARDED_BY(mu_);
+  bool stop_ GUARDED_BY(mu_) = false;
   std::condition_variable cv_;
 
   std::atomic<int> serving_push_pulls_{0};
