@@ -78,7 +78,7 @@ int Run(int n, int after_s, bool trace, bool netns) {
       std::map<std::string, int> phases;
       for (int i = 0; i < n; ++i) {
         auto s = c.Status(i);
-        ++phases[s ? s->phase : "no answer"];
+        ++phases[s ? std::string(dlagent::AgentPhaseName(s->phase)) : "no answer"];
       }
       std::string line;
       for (const auto& [p, k] : phases) line += " " + p + "=" + std::to_string(k);
@@ -92,7 +92,7 @@ int Run(int n, int after_s, bool trace, bool netns) {
   if (!c.WaitPhase(Range(n), "ready", seconds(120))) {
     std::fprintf(stderr, "formation_bench: %d agents did not all become ready:\n%s", n, c.Describe(Range(n)).c_str());
     for (int i = 0; i < n; ++i) {
-      if (auto s = c.Status(i); s && s->phase == "ready") continue;
+      if (auto s = c.Status(i); s && s->phase == dlagent::AgentPhase::kReady) continue;
       const std::string log = c.Log(i);
       std::fprintf(stderr, "the log of node %d, the first not ready (end):\n%s", i, log.substr(log.size() > 4000 ? log.size() - 4000 : 0).c_str());
       break;

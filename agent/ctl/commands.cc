@@ -38,7 +38,7 @@ nlohmann::json ClusterJson(const ClusterSnapshot& c) {
 
 nlohmann::json ToJson(const StatusSnapshot& s) {
   return {
-      {"phase", s.phase},
+      {"phase", AgentPhaseName(s.phase)},
       {"phase_detail", s.phase_detail},
       {"identity",
        {{"instance_id", s.identity.instance_id},
@@ -66,7 +66,8 @@ std::string FormatStatus(const StatusSnapshot& s) {
   std::string out = "agentd " + s.version + " (pid " + std::to_string(s.pid) + "), up " +
                     FormatDuration(std::chrono::milliseconds(s.uptime_ms)) + "\n";
   auto row = [&](const char* name, const std::string& value) { out += "  " + std::string(name) + value + "\n"; };
-  row("phase:     ", s.phase + (s.phase_detail.empty() || s.phase_detail == s.phase ? "" : " (" + s.phase_detail + ")"));
+  const std::string phase(AgentPhaseName(s.phase));
+  row("phase:     ", phase + (s.phase_detail.empty() || s.phase_detail == phase ? "" : " (" + s.phase_detail + ")"));
   row("cluster:   ", s.cluster_name);
   if (s.identity.instance_id.empty()) {
     row("instance:  ", "not identified yet");
@@ -123,19 +124,19 @@ int RunWait(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
       last = s->phase_detail;
       if (!opts.quiet) err << s->phase_detail << "\n";
     }
-    if (!s->cluster && s->phase == "serving") {
+    if (!s->cluster && s->phase == AgentPhase::kServing) {
       err << "agentctl: this agent forms no cluster (cluster.expected_nodes is 0): nothing to wait for\n";
       return 5;
     }
-    if (s->phase == "ready") {
+    if (s->phase == AgentPhase::kReady) {
       if (opts.json) out << ToJson(*s).dump(2) << "\n";
       return 0;
     }
-    if (s->phase == "failed") {
+    if (s->phase == AgentPhase::kFailed) {
       err << "agentctl: " << s->phase_detail << "\n";
       return 4;
     }
-    if (s->phase == "stopping") {
+    if (s->phase == AgentPhase::kStopping) {
       err << "agentctl: agentd is stopping\n";
       return 1;
     }

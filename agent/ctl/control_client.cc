@@ -4,6 +4,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "agent/rpc/control_codec.h"
 #include "agent/rpc/unix_socket.h"
 #include "bootstrap/common/duration.h"
 #include "proto/control.grpc.pb.h"
@@ -13,47 +14,6 @@ namespace dlagent {
 namespace {
 
 namespace pb = ::dlagent::control::v1;
-
-StatusSnapshot FromProto(const pb::AgentStatus& p) {
-  StatusSnapshot s;
-  s.phase = p.phase();
-  s.phase_detail = p.phase_detail();
-  s.identity.instance_id = p.identity().instance_id();
-  s.identity.instance_type = p.identity().instance_type();
-  s.identity.local_ipv4 = p.identity().local_ipv4();
-  s.identity.region = p.identity().region();
-  s.identity.availability_zone = p.identity().availability_zone();
-  s.identity.gpu_count = p.identity().gpu_count();
-  s.uptime_ms = p.uptime_ms();
-  s.version = p.version();
-  s.config_path = p.config_path();
-  s.cluster_name = p.cluster_name();
-  s.pid = p.pid();
-  s.started_unix_ms = p.started_unix_ms();
-  s.log_level = p.log_level();
-  s.config_generation = p.config_generation();
-  s.socket_path = p.socket_path();
-  if (p.has_cluster()) {
-    const pb::ClusterView& v = p.cluster();
-    ClusterSnapshot c;
-    c.leader = v.leader();
-    c.generation = v.generation();
-    c.rank = v.rank();
-    for (const pb::RosterMember& m : v.roster()) c.roster.push_back({m.rank(), m.instance_id(), m.ip(), m.gpus(), m.prepared()});
-    c.failure = v.failure();
-    c.alive = v.alive();
-    c.expected = v.expected();
-    c.deadline_in_ms = v.deadline_in_ms();
-    c.dead.assign(v.dead().begin(), v.dead().end());
-    c.reseal_in_ms = v.reseal_in_ms();
-    c.sqs_requests = v.sqs_requests();
-    c.hellos_sent = v.hellos_sent();
-    c.hellos_accepted = v.hellos_accepted();
-    c.hellos_refused = v.hellos_refused();
-    s.cluster = std::move(c);
-  }
-  return s;
-}
 
 class GrpcControlClient final : public ControlClient {
  public:
@@ -75,13 +35,7 @@ class GrpcControlClient final : public ControlClient {
     SetDeadline(ctx);
     pb::MemberList reply;
     RETURN_IF_ERROR(Convert(stub_->ListMembers(&ctx, pb::ListMembersRequest(), &reply)));
-    MemberListSnapshot out;
-    out.enabled = reply.enabled();
-    for (const pb::Member& m : reply.members()) {
-      out.members.push_back({m.name(), m.address(), m.status(), m.role(), m.availability_zone(), m.version(), m.gpus(),
-                             m.incarnation(), m.flaps(), m.last_change_ms_ago()});
-    }
-    return out;
+    return FromProto(reply);
   }
 
   Result<std::string> GetVersion() override {

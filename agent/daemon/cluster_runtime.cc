@@ -101,7 +101,7 @@ Status ClusterRuntime::Setup() {
     if (id.ok() || stopping_) break;
     if (id.status().code() == StatusCode::kInvalidArgument) return id.status();
     const std::string why = id.status().ToString();
-    on_phase_("identify", "identify: waiting for instance metadata: " + why, false);  // the warning below logs it
+    on_phase_(AgentPhase::kIdentify, "identify: waiting for instance metadata: " + why, false);  // the warning below logs it
     spdlog::warn("identify: {}; retrying", why);
     MutexLock lock(mu_);
     cv_.wait_for(lock.native(), std::max<Duration>(std::chrono::milliseconds(100), *backoff.NextDelay()), [&] { return stopping_.load(); });
@@ -223,7 +223,7 @@ void ClusterRuntime::Run() {
   Status st = Setup();
   if (!st.ok() && st.code() != StatusCode::kCancelled) {
     spdlog::critical("cluster: cannot start: {}", st.ToString());
-    on_phase_("failed", "failed: " + st.ToString(), false);  // logged just above
+    on_phase_(AgentPhase::kFailed, "failed: " + st.ToString(), false);  // logged just above
   }
 }
 

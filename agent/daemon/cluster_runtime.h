@@ -26,7 +26,7 @@ namespace dlagent {
 
 class ClusterRuntime {
  public:
-  using PhaseFn = std::function<void(const std::string& phase, const std::string& detail, bool log)>;
+  using PhaseFn = std::function<void(AgentPhase phase, const std::string& detail, bool log)>;
   // env must outlive the runtime. on_phase is called from the runtime's threads at each change; on_leave
   // when the node must leave (a spot interruption notice).
   ClusterRuntime(Env& env, Config config, PhaseFn on_phase, std::function<void()> on_leave);

@@ -48,15 +48,15 @@ spdlog::level::level_enum Daemon::EffectiveLevel(const Config& c) const {
   return level.ok() ? *level : spdlog::level::info;
 }
 
-void Daemon::SetPhase(std::string phase, std::string detail, bool log) {
+void Daemon::SetPhase(AgentPhase phase, std::string detail, bool log) {
   {
     MutexLock lock(mu_);
     phase_ = phase;
     phase_detail_ = detail;
   }
-  SetLogField("PHASE", phase);
+  SetLogField("PHASE", std::string(AgentPhaseName(phase)));
   notifier_.Status(detail);
-  if (log) spdlog::info("phase {}: {}", phase, detail);
+  if (log) spdlog::info("phase {}: {}", AgentPhaseName(phase), detail);
 }
 
 StatusSnapshot Daemon::GetStatus() {
@@ -143,7 +143,7 @@ int Daemon::Run() {
     spdlog::info("agentd {} starting (config: {}, cluster: {})", kVersion,
                  config_.path.empty() ? "built-in defaults" : config_.path, config_.cluster.name);
   }
-  SetPhase("starting", "starting");
+  SetPhase(AgentPhase::kStarting, "starting");
   Config config;
   {
     MutexLock lock(mu_);
@@ -154,7 +154,7 @@ int Daemon::Run() {
     // The runtime identifies the node and forms the cluster on threads of its own: the socket serves
     // (and systemd hears READY=1) at once, so that boot never waits on other nodes.
     runtime_ = std::make_unique<ClusterRuntime>(
-        env_, config, [this](const std::string& phase, const std::string& detail, bool log) { SetPhase(phase, detail, log); },
+        env_, config, [this](AgentPhase phase, const std::string& detail, bool log) { SetPhase(phase, detail, log); },
         [this] { RequestStop("a spot interruption notice"); });
   } else {
     Result<std::unique_ptr<Membership>> membership = Membership::Start(env_, config);
@@ -191,12 +191,12 @@ int Daemon::Run() {
   }
   if (forming) {
     const std::string detail = "identify: asking instance metadata" + std::string(config.aws.imds_disabled ? " (disabled: from the config)" : "");
-    SetPhase("identify", detail);
+    SetPhase(AgentPhase::kIdentify, detail);
     notifier_.Ready(detail);
     runtime_->Start();
   } else {
     const std::string detail = "serving agentctl on " + socket_path;
-    SetPhase("serving", detail);
+    SetPhase(AgentPhase::kServing, detail);
     notifier_.Ready(detail);
   }
 
@@ -232,7 +232,7 @@ int Daemon::Run() {
   }
   ::close(signal_fd);
   notifier_.Stopping();
-  SetPhase("stopping", "leaving the cluster and stopping");
+  SetPhase(AgentPhase::kStopping, "leaving the cluster and stopping");
   if (runtime_) runtime_->Stop();
   if (membership_) membership_->Leave();
   (*server)->Shutdown(kShutdownGrace);

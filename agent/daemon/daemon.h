@@ -50,7 +50,7 @@ class Daemon final : public ControlHandler {
 
  private:
   // log: write the phase line to the journal too (false when only a countdown in it moved).
-  void SetPhase(std::string phase, std::string detail, bool log = true);
+  void SetPhase(AgentPhase phase, std::string detail, bool log = true);
   void Reload();
   spdlog::level::level_enum EffectiveLevel(const Config& c) const;
 
@@ -65,7 +65,7 @@ class Daemon final : public ControlHandler {
   mutable Mutex mu_;
   Config config_ GUARDED_BY(mu_);
   uint64_t config_generation_ GUARDED_BY(mu_) = 1;
-  std::string phase_ GUARDED_BY(mu_) = "starting";
+  AgentPhase phase_ GUARDED_BY(mu_) = AgentPhase::kStarting;
   std::string phase_detail_ GUARDED_BY(mu_) = "starting";
 
   // Set once in Run() (before the control socket serves, or right after), cleared after it stops: read

@@ -18,6 +18,18 @@ const BackoffPolicy kSqsErrorBackoff{std::chrono::seconds(1), std::chrono::secon
 
 std::string HostOf(const std::string& addr) { return addr.substr(0, addr.rfind(':')); }
 
+AgentPhase AgentPhaseOf(FormationPhase p) {
+  switch (p) {
+    case FormationPhase::kDiscover: return AgentPhase::kDiscover;
+    case FormationPhase::kRoster: return AgentPhase::kRoster;
+    case FormationPhase::kPrepare: return AgentPhase::kPrepare;
+    case FormationPhase::kReady: return AgentPhase::kReady;
+    case FormationPhase::kStandby: return AgentPhase::kStandby;
+    case FormationPhase::kFailed: return AgentPhase::kFailed;
+  }
+  return AgentPhase::kFailed;
+}
+
 FormationConfig CoreConfig(const FormationOptions& o, const SelfInfo& self) {
   FormationConfig c;
   c.cluster = o.cluster;
@@ -73,7 +85,7 @@ FormationStatus Formation::Snapshot() {
   MutexLock lock(mu_);
   const FormationReport& r = core_.report();
   FormationStatus s;
-  s.phase = std::string(PhaseName(r.phase));
+  s.phase = AgentPhaseOf(r.phase);
   s.detail = r.detail + r.countdown;
   ClusterSnapshot& c = s.cluster;
   c.leader = r.leader;
@@ -176,12 +188,13 @@ bool Formation::Act(const FormationActions& a, const GossipView& view, MonoTime 
 }
 
 void Formation::ReportPhase() {
-  std::string phase, detail;
+  AgentPhase phase;
+  std::string detail;
   bool log = false;
   {
     MutexLock lock(mu_);
     const FormationReport& r = core_.report();
-    phase = std::string(PhaseName(r.phase));
+    phase = AgentPhaseOf(r.phase);
     log = phase != last_phase_ || r.detail != last_detail_;
     last_phase_ = phase;
     last_detail_ = r.detail;

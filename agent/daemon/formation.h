@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -62,7 +63,7 @@ struct SelfInfo {
 };
 
 struct FormationStatus {
-  std::string phase;   // PhaseName: discover, roster, prepare, ready, standby, failed
+  AgentPhase phase = AgentPhase::kDiscover;
   std::string detail;  // one line, as systemd's STATUS=
   ClusterSnapshot cluster;  // what agentctl status shows
 };
@@ -80,7 +81,7 @@ class Formation {
     HttpClient* http = nullptr;        // CloudFormation signals
     // At each change of the phase line; log is false when only a countdown moved (STATUS= shows it, the
     // journal gets a line only when something else changed).
-    std::function<void(const std::string& phase, const std::string& detail, bool log)> on_phase;
+    std::function<void(AgentPhase phase, const std::string& detail, bool log)> on_phase;
   };
   // Everything in deps must outlive the Formation. stopping: set by Stop(); the SQS sender and the mount
   // manager were built with it as their cancel flag, so that no retry outlives the agent. poll_cancel: the
@@ -128,7 +129,8 @@ class Formation {
   std::set<std::string> alive_ GUARDED_BY(mu_);  // alive at the last tick (the poller skips HELLOs of members)
   bool want_hello_ GUARDED_BY(mu_) = false;
   bool want_poll_ GUARDED_BY(mu_) = false;
-  std::string last_phase_ GUARDED_BY(mu_), last_detail_ GUARDED_BY(mu_);  // as last logged (without the countdown)
+  std::optional<AgentPhase> last_phase_ GUARDED_BY(mu_);
+  std::string last_detail_ GUARDED_BY(mu_);  // as last logged (without the countdown)
   std::string last_shown_ GUARDED_BY(mu_);                                 // as last reported, countdown included
   swim::MemberMeta published_ GUARDED_BY(mu_);
   std::deque<std::function<void()>> tasks_ GUARDED_BY(mu_);

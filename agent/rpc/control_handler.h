@@ -5,9 +5,15 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace dlagent {
+
+// Where the agent stands: its own life (starting, serving, stopping) and, when it forms a cluster, the
+// formation's phases (docs/cluster.md).
+enum class AgentPhase { kStarting, kServing, kIdentify, kDiscover, kRoster, kPrepare, kReady, kStandby, kFailed, kStopping };
+std::string_view AgentPhaseName(AgentPhase p);  // one word, as agentctl, the journal and STATUS= show it
 
 struct IdentitySnapshot {
   std::string instance_id, instance_type, local_ipv4, region, availability_zone;
@@ -35,7 +41,7 @@ struct ClusterSnapshot {
 };
 
 struct StatusSnapshot {
-  std::string phase;
+  AgentPhase phase = AgentPhase::kStarting;
   std::string phase_detail;
   IdentitySnapshot identity;
   uint64_t uptime_ms = 0;

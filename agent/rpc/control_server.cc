@@ -19,6 +19,7 @@
 #include <grpcpp/server_posix.h>
 #include <spdlog/spdlog.h>
 
+#include "agent/rpc/control_codec.h"
 #include "agent/rpc/unix_socket.h"
 #include "proto/control.grpc.pb.h"
 
@@ -26,52 +27,6 @@ namespace dlagent {
 namespace {
 
 namespace pb = ::dlagent::control::v1;
-
-void ToProto(const StatusSnapshot& s, pb::AgentStatus* out) {
-  out->set_phase(s.phase);
-  out->set_phase_detail(s.phase_detail);
-  auto* id = out->mutable_identity();
-  id->set_instance_id(s.identity.instance_id);
-  id->set_instance_type(s.identity.instance_type);
-  id->set_local_ipv4(s.identity.local_ipv4);
-  id->set_region(s.identity.region);
-  id->set_availability_zone(s.identity.availability_zone);
-  id->set_gpu_count(s.identity.gpu_count);
-  if (s.cluster) {
-    const ClusterSnapshot& c = *s.cluster;
-    auto* v = out->mutable_cluster();
-    v->set_leader(c.leader);
-    v->set_generation(c.generation);
-    v->set_rank(c.rank);
-    for (const RosterMemberSnapshot& m : c.roster) {
-      auto* r = v->add_roster();
-      r->set_rank(m.rank);
-      r->set_instance_id(m.instance_id);
-      r->set_ip(m.ip);
-      r->set_gpus(m.gpus);
-      r->set_prepared(m.prepared);
-    }
-    v->set_failure(c.failure);
-    v->set_alive(c.alive);
-    v->set_expected(c.expected);
-    v->set_deadline_in_ms(c.deadline_in_ms);
-    for (const std::string& d : c.dead) v->add_dead(d);
-    v->set_reseal_in_ms(c.reseal_in_ms);
-    v->set_sqs_requests(c.sqs_requests);
-    v->set_hellos_sent(c.hellos_sent);
-    v->set_hellos_accepted(c.hellos_accepted);
-    v->set_hellos_refused(c.hellos_refused);
-  }
-  out->set_uptime_ms(s.uptime_ms);
-  out->set_version(s.version);
-  out->set_config_path(s.config_path);
-  out->set_cluster_name(s.cluster_name);
-  out->set_pid(s.pid);
-  out->set_started_unix_ms(s.started_unix_ms);
-  out->set_log_level(s.log_level);
-  out->set_config_generation(s.config_generation);
-  out->set_socket_path(s.socket_path);
-}
 
 class ControlService final : public pb::Control::CallbackService {
  public:
@@ -87,21 +42,7 @@ class ControlService final : public pb::Control::CallbackService {
 
   grpc::ServerUnaryReactor* ListMembers(grpc::CallbackServerContext* ctx, const pb::ListMembersRequest*,
                                         pb::MemberList* reply) override {
-    const MemberListSnapshot list = handler_->ListMembers();
-    reply->set_enabled(list.enabled);
-    for (const MemberSnapshot& m : list.members) {
-      pb::Member* out = reply->add_members();
-      out->set_name(m.name);
-      out->set_address(m.address);
-      out->set_status(m.status);
-      out->set_role(m.role);
-      out->set_gpus(m.gpus);
-      out->set_availability_zone(m.availability_zone);
-      out->set_incarnation(m.incarnation);
-      out->set_last_change_ms_ago(m.last_change_ms_ago);
-      out->set_flaps(m.flaps);
-      out->set_version(m.version);
-    }
+    ToProto(handler_->ListMembers(), reply);
     auto* reactor = ctx->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
     return reactor;

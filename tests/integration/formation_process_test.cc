@@ -204,7 +204,7 @@ TEST(FormationProcessTest, SigtermAndSpotNoticeLeaveAndTheRosterReseals) {
       bool all = true;
       for (int i : who) {
         auto s = c.Status(i);
-        all = all && s && s->cluster && s->phase == "ready" && s->cluster->generation == g && s->cluster->roster.size() == nodes;
+        all = all && s && s->cluster && s->phase == AgentPhase::kReady && s->cluster->generation == g && s->cluster->roster.size() == nodes;
       }
       if (all) return true;
       std::this_thread::sleep_for(milliseconds(100));
@@ -235,7 +235,7 @@ TEST(FormationProcessTest, OnChangeAddsALateNodeInTheNextGeneration) {
     resealed = true;
     for (int i = 0; i < 4; ++i) {
       auto s = c.Status(i);
-      resealed = resealed && s && s->phase == "ready" && s->cluster && s->cluster->generation == 2 && s->cluster->roster.size() == 4;
+      resealed = resealed && s && s->phase == AgentPhase::kReady && s->cluster && s->cluster->generation == 2 && s->cluster->roster.size() == 4;
     }
     std::this_thread::sleep_for(milliseconds(100));
   }
@@ -251,7 +251,7 @@ std::vector<std::string> ReadyRoster(Cluster& c, const std::vector<int>& nodes, 
     bool all = true;
     for (int i : nodes) {
       auto s = c.Status(i);
-      all = all && s && s->cluster && s->phase == "ready" && s->cluster->generation == generation;
+      all = all && s && s->cluster && s->phase == AgentPhase::kReady && s->cluster->generation == generation;
       if (!all) break;
       std::vector<std::string> ids;
       for (const auto& m : s->cluster->roster) ids.push_back(m.instance_id);
@@ -275,8 +275,8 @@ TEST(FormationProcessTest, AKilledMasterDegradesTheClusterAndHealsItWhenItComesB
   bool degraded = false;
   for (auto until = steady_clock::now() + seconds(10); !degraded && steady_clock::now() < until; std::this_thread::sleep_for(milliseconds(50))) {
     auto s = c.Status(2);
-    ASSERT_TRUE(s && s->phase != "prepare") << s->phase_detail;
-    degraded = s->phase == "ready" && s->cluster && s->cluster->dead == std::vector<std::string>{c.Id(0)};
+    ASSERT_TRUE(s && s->phase != AgentPhase::kPrepare) << s->phase_detail;
+    degraded = s->phase == AgentPhase::kReady && s->cluster && s->cluster->dead == std::vector<std::string>{c.Id(0)};
   }
   ASSERT_TRUE(degraded) << c.Describe({1, 2, 3});
   // After it: below min_nodes, the reseal fails; the roster shown is still generation 1.
@@ -318,7 +318,7 @@ TEST(FormationProcessTest, FormsThroughImdsErrorsAndSqsThrottling) {
   for (int i = 0; i < 4; ++i) {
     auto s = c.Status(i);
     ASSERT_TRUE(s) << "the control socket serves while IMDS fails";
-    EXPECT_EQ(s->phase, "identify") << s->phase_detail;
+    EXPECT_EQ(s->phase, AgentPhase::kIdentify) << s->phase_detail;
     c.Imds(i).SetFault(testing::ImdsFault::kNone, 0);
   }
   ASSERT_TRUE(c.WaitPhase(Range(4), "ready", seconds(30))) << c.Describe(Range(4));

@@ -222,7 +222,7 @@ bool LocalCluster::WaitPhase(const std::vector<int>& nodes, const std::string& p
     bool all = true;
     for (int i : nodes) {
       auto s = Status(i);
-      all = all && s && s->phase == phase;
+      all = all && s && AgentPhaseName(s->phase) == phase;
       if (!all) break;
     }
     if (all) return true;

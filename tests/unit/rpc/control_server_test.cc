@@ -26,7 +26,7 @@ class FakeHandler : public ControlHandler {
   StatusSnapshot GetStatus() override {
     ++calls;
     StatusSnapshot s;
-    s.phase = "serving";
+    s.phase = AgentPhase::kServing;
     s.phase_detail = "serving agentctl";
     s.version = "9.9.9";
     s.cluster_name = "unit";
