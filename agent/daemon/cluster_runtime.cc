@@ -190,7 +190,7 @@ Status ClusterRuntime::Setup() {
   self.meta = membership->base_meta();
   auto formation = std::make_unique<dlagent::Formation>(deps, fo, self, &stopping_, &poll_cancel_);
   dlagent::Formation* f = formation.get();
-  membership->ServeRosters([f] { return f->RosterJson(); });
+  membership->ServeRosters([f] { return f->HeldRoster(); });
 
   // A node restarting after READY finds its old roster on disk: its members are the fastest way back in.
   if (Result<std::string> old = env_.ReadFile(c.files.root + c.files.roster, 16 << 20); old.ok()) {

@@ -113,9 +113,9 @@ FormationStatus Formation::Snapshot() {
   return s;
 }
 
-std::string Formation::RosterJson() {
+Roster Formation::HeldRoster() {
   MutexLock lock(mu_);
-  return core_.held().generation == 0 ? "" : RenderRosterJson(core_.held());
+  return core_.held();
 }
 
 void Formation::TickLoop() {

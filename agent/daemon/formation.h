@@ -6,7 +6,7 @@
 //
 // Threading: four threads of its own: the tick loop (calls the core, under mu_), the SQS sender and poller
 // (blocking calls, cancelled at Stop), and a worker for slow steps (mount, files, CloudFormation). Snapshot()
-// and RosterJson() may be called from any thread.
+// and HeldRoster() may be called from any thread.
 
 #include <atomic>
 #include <condition_variable>
@@ -93,8 +93,8 @@ class Formation {
   void Stop();
 
   FormationStatus Snapshot();
-  // The roster this node holds, as JSON ("" when none): what peers fetch.
-  std::string RosterJson();
+  // The roster this node holds (generation 0: none): what peers fetch.
+  Roster HeldRoster();
 
  private:
   void TickLoop();

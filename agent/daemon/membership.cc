@@ -73,7 +73,7 @@ Result<std::unique_ptr<Membership>> Membership::Start(Env& env, const Config& co
 
 void Membership::UpdateMeta(const swim::MemberMeta& meta) { node_->UpdateMeta(swim::EncodeMeta(meta)); }
 
-void Membership::ServeRosters(std::function<std::string()> source) {
+void Membership::ServeRosters(std::function<Roster()> source) {
   MutexLock lock(mu_);
   roster_source_ = std::move(source);
 }
@@ -81,12 +81,12 @@ void Membership::ServeRosters(std::function<std::string()> source) {
 Result<std::string> Membership::HandleFetchRoster(std::string_view sealed_request) {
   ASSIGN_OR_RETURN(swim::Keyring::Opened request, keyring_->Open(sealed_request));
   if (request.plaintext != "roster") return Status::InvalidArgument("gossip", "unknown roster request");
-  std::string roster;
+  Roster roster;
   {
     MutexLock lock(mu_);
     if (roster_source_) roster = roster_source_();
   }
-  return keyring_->Seal(roster, swim::NowUnixMs());
+  return keyring_->Seal(roster.generation == 0 ? "" : RenderRosterJson(roster), swim::NowUnixMs());
 }
 
 Result<Roster> Membership::FetchRoster(const std::string& addr) {

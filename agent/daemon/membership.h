@@ -51,8 +51,8 @@ class Membership final : public FormationPeers {
   void Join(const std::string& addr) override { node_->Join(addr); }
   // The roster that member holds; NotFound when it holds none.
   Result<Roster> FetchRoster(const std::string& addr) override;
-  // What FetchRoster requests from us are answered with: the roster JSON, or "" for none.
-  void ServeRosters(std::function<std::string()> source);
+  // What FetchRoster requests from us are answered with: the roster this node holds (generation 0: none).
+  void ServeRosters(std::function<Roster()> source);
 
  private:
   Membership() = default;
@@ -65,7 +65,7 @@ class Membership final : public FormationPeers {
   std::unique_ptr<swim::GossipNode> node_;
   std::unique_ptr<ClusterServer> server_;
   Mutex mu_;
-  std::function<std::string()> roster_source_ GUARDED_BY(mu_);
+  std::function<Roster()> roster_source_ GUARDED_BY(mu_);
 };
 
 }  // namespace dlagent

@@ -16,29 +16,9 @@
 #include <vector>
 
 #include "bootstrap/common/env.h"
+#include "bootstrap/node/roster.h"
 
 namespace dlagent {
-
-struct RosterNode {
-  std::string instance_id;
-  std::string ip;  // IPv4
-  uint32_t gpus = 0;
-  bool master = false;
-};
-
-struct Roster {
-  std::string cluster;
-  uint64_t generation = 0;
-  std::string leader;            // instance id of the member that sealed it
-  std::vector<RosterNode> nodes; // rank order: OrderRoster's for a first seal; later generations keep ranks
-  std::string failure;           // set when the cluster failed to form: why (nodes then lists who arrived)
-};
-
-// InvalidArgument for an address that is not IPv4, a repeated address or instance id, or two masters.
-Status CheckRosterNodes(const std::vector<RosterNode>& nodes);
-// A first seal's rank order: the master first (rank 0), then by numeric IPv4 (10.0.0.9 before 10.0.0.10).
-// Later generations keep every surviving member's rank (FormationCore). CheckRosterNodes's errors.
-Status OrderRoster(std::vector<RosterNode>& nodes);
 
 struct NodeFilesOptions {
   std::string root = "";  // Default: "" (the real root); tests use a temporary directory
@@ -63,10 +43,6 @@ std::string MergeHostsFile(std::string_view existing, std::string_view block);
 std::string RenderProfile(const Roster& r, const NodeFilesOptions& o, uint32_t self_gpus);
 std::string RenderEnvFile(const Roster& r, const NodeFilesOptions& o, uint32_t self_gpus);
 std::string RenderHostfile(const Roster& r);
-std::string RenderRosterJson(const Roster& r);
-// The inverse of RenderRosterJson (also how rosters travel between agents). InvalidArgument names what is
-// wrong (CheckRosterNodes's checks apply; the order is the ranks, as sealed).
-Result<Roster> ParseRosterJson(std::string_view text);
 
 // Writes all six files for this node. self_gpus: this node's GPU count.
 Status WriteNodeFiles(Env& env, const NodeFilesOptions& options, const Roster& roster, uint32_t self_gpus);
