@@ -1,5 +1,7 @@
 #include "tests/support/local_http_server.h"
 
+#include <sys/socket.h>
+
 #include <chrono>
 
 namespace dlagent::testing {
@@ -9,6 +11,12 @@ LocalHttpServer::~LocalHttpServer() { Stop(); }
 Status LocalHttpServer::Start(const std::string& host, int port) {
   // Headers and body go out in two writes: without TCP_NODELAY, Nagle and delayed ACKs add ~40 ms.
   server_.set_tcp_nodelay(true);
+  // SO_REUSEADDR only: httplib's default also sets SO_REUSEPORT, which lets a second server bind a port in use
+  // and take half its connections, where a real service would fail to start.
+  server_.set_socket_options([](int sock) {
+    const int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   port_ = port == 0 ? server_.bind_to_any_port(host.c_str()) : (server_.bind_to_port(host.c_str(), port) ? port : -1);
   if (port_ <= 0) return Status::Unavailable("http-server", "cannot listen on " + host + ":" + std::to_string(port));
   host_ = host;

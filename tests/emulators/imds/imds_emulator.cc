@@ -111,7 +111,8 @@ class Emulator final : public ImdsEmulator {
   }
 
   void Routes() {
-    server_.Put("/latest/api/token", [this](const httplib::Request& req, httplib::Response& res) {
+    // Paths as real IMDS takes them: an SDK built from an endpoint ending in "/" asks for "//latest/...".
+    server_.Put(R"(/+latest/api/token)", [this](const httplib::Request& req, httplib::Response& res) {
       {
         std::lock_guard<std::mutex> lock(mu_);
         ++stats_.token_puts;
@@ -141,7 +142,7 @@ class Emulator final : public ImdsEmulator {
       res.set_header("X-aws-ec2-metadata-token-ttl-seconds", ttl_text);
       res.set_content(token, "text/plain");
     });
-    server_.Get(R"(/latest/(.*))", [this](const httplib::Request& req, httplib::Response& res) {
+    server_.Get(R"(/+latest/(.*))", [this](const httplib::Request& req, httplib::Response& res) {
       {
         std::lock_guard<std::mutex> lock(mu_);
         ++stats_.gets;
@@ -199,9 +200,13 @@ class Emulator final : public ImdsEmulator {
     }
     if (path == "meta-data/events/maintenance/scheduled") return events_;
     const std::string creds_prefix = "meta-data/iam/security-credentials/";
-    if (path.size() > creds_prefix.size() && path.rfind(creds_prefix, 0) == 0 && meta_.contains("credentials") &&
+    if (path.size() > creds_prefix.size() && path.rfind(creds_prefix, 0) == 0 && !meta_.value("iam-role", std::string()).empty() &&
         path.substr(creds_prefix.size()) == meta_.value("iam-role", std::string())) {
-      const auto& c = meta_["credentials"];
+      // A role always has credentials on EC2: made-up ones when the document gives none.
+      const nlohmann::json c = meta_.contains("credentials") ? meta_["credentials"]
+                                                             : nlohmann::json{{"AccessKeyId", "ASIAEMULATOREXAMPLE1"},
+                                                                              {"SecretAccessKey", "emulator/secret/access/key/example"},
+                                                                              {"Token", "emulator-session-token-example"}};
       const auto expiry = std::chrono::system_clock::now() + std::chrono::seconds(c.value("expires_in_s", 3600));
       return nlohmann::json{{"Code", "Success"},
                             {"LastUpdated", FormatIso8601(std::chrono::system_clock::now())},

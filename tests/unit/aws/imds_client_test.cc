@@ -265,3 +265,45 @@ TEST_F(ImdsClientTest, RegionFromConfigElseImds) {
 
 }  // namespace
 }  // namespace dlagent
+
+namespace dlagent {
+namespace {
+
+// The emulator as a new user meets it with AWS's documentation and an SDK: paths an SDK builds from an endpoint
+// ending in "/", a role without credentials in the document, and a second emulator on a port in use.
+TEST(ImdsEmulatorTest, AnswersAsRealImdsDoesWhereUsersNoticed) {
+  auto e = ImdsEmulator::Start(R"({"instance-id": "i-1", "instance-type": "t3.micro", "local-ipv4": "10.0.0.1",
+                                  "availability-zone": "us-east-1a", "region": "us-east-1", "iam-role": "node-role"})");
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  std::unique_ptr<HttpClient> http = NewCurlHttpClient();
+  HttpRequest put{.method = "PUT", .url = (*e)->endpoint() + "//latest/api/token"};
+  put.headers = {{"X-aws-ec2-metadata-token-ttl-seconds", "21600"}};
+  Result<HttpResponse> token = http->Send(put);
+  ASSERT_TRUE(token.ok()) << token.status().ToString();
+  EXPECT_EQ(token->status, 200) << "a doubled leading slash is the same path";
+  auto get = [&](const std::string& path) {
+    HttpRequest r{.url = (*e)->endpoint() + path};
+    r.headers = {{"X-aws-ec2-metadata-token", token->body}};
+    return http->Send(r);
+  };
+  Result<HttpResponse> id = get("//latest/meta-data/instance-id");
+  ASSERT_TRUE(id.ok());
+  EXPECT_EQ(id->status, 200);
+  EXPECT_EQ(id->body, "i-1");
+  Result<HttpResponse> roles = get("/latest/meta-data/iam/security-credentials/");
+  ASSERT_TRUE(roles.ok());
+  EXPECT_EQ(roles->body, "node-role");
+  Result<HttpResponse> creds = get("/latest/meta-data/iam/security-credentials/node-role");
+  ASSERT_TRUE(creds.ok());
+  EXPECT_EQ(creds->status, 200) << "a listed role has credentials";
+  EXPECT_NE(creds->body.find("\"AccessKeyId\""), std::string::npos) << creds->body;
+  EXPECT_NE(creds->body.find("\"Expiration\""), std::string::npos) << creds->body;
+
+  auto second = ImdsEmulator::Start(R"({"instance-id": "i-2", "instance-type": "t3.micro", "local-ipv4": "10.0.0.2",
+                                       "availability-zone": "us-east-1a", "region": "us-east-1"})",
+                                    "127.0.0.1", (*e)->port());
+  EXPECT_FALSE(second.ok()) << "a port in use is an error, not a second server sharing it";
+}
+
+}  // namespace
+}  // namespace dlagent
