@@ -13,8 +13,8 @@
 
 namespace dlagent {
 
-ClusterRuntime::ClusterRuntime(Env& env, Config config, PhaseFn on_phase, std::function<void()> on_leave)
-    : env_(env), config_(std::move(config)), on_phase_(std::move(on_phase)), on_leave_(std::move(on_leave)) {}
+ClusterRuntime::ClusterRuntime(Env& env, Config config, Heartbeats& heartbeats, PhaseFn on_phase, std::function<void()> on_leave)
+    : env_(env), config_(std::move(config)), heartbeats_(heartbeats), on_phase_(std::move(on_phase)), on_leave_(std::move(on_leave)) {}
 
 ClusterRuntime::~ClusterRuntime() { Stop(); }
 
@@ -122,6 +122,7 @@ Status ClusterRuntime::Setup() {
   gi.meta.role = c.cluster.role;
   gi.meta.gpus = id->gpu_count;
   gi.meta.az = id->availability_zone;
+  if (!c.gossip.key_file.empty()) gi.heartbeat = heartbeats_.Register("gossip");
   ASSIGN_OR_RETURN(std::unique_ptr<Membership> membership, Membership::Start(env_, c, gi));
 
   Formation::Deps deps;
@@ -130,6 +131,7 @@ Status ClusterRuntime::Setup() {
   deps.key = membership->cluster_key();
   deps.http = http_.get();
   deps.on_phase = on_phase_;
+  deps.heartbeat = heartbeats_.Register("formation");
   if (!c.discovery.queue.empty()) {
     const std::string region_hint = !c.aws.region.empty() ? c.aws.region : id->region;
     ASSIGN_OR_RETURN(std::string region, ResolveAwsRegion(region_hint, imds_.get()));

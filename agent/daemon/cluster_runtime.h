@@ -29,7 +29,8 @@ class ClusterRuntime {
   using PhaseFn = std::function<void(AgentPhase phase, const std::string& detail, bool log)>;
   // env must outlive the runtime. on_phase is called from the runtime's threads at each change; on_leave
   // when the node must leave (a spot interruption notice).
-  ClusterRuntime(Env& env, Config config, PhaseFn on_phase, std::function<void()> on_leave);
+  // heartbeats (which must outlive the runtime) gets the formation's and gossip's loops.
+  ClusterRuntime(Env& env, Config config, Heartbeats& heartbeats, PhaseFn on_phase, std::function<void()> on_leave);
   ~ClusterRuntime();
 
   void Start();
@@ -48,6 +49,7 @@ class ClusterRuntime {
 
   Env& env_;
   const Config config_;
+  Heartbeats& heartbeats_;
   PhaseFn on_phase_;
   std::function<void()> on_leave_;
   // stopping_: set by Stop(); every blocking retry (SQS, mounts, CloudFormation) gives up when it is set.

@@ -14,6 +14,7 @@
 #include "agent/ps/server.h"
 #include "agent/rpc/control_server.h"
 #include "build_info.h"
+#include "bootstrap/common/duration.h"
 #include "bootstrap/common/log.h"
 
 namespace dlagent {
@@ -30,10 +31,30 @@ Daemon::Daemon(Env& env, DaemonOptions options, Config config)
       started_mono_(env.NowMono()),
       started_wall_(env.NowWall()),
       stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
+      heartbeats_(env, ProcessGetEnv("DLAGENT_TEST_HANG").value_or("")),
       config_(std::move(config)) {}
 
 Daemon::~Daemon() {
   if (stop_fd_ >= 0) ::close(stop_fd_);
+}
+
+void Daemon::PetWatchdog(Duration interval) {
+  // A loop that has not turned for two intervals (a whole WatchdogSec, 3 s at the least) is hung: say so once,
+  // and stop telling systemd that all is well, so that it restarts the agent.
+  const Duration within = std::max<Duration>(2 * interval, std::chrono::seconds(3));  // loops beat at least once a second
+  const std::vector<std::string> stale = heartbeats_.Stale(within);
+  if (stale.empty()) {
+    if (watchdog_withheld_) spdlog::info("watchdog: every loop turns again");
+    watchdog_withheld_ = false;
+    notifier_.Watchdog();
+    return;
+  }
+  if (watchdog_withheld_) return;
+  watchdog_withheld_ = true;
+  std::string names;
+  for (const std::string& n : stale) names += (names.empty() ? "" : ", ") + n;
+  spdlog::critical("watchdog: the {} loop{} made no progress for {}; withholding WATCHDOG=1 so that systemd restarts agentd", names,
+                   stale.size() > 1 ? "s" : "", FormatDuration(within));
 }
 
 void Daemon::RequestStop(const std::string& why) {
@@ -154,10 +175,11 @@ int Daemon::Run() {
     // The runtime identifies the node and forms the cluster on threads of its own: the socket serves
     // (and systemd hears READY=1) at once, so that boot never waits on other nodes.
     runtime_ = std::make_unique<ClusterRuntime>(
-        env_, config, [this](AgentPhase phase, const std::string& detail, bool log) { SetPhase(phase, detail, log); },
+        env_, config, heartbeats_, [this](AgentPhase phase, const std::string& detail, bool log) { SetPhase(phase, detail, log); },
         [this] { RequestStop("a spot interruption notice"); });
   } else {
-    Result<std::unique_ptr<Membership>> membership = Membership::Start(env_, config);
+    Result<std::unique_ptr<Membership>> membership = Membership::Start(
+        env_, config, {.heartbeat = config.gossip.key_file.empty() ? nullptr : heartbeats_.Register("gossip")});
     if (!membership.ok()) {
       spdlog::critical("cannot start gossip: {}", membership.status().ToString());
       notifier_.Status("failed: " + membership.status().ToString());
@@ -165,7 +187,7 @@ int Daemon::Run() {
     }
     membership_ = std::move(*membership);
   }
-  Result<std::unique_ptr<ControlServer>> server = StartControlServer({socket_path, group}, this);
+  Result<std::unique_ptr<ControlServer>> server = StartControlServer({socket_path, group, heartbeats_.Register("control")}, this);
   if (!server.ok()) {
     spdlog::critical("cannot serve the control socket: {}", server.status().ToString());
     notifier_.Status("failed: " + server.status().ToString());
@@ -177,6 +199,7 @@ int Daemon::Run() {
     o.shard.mode = config.ps.mode;
     o.shard.num_workers = 0;  // each job's size from its workers
     o.checkpoint_dir = config.ps.checkpoint_dir;
+    o.heartbeat = heartbeats_.Register("ps");
     Result<std::unique_ptr<ps::PsServer>> shard = ps::PsServer::Start(o);
     if (!shard.ok()) {
       const std::string why = "cannot serve the parameter-server shard on " + o.listen + ": " + shard.status().ToString() +
@@ -201,7 +224,7 @@ int Daemon::Run() {
   }
 
   const std::optional<Duration> watchdog = SystemdNotifier::WatchdogInterval();
-  if (watchdog) notifier_.Watchdog();
+  if (watchdog) PetWatchdog(*watchdog);
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
@@ -218,7 +241,7 @@ int Daemon::Run() {
     const Duration wait = watchdog ? *watchdog : std::chrono::seconds(60);
     pollfd fds[2] = {{signal_fd, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
     const int ready = ::poll(fds, 2, static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(wait).count()));
-    if (watchdog) notifier_.Watchdog();
+    if (watchdog) PetWatchdog(*watchdog);
     if (ready <= 0) continue;  // timeout or EINTR
     if (fds[1].revents & POLLIN) break;  // RequestStop said why
     signalfd_siginfo info;

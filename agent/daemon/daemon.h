@@ -20,6 +20,7 @@
 #include "agent/ps/server.h"
 #include "agent/rpc/control_handler.h"
 #include "bootstrap/common/env.h"
+#include "bootstrap/common/heartbeat.h"
 #include "bootstrap/common/mutex.h"
 
 namespace dlagent {
@@ -52,6 +53,8 @@ class Daemon final : public ControlHandler {
   // log: write the phase line to the journal too (false when only a countdown in it moved).
   void SetPhase(AgentPhase phase, std::string detail, bool log = true);
   void Reload();
+  // WATCHDOG=1 when every heartbeat is fresh; otherwise none, and the stale loops are logged once.
+  void PetWatchdog(Duration interval);
   spdlog::level::level_enum EffectiveLevel(const Config& c) const;
 
   Env& env_;
@@ -61,6 +64,9 @@ class Daemon final : public ControlHandler {
   const WallTime started_wall_;
   // Written by RequestStop; Run() waits on it beside the signals.
   int stop_fd_ = -1;
+  // The loops WATCHDOG=1 vouches for: the control socket's, the shard's, gossip's and the formation's.
+  Heartbeats heartbeats_;
+  bool watchdog_withheld_ = false;  // main thread only
 
   mutable Mutex mu_;
   Config config_ GUARDED_BY(mu_);

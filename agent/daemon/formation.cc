@@ -122,6 +122,7 @@ void Formation::TickLoop() {
   MutexLock lock(mu_);
   while (!stop_) {
     lock.Unlock();
+    if (deps_.heartbeat) deps_.heartbeat->Beat();
     Tick(deps_.env->NowMono());
     lock.Lock();
     // Fast while forming, slower once ready: the view changes only with gossip.

@@ -21,6 +21,7 @@
 
 #include "agent/rpc/control_handler.h"
 #include "bootstrap/aws/http_client.h"
+#include "bootstrap/common/heartbeat.h"
 #include "bootstrap/common/mutex.h"
 #include "bootstrap/discovery/discovery_queue.h"
 #include "bootstrap/discovery/formation_core.h"
@@ -82,6 +83,7 @@ class Formation {
     // At each change of the phase line; log is false when only a countdown moved (STATUS= shows it, the
     // journal gets a line only when something else changed).
     std::function<void(AgentPhase phase, const std::string& detail, bool log)> on_phase;
+    std::shared_ptr<Heartbeat> heartbeat;  // beaten by the tick loop; may be null
   };
   // Everything in deps must outlive the Formation. stopping: set by Stop(); the SQS sender and the mount
   // manager were built with it as their cancel flag, so that no retry outlives the agent. poll_cancel: the

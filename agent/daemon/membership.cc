@@ -45,6 +45,7 @@ Result<std::unique_ptr<Membership>> Membership::Start(Env& env, const Config& co
   o.port = static_cast<int>(g.port);
   o.advertise_host = !g.advertise.empty() ? g.advertise : identity.advertise;
   o.seeds = g.seeds;
+  o.heartbeat = identity.heartbeat;
   o.swim = g.profile == GossipProfile::kFast ? swim::SwimConfig::Fast() : swim::SwimConfig::Lan();
   swim::MemberMeta meta = identity.meta;
   meta.instance_id = o.name;

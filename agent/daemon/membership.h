@@ -27,6 +27,7 @@ struct GossipIdentity {
   std::string name;       // the instance id
   std::string advertise;  // the node's IPv4
   swim::MemberMeta meta;  // role, GPUs, AZ...; version and port are filled in
+  std::shared_ptr<Heartbeat> heartbeat;  // the gossip loop's; may be null
 };
 
 class Membership final : public FormationPeers {

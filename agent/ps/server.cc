@@ -133,7 +133,9 @@ struct PsServer::Impl {
   std::thread accept_thread;
   std::vector<std::unique_ptr<DataConnection>> conns;  // owned by the accept thread until it ends
 
-  explicit Impl(const ServerOptions& o) : jobs(o.shard), control(jobs, o.checkpoint_dir) {}
+  std::shared_ptr<Heartbeat> heartbeat;
+
+  explicit Impl(const ServerOptions& o) : jobs(o.shard), control(jobs, o.checkpoint_dir), heartbeat(o.heartbeat) {}
 
   // Accepts connections and hands each to gRPC or to a DataConn by its first four bytes.
   void AcceptLoop() {
@@ -150,7 +152,8 @@ struct PsServer::Impl {
         fds.push_back({u.fd, static_cast<short>(u.partial ? 0 : POLLIN), 0});
         partial = partial || u.partial;
       }
-      if (::poll(fds.data(), fds.size(), partial ? 10 : undecided.empty() ? -1 : 1000) < 0 && errno != EINTR) return;
+      if (heartbeat) heartbeat->Beat();
+      if (::poll(fds.data(), fds.size(), partial ? 10 : 1000) < 0 && errno != EINTR) return;  // 1 s at most: the heartbeat
       if (fds[1].revents) break;
       if (fds[2].revents) {
         uint64_t n;

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "agent/ps/shard.h"
+#include "bootstrap/common/heartbeat.h"
 #include "bootstrap/common/status.h"
 
 namespace dlagent::ps {
@@ -28,6 +29,7 @@ struct ServerOptions {
   ShardOptions shard;  // num_workers 0: each job's size comes from its workers (one job at a time)
   // Where checkpoints are written and read (shared storage, the same path on every node); empty: refused.
   std::string checkpoint_dir;
+  std::shared_ptr<Heartbeat> heartbeat;  // Default: none. Beaten by the accept loop at least once a second.
 };
 
 class PsServer {

@@ -82,9 +82,9 @@ bool PeerAllowed(int fd, gid_t group, bool have_group, ucred* cred) {
 class UnixControlServer final : public ControlServer {
  public:
   UnixControlServer(std::string path, int listen_fd, int wake_fd, gid_t group, bool have_group,
-                    std::unique_ptr<ControlService> service, std::unique_ptr<grpc::Server> server)
+                    std::unique_ptr<ControlService> service, std::unique_ptr<grpc::Server> server, std::shared_ptr<Heartbeat> heartbeat)
       : path_(std::move(path)), listen_fd_(listen_fd), wake_fd_(wake_fd), group_(group), have_group_(have_group),
-        service_(std::move(service)), server_(std::move(server)) {
+        service_(std::move(service)), server_(std::move(server)), heartbeat_(std::move(heartbeat)) {
     accept_thread_ = std::thread([this] { AcceptLoop(); });
   }
   ~UnixControlServer() override { Shutdown(std::chrono::seconds(0)); }
@@ -105,8 +105,11 @@ class UnixControlServer final : public ControlServer {
  private:
   void AcceptLoop() {
     for (;;) {
+      if (heartbeat_) heartbeat_->Beat();
       pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-      if (::poll(fds, 2, -1) < 0) {
+      const int ready = ::poll(fds, 2, 1000);  // wakes at least once a second: the heartbeat
+      if (ready == 0) continue;
+      if (ready < 0) {
         if (errno == EINTR) continue;
         spdlog::error("control socket: poll failed: {}", std::strerror(errno));
         return;
@@ -142,6 +145,7 @@ class UnixControlServer final : public ControlServer {
   std::unique_ptr<ControlService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::thread accept_thread_;
+  std::shared_ptr<Heartbeat> heartbeat_;
 };
 
 // Removes a socket file that no process listens on; refuses to touch a live socket or another kind of file.
@@ -241,7 +245,7 @@ Result<std::unique_ptr<ControlServer>> StartControlServer(const ControlServerOpt
     return Status::FromErrno("control", "eventfd", errno);
   }
   return std::unique_ptr<ControlServer>(std::make_unique<UnixControlServer>(
-      path, fd, wake, gid, have_group, std::move(service), std::move(server)));
+      path, fd, wake, gid, have_group, std::move(service), std::move(server), options.heartbeat));
 }
 
 }  // namespace dlagent

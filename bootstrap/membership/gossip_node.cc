@@ -125,6 +125,7 @@ void GossipNode::Loop() {
   char buf[kMaxDatagram + 64];
   int wait_ms = tick_ms;
   for (;;) {
+    if (options_.heartbeat) options_.heartbeat->Beat();
     pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     ::poll(fds, 2, wait_ms);
     if (fds[1].revents & POLLIN) {

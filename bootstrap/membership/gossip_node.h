@@ -17,6 +17,7 @@
 
 #include "bootstrap/membership/packet_crypto.h"
 #include "bootstrap/membership/swim.h"
+#include "bootstrap/common/heartbeat.h"
 #include "bootstrap/common/mutex.h"
 
 namespace dlagent::swim {
@@ -37,6 +38,7 @@ struct GossipOptions {
   std::vector<std::string> seeds;         // "ip:port" of members to join through
   SwimConfig swim = SwimConfig::Lan();
   Duration rejoin_interval = std::chrono::seconds(5);  // Default: 5 s between rejoin attempts when alone.
+  std::shared_ptr<Heartbeat> heartbeat;  // Default: none. Beaten by the gossip loop (at least every 200 ms).
 };
 
 struct GossipStats {

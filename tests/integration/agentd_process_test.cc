@@ -142,6 +142,24 @@ TEST_F(AgentdProcessTest, WatchdogIsPettedAtHalfTheInterval) {
   EXPECT_LE(pets, 7);
 }
 
+// WATCHDOG=1 vouches for the loops: one that hangs stops the pets (and systemd restarts the agent).
+TEST_F(AgentdProcessTest, AHungLoopStopsTheWatchdog) {
+  WriteConfig("alpha");
+  auto agent = StartAgent({"WATCHDOG_USEC=400000", "DLAGENT_TEST_HANG=ps"});  // the shard's accept loop hangs
+  ASSERT_TRUE(notify_.WaitFor("READY=1", seconds(10))) << agent->Output();
+  ASSERT_TRUE(notify_.WaitFor("WATCHDOG=1", seconds(2))) << "pets while the hang is younger than 3 s";
+  std::this_thread::sleep_for(milliseconds(4000));
+  notify_.WaitFor("never", milliseconds(300));  // what was sent meanwhile
+  const size_t before = notify_.messages.size();
+  notify_.WaitFor("never", milliseconds(1200));
+  int pets = 0;
+  for (size_t i = before; i < notify_.messages.size(); ++i) pets += notify_.messages[i] == "WATCHDOG=1";
+  EXPECT_EQ(pets, 0) << "no WATCHDOG=1 once the ps loop has not turned for 3 s";
+  EXPECT_NE(agent->Output().find("watchdog: the ps loop made no progress for 3s; withholding WATCHDOG=1"), std::string::npos)
+      << agent->Output();
+  EXPECT_EQ(Ctl({"status"}).exit_code, 0) << "the rest of the agent still answers";
+}
+
 TEST_F(AgentdProcessTest, SighupAppliesAGoodConfigAndRefusesABadOne) {
   WriteConfig("alpha");
   auto agent = StartAgent();
