@@ -17,10 +17,12 @@
 #include <filesystem>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
 
+#include "agent/ctl/commands.h"
 #include "bootstrap/discovery/hello.h"
 #include "tests/support/local_cluster.h"
 
@@ -307,6 +309,35 @@ TEST(FormationProcessTest, AReplacementInstanceTakesTheDeadWorkersRank) {
   EXPECT_NE(c.ReadFile(1, "/etc/hosts"), old_hosts);
   EXPECT_NE(c.ReadFile(1, "/etc/hosts").find(c.Ip(4) + " deeplearning-worker"), std::string::npos) << c.ReadFile(1, "/etc/hosts");
   EXPECT_EQ(c.ReadFile(4, "/etc/hosts").find(c.Ip(2) + " "), std::string::npos) << c.ReadFile(4, "/etc/hosts");
+}
+
+// The cluster key and the AWS secret key never reach a log, agentctl's output (text or JSON) or a node file.
+TEST(FormationProcessTest, SecretsAppearInNoOutput) {
+  Cluster c(3, {.expected = 3});
+  ASSERT_EQ(c.error(), "");
+  for (int i = 0; i < 3; ++i) c.Start(i, i == 0);
+  ASSERT_TRUE(c.WaitPhase(Range(3), "ready", seconds(20))) << c.Describe(Range(3));
+  std::string everything;
+  for (int i = 0; i < 3; ++i) {
+    for (bool json : {false, true}) {
+      std::ostringstream out, err;
+      CtlOptions o;
+      o.socket = c.Sock(i);
+      o.json = json;
+      EXPECT_EQ(RunStatus(o, out, err), 0) << err.str();
+      EXPECT_EQ(RunMembers(o, out, err), 0) << err.str();
+      everything += out.str() + err.str();
+    }
+    everything += c.Log(i);
+    for (const char* file : {"/etc/dlagent/cluster.env", "/etc/profile.d/deeplearning.sh", "/etc/dlagent/roster.json", "/etc/hosts",
+                             "/etc/dlagent/hostfile", "/opt/deeplearning/workers"}) {
+      everything += c.ReadFile(i, file);
+    }
+  }
+  ASSERT_NE(everything.find("ready: rank"), std::string::npos) << "the outputs were read";
+  EXPECT_EQ(everything.find(testing::kLocalClusterKeyHex), std::string::npos);
+  EXPECT_EQ(everything.find(std::string(testing::kLocalClusterKeyHex).substr(0, 16)), std::string::npos) << "not even a part of it";
+  EXPECT_EQ(everything.find(testing::kLocalClusterAwsSecret), std::string::npos);
 }
 
 TEST(FormationProcessTest, FormsThroughImdsErrorsAndSqsThrottling) {

@@ -22,7 +22,6 @@ namespace {
 
 using namespace std::chrono;
 
-constexpr char kKeyHex[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const std::string kNetnsScript = std::string(DLAGENT_SOURCE_DIR) + "/scripts/netns";
 
 Status EnterNetns(const std::string& path) {
@@ -70,7 +69,7 @@ std::vector<int> Range(int n) {
 }
 
 LocalCluster::LocalCluster(int n, LocalClusterOptions o) : n_(n), o_(std::move(o)) {
-  dir_.Write("key", std::string(kKeyHex) + "\n");
+  dir_.Write("key", std::string(kLocalClusterKeyHex) + "\n");
   subnet_ = 10 + static_cast<int>(std::random_device{}() % 200);  // 127.<subnet>.0.K: clusters running at once do not meet
   if (root() && o_.netns && !MakeNamespaces()) return;
   port_ = FreePort();
@@ -198,7 +197,7 @@ void LocalCluster::Start(int i, bool master) {
   // execs the agent, so the pid is the agent's.
   if (storage) argv.insert(argv.begin(), {"/usr/bin/unshare", "--mount", "--propagation", "private"});
   if (!netns_.empty()) argv.insert(argv.begin(), {"/usr/bin/nsenter", "--net=/run/netns/" + Netns(i)});
-  agents_[i] = std::make_unique<Subprocess>(argv, std::vector<std::string>{"AWS_ACCESS_KEY_ID=AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY=secret"},
+  agents_[i] = std::make_unique<Subprocess>(argv, std::vector<std::string>{"AWS_ACCESS_KEY_ID=AKIDEXAMPLE", std::string("AWS_SECRET_ACCESS_KEY=") + kLocalClusterAwsSecret},
                                             dir_.Join("n" + std::to_string(i) + "/log"));
 }
 

@@ -36,6 +36,10 @@
 
 namespace dlagent::testing {
 
+// The secrets every local cluster is given, so that tests can look for them where they must never be.
+inline constexpr char kLocalClusterKeyHex[] = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+inline constexpr char kLocalClusterAwsSecret[] = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzLocalClusterSecret";
+
 struct LocalClusterOptions {
   int expected = 8;
   int min = 0;
