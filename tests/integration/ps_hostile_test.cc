@@ -48,6 +48,12 @@ struct HostileTest : ::testing::Test {
     if (fd.ok()) ::setsockopt(*fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     return fd.ok() ? *fd : -1;
   }
+  void SendHello(int fd, uint32_t num_workers) {
+    Hello hello;
+    hello.num_workers = num_workers;
+    iovec iov{&hello, sizeof hello};
+    ASSERT_TRUE(WriteAll(fd, &iov, 1).ok());
+  }
   // After the hostile part: the server runs and a proper worker trains on it.
   void ExpectServing() {
     ASSERT_FALSE(servers.procs[0]->Wait(milliseconds(100)).has_value()) << "the server died";
@@ -67,10 +73,7 @@ struct HostileTest : ::testing::Test {
 TEST_F(HostileTest, AJobTooLargeToAllocateIsRefusedNamingTheLimit) {
   ASSERT_TRUE(servers.ok());
   const int fd = Connect();
-  Hello hello;
-  hello.num_workers = 0xffffffff;
-  iovec iov{&hello, sizeof hello};
-  ASSERT_TRUE(WriteAll(fd, &iov, 1).ok());
+  SendHello(fd, 0xffffffff);
   Frame reply;
   ASSERT_TRUE(ReadFull(fd, &reply, sizeof reply).ok());
   ASSERT_EQ(reply.op, Op::kError);
@@ -106,10 +109,7 @@ TEST_F(HostileTest, SilentConnectionsHoldNoThreadsAndAreBounded) {
 TEST_F(HostileTest, RequestsThatWaitForeverAreBoundedPerConnection) {
   ASSERT_TRUE(servers.ok());
   const int fd = Connect();
-  Hello hello;
-  hello.num_workers = 1;
-  iovec iov{&hello, sizeof hello};
-  ASSERT_TRUE(WriteAll(fd, &iov, 1).ok());
+  SendHello(fd, 1);
   Hello ack;
   ASSERT_TRUE(ReadFull(fd, &ack, sizeof ack).ok());
   {  // a real key of the job
