@@ -33,7 +33,7 @@ nlohmann::json ClusterJson(const ClusterSnapshot& c) {
           {"roster", roster},         {"failure", c.failure},               {"alive", c.alive},
           {"expected", c.expected},   {"deadline_in_ms", c.deadline_in_ms}, {"sqs_requests", c.sqs_requests},
           {"hellos_sent", c.hellos_sent}, {"hellos_accepted", c.hellos_accepted}, {"hellos_refused", c.hellos_refused},
-          {"dead", c.dead},           {"reseal_in_ms", c.reseal_in_ms}};
+          {"dead", c.dead},           {"reseal_in_ms", c.reseal_in_ms},             {"maintenance", c.maintenance}};
 }
 
 nlohmann::json ToJson(const StatusSnapshot& s) {
@@ -86,6 +86,7 @@ std::string FormatStatus(const StatusSnapshot& s) {
     row("discovery: ", std::to_string(c.hellos_sent) + " HELLOs sent, " + std::to_string(c.hellos_accepted) + " accepted, " +
                            std::to_string(c.hellos_refused) + " refused; " + std::to_string(c.sqs_requests) + " SQS requests");
     if (!c.failure.empty()) row("failure:   ", c.failure);
+    for (const std::string& m : c.maintenance) row("maintenance: ", m);
     if (!c.dead.empty()) {
       std::string dead;
       for (const std::string& d : c.dead) dead += (dead.empty() ? "" : ", ") + d;

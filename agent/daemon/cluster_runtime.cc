@@ -8,12 +8,14 @@
 
 #include "bootstrap/aws/aws_json.h"
 #include "bootstrap/common/backoff.h"
+#include "bootstrap/common/duration.h"
 #include "bootstrap/common/log.h"
 #include "bootstrap/node/gpu_count.h"
 
 namespace dlagent {
 
-ClusterRuntime::ClusterRuntime(Env& env, Config config, Heartbeats& heartbeats, PhaseFn on_phase, std::function<void()> on_leave)
+ClusterRuntime::ClusterRuntime(Env& env, Config config, Heartbeats& heartbeats, PhaseFn on_phase,
+                               std::function<void(const std::string& why)> on_leave)
     : env_(env), config_(std::move(config)), heartbeats_(heartbeats), on_phase_(std::move(on_phase)), on_leave_(std::move(on_leave)) {}
 
 ClusterRuntime::~ClusterRuntime() { Stop(); }
@@ -44,7 +46,32 @@ IdentitySnapshot ClusterRuntime::Identity() {
 
 std::optional<ClusterSnapshot> ClusterRuntime::Cluster() {
   if (!running_) return std::nullopt;
-  return formation_->Snapshot().cluster;
+  ClusterSnapshot c = formation_->Snapshot().cluster;
+  MutexLock lock(mu_);
+  c.maintenance = maintenance_;
+  return c;
+}
+
+void ClusterRuntime::OnMaintenance(const std::vector<ScheduledEvent>& active) {
+  const Duration before = config_.cluster.leave_before_maintenance;
+  std::vector<std::string> lines;
+  std::string leave_for;
+  for (const ScheduledEvent& e : active) {
+    lines.push_back(e.code + " not before " + e.not_before + (e.description.empty() ? "" : ": " + e.description) +
+                    (e.event_id.empty() ? "" : " (" + e.event_id + ")"));
+    if (before <= Duration(0) || !leave_for.empty()) continue;
+    Result<WallTime> start = ParseEventTime(e.not_before);
+    if (!start.ok()) {
+      spdlog::warn("maintenance: {}; cannot tell when to leave before it", start.status().ToString());
+    } else if (env_.NowWall() >= *start - before) {
+      leave_for = e.code + " at " + e.not_before + " (cluster.leave_before_maintenance = " + FormatDuration(before) + ")";
+    }
+  }
+  {
+    MutexLock lock(mu_);
+    maintenance_ = std::move(lines);
+  }
+  if (!leave_for.empty() && !leaving_.exchange(true) && on_leave_) on_leave_("scheduled maintenance " + leave_for);
 }
 
 MemberListSnapshot ClusterRuntime::Members() {
@@ -213,8 +240,13 @@ Status ClusterRuntime::Setup() {
     ImdsEventCallbacks cb;
     cb.on_spot_notice = [this](const SpotNotice& n) {
       spdlog::warn("spot interruption notice: {} at {}; leaving the cluster", n.action, FormatUtc(n.time, "%Y-%m-%dT%H:%M:%SZ"));
-      if (on_leave_) on_leave_();
+      if (!leaving_.exchange(true) && on_leave_) on_leave_("a spot interruption notice");
     };
+    cb.on_scheduled_event = [](const ScheduledEvent& e) {
+      spdlog::warn("maintenance: {} scheduled for this instance, not before {}{}{}", e.code, e.not_before,
+                   e.description.empty() ? "" : ": " + e.description, e.event_id.empty() ? "" : " (" + e.event_id + ")");
+    };
+    cb.on_active_events = [this](const std::vector<ScheduledEvent>& active) { OnMaintenance(active); };
     events_ = std::make_unique<ImdsEventPoller>(*imds_, cb);
     events_->Start();
   }

@@ -27,10 +27,11 @@ namespace dlagent {
 class ClusterRuntime {
  public:
   using PhaseFn = std::function<void(AgentPhase phase, const std::string& detail, bool log)>;
-  // env must outlive the runtime. on_phase is called from the runtime's threads at each change; on_leave
-  // when the node must leave (a spot interruption notice).
+  // env must outlive the runtime. on_phase is called from the runtime's threads at each change; on_leave,
+  // once, when the node must leave (a spot interruption notice, or a maintenance event near with
+  // cluster.leave_before_maintenance set).
   // heartbeats (which must outlive the runtime) gets the formation's and gossip's loops.
-  ClusterRuntime(Env& env, Config config, Heartbeats& heartbeats, PhaseFn on_phase, std::function<void()> on_leave);
+  ClusterRuntime(Env& env, Config config, Heartbeats& heartbeats, PhaseFn on_phase, std::function<void(const std::string& why)> on_leave);
   ~ClusterRuntime();
 
   void Start();
@@ -46,12 +47,16 @@ class ClusterRuntime {
   void Run();
   Status Setup();
   Result<IdentitySnapshot> Identify();
+  // The poller's view of this instance's scheduled maintenance: kept for status, and a graceful leave when one
+  // is near and cluster.leave_before_maintenance is set.
+  void OnMaintenance(const std::vector<ScheduledEvent>& active);
 
   Env& env_;
   const Config config_;
   Heartbeats& heartbeats_;
   PhaseFn on_phase_;
-  std::function<void()> on_leave_;
+  std::function<void(const std::string& why)> on_leave_;
+  std::atomic<bool> leaving_{false};  // on_leave_ called (once)
   // stopping_: set by Stop(); every blocking retry (SQS, mounts, CloudFormation) gives up when it is set.
   std::atomic<bool> stopping_{false}, poll_cancel_{false};
 
@@ -65,6 +70,7 @@ class ClusterRuntime {
   Mutex mu_;
   std::condition_variable cv_;
   IdentitySnapshot identity_ GUARDED_BY(mu_);
+  std::vector<std::string> maintenance_ GUARDED_BY(mu_);  // active scheduled events, one line each
   std::unique_ptr<Membership> membership_;    // set once under mu_, then read without it
   std::unique_ptr<dlagent::Formation> formation_;  // likewise
   std::atomic<bool> running_{false};          // membership_ and formation_ are set

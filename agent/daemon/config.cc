@@ -275,6 +275,7 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.Enum<ResealPolicy>("reseal", {{"never", ResealPolicy::kNever}, {"on-failure", ResealPolicy::kOnFailure}, {"on-change", ResealPolicy::kOnChange}},
                        &c.cluster.reseal);
   r.Dur("reseal_settle", Duration(0), &c.cluster.reseal_settle);
+  r.Dur("leave_before_maintenance", Duration(0), &c.cluster.leave_before_maintenance);
 
   r.Section("gossip");
   r.String("key_file", &c.gossip.key_file, [](const std::string& v) {

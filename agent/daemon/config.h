@@ -30,6 +30,9 @@ struct ClusterConfig {
   Duration join_deadline = std::chrono::minutes(10);  // Default: 10m
   ResealPolicy reseal = ResealPolicy::kOnFailure;     // Default: on-failure; never, on-change
   Duration reseal_settle = std::chrono::seconds(30);  // Default: 30s of a stable view before a reseal
+  // Leave the cluster gracefully this long before a scheduled maintenance event (reboot, stop, retirement)
+  // starts; 0: stay (the event is only reported). Default: 0
+  Duration leave_before_maintenance = Duration(0);
 };
 
 struct DiscoveryConfig {

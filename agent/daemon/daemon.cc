@@ -176,7 +176,7 @@ int Daemon::Run() {
     // (and systemd hears READY=1) at once, so that boot never waits on other nodes.
     runtime_ = std::make_unique<ClusterRuntime>(
         env_, config, heartbeats_, [this](AgentPhase phase, const std::string& detail, bool log) { SetPhase(phase, detail, log); },
-        [this] { RequestStop("a spot interruption notice"); });
+        [this](const std::string& why) { RequestStop(why); });
   } else {
     Result<std::unique_ptr<Membership>> membership = Membership::Start(
         env_, config, {.heartbeat = config.gossip.key_file.empty() ? nullptr : heartbeats_.Register("gossip")});

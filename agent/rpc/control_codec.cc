@@ -54,6 +54,7 @@ void ToProto(const StatusSnapshot& s, pb::AgentStatus* out) {
     v->set_expected(c.expected);
     v->set_deadline_in_ms(c.deadline_in_ms);
     for (const std::string& d : c.dead) v->add_dead(d);
+    for (const std::string& m : c.maintenance) v->add_maintenance(m);
     v->set_reseal_in_ms(c.reseal_in_ms);
     v->set_sqs_requests(c.sqs_requests);
     v->set_hellos_sent(c.hellos_sent);
@@ -103,6 +104,7 @@ StatusSnapshot FromProto(const pb::AgentStatus& p) {
     c.expected = v.expected();
     c.deadline_in_ms = v.deadline_in_ms();
     c.dead.assign(v.dead().begin(), v.dead().end());
+    c.maintenance.assign(v.maintenance().begin(), v.maintenance().end());
     c.reseal_in_ms = v.reseal_in_ms();
     c.sqs_requests = v.sqs_requests();
     c.hellos_sent = v.hellos_sent();

@@ -34,6 +34,7 @@ struct ClusterSnapshot {
   std::vector<RosterMemberSnapshot> roster;
   std::string failure;
   std::vector<std::string> dead;  // roster members not alive
+  std::vector<std::string> maintenance;  // this instance's scheduled maintenance events, one line each
   uint32_t alive = 0, expected = 0;
   int64_t deadline_in_ms = -1;
   int64_t reseal_in_ms = -1;

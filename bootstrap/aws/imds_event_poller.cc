@@ -45,11 +45,14 @@ void ImdsEventPoller::PollOnce() {
     spdlog::debug("imds: scheduled events poll failed: {}", events.status().ToString());
     return;
   }
+  std::vector<ScheduledEvent> active;
   for (const ScheduledEvent& e : *events) {
     if (e.state == "completed" || e.state == "canceled") continue;
+    active.push_back(e);
     const std::string key = e.event_id.empty() ? e.code + "@" + e.not_before : e.event_id;
     if (seen_events_.insert(key).second && callbacks_.on_scheduled_event) callbacks_.on_scheduled_event(e);
   }
+  if (callbacks_.on_active_events) callbacks_.on_active_events(active);
 }
 
 }  // namespace dlagent

@@ -18,6 +18,8 @@ namespace dlagent {
 struct ImdsEventCallbacks {
   std::function<void(const SpotNotice&)> on_spot_notice;         // once per notice
   std::function<void(const ScheduledEvent&)> on_scheduled_event;  // once per active event id
+  // Every poll that reads them: the events not completed or canceled (empty when there are none).
+  std::function<void(const std::vector<ScheduledEvent>&)> on_active_events;
 };
 
 class ImdsEventPoller {

@@ -1,5 +1,9 @@
 #include "bootstrap/aws/imds_parse.h"
 
+#include <time.h>
+
+#include <ctime>
+
 #include "bootstrap/aws/aws_json.h"
 
 namespace dlagent {
@@ -76,6 +80,17 @@ Result<std::vector<ScheduledEvent>> ParseScheduledEvents(std::string_view json) 
     out.push_back(std::move(ev));
   }
   return out;
+}
+
+Result<WallTime> ParseEventTime(std::string_view text) {
+  // "21 Jan 2019 09:00:43 GMT": strptime with the C locale's month names; always UTC.
+  const std::string t(text.substr(0, 64));
+  std::tm tm{};
+  const char* end = ::strptime(t.c_str(), "%d %b %Y %H:%M:%S GMT", &tm);
+  if (!end || *end != '\0') {
+    return Status::InvalidArgument(kImds, "event time \"" + t + "\" is not like \"21 Jan 2019 09:00:43 GMT\"");
+  }
+  return WallTime(std::chrono::seconds(::timegm(&tm)));
 }
 
 }  // namespace dlagent

@@ -34,6 +34,9 @@ struct ScheduledEvent {
   std::string not_before;   // as IMDS writes it ("21 Jan 2019 09:00:43 GMT")
 };
 
+// ScheduledEvent::not_before as a time; InvalidArgument naming the text when it is not IMDS's format.
+Result<WallTime> ParseEventTime(std::string_view text);
+
 // dynamic/instance-identity/document
 Result<InstanceIdentity> ParseIdentityDocument(std::string_view json);
 // meta-data/iam/security-credentials/<role>; Code must be "Success".

@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -309,6 +310,43 @@ TEST(FormationProcessTest, AReplacementInstanceTakesTheDeadWorkersRank) {
   EXPECT_NE(c.ReadFile(1, "/etc/hosts"), old_hosts);
   EXPECT_NE(c.ReadFile(1, "/etc/hosts").find(c.Ip(4) + " deeplearning-worker"), std::string::npos) << c.ReadFile(1, "/etc/hosts");
   EXPECT_EQ(c.ReadFile(4, "/etc/hosts").find(c.Ip(2) + " "), std::string::npos) << c.ReadFile(4, "/etc/hosts");
+}
+
+// IMDS's scheduled maintenance events: reported in the journal and agentctl status; a node whose event starts
+// within cluster.leave_before_maintenance leaves gracefully, and the roster reseals without it.
+TEST(FormationProcessTest, MaintenanceEventsAreShownAndANearOneMakesTheNodeLeave) {
+  Cluster c(3, {.expected = 3, .min = 2, .reseal_settle = "1s", .leave_before_maintenance = "10m"});
+  ASSERT_EQ(c.error(), "");
+  for (int i = 0; i < 3; ++i) c.Start(i, i == 0);
+  ASSERT_TRUE(c.WaitPhase(Range(3), "ready", seconds(20))) << c.Describe(Range(3));
+  auto imds_time = [](system_clock::duration from_now) {
+    const std::time_t t = system_clock::to_time_t(system_clock::now() + from_now);
+    char buf[64];
+    std::strftime(buf, sizeof buf, "%d %b %Y %H:%M:%S GMT", std::gmtime(&t));
+    return std::string(buf);
+  };
+  const std::string far = imds_time(hours(48)), near = imds_time(minutes(5));
+  c.Imds(1).SetScheduledEvents(R"([{"Code":"system-reboot","EventId":"instance-event-1","State":"active","NotBefore":")" + far +
+                               R"(","Description":"scheduled reboot"}])");
+  c.Imds(2).SetScheduledEvents(R"([{"Code":"instance-retirement","EventId":"instance-event-2","State":"active","NotBefore":")" + near + R"("}])");
+  // Node 1: reported, and it stays.
+  std::vector<std::string> shown;
+  for (auto until = steady_clock::now() + seconds(15); shown.empty() && steady_clock::now() < until; std::this_thread::sleep_for(milliseconds(200))) {
+    if (auto s = c.Status(1); s && s->cluster) shown = s->cluster->maintenance;
+  }
+  EXPECT_EQ(shown, std::vector<std::string>{"system-reboot not before " + far + ": scheduled reboot (instance-event-1)"});
+  EXPECT_NE(c.Log(1).find("maintenance: system-reboot scheduled for this instance, not before " + far), std::string::npos) << c.Log(1);
+  // Node 2: within 10 minutes of its retirement, it leaves; the others reseal without it.
+  const auto until = steady_clock::now() + seconds(30);
+  bool resealed = false;
+  while (!resealed && steady_clock::now() < until) {
+    auto s = c.Status(0);
+    resealed = s && s->phase == AgentPhase::kReady && s->cluster && s->cluster->generation == 2 && s->cluster->roster.size() == 2;
+    std::this_thread::sleep_for(milliseconds(200));
+  }
+  EXPECT_TRUE(resealed) << c.Describe({0, 1}) << c.Log(2);
+  EXPECT_NE(c.Log(2).find("stopping: scheduled maintenance instance-retirement at " + near), std::string::npos) << c.Log(2);
+  EXPECT_TRUE(c.Status(1).has_value()) << "node 1 stays";
 }
 
 // The cluster key and the AWS secret key never reach a log, agentctl's output (text or JSON) or a node file.

@@ -176,7 +176,8 @@ void LocalCluster::Start(int i, bool master) {
   std::string cfg = "[agent]\nsocket = \"" + Sock(i) + "\"\n" +
                     "[cluster]\nname = \"formation\"\nexpected_nodes = " + std::to_string(o_.expected) +
                     "\nmin_nodes = " + std::to_string(o_.min) + "\njoin_deadline = \"" + o_.join_deadline +
-                    "\"\nreseal_settle = \"" + o_.reseal_settle + "\"\nreseal = \"" + o_.reseal + "\"\nrole = \"" + (master ? "master" : "worker") + "\"\n" +
+                    "\"\nreseal_settle = \"" + o_.reseal_settle + "\"\nreseal = \"" + o_.reseal +
+                    "\"\nleave_before_maintenance = \"" + o_.leave_before_maintenance + "\"\nrole = \"" + (master ? "master" : "worker") + "\"\n" +
                     "[gossip]\nkey_file = \"" + dir_.Join("key") + "\"\nbind = \"" + Ip(i) + "\"\nport = " + std::to_string(port_) +
                     "\nprofile = \"fast\"\n" +
                     "[discovery]\nqueue = \"formation-test\"\nhello_interval = \"" + o_.hello_interval + "\"\npoll_wait = \"" +

@@ -46,6 +46,7 @@ struct LocalClusterOptions {
   std::string join_deadline = "60s";
   std::string reseal_settle = "5s";
   std::string reseal = "on-failure";
+  std::string leave_before_maintenance = "0s";
   std::string hello_interval = "1s";
   std::string poll_wait = "5s";
   bool throttle_sqs = false;  // every other SQS request answered with ThrottlingException

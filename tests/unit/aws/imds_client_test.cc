@@ -307,3 +307,20 @@ TEST(ImdsEmulatorTest, AnswersAsRealImdsDoesWhereUsersNoticed) {
 
 }  // namespace
 }  // namespace dlagent
+
+namespace dlagent {
+namespace {
+
+TEST(ImdsParseTest, EventTimesAreReadAsImdsWritesThem) {
+  Result<WallTime> t = ParseEventTime("21 Jan 2019 09:00:43 GMT");
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(std::chrono::duration_cast<std::chrono::seconds>(t->time_since_epoch()).count(), 1548061243);
+  for (const char* bad : {"", "2019-01-21T09:00:43Z", "21 Jan 2019 09:00:43", "21 Foo 2019 09:00:43 GMT", "21 Jan 2019 09:00:43 GMT+1"}) {
+    Result<WallTime> r = ParseEventTime(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().ToString().find("is not like \"21 Jan 2019 09:00:43 GMT\""), std::string::npos) << r.status().ToString();
+  }
+}
+
+}  // namespace
+}  // namespace dlagent
