@@ -74,6 +74,11 @@ void ClusterRuntime::OnMaintenance(const std::vector<ScheduledEvent>& active) {
   if (!leave_for.empty() && !leaving_.exchange(true) && on_leave_) on_leave_("scheduled maintenance " + leave_for);
 }
 
+Status ClusterRuntime::ReloadKeys() {
+  if (!running_ || !membership_) return Status::Ok();
+  return membership_->ReloadKeys(env_, config_.gossip.key_file);
+}
+
 MemberListSnapshot ClusterRuntime::Members() {
   if (!running_) return MemberListSnapshot{true, {}};
   return membership_->Members();
@@ -155,7 +160,8 @@ Status ClusterRuntime::Setup() {
   Formation::Deps deps;
   deps.env = &env_;
   deps.peers = membership.get();
-  deps.key = membership->cluster_key();
+  Membership* m = membership.get();
+  deps.keys = [m] { return m->cluster_keys(); };
   deps.http = http_.get();
   deps.on_phase = on_phase_;
   deps.heartbeat = heartbeats_.Register("formation");

@@ -42,6 +42,8 @@ class ClusterRuntime {
   // The formation as agentctl status shows it; nullopt until it runs.
   std::optional<ClusterSnapshot> Cluster();
   MemberListSnapshot Members();
+  // Reads gossip.key_file again (key rotation); OK and nothing done before gossip runs.
+  Status ReloadKeys();
 
  private:
   void Run();

@@ -145,6 +145,9 @@ void Daemon::Reload() {
           config_.aws.cfn_wait_handle != fresh->aws.cfn_wait_handle) {
         spdlog::warn("formation settings ([cluster], [discovery], [node], [storage], [files], aws.cfn_wait_handle) take effect when agentd restarts");
       }
+      // The keys in the (unchanged) key file may have rotated: gossip takes them now.
+      Status keys = runtime_ ? runtime_->ReloadKeys() : membership_ ? membership_->ReloadKeys(env_, config_.gossip.key_file) : Status::Ok();
+      if (!keys.ok()) spdlog::error("reload: the cluster keys stay as they were: {}", keys.ToString());
       config_ = std::move(*fresh);
       ++config_generation_;
       spdlog::default_logger()->set_level(EffectiveLevel(config_));

@@ -280,7 +280,7 @@ Status Formation::OpenQueue(SqsClient& sqs, std::unique_ptr<DiscoveryQueue>& que
   const bool url = deps_.queue.rfind("http://", 0) == 0 || deps_.queue.rfind("https://", 0) == 0;
   Result<std::string> resolved = url ? Result<std::string>(deps_.queue) : sqs.GetQueueUrl(deps_.queue);
   if (!resolved.ok()) return resolved.status().Annotate("discovery queue " + deps_.queue);
-  auto opened = std::make_unique<DiscoveryQueue>(sqs, *deps_.env, *resolved, deps_.key, options_.cluster);
+  auto opened = std::make_unique<DiscoveryQueue>(sqs, *deps_.env, *resolved, deps_.keys, options_.cluster);
   MutexLock lock(mu_);  // Snapshot() reads its counters
   queue = std::move(opened);
   return Status::Ok();

@@ -77,7 +77,7 @@ class Formation {
     SqsClient* sqs_sender = nullptr;   // null: no SQS (gossip seeds only). Cancelled at Stop.
     SqsClient* sqs_poller = nullptr;   // its own client, so that a poll can be cancelled alone
     std::string queue;                 // URL, or a name resolved with GetQueueUrl
-    std::string key;                   // the cluster key (HELLO signatures)
+    DiscoveryQueue::KeysFn keys;       // the cluster keys, the primary first (HELLO signatures)
     MountManager* mounts = nullptr;    // null: no shared storage
     HttpClient* http = nullptr;        // CloudFormation signals
     // At each change of the phase line; log is false when only a countdown moved (STATUS= shows it, the

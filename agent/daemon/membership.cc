@@ -3,36 +3,64 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <map>
+#include <sstream>
 
 #include <spdlog/spdlog.h>
 
+#include "bootstrap/common/crypto.h"
 #include "build_info.h"
 
 namespace dlagent {
 
-Result<std::string> LoadClusterKey(Env& env, const std::string& path) {
+Result<std::vector<std::string>> LoadClusterKeys(Env& env, const std::string& path) {
   Result<std::string> text = env.ReadFile(path, 4096);
   if (!text.ok()) return Status(text.status().code(), "gossip", "cannot read gossip.key_file " + path + ": " + std::string(text.status().message()));
-  std::string hex;
-  for (char c : *text) {
-    if (!std::isspace(static_cast<unsigned char>(c))) hex.push_back(c);
-  }
   auto nibble = [](char c) { return std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : std::tolower(static_cast<unsigned char>(c)) - 'a' + 10; };
-  bool ok = hex.size() == 64;
-  for (char c : hex) ok = ok && std::isxdigit(static_cast<unsigned char>(c));
-  if (!ok) {
-    return Status::InvalidArgument("gossip", path + " must hold 64 hex characters (a 256-bit key); make one with: openssl rand -hex 32 > " + path);
+  std::vector<std::string> keys;
+  std::istringstream lines(*text);
+  for (std::string line; std::getline(lines, line);) {
+    std::string hex;
+    for (char c : line) {
+      if (!std::isspace(static_cast<unsigned char>(c))) hex.push_back(c);
+    }
+    if (hex.empty()) continue;
+    bool ok = hex.size() == 64;
+    for (char c : hex) ok = ok && std::isxdigit(static_cast<unsigned char>(c));
+    if (!ok) {
+      return Status::InvalidArgument("gossip", path + " line " + std::to_string(keys.size() + 1) +
+                                                   " is not 64 hex characters (a 256-bit key); make one with: openssl rand -hex 32");
+    }
+    std::string key;
+    for (size_t i = 0; i < 64; i += 2) key.push_back(static_cast<char>(nibble(hex[i]) * 16 + nibble(hex[i + 1])));
+    keys.push_back(std::move(key));
   }
-  std::string key;
-  for (size_t i = 0; i < 64; i += 2) key.push_back(static_cast<char>(nibble(hex[i]) * 16 + nibble(hex[i + 1])));
-  return key;
+  if (keys.empty()) return Status::InvalidArgument("gossip", path + " holds no key; make one with: openssl rand -hex 32 > " + path);
+  return keys;
 }
+
+namespace {
+
+// A keyring of the keys, the first primary. A key's id is the first byte of its SHA-256, the same on every
+// node whatever the order of the lines.
+Result<swim::Keyring> MakeKeyring(const std::vector<std::string>& keys, const std::string& cluster, const std::string& path) {
+  std::map<uint8_t, std::string> by_id;
+  for (const std::string& k : keys) {
+    const uint8_t id = static_cast<uint8_t>(Sha256(k)[0]);
+    if (!by_id.emplace(id, k).second && by_id[id] != k) {
+      return Status::InvalidArgument("gossip", path + ": two keys share an id byte (1 in 256); make the newer one again");
+    }
+  }
+  return swim::Keyring::Create(std::move(by_id), static_cast<uint8_t>(Sha256(keys.front())[0]), cluster);
+}
+
+}  // namespace
 
 Result<std::unique_ptr<Membership>> Membership::Start(Env& env, const Config& config, GossipIdentity identity) {
   const GossipConfig& g = config.gossip;
   if (g.key_file.empty()) return std::unique_ptr<Membership>();
-  ASSIGN_OR_RETURN(std::string key, LoadClusterKey(env, g.key_file));
-  ASSIGN_OR_RETURN(swim::Keyring keyring, swim::Keyring::Create({{1, key}}, 1, config.cluster.name));
+  ASSIGN_OR_RETURN(std::vector<std::string> keys, LoadClusterKeys(env, g.key_file));
+  ASSIGN_OR_RETURN(swim::Keyring keyring, MakeKeyring(keys, config.cluster.name, g.key_file));
 
   swim::GossipOptions o;
   o.name = !g.name.empty() ? g.name : identity.name;
@@ -55,9 +83,13 @@ Result<std::unique_ptr<Membership>> Membership::Start(Env& env, const Config& co
   o.meta = swim::EncodeMeta(meta);
 
   std::unique_ptr<Membership> m(new Membership());
-  m->keyring_ = std::make_unique<swim::Keyring>(keyring);
+  {
+    MutexLock lock(m->mu_);
+    m->keyring_ = std::make_shared<const swim::Keyring>(keyring);
+    m->keys_ = keys;
+  }
   m->name_ = o.name;
-  m->key_ = key;
+  m->cluster_ = config.cluster.name;
   m->base_meta_ = meta;
   m->client_ = NewGrpcClusterClient();
   ASSIGN_OR_RETURN(m->node_, swim::GossipNode::Start(o, std::move(keyring), m->client_.get()));
@@ -79,20 +111,45 @@ void Membership::ServeRosters(std::function<Roster()> source) {
   roster_source_ = std::move(source);
 }
 
+std::shared_ptr<const swim::Keyring> Membership::keyring() {
+  MutexLock lock(mu_);
+  return keyring_;
+}
+
+std::vector<std::string> Membership::cluster_keys() {
+  MutexLock lock(mu_);
+  return keys_;
+}
+
+Status Membership::ReloadKeys(Env& env, const std::string& path) {
+  ASSIGN_OR_RETURN(std::vector<std::string> keys, LoadClusterKeys(env, path));
+  ASSIGN_OR_RETURN(swim::Keyring ring, MakeKeyring(keys, cluster_, path));
+  node_->SetKeyring(ring);
+  {
+    MutexLock lock(mu_);
+    keyring_ = std::make_shared<const swim::Keyring>(std::move(ring));
+    keys_ = keys;
+  }
+  spdlog::info("gossip: {} key{} in force from {}, the first primary", keys.size(), keys.size() > 1 ? "s" : "", path);
+  return Status::Ok();
+}
+
 Result<std::string> Membership::HandleFetchRoster(std::string_view sealed_request) {
-  ASSIGN_OR_RETURN(swim::Keyring::Opened request, keyring_->Open(sealed_request));
+  const std::shared_ptr<const swim::Keyring> ring = keyring();
+  ASSIGN_OR_RETURN(swim::Keyring::Opened request, ring->Open(sealed_request));
   if (request.plaintext != "roster") return Status::InvalidArgument("gossip", "unknown roster request");
   Roster roster;
   {
     MutexLock lock(mu_);
     if (roster_source_) roster = roster_source_();
   }
-  return keyring_->Seal(roster.generation == 0 ? "" : RenderRosterJson(roster), swim::NowUnixMs());
+  return ring->Seal(roster.generation == 0 ? "" : RenderRosterJson(roster), swim::NowUnixMs());
 }
 
 Result<Roster> Membership::FetchRoster(const std::string& addr) {
-  ASSIGN_OR_RETURN(std::string sealed, client_->FetchRoster(addr, keyring_->Seal("roster", swim::NowUnixMs())));
-  ASSIGN_OR_RETURN(swim::Keyring::Opened reply, keyring_->Open(sealed));
+  const std::shared_ptr<const swim::Keyring> ring = keyring();
+  ASSIGN_OR_RETURN(std::string sealed, client_->FetchRoster(addr, ring->Seal("roster", swim::NowUnixMs())));
+  ASSIGN_OR_RETURN(swim::Keyring::Opened reply, ring->Open(sealed));
   // A reply is fresh, not an old roster someone recorded and plays back (each reply is sealed when asked for).
   if (std::abs(reply.sent_unix_ms - swim::NowUnixMs()) > 60'000) {
     return Status::PermissionDenied("roster", addr + " answered with a roster sealed over 60 s ago (a replay, or clocks apart: check NTP)");

@@ -20,7 +20,10 @@
 namespace dlagent {
 
 // Reads a cluster key file: 64 hex characters (openssl rand -hex 32), surrounding whitespace ignored.
-Result<std::string> LoadClusterKey(Env& env, const std::string& path);
+// gossip.key_file: one key a line, 64 hex characters each (openssl rand -hex 32); the first is the primary,
+// which seals, and every one opens. Rotation without a restart: add the new key as a second line on every
+// node, reload; move it first, reload; remove the old one, reload. Raw bytes, the primary first.
+Result<std::vector<std::string>> LoadClusterKeys(Env& env, const std::string& path);
 
 // Who this node is, as far as gossip is concerned. Empty fields come from [gossip] (name: the host name).
 struct GossipIdentity {
@@ -41,8 +44,11 @@ class Membership final : public FormationPeers {
   MemberListSnapshot Members();
   std::vector<swim::MemberInfo> RawMembers() override { return node_->Members(); }
   const std::string& name() const { return name_; }
-  // The cluster key (raw bytes), as read from gossip.key_file: it also signs discovery HELLOs.
-  const std::string& cluster_key() const { return key_; }
+  // The cluster keys in force (raw bytes, the primary first): they also sign and check discovery HELLOs.
+  std::vector<std::string> cluster_keys();
+  // Reads gossip.key_file again and puts its keys in force for gossip, push-pull, rosters and HELLOs. A bad
+  // file is refused, naming the problem, and the keys in force stay.
+  Status ReloadKeys(Env& env, const std::string& path);
   const std::string& address() const { return node_->advertise_addr(); }
 
   // The metadata others see for us (role, GPUs, the roster we hold, the generation we applied).
@@ -59,14 +65,16 @@ class Membership final : public FormationPeers {
   Membership() = default;
   Result<std::string> HandleFetchRoster(std::string_view sealed_request);
 
-  std::unique_ptr<swim::Keyring> keyring_;
-  std::string name_, key_;
+  std::string name_, cluster_;
   swim::MemberMeta base_meta_;
   std::unique_ptr<ClusterClient> client_;
   std::unique_ptr<swim::GossipNode> node_;
   std::unique_ptr<ClusterServer> server_;
   Mutex mu_;
   std::function<Roster()> roster_source_ GUARDED_BY(mu_);
+  std::shared_ptr<const swim::Keyring> keyring_ GUARDED_BY(mu_);
+  std::vector<std::string> keys_ GUARDED_BY(mu_);  // the primary first
+  std::shared_ptr<const swim::Keyring> keyring();
 };
 
 }  // namespace dlagent

@@ -6,11 +6,13 @@
 
 namespace dlagent {
 
-DiscoveryQueue::DiscoveryQueue(SqsClient& sqs, Env& env, std::string queue_url, std::string key, std::string cluster)
-    : sqs_(sqs), env_(env), queue_url_(std::move(queue_url)), key_(std::move(key)), cluster_(std::move(cluster)) {}
+DiscoveryQueue::DiscoveryQueue(SqsClient& sqs, Env& env, std::string queue_url, KeysFn keys, std::string cluster)
+    : sqs_(sqs), env_(env), queue_url_(std::move(queue_url)), keys_(std::move(keys)), cluster_(std::move(cluster)) {}
 
 Status DiscoveryQueue::SendHello(const Hello& hello) {
-  Result<std::string> id = sqs_.SendMessage(queue_url_, SignHello(hello, key_), {{"dlagent", "hello"}, {"cluster", cluster_}});
+  const std::vector<std::string> keys = keys_();
+  if (keys.empty()) return Status::FailedPrecondition("discovery", "no cluster key to sign HELLOs with");
+  Result<std::string> id = sqs_.SendMessage(queue_url_, SignHello(hello, keys.front()), {{"dlagent", "hello"}, {"cluster", cluster_}});
   if (!id.ok()) return id.status().Annotate("sending HELLO");
   MutexLock lock(mu_);
   ++counters_.sent;
@@ -21,9 +23,14 @@ Result<int> DiscoveryQueue::PollOnce(Duration wait, const std::function<void(con
   ASSIGN_OR_RETURN(std::vector<SqsMessage> messages, sqs_.ReceiveMessage(queue_url_, {.max_messages = 10, .wait = wait}));
   int handed = 0;
   const MonoTime now = env_.NowMono();
+  const std::vector<std::string> keys = keys_();
   for (const SqsMessage& m : messages) {
-    HelloCheck check = m.md5_ok ? VerifyHello(m.body, key_, cluster_, env_.NowWall())
-                                : HelloCheck{HelloVerdict::kMalformed, {}, "body corrupted in transit (MD5 mismatch)"};
+    HelloCheck check{HelloVerdict::kMalformed, {}, "body corrupted in transit (MD5 mismatch)"};
+    for (size_t k = 0; m.md5_ok && k < keys.size(); ++k) {  // the primary's verdict, unless another key signed it
+      HelloCheck under = VerifyHello(m.body, keys[k], cluster_, env_.NowWall());
+      if (k == 0 || under.verdict != HelloVerdict::kBadSignature) check = under;
+      if (check.verdict != HelloVerdict::kBadSignature) break;
+    }
     bool duplicate = false;
     if (check.verdict == HelloVerdict::kAccepted) {
       auto it = handed_over_.find(check.hello.instance_id);

@@ -24,8 +24,11 @@ struct DiscoveryCounters {
 
 class DiscoveryQueue {
  public:
-  // sqs and env must outlive the queue. key: the cluster key (raw bytes).
-  DiscoveryQueue(SqsClient& sqs, Env& env, std::string queue_url, std::string key, std::string cluster);
+  // The cluster keys (raw bytes) in force, the primary first: HELLOs are signed with it and accepted under
+  // any of them, so that the keys can rotate while the cluster runs. Called from the queue's threads.
+  using KeysFn = std::function<std::vector<std::string>()>;
+  // sqs and env must outlive the queue.
+  DiscoveryQueue(SqsClient& sqs, Env& env, std::string queue_url, KeysFn keys, std::string cluster);
 
   Status SendHello(const Hello& hello);
 
@@ -39,7 +42,9 @@ class DiscoveryQueue {
  private:
   SqsClient& sqs_;
   Env& env_;
-  const std::string queue_url_, key_, cluster_;
+  const std::string queue_url_;
+  const KeysFn keys_;
+  const std::string cluster_;
   mutable Mutex mu_;
   DiscoveryCounters counters_ GUARDED_BY(mu_);
   std::map<std::string, MonoTime> handed_over_;  // instance id -> when; poller only

@@ -74,7 +74,7 @@ Result<std::unique_ptr<GossipNode>> GossipNode::Start(GossipOptions options, Key
 }
 
 GossipNode::GossipNode(GossipOptions options, Keyring keyring, PushPullTransport* transport, int fd, int wake_fd)
-    : options_(std::move(options)), keyring_(std::move(keyring)), transport_(transport), fd_(fd), wake_fd_(wake_fd) {
+    : options_(std::move(options)), keyring_(std::make_shared<const Keyring>(std::move(keyring))), transport_(transport), fd_(fd), wake_fd_(wake_fd) {
   advertise_addr_ = options_.advertise_host + ":" + std::to_string(options_.port);
   swim_ = std::make_unique<Swim>(options_.swim, options_.name, advertise_addr_, options_.meta, std::random_device{}(), Now());
   for (const std::string& seed : options_.seeds) {
@@ -140,9 +140,11 @@ void GossipNode::Loop() {
     }
     std::vector<OutPacket> out;
     std::vector<MemberEvent> events;
+    std::shared_ptr<const Keyring> ring;
     {
       MutexLock lock(mu_);
       if (stop_) return;
+      ring = keyring_;
       const MonoTime now = Now();
       for (const std::string& sealed : received) {
         ++stats_.packets_in;
@@ -173,7 +175,7 @@ void GossipNode::Loop() {
     for (const OutPacket& p : out) {
       sockaddr_in to;
       if (!ParseAddr(p.to_addr, &to)) continue;
-      const std::string sealed = keyring_.Seal(p.bytes, NowUnixMs());
+      const std::string sealed = ring->Seal(p.bytes, NowUnixMs());
       ::sendto(fd_, sealed.data(), sealed.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to);
     }
   }
@@ -197,7 +199,7 @@ void GossipNode::PushPull(const std::string& addr) {
   std::string ours;
   {
     MutexLock lock(mu_);
-    ours = keyring_.Seal(EncodeState(swim_->LocalState()), NowUnixMs());
+    ours = keyring_->Seal(EncodeState(swim_->LocalState()), NowUnixMs());
   }
   Result<std::string> theirs = transport_->Exchange(addr, ours);
   MutexLock lock(mu_);
@@ -226,19 +228,21 @@ Result<std::string> GossipNode::HandlePushPull(std::string_view sealed_state) {
     return Status::ResourceExhausted("gossip", "too many push-pulls at once; try later");
   }
   std::string ours;
+  std::shared_ptr<const Keyring> ring;
   {
     MutexLock lock(mu_);
+    ring = keyring_;
     ASSIGN_OR_RETURN(std::string plain, OpenOnce(sealed_state));
     ASSIGN_OR_RETURN(std::vector<MemberInfo> remote, DecodeState(plain));
     swim_->MergeState(remote, Now());
     ours = EncodeState(swim_->LocalState());
     LogEvents(swim_->TakeEvents());
   }
-  return keyring_.Seal(ours, NowUnixMs());
+  return ring->Seal(ours, NowUnixMs());
 }
 
 Result<std::string> GossipNode::OpenOnce(std::string_view sealed) {
-  Result<Keyring::Opened> opened = keyring_.Open(sealed);
+  Result<Keyring::Opened> opened = keyring_->Open(sealed);
   if (!opened.ok()) {
     ++stats_.auth_failures;
     return opened.status();
@@ -248,6 +252,12 @@ Result<std::string> GossipNode::OpenOnce(std::string_view sealed) {
     return st;
   }
   return std::move(opened->plaintext);
+}
+
+void GossipNode::SetKeyring(Keyring keyring) {
+  auto ring = std::make_shared<const Keyring>(std::move(keyring));
+  MutexLock lock(mu_);
+  keyring_ = std::move(ring);
 }
 
 void GossipNode::UpdateMeta(std::string meta) {

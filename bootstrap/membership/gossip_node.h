@@ -61,6 +61,9 @@ class GossipNode {
   std::vector<MemberInfo> Members();
   // Changes our metadata; gossip carries it to every member.
   void UpdateMeta(std::string meta);
+  // Puts another keyring in force (key rotation): packets are sealed with its primary from now on, and
+  // opened with any of its keys.
+  void SetKeyring(Keyring keyring);
   // Joins the member at addr ("ip:port") with a push-pull (dropped when many are already queued).
   void Join(const std::string& addr);
   // Serves a peer's push-pull: merges its state, answers with ours. PermissionDenied when it fails
@@ -81,7 +84,7 @@ class GossipNode {
   Result<std::string> OpenOnce(std::string_view sealed) REQUIRES(mu_);
 
   const GossipOptions options_;
-  const Keyring keyring_;
+  std::shared_ptr<const Keyring> keyring_ GUARDED_BY(mu_);
   PushPullTransport* transport_;
   const int fd_, wake_fd_;
   std::string advertise_addr_;

@@ -25,7 +25,7 @@ TEST(DiscoveryQueueTest, OnlySignedHellosOfThisClusterAreActedOn) {
   SqsClient sqs(*http, creds, *env, o);
   const std::string url = *sqs.CreateQueue("dlagent-demo-discovery");
   const std::string key(32, 'k');
-  DiscoveryQueue queue(sqs, *env, url, key, "demo");
+  DiscoveryQueue queue(sqs, *env, url, [&] { return std::vector<std::string>{key}; }, "demo");
 
   const int64_t now_ms = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
   const Hello good{"demo", "i-0aaa", "10.0.1.17", 7946, "worker", 8, "us-east-1a", now_ms};
@@ -59,6 +59,27 @@ TEST(DiscoveryQueueTest, OnlySignedHellosOfThisClusterAreActedOn) {
   EXPECT_EQ(c.refused[HelloVerdict::kMalformed], 1u);
   // Everything read was deleted: the queue is quiet.
   EXPECT_TRUE(sqs.ReceiveMessage(url, {.wait = seconds(0)})->empty());
+
+  // While keys rotate, a HELLO signed with the old key is accepted by an agent that has the new one as
+  // primary and the old one still installed, and refused once the old one is removed.
+  const std::string next(32, 'n');
+  DiscoveryQueue rotating(sqs, *env, url, [&] { return std::vector<std::string>{next, key}; }, "demo");
+  DiscoveryQueue rotated(sqs, *env, url, [&] { return std::vector<std::string>{next}; }, "demo");
+  Hello late = good;
+  late.instance_id = "i-0late";
+  ASSERT_TRUE(queue.SendHello(late).ok());
+  joined.clear();
+  for (int round = 0; round < 5 && joined.empty(); ++round) {
+    ASSERT_TRUE(rotating.PollOnce(seconds(1), [&](const Hello& h) { joined.push_back(h.instance_id); }).ok());
+  }
+  EXPECT_EQ(joined, std::vector<std::string>{"i-0late"});
+  late.instance_id = "i-0later";
+  ASSERT_TRUE(queue.SendHello(late).ok());
+  for (int round = 0; round < 5 && rotated.counters().received == 0; ++round) {
+    ASSERT_TRUE(rotated.PollOnce(seconds(1), [&](const Hello& h) { joined.push_back(h.instance_id); }).ok());
+  }
+  EXPECT_EQ(rotated.counters().refused[HelloVerdict::kBadSignature], 1u);
+  EXPECT_EQ(joined.size(), 1u);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Membership with real agentd processes on loopback: 12 agents form a cluster; one killed with SIGKILL is
 // declared dead by every other; restarted, it rejoins with a higher incarnation; an agent with the wrong
-// cluster key never joins.
+// cluster key never joins. 12 agents rotate their key with SIGHUP (add, make primary, remove the old one)
+// with no member suspected or declared dead.
 #include <signal.h>
 #include <unistd.h>
 
@@ -42,6 +43,7 @@ class GossipCluster {
     agents_[i] = std::make_unique<testing::Subprocess>(std::vector<std::string>{DLAGENT_AGENTD, "--config", dir_.Join(cfg)},
                                                        std::vector<std::string>{}, dir_.Join("log" + std::to_string(i)));
   }
+  void Hup(int i) { agents_[i]->Signal(SIGHUP); }
   void Kill(int i) {
     agents_[i]->Signal(SIGKILL);
     agents_[i]->Wait(seconds(5));
@@ -135,6 +137,46 @@ TEST(GossipProcessTest, TwelveAgentsDetectAKillRejoinAndRefuseAWrongKey) {
               static_cast<long long>(formed->count()), static_cast<long long>(detected->count()), static_cast<long long>(back->count()));
   auto stranger_view = c.View(stranger);
   EXPECT_EQ(stranger_view.size(), 1u) << "the wrong-key agent learned of members";
+}
+
+TEST(GossipProcessTest, TwelveAgentsRotateTheirKeyWithoutADeath) {
+  constexpr int kAgents = 12;
+  GossipCluster c(kAgents + 1);
+  const std::string old_key = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+  const std::string new_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+  c.dir_.Write("old.key", old_key + "\n");
+  for (int i = 0; i < kAgents; ++i) c.Start(i);
+  auto all_alive = [&](int o) {
+    int alive = 0;
+    for (auto& [name, s] : c.View(o)) alive += s.first == "alive";
+    return alive == kAgents;
+  };
+  ASSERT_TRUE(c.WaitFor([&] { for (int o = 0; o < kAgents; ++o) if (!all_alive(o)) return false; return true; }, seconds(30)))
+      << c.Log(3);
+  int troubled = 0;  // views, all along, in which a member was not alive
+  auto phase = [&](const std::string& file, const std::string& logged, int times) {
+    c.dir_.Write("key", file);
+    for (int i = 0; i < kAgents; ++i) c.Hup(i);
+    const auto until = std::chrono::steady_clock::now() + seconds(3);
+    while (std::chrono::steady_clock::now() < until) {
+      for (int o = 0; o < kAgents; ++o) troubled += !all_alive(o);
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    for (int i = 0; i < kAgents; ++i) {
+      const std::string log = c.Log(i);
+      int n = 0;
+      for (size_t p = log.find(logged); p != std::string::npos; p = log.find(logged, p + 1)) ++n;
+      EXPECT_EQ(n, times) << "agent " << i << " did not take the keys: " << log;
+    }
+  };
+  phase(old_key + "\n" + new_key + "\n", "2 keys in force", 1);  // the new key installed everywhere
+  phase(new_key + "\n" + old_key + "\n", "2 keys in force", 2);  // then primary everywhere
+  phase(new_key + "\n", "1 key in force", 1);                     // then the old one removed
+  EXPECT_EQ(troubled, 0) << "a member was suspected or declared dead during the rotation";
+  // The old key opens nothing any more: an agent that has only it never joins.
+  c.Start(kAgents, "old.key");
+  std::this_thread::sleep_for(seconds(3));
+  for (int o = 0; o < kAgents; ++o) EXPECT_EQ(c.View(o).count(c.Name(kAgents)), 0u) << "agent " << o;
 }
 
 }  // namespace
