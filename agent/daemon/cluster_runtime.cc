@@ -176,7 +176,8 @@ Status ClusterRuntime::Setup() {
     so.retry = {std::chrono::milliseconds(200), std::chrono::seconds(5), 2.0, 4, std::chrono::seconds(30)};
     so.cancel = &stopping_;
     sqs_sender_ = std::make_unique<SqsClient>(*http_, *credentials_, env_, so);
-    so.cancel = &poll_cancel_;
+    // The poller's client is cancelled by stopping_ too; the formation ends a long poll early with a flag of
+    // its own (ReceiveOptions::cancel).
     sqs_poller_ = std::make_unique<SqsClient>(*http_, *credentials_, env_, so);
     deps.sqs_sender = sqs_sender_.get();
     deps.sqs_poller = sqs_poller_.get();
@@ -223,7 +224,7 @@ Status ClusterRuntime::Setup() {
   self.gpus = id->gpu_count;
   self.master = c.cluster.role == "master";
   self.meta = membership->base_meta();
-  auto formation = std::make_unique<dlagent::Formation>(deps, fo, self, &stopping_, &poll_cancel_);
+  auto formation = std::make_unique<dlagent::Formation>(deps, fo, self, &stopping_);
   dlagent::Formation* f = formation.get();
   membership->ServeRosters([f] { return f->HeldRoster(); });
 

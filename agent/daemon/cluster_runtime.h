@@ -60,7 +60,7 @@ class ClusterRuntime {
   std::function<void(const std::string& why)> on_leave_;
   std::atomic<bool> leaving_{false};  // on_leave_ called (once)
   // stopping_: set by Stop(); every blocking retry (SQS, mounts, CloudFormation) gives up when it is set.
-  std::atomic<bool> stopping_{false}, poll_cancel_{false};
+  std::atomic<bool> stopping_{false};
 
   std::unique_ptr<HttpClient> http_;
   std::unique_ptr<ImdsClient> imds_;

@@ -43,12 +43,11 @@ FormationConfig CoreConfig(const FormationOptions& o, const SelfInfo& self) {
 
 }  // namespace
 
-Formation::Formation(Deps deps, FormationOptions options, SelfInfo self, std::atomic<bool>* stopping, std::atomic<bool>* poll_cancel)
+Formation::Formation(Deps deps, FormationOptions options, SelfInfo self, const std::atomic<bool>* stopping)
     : deps_(std::move(deps)),
       options_(std::move(options)),
       self_(std::move(self)),
       stopping_(stopping),
-      poll_cancel_(poll_cancel),
       core_(CoreConfig(options_, self_), deps_.env->NowMono(), std::random_device{}()) {
   published_ = self_.meta;
 }
@@ -73,8 +72,7 @@ void Formation::Stop() {
     MutexLock lock(mu_);
     stop_ = true;
   }
-  stopping_->store(true);
-  if (poll_cancel_) poll_cancel_->store(true);
+  poll_cancel_ = true;
   cv_.notify_all();
   for (std::thread* t : {&tick_, &sender_, &poller_, &worker_}) {
     if (t->joinable()) t->join();
@@ -165,7 +163,7 @@ bool Formation::Act(const FormationActions& a, const GossipView& view, MonoTime 
     for (const PeerState& p : view.members) alive_.insert(p.node.instance_id);
     if (a.hello != want_hello_ || a.poll != want_poll_) {
       want_hello_ = a.hello;
-      if (want_poll_ && !a.poll && poll_cancel_) poll_cancel_->store(true);  // end the long poll in flight
+      if (want_poll_ && !a.poll) poll_cancel_ = true;  // end the long poll in flight
       want_poll_ = a.poll;
       cv_.notify_all();
     }
@@ -323,7 +321,7 @@ void Formation::PollerLoop() {
   for (;;) {
     while (!stop_ && !want_poll_) cv_.wait(lock.native());
     if (stop_) return;
-    poll_cancel_->store(false);
+    poll_cancel_ = false;
     lock.Unlock();
     Status st = OpenQueue(*deps_.sqs_poller, poll_queue_);
     if (st.ok()) {
@@ -337,7 +335,7 @@ void Formation::PollerLoop() {
         const std::string addr = h.ip + ":" + std::to_string(h.gossip_port);
         spdlog::info("discovery: HELLO from {} at {} ({} GPUs, {}): joining it", h.instance_id, addr, h.gpus, h.role);
         deps_.peers->Join(addr);
-      });
+      }, std::chrono::seconds(10), &poll_cancel_);
       st = n.status();
     }
     lock.Lock();

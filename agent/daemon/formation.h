@@ -85,10 +85,10 @@ class Formation {
     std::function<void(AgentPhase phase, const std::string& detail, bool log)> on_phase;
     std::shared_ptr<Heartbeat> heartbeat;  // beaten by the tick loop; may be null
   };
-  // Everything in deps must outlive the Formation. stopping: set by Stop(); the SQS sender and the mount
-  // manager were built with it as their cancel flag, so that no retry outlives the agent. poll_cancel: the
-  // poller's cancel flag, also set when this agent stops being a poller.
-  Formation(Deps deps, FormationOptions options, SelfInfo self, std::atomic<bool>* stopping, std::atomic<bool>* poll_cancel);
+  // Everything in deps must outlive the Formation. stopping: the owner's flag, set before it calls Stop(); the
+  // SQS clients and the mount manager were built with it as their cancel flag, so that no retry outlives the
+  // agent (the Formation only reads it, for CloudFormation signals).
+  Formation(Deps deps, FormationOptions options, SelfInfo self, const std::atomic<bool>* stopping);
   ~Formation();
 
   void Start();
@@ -121,8 +121,8 @@ class Formation {
   Deps deps_;
   const FormationOptions options_;
   const SelfInfo self_;
-  std::atomic<bool>* stopping_;
-  std::atomic<bool>* poll_cancel_;
+  const std::atomic<bool>* stopping_;
+  std::atomic<bool> poll_cancel_{false};  // ends the long poll in flight (Stop, or no longer a poller)
 
   Mutex mu_;
   std::condition_variable cv_;

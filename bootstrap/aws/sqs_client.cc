@@ -51,7 +51,9 @@ SqsClient::SqsClient(HttpClient& http, CredentialsProvider& credentials, Env& en
   }
 }
 
-Result<nlohmann::json> SqsClient::Call(const std::string& action, const nlohmann::json& input, Duration extra_timeout) {
+Result<nlohmann::json> SqsClient::Call(const std::string& action, const nlohmann::json& input, Duration extra_timeout,
+                                       const std::atomic<bool>* call_cancel) {
+  const std::atomic<bool>* cancel = call_cancel ? call_cancel : options_.cancel;
   if (host_header_.empty()) return Status::InvalidArgument(kSqs, "bad SQS endpoint \"" + options_.endpoint + "\"");
   if (options_.region.empty()) return Status::InvalidArgument(kSqs, "no signing region for SQS");
   const std::string body = input.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -71,7 +73,7 @@ Result<nlohmann::json> SqsClient::Call(const std::string& action, const nlohmann
     req.headers.insert(req.headers.end(), sig.added_headers.begin(), sig.added_headers.end());
     req.headers.emplace_back("Authorization", sig.authorization);
     req.timeout = options_.call_timeout + extra_timeout;
-    req.cancel = options_.cancel;
+    req.cancel = cancel;
     req.max_response_bytes = 24 << 20;
     ++requests_;
     ASSIGN_OR_RETURN(HttpResponse resp, http_.Send(req));
@@ -84,7 +86,7 @@ Result<nlohmann::json> SqsClient::Call(const std::string& action, const nlohmann
     }
     ASSIGN_OR_RETURN(output, ParseJsonObject(resp.body, kSqs, action + " answer", 24 << 20));
     return Status::Ok();
-  }, options_.cancel);
+  }, cancel);
   if (!st.ok()) return st;
   return output;
 }
@@ -130,7 +132,7 @@ Result<std::vector<SqsMessage>> SqsClient::ReceiveMessage(const std::string& que
                        {"WaitTimeSeconds", wait_s},
                        {"MessageAttributeNames", {"All"}}};
   if (o.visibility_timeout) in["VisibilityTimeout"] = std::chrono::duration_cast<seconds>(*o.visibility_timeout).count();
-  ASSIGN_OR_RETURN(nlohmann::json out, Call("ReceiveMessage", in, o.wait));
+  ASSIGN_OR_RETURN(nlohmann::json out, Call("ReceiveMessage", in, o.wait, o.cancel));
   // Re-serialised only to reuse the one bounded parser for messages.
   return ParseReceiveMessage(out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
 }

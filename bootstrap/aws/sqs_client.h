@@ -40,6 +40,9 @@ struct ReceiveOptions {
   int max_messages = 10;                         // Default: 10 (1..10).
   Duration wait = std::chrono::seconds(20);      // Default: 20 s long poll (0..20 s).
   std::optional<Duration> visibility_timeout;    // Default: the queue's.
+  // Default: the client's (SqsOptions::cancel). When it turns true, this receive and its retries end with
+  // Cancelled: a long poll its caller no longer wants.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 class SqsClient {
@@ -62,7 +65,8 @@ class SqsClient {
   uint64_t requests() const { return requests_.load(); }
 
  private:
-  Result<nlohmann::json> Call(const std::string& action, const nlohmann::json& input, Duration extra_timeout);
+  Result<nlohmann::json> Call(const std::string& action, const nlohmann::json& input, Duration extra_timeout,
+                              const std::atomic<bool>* cancel = nullptr);
 
   HttpClient& http_;
   CredentialsProvider& credentials_;

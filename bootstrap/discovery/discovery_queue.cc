@@ -19,8 +19,9 @@ Status DiscoveryQueue::SendHello(const Hello& hello) {
   return Status::Ok();
 }
 
-Result<int> DiscoveryQueue::PollOnce(Duration wait, const std::function<void(const Hello&)>& on_hello, Duration dedup_window) {
-  ASSIGN_OR_RETURN(std::vector<SqsMessage> messages, sqs_.ReceiveMessage(queue_url_, {.max_messages = 10, .wait = wait}));
+Result<int> DiscoveryQueue::PollOnce(Duration wait, const std::function<void(const Hello&)>& on_hello, Duration dedup_window,
+                                     const std::atomic<bool>* cancel) {
+  ASSIGN_OR_RETURN(std::vector<SqsMessage> messages, sqs_.ReceiveMessage(queue_url_, {.max_messages = 10, .wait = wait, .cancel = cancel}));
   int handed = 0;
   const MonoTime now = env_.NowMono();
   const std::vector<std::string> keys = keys_();

@@ -34,8 +34,9 @@ class DiscoveryQueue {
 
   // One long poll (up to `wait`): calls on_hello for each accepted HELLO from an instance not handed over
   // in the last `dedup_window`, then deletes every message read. Returns how many HELLOs were handed over.
+  // cancel (may be null): ends the long poll early, with Cancelled.
   Result<int> PollOnce(Duration wait, const std::function<void(const Hello&)>& on_hello,
-                       Duration dedup_window = std::chrono::seconds(10));
+                       Duration dedup_window = std::chrono::seconds(10), const std::atomic<bool>* cancel = nullptr);
 
   DiscoveryCounters counters() const;
 
