@@ -52,17 +52,29 @@ std::optional<ClusterSnapshot> ClusterRuntime::Cluster() {
   return c;
 }
 
+namespace {
+
+// "system-reboot not before 21 Jan 2019 09:00:43 GMT: scheduled reboot (instance-event-1)"
+std::string DescribeEvent(const ScheduledEvent& e) {
+  return e.code + " not before " + e.not_before + (e.description.empty() ? "" : ": " + e.description) +
+         (e.event_id.empty() ? "" : " (" + e.event_id + ")");
+}
+
+}  // namespace
+
 void ClusterRuntime::OnMaintenance(const std::vector<ScheduledEvent>& active) {
   const Duration before = config_.cluster.leave_before_maintenance;
   std::vector<std::string> lines;
   std::string leave_for;
   for (const ScheduledEvent& e : active) {
-    lines.push_back(e.code + " not before " + e.not_before + (e.description.empty() ? "" : ": " + e.description) +
-                    (e.event_id.empty() ? "" : " (" + e.event_id + ")"));
+    lines.push_back(DescribeEvent(e));
     if (before <= Duration(0) || !leave_for.empty()) continue;
     Result<WallTime> start = ParseEventTime(e.not_before);
     if (!start.ok()) {
-      spdlog::warn("maintenance: {}; cannot tell when to leave before it", start.status().ToString());
+      // Polled every 5 s: said once per event time.
+      if (unparsed_event_times_.insert(e.not_before).second) {
+        spdlog::warn("maintenance: {}; cannot tell when to leave before it", start.status().ToString());
+      }
     } else if (env_.NowWall() >= *start - before) {
       leave_for = e.code + " at " + e.not_before + " (cluster.leave_before_maintenance = " + FormatDuration(before) + ")";
     }
@@ -249,10 +261,7 @@ Status ClusterRuntime::Setup() {
       spdlog::warn("spot interruption notice: {} at {}; leaving the cluster", n.action, FormatUtc(n.time, "%Y-%m-%dT%H:%M:%SZ"));
       if (!leaving_.exchange(true) && on_leave_) on_leave_("a spot interruption notice");
     };
-    cb.on_scheduled_event = [](const ScheduledEvent& e) {
-      spdlog::warn("maintenance: {} scheduled for this instance, not before {}{}{}", e.code, e.not_before,
-                   e.description.empty() ? "" : ": " + e.description, e.event_id.empty() ? "" : " (" + e.event_id + ")");
-    };
+    cb.on_scheduled_event = [](const ScheduledEvent& e) { spdlog::warn("maintenance: scheduled for this instance: {}", DescribeEvent(e)); };
     cb.on_active_events = [this](const std::vector<ScheduledEvent>& active) { OnMaintenance(active); };
     events_ = std::make_unique<ImdsEventPoller>(*imds_, cb);
     events_->Start();

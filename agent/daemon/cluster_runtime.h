@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "agent/daemon/config.h"
@@ -73,6 +74,7 @@ class ClusterRuntime {
   std::condition_variable cv_;
   IdentitySnapshot identity_ GUARDED_BY(mu_);
   std::vector<std::string> maintenance_ GUARDED_BY(mu_);  // active scheduled events, one line each
+  std::set<std::string> unparsed_event_times_;           // the event poller's thread only
   std::unique_ptr<Membership> membership_;    // set once under mu_, then read without it
   std::unique_ptr<dlagent::Formation> formation_;  // likewise
   std::atomic<bool> running_{false};          // membership_ and formation_ are set

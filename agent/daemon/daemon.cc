@@ -8,7 +8,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <ctime>
 #include <tuple>
 
 #include "agent/ps/server.h"

@@ -142,25 +142,24 @@ GossipView Formation::Observe() {
 }
 
 void Formation::Tick(MonoTime now) {
-  const GossipView view = Observe();
+  auto view = std::make_shared<const GossipView>(Observe());
   for (int round = 0; round < 2; ++round) {  // once more at once after adopting a roster: prepare it now
     FormationActions a;
     {
       MutexLock lock(mu_);
-      a = core_.Tick(now, view);
+      view_ = view;
+      a = core_.Tick(now, *view);
     }
-    if (!Act(a, view, now)) break;
+    if (!Act(a, now)) break;
   }
   ReportPhase();
   LogEvents();
 }
 
-bool Formation::Act(const FormationActions& a, const GossipView& view, MonoTime now) {
+bool Formation::Act(const FormationActions& a, MonoTime now) {
   swim::MemberMeta meta;
   {
     MutexLock lock(mu_);
-    alive_.clear();
-    for (const PeerState& p : view.members) alive_.insert(p.node.instance_id);
     if (a.hello != want_hello_ || a.poll != want_poll_) {
       want_hello_ = a.hello;
       if (want_poll_ && !a.poll) poll_cancel_ = true;  // end the long poll in flight
@@ -330,7 +329,7 @@ void Formation::PollerLoop() {
         {
           // A member already in our view is in our cluster: a push-pull with it would change nothing.
           MutexLock guard(mu_);
-          if (alive_.count(h.instance_id)) return;
+          if (view_ && view_->Find(h.instance_id)) return;
         }
         const std::string addr = h.ip + ":" + std::to_string(h.gossip_port);
         spdlog::info("discovery: HELLO from {} at {} ({} GPUs, {}): joining it", h.instance_id, addr, h.gpus, h.role);

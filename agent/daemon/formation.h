@@ -102,7 +102,7 @@ class Formation {
   void TickLoop();
   void Tick(MonoTime now);
   // Carries out one tick's actions; true when a newer roster was adopted (worth another tick at once).
-  bool Act(const FormationActions& a, const GossipView& view, MonoTime now);
+  bool Act(const FormationActions& a, MonoTime now);
   GossipView Observe();
   void ReportPhase();
   void LogEvents();
@@ -128,7 +128,7 @@ class Formation {
   std::condition_variable cv_;
   bool stop_ GUARDED_BY(mu_) = false;
   FormationCore core_ GUARDED_BY(mu_);
-  std::set<std::string> alive_ GUARDED_BY(mu_);  // alive at the last tick (the poller skips HELLOs of members)
+  std::shared_ptr<const GossipView> view_ GUARDED_BY(mu_);  // the last tick's (the poller skips HELLOs of members)
   bool want_hello_ GUARDED_BY(mu_) = false;
   bool want_poll_ GUARDED_BY(mu_) = false;
   std::optional<AgentPhase> last_phase_ GUARDED_BY(mu_);

@@ -85,7 +85,6 @@ Result<std::unique_ptr<Membership>> Membership::Start(Env& env, const Config& co
   std::unique_ptr<Membership> m(new Membership());
   {
     MutexLock lock(m->mu_);
-    m->keyring_ = std::make_shared<const swim::Keyring>(keyring);
     m->keys_ = keys;
   }
   m->name_ = o.name;
@@ -111,11 +110,6 @@ void Membership::ServeRosters(std::function<Roster()> source) {
   roster_source_ = std::move(source);
 }
 
-std::shared_ptr<const swim::Keyring> Membership::keyring() {
-  MutexLock lock(mu_);
-  return keyring_;
-}
-
 std::vector<std::string> Membership::cluster_keys() {
   MutexLock lock(mu_);
   return keys_;
@@ -124,10 +118,9 @@ std::vector<std::string> Membership::cluster_keys() {
 Status Membership::ReloadKeys(Env& env, const std::string& path) {
   ASSIGN_OR_RETURN(std::vector<std::string> keys, LoadClusterKeys(env, path));
   ASSIGN_OR_RETURN(swim::Keyring ring, MakeKeyring(keys, cluster_, path));
-  node_->SetKeyring(ring);
+  node_->SetKeyring(std::move(ring));
   {
     MutexLock lock(mu_);
-    keyring_ = std::make_shared<const swim::Keyring>(std::move(ring));
     keys_ = keys;
   }
   spdlog::info("gossip: {} key{} in force from {}, the first primary", keys.size(), keys.size() > 1 ? "s" : "", path);
@@ -135,7 +128,7 @@ Status Membership::ReloadKeys(Env& env, const std::string& path) {
 }
 
 Result<std::string> Membership::HandleFetchRoster(std::string_view sealed_request) {
-  const std::shared_ptr<const swim::Keyring> ring = keyring();
+  const std::shared_ptr<const swim::Keyring> ring = node_->keyring();
   ASSIGN_OR_RETURN(swim::Keyring::Opened request, ring->Open(sealed_request));
   if (request.plaintext != "roster") return Status::InvalidArgument("gossip", "unknown roster request");
   Roster roster;
@@ -147,7 +140,7 @@ Result<std::string> Membership::HandleFetchRoster(std::string_view sealed_reques
 }
 
 Result<Roster> Membership::FetchRoster(const std::string& addr) {
-  const std::shared_ptr<const swim::Keyring> ring = keyring();
+  const std::shared_ptr<const swim::Keyring> ring = node_->keyring();
   ASSIGN_OR_RETURN(std::string sealed, client_->FetchRoster(addr, ring->Seal("roster", swim::NowUnixMs())));
   ASSIGN_OR_RETURN(swim::Keyring::Opened reply, ring->Open(sealed));
   // A reply is fresh, not an old roster someone recorded and plays back (each reply is sealed when asked for).

@@ -72,9 +72,7 @@ class Membership final : public FormationPeers {
   std::unique_ptr<ClusterServer> server_;
   Mutex mu_;
   std::function<Roster()> roster_source_ GUARDED_BY(mu_);
-  std::shared_ptr<const swim::Keyring> keyring_ GUARDED_BY(mu_);
-  std::vector<std::string> keys_ GUARDED_BY(mu_);  // the primary first
-  std::shared_ptr<const swim::Keyring> keyring();
+  std::vector<std::string> keys_ GUARDED_BY(mu_);  // the raw keys of node_'s keyring, the primary first
 };
 
 }  // namespace dlagent

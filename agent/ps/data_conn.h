@@ -34,7 +34,8 @@ class Jobs {
     MutexLock lock(mu_);
     if (h.num_workers > kMaxJobWorkers) {
       return Status::InvalidArgument("dlps-server", "a job of " + std::to_string(h.num_workers) + " workers is over the limit of " +
-                                                        std::to_string(kMaxJobWorkers));
+                                                        std::to_string(kMaxJobWorkers) +
+                                                        " (is DLPS_NUM_WORKERS right?)");
     }
     if (h.num_workers == 0 || h.rank >= h.num_workers) {
       return Status::InvalidArgument("dlps-server", "rank " + std::to_string(h.rank) + " is outside the job of " + std::to_string(h.num_workers) + " workers");

@@ -78,11 +78,12 @@ Result<uint64_t> Shard::Init(uint64_t key, uint32_t chunk, uint64_t length, cons
   const uint64_t bytes = length * sizeof(float) + uint64_t{options_.num_workers} * (sizeof(std::vector<float>) + sizeof(RankState));
   if (slices_.size() >= options_.max_slices) {
     return Status::ResourceExhausted("dlps-shard", Name(key, chunk) + ": the job already has " + std::to_string(slices_.size()) +
-                                                       " slices on this server, the most it may declare");
+                                                       " slices on this server, the most it may declare (declare fewer, larger keys)");
   }
   if (declared_bytes_ + bytes > options_.max_bytes) {
     return Status::ResourceExhausted("dlps-shard", Name(key, chunk) + ": declaring " + std::to_string(bytes) + " more bytes would take the job past " + Bytes(options_.max_bytes) +
-                                                       " on this server (" + Bytes(declared_bytes_) + " declared)");
+                                                       " on this server (" + Bytes(declared_bytes_) +
+                                                       " declared); run the job on more servers, or make the model smaller");
   }
   auto s = std::make_shared<Slice>();
   s->key = key;

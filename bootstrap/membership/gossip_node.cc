@@ -260,6 +260,11 @@ void GossipNode::SetKeyring(Keyring keyring) {
   keyring_ = std::move(ring);
 }
 
+std::shared_ptr<const Keyring> GossipNode::keyring() {
+  MutexLock lock(mu_);
+  return keyring_;
+}
+
 void GossipNode::UpdateMeta(std::string meta) {
   {
     MutexLock lock(mu_);

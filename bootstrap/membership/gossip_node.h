@@ -64,6 +64,8 @@ class GossipNode {
   // Puts another keyring in force (key rotation): packets are sealed with its primary from now on, and
   // opened with any of its keys.
   void SetKeyring(Keyring keyring);
+  // The keyring in force (what push-pull and roster fetches seal and open with too).
+  std::shared_ptr<const Keyring> keyring();
   // Joins the member at addr ("ip:port") with a push-pull (dropped when many are already queued).
   void Join(const std::string& addr);
   // Serves a peer's push-pull: merges its state, answers with ours. PermissionDenied when it fails

@@ -335,7 +335,7 @@ TEST(FormationProcessTest, MaintenanceEventsAreShownAndANearOneMakesTheNodeLeave
     if (auto s = c.Status(1); s && s->cluster) shown = s->cluster->maintenance;
   }
   EXPECT_EQ(shown, std::vector<std::string>{"system-reboot not before " + far + ": scheduled reboot (instance-event-1)"});
-  EXPECT_NE(c.Log(1).find("maintenance: system-reboot scheduled for this instance, not before " + far), std::string::npos) << c.Log(1);
+  EXPECT_NE(c.Log(1).find("maintenance: scheduled for this instance: system-reboot not before " + far), std::string::npos) << c.Log(1);
   // Node 2: within 10 minutes of its retirement, it leaves; the others reseal without it.
   const auto until = steady_clock::now() + seconds(30);
   bool resealed = false;
