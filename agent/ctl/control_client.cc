@@ -46,10 +46,32 @@ class GrpcControlClient final : public ControlClient {
     return reply.version();
   }
 
+  Result<jobs::v1::JobSummary> RunJob(const jobs::v1::RunJobRequest& req) override {
+    return Call(&pb::Control::Stub::RunJob, req);
+  }
+  Result<jobs::v1::JobList> ListJobs() override { return Call(&pb::Control::Stub::ListJobs, pb::ListJobsRequest()); }
+  Result<jobs::v1::JobOutputReply> JobOutput(const jobs::v1::JobOutputRequest& req) override {
+    return Call(&pb::Control::Stub::JobOutput, req);
+  }
+  Result<jobs::v1::KillJobReply> KillJob(const jobs::v1::KillJobRequest& req) override { return Call(&pb::Control::Stub::KillJob, req); }
+
  private:
-  void SetDeadline(grpc::ClientContext& ctx) {
+  void SetDeadline(grpc::ClientContext& ctx, Duration at_least = Duration(0)) {
     ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::duration_cast<std::chrono::system_clock::duration>(timeout_));
+                     std::chrono::duration_cast<std::chrono::system_clock::duration>(std::max(timeout_, at_least)));
+  }
+
+  template <typename Req, typename Reply>
+  Result<Reply> Call(grpc::Status (pb::Control::Stub::*method)(grpc::ClientContext*, const Req&, Reply*), const Req& req) {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, std::chrono::seconds(30));
+    Reply reply;
+    grpc::Status st = (stub_.get()->*method)(&ctx, req, &reply);
+    if (!st.ok() && st.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED && st.error_code() != grpc::StatusCode::UNAVAILABLE) {
+      return FromGrpcStatus(st, "agentctl", "agentd");
+    }
+    RETURN_IF_ERROR(Convert(st));
+    return reply;
   }
 
   Status Convert(const grpc::Status& st) {

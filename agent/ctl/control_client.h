@@ -22,6 +22,11 @@ class ControlClient {
   virtual Result<StatusSnapshot> GetStatus() = 0;
   virtual Result<std::string> GetVersion() = 0;
   virtual Result<MemberListSnapshot> ListMembers() = 0;
+  // Jobs: these reach other agents, so their deadline is at least 30 s.
+  virtual Result<jobs::v1::JobSummary> RunJob(const jobs::v1::RunJobRequest& req) = 0;
+  virtual Result<jobs::v1::JobList> ListJobs() = 0;
+  virtual Result<jobs::v1::JobOutputReply> JobOutput(const jobs::v1::JobOutputRequest& req) = 0;
+  virtual Result<jobs::v1::KillJobReply> KillJob(const jobs::v1::KillJobRequest& req) = 0;
 };
 
 }  // namespace dlagent

@@ -1,10 +1,22 @@
 // agentctl: talks to the local agentd over its control socket.
+#include <signal.h>
+
+#include <atomic>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
 
 #include "agent/ctl/commands.h"
+#include "agent/ctl/job_commands.h"
 #include "build_info.h"
+
+namespace {
+
+std::atomic<int> interrupted{0};
+
+void OnInterrupt(int) { interrupted.fetch_add(1); }
+
+}  // namespace
 
 int main(int argc, char** argv) {
   dlagent::CtlOptions opts;
@@ -14,7 +26,8 @@ int main(int argc, char** argv) {
   app.add_option("--timeout", opts.timeout, "Deadline for each call to agentd, e.g. 5s, 500ms")->capture_default_str();
   app.require_subcommand(1);
   app.footer("Exit codes: 0 success, 1 agentd unreachable or failed, 2 bad usage or (members) no member matched;\n"
-             "wait: 3 timed out, 4 the cluster failed to form, 5 the agent forms no cluster.");
+             "wait: 3 timed out, 4 the cluster failed to form, 5 the agent forms no cluster;\n"
+             "run: the job's exit code (the first failed rank's), 130 after Ctrl-C.");
 
   auto* status = app.add_subcommand("status", "Show the agent's phase, identity, uptime, version and config");
   status->add_flag("--json", opts.json, "Print one JSON object instead of text");
@@ -30,6 +43,39 @@ int main(int argc, char** argv) {
   wait->add_option("--timeout", opts.wait_timeout, "Give up after this long (exit 3), e.g. 10m, 90s")->capture_default_str();
   wait->add_flag("-q,--quiet", opts.quiet, "No progress lines");
   wait->add_flag("--json", opts.json, "When ready, print the status as JSON");
+  dlagent::RunOptions run_opts;
+  auto* run = app.add_subcommand("run", "Run a command on every roster node (or --nodes), as you, with the environment of its framework");
+  run->add_option("--name", run_opts.name, "A name for the job (default: the command's)");
+  run->add_option("--launcher", run_opts.launcher,
+                  "plain, dlps, torchrun, mxnet, tf or tf-ps: the variables each rank gets (docs/jobs.md)")
+      ->capture_default_str();
+  run->add_option("--per-node", run_opts.per_node, "Worker processes a node: a number, or gpus for one per GPU")->capture_default_str();
+  run->add_option("--nodes", run_opts.nodes, "Only these nodes: roster ranks (0,2-3), instance ids or addresses");
+  run->add_option("-e,--env", run_opts.env, "Add NAME=value to every rank's environment (repeatable; wins over the launcher's)");
+  run->add_option("--workdir", run_opts.workdir, "Working directory of every rank (default: your home directory)");
+  run->add_option("--grace", run_opts.grace, "Time between SIGTERM and SIGKILL when the job stops")->capture_default_str();
+  run->add_option("--timeout", run_opts.timeout, "Stop the job (exit 124) after this long; 0: never")->capture_default_str();
+  run->add_option("--wait-ready", run_opts.wait_ready, "Wait up to this long for the cluster to be READY instead of refusing");
+  run->add_option("--user", run_opts.user, "Run as this user (root only)");
+  run->add_flag("-d,--detach", run_opts.detach, "Print the job id and return; follow it with agentctl logs -f");
+  run->add_option("command", run_opts.argv, "The command and its arguments, after --")->required();
+  run->footer("Example: agentctl run --launcher torchrun --per-node gpus -- python3 train.py --epochs 3");
+
+  auto* jobs = app.add_subcommand("jobs", "List the cluster's jobs: id, name, state, ranks running and exited, user, start, duration, exit");
+  jobs->add_flag("--json", opts.json, "Print JSON instead of a table");
+
+  dlagent::LogsOptions logs_opts;
+  auto* logs = app.add_subcommand("logs", "Print a job's output, merged from every node and prefixed with rank and node");
+  logs->add_option("job", logs_opts.job, "The job id (agentctl jobs lists them)")->required();
+  logs->add_flag("-f,--follow", logs_opts.follow, "Keep printing until the job ends");
+  logs->add_option("--rank", logs_opts.rank, "Only this rank");
+  logs->add_option("--node", logs_opts.node, "Only this node (instance id)");
+  logs->add_option("--tail", logs_opts.tail, "Only the last N lines held");
+
+  std::string kill_job, kill_signal = "TERM";
+  auto* kill = app.add_subcommand("kill", "Stop a job on every node: the signal, then SIGKILL after its grace period");
+  kill->add_option("job", kill_job, "The job id")->required();
+  kill->add_option("--signal", kill_signal, "TERM, INT, KILL, USR1... or a number")->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {
@@ -42,5 +88,15 @@ int main(int argc, char** argv) {
   if (*version) return dlagent::RunVersion(opts, std::cout, std::cerr);
   if (*members) return dlagent::RunMembers(opts, std::cout, std::cerr);
   if (*wait) return dlagent::RunWait(opts, std::cout, std::cerr);
+  if (*run || *logs) {
+    struct sigaction sa {};
+    sa.sa_handler = OnInterrupt;  // no SA_RESTART: the poll loop sees it within one round
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+  }
+  if (*run) return dlagent::RunRun(opts, run_opts, interrupted, std::cout, std::cerr);
+  if (*jobs) return dlagent::RunJobs(opts, std::cout, std::cerr);
+  if (*logs) return dlagent::RunLogs(opts, logs_opts, interrupted, std::cout, std::cerr);
+  if (*kill) return dlagent::RunKill(opts, kill_job, kill_signal, std::cout, std::cerr);
   return 2;
 }

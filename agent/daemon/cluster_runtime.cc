@@ -32,6 +32,20 @@ void ClusterRuntime::Stop() {
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
   if (events_) events_->Stop();
+  std::shared_ptr<jobs::Jobs> jobs;
+  {
+    MutexLock lock(mu_);
+    jobs = std::move(jobs_);
+  }
+  if (jobs) {
+    // Ranks are the agent's children: they stop with it (docs/jobs.md), each after its job's grace period.
+    if (membership_) membership_->ServeJobs(nullptr);
+    jobs->StopAll(std::chrono::seconds(20));
+    // Calls in flight (the control socket's, other agents') hold it and use the parts below: they end first,
+    // each within the deadlines of its own calls.
+    while (jobs.use_count() > 1) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    jobs.reset();
+  }
   if (formation_) formation_->Stop();
   if (membership_) membership_->Leave();
   formation_.reset();
@@ -89,6 +103,11 @@ void ClusterRuntime::OnMaintenance(const std::vector<ScheduledEvent>& active) {
 Status ClusterRuntime::ReloadKeys() {
   if (!running_ || !membership_) return Status::Ok();
   return membership_->ReloadKeys(env_, config_.gossip.key_file);
+}
+
+std::shared_ptr<jobs::Jobs> ClusterRuntime::Jobs() {
+  MutexLock lock(mu_);
+  return jobs_;
 }
 
 MemberListSnapshot ClusterRuntime::Members() {
@@ -254,6 +273,7 @@ Status ClusterRuntime::Setup() {
   formation_ = std::move(formation);
   running_ = true;
   formation_->Start();
+  StartJobs(*id, fo.files);
 
   if (imds_) {
     ImdsEventCallbacks cb;
@@ -267,6 +287,54 @@ Status ClusterRuntime::Setup() {
     events_->Start();
   }
   return Status::Ok();
+}
+
+void ClusterRuntime::StartJobs(const IdentitySnapshot& id, const NodeFilesOptions& files) {
+  if (!membership_) return;
+  const Config& c = config_;
+  Membership* m = membership_.get();
+  dlagent::Formation* f = formation_.get();
+  const std::string port = std::to_string(c.gossip.port);
+  jobs::JobsDeps d;
+  d.client = m->client();
+  d.keyring = [m] { return m->keyring(); };
+  d.gone = [m](const std::string& name) { return m->Gone(name); };
+  d.roster = [f, port] {
+    std::vector<jobs::JobNode> nodes;
+    for (const RosterNode& n : f->HeldRoster().nodes) nodes.push_back({n.instance_id, n.ip, n.ip + ":" + port, n.gpus});
+    return nodes;
+  };
+  d.ready = [f](std::string* why) {
+    FormationStatus s = f->Snapshot();
+    if (s.phase == AgentPhase::kReady) return true;
+    *why = s.detail;
+    return false;
+  };
+  const uint32_t gpus = id.gpu_count;
+  d.base_env = [f, files, gpus] {
+    // What a login shell of the node has from /etc/profile.d/deeplearning.sh, on systemd's default PATH.
+    std::vector<std::string> env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"};
+    const Roster r = f->HeldRoster();
+    if (r.generation > 0) {
+      for (const auto& [k, v] : NodeVariables(r, files, gpus)) env.push_back(k + "=" + v);
+    }
+    return env;
+  };
+  jobs::JobsOptions o;
+  o.self = id.instance_id;
+  o.self_addr = id.local_ipv4 + ":" + port;
+  o.dlps_port = static_cast<uint16_t>(c.ps.port);
+  o.node_heartbeat = heartbeats_.Register("jobs");
+  o.coordinator_heartbeat = heartbeats_.Register("job coordinator");
+  auto jobs = std::make_shared<jobs::Jobs>(std::move(d), std::move(o));
+  std::weak_ptr<jobs::Jobs> weak = jobs;
+  m->ServeJobs([weak](std::string_view sealed) -> Result<std::string> {
+    std::shared_ptr<jobs::Jobs> j = weak.lock();
+    if (!j) return Status::Unavailable("jobs", "this agent is stopping");
+    return j->HandleRpc(sealed);
+  });
+  MutexLock lock(mu_);
+  jobs_ = std::move(jobs);
 }
 
 void ClusterRuntime::Run() {

@@ -16,6 +16,7 @@
 #include "agent/daemon/config.h"
 #include "agent/daemon/formation.h"
 #include "agent/daemon/membership.h"
+#include "agent/jobs/jobs.h"
 #include "agent/rpc/control_handler.h"
 #include "bootstrap/aws/credentials.h"
 #include "bootstrap/aws/imds_client.h"
@@ -45,11 +46,15 @@ class ClusterRuntime {
   MemberListSnapshot Members();
   // Reads gossip.key_file again (key rotation); OK and nothing done before gossip runs.
   Status ReloadKeys();
+  // The jobs this node runs and coordinates; null until gossip and the formation run.
+  std::shared_ptr<jobs::Jobs> Jobs();
 
  private:
   void Run();
   Status Setup();
   Result<IdentitySnapshot> Identify();
+  // Serves jobs: this node's ranks, the jobs started here, and the sealed jobs RPC of the other agents.
+  void StartJobs(const IdentitySnapshot& id, const NodeFilesOptions& files);
   // The poller's view of this instance's scheduled maintenance: kept for status, and a graceful leave when one
   // is near and cluster.leave_before_maintenance is set.
   void OnMaintenance(const std::vector<ScheduledEvent>& active);
@@ -77,6 +82,7 @@ class ClusterRuntime {
   std::set<std::string> unparsed_event_times_;           // the event poller's thread only
   std::unique_ptr<Membership> membership_;    // set once under mu_, then read without it
   std::unique_ptr<dlagent::Formation> formation_;  // likewise
+  std::shared_ptr<jobs::Jobs> jobs_ GUARDED_BY(mu_);  // shared with the jobs RPC's calls in flight
   std::atomic<bool> running_{false};          // membership_ and formation_ are set
   std::thread thread_;
 };

@@ -107,6 +107,35 @@ MemberListSnapshot Daemon::ListMembers() {
   return membership_->Members();
 }
 
+Result<std::shared_ptr<jobs::Jobs>> Daemon::Jobs() {
+  if (!runtime_) {
+    return Status::FailedPrecondition("jobs", "this agent forms no cluster (cluster.expected_nodes is 0): jobs run on a cluster's roster");
+  }
+  std::shared_ptr<jobs::Jobs> j = runtime_->Jobs();
+  if (!j) return Status::FailedPrecondition("jobs", "this agent has not joined its cluster yet (agentctl status says where it stands)");
+  return j;
+}
+
+Result<jobs::v1::JobSummary> Daemon::RunJob(const PeerCredentials& who, const jobs::v1::RunJobRequest& req) {
+  ASSIGN_OR_RETURN(std::shared_ptr<jobs::Jobs> j, Jobs());
+  return j->Run(req, who);
+}
+
+Result<jobs::v1::JobList> Daemon::ListJobs(const PeerCredentials& who) {
+  ASSIGN_OR_RETURN(std::shared_ptr<jobs::Jobs> j, Jobs());
+  return j->List(who);
+}
+
+Result<jobs::v1::JobOutputReply> Daemon::JobOutput(const PeerCredentials& who, const jobs::v1::JobOutputRequest& req) {
+  ASSIGN_OR_RETURN(std::shared_ptr<jobs::Jobs> j, Jobs());
+  return j->Output(req, who);
+}
+
+Result<jobs::v1::KillJobReply> Daemon::KillJob(const PeerCredentials& who, const jobs::v1::KillJobRequest& req) {
+  ASSIGN_OR_RETURN(std::shared_ptr<jobs::Jobs> j, Jobs());
+  return j->Kill(req, who);
+}
+
 void Daemon::Reload() {
   notifier_.Reloading();
   Result<Config> fresh = LoadConfig(env_, options_.config_path, options_.config_required, ProcessGetEnv);

@@ -45,6 +45,10 @@ class Daemon final : public ControlHandler {
 
   StatusSnapshot GetStatus() override;
   MemberListSnapshot ListMembers() override;
+  Result<jobs::v1::JobSummary> RunJob(const PeerCredentials& who, const jobs::v1::RunJobRequest& req) override;
+  Result<jobs::v1::JobList> ListJobs(const PeerCredentials& who) override;
+  Result<jobs::v1::JobOutputReply> JobOutput(const PeerCredentials& who, const jobs::v1::JobOutputRequest& req) override;
+  Result<jobs::v1::KillJobReply> KillJob(const PeerCredentials& who, const jobs::v1::KillJobRequest& req) override;
 
   // Asks Run() to leave the cluster and stop, as SIGTERM does (a spot interruption notice). Any thread.
   void RequestStop(const std::string& why);
@@ -53,6 +57,8 @@ class Daemon final : public ControlHandler {
   // log: write the phase line to the journal too (false when only a countdown in it moved).
   void SetPhase(AgentPhase phase, std::string detail, bool log = true);
   void Reload();
+  // The jobs of the cluster runtime; FailedPrecondition says why there are none.
+  Result<std::shared_ptr<jobs::Jobs>> Jobs();
   // WATCHDOG=1 when every heartbeat is fresh; otherwise none, and the stale loops are logged once.
   void PetWatchdog(Duration interval);
   spdlog::level::level_enum EffectiveLevel(const Config& c) const;

@@ -97,6 +97,15 @@ Result<std::unique_ptr<Membership>> Membership::Start(Env& env, const Config& co
   ClusterHandlers handlers;
   handlers.push_pull = [node](std::string_view sealed) { return node->HandlePushPull(sealed); };
   handlers.fetch_roster = [self](std::string_view sealed) { return self->HandleFetchRoster(sealed); };
+  handlers.job = [self](std::string_view sealed) -> Result<std::string> {
+    JobHandler h;
+    {
+      MutexLock lock(self->mu_);
+      h = self->job_handler_;
+    }
+    if (!h) return Status::Unavailable("jobs", "this agent runs no jobs (it forms no roster, or is stopping)");
+    return h(sealed);
+  };
   ASSIGN_OR_RETURN(m->server_, StartClusterServer(g.bind, static_cast<int>(g.port), std::move(handlers)));
   spdlog::info("gossip: member {} on {} (profile {}, {} seeds)", o.name, m->node_->advertise_addr(), g.profile == GossipProfile::kFast ? "fast" : "lan",
                g.seeds.size());
@@ -108,6 +117,18 @@ void Membership::UpdateMeta(const swim::MemberMeta& meta) { node_->UpdateMeta(sw
 void Membership::ServeRosters(std::function<Roster()> source) {
   MutexLock lock(mu_);
   roster_source_ = std::move(source);
+}
+
+void Membership::ServeJobs(JobHandler handler) {
+  MutexLock lock(mu_);
+  job_handler_ = std::move(handler);
+}
+
+bool Membership::Gone(const std::string& name) {
+  for (const swim::MemberInfo& m : node_->Members()) {
+    if (m.name == name) return m.state == swim::MemberState::kDead || m.state == swim::MemberState::kLeft;
+  }
+  return false;
 }
 
 std::vector<std::string> Membership::cluster_keys() {

@@ -60,6 +60,12 @@ class Membership final : public FormationPeers {
   Result<Roster> FetchRoster(const std::string& addr) override;
   // What FetchRoster requests from us are answered with: the roster this node holds (generation 0: none).
   void ServeRosters(std::function<Roster()> source);
+  // Who answers the jobs RPC (sealed requests in, sealed replies out); null: refused as not served.
+  void ServeJobs(JobHandler handler);
+  std::shared_ptr<const swim::Keyring> keyring() const { return node_->keyring(); }
+  ClusterClient* client() { return client_.get(); }
+  // True when gossip knows the member as dead or left.
+  bool Gone(const std::string& name);
 
  private:
   Membership() = default;
@@ -72,6 +78,7 @@ class Membership final : public FormationPeers {
   std::unique_ptr<ClusterServer> server_;
   Mutex mu_;
   std::function<Roster()> roster_source_ GUARDED_BY(mu_);
+  JobHandler job_handler_ GUARDED_BY(mu_);
   std::vector<std::string> keys_ GUARDED_BY(mu_);  // the raw keys of node_'s keyring, the primary first
 };
 

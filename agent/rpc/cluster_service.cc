@@ -25,6 +25,9 @@ class ClusterService final : public pb::Cluster::CallbackService {
   grpc::ServerUnaryReactor* FetchRoster(grpc::CallbackServerContext* ctx, const pb::SealedState* req, pb::SealedState* reply) override {
     return Serve(ctx, handlers_.fetch_roster, req, reply);
   }
+  grpc::ServerUnaryReactor* Job(grpc::CallbackServerContext* ctx, const pb::SealedState* req, pb::SealedState* reply) override {
+    return Serve(ctx, handlers_.job, req, reply);
+  }
 
  private:
   static grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, const std::function<Result<std::string>(std::string_view)>& handler,
@@ -72,6 +75,9 @@ class GrpcClusterClient final : public ClusterClient {
   }
   Result<std::string> FetchRoster(const std::string& addr, const std::string& sealed) override {
     return Call(addr, sealed, "roster fetch", &pb::Cluster::Stub::FetchRoster);
+  }
+  Result<std::string> Job(const std::string& addr, const std::string& sealed) override {
+    return Call(addr, sealed, "job call", &pb::Cluster::Stub::Job);
   }
 
  private:

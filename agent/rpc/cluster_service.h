@@ -15,9 +15,13 @@ using PushPullHandler = std::function<Result<std::string>(std::string_view seale
 // Given the sealed request, the sealed roster ("" when there is none).
 using FetchRosterHandler = std::function<Result<std::string>(std::string_view sealed_request)>;
 
+// Given a sealed job request, the sealed reply.
+using JobHandler = std::function<Result<std::string>(std::string_view sealed_request)>;
+
 struct ClusterHandlers {
   PushPullHandler push_pull;
   FetchRosterHandler fetch_roster;
+  JobHandler job;
 };
 
 class ClusterServer {
@@ -33,6 +37,7 @@ Result<std::unique_ptr<ClusterServer>> StartClusterServer(const std::string& hos
 class ClusterClient : public swim::PushPullTransport {
  public:
   virtual Result<std::string> FetchRoster(const std::string& addr, const std::string& sealed_request) = 0;
+  virtual Result<std::string> Job(const std::string& addr, const std::string& sealed_request) = 0;
 };
 std::unique_ptr<ClusterClient> NewGrpcClusterClient(Duration deadline = std::chrono::seconds(3));
 

@@ -8,6 +8,9 @@
 #include <string_view>
 #include <vector>
 
+#include "bootstrap/common/status.h"
+#include "proto/jobs.pb.h"
+
 namespace dlagent {
 
 // Where the agent stands: its own life (starting, serving, stopping) and, when it forms a cluster, the
@@ -68,13 +71,31 @@ struct MemberListSnapshot {
   std::vector<MemberSnapshot> members;
 };
 
-// Thread safety: called from gRPC threads, concurrently; implementations must be thread-safe and must not
-// block (no I/O): they answer from state in memory.
+// Who is on the other end of the control socket (SO_PEERCRED, SO_PEERGROUPS), read when the call is served.
+struct PeerCredentials {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::vector<uint32_t> groups;
+  int32_t pid = 0;
+};
+
+// Thread safety: called from gRPC threads, concurrently; implementations must be thread-safe. GetStatus and
+// ListMembers must not block (no I/O): they answer from state in memory. The job calls may block on other
+// agents (each call with a deadline): the server runs them on threads of their own.
 class ControlHandler {
  public:
   virtual ~ControlHandler() = default;
   virtual StatusSnapshot GetStatus() = 0;
   virtual MemberListSnapshot ListMembers() = 0;
+
+  // Jobs (docs/jobs.md); by default refused, for an agent that runs none.
+  virtual Result<jobs::v1::JobSummary> RunJob(const PeerCredentials&, const jobs::v1::RunJobRequest&) { return NoJobs(); }
+  virtual Result<jobs::v1::JobList> ListJobs(const PeerCredentials&) { return NoJobs(); }
+  virtual Result<jobs::v1::JobOutputReply> JobOutput(const PeerCredentials&, const jobs::v1::JobOutputRequest&) { return NoJobs(); }
+  virtual Result<jobs::v1::KillJobReply> KillJob(const PeerCredentials&, const jobs::v1::KillJobRequest&) { return NoJobs(); }
+
+ protected:
+  static Status NoJobs() { return Status::FailedPrecondition("jobs", "this agent runs no jobs"); }
 };
 
 }  // namespace dlagent

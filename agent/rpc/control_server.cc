@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <atomic>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -21,6 +22,7 @@
 
 #include "agent/rpc/control_codec.h"
 #include "agent/rpc/unix_socket.h"
+#include "proto/grpc_status.h"
 #include "proto/control.grpc.pb.h"
 
 namespace dlagent {
@@ -28,9 +30,61 @@ namespace {
 
 namespace pb = ::dlagent::control::v1;
 
+// The peer's supplementary groups.
+bool PeerGroups(int fd, std::vector<gid_t>* groups) {
+  groups->resize(64);
+  socklen_t len = static_cast<socklen_t>(groups->size() * sizeof(gid_t));
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups->data(), &len) != 0) {
+    if (errno != ERANGE) return false;
+    groups->resize(len / sizeof(gid_t));
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups->data(), &len) != 0) return false;
+  }
+  groups->resize(len / sizeof(gid_t));
+  return true;
+}
+
+// Root, the agent's own user, or a member of the socket's group.
+bool PeerAllowed(int fd, gid_t group, bool have_group, ucred* cred) {
+  socklen_t len = sizeof *cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) != 0) return false;
+  if (cred->uid == 0 || cred->uid == ::geteuid()) return true;
+  if (!have_group) return false;
+  if (cred->gid == group) return true;
+  std::vector<gid_t> groups;
+  if (!PeerGroups(fd, &groups)) return false;
+  for (gid_t g : groups) if (g == group) return true;
+  return false;
+}
+
+// A call's caller. gRPC names a connection handed to it by fd "fd:N"; the fd stays open while a call on it is
+// served (the transport outlives its calls), so the credentials read now are that connection's.
+Result<PeerCredentials> PeerOf(const std::string& peer) {
+  int fd = -1, used = 0;
+  if (std::sscanf(peer.c_str(), "fd:%d%n", &fd, &used) != 1 || used != static_cast<int>(peer.size()) || fd < 0) {
+    return Status::Internal("control", "cannot tell who is calling (peer \"" + peer + "\")");
+  }
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  std::vector<gid_t> groups;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || !PeerGroups(fd, &groups)) {
+    return Status::FromErrno("control", "reading the caller's credentials", errno);
+  }
+  PeerCredentials who;
+  who.uid = cred.uid;
+  who.gid = cred.gid;
+  who.pid = cred.pid;
+  who.groups.assign(groups.begin(), groups.end());
+  return who;
+}
+
+
 class ControlService final : public pb::Control::CallbackService {
  public:
   explicit ControlService(ControlHandler* handler) : handler_(handler) {}
+  // The job calls still running finish first (each is bounded by the deadlines of its calls to other agents).
+  ~ControlService() override {
+    while (running_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx, const pb::GetStatusRequest*,
                                       pb::AgentStatus* reply) override {
@@ -48,6 +102,20 @@ class ControlService final : public pb::Control::CallbackService {
     return reactor;
   }
 
+  grpc::ServerUnaryReactor* RunJob(grpc::CallbackServerContext* ctx, const jobs::v1::RunJobRequest* req, jobs::v1::JobSummary* reply) override {
+    return Blocking(ctx, reply, [this, req](const PeerCredentials& who) { return handler_->RunJob(who, *req); });
+  }
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx, const pb::ListJobsRequest*, jobs::v1::JobList* reply) override {
+    return Blocking(ctx, reply, [this](const PeerCredentials& who) { return handler_->ListJobs(who); });
+  }
+  grpc::ServerUnaryReactor* JobOutput(grpc::CallbackServerContext* ctx, const jobs::v1::JobOutputRequest* req,
+                                      jobs::v1::JobOutputReply* reply) override {
+    return Blocking(ctx, reply, [this, req](const PeerCredentials& who) { return handler_->JobOutput(who, *req); });
+  }
+  grpc::ServerUnaryReactor* KillJob(grpc::CallbackServerContext* ctx, const jobs::v1::KillJobRequest* req, jobs::v1::KillJobReply* reply) override {
+    return Blocking(ctx, reply, [this, req](const PeerCredentials& who) { return handler_->KillJob(who, *req); });
+  }
+
   grpc::ServerUnaryReactor* GetVersion(grpc::CallbackServerContext* ctx, const pb::GetVersionRequest*,
                                        pb::VersionInfo* reply) override {
     reply->set_version(handler_->GetStatus().version);
@@ -57,27 +125,37 @@ class ControlService final : public pb::Control::CallbackService {
   }
 
  private:
-  ControlHandler* handler_;
-};
-
-// Root, the agent's own user, or a member of the socket's group.
-bool PeerAllowed(int fd, gid_t group, bool have_group, ucred* cred) {
-  socklen_t len = sizeof *cred;
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) != 0) return false;
-  if (cred->uid == 0 || cred->uid == ::geteuid()) return true;
-  if (!have_group) return false;
-  if (cred->gid == group) return true;
-  std::vector<gid_t> groups(64);
-  len = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
-  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) != 0) {
-    if (errno != ERANGE) return false;
-    groups.resize(len / sizeof(gid_t));
-    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &len) != 0) return false;
+  // Runs a call that may block (it reaches other agents) on a thread of its own, as the caller the socket says.
+  template <typename Reply, typename Fn>
+  grpc::ServerUnaryReactor* Blocking(grpc::CallbackServerContext* ctx, Reply* reply, Fn fn) {
+    auto* reactor = ctx->DefaultReactor();
+    Result<PeerCredentials> who = PeerOf(ctx->peer());
+    if (!who.ok()) {
+      reactor->Finish(ToGrpcStatus(who.status()));
+      return reactor;
+    }
+    if (running_.fetch_add(1) >= kMaxBlockingCalls) {
+      --running_;
+      reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "agentd is serving too many job calls; try again"));
+      return reactor;
+    }
+    std::thread([this, reactor, reply, fn = std::move(fn), who = *who] {
+      auto result = fn(who);
+      if (result.ok()) {
+        *reply = std::move(*result);
+        reactor->Finish(grpc::Status::OK);
+      } else {
+        reactor->Finish(ToGrpcStatus(result.status()));
+      }
+      --running_;
+    }).detach();
+    return reactor;
   }
-  groups.resize(len / sizeof(gid_t));
-  for (gid_t g : groups) if (g == group) return true;
-  return false;
-}
+
+  static constexpr int kMaxBlockingCalls = 64;
+  ControlHandler* handler_;
+  std::atomic<int> running_{0};
+};
 
 class UnixControlServer final : public ControlServer {
  public:

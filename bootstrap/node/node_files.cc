@@ -30,7 +30,15 @@ std::string EnvQuote(const std::string& v) {
   return out + "\"";
 }
 
-std::vector<std::pair<std::string, std::string>> Variables(const Roster& r, const NodeFilesOptions& o, uint32_t self_gpus) {
+
+std::string Header(const Roster& r, std::string_view comment) {
+  return std::string(comment) + " Written by dlagent for cluster " + r.cluster + ", roster generation " +
+         std::to_string(r.generation) + ". Do not edit: it is replaced when the roster changes.\n";
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> NodeVariables(const Roster& r, const NodeFilesOptions& o, uint32_t self_gpus) {
   std::vector<std::pair<std::string, std::string>> v = {{"DEEPLEARNING_WORKERS_PATH", o.workers_path},
                                                         {"DEEPLEARNING_WORKERS_COUNT", std::to_string(r.nodes.size())},
                                                         {"DEEPLEARNING_WORKER_GPU_COUNT", std::to_string(self_gpus)},
@@ -45,13 +53,6 @@ std::vector<std::pair<std::string, std::string>> Variables(const Roster& r, cons
   }
   return v;
 }
-
-std::string Header(const Roster& r, std::string_view comment) {
-  return std::string(comment) + " Written by dlagent for cluster " + r.cluster + ", roster generation " +
-         std::to_string(r.generation) + ". Do not edit: it is replaced when the roster changes.\n";
-}
-
-}  // namespace
 
 std::string RenderWorkers(const Roster& r) {
   std::string out;
@@ -86,13 +87,13 @@ std::string MergeHostsFile(std::string_view existing, std::string_view block) {
 
 std::string RenderProfile(const Roster& r, const NodeFilesOptions& o, uint32_t self_gpus) {
   std::string out = Header(r, "#");
-  for (const auto& [k, v] : Variables(r, o, self_gpus)) out += "export " + k + "=" + ShellQuote(v) + "\n";
+  for (const auto& [k, v] : NodeVariables(r, o, self_gpus)) out += "export " + k + "=" + ShellQuote(v) + "\n";
   return out;
 }
 
 std::string RenderEnvFile(const Roster& r, const NodeFilesOptions& o, uint32_t self_gpus) {
   std::string out = Header(r, "#");
-  for (const auto& [k, v] : Variables(r, o, self_gpus)) out += k + "=" + EnvQuote(v) + "\n";
+  for (const auto& [k, v] : NodeVariables(r, o, self_gpus)) out += k + "=" + EnvQuote(v) + "\n";
   return out;
 }
 

@@ -13,6 +13,7 @@
 // Thread safety: pure functions, and WriteNodeFiles touches only the files above.
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "bootstrap/common/env.h"
@@ -36,6 +37,8 @@ struct NodeFilesOptions {
   std::string self_instance_id;
 };
 
+// The node environment's variables, as the profile and cluster.env hold them (and every job's ranks start from).
+std::vector<std::pair<std::string, std::string>> NodeVariables(const Roster& r, const NodeFilesOptions& o, uint32_t self_gpus);
 std::string RenderWorkers(const Roster& r);
 std::string RenderHostsBlock(const Roster& r);
 // existing with our block replaced (or appended once when absent); everything else kept byte for byte.

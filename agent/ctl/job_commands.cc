@@ -1,0 +1,254 @@
+#include "agent/ctl/job_commands.h"
+
+#include <signal.h>
+#include <string.h>
+
+#include <iomanip>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/ctl/control_client.h"
+#include "bootstrap/common/duration.h"
+
+namespace dlagent {
+namespace {
+
+namespace jpb = ::dlagent::jobs::v1;
+using namespace std::chrono;
+
+constexpr auto kPoll = milliseconds(200);
+
+Result<std::unique_ptr<ControlClient>> Dial(const CtlOptions& opts) {
+  ASSIGN_OR_RETURN(Duration timeout, ParseDuration(opts.timeout));
+  return ControlClient::Connect(opts.socket, timeout);
+}
+
+int Fail(std::ostream& err, const Status& st, int code = 1) {
+  err << "agentctl: " << st.message() << "\n";
+  return code;
+}
+
+bool Terminal(const jpb::JobSummary& s) { return s.state() == "succeeded" || s.state() == "failed" || s.state() == "killed"; }
+
+std::string Ago(int64_t unix_ms) {
+  const int64_t now = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+  return FormatDuration(milliseconds(std::max<int64_t>(0, now - unix_ms)));
+}
+
+// Prints the lines of one reply: "[rank node] text", stdout lines to out and stderr lines to err.
+void Print(const jpb::JobOutputReply& r, std::ostream& out, std::ostream& err) {
+  for (const jpb::OutputLine& l : r.lines()) {
+    (l.stderr() ? err : out) << "[" << l.rank() << " " << l.node() << "] " << l.text() << "\n";
+  }
+  if (r.dropped() > 0) err << "agentctl: " << r.dropped() << " lines no longer held by the nodes were skipped\n";
+  out.flush();
+  err.flush();
+}
+
+// Polls a job's output until it ends (follow) or once; returns the last summary.
+Result<jpb::JobSummary> Stream(ControlClient& client, jpb::JobOutputRequest req, bool follow, const std::atomic<int>& interrupted,
+                               const std::function<void()>& on_interrupt, std::ostream& out, std::ostream& err) {
+  int failures = 0, handled = 0;
+  for (;;) {
+    if (interrupted.load() > handled) {
+      handled = interrupted.load();
+      if (handled >= 2 || !on_interrupt) return Status(StatusCode::kCancelled, "agentctl", "interrupted");
+      on_interrupt();
+    }
+    Result<jpb::JobOutputReply> r = client.JobOutput(req);
+    if (!r.ok()) {
+      // A slow or restarting agent is retried for a while; the job runs on regardless.
+      if (++failures >= 10 || r.status().code() == StatusCode::kNotFound || r.status().code() == StatusCode::kPermissionDenied) return r.status();
+      std::this_thread::sleep_for(kPoll);
+      continue;
+    }
+    failures = 0;
+    Print(*r, out, err);
+    *req.mutable_after_seq() = r->after_seq();
+    req.set_tail(0);
+    if (!follow) return r->summary();
+    if (Terminal(r->summary())) {
+      // The last lines may reach their node's buffer after the state: one more look.
+      if (Result<jpb::JobOutputReply> last = client.JobOutput(req); last.ok()) Print(*last, out, err);
+      return r->summary();
+    }
+    if (r->lines_size() == 0) std::this_thread::sleep_for(kPoll);
+  }
+}
+
+}  // namespace
+
+Result<int> ParseSignal(const std::string& s) {
+  if (s.empty()) return SIGTERM;
+  if (std::isdigit(static_cast<unsigned char>(s[0]))) {
+    int n = 0;
+    size_t used = 0;
+    try {
+      n = std::stoi(s, &used);
+    } catch (...) {
+      used = 0;
+    }
+    if (used == s.size() && n > 0 && n < NSIG) return n;
+  } else {
+    const std::string name = s.rfind("SIG", 0) == 0 ? s.substr(3) : s;
+    for (int sig = 1; sig < NSIG; ++sig) {
+      const char* abbrev = ::sigabbrev_np(sig);
+      if (abbrev && name == abbrev) return sig;
+    }
+  }
+  return Status::InvalidArgument("agentctl", "--signal " + s + " is not a signal (TERM, KILL, INT, USR1, or a number)");
+}
+
+int RunRun(const CtlOptions& ctl, const RunOptions& o, const std::atomic<int>& interrupted, std::ostream& out, std::ostream& err) {
+  jpb::RunJobRequest req;
+  req.set_name(o.name);
+  req.set_launcher(o.launcher);
+  if (o.per_node == "gpus") {
+    req.set_per_node(0);
+  } else {
+    size_t used = 0;
+    int k = 0;
+    try {
+      k = std::stoi(o.per_node, &used);
+    } catch (...) {
+      used = 0;
+    }
+    if (used != o.per_node.size() || k < 1 || k > 1024) {
+      err << "agentctl: --per-node " << o.per_node << ": give a number of processes a node (1-1024) or gpus\n";
+      return 2;
+    }
+    req.set_per_node(static_cast<uint32_t>(k));
+  }
+  for (const std::string& n : o.nodes) req.add_nodes(n);
+  for (const std::string& e : o.env) req.add_env(e);
+  req.set_workdir(o.workdir);
+  req.set_user(o.user);
+  for (const std::string& a : o.argv) req.add_argv(a);
+  for (const auto& [flag, text, field] : {std::tuple{"--grace", &o.grace, 0}, std::tuple{"--timeout", &o.timeout, 1}}) {
+    Result<Duration> d = ParseDuration(*text);
+    if (!d.ok()) {
+      err << "agentctl: " << flag << ": " << d.status().message() << "\n";
+      return 2;
+    }
+    const int64_t ms = duration_cast<milliseconds>(*d).count();
+    if (field == 0) req.set_grace_ms(ms);
+    else req.set_timeout_ms(ms);
+  }
+  if (o.argv.empty()) {
+    err << "agentctl: no command: agentctl run [options] -- CMD ARGS...\n";
+    return 2;
+  }
+  if (!o.wait_ready.empty()) {
+    CtlOptions w = ctl;
+    w.wait_timeout = o.wait_ready;
+    w.quiet = true;
+    std::ostringstream ignored;
+    if (const int rc = RunWait(w, ignored, err); rc != 0) return rc == 3 || rc == 4 || rc == 5 ? 2 : rc;
+  }
+  Result<std::unique_ptr<ControlClient>> client = Dial(ctl);
+  if (!client.ok()) return Fail(err, client.status());
+  Result<jpb::JobSummary> job = (*client)->RunJob(req);
+  if (!job.ok()) {
+    const StatusCode c = job.status().code();
+    return Fail(err, job.status(), c == StatusCode::kUnavailable || c == StatusCode::kDeadlineExceeded ? 1 : 2);
+  }
+  if (o.detach) {
+    out << job->id() << "\n";
+    return 0;
+  }
+  err << "agentctl: job " << job->id() << " (" << job->name() << "): " << job->ranks() << " ranks on " << job->nodes()
+      << " nodes; Ctrl-C stops it everywhere\n";
+  jpb::JobOutputRequest oreq;
+  oreq.set_job(job->id());
+  oreq.set_rank(-1);
+  bool stopping = false;
+  auto stop = [&] {
+    stopping = true;
+    err << "agentctl: stopping job " << job->id() << " on every node (Ctrl-C again to stop waiting)\n";
+    jpb::KillJobRequest k;
+    k.set_job(job->id());
+    if (Result<jpb::KillJobReply> r = (*client)->KillJob(k); !r.ok()) err << "agentctl: " << r.status().message() << "\n";
+  };
+  Result<jpb::JobSummary> end = Stream(**client, oreq, true, interrupted, stop, out, err);
+  if (!end.ok()) {
+    if (end.status().code() == StatusCode::kCancelled) {
+      err << "agentctl: stopped waiting; job " << job->id() << " is being stopped (agentctl jobs shows it)\n";
+      return 130;
+    }
+    return Fail(err, end.status());
+  }
+  if (end->state() == "succeeded") return 0;
+  err << "agentctl: job " << end->id() << " " << end->state() << ": " << end->failure() << " (exit " << end->exit_code() << ")\n";
+  if (stopping) return 130;
+  return end->exit_code() == 0 ? 1 : end->exit_code();
+}
+
+int RunJobs(const CtlOptions& ctl, std::ostream& out, std::ostream& err) {
+  Result<std::unique_ptr<ControlClient>> client = Dial(ctl);
+  if (!client.ok()) return Fail(err, client.status());
+  Result<jpb::JobList> list = (*client)->ListJobs();
+  if (!list.ok()) return Fail(err, list.status());
+  if (ctl.json) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const jpb::JobSummary& s : list->jobs()) {
+      j.push_back({{"id", s.id()}, {"name", s.name()}, {"state", s.state()}, {"launcher", s.launcher()}, {"user", s.user()},
+                   {"ranks", s.ranks()}, {"running", s.running()}, {"exited", s.exited()}, {"nodes", s.nodes()},
+                   {"started_unix_ms", s.started_unix_ms()}, {"ended_unix_ms", s.ended_unix_ms()}, {"exit_code", s.exit_code()},
+                   {"failure", s.failure()}, {"coordinator", s.coordinator()}, {"argv", s.argv()}});
+    }
+    out << nlohmann::json({{"jobs", j}, {"unreachable", list->unreachable()}}).dump(2) << "\n";
+  } else {
+    std::ostringstream t;
+    auto row = [&](const std::string& a, const std::string& b, const std::string& c, const std::string& d, const std::string& e,
+                   const std::string& f, const std::string& g, const std::string& h) {
+      t << std::left << std::setw(16) << a << std::setw(16) << b << std::setw(10) << c << std::setw(20) << d << std::setw(10) << e
+        << std::setw(10) << f << std::setw(10) << g << h << "\n";
+    };
+    row("ID", "NAME", "STATE", "RANKS", "USER", "STARTED", "DURATION", "EXIT");
+    size_t running = 0;
+    for (const jpb::JobSummary& s : list->jobs()) {
+      const bool done = Terminal(s);
+      running += !done;
+      const int64_t end = done ? s.ended_unix_ms() : duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+      row(s.id(), s.name(), s.state(),
+          std::to_string(s.running()) + " run, " + std::to_string(s.exited()) + "/" + std::to_string(s.ranks()) + " out", s.user(),
+          Ago(s.started_unix_ms()) + " ago", FormatDuration(milliseconds(std::max<int64_t>(0, end - s.started_unix_ms()))),
+          done ? std::to_string(s.exit_code()) + (s.failure().empty() ? "" : " " + s.failure()) : "-");
+    }
+    out << t.str();
+    if (running > 1) out << running << " jobs are running at once\n";
+    for (const std::string& n : list->unreachable()) err << "agentctl: node " << n << " did not answer; its jobs may be missing\n";
+  }
+  return 0;
+}
+
+int RunLogs(const CtlOptions& ctl, const LogsOptions& o, const std::atomic<int>& interrupted, std::ostream& out, std::ostream& err) {
+  Result<std::unique_ptr<ControlClient>> client = Dial(ctl);
+  if (!client.ok()) return Fail(err, client.status());
+  jpb::JobOutputRequest req;
+  req.set_job(o.job);
+  req.set_rank(o.rank);
+  req.set_node(o.node);
+  req.set_tail(o.tail);
+  Result<jpb::JobSummary> end = Stream(**client, req, o.follow, interrupted, nullptr, out, err);
+  if (!end.ok()) return end.status().code() == StatusCode::kCancelled ? 130 : Fail(err, end.status());
+  return 0;
+}
+
+int RunKill(const CtlOptions& ctl, const std::string& job, const std::string& signal, std::ostream& out, std::ostream& err) {
+  Result<int> sig = ParseSignal(signal);
+  if (!sig.ok()) return Fail(err, sig.status(), 2);
+  Result<std::unique_ptr<ControlClient>> client = Dial(ctl);
+  if (!client.ok()) return Fail(err, client.status());
+  jpb::KillJobRequest req;
+  req.set_job(job);
+  req.set_signal(*sig);
+  Result<jpb::KillJobReply> r = (*client)->KillJob(req);
+  if (!r.ok()) return Fail(err, r.status(), r.status().code() == StatusCode::kNotFound || r.status().code() == StatusCode::kPermissionDenied ? 2 : 1);
+  out << "signalled " << r->signalled() << " rank" << (r->signalled() == 1 ? "" : "s") << " of job " << job << "\n";
+  return 0;
+}
+
+}  // namespace dlagent

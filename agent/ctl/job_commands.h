@@ -1,0 +1,48 @@
+#pragma once
+// agentctl's job commands: run, jobs, logs, kill (docs/jobs.md). Each returns the exit code and writes
+// results to out, errors to err. run and logs -f poll the agent for new output every 200 ms.
+
+#include <atomic>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "agent/ctl/commands.h"
+
+namespace dlagent {
+
+struct RunOptions {
+  std::string name;
+  std::string launcher = "plain";
+  std::string per_node = "1";  // a number, or "gpus"
+  std::vector<std::string> nodes;
+  std::vector<std::string> env;
+  std::string workdir;
+  std::string grace = "10s";
+  std::string timeout = "0s";   // 0: none
+  std::string wait_ready;       // "": refuse unless READY
+  std::string user;             // root only
+  bool detach = false;
+  std::vector<std::string> argv;
+};
+
+struct LogsOptions {
+  std::string job;
+  bool follow = false;
+  int rank = -1;
+  std::string node;
+  uint32_t tail = 0;
+};
+
+// Foreground: the job's merged output, then its exit code (0 when every rank exited 0, else the first
+// failure's), 130 after Ctrl-C (which stops the job everywhere), 1 when agentd cannot be reached, 2 for bad
+// usage or a job that could not start. interrupted: set by the SIGINT / SIGTERM handler.
+int RunRun(const CtlOptions& ctl, const RunOptions& o, const std::atomic<int>& interrupted, std::ostream& out, std::ostream& err);
+int RunJobs(const CtlOptions& ctl, std::ostream& out, std::ostream& err);
+int RunLogs(const CtlOptions& ctl, const LogsOptions& o, const std::atomic<int>& interrupted, std::ostream& out, std::ostream& err);
+int RunKill(const CtlOptions& ctl, const std::string& job, const std::string& signal, std::ostream& out, std::ostream& err);
+
+// "TERM", "SIGTERM", "15" -> 15; InvalidArgument otherwise.
+Result<int> ParseSignal(const std::string& s);
+
+}  // namespace dlagent

@@ -1,0 +1,414 @@
+#include "agent/jobs/coordinator.h"
+
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <string.h>
+
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "agent/jobs/launch.h"
+#include "bootstrap/common/crypto.h"
+#include "bootstrap/common/duration.h"
+
+namespace dlagent::jobs {
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// A node's answer, or its error as a Status.
+Result<pb::NodeReply> Answer(Result<pb::NodeReply> r) {
+  if (!r.ok()) return r.status();
+  if (!r->error().empty()) return Status(static_cast<StatusCode>(r->error_code()), "jobs", r->error());
+  return r;
+}
+
+Status ResolveUser(const pb::RunJobRequest& req, const Caller& caller, pb::JobSpec& spec) {
+  char buf[16384];
+  struct passwd pw, *found = nullptr;
+  if (!req.user().empty()) {
+    if (caller.uid != 0) return Status::PermissionDenied("jobs", "only root may run a job as another user (--user)");
+    if (::getpwnam_r(req.user().c_str(), &pw, buf, sizeof buf, &found) != 0 || !found) {
+      return Status::NotFound("jobs", "--user " + req.user() + ": no such user on this node");
+    }
+    spec.set_uid(found->pw_uid);
+    spec.set_gid(found->pw_gid);
+    spec.set_user(found->pw_name);
+    std::vector<gid_t> groups(64);
+    int n = static_cast<int>(groups.size());
+    if (::getgrouplist(found->pw_name, found->pw_gid, groups.data(), &n) < 0) {
+      groups.resize(static_cast<size_t>(n));
+      ::getgrouplist(found->pw_name, found->pw_gid, groups.data(), &n);
+    }
+    groups.resize(static_cast<size_t>(std::max(n, 0)));
+    for (gid_t g : groups) spec.add_groups(g);
+    return Status::Ok();
+  }
+  spec.set_uid(caller.uid);
+  spec.set_gid(caller.gid);
+  for (uint32_t g : caller.groups) spec.add_groups(g);
+  spec.set_user(::getpwuid_r(caller.uid, &pw, buf, sizeof buf, &found) == 0 && found ? found->pw_name : "uid " + std::to_string(caller.uid));
+  return Status::Ok();
+}
+
+Status CheckEnv(const pb::RunJobRequest& req) {
+  for (const std::string& kv : req.env()) {
+    const size_t eq = kv.find('=');
+    if (eq == 0 || eq == std::string::npos) return Status::InvalidArgument("jobs", "--env \"" + kv + "\" is not NAME=value");
+    for (size_t i = 0; i < eq; ++i) {
+      const char c = kv[i];
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return Status::InvalidArgument("jobs", "--env \"" + kv + "\": bad variable name");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+void ForEachConcurrently(size_t n, const std::function<void(size_t)>& fn) {
+  if (n == 1) return fn(0);
+  std::vector<std::thread> threads;
+  threads.reserve(n);
+  for (size_t i = 0; i < n; ++i) threads.emplace_back([&fn, i] { fn(i); });
+  for (std::thread& t : threads) t.join();
+}
+
+Result<std::vector<JobNode>> SelectNodes(const std::vector<JobNode>& roster, const std::vector<std::string>& selection) {
+  if (selection.empty()) return roster;
+  std::set<size_t> picked;
+  for (const std::string& entry : selection) {
+    size_t start = 0;
+    for (;;) {
+      const size_t comma = entry.find(',', start);
+      const std::string item = entry.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+      bool matched = false;
+      unsigned a = 0, b = 0;
+      int used = 0;
+      if (std::sscanf(item.c_str(), "%u-%u%n", &a, &b, &used) == 2 && used == static_cast<int>(item.size()) && a <= b) {
+        for (unsigned r = a; r <= b && r < roster.size(); ++r) picked.insert(r);
+        matched = b < roster.size();
+      } else if (std::sscanf(item.c_str(), "%u%n", &a, &used) == 1 && used == static_cast<int>(item.size())) {
+        if (a < roster.size()) picked.insert(a), matched = true;
+      } else {
+        for (size_t i = 0; i < roster.size(); ++i) {
+          if (roster[i].instance_id == item || roster[i].ip == item) picked.insert(i), matched = true;
+        }
+      }
+      if (!matched) {
+        return Status::InvalidArgument("jobs", "--nodes: \"" + item + "\" is no roster node (ranks 0-" + std::to_string(roster.size() - 1) +
+                                                   ", instance ids or addresses)");
+      }
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  }
+  std::vector<JobNode> out;
+  for (size_t i : picked) out.push_back(roster[i]);
+  return out;
+}
+
+Coordinator::Coordinator(JobNodes& nodes, CoordinatorOptions options) : nodes_(nodes), o_(std::move(options)) {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+Coordinator::~Coordinator() {
+  {
+    MutexLock lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+Result<pb::JobSummary> Coordinator::Run(const pb::RunJobRequest& req, const Caller& caller, const std::vector<JobNode>& roster) {
+  if (req.argv().empty()) return Status::InvalidArgument("jobs", "no command: agentctl run [options] -- CMD ARGS...");
+  ASSIGN_OR_RETURN(Launcher launcher, ParseLauncher(req.launcher().empty() ? "plain" : req.launcher()));
+  RETURN_IF_ERROR(CheckEnv(req));
+  if (!req.workdir().empty() && req.workdir()[0] != '/') return Status::InvalidArgument("jobs", "--workdir " + req.workdir() + " is not an absolute path");
+  if (roster.empty()) return Status::FailedPrecondition("jobs", "the cluster has no roster yet");
+  ASSIGN_OR_RETURN(std::vector<JobNode> nodes, SelectNodes(roster, {req.nodes().begin(), req.nodes().end()}));
+
+  pb::JobSpec spec;
+  RETURN_IF_ERROR(ResolveUser(req, caller, spec));
+  spec.set_id("j-" + RandomHex(6));
+  const std::string& program = req.argv(0);
+  spec.set_name(!req.name().empty() ? req.name() : program.substr(program.rfind('/') + 1));
+  spec.set_launcher(std::string(LauncherName(launcher)));
+  *spec.mutable_argv() = req.argv();
+  *spec.mutable_env() = req.env();
+  spec.set_workdir(req.workdir());
+  spec.set_grace_ms(req.grace_ms() > 0 ? req.grace_ms() : std::chrono::duration_cast<std::chrono::milliseconds>(o_.default_grace).count());
+  spec.set_timeout_ms(std::max<int64_t>(0, req.timeout_ms()));
+  spec.set_coordinator(o_.self);
+  spec.set_coordinator_addr(o_.self_addr);
+  spec.set_created_unix_ms(NowMs());
+  for (const JobNode& n : nodes) {
+    spec.add_nodes(n.instance_id);
+    spec.add_node_addrs(n.addr);
+  }
+
+  // PREPARE: every node checks what it can before anything starts, and finds the ports the launcher needs.
+  PlanOptions po;
+  po.launcher = launcher;
+  po.job_id = spec.id();
+  po.per_node = req.per_node();
+  po.dlps_port = o_.dlps_port;
+  std::vector<PlanNode> plan_nodes(nodes.size());
+  std::vector<uint32_t> ports(nodes.size());
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    plan_nodes[i] = {nodes[i].instance_id, nodes[i].ip, nodes[i].gpus, {}};
+    ASSIGN_OR_RETURN(uint32_t workers, WorkersOn(po, plan_nodes[i]));
+    ports[i] = PortsNeeded(po, i, workers);
+  }
+  std::vector<Result<pb::NodeReply>> prepared(nodes.size(), Status::Internal("jobs", "not asked"));
+  ForEachConcurrently(nodes.size(), [&](size_t i) {
+    pb::NodeRequest r;
+    r.set_from(o_.self);
+    *r.mutable_prepare()->mutable_spec() = spec;
+    r.mutable_prepare()->set_ports(ports[i]);
+    prepared[i] = Answer(nodes_.Call(nodes[i].instance_id, nodes[i].addr, r));
+  });
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (!prepared[i].ok()) return Status(prepared[i].status().code(), "jobs", "nothing started: " + std::string(prepared[i].status().message()));
+    for (uint32_t p : prepared[i]->prepare().ports()) plan_nodes[i].ports.push_back(static_cast<uint16_t>(p));
+  }
+  ASSIGN_OR_RETURN(std::vector<std::vector<RankPlan>> plan, PlanRanks(po, plan_nodes));
+  uint32_t total = 0;
+  for (const auto& node_ranks : plan) total += static_cast<uint32_t>(node_ranks.size());
+  spec.set_num_ranks(total);
+
+  // START, everywhere at once; all or nothing.
+  std::vector<Result<pb::NodeReply>> started(nodes.size(), Status::Internal("jobs", "not asked"));
+  ForEachConcurrently(nodes.size(), [&](size_t i) {
+    pb::NodeRequest r;
+    r.set_from(o_.self);
+    pb::StartRequest* s = r.mutable_start();
+    *s->mutable_spec() = spec;
+    for (const RankPlan& p : plan[i]) {
+      pb::RankSpec* rs = s->add_ranks();
+      rs->set_rank(p.rank);
+      rs->set_local_rank(p.local_rank);
+      rs->set_role(p.role);
+      for (const auto& [k, v] : p.env) rs->add_env(k + "=" + v);
+    }
+    started[i] = Answer(nodes_.Call(nodes[i].instance_id, nodes[i].addr, r));
+  });
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (started[i].ok()) continue;
+    Decision d{"could not start: " + std::string(started[i].status().message()), 1, false};
+    SignalAll(spec, {}, SIGKILL, d);
+    return Status(started[i].status().code(), "jobs", "nothing left running: " + std::string(started[i].status().message()));
+  }
+  spdlog::info("job {} ({}): {} ranks on {} nodes as {} with launcher {}: {}", spec.id(), spec.name(), total, nodes.size(), spec.user(),
+               spec.launcher(), spec.argv(0));
+
+  auto job = std::make_unique<Job>();
+  job->spec = spec;
+  job->started = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    job->last_answer[nodes[i].instance_id] = job->started;
+    pb::NodeJob part;
+    *part.mutable_spec() = spec;
+    part.set_node(nodes[i].instance_id);
+    *part.mutable_ranks() = started[i]->start().ranks();
+    job->parts[nodes[i].instance_id] = std::move(part);
+  }
+  MutexLock lock(mu_);
+  pb::JobSummary summary = Recompute(*job);
+  jobs_[spec.id()] = std::move(job);
+  cv_.notify_all();
+  return summary;
+}
+
+pb::JobSummary Coordinator::Recompute(Job& job) {
+  std::vector<NodePart> parts;
+  for (const std::string& n : job.spec.nodes()) {
+    auto it = job.parts.find(n);
+    parts.push_back({n, it == job.parts.end() ? nullptr : &it->second, job.lost[n]});
+  }
+  job.summary = Summarize(job.spec, parts, job.decision);
+  return job.summary;
+}
+
+Result<pb::JobSummary> Coordinator::Summary(const std::string& id) {
+  MutexLock lock(mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return Status::NotFound("jobs", "no job " + id + " coordinated by " + o_.self);
+  return it->second->summary;
+}
+
+Result<pb::JobSpec> Coordinator::Spec(const std::string& id) {
+  MutexLock lock(mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return Status::NotFound("jobs", "no job " + id + " coordinated by " + o_.self);
+  return it->second->spec;
+}
+
+std::vector<pb::JobSummary> Coordinator::List() {
+  MutexLock lock(mu_);
+  std::vector<pb::JobSummary> out;
+  for (const auto& [id, job] : jobs_) out.push_back(job->summary);
+  return out;
+}
+
+uint32_t Coordinator::SignalAll(const pb::JobSpec& spec, const std::vector<std::string>& skip, int sig, const Decision& d) {
+  std::atomic<uint32_t> signalled{0};
+  ForEachConcurrently(static_cast<size_t>(spec.nodes_size()), [&](size_t i) {
+    if (std::find(skip.begin(), skip.end(), spec.nodes(static_cast<int>(i))) != skip.end()) return;
+    pb::NodeRequest r;
+    r.set_from(o_.self);
+    pb::SignalRequest* s = r.mutable_signal();
+    s->set_job(spec.id());
+    s->set_signal(sig);
+    s->set_escalate(sig != SIGKILL);
+    s->set_reason(d.failure);
+    s->set_killed(d.killed);
+    Result<pb::NodeReply> reply = Answer(nodes_.Call(spec.nodes(static_cast<int>(i)), spec.node_addrs(static_cast<int>(i)), r));
+    if (reply.ok()) signalled += reply->signal().signalled();
+    else if (reply.status().code() != StatusCode::kNotFound) spdlog::warn("job {}: cannot signal {}: {}", spec.id(), spec.nodes(static_cast<int>(i)), reply.status().ToString());
+  });
+  return signalled;
+}
+
+Result<uint32_t> Coordinator::Kill(const std::string& id, int sig, const Caller& caller) {
+  pb::JobSpec spec;
+  Decision d;
+  std::vector<std::string> lost;
+  {
+    MutexLock lock(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return Status::NotFound("jobs", "no job " + id + " coordinated by " + o_.self);
+    Job& job = *it->second;
+    if (caller.uid != 0 && caller.uid != job.spec.uid()) {
+      return Status::PermissionDenied("jobs", "job " + id + " belongs to " + job.spec.user() + "; only they or root may kill it");
+    }
+    if (Terminal(job.summary)) return 0u;
+    if (!job.decision.killed) {
+      const char* abbrev = ::sigabbrev_np(sig);
+      job.decision = {"killed with SIG" + std::string(abbrev ? abbrev : "?") + " by uid " + std::to_string(caller.uid), 128 + sig, true};
+    }
+    d = job.decision;
+    spec = job.spec;
+    for (const auto& [n, gone] : job.lost) {
+      if (gone) lost.push_back(n);
+    }
+  }
+  spdlog::info("job {}: {}", id, d.failure);
+  const uint32_t n = SignalAll(spec, lost, sig, d);
+  cv_.notify_all();
+  return n;
+}
+
+void Coordinator::Watch(const std::string& id) {
+  pb::JobSpec spec;
+  std::map<std::string, bool> lost;
+  {
+    MutexLock lock(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    spec = it->second->spec;
+    lost = it->second->lost;
+  }
+  const size_t n = static_cast<size_t>(spec.nodes_size());
+  std::vector<Result<pb::NodeReply>> answers(n, Status::Internal("jobs", "not asked"));
+  ForEachConcurrently(n, [&](size_t i) {
+    if (lost[spec.nodes(static_cast<int>(i))]) return;
+    pb::NodeRequest r;
+    r.set_from(o_.self);
+    r.mutable_query()->set_job(id);
+    answers[i] = Answer(nodes_.Call(spec.nodes(static_cast<int>(i)), spec.node_addrs(static_cast<int>(i)), r));
+  });
+  std::vector<bool> gone(n);
+  for (size_t i = 0; i < n; ++i) gone[i] = !answers[i].ok() && nodes_.Gone(spec.nodes(static_cast<int>(i)));
+
+  Decision fresh;
+  std::vector<std::string> skip;
+  {
+    MutexLock lock(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    Job& job = *it->second;
+    const MonoTime now = std::chrono::steady_clock::now();
+    std::string lost_why;
+    for (size_t i = 0; i < n; ++i) {
+      const std::string& node = spec.nodes(static_cast<int>(i));
+      if (job.lost[node]) continue;
+      if (answers[i].ok() && answers[i]->query().jobs_size() == 1) {
+        job.parts[node] = answers[i]->query().jobs(0);
+        job.last_answer[node] = now;
+        continue;
+      }
+      std::string why;
+      if (gone[i]) why = "node " + node + " died or left the cluster";
+      else if (!answers[i].ok() && answers[i].status().code() == StatusCode::kNotFound) why = "node " + node + " no longer knows the job (its agent restarted)";
+      else if (now - job.last_answer[node] > o_.unreachable_after) {
+        why = "node " + node + " did not answer for " + FormatDuration(o_.unreachable_after) + " (" + answers[i].status().ToString() + ")";
+      }
+      if (!why.empty()) {
+        job.lost[node] = true;
+        if (lost_why.empty()) lost_why = why;
+      }
+    }
+    if (job.decision.failure.empty()) {
+      std::string part_failure;
+      bool part_killed = false;
+      for (const auto& [node, part] : job.parts) {
+        if (!part.failure().empty() && part_failure.empty()) part_failure = part.failure(), part_killed = part.killed();
+      }
+      if (!part_failure.empty()) {
+        job.decision = {part_failure, 0, part_killed};
+      } else if (!lost_why.empty()) {
+        job.decision = {lost_why, 255, false};
+      } else if (spec.timeout_ms() > 0 && now - job.started > std::chrono::milliseconds(spec.timeout_ms())) {
+        job.decision = {"timed out after " + FormatDuration(std::chrono::milliseconds(spec.timeout_ms())), 124, false};
+      }
+      if (!job.decision.failure.empty()) {
+        fresh = job.decision;
+        for (const auto& [node, l] : job.lost) {
+          if (l) skip.push_back(node);
+        }
+      }
+    }
+    Recompute(job);
+    if (Terminal(job.summary) && !job.logged_end) {
+      job.logged_end = true;
+      if (job.summary.state() == "succeeded") spdlog::info("job {} ({}) succeeded", id, spec.name());
+      else spdlog::warn("job {} ({}) {}: {} (exit {})", id, spec.name(), job.summary.state(), job.summary.failure(), job.summary.exit_code());
+    }
+  }
+  if (!fresh.failure.empty()) {
+    spdlog::warn("job {}: {}; stopping every rank", id, fresh.failure);
+    SignalAll(spec, skip, SIGTERM, fresh);
+  }
+}
+
+void Coordinator::Loop() {
+  for (;;) {
+    if (o_.heartbeat) o_.heartbeat->Beat();
+    std::vector<std::string> active;
+    {
+      MutexLock lock(mu_);
+      if (stopping_) return;
+      for (const auto& [id, job] : jobs_) {
+        if (!Terminal(job->summary)) active.push_back(id);
+      }
+      // Forget the oldest finished jobs past keep_finished.
+      std::vector<std::pair<int64_t, std::string>> finished;
+      for (const auto& [id, job] : jobs_) {
+        if (Terminal(job->summary)) finished.emplace_back(job->summary.ended_unix_ms(), id);
+      }
+      std::sort(finished.begin(), finished.end());
+      for (size_t i = 0; i + o_.keep_finished < finished.size(); ++i) jobs_.erase(finished[i].second);
+    }
+    for (const std::string& id : active) Watch(id);
+    MutexLock lock(mu_);
+    if (stopping_) return;
+    cv_.wait_for(lock.native(), active.empty() ? std::chrono::milliseconds(1000) : std::chrono::duration_cast<std::chrono::milliseconds>(o_.poll_interval));
+  }
+}
+
+}  // namespace dlagent::jobs

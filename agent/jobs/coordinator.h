@@ -1,0 +1,109 @@
+#pragma once
+// Coordinator: the policy of the jobs started from this node. Run() checks the job on every node it will run
+// on (working directory, program, free ports), plans its ranks (launch.h) and starts them everywhere, all or
+// nothing. A thread then watches each job: when a rank fails, a node dies or leaves (gossip) or stops
+// answering, or the timeout passes, every other rank gets SIGTERM, then SIGKILL after the grace period, and
+// the job's summary names the cause. Kill() does the same on purpose.
+//
+// Threading: one thread of its own watches the jobs (and beats its heartbeat); every method may be called
+// from any thread. Run and Kill block on calls to other nodes, each with a deadline.
+
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/jobs/summary.h"
+#include "agent/rpc/control_handler.h"
+#include "bootstrap/common/env.h"
+#include "bootstrap/common/heartbeat.h"
+#include "bootstrap/common/mutex.h"
+
+namespace dlagent::jobs {
+
+// Who asked, from the control socket's peer credentials.
+using Caller = ::dlagent::PeerCredentials;
+
+struct JobNode {
+  std::string instance_id;
+  std::string ip;
+  std::string addr;  // its agent's cluster service, ip:port
+  uint32_t gpus = 0;
+};
+
+// How the coordinator reaches the nodes: this node's NodeJobs directly, the others over the sealed RPC.
+class JobNodes {
+ public:
+  virtual ~JobNodes() = default;
+  virtual Result<pb::NodeReply> Call(const std::string& instance_id, const std::string& addr, const pb::NodeRequest& req) = 0;
+  // True when gossip says the member died or left.
+  virtual bool Gone(const std::string& instance_id) = 0;
+};
+
+struct CoordinatorOptions {
+  std::string self;       // REQUIRED: this node's instance id
+  std::string self_addr;  // REQUIRED: this agent's cluster service, ip:port
+  uint16_t dlps_port = 7070;
+  Duration poll_interval = std::chrono::milliseconds(200);
+  Duration unreachable_after = std::chrono::seconds(10);  // a node that answers nothing this long is lost
+  Duration default_grace = std::chrono::seconds(10);
+  size_t keep_finished = 64;
+  std::shared_ptr<Heartbeat> heartbeat;
+};
+
+// The nodes named by a selection: roster ranks or instance ids, "a-b" rank ranges, comma-separated inside an
+// entry too; none: every node. InvalidArgument names an entry that matches no node.
+Result<std::vector<JobNode>> SelectNodes(const std::vector<JobNode>& roster, const std::vector<std::string>& selection);
+
+// Makes a run fan out to several nodes at once: fn(i) for i in [0, n), concurrently.
+void ForEachConcurrently(size_t n, const std::function<void(size_t)>& fn);
+
+class Coordinator {
+ public:
+  Coordinator(JobNodes& nodes, CoordinatorOptions options);
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  // roster: every roster node in rank order. Returns once every rank runs; on an error nothing runs.
+  Result<pb::JobSummary> Run(const pb::RunJobRequest& req, const Caller& caller, const std::vector<JobNode>& roster);
+  // NotFound when the job was not started here.
+  Result<pb::JobSummary> Summary(const std::string& job);
+  Result<pb::JobSpec> Spec(const std::string& job);
+  std::vector<pb::JobSummary> List();
+  // SIGTERM (or sig) to every rank, SIGKILL after the grace period; the job ends killed. Only root or the
+  // job's user may. Returns how many ranks were signalled.
+  Result<uint32_t> Kill(const std::string& job, int sig, const Caller& caller);
+
+ private:
+  struct Job {
+    pb::JobSpec spec;
+    Decision decision;
+    std::map<std::string, pb::NodeJob> parts;  // by instance id: the latest answer
+    std::map<std::string, MonoTime> last_answer;
+    std::map<std::string, bool> lost;
+    pb::JobSummary summary;
+    MonoTime started;
+    bool logged_end = false;
+  };
+
+  void Loop();
+  void Watch(const std::string& id);
+  // Sends the signal to every node of the job that is not lost.
+  uint32_t SignalAll(const pb::JobSpec& spec, const std::vector<std::string>& skip, int sig, const Decision& d);
+  pb::JobSummary Recompute(Job& job) REQUIRES(mu_);
+
+  JobNodes& nodes_;
+  const CoordinatorOptions o_;
+  Mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, std::unique_ptr<Job>> jobs_ GUARDED_BY(mu_);
+  bool stopping_ GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace dlagent::jobs

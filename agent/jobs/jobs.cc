@@ -1,0 +1,236 @@
+#include "agent/jobs/jobs.h"
+
+#include <signal.h>
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+namespace dlagent::jobs {
+namespace {
+
+CoordinatorOptions CoordinatorOptionsOf(const JobsOptions& o) {
+  CoordinatorOptions c;
+  c.self = o.self;
+  c.self_addr = o.self_addr;
+  c.dlps_port = o.dlps_port;
+  c.poll_interval = o.poll_interval;
+  c.heartbeat = o.coordinator_heartbeat;
+  return c;
+}
+
+NodeJobsOptions NodeJobsOptionsOf(const JobsOptions& o, const JobsDeps& d) {
+  NodeJobsOptions n;
+  n.node = o.self;
+  n.heartbeat = o.node_heartbeat;
+  n.base_env = d.base_env;
+  return n;
+}
+
+Result<pb::NodeReply> Answer(Result<pb::NodeReply> r) {
+  if (!r.ok()) return r.status();
+  if (!r->error().empty()) return Status(static_cast<StatusCode>(r->error_code()), "jobs", r->error());
+  return r;
+}
+
+Status MayRead(const pb::JobSpec& spec, const Caller& caller) {
+  if (caller.uid == 0 || caller.uid == spec.uid()) return Status::Ok();
+  return Status::PermissionDenied("jobs", "job " + spec.id() + " belongs to " + spec.user() + "; only they or root may read or stop it");
+}
+
+}  // namespace
+
+Jobs::Jobs(JobsDeps deps, JobsOptions options)
+    : deps_(std::move(deps)),
+      o_(std::move(options)),
+      local_(NodeJobsOptionsOf(o_, deps_)),
+      endpoint_(local_, nullptr),
+      server_(deps_.keyring, endpoint_),
+      coordinator_(*this, CoordinatorOptionsOf(o_)) {
+  endpoint_.SetCoordinator(&coordinator_);
+}
+
+Jobs::~Jobs() { endpoint_.SetCoordinator(nullptr); }
+
+Result<pb::NodeReply> Jobs::Call(const std::string& instance_id, const std::string& addr, const pb::NodeRequest& req) {
+  if (instance_id == o_.self) return endpoint_.Dispatch(req);
+  const std::shared_ptr<const swim::Keyring> ring = deps_.keyring();
+  if (!ring) return Status::FailedPrecondition("jobs", "no cluster key: jobs need gossip.key_file");
+  return CallNode(*deps_.client, *ring, addr, req);
+}
+
+Result<pb::JobSummary> Jobs::Run(const pb::RunJobRequest& req, const Caller& caller) {
+  if (std::string why; !deps_.ready(&why)) {
+    return Status::FailedPrecondition("jobs", "the cluster is not ready (" + why + "); wait for it with agentctl wait, or pass --wait-ready");
+  }
+  return coordinator_.Run(req, caller, deps_.roster());
+}
+
+Result<pb::JobSpec> Jobs::FindSpec(const std::string& job) {
+  if (job.empty()) return Status::InvalidArgument("jobs", "which job? give its id (agentctl jobs lists them)");
+  if (Result<pb::JobSpec> s = coordinator_.Spec(job); s.ok()) return s;
+  pb::QueryRequest q;
+  q.set_job(job);
+  if (Result<pb::QueryReply> r = local_.Query(q); r.ok() && r->jobs_size() == 1) return r->jobs(0).spec();
+  // Started elsewhere and with no ranks here: whichever roster node knows it.
+  const std::vector<JobNode> roster = deps_.roster();
+  std::vector<std::optional<pb::JobSpec>> found(roster.size());
+  ForEachConcurrently(roster.size(), [&](size_t i) {
+    if (roster[i].instance_id == o_.self) return;
+    pb::NodeRequest r;
+    r.set_from(o_.self);
+    r.mutable_query()->set_job(job);
+    if (Result<pb::NodeReply> a = Answer(Call(roster[i].instance_id, roster[i].addr, r)); a.ok() && a->query().jobs_size() == 1) {
+      found[i] = a->query().jobs(0).spec();
+    }
+  });
+  for (const auto& f : found) {
+    if (f) return *f;
+  }
+  return Status::NotFound("jobs", "no job " + job + " on any node of the roster (agentctl jobs lists them)");
+}
+
+Result<pb::JobList> Jobs::List(const Caller&) {
+  const std::vector<JobNode> roster = deps_.roster();
+  std::vector<Result<pb::NodeReply>> answers(roster.size(), Status::Internal("jobs", "not asked"));
+  ForEachConcurrently(roster.size(), [&](size_t i) {
+    pb::NodeRequest r;
+    r.set_from(o_.self);
+    r.mutable_query();
+    answers[i] = Answer(Call(roster[i].instance_id, roster[i].addr, r));
+  });
+  pb::JobList out;
+  std::map<std::string, std::vector<pb::NodeJob>> by_job;
+  for (size_t i = 0; i < roster.size(); ++i) {
+    if (!answers[i].ok()) {
+      out.add_unreachable(roster[i].instance_id);
+      continue;
+    }
+    for (const pb::NodeJob& j : answers[i]->query().jobs()) by_job[j.spec().id()].push_back(j);
+  }
+  for (auto& [id, parts] : by_job) {
+    const pb::NodeJob* with_summary = nullptr;
+    for (const pb::NodeJob& j : parts) {
+      if (j.has_summary()) with_summary = &j;
+    }
+    if (with_summary) {
+      *out.add_jobs() = with_summary->summary();
+      continue;
+    }
+    // Its coordinator did not answer: the parts that did tell what they can.
+    std::vector<NodePart> np;
+    for (const pb::NodeJob& j : parts) np.push_back({j.node(), &j, false});
+    *out.add_jobs() = Summarize(parts.front().spec(), np, Decision{});
+  }
+  std::sort(out.mutable_jobs()->begin(), out.mutable_jobs()->end(),
+            [](const pb::JobSummary& a, const pb::JobSummary& b) { return a.started_unix_ms() < b.started_unix_ms(); });
+  return out;
+}
+
+Result<pb::JobOutputReply> Jobs::Output(const pb::JobOutputRequest& req, const Caller& caller) {
+  ASSIGN_OR_RETURN(pb::JobSpec spec, FindSpec(req.job()));
+  RETURN_IF_ERROR(MayRead(spec, caller));
+  const size_t n = static_cast<size_t>(spec.nodes_size());
+  if (!req.node().empty() && std::find(spec.nodes().begin(), spec.nodes().end(), req.node()) == spec.nodes().end()) {
+    return Status::InvalidArgument("jobs", "--node " + req.node() + " runs no rank of job " + spec.id());
+  }
+  std::vector<Result<pb::NodeReply>> answers(n, Status::Internal("jobs", "not asked"));
+  const bool coordinator_runs_ranks = std::find(spec.nodes().begin(), spec.nodes().end(), spec.coordinator()) != spec.nodes().end();
+  ForEachConcurrently(n, [&](size_t i) {
+    const std::string& node = spec.nodes(static_cast<int>(i));
+    if (!req.node().empty() && node != req.node() && node != spec.coordinator()) return;
+    pb::NodeRequest r;
+    r.set_from(o_.self);
+    pb::QueryRequest* q = r.mutable_query();
+    q->set_job(spec.id());
+    auto cursor = req.after_seq().find(node);
+    q->set_after_seq(cursor == req.after_seq().end() ? 0 : cursor->second);
+    q->set_max_lines(req.tail() > 0 ? 10000 : 2000);
+    q->set_summary(node == spec.coordinator());
+    answers[i] = Answer(Call(node, spec.node_addrs(static_cast<int>(i)), r));
+  });
+  pb::JobOutputReply out;
+  std::vector<NodePart> parts;
+  struct Tagged {
+    const pb::LogLine* line;
+    const std::string* node;
+  };
+  std::vector<Tagged> lines;
+  const pb::JobSummary* summary = nullptr;
+  for (size_t i = 0; i < n; ++i) {
+    const std::string& node = spec.nodes(static_cast<int>(i));
+    if (!answers[i].ok()) {
+      if (answers[i].status().code() != StatusCode::kInternal || req.node().empty()) out.add_unreachable(node);
+      parts.push_back({node, nullptr, false});
+      continue;
+    }
+    const pb::NodeJob& j = answers[i]->query().jobs(0);
+    parts.push_back({node, &j, false});
+    if (j.has_summary()) summary = &j.summary();
+    if (!req.node().empty() && node != req.node()) continue;
+    (*out.mutable_after_seq())[node] = j.next_seq() > 0 ? j.next_seq() - 1 : 0;
+    out.set_dropped(out.dropped() + j.dropped());
+    for (const pb::LogLine& l : j.lines()) {
+      if (req.rank() < 0 || l.rank() == static_cast<uint32_t>(req.rank())) lines.push_back({&l, &node});
+    }
+  }
+  if (!summary && !coordinator_runs_ranks) {
+    pb::NodeRequest r;
+    r.set_from(o_.self);
+    r.mutable_query()->set_job(spec.id());
+    r.mutable_query()->set_summary(true);
+    if (Result<pb::NodeReply> a = Answer(Call(spec.coordinator(), spec.coordinator_addr(), r)); a.ok() && a->query().jobs_size() == 1 &&
+                                                                                           a->query().jobs(0).has_summary()) {
+      *out.mutable_summary() = a->query().jobs(0).summary();
+    }
+  }
+  if (summary) *out.mutable_summary() = *summary;
+  if (!out.has_summary()) *out.mutable_summary() = Summarize(spec, parts, Decision{});
+  std::stable_sort(lines.begin(), lines.end(), [](const Tagged& a, const Tagged& b) { return a.line->unix_ms() < b.line->unix_ms(); });
+  const size_t skip = req.tail() > 0 && lines.size() > req.tail() ? lines.size() - req.tail() : 0;
+  for (size_t i = skip; i < lines.size(); ++i) {
+    pb::OutputLine* o = out.add_lines();
+    o->set_node(*lines[i].node);
+    o->set_rank(lines[i].line->rank());
+    o->set_stderr(lines[i].line->stderr());
+    o->set_text(lines[i].line->text());
+    o->set_unix_ms(lines[i].line->unix_ms());
+  }
+  return out;
+}
+
+Result<pb::KillJobReply> Jobs::Kill(const pb::KillJobRequest& req, const Caller& caller) {
+  const int sig = req.signal() == 0 ? SIGTERM : req.signal();
+  if (sig <= 0 || sig >= NSIG) return Status::InvalidArgument("jobs", "signal " + std::to_string(sig) + " is not a signal");
+  ASSIGN_OR_RETURN(pb::JobSpec spec, FindSpec(req.job()));
+  RETURN_IF_ERROR(MayRead(spec, caller));
+  pb::KillJobReply out;
+  if (spec.coordinator() == o_.self) {
+    ASSIGN_OR_RETURN(uint32_t n, coordinator_.Kill(spec.id(), sig, caller));
+    out.set_signalled(n);
+    return out;
+  }
+  // Started elsewhere: every node is told directly (its coordinator too, through its ranks' parts), so that a
+  // kill works even when the coordinator is gone.
+  const char* abbrev = ::sigabbrev_np(sig);
+  const std::string reason = "killed with SIG" + std::string(abbrev ? abbrev : "?") + " by uid " + std::to_string(caller.uid) + " on " + o_.self;
+  std::atomic<uint32_t> signalled{0};
+  ForEachConcurrently(static_cast<size_t>(spec.nodes_size()), [&](size_t i) {
+    pb::NodeRequest r;
+    r.set_from(o_.self);
+    pb::SignalRequest* s = r.mutable_signal();
+    s->set_job(spec.id());
+    s->set_signal(sig);
+    s->set_escalate(sig != SIGKILL);
+    s->set_reason(reason);
+    s->set_killed(true);
+    if (Result<pb::NodeReply> a = Answer(Call(spec.nodes(static_cast<int>(i)), spec.node_addrs(static_cast<int>(i)), r)); a.ok()) {
+      signalled += a->signal().signalled();
+    }
+  });
+  spdlog::info("job {}: {}", spec.id(), reason);
+  out.set_signalled(signalled);
+  return out;
+}
+
+}  // namespace dlagent::jobs

@@ -1,0 +1,69 @@
+#pragma once
+// Jobs: the agent's side of `agentctl run / jobs / logs / kill` (docs/jobs.md). It owns this node's ranks
+// (NodeJobs), the jobs started from here (Coordinator) and the sealed RPC other agents call; agentctl's
+// requests come from the control socket with the caller's credentials.
+//
+// Threading: NodeJobs and the Coordinator run threads of their own; every method may be called from any
+// thread, and those that reach other nodes block, each call with a deadline.
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "agent/jobs/coordinator.h"
+#include "agent/jobs/job_rpc.h"
+#include "agent/jobs/node_jobs.h"
+#include "agent/rpc/cluster_service.h"
+
+namespace dlagent::jobs {
+
+struct JobsDeps {
+  ClusterClient* client = nullptr;  // REQUIRED: reaches the other agents
+  KeyringFn keyring;                // REQUIRED: the cluster keyring in force
+  std::function<bool(const std::string& instance_id)> gone;  // REQUIRED: gossip says dead or left
+  // REQUIRED: every roster node in rank order (empty: no roster yet), and whether the cluster is READY.
+  std::function<std::vector<JobNode>()> roster;
+  std::function<bool(std::string* why_not)> ready;
+  std::function<std::vector<std::string>()> base_env;  // the node environment ranks start from
+};
+
+struct JobsOptions {
+  std::string self;       // REQUIRED: the instance id
+  std::string self_addr;  // REQUIRED: this agent's cluster service, ip:port
+  uint16_t dlps_port = 7070;
+  Duration poll_interval = std::chrono::milliseconds(200);
+  std::shared_ptr<Heartbeat> node_heartbeat, coordinator_heartbeat;
+};
+
+class Jobs final : private JobNodes {
+ public:
+  Jobs(JobsDeps deps, JobsOptions options);
+  ~Jobs() override;
+
+  // The cluster service's Job handler.
+  Result<std::string> HandleRpc(std::string_view sealed) { return server_.Handle(sealed); }
+  uint64_t refused_calls() const { return server_.refused(); }
+
+  Result<pb::JobSummary> Run(const pb::RunJobRequest& req, const Caller& caller);
+  Result<pb::JobList> List(const Caller& caller);
+  Result<pb::JobOutputReply> Output(const pb::JobOutputRequest& req, const Caller& caller);
+  Result<pb::KillJobReply> Kill(const pb::KillJobRequest& req, const Caller& caller);
+  // agentd is stopping: SIGTERM to every rank on this node, SIGKILL after each job's grace (waits up to wait).
+  void StopAll(Duration wait) { local_.StopAll("agentd on " + o_.self + " is stopping", wait); }
+
+ private:
+  Result<pb::NodeReply> Call(const std::string& instance_id, const std::string& addr, const pb::NodeRequest& req) override;
+  bool Gone(const std::string& instance_id) override { return deps_.gone(instance_id); }
+  // The job's spec from here, its coordinator or any roster node; NotFound names the job.
+  Result<pb::JobSpec> FindSpec(const std::string& job);
+
+  const JobsDeps deps_;
+  const JobsOptions o_;
+  NodeJobs local_;
+  NodeEndpoint endpoint_;
+  JobRpcServer server_;
+  Coordinator coordinator_;
+};
+
+}  // namespace dlagent::jobs

@@ -1,0 +1,179 @@
+#include "agent/jobs/launch.h"
+
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+namespace dlagent::jobs {
+namespace {
+
+constexpr std::pair<Launcher, std::string_view> kNames[] = {
+    {Launcher::kPlain, "plain"}, {Launcher::kDlps, "dlps"}, {Launcher::kTorchrun, "torchrun"},
+    {Launcher::kMxnet, "mxnet"}, {Launcher::kTf, "tf"},     {Launcher::kTfPs, "tf-ps"},
+};
+
+std::string Addr(const PlanNode& n, uint16_t port) { return n.ip + ":" + std::to_string(port); }
+
+// One process to start: where, in which role, and which of its node's ports it owns (0: none).
+struct Slot {
+  size_t node;
+  std::string role;
+  uint32_t local_rank;  // among the node's workers; 0 for the other roles
+  uint16_t port;
+};
+
+}  // namespace
+
+std::string_view LauncherName(Launcher l) {
+  for (const auto& [k, name] : kNames) {
+    if (k == l) return name;
+  }
+  return "plain";
+}
+
+Result<Launcher> ParseLauncher(std::string_view name) {
+  for (const auto& [k, n] : kNames) {
+    if (n == name) return k;
+  }
+  return Status::InvalidArgument("jobs", "unknown launcher \"" + std::string(name) + "\"; use plain, dlps, torchrun, mxnet, tf or tf-ps");
+}
+
+Result<uint32_t> WorkersOn(const PlanOptions& o, const PlanNode& node) {
+  if (o.per_node > 0) return o.per_node;
+  if (node.gpus == 0) {
+    return Status::FailedPrecondition("jobs", "--per-node gpus: node " + node.instance_id + " has no GPUs; give a number instead");
+  }
+  return node.gpus;
+}
+
+uint32_t PortsNeeded(const PlanOptions& o, size_t index, uint32_t workers) {
+  switch (o.launcher) {
+    case Launcher::kTorchrun:
+    case Launcher::kMxnet:
+      return index == 0 ? 1 : 0;  // the rendezvous (torch's TCPStore) or the scheduler, on the first node
+    case Launcher::kTf:
+      return workers;  // every worker serves its own gRPC port
+    case Launcher::kTfPs:
+      return workers + 1 + (index == 0 ? 1 : 0);  // workers, a ps, and the chief on the first node
+    case Launcher::kPlain:
+    case Launcher::kDlps:
+      return 0;
+  }
+  return 0;
+}
+
+Result<std::vector<std::vector<RankPlan>>> PlanRanks(const PlanOptions& o, const std::vector<PlanNode>& nodes) {
+  if (nodes.empty()) return Status::InvalidArgument("jobs", "a job needs at least one node");
+  // The processes, in rank order: per node, the launcher's helpers first, then its workers.
+  std::vector<Slot> slots;
+  std::vector<uint32_t> workers(nodes.size());
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    ASSIGN_OR_RETURN(workers[i], WorkersOn(o, nodes[i]));
+    const PlanNode& n = nodes[i];
+    if (n.ports.size() < PortsNeeded(o, i, workers[i])) {
+      return Status::Internal("jobs", "node " + n.instance_id + " found " + std::to_string(n.ports.size()) + " ports, " +
+                                          std::to_string(PortsNeeded(o, i, workers[i])) + " needed");
+    }
+    size_t next_port = 0;
+    auto port = [&] { return n.ports[next_port++]; };
+    switch (o.launcher) {
+      case Launcher::kMxnet:
+        if (i == 0) slots.push_back({i, "scheduler", 0, port()});
+        slots.push_back({i, "server", 0, 0});
+        break;
+      case Launcher::kTfPs:
+        if (i == 0) slots.push_back({i, "chief", 0, port()});
+        slots.push_back({i, "ps", 0, port()});
+        break;
+      default:
+        break;
+    }
+    const bool worker_ports = o.launcher == Launcher::kTf || o.launcher == Launcher::kTfPs;
+    const bool named = o.launcher == Launcher::kMxnet || o.launcher == Launcher::kTfPs;
+    for (uint32_t k = 0; k < workers[i]; ++k) {
+      slots.push_back({i, named ? "worker" : "", k, worker_ports ? port() : uint16_t{0}});
+    }
+  }
+
+  // Job-wide facts each launcher names.
+  uint32_t total_workers = 0;
+  for (uint32_t w : workers) total_workers += w;
+  const uint32_t total = static_cast<uint32_t>(slots.size());
+  nlohmann::json tf_cluster = nlohmann::json::object();
+  std::string dlps_servers;
+  for (const PlanNode& n : nodes) dlps_servers += (dlps_servers.empty() ? "" : ",") + Addr(n, o.dlps_port);
+  for (const Slot& s : slots) {
+    if (o.launcher == Launcher::kTf || o.launcher == Launcher::kTfPs) {
+      tf_cluster[s.role.empty() ? "worker" : s.role].push_back(Addr(nodes[s.node], s.port));
+    }
+  }
+  const uint16_t root_port = (o.launcher == Launcher::kTorchrun || o.launcher == Launcher::kMxnet) ? nodes[0].ports[0] : 0;
+
+  std::vector<std::vector<RankPlan>> plan(nodes.size());
+  std::map<std::string, uint32_t> role_index;  // tf: each task's index within its type
+  uint32_t worker_rank = 0;                     // the rank among workers (dlps, torchrun)
+  for (uint32_t r = 0; r < total; ++r) {
+    const Slot& s = slots[r];
+    const PlanNode& n = nodes[s.node];
+    RankPlan p;
+    p.rank = r;
+    p.local_rank = s.local_rank;
+    p.role = s.role;
+    auto set = [&](std::string k, std::string v) { p.env.emplace_back(std::move(k), std::move(v)); };
+    const std::string k = std::to_string(workers[s.node]);
+    set("DLAGENT_JOB", o.job_id);
+    set("DLAGENT_RANK", std::to_string(r));
+    set("DLAGENT_NUM_RANKS", std::to_string(total));
+    set("DLAGENT_LOCAL_RANK", std::to_string(s.local_rank));
+    set("DLAGENT_NODE_RANK", std::to_string(s.node));
+    set("DLAGENT_NUM_NODES", std::to_string(nodes.size()));
+    if (!s.role.empty()) set("DLAGENT_ROLE", s.role);
+    const bool worker = s.role.empty() || s.role == "worker";
+    switch (o.launcher) {
+      case Launcher::kPlain:
+        break;
+      case Launcher::kDlps:
+        set("DLPS_SERVERS", dlps_servers);
+        set("DLPS_NUM_WORKERS", std::to_string(total_workers));
+        set("DLPS_RANK", std::to_string(worker_rank));
+        break;
+      case Launcher::kTorchrun:
+        set("MASTER_ADDR", nodes[0].ip);
+        set("MASTER_PORT", std::to_string(root_port));
+        set("WORLD_SIZE", std::to_string(total_workers));
+        set("RANK", std::to_string(worker_rank));
+        set("LOCAL_RANK", std::to_string(s.local_rank));
+        set("LOCAL_WORLD_SIZE", k);
+        set("GROUP_RANK", std::to_string(s.node));
+        set("GROUP_WORLD_SIZE", std::to_string(nodes.size()));
+        set("ROLE_NAME", "default");
+        set("ROLE_RANK", std::to_string(worker_rank));
+        set("ROLE_WORLD_SIZE", std::to_string(total_workers));
+        set("TORCHELASTIC_RUN_ID", o.job_id);
+        set("TORCHELASTIC_RESTART_COUNT", "0");
+        set("TORCHELASTIC_MAX_RESTARTS", "0");
+        if (workers[s.node] > 1) set("OMP_NUM_THREADS", "1");  // as torchrun does with more than one process a node
+        break;
+      case Launcher::kMxnet:
+        set("DMLC_ROLE", s.role);
+        set("DMLC_PS_ROOT_URI", nodes[0].ip);
+        set("DMLC_PS_ROOT_PORT", std::to_string(root_port));
+        set("DMLC_NUM_SERVER", std::to_string(nodes.size()));
+        set("DMLC_NUM_WORKER", std::to_string(total_workers));
+        set("DMLC_NODE_HOST", n.ip);
+        break;
+      case Launcher::kTf:
+      case Launcher::kTfPs: {
+        const std::string type = s.role.empty() ? "worker" : s.role;
+        nlohmann::json config = {{"cluster", tf_cluster}, {"task", {{"type", type}, {"index", role_index[type]++}}}};
+        set("TF_CONFIG", config.dump());
+        break;
+      }
+    }
+    if (worker) ++worker_rank;
+    plan[s.node].push_back(std::move(p));
+  }
+  return plan;
+}
+
+}  // namespace dlagent::jobs

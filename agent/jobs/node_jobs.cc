@@ -1,0 +1,476 @@
+#include "agent/jobs/node_jobs.h"
+
+#include <netinet/in.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "agent/jobs/spawn.h"
+#include "bootstrap/common/log.h"
+
+namespace dlagent::jobs {
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string SignalName(int sig) {
+  const char* abbrev = ::sigabbrev_np(sig);
+  return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
+}
+
+// The environment of one rank: the node's, the user's identity, the launcher's variables, then --env (which wins).
+std::vector<std::string> RankEnv(std::vector<std::string> base, const pb::JobSpec& spec, const pb::RankSpec& rank, const std::string& home) {
+  auto set = [&](const std::string& kv) {
+    const std::string name = kv.substr(0, kv.find('=') + 1);
+    std::erase_if(base, [&](const std::string& e) { return e.compare(0, name.size(), name) == 0; });
+    base.push_back(kv);
+  };
+  set("USER=" + spec.user());
+  set("LOGNAME=" + spec.user());
+  set("HOME=" + home);
+  if (EnvValue(base, "PATH").empty()) set("PATH=/usr/local/bin:/usr/bin:/bin");
+  for (const std::string& kv : rank.env()) set(kv);
+  for (const std::string& kv : spec.env()) set(kv);
+  return base;
+}
+
+std::string HomeOf(uid_t uid) {
+  struct passwd pw, *found = nullptr;
+  char buf[4096];
+  if (::getpwuid_r(uid, &pw, buf, sizeof buf, &found) == 0 && found && found->pw_dir) return found->pw_dir;
+  return "/";
+}
+
+// The job's working directory: --workdir, else the user's home when it is a directory, else /.
+std::string Workdir(const pb::JobSpec& spec) {
+  if (!spec.workdir().empty()) return spec.workdir();
+  const std::string home = HomeOf(spec.uid());
+  struct stat st;
+  return ::stat(home.c_str(), &st) == 0 && S_ISDIR(st.st_mode) ? home : "/";
+}
+
+std::string Ending(const pb::RankState& r) {
+  if (r.signal() != 0) return "was killed by " + SignalName(r.signal());
+  return "exited with " + std::to_string(r.exit_code());
+}
+
+}  // namespace
+
+NodeJobs::NodeJobs(NodeJobsOptions options) : o_(std::move(options)) {
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  thread_ = std::thread([this] { Loop(); });
+}
+
+NodeJobs::~NodeJobs() {
+  StopAll("agentd is stopping", std::chrono::seconds(0));
+  {
+    MutexLock lock(mu_);
+    stopping_ = true;
+  }
+  Wake();
+  thread_.join();
+  MutexLock lock(mu_);
+  for (auto& [id, job] : jobs_) {
+    for (Rank& r : job->ranks) {
+      if (r.state.running()) {
+        ::kill(-r.state.pid(), SIGKILL);
+        int status;
+        ::waitpid(r.state.pid(), &status, 0);
+      }
+      for (int fd : {r.pidfd, r.out.fd, r.err.fd}) {
+        if (fd >= 0) ::close(fd);
+      }
+    }
+  }
+  ::close(wake_fd_);
+}
+
+void NodeJobs::Wake() {
+  uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof one);
+}
+
+size_t NodeJobs::RunningRanks() const {
+  size_t n = 0;
+  for (const auto& [id, job] : jobs_) {
+    for (const Rank& r : job->ranks) n += r.state.running();
+  }
+  return n;
+}
+
+Result<pb::PrepareReply> NodeJobs::Prepare(const pb::PrepareRequest& req) {
+  const pb::JobSpec& spec = req.spec();
+  if (spec.argv().empty()) return Status::InvalidArgument("jobs", "no command to run");
+  const std::string dir = Workdir(spec);
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Status::NotFound("jobs", "working directory " + dir + " does not exist on " + o_.node);
+  }
+  // The program: found as the rank would find it.
+  const std::string& program = spec.argv(0);
+  std::vector<std::string> env = RankEnv(o_.base_env ? o_.base_env() : std::vector<std::string>{}, spec, pb::RankSpec(), HomeOf(spec.uid()));
+  bool found = false;
+  if (program.find('/') != std::string::npos) {
+    const std::string path = program[0] == '/' ? program : dir + "/" + program;
+    found = ::access(path.c_str(), F_OK) == 0;
+  } else {
+    std::string path = EnvValue(env, "PATH");
+    size_t start = 0;
+    while (!found) {
+      const size_t colon = path.find(':', start);
+      std::string d = path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+      found = ::access(((d.empty() ? "." : d) + "/" + program).c_str(), X_OK) == 0;
+      if (colon == std::string::npos) break;
+      start = colon + 1;
+    }
+  }
+  if (!found) return Status::NotFound("jobs", program + ": no such program on " + o_.node + " (PATH " + EnvValue(env, "PATH") + ")");
+  if (req.ports() > 256) return Status::InvalidArgument("jobs", "too many ports asked for: " + std::to_string(req.ports()));
+  // Free ports: bound together (so that they differ), then released for the ranks to take.
+  pb::PrepareReply reply;
+  std::vector<int> fds;
+  Status ports = Status::Ok();
+  for (uint32_t i = 0; i < req.ports() && ports.ok(); ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    socklen_t len = sizeof a;
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      ports = Status::FromErrno("jobs", "find a free port", errno);
+    } else {
+      reply.add_ports(ntohs(a.sin_port));
+    }
+    if (fd >= 0) fds.push_back(fd);
+  }
+  for (int fd : fds) ::close(fd);
+  RETURN_IF_ERROR(ports);
+  return reply;
+}
+
+Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
+  const pb::JobSpec& spec = req.spec();
+  if (spec.id().empty()) return Status::InvalidArgument("jobs", "a job without an id");
+  if (req.ranks().empty()) return Status::InvalidArgument("jobs", "no ranks to start on " + o_.node);
+  const std::string dir = Workdir(spec);
+  const std::string home = HomeOf(spec.uid());
+  const std::vector<std::string> base = o_.base_env ? o_.base_env() : std::vector<std::string>{};
+  std::vector<gid_t> groups(spec.groups().begin(), spec.groups().end());
+
+  MutexLock lock(mu_);
+  if (stopping_) return Status::Unavailable("jobs", "agentd on " + o_.node + " is stopping");
+  if (jobs_.count(spec.id())) return Status::AlreadyExists("jobs", "job " + spec.id() + " already has ranks on " + o_.node);
+  if (RunningRanks() + static_cast<size_t>(req.ranks_size()) > o_.max_ranks) {
+    return Status::ResourceExhausted("jobs", o_.node + " runs " + std::to_string(RunningRanks()) + " ranks; " +
+                                                 std::to_string(req.ranks_size()) + " more would pass its limit of " + std::to_string(o_.max_ranks));
+  }
+  auto job = std::make_unique<Job>();
+  job->spec = spec;
+  for (const pb::RankSpec& rs : req.ranks()) {
+    SpawnRequest sr;
+    sr.argv.assign(spec.argv().begin(), spec.argv().end());
+    sr.env = RankEnv(base, spec, rs, home);
+    sr.workdir = dir;
+    sr.uid = spec.uid();
+    sr.gid = spec.gid();
+    sr.groups = groups;
+    Result<Spawned> s = Spawn(sr);
+    if (!s.ok()) {
+      // All or none: the ranks already started go.
+      for (Rank& r : job->ranks) {
+        ::kill(-r.state.pid(), SIGKILL);
+        int status;
+        ::waitpid(r.state.pid(), &status, 0);
+        for (int fd : {r.pidfd, r.out.fd, r.err.fd}) ::close(fd);
+      }
+      return Status(s.status().code(), "jobs", "rank " + std::to_string(rs.rank()) + " on " + o_.node + ": " + std::string(s.status().message()));
+    }
+    Rank r;
+    r.state.set_rank(rs.rank());
+    r.state.set_local_rank(rs.local_rank());
+    r.state.set_role(rs.role());
+    r.state.set_pid(s->pid);
+    r.state.set_running(true);
+    r.state.set_started_unix_ms(NowMs());
+    r.pidfd = s->pidfd;
+    r.out.fd = s->out_fd;
+    r.err.fd = s->err_fd;
+    job->ranks.push_back(std::move(r));
+  }
+  pb::StartReply reply;
+  for (const Rank& r : job->ranks) *reply.add_ranks() = r.state;
+  spdlog::info("job {} ({}): started {} rank{} on this node as uid {} in {}", spec.id(), spec.name(), job->ranks.size(),
+               job->ranks.size() == 1 ? "" : "s", spec.uid(), dir);
+  jobs_[spec.id()] = std::move(job);
+  Wake();
+  return reply;
+}
+
+pb::NodeJob NodeJobs::Describe(const Job& job, bool with_lines, uint64_t after, uint32_t max_lines) const {
+  pb::NodeJob out;
+  *out.mutable_spec() = job.spec;
+  out.set_node(o_.node);
+  for (const Rank& r : job.ranks) *out.add_ranks() = r.state;
+  out.set_failure(job.failure);
+  out.set_killed(job.killed);
+  out.set_next_seq(job.next_seq);
+  if (!with_lines) return out;
+  const uint64_t oldest = job.lines.empty() ? job.next_seq : job.lines.front().seq();
+  if (after + 1 < oldest) out.set_dropped(oldest - after - 1);
+  const uint64_t first = std::max(after + 1, oldest);
+  uint64_t next = first;
+  size_t bytes = 0;  // a reply stays far below the RPC's message limit
+  for (size_t i = first - oldest; i < job.lines.size() && out.lines_size() < static_cast<int>(max_lines) && bytes < (1 << 20); ++i) {
+    bytes += job.lines[i].text().size() + 32;
+    *out.add_lines() = job.lines[i];
+    next = job.lines[i].seq() + 1;
+  }
+  out.set_next_seq(std::max(next, first));
+  return out;
+}
+
+Result<pb::QueryReply> NodeJobs::Query(const pb::QueryRequest& req) {
+  MutexLock lock(mu_);
+  pb::QueryReply reply;
+  if (req.job().empty()) {
+    for (const auto& [id, job] : jobs_) *reply.add_jobs() = Describe(*job, false, 0, 0);
+    return reply;
+  }
+  auto it = jobs_.find(req.job());
+  if (it == jobs_.end()) return Status::NotFound("jobs", "no job " + req.job() + " on " + o_.node);
+  *reply.add_jobs() = Describe(*it->second, req.max_lines() > 0, req.after_seq(), std::min<uint32_t>(req.max_lines(), 10000));
+  return reply;
+}
+
+void NodeJobs::SignalLocked(Job& job, int sig, bool escalate, const std::string& reason, bool killed) {
+  if (job.failure.empty() && !reason.empty()) {
+    job.failure = reason;
+    job.killed = killed;
+  }
+  for (Rank& r : job.ranks) {
+    // A rank that ended may leave children in its group that still hold its pipes.
+    if (!r.state.running() && r.out.fd < 0 && r.err.fd < 0) continue;
+    if (r.state.running()) r.state.set_stopped(true);
+    ::kill(-r.state.pid(), sig);
+  }
+  if (escalate && sig != SIGKILL) {
+    const MonoTime at = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max<int64_t>(0, job.spec.grace_ms()));
+    job.kill_at = std::min(job.kill_at, at);
+  }
+}
+
+Result<pb::SignalReply> NodeJobs::Signal(const pb::SignalRequest& req) {
+  if (req.signal() <= 0 || req.signal() >= NSIG) return Status::InvalidArgument("jobs", "signal " + std::to_string(req.signal()) + " is not a signal");
+  MutexLock lock(mu_);
+  auto it = jobs_.find(req.job());
+  if (it == jobs_.end()) return Status::NotFound("jobs", "no job " + req.job() + " on " + o_.node);
+  Job& job = *it->second;
+  pb::SignalReply reply;
+  for (const Rank& r : job.ranks) reply.set_signalled(reply.signalled() + r.state.running());
+  if (reply.signalled() > 0) {
+    spdlog::info("job {}: {} to {} rank{} on this node{}", job.spec.id(), SignalName(req.signal()), reply.signalled(),
+                 reply.signalled() == 1 ? "" : "s", req.reason().empty() ? "" : ": " + req.reason());
+  }
+  SignalLocked(job, req.signal(), req.escalate(), req.reason(), req.killed());
+  Wake();
+  return reply;
+}
+
+void NodeJobs::StopAll(const std::string& reason, Duration wait) {
+  {
+    MutexLock lock(mu_);
+    for (auto& [id, job] : jobs_) SignalLocked(*job, SIGTERM, true, reason, true);
+  }
+  Wake();
+  const MonoTime until = std::chrono::steady_clock::now() + wait;
+  while (std::chrono::steady_clock::now() < until) {
+    {
+      MutexLock lock(mu_);
+      if (RunningRanks() == 0) return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+void NodeJobs::AddLine(Job& job, uint32_t rank, bool stderr_stream, std::string text, std::vector<Echo>& echo) {
+  if (o_.journal) echo.push_back({job.spec.id(), rank, stderr_stream, text});
+  pb::LogLine line;
+  line.set_seq(job.next_seq++);
+  line.set_rank(rank);
+  line.set_stderr(stderr_stream);
+  line.set_text(std::move(text));
+  line.set_unix_ms(NowMs());
+  job.lines.push_back(std::move(line));
+  while (job.lines.size() > o_.max_lines) job.lines.pop_front();
+}
+
+void NodeJobs::Drain(Job& job, Rank& rank, Stream& s, bool stderr_stream, std::vector<Echo>& echo) {
+  char buf[16384];
+  for (int round = 0; round < 8; ++round) {  // at most 128 KiB a stream a turn: one chatty rank cannot starve the rest
+    const ssize_t n = ::read(s.fd, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR)) continue;
+    if (n < 0 && errno == EAGAIN) return;
+    if (n <= 0) {
+      if (!s.partial.empty()) AddLine(job, rank.state.rank(), stderr_stream, std::move(s.partial), echo);
+      s.partial.clear();
+      ::close(s.fd);
+      s.fd = -1;
+      return;
+    }
+    s.partial.append(buf, static_cast<size_t>(n));
+    size_t start = 0;
+    for (;;) {
+      const size_t nl = s.partial.find('\n', start);
+      if (nl == std::string::npos) break;
+      AddLine(job, rank.state.rank(), stderr_stream, s.partial.substr(start, nl - start), echo);
+      start = nl + 1;
+    }
+    s.partial.erase(0, start);
+    while (s.partial.size() >= o_.max_line_bytes) {
+      AddLine(job, rank.state.rank(), stderr_stream, s.partial.substr(0, o_.max_line_bytes), echo);
+      s.partial.erase(0, o_.max_line_bytes);
+    }
+  }
+}
+
+void NodeJobs::Reap(Job& job, Rank& rank) {
+  siginfo_t info{};
+  if (::waitid(P_PID, static_cast<id_t>(rank.state.pid()), &info, WEXITED | WNOHANG) != 0 || info.si_pid == 0) return;
+  ::close(rank.pidfd);
+  rank.pidfd = -1;
+  rank.state.set_running(false);
+  rank.state.set_ended_unix_ms(NowMs());
+  if (info.si_code == CLD_EXITED) rank.state.set_exit_code(info.si_status);
+  else rank.state.set_signal(info.si_status);
+  const bool failed = rank.state.exit_code() != 0 || rank.state.signal() != 0;
+  const std::string what = "rank " + std::to_string(rank.state.rank()) + " on " + o_.node + " " + Ending(rank.state);
+  if (failed && !rank.state.stopped()) {
+    spdlog::warn("job {}: {}; stopping the job's other ranks", job.spec.id(), what);
+    SignalLocked(job, SIGTERM, true, what, false);
+  } else {
+    spdlog::info("job {}: {}", job.spec.id(), what);
+  }
+}
+
+void NodeJobs::Forget() {
+  size_t finished = 0;
+  for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) finished += it->second->ended != MonoTime::max();
+  // Oldest first: jobs_ is ordered by id, which is random; drop the finished jobs that ended longest ago.
+  while (finished > o_.keep_finished) {
+    auto oldest = jobs_.end();
+    for (auto it = jobs_.begin(); it != jobs_.end(); ++it) {
+      if (it->second->ended != MonoTime::max() && (oldest == jobs_.end() || it->second->ended < oldest->second->ended)) oldest = it;
+    }
+    jobs_.erase(oldest);
+    --finished;
+  }
+}
+
+void NodeJobs::Loop() {
+  enum Kind { kOut, kErr, kPid };
+  struct Watch {
+    std::string job;
+    size_t rank;
+    Kind kind;
+  };
+  std::vector<pollfd> fds;
+  std::vector<Watch> watches;
+  std::vector<Echo> echo;
+  for (;;) {
+    if (o_.heartbeat) o_.heartbeat->Beat();
+    fds.assign(1, pollfd{wake_fd_, POLLIN, 0});
+    watches.assign(1, Watch{});
+    int timeout_ms = 1000;
+    {
+      MutexLock lock(mu_);
+      if (stopping_) return;
+      const MonoTime now = std::chrono::steady_clock::now();
+      for (auto& [id, job] : jobs_) {
+        for (size_t i = 0; i < job->ranks.size(); ++i) {
+          const Rank& r = job->ranks[i];
+          if (r.out.fd >= 0) fds.push_back({r.out.fd, POLLIN, 0}), watches.push_back({id, i, kOut});
+          if (r.err.fd >= 0) fds.push_back({r.err.fd, POLLIN, 0}), watches.push_back({id, i, kErr});
+          if (r.pidfd >= 0) fds.push_back({r.pidfd, POLLIN, 0}), watches.push_back({id, i, kPid});
+        }
+        if (job->kill_at != MonoTime::max()) {
+          const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(job->kill_at - now).count();
+          timeout_ms = static_cast<int>(std::clamp<int64_t>(left + 1, 0, timeout_ms));
+        }
+      }
+    }
+    const int ready = ::poll(fds.data(), fds.size(), timeout_ms);
+    if (ready < 0 && errno != EINTR) {
+      spdlog::error("jobs: poll failed: {}", std::strerror(errno));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (fds[0].revents) {
+      uint64_t n;
+      (void)!::read(wake_fd_, &n, sizeof n);
+    }
+    MutexLock lock(mu_);
+    for (size_t i = 1; i < fds.size() && ready > 0; ++i) {
+      if (!fds[i].revents) continue;
+      auto it = jobs_.find(watches[i].job);
+      if (it == jobs_.end()) continue;
+      Job& job = *it->second;
+      Rank& rank = job.ranks[watches[i].rank];
+      switch (watches[i].kind) {
+        case kOut:
+          if (rank.out.fd == fds[i].fd) Drain(job, rank, rank.out, false, echo);
+          break;
+        case kErr:
+          if (rank.err.fd == fds[i].fd) Drain(job, rank, rank.err, true, echo);
+          break;
+        case kPid:
+          if (rank.pidfd == fds[i].fd) Reap(job, rank);
+          break;
+      }
+    }
+    const MonoTime now = std::chrono::steady_clock::now();
+    for (auto& [id, job] : jobs_) {
+      if (job->kill_at <= now) {
+        job->kill_at = MonoTime::max();
+        for (Rank& r : job->ranks) {
+          if (r.state.running() || r.out.fd >= 0 || r.err.fd >= 0) {
+            if (r.state.running()) spdlog::warn("job {}: rank {} still running after the grace period; SIGKILL", id, r.state.rank());
+            ::kill(-r.state.pid(), SIGKILL);
+          }
+        }
+      }
+      if (job->ended == MonoTime::max()) {
+        bool exited = true, closed = true;
+        for (const Rank& r : job->ranks) {
+          exited = exited && !r.state.running();
+          closed = closed && r.out.fd < 0 && r.err.fd < 0;
+        }
+        if (exited && closed) {
+          job->ended = now;
+        } else if (exited && !job->swept) {
+          // Every rank is gone but something it started still holds its output: a job leaves nothing behind.
+          job->swept = true;
+          SignalLocked(*job, SIGTERM, true, "", false);
+        }
+      }
+    }
+    Forget();
+    lock.Unlock();
+    for (const Echo& e : echo) {
+      ScopedLogFields f({{"JOB", e.job}, {"RANK", std::to_string(e.rank)}, {"STREAM", e.stderr_stream ? "stderr" : "stdout"}});
+      spdlog::info("job {} rank {}: {}", e.job, e.rank, e.text);
+    }
+    echo.clear();
+  }
+}
+
+}  // namespace dlagent::jobs

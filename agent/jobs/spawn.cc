@@ -1,0 +1,163 @@
+#include "agent/jobs/spawn.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace dlagent::jobs {
+namespace {
+
+// What the child reports through its close-on-exec pipe when it cannot exec: the step and its errno.
+struct ChildError {
+  int step;
+  int err;
+};
+enum Step { kGroups = 1, kGid, kUid, kChdir, kExec, kStdio };
+
+const char* StepName(int step) {
+  switch (step) {
+    case kGroups: return "set the supplementary groups";
+    case kGid: return "set the group id";
+    case kUid: return "set the user id";
+    case kChdir: return "enter the working directory";
+    case kExec: return "run the program";
+    default: return "prepare standard input and output";
+  }
+}
+
+// The files execve should try for argv[0]: itself when it has a '/', else each PATH entry.
+std::vector<std::string> Candidates(const std::string& program, const std::vector<std::string>& env) {
+  if (program.find('/') != std::string::npos) return {program};
+  std::string path = EnvValue(env, "PATH");
+  if (path.empty()) path = "/usr/local/bin:/usr/bin:/bin";
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    const size_t colon = path.find(':', start);
+    std::string dir = path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    if (dir.empty()) dir = ".";
+    out.push_back(dir + "/" + program);
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  return out;
+}
+
+void CloseAll(std::initializer_list<int> fds) {
+  for (int fd : fds) {
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+}  // namespace
+
+std::string EnvValue(const std::vector<std::string>& env, const std::string& name) {
+  std::string value;
+  for (const std::string& e : env) {
+    if (e.size() > name.size() && e.compare(0, name.size(), name) == 0 && e[name.size()] == '=') value = e.substr(name.size() + 1);
+  }
+  return value;
+}
+
+Result<Spawned> Spawn(const SpawnRequest& req) {
+  if (req.argv.empty() || req.argv[0].empty()) return Status::InvalidArgument("jobs", "no command to run");
+  if (req.workdir.empty() || req.workdir[0] != '/') {
+    return Status::InvalidArgument("jobs", "working directory \"" + req.workdir + "\" is not an absolute path");
+  }
+  // Everything the child needs is made before fork: it may not allocate.
+  const std::vector<std::string> files = Candidates(req.argv[0], req.env);
+  std::vector<char*> argv, envp;
+  for (const std::string& a : req.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const std::string& e : req.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  const bool as_self = req.uid == ::geteuid();
+
+  int out[2] = {-1, -1}, err[2] = {-1, -1}, report[2] = {-1, -1};
+  const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull < 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0 || ::pipe2(report, O_CLOEXEC) != 0) {
+    const int e = errno;
+    CloseAll({devnull, out[0], out[1], err[0], err[1], report[0], report[1]});
+    return Status::FromErrno("jobs", "pipes for a rank", e);
+  }
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    const int e = errno;
+    CloseAll({devnull, out[0], out[1], err[0], err[1], report[0], report[1]});
+    return Status::FromErrno("jobs", "fork", e);
+  }
+  if (pid == 0) {
+    // The child: async-signal-safe calls only.
+    auto die = [&](int step) {
+      ChildError ce{step, errno};
+      (void)!::write(report[1], &ce, sizeof ce);
+      ::_exit(127);
+    };
+    ::setpgid(0, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);  // agentd blocks the signals it reads from a signalfd
+    for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);  // ignored ones (SIGPIPE) would survive exec
+    if (::dup2(devnull, 0) < 0 || ::dup2(out[1], 1) < 0 || ::dup2(err[1], 2) < 0) die(kStdio);
+    // Nothing else of agentd's (sockets, the control socket, keys read into files) reaches the job.
+    ::syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */);
+    if (!as_self || ::geteuid() == 0) {
+      if (::setgroups(req.groups.size(), req.groups.data()) != 0) die(kGroups);
+      if (::setgid(req.gid) != 0) die(kGid);
+      if (::setuid(req.uid) != 0) die(kUid);
+    }
+    if (::chdir(req.workdir.c_str()) != 0) die(kChdir);
+    int exec_errno = ENOENT;
+    for (const std::string& f : files) {
+      ::execve(f.c_str(), argv.data(), envp.data());
+      // Keep the most telling error: permission denied beats not found in a later PATH entry.
+      if (errno != ENOENT && errno != ENOTDIR) exec_errno = errno;
+    }
+    errno = exec_errno;
+    die(kExec);
+  }
+  CloseAll({devnull, out[1], err[1], report[1]});
+  ChildError ce{};
+  ssize_t n;
+  do n = ::read(report[0], &ce, sizeof ce);
+  while (n < 0 && errno == EINTR);
+  ::close(report[0]);
+  if (n == static_cast<ssize_t>(sizeof ce)) {
+    int status;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    CloseAll({out[0], err[0]});
+    std::string what = std::string("cannot ") + StepName(ce.step);
+    if (ce.step == kExec) what += " " + req.argv[0];
+    if (ce.step == kChdir) what += " " + req.workdir;
+    if (ce.step == kUid || ce.step == kGid || ce.step == kGroups) what += " for uid " + std::to_string(req.uid);
+    return Status(ce.err == ENOENT ? StatusCode::kNotFound : ce.err == EACCES || ce.err == EPERM ? StatusCode::kPermissionDenied
+                                                                                                : StatusCode::kFailedPrecondition,
+                  "jobs", what + ": " + std::strerror(ce.err));
+  }
+  Spawned s;
+  s.pid = pid;
+  s.out_fd = out[0];
+  s.err_fd = err[0];
+  ::fcntl(s.out_fd, F_SETFL, O_NONBLOCK);
+  ::fcntl(s.err_fd, F_SETFL, O_NONBLOCK);
+  s.pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (s.pidfd < 0) {
+    const int e = errno;
+    ::kill(-pid, SIGKILL);
+    int status;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    CloseAll({s.out_fd, s.err_fd});
+    return Status::FromErrno("jobs", "pidfd_open (Linux 5.3 or later is needed)", e);
+  }
+  return s;
+}
+
+}  // namespace dlagent::jobs

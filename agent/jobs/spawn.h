@@ -1,0 +1,39 @@
+#pragma once
+// Starting one rank: a process of its own group, as a given user, with exactly the environment given, its
+// working directory, stdin from /dev/null and stdout / stderr on pipes the agent reads. Only what is
+// async-signal-safe runs between fork and exec; a failure there (no such program, a bad directory, a user the
+// agent cannot become) comes back as the Status of Spawn, not as a rank that exits 127.
+//
+// Thread safety: Spawn may be called from any thread.
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "bootstrap/common/status.h"
+
+namespace dlagent::jobs {
+
+struct SpawnRequest {
+  std::vector<std::string> argv;  // argv[0] is looked up in the PATH of env when it has no '/'
+  std::vector<std::string> env;   // the whole environment, "NAME=value"
+  std::string workdir;            // REQUIRED: an absolute path
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;      // supplementary groups
+};
+
+struct Spawned {
+  pid_t pid = -1;
+  int pidfd = -1;  // readable when the process ends (pidfd_open); the caller closes it
+  int out_fd = -1;  // the read ends of its stdout and stderr, non-blocking; the caller closes them
+  int err_fd = -1;
+};
+
+Result<Spawned> Spawn(const SpawnRequest& req);
+
+// The value of NAME in an environment ("" when absent).
+std::string EnvValue(const std::vector<std::string>& env, const std::string& name);
+
+}  // namespace dlagent::jobs

@@ -1,0 +1,87 @@
+#include "agent/jobs/summary.h"
+
+#include <signal.h>
+#include <string.h>
+
+#include "agent/jobs/launch.h"
+
+namespace dlagent::jobs {
+
+bool Terminal(const pb::JobSummary& s) { return s.state() == "succeeded" || s.state() == "failed" || s.state() == "killed"; }
+
+pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& parts, const Decision& decision) {
+  pb::JobSummary s;
+  s.set_id(spec.id());
+  s.set_name(spec.name());
+  s.set_launcher(spec.launcher());
+  s.set_user(spec.user());
+  s.set_ranks(spec.num_ranks());
+  s.set_nodes(static_cast<uint32_t>(spec.nodes_size()));
+  s.set_started_unix_ms(spec.created_unix_ms());
+  s.set_coordinator(spec.coordinator());
+  *s.mutable_argv() = spec.argv();
+
+  Decision d = decision;
+  const pb::RankState* first = nullptr;
+  std::string first_node;
+  uint32_t running = 0, ended = 0, seen = 0;
+  int64_t last_end = 0;
+  for (const NodePart& p : parts) {
+    if (!p.job) continue;
+    if (d.failure.empty() && !p.job->failure().empty()) {
+      d.failure = p.job->failure();
+      d.killed = p.job->killed();
+    }
+    for (const pb::RankState& r : p.job->ranks()) {
+      ++seen;
+      const bool live = r.running() && !p.lost;
+      running += live;
+      ended += !live;
+      last_end = std::max(last_end, r.ended_unix_ms());
+      const bool failed = !r.running() && (r.exit_code() != 0 || r.signal() != 0) && !r.stopped();
+      if (failed && (!first || r.ended_unix_ms() < first->ended_unix_ms())) {
+        first = &r;
+        first_node = p.node;
+      }
+    }
+  }
+  // Ranks of nodes that never answered (lost) count as ended.
+  for (const NodePart& p : parts) {
+    if (!p.job && p.lost) ended = std::max(ended, spec.num_ranks() - running);
+  }
+  s.set_running(running);
+  s.set_exited(std::min(ended, spec.num_ranks()));
+
+  bool failed = false;
+  if (d.killed) {
+    s.set_failure(d.failure);
+    s.set_exit_code(d.exit_code ? d.exit_code : 128 + SIGTERM);
+  } else if (first) {
+    failed = true;
+    s.set_exit_code(first->signal() ? 128 + first->signal() : first->exit_code());
+    const char* sig = first->signal() ? ::sigabbrev_np(first->signal()) : nullptr;
+    s.set_failure("rank " + std::to_string(first->rank()) + " on " + first_node + " " +
+                  (first->signal() ? "was killed by " + (sig ? "SIG" + std::string(sig) : "signal " + std::to_string(first->signal()))
+                                   : "exited with " + std::to_string(first->exit_code())));
+  } else if (!d.failure.empty()) {
+    failed = true;
+    s.set_failure(d.failure);
+    s.set_exit_code(d.exit_code ? d.exit_code : 1);
+  }
+  const bool decided = d.killed || failed;
+  if (running > 0) {
+    s.set_state(decided ? "stopping" : "running");
+  } else if (d.killed) {
+    s.set_state("killed");
+  } else if (failed) {
+    s.set_state("failed");
+  } else if (seen == spec.num_ranks() && ended == seen) {
+    s.set_state("succeeded");
+  } else {
+    s.set_state("running");  // not every node has answered yet
+  }
+  if (Terminal(s)) s.set_ended_unix_ms(last_end);
+  return s;
+}
+
+}  // namespace dlagent::jobs
