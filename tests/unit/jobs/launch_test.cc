@@ -1,0 +1,162 @@
+// The launch profiles' variables, checked against what each framework's own launcher sets (docs/jobs.md).
+#include "agent/jobs/launch.h"
+
+#include <map>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+namespace dlagent::jobs {
+namespace {
+
+using Env = std::map<std::string, std::string>;
+
+std::vector<PlanNode> Nodes(int n, std::vector<std::vector<uint16_t>> ports = {}) {
+  std::vector<PlanNode> out;
+  for (int i = 0; i < n; ++i) {
+    out.push_back({"i-" + std::to_string(i), "10.0.0." + std::to_string(i + 1), static_cast<uint32_t>(i + 1),
+                   i < static_cast<int>(ports.size()) ? ports[i] : std::vector<uint16_t>{}});
+  }
+  return out;
+}
+
+// Every rank's variables, in rank order.
+std::vector<Env> Flat(const std::vector<std::vector<RankPlan>>& plan) {
+  std::vector<Env> out;
+  for (const auto& node : plan) {
+    for (const RankPlan& r : node) {
+      EXPECT_EQ(r.rank, out.size());
+      out.emplace_back(r.env.begin(), r.env.end());
+    }
+  }
+  return out;
+}
+
+TEST(LaunchTest, PlainNumbersRanksNodeByNode) {
+  auto plan = PlanRanks({.launcher = Launcher::kPlain, .job_id = "j-1", .per_node = 2}, Nodes(3));
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const auto env = Flat(*plan);
+  ASSERT_EQ(env.size(), 6u);
+  EXPECT_EQ(env[3].at("DLAGENT_RANK"), "3");
+  EXPECT_EQ(env[3].at("DLAGENT_LOCAL_RANK"), "1");
+  EXPECT_EQ(env[3].at("DLAGENT_NODE_RANK"), "1");
+  EXPECT_EQ(env[3].at("DLAGENT_NUM_RANKS"), "6");
+  EXPECT_EQ(env[3].at("DLAGENT_JOB"), "j-1");
+  EXPECT_EQ(env[0].count("DLPS_RANK"), 0u);
+}
+
+TEST(LaunchTest, PerNodeGpusStartsOnePerGpuAndRefusesANodeWithout) {
+  auto plan = PlanRanks({.launcher = Launcher::kPlain, .per_node = 0}, Nodes(3));  // 1, 2, 3 GPUs
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ((*plan)[0].size(), 1u);
+  EXPECT_EQ((*plan)[2].size(), 3u);
+  auto nodes = Nodes(2);
+  nodes[1].gpus = 0;
+  auto refused = PlanRanks({.launcher = Launcher::kPlain, .per_node = 0}, nodes);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("i-1 has no GPUs"), std::string::npos);
+}
+
+TEST(LaunchTest, DlpsGlobalRankIsNodeRankTimesKPlusLocalRank) {
+  auto plan = PlanRanks({.launcher = Launcher::kDlps, .per_node = 2, .dlps_port = 7070}, Nodes(4));
+  ASSERT_TRUE(plan.ok());
+  const auto env = Flat(*plan);
+  ASSERT_EQ(env.size(), 8u);
+  for (size_t r = 0; r < env.size(); ++r) {
+    EXPECT_EQ(env[r].at("DLPS_RANK"), std::to_string(r));
+    EXPECT_EQ(env[r].at("DLPS_NUM_WORKERS"), "8");
+    EXPECT_EQ(env[r].at("DLPS_SERVERS"), "10.0.0.1:7070,10.0.0.2:7070,10.0.0.3:7070,10.0.0.4:7070");
+  }
+}
+
+TEST(LaunchTest, TorchrunSetsWhatTorchDistributedRunGivesEachWorker) {
+  auto plan = PlanRanks({.launcher = Launcher::kTorchrun, .job_id = "j-7", .per_node = 2}, Nodes(2, {{29411}}));
+  ASSERT_TRUE(plan.ok());
+  const auto env = Flat(*plan);
+  ASSERT_EQ(env.size(), 4u);
+  const Env& r3 = env[3];
+  EXPECT_EQ(r3.at("MASTER_ADDR"), "10.0.0.1");
+  EXPECT_EQ(r3.at("MASTER_PORT"), "29411");
+  EXPECT_EQ(r3.at("WORLD_SIZE"), "4");
+  EXPECT_EQ(r3.at("RANK"), "3");
+  EXPECT_EQ(r3.at("LOCAL_RANK"), "1");
+  EXPECT_EQ(r3.at("LOCAL_WORLD_SIZE"), "2");
+  EXPECT_EQ(r3.at("GROUP_RANK"), "1");
+  EXPECT_EQ(r3.at("GROUP_WORLD_SIZE"), "2");
+  EXPECT_EQ(r3.at("ROLE_RANK"), "3");
+  EXPECT_EQ(r3.at("ROLE_WORLD_SIZE"), "4");
+  EXPECT_EQ(r3.at("TORCHELASTIC_RUN_ID"), "j-7");
+  EXPECT_EQ(r3.at("TORCHELASTIC_RESTART_COUNT"), "0");
+  EXPECT_EQ(r3.at("OMP_NUM_THREADS"), "1");
+  EXPECT_EQ(PortsNeeded({.launcher = Launcher::kTorchrun}, 0, 2), 1u);
+  EXPECT_EQ(PortsNeeded({.launcher = Launcher::kTorchrun}, 1, 2), 0u);
+  // A node whose ports did not come back cannot be planned.
+  EXPECT_FALSE(PlanRanks({.launcher = Launcher::kTorchrun}, Nodes(2)).ok());
+}
+
+TEST(LaunchTest, MxnetRunsASchedulerOnTheFirstNodeAndAServerAndWorkersOnEach) {
+  auto plan = PlanRanks({.launcher = Launcher::kMxnet, .per_node = 1}, Nodes(3, {{9091}}));
+  ASSERT_TRUE(plan.ok());
+  std::map<std::string, int> roles;
+  for (size_t node = 0; node < plan->size(); ++node) {
+    for (const RankPlan& r : (*plan)[node]) {
+      Env env(r.env.begin(), r.env.end());
+      ++roles[r.role];
+      EXPECT_EQ(env.at("DMLC_ROLE"), r.role);
+      EXPECT_EQ(env.at("DMLC_PS_ROOT_URI"), "10.0.0.1");
+      EXPECT_EQ(env.at("DMLC_PS_ROOT_PORT"), "9091");
+      EXPECT_EQ(env.at("DMLC_NUM_SERVER"), "3");
+      EXPECT_EQ(env.at("DMLC_NUM_WORKER"), "3");
+      EXPECT_EQ(env.at("DMLC_NODE_HOST"), "10.0.0." + std::to_string(node + 1));
+      if (r.role == "scheduler") EXPECT_EQ(node, 0u);
+    }
+  }
+  EXPECT_EQ(roles["scheduler"], 1);
+  EXPECT_EQ(roles["server"], 3);
+  EXPECT_EQ(roles["worker"], 3);
+}
+
+TEST(LaunchTest, TfGivesEveryWorkerTheClusterAndItsOwnTask) {
+  auto plan = PlanRanks({.launcher = Launcher::kTf, .per_node = 2}, Nodes(2, {{5000, 5001}, {6000, 6001}}));
+  ASSERT_TRUE(plan.ok());
+  const auto env = Flat(*plan);
+  ASSERT_EQ(env.size(), 4u);
+  for (size_t r = 0; r < env.size(); ++r) {
+    auto config = nlohmann::json::parse(env[r].at("TF_CONFIG"));
+    EXPECT_EQ(config["cluster"]["worker"], nlohmann::json({"10.0.0.1:5000", "10.0.0.1:5001", "10.0.0.2:6000", "10.0.0.2:6001"}));
+    EXPECT_FALSE(config["cluster"].contains("ps"));
+    EXPECT_EQ(config["task"]["type"], "worker");
+    EXPECT_EQ(config["task"]["index"], r);
+  }
+}
+
+TEST(LaunchTest, TfPsHasAChiefAPsANodeAndWorkers) {
+  auto plan = PlanRanks({.launcher = Launcher::kTfPs, .per_node = 1}, Nodes(2, {{5000, 5001, 5002}, {6000, 6001}}));
+  ASSERT_TRUE(plan.ok());
+  std::map<std::string, std::vector<int>> indices;
+  nlohmann::json cluster;
+  for (const auto& node : *plan) {
+    for (const RankPlan& r : node) {
+      Env env(r.env.begin(), r.env.end());
+      auto config = nlohmann::json::parse(env.at("TF_CONFIG"));
+      cluster = config["cluster"];
+      EXPECT_EQ(config["task"]["type"], r.role);
+      indices[r.role].push_back(config["task"]["index"]);
+    }
+  }
+  EXPECT_EQ(cluster["chief"], nlohmann::json({"10.0.0.1:5000"}));
+  EXPECT_EQ(cluster["ps"], nlohmann::json({"10.0.0.1:5001", "10.0.0.2:6000"}));
+  EXPECT_EQ(cluster["worker"], nlohmann::json({"10.0.0.1:5002", "10.0.0.2:6001"}));
+  EXPECT_EQ(indices["ps"], (std::vector<int>{0, 1}));
+  EXPECT_EQ(indices["worker"], (std::vector<int>{0, 1}));
+}
+
+TEST(LaunchTest, UnknownLauncherNamesTheKnownOnes) {
+  auto l = ParseLauncher("horovod");
+  ASSERT_FALSE(l.ok());
+  EXPECT_NE(l.status().message().find("torchrun"), std::string::npos);
+  EXPECT_EQ(*ParseLauncher("tf-ps"), Launcher::kTfPs);
+}
+
+}  // namespace
+}  // namespace dlagent::jobs

@@ -1,0 +1,264 @@
+// NodeJobs and the Coordinator with real processes on this machine: several NodeJobs stand for the nodes
+// (each its own "instance"), and a JobNodes that calls them directly stands for the sealed RPC.
+#include "agent/jobs/node_jobs.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "agent/jobs/coordinator.h"
+#include "agent/jobs/job_rpc.h"
+
+namespace dlagent::jobs {
+namespace {
+
+using namespace std::chrono;
+
+pb::JobSpec Spec(const std::string& id, std::vector<std::string> argv, int64_t grace_ms = 2000) {
+  pb::JobSpec s;
+  s.set_id(id);
+  s.set_name("test");
+  for (auto& a : argv) s.add_argv(a);
+  s.set_uid(::geteuid());
+  s.set_gid(::getegid());
+  s.set_user("me");
+  s.set_workdir("/");
+  s.set_grace_ms(grace_ms);
+  return s;
+}
+
+pb::StartRequest Start(const pb::JobSpec& spec, int ranks) {
+  pb::StartRequest r;
+  *r.mutable_spec() = spec;
+  for (int i = 0; i < ranks; ++i) {
+    pb::RankSpec* rs = r.add_ranks();
+    rs->set_rank(i);
+    rs->set_local_rank(i);
+    rs->add_env("DLAGENT_RANK=" + std::to_string(i));
+  }
+  return r;
+}
+
+NodeJobsOptions Options(const std::string& node) {
+  NodeJobsOptions o;
+  o.node = node;
+  o.journal = false;
+  o.base_env = [] { return std::vector<std::string>{"PATH=/usr/bin:/bin", "FROM_NODE=yes"}; };
+  return o;
+}
+
+// Waits until every rank of the job on `jobs` has ended; the job's view then.
+pb::NodeJob WaitEnded(NodeJobs& jobs, const std::string& id, seconds limit = seconds(10)) {
+  pb::QueryRequest q;
+  q.set_job(id);
+  q.set_max_lines(10000);
+  const auto until = steady_clock::now() + limit;
+  for (;;) {
+    Result<pb::QueryReply> r = jobs.Query(q);
+    EXPECT_TRUE(r.ok());
+    if (!r.ok()) return {};
+    bool ended = true;
+    for (const pb::RankState& s : r->jobs(0).ranks()) ended = ended && !s.running();
+    if (ended || steady_clock::now() > until) return r->jobs(0);
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+}
+
+TEST(NodeJobsTest, RanksGetTheirEnvironmentAndTheirOutputIsKeptLineByLine) {
+  NodeJobs jobs(Options("i-a"));
+  auto spec = Spec("j-1", {"sh", "-c", "echo rank=$DLAGENT_RANK node=$FROM_NODE extra=$EXTRA; printf 'no newline'; echo oops >&2"});
+  spec.add_env("EXTRA=1");
+  ASSERT_TRUE(jobs.Start(Start(spec, 2)).ok());
+  pb::NodeJob j = WaitEnded(jobs, "j-1");
+  ASSERT_EQ(j.ranks_size(), 2);
+  for (const auto& r : j.ranks()) {
+    EXPECT_FALSE(r.running());
+    EXPECT_EQ(r.exit_code(), 0);
+  }
+  std::map<std::string, int> seen;
+  for (const auto& l : j.lines()) ++seen[std::to_string(l.rank()) + (l.stderr() ? " err " : " out ") + l.text()];
+  EXPECT_EQ(seen["0 out rank=0 node=yes extra=1"], 1);
+  EXPECT_EQ(seen["1 out rank=1 node=yes extra=1"], 1);
+  EXPECT_EQ(seen["1 out no newline"], 1);
+  EXPECT_EQ(seen["0 err oops"], 1);
+  // The cursor: nothing after the last line.
+  pb::QueryRequest q;
+  q.set_job("j-1");
+  q.set_after_seq(j.next_seq() - 1);
+  q.set_max_lines(100);
+  EXPECT_EQ(jobs.Query(q)->jobs(0).lines_size(), 0);
+}
+
+TEST(NodeJobsTest, AFailingRankStopsItsSiblingsAndOneIgnoringSigtermIsKilledAfterTheGrace) {
+  NodeJobs jobs(Options("i-a"));
+  // Rank 0 fails at once; rank 1 ignores SIGTERM; rank 2 sleeps.
+  auto spec = Spec("j-2", {"sh", "-c", "case $DLAGENT_RANK in 0) sleep 0.2; exit 3;; 1) trap '' TERM; sleep 30;; *) sleep 30;; esac"}, 500);
+  const auto start = steady_clock::now();
+  ASSERT_TRUE(jobs.Start(Start(spec, 3)).ok());
+  pb::NodeJob j = WaitEnded(jobs, "j-2");
+  EXPECT_LT(steady_clock::now() - start, seconds(5));
+  EXPECT_EQ(j.ranks(0).exit_code(), 3);
+  EXPECT_FALSE(j.ranks(0).stopped());
+  EXPECT_EQ(j.ranks(1).signal(), SIGKILL);
+  EXPECT_TRUE(j.ranks(1).stopped());
+  EXPECT_EQ(j.ranks(2).signal(), SIGTERM);
+  EXPECT_EQ(j.failure(), "rank 0 on i-a exited with 3");
+}
+
+TEST(NodeJobsTest, StartIsAllOrNothingAndNamesWhatIsWrong) {
+  NodeJobs jobs(Options("i-a"));
+  auto missing = jobs.Start(Start(Spec("j-3", {"no-such-program-here"}), 1));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("no-such-program-here"), std::string::npos);
+  auto spec = Spec("j-4", {"true"});
+  spec.set_workdir("/no/such/dir");
+  auto bad_dir = jobs.Start(Start(spec, 1));
+  ASSERT_FALSE(bad_dir.ok());
+  EXPECT_NE(bad_dir.status().message().find("/no/such/dir"), std::string::npos);
+  pb::PrepareRequest p;
+  *p.mutable_spec() = Spec("j-5", {"no-such-program-here"});
+  EXPECT_EQ(jobs.Prepare(p).status().code(), StatusCode::kNotFound);
+  *p.mutable_spec() = Spec("j-5", {"sh"});
+  p.set_ports(3);
+  auto ports = jobs.Prepare(p);
+  ASSERT_TRUE(ports.ok());
+  ASSERT_EQ(ports->ports_size(), 3);
+  EXPECT_NE(ports->ports(0), ports->ports(1));
+  pb::QueryRequest all;
+  EXPECT_EQ(jobs.Query(all)->jobs_size(), 0);  // nothing of the failed starts is left
+}
+
+TEST(NodeJobsTest, TheBufferKeepsTheLastLinesAndSaysHowManyWereDropped) {
+  NodeJobsOptions o = Options("i-a");
+  o.max_lines = 100;
+  NodeJobs jobs(o);
+  ASSERT_TRUE(jobs.Start(Start(Spec("j-6", {"seq", "1", "1000"}), 1)).ok());
+  pb::NodeJob j = WaitEnded(jobs, "j-6");
+  std::this_thread::sleep_for(milliseconds(100));  // the last reads after the exit
+  j = WaitEnded(jobs, "j-6");
+  ASSERT_EQ(j.lines_size(), 100);
+  EXPECT_EQ(j.lines(99).text(), "1000");
+  EXPECT_EQ(j.dropped(), 900u);
+}
+
+// The coordinator's JobNodes: NodeJobs of several "nodes" reached directly.
+class LocalNodes : public JobNodes {
+ public:
+  explicit LocalNodes(int n) {
+    for (int i = 0; i < n; ++i) {
+      jobs_.push_back(std::make_unique<NodeJobs>(Options("i-" + std::to_string(i))));
+      endpoints_.push_back(std::make_unique<NodeEndpoint>(*jobs_.back(), nullptr));
+      roster_.push_back({"i-" + std::to_string(i), "127.0.0.1", "node" + std::to_string(i), 1});
+    }
+  }
+  Result<pb::NodeReply> Call(const std::string& id, const std::string&, const pb::NodeRequest& req) override {
+    const int i = std::stoi(id.substr(2));
+    if (down_ == i) return Status::Unavailable("test", "node down");
+    return endpoints_[i]->Dispatch(req);
+  }
+  bool Gone(const std::string& id) override { return down_ == std::stoi(id.substr(2)); }
+  std::vector<std::unique_ptr<NodeJobs>> jobs_;
+  std::vector<std::unique_ptr<NodeEndpoint>> endpoints_;
+  std::vector<JobNode> roster_;
+  std::atomic<int> down_{-1};
+};
+
+Result<pb::JobSummary> WaitDone(Coordinator& c, const std::string& id, seconds limit = seconds(10)) {
+  const auto until = steady_clock::now() + limit;
+  for (;;) {
+    Result<pb::JobSummary> s = c.Summary(id);
+    if (!s.ok() || Terminal(*s) || steady_clock::now() > until) return s;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+}
+
+CoordinatorOptions Coord() {
+  CoordinatorOptions o;
+  o.self = "i-0";
+  o.self_addr = "node0";
+  o.poll_interval = milliseconds(50);
+  return o;
+}
+
+pb::RunJobRequest Request(std::vector<std::string> argv) {
+  pb::RunJobRequest r;
+  for (auto& a : argv) r.add_argv(a);
+  r.set_per_node(1);
+  r.set_grace_ms(500);
+  return r;
+}
+
+TEST(CoordinatorTest, ARankFailingOnOneNodeStopsTheOthersAndTheJobExitsWithItsCode) {
+  LocalNodes nodes(3);
+  Coordinator c(nodes, Coord());
+  Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
+  auto started = c.Run(Request({"sh", "-c", "if [ $DLAGENT_RANK = 1 ]; then exit 7; fi; sleep 30"}), me, nodes.roster_);
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  EXPECT_EQ(started->ranks(), 3u);
+  auto done = WaitDone(c, started->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), "failed");
+  EXPECT_EQ(done->exit_code(), 7);
+  EXPECT_EQ(done->failure(), "rank 1 on i-1 exited with 7");
+  EXPECT_EQ(done->running(), 0u);
+}
+
+TEST(CoordinatorTest, ALostNodeFailsTheJobWith255AndKillEndsOneKilled) {
+  LocalNodes nodes(3);
+  Coordinator c(nodes, Coord());
+  Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
+  auto a = c.Run(Request({"sleep", "30"}), me, nodes.roster_);
+  ASSERT_TRUE(a.ok());
+  nodes.down_ = 2;
+  auto done = WaitDone(c, a->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), "failed");
+  EXPECT_EQ(done->exit_code(), 255);
+  EXPECT_EQ(done->failure(), "node i-2 died or left the cluster");
+  nodes.down_ = -1;
+  nodes.jobs_[2]->StopAll("test", seconds(2));
+
+  auto b = c.Run(Request({"sleep", "30"}), me, nodes.roster_);
+  ASSERT_TRUE(b.ok());
+  Caller stranger{me.uid + 1, me.gid, {}, 0};
+  if (me.uid != 0) EXPECT_EQ(c.Kill(b->id(), SIGTERM, stranger).status().code(), StatusCode::kPermissionDenied);
+  auto n = c.Kill(b->id(), SIGTERM, me);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 3u);
+  done = WaitDone(c, b->id());
+  EXPECT_EQ(done->state(), "killed");
+  EXPECT_EQ(done->exit_code(), 128 + SIGTERM);
+}
+
+TEST(CoordinatorTest, NothingStartsWhenOneNodeCannotAndSelectionsAreChecked) {
+  LocalNodes nodes(3);
+  Coordinator c(nodes, Coord());
+  Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
+  nodes.down_ = 1;
+  auto r = c.Run(Request({"sleep", "30"}), me, nodes.roster_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("nothing started"), std::string::npos);
+  for (auto& j : nodes.jobs_) EXPECT_EQ(j->Query(pb::QueryRequest())->jobs_size(), 0);
+  nodes.down_ = -1;
+  auto sel = SelectNodes(nodes.roster_, {"0,2"});
+  ASSERT_TRUE(sel.ok());
+  ASSERT_EQ(sel->size(), 2u);
+  EXPECT_EQ((*sel)[1].instance_id, "i-2");
+  EXPECT_EQ(SelectNodes(nodes.roster_, {"1-2"})->size(), 2u);
+  EXPECT_EQ(SelectNodes(nodes.roster_, {"i-1"})->size(), 1u);
+  EXPECT_FALSE(SelectNodes(nodes.roster_, {"7"}).ok());
+  pb::RunJobRequest other_user = Request({"true"});
+  other_user.set_user("root");
+  Caller stranger{me.uid + 1, me.gid, {}, 0};
+  EXPECT_EQ(c.Run(other_user, stranger, nodes.roster_).status().code(), StatusCode::kPermissionDenied);
+  pb::RunJobRequest bad_env = Request({"true"});
+  bad_env.add_env("NOEQUALS");
+  EXPECT_EQ(c.Run(bad_env, me, nodes.roster_).status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace dlagent::jobs
