@@ -7,6 +7,7 @@ DLAGENT_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-dev python3-pybind11 python3-numpy
   systemd util-linux iproute2
+  python3-torch openmpi-bin python3-mpi4py
 )
 
 dlagent_install_deps() {

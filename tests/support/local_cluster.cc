@@ -173,7 +173,9 @@ std::string LocalCluster::Log(int i) const { return agents_[i] ? agents_[i]->Out
 
 void LocalCluster::Start(int i, bool master) {
   ::mkdir(dir_.Join("n" + std::to_string(i)).c_str(), 0755);
+  if (!o_.socket_group.empty()) ::chmod(dir_.Join("").c_str(), 0711);  // others may pass through to the sockets
   std::string cfg = "[agent]\nsocket = \"" + Sock(i) + "\"\n" +
+                    (o_.socket_group.empty() ? std::string() : "socket_group = \"" + o_.socket_group + "\"\n") +
                     "[cluster]\nname = \"formation\"\nexpected_nodes = " + std::to_string(o_.expected) +
                     "\nmin_nodes = " + std::to_string(o_.min) + "\njoin_deadline = \"" + o_.join_deadline +
                     "\"\nreseal_settle = \"" + o_.reseal_settle + "\"\nreseal = \"" + o_.reseal +

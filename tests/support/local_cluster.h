@@ -52,6 +52,7 @@ struct LocalClusterOptions {
   bool throttle_sqs = false;  // every other SQS request answered with ThrottlingException
   bool storage = true;        // as root: a bind mount of one shared directory
   bool netns = true;          // as root: a network namespace per node (else loopback addresses)
+  std::string socket_group;   // agent.socket_group; set, the cluster's directory lets others reach the sockets
 };
 
 class LocalCluster {
@@ -71,6 +72,7 @@ class LocalCluster {
   int gpus(int i) const { return i % 4 + 1; }
   ImdsEmulator& Imds(int i) { return *imds_[i]; }
   const std::string& queue_url() const { return queue_url_; }
+  int gossip_port() const { return port_; }  // every node's gossip and cluster service port
   SqsClient& sqs() { return *sqs_client_; }
 
   void Start(int i, bool master = false);

@@ -1,0 +1,292 @@
+// Jobs on a local cluster of 4 real agents (network namespaces as root), run the way a user runs them:
+// agentctl run / jobs / logs / kill against the agents' control sockets.
+//   - a plain job on every node: merged output prefixed with rank and node, listed from another node,
+//     logs filtered by rank and tail;
+//   - a rank that exits 3 fails the job with 3 naming rank and node; a rank ignoring SIGTERM is killed after
+//     the grace period;
+//   - agentctl kill from a node that did not start the job; Ctrl-C on a foreground run;
+//   - a node SIGKILLed mid-job fails the job naming the node;
+//   - a non-root caller's ranks run as that user, and --user is root's only;
+//   - a job call sealed with another key, or replayed, is refused and counted;
+//   - dlps: 4 nodes x 2 workers of dlps-train --verify, difference 0;
+//   - torchrun: real PyTorch (Debian's python3-torch, gloo) trains DistributedDataParallel on 4 nodes and every
+//     rank ends with the same weights.
+#include <pwd.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "agent/rpc/cluster_service.h"
+#include "bootstrap/common/crypto.h"
+#include "bootstrap/membership/packet_crypto.h"
+#include "proto/jobs.pb.h"
+#include "tests/support/local_cluster.h"
+
+namespace dlagent {
+namespace {
+
+using namespace std::chrono;
+using testing::LocalCluster;
+using testing::Range;
+using testing::RunCommand;
+using testing::RunResult;
+
+constexpr int kNodes = 4;
+
+RunResult Ctl(LocalCluster& c, int node, std::vector<std::string> args, seconds timeout = seconds(60)) {
+  args.insert(args.begin(), {DLAGENT_AGENTCTL, "-s", c.Sock(node)});
+  return RunCommand(args, timeout);
+}
+
+std::string JobId(const std::string& output) {
+  std::smatch m;
+  return std::regex_search(output, m, std::regex("job (j-[0-9a-f]{12})")) ? m[1].str() : "";
+}
+
+// The job as `agentctl jobs --json` on `node` shows it.
+nlohmann::json Job(LocalCluster& c, int node, const std::string& id) {
+  RunResult r = Ctl(c, node, {"jobs", "--json"});
+  if (r.exit_code != 0) return {};
+  auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')), nullptr, false);
+  if (j.is_discarded()) return {};
+  for (const auto& job : j["jobs"]) {
+    if (job["id"] == id) return job;
+  }
+  return {};
+}
+
+// Waits until the job's state is one of `states`; the job then (or as last seen).
+nlohmann::json WaitState(LocalCluster& c, int node, const std::string& id, std::set<std::string> states, seconds limit = seconds(30)) {
+  const auto until = steady_clock::now() + limit;
+  nlohmann::json j;
+  while (steady_clock::now() < until) {
+    j = Job(c, node, id);
+    if (!j.is_null() && states.count(j["state"].get<std::string>())) return j;
+    std::this_thread::sleep_for(milliseconds(200));
+  }
+  return j;
+}
+
+class JobsProcessTest : public ::testing::Test {
+ protected:
+  void Form(testing::LocalClusterOptions o = {}) {
+    o.expected = kNodes;
+    cluster_ = std::make_unique<LocalCluster>(kNodes, o);
+    ASSERT_EQ(cluster_->error(), "");
+    for (int i : Range(kNodes)) cluster_->Start(i, i == 0);
+    ASSERT_TRUE(cluster_->WaitPhase(Range(kNodes), "ready", seconds(60))) << cluster_->Describe(Range(kNodes));
+  }
+  LocalCluster& c() { return *cluster_; }
+  std::unique_ptr<LocalCluster> cluster_;
+};
+
+TEST_F(JobsProcessTest, APlainJobRunsOnEveryNodeWithMergedOutputAndIsListedAndLogged) {
+  Form();
+  RunResult r = Ctl(c(), 0, {"run", "--per-node", "2", "--name", "hello", "--",
+                             "sh", "-c", "echo rank $DLAGENT_RANK of $DLAGENT_NUM_RANKS node $DLAGENT_NODE_RANK; echo to-stderr >&2"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (int rank = 0; rank < 2 * kNodes; ++rank) {
+    const std::string line = "[" + std::to_string(rank) + " " + c().Id(rank / 2) + "] rank " + std::to_string(rank) + " of 8 node " +
+                             std::to_string(rank / 2);
+    EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
+  }
+  const std::string id = JobId(r.output);
+  ASSERT_FALSE(id.empty()) << r.output;
+  // Listed from another node, with its ranks, state and exit.
+  nlohmann::json job = Job(c(), 2, id);
+  ASSERT_FALSE(job.is_null());
+  EXPECT_EQ(job["name"], "hello");
+  EXPECT_EQ(job["state"], "succeeded");
+  EXPECT_EQ(job["ranks"], 8);
+  EXPECT_EQ(job["exited"], 8);
+  EXPECT_EQ(job["exit_code"], 0);
+  // Logs from a third node: one rank, then the last lines.
+  RunResult logs = Ctl(c(), 3, {"logs", id, "--rank", "5"});
+  ASSERT_EQ(logs.exit_code, 0) << logs.output;
+  EXPECT_NE(logs.output.find("[5 " + c().Id(2) + "] rank 5 of 8"), std::string::npos) << logs.output;
+  EXPECT_NE(logs.output.find("[5 " + c().Id(2) + "] to-stderr"), std::string::npos) << logs.output;
+  EXPECT_EQ(logs.output.find("[4 "), std::string::npos) << logs.output;
+  RunResult tail = Ctl(c(), 1, {"logs", id, "--tail", "3"});
+  EXPECT_EQ(std::count(tail.output.begin(), tail.output.end(), '\n'), 3) << tail.output;
+  EXPECT_EQ(Ctl(c(), 1, {"logs", "j-000000000000"}).exit_code, 1);
+}
+
+TEST_F(JobsProcessTest, ARankExitingThreeFailsTheJobAndTheOthersAreGoneWithinTheGrace) {
+  Form();
+  const auto start = steady_clock::now();
+  RunResult r = Ctl(c(), 1, {"run", "--grace", "1s", "--", "sh", "-c",
+                             "case $DLAGENT_RANK in 2) sleep 0.5; exit 3;; 1) trap '' TERM; sleep 60;; *) sleep 60;; esac"});
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_LT(steady_clock::now() - start, seconds(8));
+  EXPECT_NE(r.output.find("failed: rank 2 on " + c().Id(2) + " exited with 3"), std::string::npos) << r.output;
+  nlohmann::json job = Job(c(), 0, JobId(r.output));
+  ASSERT_FALSE(job.is_null());
+  EXPECT_EQ(job["state"], "failed");
+  EXPECT_EQ(job["running"], 0);
+  EXPECT_EQ(job["exit_code"], 3);
+}
+
+TEST_F(JobsProcessTest, KillFromAnotherNodeAndCtrlCStopTheJobEverywhere) {
+  Form();
+  RunResult d = Ctl(c(), 0, {"run", "--detach", "--", "sleep", "60"});
+  ASSERT_EQ(d.exit_code, 0) << d.output;
+  const std::string id = d.output.substr(0, d.output.find('\n'));
+  ASSERT_EQ(WaitState(c(), 0, id, {"running"})["running"], kNodes);
+  RunResult k = Ctl(c(), 2, {"kill", id});
+  ASSERT_EQ(k.exit_code, 0) << k.output;
+  EXPECT_NE(k.output.find("signalled 4 ranks"), std::string::npos) << k.output;
+  nlohmann::json job = WaitState(c(), 0, id, {"killed", "failed", "succeeded"});
+  EXPECT_EQ(job["state"], "killed") << job.dump();
+  EXPECT_EQ(job["running"], 0);
+
+  // Ctrl-C on a foreground run.
+  testing::TempDir dir;
+  testing::Subprocess fg({DLAGENT_AGENTCTL, "-s", c().Sock(1), "run", "--", "sleep", "60"}, {}, dir.Join("out"));
+  std::string fg_id;
+  for (int i = 0; i < 100 && fg_id.empty(); ++i) {
+    std::this_thread::sleep_for(milliseconds(100));
+    fg_id = JobId(fg.Output());
+  }
+  ASSERT_FALSE(fg_id.empty()) << fg.Output();
+  ASSERT_EQ(WaitState(c(), 1, fg_id, {"running"})["running"], kNodes);
+  fg.Signal(SIGINT);
+  std::optional<int> status = fg.Wait(milliseconds(15000));
+  ASSERT_TRUE(status.has_value()) << fg.Output();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 130) << fg.Output();
+  job = WaitState(c(), 3, fg_id, {"killed", "failed", "succeeded"});
+  EXPECT_EQ(job["state"], "killed") << job.dump();
+  EXPECT_EQ(job["running"], 0);
+}
+
+TEST_F(JobsProcessTest, ANodeKilledMidJobFailsTheJobNamingTheNode) {
+  Form();
+  RunResult d = Ctl(c(), 0, {"run", "--detach", "--", "sleep", "60"});
+  ASSERT_EQ(d.exit_code, 0) << d.output;
+  const std::string id = d.output.substr(0, d.output.find('\n'));
+  ASSERT_EQ(WaitState(c(), 0, id, {"running"})["running"], kNodes);
+  const auto start = steady_clock::now();
+  c().Kill(3, SIGKILL);
+  nlohmann::json job = WaitState(c(), 0, id, {"failed", "killed", "succeeded"}, seconds(40));
+  EXPECT_EQ(job["state"], "failed") << job.dump();
+  EXPECT_NE(job["failure"].get<std::string>().find(c().Id(3)), std::string::npos) << job.dump();
+  EXPECT_EQ(job["exit_code"], 255);
+  EXPECT_LT(steady_clock::now() - start, seconds(30));
+}
+
+TEST_F(JobsProcessTest, ANonRootCallersRanksRunAsThatUser) {
+  if (!LocalCluster::root() || !::getpwnam("nobody")) GTEST_SKIP() << "needs root and the user nobody";
+  Form({.socket_group = "nogroup"});
+  const std::string as_nobody[] = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", DLAGENT_AGENTCTL, "-s", c().Sock(2)};
+  std::vector<std::string> argv(std::begin(as_nobody), std::end(as_nobody));
+  argv.insert(argv.end(), {"run", "--", "sh", "-c", "echo uid=$(id -u) gid=$(id -g) home=$HOME user=$USER"});
+  RunResult r = RunCommand(argv, seconds(30));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n') - 1, kNodes) << r.output;  // and the job line
+  for (int i : Range(kNodes)) {
+    EXPECT_NE(r.output.find("[" + std::to_string(i) + " " + c().Id(i) + "] uid=65534 gid=65534"), std::string::npos) << r.output;
+  }
+  argv.resize(std::size(as_nobody));
+  argv.insert(argv.end(), {"run", "--user", "root", "--", "id"});
+  RunResult refused = RunCommand(argv, seconds(30));
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_NE(refused.output.find("only root may run a job as another user"), std::string::npos) << refused.output;
+  // Nobody may not read or stop root's jobs.
+  RunResult roots = Ctl(c(), 0, {"run", "--detach", "--", "sleep", "30"});
+  argv.resize(std::size(as_nobody));
+  argv.insert(argv.end(), {"kill", roots.output.substr(0, roots.output.find('\n'))});
+  RunResult kill = RunCommand(argv, seconds(30));
+  EXPECT_EQ(kill.exit_code, 2) << kill.output;
+  EXPECT_NE(kill.output.find("only they or root"), std::string::npos) << kill.output;
+}
+
+TEST_F(JobsProcessTest, AJobCallWithoutTheKeyOrReplayedIsRefusedAndCounted) {
+  Form();
+  auto client = NewGrpcClusterClient();
+  const std::string addr = c().Ip(1) + ":" + std::to_string(c().gossip_port());
+  std::string key;
+  for (size_t i = 0; i < 64; i += 2) key.push_back(static_cast<char>(std::stoi(std::string(testing::kLocalClusterKeyHex + i, 2), nullptr, 16)));
+  auto ours = swim::Keyring::Create({{static_cast<uint8_t>(Sha256(key)[0]), key}}, static_cast<uint8_t>(Sha256(key)[0]), "formation");
+  const std::string other_key(32, 'k');
+  auto theirs = swim::Keyring::Create({{static_cast<uint8_t>(Sha256(other_key)[0]), other_key}}, static_cast<uint8_t>(Sha256(other_key)[0]), "formation");
+  ASSERT_TRUE(ours.ok() && theirs.ok());
+  jobs::v1::NodeRequest req;
+  req.set_from("i-stranger");
+  req.mutable_query();
+  // Another key: refused, and nothing said about why.
+  Result<std::string> forged = client->Job(addr, theirs->Seal(req.SerializeAsString(), swim::NowUnixMs()));
+  ASSERT_FALSE(forged.ok());
+  EXPECT_EQ(forged.status().code(), StatusCode::kPermissionDenied) << forged.status().ToString();
+  // The right key answers once; the same packet again is a replay.
+  const std::string sealed = ours->Seal(req.SerializeAsString(), swim::NowUnixMs());
+  ASSERT_TRUE(client->Job(addr, sealed).ok());
+  Result<std::string> replayed = client->Job(addr, sealed);
+  ASSERT_FALSE(replayed.ok());
+  EXPECT_EQ(replayed.status().code(), StatusCode::kPermissionDenied);
+  // Sealed too long ago: refused as well.
+  ASSERT_FALSE(client->Job(addr, ours->Seal(req.SerializeAsString(), swim::NowUnixMs() - 120'000)).ok());
+  std::this_thread::sleep_for(milliseconds(200));
+  EXPECT_NE(c().Log(1).find("jobs: refused a call"), std::string::npos);
+}
+
+TEST_F(JobsProcessTest, DlpsLauncherTrainsFourNodesTimesTwoWorkersExactly) {
+  if (!LocalCluster::root()) GTEST_SKIP() << "the agents serve dlps shards in network namespaces only (as root)";
+  Form();
+  const std::string train = DLAGENT_DLPS_TRAIN;
+  RunResult r = Ctl(c(), 0, {"run", "--launcher", "dlps", "--per-node", "2", "--", train, "--model", "mlp", "--samples", "4000",
+                             "--features", "16", "--hidden", "32", "--epochs", "2", "--verify", "--progress", "never"},
+                    seconds(120));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("8 workers"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("summed in rank order, as the servers sum them) is 0 "), std::string::npos) << r.output;
+}
+
+TEST_F(JobsProcessTest, TorchrunTrainsDistributedDataParallelWithGlooOnFourNodes) {
+  if (RunCommand({"/usr/bin/python3", "-c", "import torch.distributed"}, seconds(60)).exit_code != 0) {
+    GTEST_SKIP() << "needs Debian's python3-torch (scripts/deps.sh installs it)";
+  }
+  if (!LocalCluster::root()) GTEST_SKIP() << "needs a network namespace per node (root)";
+  Form();
+  testing::TempDir dir;
+  ::chmod(dir.Join("").c_str(), 0755);
+  std::ofstream(dir.Join("ddp.py")) << R"(import torch, torch.distributed as dist
+dist.init_process_group("gloo")
+torch.manual_seed(0)
+model = torch.nn.Linear(8, 2)
+ddp = torch.nn.parallel.DistributedDataParallel(model)
+opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+g = torch.Generator().manual_seed(100 + dist.get_rank())  # each rank its own data
+for step in range(5):
+    x, y = torch.randn(16, 8, generator=g), torch.randn(16, 2, generator=g)
+    opt.zero_grad()
+    ((ddp(x) - y) ** 2).mean().backward()
+    opt.step()
+w = torch.cat([p.detach().flatten() for p in model.parameters()])
+print("world", dist.get_world_size(), "weights", " ".join(f"{v:.6f}" for v in w.tolist()), flush=True)
+dist.destroy_process_group()
+)";
+  RunResult r = Ctl(c(), 0, {"run", "--launcher", "torchrun", "--env", "GLOO_SOCKET_IFNAME=eth0", "--", "/usr/bin/python3", dir.Join("ddp.py")},
+                    seconds(180));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::set<std::string> weights;
+  int ranks = 0;
+  std::istringstream lines(r.output);
+  for (std::string line; std::getline(lines, line);) {
+    const size_t p = line.find("] world 4 weights ");
+    if (p == std::string::npos) continue;
+    ++ranks;
+    weights.insert(line.substr(p + 18));
+  }
+  EXPECT_EQ(ranks, kNodes) << r.output;
+  EXPECT_EQ(weights.size(), 1u) << r.output;  // every rank holds the same weights
+}
+
+}  // namespace
+}  // namespace dlagent
