@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <string.h>
 
+#include <cstdlib>
 #include <iomanip>
 #include <sstream>
 #include <thread>
@@ -158,8 +159,8 @@ int RunRun(const CtlOptions& ctl, const RunOptions& o, const std::atomic<int>& i
     out << job->id() << "\n";
     return 0;
   }
-  err << "agentctl: job " << job->id() << " (" << job->name() << "): " << job->ranks() << " ranks on " << job->nodes()
-      << " nodes; Ctrl-C stops it everywhere\n";
+  err << "agentctl: job " << job->id() << " (" << job->name() << "): " << job->ranks() << (job->ranks() == 1 ? " rank" : " ranks")
+      << " on " << job->nodes() << (job->nodes() == 1 ? " node" : " nodes") << "; Ctrl-C stops it everywhere\n";
   jpb::JobOutputRequest oreq;
   oreq.set_job(job->id());
   oreq.set_rank(-1);
@@ -249,6 +250,53 @@ int RunKill(const CtlOptions& ctl, const std::string& job, const std::string& si
   if (!r.ok()) return Fail(err, r.status(), r.status().code() == StatusCode::kNotFound || r.status().code() == StatusCode::kPermissionDenied ? 2 : 1);
   out << "signalled " << r->signalled() << " rank" << (r->signalled() == 1 ? "" : "s") << " of job " << job << "\n";
   return 0;
+}
+
+int RunMpiRsh(const CtlOptions& ctl, const std::vector<std::string>& args, const std::atomic<int>& interrupted, std::ostream& out,
+              std::ostream& err) {
+  const char* job = std::getenv("DLAGENT_JOB");
+  if (!job || !*job) {
+    err << "agentctl mpi-rsh: not in a job (DLAGENT_JOB is unset): it is mpirun's launcher under agentctl run --launcher mpi\n";
+    return 255;
+  }
+  if (args.size() < 2) {
+    err << "agentctl mpi-rsh: usage: agentctl mpi-rsh HOST COMMAND...\n";
+    return 255;
+  }
+  Result<std::unique_ptr<ControlClient>> client = Dial(ctl);
+  if (!client.ok()) return Fail(err, client.status(), 255);
+  jpb::AttachRequest req;
+  req.set_job(job);
+  req.set_host(args[0]);
+  // orted is told to daemonize when its launcher is not ssh: it would leave the job's process group, and the
+  // agent could neither see it end nor stop it with the job. Kept in the foreground, it lives as under ssh.
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] != "--daemonize") req.add_argv(args[i]);
+  }
+  Result<jpb::AttachReply> started = (*client)->AttachProcess(req);
+  if (!started.ok()) return Fail(err, started.status(), 255);  // ssh's status for a connection that failed
+  jpb::JobOutputRequest o;
+  o.set_job(job);
+  o.set_node(started->node());
+  o.set_rank(static_cast<int32_t>(started->rank()));
+  int failures = 0;
+  while (interrupted.load() == 0) {
+    Result<jpb::JobOutputReply> r = (*client)->JobOutput(o);
+    if (!r.ok()) {
+      if (++failures >= 10) return Fail(err, r.status(), 255);
+      std::this_thread::sleep_for(kPoll);
+      continue;
+    }
+    failures = 0;
+    for (const jpb::OutputLine& l : r->lines()) (l.stderr() ? err : out) << l.text() << "\n";
+    out.flush();
+    *o.mutable_after_seq() = r->after_seq();
+    for (const jpb::RankState& s : r->ranks()) {
+      if (!s.running()) return s.signal() ? 128 + s.signal() : s.exit_code();
+    }
+    if (r->lines_size() == 0) std::this_thread::sleep_for(kPoll);
+  }
+  return 130;
 }
 
 }  // namespace dlagent

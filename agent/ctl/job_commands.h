@@ -42,6 +42,11 @@ int RunJobs(const CtlOptions& ctl, std::ostream& out, std::ostream& err);
 int RunLogs(const CtlOptions& ctl, const LogsOptions& o, const std::atomic<int>& interrupted, std::ostream& out, std::ostream& err);
 int RunKill(const CtlOptions& ctl, const std::string& job, const std::string& signal, std::ostream& out, std::ostream& err);
 
+// Open MPI's remote launcher (plm_rsh_agent): `agentctl mpi-rsh HOST CMD...` under a job's mpirun starts CMD on
+// HOST in the same job through the agents, then relays its output and exits with its status, as ssh would.
+int RunMpiRsh(const CtlOptions& ctl, const std::vector<std::string>& args, const std::atomic<int>& interrupted, std::ostream& out,
+              std::ostream& err);
+
 // "TERM", "SIGTERM", "15" -> 15; InvalidArgument otherwise.
 Result<int> ParseSignal(const std::string& s);
 

@@ -76,6 +76,8 @@ int main(int argc, char** argv) {
   auto* kill = app.add_subcommand("kill", "Stop a job on every node: the signal, then SIGKILL after its grace period");
   kill->add_option("job", kill_job, "The job id")->required();
   kill->add_option("--signal", kill_signal, "TERM, INT, KILL, USR1... or a number")->capture_default_str();
+  auto* rsh = app.add_subcommand("mpi-rsh", "Open MPI's remote launcher under agentctl run --launcher mpi: HOST COMMAND... (no ssh)");
+  rsh->prefix_command();  // the daemon's command line is passed through, options and all
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {
@@ -88,7 +90,7 @@ int main(int argc, char** argv) {
   if (*version) return dlagent::RunVersion(opts, std::cout, std::cerr);
   if (*members) return dlagent::RunMembers(opts, std::cout, std::cerr);
   if (*wait) return dlagent::RunWait(opts, std::cout, std::cerr);
-  if (*run || *logs) {
+  if (*run || *logs || *rsh) {
     struct sigaction sa {};
     sa.sa_handler = OnInterrupt;  // no SA_RESTART: the poll loop sees it within one round
     sigaction(SIGINT, &sa, nullptr);
@@ -97,6 +99,7 @@ int main(int argc, char** argv) {
   if (*run) return dlagent::RunRun(opts, run_opts, interrupted, std::cout, std::cerr);
   if (*jobs) return dlagent::RunJobs(opts, std::cout, std::cerr);
   if (*logs) return dlagent::RunLogs(opts, logs_opts, interrupted, std::cout, std::cerr);
+  if (*rsh) return dlagent::RunMpiRsh(opts, rsh->remaining(), interrupted, std::cout, std::cerr);
   if (*kill) return dlagent::RunKill(opts, kill_job, kill_signal, std::cout, std::cerr);
   return 2;
 }

@@ -290,7 +290,7 @@ Status ClusterRuntime::Setup() {
 }
 
 void ClusterRuntime::StartJobs(const IdentitySnapshot& id, const NodeFilesOptions& files) {
-  if (!membership_) return;
+  if (!membership_ || !config_.jobs.enabled) return;
   const Config& c = config_;
   Membership* m = membership_.get();
   dlagent::Formation* f = formation_.get();
@@ -311,9 +311,11 @@ void ClusterRuntime::StartJobs(const IdentitySnapshot& id, const NodeFilesOption
     return false;
   };
   const uint32_t gpus = id.gpu_count;
-  d.base_env = [f, files, gpus] {
+  const std::string socket = c.agent.socket;  // agentctl in a rank talks to this node's agent
+  d.base_env = [f, files, gpus, socket] {
     // What a login shell of the node has from /etc/profile.d/deeplearning.sh, on systemd's default PATH.
-    std::vector<std::string> env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"};
+    std::vector<std::string> env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
+                                    "DLAGENT_SOCKET=" + socket};
     const Roster r = f->HeldRoster();
     if (r.generation > 0) {
       for (const auto& [k, v] : NodeVariables(r, files, gpus)) env.push_back(k + "=" + v);
@@ -324,6 +326,7 @@ void ClusterRuntime::StartJobs(const IdentitySnapshot& id, const NodeFilesOption
   o.self = id.instance_id;
   o.self_addr = id.local_ipv4 + ":" + port;
   o.dlps_port = static_cast<uint16_t>(c.ps.port);
+  o.agentctl = c.jobs.agentctl;
   o.node_heartbeat = heartbeats_.Register("jobs");
   o.coordinator_heartbeat = heartbeats_.Register("job coordinator");
   auto jobs = std::make_shared<jobs::Jobs>(std::move(d), std::move(o));

@@ -319,6 +319,10 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.Enum<ps::Mode>("mode", {{"sync", ps::Mode::kSync}, {"async", ps::Mode::kAsync}}, &c.ps.mode);
   r.String("checkpoint_dir", &c.ps.checkpoint_dir, [](const std::string& v) { return v.empty() ? std::string() : CheckAbsolutePath(v); });
 
+  r.Section("jobs");
+  r.Bool("enabled", &c.jobs.enabled);
+  r.String("agentctl", &c.jobs.agentctl, CheckAbsolutePath);
+
   r.Section("files");
   r.String("root", &c.files.root, [](const std::string& v) { return v.empty() ? std::string() : CheckAbsolutePath(v); });
   for (auto [key, field] : {std::pair{"workers", &c.files.workers}, {"hosts", &c.files.hosts}, {"profile", &c.files.profile},

@@ -87,6 +87,12 @@ struct PsConfig {
   std::string checkpoint_dir;    // Default: "" (checkpoints refused). Shared storage: the same path on every node
 };
 
+// Jobs (docs/jobs.md): remote execution of the cluster key's holders' commands, as the users who ask.
+struct JobsConfig {
+  bool enabled = true;                       // Default: true. false: this agent starts no job and serves no job calls
+  std::string agentctl = "/usr/bin/agentctl";  // Default: /usr/bin/agentctl, run by mpirun to start its daemons (mpi)
+};
+
 // Environment variables override these (see ApplyAwsEnvironment).
 struct AwsConfig {
   std::string region;         // Default: "" (from IMDS)
@@ -107,6 +113,7 @@ struct Config {
   StorageConfig storage;
   FilesConfig files;
   PsConfig ps;
+  JobsConfig jobs;
 };
 
 using GetEnvFn = std::function<std::optional<std::string>(const char* name)>;

@@ -112,6 +112,12 @@ Result<std::shared_ptr<jobs::Jobs>> Daemon::Jobs() {
     return Status::FailedPrecondition("jobs", "this agent forms no cluster (cluster.expected_nodes is 0): jobs run on a cluster's roster");
   }
   std::shared_ptr<jobs::Jobs> j = runtime_->Jobs();
+  bool enabled;
+  {
+    MutexLock lock(mu_);
+    enabled = config_.jobs.enabled;
+  }
+  if (!enabled) return Status::FailedPrecondition("jobs", "jobs are off on this agent (jobs.enabled = false in its configuration)");
   if (!j) return Status::FailedPrecondition("jobs", "this agent has not joined its cluster yet (agentctl status says where it stands)");
   return j;
 }
@@ -134,6 +140,11 @@ Result<jobs::v1::JobOutputReply> Daemon::JobOutput(const PeerCredentials& who, c
 Result<jobs::v1::KillJobReply> Daemon::KillJob(const PeerCredentials& who, const jobs::v1::KillJobRequest& req) {
   ASSIGN_OR_RETURN(std::shared_ptr<jobs::Jobs> j, Jobs());
   return j->Kill(req, who);
+}
+
+Result<jobs::v1::AttachReply> Daemon::AttachProcess(const PeerCredentials& who, const jobs::v1::AttachRequest& req) {
+  ASSIGN_OR_RETURN(std::shared_ptr<jobs::Jobs> j, Jobs());
+  return j->Attach(req, who);
 }
 
 void Daemon::Reload() {

@@ -157,6 +157,9 @@ Result<pb::JobSummary> Coordinator::Run(const pb::RunJobRequest& req, const Call
   po.job_id = spec.id();
   po.per_node = req.per_node();
   po.dlps_port = o_.dlps_port;
+  po.argv.assign(req.argv().begin(), req.argv().end());
+  po.agentctl = o_.agentctl;
+  po.as_root = spec.uid() == 0;
   std::vector<PlanNode> plan_nodes(nodes.size());
   std::vector<uint32_t> ports(nodes.size());
   for (size_t i = 0; i < nodes.size(); ++i) {
@@ -194,6 +197,7 @@ Result<pb::JobSummary> Coordinator::Run(const pb::RunJobRequest& req, const Call
       rs->set_local_rank(p.local_rank);
       rs->set_role(p.role);
       for (const auto& [k, v] : p.env) rs->add_env(k + "=" + v);
+      for (const std::string& a : p.argv) rs->add_argv(a);
     }
     started[i] = Answer(nodes_.Call(nodes[i].instance_id, nodes[i].addr, r));
   });

@@ -14,6 +14,7 @@ CoordinatorOptions CoordinatorOptionsOf(const JobsOptions& o) {
   c.self = o.self;
   c.self_addr = o.self_addr;
   c.dlps_port = o.dlps_port;
+  c.agentctl = o.agentctl;
   c.poll_interval = o.poll_interval;
   c.heartbeat = o.coordinator_heartbeat;
   return c;
@@ -170,6 +171,9 @@ Result<pb::JobOutputReply> Jobs::Output(const pb::JobOutputRequest& req, const C
     if (!req.node().empty() && node != req.node()) continue;
     (*out.mutable_after_seq())[node] = j.next_seq() > 0 ? j.next_seq() - 1 : 0;
     out.set_dropped(out.dropped() + j.dropped());
+    for (const pb::RankState& rs : j.ranks()) {
+      if (req.rank() >= 0 && rs.rank() == static_cast<uint32_t>(req.rank())) *out.add_ranks() = rs;
+    }
     for (const pb::LogLine& l : j.lines()) {
       if (req.rank() < 0 || l.rank() == static_cast<uint32_t>(req.rank())) lines.push_back({&l, &node});
     }
@@ -230,6 +234,42 @@ Result<pb::KillJobReply> Jobs::Kill(const pb::KillJobRequest& req, const Caller&
   });
   spdlog::info("job {}: {}", spec.id(), reason);
   out.set_signalled(signalled);
+  return out;
+}
+
+Result<pb::AttachReply> Jobs::Attach(const pb::AttachRequest& req, const Caller& caller) {
+  if (req.argv().empty()) return Status::InvalidArgument("jobs", "no command to start");
+  ASSIGN_OR_RETURN(pb::JobSpec spec, FindSpec(req.job()));
+  RETURN_IF_ERROR(MayRead(spec, caller));
+  int index = -1;
+  const std::vector<JobNode> roster = deps_.roster();
+  for (int i = 0; i < spec.nodes_size(); ++i) {
+    if (spec.nodes(i) == req.host()) index = i;
+    for (const JobNode& n : roster) {
+      if (n.instance_id == spec.nodes(i) && n.ip == req.host()) index = i;
+    }
+  }
+  if (index < 0) return Status::NotFound("jobs", req.host() + " is no node of job " + spec.id());
+  // As ssh would: the words joined, run by the shell.
+  std::string command;
+  for (const std::string& a : req.argv()) command += (command.empty() ? "" : " ") + a;
+  pb::NodeRequest r;
+  r.set_from(o_.self);
+  pb::StartRequest* start = r.mutable_start();
+  *start->mutable_spec() = spec;
+  start->set_attach(true);
+  pb::RankSpec* rank = start->add_ranks();
+  rank->set_rank(spec.num_ranks() + static_cast<uint32_t>(index));  // past the job's own ranks: one a node
+  rank->set_role("launched");
+  rank->add_env("DLAGENT_JOB=" + spec.id());
+  rank->add_env("DLAGENT_NODE_RANK=" + std::to_string(index));
+  for (const char* a : {"/bin/sh", "-c"}) rank->add_argv(a);
+  rank->add_argv(command);
+  ASSIGN_OR_RETURN(pb::NodeReply started, Answer(Call(spec.nodes(index), spec.node_addrs(index), r)));
+  spdlog::info("job {}: started rank {} on {} for the job's launcher: {}", spec.id(), rank->rank(), spec.nodes(index), command);
+  pb::AttachReply out;
+  out.set_node(spec.nodes(index));
+  out.set_rank(rank->rank());
   return out;
 }
 

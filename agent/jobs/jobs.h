@@ -32,6 +32,7 @@ struct JobsOptions {
   std::string self;       // REQUIRED: the instance id
   std::string self_addr;  // REQUIRED: this agent's cluster service, ip:port
   uint16_t dlps_port = 7070;
+  std::string agentctl = "/usr/bin/agentctl";
   Duration poll_interval = std::chrono::milliseconds(200);
   std::shared_ptr<Heartbeat> node_heartbeat, coordinator_heartbeat;
 };
@@ -49,6 +50,8 @@ class Jobs final : private JobNodes {
   Result<pb::JobList> List(const Caller& caller);
   Result<pb::JobOutputReply> Output(const pb::JobOutputRequest& req, const Caller& caller);
   Result<pb::KillJobReply> Kill(const pb::KillJobRequest& req, const Caller& caller);
+  // Starts a process of a running job on one of its nodes, as the job's user (only they or root may ask).
+  Result<pb::AttachReply> Attach(const pb::AttachRequest& req, const Caller& caller);
   // agentd is stopping: SIGTERM to every rank on this node, SIGKILL after each job's grace (waits up to wait).
   void StopAll(Duration wait) { local_.StopAll("agentd on " + o_.self + " is stopping", wait); }
 

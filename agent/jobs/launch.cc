@@ -8,7 +8,7 @@ namespace dlagent::jobs {
 namespace {
 
 constexpr std::pair<Launcher, std::string_view> kNames[] = {
-    {Launcher::kPlain, "plain"}, {Launcher::kDlps, "dlps"}, {Launcher::kTorchrun, "torchrun"},
+    {Launcher::kPlain, "plain"}, {Launcher::kDlps, "dlps"}, {Launcher::kTorchrun, "torchrun"}, {Launcher::kMpi, "mpi"},
     {Launcher::kMxnet, "mxnet"}, {Launcher::kTf, "tf"},     {Launcher::kTfPs, "tf-ps"},
 };
 
@@ -35,7 +35,7 @@ Result<Launcher> ParseLauncher(std::string_view name) {
   for (const auto& [k, n] : kNames) {
     if (n == name) return k;
   }
-  return Status::InvalidArgument("jobs", "unknown launcher \"" + std::string(name) + "\"; use plain, dlps, torchrun, mxnet, tf or tf-ps");
+  return Status::InvalidArgument("jobs", "unknown launcher \"" + std::string(name) + "\"; use plain, dlps, torchrun, mpi, mxnet, tf or tf-ps");
 }
 
 Result<uint32_t> WorkersOn(const PlanOptions& o, const PlanNode& node) {
@@ -57,13 +57,43 @@ uint32_t PortsNeeded(const PlanOptions& o, size_t index, uint32_t workers) {
       return workers + 1 + (index == 0 ? 1 : 0);  // workers, a ps, and the chief on the first node
     case Launcher::kPlain:
     case Launcher::kDlps:
+    case Launcher::kMpi:
       return 0;
   }
   return 0;
 }
 
+namespace {
+
+// mpi: one process, mpirun on the first node, told every node and its slots; it starts its daemons on the
+// other nodes through `agentctl mpi-rsh` (plm_rsh_agent), never ssh.
+Result<std::vector<std::vector<RankPlan>>> PlanMpi(const PlanOptions& o, const std::vector<PlanNode>& nodes) {
+  std::string hosts;
+  uint32_t slots = 0;
+  for (const PlanNode& n : nodes) {
+    ASSIGN_OR_RETURN(uint32_t k, WorkersOn(o, n));
+    hosts += (hosts.empty() ? "" : ",") + n.ip + ":" + std::to_string(k);
+    slots += k;
+  }
+  RankPlan p;
+  p.role = "mpirun";
+  p.argv = {"mpirun", "--host", hosts, "-np", std::to_string(slots), "--bind-to", "none", "--tag-output"};
+  p.argv.insert(p.argv.end(), o.argv.begin(), o.argv.end());
+  p.env = {{"DLAGENT_JOB", o.job_id},           {"DLAGENT_RANK", "0"},      {"DLAGENT_NUM_RANKS", "1"},
+           {"DLAGENT_LOCAL_RANK", "0"},         {"DLAGENT_NODE_RANK", "0"}, {"DLAGENT_NUM_NODES", std::to_string(nodes.size())},
+           {"DLAGENT_ROLE", "mpirun"},          {"OMPI_MCA_plm_rsh_agent", o.agentctl + " mpi-rsh"},
+           {"OMPI_MCA_plm_rsh_no_tree_spawn", "1"}};
+  if (o.as_root) p.env.insert(p.env.end(), {{"OMPI_ALLOW_RUN_AS_ROOT", "1"}, {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"}});
+  std::vector<std::vector<RankPlan>> plan(nodes.size());
+  plan[0].push_back(std::move(p));
+  return plan;
+}
+
+}  // namespace
+
 Result<std::vector<std::vector<RankPlan>>> PlanRanks(const PlanOptions& o, const std::vector<PlanNode>& nodes) {
   if (nodes.empty()) return Status::InvalidArgument("jobs", "a job needs at least one node");
+  if (o.launcher == Launcher::kMpi) return PlanMpi(o, nodes);
   // The processes, in rank order: per node, the launcher's helpers first, then its workers.
   std::vector<Slot> slots;
   std::vector<uint32_t> workers(nodes.size());
@@ -131,6 +161,7 @@ Result<std::vector<std::vector<RankPlan>>> PlanRanks(const PlanOptions& o, const
     const bool worker = s.role.empty() || s.role == "worker";
     switch (o.launcher) {
       case Launcher::kPlain:
+      case Launcher::kMpi:
         break;
       case Launcher::kDlps:
         set("DLPS_SERVERS", dlps_servers);

@@ -15,7 +15,7 @@
 
 namespace dlagent::jobs {
 
-enum class Launcher { kPlain, kDlps, kTorchrun, kMxnet, kTf, kTfPs };
+enum class Launcher { kPlain, kDlps, kTorchrun, kMpi, kMxnet, kTf, kTfPs };
 std::string_view LauncherName(Launcher l);
 // InvalidArgument names the launchers.
 Result<Launcher> ParseLauncher(std::string_view name);
@@ -33,6 +33,9 @@ struct PlanOptions {
   // Worker processes a node: 0 means one per GPU (--per-node gpus), which fails for a node without GPUs.
   uint32_t per_node = 1;
   uint16_t dlps_port = 7070;  // every agent's parameter-server shard (dlps)
+  std::vector<std::string> argv;  // the job's command (mpi wraps it in mpirun)
+  std::string agentctl = "/usr/bin/agentctl";  // mpi: mpirun's remote launcher is `agentctl mpi-rsh`
+  bool as_root = false;           // mpi: Open MPI refuses root unless told it is meant
 };
 
 struct RankPlan {
@@ -40,6 +43,7 @@ struct RankPlan {
   uint32_t local_rank = 0;  // 0..K-1 on its node
   std::string role;         // "" or scheduler / server / worker (mxnet), chief / ps / worker (tf-ps)
   std::vector<std::pair<std::string, std::string>> env;  // the launcher's variables (plain's on every rank)
+  std::vector<std::string> argv;  // empty: the job's command
 };
 
 // The worker processes node i runs (per_node, or its GPU count).

@@ -162,7 +162,6 @@ Result<pb::PrepareReply> NodeJobs::Prepare(const pb::PrepareRequest& req) {
 Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
   const pb::JobSpec& spec = req.spec();
   if (spec.id().empty()) return Status::InvalidArgument("jobs", "a job without an id");
-  if (req.ranks().empty()) return Status::InvalidArgument("jobs", "no ranks to start on " + o_.node);
   const std::string dir = Workdir(spec);
   const std::string home = HomeOf(spec.uid());
   const std::vector<std::string> base = o_.base_env ? o_.base_env() : std::vector<std::string>{};
@@ -170,16 +169,20 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
 
   MutexLock lock(mu_);
   if (stopping_) return Status::Unavailable("jobs", "agentd on " + o_.node + " is stopping");
-  if (jobs_.count(spec.id())) return Status::AlreadyExists("jobs", "job " + spec.id() + " already has ranks on " + o_.node);
+  auto existing = jobs_.find(spec.id());
+  if (existing != jobs_.end() && !req.attach()) return Status::AlreadyExists("jobs", "job " + spec.id() + " already has ranks on " + o_.node);
+  if (existing != jobs_.end() && !existing->second->failure.empty()) {
+    return Status::FailedPrecondition("jobs", "job " + spec.id() + " is stopping: " + existing->second->failure);
+  }
   if (RunningRanks() + static_cast<size_t>(req.ranks_size()) > o_.max_ranks) {
     return Status::ResourceExhausted("jobs", o_.node + " runs " + std::to_string(RunningRanks()) + " ranks; " +
                                                  std::to_string(req.ranks_size()) + " more would pass its limit of " + std::to_string(o_.max_ranks));
   }
-  auto job = std::make_unique<Job>();
-  job->spec = spec;
+  std::vector<Rank> started;
   for (const pb::RankSpec& rs : req.ranks()) {
     SpawnRequest sr;
-    sr.argv.assign(spec.argv().begin(), spec.argv().end());
+    if (rs.argv().empty()) sr.argv.assign(spec.argv().begin(), spec.argv().end());
+    else sr.argv.assign(rs.argv().begin(), rs.argv().end());
     sr.env = RankEnv(base, spec, rs, home);
     sr.workdir = dir;
     sr.uid = spec.uid();
@@ -188,7 +191,7 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
     Result<Spawned> s = Spawn(sr);
     if (!s.ok()) {
       // All or none: the ranks already started go.
-      for (Rank& r : job->ranks) {
+      for (Rank& r : started) {
         ::kill(-r.state.pid(), SIGKILL);
         int status;
         ::waitpid(r.state.pid(), &status, 0);
@@ -206,13 +209,28 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
     r.pidfd = s->pidfd;
     r.out.fd = s->out_fd;
     r.err.fd = s->err_fd;
-    job->ranks.push_back(std::move(r));
+    started.push_back(std::move(r));
+  }
+  Job* job;
+  if (existing != jobs_.end()) {
+    job = existing->second.get();
+    job->ended = MonoTime::max();
+    job->swept = false;
+  } else {
+    auto fresh = std::make_unique<Job>();
+    fresh->spec = spec;
+    job = fresh.get();
+    jobs_[spec.id()] = std::move(fresh);
   }
   pb::StartReply reply;
-  for (const Rank& r : job->ranks) *reply.add_ranks() = r.state;
-  spdlog::info("job {} ({}): started {} rank{} on this node as uid {} in {}", spec.id(), spec.name(), job->ranks.size(),
-               job->ranks.size() == 1 ? "" : "s", spec.uid(), dir);
-  jobs_[spec.id()] = std::move(job);
+  for (Rank& r : started) {
+    *reply.add_ranks() = r.state;
+    job->ranks.push_back(std::move(r));
+  }
+  if (!started.empty()) {
+    spdlog::info("job {} ({}): started {} rank{} on this node as uid {} in {}", spec.id(), spec.name(), started.size(),
+                 started.size() == 1 ? "" : "s", spec.uid(), dir);
+  }
   Wake();
   return reply;
 }

@@ -24,7 +24,7 @@ pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& p
   Decision d = decision;
   const pb::RankState* first = nullptr;
   std::string first_node;
-  uint32_t running = 0, ended = 0, seen = 0;
+  uint32_t running = 0, ended = 0, seen = 0, helpers_running = 0;
   int64_t last_end = 0;
   for (const NodePart& p : parts) {
     if (!p.job) continue;
@@ -33,10 +33,13 @@ pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& p
       d.killed = p.job->killed();
     }
     for (const pb::RankState& r : p.job->ranks()) {
-      ++seen;
+      // The job's own ranks are counted; processes its launcher added (MPI daemons) only keep it running.
+      const bool own = r.rank() < spec.num_ranks();
       const bool live = r.running() && !p.lost;
-      running += live;
-      ended += !live;
+      seen += own;
+      running += own && live;
+      ended += own && !live;
+      helpers_running += !own && live;
       last_end = std::max(last_end, r.ended_unix_ms());
       const bool failed = !r.running() && (r.exit_code() != 0 || r.signal() != 0) && !r.stopped();
       if (failed && (!first || r.ended_unix_ms() < first->ended_unix_ms())) {
@@ -69,13 +72,13 @@ pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& p
     s.set_exit_code(d.exit_code ? d.exit_code : 1);
   }
   const bool decided = d.killed || failed;
-  if (running > 0) {
+  if (running > 0 || (decided && helpers_running > 0)) {
     s.set_state(decided ? "stopping" : "running");
   } else if (d.killed) {
     s.set_state("killed");
   } else if (failed) {
     s.set_state("failed");
-  } else if (seen == spec.num_ranks() && ended == seen) {
+  } else if (seen == spec.num_ranks() && ended == seen && helpers_running == 0) {
     s.set_state("succeeded");
   } else {
     s.set_state("running");  // not every node has answered yet

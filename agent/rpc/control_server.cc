@@ -116,6 +116,11 @@ class ControlService final : public pb::Control::CallbackService {
     return Blocking(ctx, reply, [this, req](const PeerCredentials& who) { return handler_->KillJob(who, *req); });
   }
 
+  grpc::ServerUnaryReactor* AttachProcess(grpc::CallbackServerContext* ctx, const jobs::v1::AttachRequest* req,
+                                          jobs::v1::AttachReply* reply) override {
+    return Blocking(ctx, reply, [this, req](const PeerCredentials& who) { return handler_->AttachProcess(who, *req); });
+  }
+
   grpc::ServerUnaryReactor* GetVersion(grpc::CallbackServerContext* ctx, const pb::GetVersionRequest*,
                                        pb::VersionInfo* reply) override {
     reply->set_version(handler_->GetStatus().version);

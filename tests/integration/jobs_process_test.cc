@@ -9,6 +9,8 @@
 //   - a non-root caller's ranks run as that user, and --user is root's only;
 //   - a job call sealed with another key, or replayed, is refused and counted;
 //   - dlps: 4 nodes x 2 workers of dlps-train --verify, difference 0;
+//   - mpi: real Open MPI (mpirun, mpi4py) runs an allreduce over 4 nodes with its daemons started through the
+//     agents, and an ssh and an rsh first on PATH that record their calls are never called;
 //   - torchrun: real PyTorch (Debian's python3-torch, gloo) trains DistributedDataParallel on 4 nodes and every
 //     rank ends with the same weights.
 #include <pwd.h>
@@ -286,6 +288,37 @@ dist.destroy_process_group()
   }
   EXPECT_EQ(ranks, kNodes) << r.output;
   EXPECT_EQ(weights.size(), 1u) << r.output;  // every rank holds the same weights
+}
+
+TEST_F(JobsProcessTest, MpiLauncherRunsAnAllreduceOnFourNodesWithoutSsh) {
+  if (RunCommand({"/usr/bin/python3", "-c", "import mpi4py.MPI"}, seconds(60)).exit_code != 0 || ::access("/usr/bin/mpirun", X_OK) != 0) {
+    GTEST_SKIP() << "needs Debian's openmpi-bin and python3-mpi4py (scripts/deps.sh installs them)";
+  }
+  if (!LocalCluster::root()) GTEST_SKIP() << "needs a network namespace per node (root)";
+  Form();
+  testing::TempDir dir;
+  ::chmod(dir.Join("").c_str(), 0755);
+  // An ssh and an rsh that record their call and fail, first on the ranks' PATH.
+  for (const char* name : {"ssh", "rsh"}) {
+    std::ofstream(dir.Join(name)) << "#!/bin/sh\necho \"$0 $*\" >> " << dir.Join("called") << "\nexit 1\n";
+    ::chmod(dir.Join(name).c_str(), 0755);
+  }
+  // The nodes share this machine's host name, so Open MPI would take them for one host and use shared memory
+  // between namespaces: TCP only, as between real hosts.
+  RunResult r = Ctl(c(), 1, {"run", "--launcher", "mpi", "--env", "PATH=" + dir.Join("") + ":/usr/bin:/bin", "--env", "OMPI_MCA_btl=tcp,self",
+                             "--", "/usr/bin/python3", std::string(DLAGENT_SOURCE_DIR) + "/examples/mpi_allreduce.py"},
+                    seconds(120));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (int rank = 0; rank < kNodes; ++rank) {
+    EXPECT_NE(r.output.find("rank " + std::to_string(rank) + " of 4 on"), std::string::npos) << r.output;
+  }
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 5) << r.output;  // 4 ranks and the job line
+  EXPECT_NE(r.output.find("allreduce 6"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::ifstream(dir.Join("called")).good()) << "ssh or rsh was run";
+  // mpirun's daemons ran on the other three nodes, in the job, through their agents.
+  for (int i = 1; i < kNodes; ++i) {
+    EXPECT_NE(c().Log(i).find("started 1 rank on this node"), std::string::npos) << c().Log(i);
+  }
 }
 
 }  // namespace

@@ -188,6 +188,7 @@ void LocalCluster::Start(int i, bool master) {
                     (netns_.empty() ? "\"\nimds_endpoint = \"" + imds_[i]->endpoint() : "") + "\"\ncfn_wait_handle = \"" + cfn_.url("/signal") + "\"\n" +
                     "[node]\ngpus = " + std::to_string(gpus(i)) + "\n" +
                     "[files]\nroot = \"" + Root(i) + "\"\n" +
+                    "[jobs]\nagentctl = \"" + DLAGENT_AGENTCTL + "\"\n" +
                     // In namespaces every node serves its shard on 7070, as on EC2; on loopback a shard would only take
                     // an ephemeral port that a port chosen for the next agent's gossip may turn out to be.
                     (netns_.empty() ? std::string("[ps]\nenabled = false\n") : "[ps]\nbind = \"" + Ip(i) + "\"\n");
