@@ -167,7 +167,9 @@ TEST(LaunchTest, MpiRunsMpirunOnTheFirstNodeWithEveryNodesSlotsAndTheAgentAsItsR
   EXPECT_EQ(env.at("OMPI_ALLOW_RUN_AS_ROOT"), "1");
   EXPECT_EQ(env.at("DLAGENT_JOB"), "j-9");
   o.as_root = false;
-  Env user((*PlanRanks(o, Nodes(1)))[0][0].env.begin(), (*PlanRanks(o, Nodes(1)))[0][0].env.end());
+  auto as_user = PlanRanks(o, Nodes(1));
+  ASSERT_TRUE(as_user.ok());
+  Env user((*as_user)[0][0].env.begin(), (*as_user)[0][0].env.end());
   EXPECT_EQ(user.count("OMPI_ALLOW_RUN_AS_ROOT"), 0u);
 }
 
