@@ -54,6 +54,9 @@ class GrpcControlClient final : public ControlClient {
     return Call(&pb::Control::Stub::JobOutput, req);
   }
   Result<jobs::v1::KillJobReply> KillJob(const jobs::v1::KillJobRequest& req) override { return Call(&pb::Control::Stub::KillJob, req); }
+  Result<jobs::v1::HealthReport> CheckHealth(const jobs::v1::HealthCheckRequest& req) override {
+    return Call(&pb::Control::Stub::CheckHealth, req);
+  }
   Result<jobs::v1::AttachReply> AttachProcess(const jobs::v1::AttachRequest& req) override {
     return Call(&pb::Control::Stub::AttachProcess, req);
   }

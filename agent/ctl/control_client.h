@@ -28,6 +28,7 @@ class ControlClient {
   virtual Result<jobs::v1::JobOutputReply> JobOutput(const jobs::v1::JobOutputRequest& req) = 0;
   virtual Result<jobs::v1::KillJobReply> KillJob(const jobs::v1::KillJobRequest& req) = 0;
   virtual Result<jobs::v1::AttachReply> AttachProcess(const jobs::v1::AttachRequest& req) = 0;
+  virtual Result<jobs::v1::HealthReport> CheckHealth(const jobs::v1::HealthCheckRequest& req) = 0;
 };
 
 }  // namespace dlagent

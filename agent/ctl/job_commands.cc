@@ -252,6 +252,47 @@ int RunKill(const CtlOptions& ctl, const std::string& job, const std::string& si
   return 0;
 }
 
+int RunHealth(const CtlOptions& ctl, const std::string& workdir, std::ostream& out, std::ostream& err) {
+  Result<std::unique_ptr<ControlClient>> client = Dial(ctl);
+  if (!client.ok()) return Fail(err, client.status());
+  jpb::HealthCheckRequest req;
+  req.set_workdir(workdir);
+  Result<jpb::HealthReport> r = (*client)->CheckHealth(req);
+  if (!r.ok()) return Fail(err, r.status());
+  if (ctl.json) {
+    nlohmann::json nodes = nlohmann::json::array();
+    for (const jpb::NodeHealth& h : r->nodes()) {
+      const jpb::HealthReply& n = h.reply();
+      nodes.push_back({{"rank", h.rank()}, {"node", h.node()}, {"ip", h.ip()}, {"ok", h.ok()}, {"failures", h.failures()},
+                       {"round_trip_us", h.round_trip_us()}, {"clock_offset_ms", h.clock_offset_ms()}, {"phase", n.phase()},
+                       {"gpus", n.gpus()}, {"roster_gpus", h.roster_gpus()}, {"alive", n.alive_size()},
+                       {"storage_mounted", n.storage_mounted()}, {"storage_probe_ms", n.storage_probe_ms()},
+                       {"storage_free_bytes", n.storage_free_bytes()}, {"workdir", n.workdir()}, {"workdir_free_bytes", n.workdir_free_bytes()},
+                       {"dlps_serving", n.dlps_enabled() && n.dlps_error().empty()}});
+    }
+    out << nlohmann::json({{"ok", r->ok()}, {"nodes", nodes}}).dump(2) << "\n";
+  } else {
+    std::ostringstream t;
+    t << std::left << std::setw(5) << "RANK" << std::setw(22) << "NODE" << std::setw(16) << "IP" << std::setw(9) << "RTT" << std::setw(8) << "CLOCK"
+      << std::setw(6) << "GPUS" << std::setw(10) << "STORAGE" << std::setw(6) << "DLPS" << std::setw(10) << "FREE" << "HEALTH\n";
+    for (const jpb::NodeHealth& h : r->nodes()) {
+      const jpb::HealthReply& n = h.reply();
+      const bool answered = h.round_trip_us() >= 0;
+      std::string failures;
+      for (const std::string& f : h.failures()) failures += (failures.empty() ? "" : "; ") + f;
+      t << std::left << std::setw(5) << h.rank() << std::setw(22) << h.node() << std::setw(16) << h.ip() << std::setw(9)
+        << (answered ? std::to_string(h.round_trip_us() / 1000) + "." + std::to_string(h.round_trip_us() % 1000 / 100) + "ms" : "-")
+        << std::setw(8) << (answered ? std::to_string(h.clock_offset_ms()) + "ms" : "-") << std::setw(6)
+        << (answered ? std::to_string(n.gpus()) + "/" + std::to_string(h.roster_gpus()) : "-") << std::setw(10)
+        << (!answered ? "-" : !n.storage_configured() ? "none" : n.storage_mounted() && n.storage_error().empty() ? std::to_string(n.storage_probe_ms()) + "ms" : "FAIL")
+        << std::setw(6) << (!answered ? "-" : !n.dlps_enabled() ? "off" : n.dlps_error().empty() ? "ok" : "FAIL") << std::setw(10)
+        << (answered ? std::to_string(n.workdir_free_bytes() >> 30) + "GiB" : "-") << (h.ok() ? "ok" : failures) << "\n";
+    }
+    out << t.str();
+  }
+  return r->ok() ? 0 : 3;
+}
+
 int RunMpiRsh(const CtlOptions& ctl, const std::vector<std::string>& args, const std::atomic<int>& interrupted, std::ostream& out,
               std::ostream& err) {
   const char* job = std::getenv("DLAGENT_JOB");

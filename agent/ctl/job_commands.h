@@ -47,6 +47,10 @@ int RunKill(const CtlOptions& ctl, const std::string& job, const std::string& si
 int RunMpiRsh(const CtlOptions& ctl, const std::vector<std::string>& args, const std::atomic<int>& interrupted, std::ostream& out,
               std::ostream& err);
 
+// Every roster node's health, a line each with what fails named. Exit 0 when every check passes, 3 when one
+// fails, 1 when agentd cannot be reached.
+int RunHealth(const CtlOptions& ctl, const std::string& workdir, std::ostream& out, std::ostream& err);
+
 // "TERM", "SIGTERM", "15" -> 15; InvalidArgument otherwise.
 Result<int> ParseSignal(const std::string& s);
 

@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.footer("Exit codes: 0 success, 1 agentd unreachable or failed, 2 bad usage or (members) no member matched;\n"
              "wait: 3 timed out, 4 the cluster failed to form, 5 the agent forms no cluster;\n"
-             "run: the job's exit code (the first failed rank's), 130 after Ctrl-C.");
+             "run: the job's exit code (the first failed rank's), 130 after Ctrl-C; health: 3 when a check fails.");
 
   auto* status = app.add_subcommand("status", "Show the agent's phase, identity, uptime, version and config");
   status->add_flag("--json", opts.json, "Print one JSON object instead of text");
@@ -76,6 +76,10 @@ int main(int argc, char** argv) {
   auto* kill = app.add_subcommand("kill", "Stop a job on every node: the signal, then SIGKILL after its grace period");
   kill->add_option("job", kill_job, "The job id")->required();
   kill->add_option("--signal", kill_signal, "TERM, INT, KILL, USR1... or a number")->capture_default_str();
+  std::string health_workdir;
+  auto* health = app.add_subcommand("health", "Check every roster node at once: agent, gossip view, shared storage, GPUs, clock, dlps, free space");
+  health->add_flag("--json", opts.json, "Print JSON instead of a table");
+  health->add_option("--workdir", health_workdir, "Whose free space to check (default: your home directory)");
   auto* rsh = app.add_subcommand("mpi-rsh", "Open MPI's remote launcher under agentctl run --launcher mpi: HOST COMMAND... (no ssh)");
   rsh->prefix_command();  // the daemon's command line is passed through, options and all
   try {
@@ -99,6 +103,7 @@ int main(int argc, char** argv) {
   if (*run) return dlagent::RunRun(opts, run_opts, interrupted, std::cout, std::cerr);
   if (*jobs) return dlagent::RunJobs(opts, std::cout, std::cerr);
   if (*logs) return dlagent::RunLogs(opts, logs_opts, interrupted, std::cout, std::cerr);
+  if (*health) return dlagent::RunHealth(opts, health_workdir, std::cout, std::cerr);
   if (*rsh) return dlagent::RunMpiRsh(opts, rsh->remaining(), interrupted, std::cout, std::cerr);
   if (*kill) return dlagent::RunKill(opts, kill_job, kill_signal, std::cout, std::cerr);
   return 2;

@@ -1,5 +1,10 @@
 #include "agent/daemon/cluster_runtime.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <random>
@@ -67,6 +72,35 @@ std::optional<ClusterSnapshot> ClusterRuntime::Cluster() {
 }
 
 namespace {
+
+// Connects to host:port within the timeout and closes at once.
+Status ProbeTcp(const std::string& host, int port, Duration timeout) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (::inet_pton(AF_INET, host.c_str(), &a.sin_addr) != 1) return Status::InvalidArgument("health", host + " is not an IPv4 address");
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::FromErrno("health", "socket", errno);
+  const std::string where = host + ":" + std::to_string(port);
+  int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  if (rc != 0 && errno == EINPROGRESS) {
+    pollfd p{fd, POLLOUT, 0};
+    rc = ::poll(&p, 1, static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count()));
+    if (rc == 0) {
+      ::close(fd);
+      return Status::DeadlineExceeded("health", where + " did not accept within " + FormatDuration(timeout));
+    }
+    int err = 0;
+    socklen_t len = sizeof err;
+    ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    errno = err;
+    rc = err == 0 ? 0 : -1;
+  }
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) return Status::FromErrno("health", "connect to " + where, err);
+  return Status::Ok();
+}
 
 // "system-reboot not before 21 Jan 2019 09:00:43 GMT: scheduled reboot (instance-event-1)"
 std::string DescribeEvent(const ScheduledEvent& e) {
@@ -322,6 +356,14 @@ void ClusterRuntime::StartJobs(const IdentitySnapshot& id, const NodeFilesOption
     }
     return env;
   };
+  d.alive = [m] {
+    std::vector<std::string> alive;
+    for (const swim::MemberInfo& mi : m->RawMembers()) {
+      if (mi.state == swim::MemberState::kAlive) alive.push_back(mi.name);
+    }
+    return alive;
+  };
+  d.health = [this, f](const jobs::pb::HealthRequest& req) { return Health(req, *f); };
   jobs::JobsOptions o;
   o.self = id.instance_id;
   o.self_addr = id.local_ipv4 + ":" + port;
@@ -338,6 +380,43 @@ void ClusterRuntime::StartJobs(const IdentitySnapshot& id, const NodeFilesOption
   });
   MutexLock lock(mu_);
   jobs_ = std::move(jobs);
+}
+
+jobs::pb::HealthReply ClusterRuntime::Health(const jobs::pb::HealthRequest& req, dlagent::Formation& formation) {
+  jobs::pb::HealthReply h;
+  h.set_unix_ms(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+  const FormationStatus st = formation.Snapshot();
+  h.set_phase(std::string(AgentPhaseName(st.phase)));
+  h.set_roster_generation(formation.HeldRoster().generation);
+  for (const swim::MemberInfo& m : membership_->RawMembers()) {
+    if (m.state == swim::MemberState::kAlive) h.add_alive(m.name);
+  }
+  h.set_gpus(config_.node.gpus >= 0 ? static_cast<uint32_t>(config_.node.gpus) : CountGpus().count);
+  auto free_bytes = [](const std::string& path) -> uint64_t {
+    struct statvfs v;
+    return ::statvfs(path.c_str(), &v) == 0 ? static_cast<uint64_t>(v.f_bavail) * v.f_frsize : 0;
+  };
+  h.set_workdir(req.workdir().empty() ? "/" : req.workdir());
+  h.set_workdir_free_bytes(free_bytes(h.workdir()));
+  if (mounts_) {
+    h.set_storage_configured(true);
+    Result<std::string> mountinfo = env_.ReadFile("/proc/self/mountinfo", 16 << 20);
+    h.set_storage_mounted(mountinfo.ok() && FindMount(*mountinfo, config_.storage.mount_point).has_value());
+    if (h.storage_mounted()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      Status probe = mounts_->Probe(std::chrono::seconds(2));
+      h.set_storage_probe_ms(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count());
+      if (!probe.ok()) h.set_storage_error(std::string(probe.message()));
+      h.set_storage_free_bytes(free_bytes(config_.storage.mount_point));
+    }
+  }
+  h.set_dlps_enabled(config_.ps.enabled);
+  if (config_.ps.enabled) {
+    const std::string host = config_.ps.bind == "0.0.0.0" ? Identity().local_ipv4 : config_.ps.bind;
+    Status st = ProbeTcp(host, static_cast<int>(config_.ps.port), std::chrono::seconds(1));
+    if (!st.ok()) h.set_dlps_error(std::string(st.message()));
+  }
+  return h;
 }
 
 void ClusterRuntime::Run() {

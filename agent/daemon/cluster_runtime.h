@@ -55,6 +55,8 @@ class ClusterRuntime {
   Result<IdentitySnapshot> Identify();
   // Serves jobs: this node's ranks, the jobs started here, and the sealed jobs RPC of the other agents.
   void StartJobs(const IdentitySnapshot& id, const NodeFilesOptions& files);
+  // What this node says of itself to agentctl health on any node.
+  jobs::pb::HealthReply Health(const jobs::pb::HealthRequest& req, dlagent::Formation& formation);
   // The poller's view of this instance's scheduled maintenance: kept for status, and a graceful leave when one
   // is near and cluster.leave_before_maintenance is set.
   void OnMaintenance(const std::vector<ScheduledEvent>& active);

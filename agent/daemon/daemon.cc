@@ -147,6 +147,11 @@ Result<jobs::v1::AttachReply> Daemon::AttachProcess(const PeerCredentials& who, 
   return j->Attach(req, who);
 }
 
+Result<jobs::v1::HealthReport> Daemon::CheckHealth(const PeerCredentials& who, const jobs::v1::HealthCheckRequest& req) {
+  ASSIGN_OR_RETURN(std::shared_ptr<jobs::Jobs> j, Jobs());
+  return j->Health(req, who);
+}
+
 void Daemon::Reload() {
   notifier_.Reloading();
   Result<Config> fresh = LoadConfig(env_, options_.config_path, options_.config_required, ProcessGetEnv);

@@ -50,6 +50,7 @@ class Daemon final : public ControlHandler {
   Result<jobs::v1::JobOutputReply> JobOutput(const PeerCredentials& who, const jobs::v1::JobOutputRequest& req) override;
   Result<jobs::v1::KillJobReply> KillJob(const PeerCredentials& who, const jobs::v1::KillJobRequest& req) override;
   Result<jobs::v1::AttachReply> AttachProcess(const PeerCredentials& who, const jobs::v1::AttachRequest& req) override;
+  Result<jobs::v1::HealthReport> CheckHealth(const PeerCredentials& who, const jobs::v1::HealthCheckRequest& req) override;
 
   // Asks Run() to leave the cluster and stop, as SIGTERM does (a spot interruption notice). Any thread.
   void RequestStop(const std::string& why);

@@ -59,6 +59,10 @@ pb::NodeReply NodeEndpoint::Dispatch(const pb::NodeRequest& req) {
       }
       return Reply(r, &pb::NodeReply::mutable_query);
     }
+    case pb::NodeRequest::kHealth: {
+      if (!health_) return Reply(Result<pb::HealthReply>(Status::Unavailable("jobs", "no health on this agent")), &pb::NodeReply::mutable_health);
+      return Reply(Result<pb::HealthReply>(health_(req.health())), &pb::NodeReply::mutable_health);
+    }
     case pb::NodeRequest::CALL_NOT_SET:
       break;
   }

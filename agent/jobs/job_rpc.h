@@ -25,13 +25,16 @@ using KeyringFn = std::function<std::shared_ptr<const swim::Keyring>()>;
 class NodeEndpoint {
  public:
   // coordinator may be null (set later with SetCoordinator, before any call can need it).
-  NodeEndpoint(NodeJobs& local, Coordinator* coordinator) : local_(local), coordinator_(coordinator) {}
+  using HealthFn = std::function<pb::HealthReply(const pb::HealthRequest&)>;
+  NodeEndpoint(NodeJobs& local, Coordinator* coordinator, HealthFn health = nullptr)
+      : local_(local), coordinator_(coordinator), health_(std::move(health)) {}
   void SetCoordinator(Coordinator* c) { coordinator_ = c; }
   pb::NodeReply Dispatch(const pb::NodeRequest& req);
 
  private:
   NodeJobs& local_;
   std::atomic<Coordinator*> coordinator_;
+  const HealthFn health_;
 };
 
 class JobRpcServer {

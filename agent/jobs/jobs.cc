@@ -1,5 +1,6 @@
 #include "agent/jobs/jobs.h"
 
+#include <pwd.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -45,7 +46,7 @@ Jobs::Jobs(JobsDeps deps, JobsOptions options)
     : deps_(std::move(deps)),
       o_(std::move(options)),
       local_(NodeJobsOptionsOf(o_, deps_)),
-      endpoint_(local_, nullptr),
+      endpoint_(local_, nullptr, deps_.health),
       server_(deps_.keyring, endpoint_),
       coordinator_(*this, CoordinatorOptionsOf(o_)) {
   endpoint_.SetCoordinator(&coordinator_);
@@ -234,6 +235,78 @@ Result<pb::KillJobReply> Jobs::Kill(const pb::KillJobRequest& req, const Caller&
   });
   spdlog::info("job {}: {}", spec.id(), reason);
   out.set_signalled(signalled);
+  return out;
+}
+
+Result<pb::HealthReport> Jobs::Health(const pb::HealthCheckRequest& req, const Caller& caller) {
+  const std::vector<JobNode> roster = deps_.roster();
+  if (roster.empty()) return Status::FailedPrecondition("jobs", "the cluster has no roster yet (agentctl status says where it stands)");
+  std::string workdir = req.workdir();
+  if (workdir.empty()) {
+    struct passwd pw, *found = nullptr;
+    char buf[4096];
+    workdir = ::getpwuid_r(caller.uid, &pw, buf, sizeof buf, &found) == 0 && found ? found->pw_dir : "/";
+  }
+  const uint64_t min_free = req.min_free_bytes() ? req.min_free_bytes() : uint64_t{1} << 30;
+  const int64_t max_offset = req.max_clock_offset_ms() ? req.max_clock_offset_ms() : 1000;
+  std::vector<std::string> alive = deps_.alive ? deps_.alive() : std::vector<std::string>{};
+  std::sort(alive.begin(), alive.end());
+
+  pb::HealthReport out;
+  out.mutable_nodes()->Reserve(static_cast<int>(roster.size()));
+  for (size_t i = 0; i < roster.size(); ++i) out.add_nodes();
+  ForEachConcurrently(roster.size(), [&](size_t i) {
+    pb::NodeHealth& h = *out.mutable_nodes(static_cast<int>(i));
+    h.set_node(roster[i].instance_id);
+    h.set_ip(roster[i].ip);
+    h.set_rank(static_cast<uint32_t>(i));
+    h.set_roster_gpus(roster[i].gpus);
+    pb::NodeRequest r;
+    r.set_from(o_.self);
+    r.mutable_health()->set_workdir(workdir);
+    const auto sent = std::chrono::system_clock::now();
+    const auto t0 = std::chrono::steady_clock::now();
+    Result<pb::NodeReply> a = Answer(Call(roster[i].instance_id, roster[i].addr, r));
+    const auto rtt = std::chrono::steady_clock::now() - t0;
+    auto fail = [&](std::string what) { h.add_failures(std::move(what)); };
+    if (!a.ok()) {
+      h.set_round_trip_us(-1);
+      fail("agent unreachable: " + std::string(a.status().message()));
+      return;
+    }
+    h.set_round_trip_us(std::chrono::duration_cast<std::chrono::microseconds>(rtt).count());
+    const pb::HealthReply& n = a->health();
+    *h.mutable_reply() = n;
+    // The node's clock against ours, at the middle of the round trip.
+    const int64_t mid_ms = std::chrono::duration_cast<std::chrono::milliseconds>((sent + rtt / 2).time_since_epoch()).count();
+    h.set_clock_offset_ms(n.unix_ms() - mid_ms);
+    if (std::abs(h.clock_offset_ms()) > max_offset) fail("clock " + std::to_string(h.clock_offset_ms()) + " ms off (check NTP / chrony)");
+    std::vector<std::string> theirs(n.alive().begin(), n.alive().end());
+    std::sort(theirs.begin(), theirs.end());
+    if (theirs != alive) {
+      std::string diff;
+      for (const std::string& m : alive) {
+        if (!std::binary_search(theirs.begin(), theirs.end(), m)) diff += " missing " + m;
+      }
+      for (const std::string& m : theirs) {
+        if (!std::binary_search(alive.begin(), alive.end(), m)) diff += " extra " + m;
+      }
+      fail("gossip view differs (" + std::to_string(theirs.size()) + " alive there, " + std::to_string(alive.size()) + " here:" + diff + ")");
+    }
+    if (n.gpus() != roster[i].gpus) fail(std::to_string(n.gpus()) + " GPUs counted, the roster says " + std::to_string(roster[i].gpus));
+    if (n.storage_configured()) {
+      if (!n.storage_mounted()) fail("shared storage not mounted");
+      else if (!n.storage_error().empty()) fail("shared storage: " + n.storage_error());
+      else if (n.storage_free_bytes() < min_free) fail("shared storage has " + std::to_string(n.storage_free_bytes() >> 20) + " MiB free");
+    }
+    if (n.dlps_enabled() && !n.dlps_error().empty()) fail("dlps shard: " + n.dlps_error());
+    if (n.workdir_free_bytes() < min_free) fail(n.workdir() + " has " + std::to_string(n.workdir_free_bytes() >> 20) + " MiB free");
+  });
+  out.set_ok(true);
+  for (pb::NodeHealth& h : *out.mutable_nodes()) {
+    h.set_ok(h.failures_size() == 0);
+    out.set_ok(out.ok() && h.ok());
+  }
   return out;
 }
 

@@ -26,6 +26,8 @@ struct JobsDeps {
   std::function<std::vector<JobNode>()> roster;
   std::function<bool(std::string* why_not)> ready;
   std::function<std::vector<std::string>()> base_env;  // the node environment ranks start from
+  NodeEndpoint::HealthFn health;   // this node's own health, as other nodes' agentctl health asks for it
+  std::function<std::vector<std::string>()> alive;  // the members gossip calls alive here
 };
 
 struct JobsOptions {
@@ -50,6 +52,8 @@ class Jobs final : private JobNodes {
   Result<pb::JobList> List(const Caller& caller);
   Result<pb::JobOutputReply> Output(const pb::JobOutputRequest& req, const Caller& caller);
   Result<pb::KillJobReply> Kill(const pb::KillJobRequest& req, const Caller& caller);
+  // Every roster node asked for its health at once; each row names what fails.
+  Result<pb::HealthReport> Health(const pb::HealthCheckRequest& req, const Caller& caller);
   // Starts a process of a running job on one of its nodes, as the job's user (only they or root may ask).
   Result<pb::AttachReply> Attach(const pb::AttachRequest& req, const Caller& caller);
   // agentd is stopping: SIGTERM to every rank on this node, SIGKILL after each job's grace (waits up to wait).

@@ -94,6 +94,7 @@ class ControlHandler {
   virtual Result<jobs::v1::JobOutputReply> JobOutput(const PeerCredentials&, const jobs::v1::JobOutputRequest&) { return NoJobs(); }
   virtual Result<jobs::v1::KillJobReply> KillJob(const PeerCredentials&, const jobs::v1::KillJobRequest&) { return NoJobs(); }
   virtual Result<jobs::v1::AttachReply> AttachProcess(const PeerCredentials&, const jobs::v1::AttachRequest&) { return NoJobs(); }
+  virtual Result<jobs::v1::HealthReport> CheckHealth(const PeerCredentials&, const jobs::v1::HealthCheckRequest&) { return NoJobs(); }
 
  protected:
   static Status NoJobs() { return Status::FailedPrecondition("jobs", "this agent runs no jobs"); }

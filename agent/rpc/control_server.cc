@@ -121,6 +121,11 @@ class ControlService final : public pb::Control::CallbackService {
     return Blocking(ctx, reply, [this, req](const PeerCredentials& who) { return handler_->AttachProcess(who, *req); });
   }
 
+  grpc::ServerUnaryReactor* CheckHealth(grpc::CallbackServerContext* ctx, const jobs::v1::HealthCheckRequest* req,
+                                        jobs::v1::HealthReport* reply) override {
+    return Blocking(ctx, reply, [this, req](const PeerCredentials& who) { return handler_->CheckHealth(who, *req); });
+  }
+
   grpc::ServerUnaryReactor* GetVersion(grpc::CallbackServerContext* ctx, const pb::GetVersionRequest*,
                                        pb::VersionInfo* reply) override {
     reply->set_version(handler_->GetStatus().version);

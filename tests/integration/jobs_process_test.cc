@@ -9,6 +9,7 @@
 //   - a non-root caller's ranks run as that user, and --user is root's only;
 //   - a job call sealed with another key, or replayed, is refused and counted;
 //   - dlps: 4 nodes x 2 workers of dlps-train --verify, difference 0;
+//   - agentctl health: every node ok (exit 0); a node whose agent is killed is named unreachable (exit 3);
 //   - mpi: real Open MPI (mpirun, mpi4py) runs an allreduce over 4 nodes with its daemons started through the
 //     agents, and an ssh and an rsh first on PATH that record their calls are never called;
 //   - torchrun: real PyTorch (Debian's python3-torch, gloo) trains DistributedDataParallel on 4 nodes and every
@@ -288,6 +289,40 @@ dist.destroy_process_group()
   }
   EXPECT_EQ(ranks, kNodes) << r.output;
   EXPECT_EQ(weights.size(), 1u) << r.output;  // every rank holds the same weights
+}
+
+TEST_F(JobsProcessTest, HealthChecksEveryNodeAndNamesTheOneThatFails) {
+  Form();
+  RunResult ok = Ctl(c(), 1, {"health", "--json"});
+  ASSERT_EQ(ok.exit_code, 0) << ok.output;
+  auto report = nlohmann::json::parse(ok.output, nullptr, false);
+  ASSERT_FALSE(report.is_discarded()) << ok.output;
+  ASSERT_EQ(report["nodes"].size(), static_cast<size_t>(kNodes));
+  for (int i : Range(kNodes)) {
+    const auto& n = report["nodes"][i];
+    EXPECT_EQ(n["node"], c().Id(i));
+    EXPECT_TRUE(n["ok"].get<bool>()) << n.dump();
+    EXPECT_EQ(n["gpus"], c().gpus(i));
+    EXPECT_EQ(n["alive"], kNodes);
+    EXPECT_LT(std::abs(n["clock_offset_ms"].get<int64_t>()), 1000);
+    if (LocalCluster::root()) {
+      EXPECT_TRUE(n["storage_mounted"].get<bool>()) << n.dump();
+      EXPECT_TRUE(n["dlps_serving"].get<bool>()) << n.dump();
+    }
+  }
+  c().Kill(2, SIGKILL);
+  RunResult bad = Ctl(c(), 1, {"health"});
+  EXPECT_EQ(bad.exit_code, 3) << bad.output;
+  std::istringstream lines(bad.output);
+  std::string line;
+  int rows = 0;
+  while (std::getline(lines, line)) {
+    if (line.rfind("RANK", 0) == 0) continue;
+    ++rows;
+    if (line.find(c().Id(2)) != std::string::npos) EXPECT_NE(line.find("agent unreachable"), std::string::npos) << line;
+    else if (line.find("gossip view differs") == std::string::npos) EXPECT_NE(line.find(" ok"), std::string::npos) << line;
+  }
+  EXPECT_EQ(rows, kNodes) << bad.output;
 }
 
 TEST_F(JobsProcessTest, MpiLauncherRunsAnAllreduceOnFourNodesWithoutSsh) {
