@@ -257,25 +257,8 @@ TEST_F(JobsProcessTest, TorchrunTrainsDistributedDataParallelWithGlooOnFourNodes
   }
   if (!LocalCluster::root()) GTEST_SKIP() << "needs a network namespace per node (root)";
   Form();
-  testing::TempDir dir;
-  ::chmod(dir.Join("").c_str(), 0755);
-  std::ofstream(dir.Join("ddp.py")) << R"(import torch, torch.distributed as dist
-dist.init_process_group("gloo")
-torch.manual_seed(0)
-model = torch.nn.Linear(8, 2)
-ddp = torch.nn.parallel.DistributedDataParallel(model)
-opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
-g = torch.Generator().manual_seed(100 + dist.get_rank())  # each rank its own data
-for step in range(5):
-    x, y = torch.randn(16, 8, generator=g), torch.randn(16, 2, generator=g)
-    opt.zero_grad()
-    ((ddp(x) - y) ** 2).mean().backward()
-    opt.step()
-w = torch.cat([p.detach().flatten() for p in model.parameters()])
-print("world", dist.get_world_size(), "weights", " ".join(f"{v:.6f}" for v in w.tolist()), flush=True)
-dist.destroy_process_group()
-)";
-  RunResult r = Ctl(c(), 0, {"run", "--launcher", "torchrun", "--env", "GLOO_SOCKET_IFNAME=eth0", "--", "/usr/bin/python3", dir.Join("ddp.py")},
+  RunResult r = Ctl(c(), 0, {"run", "--launcher", "torchrun", "--env", "GLOO_SOCKET_IFNAME=eth0", "--", "/usr/bin/python3",
+                             std::string(DLAGENT_SOURCE_DIR) + "/examples/torch_ddp.py"},
                     seconds(180));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::set<std::string> weights;

@@ -248,8 +248,8 @@ int Run(const Options& o) {
     Result<PsClientOptions> env = PsClientOptions::FromEnv();
     if (!env.ok()) {
       std::cerr << "dlps-train: " << env.status().ToString()
-                << " (source /etc/dlagent/cluster.env on a cluster node, set DLPS_SERVERS, DLPS_NUM_WORKERS and DLPS_RANK, or pass "
-                   "--local)\n";
+                << " (start it on every node with agentctl run --launcher dlps, source /etc/dlagent/cluster.env on a cluster node, "
+                   "set DLPS_SERVERS, DLPS_NUM_WORKERS and DLPS_RANK, or pass --local)\n";
       return 2;
     }
     auto c = PsClient::Connect(*env);
@@ -326,7 +326,8 @@ int main(int argc, char** argv) {
       "dlps-train: train softmax regression or a small MLP with the "
       "job's parameter servers.\n"
       "Each worker runs it with DLPS_SERVERS, DLPS_RANK and "
-      "DLPS_NUM_WORKERS set (a cluster node's /etc/dlagent/cluster.env has them);\n"
+      "DLPS_NUM_WORKERS set: agentctl run --launcher dlps [--per-node K] -- dlps-train ... starts it on every node with them\n"
+      "(a cluster node's /etc/dlagent/cluster.env has them for one worker a node);\n"
       "each takes its share of every global batch. --local trains in "
       "this process without servers."};
   app.add_option("--model", o.model, "softmax or mlp")->check(CLI::IsMember({"softmax", "mlp"}))->capture_default_str();
