@@ -1,7 +1,9 @@
 // Jobs on a local cluster of 4 real agents (network namespaces as root), run the way a user runs them:
 // agentctl run / jobs / logs / kill against the agents' control sockets.
 //   - a plain job on every node: merged output prefixed with rank and node, listed from another node,
-//     logs filtered by rank and tail;
+//     logs filtered by rank and tail, each line in the node's log with the job's fields; logs -f follows a
+//     running job to its end;
+//   - a run before READY is refused in one line, and --wait-ready waits for it;
 //   - a rank that exits 3 fails the job with 3 naming rank and node; a rank ignoring SIGTERM is killed after
 //     the grace period;
 //   - agentctl kill from a node that did not start the job; Ctrl-C on a foreground run;
@@ -78,6 +80,16 @@ nlohmann::json WaitState(LocalCluster& c, int node, const std::string& id, std::
   return j;
 }
 
+// Whether one line of text holds both a and, after it, b.
+bool HasLine(const std::string& text, const std::string& a, const std::string& b) {
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    const size_t p = line.find(a);
+    if (p != std::string::npos && line.find(b, p + a.size()) != std::string::npos) return true;
+  }
+  return false;
+}
+
 class JobsProcessTest : public ::testing::Test {
  protected:
   void Form(testing::LocalClusterOptions o = {}) {
@@ -117,9 +129,53 @@ TEST_F(JobsProcessTest, APlainJobRunsOnEveryNodeWithMergedOutputAndIsListedAndLo
   EXPECT_NE(logs.output.find("[5 " + c().Id(2) + "] rank 5 of 8"), std::string::npos) << logs.output;
   EXPECT_NE(logs.output.find("[5 " + c().Id(2) + "] to-stderr"), std::string::npos) << logs.output;
   EXPECT_EQ(logs.output.find("[4 "), std::string::npos) << logs.output;
+  // Each line reached its node's log with the job's fields (DLAGENT_JOB, DLAGENT_RANK, DLAGENT_STREAM in the journal).
+  const std::string log2 = c().Log(2);
+  EXPECT_TRUE(HasLine(log2, "rank 5: rank 5 of 8 node 2 ", " job=" + id + " rank=5 stream=stdout")) << log2;
+  EXPECT_TRUE(HasLine(log2, "rank 5: to-stderr ", " job=" + id + " rank=5 stream=stderr")) << log2;
   RunResult tail = Ctl(c(), 1, {"logs", id, "--tail", "3"});
   EXPECT_EQ(std::count(tail.output.begin(), tail.output.end(), '\n'), 3) << tail.output;
   EXPECT_EQ(Ctl(c(), 1, {"logs", "j-000000000000"}).exit_code, 1);
+}
+
+TEST_F(JobsProcessTest, LogsFollowARunningJobOfFourNodesToItsEnd) {
+  Form();
+  RunResult d = Ctl(c(), 0, {"run", "--detach", "--", "sh", "-c", "for i in 1 2 3 4 5; do echo line $i; sleep 0.3; done"});
+  ASSERT_EQ(d.exit_code, 0) << d.output;
+  const std::string id = d.output.substr(0, d.output.find('\n'));
+  const auto start = steady_clock::now();
+  RunResult f = Ctl(c(), 3, {"logs", "-f", id});
+  EXPECT_EQ(f.exit_code, 0) << f.output;
+  EXPECT_GT(steady_clock::now() - start, milliseconds(800));  // it waited for the job
+  for (int i : Range(kNodes)) {
+    for (int line = 1; line <= 5; ++line) {
+      EXPECT_NE(f.output.find("[" + std::to_string(i) + " " + c().Id(i) + "] line " + std::to_string(line)), std::string::npos) << f.output;
+    }
+  }
+  EXPECT_EQ(std::count(f.output.begin(), f.output.end(), '\n'), 5 * kNodes) << f.output;  // each line once
+  EXPECT_EQ(Job(c(), 3, id)["state"], "succeeded");
+}
+
+TEST_F(JobsProcessTest, ARunBeforeReadyIsRefusedInOneLineOrWaitsWithWaitReady) {
+  testing::LocalClusterOptions o;
+  o.expected = kNodes;
+  cluster_ = std::make_unique<LocalCluster>(kNodes, o);
+  ASSERT_EQ(c().error(), "");
+  for (int i = 0; i < kNodes - 1; ++i) c().Start(i, i == 0);
+  ASSERT_TRUE(c().WaitPhase({0}, "discover", seconds(30)) || c().WaitPhase({0}, "roster", seconds(1))) << c().Describe({0});
+  RunResult refused = Ctl(c(), 0, {"run", "--", "true"});
+  EXPECT_EQ(refused.exit_code, 2) << refused.output;
+  EXPECT_NE(refused.output.find("the cluster is not ready ("), std::string::npos) << refused.output;
+  EXPECT_EQ(std::count(refused.output.begin(), refused.output.end(), '\n'), 1) << refused.output;
+  testing::TempDir dir;
+  testing::Subprocess waiting({DLAGENT_AGENTCTL, "-s", c().Sock(1), "run", "--wait-ready", "60s", "--", "sh", "-c", "echo ran $DLAGENT_RANK"}, {},
+                              dir.Join("out"));
+  std::this_thread::sleep_for(milliseconds(500));
+  c().Start(kNodes - 1);
+  std::optional<int> status = waiting.Wait(milliseconds(60000));
+  ASSERT_TRUE(status.has_value()) << waiting.Output();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << waiting.Output();
+  EXPECT_NE(waiting.Output().find("ran 3"), std::string::npos) << waiting.Output();
 }
 
 TEST_F(JobsProcessTest, ARankExitingThreeFailsTheJobAndTheOthersAreGoneWithinTheGrace) {
