@@ -82,7 +82,11 @@ Result<std::vector<std::vector<RankPlan>>> PlanMpi(const PlanOptions& o, const s
   p.env = {{"DLAGENT_JOB", o.job_id},           {"DLAGENT_RANK", "0"},      {"DLAGENT_NUM_RANKS", "1"},
            {"DLAGENT_LOCAL_RANK", "0"},         {"DLAGENT_NODE_RANK", "0"}, {"DLAGENT_NUM_NODES", std::to_string(nodes.size())},
            {"DLAGENT_ROLE", "mpirun"},          {"OMPI_MCA_plm_rsh_agent", o.agentctl + " mpi-rsh"},
-           {"OMPI_MCA_plm_rsh_no_tree_spawn", "1"}};
+           {"OMPI_MCA_plm_rsh_no_tree_spawn", "1"},
+           // Open MPI 4.1's daemons share hwloc's topology through a mapping at an address found in a hole of
+           // their address space; an orted was seen to crash writing it (hwloc_shmem_topology_write). Each process
+           // reads its own topology instead (tens of ms once); --env can turn it back on.
+           {"OMPI_MCA_rtc_hwloc_vmhole", "none"}};
   if (o.as_root) p.env.insert(p.env.end(), {{"OMPI_ALLOW_RUN_AS_ROOT", "1"}, {"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"}});
   std::vector<std::vector<RankPlan>> plan(nodes.size());
   plan[0].push_back(std::move(p));

@@ -90,6 +90,10 @@ Result<WallTime> ParseEventTime(std::string_view text) {
   if (!end || *end != '\0') {
     return Status::InvalidArgument(kImds, "event time \"" + t + "\" is not like \"21 Jan 2019 09:00:43 GMT\"");
   }
+  // Years a system clock's nanoseconds can hold (and EC2 can schedule): anything else is a corrupt answer.
+  if (tm.tm_year + 1900 < 1970 || tm.tm_year + 1900 > 2200) {
+    return Status::InvalidArgument(kImds, "event time \"" + t + "\" is outside 1970-2200");
+  }
   return WallTime(std::chrono::seconds(::timegm(&tm)));
 }
 

@@ -320,6 +320,12 @@ TEST(ImdsParseTest, EventTimesAreReadAsImdsWritesThem) {
     EXPECT_FALSE(r.ok()) << bad;
     EXPECT_NE(r.status().ToString().find("is not like \"21 Jan 2019 09:00:43 GMT\""), std::string::npos) << r.status().ToString();
   }
+  // Years the clock cannot hold (found by fuzzing: the conversion to nanoseconds overflowed).
+  for (const char* far : {"21 Jan 1014 09:00:43 GMT", "21 Jan 9999 09:00:43 GMT"}) {
+    Result<WallTime> r = ParseEventTime(far);
+    EXPECT_FALSE(r.ok()) << far;
+    EXPECT_NE(r.status().ToString().find("outside 1970-2200"), std::string::npos) << r.status().ToString();
+  }
 }
 
 }  // namespace
