@@ -244,17 +244,27 @@ pb::NodeJob NodeJobs::Describe(const Job& job, bool with_lines, uint64_t after, 
   out.set_killed(job.killed);
   out.set_next_seq(job.next_seq);
   if (!with_lines) return out;
-  const uint64_t oldest = job.lines.empty() ? job.next_seq : job.lines.front().seq();
-  if (after + 1 < oldest) out.set_dropped(oldest - after - 1);
-  const uint64_t first = std::max(after + 1, oldest);
-  uint64_t next = first;
-  size_t bytes = 0;  // a reply stays far below the RPC's message limit
-  for (size_t i = first - oldest; i < job.lines.size() && out.lines_size() < static_cast<int>(max_lines) && bytes < (1 << 20); ++i) {
-    bytes += job.lines[i].text().size() + 32;
-    *out.add_lines() = job.lines[i];
-    next = job.lines[i].seq() + 1;
+  // Every rank's held lines after the cursor, in the order they were read.
+  std::vector<const pb::LogLine*> held;
+  for (const Rank& r : job.ranks) {
+    auto from = std::lower_bound(r.lines.begin(), r.lines.end(), after + 1, [](const pb::LogLine& l, uint64_t seq) { return l.seq() < seq; });
+    for (; from != r.lines.end(); ++from) held.push_back(&*from);
   }
-  out.set_next_seq(std::max(next, first));
+  std::sort(held.begin(), held.end(), [](const pb::LogLine* a, const pb::LogLine* b) { return a->seq() < b->seq(); });
+  uint64_t next = job.next_seq;  // the cursor after this reply: past everything, unless a limit stops it early
+  size_t bytes = 0;  // a reply stays far below the RPC's message limit
+  for (const pb::LogLine* l : held) {
+    if (out.lines_size() >= static_cast<int>(max_lines) || bytes >= (1 << 20)) {
+      next = l->seq();
+      break;
+    }
+    bytes += l->text().size() + 32;
+    *out.add_lines() = *l;
+  }
+  // Lines between the cursor and the next one that no rank's buffer holds any more.
+  const uint64_t span = next > after + 1 ? next - 1 - after : 0;  // a cursor from the future holds nothing
+  out.set_dropped(span - std::min<uint64_t>(span, static_cast<uint64_t>(out.lines_size())));
+  out.set_next_seq(next);
   return out;
 }
 
@@ -321,16 +331,16 @@ void NodeJobs::StopAll(const std::string& reason, Duration wait) {
   }
 }
 
-void NodeJobs::AddLine(Job& job, uint32_t rank, bool stderr_stream, std::string text, std::vector<Echo>& echo) {
-  if (o_.journal) echo.push_back({job.spec.id(), rank, stderr_stream, text});
+void NodeJobs::AddLine(Job& job, Rank& rank, bool stderr_stream, std::string text, std::vector<Echo>& echo) {
+  if (o_.journal) echo.push_back({job.spec.id(), rank.state.rank(), stderr_stream, text});
   pb::LogLine line;
   line.set_seq(job.next_seq++);
-  line.set_rank(rank);
+  line.set_rank(rank.state.rank());
   line.set_stderr(stderr_stream);
   line.set_text(std::move(text));
   line.set_unix_ms(NowMs());
-  job.lines.push_back(std::move(line));
-  while (job.lines.size() > o_.max_lines) job.lines.pop_front();
+  rank.lines.push_back(std::move(line));
+  while (rank.lines.size() > o_.max_lines_per_rank) rank.lines.pop_front();
 }
 
 void NodeJobs::Drain(Job& job, Rank& rank, Stream& s, bool stderr_stream, std::vector<Echo>& echo) {
@@ -340,7 +350,7 @@ void NodeJobs::Drain(Job& job, Rank& rank, Stream& s, bool stderr_stream, std::v
     if (n < 0 && (errno == EINTR)) continue;
     if (n < 0 && errno == EAGAIN) return;
     if (n <= 0) {
-      if (!s.partial.empty()) AddLine(job, rank.state.rank(), stderr_stream, std::move(s.partial), echo);
+      if (!s.partial.empty()) AddLine(job, rank, stderr_stream, std::move(s.partial), echo);
       s.partial.clear();
       ::close(s.fd);
       s.fd = -1;
@@ -351,12 +361,12 @@ void NodeJobs::Drain(Job& job, Rank& rank, Stream& s, bool stderr_stream, std::v
     for (;;) {
       const size_t nl = s.partial.find('\n', start);
       if (nl == std::string::npos) break;
-      AddLine(job, rank.state.rank(), stderr_stream, s.partial.substr(start, nl - start), echo);
+      AddLine(job, rank, stderr_stream, s.partial.substr(start, nl - start), echo);
       start = nl + 1;
     }
     s.partial.erase(0, start);
     while (s.partial.size() >= o_.max_line_bytes) {
-      AddLine(job, rank.state.rank(), stderr_stream, s.partial.substr(0, o_.max_line_bytes), echo);
+      AddLine(job, rank, stderr_stream, s.partial.substr(0, o_.max_line_bytes), echo);
       s.partial.erase(0, o_.max_line_bytes);
     }
   }

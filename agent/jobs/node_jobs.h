@@ -1,6 +1,6 @@
 #pragma once
 // NodeJobs: this node's part of every job: it starts the ranks it is given, reads their output line by line
-// into the journal (DLAGENT_JOB, DLAGENT_RANK, DLAGENT_STREAM) and a bounded buffer per job, keeps every
+// into the journal (DLAGENT_JOB, DLAGENT_RANK, DLAGENT_STREAM) and a bounded buffer per rank, keeps every
 // rank's exit code or signal, and stops ranks: SIGTERM to the rank's process group, SIGKILL after the job's
 // grace period. A rank of this node that fails stops the job's other ranks here at once (the coordinator
 // stops the other nodes' ranks). The job messages of jobs.proto are its data types.
@@ -29,7 +29,7 @@ namespace pb = ::dlagent::jobs::v1;
 
 struct NodeJobsOptions {
   std::string node;                   // REQUIRED: this node's instance id
-  size_t max_lines = 20000;           // Default: 20,000 lines of output kept per job on this node
+  size_t max_lines_per_rank = 10000;  // Default: each rank's last 10,000 lines of output are kept
   size_t max_line_bytes = 16 << 10;   // Default: 16 KiB; a longer line is cut into several
   size_t keep_finished = 64;          // Default: the 64 latest finished jobs are kept for jobs and logs
   size_t max_ranks = 1024;            // Default: at most 1,024 ranks of all jobs running on the node
@@ -68,11 +68,11 @@ class NodeJobs {
     pb::RankState state;
     int pidfd = -1;
     Stream out, err;
+    std::deque<pb::LogLine> lines;  // its last max_lines_per_rank lines, the oldest first
   };
   struct Job {
     pb::JobSpec spec;
     std::vector<Rank> ranks;
-    std::deque<pb::LogLine> lines;   // the last max_lines lines, the oldest first
     uint64_t next_seq = 1;
     std::string failure;
     bool killed = false;
@@ -91,7 +91,7 @@ class NodeJobs {
     std::string text;
   };
   void Drain(Job& job, Rank& rank, Stream& s, bool stderr_stream, std::vector<Echo>& echo) REQUIRES(mu_);
-  void AddLine(Job& job, uint32_t rank, bool stderr_stream, std::string text, std::vector<Echo>& echo) REQUIRES(mu_);
+  void AddLine(Job& job, Rank& rank, bool stderr_stream, std::string text, std::vector<Echo>& echo) REQUIRES(mu_);
   void Reap(Job& job, Rank& rank) REQUIRES(mu_);
   void SignalLocked(Job& job, int sig, bool escalate, const std::string& reason, bool killed) REQUIRES(mu_);
   void Forget() REQUIRES(mu_);

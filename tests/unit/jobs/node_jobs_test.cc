@@ -132,17 +132,31 @@ TEST(NodeJobsTest, StartIsAllOrNothingAndNamesWhatIsWrong) {
   EXPECT_EQ(jobs.Query(all)->jobs_size(), 0);  // nothing of the failed starts is left
 }
 
-TEST(NodeJobsTest, TheBufferKeepsTheLastLinesAndSaysHowManyWereDropped) {
+TEST(NodeJobsTest, EachRanksBufferKeepsItsLastLinesAndSaysHowManyWereDropped) {
   NodeJobsOptions o = Options("i-a");
-  o.max_lines = 100;
+  o.max_lines_per_rank = 100;
   NodeJobs jobs(o);
-  ASSERT_TRUE(jobs.Start(Start(Spec("j-6", {"seq", "1", "1000"}), 1)).ok());
+  // Rank 0 is chatty, rank 1 says one line first: its line stays, in a buffer of its own.
+  ASSERT_TRUE(jobs.Start(Start(Spec("j-6", {"sh", "-c", "if [ $DLAGENT_RANK = 1 ]; then echo quiet; else sleep 0.2; seq 1 1000; fi"}), 2)).ok());
   pb::NodeJob j = WaitEnded(jobs, "j-6");
   std::this_thread::sleep_for(milliseconds(100));  // the last reads after the exit
   j = WaitEnded(jobs, "j-6");
-  ASSERT_EQ(j.lines_size(), 100);
-  EXPECT_EQ(j.lines(99).text(), "1000");
+  ASSERT_EQ(j.lines_size(), 101);
+  EXPECT_EQ(j.lines(0).text(), "quiet");
+  EXPECT_EQ(j.lines(1).text(), "901");
+  EXPECT_EQ(j.lines(100).text(), "1000");
   EXPECT_EQ(j.dropped(), 900u);
+  // A cursor in the middle: what follows it, nothing dropped.
+  pb::QueryRequest q;
+  q.set_job("j-6");
+  q.set_after_seq(j.lines(50).seq());
+  q.set_max_lines(10);
+  auto part = jobs.Query(q);
+  ASSERT_TRUE(part.ok());
+  ASSERT_EQ(part->jobs(0).lines_size(), 10);
+  EXPECT_EQ(part->jobs(0).lines(0).text(), j.lines(51).text());
+  EXPECT_EQ(part->jobs(0).dropped(), 0u);
+  EXPECT_EQ(part->jobs(0).next_seq(), j.lines(61).seq());
 }
 
 // The coordinator's JobNodes: NodeJobs of several "nodes" reached directly.
