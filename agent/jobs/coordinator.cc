@@ -20,13 +20,6 @@ int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// A node's answer, or its error as a Status.
-Result<pb::NodeReply> Answer(Result<pb::NodeReply> r) {
-  if (!r.ok()) return r.status();
-  if (!r->error().empty()) return Status(static_cast<StatusCode>(r->error_code()), "jobs", r->error());
-  return r;
-}
-
 Status ResolveUser(const pb::RunJobRequest& req, const Caller& caller, pb::JobSpec& spec) {
   char buf[16384];
   struct passwd pw, *found = nullptr;
@@ -68,6 +61,33 @@ Status CheckEnv(const pb::RunJobRequest& req) {
 }
 
 }  // namespace
+
+Result<pb::NodeReply> Answer(Result<pb::NodeReply> r) {
+  if (!r.ok()) return r.status();
+  if (!r->error().empty()) return Status(static_cast<StatusCode>(r->error_code()), "jobs", r->error());
+  return r;
+}
+
+uint32_t SignalJob(JobNodes& nodes, const std::string& from, const pb::JobSpec& spec, const std::vector<std::string>& skip, int sig,
+                   const std::string& reason, bool killed) {
+  std::atomic<uint32_t> signalled{0};
+  ForEachConcurrently(static_cast<size_t>(spec.nodes_size()), [&](size_t i) {
+    const std::string& node = spec.nodes(static_cast<int>(i));
+    if (std::find(skip.begin(), skip.end(), node) != skip.end()) return;
+    pb::NodeRequest r;
+    r.set_from(from);
+    pb::SignalRequest* s = r.mutable_signal();
+    s->set_job(spec.id());
+    s->set_signal(sig);
+    s->set_escalate(sig != SIGKILL);
+    s->set_reason(reason);
+    s->set_killed(killed);
+    Result<pb::NodeReply> reply = Answer(nodes.Call(node, spec.node_addrs(static_cast<int>(i)), r));
+    if (reply.ok()) signalled += reply->signal().signalled();
+    else if (reply.status().code() != StatusCode::kNotFound) spdlog::warn("job {}: cannot signal {}: {}", spec.id(), node, reply.status().ToString());
+  });
+  return signalled;
+}
 
 void ForEachConcurrently(size_t n, const std::function<void(size_t)>& fn) {
   if (n == 1) return fn(0);
@@ -260,22 +280,7 @@ std::vector<pb::JobSummary> Coordinator::List() {
 }
 
 uint32_t Coordinator::SignalAll(const pb::JobSpec& spec, const std::vector<std::string>& skip, int sig, const Decision& d) {
-  std::atomic<uint32_t> signalled{0};
-  ForEachConcurrently(static_cast<size_t>(spec.nodes_size()), [&](size_t i) {
-    if (std::find(skip.begin(), skip.end(), spec.nodes(static_cast<int>(i))) != skip.end()) return;
-    pb::NodeRequest r;
-    r.set_from(o_.self);
-    pb::SignalRequest* s = r.mutable_signal();
-    s->set_job(spec.id());
-    s->set_signal(sig);
-    s->set_escalate(sig != SIGKILL);
-    s->set_reason(d.failure);
-    s->set_killed(d.killed);
-    Result<pb::NodeReply> reply = Answer(nodes_.Call(spec.nodes(static_cast<int>(i)), spec.node_addrs(static_cast<int>(i)), r));
-    if (reply.ok()) signalled += reply->signal().signalled();
-    else if (reply.status().code() != StatusCode::kNotFound) spdlog::warn("job {}: cannot signal {}: {}", spec.id(), spec.nodes(static_cast<int>(i)), reply.status().ToString());
-  });
-  return signalled;
+  return SignalJob(nodes_, o_.self, spec, skip, sig, d.failure, d.killed);
 }
 
 Result<uint32_t> Coordinator::Kill(const std::string& id, int sig, const Caller& caller) {

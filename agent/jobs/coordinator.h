@@ -63,6 +63,15 @@ Result<std::vector<JobNode>> SelectNodes(const std::vector<JobNode>& roster, con
 // Makes a run fan out to several nodes at once: fn(i) for i in [0, n), concurrently.
 void ForEachConcurrently(size_t n, const std::function<void(size_t)>& fn);
 
+// A node's reply, its error turned into the Status.
+Result<pb::NodeReply> Answer(Result<pb::NodeReply> reply);
+
+// Sends sig to the ranks of the job on every node of it but those in skip (SIGKILL after the job's grace
+// unless sig is SIGKILL); the reason is kept as the job's failure (a kill when killed). Returns how many
+// ranks were signalled.
+uint32_t SignalJob(JobNodes& nodes, const std::string& from, const pb::JobSpec& spec, const std::vector<std::string>& skip, int sig,
+                   const std::string& reason, bool killed);
+
 class Coordinator {
  public:
   Coordinator(JobNodes& nodes, CoordinatorOptions options);

@@ -29,12 +29,6 @@ NodeJobsOptions NodeJobsOptionsOf(const JobsOptions& o, const JobsDeps& d) {
   return n;
 }
 
-Result<pb::NodeReply> Answer(Result<pb::NodeReply> r) {
-  if (!r.ok()) return r.status();
-  if (!r->error().empty()) return Status(static_cast<StatusCode>(r->error_code()), "jobs", r->error());
-  return r;
-}
-
 Status MayRead(const pb::JobSpec& spec, const Caller& caller) {
   if (caller.uid == 0 || caller.uid == spec.uid()) return Status::Ok();
   return Status::PermissionDenied("jobs", "job " + spec.id() + " belongs to " + spec.user() + "; only they or root may read or stop it");
@@ -219,20 +213,7 @@ Result<pb::KillJobReply> Jobs::Kill(const pb::KillJobRequest& req, const Caller&
   // kill works even when the coordinator is gone.
   const char* abbrev = ::sigabbrev_np(sig);
   const std::string reason = "killed with SIG" + std::string(abbrev ? abbrev : "?") + " by uid " + std::to_string(caller.uid) + " on " + o_.self;
-  std::atomic<uint32_t> signalled{0};
-  ForEachConcurrently(static_cast<size_t>(spec.nodes_size()), [&](size_t i) {
-    pb::NodeRequest r;
-    r.set_from(o_.self);
-    pb::SignalRequest* s = r.mutable_signal();
-    s->set_job(spec.id());
-    s->set_signal(sig);
-    s->set_escalate(sig != SIGKILL);
-    s->set_reason(reason);
-    s->set_killed(true);
-    if (Result<pb::NodeReply> a = Answer(Call(spec.nodes(static_cast<int>(i)), spec.node_addrs(static_cast<int>(i)), r)); a.ok()) {
-      signalled += a->signal().signalled();
-    }
-  });
+  const uint32_t signalled = SignalJob(*this, o_.self, spec, {}, sig, reason, true);
   spdlog::info("job {}: {}", spec.id(), reason);
   out.set_signalled(signalled);
   return out;
