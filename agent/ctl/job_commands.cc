@@ -79,6 +79,20 @@ Result<jpb::JobSummary> Stream(ControlClient& client, jpb::JobOutputRequest req,
   }
 }
 
+nlohmann::json RankExits(const jpb::JobSummary& s) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const jpb::RankExit& e : s.rank_exits()) {
+    nlohmann::json r = {{"rank", e.rank()}, {"node", e.node()}, {"running", e.running()}};
+    if (!e.running()) {
+      r["exit_code"] = e.exit_code();
+      r["signal"] = e.signal();
+      r["stopped"] = e.stopped();
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<int> ParseSignal(const std::string& s) {
@@ -197,7 +211,7 @@ int RunJobs(const CtlOptions& ctl, std::ostream& out, std::ostream& err) {
       j.push_back({{"id", s.id()}, {"name", s.name()}, {"state", s.state()}, {"launcher", s.launcher()}, {"user", s.user()},
                    {"ranks", s.ranks()}, {"running", s.running()}, {"exited", s.exited()}, {"nodes", s.nodes()},
                    {"started_unix_ms", s.started_unix_ms()}, {"ended_unix_ms", s.ended_unix_ms()}, {"exit_code", s.exit_code()},
-                   {"failure", s.failure()}, {"coordinator", s.coordinator()}, {"argv", s.argv()}});
+                   {"failure", s.failure()}, {"coordinator", s.coordinator()}, {"argv", s.argv()}, {"rank_exits", RankExits(s)}});
     }
     out << nlohmann::json({{"jobs", j}, {"unreachable", list->unreachable()}}).dump(2) << "\n";
   } else {

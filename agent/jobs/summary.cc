@@ -3,6 +3,8 @@
 #include <signal.h>
 #include <string.h>
 
+#include <algorithm>
+
 #include "agent/jobs/launch.h"
 
 namespace dlagent::jobs {
@@ -52,6 +54,20 @@ pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& p
   for (const NodePart& p : parts) {
     if (!p.job && p.lost) ended = std::max(ended, spec.num_ranks() - running);
   }
+  for (const NodePart& p : parts) {
+    if (!p.job) continue;
+    for (const pb::RankState& r : p.job->ranks()) {
+      pb::RankExit* e = s.add_rank_exits();
+      e->set_rank(r.rank());
+      e->set_node(p.node);
+      e->set_running(r.running() && !p.lost);
+      e->set_exit_code(r.exit_code());
+      e->set_signal(r.signal());
+      e->set_stopped(r.stopped());
+    }
+  }
+  std::sort(s.mutable_rank_exits()->begin(), s.mutable_rank_exits()->end(),
+            [](const pb::RankExit& a, const pb::RankExit& b) { return a.rank() < b.rank(); });
   s.set_running(running);
   s.set_exited(std::min(ended, spec.num_ranks()));
 

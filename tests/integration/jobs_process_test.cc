@@ -5,7 +5,8 @@
 //     running job to its end;
 //   - a run before READY is refused in one line, and --wait-ready waits for it;
 //   - a rank that exits 3 fails the job with 3 naming rank and node; a rank ignoring SIGTERM is killed after
-//     the grace period;
+//     the grace period; every rank's end is kept;
+//   - --per-node gpus, stdin from /dev/null, two jobs at once, --timeout (exit 124);
 //   - agentctl kill from a node that did not start the job; Ctrl-C on a foreground run;
 //   - a node SIGKILLed mid-job fails the job naming the node;
 //   - a non-root caller's ranks run as that user, and --user is root's only;
@@ -191,6 +192,38 @@ TEST_F(JobsProcessTest, ARankExitingThreeFailsTheJobAndTheOthersAreGoneWithinThe
   EXPECT_EQ(job["state"], "failed");
   EXPECT_EQ(job["running"], 0);
   EXPECT_EQ(job["exit_code"], 3);
+  // Every rank's end is kept: rank 2's exit, rank 1 killed after ignoring SIGTERM, the others stopped.
+  ASSERT_EQ(job["rank_exits"].size(), static_cast<size_t>(kNodes)) << job.dump();
+  EXPECT_EQ(job["rank_exits"][2]["exit_code"], 3);
+  EXPECT_FALSE(job["rank_exits"][2]["stopped"].get<bool>());
+  EXPECT_EQ(job["rank_exits"][1]["signal"], SIGKILL);
+  EXPECT_EQ(job["rank_exits"][0]["signal"], SIGTERM);
+  EXPECT_TRUE(job["rank_exits"][0]["stopped"].get<bool>());
+  EXPECT_EQ(job["rank_exits"][3]["node"], c().Id(3));
+}
+
+TEST_F(JobsProcessTest, TimeoutPerNodeGpusAndTwoJobsAtOnce) {
+  Form();
+  // --per-node gpus: the nodes have 1, 2, 3 and 4 GPUs; every rank's stdin is /dev/null.
+  RunResult gpus = Ctl(c(), 0, {"run", "--per-node", "gpus", "--", "sh", "-c", "echo local $DLAGENT_LOCAL_RANK stdin $(readlink /proc/self/fd/0)"});
+  ASSERT_EQ(gpus.exit_code, 0) << gpus.output;
+  EXPECT_NE(gpus.output.find("10 ranks on 4 nodes"), std::string::npos) << gpus.output;
+  EXPECT_NE(gpus.output.find("[9 " + c().Id(3) + "] local 3 stdin /dev/null"), std::string::npos) << gpus.output;
+  // Two jobs at once, both listed as running.
+  RunResult a = Ctl(c(), 0, {"run", "--detach", "--name", "first", "--", "sleep", "30"});
+  RunResult b = Ctl(c(), 1, {"run", "--detach", "--name", "second", "--", "sleep", "30"});
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  RunResult list = Ctl(c(), 2, {"jobs"});
+  EXPECT_NE(list.output.find("2 jobs are running at once"), std::string::npos) << list.output;
+  EXPECT_EQ(Ctl(c(), 0, {"kill", a.output.substr(0, a.output.find('\n'))}).exit_code, 0);
+  EXPECT_EQ(Ctl(c(), 1, {"kill", b.output.substr(0, b.output.find('\n'))}).exit_code, 0);
+  // --timeout: stopped everywhere and failed with 124.
+  const auto start = steady_clock::now();
+  RunResult t = Ctl(c(), 3, {"run", "--timeout", "1s", "--", "sleep", "30"});
+  EXPECT_EQ(t.exit_code, 124) << t.output;
+  EXPECT_NE(t.output.find("timed out after 1s"), std::string::npos) << t.output;
+  EXPECT_LT(steady_clock::now() - start, seconds(10));
 }
 
 TEST_F(JobsProcessTest, KillFromAnotherNodeAndCtrlCStopTheJobEverywhere) {
