@@ -11,7 +11,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "agent/ps/frame.h"
 #include "bootstrap/aws/aws_json.h"
+#include "bootstrap/common/crypto.h"
 #include "bootstrap/common/backoff.h"
 #include "bootstrap/common/duration.h"
 #include "bootstrap/common/log.h"
@@ -369,6 +371,12 @@ void ClusterRuntime::StartJobs(const IdentitySnapshot& id, const NodeFilesOption
   o.self_addr = id.local_ipv4 + ":" + port;
   o.dlps_port = static_cast<uint16_t>(c.ps.port);
   o.agentctl = c.jobs.agentctl;
+  if (c.ps.enabled && c.ps.authenticate) {
+    o.dlps_token = [m](const std::string& job) {
+      const std::vector<std::string> keys = m->cluster_keys();
+      return keys.empty() ? std::string() : HexEncode(ps::DlpsJobToken(keys.front(), job));
+    };
+  }
   o.node_heartbeat = heartbeats_.Register("jobs");
   o.coordinator_heartbeat = heartbeats_.Register("job coordinator");
   auto jobs = std::make_shared<jobs::Jobs>(std::move(d), std::move(o));

@@ -318,6 +318,7 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.Int("port", 0, 65535, &c.ps.port);
   r.Enum<ps::Mode>("mode", {{"sync", ps::Mode::kSync}, {"async", ps::Mode::kAsync}}, &c.ps.mode);
   r.String("checkpoint_dir", &c.ps.checkpoint_dir, [](const std::string& v) { return v.empty() ? std::string() : CheckAbsolutePath(v); });
+  r.Bool("authenticate", &c.ps.authenticate);
 
   r.Section("jobs");
   r.Bool("enabled", &c.jobs.enabled);

@@ -85,6 +85,9 @@ struct PsConfig {
   int64_t port = 7070;           // Default: 7070 (TCP: gRPC control and dlps data on one port); 0: any free port
   ps::Mode mode = ps::Mode::kSync;  // Default: sync; async applies every push at once
   std::string checkpoint_dir;    // Default: "" (checkpoints refused). Shared storage: the same path on every node
+  // Default: true. Serve only jobs the agents started (agentctl run --launcher dlps), whose workers show a
+  // token made with the cluster key; needs gossip.key_file (without it the shard serves anyone).
+  bool authenticate = true;
 };
 
 // Jobs (docs/jobs.md): remote execution of the cluster key's holders' commands, as the users who ask.

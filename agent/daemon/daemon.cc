@@ -192,6 +192,9 @@ void Daemon::Reload() {
       // The keys in the (unchanged) key file may have rotated: gossip takes them now.
       Status keys = runtime_ ? runtime_->ReloadKeys() : membership_ ? membership_->ReloadKeys(env_, config_.gossip.key_file) : Status::Ok();
       if (!keys.ok()) spdlog::error("reload: the cluster keys stay as they were: {}", keys.ToString());
+      if (keys.ok() && !ps_keys_.empty()) {
+        if (Result<std::vector<std::string>> fresh_keys = LoadClusterKeys(env_, config_.gossip.key_file); fresh_keys.ok()) ps_keys_ = *fresh_keys;
+      }
       config_ = std::move(*fresh);
       ++config_generation_;
       spdlog::default_logger()->set_level(EffectiveLevel(config_));
@@ -247,6 +250,25 @@ int Daemon::Run() {
     o.shard.num_workers = 0;  // each job's size from its workers
     o.checkpoint_dir = config.ps.checkpoint_dir;
     o.heartbeat = heartbeats_.Register("ps");
+    if (config.ps.authenticate && !config.gossip.key_file.empty()) {
+      Result<std::vector<std::string>> keys = LoadClusterKeys(env_, config.gossip.key_file);
+      if (!keys.ok()) {
+        spdlog::critical("cannot serve the parameter-server shard: {}", keys.status().ToString());
+        notifier_.Status("failed: " + keys.status().ToString());
+        return 1;
+      }
+      {
+        MutexLock lock(mu_);
+        ps_keys_ = std::move(*keys);
+      }
+      o.job_keys = [this] {
+        MutexLock lock(mu_);
+        return ps_keys_;
+      };
+    } else {
+      spdlog::warn("parameter-server shard: whoever reaches {} is served ({}); keep the port inside the cluster's security group", o.listen,
+                   config.ps.authenticate ? "no gossip.key_file to check job tokens with" : "ps.authenticate = false");
+    }
     Result<std::unique_ptr<ps::PsServer>> shard = ps::PsServer::Start(o);
     if (!shard.ok()) {
       const std::string why = "cannot serve the parameter-server shard on " + o.listen + ": " + shard.status().ToString() +

@@ -79,6 +79,7 @@ class Daemon final : public ControlHandler {
   mutable Mutex mu_;
   Config config_ GUARDED_BY(mu_);
   uint64_t config_generation_ GUARDED_BY(mu_) = 1;
+  std::vector<std::string> ps_keys_ GUARDED_BY(mu_);  // the cluster keys the shard checks job tokens with
   AgentPhase phase_ GUARDED_BY(mu_) = AgentPhase::kStarting;
   std::string phase_detail_ GUARDED_BY(mu_) = "starting";
 

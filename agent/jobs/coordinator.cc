@@ -180,6 +180,7 @@ Result<pb::JobSummary> Coordinator::Run(const pb::RunJobRequest& req, const Call
   po.argv.assign(req.argv().begin(), req.argv().end());
   po.agentctl = o_.agentctl;
   po.as_root = spec.uid() == 0;
+  if (launcher == Launcher::kDlps && o_.dlps_token) po.dlps_token = o_.dlps_token(spec.id());
   std::vector<PlanNode> plan_nodes(nodes.size());
   std::vector<uint32_t> ports(nodes.size());
   for (size_t i = 0; i < nodes.size(); ++i) {

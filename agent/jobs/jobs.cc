@@ -16,6 +16,7 @@ CoordinatorOptions CoordinatorOptionsOf(const JobsOptions& o) {
   c.self_addr = o.self_addr;
   c.dlps_port = o.dlps_port;
   c.agentctl = o.agentctl;
+  c.dlps_token = o.dlps_token;
   c.poll_interval = o.poll_interval;
   c.heartbeat = o.coordinator_heartbeat;
   return c;

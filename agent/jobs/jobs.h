@@ -35,6 +35,7 @@ struct JobsOptions {
   std::string self_addr;  // REQUIRED: this agent's cluster service, ip:port
   uint16_t dlps_port = 7070;
   std::string agentctl = "/usr/bin/agentctl";
+  std::function<std::string(const std::string& job)> dlps_token;  // the dlps launcher's job token (hex)
   Duration poll_interval = std::chrono::milliseconds(200);
   std::shared_ptr<Heartbeat> node_heartbeat, coordinator_heartbeat;
 };

@@ -171,6 +171,10 @@ Result<std::vector<std::vector<RankPlan>>> PlanRanks(const PlanOptions& o, const
         set("DLPS_SERVERS", dlps_servers);
         set("DLPS_NUM_WORKERS", std::to_string(total_workers));
         set("DLPS_RANK", std::to_string(worker_rank));
+        if (!o.dlps_token.empty()) {
+          set("DLPS_JOB", o.job_id);
+          set("DLPS_TOKEN", o.dlps_token);
+        }
         break;
       case Launcher::kTorchrun:
         set("MASTER_ADDR", nodes[0].ip);

@@ -33,6 +33,7 @@ struct PlanOptions {
   // Worker processes a node: 0 means one per GPU (--per-node gpus), which fails for a node without GPUs.
   uint32_t per_node = 1;
   uint16_t dlps_port = 7070;  // every agent's parameter-server shard (dlps)
+  std::string dlps_token;     // dlps: the job's token for the shards (hex), "" when they ask for none
   std::vector<std::string> argv;  // the job's command (mpi wraps it in mpirun)
   std::string agentctl = "/usr/bin/agentctl";  // mpi: mpirun's remote launcher is `agentctl mpi-rsh`
   bool as_root = false;           // mpi: Open MPI refuses root unless told it is meant

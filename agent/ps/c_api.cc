@@ -67,6 +67,7 @@ DLPS_EXPORT dlps_client* dlps_connect(const char* servers, uint32_t rank, uint32
   for (std::string s; std::getline(ss, s, ',');) o.servers.push_back(s);
   o.rank = rank;
   o.num_workers = num_workers;
+  if (dlagent::Status st = o.ReadJobEnv(); !st.ok()) return Open(st, err, err_len);
   return Open(o, err, err_len);
 }
 

@@ -38,9 +38,13 @@ Status FromGrpc(const std::string& address, const std::string& what, const grpc:
 // One control call with a deadline; an error names the server and what was asked.
 template <typename Request, typename Reply>
 Status Unary(pb::DlpsControl::Stub& stub, grpc::Status (pb::DlpsControl::Stub::*method)(grpc::ClientContext*, const Request&, Reply*),
-             const Request& req, Reply* reply, const std::string& address, std::chrono::milliseconds deadline, const std::string& what) {
+             const Request& req, Reply* reply, const std::string& address, const PsClientOptions& o, const std::string& what) {
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + deadline);
+  ctx.set_deadline(std::chrono::system_clock::now() + o.deadline);
+  if (!o.job.empty()) {  // the job's credentials, as its Hello had them
+    ctx.AddMetadata("dlps-job", o.job);
+    ctx.AddMetadata("dlps-token", o.token);
+  }
   grpc::Status st = (stub.*method)(&ctx, req, reply);
   return st.ok() ? Status::Ok() : FromGrpc(address, what, st);
 }
@@ -82,6 +86,7 @@ Result<PsClientOptions> PsClientOptions::FromEnv() {
     return Status::InvalidArgument("dlps-client",
                                    "DLPS_RANK=" + std::to_string(o.rank) + " must be below DLPS_NUM_WORKERS=" + std::to_string(o.num_workers));
   }
+  RETURN_IF_ERROR(o.ReadJobEnv());
   for (auto [name, field] : {std::pair{"DLPS_DEADLINE", &o.deadline}, std::pair{"DLPS_CONNECT_TIMEOUT", &o.connect_timeout}}) {
     if (const char* d = std::getenv(name); d && *d) {
       Result<Duration> parsed = ParseDuration(d);
@@ -90,6 +95,18 @@ Result<PsClientOptions> PsClientOptions::FromEnv() {
     }
   }
   return o;
+}
+
+Status PsClientOptions::ReadJobEnv() {
+  const char* j = std::getenv("DLPS_JOB");
+  const char* t = std::getenv("DLPS_TOKEN");
+  job = j ? j : "";
+  token = t ? t : "";
+  if (job.empty() != token.empty()) {
+    return Status::InvalidArgument("dlps-client", std::string(job.empty() ? "DLPS_TOKEN" : "DLPS_JOB") + " is set without " +
+                                                      (job.empty() ? "DLPS_JOB" : "DLPS_TOKEN") + " (agentctl run --launcher dlps sets both)");
+  }
+  return Status::Ok();
 }
 
 using detail::DataLink;
@@ -121,9 +138,16 @@ Result<std::unique_ptr<PsClient>> PsClient::Connect(const PsClientOptions& optio
   }
   std::unique_ptr<PsClient> c(new PsClient());
   c->options_ = options;
+  if (options.job.size() > sizeof(Hello::job) || (!options.token.empty() && options.token.size() != 2 * sizeof(Hello::token))) {
+    return Status::InvalidArgument("dlps-client", "the job id must be at most 16 characters and its token 64 hex characters (DLPS_JOB, DLPS_TOKEN)");
+  }
   Hello hello;
   hello.rank = options.rank;
   hello.num_workers = options.num_workers;
+  std::memcpy(hello.job, options.job.data(), options.job.size());
+  for (size_t i = 0; i < options.token.size() / 2; ++i) {
+    hello.token[i] = static_cast<uint8_t>(std::strtoul(options.token.substr(2 * i, 2).c_str(), nullptr, 16));
+  }
   for (const std::string& address : options.servers) {
     auto s = std::make_unique<Server>();
     s->address = address;
@@ -177,7 +201,7 @@ Status PsClient::Init(uint64_t key, uint64_t length, const float* initial, const
     req.set_length(c.length);
     OptimizerToProto(optimizer, req.mutable_optimizer());
     pb::InitReply reply;
-    RETURN_IF_ERROR(Unary(*s.control, &pb::DlpsControl::Stub::Init, req, &reply, s.address, options_.deadline, What("init", key, c.index)));
+    RETURN_IF_ERROR(Unary(*s.control, &pb::DlpsControl::Stub::Init, req, &reply, s.address, options_, What("init", key, c.index)));
     version = std::max(version, reply.version());
   }
   if (version > 0) {
@@ -277,7 +301,7 @@ Status PsClient::Barrier() {
   req.set_rank(options_.rank);
   req.set_generation(generation);
   pb::BarrierReply reply;
-  return Unary(*s.control, &pb::DlpsControl::Stub::Barrier, req, &reply, s.address, options_.deadline, "barrier " + std::to_string(generation));
+  return Unary(*s.control, &pb::DlpsControl::Stub::Barrier, req, &reply, s.address, options_, "barrier " + std::to_string(generation));
 }
 
 Status PsClient::Checkpoint(const std::string& name) {
@@ -290,11 +314,11 @@ Status PsClient::Checkpoint(const std::string& name) {
     req.set_server_count(static_cast<uint32_t>(servers_.size()));
     pb::CheckpointReply reply;
     RETURN_IF_ERROR(
-        Unary(*servers_[i]->control, &pb::DlpsControl::Stub::Checkpoint, req, &reply, servers_[i]->address, options_.deadline, "checkpoint " + name));
+        Unary(*servers_[i]->control, &pb::DlpsControl::Stub::Checkpoint, req, &reply, servers_[i]->address, options_, "checkpoint " + name));
     *commit.add_files() = reply.file();
   }
   pb::CommitCheckpointReply reply;
-  return Unary(*servers_[0]->control, &pb::DlpsControl::Stub::CommitCheckpoint, commit, &reply, servers_[0]->address, options_.deadline,
+  return Unary(*servers_[0]->control, &pb::DlpsControl::Stub::CommitCheckpoint, commit, &reply, servers_[0]->address, options_,
                "commit checkpoint " + name);
 }
 
@@ -306,7 +330,7 @@ Status PsClient::Restore(const std::string& name) {
     req.set_server_count(static_cast<uint32_t>(servers_.size()));
     pb::RestoreReply reply;
     RETURN_IF_ERROR(
-        Unary(*servers_[i]->control, &pb::DlpsControl::Stub::Restore, req, &reply, servers_[i]->address, options_.deadline, "restore " + name));
+        Unary(*servers_[i]->control, &pb::DlpsControl::Stub::Restore, req, &reply, servers_[i]->address, options_, "restore " + name));
   }
   return Status::Ok();
 }

@@ -52,10 +52,17 @@ struct PsClientOptions {
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(30)};  // Connect retries a refused server until then
   uint64_t split_floats = kDefaultSplitFloats;
   uint64_t chunk_floats = kDefaultChunkFloats;
+  // The job's credentials, which agentd's shards ask for (agentctl run --launcher dlps gives them): its id and
+  // its token (64 hex characters). Empty for a dlps-server, which asks for none.
+  std::string job;
+  std::string token;
 
-  // DLPS_SERVERS (comma-separated host:port), DLPS_RANK, DLPS_NUM_WORKERS, and optionally DLPS_DEADLINE and
-  // DLPS_CONNECT_TIMEOUT (durations: "90s", "2m"); an error names the variable that is missing or wrong.
+  // DLPS_SERVERS (comma-separated host:port), DLPS_RANK, DLPS_NUM_WORKERS, and optionally DLPS_DEADLINE,
+  // DLPS_CONNECT_TIMEOUT (durations: "90s", "2m"), DLPS_JOB and DLPS_TOKEN; an error names the variable that is
+  // missing or wrong.
   static Result<PsClientOptions> FromEnv();
+  // Only DLPS_JOB and DLPS_TOKEN (both or neither), for options made otherwise.
+  Status ReadJobEnv();
 };
 
 using Ticket = uint64_t;

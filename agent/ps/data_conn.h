@@ -7,12 +7,15 @@
 // (the server's accept loop); finished() may be read from any.
 
 #include <atomic>
+#include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
 
 #include "agent/ps/frame.h"
 #include "agent/ps/shard.h"
+#include "bootstrap/common/crypto.h"
 #include "bootstrap/common/mutex.h"
 
 namespace dlagent::ps {
@@ -23,15 +26,26 @@ inline constexpr size_t kMaxInFlight = 16384;
 // The shard of the job being served. With a fixed job size (ShardOptions::num_workers > 0) one shard for
 // the server's life; with 0 (agentd), a job's shard is made when its first worker connects, sized by its
 // Hello, and dropped when its last worker has gone, so that the next job starts clean. One job at a time.
+// With job keys (agentd), only a job the agents started is served: a worker shows the job's id and its token
+// (DlpsJobToken under one of the keys) in its Hello and with every control call, and a worker of another job
+// waits for the running one to end.
+using JobKeysFn = std::function<std::vector<std::string>()>;
+
 class Jobs {
  public:
-  explicit Jobs(const ShardOptions& o) : options_(o) {
+  // job_keys: empty serves whoever reaches the port (dlps-server, which trusts its network).
+  explicit Jobs(const ShardOptions& o, JobKeysFn job_keys = nullptr) : options_(o), job_keys_(std::move(job_keys)) {
     if (o.num_workers > 0) shard_ = std::make_shared<Shard>(o);
   }
 
   // A worker's data connection, after its Hello: the shard it works on, or why it is refused.
   Result<std::shared_ptr<Shard>> Join(const Hello& h) {
+    const std::string job(h.job, ::strnlen(h.job, sizeof h.job));
+    RETURN_IF_ERROR(CheckToken(job, std::string_view(reinterpret_cast<const char*>(h.token), sizeof h.token)));
     MutexLock lock(mu_);
+    if (job_keys_ && !job_.empty() && job != job_) {
+      return Status::FailedPrecondition("dlps-server", "this shard is serving job " + job_ + "; job " + job + " must wait for it to end");
+    }
     if (h.num_workers > kMaxJobWorkers) {
       return Status::InvalidArgument("dlps-server", "a job of " + std::to_string(h.num_workers) + " workers is over the limit of " +
                                                         std::to_string(kMaxJobWorkers) +
@@ -54,26 +68,61 @@ class Jobs {
     if (!ranks_.insert(h.rank).second) {
       return Status::FailedPrecondition("dlps-server", "rank " + std::to_string(h.rank) + " is already connected (two workers with one DLPS_RANK?)");
     }
+    job_ = job;
     return shard_;
   }
 
   void Leave(uint32_t rank) {
     MutexLock lock(mu_);
     ranks_.erase(rank);
+    if (ranks_.empty()) job_.clear();
     if (ranks_.empty() && options_.num_workers == 0) shard_.reset();  // the job is over
   }
 
-  // For control calls, which come from connected workers.
-  Result<std::shared_ptr<Shard>> Current() {
+  // For control calls, which come from connected workers of the job (job and token as its Hello had them; hex).
+  Result<std::shared_ptr<Shard>> Current(const std::string& job, const std::string& token_hex) {
+    RETURN_IF_ERROR(Authorize(job, token_hex));
     MutexLock lock(mu_);
     if (!shard_) return Status::FailedPrecondition("dlps-server", "no job is connected (workers connect before they call Init)");
     return shard_;
   }
+  // The served job's shard, for the server itself (shutting down).
+  Result<std::shared_ptr<Shard>> Served() {
+    MutexLock lock(mu_);
+    if (!shard_) return Status::FailedPrecondition("dlps-server", "no job is connected");
+    return shard_;
+  }
+  // A control call that touches no shard (CommitCheckpoint) comes from a worker of the job being served.
+  Status Authorize(const std::string& job, const std::string& token_hex) {
+    if (!job_keys_) return Status::Ok();
+    std::string token;
+    for (size_t i = 0; i + 2 <= token_hex.size(); i += 2) {
+      token.push_back(static_cast<char>(std::strtoul(token_hex.substr(i, 2).c_str(), nullptr, 16)));
+    }
+    RETURN_IF_ERROR(CheckToken(job, token));
+    MutexLock lock(mu_);
+    if (job != job_) return Status::PermissionDenied("dlps-server", "this shard is serving " + (job_.empty() ? "no job" : "job " + job_) + ", not " + job);
+    return Status::Ok();
+  }
 
  private:
+  Status CheckToken(const std::string& job, std::string_view token) const {
+    if (!job_keys_) return Status::Ok();
+    if (job.empty()) {
+      return Status::PermissionDenied("dlps-server", "this shard serves jobs the agents start: run the workers with agentctl run --launcher dlps "
+                                                     "(DLPS_JOB and DLPS_TOKEN are not set)");
+    }
+    for (const std::string& key : job_keys_()) {
+      if (ConstantTimeEquals(DlpsJobToken(key, job), token)) return Status::Ok();
+    }
+    return Status::PermissionDenied("dlps-server", "the token of job " + job + " is not valid in this cluster (DLPS_TOKEN)");
+  }
+
   const ShardOptions options_;
+  const JobKeysFn job_keys_;
   Mutex mu_;
   std::shared_ptr<Shard> shard_ GUARDED_BY(mu_);
+  std::string job_ GUARDED_BY(mu_);  // the served job's id, with job keys
   std::set<uint32_t> ranks_ GUARDED_BY(mu_);  // connected workers
 };
 

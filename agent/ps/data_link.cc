@@ -79,12 +79,17 @@ Status DataLink::Named(const Expect& e, const Status& st) const {
 Status DataLink::Handshake(const Hello& hello) {
   iovec iov{const_cast<Hello*>(&hello), sizeof hello};
   Status st = WriteAll(fd_, &iov, 1);
-  Hello ack;
-  if (st.ok()) st = ReadFull(fd_, &ack, sizeof ack);
-  if (st.ok() && ack.magic != kHelloMagic) {
+  // The answer is a Hello (accepted) or an error frame; their first 4 bytes (the magic, an op) tell them apart.
+  uint32_t first = 0;
+  if (st.ok()) st = ReadFull(fd_, &first, sizeof first);
+  if (st.ok() && first == kHelloMagic) {
+    Hello ack;
+    st = ReadFull(fd_, reinterpret_cast<char*>(&ack) + sizeof first, sizeof ack - sizeof first);
+  } else if (st.ok()) {
     Frame f;
-    std::memcpy(static_cast<void*>(&f), &ack, sizeof ack);
-    st = ReadFull(fd_, reinterpret_cast<char*>(&f) + sizeof ack, sizeof f - sizeof ack);
+    static_assert(sizeof f > sizeof first);
+    std::memcpy(static_cast<void*>(&f), &first, sizeof first);
+    st = ReadFull(fd_, reinterpret_cast<char*>(&f) + sizeof first, sizeof f - sizeof first);
     std::string message(std::min<uint64_t>(f.bytes, 4096), '\0');
     if (st.ok() && f.op == Op::kError) st = ReadFull(fd_, message.data(), message.size());
     if (st.ok()) {

@@ -1,5 +1,7 @@
 #include "agent/ps/frame.h"
 
+#include "bootstrap/common/crypto.h"
+
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -158,5 +160,7 @@ Result<int> ListenTcp(const std::string& address, int* port) {
   }
   return last;
 }
+
+std::string DlpsJobToken(std::string_view key, std::string_view job) { return HmacSha256(key, "dlps-job:" + std::string(job)); }
 
 }  // namespace dlagent::ps

@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "bootstrap/common/status.h"
 
@@ -29,15 +30,23 @@ namespace dlagent::ps {
 static_assert(std::endian::native == std::endian::little, "dlps frames are little-endian");
 
 inline constexpr uint32_t kHelloMagic = 0x53504c44;  // "DLPS" on the wire
-inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr uint32_t kProtocolVersion = 2;  // 2: the Hello carries the job's credentials
 
 struct Hello {
   uint32_t magic = kHelloMagic;
   uint32_t protocol = kProtocolVersion;
   uint32_t rank = 0;         // the worker's rank; every push on the connection is by this rank
   uint32_t num_workers = 0;  // the job's size as the worker knows it; the server refuses a mismatch
+  // The job's id and token (DLPS_JOB, DLPS_TOKEN: agentctl run --launcher dlps gives them), for a server that
+  // asks for them (agentd's shard); zeros otherwise.
+  char job[16] = {};
+  uint8_t token[32] = {};
 };
-static_assert(sizeof(Hello) == 16);
+static_assert(sizeof(Hello) == 64);
+
+// The token of a job under a cluster key: HMAC-SHA256(key, "dlps-job:" + job), 32 raw bytes. Only a holder of
+// the key (an agent) can make one; a worker shows it in its Hello and with every control call.
+std::string DlpsJobToken(std::string_view key, std::string_view job);
 
 enum class Op : uint32_t { kPush = 1, kPull = 2, kPushReply = 3, kPullReply = 4, kError = 5 };
 

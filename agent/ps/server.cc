@@ -57,7 +57,7 @@ class ControlService final : public pb::DlpsControl::CallbackService {
   grpc::ServerUnaryReactor* Init(grpc::CallbackServerContext* ctx, const pb::InitRequest* req, pb::InitReply* reply) override {
     return Answer(ctx, [&]() -> Status {
       ASSIGN_OR_RETURN(OptimizerConfig opt, OptimizerFromProto(req->optimizer()));
-      ASSIGN_OR_RETURN(std::shared_ptr<Shard> shard, jobs_.Current());
+      ASSIGN_OR_RETURN(std::shared_ptr<Shard> shard, Current(ctx));
       ASSIGN_OR_RETURN(uint64_t version, shard->Init(req->key(), req->chunk(), req->length(), opt));
       reply->set_version(version);
       return Status::Ok();
@@ -65,7 +65,7 @@ class ControlService final : public pb::DlpsControl::CallbackService {
   }
   grpc::ServerUnaryReactor* Barrier(grpc::CallbackServerContext* ctx, const pb::BarrierRequest* req, pb::BarrierReply*) override {
     auto* reactor = ctx->DefaultReactor();
-    Result<std::shared_ptr<Shard>> shard = jobs_.Current();
+    Result<std::shared_ptr<Shard>> shard = Current(ctx);
     if (!shard.ok()) {
       reactor->Finish(ToGrpcStatus(shard.status()));
     } else {  // answered when the last worker arrives
@@ -76,7 +76,7 @@ class ControlService final : public pb::DlpsControl::CallbackService {
   grpc::ServerUnaryReactor* Checkpoint(grpc::CallbackServerContext* ctx, const pb::CheckpointRequest* req, pb::CheckpointReply* reply) override {
     return Answer(ctx, [&]() -> Status {
       RETURN_IF_ERROR(HaveDir());
-      ASSIGN_OR_RETURN(std::shared_ptr<Shard> shard, jobs_.Current());
+      ASSIGN_OR_RETURN(std::shared_ptr<Shard> shard, Current(ctx));
       ASSIGN_OR_RETURN(CheckpointFile f, WriteShardCheckpoint(*shard, dir_, req->name(), req->server_index(), req->server_count()));
       reply->mutable_file()->set_name(f.name);
       reply->mutable_file()->set_bytes(f.bytes);
@@ -88,6 +88,7 @@ class ControlService final : public pb::DlpsControl::CallbackService {
                                              pb::CommitCheckpointReply*) override {
     return Answer(ctx, [&]() -> Status {
       RETURN_IF_ERROR(HaveDir());
+      RETURN_IF_ERROR(jobs_.Authorize(Metadata(ctx, "dlps-job"), Metadata(ctx, "dlps-token")));
       std::vector<CheckpointFile> files;
       for (const auto& f : req->files()) files.push_back({f.name(), f.bytes(), f.sha256()});
       return WriteManifest(dir_, req->name(), static_cast<uint32_t>(files.size()), files);
@@ -96,12 +97,22 @@ class ControlService final : public pb::DlpsControl::CallbackService {
   grpc::ServerUnaryReactor* Restore(grpc::CallbackServerContext* ctx, const pb::RestoreRequest* req, pb::RestoreReply*) override {
     return Answer(ctx, [&]() -> Status {
       RETURN_IF_ERROR(HaveDir());
-      ASSIGN_OR_RETURN(std::shared_ptr<Shard> shard, jobs_.Current());
+      ASSIGN_OR_RETURN(std::shared_ptr<Shard> shard, Current(ctx));
       return RestoreShardCheckpoint(*shard, dir_, req->name(), req->server_index(), req->server_count());
     });
   }
 
  private:
+  // The job's credentials a worker sends with each control call (gRPC metadata), "" when absent.
+  static std::string Metadata(grpc::CallbackServerContext* ctx, const char* key) {
+    const auto& md = ctx->client_metadata();
+    auto it = md.find(key);
+    return it == md.end() ? std::string() : std::string(it->second.data(), std::min<size_t>(it->second.size(), 128));
+  }
+  Result<std::shared_ptr<Shard>> Current(grpc::CallbackServerContext* ctx) {
+    return jobs_.Current(Metadata(ctx, "dlps-job"), Metadata(ctx, "dlps-token"));
+  }
+
   // A call answered before the handler returns.
   template <typename Body>
   static grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, Body body) {
@@ -135,7 +146,7 @@ struct PsServer::Impl {
 
   std::shared_ptr<Heartbeat> heartbeat;
 
-  explicit Impl(const ServerOptions& o) : jobs(o.shard), control(jobs, o.checkpoint_dir), heartbeat(o.heartbeat) {}
+  explicit Impl(const ServerOptions& o) : jobs(o.shard, o.job_keys), control(jobs, o.checkpoint_dir), heartbeat(o.heartbeat) {}
 
   // Accepts connections and hands each to gRPC or to a DataConn by its first four bytes.
   void AcceptLoop() {
@@ -248,7 +259,7 @@ PsServer::~PsServer() {
   s.conns.clear();  // ends every data connection
   ::close(s.finished_fd);
   // Waiting barriers hold calls open: fail them, then give the rest a moment to finish.
-  if (auto shard = s.jobs.Current(); shard.ok()) (*shard)->FailPending(Status::Unavailable("dlps-server", "the server is shutting down"));
+  if (auto shard = s.jobs.Served(); shard.ok()) (*shard)->FailPending(Status::Unavailable("dlps-server", "the server is shutting down"));
   s.grpc->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   s.grpc->Wait();
 }

@@ -15,7 +15,9 @@
 //
 // Thread safety: Start and the destructor from one thread; the server runs on its own threads and gRPC's.
 
+#include <functional>
 #include <memory>
+#include <vector>
 #include <string>
 
 #include "agent/ps/shard.h"
@@ -30,6 +32,10 @@ struct ServerOptions {
   // Where checkpoints are written and read (shared storage, the same path on every node); empty: refused.
   std::string checkpoint_dir;
   std::shared_ptr<Heartbeat> heartbeat;  // Default: none. Beaten by the accept loop at least once a second.
+  // Default: none (whoever reaches the port is served, as dlps-server does). Set (agentd): only jobs the agents
+  // started, whose workers show the job's id and its token under one of these keys (DlpsJobToken), in their
+  // Hello and with every control call; another job waits for the running one to end.
+  std::function<std::vector<std::string>()> job_keys;
 };
 
 class PsServer {

@@ -162,6 +162,7 @@ PYBIND11_MODULE(dlps, m) {
                o.servers = *servers;
                o.rank = rank.value_or(0);
                o.num_workers = num_workers.value_or(1);
+               if (dlagent::Status st = o.ReadJobEnv(); !st.ok()) Raise(st);
              }
              if (deadline > 0) o.deadline = std::chrono::milliseconds(static_cast<int64_t>(deadline * 1000));
              if (connect_timeout > 0) o.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(connect_timeout * 1000));
