@@ -22,8 +22,15 @@
 namespace dlagent {
 
 ClusterRuntime::ClusterRuntime(Env& env, Config config, Heartbeats& heartbeats, PhaseFn on_phase,
-                               std::function<void(const std::string& why)> on_leave)
-    : env_(env), config_(std::move(config)), heartbeats_(heartbeats), on_phase_(std::move(on_phase)), on_leave_(std::move(on_leave)) {}
+                               std::function<void(const std::string& why)> on_leave,
+                               std::function<void(const std::vector<std::string>& keys)> on_keys)
+    : env_(env),
+      config_(std::move(config)),
+      heartbeats_(heartbeats),
+      on_phase_(std::move(on_phase)),
+      on_leave_(std::move(on_leave)),
+      on_keys_(std::move(on_keys)),
+      keys_(std::make_unique<ClusterKeyLoader>(env_, config_, &stopping_)) {}
 
 ClusterRuntime::~ClusterRuntime() { Stop(); }
 
@@ -138,7 +145,10 @@ void ClusterRuntime::OnMaintenance(const std::vector<ScheduledEvent>& active) {
 
 Status ClusterRuntime::ReloadKeys() {
   if (!running_ || !membership_) return Status::Ok();
-  return membership_->ReloadKeys(env_, config_.gossip.key_file);
+  ASSIGN_OR_RETURN(std::vector<std::string> keys, keys_->Load());
+  RETURN_IF_ERROR(membership_->ReloadKeys(keys, keys_->source().Describe()));
+  if (on_keys_) on_keys_(keys);
+  return Status::Ok();
 }
 
 std::shared_ptr<jobs::Jobs> ClusterRuntime::Jobs() {
@@ -221,8 +231,27 @@ Status ClusterRuntime::Setup() {
   gi.meta.role = c.cluster.role;
   gi.meta.gpus = id->gpu_count;
   gi.meta.az = id->availability_zone;
-  if (!c.gossip.key_file.empty()) gi.heartbeat = heartbeats_.Register("gossip");
-  ASSIGN_OR_RETURN(std::unique_ptr<Membership> membership, Membership::Start(env_, c, gi));
+  // The cluster key: read, or fetched from AWS with the instance role, retried like IDENTIFY (an instance role
+  // and its permissions may take a while to be in force at boot).
+  std::vector<std::string> keys;
+  for (Backoff key_backoff(policy, std::random_device{}());;) {
+    Result<std::vector<std::string>> loaded = keys_->Load();
+    if (loaded.ok()) {
+      keys = std::move(*loaded);
+      break;
+    }
+    if (stopping_) return Status(StatusCode::kCancelled, "gossip", "stopping");
+    if (loaded.status().code() == StatusCode::kInvalidArgument || keys_->source().kind == KeySource::Kind::kFile) return loaded.status();
+    const std::string why = loaded.status().ToString();
+    on_phase_(AgentPhase::kIdentify, "identify: waiting for the cluster key: " + why, false);  // the warning below logs it
+    spdlog::warn("{}; retrying", why);
+    MutexLock lock(mu_);
+    cv_.wait_for(lock.native(), std::max<Duration>(std::chrono::milliseconds(100), *key_backoff.NextDelay()), [&] { return stopping_.load(); });
+  }
+  spdlog::info("gossip: {} cluster key{} from the {}", keys.size(), keys.size() == 1 ? "" : "s", keys_->source().Describe());
+  if (on_keys_) on_keys_(keys);
+  gi.heartbeat = heartbeats_.Register("gossip");
+  ASSIGN_OR_RETURN(std::unique_ptr<Membership> membership, Membership::Start(c, keys, gi));
 
   Formation::Deps deps;
   deps.env = &env_;

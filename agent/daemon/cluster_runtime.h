@@ -13,6 +13,7 @@
 #include <set>
 #include <thread>
 
+#include "agent/daemon/cluster_keys.h"
 #include "agent/daemon/config.h"
 #include "agent/daemon/formation.h"
 #include "agent/daemon/membership.h"
@@ -33,7 +34,9 @@ class ClusterRuntime {
   // once, when the node must leave (a spot interruption notice, or a maintenance event near with
   // cluster.leave_before_maintenance set).
   // heartbeats (which must outlive the runtime) gets the formation's and gossip's loops.
-  ClusterRuntime(Env& env, Config config, Heartbeats& heartbeats, PhaseFn on_phase, std::function<void(const std::string& why)> on_leave);
+  // on_keys, with the cluster keys each time they are loaded (at start, and at each ReloadKeys).
+  ClusterRuntime(Env& env, Config config, Heartbeats& heartbeats, PhaseFn on_phase, std::function<void(const std::string& why)> on_leave,
+                 std::function<void(const std::vector<std::string>& keys)> on_keys = nullptr);
   ~ClusterRuntime();
 
   void Start();
@@ -44,7 +47,7 @@ class ClusterRuntime {
   // The formation as agentctl status shows it; nullopt until it runs.
   std::optional<ClusterSnapshot> Cluster();
   MemberListSnapshot Members();
-  // Reads gossip.key_file again (key rotation); OK and nothing done before gossip runs.
+  // Loads the cluster keys again from their source (key rotation); OK and nothing done before gossip runs.
   Status ReloadKeys();
   // The jobs this node runs and coordinates; null until gossip and the formation run.
   std::shared_ptr<jobs::Jobs> Jobs();
@@ -66,6 +69,8 @@ class ClusterRuntime {
   Heartbeats& heartbeats_;
   PhaseFn on_phase_;
   std::function<void(const std::string& why)> on_leave_;
+  std::function<void(const std::vector<std::string>& keys)> on_keys_;
+  std::unique_ptr<ClusterKeyLoader> keys_;  // made before gossip; used by Setup's thread, then by ReloadKeys
   std::atomic<bool> leaving_{false};  // on_leave_ called (once)
   // stopping_: set by Stop(); every blocking retry (SQS, mounts, CloudFormation) gives up when it is set.
   std::atomic<bool> stopping_{false};

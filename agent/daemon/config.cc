@@ -13,6 +13,7 @@
 #define TOML_EXCEPTIONS 0
 #include <toml++/toml.h>
 
+#include "agent/daemon/cluster_keys.h"
 #include "bootstrap/common/duration.h"
 #include "bootstrap/common/host_port.h"
 #include "build_info.h"
@@ -281,6 +282,11 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.String("key_file", &c.gossip.key_file, [](const std::string& v) {
     return v.empty() || v[0] == '/' ? std::string() : "\"" + v + "\" must be an absolute path";
   });
+  r.String("key_source", &c.gossip.key_source, [](const std::string& v) {
+    if (v.empty()) return std::string();
+    Result<KeySource> s = ParseKeySource(v);
+    return s.ok() ? std::string() : std::string(s.status().message());
+  });
   r.String("name", &c.gossip.name);
   r.String("bind", &c.gossip.bind, CheckIpv4);
   r.Int("port", 1, 65535, &c.gossip.port);
@@ -294,6 +300,8 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.String("imds_endpoint", &c.aws.imds_endpoint, CheckUrl);
   r.Bool("imds_disabled", &c.aws.imds_disabled);
   r.String("cfn_wait_handle", &c.aws.cfn_wait_handle, CheckUrl);
+  r.String("secretsmanager_endpoint", &c.aws.secretsmanager_endpoint, CheckUrl);
+  r.String("ssm_endpoint", &c.aws.ssm_endpoint, CheckUrl);
 
   r.Section("discovery");
   r.String("queue", &c.discovery.queue);
@@ -340,8 +348,11 @@ Status CheckConsistency(const Config& c, const std::string& path) {
     problems.push_back(where + ": cluster.min_nodes (" + std::to_string(c.cluster.min_nodes) + ") is more than cluster.expected_nodes (" +
                        std::to_string(c.cluster.expected_nodes) + ")");
   }
-  if (c.cluster.expected_nodes > 0 && c.gossip.key_file.empty()) {
-    problems.push_back(where + ": cluster.expected_nodes needs gossip (set gossip.key_file): the roster travels by gossip");
+  if (!c.gossip.key_file.empty() && !c.gossip.key_source.empty()) {
+    problems.push_back(where + ": set one of gossip.key_file and gossip.key_source, not both");
+  }
+  if (c.cluster.expected_nodes > 0 && c.gossip.key_file.empty() && c.gossip.key_source.empty()) {
+    problems.push_back(where + ": cluster.expected_nodes needs gossip (set gossip.key_file or gossip.key_source): the roster travels by gossip");
   }
   if (c.storage.kind != StorageKind::kNone && c.storage.source.empty()) {
     problems.push_back(where + ": storage.kind = \"" + std::string(StorageKindName(c.storage.kind)) + "\" needs storage.source (" +
@@ -378,6 +389,13 @@ Status ApplyAwsEnvironment(AwsConfig& aws, const GetEnvFn& getenv) {
   if (auto v = first({"AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL"})) {
     if (auto why = CheckUrl(*v); !why.empty()) return Status::InvalidArgument("config", "environment: AWS_ENDPOINT_URL_SQS/AWS_ENDPOINT_URL: " + why);
     aws.sqs_endpoint = *v;
+  }
+  for (auto [names, field] : {std::pair{std::initializer_list<const char*>{"AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL"}, &aws.secretsmanager_endpoint},
+                              std::pair{std::initializer_list<const char*>{"AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL"}, &aws.ssm_endpoint}}) {
+    if (auto v = first(names)) {
+      if (auto why = CheckUrl(*v); !why.empty()) return Status::InvalidArgument("config", "environment: " + std::string(*names.begin()) + ": " + why);
+      *field = *v;
+    }
   }
   if (auto v = first({"AWS_EC2_METADATA_SERVICE_ENDPOINT"})) {
     if (auto why = CheckUrl(*v); !why.empty()) return Status::InvalidArgument("config", "environment: AWS_EC2_METADATA_SERVICE_ENDPOINT: " + why);

@@ -70,6 +70,8 @@ enum class GossipProfile { kLan, kFast };  // swim::SwimConfig::Lan() or Fast()
 // Membership gossip. Off unless key_file is set: gossip is always encrypted.
 struct GossipConfig {
   std::string key_file;                 // Default: "" (gossip off). 64 hex characters: openssl rand -hex 32
+  // Default: "" (key_file). file:/PATH, secretsmanager:NAME-OR-ARN or ssm:/PARAMETER/NAME (cluster_keys.h)
+  std::string key_source;
   std::string name;                     // Default: "" (the host name)
   std::string bind = "0.0.0.0";         // Default: every interface
   int64_t port = 7946;                  // Default: 7946 (UDP for gossip, TCP for push-pull)
@@ -103,6 +105,8 @@ struct AwsConfig {
   std::string imds_endpoint;  // Default: http://169.254.169.254
   bool imds_disabled = false;
   std::string cfn_wait_handle;  // Default: "" (no CloudFormation signal). The presigned wait handle URL
+  std::string secretsmanager_endpoint;  // Default: "" (the regional endpoint); AWS_ENDPOINT_URL_SECRETS_MANAGER
+  std::string ssm_endpoint;             // Default: "" (the regional endpoint); AWS_ENDPOINT_URL_SSM
 };
 
 struct Config {

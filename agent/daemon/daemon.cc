@@ -107,6 +107,11 @@ MemberListSnapshot Daemon::ListMembers() {
   return membership_->Members();
 }
 
+void Daemon::SetShardKeys(const std::vector<std::string>& keys) {
+  MutexLock lock(mu_);
+  ps_keys_ = keys;
+}
+
 Result<std::shared_ptr<jobs::Jobs>> Daemon::Jobs() {
   if (!runtime_) {
     return Status::FailedPrecondition("jobs", "this agent forms no cluster (cluster.expected_nodes is 0): jobs run on a cluster's roster");
@@ -169,8 +174,8 @@ void Daemon::Reload() {
       }
       const GossipConfig& a = config_.gossip;
       const GossipConfig& b = fresh->gossip;
-      if (std::tie(a.key_file, a.name, a.bind, a.port, a.advertise, a.seeds, a.profile) !=
-              std::tie(b.key_file, b.name, b.bind, b.port, b.advertise, b.seeds, b.profile) ||
+      if (std::tie(a.key_file, a.key_source, a.name, a.bind, a.port, a.advertise, a.seeds, a.profile) !=
+              std::tie(b.key_file, b.key_source, b.name, b.bind, b.port, b.advertise, b.seeds, b.profile) ||
           config_.cluster.name != fresh->cluster.name || config_.cluster.role != fresh->cluster.role) {
         spdlog::warn("[gossip] and [cluster] changes take effect when agentd restarts");
       }
@@ -189,18 +194,25 @@ void Daemon::Reload() {
           config_.aws.cfn_wait_handle != fresh->aws.cfn_wait_handle) {
         spdlog::warn("formation settings ([cluster], [discovery], [node], [storage], [files], aws.cfn_wait_handle) take effect when agentd restarts");
       }
-      // The keys in the (unchanged) key file may have rotated: gossip takes them now.
-      Status keys = runtime_ ? runtime_->ReloadKeys() : membership_ ? membership_->ReloadKeys(env_, config_.gossip.key_file) : Status::Ok();
-      if (!keys.ok()) spdlog::error("reload: the cluster keys stay as they were: {}", keys.ToString());
-      if (keys.ok() && !ps_keys_.empty()) {
-        if (Result<std::vector<std::string>> fresh_keys = LoadClusterKeys(env_, config_.gossip.key_file); fresh_keys.ok()) ps_keys_ = *fresh_keys;
-      }
       config_ = std::move(*fresh);
       ++config_generation_;
       spdlog::default_logger()->set_level(EffectiveLevel(config_));
       spdlog::info("configuration reloaded from {} (generation {})",
                    config_.path.empty() ? "built-in defaults" : config_.path, config_generation_);
     }
+  }
+  if (fresh.ok()) {
+    // The keys at the (unchanged) key source may have rotated: gossip, rosters, HELLOs, jobs and the shard take
+    // them now. Fetched without mu_ held: a key from AWS may take a few attempts.
+    Status keys = Status::Ok();
+    if (runtime_) {
+      keys = runtime_->ReloadKeys();  // it hands the keys to SetShardKeys
+    } else if (membership_ && keys_) {
+      Result<std::vector<std::string>> loaded = keys_->Load();
+      keys = loaded.ok() ? membership_->ReloadKeys(*loaded, keys_->source().Describe()) : loaded.status();
+      if (keys.ok()) SetShardKeys(*loaded);
+    }
+    if (!keys.ok()) spdlog::error("reload: the cluster keys stay as they were: {}", keys.ToString());
   }
   notifier_.Ready(detail);
 }
@@ -226,10 +238,22 @@ int Daemon::Run() {
     // (and systemd hears READY=1) at once, so that boot never waits on other nodes.
     runtime_ = std::make_unique<ClusterRuntime>(
         env_, config, heartbeats_, [this](AgentPhase phase, const std::string& detail, bool log) { SetPhase(phase, detail, log); },
-        [this](const std::string& why) { RequestStop(why); });
+        [this](const std::string& why) { RequestStop(why); }, [this](const std::vector<std::string>& keys) { SetShardKeys(keys); });
   } else {
-    Result<std::unique_ptr<Membership>> membership = Membership::Start(
-        env_, config, {.heartbeat = config.gossip.key_file.empty() ? nullptr : heartbeats_.Register("gossip")});
+    keys_ = std::make_unique<ClusterKeyLoader>(env_, config);
+    std::vector<std::string> keys;
+    if (keys_->source().kind != KeySource::Kind::kNone) {
+      Result<std::vector<std::string>> loaded = keys_->Load();
+      if (!loaded.ok()) {
+        spdlog::critical("cannot start gossip: {}", loaded.status().ToString());
+        notifier_.Status("failed: " + loaded.status().ToString());
+        return 1;
+      }
+      keys = std::move(*loaded);
+      SetShardKeys(keys);
+    }
+    Result<std::unique_ptr<Membership>> membership =
+        Membership::Start(config, keys, {.heartbeat = keys.empty() ? nullptr : heartbeats_.Register("gossip")});
     if (!membership.ok()) {
       spdlog::critical("cannot start gossip: {}", membership.status().ToString());
       notifier_.Status("failed: " + membership.status().ToString());
@@ -250,24 +274,16 @@ int Daemon::Run() {
     o.shard.num_workers = 0;  // each job's size from its workers
     o.checkpoint_dir = config.ps.checkpoint_dir;
     o.heartbeat = heartbeats_.Register("ps");
-    if (config.ps.authenticate && !config.gossip.key_file.empty()) {
-      Result<std::vector<std::string>> keys = LoadClusterKeys(env_, config.gossip.key_file);
-      if (!keys.ok()) {
-        spdlog::critical("cannot serve the parameter-server shard: {}", keys.status().ToString());
-        notifier_.Status("failed: " + keys.status().ToString());
-        return 1;
-      }
-      {
-        MutexLock lock(mu_);
-        ps_keys_ = std::move(*keys);
-      }
+    if (config.ps.authenticate && KeySourceOf(config.gossip).kind != KeySource::Kind::kNone) {
+      // The keys come from the key source (here, or the runtime once it has fetched them): until then no token
+      // is valid.
       o.job_keys = [this] {
         MutexLock lock(mu_);
         return ps_keys_;
       };
     } else {
       spdlog::warn("parameter-server shard: whoever reaches {} is served ({}); keep the port inside the cluster's security group", o.listen,
-                   config.ps.authenticate ? "no gossip.key_file to check job tokens with" : "ps.authenticate = false");
+                   config.ps.authenticate ? "no cluster key to check job tokens with" : "ps.authenticate = false");
     }
     Result<std::unique_ptr<ps::PsServer>> shard = ps::PsServer::Start(o);
     if (!shard.ok()) {

@@ -13,6 +13,7 @@
 
 #include <spdlog/common.h>
 
+#include "agent/daemon/cluster_keys.h"
 #include "agent/daemon/cluster_runtime.h"
 #include "agent/daemon/config.h"
 #include "agent/daemon/membership.h"
@@ -59,6 +60,8 @@ class Daemon final : public ControlHandler {
   // log: write the phase line to the journal too (false when only a countdown in it moved).
   void SetPhase(AgentPhase phase, std::string detail, bool log = true);
   void Reload();
+  // The keys the shard checks job tokens with (from the key source, at start and at each reload).
+  void SetShardKeys(const std::vector<std::string>& keys);
   // The jobs of the cluster runtime; FailedPrecondition says why there are none.
   Result<std::shared_ptr<jobs::Jobs>> Jobs();
   // WATCHDOG=1 when every heartbeat is fresh; otherwise none, and the stale loops are logged once.
@@ -87,6 +90,7 @@ class Daemon final : public ControlHandler {
   // without mu_. Without a roster (cluster.expected_nodes = 0) the daemon runs gossip alone in membership_;
   // with one, runtime_ runs the whole formation.
   std::unique_ptr<Membership> membership_;
+  std::unique_ptr<ClusterKeyLoader> keys_;  // without a roster: the keys of membership_ (main thread only)
   std::unique_ptr<ClusterRuntime> runtime_;
   std::unique_ptr<ps::PsServer> ps_;  // the parameter-server shard, when ps.enabled
 };

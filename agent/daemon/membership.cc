@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "agent/daemon/cluster_keys.h"
 #include "bootstrap/common/crypto.h"
 #include "build_info.h"
 
@@ -16,27 +17,7 @@ namespace dlagent {
 Result<std::vector<std::string>> LoadClusterKeys(Env& env, const std::string& path) {
   Result<std::string> text = env.ReadFile(path, 4096);
   if (!text.ok()) return Status(text.status().code(), "gossip", "cannot read gossip.key_file " + path + ": " + std::string(text.status().message()));
-  auto nibble = [](char c) { return std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : std::tolower(static_cast<unsigned char>(c)) - 'a' + 10; };
-  std::vector<std::string> keys;
-  std::istringstream lines(*text);
-  for (std::string line; std::getline(lines, line);) {
-    std::string hex;
-    for (char c : line) {
-      if (!std::isspace(static_cast<unsigned char>(c))) hex.push_back(c);
-    }
-    if (hex.empty()) continue;
-    bool ok = hex.size() == 64;
-    for (char c : hex) ok = ok && std::isxdigit(static_cast<unsigned char>(c));
-    if (!ok) {
-      return Status::InvalidArgument("gossip", path + " line " + std::to_string(keys.size() + 1) +
-                                                   " is not 64 hex characters (a 256-bit key); make one with: openssl rand -hex 32");
-    }
-    std::string key;
-    for (size_t i = 0; i < 64; i += 2) key.push_back(static_cast<char>(nibble(hex[i]) * 16 + nibble(hex[i + 1])));
-    keys.push_back(std::move(key));
-  }
-  if (keys.empty()) return Status::InvalidArgument("gossip", path + " holds no key; make one with: openssl rand -hex 32 > " + path);
-  return keys;
+  return ParseClusterKeys(*text, path);
 }
 
 namespace {
@@ -56,11 +37,11 @@ Result<swim::Keyring> MakeKeyring(const std::vector<std::string>& keys, const st
 
 }  // namespace
 
-Result<std::unique_ptr<Membership>> Membership::Start(Env& env, const Config& config, GossipIdentity identity) {
+Result<std::unique_ptr<Membership>> Membership::Start(const Config& config, std::vector<std::string> keys, GossipIdentity identity) {
   const GossipConfig& g = config.gossip;
-  if (g.key_file.empty()) return std::unique_ptr<Membership>();
-  ASSIGN_OR_RETURN(std::vector<std::string> keys, LoadClusterKeys(env, g.key_file));
-  ASSIGN_OR_RETURN(swim::Keyring keyring, MakeKeyring(keys, config.cluster.name, g.key_file));
+  if (keys.empty()) return std::unique_ptr<Membership>();
+  const std::string where = KeySourceOf(g).Describe();
+  ASSIGN_OR_RETURN(swim::Keyring keyring, MakeKeyring(keys, config.cluster.name, where));
 
   swim::GossipOptions o;
   o.name = !g.name.empty() ? g.name : identity.name;
@@ -136,8 +117,7 @@ std::vector<std::string> Membership::cluster_keys() {
   return keys_;
 }
 
-Status Membership::ReloadKeys(Env& env, const std::string& path) {
-  ASSIGN_OR_RETURN(std::vector<std::string> keys, LoadClusterKeys(env, path));
+Status Membership::ReloadKeys(const std::vector<std::string>& keys, const std::string& path) {
   ASSIGN_OR_RETURN(swim::Keyring ring, MakeKeyring(keys, cluster_, path));
   node_->SetKeyring(std::move(ring));
   {

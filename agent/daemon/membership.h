@@ -35,8 +35,8 @@ struct GossipIdentity {
 
 class Membership final : public FormationPeers {
  public:
-  // Starts gossip when configured; returns nullptr (and OK) when gossip is off.
-  static Result<std::unique_ptr<Membership>> Start(Env& env, const Config& config, GossipIdentity identity = {});
+  // Starts gossip with the cluster keys (cluster_keys.h; raw, the primary first); nullptr (and OK) without keys.
+  static Result<std::unique_ptr<Membership>> Start(const Config& config, std::vector<std::string> keys, GossipIdentity identity = {});
   ~Membership() override;
 
   // Gossips a graceful leave, then stops.
@@ -46,9 +46,9 @@ class Membership final : public FormationPeers {
   const std::string& name() const { return name_; }
   // The cluster keys in force (raw bytes, the primary first): they also sign and check discovery HELLOs.
   std::vector<std::string> cluster_keys();
-  // Reads gossip.key_file again and puts its keys in force for gossip, push-pull, rosters and HELLOs. A bad
-  // file is refused, naming the problem, and the keys in force stay.
-  Status ReloadKeys(Env& env, const std::string& path);
+  // Puts these keys in force for gossip, push-pull, rosters and HELLOs (key rotation). Keys that cannot make a
+  // keyring are refused, naming the problem (where: their source), and the keys in force stay.
+  Status ReloadKeys(const std::vector<std::string>& keys, const std::string& where);
   const std::string& address() const { return node_->advertise_addr(); }
 
   // The metadata others see for us (role, GPUs, the roster we hold, the generation we applied).

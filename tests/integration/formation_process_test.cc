@@ -349,6 +349,23 @@ TEST(FormationProcessTest, MaintenanceEventsAreShownAndANearOneMakesTheNodeLeave
   EXPECT_TRUE(c.Status(1).has_value()) << "node 1 stays";
 }
 
+// The cluster key fetched from AWS with the instance role: two nodes from a Secrets Manager secret, two from an SSM
+// SecureString parameter (the emulator checks every request's signature); they form one cluster, and the key
+// appears in no log.
+TEST(FormationProcessTest, TheClusterKeyComesFromSecretsManagerOrSsm) {
+  Cluster c(4, {.expected = 4, .keys_from_aws = true});
+  ASSERT_EQ(c.error(), "");
+  for (int i : Range(4)) c.Start(i, i == 0);
+  ASSERT_TRUE(c.WaitPhase(Range(4), "ready", seconds(60))) << c.Describe(Range(4)) << c.Log(1);
+  EXPECT_EQ(c.secrets()->served("GetSecretValue"), 2);
+  EXPECT_EQ(c.secrets()->served("GetParameter"), 2);
+  EXPECT_TRUE(c.secrets()->problems().empty()) << c.secrets()->problems().front();
+  for (int i : Range(4)) {
+    EXPECT_EQ(c.Log(i).find(testing::kLocalClusterKeyHex), std::string::npos) << "node " << i << " logged the key";
+  }
+  EXPECT_NE(c.Log(1).find("SSM parameter /dlagent/cluster-key"), std::string::npos) << c.Log(1);
+}
+
 // The cluster key and the AWS secret key never reach a log, agentctl's output (text or JSON) or a node file.
 TEST(FormationProcessTest, SecretsAppearInNoOutput) {
   Cluster c(3, {.expected = 3});

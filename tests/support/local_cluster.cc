@@ -98,6 +98,12 @@ LocalCluster::LocalCluster(int n, LocalClusterOptions o) : n_(n), o_(std::move(o
     res.status = 200;
   });
   if (dlagent::Status st = cfn_.Start(services_ip); !st.ok()) error_ = st.ToString();
+  if (o_.keys_from_aws) {
+    secrets_ = std::make_unique<SecretsEmulator>(AwsCredentials{"AKIDEXAMPLE", kLocalClusterAwsSecret, "", std::nullopt, "test"}, "us-east-1");
+    secrets_->PutSecret("dlagent/cluster-key", std::string(kLocalClusterKeyHex) + "\n");
+    secrets_->PutParameter("/dlagent/cluster-key", std::string(kLocalClusterKeyHex) + "\n");
+    if (dlagent::Status st = secrets_->Start(services_ip); !st.ok()) error_ = st.ToString();
+  }
   if (root() && o_.storage) ::mkdir(Shared().c_str(), 0755);
   imds_.resize(n_);
   for (int i = 0; i < n_ && error_.empty(); ++i) {
@@ -180,12 +186,17 @@ void LocalCluster::Start(int i, bool master) {
                     "\nmin_nodes = " + std::to_string(o_.min) + "\njoin_deadline = \"" + o_.join_deadline +
                     "\"\nreseal_settle = \"" + o_.reseal_settle + "\"\nreseal = \"" + o_.reseal +
                     "\"\nleave_before_maintenance = \"" + o_.leave_before_maintenance + "\"\nrole = \"" + (master ? "master" : "worker") + "\"\n" +
-                    "[gossip]\nkey_file = \"" + dir_.Join("key") + "\"\nbind = \"" + Ip(i) + "\"\nport = " + std::to_string(port_) +
+                    "[gossip]\n" +
+                    (!o_.keys_from_aws ? "key_file = \"" + dir_.Join("key") + "\""
+                     : i % 2 == 0      ? std::string("key_source = \"secretsmanager:dlagent/cluster-key\"")
+                                       : std::string("key_source = \"ssm:/dlagent/cluster-key\"")) +
+                    "\nbind = \"" + Ip(i) + "\"\nport = " + std::to_string(port_) +
                     "\nprofile = \"fast\"\n" +
                     "[discovery]\nqueue = \"formation-test\"\nhello_interval = \"" + o_.hello_interval + "\"\npoll_wait = \"" +
                     o_.poll_wait + "\"\n" +
                     "[aws]\nregion = \"us-east-1\"\nsqs_endpoint = \"" + sqs_endpoint_ +
                     (netns_.empty() ? "\"\nimds_endpoint = \"" + imds_[i]->endpoint() : "") + "\"\ncfn_wait_handle = \"" + cfn_.url("/signal") + "\"\n" +
+                    (secrets_ ? "secretsmanager_endpoint = \"" + secrets_->url() + "\"\nssm_endpoint = \"" + secrets_->url() + "\"\n" : std::string()) +
                     "[node]\ngpus = " + std::to_string(gpus(i)) + "\n" +
                     "[files]\nroot = \"" + Root(i) + "\"\n" +
                     "[jobs]\nagentctl = \"" + DLAGENT_AGENTCTL + "\"\n" +

@@ -30,6 +30,7 @@
 #include "bootstrap/aws/sqs_client.h"
 #include "tests/emulators/imds/imds_emulator.h"
 #include "tests/support/local_http_server.h"
+#include "tests/support/secrets_emulator.h"
 #include "tests/support/sqs_emulator.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
@@ -53,6 +54,9 @@ struct LocalClusterOptions {
   bool storage = true;        // as root: a bind mount of one shared directory
   bool netns = true;          // as root: a network namespace per node (else loopback addresses)
   std::string socket_group;   // agent.socket_group; set, the cluster's directory lets others reach the sockets
+  // The cluster key from AWS (gossip.key_source): even nodes from a Secrets Manager secret, odd ones from an SSM
+  // SecureString parameter, both served by a SecretsEmulator in the services namespace.
+  bool keys_from_aws = false;
 };
 
 class LocalCluster {
@@ -74,6 +78,7 @@ class LocalCluster {
   const std::string& queue_url() const { return queue_url_; }
   int gossip_port() const { return port_; }  // every node's gossip and cluster service port
   SqsClient& sqs() { return *sqs_client_; }
+  SecretsEmulator* secrets() { return secrets_.get(); }  // with keys_from_aws
 
   void Start(int i, bool master = false);
   void Kill(int i, int sig = SIGKILL);
@@ -105,6 +110,7 @@ class LocalCluster {
   int home_netns_ = -1;  // the making thread's own network namespace, entered again on destruction
   std::string error_;
   std::unique_ptr<SqsEmulator> sqs_;
+  std::unique_ptr<SecretsEmulator> secrets_;
   std::unique_ptr<HttpClient> http_;
   std::unique_ptr<Env> env_;
   std::unique_ptr<StaticCredentials> creds_;

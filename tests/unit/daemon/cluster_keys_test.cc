@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "agent/daemon/cluster_keys.h"
 #include "agent/daemon/membership.h"
 #include "bootstrap/common/fake_env.h"
 
@@ -17,7 +18,7 @@ TEST(ClusterKeysTest, OneKeyALineThePrimaryFirstAndClearRefusals) {
   EXPECT_EQ((*keys)[1].substr(16), std::string(16, '\xff'));
   struct Case {
     std::string text, why;
-  } cases[] = {{"", "holds no key; make one with: openssl rand -hex 32 > /k"},
+  } cases[] = {{"", "/k holds no key; make one with: openssl rand -hex 32"},
                {a + "\n" + std::string(63, 'b') + "\n", "/k line 2 is not 64 hex characters"},
                {std::string(64, 'g') + "\n", "/k line 1 is not 64 hex characters"}};
   for (const Case& c : cases) {
@@ -27,6 +28,28 @@ TEST(ClusterKeysTest, OneKeyALineThePrimaryFirstAndClearRefusals) {
     EXPECT_NE(r.status().ToString().find(c.why), std::string::npos) << r.status().ToString();
   }
   EXPECT_EQ(LoadClusterKeys(env, "/missing").status().code(), StatusCode::kNotFound);
+}
+
+TEST(ClusterKeysTest, KeySourcesAreParsedAndAConfigNamesOnlyOne) {
+  EXPECT_EQ(ParseKeySource("file:/etc/dlagent/cluster.key")->kind, KeySource::Kind::kFile);
+  EXPECT_EQ(ParseKeySource("secretsmanager:arn:aws:secretsmanager:us-east-1:1:secret:k")->where, "arn:aws:secretsmanager:us-east-1:1:secret:k");
+  EXPECT_EQ(ParseKeySource("ssm:/dlagent/key")->kind, KeySource::Kind::kSsm);
+  for (const char* bad : {"file:relative", "vault:x", "ssm:", "nothing"}) EXPECT_FALSE(ParseKeySource(bad).ok()) << bad;
+  auto both = ParseConfig("[gossip]\nkey_file = \"/k\"\nkey_source = \"ssm:/k\"\n", "t.toml", [](const char*) { return std::nullopt; });
+  ASSERT_FALSE(both.ok());
+  EXPECT_NE(both.status().message().find("not both"), std::string::npos) << both.status().ToString();
+  auto bad = ParseConfig("[gossip]\nkey_source = \"vault:k\"\n", "t.toml", [](const char*) { return std::nullopt; });
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("gossip.key_source"), std::string::npos) << bad.status().ToString();
+  // A file source reads as gossip.key_file does; an absent source says how to set one.
+  FakeEnv env;
+  env.PutFile("/k", std::string(64, 'a') + "\n");
+  Config c;
+  c.gossip.key_source = "file:/k";
+  Result<std::vector<std::string>> keys = ClusterKeyLoader(env, c).Load();
+  ASSERT_TRUE(keys.ok()) << keys.status().ToString();
+  EXPECT_EQ(keys->size(), 1u);
+  EXPECT_EQ(ClusterKeyLoader(env, Config()).Load().status().code(), StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

@@ -1,0 +1,55 @@
+#pragma once
+// Where the cluster keys come from: gossip.key_file, or gossip.key_source: a file, a Secrets Manager secret or
+// a Systems Manager SecureString parameter (docs/aws.md), fetched with the instance role. Either way the text
+// is one key a line, 64 hex characters each (openssl rand -hex 32), the first the primary. The keys are held in
+// memory only and never logged; errors name the source, never the contents.
+//
+// Thread safety: a ClusterKeyLoader is used by one thread at a time.
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/daemon/config.h"
+#include "bootstrap/common/env.h"
+
+namespace dlagent {
+
+struct KeySource {
+  enum class Kind { kNone, kFile, kSecretsManager, kSsm };
+  Kind kind = Kind::kNone;
+  std::string where;  // the path, the secret's name or ARN, the parameter's name
+  std::string Describe() const;  // "file /etc/dlagent/cluster.key", "Secrets Manager secret NAME", "SSM parameter NAME"
+};
+
+// "file:/PATH", "secretsmanager:NAME-OR-ARN", "ssm:NAME"; InvalidArgument names what is accepted.
+Result<KeySource> ParseKeySource(std::string_view text);
+// gossip.key_source when set, else gossip.key_file, else none (gossip off).
+KeySource KeySourceOf(const GossipConfig& gossip);
+
+// The keys of a key file's text (raw bytes, the primary first). where names the source in errors.
+Result<std::vector<std::string>> ParseClusterKeys(std::string_view text, const std::string& where);
+
+class ClusterKeyLoader {
+ public:
+  // env must outlive the loader. cancel (may be null) ends an AWS fetch's retries.
+  ClusterKeyLoader(Env& env, const Config& config, const std::atomic<bool>* cancel = nullptr);
+  ~ClusterKeyLoader();
+
+  const KeySource& source() const { return source_; }
+  // Reads the file, or fetches the secret or parameter (each call retried, bounded); FailedPrecondition when
+  // no source is configured.
+  Result<std::vector<std::string>> Load();
+
+ private:
+  struct Aws;
+  Env& env_;
+  const Config config_;
+  const KeySource source_;
+  const std::atomic<bool>* cancel_;
+  std::unique_ptr<Aws> aws_;  // made at the first fetch
+};
+
+}  // namespace dlagent
