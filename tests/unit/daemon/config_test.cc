@@ -119,7 +119,7 @@ TEST(ConfigTest, FormationMistakesAreNamed) {
     const char* want;
   } cases[] = {
       {"[cluster]\nexpected_nodes = 4\nmin_nodes = 5\n[gossip]\nkey_file = \"/k\"\n", "cluster.min_nodes (5) is more than cluster.expected_nodes (4)"},
-      {"[cluster]\nexpected_nodes = 4\n", "cluster.expected_nodes needs gossip (set gossip.key_file)"},
+      {"[cluster]\nexpected_nodes = 4\n", "cluster.expected_nodes needs gossip (set gossip.key_file or gossip.key_source)"},
       {"[storage]\nkind = \"nfs4\"\n", "storage.kind = \"nfs4\" needs storage.source (host:/export)"},
       {"[discovery]\npoll_wait = \"30s\"\n", "f.toml:2:13: discovery.poll_wait: \"30s\" is longer than 20s"},
       {"[cluster]\njoin_deadline = \"soon\"\n", "f.toml:2:17: cluster.join_deadline:"},
