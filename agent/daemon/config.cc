@@ -390,12 +390,13 @@ Status ApplyAwsEnvironment(AwsConfig& aws, const GetEnvFn& getenv) {
     if (auto why = CheckUrl(*v); !why.empty()) return Status::InvalidArgument("config", "environment: AWS_ENDPOINT_URL_SQS/AWS_ENDPOINT_URL: " + why);
     aws.sqs_endpoint = *v;
   }
-  for (auto [names, field] : {std::pair{std::initializer_list<const char*>{"AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL"}, &aws.secretsmanager_endpoint},
-                              std::pair{std::initializer_list<const char*>{"AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL"}, &aws.ssm_endpoint}}) {
-    if (auto v = first(names)) {
-      if (auto why = CheckUrl(*v); !why.empty()) return Status::InvalidArgument("config", "environment: " + std::string(*names.begin()) + ": " + why);
-      *field = *v;
-    }
+  if (auto v = first({"AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL"})) {
+    if (auto why = CheckUrl(*v); !why.empty()) return Status::InvalidArgument("config", "environment: AWS_ENDPOINT_URL_SECRETS_MANAGER/AWS_ENDPOINT_URL: " + why);
+    aws.secretsmanager_endpoint = *v;
+  }
+  if (auto v = first({"AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL"})) {
+    if (auto why = CheckUrl(*v); !why.empty()) return Status::InvalidArgument("config", "environment: AWS_ENDPOINT_URL_SSM/AWS_ENDPOINT_URL: " + why);
+    aws.ssm_endpoint = *v;
   }
   if (auto v = first({"AWS_EC2_METADATA_SERVICE_ENDPOINT"})) {
     if (auto why = CheckUrl(*v); !why.empty()) return Status::InvalidArgument("config", "environment: AWS_EC2_METADATA_SERVICE_ENDPOINT: " + why);
