@@ -34,6 +34,9 @@ std::string SignHello(const Hello& hello, const std::string& key) {
   return Canonical({{"v", 1}, {"hello", body}, {"sig", HexEncode(HmacSha256(key, Canonical(body)))}});
 }
 
+// 2100-01-01: past it a time is a corrupt one (and its nanoseconds would overflow the clock's type).
+constexpr int64_t kLatestUnixMs = 4102444800000;
+
 HelloCheck VerifyHello(std::string_view body, const std::string& key, const std::string& cluster, WallTime now, Duration window) {
   HelloCheck c;
   Result<nlohmann::json> j = ParseJsonObject(body, "discovery", "HELLO", 16 << 10);
@@ -41,9 +44,13 @@ HelloCheck VerifyHello(std::string_view body, const std::string& key, const std:
     c.detail = std::string(j.status().message());
     return c;
   }
+  auto version = j->find("v");
   auto hello = j->find("hello");
   auto sig = j->find("sig");
-  if (j->value("v", 0) != 1 || hello == j->end() || !hello->is_object() || sig == j->end() || !sig->is_string()) {
+  // Types checked before any value is read: nlohmann's value() throws on a "v" that is an object (found by
+  // fuzzing; anyone who can write to the queue could have sent it).
+  if (version == j->end() || !version->is_number_integer() || version->get<int64_t>() != 1 || hello == j->end() || !hello->is_object() ||
+      sig == j->end() || !sig->is_string()) {
     c.detail = "not a version 1 HELLO";
     return c;
   }
@@ -61,7 +68,7 @@ HelloCheck VerifyHello(std::string_view body, const std::string& key, const std:
   in_addr addr;
   if (c.hello.instance_id.empty() || c.hello.instance_id.size() > 64 || inet_pton(AF_INET, c.hello.ip.c_str(), &addr) != 1 ||
       port < 1 || port > 65535 || gpus < 0 || gpus > 1024 || (c.hello.role != "master" && c.hello.role != "worker") ||
-      c.hello.unix_ms < 0) {
+      c.hello.unix_ms < 0 || c.hello.unix_ms > kLatestUnixMs) {
     c.detail = "signed but incomplete or out of range (instance_id, ip, gossip_port, role, gpus, unix_ms)";
     return c;
   }

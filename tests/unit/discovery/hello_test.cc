@@ -37,6 +37,9 @@ TEST(HelloTest, RefusalsHaveReasons) {
       {"not json", kKey, "demo", kNow, HelloVerdict::kMalformed},
       {"{\"v\":2}", kKey, "demo", kNow, HelloVerdict::kMalformed},
       {std::string("{\"v\":1,\"hello\":{},\"sig\":\"00\"}"), kKey, "demo", kNow, HelloVerdict::kBadSignature},
+      // Found by fuzzing: a "v" of another type threw out of the verifier (and out of the poller's thread).
+      {std::string("{\"v\":{\"cluster\":\"fuzz\"},\"sig\":\"00\"}"), kKey, "demo", kNow, HelloVerdict::kMalformed},
+      {std::string("{\"v\":\"1\",\"hello\":{},\"sig\":\"00\"}"), kKey, "demo", kNow, HelloVerdict::kMalformed},
   };
   for (const auto& c : cases) {
     HelloCheck r = VerifyHello(c.body, c.key, c.cluster, c.now);

@@ -64,6 +64,10 @@ TEST(CheckpointTest, ManifestNamesWhatIsWrong) {
   EXPECT_EQ(e->sha256, "bb");
   EXPECT_NE(ManifestEntry(m, "M", 0, 3).status().ToString().find("was written by 2 servers; this job has 3"), std::string::npos);
   EXPECT_NE(ManifestEntry("{\"format\":1", "M", 0, 2).status().ToString().find("M is not a dlps checkpoint manifest"), std::string::npos);
+  // A planted manifest whose fields have other types is refused, not thrown on.
+  for (const char* planted : {"{\"format\":{}}", "{\"format\":\"1\",\"servers\":2,\"files\":[]}", "{\"format\":1,\"servers\":\"2\"}"}) {
+    EXPECT_NE(ManifestEntry(planted, "M", 0, 2).status().ToString().find("not a dlps checkpoint manifest"), std::string::npos) << planted;
+  }
   const std::string partial = EncodeManifest(2, {{"server-0-of-2.dlps", 10, "aa"}});
   EXPECT_NE(ManifestEntry(partial, "M", 1, 2).status().ToString().find("M is incomplete (it lists no server-1-of-2.dlps)"), std::string::npos);
 }
