@@ -71,20 +71,10 @@ Result<nlohmann::json> SecretsClient::Call(const std::string& action, const nloh
   nlohmann::json output;
   Status st = Retry(env_, options_.retry, [&]() -> Status {
     ASSIGN_OR_RETURN(AwsCredentials creds, credentials_.Get());
-    HttpRequest req;
-    req.method = "POST";
-    req.url = options_.endpoint;
-    req.body = body;
-    req.headers = {{"Host", host_header_}, {"Content-Type", "application/x-amz-json-1.1"}, {"X-Amz-Target", service_.target_prefix + "." + action}};
-    // Signed anew at each attempt: the date is part of the signature.
-    SigV4Signature sig = SignV4({"POST", path_, "", req.headers, body}, creds, options_.region, service_.name, env_.NowWall());
-    req.headers.insert(req.headers.end(), sig.added_headers.begin(), sig.added_headers.end());
-    req.headers.emplace_back("Authorization", sig.authorization);
-    req.timeout = options_.call_timeout;
-    req.cancel = options_.cancel;
-    req.max_response_bytes = 1 << 20;
+    SignedJsonPost post{options_.endpoint, host_header_, path_, options_.region, service_.name, "application/x-amz-json-1.1",
+                        service_.target_prefix + "." + action, {}, options_.call_timeout, options_.cancel, 1 << 20};
     ++requests_;
-    ASSIGN_OR_RETURN(HttpResponse resp, http_.Send(req));
+    ASSIGN_OR_RETURN(HttpResponse resp, SendSignedJson(http_, creds, env_.NowWall(), post, body));
     if (resp.status != 200) return AwsJsonErrorToStatus(resp.status, resp.body, service_, action, resource);
     ASSIGN_OR_RETURN(output, ParseJsonObject(resp.body, kSecrets, service_.name + " " + action + " answer", 1 << 20));
     return Status::Ok();

@@ -159,4 +159,21 @@ SigV4Signature SignV4(const SigV4Request& req, const AwsCredentials& creds, cons
   return sig;
 }
 
+Result<HttpResponse> SendSignedJson(HttpClient& http, const AwsCredentials& credentials, WallTime now, const SignedJsonPost& post,
+                                    const std::string& body) {
+  HttpRequest req;
+  req.method = "POST";
+  req.url = post.url;
+  req.body = body;
+  req.headers = {{"Host", post.host_header}, {"Content-Type", post.content_type}, {"X-Amz-Target", post.target}};
+  req.headers.insert(req.headers.end(), post.extra_headers.begin(), post.extra_headers.end());
+  SigV4Signature sig = SignV4({"POST", post.path, "", req.headers, body}, credentials, post.region, post.service, now);
+  req.headers.insert(req.headers.end(), sig.added_headers.begin(), sig.added_headers.end());
+  req.headers.emplace_back("Authorization", sig.authorization);
+  req.timeout = post.timeout;
+  req.cancel = post.cancel;
+  req.max_response_bytes = post.max_response_bytes;
+  return http.Send(req);
+}
+
 }  // namespace dlagent

@@ -3,6 +3,7 @@
 //
 // Thread safety: pure functions.
 
+#include <atomic>
 #include <string>
 
 #include "bootstrap/aws/http_client.h"
@@ -38,6 +39,24 @@ struct SigV4Signature {
 // token and the request lacks it.
 SigV4Signature SignV4(const SigV4Request& request, const AwsCredentials& credentials, const std::string& region,
                       const std::string& service, WallTime now);
+
+// One signed POST of a JSON body to an AWS service, the request shape the JSON protocols share (SQS's 1.0,
+// Secrets Manager's and SSM's 1.1): Host, Content-Type and X-Amz-Target, the extra headers, then the SigV4
+// headers for `now`. The caller retries (signing anew each time: the date is signed).
+struct SignedJsonPost {
+  std::string url;           // the endpoint
+  std::string host_header;   // Url::HostHeader() of it
+  std::string path;          // its path
+  std::string region, service;
+  std::string content_type;  // "application/x-amz-json-1.0" or "-1.1"
+  std::string target;        // "AmazonSQS.SendMessage"
+  HttpHeaders extra_headers;
+  Duration timeout = std::chrono::seconds(10);
+  const std::atomic<bool>* cancel = nullptr;
+  size_t max_response_bytes = 1 << 20;
+};
+Result<HttpResponse> SendSignedJson(HttpClient& http, const AwsCredentials& credentials, WallTime now, const SignedJsonPost& post,
+                                    const std::string& body);
 
 // "20150830T123600Z".
 std::string FormatAmzDate(WallTime t);

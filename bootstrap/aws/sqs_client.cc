@@ -60,23 +60,10 @@ Result<nlohmann::json> SqsClient::Call(const std::string& action, const nlohmann
   nlohmann::json output;
   Status st = Retry(env_, options_.retry, [&]() -> Status {
     ASSIGN_OR_RETURN(AwsCredentials creds, credentials_.Get());
-    HttpRequest req;
-    req.method = "POST";
-    req.url = options_.endpoint;
-    req.body = body;
-    req.headers = {{"Host", host_header_},
-                   {"Content-Type", "application/x-amz-json-1.0"},
-                   {"X-Amz-Target", "AmazonSQS." + action},
-                   {"x-amzn-query-mode", "true"}};
-    // Signed anew at each attempt: the date is part of the signature.
-    SigV4Signature sig = SignV4({"POST", path_, "", req.headers, body}, creds, options_.region, "sqs", env_.NowWall());
-    req.headers.insert(req.headers.end(), sig.added_headers.begin(), sig.added_headers.end());
-    req.headers.emplace_back("Authorization", sig.authorization);
-    req.timeout = options_.call_timeout + extra_timeout;
-    req.cancel = cancel;
-    req.max_response_bytes = 24 << 20;
+    SignedJsonPost post{options_.endpoint, host_header_, path_, options_.region, "sqs", "application/x-amz-json-1.0", "AmazonSQS." + action,
+                        {{"x-amzn-query-mode", "true"}}, options_.call_timeout + extra_timeout, cancel, 24 << 20};
     ++requests_;
-    ASSIGN_OR_RETURN(HttpResponse resp, http_.Send(req));
+    ASSIGN_OR_RETURN(HttpResponse resp, SendSignedJson(http_, creds, env_.NowWall(), post, body));
     if (resp.status != 200) {
       return SqsErrorToStatus(ParseSqsError(resp.status, resp.Header("x-amzn-query-error"), resp.body), action);
     }
