@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <iomanip>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -52,6 +53,7 @@ void Print(const jpb::JobOutputReply& r, std::ostream& out, std::ostream& err) {
 Result<jpb::JobSummary> Stream(ControlClient& client, jpb::JobOutputRequest req, bool follow, const std::atomic<int>& interrupted,
                                const std::function<void()>& on_interrupt, std::ostream& out, std::ostream& err) {
   int failures = 0, handled = 0;
+  std::set<std::string> warned;  // nodes said to be unreachable, once each
   for (;;) {
     if (interrupted.load() > handled) {
       handled = interrupted.load();
@@ -67,6 +69,9 @@ Result<jpb::JobSummary> Stream(ControlClient& client, jpb::JobOutputRequest req,
     }
     failures = 0;
     Print(*r, out, err);
+    for (const std::string& node : r->unreachable()) {
+      if (warned.insert(node).second) err << "agentctl: node " << node << " does not answer; its lines are missing\n";
+    }
     *req.mutable_after_seq() = r->after_seq();
     req.set_tail(0);
     if (!follow) return r->summary();

@@ -27,6 +27,7 @@ NodeJobsOptions NodeJobsOptionsOf(const JobsOptions& o, const JobsDeps& d) {
   n.node = o.self;
   n.heartbeat = o.node_heartbeat;
   n.base_env = d.base_env;
+  n.gone = d.gone;
   return n;
 }
 

@@ -405,6 +405,18 @@ void NodeJobs::Forget() {
   }
 }
 
+void NodeJobs::StopOrphans() {
+  for (auto& [id, job] : jobs_) {
+    if (!job->failure.empty() || job->spec.coordinator().empty() || job->spec.coordinator() == o_.node) continue;
+    bool running = false;
+    for (const Rank& r : job->ranks) running = running || r.state.running();
+    if (!running || !o_.gone(job->spec.coordinator())) continue;
+    const std::string why = "the job's coordinator " + job->spec.coordinator() + " died or left the cluster";
+    spdlog::warn("job {}: {}; stopping its ranks on this node", id, why);
+    SignalLocked(*job, SIGTERM, true, why, false);
+  }
+}
+
 void NodeJobs::Loop() {
   enum Kind { kOut, kErr, kPid };
   struct Watch {
@@ -492,6 +504,10 @@ void NodeJobs::Loop() {
       }
     }
     Forget();
+    if (o_.gone && now - last_orphan_check_ >= std::chrono::seconds(1)) {
+      last_orphan_check_ = now;
+      StopOrphans();
+    }
     lock.Unlock();
     for (const Echo& e : echo) {
       ScopedLogFields f({{"JOB", e.job}, {"RANK", std::to_string(e.rank)}, {"STREAM", e.stderr_stream ? "stderr" : "stdout"}});

@@ -37,6 +37,9 @@ struct NodeJobsOptions {
   std::shared_ptr<Heartbeat> heartbeat;
   // The node environment every rank starts from (cluster.env, PATH, HOME...), read at each start.
   std::function<std::vector<std::string>()> base_env;
+  // Whether gossip says a member died or left (null: never). A job whose coordinator is gone has no one left
+  // to stop it everywhere: its ranks here are stopped, checked about once a second.
+  std::function<bool(const std::string& instance_id)> gone;
 };
 
 class NodeJobs {
@@ -95,6 +98,8 @@ class NodeJobs {
   void Reap(Job& job, Rank& rank) REQUIRES(mu_);
   void SignalLocked(Job& job, int sig, bool escalate, const std::string& reason, bool killed) REQUIRES(mu_);
   void Forget() REQUIRES(mu_);
+  // Stops the running jobs whose coordinator gossip says is gone (about once a second).
+  void StopOrphans() REQUIRES(mu_);
   pb::NodeJob Describe(const Job& job, bool with_lines, uint64_t after, uint32_t max_lines) const REQUIRES(mu_);
   size_t RunningRanks() const REQUIRES(mu_);
 
@@ -103,6 +108,7 @@ class NodeJobs {
   std::map<std::string, std::unique_ptr<Job>> jobs_ GUARDED_BY(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;
   int wake_fd_ = -1;
+  MonoTime last_orphan_check_{};  // the loop's thread only
   std::thread thread_;
 };
 

@@ -8,7 +8,8 @@
 //     the grace period; every rank's end is kept;
 //   - --per-node gpus, stdin from /dev/null, two jobs at once, --timeout (exit 124);
 //   - agentctl kill from a node that did not start the job; Ctrl-C on a foreground run;
-//   - a node SIGKILLed mid-job fails the job naming the node;
+//   - a node SIGKILLed mid-job fails the job naming the node; when the coordinator's agent stops, the other
+//     nodes stop their ranks;
 //   - a non-root caller's ranks run as that user, and --user is root's only;
 //   - a job call sealed with another key, or replayed, is refused and counted;
 //   - dlps: 4 nodes x 2 workers of dlps-train --verify, difference 0; a worker without the job's token is refused;
@@ -271,6 +272,19 @@ TEST_F(JobsProcessTest, ANodeKilledMidJobFailsTheJobNamingTheNode) {
   EXPECT_NE(job["failure"].get<std::string>().find(c().Id(3)), std::string::npos) << job.dump();
   EXPECT_EQ(job["exit_code"], 255);
   EXPECT_LT(steady_clock::now() - start, seconds(30));
+}
+
+TEST_F(JobsProcessTest, WhenTheCoordinatorLeavesTheOtherNodesStopTheirRanks) {
+  Form();
+  RunResult d = Ctl(c(), 0, {"run", "--detach", "--grace", "1s", "--", "sleep", "60"});
+  ASSERT_EQ(d.exit_code, 0) << d.output;
+  const std::string id = d.output.substr(0, d.output.find('\n'));
+  ASSERT_EQ(WaitState(c(), 1, id, {"running"})["running"], kNodes);
+  c().Kill(0, SIGTERM);  // agentd stops its own ranks and leaves: nobody is left to stop the job everywhere
+  nlohmann::json job = WaitState(c(), 1, id, {"failed", "killed", "succeeded"}, seconds(30));
+  EXPECT_EQ(job["state"], "failed") << job.dump();
+  EXPECT_EQ(job["running"], 0) << job.dump();
+  EXPECT_NE(job["failure"].get<std::string>().find("coordinator " + c().Id(0)), std::string::npos) << job.dump();
 }
 
 TEST_F(JobsProcessTest, ANonRootCallersRanksRunAsThatUser) {

@@ -159,6 +159,24 @@ TEST(NodeJobsTest, EachRanksBufferKeepsItsLastLinesAndSaysHowManyWereDropped) {
   EXPECT_EQ(part->jobs(0).next_seq(), j.lines(61).seq());
 }
 
+TEST(NodeJobsTest, RanksOfAJobWhoseCoordinatorIsGoneAreStopped) {
+  std::atomic<bool> coordinator_gone{false};
+  NodeJobsOptions o = Options("i-b");
+  o.gone = [&](const std::string& id) { return id == "i-a" && coordinator_gone.load(); };
+  NodeJobs jobs(o);
+  pb::JobSpec spec = Spec("j-7", {"sleep", "30"}, 500);
+  spec.set_coordinator("i-a");
+  ASSERT_TRUE(jobs.Start(Start(spec, 2)).ok());
+  std::this_thread::sleep_for(milliseconds(1200));
+  pb::QueryRequest q;
+  q.set_job("j-7");
+  EXPECT_TRUE(jobs.Query(q)->jobs(0).ranks(0).running()) << "stopped while its coordinator lives";
+  coordinator_gone = true;
+  pb::NodeJob j = WaitEnded(jobs, "j-7", seconds(5));
+  EXPECT_EQ(j.ranks(0).signal(), SIGTERM);
+  EXPECT_EQ(j.failure(), "the job's coordinator i-a died or left the cluster");
+}
+
 // The coordinator's JobNodes: NodeJobs of several "nodes" reached directly.
 class LocalNodes : public JobNodes {
  public:
