@@ -267,14 +267,19 @@ int Daemon::Run() {
     notifier_.Status("failed: " + server.status().ToString());
     return 1;
   }
-  if (config.ps.enabled) {
+  const bool have_key = KeySourceOf(config.gossip).kind != KeySource::Kind::kNone;
+  if (config.ps.enabled && config.ps.authenticate && !have_key) {
+    // An unconfigured node (a fresh package install) opens no port that serves anyone.
+    spdlog::warn("parameter-server shard off: no cluster key to check job tokens with (set gossip.key_file or gossip.key_source, "
+                 "or ps.authenticate = false to serve whoever reaches the port)");
+  } else if (config.ps.enabled) {
     ps::ServerOptions o;
     o.listen = config.ps.bind + ":" + std::to_string(config.ps.port);
     o.shard.mode = config.ps.mode;
     o.shard.num_workers = 0;  // each job's size from its workers
     o.checkpoint_dir = config.ps.checkpoint_dir;
     o.heartbeat = heartbeats_.Register("ps");
-    if (config.ps.authenticate && KeySourceOf(config.gossip).kind != KeySource::Kind::kNone) {
+    if (config.ps.authenticate) {
       // The keys come from the key source (here, or the runtime once it has fetched them): until then no token
       // is valid.
       o.job_keys = [this] {
@@ -282,8 +287,9 @@ int Daemon::Run() {
         return ps_keys_;
       };
     } else {
-      spdlog::warn("parameter-server shard: whoever reaches {} is served ({}); keep the port inside the cluster's security group", o.listen,
-                   config.ps.authenticate ? "no cluster key to check job tokens with" : "ps.authenticate = false");
+      spdlog::warn("parameter-server shard: whoever reaches {} is served (ps.authenticate = false); keep the port inside the cluster's "
+                   "security group",
+                   o.listen);
     }
     Result<std::unique_ptr<ps::PsServer>> shard = ps::PsServer::Start(o);
     if (!shard.ok()) {

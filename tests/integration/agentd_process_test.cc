@@ -60,7 +60,7 @@ class NotifySocket {
 class AgentdProcessTest : public ::testing::Test {
  protected:
   void WriteConfig(const std::string& cluster, const std::string& extra = "") {
-    dir_.Write("agentd.toml", "[agent]\nsocket = \"" + sock_ + "\"\n" + extra + "[cluster]\nname = \"" + cluster + "\"\n[ps]\nport = 0\n");
+    dir_.Write("agentd.toml", "[agent]\nsocket = \"" + sock_ + "\"\n" + extra + "[cluster]\nname = \"" + cluster + "\"\n[ps]\nport = 0\nauthenticate = false\n");  // no cluster key here
   }
   std::unique_ptr<Subprocess> StartAgent(std::vector<std::string> env = {}) {
     env.push_back("NOTIFY_SOCKET=" + notify_path_);

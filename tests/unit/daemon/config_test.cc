@@ -238,5 +238,31 @@ TEST(ConfigTest, DocumentationListsEveryKey) {
   EXPECT_EQ(documented, known_set);
 }
 
+// The packaged /etc/dlagent/agentd.toml names every key, commented out; uncommented, it is valid and gives
+// the defaults.
+TEST(ConfigTest, ThePackagedFileHasEveryKeyCommentedAndParses) {
+  std::ifstream in(std::string(DLAGENT_SOURCE_DIR) + "/packaging/agentd.toml");
+  ASSERT_TRUE(in) << "packaging/agentd.toml is missing";
+  std::string uncommented, section;
+  std::set<std::string> named;
+  for (std::string line; std::getline(in, line);) {
+    ASSERT_TRUE(line.empty() || line[0] == '#') << "an active line: " << line;
+    std::smatch m;
+    if (std::regex_match(line, m, std::regex(R"(# \[([a-z]+)\])"))) {
+      section = m[1];
+      uncommented += "[" + section + "]\n";
+    } else if (std::regex_search(line, m, std::regex(R"(^# ([a-z_]+) = (.*?)(   # .*)?$)"))) {
+      named.insert(section + "." + m[1].str());
+      uncommented += m[1].str() + " = " + m[2].str() + "\n";
+    }
+  }
+  std::vector<std::string> known = KnownConfigKeys();
+  EXPECT_EQ(named, std::set<std::string>(known.begin(), known.end()));
+  Result<Config> c = ParseConfig(uncommented, "agentd.toml", kNoEnv);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->cluster.expected_nodes, 0);
+  EXPECT_TRUE(c->gossip.key_file.empty() && c->gossip.key_source.empty());
+}
+
 }  // namespace
 }  // namespace dlagent
