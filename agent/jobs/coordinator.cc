@@ -10,15 +10,13 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/jobs/launch.h"
+#include "agent/jobs/rank_env.h"
+#include "bootstrap/membership/packet_crypto.h"
 #include "bootstrap/common/crypto.h"
 #include "bootstrap/common/duration.h"
 
 namespace dlagent::jobs {
 namespace {
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 Status ResolveUser(const pb::RunJobRequest& req, const Caller& caller, pb::JobSpec& spec) {
   char buf[16384];
@@ -61,6 +59,10 @@ Status CheckEnv(const pb::RunJobRequest& req) {
 }
 
 }  // namespace
+
+std::string KillReason(int sig, const Caller& caller, const std::string& from) {
+  return "killed with " + SignalName(sig) + " by uid " + std::to_string(caller.uid) + (from.empty() ? "" : " on " + from);
+}
 
 Result<pb::NodeReply> Answer(Result<pb::NodeReply> r) {
   if (!r.ok()) return r.status();
@@ -165,7 +167,7 @@ Result<pb::JobSummary> Coordinator::Run(const pb::RunJobRequest& req, const Call
   spec.set_timeout_ms(std::max<int64_t>(0, req.timeout_ms()));
   spec.set_coordinator(o_.self);
   spec.set_coordinator_addr(o_.self_addr);
-  spec.set_created_unix_ms(NowMs());
+  spec.set_created_unix_ms(swim::NowUnixMs());
   for (const JobNode& n : nodes) {
     spec.add_nodes(n.instance_id);
     spec.add_node_addrs(n.addr);
@@ -298,8 +300,7 @@ Result<uint32_t> Coordinator::Kill(const std::string& id, int sig, const Caller&
     }
     if (Terminal(job.summary)) return 0u;
     if (!job.decision.killed) {
-      const char* abbrev = ::sigabbrev_np(sig);
-      job.decision = {"killed with SIG" + std::string(abbrev ? abbrev : "?") + " by uid " + std::to_string(caller.uid), 128 + sig, true};
+      job.decision = {KillReason(sig, caller), 128 + sig, true};
     }
     d = job.decision;
     spec = job.spec;

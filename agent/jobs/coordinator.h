@@ -64,6 +64,9 @@ Result<std::vector<JobNode>> SelectNodes(const std::vector<JobNode>& roster, con
 // Makes a run fan out to several nodes at once: fn(i) for i in [0, n), concurrently.
 void ForEachConcurrently(size_t n, const std::function<void(size_t)>& fn);
 
+// The failure a kill leaves on a job: "killed with SIGTERM by uid 1000" (and " on NODE" when from another node).
+std::string KillReason(int sig, const Caller& caller, const std::string& from = "");
+
 // A node's reply, its error turned into the Status.
 Result<pb::NodeReply> Answer(Result<pb::NodeReply> reply);
 

@@ -213,8 +213,7 @@ Result<pb::KillJobReply> Jobs::Kill(const pb::KillJobRequest& req, const Caller&
   }
   // Started elsewhere: every node is told directly (its coordinator too, through its ranks' parts), so that a
   // kill works even when the coordinator is gone.
-  const char* abbrev = ::sigabbrev_np(sig);
-  const std::string reason = "killed with SIG" + std::string(abbrev ? abbrev : "?") + " by uid " + std::to_string(caller.uid) + " on " + o_.self;
+  const std::string reason = KillReason(sig, caller, o_.self);
   const uint32_t signalled = SignalJob(*this, o_.self, spec, {}, sig, reason, true);
   spdlog::info("job {}: {}", spec.id(), reason);
   out.set_signalled(signalled);

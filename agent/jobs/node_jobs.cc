@@ -2,7 +2,6 @@
 
 #include <netinet/in.h>
 #include <poll.h>
-#include <pwd.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -10,61 +9,21 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include <spdlog/spdlog.h>
 
+#include "agent/jobs/rank_env.h"
 #include "agent/jobs/spawn.h"
+#include "agent/jobs/summary.h"
+#include "bootstrap/membership/packet_crypto.h"
 #include "bootstrap/common/log.h"
 
 namespace dlagent::jobs {
 namespace {
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-std::string SignalName(int sig) {
-  const char* abbrev = ::sigabbrev_np(sig);
-  return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
-}
-
-// The environment of one rank: the node's, the user's identity, the launcher's variables, then --env (which wins).
-std::vector<std::string> RankEnv(std::vector<std::string> base, const pb::JobSpec& spec, const pb::RankSpec& rank, const std::string& home) {
-  auto set = [&](const std::string& kv) {
-    const std::string name = kv.substr(0, kv.find('=') + 1);
-    std::erase_if(base, [&](const std::string& e) { return e.compare(0, name.size(), name) == 0; });
-    base.push_back(kv);
-  };
-  set("USER=" + spec.user());
-  set("LOGNAME=" + spec.user());
-  set("HOME=" + home);
-  if (EnvValue(base, "PATH").empty()) set("PATH=/usr/local/bin:/usr/bin:/bin");
-  for (const std::string& kv : rank.env()) set(kv);
-  for (const std::string& kv : spec.env()) set(kv);
-  return base;
-}
-
-std::string HomeOf(uid_t uid) {
-  struct passwd pw, *found = nullptr;
-  char buf[4096];
-  if (::getpwuid_r(uid, &pw, buf, sizeof buf, &found) == 0 && found && found->pw_dir) return found->pw_dir;
-  return "/";
-}
-
-// The job's working directory: --workdir, else the user's home when it is a directory, else /.
-std::string Workdir(const pb::JobSpec& spec) {
-  if (!spec.workdir().empty()) return spec.workdir();
-  const std::string home = HomeOf(spec.uid());
-  struct stat st;
-  return ::stat(home.c_str(), &st) == 0 && S_ISDIR(st.st_mode) ? home : "/";
-}
-
-std::string Ending(const pb::RankState& r) {
-  if (r.signal() != 0) return "was killed by " + SignalName(r.signal());
-  return "exited with " + std::to_string(r.exit_code());
-}
 
 }  // namespace
 
@@ -121,22 +80,7 @@ Result<pb::PrepareReply> NodeJobs::Prepare(const pb::PrepareRequest& req) {
   // The program: found as the rank would find it.
   const std::string& program = spec.argv(0);
   std::vector<std::string> env = RankEnv(o_.base_env ? o_.base_env() : std::vector<std::string>{}, spec, pb::RankSpec(), HomeOf(spec.uid()));
-  bool found = false;
-  if (program.find('/') != std::string::npos) {
-    const std::string path = program[0] == '/' ? program : dir + "/" + program;
-    found = ::access(path.c_str(), F_OK) == 0;
-  } else {
-    std::string path = EnvValue(env, "PATH");
-    size_t start = 0;
-    while (!found) {
-      const size_t colon = path.find(':', start);
-      std::string d = path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
-      found = ::access(((d.empty() ? "." : d) + "/" + program).c_str(), X_OK) == 0;
-      if (colon == std::string::npos) break;
-      start = colon + 1;
-    }
-  }
-  if (!found) return Status::NotFound("jobs", program + ": no such program on " + o_.node + " (PATH " + EnvValue(env, "PATH") + ")");
+  if (!ProgramFound(program, env, dir)) return Status::NotFound("jobs", program + ": no such program on " + o_.node + " (PATH " + EnvValue(env, "PATH") + ")");
   if (req.ports() > 256) return Status::InvalidArgument("jobs", "too many ports asked for: " + std::to_string(req.ports()));
   // Free ports: bound together (so that they differ), then released for the ranks to take.
   pb::PrepareReply reply;
@@ -205,7 +149,7 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
     r.state.set_role(rs.role());
     r.state.set_pid(s->pid);
     r.state.set_running(true);
-    r.state.set_started_unix_ms(NowMs());
+    r.state.set_started_unix_ms(swim::NowUnixMs());
     r.pidfd = s->pidfd;
     r.out.fd = s->out_fd;
     r.err.fd = s->err_fd;
@@ -338,7 +282,7 @@ void NodeJobs::AddLine(Job& job, Rank& rank, bool stderr_stream, std::string tex
   line.set_rank(rank.state.rank());
   line.set_stderr(stderr_stream);
   line.set_text(std::move(text));
-  line.set_unix_ms(NowMs());
+  line.set_unix_ms(swim::NowUnixMs());
   rank.lines.push_back(std::move(line));
   while (rank.lines.size() > o_.max_lines_per_rank) rank.lines.pop_front();
 }
@@ -378,11 +322,11 @@ void NodeJobs::Reap(Job& job, Rank& rank) {
   ::close(rank.pidfd);
   rank.pidfd = -1;
   rank.state.set_running(false);
-  rank.state.set_ended_unix_ms(NowMs());
+  rank.state.set_ended_unix_ms(swim::NowUnixMs());
   if (info.si_code == CLD_EXITED) rank.state.set_exit_code(info.si_status);
   else rank.state.set_signal(info.si_status);
   const bool failed = rank.state.exit_code() != 0 || rank.state.signal() != 0;
-  const std::string what = "rank " + std::to_string(rank.state.rank()) + " on " + o_.node + " " + Ending(rank.state);
+  const std::string what = "rank " + std::to_string(rank.state.rank()) + " on " + o_.node + " " + RankEnding(rank.state);
   if (failed && !rank.state.stopped()) {
     spdlog::warn("job {}: {}; stopping the job's other ranks", job.spec.id(), what);
     SignalLocked(job, SIGTERM, true, what, false);
@@ -392,17 +336,13 @@ void NodeJobs::Reap(Job& job, Rank& rank) {
 }
 
 void NodeJobs::Forget() {
-  size_t finished = 0;
-  for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) finished += it->second->ended != MonoTime::max();
-  // Oldest first: jobs_ is ordered by id, which is random; drop the finished jobs that ended longest ago.
-  while (finished > o_.keep_finished) {
-    auto oldest = jobs_.end();
-    for (auto it = jobs_.begin(); it != jobs_.end(); ++it) {
-      if (it->second->ended != MonoTime::max() && (oldest == jobs_.end() || it->second->ended < oldest->second->ended)) oldest = it;
-    }
-    jobs_.erase(oldest);
-    --finished;
+  std::vector<std::pair<MonoTime, std::string>> finished;
+  for (const auto& [id, job] : jobs_) {
+    if (job->ended != MonoTime::max()) finished.emplace_back(job->ended, id);
   }
+  if (finished.size() <= o_.keep_finished) return;
+  std::sort(finished.begin(), finished.end());  // the longest ended first
+  for (size_t i = 0; i + o_.keep_finished < finished.size(); ++i) jobs_.erase(finished[i].second);
 }
 
 void NodeJobs::StopOrphans() {
@@ -478,6 +418,7 @@ void NodeJobs::Loop() {
       }
     }
     const MonoTime now = std::chrono::steady_clock::now();
+    bool ended_one = false;
     for (auto& [id, job] : jobs_) {
       if (job->kill_at <= now) {
         job->kill_at = MonoTime::max();
@@ -496,6 +437,7 @@ void NodeJobs::Loop() {
         }
         if (exited && closed) {
           job->ended = now;
+          ended_one = true;
         } else if (exited && !job->swept) {
           // Every rank is gone but something it started still holds its output: a job leaves nothing behind.
           job->swept = true;
@@ -503,7 +445,7 @@ void NodeJobs::Loop() {
         }
       }
     }
-    Forget();
+    if (ended_one) Forget();  // only when there may be one too many
     if (o_.gone && now - last_orphan_check_ >= std::chrono::seconds(1)) {
       last_orphan_check_ = now;
       StopOrphans();

@@ -1,5 +1,7 @@
 #include "agent/jobs/spawn.h"
 
+#include "agent/jobs/rank_env.h"
+
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
@@ -31,24 +33,6 @@ const char* StepName(int step) {
   }
 }
 
-// The files execve should try for argv[0]: itself when it has a '/', else each PATH entry.
-std::vector<std::string> Candidates(const std::string& program, const std::vector<std::string>& env) {
-  if (program.find('/') != std::string::npos) return {program};
-  std::string path = EnvValue(env, "PATH");
-  if (path.empty()) path = "/usr/local/bin:/usr/bin:/bin";
-  std::vector<std::string> out;
-  size_t start = 0;
-  for (;;) {
-    const size_t colon = path.find(':', start);
-    std::string dir = path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
-    if (dir.empty()) dir = ".";
-    out.push_back(dir + "/" + program);
-    if (colon == std::string::npos) break;
-    start = colon + 1;
-  }
-  return out;
-}
-
 void CloseAll(std::initializer_list<int> fds) {
   for (int fd : fds) {
     if (fd >= 0) ::close(fd);
@@ -57,21 +41,13 @@ void CloseAll(std::initializer_list<int> fds) {
 
 }  // namespace
 
-std::string EnvValue(const std::vector<std::string>& env, const std::string& name) {
-  std::string value;
-  for (const std::string& e : env) {
-    if (e.size() > name.size() && e.compare(0, name.size(), name) == 0 && e[name.size()] == '=') value = e.substr(name.size() + 1);
-  }
-  return value;
-}
-
 Result<Spawned> Spawn(const SpawnRequest& req) {
   if (req.argv.empty() || req.argv[0].empty()) return Status::InvalidArgument("jobs", "no command to run");
   if (req.workdir.empty() || req.workdir[0] != '/') {
     return Status::InvalidArgument("jobs", "working directory \"" + req.workdir + "\" is not an absolute path");
   }
   // Everything the child needs is made before fork: it may not allocate.
-  const std::vector<std::string> files = Candidates(req.argv[0], req.env);
+  const std::vector<std::string> files = ProgramCandidates(req.argv[0], req.env);
   std::vector<char*> argv, envp;
   for (const std::string& a : req.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);

@@ -16,7 +16,7 @@
 namespace dlagent::jobs {
 
 struct SpawnRequest {
-  std::vector<std::string> argv;  // argv[0] is looked up in the PATH of env when it has no '/'
+  std::vector<std::string> argv;  // argv[0] is looked up as ProgramCandidates (rank_env.h) says
   std::vector<std::string> env;   // the whole environment, "NAME=value"
   std::string workdir;            // REQUIRED: an absolute path
   uid_t uid = 0;
@@ -32,8 +32,5 @@ struct Spawned {
 };
 
 Result<Spawned> Spawn(const SpawnRequest& req);
-
-// The value of NAME in an environment ("" when absent).
-std::string EnvValue(const std::vector<std::string>& env, const std::string& name);
 
 }  // namespace dlagent::jobs

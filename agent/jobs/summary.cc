@@ -1,13 +1,16 @@
 #include "agent/jobs/summary.h"
 
 #include <signal.h>
-#include <string.h>
 
 #include <algorithm>
 
-#include "agent/jobs/launch.h"
+#include "agent/jobs/rank_env.h"
 
 namespace dlagent::jobs {
+
+std::string RankEnding(const pb::RankState& r) {
+  return r.signal() != 0 ? "was killed by " + SignalName(r.signal()) : "exited with " + std::to_string(r.exit_code());
+}
 
 bool Terminal(const pb::JobSummary& s) { return s.state() == "succeeded" || s.state() == "failed" || s.state() == "killed"; }
 
@@ -78,10 +81,7 @@ pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& p
   } else if (first) {
     failed = true;
     s.set_exit_code(first->signal() ? 128 + first->signal() : first->exit_code());
-    const char* sig = first->signal() ? ::sigabbrev_np(first->signal()) : nullptr;
-    s.set_failure("rank " + std::to_string(first->rank()) + " on " + first_node + " " +
-                  (first->signal() ? "was killed by " + (sig ? "SIG" + std::string(sig) : "signal " + std::to_string(first->signal()))
-                                   : "exited with " + std::to_string(first->exit_code())));
+    s.set_failure("rank " + std::to_string(first->rank()) + " on " + first_node + " " + RankEnding(*first));
   } else if (!d.failure.empty()) {
     failed = true;
     s.set_failure(d.failure);

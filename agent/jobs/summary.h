@@ -34,4 +34,7 @@ pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& p
 
 bool Terminal(const pb::JobSummary& s);
 
+// How an ended rank ended: "exited with 3", "was killed by SIGKILL".
+std::string RankEnding(const pb::RankState& r);
+
 }  // namespace dlagent::jobs

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <set>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -157,6 +158,23 @@ TEST(NodeJobsTest, EachRanksBufferKeepsItsLastLinesAndSaysHowManyWereDropped) {
   EXPECT_EQ(part->jobs(0).lines(0).text(), j.lines(51).text());
   EXPECT_EQ(part->jobs(0).dropped(), 0u);
   EXPECT_EQ(part->jobs(0).next_seq(), j.lines(61).seq());
+}
+
+TEST(NodeJobsTest, OnlyTheLatestFinishedJobsAreKept) {
+  NodeJobsOptions o = Options("i-a");
+  o.keep_finished = 2;
+  NodeJobs jobs(o);
+  for (const char* id : {"j-1", "j-2", "j-3", "j-4"}) {
+    ASSERT_TRUE(jobs.Start(Start(Spec(id, {"true"}), 1)).ok());
+    WaitEnded(jobs, id);
+    std::this_thread::sleep_for(milliseconds(50));  // ended one after the other
+  }
+  std::this_thread::sleep_for(milliseconds(100));
+  std::set<std::string> kept;
+  Result<pb::QueryReply> all = jobs.Query(pb::QueryRequest());
+  ASSERT_TRUE(all.ok());
+  for (const pb::NodeJob& j : all->jobs()) kept.insert(j.spec().id());
+  EXPECT_EQ(kept, (std::set<std::string>{"j-3", "j-4"}));
 }
 
 TEST(NodeJobsTest, RanksOfAJobWhoseCoordinatorIsGoneAreStopped) {
