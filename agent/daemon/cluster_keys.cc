@@ -8,6 +8,7 @@
 #include "bootstrap/aws/imds_client.h"
 #include "bootstrap/aws/secrets_client.h"
 #include "bootstrap/aws/sqs_client.h"
+#include "bootstrap/common/crypto.h"
 
 namespace dlagent {
 
@@ -45,7 +46,6 @@ KeySource KeySourceOf(const GossipConfig& g) {
 }
 
 Result<std::vector<std::string>> ParseClusterKeys(std::string_view text, const std::string& where) {
-  auto nibble = [](char c) { return std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : std::tolower(static_cast<unsigned char>(c)) - 'a' + 10; };
   std::vector<std::string> keys;
   std::istringstream lines{std::string(text)};
   for (std::string line; std::getline(lines, line);) {
@@ -54,15 +54,12 @@ Result<std::vector<std::string>> ParseClusterKeys(std::string_view text, const s
       if (!std::isspace(static_cast<unsigned char>(c))) hex.push_back(c);
     }
     if (hex.empty()) continue;
-    bool ok = hex.size() == 64;
-    for (char c : hex) ok = ok && std::isxdigit(static_cast<unsigned char>(c));
-    if (!ok) {
+    std::optional<std::string> key = hex.size() == 64 ? HexDecode(hex) : std::nullopt;
+    if (!key) {
       return Status::InvalidArgument("gossip", where + " line " + std::to_string(keys.size() + 1) +
                                                    " is not 64 hex characters (a 256-bit key); make one with: openssl rand -hex 32");
     }
-    std::string key;
-    for (size_t i = 0; i < 64; i += 2) key.push_back(static_cast<char>(nibble(hex[i]) * 16 + nibble(hex[i + 1])));
-    keys.push_back(std::move(key));
+    keys.push_back(std::move(*key));
   }
   if (keys.empty()) return Status::InvalidArgument("gossip", where + " holds no key; make one with: openssl rand -hex 32");
   return keys;

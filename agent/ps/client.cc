@@ -17,6 +17,7 @@
 #include "agent/ps/data_link.h"
 #include "agent/ps/frame.h"
 #include "bootstrap/common/backoff.h"
+#include "bootstrap/common/crypto.h"
 #include "bootstrap/common/host_port.h"
 #include "bootstrap/common/duration.h"
 #include "proto/dlps.grpc.pb.h"
@@ -138,16 +139,16 @@ Result<std::unique_ptr<PsClient>> PsClient::Connect(const PsClientOptions& optio
   }
   std::unique_ptr<PsClient> c(new PsClient());
   c->options_ = options;
-  if (options.job.size() > sizeof(Hello::job) || (!options.token.empty() && options.token.size() != 2 * sizeof(Hello::token))) {
-    return Status::InvalidArgument("dlps-client", "the job id must be at most 16 characters and its token 64 hex characters (DLPS_JOB, DLPS_TOKEN)");
+  const std::optional<std::string> token = HexDecode(options.token);
+  if (options.job.size() > sizeof(Hello::job) || !token || (!token->empty() && token->size() != sizeof(Hello::token))) {
+    return Status::InvalidArgument("dlps-client", "the job id must be at most 16 characters and its token 64 hex characters (DLPS_JOB, DLPS_TOKEN: "
+                                                  "agentctl run --launcher dlps sets both)");
   }
   Hello hello;
   hello.rank = options.rank;
   hello.num_workers = options.num_workers;
   std::memcpy(hello.job, options.job.data(), options.job.size());
-  for (size_t i = 0; i < options.token.size() / 2; ++i) {
-    hello.token[i] = static_cast<uint8_t>(std::strtoul(options.token.substr(2 * i, 2).c_str(), nullptr, 16));
-  }
+  std::memcpy(hello.token, token->data(), token->size());
   for (const std::string& address : options.servers) {
     auto s = std::make_unique<Server>();
     s->address = address;

@@ -95,10 +95,7 @@ class Jobs {
   // A control call that touches no shard (CommitCheckpoint) comes from a worker of the job being served.
   Status Authorize(const std::string& job, const std::string& token_hex) {
     if (!job_keys_) return Status::Ok();
-    std::string token;
-    for (size_t i = 0; i + 2 <= token_hex.size(); i += 2) {
-      token.push_back(static_cast<char>(std::strtoul(token_hex.substr(i, 2).c_str(), nullptr, 16)));
-    }
+    const std::string token = HexDecode(token_hex).value_or("");  // not hex: no token, refused below
     RETURN_IF_ERROR(CheckToken(job, token));
     MutexLock lock(mu_);
     if (job != job_) return Status::PermissionDenied("dlps-server", "this shard is serving " + (job_.empty() ? "no job" : "job " + job_) + ", not " + job);

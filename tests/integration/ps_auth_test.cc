@@ -62,6 +62,12 @@ TEST_F(AuthTest, AWorkerWithoutAValidTokenIsRefusedNamingWhatToDo) {
   PsClientOptions swapped = Worker(0, 1, "j-000000000001", kKey);
   swapped.job = "j-000000000002";
   EXPECT_FALSE(PsClient::Connect(swapped).ok());
+  // A token that is not hex is refused by the client, saying where it comes from.
+  PsClientOptions garbled = Worker(0, 1, "j-000000000004", kKey);
+  garbled.token[0] = 'z';
+  auto refused = PsClient::Connect(garbled);
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("agentctl run --launcher dlps"), std::string::npos) << refused.status().ToString();
   // Under either key of the keyring, a job's own token opens it.
   EXPECT_TRUE(PsClient::Connect(Worker(0, 1, "j-000000000003", kOld)).ok());
 }
