@@ -192,6 +192,15 @@ Result<IdentitySnapshot> ClusterRuntime::Identify() {
   return id;
 }
 
+bool ClusterRuntime::WaitToRetry(Backoff& backoff, const std::string& waiting_for, const Status& why) {
+  if (stopping_) return false;
+  on_phase_(AgentPhase::kIdentify, "identify: waiting for " + waiting_for + ": " + why.ToString(), false);  // logged just below
+  spdlog::warn("identify: waiting for {}: {}; retrying", waiting_for, why.ToString());
+  MutexLock lock(mu_);
+  cv_.wait_for(lock.native(), std::max<Duration>(std::chrono::milliseconds(100), *backoff.NextDelay()), [&] { return stopping_.load(); });
+  return !stopping_;
+}
+
 Status ClusterRuntime::Setup() {
   const Config& c = config_;
   http_ = NewCurlHttpClient();
@@ -207,15 +216,10 @@ Status ClusterRuntime::Setup() {
   Result<IdentitySnapshot> id = Status::Unavailable("identify", "not tried");
   for (;;) {
     id = Identify();
-    if (id.ok() || stopping_) break;
+    if (id.ok()) break;
     if (id.status().code() == StatusCode::kInvalidArgument) return id.status();
-    const std::string why = id.status().ToString();
-    on_phase_(AgentPhase::kIdentify, "identify: waiting for instance metadata: " + why, false);  // the warning below logs it
-    spdlog::warn("identify: {}; retrying", why);
-    MutexLock lock(mu_);
-    cv_.wait_for(lock.native(), std::max<Duration>(std::chrono::milliseconds(100), *backoff.NextDelay()), [&] { return stopping_.load(); });
+    if (!WaitToRetry(backoff, "instance metadata", id.status())) return Status(StatusCode::kCancelled, "identify", "stopping");
   }
-  if (stopping_) return Status(StatusCode::kCancelled, "identify", "stopping");
   {
     MutexLock lock(mu_);
     identity_ = *id;
@@ -240,13 +244,8 @@ Status ClusterRuntime::Setup() {
       keys = std::move(*loaded);
       break;
     }
-    if (stopping_) return Status(StatusCode::kCancelled, "gossip", "stopping");
     if (loaded.status().code() == StatusCode::kInvalidArgument || keys_->source().kind == KeySource::Kind::kFile) return loaded.status();
-    const std::string why = loaded.status().ToString();
-    on_phase_(AgentPhase::kIdentify, "identify: waiting for the cluster key: " + why, false);  // the warning below logs it
-    spdlog::warn("{}; retrying", why);
-    MutexLock lock(mu_);
-    cv_.wait_for(lock.native(), std::max<Duration>(std::chrono::milliseconds(100), *key_backoff.NextDelay()), [&] { return stopping_.load(); });
+    if (!WaitToRetry(key_backoff, "the cluster key", loaded.status())) return Status(StatusCode::kCancelled, "gossip", "stopping");
   }
   spdlog::info("gossip: {} cluster key{} from the {}", keys.size(), keys.size() == 1 ? "" : "s", keys_->source().Describe());
   if (on_keys_) on_keys_(keys);

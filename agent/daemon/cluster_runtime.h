@@ -23,6 +23,7 @@
 #include "bootstrap/aws/imds_client.h"
 #include "bootstrap/aws/imds_event_poller.h"
 #include "bootstrap/aws/sqs_client.h"
+#include "bootstrap/common/backoff.h"
 #include "bootstrap/common/mutex.h"
 
 namespace dlagent {
@@ -56,6 +57,8 @@ class ClusterRuntime {
   void Run();
   Status Setup();
   Result<IdentitySnapshot> Identify();
+  // Says what the node waits for (phase line, log), then waits the backoff's next delay; false when stopping.
+  bool WaitToRetry(Backoff& backoff, const std::string& waiting_for, const Status& why);
   // Serves jobs: this node's ranks, the jobs started here, and the sealed jobs RPC of the other agents.
   void StartJobs(const IdentitySnapshot& id, const NodeFilesOptions& files);
   // What this node says of itself to agentctl health on any node.

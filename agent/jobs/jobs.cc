@@ -1,11 +1,12 @@
 #include "agent/jobs/jobs.h"
 
-#include <pwd.h>
 #include <signal.h>
 
 #include <algorithm>
 
 #include <spdlog/spdlog.h>
+
+#include "agent/jobs/rank_env.h"
 
 namespace dlagent::jobs {
 namespace {
@@ -224,11 +225,7 @@ Result<pb::HealthReport> Jobs::Health(const pb::HealthCheckRequest& req, const C
   const std::vector<JobNode> roster = deps_.roster();
   if (roster.empty()) return Status::FailedPrecondition("jobs", "the cluster has no roster yet (agentctl status says where it stands)");
   std::string workdir = req.workdir();
-  if (workdir.empty()) {
-    struct passwd pw, *found = nullptr;
-    char buf[4096];
-    workdir = ::getpwuid_r(caller.uid, &pw, buf, sizeof buf, &found) == 0 && found ? found->pw_dir : "/";
-  }
+  if (workdir.empty()) workdir = HomeOf(caller.uid);
   const uint64_t min_free = req.min_free_bytes() ? req.min_free_bytes() : uint64_t{1} << 30;
   const int64_t max_offset = req.max_clock_offset_ms() ? req.max_clock_offset_ms() : 1000;
   std::vector<std::string> alive = deps_.alive ? deps_.alive() : std::vector<std::string>{};
