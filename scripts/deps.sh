@@ -8,6 +8,7 @@ DLAGENT_PACKAGES=(
   python3-dev python3-pybind11 python3-numpy
   systemd util-linux iproute2
   python3-torch openmpi-bin python3-mpi4py
+  mmdebstrap systemd-container cloud-init python3-yaml packer
 )
 
 dlagent_install_deps() {
@@ -23,7 +24,8 @@ dlagent_install_deps() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# The SQS emulator (fauxqs, pinned in tests/emulators/sqs/package-lock.json) needs Node.js 20 or newer.
+# The SQS emulator (fauxqs, pinned in tests/emulators/sqs/package-lock.json) needs Node.js 20 or newer; the
+# deployment checks use cfn-lint and AWS's resource specification (pinned in tests/deploy/package-lock.json).
 dlagent_install_emulators() {
   local sudo=()
   [ "$(id -u)" = 0 ] || sudo=(sudo)
@@ -37,11 +39,13 @@ dlagent_install_emulators() {
   if [ "$major" -lt 20 ]; then
     echo "warning: Node.js $(node --version 2>/dev/null) is older than 20: the SQS emulator tests will fail" >&2
   fi
-  local dir=tests/emulators/sqs
-  if [ ! -d "$dir/node_modules/fauxqs" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
-    echo "installing the SQS emulator (npm ci in $dir)"
-    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
-  fi
+  local dir
+  for dir in tests/emulators/sqs tests/deploy; do
+    if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+      echo "installing $dir's npm packages (npm ci)"
+      npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+    fi
+  done
 }
 
 dlagent_build() {

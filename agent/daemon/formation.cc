@@ -256,20 +256,31 @@ void Formation::Prepare(Roster roster) {
   core_.OnPrepared(roster, st, deps_.env->NowMono());
 }
 
+// A wait condition counts signals with distinct ids: a formed cluster signals SUCCESS once per member (its
+// instance id), so a template's WaitCondition can wait for Count = the node count; a failure is one FAILURE.
 void Formation::Signal(Roster roster) {
-  WaitConditionSignal s;
-  s.status = roster.failure.empty() ? "SUCCESS" : "FAILURE";
-  s.reason = roster.failure.empty() ? "cluster " + roster.cluster + " ready: " + std::to_string(roster.nodes.size()) + " nodes, generation " +
-                                          std::to_string(roster.generation)
-                                    : roster.failure;
-  s.unique_id = roster.cluster + "-generation-" + std::to_string(roster.generation);
-  s.data = RenderWorkers(roster);
-  Status st = SignalWaitHandle(*deps_.http, *deps_.env, options_.wait_handle_url, s, {std::chrono::seconds(1), std::chrono::seconds(10), 2.0, 6, std::chrono::minutes(2)}, stopping_);
-  if (st.ok()) {
-    spdlog::info("cluster: signalled {} to the CloudFormation wait handle (generation {})", s.status, roster.generation);
-  } else {
-    spdlog::error("cluster: could not signal {} to the CloudFormation wait handle: {}", s.status, st.ToString());
+  std::vector<WaitConditionSignal> signals;
+  const std::string generation = "generation " + std::to_string(roster.generation);
+  if (!roster.failure.empty()) {
+    signals.push_back({"FAILURE", roster.failure, roster.cluster + "-generation-" + std::to_string(roster.generation), RenderWorkers(roster)});
   }
+  for (size_t rank = 0; roster.failure.empty() && rank < roster.nodes.size(); ++rank) {
+    const RosterNode& n = roster.nodes[rank];
+    signals.push_back({"SUCCESS",
+                       "cluster " + roster.cluster + " ready: " + std::to_string(roster.nodes.size()) + " nodes, " + generation + "; " +
+                           n.instance_id + " is rank " + std::to_string(rank),
+                       n.instance_id, "rank " + std::to_string(rank) + " " + n.ip});
+  }
+  for (const WaitConditionSignal& s : signals) {
+    Status st = SignalWaitHandle(*deps_.http, *deps_.env, options_.wait_handle_url, s,
+                                 {std::chrono::seconds(1), std::chrono::seconds(10), 2.0, 6, std::chrono::minutes(2)}, stopping_);
+    if (!st.ok()) {
+      spdlog::error("cluster: could not signal {} ({}) to the CloudFormation wait handle: {}", s.status, s.unique_id, st.ToString());
+      if (st.code() == StatusCode::kCancelled) return;
+    }
+  }
+  spdlog::info("cluster: signalled {} to the CloudFormation wait handle ({}, {} signals)", roster.failure.empty() ? "SUCCESS" : "FAILURE",
+               generation, signals.size());
 }
 
 Status Formation::OpenQueue(SqsClient& sqs, std::unique_ptr<DiscoveryQueue>& queue) {

@@ -115,12 +115,18 @@ TEST(FormationProcessTest, EightNodesInRandomOrderFormOneCluster) {
     EXPECT_EQ(::access((c.Mount(0) + "/from-0").c_str(), F_OK), -1) << "the mounts live in the agents' namespaces only";
     EXPECT_EQ(seen, 8);
   }
-  // Exactly one signal: SUCCESS for generation 1, from the leader. Give a duplicate time to show up.
+  // SUCCESS once per member, each under its instance id (a WaitCondition's Count is the node count), from the
+  // leader alone. Give a duplicate time to show up.
   std::this_thread::sleep_for(milliseconds(500));
   auto signals = c.Signals();
-  ASSERT_EQ(signals.size(), 1u);
-  EXPECT_EQ(signals[0]["Status"], "SUCCESS");
-  EXPECT_EQ(signals[0]["UniqueId"], "formation-generation-1");
+  ASSERT_EQ(signals.size(), 8u);
+  std::set<std::string> ids;
+  for (const auto& sig : signals) {
+    EXPECT_EQ(sig["Status"], "SUCCESS");
+    EXPECT_NE(sig["Reason"].get<std::string>().find("generation 1"), std::string::npos) << sig.dump();
+    ids.insert(sig["UniqueId"].get<std::string>());
+  }
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(ids.count(c.Id(i)), 1u) << c.Id(i);
 }
 
 TEST(FormationProcessTest, ShrinksAtTheDeadlineOrFailsBelowMinNodes) {
@@ -135,7 +141,7 @@ TEST(FormationProcessTest, ShrinksAtTheDeadlineOrFailsBelowMinNodes) {
     ASSERT_TRUE(s && s->cluster);
     std::this_thread::sleep_for(milliseconds(300));
     auto signals = c.Signals();
-    ASSERT_EQ(signals.size(), 1u) << "min " << min;
+    ASSERT_EQ(signals.size(), min == 6 ? 8u : 1u) << "min " << min << ": a SUCCESS per member, or one FAILURE";
     // The leader waited 6 s with its STATUS= counting down; the journal got no line per second.
     EXPECT_EQ(RepeatedPhaseLines(c.Log(0)), 0) << c.Log(0);
     if (min == 6) {
@@ -145,6 +151,7 @@ TEST(FormationProcessTest, ShrinksAtTheDeadlineOrFailsBelowMinNodes) {
       EXPECT_NE(s->cluster->failure.find("2 missing"), std::string::npos) << s->cluster->failure;
       EXPECT_NE(s->cluster->failure.find("8 of 10"), std::string::npos) << s->cluster->failure;
       EXPECT_EQ(signals[0]["Status"], "FAILURE");
+      EXPECT_EQ(signals[0]["UniqueId"], "formation-generation-1");
       EXPECT_NE(signals[0]["Reason"].get<std::string>().find("2 missing"), std::string::npos);
       EXPECT_EQ(c.ReadFile(3, "/opt/deeplearning/workers").rfind("<", 0), 0u) << "a failed formation writes no files";
     }
@@ -222,8 +229,11 @@ TEST(FormationProcessTest, SigtermAndSpotNoticeLeaveAndTheRosterReseals) {
   EXPECT_NE(c.Log(2).find("spot interruption notice"), std::string::npos) << c.Log(2);
   std::this_thread::sleep_for(milliseconds(300));
   auto signals = c.Signals();
-  ASSERT_EQ(signals.size(), 3u) << "one signal per generation";
-  EXPECT_EQ(signals[2]["UniqueId"], "formation-generation-3");
+  ASSERT_EQ(signals.size(), 4u + 3u + 2u) << "a signal per member in each generation";
+  for (size_t i = 7; i < 9; ++i) {
+    EXPECT_NE(signals[i]["Reason"].get<std::string>().find("2 nodes, generation 3"), std::string::npos) << signals[i].dump();
+    EXPECT_TRUE(signals[i]["UniqueId"] == c.Id(0) || signals[i]["UniqueId"] == c.Id(1)) << signals[i].dump();
+  }
 }
 
 TEST(FormationProcessTest, OnChangeAddsALateNodeInTheNextGeneration) {

@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# The Debian package under real systemd: a stock Debian 12 system container (mmdebstrap, then systemd-nspawn
+# --boot, systemd as PID 1) in a network namespace of its own, with the project's IMDS emulator at the real
+# metadata address. apt installs the .deb; then: nothing started, `systemctl start agentd` active with its
+# STATUS= text, the DLAGENT_* fields in `journalctl -u agentd`, dlagent-ready.target reached once the one-node
+# cluster forms (node files written), `systemctl reload` keeps the process, a hung loop makes the watchdog
+# restart the agent, an upgrade keeps the configuration and restarts the agent, `systemctl stop` is clean, and
+# purge removes the package, its units and what the agent wrote (the operator's cluster key stays).
+#
+# The root file system (systemd, dbus and the package's dependencies) is built once and cached under
+# /var/cache/dlagent/test-rootfs; each run boots an overlay of it, so nothing of a run stays there.
+#
+# Usage: systemd_container_test.sh DEB_DIR IMDS_EMULATOR
+# Exit 77: skipped (not root, a tool or the package missing); DLAGENT_REQUIRE_SYSTEM_TESTS=1 makes that a failure.
+set -euo pipefail
+deb_dir=$1 imds=$2
+
+skip() {
+  if [ "${DLAGENT_REQUIRE_SYSTEM_TESTS:-}" = 1 ]; then echo "FAIL: $1 (DLAGENT_REQUIRE_SYSTEM_TESTS=1)"; exit 1; fi
+  echo "skip: $1"
+  exit 77
+}
+[ "$(id -u)" = 0 ] || skip "needs root (network namespace, container)"
+for tool in mmdebstrap systemd-nspawn nsenter ip dpkg-deb flock; do
+  command -v "$tool" >/dev/null || skip "needs $tool (apt-get install mmdebstrap systemd-container iproute2)"
+done
+deb=$(ls -t "$deb_dir"/dlagent_*.deb 2>/dev/null | head -n 1 || true)
+[ -n "$deb" ] || skip "no dlagent_*.deb in $deb_dir: run scripts/package first"
+[ -x "$imds" ] || skip "no IMDS emulator at $imds"
+
+failures=0
+ok() { echo "ok: $*"; }
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+die() { echo "FAIL: $*"; exit 1; }
+
+# The cached root file system: keyed by the packages in it, built once (under a lock: ctest may run two
+# presets' tests at once), renamed into place whole.
+includes="systemd,systemd-sysv,dbus,$(dpkg-deb -f "$deb" Depends | sed -e 's/([^)]*)//g' -e 's/|[^,]*//g' -e 's/\$[^,]*//g' -e 's/ //g' -e 's/,,*/,/g' -e 's/,$//')"
+cache_root=/var/cache/dlagent/test-rootfs
+mkdir -p "$cache_root"
+key=$(echo "bookworm minbase $includes" | sha256sum | cut -c1-16)
+rootfs=$cache_root/$key
+exec 9>"$cache_root/.lock"
+flock 9
+if [ ! -d "$rootfs" ]; then
+  echo "building the container's root file system (once): $includes"
+  rm -rf "$rootfs.tmp"
+  mmdebstrap --quiet --variant=minbase --include="$includes" bookworm "$rootfs.tmp" >"$cache_root/$key.log" 2>&1 ||
+    { tail -n 20 "$cache_root/$key.log"; die "mmdebstrap failed (log: $cache_root/$key.log)"; }
+  mv "$rootfs.tmp" "$rootfs"
+fi
+flock -u 9
+
+work=$(mktemp -d /tmp/dlagent-systemd.XXXXXX)
+ns=dlagent-sd-$$
+nspawn_pid="" imds_pid="" init=""
+cleanup() {
+  set +e
+  if [ -n "$nspawn_pid" ]; then
+    kill -TERM "$nspawn_pid" 2>/dev/null  # an orderly poweroff of the container
+    for _ in $(seq 100); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$nspawn_pid" 2>/dev/null
+    wait "$nspawn_pid" 2>/dev/null
+  fi
+  [ -z "$imds_pid" ] || { kill "$imds_pid" 2>/dev/null; wait "$imds_pid" 2>/dev/null; }
+  ip netns del "$ns" 2>/dev/null
+  mountpoint -q "$work/root" && umount -l "$work/root"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The node's network: loopback, the metadata address and the node's private address, reaching nothing else.
+node_ip=10.77.0.10
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+ip -n "$ns" addr add 169.254.169.254/32 dev lo
+ip -n "$ns" addr add "$node_ip/32" dev lo
+cat >"$work/metadata.json" <<EOF
+{"instance-id": "i-0systemd0test01", "instance-type": "p4d.24xlarge", "local-ipv4": "$node_ip",
+ "mac": "0e:00:00:00:00:01", "availability-zone": "us-east-1a", "region": "us-east-1"}
+EOF
+ip netns exec "$ns" "$imds" --metadata "$work/metadata.json" --listen 169.254.169.254 --port 80 >"$work/imds.log" 2>&1 &
+imds_pid=$!
+for _ in $(seq 100); do grep -q listening "$work/imds.log" && break; sleep 0.05; done
+grep -q listening "$work/imds.log" || die "the IMDS emulator did not start: $(cat "$work/imds.log")"
+
+mkdir -p "$work/upper" "$work/ovl" "$work/root"
+mount -t overlay overlay -o "lowerdir=$rootfs,upperdir=$work/upper,workdir=$work/ovl" "$work/root"
+cp "$deb" "$work/root/var/tmp/"
+debname=$(basename "$deb")
+# The upgrade: the same package with a higher version.
+dpkg-deb -R "$deb" "$work/repack"
+version=$(dpkg-deb -f "$deb" Version)
+sed -i "s/^Version: .*/Version: $version+systemdtest1/" "$work/repack/DEBIAN/control"
+dpkg-deb --root-owner-group -b "$work/repack" "$work/root/var/tmp/upgrade.deb" >/dev/null
+
+systemd-nspawn --quiet -D "$work/root" --register=no --keep-unit --boot --network-namespace-path="/run/netns/$ns" \
+  >"$work/nspawn.log" 2>&1 &
+nspawn_pid=$!
+for _ in $(seq 100); do init=$(pgrep -P "$nspawn_pid" | head -n 1 || true); [ -z "$init" ] || break; sleep 0.05; done
+[ -n "$init" ] || die "the container did not start: $(cat "$work/nspawn.log")"
+ct() { nsenter -t "$init" -m -u -i -n -p -- "$@"; }
+state=""  # the system bus comes up a moment after PID 1
+for _ in $(seq 300); do
+  state=$(ct timeout 60 systemctl is-system-running --wait 2>/dev/null || true)
+  [ -z "$state" ] || break
+  sleep 0.1
+done
+[ "$state" = running ] || [ "$state" = degraded ] || die "the container's systemd is '$state'"
+ok "systemd $(ct systemctl --version | head -n 1 | cut -d' ' -f2) is PID 1 in the container ($state)"
+prop() { ct systemctl show -p "$2" --value "$1"; }
+journal() { ct journalctl -u agentd --no-pager "$@"; }
+# grep -q on a pipe would end journalctl early, and pipefail would call that a failure: read it all first.
+in_journal() { local text; text=$(journal); grep -qi -- "$1" <<<"$text"; }
+
+# Install: starts nothing, enables the agent for the next boot, makes the group.
+ct env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "/var/tmp/$debname" >"$work/install.log" 2>&1 ||
+  { tail -n 20 "$work/install.log"; die "apt-get install of $debname failed"; }
+ok "apt-get install $debname"
+[ "$(ct systemctl is-active agentd || true)" = inactive ] && ok "installing started nothing" || fail "agentd runs after installation"
+[ "$(ct systemctl is-enabled agentd || true)" = enabled ] && ok "agentd is enabled for boot" || fail "agentd is not enabled"
+ct getent group dlagent >/dev/null && ok "the dlagent group exists" || fail "no dlagent group"
+
+# Configure a one-node cluster, as user-data would.
+openssl rand -hex 32 >"$work/root/etc/dlagent/cluster.key"
+chmod 600 "$work/root/etc/dlagent/cluster.key"
+cat >"$work/root/etc/dlagent/agentd.toml" <<'EOF'
+[cluster]
+name = "systemd-test"
+expected_nodes = 1
+join_deadline = "1m"
+[gossip]
+key_file = "/etc/dlagent/cluster.key"
+EOF
+
+# Start: Type=notify returns once READY=1 came; STATUS= is the agent's own text.
+ct timeout 60 systemctl start agentd || { journal | tail -n 20; die "systemctl start agentd failed"; }
+[ "$(ct systemctl is-active agentd)" = active ] && ok "systemctl start agentd: active" || fail "agentd is not active"
+status_text=$(prop agentd StatusText)
+[ -n "$status_text" ] && ok "STATUS= text: $status_text" || fail "no STATUS= text"
+
+# The ready target: reached once the cluster has formed and the node is prepared.
+if ct timeout 60 systemctl start dlagent-ready.target; then
+  [ "$(ct systemctl is-active dlagent-ready.target)" = active ] && ok "dlagent-ready.target reached" || fail "dlagent-ready.target not active"
+else
+  fail "dlagent-ready.target failed: $(ct systemctl status --no-pager dlagent-wait 2>&1 | tail -n 3)"
+fi
+[[ "$(ct agentctl status)" =~ phase:\ *ready ]] && ok "agentctl status: ready" || fail "agentctl status: $(ct agentctl status 2>&1 | head -n 3)"
+grep -qx deeplearning-worker1 "$work/root/opt/deeplearning/workers" && ok "workers file written" || fail "no workers file"
+ct grep -q 'BEGIN dlagent managed block' /etc/hosts && ok "/etc/hosts has the managed block" || fail "no managed block in /etc/hosts"
+grep -Eq "DEEPLEARNING_WORKERS_COUNT='?1" "$work/root/etc/profile.d/deeplearning.sh" && ok "profile.d environment written" || fail "no profile.d environment"
+
+# The journal carries the agent's fields.
+fields=$(journal -o json | grep -o '"DLAGENT_[A-Z_]*"' | sort -u | tr -d '"' | tr '\n' ' ')
+for f in DLAGENT_PHASE DLAGENT_GENERATION; do
+  [[ " $fields" == *" $f "* ]] && ok "journalctl -u agentd shows $f" || fail "journalctl -u agentd lacks $f (fields: $fields)"
+done
+
+# Reload: the same process reads its configuration again.
+pid=$(prop agentd MainPID)
+ct systemctl reload agentd || fail "systemctl reload agentd: $(journal | tail -n 3)"
+for _ in $(seq 50); do in_journal 'configuration reloaded' && break; sleep 0.1; done
+[ "$(prop agentd MainPID)" = "$pid" ] && in_journal 'configuration reloaded' && ok "systemctl reload: same process, configuration reloaded" ||
+  fail "reload: pid $pid -> $(prop agentd MainPID), journal: $(journal | tail -n 2)"
+
+# The watchdog: a loop that hangs (the test hook) withholds WATCHDOG=1; systemd restarts the agent.
+restarts=$(prop agentd NRestarts)
+mkdir -p "$work/root/etc/systemd/system/agentd.service.d"
+printf '[Service]\nEnvironment=DLAGENT_TEST_HANG=ps\nWatchdogSec=4s\n' >"$work/root/etc/systemd/system/agentd.service.d/hang.conf"
+ct systemctl daemon-reload
+ct timeout 60 systemctl restart agentd
+for _ in $(seq 300); do [ "$(prop agentd NRestarts)" -gt "$restarts" ] && break; sleep 0.1; done
+if [ "$(prop agentd NRestarts)" -gt "$restarts" ] && in_journal 'watchdog timeout'; then
+  ok "a hung dlps loop: watchdog timeout, agentd restarted by systemd"
+else
+  fail "no watchdog restart (NRestarts $(prop agentd NRestarts)): $(journal | tail -n 5)"
+fi
+rm "$work/root/etc/systemd/system/agentd.service.d/hang.conf"
+ct systemctl daemon-reload
+ct timeout 60 systemctl restart agentd
+ct timeout 60 agentctl wait --quiet --timeout 50s && ok "restarted without the hang: ready again" || fail "not ready after the restart"
+
+# Upgrade: the configuration stays, the running agent is restarted.
+pid=$(prop agentd MainPID)
+ct env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends /var/tmp/upgrade.deb >"$work/upgrade.log" 2>&1 ||
+  { tail -n 20 "$work/upgrade.log"; die "the upgrade failed"; }
+[ "$(ct dpkg-query -W -f '${Version}' dlagent)" = "$version+systemdtest1" ] && ok "upgraded to $version+systemdtest1" || fail "the version did not change"
+grep -q 'name = "systemd-test"' "$work/root/etc/dlagent/agentd.toml" && ok "the upgrade kept /etc/dlagent/agentd.toml" || fail "the upgrade replaced the configuration"
+new_pid=$(prop agentd MainPID)
+[ "$(ct systemctl is-active agentd)" = active ] && [ "$new_pid" != "$pid" ] && [ "$new_pid" != 0 ] && ok "the upgrade restarted agentd ($pid -> $new_pid)" ||
+  fail "agentd after the upgrade: $(ct systemctl is-active agentd), pid $pid -> $new_pid: $(journal | tail -n 8; tail -n 5 "$work/upgrade.log")"
+ct timeout 60 agentctl wait --quiet --timeout 50s && ok "ready after the upgrade" || fail "not ready after the upgrade"
+
+# Stop: clean, nothing left in the unit.
+ct timeout 60 systemctl stop agentd
+[ "$(ct systemctl is-active agentd || true)" = inactive ] && [ "$(prop agentd Result)" = success ] && [ "$(prop agentd MainPID)" = 0 ] &&
+  ok "systemctl stop agentd: inactive, result success" || fail "stop: $(ct systemctl is-active agentd), result $(prop agentd Result)"
+for _ in $(seq 50); do in_journal 'Stopped agentd.service' && break; sleep 0.1; done
+in_journal 'Stopped agentd.service' && ok "the journal shows a clean stop" || fail "no clean stop in the journal: $(journal | tail -n 3)"
+
+# Removal stops a running agent (purge removes, then purges).
+ct timeout 60 systemctl start agentd || fail "agentd did not start again"
+
+# Purge: the package, its units and what the agent wrote are gone.
+ct env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q dlagent >"$work/purge.log" 2>&1 || { tail -n 20 "$work/purge.log"; die "apt-get purge failed"; }
+[ ! -e "$work/root/usr/sbin/agentd" ] && ok "purge removed agentd" || fail "agentd still installed"
+for f in /etc/dlagent/agentd.toml /etc/dlagent/roster.json /etc/dlagent/cluster.env /etc/profile.d/deeplearning.sh /opt/deeplearning/workers; do
+  ct test ! -e "$f" && ok "purge removed $f" || fail "purge left $f"
+done
+ct grep -q 'dlagent managed block' /etc/hosts && fail "purge left the managed block in /etc/hosts" || ok "purge removed the managed block of /etc/hosts"
+ct test -e /etc/dlagent/cluster.key && ok "purge left the operator's cluster key" || fail "purge removed the operator's cluster key"
+ct systemctl cat agentd >/dev/null 2>&1 && fail "agentd.service still known" || ok "purge removed the units"
+[ "$(ct systemctl is-active agentd || true)" = inactive ] && ok "removal stopped the agent" || fail "agentd still runs after removal"
+ct test ! -e /run/dlagent && ok "purge removed /run/dlagent" || fail "/run/dlagent left"
+
+if [ "$failures" -gt 0 ]; then echo "$failures checks failed"; exit 1; fi
+echo "all checks passed"
