@@ -13,24 +13,10 @@
 #include <vector>
 
 #include "agent/daemon/config.h"
+#include "agent/daemon/key_source.h"
 #include "bootstrap/common/env.h"
 
 namespace dlagent {
-
-struct KeySource {
-  enum class Kind { kNone, kFile, kSecretsManager, kSsm };
-  Kind kind = Kind::kNone;
-  std::string where;  // the path, the secret's name or ARN, the parameter's name
-  std::string Describe() const;  // "file /etc/dlagent/cluster.key", "Secrets Manager secret NAME", "SSM parameter NAME"
-};
-
-// "file:/PATH", "secretsmanager:NAME-OR-ARN", "ssm:NAME"; InvalidArgument names what is accepted.
-Result<KeySource> ParseKeySource(std::string_view text);
-// gossip.key_source when set, else gossip.key_file, else none (gossip off).
-KeySource KeySourceOf(const GossipConfig& gossip);
-
-// The keys of a key file's text (raw bytes, the primary first). where names the source in errors.
-Result<std::vector<std::string>> ParseClusterKeys(std::string_view text, const std::string& where);
 
 class ClusterKeyLoader {
  public:

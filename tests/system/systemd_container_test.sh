@@ -120,6 +120,11 @@ ok "apt-get install $debname"
 [ "$(ct systemctl is-active agentd || true)" = inactive ] && ok "installing started nothing" || fail "agentd runs after installation"
 [ "$(ct systemctl is-enabled agentd || true)" = enabled ] && ok "agentd is enabled for boot" || fail "agentd is not enabled"
 ct getent group dlagent >/dev/null && ok "the dlagent group exists" || fail "no dlagent group"
+[ "$(ct stat -c '%a %U %G' /run/dlagent 2>&1)" = "750 root dlagent" ] && ok "/run/dlagent is 0750 root:dlagent (tmpfiles.d)" ||
+  fail "/run/dlagent: $(ct stat -c '%a %U %G' /run/dlagent 2>&1)"
+for page in man8/agentd.8 man1/agentctl.1 man1/dlps-server.1 man1/dlps-train.1; do
+  [ -s "$work/root/usr/share/man/$page.gz" ] || fail "no manual page $page"
+done
 
 # Configure a one-node cluster, as user-data would.
 openssl rand -hex 32 >"$work/root/etc/dlagent/cluster.key"

@@ -137,6 +137,43 @@ TEST(ConfigTest, FormationMistakesAreNamed) {
 }
 
 // Each bad file must fail with every listed fragment in the message (file:line:col, key, accepted values).
+// Found by tests/fuzz/config_fuzz.cc: a control character in a table header, or a header with no name after
+// its '[', tripped an assertion in toml++ (an abort with assertions, undefined behaviour without). Refused
+// before parsing, naming the line and column.
+TEST(ConfigTest, WhatTomlPlusPlusMustNotSeeIsRefusedWithItsPlace) {
+  for (const char* text : {"[\nmin_nodes = 6\n", "[cluster]\nname = \"a\"\n[ \n", "[[\t\n", "  ["}) {
+    Result<Config> r = ParseConfig(text, "x.toml", kNoEnv);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_NE(r.status().message().find("a table header needs a name after its '['"), std::string::npos) << r.status().ToString();
+  }
+  Result<Config> header = ParseConfig("[cluster]\n[ \n", "x.toml", kNoEnv);
+  EXPECT_NE(header.status().message().find("x.toml:2:3: "), std::string::npos) << header.status().ToString();
+  const std::string crash("\n[\x01\x0c" "agentjoin_deadline]\nsocket = \"/run/dlagent/agentd.sock\"\n");
+  Result<Config> r = ParseConfig(crash, "/etc/dlagent/agentd.toml", kNoEnv);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("agentd.toml:2:2: a table header needs a name"), std::string::npos) << r.status().ToString();
+  r = ParseConfig("[cluster]\nname = \"a\x01\"\n", "x.toml", kNoEnv);
+  EXPECT_NE(r.status().message().find("x.toml:2:10: control character 0x01"), std::string::npos) << r.status().ToString();
+  r = ParseConfig("[cluster]\nname = \"a\x7f\"\n", "x.toml", kNoEnv);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("x.toml:2:10: control character 0x7f"), std::string::npos) << r.status().ToString();
+  EXPECT_TRUE(ParseConfig("[cluster]\r\n\tname = \"a\"\t# tab and CRLF are TOML\r\n", "x.toml", kNoEnv).ok());
+  r = ParseConfig("[cluster]\nrole = \"worker\"  # caf\u00e9\n28beb\u01e5d = 1\n", "x.toml", kNoEnv);
+  EXPECT_NE(r.status().message().find("x.toml:3:6: a non-ASCII character (this file is ASCII, but for comments)"), std::string::npos) << r.status().ToString();
+  r = ParseConfig("3=5\"\u029d", "x.toml", kNoEnv);  // the fuzzer's: toml++ tested the character for whitespace
+  EXPECT_NE(r.status().message().find("x.toml:1:5: a non-ASCII character"), std::string::npos) << r.status().ToString();
+  // Malformed input that breaks toml++'s own assertions is an error in every build (it aborted a Debug build).
+  for (const char* text : {"s=[}", "[cluster]\nseeds = [}\n"}) {
+    Result<Config> bad = ParseConfig(text, "x.toml", kNoEnv);
+    ASSERT_FALSE(bad.ok()) << text;
+    EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument) << bad.status().ToString();
+    EXPECT_NE(bad.status().message().find("x.toml"), std::string::npos) << bad.status().ToString();
+  }
+  EXPECT_TRUE(ParseConfig("[cluster]\nname = \"a\"  # caf\u00e9 \"[\u00e9\n", "x.toml", kNoEnv).ok()) << "non-ASCII in a comment";
+  EXPECT_TRUE(ParseConfig("[ cluster ]\nname = \"a\"\n[ \"gossip\" ]\nseeds = [\n  \"10.0.0.1:7946\",\n]\n", "x.toml", kNoEnv).ok());
+}
+
 TEST(ConfigTest, BadInputNamesFileLineKeyAndAcceptedValues) {
   struct Case {
     const char* name;
