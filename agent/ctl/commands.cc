@@ -220,6 +220,10 @@ int RunMembers(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
       row(m.name, m.address, m.status, m.role, std::to_string(m.gpus), m.availability_zone.empty() ? "-" : m.availability_zone,
           std::to_string(m.incarnation), FormatDuration(std::chrono::milliseconds(m.last_change_ms_ago)), std::to_string(m.flaps));
     }
+    const GossipCounters& c = list->counters;
+    table << "gossip: " << c.packets_in << " packets in, " << c.packets_out << " out; dropped unread: " << c.auth_failures
+          << " failed authentication, " << c.replays << " replayed or stale, " << c.malformed << " malformed; push-pulls: " << c.push_pulls
+          << " (" << c.push_pull_failures << " failed, " << c.push_pulls_refused << " refused)\n";
     out << table.str();
   }
   return shown.empty() ? 2 : 0;

@@ -183,6 +183,8 @@ MemberListSnapshot Membership::Members() {
     }
     out.members.push_back(std::move(s));
   }
+  const swim::GossipStats g = node_->stats();
+  out.counters = {g.packets_in, g.packets_out, g.auth_failures, g.replays, g.malformed, g.push_pulls, g.push_pull_failures, g.push_pulls_refused};
   return out;
 }
 

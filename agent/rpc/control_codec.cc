@@ -130,6 +130,16 @@ void ToProto(const MemberListSnapshot& list, pb::MemberList* reply) {
     out->set_flaps(m.flaps);
     out->set_version(m.version);
   }
+  const GossipCounters& c = list.counters;
+  pb::GossipCounters* pc = reply->mutable_counters();
+  pc->set_packets_in(c.packets_in);
+  pc->set_packets_out(c.packets_out);
+  pc->set_auth_failures(c.auth_failures);
+  pc->set_replays(c.replays);
+  pc->set_malformed(c.malformed);
+  pc->set_push_pulls(c.push_pulls);
+  pc->set_push_pull_failures(c.push_pull_failures);
+  pc->set_push_pulls_refused(c.push_pulls_refused);
 }
 
 MemberListSnapshot FromProto(const pb::MemberList& reply) {
@@ -139,6 +149,9 @@ MemberListSnapshot FromProto(const pb::MemberList& reply) {
     out.members.push_back({m.name(), m.address(), m.status(), m.role(), m.availability_zone(), m.version(), m.gpus(), m.incarnation(),
                            m.flaps(), m.last_change_ms_ago()});
   }
+  const pb::GossipCounters& c = reply.counters();
+  out.counters = {c.packets_in(), c.packets_out(), c.auth_failures(), c.replays(), c.malformed(), c.push_pulls(), c.push_pull_failures(),
+                  c.push_pulls_refused()};
   return out;
 }
 

@@ -66,9 +66,17 @@ struct MemberSnapshot {
   uint64_t last_change_ms_ago = 0;
 };
 
+// What this agent's gossip received and sent, and what it dropped unread (pb::GossipCounters).
+struct GossipCounters {
+  uint64_t packets_in = 0, packets_out = 0;
+  uint64_t auth_failures = 0, replays = 0, malformed = 0;
+  uint64_t push_pulls = 0, push_pull_failures = 0, push_pulls_refused = 0;
+};
+
 struct MemberListSnapshot {
   bool enabled = false;  // gossip runs on this agent
   std::vector<MemberSnapshot> members;
+  GossipCounters counters;
 };
 
 // Who is on the other end of the control socket (SO_PEERCRED, SO_PEERGROUPS), read when the call is served.

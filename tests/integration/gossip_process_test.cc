@@ -1,8 +1,17 @@
 // Membership with real agentd processes on loopback: 12 agents form a cluster; one killed with SIGKILL is
 // declared dead by every other; restarted, it rejoins with a higher incarnation; an agent with the wrong
 // cluster key never joins. 12 agents rotate their key with SIGHUP (add, make primary, remove the old one)
-// with no member suspected or declared dead.
+// with no member suspected or declared dead. As root: packets captured off the wire of a live cluster and
+// replayed change nothing.
+#include <arpa/inet.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <netinet/ip.h>
+#include <netinet/udp.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -177,6 +186,116 @@ TEST(GossipProcessTest, TwelveAgentsRotateTheirKeyWithoutADeath) {
   c.Start(kAgents, "old.key");
   std::this_thread::sleep_for(seconds(3));
   for (int o = 0; o < kAgents; ++o) EXPECT_EQ(c.View(o).count(c.Name(kAgents)), 0u) << "agent " << o;
+}
+
+}  // namespace
+}  // namespace dlagent
+
+namespace dlagent {
+namespace {
+
+// The UDP payloads sent to `port` on loopback during `how_long` (an AF_PACKET socket on lo: root only).
+std::vector<std::string> CaptureUdpTo(int port, milliseconds how_long) {
+  std::vector<std::string> out;
+  const int fd = ::socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(ETH_P_IP));
+  if (fd < 0) return out;
+  sockaddr_ll where{};
+  where.sll_family = AF_PACKET;
+  where.sll_protocol = htons(ETH_P_IP);
+  where.sll_ifindex = static_cast<int>(::if_nametoindex("lo"));
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&where), sizeof where) != 0) {
+    ::close(fd);
+    return out;
+  }
+  const auto until = steady_clock::now() + how_long;
+  std::vector<unsigned char> buf(65536);
+  while (steady_clock::now() < until) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    sockaddr_ll from{};
+    socklen_t len = sizeof from;
+    const ssize_t n = ::recvfrom(fd, buf.data(), buf.size(), 0, reinterpret_cast<sockaddr*>(&from), &len);
+    if (n < static_cast<ssize_t>(sizeof(iphdr) + sizeof(udphdr)) || from.sll_pkttype != PACKET_HOST) continue;  // each once: as received
+    const auto* ip = reinterpret_cast<const iphdr*>(buf.data());
+    const size_t ihl = ip->ihl * 4u;
+    if (ip->protocol != IPPROTO_UDP || n < static_cast<ssize_t>(ihl + sizeof(udphdr))) continue;
+    const auto* udp = reinterpret_cast<const udphdr*>(buf.data() + ihl);
+    if (ntohs(udp->dest) != port) continue;
+    out.emplace_back(reinterpret_cast<const char*>(buf.data()) + ihl + sizeof(udphdr), n - ihl - sizeof(udphdr));
+  }
+  ::close(fd);
+  return out;
+}
+
+TEST(GossipProcessTest, CapturedPacketsReplayedChangeNothing) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (a raw socket on lo to capture the cluster's packets)";
+  constexpr int kAgents = 4, kTarget = 1, kLeaver = 3, kTimes = 50;
+  GossipCluster c(kAgents);
+  for (int i = 0; i < kAgents; ++i) c.Start(i);
+  auto counters = [&](int i) -> std::optional<GossipCounters> {
+    auto client = ControlClient::Connect(c.Sock(i), seconds(2));
+    if (!client.ok()) return std::nullopt;
+    auto list = (*client)->ListMembers();
+    if (!list.ok()) return std::nullopt;
+    return list->counters;
+  };
+  ASSERT_TRUE(c.WaitFor([&] {
+    int alive = 0;
+    for (auto& [name, s] : c.View(kTarget)) alive += s.first == "alive";
+    return alive == kAgents;
+  }, seconds(30))) << c.Log(kTarget);
+
+  // What the target received during 6 s, as anyone on the network could record it.
+  const std::vector<std::string> captured = CaptureUdpTo(c.ports_[kTarget], milliseconds(6000));
+  ASSERT_GE(captured.size(), 12u) << "too few packets captured to replay";
+  // A member leaves: the captured packets still say it is alive.
+  c.agents_[kLeaver]->Signal(SIGTERM);
+  ASSERT_TRUE(c.WaitFor([&] { return c.View(kTarget)[c.Name(kLeaver)].first == "left"; }, seconds(10))) << c.Log(kTarget);
+  const auto view_before = c.View(kTarget);
+
+  // The target's own sending rate, quiet, then during the replay (as long as it lasts).
+  auto before = counters(kTarget);
+  ASSERT_TRUE(before.has_value());
+  const auto quiet_start = steady_clock::now();
+  std::this_thread::sleep_for(milliseconds(1500));
+  auto quiet = counters(kTarget);
+  const double quiet_rate = (quiet->packets_out - before->packets_out) / duration<double>(steady_clock::now() - quiet_start).count();
+
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(c.ports_[kTarget]));
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const auto replay_start = steady_clock::now();
+  size_t sent = 0;
+  for (int round = 0; round < kTimes; ++round) {
+    for (const std::string& p : captured) {
+      sent += ::sendto(fd, p.data(), p.size(), 0, reinterpret_cast<sockaddr*>(&to), sizeof to) == static_cast<ssize_t>(p.size());
+    }
+    std::this_thread::sleep_for(milliseconds(30));  // about 1.5 s in all: within the 60 s replay window
+  }
+  ::close(fd);
+  std::this_thread::sleep_for(milliseconds(300));  // the last ones read
+  auto after = counters(kTarget);
+  ASSERT_TRUE(after.has_value());
+  const double replay_seconds = duration<double>(steady_clock::now() - replay_start).count();
+  const double replay_rate = (after->packets_out - quiet->packets_out) / replay_seconds;
+
+  // Every replayed packet was dropped unread and counted; nothing was answered; nobody came back or changed.
+  EXPECT_EQ(sent, captured.size() * kTimes);
+  EXPECT_GE(after->replays - quiet->replays, sent * 99 / 100) << "replays counted";
+  EXPECT_EQ(after->malformed, before->malformed);
+  EXPECT_LT(replay_rate, 2 * quiet_rate + 10) << "the target answered replayed packets: " << replay_rate << " packets/s against "
+                                              << quiet_rate << " quiet";
+  const auto view_after = c.View(kTarget);
+  EXPECT_EQ(view_after.at(c.Name(kLeaver)).first, "left") << "a replayed Alive brought a member that left back";
+  for (const auto& [name, s] : view_before) {
+    EXPECT_EQ(view_after.at(name), s) << name << ": its status or incarnation changed";
+  }
+  std::printf("captured %zu packets, replayed each %d times (%zu): %llu counted as replays; the target sent %.0f packets/s during the "
+              "replay, %.0f quiet\n",
+              captured.size(), kTimes, sent, static_cast<unsigned long long>(after->replays - quiet->replays), replay_rate, quiet_rate);
 }
 
 }  // namespace
