@@ -29,7 +29,7 @@ nlohmann::json ClusterJson(const ClusterSnapshot& c) {
   for (const RosterMemberSnapshot& m : c.roster) {
     roster.push_back({{"rank", m.rank}, {"instance_id", m.instance_id}, {"ip", m.ip}, {"gpus", m.gpus}, {"prepared", m.prepared}});
   }
-  return {{"leader", c.leader},       {"generation", c.generation},         {"rank", c.rank},
+  return {{"leader", c.leader},       {"generation", c.generation},         {"sealed_by", c.sealed_by},   {"rank", c.rank},
           {"roster", roster},         {"failure", c.failure},               {"alive", c.alive},
           {"expected", c.expected},   {"deadline_in_ms", c.deadline_in_ms}, {"sqs_requests", c.sqs_requests},
           {"hellos_sent", c.hellos_sent}, {"hellos_accepted", c.hellos_accepted}, {"hellos_refused", c.hellos_refused},
@@ -94,7 +94,7 @@ std::string FormatStatus(const StatusSnapshot& s) {
                              (c.reseal_in_ms >= 0 ? "; resealing in " + FormatDuration(std::chrono::milliseconds(c.reseal_in_ms)) : ""));
     }
     if (c.generation > 0) {
-      row("roster:    ", "generation " + std::to_string(c.generation) + ", " + std::to_string(c.roster.size()) + " nodes" +
+      row("roster:    ", "generation " + std::to_string(c.generation) + " (sealed by " + c.sealed_by + "), " + std::to_string(c.roster.size()) + " nodes" +
                              (c.rank >= 0 ? ", this node is rank " + std::to_string(c.rank) : ", this node is not in it"));
       for (const RosterMemberSnapshot& m : c.roster) {
         std::ostringstream line;

@@ -88,6 +88,7 @@ FormationStatus Formation::Snapshot() {
   ClusterSnapshot& c = s.cluster;
   c.leader = r.leader;
   c.generation = r.generation;
+  c.sealed_by = r.sealed_by;
   c.rank = r.rank;
   for (size_t i = 0; i < r.roster.size(); ++i) {
     const auto& m = r.roster[i];

@@ -40,6 +40,7 @@ void ToProto(const StatusSnapshot& s, pb::AgentStatus* out) {
     auto* v = out->mutable_cluster();
     v->set_leader(c.leader);
     v->set_generation(c.generation);
+    v->set_sealed_by(c.sealed_by);
     v->set_rank(c.rank);
     for (const RosterMemberSnapshot& m : c.roster) {
       auto* r = v->add_roster();
@@ -97,6 +98,7 @@ StatusSnapshot FromProto(const pb::AgentStatus& p) {
     ClusterSnapshot c;
     c.leader = v.leader();
     c.generation = v.generation();
+    c.sealed_by = v.sealed_by();
     c.rank = v.rank();
     for (const pb::RosterMember& m : v.roster()) c.roster.push_back({m.rank(), m.instance_id(), m.ip(), m.gpus(), m.prepared()});
     c.failure = v.failure();

@@ -33,6 +33,7 @@ struct RosterMemberSnapshot {
 struct ClusterSnapshot {
   std::string leader;
   uint64_t generation = 0;
+  std::string sealed_by;  // the leader that sealed the roster
   int32_t rank = -1;
   std::vector<RosterMemberSnapshot> roster;
   std::string failure;

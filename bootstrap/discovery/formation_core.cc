@@ -268,6 +268,7 @@ void FormationCore::Report(MonoTime now, FormationActions& out) {
   s.reseal_in_ms = leader_ == config_.self && change_since_ ? std::max<int64_t>(0, Millis(config_.reseal_settle - (now - *change_since_))) : -1;
   s.failure = held_.failure;
   s.generation = good_.generation;
+  s.sealed_by = good_.leader;
   // The roster's acks and deaths: one pass over the roster, skipped when neither the view nor the roster moved.
   const std::tuple<uint64_t, uint64_t, uint64_t> key{view_->version, good_.generation, applied_gen_};
   if (view_->version == 0 || key != roster_key_) {

@@ -109,6 +109,7 @@ struct FormationReport {
   std::string countdown;  // ", deadline in 4m" or ""; changes every second, so not worth a journal line
   std::string leader;
   uint64_t generation = 0;  // of `roster`: the last generation that formed; 0 for none
+  std::string sealed_by;    // the leader that sealed `roster` (a roster is its generation and its sealer)
   int32_t rank = -1;        // in `roster`
   struct Member {
     std::string instance_id, ip;

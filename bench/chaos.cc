@@ -1,0 +1,446 @@
+// chaos: faults at random into a cluster of real agents that forms and trains, with invariants checked all
+// along (docs/reliability.md). As root: tests/support/local_cluster.h, a network namespace per node.
+//
+// N agents form a cluster; a job loop runs `agentctl run --launcher dlps -- dlps-train` on a node that is up;
+// a checker reads every agent's status and node files every 500 ms; the driver injects one fault at a time,
+// at random, held 2-8 s: SIGKILL of an agent (restarted after the hold), SIGSTOP then SIGCONT, a node cut
+// off (its link down), the cluster split in halves (blackhole routes), 30% packet loss on a node (nftables),
+// a full file system under a node's files (a small tmpfs filled up). When the duration is over every fault
+// is undone and the cluster must be READY again within --recover. Checked all along, counted, printed:
+//   - one roster per seal: every agent that shows generation G sealed by leader L shows the same members; once
+//     healed, every agent shows the same roster. (Generations that two leaders sealed are counted and printed:
+//     a leader back from a partition or a stop may seal the generation its peers' new leader sealed too;
+//     agents adopt the highest (generation, leader), so they converge. docs/reliability.md.)
+//   - node files always parse and are never torn (the workers file and roster.json);
+//   - every agent that is not stopped or killed answers `agentctl status` within 1 s;
+//   - a job that fails names why (a node or a rank), none hangs past its timeout;
+//   - READY again within --recover after the faults stop;
+//   - no growth of open fds or RSS in agents that ran from start to end.
+// Not injected: delay (the netem qdisc is not in these machines' kernel) and a hanging shared-storage mount
+// (the local cluster's storage is a bind mount, which cannot hang).
+//
+// Usage: chaos [--nodes N] [--duration 2m] [--recover 90s] [--seed S] [--faults all|none]
+//   --faults none: the soak (a job in a loop, nothing injected; RSS and fds printed every minute).
+// Exit 0: every invariant held; 1: one did not (each violation is printed); 77: not root.
+#include <signal.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "agent/ctl/control_client.h"
+#include "bootstrap/common/duration.h"
+#include "tests/support/local_cluster.h"
+
+namespace {
+
+using namespace std::chrono;
+using dlagent::ControlClient;
+using dlagent::testing::LocalCluster;
+using dlagent::testing::Range;
+using dlagent::testing::RunCommand;
+using dlagent::testing::RunResult;
+
+enum class NodeState { kUp, kStopped, kKilled };
+
+struct Counters {
+  std::mutex mu;
+  std::map<std::string, int> faults;      // by kind
+  std::map<std::string, int> jobs;        // by outcome
+  std::map<std::string, int> violations;  // by invariant
+  std::vector<std::string> examples;      // the first few violations, in full
+  uint64_t status_checks = 0, file_checks = 0, roster_checks = 0;
+  // Generations sealed by two leaders (a leader that came back after its peers had chosen another): agents
+  // converge on the higher leader's, but the generation number alone does not name one roster.
+  int twice_sealed = 0;
+  std::vector<std::string> twice_sealed_examples;
+  void Violation(const std::string& kind, const std::string& what) {
+    std::lock_guard<std::mutex> lock(mu);
+    ++violations[kind];
+    if (examples.size() < 20) examples.push_back(kind + ": " + what);
+  }
+};
+
+bool Sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
+
+long RssKb(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
+  }
+  return -1;
+}
+
+int OpenFds(int pid) {
+  std::error_code ec;
+  int n = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec); !ec && it != std::filesystem::directory_iterator();
+       it.increment(ec)) {
+    ++n;
+  }
+  return ec ? -1 : n;
+}
+
+// A workers file is whole: "deeplearning-worker1".."N", one a line, each line ended.
+bool WorkersWhole(const std::string& text) {
+  if (text.empty() || text.back() != '\n') return false;
+  std::istringstream lines(text);
+  int k = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line != "deeplearning-worker" + std::to_string(++k)) return false;
+  }
+  return k > 0;
+}
+
+class Chaos {
+ public:
+  Chaos(int n, bool faults, uint64_t seed, milliseconds duration, milliseconds recover)
+      : n_(n), faults_(faults), seed_(seed), rng_(seed), duration_(duration), recover_(recover), state_(n), restarted_at_(n),
+        c_(n, {.expected = n, .min = n / 2 + 1, .join_deadline = "60s", .reseal_settle = "3s", .reseal = "on-failure"}) {
+    for (auto& s : state_) s = NodeState::kUp;
+  }
+
+  int Run() {
+    if (!c_.error().empty()) {
+      std::fprintf(stderr, "chaos: %s\n", c_.error().c_str());
+      return 1;
+    }
+    disk_node_ = n_ - 1;  // its files root is a small tmpfs, filled up by the disk fault
+    std::filesystem::create_directories(c_.Root(disk_node_));
+    if (!Sh("mount -t tmpfs -o size=1m,mode=0755 dlagent-chaos " + c_.Root(disk_node_))) {
+      std::fprintf(stderr, "chaos: cannot mount a tmpfs at %s\n", c_.Root(disk_node_).c_str());
+      return 1;
+    }
+    for (int i : Range(n_)) c_.Start(i, i == 0);
+    const auto t0 = steady_clock::now();
+    if (!c_.WaitPhase(Range(n_), "ready", seconds(120))) {
+      std::fprintf(stderr, "chaos: %d agents did not form:\n%s", n_, c_.Describe(Range(n_)).c_str());
+      return Finish(1);
+    }
+    std::printf("chaos: %d agents READY in %lld ms; %s for %lld s (seed %llu)\n", n_,
+                static_cast<long long>(duration_cast<milliseconds>(steady_clock::now() - t0).count()),
+                faults_ ? "injecting faults" : "soak, no faults", static_cast<long long>(duration_.count() / 1000),
+                static_cast<unsigned long long>(seed_));
+    std::fflush(stdout);
+    std::this_thread::sleep_for(seconds(2));  // settled: the figures every later one is compared with
+    for (int i : Range(n_)) baseline_.push_back({RssKb(c_.Pid(i)), OpenFds(c_.Pid(i))});
+    std::thread checker([this] { Checker(); });
+    std::thread jobs([this] { JobLoop(); });
+    const auto end = steady_clock::now() + duration_;
+    auto next_report = steady_clock::now() + minutes(1);
+    while (steady_clock::now() < end) {
+      if (faults_) {
+        Inject();
+        Pause(milliseconds(1000 + rng_() % 2000));
+      } else {
+        Pause(seconds(1));
+      }
+      if (steady_clock::now() >= next_report) {
+        Report();
+        next_report += minutes(1);
+      }
+    }
+    // Every fault is undone (each was, at the end of its hold); the cluster must be READY again.
+    const auto healed_from = steady_clock::now();
+    const bool healed = c_.WaitPhase(Range(n_), "ready", recover_);
+    const auto healed_in = duration_cast<milliseconds>(steady_clock::now() - healed_from);
+    stop_ = true;
+    jobs.join();
+    checker.join();
+    if (healed) {  // one roster everywhere
+      std::set<std::string> seen;
+      for (int i : Range(n_)) {
+        auto st = c_.Status(i);
+        std::string r = st && st->cluster ? std::to_string(st->cluster->generation) + " by " + st->cluster->sealed_by + ":" : "none";
+        if (st && st->cluster) for (const auto& m : st->cluster->roster) r += " " + m.instance_id;
+        seen.insert(r);
+      }
+      if (seen.size() != 1) {
+        std::string all;
+        for (const auto& r : seen) all += "\n  " + r;
+        counters_.Violation("one roster once healed", "the agents show " + std::to_string(seen.size()) + " rosters:" + all);
+      }
+    }
+    if (!healed) counters_.Violation("ready again", "not READY within " + std::to_string(recover_.count()) + " ms:\n" + c_.Describe(Range(n_)));
+    std::printf("chaos: READY again %lld ms after the faults stopped (bound %lld ms)\n", static_cast<long long>(healed_in.count()),
+                static_cast<long long>(recover_.count()));
+    // Agents that ran from start to end: fds and RSS where they started (after a job's worth of warm-up).
+    for (int i : Range(n_)) {
+      if (restarted_.count(i)) continue;
+      const long rss = RssKb(c_.Pid(i));
+      const int fds = OpenFds(c_.Pid(i));
+      std::printf("chaos: agent %d: RSS %ld -> %ld KB, open fds %d -> %d\n", i, baseline_[i].first, rss, baseline_[i].second, fds);
+      if (fds > baseline_[i].second + 16) counters_.Violation("fd growth", "agent " + std::to_string(i) + ": " + std::to_string(baseline_[i].second) + " -> " + std::to_string(fds));
+      if (rss > baseline_[i].first + 32 * 1024) counters_.Violation("rss growth", "agent " + std::to_string(i) + ": " + std::to_string(baseline_[i].first) + " -> " + std::to_string(rss) + " KB");
+    }
+    return Finish(0);
+  }
+
+ private:
+  void Pause(milliseconds d) { std::this_thread::sleep_for(d); }
+
+  std::string Ns(int i) { return c_.Netns(i); }
+
+  // One fault, held 2-8 s, then undone.
+  void Inject() {
+    static const char* kinds[] = {"sigkill", "sigstop", "partition node", "partition half", "loss 30%", "disk full"};
+    const std::string kind = kinds[rng_() % 6];
+    const int node = static_cast<int>(rng_() % n_);
+    const milliseconds hold(2000 + rng_() % 6000);
+    {
+      std::lock_guard<std::mutex> lock(counters_.mu);
+      ++counters_.faults[kind];
+    }
+    if (kind == "sigkill") {
+      state_[node] = NodeState::kKilled;
+      c_.Kill(node, SIGKILL);
+      restarted_.insert(node);
+      Pause(hold);
+      c_.Start(node, node == 0);
+      restarted_at_[node] = duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+      state_[node] = NodeState::kUp;
+    } else if (kind == "sigstop") {
+      state_[node] = NodeState::kStopped;
+      ::kill(c_.Pid(node), SIGSTOP);
+      Pause(hold);
+      ::kill(c_.Pid(node), SIGCONT);
+      state_[node] = NodeState::kUp;
+    } else if (kind == "partition node") {
+      Sh("ip -n " + Ns(node) + " link set eth0 down");
+      Pause(hold);
+      Sh("ip -n " + Ns(node) + " link set eth0 up");
+    } else if (kind == "partition half") {
+      auto routes = [&](const char* verb) {
+        for (int a : Range(n_)) {
+          for (int b : Range(n_)) {
+            if ((a < n_ / 2) != (b < n_ / 2)) Sh("ip -n " + Ns(a) + " route " + verb + " blackhole " + c_.Ip(b) + "/32");
+          }
+        }
+      };
+      routes("add");
+      Pause(hold);
+      routes("del");
+    } else if (kind == "loss 30%") {
+      const std::string nft = "ip netns exec " + Ns(node) + " nft ";
+      Sh(nft + "add table inet chaos");
+      Sh(nft + "'add chain inet chaos out { type filter hook output priority 0; }'");
+      Sh(nft + "'add chain inet chaos in { type filter hook input priority 0; }'");
+      Sh(nft + "add rule inet chaos out oifname eth0 numgen random mod 100 '<' 30 drop");
+      Sh(nft + "add rule inet chaos in iifname eth0 numgen random mod 100 '<' 30 drop");
+      Pause(hold);
+      Sh(nft + "delete table inet chaos");
+    } else {  // disk full under the disk node's files
+      Sh("dd if=/dev/zero of=" + c_.Root(disk_node_) + "/filler bs=64k count=64");
+      Pause(hold);
+      std::filesystem::remove(c_.Root(disk_node_) + "/filler");
+    }
+  }
+
+  void Checker() {
+    // A roster is known by its generation and the leader that sealed it: agents adopt the highest (generation,
+    // leader). (generation, leader) -> its members, as the first agent to show it said.
+    std::map<std::pair<uint64_t, std::string>, std::string> rosters;
+    std::set<std::pair<uint64_t, std::string>> conflicts;  // seen with two member lists (each counted once)
+    while (!stop_) {
+      for (int i : Range(n_)) {
+        if (state_[i] != NodeState::kUp) continue;
+        const auto t0 = steady_clock::now();
+        auto client = ControlClient::Connect(c_.Sock(i), seconds(1));
+        auto status = client.ok() ? (*client)->GetStatus() : dlagent::Result<dlagent::StatusSnapshot>(client.status());
+        const auto took = duration_cast<milliseconds>(steady_clock::now() - t0);
+        if (state_[i] != NodeState::kUp) continue;  // a fault began meanwhile
+        {
+          std::lock_guard<std::mutex> lock(counters_.mu);
+          ++counters_.status_checks;
+        }
+        const int64_t since_start = duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count() - restarted_at_[i];
+        if ((!status.ok() || took > seconds(1)) && since_start < 5000) continue;  // started a moment ago: its socket may not be there yet
+        if (!status.ok() || took > seconds(1)) {
+          counters_.Violation("status within 1 s", "agent " + std::to_string(i) + " (" + std::to_string(took.count()) + " ms): " +
+                                                      (status.ok() ? "slow" : status.status().ToString()));
+          continue;
+        }
+        if (status->cluster && status->cluster->generation > 0 && status->cluster->failure.empty()) {
+          std::string members;
+          for (const auto& m : status->cluster->roster) members += " " + m.instance_id;
+          const auto key = std::make_pair(status->cluster->generation, status->cluster->sealed_by);
+          std::lock_guard<std::mutex> lock(counters_.mu);
+          ++counters_.roster_checks;
+          auto [it, fresh] = rosters.emplace(key, members);
+          if (!fresh && it->second != members && conflicts.insert(key).second) {
+            ++counters_.violations["one roster per seal"];
+            counters_.examples.push_back("one roster per seal: generation " + std::to_string(key.first) + " sealed by " + key.second + ": [" +
+                                         it->second + " ] and, at agent " + std::to_string(i) + ", [" + members + " ]");
+          }
+          if (fresh) {
+            auto& leaders = leaders_of_[key.first];
+            leaders.insert(key.second);
+            if (leaders.size() == 2) {
+              ++counters_.twice_sealed;
+              if (counters_.twice_sealed_examples.size() < 5) {
+                counters_.twice_sealed_examples.push_back("generation " + std::to_string(key.first) + ": sealed by " + *leaders.begin() + " and by " +
+                                                          *leaders.rbegin());
+              }
+            }
+          }
+        }
+        const std::string workers = c_.ReadFile(i, "/opt/deeplearning/workers");
+        const std::string roster = c_.ReadFile(i, "/etc/dlagent/roster.json");
+        {
+          std::lock_guard<std::mutex> lock(counters_.mu);
+          ++counters_.file_checks;
+        }
+        if (workers != "<error>" && !WorkersWhole(workers)) counters_.Violation("node files whole", "agent " + std::to_string(i) + " workers: " + workers);
+        if (roster != "<error>" && !nlohmann::json::accept(roster)) counters_.Violation("node files whole", "agent " + std::to_string(i) + " roster.json does not parse");
+      }
+      std::this_thread::sleep_for(milliseconds(500));
+    }
+  }
+
+  void JobLoop() {
+    const std::string train = DLAGENT_DLPS_TRAIN;
+    int round = 0;
+    while (!stop_) {
+      int node = (round++) % n_;
+      for (int k = 0; k < n_ && state_[node] != NodeState::kUp; ++k) node = (node + 1) % n_;
+      const auto t0 = steady_clock::now();
+      RunResult r = RunCommand({DLAGENT_AGENTCTL, "-s", c_.Sock(node), "run", "--launcher", "dlps", "--timeout", "60s", "--grace", "2s", "--",
+                                train, "--model", "softmax", "--samples", "2000", "--features", "16", "--epochs", "2", "--progress", "never"},
+                               seconds(90));
+      const auto took = steady_clock::now() - t0;
+      std::string outcome;
+      if (r.exit_code == 0) {
+        outcome = "succeeded";
+      } else if (r.exit_code == -1 || took > seconds(80)) {
+        outcome = "hung";
+        counters_.Violation("no job hangs", "agentctl run on agent " + std::to_string(node) + " ran " +
+                                                std::to_string(duration_cast<seconds>(took).count()) + " s:\n" + r.output.substr(0, 2000));
+      } else if (r.output.find("not ready") != std::string::npos || r.output.find("is not READY") != std::string::npos ||
+                 r.output.find("no cluster") != std::string::npos) {
+        outcome = "refused (not ready)";
+      } else if (r.output.find("agentd is not running") != std::string::npos || r.output.find("agentd did not answer") != std::string::npos ||
+                 r.output.find("agentd closed the connection") != std::string::npos) {
+        outcome = "its agent unreachable (stopped or killed)";
+      } else if (std::regex_search(r.output, std::regex("i-[0-9a-f]{6,}|rank [0-9]+|node [0-9]"))) {
+        outcome = "failed, naming why";
+      } else {
+        outcome = "failed without a reason";
+        counters_.Violation("a failed job names why", "exit " + std::to_string(r.exit_code) + ":\n" + r.output.substr(0, 2000));
+      }
+      {
+        std::lock_guard<std::mutex> lock(counters_.mu);
+        ++counters_.jobs[outcome];
+      }
+      if (r.exit_code != 0) std::this_thread::sleep_for(seconds(1));
+      if (!faults_) std::this_thread::sleep_for(seconds(5));  // the soak: a job every few seconds, for as long as it lasts
+    }
+  }
+
+  void Report() {
+    std::printf("chaos: %s", faults_ ? "" : "soak: ");
+    for (int i : Range(n_)) std::printf("agent %d RSS %ld KB fds %d; ", i, RssKb(c_.Pid(i)), OpenFds(c_.Pid(i)));
+    std::lock_guard<std::mutex> lock(counters_.mu);
+    int jobs = 0;
+    for (auto& [k, v] : counters_.jobs) jobs += v;
+    std::printf("%d jobs so far\n", jobs);
+    std::fflush(stdout);
+  }
+
+  int Finish(int rc) {
+    stop_ = true;
+    for (int i : Range(n_)) {  // nothing left stopped
+      if (state_[i] == NodeState::kStopped) ::kill(c_.Pid(i), SIGCONT);
+    }
+    ::umount2(c_.Root(disk_node_).c_str(), MNT_DETACH);
+    std::lock_guard<std::mutex> lock(counters_.mu);
+    std::printf("chaos: faults injected:");
+    for (auto& [k, v] : counters_.faults) std::printf(" %s %d;", k.c_str(), v);
+    std::printf("\nchaos: jobs:");
+    for (auto& [k, v] : counters_.jobs) std::printf(" %s %d;", k.c_str(), v);
+    std::printf("\nchaos: checks: %llu status calls, %llu node file reads, %llu roster views\n",
+                static_cast<unsigned long long>(counters_.status_checks), static_cast<unsigned long long>(counters_.file_checks),
+                static_cast<unsigned long long>(counters_.roster_checks));
+    for (const char* inv : {"one roster per seal", "one roster once healed", "node files whole", "status within 1 s", "a failed job names why", "no job hangs",
+                            "ready again", "fd growth", "rss growth"}) {
+      std::printf("chaos: invariant %-26s violated %d times\n", inv, counters_.violations.count(inv) ? counters_.violations.at(inv) : 0);
+    }
+    for (const std::string& e : counters_.examples) std::printf("chaos: VIOLATION %s\n", e.c_str());
+    std::printf("chaos: generations sealed by two leaders (agents converge on the higher leader's; see docs/reliability.md): %d\n",
+                counters_.twice_sealed);
+    for (const std::string& e : counters_.twice_sealed_examples) std::printf("chaos:   %s\n", e.c_str());
+    const bool ok = rc == 0 && counters_.violations.empty();
+    std::printf("chaos: %s\n", ok ? "every invariant held" : "FAILED");
+    return ok ? 0 : 1;
+  }
+
+  const int n_;
+  const bool faults_;
+  const uint64_t seed_;
+  std::mt19937_64 rng_;
+  const milliseconds duration_, recover_;
+  std::vector<std::atomic<NodeState>> state_;
+  std::vector<std::atomic<int64_t>> restarted_at_;  // steady clock, ms: when each agent was last started again
+  LocalCluster c_;
+  int disk_node_ = 0;
+  std::atomic<bool> stop_{false};
+  std::set<int> restarted_;
+  std::map<uint64_t, std::set<std::string>> leaders_of_;  // generation -> leaders that sealed it (the checker's)
+  std::vector<std::pair<long, int>> baseline_;
+  Counters counters_;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int nodes = 4;
+  std::string duration = "2m", recover = "90s", faults = "all";
+  uint64_t seed = std::random_device{}();
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "chaos: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--nodes") nodes = std::atoi(value().c_str());
+    else if (a == "--duration") duration = value();
+    else if (a == "--recover") recover = value();
+    else if (a == "--seed") seed = std::strtoull(value().c_str(), nullptr, 10);
+    else if (a == "--faults") faults = value();
+    else {
+      std::fprintf(stderr, "usage: chaos [--nodes N (4..32)] [--duration 2m] [--recover 90s] [--seed S] [--faults all|none]\n");
+      return 2;
+    }
+  }
+  auto d = dlagent::ParseDuration(duration), r = dlagent::ParseDuration(recover);
+  if (nodes < 4 || nodes > 32 || !d.ok() || !r.ok() || (faults != "all" && faults != "none")) {
+    std::fprintf(stderr, "chaos: bad arguments (--nodes 4..32, durations like 2m or 90s, --faults all|none)\n");
+    return 2;
+  }
+  if (!LocalCluster::root()) {
+    std::printf("chaos: skipped: needs root (a network namespace per node)\n");
+    return 77;
+  }
+  if (std::system("command -v nft >/dev/null") != 0) {
+    std::printf("chaos: needs nftables (apt-get install nftables) for packet loss\n");
+    return 77;
+  }
+  Chaos chaos(nodes, faults == "all", seed, duration_cast<milliseconds>(*d), duration_cast<milliseconds>(*r));
+  std::printf("chaos: seed %llu\n", static_cast<unsigned long long>(seed));
+  return chaos.Run();
+}
