@@ -43,6 +43,7 @@ class FakeHandler : public ControlHandler {
     }
     l.members.push_back({"i-a", "10.0.0.1:7946", "alive", "master", "us-east-1a", "0.1.0", 8, 3, 0, 1200});
     l.members.push_back({"i-b", "10.0.0.2:7946", "dead", "worker", "us-east-1b", "0.1.0", 8, 5, 2, 61000});
+    l.counters = {120, 90, 1, 7, 2, 4, 0, 0};
     return l;
   }
   std::atomic<int> calls{0};
@@ -204,6 +205,12 @@ TEST_F(ControlServerTest, AgentctlMembersFiltersAndExitCodes) {
   ASSERT_EQ(RunMembers(opts, json, err), 0);
   EXPECT_NE(json.str().find("\"status\": \"dead\""), std::string::npos) << json.str();
   EXPECT_EQ(json.str().find("i-a"), std::string::npos);
+  std::ostringstream table;  // the counters travel through the codec and end the table
+  opts.json = false;
+  opts.role_filter = "";
+  ASSERT_EQ(RunMembers(opts, table, err), 0);
+  EXPECT_NE(table.str().find("gossip: 120 packets in, 90 out; dropped unread: 1 failed authentication, 7 replayed or stale, 2 malformed"),
+            std::string::npos) << table.str();
   opts.status_filter = "(";
   std::ostringstream bad_err;
   EXPECT_EQ(RunMembers(opts, json, bad_err), 2);
@@ -224,7 +231,7 @@ TEST_F(ControlServerTest, MembersOfAThousandAnswerWellUnder100ms) {
   const auto took = std::chrono::steady_clock::now() - start;
   EXPECT_LT(took, std::chrono::milliseconds(100));
   const std::string text = out.str();
-  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1003);  // header + 1002 rows
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1004);  // header + 1002 rows + the gossip counters
 }
 
 }  // namespace
