@@ -19,7 +19,7 @@
 // Not injected: delay (the netem qdisc is not in these machines' kernel) and a hanging shared-storage mount
 // (the local cluster's storage is a bind mount, which cannot hang).
 //
-// Usage: chaos [--nodes N] [--duration 2m] [--recover 90s] [--seed S] [--faults all|none]
+// Usage: chaos [--nodes N] [--duration 2m] [--recover 90s] [--seed S] [--faults all|none] [--verbose]
 //   --faults none: the soak (a job in a loop, nothing injected; RSS and fds printed every minute).
 // Exit 0: every invariant held; 1: one did not (each violation is printed); 77: not root.
 #include <signal.h>
@@ -381,6 +381,17 @@ class Chaos {
     std::printf("chaos: generations sealed by two leaders (agents converge on the higher leader's; see docs/reliability.md): %d\n",
                 counters_.twice_sealed);
     for (const std::string& e : counters_.twice_sealed_examples) std::printf("chaos:   %s\n", e.c_str());
+    if (counters_.twice_sealed > 0 && verbose_) {  // what each agent said about rosters, to see how
+      for (int i : Range(n_)) {
+        std::istringstream log(c_.Log(i));
+        for (std::string line; std::getline(log, line);) {
+          if (line.find("roster generation") != std::string::npos || line.find("formation failed") != std::string::npos ||
+              line.find("is dead") != std::string::npos || line.find("is alive") != std::string::npos) {
+            std::printf("chaos:   agent %d: %s\n", i, line.c_str());
+          }
+        }
+      }
+    }
     const bool ok = rc == 0 && counters_.violations.empty();
     std::printf("chaos: %s\n", ok ? "every invariant held" : "FAILED");
     return ok ? 0 : 1;
@@ -389,6 +400,9 @@ class Chaos {
   const int n_;
   const bool faults_;
   const uint64_t seed_;
+ public:
+  bool verbose_ = false;  // --verbose: the agents' roster lines when a generation was sealed twice
+ private:
   std::mt19937_64 rng_;
   const milliseconds duration_, recover_;
   std::vector<std::atomic<NodeState>> state_;
@@ -408,6 +422,7 @@ int main(int argc, char** argv) {
   int nodes = 4;
   std::string duration = "2m", recover = "90s", faults = "all";
   uint64_t seed = std::random_device{}();
+  bool verbose = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -422,8 +437,9 @@ int main(int argc, char** argv) {
     else if (a == "--recover") recover = value();
     else if (a == "--seed") seed = std::strtoull(value().c_str(), nullptr, 10);
     else if (a == "--faults") faults = value();
+    else if (a == "--verbose") verbose = true;
     else {
-      std::fprintf(stderr, "usage: chaos [--nodes N (4..32)] [--duration 2m] [--recover 90s] [--seed S] [--faults all|none]\n");
+      std::fprintf(stderr, "usage: chaos [--nodes N (4..32)] [--duration 2m] [--recover 90s] [--seed S] [--faults all|none] [--verbose]\n");
       return 2;
     }
   }
@@ -441,6 +457,7 @@ int main(int argc, char** argv) {
     return 77;
   }
   Chaos chaos(nodes, faults == "all", seed, duration_cast<milliseconds>(*d), duration_cast<milliseconds>(*r));
+  chaos.verbose_ = verbose;
   std::printf("chaos: seed %llu\n", static_cast<unsigned long long>(seed));
   return chaos.Run();
 }
