@@ -53,7 +53,7 @@ class Emulator final : public ImdsEmulator {
 
   Status Listen(const std::string& host, int port) {
     Routes();
-    return http_.Start(host, port);
+    return http_.Start(host, port, /*bodyless_without_length=*/true);  // AWS's documented token PUT sends no length
   }
 
   int port() const override { return http_.port(); }

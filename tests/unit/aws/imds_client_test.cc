@@ -2,18 +2,23 @@
 #include "bootstrap/aws/imds_event_poller.h"
 #include "bootstrap/aws/sqs_client.h"
 
+#include <unistd.h>
+
 #include <condition_variable>
 
 #include <gtest/gtest.h>
 
 #include "bootstrap/aws/aws_json.h"
 #include "tests/emulators/imds/imds_emulator.h"
+#include "tests/support/subprocess.h"
 
 namespace dlagent {
 namespace {
 
 using namespace std::chrono;
 using testing::ImdsEmulator;
+using testing::RunCommand;
+using testing::RunResult;
 using testing::ImdsFault;
 
 constexpr const char* kMetadata = R"({
@@ -298,6 +303,15 @@ TEST(ImdsEmulatorTest, AnswersAsRealImdsDoesWhereUsersNoticed) {
   EXPECT_EQ(creds->status, 200) << "a listed role has credentials";
   EXPECT_NE(creds->body.find("\"AccessKeyId\""), std::string::npos) << creds->body;
   EXPECT_NE(creds->body.find("\"Expiration\""), std::string::npos) << creds->body;
+
+  // AWS's documented token request, as curl sends it: a PUT without Content-Length (real IMDS answers it).
+  ASSERT_EQ(::access("/usr/bin/curl", X_OK), 0) << "needs curl (scripts/deps.sh installs it)";
+  const RunResult curl = RunCommand({"/usr/bin/curl", "-sS", "-m", "5", "-X", "PUT", (*e)->endpoint() + "/latest/api/token", "-H",
+                                     "X-aws-ec2-metadata-token-ttl-seconds: 21600", "-w", " %{http_code}"},
+                                    seconds(10));
+  EXPECT_EQ(curl.exit_code, 0) << curl.output;
+  EXPECT_NE(curl.output.find(" 200"), std::string::npos) << curl.output;
+  EXPECT_GT(curl.output.size(), 20u) << "a token: " << curl.output;
 
   auto second = ImdsEmulator::Start(R"({"instance-id": "i-2", "instance-type": "t3.micro", "local-ipv4": "10.0.0.2",
                                        "availability-zone": "us-east-1a", "region": "us-east-1"})",
