@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/ctl/control_client.h"
+#include "agent/jobs/launch.h"  // kMaxPerNode
 #include "bootstrap/common/duration.h"
 
 namespace dlagent {
@@ -135,8 +136,8 @@ int RunRun(const CtlOptions& ctl, const RunOptions& o, const std::atomic<int>& i
     } catch (...) {
       used = 0;
     }
-    if (used != o.per_node.size() || k < 1 || k > 1024) {
-      err << "agentctl: --per-node " << o.per_node << ": give a number of processes a node (1-1024) or gpus\n";
+    if (used != o.per_node.size() || k < 1 || k > static_cast<int>(jobs::kMaxPerNode)) {
+      err << "agentctl: --per-node " << o.per_node << ": give a number of processes a node (1-" << jobs::kMaxPerNode << ") or gpus\n";
       return 2;
     }
     req.set_per_node(static_cast<uint32_t>(k));

@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "agent/jobs/run_request.h"
 #include "agent/jobs/summary.h"
 #include "agent/rpc/control_handler.h"
 #include "bootstrap/common/env.h"
@@ -24,16 +25,6 @@
 #include "bootstrap/common/mutex.h"
 
 namespace dlagent::jobs {
-
-// Who asked, from the control socket's peer credentials.
-using Caller = ::dlagent::PeerCredentials;
-
-struct JobNode {
-  std::string instance_id;
-  std::string ip;
-  std::string addr;  // its agent's cluster service, ip:port
-  uint32_t gpus = 0;
-};
 
 // How the coordinator reaches the nodes: this node's NodeJobs directly, the others over the sealed RPC.
 class JobNodes {
@@ -56,10 +47,6 @@ struct CoordinatorOptions {
   size_t keep_finished = 64;
   std::shared_ptr<Heartbeat> heartbeat;
 };
-
-// The nodes named by a selection: roster ranks or instance ids, "a-b" rank ranges, comma-separated inside an
-// entry too; none: every node. InvalidArgument names an entry that matches no node.
-Result<std::vector<JobNode>> SelectNodes(const std::vector<JobNode>& roster, const std::vector<std::string>& selection);
 
 // Makes a run fan out to several nodes at once: fn(i) for i in [0, n), concurrently.
 void ForEachConcurrently(size_t n, const std::function<void(size_t)>& fn);

@@ -39,7 +39,17 @@ Result<Launcher> ParseLauncher(std::string_view name) {
 }
 
 Result<uint32_t> WorkersOn(const PlanOptions& o, const PlanNode& node) {
+  // Bounded here, where every plan starts: a request that skipped agentctl's check (found by fuzzing,
+  // tests/fuzz/jobs_fuzz.cc: --per-node 400000000 made the plan allocate until the agent died), or a node
+  // whose metadata claims billions of GPUs.
+  if (o.per_node > kMaxPerNode) {
+    return Status::InvalidArgument("jobs", "--per-node " + std::to_string(o.per_node) + ": at most " + std::to_string(kMaxPerNode) + " processes a node");
+  }
   if (o.per_node > 0) return o.per_node;
+  if (node.gpus > kMaxPerNode) {
+    return Status::InvalidArgument("jobs", "--per-node gpus: node " + node.instance_id + " says it has " + std::to_string(node.gpus) +
+                                               " GPUs, above the limit of " + std::to_string(kMaxPerNode) + " processes a node");
+  }
   if (node.gpus == 0) {
     return Status::FailedPrecondition("jobs", "--per-node gpus: node " + node.instance_id + " has no GPUs; give a number instead");
   }

@@ -47,7 +47,10 @@ struct RankPlan {
   std::vector<std::string> argv;  // empty: the job's command
 };
 
-// The worker processes node i runs (per_node, or its GPU count).
+// The most worker processes a job may start on one node (--per-node, or a node's GPU count).
+inline constexpr uint32_t kMaxPerNode = 1024;
+
+// The worker processes node i runs (per_node, or its GPU count); InvalidArgument above kMaxPerNode.
 Result<uint32_t> WorkersOn(const PlanOptions& o, const PlanNode& node);
 // How many free ports node `index` (0: the first in node-rank order) must find for the plan.
 uint32_t PortsNeeded(const PlanOptions& o, size_t index, uint32_t workers);

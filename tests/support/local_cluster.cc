@@ -208,9 +208,19 @@ void LocalCluster::Start(int i, bool master) {
   const std::string path = "n" + std::to_string(i) + "/agentd.toml";
   dir_.Write(path, cfg);
   std::vector<std::string> argv = {DLAGENT_AGENTD, "--config", dir_.Join(path)};
-  // A mount namespace of its own: its mounts go when it exits, whatever happens to the caller. unshare
-  // execs the agent, so the pid is the agent's.
-  if (storage) argv.insert(argv.begin(), {"/usr/bin/unshare", "--mount", "--propagation", "private"});
+  // A mount namespace of its own: its mounts go when it exits, whatever happens to the caller. In network
+  // namespaces, a host name of its own too (node-K), as a real node has: programs that key files on the host
+  // name (Open MPI's session directories under /tmp) would otherwise collide between nodes. unshare and sh
+  // exec the agent, so the pid is the agent's.
+  if (!netns_.empty()) {
+    argv.insert(argv.begin(), {"/bin/sh", "-c", "hostname \"$0\" && exec \"$@\"", "node-" + std::to_string(i)});
+  }
+  if (storage || !netns_.empty()) {
+    std::vector<std::string> unshare = {"/usr/bin/unshare"};
+    if (storage) unshare.insert(unshare.end(), {"--mount", "--propagation", "private"});
+    if (!netns_.empty()) unshare.push_back("--uts");
+    argv.insert(argv.begin(), unshare.begin(), unshare.end());
+  }
   if (!netns_.empty()) argv.insert(argv.begin(), {"/usr/bin/nsenter", "--net=/run/netns/" + Netns(i)});
   agents_[i] = std::make_unique<Subprocess>(argv, std::vector<std::string>{"AWS_ACCESS_KEY_ID=AKIDEXAMPLE", std::string("AWS_SECRET_ACCESS_KEY=") + kLocalClusterAwsSecret},
                                             dir_.Join("n" + std::to_string(i) + "/log"));

@@ -7,9 +7,10 @@
 // its IMDS emulator at 169.254.169.254:80 inside it, so the agent runs with the default metadata endpoint),
 // fauxqs and the CloudFormation endpoint listen in a services namespace at 10.<random>.255.254, and every
 // agent also has a mount namespace of its own (unshare -m) and bind-mounts one shared directory (its mounts
-// vanish with it). The thread that makes the cluster works inside the services namespace until the cluster
-// is destroyed, which deletes the namespaces (and any that a killed test process left behind); error() says
-// why when they cannot be made. Without root (or with options.netns off) the nodes share loopback at
+// vanish with it), and in network namespaces a host name of its own, node-K (unshare --uts). The thread that
+// makes the cluster works inside the services namespace until the cluster is destroyed, which deletes the
+// namespaces (and any that a killed test process left behind); error() says why when they cannot be made.
+// Without root (or with options.netns off) the nodes share loopback at
 // 127.<random>.0.K.
 //
 // Thread safety: one thread makes, drives and destroys it.

@@ -1,5 +1,6 @@
 // The launch profiles' variables, checked against what each framework's own launcher sets (docs/jobs.md).
 #include "agent/jobs/launch.h"
+#include "agent/jobs/run_request.h"
 
 #include <map>
 
@@ -55,6 +56,49 @@ TEST(LaunchTest, PerNodeGpusStartsOnePerGpuAndRefusesANodeWithout) {
   auto refused = PlanRanks({.launcher = Launcher::kPlain, .per_node = 0}, nodes);
   ASSERT_FALSE(refused.ok());
   EXPECT_NE(refused.status().message().find("i-1 has no GPUs"), std::string::npos);
+}
+
+// Found by fuzzing (tests/fuzz/jobs_fuzz.cc): a RunJob request sent without agentctl, --per-node 400000000,
+// made the plan allocate until the agent died. The plan is bounded where it starts; so is a node's GPU count.
+TEST(LaunchTest, ProcessesANodeAreBounded) {
+  auto huge = PlanRanks({.launcher = Launcher::kDlps, .per_node = 400000000}, Nodes(2));
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(huge.status().message().find("--per-node 400000000: at most 1024 processes a node"), std::string::npos) << huge.status().ToString();
+  EXPECT_TRUE(PlanRanks({.launcher = Launcher::kPlain, .per_node = kMaxPerNode}, Nodes(1)).ok());
+  auto nodes = Nodes(2);
+  nodes[1].gpus = 4000000000u;
+  auto claimed = PlanRanks({.launcher = Launcher::kPlain, .per_node = 0}, nodes);
+  ASSERT_FALSE(claimed.ok());
+  EXPECT_NE(claimed.status().message().find("node i-1 says it has 4000000000 GPUs"), std::string::npos) << claimed.status().ToString();
+}
+
+TEST(RunRequestTest, EachRefusalNamesWhatIsWrong) {
+  const std::vector<JobNode> roster = {{"i-0a", "10.0.0.1", "10.0.0.1:7946", 8}, {"i-0b", "10.0.0.2", "10.0.0.2:7946", 8}};
+  const Caller user{1000, 1000, {1000}};
+  auto check = [&](const std::string& text, const Caller& caller = Caller{1000, 1000, {1000}}) {
+    pb::RunJobRequest req;
+    req.add_argv("train");
+    if (text == "no argv") req.clear_argv();
+    if (text == "launcher") req.set_launcher("horovod");
+    if (text == "env") req.add_env("1BAD=x");
+    if (text == "workdir") req.set_workdir("relative");
+    if (text == "nodes") req.add_nodes("7");
+    if (text == "user") req.set_user("root");
+    return CheckRunRequest(req, caller, roster, std::chrono::seconds(10));
+  };
+  EXPECT_NE(check("no argv").status().message().find("no command"), std::string::npos);
+  EXPECT_NE(check("launcher").status().message().find("unknown launcher \"horovod\""), std::string::npos);
+  EXPECT_NE(check("env").status().message().find("--env \"1BAD=x\""), std::string::npos) << check("env").status().ToString();
+  EXPECT_NE(check("workdir").status().message().find("not an absolute path"), std::string::npos);
+  EXPECT_NE(check("nodes").status().message().find("--nodes: \"7\" is no roster node"), std::string::npos);
+  EXPECT_EQ(check("user").status().code(), StatusCode::kPermissionDenied);
+  auto ok = check("", user);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->nodes.size(), 2u);
+  EXPECT_EQ(ok->spec.uid(), 1000u);
+  EXPECT_EQ(ok->spec.grace_ms(), 10000);
+  EXPECT_EQ(ok->spec.nodes_size(), 2);
 }
 
 TEST(LaunchTest, DlpsGlobalRankIsNodeRankTimesKPlusLocalRank) {
