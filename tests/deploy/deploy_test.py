@@ -263,6 +263,55 @@ def test_lint(source):
         check(ran and not real, f"cfn-lint, {label}" + (": " + "; ".join(real) if real else "" if ran else ": " + text[-300:]))
 
 
+def run_runcmd_scripts(source):
+    """Each file's runcmd script, run with curl, apt-get and systemctl replaced by recorders: a step that fails
+    PUTs FAILURE, naming it, to the wait handle; when every step works, the agent is enabled and started."""
+    import hashlib
+    import yaml
+    url, handle = "https://example.com/dlagent.deb", "https://wait.example.com/handle"
+
+    def run(f, curl_download_ok, sha256=None):
+        with open(os.path.join(source, "packaging/cloud-init", f)) as fh:
+            cmd = yaml.safe_load(fh)["runcmd"][0]
+        values = {"${PackageUrl}": url, "${PackageSha256}": sha256 or "0" * 64, "${WaitHandle}": handle}
+        cmd = [values.get(c, c) for c in cmd]
+        with tempfile.TemporaryDirectory() as bin_dir:
+            log = os.path.join(bin_dir, "calls")
+            fakes = {
+                # -o FILE: the download, which writes "package" or fails as a 404 does; else a signal PUT.
+                "curl": 'echo "curl $*" >>' + log + '\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done\n'
+                        'if [ -n "$out" ]; then ' + ('printf package >"$out"' if curl_download_ok else "exit 22") + "; fi\n",
+                "apt-get": 'echo "apt-get $*" >>' + log + "\n",
+                "systemctl": 'echo "systemctl $*" >>' + log + "\n",
+            }
+            for name, body in fakes.items():
+                path = os.path.join(bin_dir, name)
+                with open(path, "w") as fh:
+                    fh.write("#!/bin/sh\n" + body)
+                os.chmod(path, 0o755)
+            env = dict(os.environ, PATH=bin_dir + ":/usr/bin:/bin")
+            subprocess.run(cmd, env=env, capture_output=True, timeout=60)
+            return open(log).read() if os.path.exists(log) else ""
+
+    if not os.path.exists("/usr/sbin/agentd"):  # this machine is an image without dlagent
+        calls = run("baked.yaml", True)
+        body = calls[calls.find("{"):calls.rfind("}") + 1]
+        try:
+            signal = json.loads(body)
+        except ValueError:
+            signal = {}
+        check(signal.get("Status") == "FAILURE" and "dlagent is not installed on this image" in signal.get("Reason", "") and
+              handle in calls and "systemctl" not in calls, "baked.yaml on an image without dlagent signals FAILURE, saying so: " + body)
+    calls = run("install.yaml", False)
+    check("cannot download the dlagent package" in calls and handle in calls and "apt-get" not in calls,
+          "install.yaml: a download that fails signals FAILURE and installs nothing")
+    calls = run("install.yaml", True, sha256="1" * 64)
+    check("does not match PackageSha256" in calls and "apt-get" not in calls, "install.yaml: a package that does not match its SHA-256 is refused")
+    calls = run("install.yaml", True, sha256=hashlib.sha256(b"package").hexdigest())
+    check("apt-get install" in calls and "force-confold" in calls and "systemctl enable --now agentd.service dlagent-ready.target" in calls
+          and "FAILURE" not in calls, "install.yaml: a good package is installed, keeping the configuration, and the agent started")
+
+
 def test_cloud_init(source):
     if not os.path.exists("/usr/bin/cloud-init"):
         skip("needs cloud-init (apt-get install cloud-init)")
@@ -271,6 +320,7 @@ def test_cloud_init(source):
         out = subprocess.run(["/usr/bin/cloud-init", "schema", "--config-file", path], capture_output=True, text=True, timeout=120)
         check(out.returncode == 0 and "Valid cloud-config" in out.stdout, f"cloud-init schema accepts {f}" +
               ("" if out.returncode == 0 else ": " + (out.stdout + out.stderr).strip()[-400:]))
+    run_runcmd_scripts(source)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as bad:
         bad.write("#cloud-config\nwrite_files:\n  - path: 7\nruncmd: yes\n")
         bad.flush()
