@@ -131,6 +131,12 @@ void FormationCore::OnRosterFetched(const std::string& from, const Result<Roster
   }
   next_fetch_ = now;  // another newer one may be announced already
   if (IdOf(*r) <= IdOf(held_)) return;  // not newer than what this node holds
+  if (r->generation == held_.generation && r->failure.empty() && held_.failure.empty()) {
+    // Two leaders on two sides of a partition (or one back from a stop) sealed the same generation: the
+    // higher (generation, leader) wins everywhere, but for a while the number named two rosters.
+    Log(FormationEvent::kWarning, "roster generation " + std::to_string(r->generation) + " was sealed twice, by " + held_.leader + " and by " +
+                                      r->leader + " (a partition, or a leader that was stopped); taking " + r->leader + "'s, the higher");
+  }
   Hold(*r);
   if (held_.failure.empty()) {
     good_ = held_;
