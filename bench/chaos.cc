@@ -15,7 +15,8 @@
 //   - every agent that is not stopped or killed answers `agentctl status` within 1 s;
 //   - a job that fails names why (a node or a rank), none hangs past its timeout;
 //   - READY again within --recover after the faults stop;
-//   - no growth of open fds or RSS in agents that ran from start to end.
+//   - no growth of open fds or RSS in agents that ran from start to end (measured from when the first job has
+//     run: it opens the agents' connections to each other).
 // Not injected: delay (the netem qdisc is not in these machines' kernel) and a hanging shared-storage mount
 // (the local cluster's storage is a bind mount, which cannot hang).
 //
@@ -136,10 +137,13 @@ class Chaos {
                 faults_ ? "injecting faults" : "soak, no faults", static_cast<long long>(duration_.count() / 1000),
                 static_cast<unsigned long long>(seed_));
     std::fflush(stdout);
-    std::this_thread::sleep_for(seconds(2));  // settled: the figures every later one is compared with
-    for (int i : Range(n_)) baseline_.push_back({RssKb(c_.Pid(i)), OpenFds(c_.Pid(i))});
     std::thread checker([this] { Checker(); });
     std::thread jobs([this] { JobLoop(); });
+    // The figures every later one is compared with, once a job has run: the first opens the agents'
+    // connections to each other, which stay open.
+    for (int waited = 0; waited < 600 && JobsRun() == 0; ++waited) Pause(milliseconds(100));
+    Pause(seconds(2));
+    for (int i : Range(n_)) baseline_.push_back({RssKb(c_.Pid(i)), OpenFds(c_.Pid(i))});
     const auto end = steady_clock::now() + duration_;
     auto next_report = steady_clock::now() + minutes(1);
     while (steady_clock::now() < end) {
@@ -192,6 +196,13 @@ class Chaos {
 
  private:
   void Pause(milliseconds d) { std::this_thread::sleep_for(d); }
+
+  int JobsRun() {
+    std::lock_guard<std::mutex> lock(counters_.mu);
+    int n = 0;
+    for (const auto& [outcome, count] : counters_.jobs) n += count;
+    return n;
+  }
 
   std::string Ns(int i) { return c_.Netns(i); }
 
