@@ -76,7 +76,8 @@ struct Counters {
   }
 };
 
-bool Sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
+// A fault's command (ip, nft, dd), bounded in time like every command the tests run.
+bool Sh(const std::string& cmd) { return RunCommand({"/bin/sh", "-c", cmd}, seconds(30)).exit_code == 0; }
 
 long RssKb(int pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");

@@ -272,12 +272,15 @@ void Formation::Signal(Roster roster) {
                            n.instance_id + " is rank " + std::to_string(rank),
                        n.instance_id, "rank " + std::to_string(rank) + " " + n.ip});
   }
-  for (const WaitConditionSignal& s : signals) {
+  for (size_t i = 0; i < signals.size(); ++i) {
+    const WaitConditionSignal& s = signals[i];
     Status st = SignalWaitHandle(*deps_.http, *deps_.env, options_.wait_handle_url, s,
                                  {std::chrono::seconds(1), std::chrono::seconds(10), 2.0, 6, std::chrono::minutes(2)}, stopping_);
-    if (!st.ok()) {
-      spdlog::error("cluster: could not signal {} ({}) to the CloudFormation wait handle: {}", s.status, s.unique_id, st.ToString());
+    if (!st.ok()) {  // retried already: the handle is gone or expired, and would refuse the rest the same way
       if (st.code() == StatusCode::kCancelled) return;
+      spdlog::error("cluster: could not signal {} ({}) to the CloudFormation wait handle: {}; {} signals not sent", s.status, s.unique_id,
+                    st.ToString(), signals.size() - i);
+      return;
     }
   }
   spdlog::info("cluster: signalled {} to the CloudFormation wait handle ({}, {} signals)", roster.failure.empty() ? "SUCCESS" : "FAILURE",
