@@ -299,6 +299,8 @@ Status ClusterRuntime::Setup() {
   fo.seal.join_deadline = c.cluster.join_deadline;
   fo.reseal = c.cluster.reseal;
   fo.reseal_settle = c.cluster.reseal_settle;
+  fo.reseal_quorum = c.cluster.reseal_quorum;
+  fo.vote_path = DirName(c.files.roster) + "/formation-vote";
   fo.hello_interval = c.discovery.hello_interval;
   fo.poll_wait = c.discovery.poll_wait;
   fo.files.root = c.files.root;

@@ -289,6 +289,7 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.Enum<ResealPolicy>("reseal", {{"never", ResealPolicy::kNever}, {"on-failure", ResealPolicy::kOnFailure}, {"on-change", ResealPolicy::kOnChange}},
                        &c.cluster.reseal);
   r.Dur("reseal_settle", Duration(0), &c.cluster.reseal_settle);
+  r.Enum<ResealQuorum>("reseal_quorum", {{"majority", ResealQuorum::kMajority}, {"leader", ResealQuorum::kLeader}}, &c.cluster.reseal_quorum);
   r.Dur("leave_before_maintenance", Duration(0), &c.cluster.leave_before_maintenance);
 
   r.Section("gossip");

@@ -30,6 +30,7 @@ struct ClusterConfig {
   Duration join_deadline = std::chrono::minutes(10);  // Default: 10m
   ResealPolicy reseal = ResealPolicy::kOnFailure;     // Default: on-failure; never, on-change
   Duration reseal_settle = std::chrono::seconds(30);  // Default: 30s of a stable view before a reseal
+  ResealQuorum reseal_quorum = ResealQuorum::kMajority;  // Default: majority; leader
   // Leave the cluster gracefully this long before a scheduled maintenance event (reboot, stop, retirement)
   // starts; 0: stay (the event is only reported). Default: 0
   Duration leave_before_maintenance = Duration(0);

@@ -1,11 +1,13 @@
 #include "agent/daemon/formation.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <random>
 
 #include <spdlog/spdlog.h>
 
 #include "bootstrap/aws/cfn_signal.h"
+#include "bootstrap/common/atomic_file.h"
 #include "bootstrap/common/backoff.h"
 #include "bootstrap/common/duration.h"
 #include "bootstrap/common/log.h"
@@ -37,8 +39,27 @@ FormationConfig CoreConfig(const FormationOptions& o, const SelfInfo& self) {
   c.seal = o.seal;
   c.reseal = o.reseal;
   c.reseal_settle = o.reseal_settle;
+  c.quorum = o.reseal_quorum;
   c.signal = !o.wait_handle_url.empty();
   return c;
+}
+
+// The vote file: "<generation> <leader>\n".
+Vote ReadVote(Env& env, const std::string& path) {
+  if (path.empty() || !env.FileExists(path)) return {};
+  Result<std::string> text = env.ReadFile(path, 4096);
+  Vote v;
+  char leader[257] = {};
+  unsigned long long gen = 0;
+  if (!text.ok() || std::sscanf(text->c_str(), "%llu %256s", &gen, leader) != 2) {
+    // Written atomically, so only a hand edit gets here. A vote forgotten could be given twice: say so.
+    spdlog::error("formation: cannot read the vote in {} ({}); starting without one",
+                  path, text.ok() ? "not \"<generation> <leader>\"" : text.status().ToString());
+    return {};
+  }
+  v.generation = gen;
+  v.leader = leader;
+  return v;
 }
 
 }  // namespace
@@ -48,7 +69,8 @@ Formation::Formation(Deps deps, FormationOptions options, SelfInfo self, const s
       options_(std::move(options)),
       self_(std::move(self)),
       stopping_(stopping),
-      core_(CoreConfig(options_, self_), deps_.env->NowMono(), std::random_device{}()) {
+      core_(CoreConfig(options_, self_), deps_.env->NowMono(), std::random_device{}(),
+            ReadVote(*deps_.env, options_.vote_path.empty() ? "" : options_.files.root + options_.vote_path)) {
   published_ = self_.meta;
 }
 
@@ -137,7 +159,12 @@ GossipView Formation::Observe() {
     if (m.state != swim::MemberState::kAlive && m.state != swim::MemberState::kSuspect) continue;
     Result<swim::MemberMeta> meta = swim::DecodeMeta(m.meta);
     if (!meta.ok()) continue;
-    view.push_back({{m.name, HostOf(m.addr), meta->gpus, meta->role == "master"}, m.addr, meta->roster_gen, meta->roster_leader, meta->applied_gen});
+    view.push_back({{m.name, HostOf(m.addr), meta->gpus, meta->role == "master"},
+                    m.addr,
+                    meta->roster_gen,
+                    meta->roster_leader,
+                    meta->applied_gen,
+                    {meta->vote_gen, meta->vote_leader}});
   }
   return MakeGossipView(std::move(view));
 }
@@ -167,12 +194,15 @@ bool Formation::Act(const FormationActions& a, MonoTime now) {
       want_poll_ = a.poll;
       cv_.notify_all();
     }
+    if (a.vote) core_.OnVoteKept(*a.vote, KeepVote(*a.vote), now);
     if (a.prepare) Post([this, r = *a.prepare] { Prepare(r); });
     if (a.signal) Post([this, r = *a.signal] { Signal(r); });
     if (a.publish) {
       published_.roster_gen = static_cast<uint32_t>(core_.held().generation);
       published_.roster_leader = core_.held().leader;
       published_.applied_gen = static_cast<uint32_t>(core_.applied_gen());
+      published_.vote_gen = static_cast<uint32_t>(core_.vote().generation);
+      published_.vote_leader = core_.vote().leader;
       meta = published_;
     }
   }
@@ -184,6 +214,13 @@ bool Formation::Act(const FormationActions& a, MonoTime now) {
   const uint64_t before = core_.held().generation;
   core_.OnRosterFetched(a.fetch_from, r, now);
   return core_.held().generation != before;
+}
+
+Status Formation::KeepVote(const Vote& v) {
+  if (options_.vote_path.empty()) return Status::Ok();
+  const std::string path = options_.files.root + options_.vote_path;
+  RETURN_IF_ERROR(deps_.env->CreateDirs(DirName(path), 0755));
+  return WriteFileAtomically(*deps_.env, path, std::to_string(v.generation) + " " + v.leader + "\n", 0644);
 }
 
 void Formation::ReportPhase() {

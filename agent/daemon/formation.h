@@ -47,6 +47,8 @@ struct FormationOptions {
   SealPolicy seal;
   ResealPolicy reseal = ResealPolicy::kOnFailure;
   Duration reseal_settle = std::chrono::seconds(30);
+  ResealQuorum reseal_quorum = ResealQuorum::kMajority;
+  std::string vote_path;  // where this node's reseal vote is kept across restarts ("" for nowhere); under files.root
   Duration hello_interval = std::chrono::seconds(5);
   Duration poll_wait = std::chrono::seconds(20);
   NodeFilesOptions files;
@@ -114,6 +116,7 @@ class Formation {
   void WaitFor(MutexLock& lock, Duration d) REQUIRES(mu_);
   void Prepare(Roster roster);
   void Signal(Roster roster);
+  Status KeepVote(const Vote& v);  // on disk (vote_path), before it is gossiped
   // Opens the discovery queue on first use (a name is resolved with GetQueueUrl); the sender and the
   // poller each open their own, on their own client.
   Status OpenQueue(SqsClient& sqs, std::unique_ptr<DiscoveryQueue>& queue);

@@ -51,8 +51,8 @@ GossipView MakeGossipView(std::vector<PeerState> members, uint64_t version) {
   return v;
 }
 
-FormationCore::FormationCore(FormationConfig config, MonoTime started, uint64_t seed)
-    : config_(std::move(config)), started_(started), rng_(seed) {
+FormationCore::FormationCore(FormationConfig config, MonoTime started, uint64_t seed, Vote vote)
+    : config_(std::move(config)), started_(started), rng_(seed), vote_(std::move(vote)), published_vote_(vote_) {
   report_.expected = static_cast<uint32_t>(config_.seal.expected_nodes);
   report_.detail = "discover: 0/" + std::to_string(config_.seal.expected_nodes) + " nodes";
 }
@@ -68,7 +68,13 @@ FormationActions FormationCore::Tick(MonoTime now, const GossipView& view) {
   view_ = &view;
   Observe();
   Adopt(now, out);
-  if (leader_ == config_.self) Lead(now, out);
+  report_.quorum_wait.clear();
+  unvoted_.clear();
+  if (leader_ == config_.self) {
+    Lead(now, out);
+  } else {
+    Accept(now, out);
+  }
 
   // Prepare the held roster once, if this node is in it and it formed.
   if (held_.generation > 0 && held_.failure.empty() && self_in_held_ && applied_gen_ < held_.generation && !preparing_ &&
@@ -83,10 +89,12 @@ FormationActions FormationCore::Tick(MonoTime now, const GossipView& view) {
   out.poll = std::find(pollers.begin(), pollers.end(), config_.self) != pollers.end();
   out.hello = view_->members.size() <= 1 || (out.poll && held_.generation == 0);
 
-  if (held_.generation != published_gen_ || held_.leader != published_leader_ || applied_gen_ != published_applied_) {
+  if (held_.generation != published_gen_ || held_.leader != published_leader_ || applied_gen_ != published_applied_ ||
+      vote_ != published_vote_) {
     published_gen_ = held_.generation;
     published_leader_ = held_.leader;
     published_applied_ = applied_gen_;
+    published_vote_ = vote_;
     out.publish = true;
   }
   Report(now, out);
@@ -249,7 +257,7 @@ void FormationCore::Lead(MonoTime now, FormationActions& out) {
     return;
   }
   if (now - *change_since_ < config_.reseal_settle) return;
-  Roster r{config_.cluster, held_.generation + 1, config_.self, std::move(next), ""};
+  Roster r{config_.cluster, NextGeneration(), config_.self, std::move(next), ""};
   if (Status st = CheckRosterNodes(r.nodes); !st.ok()) {
     r.failure = "cannot reseal: " + st.ToString();
   } else if (r.nodes.size() < config_.seal.min_nodes) {
@@ -263,7 +271,78 @@ void FormationCore::Lead(MonoTime now, FormationActions& out) {
     }
     r.nodes = held_.nodes;  // the ranks a member that comes back takes again
   }
+  if (!Quorum(r, now, out)) return;
   Seal(std::move(r), why, out);
+}
+
+void FormationCore::CastVote(Vote v, MonoTime now, FormationActions& out) {
+  // One vote per generation, never a lower one; one at a time on its way to disk.
+  if (v.generation <= std::max(vote_.generation, pending_vote_.generation) || now < vote_retry_at_) return;
+  pending_vote_ = v;
+  out.vote = std::move(v);
+}
+
+void FormationCore::OnVoteKept(const Vote& vote, const Status& result, MonoTime now) {
+  if (vote != pending_vote_) return;
+  pending_vote_ = {};
+  if (!result.ok()) {
+    vote_retry_at_ = now + config_.fetch_retry;
+    Log(FormationEvent::kError, "cannot keep the vote for " + vote.leader + " as the sealer of generation " + std::to_string(vote.generation) +
+                                    " on disk, so it is not given: " + result.ToString());
+    return;
+  }
+  vote_ = vote;
+  Log(FormationEvent::kInfo, vote.leader == config_.self ? "proposed generation " + std::to_string(vote.generation) + " (voted for itself)"
+                                                         : "voted for " + vote.leader + " as the sealer of generation " + std::to_string(vote.generation));
+}
+
+void FormationCore::Accept(MonoTime now, FormationActions& out) {
+  if (config_.quorum != ResealQuorum::kMajority || held_.generation == 0) return;
+  const PeerState* leader = view_->Find(leader_);
+  if (!leader || leader->vote.leader != leader_) return;  // no proposal
+  const Vote& proposal = leader->vote;
+  if (proposal.generation <= held_.generation || proposal.generation <= vote_.generation) return;
+  CastVote(proposal, now, out);
+}
+
+uint64_t FormationCore::NextGeneration() const {
+  uint64_t p = held_.generation + 1;
+  if (config_.quorum != ResealQuorum::kMajority) return p;
+  // Above every vote this node and the roster's members gave another leader: they would refuse it.
+  if (vote_.generation >= p) p = vote_.leader == config_.self ? vote_.generation : vote_.generation + 1;
+  for (const RosterNode& n : held_.nodes) {
+    const PeerState* peer = view_->Find(n.instance_id);
+    if (peer && peer->vote.generation >= p && peer->vote.leader != config_.self) p = peer->vote.generation + 1;
+  }
+  return p;
+}
+
+bool FormationCore::Quorum(const Roster& r, MonoTime now, FormationActions& out) {
+  if (config_.quorum != ResealQuorum::kMajority || held_.nodes.empty()) return true;
+  const Vote mine{r.generation, config_.self};
+  CastVote(mine, now, out);
+  size_t votes = 0;
+  for (const RosterNode& n : held_.nodes) {
+    const PeerState* peer = view_->Find(n.instance_id);
+    const Vote& theirs = n.instance_id == config_.self ? vote_ : peer ? peer->vote : Vote{};
+    if (theirs == mine) {
+      ++votes;
+    } else if (peer) {
+      unvoted_.push_back(n.instance_id);
+    }
+  }
+  const size_t needed = held_.nodes.size() / 2 + 1;
+  if (votes >= needed) return true;
+  report_.quorum_wait = "generation " + std::to_string(mine.generation) + " waits for a majority of generation " + std::to_string(held_.generation) +
+                        "'s " + std::to_string(held_.nodes.size()) + " members: " + std::to_string(votes) + " of " + std::to_string(needed) +
+                        " votes";
+ const std::string logged = std::to_string(mine.generation) + "/" + std::to_string(unvoted_.size());
+  if (logged != quorum_logged_) {
+    quorum_logged_ = logged;
+    Log(unvoted_.empty() ? FormationEvent::kWarning : FormationEvent::kInfo,
+        "resealing: " + report_.quorum_wait + (unvoted_.empty() ? "; too few are alive: waiting for members to come back" : ""));
+  }
+  return false;
 }
 
 void FormationCore::Report(MonoTime now, FormationActions& out) {
@@ -282,6 +361,7 @@ void FormationCore::Report(MonoTime now, FormationActions& out) {
     RosterReport();
   }
   ReportPhase(now, out);
+  if (!s.quorum_wait.empty()) s.countdown = ", resealing: " + s.quorum_wait;
 }
 
 void FormationCore::RosterReport() {
@@ -365,6 +445,8 @@ void FormationCore::Nudge(MonoTime now, FormationActions& out) {
       if (id != config_.self && view_->Find(id)) waiting.push_back(id);
     }
     if (!waiting.empty()) target = waiting[rng_() % waiting.size()];
+  } else if (!unvoted_.empty()) {  // the leader waits for votes
+    target = unvoted_[rng_() % unvoted_.size()];
   }
   const PeerState* p = view_->Find(target);
   if (!p) return;

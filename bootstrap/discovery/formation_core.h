@@ -16,6 +16,16 @@
 //   - The leader reseals once the difference between its view and the roster has been the same for
 //     reseal_settle: on-failure when a member is gone, on-change also when a node joined; never does not
 //     reseal a roster that formed.
+//   - Every generation after the first needs a majority of the previous roster's members to accept it
+//     (ResealQuorum::kMajority): the leader proposes generation P by voting for itself in its gossip
+//     metadata, each member votes for at most one leader per generation (its leader's proposal, above the
+//     generation it holds and above its last vote), and the leader seals P once a majority of the previous
+//     roster (itself included) voted for it. Two majorities of one roster share a member, so no generation
+//     is sealed by two leaders; a partitioned minority seals nothing (it stays ready and degraded) until the
+//     partition heals. A leader whose proposal others refused (they voted for another leader at P) proposes
+//     above the highest vote it sees. The driver keeps the vote on disk before gossiping it (FormationActions::
+//     vote), so a restarted member does not vote twice. The first generation is sealed by the leader alone
+//     (DecideSeal): with min_nodes above half of expected_nodes, two sides of a partition cannot both seal it.
 //   - A reseal below min_nodes is a failed generation: it lists the previous generation's nodes (so a member
 //     that comes back takes its old rank) and is not prepared. `failed` is not final: once the nodes alive
 //     again would make a roster of at least min_nodes (for the settle time), the leader seals a new generation.
@@ -44,6 +54,8 @@ namespace dlagent {
 
 enum class ResealPolicy { kNever, kOnFailure, kOnChange };
 
+enum class ResealQuorum { kMajority, kLeader };  // kLeader: the leader alone decides (no votes)
+
 enum class FormationPhase { kDiscover, kRoster, kPrepare, kReady, kStandby, kFailed };
 std::string_view PhaseName(FormationPhase p);  // "discover", ..., as agentctl and STATUS= show it
 
@@ -53,10 +65,18 @@ struct FormationConfig {
   SealPolicy seal;
   ResealPolicy reseal = ResealPolicy::kOnFailure;    // Default: on-failure
   Duration reseal_settle = std::chrono::seconds(30);  // Default: 30 s
+  ResealQuorum quorum = ResealQuorum::kMajority;      // Default: majority
   bool signal = false;                                // a CloudFormation wait handle is configured
   Duration prepare_retry = std::chrono::seconds(10);  // Default: 10 s after a failed prepare
   Duration fetch_retry = std::chrono::seconds(1);     // Default: 1 s after a failed roster fetch
   Duration nudge_interval = std::chrono::seconds(1);  // Default: 1 s between push-pulls with a member waited on
+};
+
+// A member's acceptance of `leader` sealing roster `generation` (a leader's vote for itself is its proposal).
+struct Vote {
+  uint64_t generation = 0;  // 0: none
+  std::string leader;
+  bool operator==(const Vote&) const = default;
 };
 
 // One alive (or suspect) member as gossip shows it, this node included.
@@ -66,6 +86,7 @@ struct PeerState {
   uint64_t roster_gen = 0;
   std::string roster_leader;
   uint64_t applied_gen = 0;
+  Vote vote;
 };
 
 // The gossip view of one moment, built once (MakeGossipView) and read by every tick that uses it: the
@@ -98,7 +119,8 @@ struct FormationActions {
   std::string fetch_addr;          // its gossip address
   std::optional<Roster> prepare;   // mount storage, write node files (then OnPrepared)
   std::optional<Roster> signal;    // PUT SUCCESS or FAILURE to the CloudFormation wait handle
-  bool publish = false;            // roster_gen / roster_leader / applied_gen changed: gossip them
+  bool publish = false;            // roster_gen / roster_leader / applied_gen / vote changed: gossip them
+  std::optional<Vote> vote;        // a new vote: keep it on disk, then OnVoteKept (it is gossiped after that)
   std::string nudge_addr;          // push-pull with this member now; "" for none
   bool hello = false, poll = false;  // discovery roles: send HELLOs; long-poll the queue
 };
@@ -123,11 +145,13 @@ struct FormationReport {
   uint32_t alive = 0, expected = 0;
   int64_t deadline_in_ms = -1;     // the leader's join deadline while it waits; -1 otherwise
   int64_t reseal_in_ms = -1;       // the leader's reseal countdown while the view differs; -1 otherwise
+  std::string quorum_wait;         // the leader waits for votes: "generation 3: 1 of 3 votes needed" ("" otherwise)
 };
 
 class FormationCore {
  public:
-  FormationCore(FormationConfig config, MonoTime started, uint64_t seed);
+  // `vote`: the last vote this node gave (kept on disk across restarts by the driver).
+  FormationCore(FormationConfig config, MonoTime started, uint64_t seed, Vote vote = {});
 
   // One look at the view (read during the call only).
   FormationActions Tick(MonoTime now, const GossipView& view);
@@ -135,16 +159,25 @@ class FormationCore {
   void OnRosterFetched(const std::string& from, const Result<Roster>& roster, MonoTime now);
   // Preparing `roster` finished (storage mounted, files written) or failed.
   void OnPrepared(const Roster& roster, const Status& result, MonoTime now);
+  // The vote asked for (FormationActions::vote) is on disk, or could not be kept (then it is not given,
+  // and asked for again after fetch_retry).
+  void OnVoteKept(const Vote& vote, const Status& result, MonoTime now);
 
   const FormationReport& report() const { return report_; }
   const Roster& held() const { return held_; }  // what peers fetch; generation 0: none
   uint64_t applied_gen() const { return applied_gen_; }
+  const Vote& vote() const { return vote_; }  // the last vote kept (and gossiped)
   std::vector<FormationEvent> TakeEvents();
 
  private:
   void Observe();
   void Adopt(MonoTime now, FormationActions& out);
   void Lead(MonoTime now, FormationActions& out);
+  void Accept(MonoTime now, FormationActions& out);  // vote for the leader's proposal
+  void CastVote(Vote v, MonoTime now, FormationActions& out);
+  uint64_t NextGeneration() const;  // the generation the leader proposes next
+  // True once a majority of the held roster voted for `r` (the leader's vote for itself proposes it).
+  bool Quorum(const Roster& r, MonoTime now, FormationActions& out);
   void Hold(Roster r);  // held_ = r, and what follows from it
   void Seal(Roster r, const std::string& why, FormationActions& out);
   // The next generation's nodes from the held roster and the view (see the header comment).
@@ -167,6 +200,11 @@ class FormationCore {
   bool self_in_held_ = false;
   Roster good_;  // the last one that formed (what the report shows)
   uint64_t applied_gen_ = 0;
+  Vote vote_;
+  Vote pending_vote_;          // asked to be kept, not yet kept
+  MonoTime vote_retry_at_{};   // after a vote could not be kept
+  std::string quorum_logged_;          // the quorum wait last logged
+  std::vector<std::string> unvoted_;   // alive members of the held roster that did not vote for the proposal
   bool preparing_ = false;
   std::string prepare_error_;
   MonoTime prepare_retry_at_{};
@@ -180,6 +218,7 @@ class FormationCore {
   int64_t deadline_in_ms_ = -1;
   uint64_t published_gen_ = 0, published_applied_ = 0;
   std::string published_leader_;
+  Vote published_vote_;
   FormationReport report_;
   std::tuple<uint64_t, uint64_t, uint64_t> roster_key_{};  // (view version, generation, applied) of report_'s roster part
   std::vector<FormationEvent> events_;

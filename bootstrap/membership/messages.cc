@@ -5,7 +5,7 @@ namespace {
 
 enum class Type : uint8_t { kPing = 1, kIndirectPing, kAck, kNack, kAlive, kSuspect, kDead };
 // V2 adds the roster a member holds and the generation it has applied.
-enum class MetaVersion : uint8_t { kV1 = 1, kV2 = 2 };
+enum class MetaVersion : uint8_t { kV1 = 1, kV2 = 2, kV3 = 3 };  // V2: the roster; V3: the reseal vote
 
 class Writer {
  public:
@@ -147,9 +147,10 @@ Result<std::vector<Message>> DecodePacket(std::string_view packet) {
 
 std::string EncodeMeta(const MemberMeta& m) {
   std::string out = Writer(Type::kAlive)
-                        .U8(static_cast<uint8_t>(MetaVersion::kV2))
+                        .U8(static_cast<uint8_t>(MetaVersion::kV3))
                         .Str(m.instance_id).Str(m.role).U32(m.gpus).Str(m.az).Str(m.version).U16(m.rpc_port)
                         .U32(m.roster_gen).Str(m.roster_leader).U32(m.applied_gen)
+                        .U32(m.vote_gen).Str(m.vote_leader)
                         .Take();
   return out.substr(1);  // no message type byte
 }
@@ -158,13 +159,16 @@ Result<MemberMeta> DecodeMeta(std::string_view bytes) {
   Reader r(bytes);
   MemberMeta m;
   uint8_t version;
-  if (!r.U8(&version) || (version != static_cast<uint8_t>(MetaVersion::kV1) && version != static_cast<uint8_t>(MetaVersion::kV2)) ||
+  if (!r.U8(&version) || version < static_cast<uint8_t>(MetaVersion::kV1) || version > static_cast<uint8_t>(MetaVersion::kV3) ||
       !r.Str(&m.instance_id, kMaxNameBytes) || !r.Str(&m.role, 16) || !r.U32(&m.gpus) || !r.Str(&m.az, 32) ||
       !r.Str(&m.version, 32) || !r.U16(&m.rpc_port)) {
     return Malformed("member metadata");
   }
-  if (version == static_cast<uint8_t>(MetaVersion::kV2) &&
+  if (version >= static_cast<uint8_t>(MetaVersion::kV2) &&
       (!r.U32(&m.roster_gen) || !r.Str(&m.roster_leader, kMaxNameBytes) || !r.U32(&m.applied_gen))) {
+    return Malformed("member metadata");
+  }
+  if (version >= static_cast<uint8_t>(MetaVersion::kV3) && (!r.U32(&m.vote_gen) || !r.Str(&m.vote_leader, kMaxNameBytes))) {
     return Malformed("member metadata");
   }
   if (!r.done()) return Malformed("member metadata");

@@ -78,6 +78,8 @@ struct MemberMeta {
   uint32_t roster_gen = 0;     // the roster this member holds: generation (0: none) ...
   std::string roster_leader;   // ... and who sealed it; members adopt the highest (generation, leader)
   uint32_t applied_gen = 0;    // the generation whose files this member has written (its ack)
+  uint32_t vote_gen = 0;       // the reseal this member accepted: generation (0: none) ...
+  std::string vote_leader;     // ... and the leader it accepted to seal it (itself: the leader's proposal)
 };
 std::string EncodeMeta(const MemberMeta& m);
 Result<MemberMeta> DecodeMeta(std::string_view bytes);

@@ -2,6 +2,8 @@
 
 #include <time.h>
 
+#include <algorithm>
+
 namespace dlagent::testing {
 namespace {
 
@@ -46,9 +48,11 @@ void FormationSim::Restart(int i) {
   ++version_;
   FormationConfig c = base_;
   c.self = n.peer.node.instance_id;
-  // A restarted agent finds its old roster file and joins those members directly.
+  // A restarted agent finds its old roster file and joins those members directly, and its vote file.
   n.member = n.core && n.core->held().generation > 0;
-  n.core = std::make_unique<FormationCore>(c, now_, static_cast<uint64_t>(i) + o_.seed);
+  Vote vote = n.core ? n.core->vote() : Vote{};
+  n.core = std::make_unique<FormationCore>(c, now_, static_cast<uint64_t>(i) + o_.seed, vote);
+  n.peer.vote = vote;
   n.peer.roster_gen = 0;
   n.peer.roster_leader.clear();
   n.peer.applied_gen = 0;
@@ -59,18 +63,33 @@ void FormationSim::Restart(int i) {
   n.up = true;
 }
 
-const GossipView& FormationSim::View() {
+void FormationSim::Partition(const std::vector<int>& side) {
+  for (int i : side) nodes_[i].side = 1;
+  ++version_;
+}
+
+void FormationSim::Heal() {
+  for (Node& n : nodes_) n.side = 0;
+  ++version_;
+}
+
+bool FormationSim::InView(const Node& n, int side) const {
+  return n.side == side && (o_.discovery ? n.member && (n.up || now_ < n.gone_from_view) : n.up);
+}
+
+const GossipView& FormationSim::View(int side) {
+  GossipView& view = view_[side];
   size_t visible = 0;  // a crashed member leaving the view changes it too
-  for (const Node& n : nodes_) visible += o_.discovery ? n.member && (n.up || now_ < n.gone_from_view) : n.up;
-  if (visible != view_.members.size()) ++version_;
-  if (view_version_ == version_) return view_;
+  for (const Node& n : nodes_) visible += InView(n, side);
+  if (visible != view.members.size()) ++version_;
+  if (view_version_[side] == version_) return view;
   std::vector<PeerState> members;
   for (const Node& n : nodes_) {
-    if (o_.discovery ? n.member && (n.up || now_ < n.gone_from_view) : n.up) members.push_back(n.peer);
+    if (InView(n, side)) members.push_back(n.peer);
   }
-  view_ = MakeGossipView(std::move(members), version_);
-  view_version_ = version_;
-  return view_;
+  view = MakeGossipView(std::move(members), version_);
+  view_version_[side] = version_;
+  return view;
 }
 
 bool FormationSim::Request(Node& n) {
@@ -135,6 +154,7 @@ void FormationSim::Step() {
     p.roster_gen = c.roster_gen;
     p.roster_leader = c.roster_leader;
     p.applied_gen = c.applied_gen;
+    p.vote = c.vote;
     meta_changes_.pop_front();
     ++version_;
   }
@@ -142,7 +162,7 @@ void FormationSim::Step() {
     queue_.push_back(redelivered_.front());
     redelivered_.pop_front();
   }
-  const GossipView& shared = View();
+  const GossipView* sides[2] = {&View(0), &View(1)};
   size_t pollers = 0;
   const size_t count = nodes_.size();
   const size_t first = count ? static_cast<size_t>(now_.time_since_epoch().count() / o_.tick.count()) % count : 0;
@@ -155,7 +175,7 @@ void FormationSim::Step() {
       n.preparing.reset();
     }
     GossipView alone;
-    const GossipView* view = &shared;
+    const GossipView* view = sides[n.side];
     if (o_.discovery && !n.member) {
       alone = MakeGossipView({n.peer});
       view = &alone;
@@ -166,13 +186,18 @@ void FormationSim::Step() {
     if (before == 0 && n.core->held().generation == 1 && n.core->held().leader == n.peer.node.instance_id) {
       counters_.seal_cpu_ms = ThreadCpuMs() - cpu0;
     }
+    if (const Roster& r = n.core->held(); r.generation != before && r.leader == n.peer.node.instance_id &&
+                                          std::none_of(sealed_.begin(), sealed_.end(), [&](const Roster& s) { return s.generation == r.generation && s.leader == r.leader; })) {
+      sealed_.push_back(r);  // sealed now (a restarted leader fetching its own old roster back is not a seal)
+    }
     if (!a.fetch_from.empty()) {
       Result<Roster> r = Status::Unavailable("sim", a.fetch_from + " is down");
       for (const Node& other : nodes_) {
-        if (other.up && other.peer.node.instance_id == a.fetch_from) r = other.core->held();
+        if (other.up && other.side == n.side && other.peer.node.instance_id == a.fetch_from) r = other.core->held();
       }
       n.core->OnRosterFetched(a.fetch_from, r, now_);
     }
+    if (a.vote) n.core->OnVoteKept(*a.vote, Status::Ok(), now_);  // kept at once
     if (a.prepare) n.preparing = {now_ + o_.prepare_time, *a.prepare};
     if (a.signal) signals_.push_back(*a.signal);
     const Roster& held = n.core->held();
@@ -181,8 +206,9 @@ void FormationSim::Step() {
       n.peer.roster_gen = held.generation;
       n.peer.roster_leader = held.leader;
       n.peer.applied_gen = n.core->applied_gen();
+      n.peer.vote = n.core->vote();
     } else if (a.publish) {
-      meta_changes_.push_back({now_ + o_.gossip_delay, i, held.generation, n.core->applied_gen(), held.leader});
+      meta_changes_.push_back({now_ + o_.gossip_delay, i, held.generation, n.core->applied_gen(), held.leader, n.core->vote()});
     }
     if (o_.discovery) {
       Discover(i, a);

@@ -59,7 +59,11 @@ class FormationSim {
   // Boots a node now: "i-<1000+n>" at 10.<n / 62500>.<n / 250 % 250>.<n % 250 + 1>, n counting from 0.
   int Boot(bool master = false);
   void Crash(int i);
-  void Restart(int i);  // the same instance, a fresh agent
+  void Restart(int i);  // the same instance, a fresh agent (with the vote its last agent kept on disk)
+  // Cuts the listed nodes off from the rest: two gossip views, and no roster fetch across (at once, as if
+  // both sides had declared the other dead). Heal() joins them again.
+  void Partition(const std::vector<int>& side);
+  void Heal();
 
   void Run(Duration d);
   // Runs until every listed up node's phase is `phase` (and, when set, its generation is `generation`), or
@@ -70,6 +74,8 @@ class FormationSim {
   bool up(int i) const { return nodes_[i].up; }
   const FormationReport& report(int i) const { return nodes_[i].core->report(); }
   const Roster& held(int i) const { return nodes_[i].core->held(); }
+  // Every roster some node sealed (leader and generation), in order: at most one per generation.
+  const std::vector<Roster>& sealed() const { return sealed_; }
   std::string id(int i) const { return nodes_[i].peer.node.instance_id; }
   // The instance ids of node i's roster, in rank order.
   std::vector<std::string> ranks(int i) const;
@@ -82,6 +88,7 @@ class FormationSim {
     PeerState peer;  // as the others see it
     std::unique_ptr<FormationCore> core;
     bool up = false;
+    int side = 0;                   // Partition()
     bool member = false;            // in the gossip cluster (discovery model)
     MonoTime gone_from_view{};      // crashed: in the view until then
     std::optional<std::pair<MonoTime, Roster>> preparing;
@@ -98,10 +105,12 @@ class FormationSim {
     int node;
     uint64_t roster_gen, applied_gen;
     std::string roster_leader;
+    Vote vote;
   };
   void Step();
-  // The shared view, rebuilt only after something in it changed (version_ counts the changes).
-  const GossipView& View();
+  // The view shared by one side, rebuilt only after something in it changed (version_ counts the changes).
+  const GossipView& View(int side);
+  bool InView(const Node& n, int side) const;
   void Discover(int i, const FormationActions& a);
   bool Request(Node& n);  // one SQS request; false when throttled
 
@@ -113,10 +122,11 @@ class FormationSim {
   std::deque<Message> queue_;        // in the order they become visible
   std::deque<Message> redelivered_;  // duplicates, until their visibility timeout passes
   std::deque<MetaChange> meta_changes_;
-  std::vector<Roster> signals_;
+  std::vector<Roster> signals_, sealed_;
   FormationSimCounters counters_;
-  uint64_t version_ = 1, view_version_ = 0;
-  GossipView view_;
+  uint64_t version_ = 1;
+  uint64_t view_version_[2] = {0, 0};
+  GossipView view_[2];
 };
 
 }  // namespace dlagent::testing

@@ -2,6 +2,7 @@
 // reseals after the settle time, and healing from a dead master, a replaced worker and a failed formation.
 #include "bootstrap/discovery/formation_core.h"
 
+#include <map>
 #include <random>
 
 #include <gtest/gtest.h>
@@ -198,6 +199,71 @@ TEST(FormationCoreTest, AGenerationSealedTwiceIsNamedInTheJournalAndTheHigherLea
   core.OnRosterFetched("i-a", Roster{"demo", 4, "i-a", nodes, ""}, t0);  // the lower one again: kept out, silently
   EXPECT_EQ(core.held().leader, "i-b");
   EXPECT_TRUE(core.TakeEvents().empty());
+}
+
+// The partition bench/chaos found (docs/reliability.md): the leader is cut off from the rest after READY.
+// Both sides see the other dead; only the side with a majority of the roster may seal the next generation.
+TEST(FormationCoreTest, APartitionedLeaderSealsNothingWhileTheMajoritySealsTheNextGeneration) {
+  FormationSim sim(Config(4, 3));
+  auto all = Booted(sim, 4);
+  ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(5)));
+  sim.Partition({0});
+  ASSERT_TRUE(sim.RunUntil({1, 2, 3}, Phase::kReady, seconds(15), 2)) << sim.report(1).detail;
+  EXPECT_EQ(sim.held(1).leader, "i-1001") << "the majority's leader";
+  EXPECT_EQ(sim.ranks(1), (std::vector<std::string>{"i-1001", "i-1002", "i-1003"}));
+  sim.Run(seconds(10));
+  EXPECT_EQ(sim.held(0).generation, 1u) << "the cut-off leader holds generation 1 and seals nothing";
+  EXPECT_EQ(sim.report(0).phase, Phase::kReady) << sim.report(0).detail;
+  EXPECT_EQ(sim.report(0).countdown, ", resealing: generation 2 waits for a majority of generation 1's 4 members: 1 of 3 votes");
+  sim.Heal();
+  ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(20), 3)) << sim.report(0).detail;
+  EXPECT_EQ(sim.held(0).leader, "i-1000") << "the master leads again and takes everyone in";
+  EXPECT_EQ(sim.ranks(2).size(), 4u);
+  std::map<uint64_t, std::string> sealer;
+  for (const Roster& r : sim.sealed()) {
+    auto [it, first] = sealer.emplace(r.generation, r.leader);
+    EXPECT_TRUE(first) << "generation " << r.generation << " sealed by " << it->second << " and by " << r.leader;
+  }
+  EXPECT_EQ(sealer.size(), 3u);
+}
+
+TEST(FormationCoreTest, WithoutTheVoteBothSidesOfAPartitionSealTheSameGeneration) {
+  FormationConfig c = Config(4, 1);
+  c.quorum = ResealQuorum::kLeader;
+  FormationSim sim(c);
+  auto all = Booted(sim, 4);
+  ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(5)));
+  sim.Partition({0});
+  sim.Run(seconds(10));
+  EXPECT_EQ(sim.held(0).generation, 2u);
+  EXPECT_EQ(sim.held(1).generation, 2u);
+  EXPECT_NE(sim.held(0).leader, sim.held(1).leader) << "two rosters of generation 2: what the vote prevents";
+}
+
+TEST(FormationCoreTest, AMemberVotesOncePerGenerationAcrossARestart) {
+  FormationConfig c = Config(3, 2);
+  c.self = "i-c";
+  const MonoTime t0(hours(1));
+  FormationCore core(c, t0, 1, Vote{5, "i-a"});  // voted for i-a at 5 before this agent restarted
+  const std::vector<RosterNode> nodes = {{"i-a", "10.0.0.1", 1, false}, {"i-b", "10.0.0.2", 1, false}, {"i-c", "10.0.0.3", 1, false}};
+  core.OnRosterFetched("i-b", Roster{"demo", 4, "i-a", nodes, ""}, t0);
+  auto view = [](Vote b) {
+    return MakeGossipView({{{"i-b", "10.0.0.2", 1, false}, "10.0.0.2:7946", 4, "i-a", 4, b}, {{"i-c", "10.0.0.3", 1, false}, "10.0.0.3:7946", 0, "", 0}});
+  };
+  EXPECT_FALSE(core.Tick(t0, view({5, "i-b"})).vote) << "i-b proposes 5: this node voted for i-a at 5";
+  FormationActions a = core.Tick(t0 + seconds(1), view({6, "i-b"}));
+  ASSERT_TRUE(a.vote) << "i-b proposes 6";
+  EXPECT_EQ(*a.vote, (Vote{6, "i-b"}));
+  EXPECT_EQ(core.vote(), (Vote{5, "i-a"})) << "not given before it is kept";
+  core.OnVoteKept(*a.vote, Status::IoError("write", "No space left on device"), t0 + seconds(1));
+  EXPECT_FALSE(core.Tick(t0 + seconds(1), view({6, "i-b"})).publish) << "a vote not kept is not gossiped";
+  EXPECT_FALSE(core.Tick(t0 + milliseconds(1500), view({6, "i-b"})).vote) << "asked again only after fetch_retry";
+  a = core.Tick(t0 + seconds(3), view({6, "i-b"}));
+  ASSERT_TRUE(a.vote);
+  core.OnVoteKept(*a.vote, Status::Ok(), t0 + seconds(3));
+  EXPECT_TRUE(core.Tick(t0 + seconds(3), view({6, "i-b"})).publish);
+  EXPECT_EQ(core.vote(), (Vote{6, "i-b"}));
+  EXPECT_FALSE(core.Tick(t0 + seconds(4), view({7, "i-c"})).vote) << "only the leader's own proposal counts";
 }
 
 TEST(FormationSimTest, NodesBootingAloneMeetThroughTheQueueAndFormOneRoster) {

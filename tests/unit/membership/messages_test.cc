@@ -31,16 +31,26 @@ TEST(SwimMessagesTest, EveryMessageRoundTrips) {
   EXPECT_EQ(meta->rpc_port, 7947);
 }
 
-TEST(SwimMessagesTest, MetaCarriesTheRosterAndTheAck) {
-  MemberMeta m{"i-b", "worker", 4, "us-east-1b", "0.2.0", 7946, 3, "i-a", 2};
+TEST(SwimMessagesTest, MetaCarriesTheRosterTheAckAndTheVote) {
+  MemberMeta m{"i-b", "worker", 4, "us-east-1b", "0.2.0", 7946, 3, "i-a", 2, 4, "i-c"};
   Result<MemberMeta> back = DecodeMeta(EncodeMeta(m));
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->roster_gen, 3u);
   EXPECT_EQ(back->roster_leader, "i-a");
   EXPECT_EQ(back->applied_gen, 2u);
+  EXPECT_EQ(back->vote_gen, 4u);
+  EXPECT_EQ(back->vote_leader, "i-c");
   EXPECT_EQ(back->gpus, 4u);
-  // A member on the first format (no roster fields) still decodes, holding no roster.
-  std::string v1 = EncodeMeta(m);
+  // Members on earlier formats still decode: V2 (no vote), V1 (no roster fields either).
+  std::string v2 = EncodeMeta(m);
+  v2[0] = 2;
+  EXPECT_FALSE(DecodeMeta(v2).ok()) << "V2 header with V3 fields is trailing junk";
+  v2.resize(v2.size() - (4 + 2 + 3));
+  Result<MemberMeta> older = DecodeMeta(v2);
+  ASSERT_TRUE(older.ok()) << older.status().ToString();
+  EXPECT_EQ(older->roster_gen, 3u);
+  EXPECT_EQ(older->vote_gen, 0u);
+  std::string v1 = v2;
   v1[0] = 1;
   EXPECT_FALSE(DecodeMeta(v1).ok()) << "V1 header with V2 fields is trailing junk";
   v1.resize(v1.size() - (4 + 2 + 3 + 4));
