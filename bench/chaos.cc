@@ -5,8 +5,12 @@
 // a checker reads every agent's status and node files every 500 ms; the driver injects one fault at a time,
 // at random, held 2-8 s: SIGKILL of an agent (restarted after the hold), SIGSTOP then SIGCONT, a node cut
 // off (its link down), the cluster split in halves (blackhole routes), 30% packet loss on a node (nftables),
-// a full file system under a node's files (a small tmpfs filled up). When the duration is over every fault
-// is undone and the cluster must be READY again within --recover. Checked all along, counted, printed:
+// a slow link (64 kbit/s through an htb qdisc: delay grows with the queue), a full file system under a node's
+// files (a small tmpfs filled up), a shared-storage mount that hangs (a FUSE file system whose server never
+// answers, over the node's mount point in its agent's mount namespace: every access blocks, killably, as on a
+// hard NFS mount whose server is gone; `agentctl health` must still answer within 15 s and name it). When the
+// duration is over every fault is undone and the cluster must be READY again within --recover. Checked all
+// along, counted, printed:
 //   - one roster per generation: every agent that shows generation G shows the same sealer and members (the
 //     reseal vote, docs/cluster.md); once healed, every agent shows the same roster.
 //   - node files always parse and are never torn (the workers file and roster.json);
@@ -15,17 +19,22 @@
 //   - READY again within --recover after the faults stop;
 //   - no growth of open fds or RSS in agents that ran from start to end (measured from when the first job has
 //     run: it opens the agents' connections to each other).
-// Not injected: delay (the netem qdisc is not in these machines' kernel) and a hanging shared-storage mount
-// (the local cluster's storage is a bind mount, which cannot hang).
+// Not injected: a fixed delay (the netem qdisc is not in these machines' kernel; htb is).
 //
-// Usage: chaos [--nodes N] [--duration 2m] [--recover 90s] [--seed S] [--faults all|none] [--verbose]
+// Usage: chaos [--nodes N] [--duration 2m] [--recover 90s] [--seed S] [--faults all|none|KIND,...] [--verbose]
+//   --faults storage-hang,slow-link: only those (sigkill, sigstop, partition-node, partition-half, loss,
+//   slow-link, disk-full, storage-hang).
 //   --faults none: the soak (a job in a loop coordinated by agent 0, nothing injected; RSS and fds printed every
 //   minute).
 // Exit 0: every invariant held; 1: one did not (each violation is printed); 77: not root.
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -62,7 +71,7 @@ struct Counters {
   std::map<std::string, int> jobs;        // by outcome
   std::map<std::string, int> violations;  // by invariant
   std::vector<std::string> examples;      // the first few violations, in full
-  uint64_t status_checks = 0, file_checks = 0, roster_checks = 0;
+  uint64_t status_checks = 0, file_checks = 0, roster_checks = 0, health_checks = 0;
   bool twice_sealed = false;  // some generation had two sealers (--verbose then prints the agents' roster lines)
   void Violation(const std::string& kind, const std::string& what) {
     std::lock_guard<std::mutex> lock(mu);
@@ -105,8 +114,8 @@ bool WorkersWhole(const std::string& text) {
 
 class Chaos {
  public:
-  Chaos(int n, bool faults, uint64_t seed, milliseconds duration, milliseconds recover)
-      : n_(n), faults_(faults), seed_(seed), rng_(seed), duration_(duration), recover_(recover), state_(n), restarted_at_(n),
+  Chaos(int n, std::vector<std::string> kinds, uint64_t seed, milliseconds duration, milliseconds recover)
+      : n_(n), faults_(!kinds.empty()), kinds_(std::move(kinds)), seed_(seed), rng_(seed), duration_(duration), recover_(recover), state_(n), restarted_at_(n),
         c_(n, {.expected = n, .min = n / 2 + 1, .join_deadline = "60s", .reseal_settle = "3s", .reseal = "on-failure"}) {
     for (auto& s : state_) s = NodeState::kUp;
   }
@@ -204,8 +213,7 @@ class Chaos {
 
   // One fault, held 2-8 s, then undone.
   void Inject() {
-    static const char* kinds[] = {"sigkill", "sigstop", "partition node", "partition half", "loss 30%", "disk full"};
-    const std::string kind = kinds[rng_() % 6];
+    const std::string kind = kinds_[rng_() % kinds_.size()];
     const int node = static_cast<int>(rng_() % n_);
     const milliseconds hold(2000 + rng_() % 6000);
     {
@@ -250,11 +258,77 @@ class Chaos {
       Sh(nft + "add rule inet chaos in iifname eth0 numgen random mod 100 '<' 30 drop");
       Pause(hold);
       Sh(nft + "delete table inet chaos");
+    } else if (kind == "slow link") {
+      const std::string tc = "tc -n " + Ns(node) + " ";
+      Sh(tc + "qdisc add dev eth0 root handle 1: htb default 1");
+      Sh(tc + "class add dev eth0 parent 1: classid 1:1 htb rate 64kbit ceil 64kbit");
+      Pause(hold);
+      Sh(tc + "qdisc del dev eth0 root");
+    } else if (kind == "storage hang") {
+      HangStorage(node, hold);
     } else {  // disk full under the disk node's files
       Sh("dd if=/dev/zero of=" + c_.Root(disk_node_) + "/filler bs=64k count=64");
       Pause(hold);
       std::filesystem::remove(c_.Root(disk_node_) + "/filler");
     }
+  }
+
+  // Mounts a FUSE file system over the node's storage mount point, in its agent's mount namespace, whose server
+  // (a child holding /dev/fuse) never answers; asks `agentctl health` of another node meanwhile; then closes
+  // /dev/fuse (the connection aborts and blocked calls fail) and unmounts it lazily.
+  void HangStorage(int node, milliseconds hold) {
+    const pid_t agent = c_.Pid(node);
+    const std::string ns = "/proc/" + std::to_string(agent) + "/ns/mnt", target = c_.Mount(node);
+    const int fuse = ::open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    const std::string opts = "fd=" + std::to_string(fuse) + ",rootmode=40000,user_id=0,group_id=0";
+    int ready[2];
+    if (fuse < 0 || ::pipe2(ready, O_CLOEXEC) != 0) {
+      std::fprintf(stderr, "chaos: cannot open /dev/fuse: %s\n", std::strerror(errno));
+      if (fuse >= 0) ::close(fuse);
+      Pause(hold);
+      return;
+    }
+    const pid_t holder = ::fork();  // the child makes system calls only, and keeps the fuse fd open
+    if (holder == 0) {
+      const int mnt = ::open(ns.c_str(), O_RDONLY | O_CLOEXEC);
+      char ok = mnt >= 0 && ::setns(mnt, CLONE_NEWNS) == 0 &&
+                ::mount("chaos-hang", target.c_str(), "fuse.chaos-hang", MS_NOSUID | MS_NODEV, opts.c_str()) == 0;
+      (void)!::write(ready[1], &ok, 1);
+      if (!ok) ::_exit(1);
+      for (;;) ::pause();
+    }
+    ::close(ready[1]);
+    ::close(fuse);  // the child's is the last: killing it aborts the connection
+    char ok = 0;
+    const bool mounted = holder > 0 && ::read(ready[0], &ok, 1) == 1 && ok;
+    ::close(ready[0]);
+    if (!mounted) {
+      std::fprintf(stderr, "chaos: cannot mount a hanging FUSE file system at %s (is /dev/fuse there?)\n", target.c_str());
+      if (holder > 0) ::waitpid(holder, nullptr, 0);
+      Pause(hold);
+      return;
+    }
+    const auto t0 = steady_clock::now();
+    int asker = (node + 1) % n_;
+    for (int k = 0; k < n_ && state_[asker] != NodeState::kUp; ++k) asker = (asker + 1) % n_;
+    RunResult r = RunCommand({DLAGENT_AGENTCTL, "-s", c_.Sock(asker), "health"}, seconds(30));
+    const auto took = duration_cast<milliseconds>(steady_clock::now() - t0);
+    {
+      std::lock_guard<std::mutex> lock(counters_.mu);
+      ++counters_.health_checks;
+    }
+    if (took > seconds(15)) {
+      counters_.Violation("health within 15 s", "agentctl health on agent " + std::to_string(asker) + " took " + std::to_string(took.count()) +
+                                                    " ms while agent " + std::to_string(node) + "'s storage hung:\n" + r.output.substr(0, 2000));
+    } else if (r.output.find("shared storage: ") == std::string::npos || r.output.find("did not answer") == std::string::npos) {
+      // The node's agent answers; its storage does not (not "agent unreachable": that is a wrong diagnosis).
+      counters_.Violation("health names hung storage", "agentctl health on agent " + std::to_string(asker) + " while agent " + std::to_string(node) +
+                                                           "'s storage hung:\n" + r.output.substr(0, 2000));
+    }
+    if (took < hold) Pause(hold - took);
+    ::kill(holder, SIGKILL);
+    ::waitpid(holder, nullptr, 0);
+    Sh("nsenter -t " + std::to_string(agent) + " -m umount -l " + target);
   }
 
   void Checker() {
@@ -380,11 +454,11 @@ class Chaos {
     for (auto& [k, v] : counters_.faults) std::printf(" %s %d;", k.c_str(), v);
     std::printf("\nchaos: jobs:");
     for (auto& [k, v] : counters_.jobs) std::printf(" %s %d;", k.c_str(), v);
-    std::printf("\nchaos: checks: %llu status calls, %llu node file reads, %llu roster views\n",
+    std::printf("\nchaos: checks: %llu status calls, %llu node file reads, %llu roster views, %llu health calls while storage hung\n",
                 static_cast<unsigned long long>(counters_.status_checks), static_cast<unsigned long long>(counters_.file_checks),
-                static_cast<unsigned long long>(counters_.roster_checks));
+                static_cast<unsigned long long>(counters_.roster_checks), static_cast<unsigned long long>(counters_.health_checks));
     for (const char* inv : {"one sealer per generation", "one roster per seal", "one roster once healed", "node files whole", "status within 1 s", "a failed job names why", "no job hangs",
-                            "ready again", "fd growth", "rss growth"}) {
+                            "health within 15 s", "health names hung storage", "ready again", "fd growth", "rss growth"}) {
       std::printf("chaos: invariant %-26s violated %d times\n", inv, counters_.violations.count(inv) ? counters_.violations.at(inv) : 0);
     }
     for (const std::string& e : counters_.examples) std::printf("chaos: VIOLATION %s\n", e.c_str());
@@ -406,6 +480,7 @@ class Chaos {
 
   const int n_;
   const bool faults_;
+  const std::vector<std::string> kinds_;  // the faults drawn from
   const uint64_t seed_;
  public:
   bool verbose_ = false;  // --verbose: the agents' roster lines when a generation was sealed twice
@@ -446,13 +521,29 @@ int main(int argc, char** argv) {
     else if (a == "--faults") faults = value();
     else if (a == "--verbose") verbose = true;
     else {
-      std::fprintf(stderr, "usage: chaos [--nodes N (4..32)] [--duration 2m] [--recover 90s] [--seed S] [--faults all|none] [--verbose]\n");
+      std::fprintf(stderr, "usage: chaos [--nodes N (4..32)] [--duration 2m] [--recover 90s] [--seed S] [--faults all|none|KIND,...] [--verbose]\n");
       return 2;
     }
   }
+  static const std::vector<std::string> kAll = {"sigkill",  "sigstop",   "partition node", "partition half",
+                                                "loss 30%", "slow link", "disk full",      "storage hang"};
+  std::vector<std::string> kinds;
+  bool kinds_ok = true;
+  if (faults == "all") {
+    kinds = kAll;
+  } else if (faults != "none") {  // e.g. storage-hang,sigkill
+    std::istringstream list(faults);
+    for (std::string k; std::getline(list, k, ',');) {
+      std::replace(k.begin(), k.end(), '-', ' ');
+      if (k == "loss") k = "loss 30%";
+      kinds_ok = kinds_ok && std::find(kAll.begin(), kAll.end(), k) != kAll.end();
+      kinds.push_back(k);
+    }
+  }
   auto d = dlagent::ParseDuration(duration), r = dlagent::ParseDuration(recover);
-  if (nodes < 4 || nodes > 32 || !d.ok() || !r.ok() || (faults != "all" && faults != "none")) {
-    std::fprintf(stderr, "chaos: bad arguments (--nodes 4..32, durations like 2m or 90s, --faults all|none)\n");
+  if (nodes < 4 || nodes > 32 || !d.ok() || !r.ok() || !kinds_ok || (faults != "none" && kinds.empty())) {
+    std::fprintf(stderr, "chaos: bad arguments (--nodes 4..32, durations like 2m or 90s, --faults all, none or a list of: sigkill, sigstop, "
+                         "partition-node, partition-half, loss, slow-link, disk-full, storage-hang)\n");
     return 2;
   }
   if (!LocalCluster::root()) {
@@ -463,7 +554,7 @@ int main(int argc, char** argv) {
     std::printf("chaos: needs nftables (apt-get install nftables) for packet loss\n");
     return 77;
   }
-  Chaos chaos(nodes, faults == "all", seed, duration_cast<milliseconds>(*d), duration_cast<milliseconds>(*r));
+  Chaos chaos(nodes, kinds, seed, duration_cast<milliseconds>(*d), duration_cast<milliseconds>(*r));
   chaos.verbose_ = verbose;
   std::printf("chaos: seed %llu\n", static_cast<unsigned long long>(seed));
   return chaos.Run();

@@ -4,7 +4,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <random>
@@ -430,22 +429,30 @@ jobs::pb::HealthReply ClusterRuntime::Health(const jobs::pb::HealthRequest& req,
     if (m.state == swim::MemberState::kAlive) h.add_alive(m.name);
   }
   h.set_gpus(config_.node.gpus >= 0 ? static_cast<uint32_t>(config_.node.gpus) : CountGpus().count);
-  auto free_bytes = [](const std::string& path) -> uint64_t {
-    struct statvfs v;
-    return ::statvfs(path.c_str(), &v) == 0 ? static_cast<uint64_t>(v.f_bavail) * v.f_frsize : 0;
-  };
+  // The working directory is often on shared storage, which may hang: every look at it is bounded.
+  constexpr Duration kStorageWait = std::chrono::seconds(2);
   h.set_workdir(req.workdir().empty() ? "/" : req.workdir());
-  h.set_workdir_free_bytes(free_bytes(h.workdir()));
+  Result<uint64_t> workdir_free = FreeBytesWithin(h.workdir(), kStorageWait);
+  if (workdir_free.ok()) {
+    h.set_workdir_free_bytes(*workdir_free);
+  } else {
+    h.set_workdir_error(std::string(workdir_free.status().message()));
+  }
   if (mounts_) {
     h.set_storage_configured(true);
     Result<std::string> mountinfo = env_.ReadFile("/proc/self/mountinfo", 16 << 20);
     h.set_storage_mounted(mountinfo.ok() && FindMount(*mountinfo, config_.storage.mount_point).has_value());
     if (h.storage_mounted()) {
       const auto t0 = std::chrono::steady_clock::now();
-      Status probe = mounts_->Probe(std::chrono::seconds(2));
+      Status probe = mounts_->Probe(kStorageWait);
       h.set_storage_probe_ms(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count());
-      if (!probe.ok()) h.set_storage_error(std::string(probe.message()));
-      h.set_storage_free_bytes(free_bytes(config_.storage.mount_point));
+      if (!probe.ok()) {
+        h.set_storage_error(std::string(probe.message()));  // a mount that did not answer is not asked again
+      } else if (Result<uint64_t> free = FreeBytesWithin(config_.storage.mount_point, kStorageWait); free.ok()) {
+        h.set_storage_free_bytes(*free);
+      } else {
+        h.set_storage_error(std::string(free.status().message()));
+      }
     }
   }
   h.set_dlps_enabled(config_.ps.enabled);

@@ -279,7 +279,8 @@ Result<pb::HealthReport> Jobs::Health(const pb::HealthCheckRequest& req, const C
       else if (n.storage_free_bytes() < min_free) fail("shared storage has " + std::to_string(n.storage_free_bytes() >> 20) + " MiB free");
     }
     if (n.dlps_enabled() && !n.dlps_error().empty()) fail("dlps shard: " + n.dlps_error());
-    if (n.workdir_free_bytes() < min_free) fail(n.workdir() + " has " + std::to_string(n.workdir_free_bytes() >> 20) + " MiB free");
+    if (!n.workdir_error().empty()) fail("working directory: " + n.workdir_error());
+    else if (n.workdir_free_bytes() < min_free) fail(n.workdir() + " has " + std::to_string(n.workdir_free_bytes() >> 20) + " MiB free");
   });
   out.set_ok(true);
   for (pb::NodeHealth& h : *out.mutable_nodes()) {

@@ -1,6 +1,7 @@
 #include "bootstrap/node/mount_manager.h"
 
 #include <netdb.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <future>
@@ -12,6 +13,30 @@
 #include "bootstrap/common/duration.h"
 
 namespace dlagent {
+
+namespace {
+
+// Runs `fn` on a thread of its own and waits up to `timeout` for its result. A call into a hung hard mount
+// may block forever (killably only): the thread owns what it uses and is left behind; it ends when the mount
+// answers or is aborted.
+template <typename T>
+Result<T> Within(Duration timeout, std::function<Result<T>()> fn, const std::string& late) {
+  auto result = std::make_shared<std::promise<Result<T>>>();
+  std::future<Result<T>> done = result->get_future();
+  std::thread([fn = std::move(fn), result] { result->set_value(fn()); }).detach();
+  if (done.wait_for(timeout) != std::future_status::ready) return Status::DeadlineExceeded("storage", late);
+  return done.get();
+}
+
+}  // namespace
+
+Result<uint64_t> FreeBytesWithin(const std::string& path, Duration timeout) {
+  return Within<uint64_t>(timeout, [path]() -> Result<uint64_t> {
+    struct statvfs v;
+    if (::statvfs(path.c_str(), &v) != 0) return Status::FromErrno("storage", "statvfs " + path, errno);
+    return static_cast<uint64_t>(v.f_bavail) * v.f_frsize;
+  }, path + " did not answer statvfs within " + FormatDuration(timeout) + " (a hung NFS server?)");
+}
 
 std::string_view StorageKindName(StorageKind k) {
   switch (k) {
@@ -170,27 +195,18 @@ Status MountManager::Probe(Duration timeout) {
   if (options_.kind == StorageKind::kNone) return Status::Ok();
   // Unguessable and created exclusively: others can write to shared storage.
   const std::string path = options_.mount_point + "/.dlagent-probe-" + RandomHex(8);
-  // The probe thread may block forever on a hung hard mount: it owns what it uses, and is left behind.
-  auto result = std::make_shared<std::promise<Status>>();
-  std::future<Status> done = result->get_future();
   Env* env = &env_;
-  std::thread([env, path, result] {
-    Status st = [&]() -> Status {
-      ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, env->NewWritableFile(path, 0600));
-      RETURN_IF_ERROR(f->Append("dlagent"));
-      RETURN_IF_ERROR(f->Sync());
-      RETURN_IF_ERROR(f->Close());
-      ASSIGN_OR_RETURN(std::string back, env->ReadFile(path, 64));
-      if (back != "dlagent") return Status::IoError(kStorage, path + " read back differs from what was written");
-      return env->RemoveFile(path);
-    }();
-    result->set_value(st);
-  }).detach();
-  if (done.wait_for(timeout) != std::future_status::ready) {
-    return Status::DeadlineExceeded(kStorage, options_.mount_point + " did not answer a write and read within " + FormatDuration(timeout) +
-                                                  " (a hung NFS server?)");
-  }
-  return done.get();
+  Result<bool> done = Within<bool>(timeout, [env, path]() -> Result<bool> {
+    ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, env->NewWritableFile(path, 0600));
+    RETURN_IF_ERROR(f->Append("dlagent"));
+    RETURN_IF_ERROR(f->Sync());
+    RETURN_IF_ERROR(f->Close());
+    ASSIGN_OR_RETURN(std::string back, env->ReadFile(path, 64));
+    if (back != "dlagent") return Status::IoError(kStorage, path + " read back differs from what was written");
+    RETURN_IF_ERROR(env->RemoveFile(path));
+    return true;
+  }, options_.mount_point + " did not answer a write and read within " + FormatDuration(timeout) + " (a hung NFS server?)");
+  return done.ok() ? Status::Ok() : done.status();
 }
 
 }  // namespace dlagent

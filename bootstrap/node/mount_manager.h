@@ -78,4 +78,9 @@ class MountManager {
   std::string effective_source_;
 };
 
+// Free bytes for unprivileged users on the file system holding `path` (statvfs), within `timeout`: on a hung
+// hard mount statvfs blocks forever, so it runs on a thread of its own that is left behind on a timeout
+// (DeadlineExceeded, naming the path).
+Result<uint64_t> FreeBytesWithin(const std::string& path, Duration timeout);
+
 }  // namespace dlagent

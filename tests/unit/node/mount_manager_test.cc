@@ -1,5 +1,10 @@
 #include "bootstrap/node/mount_manager.h"
 
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <thread>
 
 #include <atomic>
@@ -7,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "bootstrap/common/fake_env.h"
+#include "tests/support/temp_dir.h"
 
 namespace dlagent {
 namespace {
@@ -210,6 +216,33 @@ TEST(MountProbeTest, HungMountCannotBlockTheCaller) {
   EXPECT_EQ(st.code(), StatusCode::kDeadlineExceeded);
   EXPECT_LT(steady_clock::now() - start, seconds(1));
   EXPECT_NE(st.ToString().find("hung NFS server"), std::string::npos);
+}
+
+// A mount whose server never answers: a FUSE file system mounted with nobody reading /dev/fuse (as root;
+// what chaos's storage-hang fault does). statvfs there blocks until the connection is aborted.
+TEST(FreeBytesWithinTest, AHungMountIsADeadlineNotAHang) {
+  Result<uint64_t> root = FreeBytesWithin("/", seconds(5));
+  ASSERT_TRUE(root.ok()) << root.status().ToString();
+  EXPECT_GT(*root, 0u);
+  Result<uint64_t> missing = FreeBytesWithin("/nonexistent/dlagent", seconds(5));
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().ToString().find("/nonexistent/dlagent"), std::string::npos) << missing.status().ToString();
+
+  if (::geteuid() != 0) GTEST_SKIP() << "mounting FUSE needs root";
+  const int fuse = ::open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  if (fuse < 0) GTEST_SKIP() << "no /dev/fuse";
+  testing::TempDir dir;
+  const std::string opts = "fd=" + std::to_string(fuse) + ",rootmode=40000,user_id=0,group_id=0";
+  ASSERT_EQ(::mount("dlagent-test-hang", dir.path().c_str(), "fuse.dlagent-test-hang", MS_NOSUID | MS_NODEV, opts.c_str()), 0) << std::strerror(errno);
+  const auto t0 = steady_clock::now();
+  Result<uint64_t> hung = FreeBytesWithin(dir.path(), milliseconds(300));
+  const auto took = steady_clock::now() - t0;
+  ::close(fuse);  // aborts the connection: the thread left behind returns
+  ::umount2(dir.path().c_str(), MNT_DETACH);
+  ASSERT_FALSE(hung.ok());
+  EXPECT_EQ(hung.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_NE(hung.status().ToString().find(dir.path() + " did not answer statvfs within 300ms"), std::string::npos) << hung.status().ToString();
+  EXPECT_LT(took, seconds(2));
 }
 
 }  // namespace
