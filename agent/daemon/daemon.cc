@@ -1,5 +1,6 @@
 #include "agent/daemon/daemon.h"
 
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -327,12 +328,21 @@ int Daemon::Run() {
     notifier_.Status("failed: cannot wait for signals");
     return 1;
   }
+  // Jobs, fan-outs and gRPC calls allocate and free on many threads; glibc keeps the freed pages of each
+  // thread's arena (RSS grew about 8 KB a job while the heap in use stayed flat: docs/reliability.md). Giving
+  // them back once a minute keeps RSS flat; it takes well under a millisecond with heaps this small.
+  constexpr Duration kTrimInterval = std::chrono::seconds(60);
+  auto next_trim = std::chrono::steady_clock::now() + kTrimInterval;
   for (;;) {
     // Without a watchdog there is nothing to do between signals: sleep in long stretches.
-    const Duration wait = watchdog ? *watchdog : std::chrono::seconds(60);
+    const Duration wait = watchdog ? std::min<Duration>(*watchdog, kTrimInterval) : kTrimInterval;
     pollfd fds[2] = {{signal_fd, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
     const int ready = ::poll(fds, 2, static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(wait).count()));
     if (watchdog) PetWatchdog(*watchdog);
+    if (const auto now = std::chrono::steady_clock::now(); now >= next_trim) {
+      ::malloc_trim(0);
+      next_trim = now + kTrimInterval;
+    }
     if (ready <= 0) continue;  // timeout or EINTR
     if (fds[1].revents & POLLIN) break;  // RequestStop said why
     signalfd_siginfo info;

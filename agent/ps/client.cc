@@ -163,13 +163,13 @@ Result<std::unique_ptr<PsClient>> PsClient::Connect(const PsClientOptions& optio
 PsClient::~PsClient() {
   std::map<Ticket, std::shared_ptr<Pending>> tickets;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     tickets.swap(tickets_);
   }
   for (auto& entry : tickets) {
     detail::Pending& p = *entry.second;
-    std::unique_lock<std::mutex> lock(p.mu);
-    p.cv.wait(lock, [&] { return p.outstanding == 0; });  // each message has a deadline
+    MutexLock lock(p.mu);
+    while (p.outstanding != 0) p.cv.wait(lock.native());  // each message has a deadline
   }
 }
 
@@ -215,14 +215,17 @@ Status PsClient::Init(uint64_t key, uint64_t length, const float* initial, const
     if (!initial) zeros.assign(length, 0.0f);
     const float* values = initial ? initial : zeros.data();
     auto p = std::make_shared<Pending>();
-    p->outstanding = k->chunks.size();
+    {
+      MutexLock lock(p->mu);
+      p->outstanding = k->chunks.size();
+    }
     for (const Chunk& c : k->chunks) servers_[c.server]->data->Push(p, key, c.index, /*round=*/0, values + c.offset, c.length, nullptr);
-    std::unique_lock<std::mutex> lock(p->mu);
-    p->cv.wait(lock, [&] { return p->outstanding == 0; });
+    MutexLock lock(p->mu);
+    while (p->outstanding != 0) p->cv.wait(lock.native());
     if (!p->error.ok()) return p->error;
   }
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     keys_[key] = std::move(k);
   }
   return Barrier();
@@ -234,11 +237,12 @@ Ticket PsClient::Start(uint64_t key, const float* grad, float* out, uint64_t len
   std::vector<uint64_t> rounds;
   Ticket ticket;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     ticket = next_ticket_++;
     tickets_[ticket] = p;
     std::string error;
     k = FindKey(key, length, &error);
+    MutexLock pending(p->mu);  // no link has it yet: never contended
     if (!k) {
       p->error = Status::InvalidArgument("dlps-client", error);
       return ticket;
@@ -280,21 +284,21 @@ Ticket PsClient::PushPull(uint64_t key, const float* grad, float* out, uint64_t 
 Status PsClient::Wait(Ticket ticket) {
   std::shared_ptr<Pending> p;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto it = tickets_.find(ticket);
     if (it == tickets_.end()) return Status::InvalidArgument("dlps-client", "ticket " + std::to_string(ticket) + " is unknown or already waited for");
     p = it->second;
     tickets_.erase(it);
   }
-  std::unique_lock<std::mutex> lock(p->mu);
-  p->cv.wait(lock, [&] { return p->outstanding == 0; });  // every message has a deadline
+  MutexLock lock(p->mu);
+  while (p->outstanding != 0) p->cv.wait(lock.native());  // every message has a deadline
   return p->error;
 }
 
 Status PsClient::Barrier() {
   uint64_t generation;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     generation = ++barriers_;
   }
   Server& s = *servers_[0];

@@ -34,12 +34,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "agent/ps/optimizer.h"
 #include "agent/ps/partition.h"
+#include "bootstrap/common/mutex.h"
 #include "bootstrap/common/status.h"
 
 namespace dlagent::ps {
@@ -110,15 +110,15 @@ class PsClient {
   struct Key;
   PsClient() = default;
   Ticket Start(uint64_t key, const float* grad, float* out, uint64_t length, bool copy);
-  Key* FindKey(uint64_t key, uint64_t length, std::string* error);
+  Key* FindKey(uint64_t key, uint64_t length, std::string* error) REQUIRES(mu_);
 
   PsClientOptions options_;
   std::vector<std::unique_ptr<Server>> servers_;
-  std::mutex mu_;
-  std::map<uint64_t, std::unique_ptr<Key>> keys_;               // protected by mu_
-  std::map<Ticket, std::shared_ptr<detail::Pending>> tickets_;  // protected by mu_
-  Ticket next_ticket_ = 1;                                      // protected by mu_
-  uint64_t barriers_ = 0;                                       // protected by mu_
+  Mutex mu_;
+  std::map<uint64_t, std::unique_ptr<Key>> keys_ GUARDED_BY(mu_);  // a Key's chunks never change once it is here
+  std::map<Ticket, std::shared_ptr<detail::Pending>> tickets_ GUARDED_BY(mu_);
+  Ticket next_ticket_ GUARDED_BY(mu_) = 1;
+  uint64_t barriers_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace dlagent::ps

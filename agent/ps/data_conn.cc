@@ -22,18 +22,19 @@ struct Outbox {
     Snapshot values;      // kPullReply
     std::string message;  // kError
   };
-  std::mutex mu;
+  Mutex mu;
   std::condition_variable cv;
-  std::deque<Reply> replies;
-  size_t in_flight = 0;  // requests read and not yet answered
-  bool closed = false;
+  std::deque<Reply> replies GUARDED_BY(mu);
+  size_t in_flight GUARDED_BY(mu) = 0;  // requests read and not yet answered
+  bool closed GUARDED_BY(mu) = false;
 
   // Before a request is read: waits while the connection has kMaxInFlight requests unanswered (a peer that
   // sends without reading its replies is throttled by TCP, not served until memory runs out). False: closed.
   // `fd` is watched meanwhile: a peer that hangs up is gone even though nothing is read from it.
   bool Admit(int fd) {
-    std::unique_lock<std::mutex> lock(mu);
-    while (!cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return closed || in_flight < kMaxInFlight; })) {
+    MutexLock lock(mu);
+    while (!closed && in_flight >= kMaxInFlight) {
+      if (cv.wait_for(lock.native(), std::chrono::milliseconds(200)) == std::cv_status::no_timeout) continue;
       pollfd p{fd, POLLRDHUP, 0};
       if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) return false;
     }
@@ -44,7 +45,7 @@ struct Outbox {
 
   void Put(Reply r) {
     {
-      std::lock_guard<std::mutex> lock(mu);
+      MutexLock lock(mu);
       if (closed) return;
       replies.push_back(std::move(r));
     }
@@ -61,7 +62,7 @@ struct Outbox {
   }
   void Close() {
     {
-      std::lock_guard<std::mutex> lock(mu);
+      MutexLock lock(mu);
       closed = true;
     }
     cv.notify_all();
@@ -207,8 +208,8 @@ class DataConn final : public DataConnection {
     for (;;) {
       Outbox::Reply r;
       {
-        std::unique_lock<std::mutex> lock(outbox_->mu);
-        outbox_->cv.wait(lock, [&] { return outbox_->closed || !outbox_->replies.empty(); });
+        MutexLock lock(outbox_->mu);
+        while (!outbox_->closed && outbox_->replies.empty()) outbox_->cv.wait(lock.native());
         if (outbox_->replies.empty()) break;
         r = std::move(outbox_->replies.front());
         outbox_->replies.pop_front();

@@ -39,7 +39,7 @@ DataLink::DataLink(std::string address, int fd, std::chrono::milliseconds deadli
 
 DataLink::~DataLink() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -103,7 +103,7 @@ Status DataLink::Handshake(const Hello& hello) {
 
 void DataLink::Submit(Request r, Expect e) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (!broken_.ok()) {
       e.op = r.frame.op;
       e.key = r.frame.key;
@@ -127,15 +127,15 @@ void DataLink::WriteLoop() {
   for (;;) {
     Request r;
     {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      MutexLock lock(mu_);
+      while (!stopping_ && queue_.empty()) cv_.wait(lock.native());
       if (stopping_) return;
       r = std::move(queue_.front());
       queue_.pop_front();
     }
     iovec iov[2] = {{&r.frame, sizeof r.frame}, {const_cast<float*>(r.values), r.values ? r.frame.bytes : 0}};
     if (Status st = WriteAll(fd_, iov, 2); !st.ok()) {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       if (send_error_.ok()) send_error_ = st;
       ::shutdown(fd_,
                  SHUT_RDWR);  // the reading thread fails what is outstanding
@@ -155,7 +155,7 @@ void DataLink::ReadLoop() {
   }
   std::map<uint64_t, Expect> failed;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (!send_error_.ok()) st = send_error_;
     if (stopping_) st = Status::Cancelled("dlps-client", "the client is shutting down");
     if (st.code() == StatusCode::kUnavailable && st.message() == "connection closed") {
@@ -175,7 +175,7 @@ int DataLink::ExpireAndNextWait() {
   auto next = now + std::chrono::seconds(1);
   std::vector<std::pair<std::shared_ptr<Pending>, Status>> expired;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     for (auto& [id, e] : expects_) {
       if (e.abandoned) continue;
       if (e.deadline <= now) {
@@ -199,7 +199,7 @@ Status DataLink::ReadReply() {
   if (f.bytes > kMaxPayloadBytes) return Status::Internal("dlps-client", "the server sent a frame of " + std::to_string(f.bytes) + " bytes");
   Expect e;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto it = expects_.find(f.id);
     if (it == expects_.end())
       return Status::Internal("dlps-client", "the server answered request " + std::to_string(f.id) + ", which was never made");

@@ -11,12 +11,12 @@
 #include <deque>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "agent/ps/frame.h"
+#include "bootstrap/common/mutex.h"
 #include "bootstrap/common/status.h"
 
 namespace dlagent::ps::detail {
@@ -25,14 +25,14 @@ using Clock = std::chrono::steady_clock;
 
 // One ticket: the messages still outstanding and the first error.
 struct Pending {
-  std::mutex mu;
+  Mutex mu;
   std::condition_variable cv;
-  size_t outstanding = 0;
-  Status error;
+  size_t outstanding GUARDED_BY(mu) = 0;
+  Status error GUARDED_BY(mu);
   std::shared_ptr<std::vector<float>> gradient;  // Push's copy, held until every chunk is sent
 
   void Done(const Status& st) {
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(mu);
     if (!st.ok() && error.ok()) error = st;
     if (--outstanding == 0) cv.notify_all();
   }
@@ -94,14 +94,14 @@ class DataLink {
   const std::string address_;
   const int fd_;
   const std::chrono::milliseconds deadline_;
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  std::deque<Request> queue_;           // protected by mu_
-  std::map<uint64_t, Expect> expects_;  // protected by mu_; by request id
-  uint64_t next_id_ = 0;                // protected by mu_
-  Status broken_;                       // protected by mu_; once set, every request fails with it
-  Status send_error_;                   // protected by mu_
-  bool stopping_ = false;               // protected by mu_
+  std::deque<Request> queue_ GUARDED_BY(mu_);
+  std::map<uint64_t, Expect> expects_ GUARDED_BY(mu_);  // by request id
+  uint64_t next_id_ GUARDED_BY(mu_) = 0;
+  Status broken_ GUARDED_BY(mu_);  // once set, every request fails with it
+  Status send_error_ GUARDED_BY(mu_);
+  bool stopping_ GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> server_micros_{0};
   std::thread reader_, writer_;
 };

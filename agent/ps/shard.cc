@@ -25,25 +25,29 @@ enum class RankState : uint8_t { kIdle, kReceiving, kPushed };
 }  // namespace
 
 struct Shard::Slice {
-  std::mutex mu;
+  Mutex mu;
+  // Set before the slice is in the map, never changed after.
   uint64_t key = 0;
   uint32_t chunk = 0;
   size_t length = 0;
   OptimizerConfig optimizer;
-  OptimizerState state;
-  std::shared_ptr<std::vector<float>> weights;            // the current version: what pulls are sent from
-  std::vector<std::shared_ptr<std::vector<float>>> pool;  // weight buffers, the current one among them
-  std::vector<std::vector<float>> received;               // by rank, allocated at the rank's first push
-  std::vector<const float*> grads;                         // the received buffers of a round, reused
-  std::vector<RankState> ranks;
-  uint32_t pushed = 0;  // ranks in kPushed
-  uint64_t version = 0;
-  uint32_t update_micros = 0;  // of the current version
-  uint64_t epoch = 0;
-  std::vector<std::pair<uint64_t, PullDone>> waiting;  // (min_version, done)
+
+  OptimizerState state GUARDED_BY(mu);
+  std::shared_ptr<std::vector<float>> weights GUARDED_BY(mu);            // the current version: what pulls are sent from
+  std::vector<std::shared_ptr<std::vector<float>>> pool GUARDED_BY(mu);  // weight buffers, the current one among them
+  // By rank, allocated at the rank's first push. A rank in kReceiving writes its buffer's floats without the
+  // lock (the reading thread, straight from the socket); nothing else touches that buffer meanwhile.
+  std::vector<std::vector<float>> received GUARDED_BY(mu);
+  std::vector<const float*> grads GUARDED_BY(mu);  // the received buffers of a round, reused
+  std::vector<RankState> ranks GUARDED_BY(mu);
+  uint32_t pushed GUARDED_BY(mu) = 0;  // ranks in kPushed
+  uint64_t version GUARDED_BY(mu) = 0;
+  uint32_t update_micros GUARDED_BY(mu) = 0;  // of the current version
+  uint64_t epoch GUARDED_BY(mu) = 0;
+  std::vector<std::pair<uint64_t, PullDone>> waiting GUARDED_BY(mu);  // (min_version, done)
 
   // A weights buffer no reply is being sent from, for the next version.
-  std::shared_ptr<std::vector<float>> FreeBuffer() {
+  std::shared_ptr<std::vector<float>> FreeBuffer() REQUIRES(mu) {
     for (auto& b : pool) {
       if (b.use_count() == 1) return b;  // only the pool holds it
     }
@@ -66,7 +70,7 @@ Result<uint64_t> Shard::Init(uint64_t key, uint32_t chunk, uint64_t length, cons
   MutexLock lock(map_mu_);
   if (auto it = slices_.find({key, chunk}); it != slices_.end()) {
     Slice& slot = *it->second;
-    std::lock_guard<std::mutex> slice_lock(slot.mu);
+    MutexLock slice_lock(slot.mu);
     if (slot.length != length || !(slot.optimizer == optimizer)) {
       return Refused(Name(key, chunk) + " is already declared with " + std::to_string(slot.length) + " floats and optimizer " +
                      OptimizerName(slot.optimizer.kind) + "; this Init asks for " + std::to_string(length) + " floats and " +
@@ -90,9 +94,12 @@ Result<uint64_t> Shard::Init(uint64_t key, uint32_t chunk, uint64_t length, cons
   s->chunk = chunk;
   s->length = length;
   s->optimizer = optimizer;
-  s->weights = s->FreeBuffer();
-  s->received.resize(options_.num_workers);
-  s->ranks.assign(options_.num_workers, RankState::kIdle);
+  {
+    MutexLock slice_lock(s->mu);  // nobody else has it yet
+    s->weights = s->FreeBuffer();
+    s->received.resize(options_.num_workers);
+    s->ranks.assign(options_.num_workers, RankState::kIdle);
+  }
   slices_.emplace(std::make_pair(key, chunk), std::move(s));  // only a whole slice is ever in the map
   declared_bytes_ += bytes;
   return uint64_t{0};
@@ -117,7 +124,7 @@ Result<Shard::PushSlot> Shard::BeginPush(const PushHeader& h, uint64_t floats) {
   std::string error;
   std::shared_ptr<Slice> s = Find(h.key, h.chunk, &error);
   if (!s) return Status::NotFound("dlps-shard", error);
-  std::lock_guard<std::mutex> lock(s->mu);
+  MutexLock lock(s->mu);
   RETURN_IF_ERROR(Failed());  // under the slice's lock: FailPending sets it
                               // before it takes the slices' locks
   const std::string rank = "rank " + std::to_string(h.rank);
@@ -151,7 +158,7 @@ Result<uint64_t> Shard::EndPush(const PushSlot& slot) {
   std::vector<PullDone> answers;
   PullAnswer answer;
   {
-    std::lock_guard<std::mutex> lock(s.mu);
+    MutexLock lock(s.mu);
     if (slot.epoch != s.epoch || s.ranks[h.rank] != RankState::kReceiving) {
       return Status::Cancelled("dlps-shard",
                                "the round of " + Name(s.key, s.chunk) + " was failed while rank " + std::to_string(h.rank) + "'s push arrived");
@@ -186,7 +193,8 @@ Result<uint64_t> Shard::EndPush(const PushSlot& slot) {
       }
     }
     answer = {s.version, s.weights, s.update_micros};
-    auto ready = std::partition(s.waiting.begin(), s.waiting.end(), [&](const auto& w) { return w.first > s.version; });
+    const uint64_t version = s.version;
+    auto ready = std::partition(s.waiting.begin(), s.waiting.end(), [version](const auto& w) { return w.first > version; });
     for (auto it = ready; it != s.waiting.end(); ++it) answers.push_back(std::move(it->second));
     s.waiting.erase(ready, s.waiting.end());
   }
@@ -196,7 +204,7 @@ Result<uint64_t> Shard::EndPush(const PushSlot& slot) {
 
 void Shard::AbortPush(const PushSlot& slot) {
   Slice& s = *slot.slice;
-  std::lock_guard<std::mutex> lock(s.mu);
+  MutexLock lock(s.mu);
   if (slot.epoch == s.epoch && s.ranks[slot.header.rank] == RankState::kReceiving) s.ranks[slot.header.rank] = RankState::kIdle;
 }
 
@@ -213,7 +221,7 @@ void Shard::Pull(uint64_t key, uint32_t chunk, uint64_t min_version, PullDone do
   PullAnswer answer;
   Status failed;
   {
-    std::lock_guard<std::mutex> lock(s->mu);
+    MutexLock lock(s->mu);
     if (s->version < min_version) {
       failed = Failed();  // a version still to come never will
     }
@@ -240,7 +248,7 @@ void Shard::FailPending(const Status& why) {
   for (auto& s : all) {
     std::vector<std::pair<uint64_t, PullDone>> waiting;
     {
-      std::lock_guard<std::mutex> lock(s->mu);
+      MutexLock lock(s->mu);
       waiting.swap(s->waiting);
       ++s->epoch;
       s->pushed = 0;
@@ -266,7 +274,7 @@ std::vector<Shard::SliceState> Shard::Export() {
   }
   std::vector<SliceState> out;
   for (auto& s : all) {
-    std::lock_guard<std::mutex> lock(s->mu);
+    MutexLock lock(s->mu);
     out.push_back({s->key, s->chunk, s->optimizer, s->weights, s->state});  // weights: shared, never written again
   }
   return out;
@@ -278,7 +286,7 @@ Status Shard::Import(const std::vector<SliceState>& states) {
     std::string error;
     std::shared_ptr<Slice> s = Find(st.key, st.chunk, &error);
     if (!s) return Status::NotFound("dlps-shard", "the checkpoint has " + error);
-    std::lock_guard<std::mutex> lock(s->mu);
+    MutexLock lock(s->mu);
     if (s->length != st.weights->size() || !(s->optimizer == st.optimizer)) {
       return Refused(Name(st.key, st.chunk) + " holds " + std::to_string(s->length) + " floats with optimizer " + OptimizerName(s->optimizer.kind) +
                      "; the checkpoint has " + std::to_string(st.weights->size()) + " floats with " + OptimizerName(st.optimizer.kind) +
@@ -293,7 +301,7 @@ Status Shard::Import(const std::vector<SliceState>& states) {
   }
   for (size_t i = 0; i < states.size(); ++i) {
     Slice& s = *targets[i];
-    std::lock_guard<std::mutex> lock(s.mu);
+    MutexLock lock(s.mu);
     auto next = s.FreeBuffer();
     std::copy(states[i].weights->begin(), states[i].weights->end(), next->begin());
     s.weights = std::move(next);

@@ -1,10 +1,10 @@
 #include "agent/rpc/cluster_service.h"
 
 #include <map>
-#include <mutex>
 
 #include <grpcpp/grpcpp.h>
 
+#include "bootstrap/common/mutex.h"
 #include "proto/cluster.grpc.pb.h"
 #include "proto/grpc_status.h"
 
@@ -94,7 +94,7 @@ class GrpcClusterClient final : public ClusterClient {
   }
 
   pb::Cluster::Stub* StubFor(const std::string& addr) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     auto& stub = stubs_[addr];
     if (!stub) {
       grpc::ChannelArguments args;
@@ -106,8 +106,8 @@ class GrpcClusterClient final : public ClusterClient {
   }
 
   Duration deadline_;
-  std::mutex mu_;
-  std::map<std::string, std::unique_ptr<pb::Cluster::Stub>> stubs_;  // protected by mu_
+  Mutex mu_;
+  std::map<std::string, std::unique_ptr<pb::Cluster::Stub>> stubs_ GUARDED_BY(mu_);  // one channel per member, for its lifetime
 };
 
 }  // namespace

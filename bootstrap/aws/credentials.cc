@@ -11,7 +11,7 @@ CredentialChain::CredentialChain(HttpClient& http, Env& env, ImdsClient* imds, G
     : http_(http), env_(env), imds_(imds), getenv_(std::move(getenv)), refresh_margin_(std::chrono::minutes(10)), rng_(seed) {}
 
 int CredentialChain::fetches() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return fetches_;
 }
 
@@ -23,18 +23,18 @@ Result<AwsCredentials> CredentialChain::Get() {
   // Lock order: refresh_mu_ is only ever try-locked while mu_ is held, and blocking-locked without it.
   std::unique_lock<std::mutex> refresh(refresh_mu_, std::defer_lock);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (cached_ && !DueForRefresh(*cached_, env_.NowWall())) return *cached_;
     // Due but still valid: one caller refreshes, the others go on with these.
     if (cached_ && env_.NowWall() < *cached_->expiration && !refresh.try_lock()) return *cached_;
   }
   if (!refresh.owns_lock()) refresh.lock();
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     if (cached_ && !DueForRefresh(*cached_, env_.NowWall())) return *cached_;  // another caller refreshed
   }
   Result<AwsCredentials> fresh = Fetch();
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   ++fetches_;
   if (!fresh.ok()) {
     // A failed refresh keeps credentials that are still valid.

@@ -16,6 +16,7 @@
 #include "bootstrap/aws/http_client.h"
 #include "bootstrap/aws/imds_client.h"
 #include "bootstrap/aws/sigv4.h"
+#include "bootstrap/common/mutex.h"
 
 namespace dlagent {
 
@@ -49,20 +50,19 @@ class CredentialChain : public CredentialsProvider {
  private:
   Result<AwsCredentials> Fetch();
   Result<AwsCredentials> FromContainer(const std::string& url);
-  bool DueForRefresh(const AwsCredentials& c, WallTime now) const;
+  bool DueForRefresh(const AwsCredentials& c, WallTime now) const REQUIRES(mu_);
 
   HttpClient& http_;
   Env& env_;
   ImdsClient* imds_;
   GetEnvVar getenv_;
 
-  std::mutex refresh_mu_;  // held by the one caller that fetches
-  mutable std::mutex mu_;
-  // State below is protected by mu_.
-  std::optional<AwsCredentials> cached_;
-  Duration refresh_margin_;  // between 10 and 15 minutes, drawn at each fetch
-  std::mt19937_64 rng_;
-  int fetches_ = 0;
+  std::mutex refresh_mu_;  // held by the one caller that fetches (guards no state: it serialises fetches)
+  mutable Mutex mu_;
+  std::optional<AwsCredentials> cached_ GUARDED_BY(mu_);
+  Duration refresh_margin_ GUARDED_BY(mu_);  // between 10 and 15 minutes, drawn at each fetch
+  std::mt19937_64 rng_ GUARDED_BY(mu_);
+  int fetches_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace dlagent

@@ -5,7 +5,8 @@
 
 #include <algorithm>
 #include <cctype>
-#include <mutex>
+
+#include "bootstrap/common/mutex.h"
 
 namespace dlagent {
 
@@ -205,7 +206,7 @@ class CurlHttpClient final : public HttpClient {
 
   CURL* Acquire() {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       if (!idle_.empty()) {
         CURL* h = idle_.back();
         idle_.pop_back();
@@ -218,7 +219,7 @@ class CurlHttpClient final : public HttpClient {
   // A handle whose transfer failed may hold a broken connection: drop it.
   void Release(CURL* h, bool healthy) {
     if (healthy && options_.reuse_connections) {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(mu_);
       if (idle_.size() < options_.max_idle_handles) {
         idle_.push_back(h);
         return;
@@ -228,8 +229,8 @@ class CurlHttpClient final : public HttpClient {
   }
 
   const CurlOptions options_;
-  std::mutex mu_;
-  std::vector<CURL*> idle_;  // protected by mu_
+  Mutex mu_;
+  std::vector<CURL*> idle_ GUARDED_BY(mu_);
 };
 
 }  // namespace

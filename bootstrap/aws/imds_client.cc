@@ -16,12 +16,12 @@ ImdsClient::ImdsClient(HttpClient& http, Env& env, ImdsOptions options)
     : http_(http), env_(env), options_(std::move(options)) {}
 
 int ImdsClient::token_fetches() const {
-  std::lock_guard<std::mutex> lock(token_mu_);
+  MutexLock lock(token_mu_);
   return token_fetches_;
 }
 
 Result<std::string> ImdsClient::Token(MonoTime deadline) {
-  std::lock_guard<std::mutex> lock(token_mu_);
+  MutexLock lock(token_mu_);
   const MonoTime now = env_.NowMono();
   // Refresh a minute early, so that a token never expires in flight.
   if (!token_.empty() && now + std::chrono::minutes(1) < token_expiry_) return token_;
@@ -57,7 +57,7 @@ Result<std::string> ImdsClient::Token(MonoTime deadline) {
 }
 
 void ImdsClient::DropToken(const std::string& token) {
-  std::lock_guard<std::mutex> lock(token_mu_);
+  MutexLock lock(token_mu_);
   if (token_ == token) token_.clear();
 }
 

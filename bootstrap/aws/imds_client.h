@@ -4,7 +4,6 @@
 // Thread safety: all methods are thread-safe; the token is shared and refreshed by one caller at a time.
 // Every call is bounded by options.deadline, with jittered backoff between attempts.
 
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,6 +11,7 @@
 #include "bootstrap/aws/http_client.h"
 #include "bootstrap/aws/imds_parse.h"
 #include "bootstrap/common/backoff.h"
+#include "bootstrap/common/mutex.h"
 
 namespace dlagent {
 
@@ -57,10 +57,10 @@ class ImdsClient {
   Env& env_;
   const ImdsOptions options_;
 
-  mutable std::mutex token_mu_;  // held while fetching, so that concurrent callers share one PUT
-  std::string token_;            // protected by token_mu_
-  MonoTime token_expiry_{};      // protected by token_mu_
-  int token_fetches_ = 0;        // protected by token_mu_
+  mutable Mutex token_mu_;  // held while fetching, so that concurrent callers share one PUT
+  std::string token_ GUARDED_BY(token_mu_);
+  MonoTime token_expiry_ GUARDED_BY(token_mu_){};
+  int token_fetches_ GUARDED_BY(token_mu_) = 0;
 };
 
 }  // namespace dlagent

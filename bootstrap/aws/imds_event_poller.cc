@@ -11,19 +11,21 @@ ImdsEventPoller::~ImdsEventPoller() { Stop(); }
 
 void ImdsEventPoller::Start() {
   thread_ = std::thread([this] {
-    std::unique_lock<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     while (!stop_) {
-      lock.unlock();
+      lock.Unlock();
       PollOnce();
-      lock.lock();
-      cv_.wait_for(lock, interval_, [this] { return stop_; });
+      lock.Lock();
+      const auto until = std::chrono::steady_clock::now() + interval_;
+      while (!stop_ && cv_.wait_until(lock.native(), until) == std::cv_status::no_timeout) {
+      }
     }
   });
 }
 
 void ImdsEventPoller::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();

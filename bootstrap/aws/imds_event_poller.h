@@ -7,7 +7,7 @@
 
 #include <condition_variable>
 #include <functional>
-#include <mutex>
+
 #include <set>
 #include <thread>
 
@@ -39,9 +39,9 @@ class ImdsEventPoller {
   const ImdsEventCallbacks callbacks_;
   const Duration interval_;
   std::thread thread_;
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;             // protected by mu_
+  bool stop_ GUARDED_BY(mu_) = false;
   bool spot_reported_ = false;    // poller thread only
   std::set<std::string> seen_events_;  // poller thread only
 };

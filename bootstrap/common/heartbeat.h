@@ -7,11 +7,12 @@
 
 #include <atomic>
 #include <memory>
-#include <mutex>
+
 #include <string>
 #include <vector>
 
 #include "bootstrap/common/env.h"
+#include "bootstrap/common/mutex.h"
 
 namespace dlagent {
 
@@ -46,8 +47,8 @@ class Heartbeats {
  private:
   Env& env_;
   const std::string hang_;
-  mutable std::mutex mu_;
-  std::vector<std::shared_ptr<Heartbeat>> beats_;  // protected by mu_
+  mutable Mutex mu_;
+  std::vector<std::shared_ptr<Heartbeat>> beats_ GUARDED_BY(mu_);
 };
 
 }  // namespace dlagent
