@@ -5,7 +5,7 @@
 // a checker reads every agent's status and node files every 500 ms; the driver injects one fault at a time,
 // at random, held 2-8 s: SIGKILL of an agent (restarted after the hold), SIGSTOP then SIGCONT, a node cut
 // off (its link down), the cluster split in halves (blackhole routes), 30% packet loss on a node (nftables),
-// a slow link (64 kbit/s through an htb qdisc: delay grows with the queue), a full file system under a node's
+// 50-250 ms of delay each way on a node's link (a relay on the bridge: DelayedLink), a slow link (64 kbit/s through an htb qdisc: delay grows with the queue), a full file system under a node's
 // files (a small tmpfs filled up), a shared-storage mount that hangs (a FUSE file system whose server never
 // answers, over the node's mount point in its agent's mount namespace: every access blocks, killably, as on a
 // hard NFS mount whose server is gone; `agentctl health` must still answer within 15 s and name it). When the
@@ -19,17 +19,21 @@
 //   - READY again within --recover after the faults stop;
 //   - no growth of open fds or RSS in agents that ran from start to end (measured from when the first job has
 //     run: it opens the agents' connections to each other).
-// Not injected: a fixed delay (the netem qdisc is not in these machines' kernel; htb is).
 //
 // Usage: chaos [--nodes N] [--duration 2m] [--recover 90s] [--seed S] [--faults all|none|KIND,...] [--verbose]
 //   --faults storage-hang,slow-link: only those (sigkill, sigstop, partition-node, partition-half, loss,
-//   slow-link, disk-full, storage-hang).
+//   delay, slow-link, disk-full, storage-hang).
 //   --faults none: the soak (a job in a loop coordinated by agent 0, nothing injected; RSS and fds printed every
 //   minute).
 // Exit 0: every invariant held; 1: one did not (each violation is printed); 77: not root.
 #include <fcntl.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -57,6 +61,82 @@
 namespace {
 
 using namespace std::chrono;
+
+// Network delay without netem (not in these machines' kernel): node K's link is taken off the bridge and a
+// thread relays its frames to and from a new veth pair on the bridge, each frame held `delay` first. Runs in
+// the bridge's namespace. PACKET_VNET_HDR keeps the veths' offloaded (GSO) frames whole through the relay.
+class DelayedLink {
+ public:
+  DelayedLink(const std::string& netns, const std::string& port, const std::string& relay, milliseconds delay)
+      : thread_([=, this] { Relay(netns, port, relay, delay); }) {}
+  ~DelayedLink() {
+    stop_ = true;
+    thread_.join();
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  struct Held {
+    steady_clock::time_point due;
+    std::string bytes;  // virtio_net_hdr + frame
+  };
+
+  static int Open(const std::string& ifname) {
+    const int fd = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+    if (fd < 0) return -1;
+    const int one = 1;
+    sockaddr_ll addr{};
+    addr.sll_family = AF_PACKET;
+    addr.sll_protocol = htons(ETH_P_ALL);
+    addr.sll_ifindex = static_cast<int>(::if_nametoindex(ifname.c_str()));
+    if (addr.sll_ifindex == 0 || ::setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) != 0 ||
+        ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(fd);
+      return -1;
+    }
+    return fd;
+  }
+
+  void Relay(const std::string& netns, const std::string& port, const std::string& relay, milliseconds delay) {
+    const int ns = ::open(("/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
+    const bool entered = ns >= 0 && ::setns(ns, CLONE_NEWNET) == 0;  // this thread only
+    if (ns >= 0) ::close(ns);
+    int fds[2] = {entered ? Open(port) : -1, entered ? Open(relay) : -1};
+    ok_ = fds[0] >= 0 && fds[1] >= 0;
+    std::deque<Held> held[2];  // by the socket they go out of
+    std::string buf(1 << 17, '\0');
+    while (ok_ && !stop_) {
+      auto now = steady_clock::now();
+      for (int out : {0, 1}) {
+        while (!held[out].empty() && held[out].front().due <= now) {
+          (void)!::send(fds[out], held[out].front().bytes.data(), held[out].front().bytes.size(), 0);
+          held[out].pop_front();
+        }
+      }
+      auto next = now + milliseconds(50);  // and look at stop_ that often
+      for (int out : {0, 1}) {
+        if (!held[out].empty()) next = std::min(next, held[out].front().due);
+      }
+      pollfd p[2] = {{fds[0], POLLIN, 0}, {fds[1], POLLIN, 0}};
+      if (::poll(p, 2, static_cast<int>(duration_cast<milliseconds>(next - now).count()) + 1) <= 0) continue;
+      for (int in : {0, 1}) {
+        if (!(p[in].revents & POLLIN)) continue;
+        sockaddr_ll from{};
+        socklen_t len = sizeof from;
+        const ssize_t n = ::recvfrom(fds[in], buf.data(), buf.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &len);
+        if (n <= 0 || from.sll_pkttype == PACKET_OUTGOING) continue;  // what this relay sent itself
+        held[1 - in].push_back({steady_clock::now() + delay, buf.substr(0, static_cast<size_t>(n))});
+      }
+    }
+    for (int fd : fds) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> ok_{true};
+  std::thread thread_;
+};
 using dlagent::ControlClient;
 using dlagent::testing::LocalCluster;
 using dlagent::testing::Range;
@@ -71,7 +151,8 @@ struct Counters {
   std::map<std::string, int> jobs;        // by outcome
   std::map<std::string, int> violations;  // by invariant
   std::vector<std::string> examples;      // the first few violations, in full
-  uint64_t status_checks = 0, file_checks = 0, roster_checks = 0, health_checks = 0;
+  uint64_t status_checks = 0, file_checks = 0, roster_checks = 0, health_checks = 0, delay_checks = 0;
+  std::vector<std::pair<int64_t, int64_t>> delay_rtt_ms;  // (delay each way, health round trip) per delay fault
   bool twice_sealed = false;  // some generation had two sealers (--verbose then prints the agents' roster lines)
   void Violation(const std::string& kind, const std::string& what) {
     std::lock_guard<std::mutex> lock(mu);
@@ -258,6 +339,25 @@ class Chaos {
       Sh(nft + "add rule inet chaos in iifname eth0 numgen random mod 100 '<' 30 drop");
       Pause(hold);
       Sh(nft + "delete table inet chaos");
+    } else if (kind == "delay") {
+      // 50-250 ms each way, for the whole hold (a link to a far zone, or a congested switch).
+      const milliseconds delay(50 + rng_() % 201);
+      const std::string svc = c_.ServicesNetns(), port = "p" + std::to_string(node), relay = "d" + std::to_string(node);
+      const std::string ip = "ip -n " + svc + " link ";
+      Sh(ip + "set " + port + " nomaster");
+      Sh(ip + "add " + relay + " type veth peer name e" + std::to_string(node));
+      Sh(ip + "set e" + std::to_string(node) + " master br0 up");
+      Sh(ip + "set " + relay + " up");
+      {
+        DelayedLink link(svc, port, relay, delay);
+        const auto t0 = steady_clock::now();
+        MeasureDelay(node, delay);  // the harness checks its own fault: a round trip to the node takes 2 x delay
+        const auto took = duration_cast<milliseconds>(steady_clock::now() - t0);
+        if (took < hold) Pause(hold - took);
+        if (!link.ok()) std::fprintf(stderr, "chaos: cannot relay %s through %s in %s\n", port.c_str(), relay.c_str(), svc.c_str());
+      }
+      Sh(ip + "del " + relay);
+      Sh(ip + "set " + port + " master br0");
     } else if (kind == "slow link") {
       const std::string tc = "tc -n " + Ns(node) + " ";
       Sh(tc + "qdisc add dev eth0 root handle 1: htb default 1");
@@ -270,6 +370,31 @@ class Chaos {
       Sh("dd if=/dev/zero of=" + c_.Root(disk_node_) + "/filler bs=64k count=64");
       Pause(hold);
       std::filesystem::remove(c_.Root(disk_node_) + "/filler");
+    }
+  }
+
+  // `agentctl health --json` on another node: the delayed node's round trip must be at least twice the delay.
+  void MeasureDelay(int node, milliseconds delay) {
+    int asker = (node + 1) % n_;
+    for (int k = 0; k < n_ && state_[asker] != NodeState::kUp; ++k) asker = (asker + 1) % n_;
+    RunResult r = RunCommand({DLAGENT_AGENTCTL, "-s", c_.Sock(asker), "health", "--json"}, seconds(30));
+    int64_t rtt_us = -1;
+    try {
+      const nlohmann::json report = nlohmann::json::parse(r.output);  // named: a range-for over a temporary's member dangles
+      for (const auto& n : report.at("nodes")) {
+        if (n.at("ip").get<std::string>() == c_.Ip(node)) rtt_us = n.at("round_trip_us").get<int64_t>();
+      }
+    } catch (const std::exception& e) {
+      r.output = std::string("unreadable: ") + e.what() + "\n" + r.output;
+    }
+    std::lock_guard<std::mutex> lock(counters_.mu);
+    ++counters_.delay_checks;
+    if (rtt_us < 2 * duration_cast<microseconds>(delay).count()) {
+      ++counters_.violations["delay applied (harness)"];
+      counters_.examples.push_back("delay applied (harness): " + std::to_string(delay.count()) + " ms each way on agent " + std::to_string(node) +
+                                   ", but a health round trip took " + std::to_string(rtt_us) + " us (agentctl exit " + std::to_string(r.exit_code) + "):\n" + r.output.substr(0, 3000));
+    } else {
+      counters_.delay_rtt_ms.push_back({delay.count(), rtt_us / 1000});
     }
   }
 
@@ -458,8 +583,13 @@ class Chaos {
                 static_cast<unsigned long long>(counters_.status_checks), static_cast<unsigned long long>(counters_.file_checks),
                 static_cast<unsigned long long>(counters_.roster_checks), static_cast<unsigned long long>(counters_.health_checks));
     for (const char* inv : {"one sealer per generation", "one roster per seal", "one roster once healed", "node files whole", "status within 1 s", "a failed job names why", "no job hangs",
-                            "health within 15 s", "health names hung storage", "ready again", "fd growth", "rss growth"}) {
+                            "health within 15 s", "health names hung storage", "delay applied (harness)", "ready again", "fd growth", "rss growth"}) {
       std::printf("chaos: invariant %-26s violated %d times\n", inv, counters_.violations.count(inv) ? counters_.violations.at(inv) : 0);
+    }
+    if (!counters_.delay_rtt_ms.empty()) {
+      std::printf("chaos: delay faults, delay each way -> health round trip (ms):");
+      for (const auto& [d, rtt] : counters_.delay_rtt_ms) std::printf(" %lld->%lld", static_cast<long long>(d), static_cast<long long>(rtt));
+      std::printf("\n");
     }
     for (const std::string& e : counters_.examples) std::printf("chaos: VIOLATION %s\n", e.c_str());
     if (counters_.twice_sealed && verbose_) {  // what each agent said about rosters, to see how
@@ -525,8 +655,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  static const std::vector<std::string> kAll = {"sigkill",  "sigstop",   "partition node", "partition half",
-                                                "loss 30%", "slow link", "disk full",      "storage hang"};
+  static const std::vector<std::string> kAll = {"sigkill",  "sigstop", "partition node", "partition half", "loss 30%",
+                                                "delay",    "slow link", "disk full",    "storage hang"};
   std::vector<std::string> kinds;
   bool kinds_ok = true;
   if (faults == "all") {
@@ -543,7 +673,7 @@ int main(int argc, char** argv) {
   auto d = dlagent::ParseDuration(duration), r = dlagent::ParseDuration(recover);
   if (nodes < 4 || nodes > 32 || !d.ok() || !r.ok() || !kinds_ok || (faults != "none" && kinds.empty())) {
     std::fprintf(stderr, "chaos: bad arguments (--nodes 4..32, durations like 2m or 90s, --faults all, none or a list of: sigkill, sigstop, "
-                         "partition-node, partition-half, loss, slow-link, disk-full, storage-hang)\n");
+                         "partition-node, partition-half, loss, delay, slow-link, disk-full, storage-hang)\n");
     return 2;
   }
   if (!LocalCluster::root()) {

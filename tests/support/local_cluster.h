@@ -97,6 +97,8 @@ class LocalCluster {
   int throttled() const { return throttled_.load(); }
   // The network namespace that node i runs in; empty on loopback.
   std::string Netns(int i) const { return netns_.empty() ? "" : netns_ + "-" + std::to_string(i); }
+  // The namespace of the bridge (br0) that joins the nodes; node K's link ends there as pK (scripts/netns).
+  std::string ServicesNetns() const { return netns_.empty() ? "" : netns_ + "-s"; }
 
  private:
   bool MakeNamespaces();
