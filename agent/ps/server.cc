@@ -23,6 +23,7 @@
 #include "agent/ps/checkpoint.h"
 #include "agent/ps/data_conn.h"
 #include "agent/ps/frame.h"
+#include "bootstrap/common/accept.h"
 #include "proto/dlps.grpc.pb.h"
 #include "proto/grpc_status.h"
 
@@ -172,7 +173,7 @@ struct PsServer::Impl {
         std::erase_if(conns, [](const auto& c) { return c->finished(); });
       }
       if (fds[0].revents & POLLIN) {
-        const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        const int fd = AcceptOne(listen_fd);  // out of fds: it backs off
         if (fd >= 0) {
           if (undecided.size() >= kMaxUndecided) {  // the oldest of the silent goes: a worker's Hello comes at once
             ::close(undecided.front().fd);
@@ -180,8 +181,6 @@ struct PsServer::Impl {
           }
           TuneSocket(fd);
           undecided.push_back({fd, Clock::now(), false});
-        } else if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(100));  // back off instead of spinning
         }
       }
       for (size_t i = 0; i < undecided.size();) {

@@ -22,6 +22,7 @@
 
 #include "agent/rpc/control_codec.h"
 #include "agent/rpc/unix_socket.h"
+#include "bootstrap/common/accept.h"
 #include "proto/grpc_status.h"
 #include "proto/control.grpc.pb.h"
 
@@ -203,13 +204,10 @@ class UnixControlServer final : public ControlServer {
         return;
       }
       if (fds[1].revents) return;
-      int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      std::string error;
+      const int fd = AcceptOne(listen_fd_, &error);
       if (fd < 0) {
-        if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
-          spdlog::warn("control socket: accept failed: {}", std::strerror(errno));
-          // EMFILE and friends: back off instead of spinning.
-          std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        }
+        if (!error.empty()) spdlog::warn("control socket: {}", error);
         continue;
       }
       ucred cred{};
