@@ -219,8 +219,13 @@ std::vector<RosterNode> FormationCore::NextNodes(std::vector<std::string>* gone,
 
 void FormationCore::Lead(MonoTime now, FormationActions& out) {
   if (held_.generation == 0) {
+    // A cluster that holds a roster already (this leader restarted): take theirs (Adopt fetches it), never
+    // seal another first generation.
     std::vector<Candidate> candidates;
-    for (const PeerState& p : view_->members) candidates.push_back(p.node);
+    for (const PeerState& p : view_->members) {
+      if (p.roster_gen > 0 && p.node.instance_id != config_.self) return;
+      candidates.push_back(p.node);
+    }
     SealDecision d = DecideSeal(config_.seal, config_.cluster, 1, config_.self, candidates, seen_, started_, now);
     if (d.kind == SealDecision::kWaiting) {
       deadline_in_ms_ = Millis(d.deadline_in);
@@ -336,7 +341,7 @@ bool FormationCore::Quorum(const Roster& r, MonoTime now, FormationActions& out)
   report_.quorum_wait = "generation " + std::to_string(mine.generation) + " waits for a majority of generation " + std::to_string(held_.generation) +
                         "'s " + std::to_string(held_.nodes.size()) + " members: " + std::to_string(votes) + " of " + std::to_string(needed) +
                         " votes";
- const std::string logged = std::to_string(mine.generation) + "/" + std::to_string(unvoted_.size());
+  const std::string logged = std::to_string(mine.generation) + "/" + std::to_string(unvoted_.size());
   if (logged != quorum_logged_) {
     quorum_logged_ = logged;
     Log(unvoted_.empty() ? FormationEvent::kWarning : FormationEvent::kInfo,

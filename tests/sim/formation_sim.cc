@@ -2,8 +2,6 @@
 
 #include <time.h>
 
-#include <algorithm>
-
 namespace dlagent::testing {
 namespace {
 
@@ -186,10 +184,6 @@ void FormationSim::Step() {
     if (before == 0 && n.core->held().generation == 1 && n.core->held().leader == n.peer.node.instance_id) {
       counters_.seal_cpu_ms = ThreadCpuMs() - cpu0;
     }
-    if (const Roster& r = n.core->held(); r.generation != before && r.leader == n.peer.node.instance_id &&
-                                          std::none_of(sealed_.begin(), sealed_.end(), [&](const Roster& s) { return s.generation == r.generation && s.leader == r.leader; })) {
-      sealed_.push_back(r);  // sealed now (a restarted leader fetching its own old roster back is not a seal)
-    }
     if (!a.fetch_from.empty()) {
       Result<Roster> r = Status::Unavailable("sim", a.fetch_from + " is down");
       for (const Node& other : nodes_) {
@@ -214,7 +208,9 @@ void FormationSim::Step() {
       Discover(i, a);
       pollers += a.poll;
     }
-    (void)n.core->TakeEvents();
+    for (const FormationEvent& e : n.core->TakeEvents()) {
+      if (e.text.rfind("sealed roster generation ", 0) == 0 || e.text.rfind("formation failed: ", 0) == 0) sealed_.push_back(n.core->held());
+    }
   }
   counters_.pollers_now = pollers;
   counters_.max_pollers = std::max(counters_.max_pollers, pollers);

@@ -227,6 +227,20 @@ TEST(FormationCoreTest, APartitionedLeaderSealsNothingWhileTheMajoritySealsTheNe
   EXPECT_EQ(sealer.size(), 3u);
 }
 
+// A leader that restarts while its cluster holds a roster takes that roster: it never seals a first generation
+// again (which would rewrite its node files with new ranks for a moment).
+TEST(FormationCoreTest, ARestartedLeaderAdoptsTheRosterInsteadOfSealingAnother) {
+  FormationSim sim(Config(4, 4));
+  auto all = Booted(sim, 4);
+  ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(5)));
+  sim.Crash(0);
+  sim.Run(seconds(1));
+  sim.Restart(0);
+  ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(5), 1)) << sim.report(0).detail;
+  EXPECT_EQ(sim.sealed().size(), 1u) << "only the first seal: " << sim.sealed().back().generation << " by " << sim.sealed().back().leader;
+  EXPECT_EQ(sim.ranks(0), sim.ranks(3));
+}
+
 TEST(FormationCoreTest, WithoutTheVoteBothSidesOfAPartitionSealTheSameGeneration) {
   FormationConfig c = Config(4, 1);
   c.quorum = ResealQuorum::kLeader;
