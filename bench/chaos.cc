@@ -373,6 +373,11 @@ class Chaos {
     }
   }
 
+  // An agent that has run for 10 s since its last start (every agent that was never killed).
+  bool Settled(int node) const {
+    return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count() - restarted_at_[node] > 10000;
+  }
+
   // `agentctl health --json` on another node: the delayed node's round trip must be at least twice the delay.
   void MeasureDelay(int node, milliseconds delay) {
     int asker = (node + 1) % n_;
@@ -389,6 +394,8 @@ class Chaos {
     }
     std::lock_guard<std::mutex> lock(counters_.mu);
     ++counters_.delay_checks;
+    if (rtt_us < 0 && !Settled(node)) return;  // its agent is still starting after a SIGKILL fault
+    if (r.output.find("\"" + c_.Ip(node) + "\"") == std::string::npos) return;  // not a roster member now
     if (rtt_us < 2 * duration_cast<microseconds>(delay).count()) {
       ++counters_.violations["delay applied (harness)"];
       counters_.examples.push_back("delay applied (harness): " + std::to_string(delay.count()) + " ms each way on agent " + std::to_string(node) +
@@ -442,10 +449,12 @@ class Chaos {
       std::lock_guard<std::mutex> lock(counters_.mu);
       ++counters_.health_checks;
     }
+    // Asked of roster members only, and not of an agent still starting after a SIGKILL fault.
+    const bool asked = r.output.find(c_.Ip(node) + " ") != std::string::npos && Settled(node);
     if (took > seconds(15)) {
       counters_.Violation("health within 15 s", "agentctl health on agent " + std::to_string(asker) + " took " + std::to_string(took.count()) +
                                                     " ms while agent " + std::to_string(node) + "'s storage hung:\n" + r.output.substr(0, 2000));
-    } else if (r.output.find("shared storage: ") == std::string::npos || r.output.find("did not answer") == std::string::npos) {
+    } else if (asked && (r.output.find("shared storage: ") == std::string::npos || r.output.find("did not answer") == std::string::npos)) {
       // The node's agent answers; its storage does not (not "agent unreachable": that is a wrong diagnosis).
       counters_.Violation("health names hung storage", "agentctl health on agent " + std::to_string(asker) + " while agent " + std::to_string(node) +
                                                            "'s storage hung:\n" + r.output.substr(0, 2000));
