@@ -1,24 +1,12 @@
 // chaos: faults at random into a cluster of real agents that forms and trains, with invariants checked all
-// along (docs/reliability.md). As root: tests/support/local_cluster.h, a network namespace per node.
+// along; the faults, the invariants and the figures are in docs/reliability.md. As root (a network namespace
+// per node: tests/support/local_cluster.h).
 //
 // N agents form a cluster; a job loop runs `agentctl run --launcher dlps -- dlps-train` on a node that is up;
 // a checker reads every agent's status and node files every 500 ms; the driver injects one fault at a time,
-// at random, held 2-8 s: SIGKILL of an agent (restarted after the hold), SIGSTOP then SIGCONT, a node cut
-// off (its link down), the cluster split in halves (blackhole routes), 30% packet loss on a node (nftables),
-// 50-250 ms of delay each way on a node's link (a relay on the bridge: DelayedLink), a slow link (64 kbit/s through an htb qdisc: delay grows with the queue), a full file system under a node's
-// files (a small tmpfs filled up), a shared-storage mount that hangs (a FUSE file system whose server never
-// answers, over the node's mount point in its agent's mount namespace: every access blocks, killably, as on a
-// hard NFS mount whose server is gone; `agentctl health` must still answer within 15 s and name it). When the
-// duration is over every fault is undone and the cluster must be READY again within --recover. Checked all
-// along, counted, printed:
-//   - one roster per generation: every agent that shows generation G shows the same sealer and members (the
-//     reseal vote, docs/cluster.md); once healed, every agent shows the same roster.
-//   - node files always parse and are never torn (the workers file and roster.json);
-//   - every agent that is not stopped or killed answers `agentctl status` within 1 s;
-//   - a job that fails names why (a node or a rank), none hangs past its timeout;
-//   - READY again within --recover after the faults stop;
-//   - no growth of open fds or RSS in agents that ran from start to end (measured from when the first job has
-//     run: it opens the agents' connections to each other).
+// at random, held 2-8 s (SIGKILL, SIGSTOP, a node or half the cluster cut off, loss, delay, a slow link, a full
+// disk, hung storage: chaos_parts.h has those that need more than a command). When the duration is over every
+// fault is undone and the cluster must be READY again within --recover.
 //
 // Usage: chaos [--nodes N] [--duration 2m] [--recover 90s] [--seed S] [--faults all|none|KIND,...] [--verbose]
 //   --faults storage-hang,slow-link: only those (sigkill, sigstop, partition-node, partition-half, loss,
@@ -26,16 +14,8 @@
 //   --faults none: the soak (a job in a loop coordinated by agent 0, nothing injected; RSS and fds printed every
 //   minute).
 // Exit 0: every invariant held; 1: one did not (each violation is printed); 77: not root.
-#include <fcntl.h>
-#include <linux/if_packet.h>
-#include <net/ethernet.h>
-#include <net/if.h>
-#include <poll.h>
-#include <sched.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/mount.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -55,88 +35,14 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/ctl/control_client.h"
+#include "bench/chaos_parts.h"
 #include "bootstrap/common/duration.h"
 #include "tests/support/local_cluster.h"
 
 namespace {
 
 using namespace std::chrono;
-
-// Network delay without netem (not in these machines' kernel): node K's link is taken off the bridge and a
-// thread relays its frames to and from a new veth pair on the bridge, each frame held `delay` first. Runs in
-// the bridge's namespace. PACKET_VNET_HDR keeps the veths' offloaded (GSO) frames whole through the relay.
-class DelayedLink {
- public:
-  DelayedLink(const std::string& netns, const std::string& port, const std::string& relay, milliseconds delay)
-      : thread_([=, this] { Relay(netns, port, relay, delay); }) {}
-  ~DelayedLink() {
-    stop_ = true;
-    thread_.join();
-  }
-  bool ok() const { return ok_; }
-
- private:
-  struct Held {
-    steady_clock::time_point due;
-    std::string bytes;  // virtio_net_hdr + frame
-  };
-
-  static int Open(const std::string& ifname) {
-    const int fd = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
-    if (fd < 0) return -1;
-    const int one = 1;
-    sockaddr_ll addr{};
-    addr.sll_family = AF_PACKET;
-    addr.sll_protocol = htons(ETH_P_ALL);
-    addr.sll_ifindex = static_cast<int>(::if_nametoindex(ifname.c_str()));
-    if (addr.sll_ifindex == 0 || ::setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) != 0 ||
-        ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      ::close(fd);
-      return -1;
-    }
-    return fd;
-  }
-
-  void Relay(const std::string& netns, const std::string& port, const std::string& relay, milliseconds delay) {
-    const int ns = ::open(("/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
-    const bool entered = ns >= 0 && ::setns(ns, CLONE_NEWNET) == 0;  // this thread only
-    if (ns >= 0) ::close(ns);
-    int fds[2] = {entered ? Open(port) : -1, entered ? Open(relay) : -1};
-    ok_ = fds[0] >= 0 && fds[1] >= 0;
-    std::deque<Held> held[2];  // by the socket they go out of
-    std::string buf(1 << 17, '\0');
-    while (ok_ && !stop_) {
-      auto now = steady_clock::now();
-      for (int out : {0, 1}) {
-        while (!held[out].empty() && held[out].front().due <= now) {
-          (void)!::send(fds[out], held[out].front().bytes.data(), held[out].front().bytes.size(), 0);
-          held[out].pop_front();
-        }
-      }
-      auto next = now + milliseconds(50);  // and look at stop_ that often
-      for (int out : {0, 1}) {
-        if (!held[out].empty()) next = std::min(next, held[out].front().due);
-      }
-      pollfd p[2] = {{fds[0], POLLIN, 0}, {fds[1], POLLIN, 0}};
-      if (::poll(p, 2, static_cast<int>(duration_cast<milliseconds>(next - now).count()) + 1) <= 0) continue;
-      for (int in : {0, 1}) {
-        if (!(p[in].revents & POLLIN)) continue;
-        sockaddr_ll from{};
-        socklen_t len = sizeof from;
-        const ssize_t n = ::recvfrom(fds[in], buf.data(), buf.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &len);
-        if (n <= 0 || from.sll_pkttype == PACKET_OUTGOING) continue;  // what this relay sent itself
-        held[1 - in].push_back({steady_clock::now() + delay, buf.substr(0, static_cast<size_t>(n))});
-      }
-    }
-    for (int fd : fds) {
-      if (fd >= 0) ::close(fd);
-    }
-  }
-
-  std::atomic<bool> stop_{false};
-  std::atomic<bool> ok_{true};
-  std::thread thread_;
-};
+using namespace dlagent::chaos;
 using dlagent::ControlClient;
 using dlagent::testing::LocalCluster;
 using dlagent::testing::Range;
@@ -145,53 +51,6 @@ using dlagent::testing::RunResult;
 
 enum class NodeState { kUp, kStopped, kKilled };
 
-struct Counters {
-  std::mutex mu;
-  std::map<std::string, int> faults;      // by kind
-  std::map<std::string, int> jobs;        // by outcome
-  std::map<std::string, int> violations;  // by invariant
-  std::vector<std::string> examples;      // the first few violations, in full
-  uint64_t status_checks = 0, file_checks = 0, roster_checks = 0, health_checks = 0, delay_checks = 0;
-  std::vector<std::pair<int64_t, int64_t>> delay_rtt_ms;  // (delay each way, health round trip) per delay fault
-  bool twice_sealed = false;  // some generation had two sealers (--verbose then prints the agents' roster lines)
-  void Violation(const std::string& kind, const std::string& what) {
-    std::lock_guard<std::mutex> lock(mu);
-    ++violations[kind];
-    if (examples.size() < 20) examples.push_back(kind + ": " + what);
-  }
-};
-
-// A fault's command (ip, nft, dd), bounded in time like every command the tests run.
-bool Sh(const std::string& cmd) { return RunCommand({"/bin/sh", "-c", cmd}, seconds(30)).exit_code == 0; }
-
-long RssKb(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
-  }
-  return -1;
-}
-
-int OpenFds(int pid) {
-  std::error_code ec;
-  int n = 0;
-  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec); !ec && it != std::filesystem::directory_iterator();
-       it.increment(ec)) {
-    ++n;
-  }
-  return ec ? -1 : n;
-}
-
-// A workers file is whole: "deeplearning-worker1".."N", one a line, each line ended.
-bool WorkersWhole(const std::string& text) {
-  if (text.empty() || text.back() != '\n') return false;
-  std::istringstream lines(text);
-  int k = 0;
-  for (std::string line; std::getline(lines, line);) {
-    if (line != "deeplearning-worker" + std::to_string(++k)) return false;
-  }
-  return k > 0;
-}
 
 class Chaos {
  public:
@@ -405,38 +264,11 @@ class Chaos {
     }
   }
 
-  // Mounts a FUSE file system over the node's storage mount point, in its agent's mount namespace, whose server
-  // (a child holding /dev/fuse) never answers; asks `agentctl health` of another node meanwhile; then closes
-  // /dev/fuse (the connection aborts and blocked calls fail) and unmounts it lazily.
+  // The node's storage hangs (HungMount) while `agentctl health` is asked on another node.
   void HangStorage(int node, milliseconds hold) {
-    const pid_t agent = c_.Pid(node);
-    const std::string ns = "/proc/" + std::to_string(agent) + "/ns/mnt", target = c_.Mount(node);
-    const int fuse = ::open("/dev/fuse", O_RDWR | O_CLOEXEC);
-    const std::string opts = "fd=" + std::to_string(fuse) + ",rootmode=40000,user_id=0,group_id=0";
-    int ready[2];
-    if (fuse < 0 || ::pipe2(ready, O_CLOEXEC) != 0) {
-      std::fprintf(stderr, "chaos: cannot open /dev/fuse: %s\n", std::strerror(errno));
-      if (fuse >= 0) ::close(fuse);
-      Pause(hold);
-      return;
-    }
-    const pid_t holder = ::fork();  // the child makes system calls only, and keeps the fuse fd open
-    if (holder == 0) {
-      const int mnt = ::open(ns.c_str(), O_RDONLY | O_CLOEXEC);
-      char ok = mnt >= 0 && ::setns(mnt, CLONE_NEWNS) == 0 &&
-                ::mount("chaos-hang", target.c_str(), "fuse.chaos-hang", MS_NOSUID | MS_NODEV, opts.c_str()) == 0;
-      (void)!::write(ready[1], &ok, 1);
-      if (!ok) ::_exit(1);
-      for (;;) ::pause();
-    }
-    ::close(ready[1]);
-    ::close(fuse);  // the child's is the last: killing it aborts the connection
-    char ok = 0;
-    const bool mounted = holder > 0 && ::read(ready[0], &ok, 1) == 1 && ok;
-    ::close(ready[0]);
-    if (!mounted) {
-      std::fprintf(stderr, "chaos: cannot mount a hanging FUSE file system at %s (is /dev/fuse there?)\n", target.c_str());
-      if (holder > 0) ::waitpid(holder, nullptr, 0);
+    HungMount hung(c_.Pid(node), c_.Mount(node));
+    if (!hung.ok()) {
+      std::fprintf(stderr, "chaos: %s\n", hung.error().c_str());
       Pause(hold);
       return;
     }
@@ -460,10 +292,7 @@ class Chaos {
                                                            "'s storage hung:\n" + r.output.substr(0, 2000));
     }
     if (took < hold) Pause(hold - took);
-    ::kill(holder, SIGKILL);
-    ::waitpid(holder, nullptr, 0);
-    Sh("nsenter -t " + std::to_string(agent) + " -m umount -l " + target);
-  }
+  }  // ~HungMount: the storage answers again
 
   void Checker() {
     // A roster is known by its generation and the leader that sealed it: agents adopt the highest (generation,
@@ -584,23 +413,7 @@ class Chaos {
     }
     ::umount2(c_.Root(disk_node_).c_str(), MNT_DETACH);
     std::lock_guard<std::mutex> lock(counters_.mu);
-    std::printf("chaos: faults injected:");
-    for (auto& [k, v] : counters_.faults) std::printf(" %s %d;", k.c_str(), v);
-    std::printf("\nchaos: jobs:");
-    for (auto& [k, v] : counters_.jobs) std::printf(" %s %d;", k.c_str(), v);
-    std::printf("\nchaos: checks: %llu status calls, %llu node file reads, %llu roster views, %llu health calls while storage hung\n",
-                static_cast<unsigned long long>(counters_.status_checks), static_cast<unsigned long long>(counters_.file_checks),
-                static_cast<unsigned long long>(counters_.roster_checks), static_cast<unsigned long long>(counters_.health_checks));
-    for (const char* inv : {"one sealer per generation", "one roster per seal", "one roster once healed", "node files whole", "status within 1 s", "a failed job names why", "no job hangs",
-                            "health within 15 s", "health names hung storage", "delay applied (harness)", "ready again", "fd growth", "rss growth"}) {
-      std::printf("chaos: invariant %-26s violated %d times\n", inv, counters_.violations.count(inv) ? counters_.violations.at(inv) : 0);
-    }
-    if (!counters_.delay_rtt_ms.empty()) {
-      std::printf("chaos: delay faults, delay each way -> health round trip (ms):");
-      for (const auto& [d, rtt] : counters_.delay_rtt_ms) std::printf(" %lld->%lld", static_cast<long long>(d), static_cast<long long>(rtt));
-      std::printf("\n");
-    }
-    for (const std::string& e : counters_.examples) std::printf("chaos: VIOLATION %s\n", e.c_str());
+    counters_.Print();
     if (counters_.twice_sealed && verbose_) {  // what each agent said about rosters, to see how
       for (int i : Range(n_)) {
         std::istringstream log(c_.Log(i));
@@ -664,23 +477,9 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  static const std::vector<std::string> kAll = {"sigkill",  "sigstop", "partition node", "partition half", "loss 30%",
-                                                "delay",    "slow link", "disk full",    "storage hang"};
-  std::vector<std::string> kinds;
-  bool kinds_ok = true;
-  if (faults == "all") {
-    kinds = kAll;
-  } else if (faults != "none") {  // e.g. storage-hang,sigkill
-    std::istringstream list(faults);
-    for (std::string k; std::getline(list, k, ',');) {
-      std::replace(k.begin(), k.end(), '-', ' ');
-      if (k == "loss") k = "loss 30%";
-      kinds_ok = kinds_ok && std::find(kAll.begin(), kAll.end(), k) != kAll.end();
-      kinds.push_back(k);
-    }
-  }
+  const std::optional<std::vector<std::string>> kinds = ParseFaults(faults);
   auto d = dlagent::ParseDuration(duration), r = dlagent::ParseDuration(recover);
-  if (nodes < 4 || nodes > 32 || !d.ok() || !r.ok() || !kinds_ok || (faults != "none" && kinds.empty())) {
+  if (nodes < 4 || nodes > 32 || !d.ok() || !r.ok() || !kinds) {
     std::fprintf(stderr, "chaos: bad arguments (--nodes 4..32, durations like 2m or 90s, --faults all, none or a list of: sigkill, sigstop, "
                          "partition-node, partition-half, loss, delay, slow-link, disk-full, storage-hang)\n");
     return 2;
@@ -693,7 +492,7 @@ int main(int argc, char** argv) {
     std::printf("chaos: needs nftables (apt-get install nftables) for packet loss\n");
     return 77;
   }
-  Chaos chaos(nodes, kinds, seed, duration_cast<milliseconds>(*d), duration_cast<milliseconds>(*r));
+  Chaos chaos(nodes, *kinds, seed, duration_cast<milliseconds>(*d), duration_cast<milliseconds>(*r));
   chaos.verbose_ = verbose;
   std::printf("chaos: seed %llu\n", static_cast<unsigned long long>(seed));
   return chaos.Run();

@@ -1,0 +1,205 @@
+#include "bench/chaos_parts.h"
+
+#include <fcntl.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "tests/support/local_cluster.h"
+
+namespace dlagent::chaos {
+
+using namespace std::chrono;
+using testing::RunCommand;
+
+const std::vector<std::string> kAllFaults = {"sigkill", "sigstop", "partition node", "partition half", "loss 30%",
+                                             "delay",   "slow link", "disk full", "storage hang"};
+
+std::optional<std::vector<std::string>> ParseFaults(const std::string& text) {
+  if (text == "all") return kAllFaults;
+  if (text == "none") return std::vector<std::string>{};
+  std::vector<std::string> kinds;
+  std::istringstream list(text);
+  for (std::string k; std::getline(list, k, ',');) {
+    std::replace(k.begin(), k.end(), '-', ' ');
+    if (k == "loss") k = "loss 30%";
+    if (std::find(kAllFaults.begin(), kAllFaults.end(), k) == kAllFaults.end()) return std::nullopt;
+    kinds.push_back(k);
+  }
+  if (kinds.empty()) return std::nullopt;
+  return kinds;
+}
+
+void Counters::Print() const {
+  std::printf("chaos: faults injected:");
+  for (auto& [k, v] : faults) std::printf(" %s %d;", k.c_str(), v);
+  std::printf("\nchaos: jobs:");
+  for (auto& [k, v] : jobs) std::printf(" %s %d;", k.c_str(), v);
+  std::printf("\nchaos: checks: %llu status calls, %llu node file reads, %llu roster views, %llu health calls while storage hung\n",
+              static_cast<unsigned long long>(status_checks), static_cast<unsigned long long>(file_checks),
+              static_cast<unsigned long long>(roster_checks), static_cast<unsigned long long>(health_checks));
+  for (const char* inv : {"one sealer per generation", "one roster per seal", "one roster once healed", "node files whole", "status within 1 s", "a failed job names why", "no job hangs",
+                          "health within 15 s", "health names hung storage", "delay applied (harness)", "ready again", "fd growth", "rss growth"}) {
+    std::printf("chaos: invariant %-26s violated %d times\n", inv, violations.count(inv) ? violations.at(inv) : 0);
+  }
+  if (!delay_rtt_ms.empty()) {
+    std::printf("chaos: delay faults, delay each way -> health round trip (ms):");
+    for (const auto& [d, rtt] : delay_rtt_ms) std::printf(" %lld->%lld", static_cast<long long>(d), static_cast<long long>(rtt));
+    std::printf("\n");
+  }
+  for (const std::string& e : examples) std::printf("chaos: VIOLATION %s\n", e.c_str());
+}
+
+bool Sh(const std::string& cmd) { return RunCommand({"/bin/sh", "-c", cmd}, seconds(30)).exit_code == 0; }
+
+long RssKb(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
+  }
+  return -1;
+}
+
+int OpenFds(int pid) {
+  std::error_code ec;
+  int n = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec); !ec && it != std::filesystem::directory_iterator();
+       it.increment(ec)) {
+    ++n;
+  }
+  return ec ? -1 : n;
+}
+
+bool WorkersWhole(const std::string& text) {
+  if (text.empty() || text.back() != '\n') return false;
+  std::istringstream lines(text);
+  int k = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line != "deeplearning-worker" + std::to_string(++k)) return false;
+  }
+  return k > 0;
+}
+
+namespace {
+
+struct Held {
+  steady_clock::time_point due;
+  std::string bytes;  // virtio_net_hdr + frame
+};
+
+int OpenPacketSocket(const std::string& ifname) {
+  const int fd = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
+  if (fd < 0) return -1;
+  const int one = 1;
+  sockaddr_ll addr{};
+  addr.sll_family = AF_PACKET;
+  addr.sll_protocol = htons(ETH_P_ALL);
+  addr.sll_ifindex = static_cast<int>(::if_nametoindex(ifname.c_str()));
+  if (addr.sll_ifindex == 0 || ::setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof one) != 0 ||
+      ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+}  // namespace
+
+DelayedLink::DelayedLink(const std::string& netns, const std::string& port, const std::string& relay, milliseconds delay)
+    : thread_([=, this] { Relay(netns, port, relay, delay); }) {}
+
+DelayedLink::~DelayedLink() {
+  stop_ = true;
+  thread_.join();
+}
+
+void DelayedLink::Relay(const std::string& netns, const std::string& port, const std::string& relay, milliseconds delay) {
+  const int ns = ::open(("/run/netns/" + netns).c_str(), O_RDONLY | O_CLOEXEC);
+  const bool entered = ns >= 0 && ::setns(ns, CLONE_NEWNET) == 0;  // this thread only
+  if (ns >= 0) ::close(ns);
+  int fds[2] = {entered ? OpenPacketSocket(port) : -1, entered ? OpenPacketSocket(relay) : -1};
+  ok_ = fds[0] >= 0 && fds[1] >= 0;
+  std::deque<Held> held[2];  // by the socket they go out of
+  std::string buf(1 << 17, '\0');
+  while (ok_ && !stop_) {
+    auto now = steady_clock::now();
+    for (int out : {0, 1}) {
+      while (!held[out].empty() && held[out].front().due <= now) {
+        (void)!::send(fds[out], held[out].front().bytes.data(), held[out].front().bytes.size(), 0);
+        held[out].pop_front();
+      }
+    }
+    auto next = now + milliseconds(50);  // and look at stop_ that often
+    for (int out : {0, 1}) {
+      if (!held[out].empty()) next = std::min(next, held[out].front().due);
+    }
+    pollfd p[2] = {{fds[0], POLLIN, 0}, {fds[1], POLLIN, 0}};
+    if (::poll(p, 2, static_cast<int>(duration_cast<milliseconds>(next - now).count()) + 1) <= 0) continue;
+    for (int in : {0, 1}) {
+      if (!(p[in].revents & POLLIN)) continue;
+      sockaddr_ll from{};
+      socklen_t len = sizeof from;
+      const ssize_t n = ::recvfrom(fds[in], buf.data(), buf.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &len);
+      if (n <= 0 || from.sll_pkttype == PACKET_OUTGOING) continue;  // what this relay sent itself
+      held[1 - in].push_back({steady_clock::now() + delay, buf.substr(0, static_cast<size_t>(n))});
+    }
+  }
+  for (int fd : fds) {
+    if (fd >= 0) ::close(fd);
+  }
+}
+
+HungMount::HungMount(pid_t agent, std::string target) : agent_(agent), target_(std::move(target)) {
+  const std::string ns = "/proc/" + std::to_string(agent) + "/ns/mnt";
+  const int fuse = ::open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  const std::string opts = "fd=" + std::to_string(fuse) + ",rootmode=40000,user_id=0,group_id=0";
+  int ready[2];
+  if (fuse < 0 || ::pipe2(ready, O_CLOEXEC) != 0) {
+    error_ = std::string("cannot open /dev/fuse: ") + std::strerror(errno);
+    if (fuse >= 0) ::close(fuse);
+    return;
+  }
+  holder_ = ::fork();  // the child makes system calls only, and keeps the fuse fd open
+  if (holder_ == 0) {
+    const int mnt = ::open(ns.c_str(), O_RDONLY | O_CLOEXEC);
+    char ok = mnt >= 0 && ::setns(mnt, CLONE_NEWNS) == 0 &&
+              ::mount("chaos-hang", target_.c_str(), "fuse.chaos-hang", MS_NOSUID | MS_NODEV, opts.c_str()) == 0;
+    (void)!::write(ready[1], &ok, 1);
+    if (!ok) ::_exit(1);
+    for (;;) ::pause();
+  }
+  ::close(ready[1]);
+  ::close(fuse);  // the child's is the last: killing it aborts the connection
+  char ok = 0;
+  const bool mounted = holder_ > 0 && ::read(ready[0], &ok, 1) == 1 && ok;
+  ::close(ready[0]);
+  if (!mounted) {
+    error_ = "cannot mount a hanging FUSE file system at " + target_ + " in the mount namespace of " + std::to_string(agent);
+    if (holder_ > 0) ::waitpid(holder_, nullptr, 0);
+    holder_ = -1;
+  }
+}
+
+HungMount::~HungMount() {
+  if (holder_ <= 0) return;
+  ::kill(holder_, SIGKILL);
+  ::waitpid(holder_, nullptr, 0);
+  Sh("nsenter -t " + std::to_string(agent_) + " -m umount -l " + target_);
+}
+
+}  // namespace dlagent::chaos
