@@ -65,6 +65,16 @@ void Counters::Print() const {
   for (const std::string& e : examples) std::printf("chaos: VIOLATION %s\n", e.c_str());
 }
 
+void PrintRosterLines(int agent, const std::string& log) {
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("roster generation") != std::string::npos || line.find("formation failed") != std::string::npos ||
+        line.find("is dead") != std::string::npos || line.find("is alive") != std::string::npos) {
+      std::printf("chaos:   agent %d: %s\n", agent, line.c_str());
+    }
+  }
+}
+
 bool Sh(const std::string& cmd) { return RunCommand({"/bin/sh", "-c", cmd}, seconds(30)).exit_code == 0; }
 
 long RssKb(int pid) {

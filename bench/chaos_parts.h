@@ -43,6 +43,9 @@ extern const std::vector<std::string> kAllFaults;
 // "all", "none" (no fault: the soak) or a list such as "storage-hang,delay"; nullopt names no known fault.
 std::optional<std::vector<std::string>> ParseFaults(const std::string& text);
 
+// What an agent's log says about rosters and deaths, a line each ("chaos:   agent I: ...").
+void PrintRosterLines(int agent, const std::string& log);
+
 // A fault's command (ip, nft, dd, tc), bounded in time like every command the tests run.
 bool Sh(const std::string& cmd);
 long RssKb(int pid);   // -1 when gone

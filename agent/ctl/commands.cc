@@ -1,6 +1,7 @@
 #include "agent/ctl/commands.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <iomanip>
 #include <regex>
 #include <sstream>
@@ -56,6 +57,8 @@ nlohmann::json ToJson(const StatusSnapshot& s) {
       {"started_unix_ms", s.started_unix_ms},
       {"log_level", s.log_level},
       {"socket_path", s.socket_path},
+      {"rss_bytes", s.rss_bytes},
+      {"heap_in_use_bytes", s.heap_in_use_bytes},
       {"cluster", s.cluster ? ClusterJson(*s.cluster) : nlohmann::json(nullptr)},
   };
 }
@@ -79,6 +82,10 @@ std::string FormatStatus(const StatusSnapshot& s) {
                          std::to_string(s.config_generation) + ")");
   row("log level: ", s.log_level);
   row("socket:    ", s.socket_path);
+  char memory[96];
+  std::snprintf(memory, sizeof memory, "%.1f MiB resident, %.1f MiB of heap in use", static_cast<double>(s.rss_bytes) / (1 << 20),
+                static_cast<double>(s.heap_in_use_bytes) / (1 << 20));
+  row("memory:    ", memory);
   if (s.cluster) {
     const ClusterSnapshot& c = *s.cluster;
     row("members:   ", std::to_string(c.alive) + " alive of " + std::to_string(c.expected) + " expected; leader " +

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <tuple>
 
@@ -87,6 +88,12 @@ StatusSnapshot Daemon::GetStatus() {
   s.started_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(started_wall_.time_since_epoch()).count();
   s.version = kVersion;
   s.pid = static_cast<uint32_t>(::getpid());
+  const struct mallinfo2 heap = ::mallinfo2();
+  s.heap_in_use_bytes = heap.uordblks + heap.hblkhd;
+  if (Result<std::string> statm = env_.ReadFile("/proc/self/statm", 256); statm.ok()) {  // pages: size resident ...
+    unsigned long long size = 0, resident = 0;
+    if (std::sscanf(statm->c_str(), "%llu %llu", &size, &resident) == 2) s.rss_bytes = resident * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  }
   MutexLock lock(mu_);
   s.phase = phase_;
   s.phase_detail = phase_detail_;

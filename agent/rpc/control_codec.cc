@@ -71,6 +71,8 @@ void ToProto(const StatusSnapshot& s, pb::AgentStatus* out) {
   out->set_log_level(s.log_level);
   out->set_config_generation(s.config_generation);
   out->set_socket_path(s.socket_path);
+  out->set_rss_bytes(s.rss_bytes);
+  out->set_heap_in_use_bytes(s.heap_in_use_bytes);
 }
 
 StatusSnapshot FromProto(const pb::AgentStatus& p) {
@@ -93,6 +95,8 @@ StatusSnapshot FromProto(const pb::AgentStatus& p) {
   s.log_level = p.log_level();
   s.config_generation = p.config_generation();
   s.socket_path = p.socket_path();
+  s.rss_bytes = p.rss_bytes();
+  s.heap_in_use_bytes = p.heap_in_use_bytes();
   if (p.has_cluster()) {
     const pb::ClusterView& v = p.cluster();
     ClusterSnapshot c;

@@ -58,6 +58,7 @@ struct StatusSnapshot {
   std::string log_level;
   uint64_t config_generation = 0;
   std::string socket_path;
+  uint64_t rss_bytes = 0, heap_in_use_bytes = 0;  // memory now (AgentStatus in control.proto)
   std::optional<ClusterSnapshot> cluster;  // absent when the agent forms no roster
 };
 

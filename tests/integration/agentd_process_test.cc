@@ -10,6 +10,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "tests/support/dlps_job.h"
 #include "tests/support/subprocess.h"
@@ -91,9 +92,17 @@ TEST_F(AgentdProcessTest, ReadyServesStatusAndStopsCleanlyOnSigterm) {
   EXPECT_NE(status.output.find("\"cluster_name\": \"alpha\""), std::string::npos) << status.output;
   EXPECT_NE(status.output.find("\"phase\": \"serving\""), std::string::npos) << status.output;
   EXPECT_NE(status.output.find("\"pid\": " + std::to_string(agent->pid())), std::string::npos) << status.output;
+  {  // memory: the heap in use is part of what is resident, and both are there
+    const nlohmann::json j = nlohmann::json::parse(status.output);
+    const uint64_t rss = j.at("rss_bytes"), heap = j.at("heap_in_use_bytes");
+    EXPECT_GT(heap, 0u);
+    EXPECT_GT(rss, heap);
+    EXPECT_LT(rss, uint64_t{1} << 30) << "an idle agent is not a gigabyte";
+  }
   testing::RunResult text = Ctl({"status"});
   EXPECT_EQ(text.exit_code, 0);
   EXPECT_NE(text.output.find("cluster:   alpha"), std::string::npos) << text.output;
+  EXPECT_NE(text.output.find("MiB of heap in use"), std::string::npos) << text.output;
   testing::RunResult version = Ctl({"version"});
   EXPECT_EQ(version.exit_code, 0);
   EXPECT_NE(version.output.find("agentd 0."), std::string::npos) << version.output;
