@@ -97,14 +97,21 @@ dpkg-deb --root-owner-group -b "$work/repack" "$work/root/var/tmp/upgrade.deb" >
 systemd-nspawn --quiet -D "$work/root" --register=no --keep-unit --boot --network-namespace-path="/run/netns/$ns" \
   >"$work/nspawn.log" 2>&1 &
 nspawn_pid=$!
-for _ in $(seq 100); do init=$(pgrep -P "$nspawn_pid" | head -n 1 || true); [ -z "$init" ] || break; sleep 0.05; done
-[ -n "$init" ] || die "the container did not start: $(cat "$work/nspawn.log")"
+# The container's PID 1: nspawn's child once it has become systemd (before that it is nspawn's own process, and
+# systemctl there says "offline").
+init=""
+for _ in $(seq 300); do
+  init=$(pgrep -P "$nspawn_pid" | head -n 1 || true)
+  [ -n "$init" ] && [ "$(cat "/proc/$init/comm" 2>/dev/null)" = systemd ] && break
+  init=""
+  sleep 0.1
+done
+[ -n "$init" ] || die "the container did not start systemd: $(cat "$work/nspawn.log")"
 ct() { nsenter -t "$init" -m -u -i -n -p -- "$@"; }
 state=""  # the system bus comes up a moment after PID 1
 for _ in $(seq 300); do
   state=$(ct timeout 60 systemctl is-system-running --wait 2>/dev/null || true)
-  [ -z "$state" ] || break
-  sleep 0.1
+  case $state in "" | offline | initializing | starting) sleep 0.1 ;; *) break ;; esac
 done
 [ "$state" = running ] || [ "$state" = degraded ] || die "the container's systemd is '$state'"
 ok "systemd $(ct systemctl --version | head -n 1 | cut -d' ' -f2) is PID 1 in the container ($state)"
