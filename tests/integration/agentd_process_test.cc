@@ -95,7 +95,9 @@ TEST_F(AgentdProcessTest, ReadyServesStatusAndStopsCleanlyOnSigterm) {
   {  // memory: the heap in use is part of what is resident, and both are there
     const nlohmann::json j = nlohmann::json::parse(status.output);
     const uint64_t rss = j.at("rss_bytes"), heap = j.at("heap_in_use_bytes");
+#if !defined(__SANITIZE_ADDRESS__)  // ASan's allocator answers mallinfo2 with zeros
     EXPECT_GT(heap, 0u);
+#endif
     EXPECT_GT(rss, heap);
     EXPECT_LT(rss, uint64_t{1} << 30) << "an idle agent is not a gigabyte";
   }
