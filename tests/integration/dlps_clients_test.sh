@@ -13,8 +13,10 @@ export DLPS_SERVERS=$address DLPS_NUM_WORKERS=2 DLPS_DEADLINE=20s
 # A sanitized build's module needs the sanitizer runtimes loaded first: Debian's python3 is not built with them.
 preload=()
 module=$(ls "$python_dir"/dlps*.so | head -n 1)
-if ldd "$module" | grep -q libasan; then
-  preload=(env LD_PRELOAD="$(ldd "$module" | awk '/libasan|libubsan/ {print $3}' | tr '\n' ' ')" ASAN_OPTIONS=detect_leaks=0)
+# ldd read whole first: `ldd | grep -q` under pipefail fails whenever grep stops reading before ldd is done.
+libs=$(ldd "$module")
+if grep -q libasan <<<"$libs"; then
+  preload=(env LD_PRELOAD="$(awk '/libasan|libubsan/ {print $3}' <<<"$libs" | tr '\n' ' ')" ASAN_OPTIONS=detect_leaks=0)
 fi
 DLPS_RANK=1 PYTHONPATH=$python_dir timeout 60 "${preload[@]}" /usr/bin/python3 "$(dirname "$0")/dlps_python_client.py" >"$dir/python.log" 2>&1 &
 python=$!
