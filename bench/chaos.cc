@@ -234,6 +234,11 @@ class Chaos {
     }
   }
 
+  int UpFrom(int node) const {  // the first node from `node` on (wrapping) whose agent is up, else `node`
+    for (int k = 0; k < n_ && state_[node] != NodeState::kUp; ++k) node = (node + 1) % n_;
+    return node;
+  }
+
   // An agent that has run for 10 s since its last start (every agent that was never killed).
   bool Settled(int node) const {
     return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count() - restarted_at_[node] > 10000;
@@ -241,8 +246,7 @@ class Chaos {
 
   // `agentctl health --json` on another node: the delayed node's round trip must be at least twice the delay.
   void MeasureDelay(int node, milliseconds delay) {
-    int asker = (node + 1) % n_;
-    for (int k = 0; k < n_ && state_[asker] != NodeState::kUp; ++k) asker = (asker + 1) % n_;
+    const int asker = UpFrom((node + 1) % n_);
     RunResult r = RunCommand({DLAGENT_AGENTCTL, "-s", c_.Sock(asker), "health", "--json"}, seconds(30));
     int64_t rtt_us = -1;
     try {
@@ -275,8 +279,7 @@ class Chaos {
       return;
     }
     const auto t0 = steady_clock::now();
-    int asker = (node + 1) % n_;
-    for (int k = 0; k < n_ && state_[asker] != NodeState::kUp; ++k) asker = (asker + 1) % n_;
+    const int asker = UpFrom((node + 1) % n_);
     RunResult r = RunCommand({DLAGENT_AGENTCTL, "-s", c_.Sock(asker), "health"}, seconds(30));
     const auto took = duration_cast<milliseconds>(steady_clock::now() - t0);
     {
@@ -363,8 +366,7 @@ class Chaos {
       // Chaos spreads the jobs over every node's coordinator; the soak keeps one coordinator, so that each
       // agent's retained jobs (the 64 latest it coordinated, the 64 latest it ran) reach their bound early and
       // what grows after that is a leak.
-      int node = faults_ ? (round++) % n_ : 0;
-      for (int k = 0; k < n_ && state_[node] != NodeState::kUp; ++k) node = (node + 1) % n_;
+      const int node = UpFrom(faults_ ? (round++) % n_ : 0);
       const auto t0 = steady_clock::now();
       RunResult r = RunCommand({DLAGENT_AGENTCTL, "-s", c_.Sock(node), "run", "--launcher", "dlps", "--timeout", "60s", "--grace", "2s", "--",
                                 train, "--model", "softmax", "--samples", "2000", "--features", "16", "--epochs", "2", "--progress", "never"},
