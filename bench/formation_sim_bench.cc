@@ -111,7 +111,7 @@ Outcome Form(int n, bool discovery, double crash_share, uint64_t seed) {
   out.throttled = sim.counters().throttled;
   out.max_pollers = sim.counters().max_pollers;
   out.seal_cpu_ms = sim.counters().seal_cpu_ms;
-  out.roster = sim.report(up[0]).roster.size();
+  out.roster = sim.report(up[0]).roster->nodes.size();
   sim.Run(seconds(30));
   out.pollers_after = sim.counters().pollers_now;
   out.wall_s = duration<double>(steady_clock::now() - wall0).count();

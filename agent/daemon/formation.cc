@@ -112,9 +112,9 @@ FormationStatus Formation::Snapshot() {
   c.generation = r.generation;
   c.sealed_by = r.sealed_by;
   c.rank = r.rank;
-  for (size_t i = 0; i < r.roster.size(); ++i) {
-    const auto& m = r.roster[i];
-    c.roster.push_back({static_cast<uint32_t>(i), m.instance_id, m.ip, m.gpus, m.acked});
+  for (size_t i = 0; i < r.roster->nodes.size(); ++i) {
+    const RosterNode& m = r.roster->nodes[i];
+    c.roster.push_back({static_cast<uint32_t>(i), m.instance_id, m.ip, m.gpus, i < r.acked.size() && r.acked[i]});
   }
   c.failure = r.failure;
   c.dead = r.dead;
@@ -195,8 +195,8 @@ bool Formation::Act(const FormationActions& a, MonoTime now) {
       cv_.notify_all();
     }
     if (a.vote) core_.OnVoteKept(*a.vote, KeepVote(*a.vote), now);
-    if (a.prepare) Post([this, r = *a.prepare] { Prepare(r); });
-    if (a.signal) Post([this, r = *a.signal] { Signal(r); });
+    if (a.prepare) Post([this, r = a.prepare] { Prepare(*r); });
+    if (a.signal) Post([this, r = a.signal] { Signal(*r); });
     if (a.publish) {
       published_.roster_gen = static_cast<uint32_t>(core_.held().generation);
       published_.roster_leader = core_.held().leader;
@@ -210,9 +210,10 @@ bool Formation::Act(const FormationActions& a, MonoTime now) {
   if (!a.nudge_addr.empty()) deps_.peers->Join(a.nudge_addr);
   if (a.fetch_from.empty()) return false;
   Result<Roster> r = deps_.peers->FetchRoster(a.fetch_addr);
+  const Result<RosterRef> fetched = r.ok() ? Result<RosterRef>(std::make_shared<const Roster>(std::move(*r))) : r.status();
   MutexLock lock(mu_);
   const uint64_t before = core_.held().generation;
-  core_.OnRosterFetched(a.fetch_from, r, now);
+  core_.OnRosterFetched(a.fetch_from, fetched, now);
   return core_.held().generation != before;
 }
 

@@ -48,11 +48,59 @@ GossipView MakeGossipView(std::vector<PeerState> members, uint64_t version) {
   v.leader = ChooseLeader(candidates);
   v.pollers_forming = ChoosePollers(candidates, 2);
   v.pollers_formed = ChoosePollers(candidates, 0);
+  // The two highest roster holders, the first of each in order: one pass, string compares only on ties.
+  const size_t none = v.members.size();
+  size_t& b0 = v.best_roster[0];
+  size_t& b1 = v.best_roster[1];
+  b0 = b1 = none;
+  auto higher = [&](size_t a, size_t b) {
+    const PeerState& x = v.members[a];
+    const PeerState& y = v.members[b];
+    return x.roster_gen != y.roster_gen ? x.roster_gen > y.roster_gen : x.roster_leader > y.roster_leader;
+  };
+  for (size_t i = 0; i < none; ++i) {
+    if (b0 == none || higher(i, b0)) {
+      b1 = b0;
+      b0 = i;
+    } else if (b1 == none || higher(i, b1)) {
+      b1 = i;
+    }
+  }
   return v;
 }
 
+const GossipView::RosterInView& GossipView::In(const RosterRef& roster) const {
+  for (const RosterInView& r : rosters_) {
+    if (r.roster == roster) return r;
+  }
+  if (rosters_.size() >= 4) rosters_.pop_front();
+  RosterInView& r = rosters_.emplace_back();
+  r.roster = roster;
+  const size_t n = roster->nodes.size();
+  r.member.assign(n, -1);
+  r.applied.assign(n, 0);
+  for (size_t k = 0; k < n; ++k) {
+    auto it = index.find(roster->nodes[k].instance_id);
+    if (it == index.end()) {
+      r.dead.push_back(roster->nodes[k].instance_id);
+      continue;
+    }
+    r.member[k] = static_cast<int32_t>(it->second);
+    r.applied[k] = members[it->second].applied_gen;
+    r.max_applied = std::max(r.max_applied, r.applied[k]);
+  }
+  return r;
+}
+
 FormationCore::FormationCore(FormationConfig config, MonoTime started, uint64_t seed, Vote vote)
-    : config_(std::move(config)), started_(started), rng_(seed), vote_(std::move(vote)), published_vote_(vote_) {
+    : config_(std::move(config)),
+      started_(started),
+      rng_(seed),
+      held_(std::make_shared<const Roster>()),
+      good_(held_),
+      vote_(std::move(vote)),
+      published_vote_(vote_) {
+  report_.roster = good_;
   report_.expected = static_cast<uint32_t>(config_.seal.expected_nodes);
   report_.detail = "discover: 0/" + std::to_string(config_.seal.expected_nodes) + " nodes";
 }
@@ -60,7 +108,7 @@ FormationCore::FormationCore(FormationConfig config, MonoTime started, uint64_t 
 std::vector<FormationEvent> FormationCore::TakeEvents() { return std::exchange(events_, {}); }
 
 bool FormationCore::InRoster(const std::string& id) const {
-  return std::any_of(held_.nodes.begin(), held_.nodes.end(), [&](const RosterNode& n) { return n.instance_id == id; });
+  return std::any_of(held_->nodes.begin(), held_->nodes.end(), [&](const RosterNode& n) { return n.instance_id == id; });
 }
 
 FormationActions FormationCore::Tick(MonoTime now, const GossipView& view) {
@@ -77,7 +125,7 @@ FormationActions FormationCore::Tick(MonoTime now, const GossipView& view) {
   }
 
   // Prepare the held roster once, if this node is in it and it formed.
-  if (held_.generation > 0 && held_.failure.empty() && self_in_held_ && applied_gen_ < held_.generation && !preparing_ &&
+  if (held_->generation > 0 && held_->failure.empty() && self_in_held_ && applied_gen_ < held_->generation && !preparing_ &&
       now >= prepare_retry_at_) {
     preparing_ = true;
     out.prepare = held_;
@@ -85,14 +133,14 @@ FormationActions FormationCore::Tick(MonoTime now, const GossipView& view) {
 
   // Discovery: HELLOs while alone or while a poller of a cluster without a roster; the leader and two helpers
   // poll until a roster exists, then the leader alone (it takes in replacements).
-  const std::vector<std::string>& pollers = held_.generation > 0 ? view_->pollers_formed : view_->pollers_forming;
+  const std::vector<std::string>& pollers = held_->generation > 0 ? view_->pollers_formed : view_->pollers_forming;
   out.poll = std::find(pollers.begin(), pollers.end(), config_.self) != pollers.end();
-  out.hello = view_->members.size() <= 1 || (out.poll && held_.generation == 0);
+  out.hello = view_->members.size() <= 1 || (out.poll && held_->generation == 0);
 
-  if (held_.generation != published_gen_ || held_.leader != published_leader_ || applied_gen_ != published_applied_ ||
+  if (held_->generation != published_gen_ || held_->leader != published_leader_ || applied_gen_ != published_applied_ ||
       vote_ != published_vote_) {
-    published_gen_ = held_.generation;
-    published_leader_ = held_.leader;
+    published_gen_ = held_->generation;
+    published_leader_ = held_->leader;
     published_applied_ = applied_gen_;
     published_vote_ = vote_;
     out.publish = true;
@@ -106,52 +154,49 @@ FormationActions FormationCore::Tick(MonoTime now, const GossipView& view) {
 void FormationCore::Observe() {
   leader_ = view_->leader;
   // Who was seen (and lost) is named by the leader's first seal only.
-  if (held_.generation > 0 || leader_ != config_.self) return;
+  if (held_->generation > 0 || leader_ != config_.self) return;
   for (const PeerState& p : view_->members) seen_.insert(p.node.instance_id);
 }
 
 void FormationCore::Adopt(MonoTime now, FormationActions& out) {
   if (now < next_fetch_) return;  // a fetch is under way, or the last one failed
-  RosterId best = IdOf(held_);
-  const PeerState* from = nullptr;
-  for (const PeerState& p : view_->members) {
-    if (p.node.instance_id == config_.self) continue;
-    if (p.roster_gen < best.first) continue;  // most members hold the same roster: skip the string compare
-    RosterId theirs{p.roster_gen, p.roster_leader};
-    if (theirs > best) best = theirs, from = &p;
-  }
-  if (!from) return;
-  out.fetch_from = from->node.instance_id;
-  out.fetch_addr = from->addr;
+  const size_t none = view_->members.size();
+  size_t best = view_->best_roster[0];
+  if (best != none && view_->members[best].node.instance_id == config_.self) best = view_->best_roster[1];
+  if (best == none) return;
+  const PeerState& from = view_->members[best];
+  if (RosterId{from.roster_gen, from.roster_leader} <= IdOf(*held_)) return;
+  out.fetch_from = from.node.instance_id;
+  out.fetch_addr = from.addr;
   next_fetch_ = now + config_.fetch_retry;
 }
 
-void FormationCore::OnRosterFetched(const std::string& from, const Result<Roster>& r, MonoTime now) {
-  if (!r.ok()) {
-    Log(FormationEvent::kWarning, "cannot fetch the roster of " + from + ": " + r.status().ToString() + "; trying again in " +
+void FormationCore::OnRosterFetched(const std::string& from, const Result<RosterRef>& fetched, MonoTime now) {
+  if (!fetched.ok()) {
+    Log(FormationEvent::kWarning, "cannot fetch the roster of " + from + ": " + fetched.status().ToString() + "; trying again in " +
                                       FormatDuration(config_.fetch_retry));
     return;
   }
-  if (r->cluster != config_.cluster) {
-    Log(FormationEvent::kWarning, from + " served a roster of cluster " + r->cluster + ", not " + config_.cluster + "; trying again in " +
+  const Roster& r = **fetched;
+  if (r.cluster != config_.cluster) {
+    Log(FormationEvent::kWarning, from + " served a roster of cluster " + r.cluster + ", not " + config_.cluster + "; trying again in " +
                                       FormatDuration(config_.fetch_retry));
     return;
   }
   next_fetch_ = now;  // another newer one may be announced already
-  if (IdOf(*r) <= IdOf(held_)) return;  // not newer than what this node holds
-  if (r->generation == held_.generation && r->failure.empty() && held_.failure.empty()) {
+  if (IdOf(r) <= IdOf(*held_)) return;  // not newer than what this node holds
+  if (r.generation == held_->generation && r.failure.empty() && held_->failure.empty()) {
     // Two leaders on two sides of a partition (or one back from a stop) sealed the same generation: the
     // higher (generation, leader) wins everywhere, but for a while the number named two rosters.
-    Log(FormationEvent::kWarning, "roster generation " + std::to_string(r->generation) + " was sealed twice, by " + held_.leader + " and by " +
-                                      r->leader + " (a partition, or a leader that was stopped); taking " + r->leader + "'s, the higher");
+    Log(FormationEvent::kWarning, "roster generation " + std::to_string(r.generation) + " was sealed twice, by " + held_->leader + " and by " +
+                                      r.leader + " (a partition, or a leader that was stopped); taking " + r.leader + "'s, the higher");
   }
-  Hold(*r);
-  if (held_.failure.empty()) {
-    good_ = held_;
-    Log(FormationEvent::kInfo, "adopted roster generation " + std::to_string(held_.generation) + " of " + std::to_string(held_.nodes.size()) +
-                                   " nodes sealed by " + held_.leader);
+  Hold(*fetched);
+  if (held_->failure.empty()) {
+    Log(FormationEvent::kInfo, "adopted roster generation " + std::to_string(held_->generation) + " of " + std::to_string(held_->nodes.size()) +
+                                   " nodes sealed by " + held_->leader);
   } else {
-    Log(FormationEvent::kError, "formation failed (reported by " + held_.leader + "): " + held_.failure);
+    Log(FormationEvent::kError, "formation failed (reported by " + held_->leader + "): " + held_->failure);
   }
 }
 
@@ -166,23 +211,50 @@ void FormationCore::OnPrepared(const Roster& roster, const Status& result, MonoT
   applied_gen_ = std::max(applied_gen_, roster.generation);
 }
 
-void FormationCore::Hold(Roster r) {
+void FormationCore::Hold(RosterRef r) {
   held_ = std::move(r);
   self_in_held_ = InRoster(config_.self);
   change_since_.reset();
+  if (held_->failure.empty()) Formed();
+}
+
+void FormationCore::Formed() {
+  const RosterRef old = std::exchange(good_, held_);
+  const uint64_t gen = good_->generation;
+  // What was seen of the old roster's members still counts where it reaches the new generation (a member
+  // that prepared it before this node adopted it, and then died). Ranks mostly stay; the rest are looked up.
+  std::vector<uint64_t> seen(good_->nodes.size(), 0);
+  std::unordered_map<std::string, uint64_t> moved;
+  for (size_t r = 0; r < seen_applied_.size(); ++r) {
+    if (seen_applied_[r] < gen) continue;
+    const std::string& id = old->nodes[r].instance_id;
+    if (r < seen.size() && good_->nodes[r].instance_id == id) {
+      seen[r] = seen_applied_[r];
+    } else {
+      moved[id] = seen_applied_[r];
+    }
+  }
+  good_rank_ = -1;
+  for (size_t r = 0; r < good_->nodes.size(); ++r) {
+    const std::string& id = good_->nodes[r].instance_id;
+    if (id == config_.self) good_rank_ = static_cast<int32_t>(r);
+    if (auto it = moved.find(id); it != moved.end()) seen[r] = it->second;
+  }
+  seen_applied_ = std::move(seen);
+  report_.acked.clear();
+  roster_key_ = {};  // report the new roster at the next tick
 }
 
 void FormationCore::Seal(Roster r, const std::string& why, FormationActions& out) {
-  Hold(std::move(r));
-  if (held_.failure.empty()) {
-    good_ = held_;
+  Hold(std::make_shared<const Roster>(std::move(r)));
+  if (held_->failure.empty()) {
     Log(FormationEvent::kInfo,
-        "sealed roster generation " + std::to_string(held_.generation) + " with " + std::to_string(held_.nodes.size()) + " nodes: " + why);
+        "sealed roster generation " + std::to_string(held_->generation) + " with " + std::to_string(held_->nodes.size()) + " nodes: " + why);
     return;  // signalled once every member has acked it
   }
-  Log(FormationEvent::kError, "formation failed: " + held_.failure);
-  if (config_.signal && signaled_gen_ < held_.generation) {
-    signaled_gen_ = held_.generation;
+  Log(FormationEvent::kError, "formation failed: " + held_->failure);
+  if (config_.signal && signaled_gen_ < held_->generation) {
+    signaled_gen_ = held_->generation;
     out.signal = held_;
   }
 }
@@ -190,14 +262,14 @@ void FormationCore::Seal(Roster r, const std::string& why, FormationActions& out
 std::vector<RosterNode> FormationCore::NextNodes(std::vector<std::string>* gone, std::vector<std::string>* joined) const {
   std::vector<RosterNode> newcomers;
   std::set<std::string> members;
-  for (const RosterNode& n : held_.nodes) members.insert(n.instance_id);
+  for (const RosterNode& n : held_->nodes) members.insert(n.instance_id);
   for (const PeerState& p : view_->members) {
     if (!members.count(p.node.instance_id)) newcomers.push_back({p.node.instance_id, p.node.ip, p.node.gpus, p.node.master});
   }
   (void)OrderRoster(newcomers);  // master first, then by IP; a conflict is caught on the whole roster
   std::vector<RosterNode> next;
   size_t k = 0;
-  for (const RosterNode& n : held_.nodes) {
+  for (const RosterNode& n : held_->nodes) {
     if (const PeerState* p = view_->Find(n.instance_id)) {
       const Candidate& c = p->node;
       next.push_back({c.instance_id, c.ip, c.gpus, c.master});  // as it is now
@@ -209,7 +281,7 @@ std::vector<RosterNode> FormationCore::NextNodes(std::vector<std::string>* gone,
       }
     }
   }
-  const bool take_all = config_.reseal == ResealPolicy::kOnChange || !held_.failure.empty();
+  const bool take_all = config_.reseal == ResealPolicy::kOnChange || !held_->failure.empty();
   while (k < newcomers.size() && (take_all || next.size() < config_.seal.expected_nodes)) {
     joined->push_back(newcomers[k].instance_id);
     next.push_back(newcomers[k++]);
@@ -218,7 +290,7 @@ std::vector<RosterNode> FormationCore::NextNodes(std::vector<std::string>* gone,
 }
 
 void FormationCore::Lead(MonoTime now, FormationActions& out) {
-  if (held_.generation == 0) {
+  if (held_->generation == 0) {
     // A cluster that holds a roster already (this leader restarted): take theirs (Adopt fetches it), never
     // seal another first generation.
     std::vector<Candidate> candidates;
@@ -240,7 +312,7 @@ void FormationCore::Lead(MonoTime now, FormationActions& out) {
     }
     return Seal(std::move(d.roster), d.reason, out);
   }
-  const bool failed = !held_.failure.empty();
+  const bool failed = !held_->failure.empty();
   if (!failed && config_.reseal == ResealPolicy::kNever) return;
 
   std::vector<std::string> gone, joined;
@@ -257,7 +329,7 @@ void FormationCore::Lead(MonoTime now, FormationActions& out) {
   if (!change_since_ || signature != change_signature_) {
     change_since_ = now;
     change_signature_ = signature;
-    Log(FormationEvent::kInfo, "roster generation " + std::to_string(held_.generation) + (failed ? " (failed)" : "") + " differs from the view (" +
+    Log(FormationEvent::kInfo, "roster generation " + std::to_string(held_->generation) + (failed ? " (failed)" : "") + " differs from the view (" +
                                    why + "); resealing after " + FormatDuration(config_.reseal_settle) + " of calm");
     return;
   }
@@ -274,7 +346,7 @@ void FormationCore::Lead(MonoTime now, FormationActions& out) {
       change_since_.reset();
       return;
     }
-    r.nodes = held_.nodes;  // the ranks a member that comes back takes again
+    r.nodes = held_->nodes;  // the ranks a member that comes back takes again
   }
   if (!Quorum(r, now, out)) return;
   Seal(std::move(r), why, out);
@@ -302,20 +374,20 @@ void FormationCore::OnVoteKept(const Vote& vote, const Status& result, MonoTime 
 }
 
 void FormationCore::Accept(MonoTime now, FormationActions& out) {
-  if (config_.quorum != ResealQuorum::kMajority || held_.generation == 0) return;
+  if (config_.quorum != ResealQuorum::kMajority || held_->generation == 0) return;
   const PeerState* leader = view_->Find(leader_);
   if (!leader || leader->vote.leader != leader_) return;  // no proposal
   const Vote& proposal = leader->vote;
-  if (proposal.generation <= held_.generation || proposal.generation <= vote_.generation) return;
+  if (proposal.generation <= held_->generation || proposal.generation <= vote_.generation) return;
   CastVote(proposal, now, out);
 }
 
 uint64_t FormationCore::NextGeneration() const {
-  uint64_t p = held_.generation + 1;
+  uint64_t p = held_->generation + 1;
   if (config_.quorum != ResealQuorum::kMajority) return p;
   // Above every vote this node and the roster's members gave another leader: they would refuse it.
   if (vote_.generation >= p) p = vote_.leader == config_.self ? vote_.generation : vote_.generation + 1;
-  for (const RosterNode& n : held_.nodes) {
+  for (const RosterNode& n : held_->nodes) {
     const PeerState* peer = view_->Find(n.instance_id);
     if (peer && peer->vote.generation >= p && peer->vote.leader != config_.self) p = peer->vote.generation + 1;
   }
@@ -323,11 +395,11 @@ uint64_t FormationCore::NextGeneration() const {
 }
 
 bool FormationCore::Quorum(const Roster& r, MonoTime now, FormationActions& out) {
-  if (config_.quorum != ResealQuorum::kMajority || held_.nodes.empty()) return true;
+  if (config_.quorum != ResealQuorum::kMajority || held_->nodes.empty()) return true;
   const Vote mine{r.generation, config_.self};
   CastVote(mine, now, out);
   size_t votes = 0;
-  for (const RosterNode& n : held_.nodes) {
+  for (const RosterNode& n : held_->nodes) {
     const PeerState* peer = view_->Find(n.instance_id);
     const Vote& theirs = n.instance_id == config_.self ? vote_ : peer ? peer->vote : Vote{};
     if (theirs == mine) {
@@ -336,10 +408,10 @@ bool FormationCore::Quorum(const Roster& r, MonoTime now, FormationActions& out)
       unvoted_.push_back(n.instance_id);
     }
   }
-  const size_t needed = held_.nodes.size() / 2 + 1;
+  const size_t needed = held_->nodes.size() / 2 + 1;
   if (votes >= needed) return true;
-  report_.quorum_wait = "generation " + std::to_string(mine.generation) + " waits for a majority of generation " + std::to_string(held_.generation) +
-                        "'s " + std::to_string(held_.nodes.size()) + " members: " + std::to_string(votes) + " of " + std::to_string(needed) +
+  report_.quorum_wait = "generation " + std::to_string(mine.generation) + " waits for a majority of generation " + std::to_string(held_->generation) +
+                        "'s " + std::to_string(held_->nodes.size()) + " members: " + std::to_string(votes) + " of " + std::to_string(needed) +
                         " votes";
   const std::string logged = std::to_string(mine.generation) + "/" + std::to_string(unvoted_.size());
   if (logged != quorum_logged_) {
@@ -356,11 +428,11 @@ void FormationCore::Report(MonoTime now, FormationActions& out) {
   s.alive = static_cast<uint32_t>(view_->members.size());
   s.deadline_in_ms = leader_ == config_.self ? deadline_in_ms_ : -1;
   s.reseal_in_ms = leader_ == config_.self && change_since_ ? std::max<int64_t>(0, Millis(config_.reseal_settle - (now - *change_since_))) : -1;
-  s.failure = held_.failure;
-  s.generation = good_.generation;
-  s.sealed_by = good_.leader;
+  s.failure = held_->failure;
+  s.generation = good_->generation;
+  s.sealed_by = good_->leader;
   // The roster's acks and deaths: one pass over the roster, skipped when neither the view nor the roster moved.
-  const std::tuple<uint64_t, uint64_t, uint64_t> key{view_->version, good_.generation, applied_gen_};
+  const std::tuple<uint64_t, uint64_t, uint64_t> key{view_->version, good_->generation, applied_gen_};
   if (view_->version == 0 || key != roster_key_) {
     roster_key_ = key;
     RosterReport();
@@ -371,32 +443,34 @@ void FormationCore::Report(MonoTime now, FormationActions& out) {
 
 void FormationCore::RosterReport() {
   FormationReport& s = report_;
-  s.rank = -1;
-  s.roster.clear();
-  s.dead.clear();
-  s.unprepared.clear();
-  for (size_t i = 0; i < good_.nodes.size(); ++i) {
-    const RosterNode& n = good_.nodes[i];
-    const bool self = n.instance_id == config_.self;
-    if (self) s.rank = static_cast<int32_t>(i);
-    const PeerState* p = view_->Find(n.instance_id);
-    uint64_t& seen_applied = acked_[n.instance_id];  // sticky: a member that acked and then died stays acked
-    if (p) seen_applied = std::max(seen_applied, p->applied_gen);
-    const bool acked = self ? applied_gen_ >= good_.generation : seen_applied >= good_.generation;
-    if (!acked) s.unprepared.push_back(n.instance_id);
-    if (!p) s.dead.push_back(n.instance_id);
-    s.roster.push_back({n.instance_id, n.ip, n.gpus, acked});
+  const GossipView::RosterInView& in = view_->In(good_);
+  const size_t n = good_->nodes.size();
+  const uint64_t gen = good_->generation;
+  s.roster = good_;
+  s.rank = good_rank_;
+  s.dead = in.dead;
+  // Every member acked and nobody is ahead of this generation: nothing to learn from the view.
+  if (s.acked.size() == n && s.unprepared == 0 && in.max_applied <= gen) return;
+  s.acked.assign(n, false);
+  s.unprepared = 0;
+  std::vector<std::string> first;
+  for (size_t r = 0; r < n; ++r) {
+    seen_applied_[r] = std::max(seen_applied_[r], in.applied[r]);  // sticky: a member that acked and then died stays acked
+    const bool acked = static_cast<int32_t>(r) == good_rank_ ? applied_gen_ >= gen : seen_applied_[r] >= gen;
+    s.acked[r] = acked;
+    if (!acked && s.unprepared++ < 4) first.push_back(good_->nodes[r].instance_id);
   }
+  waiting_for_ = Names(first, 4) + (s.unprepared > 4 ? " and " + std::to_string(s.unprepared - 4) + " more" : "");
 }
 
 void FormationCore::ReportPhase(MonoTime now, FormationActions& out) {
   FormationReport& s = report_;
   const std::string expected = std::to_string(config_.seal.expected_nodes);
   s.countdown.clear();
-  if (!held_.failure.empty()) {
+  if (!held_->failure.empty()) {
     s.phase = FormationPhase::kFailed;
-    s.detail = "failed: " + held_.failure;
-  } else if (held_.generation == 0) {
+    s.detail = "failed: " + held_->failure;
+  } else if (held_->generation == 0) {
     const bool leading = leader_ == config_.self;
     if (s.deadline_in_ms >= 0) s.countdown = ", deadline in " + FormatDuration(std::chrono::milliseconds(s.deadline_in_ms));
     const size_t alive = view_->members.size();
@@ -410,26 +484,26 @@ void FormationCore::ReportPhase(MonoTime now, FormationActions& out) {
     }
   } else if (s.rank < 0) {
     s.phase = FormationPhase::kStandby;
-    s.detail = "standby: not in roster generation " + std::to_string(held_.generation) + " (" + std::to_string(held_.nodes.size()) + " nodes)";
-  } else if (applied_gen_ < held_.generation) {
+    s.detail = "standby: not in roster generation " + std::to_string(held_->generation) + " (" + std::to_string(held_->nodes.size()) + " nodes)";
+  } else if (applied_gen_ < held_->generation) {
     s.phase = FormationPhase::kPrepare;
-    s.detail = "prepare: generation " + std::to_string(held_.generation) + ", rank " + std::to_string(s.rank) + ": " +
+    s.detail = "prepare: generation " + std::to_string(held_->generation) + ", rank " + std::to_string(s.rank) + ": " +
                (prepare_error_.empty() ? "storage and node files"
                                        : "failed, retrying every " + FormatDuration(config_.prepare_retry) + ": " + prepare_error_);
-  } else if (!s.unprepared.empty()) {
+  } else if (s.unprepared > 0) {
     s.phase = FormationPhase::kPrepare;
-    s.detail = "prepare: " + std::to_string(held_.nodes.size() - s.unprepared.size()) + "/" + std::to_string(held_.nodes.size()) +
-               " nodes prepared, waiting for " + Names(s.unprepared, 4);
+    s.detail = "prepare: " + std::to_string(held_->nodes.size() - s.unprepared) + "/" + std::to_string(held_->nodes.size()) +
+               " nodes prepared, waiting for " + waiting_for_;
   } else {
     s.phase = FormationPhase::kReady;
-    s.detail = "ready: rank " + std::to_string(s.rank) + " of " + std::to_string(held_.nodes.size()) + " nodes, generation " +
-               std::to_string(held_.generation) + ", leader " + held_.leader;
+    s.detail = "ready: rank " + std::to_string(s.rank) + " of " + std::to_string(held_->nodes.size()) + " nodes, generation " +
+               std::to_string(held_->generation) + ", leader " + held_->leader;
     if (!s.dead.empty()) {
       s.detail += "; degraded: " + Names(s.dead, 4) + (s.dead.size() == 1 ? " is" : " are") + " dead";
       if (s.reseal_in_ms >= 0) s.countdown = ", resealing in " + FormatDuration(std::chrono::milliseconds(s.reseal_in_ms));
     }
-    if (held_.leader == config_.self && config_.signal && signaled_gen_ < held_.generation) {
-      signaled_gen_ = held_.generation;
+    if (held_->leader == config_.self && config_.signal && signaled_gen_ < held_->generation) {
+      signaled_gen_ = held_->generation;
       out.signal = held_;
     }
   }
@@ -441,19 +515,21 @@ void FormationCore::Nudge(MonoTime now, FormationActions& out) {
   // member waiting on someone's news asks that member directly, once a second: the leader while waiting for
   // its roster, an unprepared member while waiting for acks.
   if (now - last_nudge_ < config_.nudge_interval) return;
-  std::string target;
+  const PeerState* p = nullptr;
   if (report_.phase == FormationPhase::kRoster && leader_ != config_.self) {
-    target = leader_;
-  } else if (report_.phase == FormationPhase::kPrepare && applied_gen_ >= held_.generation) {
-    std::vector<std::string> waiting;
-    for (const std::string& id : report_.unprepared) {
-      if (id != config_.self && view_->Find(id)) waiting.push_back(id);
+    p = view_->Find(leader_);
+  } else if (report_.phase == FormationPhase::kPrepare && applied_gen_ >= held_->generation) {
+    // A random member waited on that is alive: the first from a random rank on.
+    const GossipView::RosterInView& in = view_->In(good_);
+    const size_t n = in.member.size();
+    const size_t start = n ? rng_() % n : 0;
+    for (size_t k = 0; k < n && !p; ++k) {
+      const size_t r = (start + k) % n;
+      if (!report_.acked[r] && in.member[r] >= 0 && static_cast<int32_t>(r) != good_rank_) p = &view_->members[in.member[r]];
     }
-    if (!waiting.empty()) target = waiting[rng_() % waiting.size()];
   } else if (!unvoted_.empty()) {  // the leader waits for votes
-    target = unvoted_[rng_() % unvoted_.size()];
+    p = view_->Find(unvoted_[rng_() % unvoted_.size()]);
   }
-  const PeerState* p = view_->Find(target);
   if (!p) return;
   last_nudge_ = now;
   out.nudge_addr = p->addr;

@@ -36,7 +36,9 @@
 // Thread safety: none; the driver serialises every call.
 
 #include <cstdint>
+#include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <set>
@@ -79,6 +81,10 @@ struct Vote {
   bool operator==(const Vote&) const = default;
 };
 
+// Rosters are never changed once made, so cores share them: the simulator's 10,000 nodes hold one copy of a
+// 10,000-node roster, not 10,000.
+using RosterRef = std::shared_ptr<const Roster>;
+
 // One alive (or suspect) member as gossip shows it, this node included.
 struct PeerState {
   Candidate node;
@@ -90,13 +96,17 @@ struct PeerState {
 };
 
 // The gossip view of one moment, built once (MakeGossipView) and read by every tick that uses it: the
-// agent builds one per tick, the simulator one per step for all its nodes.
+// agent builds one per tick, the simulator one per step for all its nodes. What every core would derive
+// from it alike is derived once, here.
 struct GossipView {
   std::vector<PeerState> members;                 // alive and suspect members with metadata
   std::unordered_map<std::string, size_t> index;  // instance id -> members
   std::string leader;                             // ChooseLeader
   std::vector<std::string> pollers_forming;       // ChoosePollers with two helpers (no roster yet)
   std::vector<std::string> pollers_formed;        // the leader alone (a roster exists)
+  // The first two members (in order) that announce the highest (roster_gen, roster_leader): a core fetches
+  // the first that is not itself. members.size() for none.
+  size_t best_roster[2] = {0, 0};
   // 0: unknown. Two views with one nonzero version have the same members and metadata, so a core may keep
   // what it derived from the last one (the simulator's nodes share views that change far less often than
   // they tick).
@@ -105,6 +115,20 @@ struct GossipView {
     auto it = index.find(id);
     return it == index.end() ? nullptr : &members[it->second];
   }
+
+  // A roster as this view sees it, worked out on the first call for that roster and kept for the next cores
+  // that ask (the last few rosters asked for). Not thread-safe: one core reads a view at a time.
+  struct RosterInView {
+    RosterRef roster;
+    std::vector<int32_t> member;    // by rank: index in members, -1 when not in the view
+    std::vector<uint64_t> applied;  // by rank: the member's applied_gen, 0 when not in the view
+    uint64_t max_applied = 0;
+    std::vector<std::string> dead;  // ranks not in the view, in rank order
+  };
+  const RosterInView& In(const RosterRef& roster) const;
+
+ private:
+  mutable std::deque<RosterInView> rosters_;
 };
 GossipView MakeGossipView(std::vector<PeerState> members, uint64_t version = 0);
 
@@ -117,8 +141,8 @@ struct FormationEvent {
 struct FormationActions {
   std::string fetch_from;          // instance id whose roster to fetch (then OnRosterFetched); "" for none
   std::string fetch_addr;          // its gossip address
-  std::optional<Roster> prepare;   // mount storage, write node files (then OnPrepared)
-  std::optional<Roster> signal;    // PUT SUCCESS or FAILURE to the CloudFormation wait handle
+  RosterRef prepare;               // mount storage, write node files (then OnPrepared); null for none
+  RosterRef signal;                // PUT SUCCESS or FAILURE to the CloudFormation wait handle; null for none
   bool publish = false;            // roster_gen / roster_leader / applied_gen / vote changed: gossip them
   std::optional<Vote> vote;        // a new vote: keep it on disk, then OnVoteKept (it is gossiped after that)
   std::string nudge_addr;          // push-pull with this member now; "" for none
@@ -133,15 +157,11 @@ struct FormationReport {
   uint64_t generation = 0;  // of `roster`: the last generation that formed; 0 for none
   std::string sealed_by;    // the leader that sealed `roster` (a roster is its generation and its sealer)
   int32_t rank = -1;        // in `roster`
-  struct Member {
-    std::string instance_id, ip;
-    uint32_t gpus = 0;
-    bool acked = false;
-  };
-  std::vector<Member> roster;
+  RosterRef roster;         // the last generation that formed (never null: no nodes for none)
+  std::vector<bool> acked;  // by rank in `roster`: the member was seen to have prepared it
+  size_t unprepared = 0;    // members not acked
   std::string failure;             // the last seal failed: why
   std::vector<std::string> dead;   // roster members not alive now
-  std::vector<std::string> unprepared;
   uint32_t alive = 0, expected = 0;
   int64_t deadline_in_ms = -1;     // the leader's join deadline while it waits; -1 otherwise
   int64_t reseal_in_ms = -1;       // the leader's reseal countdown while the view differs; -1 otherwise
@@ -156,7 +176,7 @@ class FormationCore {
   // One look at the view (read during the call only).
   FormationActions Tick(MonoTime now, const GossipView& view);
   // The roster fetched from `from` (announced as roster_gen/roster_leader in its gossip metadata).
-  void OnRosterFetched(const std::string& from, const Result<Roster>& roster, MonoTime now);
+  void OnRosterFetched(const std::string& from, const Result<RosterRef>& roster, MonoTime now);
   // Preparing `roster` finished (storage mounted, files written) or failed.
   void OnPrepared(const Roster& roster, const Status& result, MonoTime now);
   // The vote asked for (FormationActions::vote) is on disk, or could not be kept (then it is not given,
@@ -164,7 +184,8 @@ class FormationCore {
   void OnVoteKept(const Vote& vote, const Status& result, MonoTime now);
 
   const FormationReport& report() const { return report_; }
-  const Roster& held() const { return held_; }  // what peers fetch; generation 0: none
+  const Roster& held() const { return *held_; }  // what peers fetch; generation 0: none
+  const RosterRef& held_ref() const { return held_; }
   uint64_t applied_gen() const { return applied_gen_; }
   const Vote& vote() const { return vote_; }  // the last vote kept (and gossiped)
   std::vector<FormationEvent> TakeEvents();
@@ -178,7 +199,8 @@ class FormationCore {
   uint64_t NextGeneration() const;  // the generation the leader proposes next
   // True once a majority of the held roster voted for `r` (the leader's vote for itself proposes it).
   bool Quorum(const Roster& r, MonoTime now, FormationActions& out);
-  void Hold(Roster r);  // held_ = r, and what follows from it
+  void Hold(RosterRef r);  // held_ = r, and what follows from it
+  void Formed();           // good_ = held_: carry the acks seen over to its ranks
   void Seal(Roster r, const std::string& why, FormationActions& out);
   // The next generation's nodes from the held roster and the view (see the header comment).
   std::vector<RosterNode> NextNodes(std::vector<std::string>* gone, std::vector<std::string>* joined) const;
@@ -196,9 +218,10 @@ class FormationCore {
   const GossipView* view_ = nullptr;  // during Tick only
   std::string leader_;                 // as of the last tick
 
-  Roster held_;  // the last roster adopted or sealed, failed ones included; generation 0: none
+  RosterRef held_;  // the last roster adopted or sealed, failed ones included; generation 0: none
   bool self_in_held_ = false;
-  Roster good_;  // the last one that formed (what the report shows)
+  RosterRef good_;  // the last one that formed (what the report shows)
+  int32_t good_rank_ = -1;
   uint64_t applied_gen_ = 0;
   Vote vote_;
   Vote pending_vote_;          // asked to be kept, not yet kept
@@ -210,7 +233,10 @@ class FormationCore {
   MonoTime prepare_retry_at_{};
   uint64_t signaled_gen_ = 0;
   std::set<std::string> seen_;                           // members seen while leading, before the first seal
-  std::unordered_map<std::string, uint64_t> acked_;      // the highest generation each roster member was seen to apply
+  // By rank in good_: the highest generation each member was seen to apply. Sticky: a member that acked and
+  // then died stays acked.
+  std::vector<uint64_t> seen_applied_;
+  std::string waiting_for_;  // the first unprepared members, named
   std::optional<MonoTime> change_since_;       // when the view's present difference from the roster began
   std::string change_signature_;
   MonoTime next_fetch_{};

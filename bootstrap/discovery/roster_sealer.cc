@@ -1,6 +1,7 @@
 #include "bootstrap/discovery/roster_sealer.h"
 
 #include <algorithm>
+#include <string_view>
 
 #include "bootstrap/common/duration.h"
 
@@ -22,8 +23,9 @@ std::vector<std::string> ChoosePollers(const std::vector<Candidate>& alive, size
   for (const Candidate& c : alive) {
     if (c.instance_id != leader) others.push_back(c.instance_id);
   }
-  std::sort(others.begin(), others.end());
-  others.resize(std::min(others.size(), helpers));
+  const size_t keep = std::min(others.size(), helpers);
+  std::partial_sort(others.begin(), others.begin() + static_cast<std::ptrdiff_t>(keep), others.end());
+  others.resize(keep);
   others.insert(others.begin(), leader);
   return others;
 }
@@ -34,8 +36,14 @@ SealDecision DecideSeal(const SealPolicy& policy, const std::string& cluster, ui
   d.have = alive.size();
   d.expected = policy.expected_nodes;
   d.missing = d.have >= d.expected ? 0 : d.expected - d.have;
-  for (const std::string& id : seen) {
-    if (std::none_of(alive.begin(), alive.end(), [&](const Candidate& c) { return c.instance_id == id; })) d.gone.push_back(id);
+  if (!seen.empty()) {  // O(N log N): the leader of 10,000 nodes decides every tick
+    std::vector<std::string_view> ids;
+    ids.reserve(alive.size());
+    for (const Candidate& c : alive) ids.push_back(c.instance_id);
+    std::sort(ids.begin(), ids.end());
+    for (const std::string& id : seen) {
+      if (!std::binary_search(ids.begin(), ids.end(), std::string_view(id))) d.gone.push_back(id);
+    }
   }
   const MonoTime deadline = started + policy.join_deadline;
   auto seal = [&](std::string reason) {

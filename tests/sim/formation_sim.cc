@@ -27,6 +27,7 @@ int FormationSim::Boot(bool master) {
   node.peer.node = {"i-" + std::to_string(1000 + n),
                     "10." + std::to_string(n / 62500) + "." + std::to_string(n / 250 % 250) + "." + std::to_string(n % 250 + 1), 8, master};
   node.peer.addr = node.peer.node.ip + ":7946";
+  by_id_.emplace(node.peer.node.instance_id, n);
   nodes_.push_back(std::move(node));
   Restart(n);
   return n;
@@ -169,7 +170,7 @@ void FormationSim::Step() {
     Node& n = nodes_[i];
     if (!n.up) continue;
     if (n.preparing && n.preparing->first <= now_) {
-      n.core->OnPrepared(n.preparing->second, Status::Ok(), now_);
+      n.core->OnPrepared(*n.preparing->second, Status::Ok(), now_);
       n.preparing.reset();
     }
     GossipView alone;
@@ -178,21 +179,22 @@ void FormationSim::Step() {
       alone = MakeGossipView({n.peer});
       view = &alone;
     }
-    const uint64_t before = n.core->held().generation;
-    const double cpu0 = ThreadCpuMs();
+    // The CPU of the tick in which a leader seals the first generation (read only where one may: a clock
+    // read costs more than most ticks).
+    const bool may_seal = n.core->held().generation == 0 && view->leader == n.peer.node.instance_id;
+    const double cpu0 = may_seal ? ThreadCpuMs() : 0;
     FormationActions a = n.core->Tick(now_, *view);
-    if (before == 0 && n.core->held().generation == 1 && n.core->held().leader == n.peer.node.instance_id) {
-      counters_.seal_cpu_ms = ThreadCpuMs() - cpu0;
-    }
+    if (may_seal && n.core->held().generation == 1) counters_.seal_cpu_ms = ThreadCpuMs() - cpu0;
     if (!a.fetch_from.empty()) {
-      Result<Roster> r = Status::Unavailable("sim", a.fetch_from + " is down");
-      for (const Node& other : nodes_) {
-        if (other.up && other.side == n.side && other.peer.node.instance_id == a.fetch_from) r = other.core->held();
+      Result<RosterRef> r = Status::Unavailable("sim", a.fetch_from + " is down");
+      if (auto it = by_id_.find(a.fetch_from); it != by_id_.end()) {
+        const Node& other = nodes_[it->second];
+        if (other.up && other.side == n.side) r = other.core->held_ref();
       }
       n.core->OnRosterFetched(a.fetch_from, r, now_);
     }
     if (a.vote) n.core->OnVoteKept(*a.vote, Status::Ok(), now_);  // kept at once
-    if (a.prepare) n.preparing = {now_ + o_.prepare_time, *a.prepare};
+    if (a.prepare) n.preparing = {now_ + o_.prepare_time, a.prepare};
     if (a.signal) signals_.push_back(*a.signal);
     const Roster& held = n.core->held();
     if (!o_.discovery) {
@@ -238,7 +240,7 @@ std::optional<Duration> FormationSim::RunUntil(const std::vector<int>& nodes, Fo
 
 std::vector<std::string> FormationSim::ranks(int i) const {
   std::vector<std::string> out;
-  for (const auto& m : report(i).roster) out.push_back(m.instance_id);
+  for (const RosterNode& m : report(i).roster->nodes) out.push_back(m.instance_id);
   return out;
 }
 

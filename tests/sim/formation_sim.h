@@ -19,6 +19,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "bootstrap/discovery/formation_core.h"
@@ -91,7 +92,7 @@ class FormationSim {
     int side = 0;                   // Partition()
     bool member = false;            // in the gossip cluster (discovery model)
     MonoTime gone_from_view{};      // crashed: in the view until then
-    std::optional<std::pair<MonoTime, Roster>> preparing;
+    std::optional<std::pair<MonoTime, RosterRef>> preparing;
     MonoTime next_hello{}, sqs_ready{};  // next HELLO; no SQS request before sqs_ready (latency, throttling)
     bool polling = false;
     MonoTime poll_ends{};
@@ -119,6 +120,7 @@ class FormationSim {
   std::mt19937_64 rng_;
   MonoTime now_{std::chrono::hours(1)};
   std::vector<Node> nodes_;
+  std::unordered_map<std::string, int> by_id_;  // instance id -> nodes_
   std::deque<Message> queue_;        // in the order they become visible
   std::deque<Message> redelivered_;  // duplicates, until their visibility timeout passes
   std::deque<MetaChange> meta_changes_;

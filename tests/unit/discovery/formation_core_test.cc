@@ -110,7 +110,7 @@ TEST(FormationCoreTest, AFormationThatFailedAtTheDeadlineFormsWhenEnoughNodesArr
   ASSERT_TRUE(sim.RunUntil(all, Phase::kFailed, seconds(15)));
   EXPECT_NE(sim.report(1).failure.find("1 missing"), std::string::npos) << sim.report(1).failure;
   EXPECT_EQ(sim.report(1).generation, 0u);
-  EXPECT_TRUE(sim.report(1).roster.empty()) << "a failed seal is never shown as the roster";
+  EXPECT_TRUE(sim.report(1).roster->nodes.empty()) << "a failed seal is never shown as the roster";
   sim.Run(seconds(10));
   EXPECT_EQ(sim.held(0).generation, 1u) << "no new failure while nothing changes";
   all.push_back(sim.Boot());
@@ -187,16 +187,16 @@ TEST(FormationCoreTest, AGenerationSealedTwiceIsNamedInTheJournalAndTheHigherLea
   const MonoTime t0{};
   FormationCore core(c, t0, 1);
   const std::vector<RosterNode> nodes = {{"i-a", "10.0.0.1", 1, true}, {"i-c", "10.0.0.3", 1, false}};
-  core.OnRosterFetched("i-a", Roster{"demo", 4, "i-a", nodes, ""}, t0);
+  core.OnRosterFetched("i-a", std::make_shared<const Roster>(Roster{"demo", 4, "i-a", nodes, ""}), t0);
   (void)core.TakeEvents();
-  core.OnRosterFetched("i-b", Roster{"demo", 4, "i-b", nodes, ""}, t0);
+  core.OnRosterFetched("i-b", std::make_shared<const Roster>(Roster{"demo", 4, "i-b", nodes, ""}), t0);
   EXPECT_EQ(core.held().leader, "i-b");
   bool named = false;
   for (const FormationEvent& e : core.TakeEvents()) {
     named = named || (e.level == FormationEvent::kWarning && e.text.find("roster generation 4 was sealed twice, by i-a and by i-b") != std::string::npos);
   }
   EXPECT_TRUE(named);
-  core.OnRosterFetched("i-a", Roster{"demo", 4, "i-a", nodes, ""}, t0);  // the lower one again: kept out, silently
+  core.OnRosterFetched("i-a", std::make_shared<const Roster>(Roster{"demo", 4, "i-a", nodes, ""}), t0);  // the lower one again: kept out, silently
   EXPECT_EQ(core.held().leader, "i-b");
   EXPECT_TRUE(core.TakeEvents().empty());
 }
@@ -260,7 +260,7 @@ TEST(FormationCoreTest, AMemberVotesOncePerGenerationAcrossARestart) {
   const MonoTime t0(hours(1));
   FormationCore core(c, t0, 1, Vote{5, "i-a"});  // voted for i-a at 5 before this agent restarted
   const std::vector<RosterNode> nodes = {{"i-a", "10.0.0.1", 1, false}, {"i-b", "10.0.0.2", 1, false}, {"i-c", "10.0.0.3", 1, false}};
-  core.OnRosterFetched("i-b", Roster{"demo", 4, "i-a", nodes, ""}, t0);
+  core.OnRosterFetched("i-b", std::make_shared<const Roster>(Roster{"demo", 4, "i-a", nodes, ""}), t0);
   auto view = [](Vote b) {
     return MakeGossipView({{{"i-b", "10.0.0.2", 1, false}, "10.0.0.2:7946", 4, "i-a", 4, b}, {{"i-c", "10.0.0.3", 1, false}, "10.0.0.3:7946", 0, "", 0}});
   };
