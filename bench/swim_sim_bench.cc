@@ -1,8 +1,14 @@
 // Membership at scale, in the deterministic simulator (virtual time; LAN profile: 1 s probe, 500 ms
 // timeout, suspicion mult 4). Prints each figure beside the goal and memberlist's published or derived
 // figure. Usage: swim_sim_bench [--quick]  (--quick: smaller N and shorter runs, for a smoke run)
+//        swim_sim_bench --members N [M ...]: the scale figures (formation, bandwidth, a join, a crash) at each
+//        size, beside the cost of simulating it (CPU, and memory per member held: every member holds all).
+#include <sys/resource.h>
+#include <time.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <set>
@@ -105,9 +111,65 @@ PauseResult PausedMember(int n, int mins, bool lifeguard, uint64_t seed) {
   return r;
 }
 
+double CpuS() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+long MaxRssKb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_maxrss;
+}
+
+// The scale scenarios at n members: started together, steady bandwidth, one join, one crash.
+void Scale(int n) {
+  const double cpu0 = CpuS();
+  const long rss0 = MaxRssKb();
+  SwimSim sim({.seed = 15}, SwimConfig::Lan());
+  sim.AddMany(n);
+  const auto formed = sim.RunUntil([&] { return Converged(sim); }, seconds(300));
+  const double form_cpu = CpuS() - cpu0;
+  const long rss = MaxRssKb() - rss0;
+  std::printf("N=%-6d converged %-9s (goal <= 30 s)  simulating it: %.0f s CPU, +%ld MB max RSS (%.0f bytes per member held)\n", n,
+              formed ? Fmt("%.1f s", Secs(*formed)).c_str() : "> 300 s", form_cpu, rss / 1024,
+              static_cast<double>(rss) * 1024 / (static_cast<double>(n) * n));
+  if (!formed) return;
+  sim.Run(seconds(10));
+  const uint64_t b0 = sim.udp_bytes();
+  const auto t0 = sim.now();
+  sim.Run(seconds(30));
+  std::printf("N=%-6d gossip bandwidth per member %.2f KB/s (goal <= 0.7 KB/s)\n", n, (sim.udp_bytes() - b0) / 1000.0 / n / Secs(sim.now() - t0));
+  const int newcomer = sim.Add();
+  auto j = sim.RunUntil([&] { return sim.CountViews(newcomer, MemberState::kAlive) >= 0.99 * (sim.size() - 1); }, seconds(60));
+  std::printf("N=%-6d one join reaches 99%% in %s (goal <= 3 s)\n", n, j ? Fmt("%.2f s", Secs(*j)).c_str() : "> 60 s");
+  const int victim = n / 2;
+  sim.Crash(victim);
+  std::vector<double> times;
+  const auto start = sim.now();
+  std::vector<bool> seen(sim.size(), false);
+  sim.RunUntil([&] {
+    for (int i = 0; i < sim.size(); ++i) {
+      if (i == victim || seen[i] || !sim.up(i) || sim.View(i, victim) != MemberState::kDead) continue;
+      seen[i] = true;
+      times.push_back(Secs(sim.now() - start));
+    }
+    return static_cast<int>(times.size()) >= sim.size() - 1;
+  }, seconds(120));
+  std::printf("N=%-6d a crash detected by every member: p50 %.1f s / p99 %.1f s (%zu of %d)  total CPU %.0f s\n", n, Pct(times, 0.5),
+              Pct(times, 0.99), times.size(), sim.size() - 1, CpuS() - cpu0);
+  std::fflush(stdout);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 2 && !std::strcmp(argv[1], "--members")) {
+    std::printf("SWIM + Lifeguard in the simulator (LAN profile) at scale. Figures are virtual seconds.\n");
+    for (int i = 2; i < argc; ++i) Scale(std::atoi(argv[i]));
+    return 0;
+  }
   const bool quick = argc > 1 && !std::strcmp(argv[1], "--quick");
   const int big = quick ? 300 : 1000;
   std::printf("SWIM + Lifeguard in the simulator (LAN profile). Figures are virtual seconds.\n");

@@ -280,6 +280,52 @@ TEST(FormationCoreTest, AMemberVotesOncePerGenerationAcrossARestart) {
   EXPECT_FALSE(core.Tick(t0 + seconds(4), view({7, "i-c"})).vote) << "only the leader's own proposal counts";
 }
 
+// The view names who announces the highest roster once, for every core: a core fetches from the first such
+// member that is not itself.
+TEST(FormationCoreTest, ANodeFetchesTheHighestRosterAnnouncedByAnotherMember) {
+  FormationConfig c = Config(4, 4);
+  c.self = "i-c";
+  const MonoTime t0(hours(1));
+  FormationCore core(c, t0, 1);
+  const GossipView view = MakeGossipView({{{"i-a", "10.0.0.1", 1, false}, "10.0.0.1:7946", 3, "i-a", 0},
+                                          {{"i-c", "10.0.0.3", 1, false}, "10.0.0.3:7946", 5, "i-z", 0},  // itself: not a source
+                                          {{"i-b", "10.0.0.2", 1, false}, "10.0.0.2:7946", 4, "i-b", 0},
+                                          {{"i-d", "10.0.0.4", 1, false}, "10.0.0.4:7946", 4, "i-b", 0}});
+  const FormationActions a = core.Tick(t0, view);
+  EXPECT_EQ(a.fetch_from, "i-b") << "generation 4 by i-b, from the first member that announces it";
+  EXPECT_EQ(a.fetch_addr, "10.0.0.2:7946");
+}
+
+// A member that prepared the next generation before this node adopted it, and died, stays acked: the node
+// is ready and degraded, not waiting for a dead member to prepare.
+TEST(FormationCoreTest, AnAckSeenBeforeTheGenerationWasAdoptedCounts) {
+  FormationConfig c = Config(3, 2);
+  c.self = "i-c";
+  const MonoTime t0(hours(1));
+  FormationCore core(c, t0, 1);
+  const std::vector<RosterNode> nodes = {{"i-a", "10.0.0.1", 1, false}, {"i-b", "10.0.0.2", 1, false}, {"i-c", "10.0.0.3", 1, false}};
+  auto peer = [](const std::string& id, int k, uint64_t gen, uint64_t applied) {
+    return PeerState{{id, "10.0.0." + std::to_string(k), 1, false}, "10.0.0." + std::to_string(k) + ":7946", gen, "i-a", applied};
+  };
+  core.OnRosterFetched("i-a", std::make_shared<const Roster>(Roster{"demo", 1, "i-a", nodes, ""}), t0);
+  FormationActions a = core.Tick(t0, MakeGossipView({peer("i-a", 1, 1, 1), peer("i-b", 2, 1, 1), peer("i-c", 3, 1, 0)}, 1));
+  ASSERT_TRUE(a.prepare);
+  core.OnPrepared(*a.prepare, Status::Ok(), t0);
+  (void)core.Tick(t0 + seconds(1), MakeGossipView({peer("i-a", 1, 1, 1), peer("i-b", 2, 1, 1), peer("i-c", 3, 1, 1)}, 2));
+  ASSERT_EQ(core.report().phase, Phase::kReady) << core.report().detail;
+  // i-b prepares generation 2 (sealed by i-a) before this node has fetched it, then dies.
+  (void)core.Tick(t0 + seconds(2), MakeGossipView({peer("i-a", 1, 2, 1), peer("i-b", 2, 2, 2), peer("i-c", 3, 1, 1)}, 3));
+  (void)core.Tick(t0 + seconds(3), MakeGossipView({peer("i-a", 1, 2, 2), peer("i-c", 3, 1, 1)}, 4));
+  core.OnRosterFetched("i-a", std::make_shared<const Roster>(Roster{"demo", 2, "i-a", nodes, ""}), t0 + seconds(3));
+  a = core.Tick(t0 + seconds(3), MakeGossipView({peer("i-a", 1, 2, 2), peer("i-c", 3, 2, 1)}, 5));
+  ASSERT_TRUE(a.prepare);
+  core.OnPrepared(*a.prepare, Status::Ok(), t0 + seconds(4));
+  (void)core.Tick(t0 + seconds(4), MakeGossipView({peer("i-a", 1, 2, 2), peer("i-c", 3, 2, 2)}, 6));
+  EXPECT_EQ(core.report().phase, Phase::kReady) << core.report().detail;
+  EXPECT_EQ(core.report().dead, (std::vector<std::string>{"i-b"}));
+  EXPECT_EQ(core.report().acked, (std::vector<bool>{true, true, true}));
+}
+
 TEST(FormationSimTest, NodesBootingAloneMeetThroughTheQueueAndFormOneRoster) {
   FormationConfig c = Config(60, 60);
   testing::FormationSimOptions o;
