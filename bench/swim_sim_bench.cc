@@ -136,7 +136,7 @@ void Scale(int n) {
               formed ? Fmt("%.1f s", Secs(*formed)).c_str() : "> 300 s", form_cpu, rss / 1024,
               static_cast<double>(rss) * 1024 / (static_cast<double>(n) * n));
   if (!formed) return;
-  sim.Run(seconds(10));
+  sim.Run(seconds(60));  // the joins' updates drain from the piggyback queues first (10 s is enough at 1,000, not at 3,000)
   const uint64_t b0 = sim.udp_bytes();
   const auto t0 = sim.now();
   sim.Run(seconds(30));

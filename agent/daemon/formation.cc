@@ -185,6 +185,12 @@ void Formation::Tick(MonoTime now) {
 }
 
 bool Formation::Act(const FormationActions& a, MonoTime now) {
+  if (a.vote) {
+    // On disk before it is gossiped, and written outside the lock: a slow disk holds up no status call.
+    const Status kept = KeepVote(*a.vote);
+    MutexLock lock(mu_);
+    core_.OnVoteKept(*a.vote, kept, now);
+  }
   swim::MemberMeta meta;
   {
     MutexLock lock(mu_);
@@ -194,7 +200,6 @@ bool Formation::Act(const FormationActions& a, MonoTime now) {
       want_poll_ = a.poll;
       cv_.notify_all();
     }
-    if (a.vote) core_.OnVoteKept(*a.vote, KeepVote(*a.vote), now);
     if (a.prepare) Post([this, r = a.prepare] { Prepare(*r); });
     if (a.signal) Post([this, r = a.signal] { Signal(*r); });
     if (a.publish) {
