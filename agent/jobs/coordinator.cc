@@ -5,10 +5,7 @@
 #include <signal.h>
 #include <string.h>
 
-#include <condition_variable>
-#include <latch>
 #include <set>
-#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -18,65 +15,9 @@
 #include "bootstrap/membership/packet_crypto.h"
 #include "bootstrap/common/crypto.h"
 #include "bootstrap/common/duration.h"
-#include "bootstrap/common/mutex.h"
 
 namespace dlagent::jobs {
 namespace {
-
-// Threads for the fan-outs, kept for the next one. A coordinator calls every node several times a job; a
-// thread started per call (some 400 a job at 16 nodes) left the allocator's per-thread arenas fragmented, and
-// the coordinator's RSS crept (docs/reliability.md, Soak). A task goes to an idle worker, handed over to that
-// one worker, or to a new worker when none is idle, so a fan-out never waits for a worker. A worker idle for
-// kIdle ends.
-class Workers {
- public:
-  static Workers& Get() {
-    static Workers* workers = new Workers;  // never destroyed: idle workers may outlive main
-    return *workers;
-  }
-
-  void Run(std::function<void()> task) {
-    {
-      MutexLock lock(mu_);
-      if (!idle_.empty()) {
-        Idle* w = idle_.back();
-        idle_.pop_back();
-        w->task = std::move(task);
-        w->cv.notify_one();
-        return;
-      }
-    }
-    std::thread([this, task = std::move(task)]() mutable { Work(std::move(task)); }).detach();
-  }
-
- private:
-  static constexpr auto kIdle = std::chrono::minutes(5);
-  struct Idle {
-    std::function<void()> task;  // handed over by Run
-    std::condition_variable cv;
-  };
-
-  void Work(std::function<void()> task) {
-    for (;;) {
-      task();
-      task = nullptr;
-      Idle me;
-      MutexLock lock(mu_);
-      idle_.push_back(&me);
-      const auto until = std::chrono::steady_clock::now() + kIdle;
-      while (!me.task && me.cv.wait_until(lock.native(), until) != std::cv_status::timeout) {
-      }
-      if (!me.task) {  // idle for kIdle, and nobody handed it a task since
-        idle_.erase(std::find(idle_.begin(), idle_.end(), &me));
-        return;
-      }
-      task = std::move(me.task);
-    }
-  }
-
-  Mutex mu_;
-  std::vector<Idle*> idle_ GUARDED_BY(mu_);
-};
 
 }  // namespace
 
@@ -113,14 +54,10 @@ uint32_t SignalJob(JobNodes& nodes, const std::string& from, const pb::JobSpec& 
 
 void ForEachConcurrently(size_t n, const std::function<void(size_t)>& fn) {
   if (n == 1) return fn(0);
-  std::latch done(static_cast<std::ptrdiff_t>(n));
-  for (size_t i = 0; i < n; ++i) {
-    Workers::Get().Run([&fn, &done, i] {
-      fn(i);
-      done.count_down();
-    });
-  }
-  done.wait();
+  std::vector<std::thread> threads;
+  threads.reserve(n);
+  for (size_t i = 0; i < n; ++i) threads.emplace_back([&fn, i] { fn(i); });
+  for (std::thread& t : threads) t.join();
 }
 
 Coordinator::Coordinator(JobNodes& nodes, CoordinatorOptions options) : nodes_(nodes), o_(std::move(options)) {
