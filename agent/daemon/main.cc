@@ -1,4 +1,5 @@
 // agentd: the dlagent node agent. See docs/operations.md.
+#include <malloc.h>
 #include <signal.h>
 
 #include <iostream>
@@ -22,6 +23,12 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "Override agent.log_level: trace, debug, info, warn, error");
   app.footer("Signals: SIGHUP reloads the configuration, SIGTERM stops. Docs: docs/configuration.md");
   CLI11_PARSE(app, argc, argv);
+
+  // Two malloc arenas, not glibc's eight per core. The agent's threads are many and short-lived (a job's fan-outs
+  // start one per node per call) but allocate little; spread over many arenas, the chunks a job keeps pinned
+  // pages in each, and the coordinator's RSS crept with every job (docs/reliability.md, Soak). dlps allocates
+  // nothing per message, so its throughput does not depend on this.
+  mallopt(M_ARENA_MAX, 2);
 
   // Before any thread exists, so that only the main loop receives these.
   sigset_t signals;
