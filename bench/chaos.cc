@@ -12,7 +12,7 @@
 //   --faults storage-hang,slow-link: only those (sigkill, sigstop, partition-node, partition-half, loss,
 //   delay, slow-link, disk-full, storage-hang).
 //   --faults none: the soak (a job in a loop coordinated by agent 0, nothing injected; RSS and fds printed every
-//   minute).
+//   minute; agent 0's RSS must stay within 1 MB of its reading after job 80).
 // Exit 0: every invariant held; 1: one did not (each violation is printed); 77: not root.
 #include <signal.h>
 #include <sys/mount.h>
@@ -21,15 +21,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
-#include <cstring>
+#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <random>
 #include <regex>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -50,7 +48,6 @@ using dlagent::testing::RunCommand;
 using dlagent::testing::RunResult;
 
 enum class NodeState { kUp, kStopped, kKilled };
-
 
 class Chaos {
  public:
@@ -138,6 +135,9 @@ class Chaos {
       if (fds > baseline_[i].second + 16 + n_) counters_.Violation("fd growth", "agent " + std::to_string(i) + ": " + std::to_string(baseline_[i].second) + " -> " + std::to_string(fds));
       if (rss > baseline_[i].first + 32 * 1024) counters_.Violation("rss growth", "agent " + std::to_string(i) + ": " + std::to_string(baseline_[i].first) + " -> " + std::to_string(rss) + " KB");
     }
+    // The soak's coordinator once it keeps its 64 jobs (docs/reliability.md, Soak): flat within 1 MB to the end.
+    if (const long rss = RssKb(c_.Pid(0)); soak_rss_from_.first > 0 && rss > soak_rss_from_.second + 1024)
+      counters_.Violation("coordinator rss flat", "agent 0: " + std::to_string(soak_rss_from_.second) + " KB after job " + std::to_string(soak_rss_from_.first) + ", " + std::to_string(rss) + " KB at the end");
     return Finish(0);
   }
 
@@ -412,6 +412,7 @@ class Chaos {
     int jobs = 0;
     for (auto& [k, v] : counters_.jobs) jobs += v;
     std::printf("%d jobs so far\n", jobs);
+    if (!faults_ && jobs >= 80 && soak_rss_from_.first == 0 && state_[0] == NodeState::kUp) soak_rss_from_ = {jobs, RssKb(c_.Pid(0))};
     std::fflush(stdout);
   }
 
@@ -448,6 +449,7 @@ class Chaos {
   std::set<int> restarted_;
   std::map<uint64_t, std::set<std::string>> leaders_of_;  // generation -> leaders that sealed it (the checker's)
   std::vector<std::pair<long, int>> baseline_;
+  std::pair<int, long> soak_rss_from_{0, 0};  // (jobs, agent 0's RSS in KB) at the soak's first report after job 80
   Counters counters_;
 };
 
@@ -461,11 +463,9 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "chaos: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
+      if (i + 1 < argc) return argv[++i];
+      std::fprintf(stderr, "chaos: %s needs a value\n", a.c_str());
+      std::exit(2);
     };
     if (a == "--nodes") nodes = std::atoi(value().c_str());
     else if (a == "--duration") duration = value();

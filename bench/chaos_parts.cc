@@ -54,7 +54,7 @@ void Counters::Print() const {
               static_cast<unsigned long long>(status_checks), static_cast<unsigned long long>(file_checks),
               static_cast<unsigned long long>(roster_checks), static_cast<unsigned long long>(health_checks));
   for (const char* inv : {"one sealer per generation", "one roster per seal", "one roster once healed", "node files whole", "status within 1 s", "a failed job names why", "no job hangs",
-                          "health within 15 s", "health names hung storage", "delay applied (harness)", "ready again", "fd growth", "rss growth"}) {
+                          "health within 15 s", "health names hung storage", "delay applied (harness)", "ready again", "fd growth", "rss growth", "coordinator rss flat"}) {
     std::printf("chaos: invariant %-26s violated %d times\n", inv, violations.count(inv) ? violations.at(inv) : 0);
   }
   if (!delay_rtt_ms.empty()) {
