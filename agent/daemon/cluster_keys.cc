@@ -9,16 +9,8 @@
 
 namespace dlagent {
 
-// The clients an AWS fetch needs: HTTP, instance metadata (credentials, the region), SigV4 credentials.
-struct ClusterKeyLoader::Aws {
-  std::unique_ptr<HttpClient> http;
-  std::unique_ptr<ImdsClient> imds;
-  std::unique_ptr<CredentialChain> credentials;
-  std::unique_ptr<SecretsClient> client;
-};
-
-ClusterKeyLoader::ClusterKeyLoader(Env& env, const Config& config, const std::atomic<bool>* cancel)
-    : env_(env), config_(config), source_(KeySourceOf(config.gossip)), cancel_(cancel) {}
+ClusterKeyLoader::ClusterKeyLoader(Env& env, const Config& config, KeyFetchClients aws, const std::atomic<bool>* cancel)
+    : env_(env), config_(config), source_(KeySourceOf(config.gossip)), aws_(aws), cancel_(cancel) {}
 
 ClusterKeyLoader::~ClusterKeyLoader() = default;
 
@@ -36,28 +28,19 @@ Result<std::vector<std::string>> ClusterKeyLoader::Load() {
     case KeySource::Kind::kSsm:
       break;
   }
-  if (!aws_) {
-    auto aws = std::make_unique<Aws>();
-    aws->http = NewCurlHttpClient();
-    if (!config_.aws.imds_disabled) {
-      ImdsOptions o;
-      o.endpoint = config_.aws.imds_endpoint;
-      o.deadline = std::chrono::seconds(5);
-      aws->imds = std::make_unique<ImdsClient>(*aws->http, env_, o);
-    }
-    ASSIGN_OR_RETURN(std::string region, ResolveAwsRegion(config_.aws.region, aws->imds.get()));
+  if (!secrets_) {
+    if (!aws_.http || !aws_.credentials) return Status::FailedPrecondition("gossip", "the " + what + " cannot be fetched here: no AWS clients");
+    ASSIGN_OR_RETURN(std::string region, ResolveAwsRegion(config_.aws.region, aws_.imds));
     const bool ssm = source_.kind == KeySource::Kind::kSsm;
     const AwsJsonService& service = ssm ? kSsm : kSecretsManager;
     SecretsOptions so;
     ASSIGN_OR_RETURN(so.endpoint, ResolveServiceEndpoint(ssm ? config_.aws.ssm_endpoint : config_.aws.secretsmanager_endpoint, service, region));
     so.region = region;
     so.cancel = cancel_;
-    aws->credentials = std::make_unique<CredentialChain>(*aws->http, env_, aws->imds.get(), ProcessGetEnv);
-    aws->client = std::make_unique<SecretsClient>(*aws->http, *aws->credentials, env_, service, so);
-    aws_ = std::move(aws);
+    secrets_ = std::make_unique<SecretsClient>(*aws_.http, *aws_.credentials, env_, service, so);
   }
-  Result<std::string> text = source_.kind == KeySource::Kind::kSsm ? aws_->client->GetDecryptedParameter(source_.where)
-                                                                   : aws_->client->GetSecretString(source_.where);
+  Result<std::string> text = source_.kind == KeySource::Kind::kSsm ? secrets_->GetDecryptedParameter(source_.where)
+                                                                   : secrets_->GetSecretString(source_.where);
   if (!text.ok()) return text.status().Annotate("fetching the cluster key from the " + what);
   return ParseClusterKeys(*text, "the " + what);
 }

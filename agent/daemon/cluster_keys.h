@@ -14,14 +14,27 @@
 
 #include "agent/daemon/config.h"
 #include "agent/daemon/key_source.h"
+#include "bootstrap/aws/credentials.h"
+#include "bootstrap/aws/http_client.h"
+#include "bootstrap/aws/imds_client.h"
 #include "bootstrap/common/env.h"
 
 namespace dlagent {
 
+class SecretsClient;
+
+// The clients a fetch from Secrets Manager or SSM goes through (the daemon's). imds may be null
+// (aws.imds_disabled); a loader without http and credentials reads key files only.
+struct KeyFetchClients {
+  HttpClient* http = nullptr;
+  ImdsClient* imds = nullptr;
+  CredentialsProvider* credentials = nullptr;
+};
+
 class ClusterKeyLoader {
  public:
-  // env must outlive the loader. cancel (may be null) ends an AWS fetch's retries.
-  ClusterKeyLoader(Env& env, const Config& config, const std::atomic<bool>* cancel = nullptr);
+  // env and the clients must outlive the loader. cancel (may be null) ends an AWS fetch's retries.
+  ClusterKeyLoader(Env& env, const Config& config, KeyFetchClients aws = {}, const std::atomic<bool>* cancel = nullptr);
   ~ClusterKeyLoader();
 
   const KeySource& source() const { return source_; }
@@ -30,12 +43,12 @@ class ClusterKeyLoader {
   Result<std::vector<std::string>> Load();
 
  private:
-  struct Aws;
   Env& env_;
   const Config config_;
   const KeySource source_;
+  const KeyFetchClients aws_;
   const std::atomic<bool>* cancel_;
-  std::unique_ptr<Aws> aws_;  // made at the first fetch
+  std::unique_ptr<SecretsClient> secrets_;  // made at the first fetch (the region may need IMDS)
 };
 
 }  // namespace dlagent

@@ -12,30 +12,25 @@
 #include <cstring>
 #include <tuple>
 
-#include "agent/ps/server.h"
-#include "agent/rpc/control_server.h"
 #include "build_info.h"
 #include "bootstrap/common/duration.h"
 #include "bootstrap/common/log.h"
 
 namespace dlagent {
-namespace {
-
-// How long in-flight control calls may finish at shutdown; well inside systemd's stop timeout.
-constexpr auto kShutdownGrace = std::chrono::seconds(2);
-
-}  // namespace
 
 Daemon::Daemon(Env& env, DaemonOptions options, Config config)
     : env_(env),
       options_(std::move(options)),
+      forming_(config.cluster.expected_nodes > 0),
       started_mono_(env.NowMono()),
       started_wall_(env.NowWall()),
       stop_fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)),
       heartbeats_(env, ProcessGetEnv("DLAGENT_TEST_HANG").value_or("")),
+      maintenance_(config.cluster.leave_before_maintenance),
       config_(std::move(config)) {}
 
 Daemon::~Daemon() {
+  StopParts();
   if (stop_fd_ >= 0) ::close(stop_fd_);
 }
 
@@ -94,7 +89,12 @@ StatusSnapshot Daemon::GetStatus() {
     unsigned long long size = 0, resident = 0;
     if (std::sscanf(statm->c_str(), "%llu %llu", &size, &resident) == 2) s.rss_bytes = resident * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   }
+  if (booted_) {
+    s.cluster = formation_->Snapshot().cluster;  // outside mu_: the formation reports its phase under its own lock
+    s.cluster->maintenance = maintenance_.Lines();
+  }
   MutexLock lock(mu_);
+  s.identity = identity_;
   s.phase = phase_;
   s.phase_detail = phase_detail_;
   s.config_path = config_.path;
@@ -102,17 +102,12 @@ StatusSnapshot Daemon::GetStatus() {
   s.log_level = spdlog::level::to_string_view(EffectiveLevel(config_)).data();
   s.config_generation = config_generation_;
   s.socket_path = config_.agent.socket;
-  if (runtime_) {
-    s.identity = runtime_->Identity();
-    s.cluster = runtime_->Cluster();
-  }
   return s;
 }
 
 MemberListSnapshot Daemon::ListMembers() {
-  if (runtime_) return runtime_->Members();
-  if (!membership_) return MemberListSnapshot();
-  return membership_->Members();
+  if (GossipRuns()) return membership_->Members();
+  return forming_ ? MemberListSnapshot{true, {}} : MemberListSnapshot();  // forming: gossip starts after IDENTIFY
 }
 
 void Daemon::SetShardKeys(const std::vector<std::string>& keys) {
@@ -121,14 +116,16 @@ void Daemon::SetShardKeys(const std::vector<std::string>& keys) {
 }
 
 Result<std::shared_ptr<jobs::Jobs>> Daemon::Jobs() {
-  if (!runtime_) {
+  if (!forming_) {
     return Status::FailedPrecondition("jobs", "this agent forms no cluster (cluster.expected_nodes is 0): jobs run on a cluster's roster");
   }
-  std::shared_ptr<jobs::Jobs> j = runtime_->Jobs();
+  if (stopping_) return Status::Unavailable("jobs", "this agent is stopping");
+  std::shared_ptr<jobs::Jobs> j;
   bool enabled;
   {
     MutexLock lock(mu_);
     enabled = config_.jobs.enabled;
+    j = jobs_;
   }
   if (!enabled) return Status::FailedPrecondition("jobs", "jobs are off on this agent (jobs.enabled = false in its configuration)");
   if (!j) return Status::FailedPrecondition("jobs", "this agent has not joined its cluster yet (agentctl status says where it stands)");
@@ -213,9 +210,7 @@ void Daemon::Reload() {
     // The keys at the (unchanged) key source may have rotated: gossip, rosters, HELLOs, jobs and the shard take
     // them now. Fetched without mu_ held: a key from AWS may take a few attempts.
     Status keys = Status::Ok();
-    if (runtime_) {
-      keys = runtime_->ReloadKeys();  // it hands the keys to SetShardKeys
-    } else if (membership_ && keys_) {
+    if (GossipRuns()) {  // before that, the boot loads them
       Result<std::vector<std::string>> loaded = keys_->Load();
       keys = loaded.ok() ? membership_->ReloadKeys(*loaded, keys_->source().Describe()) : loaded.status();
       if (keys.ok()) SetShardKeys(*loaded);
@@ -226,98 +221,40 @@ void Daemon::Reload() {
 }
 
 int Daemon::Run() {
-  std::string socket_path, group;
-  {
-    MutexLock lock(mu_);
-    socket_path = config_.agent.socket;
-    group = config_.agent.socket_group;
-    spdlog::info("agentd {} starting (config: {}, cluster: {})", kVersion,
-                 config_.path.empty() ? "built-in defaults" : config_.path, config_.cluster.name);
-  }
-  SetPhase(AgentPhase::kStarting, "starting");
   Config config;
   {
     MutexLock lock(mu_);
     config = config_;
   }
-  const bool forming = config.cluster.expected_nodes > 0;
-  if (forming) {
-    // The runtime identifies the node and forms the cluster on threads of its own: the socket serves
-    // (and systemd hears READY=1) at once, so that boot never waits on other nodes.
-    runtime_ = std::make_unique<ClusterRuntime>(
-        env_, config, heartbeats_, [this](AgentPhase phase, const std::string& detail, bool log) { SetPhase(phase, detail, log); },
-        [this](const std::string& why) { RequestStop(why); }, [this](const std::vector<std::string>& keys) { SetShardKeys(keys); });
-  } else {
-    keys_ = std::make_unique<ClusterKeyLoader>(env_, config);
-    std::vector<std::string> keys;
-    if (keys_->source().kind != KeySource::Kind::kNone) {
-      Result<std::vector<std::string>> loaded = keys_->Load();
-      if (!loaded.ok()) {
-        spdlog::critical("cannot start gossip: {}", loaded.status().ToString());
-        notifier_.Status("failed: " + loaded.status().ToString());
-        return 1;
-      }
-      keys = std::move(*loaded);
-      SetShardKeys(keys);
-    }
-    Result<std::unique_ptr<Membership>> membership =
-        Membership::Start(config, keys, {.heartbeat = keys.empty() ? nullptr : heartbeats_.Register("gossip")});
-    if (!membership.ok()) {
-      spdlog::critical("cannot start gossip: {}", membership.status().ToString());
-      notifier_.Status("failed: " + membership.status().ToString());
-      return 1;
-    }
-    membership_ = std::move(*membership);
-  }
-  Result<std::unique_ptr<ControlServer>> server = StartControlServer({socket_path, group, heartbeats_.Register("control")}, this);
-  if (!server.ok()) {
-    spdlog::critical("cannot serve the control socket: {}", server.status().ToString());
-    notifier_.Status("failed: " + server.status().ToString());
+  spdlog::info("agentd {} starting (config: {}, cluster: {})", kVersion, config.path.empty() ? "built-in defaults" : config.path,
+               config.cluster.name);
+  SetPhase(AgentPhase::kStarting, "starting");
+  const auto fail = [this](const std::string& why) {
+    spdlog::critical("{}", why);
+    notifier_.Status("failed: " + why);
     return 1;
+  };
+  StartAwsClients(config);
+  if (!forming_ && keys_->source().kind != KeySource::Kind::kNone) {
+    // Gossip alone, named by [gossip] (or the host name); a key that cannot be had now is an error.
+    Result<std::vector<std::string>> keys = keys_->Load();
+    if (!keys.ok()) return fail("cannot start gossip: " + keys.status().ToString());
+    SetShardKeys(*keys);
+    Status st = StartGossip(config, GossipIdentity{}, std::move(*keys));
+    if (st.ok()) st = StartClusterService(config);
+    if (!st.ok()) return fail("cannot start gossip: " + st.ToString());
   }
-  const bool have_key = KeySourceOf(config.gossip).kind != KeySource::Kind::kNone;
-  if (config.ps.enabled && config.ps.authenticate && !have_key) {
-    // An unconfigured node (a fresh package install) opens no port that serves anyone.
-    spdlog::warn("parameter-server shard off: no cluster key to check job tokens with (set gossip.key_file or gossip.key_source, "
-                 "or ps.authenticate = false to serve whoever reaches the port)");
-  } else if (config.ps.enabled) {
-    ps::ServerOptions o;
-    o.listen = config.ps.bind + ":" + std::to_string(config.ps.port);
-    o.shard.mode = config.ps.mode;
-    o.shard.num_workers = 0;  // each job's size from its workers
-    o.checkpoint_dir = config.ps.checkpoint_dir;
-    o.heartbeat = heartbeats_.Register("ps");
-    if (config.ps.authenticate) {
-      // The keys come from the key source (here, or the runtime once it has fetched them): until then no token
-      // is valid.
-      o.job_keys = [this] {
-        MutexLock lock(mu_);
-        return ps_keys_;
-      };
-    } else {
-      spdlog::warn("parameter-server shard: whoever reaches {} is served (ps.authenticate = false); keep the port inside the cluster's "
-                   "security group",
-                   o.listen);
-    }
-    Result<std::unique_ptr<ps::PsServer>> shard = ps::PsServer::Start(o);
-    if (!shard.ok()) {
-      const std::string why = "cannot serve the parameter-server shard on " + o.listen + ": " + shard.status().ToString() +
-                              " (set ps.port, or ps.enabled = false)";
-      spdlog::critical("{}", why);
-      notifier_.Status("failed: " + why);
-      return 1;
-    }
-    ps_ = std::move(*shard);
-    spdlog::info("parameter-server shard serving on {}:{} ({} mode{})", config.ps.bind, ps_->port(), config.ps.mode == ps::Mode::kAsync ? "async" : "sync",
-                 config.ps.checkpoint_dir.empty() ? "" : ", checkpoints in " + config.ps.checkpoint_dir);
-  }
-  if (forming) {
+  Result<std::unique_ptr<ControlServer>> control = StartControlServer({config.agent.socket, config.agent.socket_group, heartbeats_.Register("control")}, this);
+  if (!control.ok()) return fail("cannot serve the control socket: " + control.status().ToString());
+  control_ = std::move(*control);
+  if (Status st = StartShard(config); !st.ok()) return fail(st.ToString());
+  if (forming_) {
     const std::string detail = "identify: asking instance metadata" + std::string(config.aws.imds_disabled ? " (disabled: from the config)" : "");
     SetPhase(AgentPhase::kIdentify, detail);
     notifier_.Ready(detail);
-    runtime_->Start();
+    boot_ = std::thread([this, config] { Boot(config); });
   } else {
-    const std::string detail = "serving agentctl on " + socket_path;
+    const std::string detail = "serving agentctl on " + config.agent.socket;
     SetPhase(AgentPhase::kServing, detail);
     notifier_.Ready(detail);
   }
@@ -364,12 +301,7 @@ int Daemon::Run() {
   ::close(signal_fd);
   notifier_.Stopping();
   SetPhase(AgentPhase::kStopping, "leaving the cluster and stopping");
-  if (runtime_) runtime_->Stop();
-  if (membership_) membership_->Leave();
-  (*server)->Shutdown(kShutdownGrace);
-  ps_.reset();
-  runtime_.reset();
-  membership_.reset();
+  StopParts();
   spdlog::info("agentd stopped");
   return 0;
 }
