@@ -321,8 +321,8 @@ void FormationCore::Accept(MonoTime now, FormationActions& out) {
   const PeerState* leader = view_->Find(leader_);
   if (!leader || leader->vote.leader != leader_) return;  // no proposal
   const Vote& proposal = leader->vote;
-  if (proposal.generation <= held_->generation || proposal.generation <= vote_.generation) return;
-  CastVote(proposal, now, out);
+  if (proposal.generation <= held_->generation) return;
+  CastVote(proposal, now, out);  // which refuses a generation this node has voted in
 }
 
 uint64_t FormationCore::NextGeneration() const {
