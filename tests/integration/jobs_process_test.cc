@@ -9,7 +9,7 @@
 //   - --per-node gpus, stdin from /dev/null, two jobs at once, --timeout (exit 124);
 //   - agentctl kill from a node that did not start the job; Ctrl-C on a foreground run;
 //   - a node SIGKILLed mid-job fails the job naming the node; when the coordinator's agent stops, the other
-//     nodes stop their ranks;
+//     nodes stop their ranks; an agent stopping says so (status) while its own ranks take their grace;
 //   - a non-root caller's ranks run as that user, and --user is root's only;
 //   - a job call sealed with another key, or replayed, is refused and counted;
 //   - dlps: 4 nodes x 2 workers of dlps-train --verify, difference 0; a worker without the job's token is refused;
@@ -285,6 +285,27 @@ TEST_F(JobsProcessTest, WhenTheCoordinatorLeavesTheOtherNodesStopTheirRanks) {
   EXPECT_EQ(job["state"], "failed") << job.dump();
   EXPECT_EQ(job["running"], 0) << job.dump();
   EXPECT_NE(job["failure"].get<std::string>().find("coordinator " + c().Id(0)), std::string::npos) << job.dump();
+}
+
+TEST_F(JobsProcessTest, AStoppingAgentSaysSoWhileItsRanksTakeTheirGrace) {
+  Form();
+  // The ranks ignore SIGTERM: agent 0 waits out the 3 s grace before it kills them and goes.
+  RunResult d = Ctl(c(), 0, {"run", "--detach", "--grace", "3s", "--", "sh", "-c", "trap '' TERM; sleep 60"});
+  ASSERT_EQ(d.exit_code, 0) << d.output;
+  const std::string id = d.output.substr(0, d.output.find('\n'));
+  ASSERT_EQ(WaitState(c(), 0, id, {"running"})["running"], kNodes);
+  const auto t0 = steady_clock::now();
+  ASSERT_EQ(::kill(c().Pid(0), SIGTERM), 0);
+  std::this_thread::sleep_for(milliseconds(500));
+  // Its parts stop in the reverse order of the boot, and the control socket last (docs/architecture.md).
+  RunResult st = Ctl(c(), 0, {"status", "--json"}, seconds(5));
+  EXPECT_EQ(st.exit_code, 0) << st.output;
+  EXPECT_NE(st.output.find("\"phase\": \"stopping\""), std::string::npos) << st.output;
+  c().Kill(0, SIGTERM);  // waits for it to exit
+  const double took = duration<double>(steady_clock::now() - t0).count();
+  EXPECT_GE(took, 2.5) << "the ranks' grace was not waited for";
+  EXPECT_LT(took, 10) << "agentd did not exit after its ranks' grace";
+  EXPECT_FALSE(c().Status(0).has_value()) << "agentd still answers after it exited";
 }
 
 TEST_F(JobsProcessTest, ANonRootCallersRanksRunAsThatUser) {
