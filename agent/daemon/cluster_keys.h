@@ -14,13 +14,13 @@
 
 #include "agent/daemon/config.h"
 #include "agent/daemon/key_source.h"
-#include "bootstrap/aws/credentials.h"
-#include "bootstrap/aws/http_client.h"
-#include "bootstrap/aws/imds_client.h"
 #include "bootstrap/common/env.h"
 
 namespace dlagent {
 
+class CredentialsProvider;
+class HttpClient;
+class ImdsClient;
 class SecretsClient;
 
 // The clients a fetch from Secrets Manager or SSM goes through (the daemon's). imds may be null

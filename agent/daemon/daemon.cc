@@ -115,17 +115,21 @@ void Daemon::SetShardKeys(const std::vector<std::string>& keys) {
   ps_keys_ = keys;
 }
 
+std::shared_ptr<jobs::Jobs> Daemon::ServedJobs() {
+  MutexLock lock(mu_);
+  return jobs_;
+}
+
 Result<std::shared_ptr<jobs::Jobs>> Daemon::Jobs() {
   if (!forming_) {
     return Status::FailedPrecondition("jobs", "this agent forms no cluster (cluster.expected_nodes is 0): jobs run on a cluster's roster");
   }
   if (stopping_) return Status::Unavailable("jobs", "this agent is stopping");
-  std::shared_ptr<jobs::Jobs> j;
+  std::shared_ptr<jobs::Jobs> j = ServedJobs();
   bool enabled;
   {
     MutexLock lock(mu_);
     enabled = config_.jobs.enabled;
-    j = jobs_;
   }
   if (!enabled) return Status::FailedPrecondition("jobs", "jobs are off on this agent (jobs.enabled = false in its configuration)");
   if (!j) return Status::FailedPrecondition("jobs", "this agent has not joined its cluster yet (agentctl status says where it stands)");

@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -85,6 +86,8 @@ class Daemon final : public ControlHandler {
   void SetShardKeys(const std::vector<std::string>& keys);
   // The jobs of the formation; FailedPrecondition says why there are none.
   Result<std::shared_ptr<jobs::Jobs>> Jobs();
+  // The jobs as they are served now: null before the boot built them, when jobs are off, and once stopping.
+  std::shared_ptr<jobs::Jobs> ServedJobs();
   // True once membership_ may be used from any thread (gossip only: before the control socket serves).
   bool GossipRuns() const { return forming_ ? booted_.load() : membership_ != nullptr; }
   // WATCHDOG=1 when every heartbeat is fresh; otherwise none, and the stale loops are logged once.
@@ -104,8 +107,11 @@ class Daemon final : public ControlHandler {
   void Boot(const Config& c);
   Status Form(const Config& c);
   std::shared_ptr<jobs::Jobs> MakeJobs(const Config& c, const IdentitySnapshot& id);
-  // Says what the boot waits for (phase line, log), then waits the backoff's next delay; false when stopping.
-  bool WaitToRetry(Backoff& backoff, const std::string& waiting_for, const Status& why);
+  // Runs attempt until it works, fails for good (final says which errors are), or the agent stops (Cancelled).
+  // Between attempts the phase line and the journal say what the boot waits for, and it waits with jittered
+  // backoff (kBootRetry), woken at once by a stop.
+  Status RetryUntilStopped(const std::string& waiting_for, const std::function<Status()>& attempt,
+                           const std::function<bool(const Status&)>& final);
   // Stops every part's threads in the reverse order of the boot (the control socket keeps serving status
   // meanwhile), then the control socket, then destroys them. Idempotent.
   void StopParts();

@@ -15,8 +15,7 @@ namespace {
 
 // How long in-flight control calls may finish at shutdown; well inside systemd's stop timeout.
 constexpr auto kShutdownGrace = std::chrono::seconds(2);
-// IDENTIFY and the cluster key are retried with this until they work or the agent stops (IMDS may fail for a
-// while at boot; an instance role and its permissions may take a while to be in force).
+// IDENTIFY and the cluster key are retried with this until they work or the agent stops (RetryUntilStopped).
 constexpr BackoffPolicy kBootRetry{std::chrono::milliseconds(200), std::chrono::seconds(10), 2.0, 0, Duration(0)};
 
 // The node files as [files] names them, for the node IDENTIFY found.
@@ -88,15 +87,9 @@ Status Daemon::StartGossip(const Config& c, const GossipIdentity& who, std::vect
 Status Daemon::StartClusterService(const Config& c) {
   ClusterHandlers h;
   h.push_pull = [node = gossip_.get()](std::string_view sealed) { return node->HandlePushPull(sealed); };
-  h.fetch_roster = [m = membership_.get(), f = formation_.get()](std::string_view sealed) {
-    return m->AnswerRosterFetch(sealed, [f] { return f ? f->HeldRoster() : Roster(); });
-  };
+  h.fetch_roster = [m = membership_.get(), f = formation_.get()](std::string_view sealed) { return m->AnswerRosterFetch(sealed, f); };
   h.job = [this](std::string_view sealed) -> Result<std::string> {
-    std::shared_ptr<jobs::Jobs> j;
-    {
-      MutexLock lock(mu_);
-      j = jobs_;
-    }
+    std::shared_ptr<jobs::Jobs> j = ServedJobs();
     if (!j) return Status::Unavailable("jobs", "this agent runs no jobs (it forms no roster, or is stopping)");
     return j->HandleRpc(sealed);
   };
@@ -104,13 +97,18 @@ Status Daemon::StartClusterService(const Config& c) {
   return Status::Ok();
 }
 
-bool Daemon::WaitToRetry(Backoff& backoff, const std::string& waiting_for, const Status& why) {
-  if (stopping_) return false;
-  SetPhase(AgentPhase::kIdentify, "identify: waiting for " + waiting_for + ": " + why.ToString(), false);  // logged just below
-  spdlog::warn("identify: waiting for {}: {}; retrying", waiting_for, why.ToString());
-  MutexLock lock(mu_);
-  cv_.wait_for(lock.native(), std::max<Duration>(std::chrono::milliseconds(100), *backoff.NextDelay()), [&] { return stopping_.load(); });
-  return !stopping_;
+Status Daemon::RetryUntilStopped(const std::string& waiting_for, const std::function<Status()>& attempt,
+                                 const std::function<bool(const Status&)>& final) {
+  Backoff backoff(kBootRetry, std::random_device{}());
+  for (;;) {
+    if (stopping_) return Status(StatusCode::kCancelled, "boot", "stopping");
+    const Status st = attempt();
+    if (st.ok() || final(st)) return st;
+    SetPhase(AgentPhase::kIdentify, "identify: waiting for " + waiting_for + ": " + st.ToString(), false);  // logged just below
+    spdlog::warn("identify: waiting for {}: {}; retrying", waiting_for, st.ToString());
+    MutexLock lock(mu_);
+    cv_.wait_for(lock.native(), std::max<Duration>(std::chrono::milliseconds(100), *backoff.NextDelay()), [&] { return stopping_.load(); });
+  }
 }
 
 void Daemon::Boot(const Config& c) {
@@ -134,15 +132,11 @@ void Daemon::StartAwsClients(const Config& c) {
 }
 
 Status Daemon::Form(const Config& c) {
-  // IDENTIFY.
-  Backoff backoff(kBootRetry, std::random_device{}());
+  // IDENTIFY: only a configuration that cannot name the node is final (IMDS may fail for a while at boot).
   Result<IdentitySnapshot> id = Status::Unavailable("identify", "not tried");
-  for (;;) {
-    id = IdentifyNode(c, imds_.get());
-    if (id.ok()) break;
-    if (id.status().code() == StatusCode::kInvalidArgument) return id.status();
-    if (!WaitToRetry(backoff, "instance metadata", id.status())) return Status(StatusCode::kCancelled, "identify", "stopping");
-  }
+  RETURN_IF_ERROR(RetryUntilStopped(
+      "instance metadata", [&] { return (id = IdentifyNode(c, imds_.get())).status(); },
+      [](const Status& st) { return st.code() == StatusCode::kInvalidArgument; }));
   {
     MutexLock lock(mu_);
     identity_ = *id;
@@ -152,16 +146,13 @@ Status Daemon::Form(const Config& c) {
   SetLogField("INSTANCE_ID", id->instance_id);
 
   // The cluster key: read, or fetched from AWS with the instance role.
-  std::vector<std::string> keys;
-  for (Backoff key_backoff(kBootRetry, std::random_device{}());;) {
-    Result<std::vector<std::string>> loaded = keys_->Load();
-    if (loaded.ok()) {
-      keys = std::move(*loaded);
-      break;
-    }
-    if (loaded.status().code() == StatusCode::kInvalidArgument || keys_->source().kind == KeySource::Kind::kFile) return loaded.status();
-    if (!WaitToRetry(key_backoff, "the cluster key", loaded.status())) return Status(StatusCode::kCancelled, "gossip", "stopping");
-  }
+  // The cluster key: read, or fetched from AWS with the instance role (which, with its permissions, may take a
+  // while to be in force at boot: a refusal is retried too). A key file is read once.
+  Result<std::vector<std::string>> loaded = Status::Unavailable("gossip", "not tried");
+  RETURN_IF_ERROR(RetryUntilStopped(
+      "the cluster key", [&] { return (loaded = keys_->Load()).status(); },
+      [this](const Status& st) { return st.code() == StatusCode::kInvalidArgument || keys_->source().kind == KeySource::Kind::kFile; }));
+  std::vector<std::string> keys = std::move(*loaded);
   spdlog::info("gossip: {} cluster key{} from the {}", keys.size(), keys.size() == 1 ? "" : "s", keys_->source().Describe());
   SetShardKeys(keys);
 
@@ -181,8 +172,8 @@ Status Daemon::Form(const Config& c) {
   deps.http = http_.get();
   deps.on_phase = [this](AgentPhase phase, const std::string& detail, bool log) { SetPhase(phase, detail, log); };
   deps.heartbeat = heartbeats_.Register("formation");
+  const std::string region_hint = !c.aws.region.empty() ? c.aws.region : id->region;  // aws.region wins over IMDS's
   if (!c.discovery.queue.empty()) {
-    const std::string region_hint = !c.aws.region.empty() ? c.aws.region : id->region;
     ASSIGN_OR_RETURN(std::string region, ResolveAwsRegion(region_hint, imds_.get()));
     ASSIGN_OR_RETURN(std::string endpoint, ResolveSqsEndpoint(c.aws.sqs_endpoint, region));
     SqsOptions so;
@@ -202,7 +193,7 @@ Status Daemon::Form(const Config& c) {
     so.kind = c.storage.kind;
     so.source = c.storage.source;
     so.mount_point = c.storage.mount_point;
-    so.region = !c.aws.region.empty() ? c.aws.region : id->region;
+    so.region = region_hint;
     so.mount_target_ips = c.storage.mount_target_ips;
     so.dns_wait = c.storage.dns_wait;
     so.mount_budget = c.storage.mount_budget;

@@ -86,11 +86,11 @@ Status Membership::ReloadKeys(const std::vector<std::string>& keys, const std::s
   return Status::Ok();
 }
 
-Result<std::string> Membership::AnswerRosterFetch(std::string_view sealed_request, const std::function<Roster()>& held) {
+Result<std::string> Membership::AnswerRosterFetch(std::string_view sealed_request, Formation* formation) {
   const std::shared_ptr<const swim::Keyring> ring = node_.keyring();
   ASSIGN_OR_RETURN(swim::Keyring::Opened request, ring->Open(sealed_request));
   if (request.plaintext != "roster") return Status::InvalidArgument("gossip", "unknown roster request");
-  const Roster roster = held ? held() : Roster();
+  const Roster roster = formation ? formation->HeldRoster() : Roster();
   return ring->Seal(roster.generation == 0 ? "" : RenderRosterJson(roster), swim::NowUnixMs());
 }
 

@@ -30,7 +30,8 @@ Result<std::vector<std::string>> LoadClusterKeys(Env& env, const std::string& pa
 // the same on every node whatever the order of the lines; where: the keys' source, for errors.
 Result<swim::Keyring> MakeKeyring(const std::vector<std::string>& keys, const std::string& cluster, const std::string& where);
 
-// Who this node is, as far as gossip is concerned. Empty fields come from [gossip] (name: the host name).
+// Who this node is, as far as gossip is concerned. gossip.name and gossip.advertise, when set, win over these;
+// without any name, the host name.
 struct GossipIdentity {
   std::string name;       // the instance id
   std::string advertise;  // the node's IPv4
@@ -70,9 +71,9 @@ class Membership final : public FormationPeers {
   void Join(const std::string& addr) override { node_.Join(addr); }
   // The roster that member holds; NotFound when it holds none.
   Result<Roster> FetchRoster(const std::string& addr) override;
-  // Answers a peer's sealed roster request with the roster held (generation 0: none); held is called only for
-  // a request that opens with the keys in force.
-  Result<std::string> AnswerRosterFetch(std::string_view sealed_request, const std::function<Roster()>& held);
+  // Answers a peer's sealed roster request with the roster formation holds (null, or generation 0: none); the
+  // roster is read only for a request that opens with the keys in force.
+  Result<std::string> AnswerRosterFetch(std::string_view sealed_request, Formation* formation);
   std::shared_ptr<const swim::Keyring> keyring() const { return node_.keyring(); }
   ClusterClient* client() { return &client_; }
   // True when gossip knows the member as dead or left.

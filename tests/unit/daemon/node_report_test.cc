@@ -30,7 +30,7 @@ TEST(NodeReportTest, WithoutInstanceMetadataTheConfigurationNamesTheNode) {
   EXPECT_EQ(id->gpu_count, 3u) << "node.gpus wins over counting";
 }
 
-TEST(NodeReportTest, InstanceMetadataThatFailsIsRetriedNotRefused) {
+TEST(NodeReportTest, AnInstanceMetadataFailureIsNotTakenForABadConfiguration) {
   FakeEnv env;
   FakeHttpClient http;  // no handler: every call fails as unavailable
   ImdsOptions o;
