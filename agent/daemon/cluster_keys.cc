@@ -29,7 +29,7 @@ Result<std::vector<std::string>> ClusterKeyLoader::Load() {
       break;
   }
   if (!secrets_) {
-    if (!aws_.http || !aws_.credentials) return Status::FailedPrecondition("gossip", "the " + what + " cannot be fetched here: no AWS clients");
+    if (!aws_.http || !aws_.credentials) return Status::FailedPrecondition("gossip", "the " + what + " is fetched from AWS, and this loader was made without AWS clients (key files only)");
     ASSIGN_OR_RETURN(std::string region, ResolveAwsRegion(config_.aws.region, aws_.imds));
     const bool ssm = source_.kind == KeySource::Kind::kSsm;
     const AwsJsonService& service = ssm ? kSsm : kSecretsManager;
