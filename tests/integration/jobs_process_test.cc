@@ -432,8 +432,11 @@ TEST_F(JobsProcessTest, HealthChecksEveryNodeAndNamesTheOneThatFails) {
   while (std::getline(lines, line)) {
     if (line.rfind("RANK", 0) == 0) continue;
     ++rows;
-    if (line.find(c().Id(2)) != std::string::npos) EXPECT_NE(line.find("agent unreachable"), std::string::npos) << line;
-    else if (line.find("gossip view differs") == std::string::npos) EXPECT_NE(line.find(" ok"), std::string::npos) << line;
+    if (line.find(c().Id(2)) != std::string::npos) {
+      EXPECT_NE(line.find("agent unreachable"), std::string::npos) << line;
+    } else if (line.find("gossip view differs") == std::string::npos) {
+      EXPECT_NE(line.find(" ok"), std::string::npos) << line;
+    }
   }
   EXPECT_EQ(rows, kNodes) << bad.output;
 }
