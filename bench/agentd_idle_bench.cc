@@ -118,8 +118,10 @@ int main(int argc, char** argv) {
   std::unique_ptr<dlagent::ControlClient> client;
   for (int i = 0; i < 200 && !client; ++i) {
     auto c = dlagent::ControlClient::Connect(sock, seconds(5));
-    if (c.ok()) client = std::move(*c);
-    else std::this_thread::sleep_for(milliseconds(25));
+    if (c.ok())
+      client = std::move(*c);
+    else
+      std::this_thread::sleep_for(milliseconds(25));
   }
   if (!client) {
     std::fprintf(stderr, "agentd did not start:\n%s\n", agent.Output().c_str());
@@ -150,14 +152,12 @@ int main(int argc, char** argv) {
 
   std::printf("agentd idle and agentctl status (idle window %d s)\n", seconds_window);
   std::printf("%-34s %12s   %-34s %8s   %s\n", "figure", "measured", "baseline (same run)", "ratio", "goal");
-  std::printf("%-34s %9.1f MB   %-25s %5.1f MB %7.1fx   < 20 MB\n", "idle RSS (end of window)", rss_end,
-              "sleep(1) RSS", RssMb(floor.pid()), rss_end / RssMb(floor.pid()));
+  std::printf("%-34s %9.1f MB   %-25s %5.1f MB %7.1fx   < 20 MB\n", "idle RSS (end of window)", rss_end, "sleep(1) RSS", RssMb(floor.pid()),
+              rss_end / RssMb(floor.pid()));
   std::printf("%-34s %9.1f MB\n", "RSS after the latency runs", rss_start);
-  std::printf("%-34s %10.3f %%   %-25s %6.3f %% %8s   < 0.2 %%\n", "idle CPU (one core)", cpu_pct, "sleep(1) CPU", floor_cpu_pct,
-              "-");
+  std::printf("%-34s %10.3f %%   %-25s %6.3f %% %8s   < 0.2 %%\n", "idle CPU (one core)", cpu_pct, "sleep(1) CPU", floor_cpu_pct, "-");
   auto row = [](const char* name, Stats s, const char* base_name, Stats b, const char* goal) {
-    std::printf("%-34s %6.3f/%6.3f ms  %-24s %6.3f/%6.3f ms %6.1fx   %s\n", name, s.p50, s.p99, base_name, b.p50, b.p99,
-                s.p50 / b.p50, goal);
+    std::printf("%-34s %6.3f/%6.3f ms  %-24s %6.3f/%6.3f ms %6.1fx   %s\n", name, s.p50, s.p99, base_name, b.p50, b.p99, s.p50 / b.p50, goal);
   };
   std::printf("latency as p50/p99:\n");
   row("status RPC, kept channel", rpc_kept, "unix echo, kept", echo_kept, "< 5 ms");

@@ -6,9 +6,9 @@
 #include <cstdio>
 #include <cstring>
 
-#include "bootstrap/common/crypto.h"
 #include "bootstrap/aws/sigv4.h"
 #include "bootstrap/aws/sqs_client.h"
+#include "bootstrap/common/crypto.h"
 #include "tests/support/sqs_emulator.h"
 #include "tests/support/temp_dir.h"
 
@@ -38,18 +38,22 @@ int main(int argc, char** argv) {
   using namespace dlagent;
   const AwsCredentials creds{"AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-token", std::nullopt, "bench"};
   // A typical discovery HELLO send: ~600 bytes of JSON.
-  const std::string body = R"({"QueueUrl":"https://sqs.us-east-1.amazonaws.com/123456789012/dlagent-demo","MessageBody":")" +
-                           std::string(500, 'h') + "\"}";
-  const SigV4Request req{"POST", "/", "", {{"Host", "sqs.us-east-1.amazonaws.com"}, {"Content-Type", "application/x-amz-json-1.0"},
-                                            {"X-Amz-Target", "AmazonSQS.SendMessage"}}, body};
+  const std::string body =
+      R"({"QueueUrl":"https://sqs.us-east-1.amazonaws.com/123456789012/dlagent-demo","MessageBody":")" + std::string(500, 'h') + "\"}";
+  const SigV4Request req{
+      "POST",
+      "/",
+      "",
+      {{"Host", "sqs.us-east-1.amazonaws.com"}, {"Content-Type", "application/x-amz-json-1.0"}, {"X-Amz-Target", "AmazonSQS.SendMessage"}},
+      body};
   const WallTime now = system_clock::now();
   volatile size_t sink = 0;
   const double sign_rate = Rate(seconds_each, [&] { sink = sink + SignV4(req, creds, "us-east-1", "sqs", now).signature.size(); });
   const double sha_rate = Rate(seconds_each, [&] { sink = sink + Sha256(body).size(); });
 
   std::printf("%-44s %14s   %-34s %14s %8s\n", "figure", "measured", "baseline (same run)", "baseline", "ratio");
-  std::printf("%-44s %12.0f/s   %-34s %12.0f/s %7.1fx\n", "SigV4 signatures (600-byte SQS request)", sign_rate,
-              "SHA-256 of the body alone", sha_rate, sha_rate / sign_rate);
+  std::printf("%-44s %12.0f/s   %-34s %12.0f/s %7.1fx\n", "SigV4 signatures (600-byte SQS request)", sign_rate, "SHA-256 of the body alone", sha_rate,
+              sha_rate / sign_rate);
 
   testing::TempDir dir;
   std::string error;
@@ -68,7 +72,7 @@ int main(int argc, char** argv) {
   };
   const double kept = measure(true);
   const double fresh = measure(false);
-  std::printf("%-44s %12.0f/s   %-34s %12.0f/s %7.2fx\n", "SQS GetQueueUrl, one kept-alive connection", kept,
-              "a new connection per request", fresh, kept / fresh);
+  std::printf("%-44s %12.0f/s   %-34s %12.0f/s %7.2fx\n", "SQS GetQueueUrl, one kept-alive connection", kept, "a new connection per request", fresh,
+              kept / fresh);
   return 0;
 }

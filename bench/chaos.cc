@@ -52,7 +52,15 @@ enum class NodeState { kUp, kStopped, kKilled };
 class Chaos {
  public:
   Chaos(int n, std::vector<std::string> kinds, uint64_t seed, milliseconds duration, milliseconds recover)
-      : n_(n), faults_(!kinds.empty()), kinds_(std::move(kinds)), seed_(seed), rng_(seed), duration_(duration), recover_(recover), state_(n), restarted_at_(n),
+      : n_(n),
+        faults_(!kinds.empty()),
+        kinds_(std::move(kinds)),
+        seed_(seed),
+        rng_(seed),
+        duration_(duration),
+        recover_(recover),
+        state_(n),
+        restarted_at_(n),
         c_(n, {.expected = n, .min = n / 2 + 1, .join_deadline = "60s", .reseal_settle = "3s", .reseal = "on-failure"}) {
     for (auto& s : state_) s = NodeState::kUp;
   }
@@ -112,7 +120,8 @@ class Chaos {
       for (int i : Range(n_)) {
         auto st = c_.Status(i);
         std::string r = st && st->cluster ? std::to_string(st->cluster->generation) + " by " + st->cluster->sealed_by + ":" : "none";
-        if (st && st->cluster) for (const auto& m : st->cluster->roster) r += " " + m.instance_id;
+        if (st && st->cluster)
+          for (const auto& m : st->cluster->roster) r += " " + m.instance_id;
         seen.insert(r);
       }
       if (seen.size() != 1) {
@@ -132,12 +141,16 @@ class Chaos {
       const long rss = RssKb(c_.Pid(i));
       const int fds = OpenFds(c_.Pid(i));
       std::printf("chaos: agent %d: RSS %ld -> %ld KB, open fds %d -> %d\n", i, baseline_[i].first, rss, baseline_[i].second, fds);
-      if (fds > baseline_[i].second + 16 + n_) counters_.Violation("fd growth", "agent " + std::to_string(i) + ": " + std::to_string(baseline_[i].second) + " -> " + std::to_string(fds));
-      if (rss > baseline_[i].first + 32 * 1024) counters_.Violation("rss growth", "agent " + std::to_string(i) + ": " + std::to_string(baseline_[i].first) + " -> " + std::to_string(rss) + " KB");
+      if (fds > baseline_[i].second + 16 + n_)
+        counters_.Violation("fd growth", "agent " + std::to_string(i) + ": " + std::to_string(baseline_[i].second) + " -> " + std::to_string(fds));
+      if (rss > baseline_[i].first + 32 * 1024)
+        counters_.Violation("rss growth",
+                            "agent " + std::to_string(i) + ": " + std::to_string(baseline_[i].first) + " -> " + std::to_string(rss) + " KB");
     }
     // The soak's coordinator once it keeps its 64 jobs (docs/reliability.md, Soak): flat within 1 MB to the end.
     if (const long rss = RssKb(c_.Pid(0)); soak_rss_from_.first > 0 && rss > soak_rss_from_.second + 1024)
-      counters_.Violation("coordinator rss flat", "agent 0: " + std::to_string(soak_rss_from_.second) + " KB after job " + std::to_string(soak_rss_from_.first) + ", " + std::to_string(rss) + " KB at the end");
+      counters_.Violation("coordinator rss flat", "agent 0: " + std::to_string(soak_rss_from_.second) + " KB after job " +
+                                                      std::to_string(soak_rss_from_.first) + ", " + std::to_string(rss) + " KB at the end");
     return Finish(0);
   }
 
@@ -240,9 +253,7 @@ class Chaos {
   }
 
   // An agent that has run for 10 s since its last start (every agent that was never killed).
-  bool Settled(int node) const {
-    return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count() - restarted_at_[node] > 10000;
-  }
+  bool Settled(int node) const { return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count() - restarted_at_[node] > 10000; }
 
   // `agentctl health --json` on another node: the delayed node's round trip must be at least twice the delay.
   void MeasureDelay(int node, milliseconds delay) {
@@ -259,12 +270,13 @@ class Chaos {
     }
     std::lock_guard<std::mutex> lock(counters_.mu);
     ++counters_.delay_checks;
-    if (rtt_us < 0 && !Settled(node)) return;  // its agent is still starting after a SIGKILL fault
+    if (rtt_us < 0 && !Settled(node)) return;                                   // its agent is still starting after a SIGKILL fault
     if (r.output.find("\"" + c_.Ip(node) + "\"") == std::string::npos) return;  // not a roster member now
     if (rtt_us < 2 * duration_cast<microseconds>(delay).count()) {
       ++counters_.violations["delay applied (harness)"];
       counters_.examples.push_back("delay applied (harness): " + std::to_string(delay.count()) + " ms each way on agent " + std::to_string(node) +
-                                   ", but a health round trip took " + std::to_string(rtt_us) + " us (agentctl exit " + std::to_string(r.exit_code) + "):\n" + r.output.substr(0, 3000));
+                                   ", but a health round trip took " + std::to_string(rtt_us) + " us (agentctl exit " + std::to_string(r.exit_code) +
+                                   "):\n" + r.output.substr(0, 3000));
     } else {
       counters_.delay_rtt_ms.push_back({delay.count(), rtt_us / 1000});
     }
@@ -319,8 +331,8 @@ class Chaos {
         const int64_t since_start = duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count() - restarted_at_[i];
         if ((!status.ok() || took > seconds(1)) && since_start < 5000) continue;  // started a moment ago: its socket may not be there yet
         if (!status.ok() || took > seconds(1)) {
-          counters_.Violation("status within 1 s", "agent " + std::to_string(i) + " (" + std::to_string(took.count()) + " ms): " +
-                                                      (status.ok() ? "slow" : status.status().ToString()));
+          counters_.Violation("status within 1 s", "agent " + std::to_string(i) + " (" + std::to_string(took.count()) +
+                                                       " ms): " + (status.ok() ? "slow" : status.status().ToString()));
           continue;
         }
         if (status->cluster && status->cluster->generation > 0 && status->cluster->failure.empty()) {
@@ -352,8 +364,10 @@ class Chaos {
           std::lock_guard<std::mutex> lock(counters_.mu);
           ++counters_.file_checks;
         }
-        if (workers != "<error>" && !WorkersWhole(workers)) counters_.Violation("node files whole", "agent " + std::to_string(i) + " workers: " + workers);
-        if (roster != "<error>" && !nlohmann::json::accept(roster)) counters_.Violation("node files whole", "agent " + std::to_string(i) + " roster.json does not parse");
+        if (workers != "<error>" && !WorkersWhole(workers))
+          counters_.Violation("node files whole", "agent " + std::to_string(i) + " workers: " + workers);
+        if (roster != "<error>" && !nlohmann::json::accept(roster))
+          counters_.Violation("node files whole", "agent " + std::to_string(i) + " roster.json does not parse");
       }
       std::this_thread::sleep_for(milliseconds(500));
     }
@@ -368,9 +382,10 @@ class Chaos {
       // what grows after that is a leak.
       const int node = UpFrom(faults_ ? (round++) % n_ : 0);
       const auto t0 = steady_clock::now();
-      RunResult r = RunCommand({DLAGENT_AGENTCTL, "-s", c_.Sock(node), "run", "--launcher", "dlps", "--timeout", "60s", "--grace", "2s", "--",
-                                train, "--model", "softmax", "--samples", "2000", "--features", "16", "--epochs", "2", "--progress", "never"},
-                               seconds(90));
+      RunResult r =
+          RunCommand({DLAGENT_AGENTCTL, "-s",      c_.Sock(node), "run",  "--launcher", "dlps", "--timeout", "60s", "--grace",    "2s",   "--", train,
+                      "--model",        "softmax", "--samples",   "2000", "--features", "16",   "--epochs",  "2",   "--progress", "never"},
+                     seconds(90));
       const auto took = steady_clock::now() - t0;
       std::string outcome;
       if (r.exit_code == 0) {
@@ -436,6 +451,7 @@ class Chaos {
   const bool faults_;
   const std::vector<std::string> kinds_;  // the faults drawn from
   const uint64_t seed_;
+
  public:
   bool verbose_ = false;  // --verbose: the agents' roster lines when a generation was sealed twice
  private:
@@ -467,12 +483,18 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "chaos: %s needs a value\n", a.c_str());
       std::exit(2);
     };
-    if (a == "--nodes") nodes = std::atoi(value().c_str());
-    else if (a == "--duration") duration = value();
-    else if (a == "--recover") recover = value();
-    else if (a == "--seed") seed = std::strtoull(value().c_str(), nullptr, 10);
-    else if (a == "--faults") faults = value();
-    else if (a == "--verbose") verbose = true;
+    if (a == "--nodes")
+      nodes = std::atoi(value().c_str());
+    else if (a == "--duration")
+      duration = value();
+    else if (a == "--recover")
+      recover = value();
+    else if (a == "--seed")
+      seed = std::strtoull(value().c_str(), nullptr, 10);
+    else if (a == "--faults")
+      faults = value();
+    else if (a == "--verbose")
+      verbose = true;
     else {
       std::fprintf(stderr, "usage: chaos [--nodes N (4..32)] [--duration 2m] [--recover 90s] [--seed S] [--faults all|none|KIND,...] [--verbose]\n");
       return 2;
@@ -481,8 +503,9 @@ int main(int argc, char** argv) {
   const std::optional<std::vector<std::string>> kinds = ParseFaults(faults);
   auto d = dlagent::ParseDuration(duration), r = dlagent::ParseDuration(recover);
   if (nodes < 4 || nodes > 32 || !d.ok() || !r.ok() || !kinds) {
-    std::fprintf(stderr, "chaos: bad arguments (--nodes 4..32, durations like 2m or 90s, --faults all, none or a list of: sigkill, sigstop, "
-                         "partition-node, partition-half, loss, delay, slow-link, disk-full, storage-hang)\n");
+    std::fprintf(stderr,
+                 "chaos: bad arguments (--nodes 4..32, durations like 2m or 90s, --faults all, none or a list of: sigkill, sigstop, "
+                 "partition-node, partition-half, loss, delay, slow-link, disk-full, storage-hang)\n");
     return 2;
   }
   if (!LocalCluster::root()) {

@@ -27,8 +27,8 @@ namespace dlagent::chaos {
 using namespace std::chrono;
 using testing::RunCommand;
 
-const std::vector<std::string> kAllFaults = {"sigkill", "sigstop", "partition node", "partition half", "loss 30%",
-                                             "delay",   "slow link", "disk full", "storage hang"};
+const std::vector<std::string> kAllFaults = {"sigkill", "sigstop",   "partition node", "partition half", "loss 30%",
+                                             "delay",   "slow link", "disk full",      "storage hang"};
 
 std::optional<std::vector<std::string>> ParseFaults(const std::string& text) {
   if (text == "all") return kAllFaults;
@@ -53,8 +53,9 @@ void Counters::Print() const {
   std::printf("\nchaos: checks: %llu status calls, %llu node file reads, %llu roster views, %llu health calls while storage hung\n",
               static_cast<unsigned long long>(status_checks), static_cast<unsigned long long>(file_checks),
               static_cast<unsigned long long>(roster_checks), static_cast<unsigned long long>(health_checks));
-  for (const char* inv : {"one sealer per generation", "one roster per seal", "one roster once healed", "node files whole", "status within 1 s", "a failed job names why", "no job hangs",
-                          "health within 15 s", "health names hung storage", "delay applied (harness)", "ready again", "fd growth", "rss growth", "coordinator rss flat"}) {
+  for (const char* inv : {"one sealer per generation", "one roster per seal", "one roster once healed", "node files whole", "status within 1 s",
+                          "a failed job names why", "no job hangs", "health within 15 s", "health names hung storage", "delay applied (harness)",
+                          "ready again", "fd growth", "rss growth", "coordinator rss flat"}) {
     std::printf("chaos: invariant %-26s violated %d times\n", inv, violations.count(inv) ? violations.at(inv) : 0);
   }
   if (!delay_rtt_ms.empty()) {

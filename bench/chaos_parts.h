@@ -27,7 +27,7 @@ struct Counters {
   std::vector<std::string> examples;      // the first few violations, in full
   uint64_t status_checks = 0, file_checks = 0, roster_checks = 0, health_checks = 0, delay_checks = 0;
   std::vector<std::pair<int64_t, int64_t>> delay_rtt_ms;  // (delay each way, health round trip) per delay fault
-  bool twice_sealed = false;  // some generation had two sealers (--verbose then prints the agents' roster lines)
+  bool twice_sealed = false;                              // some generation had two sealers (--verbose then prints the agents' roster lines)
   void Violation(const std::string& kind, const std::string& what) {
     std::lock_guard<std::mutex> lock(mu);
     ++violations[kind];

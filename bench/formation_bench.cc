@@ -13,8 +13,8 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -120,18 +120,19 @@ int Run(int n, int after_s, bool trace, bool netns) {
   const double floor_pct = (CpuSeconds(floor.pid()) - floor0) / after_s * 100.0;
   const Requests later = Count(c, n, leader);
   const double per_min = 60.0 / after_s;
-  std::printf("%3d agents (%s): all READY %.2f s after the last start (goal <= 3 s); one agent alone serves its socket %.3f s "
-              "after start (baseline); ratio %.1fx; packets dropped by the kernel meanwhile: %llu\n",
-              n, c.Netns(0).empty() ? "loopback" : "network namespaces", ready_s, serve_s, ready_s / serve_s,
-              static_cast<unsigned long long>(drops));
+  std::printf(
+      "%3d agents (%s): all READY %.2f s after the last start (goal <= 3 s); one agent alone serves its socket %.3f s "
+      "after start (baseline); ratio %.1fx; packets dropped by the kernel meanwhile: %llu\n",
+      n, c.Netns(0).empty() ? "loopback" : "network namespaces", ready_s, serve_s, ready_s / serve_s, static_cast<unsigned long long>(drops));
   std::printf("            SQS requests during formation: leader %llu, each other node at most %llu (%.1f on average)\n",
               static_cast<unsigned long long>(formed.leader), static_cast<unsigned long long>(formed.others_max),
               n > 1 ? static_cast<double>(formed.others_total) / (n - 1) : 0.0);
   std::printf("            SQS requests per minute after it (over %d s): leader %.1f, all other nodes together %.1f (goal 0)\n", after_s,
               (later.leader - formed.leader) * per_min, (later.others_total - formed.others_total) * per_min);
-  std::printf("            CPU per agent at rest after it: %.3f%% of a core on average, %.3f%% at most; `sleep` over the same "
-              "window: %.3f%% (baseline)\n",
-              cpu_sum / n, cpu_max, floor_pct);
+  std::printf(
+      "            CPU per agent at rest after it: %.3f%% of a core on average, %.3f%% at most; `sleep` over the same "
+      "window: %.3f%% (baseline)\n",
+      cpu_sum / n, cpu_max, floor_pct);
   return 0;
 }
 

@@ -121,7 +121,8 @@ Outcome Form(int n, bool discovery, double crash_share, uint64_t seed) {
 double OrderRosterMs(int n) {
   std::vector<dlagent::RosterNode> nodes;
   for (int i = n - 1; i >= 0; --i) {
-    nodes.push_back({"i-" + std::to_string(1000 + i), "10." + std::to_string(i / 62500) + "." + std::to_string(i / 250 % 250) + "." + std::to_string(i % 250 + 1), 8, false});
+    nodes.push_back({"i-" + std::to_string(1000 + i),
+                     "10." + std::to_string(i / 62500) + "." + std::to_string(i / 250 % 250) + "." + std::to_string(i % 250 + 1), 8, false});
   }
   const double t0 = CpuMs();
   (void)dlagent::OrderRoster(nodes);
@@ -134,8 +135,8 @@ int main(int argc, char** argv) {
   std::vector<int> sizes;
   for (int i = 1; i < argc; ++i) sizes.push_back(std::atoi(argv[i]));
   if (sizes.empty()) sizes = {100, 1000};
-  std::printf("%-34s %8s %10s %12s %10s %9s %9s %12s %8s\n", "scenario", "roster", "READY (s)", "perfect (s)", "SQS req", "per node",
-              "pollers", "seal CPU ms", "wall s");
+  std::printf("%-34s %8s %10s %12s %10s %9s %9s %12s %8s\n", "scenario", "roster", "READY (s)", "perfect (s)", "SQS req", "per node", "pollers",
+              "seal CPU ms", "wall s");
   for (int n : sizes) {
     if (n < 2) continue;
     const Outcome perfect = Form(n, false, 0, 1);
@@ -149,7 +150,8 @@ int main(int argc, char** argv) {
     }
     std::printf("%-34s one HELLO per node: %d SQS requests; one OrderRoster of %d nodes: %.2f ms CPU\n", "  baselines", n, n, OrderRosterMs(n));
   }
-  std::printf("goals: READY <= 5 s after the last boot at 1,000 nodes, <= 10 s at 10,000; SQS requests grow linearly with N;\n"
-              "       at most 3 pollers once a cluster exists, the leader alone after formation (pollers: peak/after); seal < 100 ms at 10,000\n");
+  std::printf(
+      "goals: READY <= 5 s after the last boot at 1,000 nodes, <= 10 s at 10,000; SQS requests grow linearly with N;\n"
+      "       at most 3 pollers once a cluster exists, the leader alone after formation (pollers: peak/after); seal < 100 ms at 10,000\n");
   return 0;
 }

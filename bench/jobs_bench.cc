@@ -71,9 +71,10 @@ int Launch(int n) {
     local_ms.push_back((LatestStamp(local.output, &count) - t0) / 1e6);
   }
   const double a = Median(agent_ms), l = Median(local_ms);
-  std::printf("launch, %2d nodes: every rank running %.1f ms after agentctl run started; one local process %.1f ms "
-              "(+%.1f ms, goal within 100 ms at 16 nodes)\n",
-              n, a, l, a - l);
+  std::printf(
+      "launch, %2d nodes: every rank running %.1f ms after agentctl run started; one local process %.1f ms "
+      "(+%.1f ms, goal within 100 ms at 16 nodes)\n",
+      n, a, l, a - l);
   return 0;
 }
 
@@ -98,9 +99,10 @@ int Output(long lines) {
       for (const auto& job : list["jobs"]) {
         if (job["id"] == id && job["state"] == "succeeded") {
           const double agent_s = (job["ended_unix_ms"].get<int64_t>() - job["started_unix_ms"].get<int64_t>()) / 1e3;
-          std::printf("output: %.0f lines/s through the agent (%ld lines in %.2f s) against %.0f lines/s into a pipe to /dev/null "
-                      "(%.1fx slower)\n",
-                      lines / agent_s, lines, agent_s, lines / pipe_s, agent_s / pipe_s);
+          std::printf(
+              "output: %.0f lines/s through the agent (%ld lines in %.2f s) against %.0f lines/s into a pipe to /dev/null "
+              "(%.1fx slower)\n",
+              lines / agent_s, lines, agent_s, lines / pipe_s, agent_s / pipe_s);
           return 0;
         }
       }

@@ -17,7 +17,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -181,10 +180,11 @@ void OneWorker(double tcp) {
     Timing copy_push = Time([&] { Check(c->Wait(c->Push(n, g.data(), n))); }, server_pid);
     Timing pull = Time([&] { Check(c->Wait(c->Pull(n, w.data(), n))); }, server_pid);
     Timing pp = Time([&] { Check(c->Wait(c->PushPull(n, g.data(), w.data(), n))); }, server_pid);
-    std::printf("  %2zu MB, 1 worker, 1 server: push %.2f ms (%.2f GB/s; Push, which copies first: %.2f ms), pull %.2f ms (%.2f GB/s), "
-                "push+pull %.2f ms; raw TCP %.2f ms for the same bytes; minor faults per push+pull step: worker %.1f, server %.1f\n",
-                bytes / 1000000, push.seconds * 1e3, Gbs(bytes, push.seconds), copy_push.seconds * 1e3, pull.seconds * 1e3,
-                Gbs(bytes, pull.seconds), pp.seconds * 1e3, bytes / tcp * 1e3, pp.faults, pp.server_faults);
+    std::printf(
+        "  %2zu MB, 1 worker, 1 server: push %.2f ms (%.2f GB/s; Push, which copies first: %.2f ms), pull %.2f ms (%.2f GB/s), "
+        "push+pull %.2f ms; raw TCP %.2f ms for the same bytes; minor faults per push+pull step: worker %.1f, server %.1f\n",
+        bytes / 1000000, push.seconds * 1e3, Gbs(bytes, push.seconds), copy_push.seconds * 1e3, pull.seconds * 1e3, Gbs(bytes, pull.seconds),
+        pp.seconds * 1e3, bytes / tcp * 1e3, pp.faults, pp.server_faults);
   }
 }
 
@@ -209,9 +209,10 @@ void SyncWorkers(int workers, int servers, double tcp) {
   }
   for (auto& t : threads) t.join();
   const double step = *std::max_element(seconds.begin(), seconds.end());
-  std::printf("  40 MB sync, %d workers, %d server%s: push+pull step %.1f ms, %.2f GB/s per worker (pushed and pulled); raw TCP "
-              "moves both directions' bytes in %.1f ms\n",
-              workers, servers, servers > 1 ? "s" : "", step * 1e3, Gbs(2 * kBig * sizeof(float), step), 2 * kBig * sizeof(float) / tcp * 1e3);
+  std::printf(
+      "  40 MB sync, %d workers, %d server%s: push+pull step %.1f ms, %.2f GB/s per worker (pushed and pulled); raw TCP "
+      "moves both directions' bytes in %.1f ms\n",
+      workers, servers, servers > 1 ? "s" : "", step * 1e3, Gbs(2 * kBig * sizeof(float), step), 2 * kBig * sizeof(float) / tcp * 1e3);
 }
 
 void Aggregation(double memcpy_gbs, int workers) {
@@ -232,9 +233,10 @@ void Aggregation(double memcpy_gbs, int workers) {
   for (int i = 0; i < steps; ++i) round(i);
   const double s = duration<double>(steady_clock::now() - t0).count() / steps;
   const size_t bytes = kBig * sizeof(float) * workers;
-  std::printf("  server sum of %d gradients + SGD with momentum, 1 core: %.2f GB/s of gradient (memcpy of the same bytes: %.2f GB/s, "
-              "ratio %.2f)\n",
-              workers, Gbs(bytes, s), memcpy_gbs, Gbs(bytes, s) / memcpy_gbs);
+  std::printf(
+      "  server sum of %d gradients + SGD with momentum, 1 core: %.2f GB/s of gradient (memcpy of the same bytes: %.2f GB/s, "
+      "ratio %.2f)\n",
+      workers, Gbs(bytes, s), memcpy_gbs, Gbs(bytes, s) / memcpy_gbs);
 }
 
 // Seconds to seal `bytes` with AES-256-GCM (what per-frame integrity and privacy would cost the sender; the
@@ -302,19 +304,21 @@ void Authentication() {
   };
   const double push[2] = {median(pushes[0]), median(pushes[1])}, pull[2] = {median(pulls[0]), median(pulls[1])};
   const size_t bytes = kBig * sizeof(float);
-  std::printf("  40 MB, 1 worker, in-process shard, medians of %d alternating steps: push %.2f ms authenticated vs %.2f ms not (ratio %.3f), "
-              "pull %.2f ms vs %.2f ms "
-              "(ratio %.3f); the job's token is checked once, in the Hello\n",
-              2 * steps, push[0] * 1e3, push[1] * 1e3, push[0] / push[1], pull[0] * 1e3, pull[1] * 1e3, pull[0] / pull[1]);
+  std::printf(
+      "  40 MB, 1 worker, in-process shard, medians of %d alternating steps: push %.2f ms authenticated vs %.2f ms not (ratio %.3f), "
+      "pull %.2f ms vs %.2f ms "
+      "(ratio %.3f); the job's token is checked once, in the Hello\n",
+      2 * steps, push[0] * 1e3, push[1] * 1e3, push[0] / push[1], pull[0] * 1e3, pull[1] * 1e3, pull[0] / pull[1]);
   const std::string data(bytes, 'x');
   for (int i = 0; i < kWarmup; ++i) (void)dlagent::HmacSha256(key, data);
   auto t0 = steady_clock::now();
   for (int i = 0; i < steps; ++i) (void)dlagent::HmacSha256(key, data);
   const double hmac = duration<double>(steady_clock::now() - t0).count() / steps;
   const double gcm = AesGcm(std::vector<unsigned char>(bytes, 7));
-  std::printf("  integrity of every frame would add, per 40 MB and per side: HMAC-SHA256 %.2f ms, AES-256-GCM %.2f ms, against a push "
-              "of %.2f ms (x%.1f and x%.1f)\n",
-              hmac * 1e3, gcm * 1e3, push[1] * 1e3, 1 + hmac / push[1], 1 + gcm / push[1]);
+  std::printf(
+      "  integrity of every frame would add, per 40 MB and per side: HMAC-SHA256 %.2f ms, AES-256-GCM %.2f ms, against a push "
+      "of %.2f ms (x%.1f and x%.1f)\n",
+      hmac * 1e3, gcm * 1e3, push[1] * 1e3, 1 + hmac / push[1], 1 + gcm / push[1]);
 }
 
 }  // namespace

@@ -62,13 +62,15 @@ std::vector<double> CrashDetection(int n, int crashes, uint64_t seed) {
     sim.Crash(victim);
     std::map<int, double> seen;
     const auto start = sim.now();
-    sim.RunUntil([&] {
-      for (int i = 0; i < n; ++i) {
-        if (i == victim || !sim.up(i) || seen.count(i)) continue;
-        if (sim.View(i, victim) == MemberState::kDead) seen[i] = Secs(sim.now() - start);
-      }
-      return static_cast<int>(seen.size()) >= n - 1 - c;
-    }, seconds(120));
+    sim.RunUntil(
+        [&] {
+          for (int i = 0; i < n; ++i) {
+            if (i == victim || !sim.up(i) || seen.count(i)) continue;
+            if (sim.View(i, victim) == MemberState::kDead) seen[i] = Secs(sim.now() - start);
+          }
+          return static_cast<int>(seen.size()) >= n - 1 - c;
+        },
+        seconds(120));
     for (auto& [i, t] : seen) times.push_back(t);
     sim.Run(seconds(5));
   }
@@ -149,14 +151,16 @@ void Scale(int n) {
   std::vector<double> times;
   const auto start = sim.now();
   std::vector<bool> seen(sim.size(), false);
-  sim.RunUntil([&] {
-    for (int i = 0; i < sim.size(); ++i) {
-      if (i == victim || seen[i] || !sim.up(i) || sim.View(i, victim) != MemberState::kDead) continue;
-      seen[i] = true;
-      times.push_back(Secs(sim.now() - start));
-    }
-    return static_cast<int>(times.size()) >= sim.size() - 1;
-  }, seconds(120));
+  sim.RunUntil(
+      [&] {
+        for (int i = 0; i < sim.size(); ++i) {
+          if (i == victim || seen[i] || !sim.up(i) || sim.View(i, victim) != MemberState::kDead) continue;
+          seen[i] = true;
+          times.push_back(Secs(sim.now() - start));
+        }
+        return static_cast<int>(times.size()) >= sim.size() - 1;
+      },
+      seconds(120));
   std::printf("N=%-6d a crash detected by every member: p50 %.1f s / p99 %.1f s (%zu of %d)  total CPU %.0f s\n", n, Pct(times, 0.5),
               Pct(times, 0.99), times.size(), sim.size() - 1, CpuS() - cpu0);
   std::fflush(stdout);
@@ -176,8 +180,8 @@ int main(int argc, char** argv) {
   std::printf("%-58s %-22s %-16s %s\n", "scenario", "measured", "goal", "memberlist");
 
   std::vector<double> d100 = CrashDetection(100, quick ? 3 : 10, 11);
-  Row("crash detected by every member, N=100: p50 / p99", Fmt("%.1f s / %.1f s", Pct(d100, 0.5), Pct(d100, 0.99)),
-      "<= 11 s / 20 s", "derived: 1 s probe + 8..48 s suspicion");
+  Row("crash detected by every member, N=100: p50 / p99", Fmt("%.1f s / %.1f s", Pct(d100, 0.5), Pct(d100, 0.99)), "<= 11 s / 20 s",
+      "derived: 1 s probe + 8..48 s suspicion");
   std::vector<double> dbig = CrashDetection(big, quick ? 2 : 5, 12);
   Row(quick ? "crash detected by every member, N=300: p50 / p99" : "crash detected by every member, N=1000: p50 / p99",
       Fmt("%.1f s / %.1f s", Pct(dbig, 0.5), Pct(dbig, 0.99)), "<= 15 s / 25 s", "derived: 1 s + 12..72 s suspicion");
@@ -195,8 +199,7 @@ int main(int argc, char** argv) {
         for (int s = 0; s < sim.size(); ++s)
           if (o != s && sim.View(o, s) == MemberState::kDead && dead_pairs.insert({o, s}).second) ++deaths;
     }
-    Row(quick ? "false deaths, N=100, 10% loss, 5 simulated min" : "false deaths, N=100, 10% loss, 1 simulated hour",
-        Fmt("%.0f", deaths), "0", "-");
+    Row(quick ? "false deaths, N=100, 10% loss, 5 simulated min" : "false deaths, N=100, 10% loss, 1 simulated hour", Fmt("%.0f", deaths), "0", "-");
   }
 
   {
@@ -221,8 +224,8 @@ int main(int argc, char** argv) {
         Fmt("%.2f KB/s", (sim.udp_bytes() - b0) / 1000.0 / big / Secs(sim.now() - t0)), "<= 0.7 KB/s", "-");
     const int newcomer = sim.Add();
     auto j = sim.RunUntil([&] { return sim.CountViews(newcomer, MemberState::kAlive) >= 0.99 * (sim.size() - 1); }, seconds(60));
-    Row(quick ? "one join reaches 99% of N=300" : "one join reaches 99% of N=1000", j ? Fmt("%.2f s", Secs(*j)) : std::string("> 60 s"),
-        "<= 3 s", "-");
+    Row(quick ? "one join reaches 99% of N=300" : "one join reaches 99% of N=1000", j ? Fmt("%.2f s", Secs(*j)) : std::string("> 60 s"), "<= 3 s",
+        "-");
   }
 
   {
@@ -237,14 +240,14 @@ int main(int argc, char** argv) {
       for (int o = 0; o < sim.size(); ++o) {
         if (!sim.up(o)) continue;
         std::vector<int> alive;
-        for (int x = 0; x < sim.size(); ++x) if (sim.View(o, x) == MemberState::kAlive || x == o) alive.push_back(x);
+        for (int x = 0; x < sim.size(); ++x)
+          if (sim.View(o, x) == MemberState::kAlive || x == o) alive.push_back(x);
         views.insert(alive);
       }
       max_views = std::max(max_views, views.size());
       final_views = views.size();
     }
-    Row("10 simultaneous crashes, N=100: distinct views after 60 s", Fmt("%.0f (at most %.0f on the way)", final_views, max_views), "<= 2",
-        "-");
+    Row("10 simultaneous crashes, N=100: distinct views after 60 s", Fmt("%.0f (at most %.0f on the way)", final_views, max_views), "<= 2", "-");
   }
 
   {

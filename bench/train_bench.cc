@@ -105,8 +105,8 @@ int main(int argc, char** argv) {
   std::printf("  1 process, no servers (baseline): %.3f s per epoch; per round: %s\n", base.epoch_s, base.round.c_str());
   for (int workers : {1, 2, 4}) {
     const Figures f = Distributed(workers);
-    std::printf("  %d worker%s + %d server%s: %.3f s per epoch, %.2fx the baseline; per round: %s\n", workers, workers > 1 ? "s" : " ",
-                workers, workers > 1 ? "s" : " ", f.epoch_s, f.epoch_s / base.epoch_s, f.round.c_str());
+    std::printf("  %d worker%s + %d server%s: %.3f s per epoch, %.2fx the baseline; per round: %s\n", workers, workers > 1 ? "s" : " ", workers,
+                workers > 1 ? "s" : " ", f.epoch_s, f.epoch_s / base.epoch_s, f.round.c_str());
   }
   return 0;
 }

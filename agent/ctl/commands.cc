@@ -30,11 +30,22 @@ nlohmann::json ClusterJson(const ClusterSnapshot& c) {
   for (const RosterMemberSnapshot& m : c.roster) {
     roster.push_back({{"rank", m.rank}, {"instance_id", m.instance_id}, {"ip", m.ip}, {"gpus", m.gpus}, {"prepared", m.prepared}});
   }
-  return {{"leader", c.leader},       {"generation", c.generation},         {"sealed_by", c.sealed_by},   {"rank", c.rank},
-          {"roster", roster},         {"failure", c.failure},               {"alive", c.alive},
-          {"expected", c.expected},   {"deadline_in_ms", c.deadline_in_ms}, {"sqs_requests", c.sqs_requests},
-          {"hellos_sent", c.hellos_sent}, {"hellos_accepted", c.hellos_accepted}, {"hellos_refused", c.hellos_refused},
-          {"dead", c.dead},           {"reseal_in_ms", c.reseal_in_ms},             {"maintenance", c.maintenance}};
+  return {{"leader", c.leader},
+          {"generation", c.generation},
+          {"sealed_by", c.sealed_by},
+          {"rank", c.rank},
+          {"roster", roster},
+          {"failure", c.failure},
+          {"alive", c.alive},
+          {"expected", c.expected},
+          {"deadline_in_ms", c.deadline_in_ms},
+          {"sqs_requests", c.sqs_requests},
+          {"hellos_sent", c.hellos_sent},
+          {"hellos_accepted", c.hellos_accepted},
+          {"hellos_refused", c.hellos_refused},
+          {"dead", c.dead},
+          {"reseal_in_ms", c.reseal_in_ms},
+          {"maintenance", c.maintenance}};
 }
 
 nlohmann::json ToJson(const StatusSnapshot& s) {
@@ -66,8 +77,8 @@ nlohmann::json ToJson(const StatusSnapshot& s) {
 }  // namespace
 
 std::string FormatStatus(const StatusSnapshot& s) {
-  std::string out = "agentd " + s.version + " (pid " + std::to_string(s.pid) + "), up " +
-                    FormatDuration(std::chrono::milliseconds(s.uptime_ms)) + "\n";
+  std::string out =
+      "agentd " + s.version + " (pid " + std::to_string(s.pid) + "), up " + FormatDuration(std::chrono::milliseconds(s.uptime_ms)) + "\n";
   auto row = [&](const char* name, const std::string& value) { out += "  " + std::string(name) + value + "\n"; };
   const std::string phase(AgentPhaseName(s.phase));
   row("phase:     ", phase + (s.phase_detail.empty() || s.phase_detail == phase ? "" : " (" + s.phase_detail + ")"));
@@ -75,11 +86,11 @@ std::string FormatStatus(const StatusSnapshot& s) {
   if (s.identity.instance_id.empty()) {
     row("instance:  ", "not identified yet");
   } else {
-    row("instance:  ", s.identity.instance_id + " " + s.identity.instance_type + " " + s.identity.local_ipv4 + " " +
-                          s.identity.availability_zone + ", " + std::to_string(s.identity.gpu_count) + " GPUs");
+    row("instance:  ", s.identity.instance_id + " " + s.identity.instance_type + " " + s.identity.local_ipv4 + " " + s.identity.availability_zone +
+                           ", " + std::to_string(s.identity.gpu_count) + " GPUs");
   }
-  row("config:    ", (s.config_path.empty() ? std::string("built-in defaults") : s.config_path) + " (generation " +
-                         std::to_string(s.config_generation) + ")");
+  row("config:    ",
+      (s.config_path.empty() ? std::string("built-in defaults") : s.config_path) + " (generation " + std::to_string(s.config_generation) + ")");
   row("log level: ", s.log_level);
   row("socket:    ", s.socket_path);
   char memory[96];
@@ -97,17 +108,18 @@ std::string FormatStatus(const StatusSnapshot& s) {
     if (!c.dead.empty()) {
       std::string dead;
       for (const std::string& d : c.dead) dead += (dead.empty() ? "" : ", ") + d;
-      row("degraded:  ", dead + " dead" +
-                             (c.reseal_in_ms >= 0 ? "; resealing in " + FormatDuration(std::chrono::milliseconds(c.reseal_in_ms)) : ""));
+      row("degraded:  ", dead + " dead" + (c.reseal_in_ms >= 0 ? "; resealing in " + FormatDuration(std::chrono::milliseconds(c.reseal_in_ms)) : ""));
     }
     if (c.generation > 0) {
-      row("roster:    ", "generation " + std::to_string(c.generation) + " (sealed by " + c.sealed_by + "), " + std::to_string(c.roster.size()) + " nodes" +
-                             (c.rank >= 0 ? ", this node is rank " + std::to_string(c.rank) : ", this node is not in it"));
+      row("roster:    ", "generation " + std::to_string(c.generation) + " (sealed by " + c.sealed_by + "), " + std::to_string(c.roster.size()) +
+                             " nodes" + (c.rank >= 0 ? ", this node is rank " + std::to_string(c.rank) : ", this node is not in it"));
       for (const RosterMemberSnapshot& m : c.roster) {
         std::ostringstream line;
-        line << "    " << std::left << std::setw(24) << ("deeplearning-worker" + std::to_string(m.rank + 1)) << std::setw(22)
-             << m.instance_id << std::setw(17) << m.ip << std::setw(8) << (std::to_string(m.gpus) + " GPUs")
-             << (std::find(c.dead.begin(), c.dead.end(), m.instance_id) != c.dead.end() ? "dead" : m.prepared ? "prepared" : "preparing");
+        line << "    " << std::left << std::setw(24) << ("deeplearning-worker" + std::to_string(m.rank + 1)) << std::setw(22) << m.instance_id
+             << std::setw(17) << m.ip << std::setw(8) << (std::to_string(m.gpus) + " GPUs")
+             << (std::find(c.dead.begin(), c.dead.end(), m.instance_id) != c.dead.end() ? "dead"
+                 : m.prepared                                                           ? "prepared"
+                                                                                        : "preparing");
         out += line.str() + "\n";
       }
     }
@@ -152,8 +164,8 @@ int RunWait(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
       err << "agentctl: not ready after " << opts.wait_timeout << " (" << s->phase_detail << ")\n";
       return 3;
     }
-    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(200),
-                                                                              deadline - std::chrono::steady_clock::now()));
+    std::this_thread::sleep_for(
+        std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(200), deadline - std::chrono::steady_clock::now()));
   }
 }
 
@@ -162,8 +174,10 @@ int RunStatus(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
   if (!client.ok()) return Fail(err, client.status());
   Result<StatusSnapshot> status = (*client)->GetStatus();
   if (!status.ok()) return Fail(err, status.status());
-  if (opts.json) out << ToJson(*status).dump(2) << "\n";
-  else out << FormatStatus(*status);
+  if (opts.json)
+    out << ToJson(*status).dump(2) << "\n";
+  else
+    out << FormatStatus(*status);
   return 0;
 }
 
@@ -210,17 +224,24 @@ int RunMembers(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
   if (opts.json) {
     nlohmann::json j = nlohmann::json::array();
     for (const MemberSnapshot& m : shown) {
-      j.push_back({{"name", m.name}, {"address", m.address}, {"status", m.status}, {"role", m.role}, {"gpus", m.gpus},
-                   {"availability_zone", m.availability_zone}, {"incarnation", m.incarnation},
-                   {"last_change_ms_ago", m.last_change_ms_ago}, {"flaps", m.flaps}, {"version", m.version}});
+      j.push_back({{"name", m.name},
+                   {"address", m.address},
+                   {"status", m.status},
+                   {"role", m.role},
+                   {"gpus", m.gpus},
+                   {"availability_zone", m.availability_zone},
+                   {"incarnation", m.incarnation},
+                   {"last_change_ms_ago", m.last_change_ms_ago},
+                   {"flaps", m.flaps},
+                   {"version", m.version}});
     }
     out << j.dump(2) << "\n";
   } else {
     std::ostringstream table;
-    auto row = [&](const std::string& a, const std::string& b, const std::string& c, const std::string& d, const std::string& e,
-                   const std::string& f, const std::string& g, const std::string& h, const std::string& i) {
-      table << std::left << std::setw(24) << a << std::setw(22) << b << std::setw(9) << c << std::setw(8) << d << std::setw(6) << e
-            << std::setw(12) << f << std::setw(6) << g << std::setw(9) << h << i << "\n";
+    auto row = [&](const std::string& a, const std::string& b, const std::string& c, const std::string& d, const std::string& e, const std::string& f,
+                   const std::string& g, const std::string& h, const std::string& i) {
+      table << std::left << std::setw(24) << a << std::setw(22) << b << std::setw(9) << c << std::setw(8) << d << std::setw(6) << e << std::setw(12)
+            << f << std::setw(6) << g << std::setw(9) << h << i << "\n";
     };
     row("NAME", "ADDRESS", "STATUS", "ROLE", "GPUS", "AZ", "INC", "CHANGED", "FLAPS");
     for (const MemberSnapshot& m : shown) {
@@ -229,8 +250,8 @@ int RunMembers(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
     }
     const GossipCounters& c = list->counters;
     table << "gossip: " << c.packets_in << " packets in, " << c.packets_out << " out; dropped unread: " << c.auth_failures
-          << " failed authentication, " << c.replays << " replayed or stale, " << c.malformed << " malformed; push-pulls: " << c.push_pulls
-          << " (" << c.push_pull_failures << " failed, " << c.push_pulls_refused << " refused)\n";
+          << " failed authentication, " << c.replays << " replayed or stale, " << c.malformed << " malformed; push-pulls: " << c.push_pulls << " ("
+          << c.push_pull_failures << " failed, " << c.push_pulls_refused << " refused)\n";
     out << table.str();
   }
   return shown.empty() ? 2 : 0;

@@ -14,8 +14,8 @@ struct CtlOptions {
   std::string socket = kDefaultSocketPath;
   std::string timeout = "5s";
   bool json = false;
-  std::string status_filter;  // members: a regular expression over the status
-  std::string role_filter;    // members: an exact role
+  std::string status_filter;         // members: a regular expression over the status
+  std::string role_filter;           // members: an exact role
   std::string wait_timeout = "30m";  // wait: how long to wait for READY
   bool quiet = false;                // wait: no progress lines
 };

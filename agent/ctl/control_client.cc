@@ -46,20 +46,12 @@ class GrpcControlClient final : public ControlClient {
     return reply.version();
   }
 
-  Result<jobs::v1::JobSummary> RunJob(const jobs::v1::RunJobRequest& req) override {
-    return Call(&pb::Control::Stub::RunJob, req);
-  }
+  Result<jobs::v1::JobSummary> RunJob(const jobs::v1::RunJobRequest& req) override { return Call(&pb::Control::Stub::RunJob, req); }
   Result<jobs::v1::JobList> ListJobs() override { return Call(&pb::Control::Stub::ListJobs, pb::ListJobsRequest()); }
-  Result<jobs::v1::JobOutputReply> JobOutput(const jobs::v1::JobOutputRequest& req) override {
-    return Call(&pb::Control::Stub::JobOutput, req);
-  }
+  Result<jobs::v1::JobOutputReply> JobOutput(const jobs::v1::JobOutputRequest& req) override { return Call(&pb::Control::Stub::JobOutput, req); }
   Result<jobs::v1::KillJobReply> KillJob(const jobs::v1::KillJobRequest& req) override { return Call(&pb::Control::Stub::KillJob, req); }
-  Result<jobs::v1::HealthReport> CheckHealth(const jobs::v1::HealthCheckRequest& req) override {
-    return Call(&pb::Control::Stub::CheckHealth, req);
-  }
-  Result<jobs::v1::AttachReply> AttachProcess(const jobs::v1::AttachRequest& req) override {
-    return Call(&pb::Control::Stub::AttachProcess, req);
-  }
+  Result<jobs::v1::HealthReport> CheckHealth(const jobs::v1::HealthCheckRequest& req) override { return Call(&pb::Control::Stub::CheckHealth, req); }
+  Result<jobs::v1::AttachReply> AttachProcess(const jobs::v1::AttachRequest& req) override { return Call(&pb::Control::Stub::AttachProcess, req); }
 
  private:
   void SetDeadline(grpc::ClientContext& ctx, Duration at_least = Duration(0)) {
@@ -86,8 +78,8 @@ class GrpcControlClient final : public ControlClient {
       return Status::DeadlineExceeded("agentctl", "agentd did not answer on " + path_ + " within " + FormatDuration(timeout_));
     }
     if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
-      return Status::Unavailable("agentctl", "agentd closed the connection on " + path_ +
-                                                 ": it may have refused this user (see journalctl -u agentd) or be stopping");
+      return Status::Unavailable(
+          "agentctl", "agentd closed the connection on " + path_ + ": it may have refused this user (see journalctl -u agentd) or be stopping");
     }
     return FromGrpcStatus(st, "agentctl", "agentd answered with an error");
   }
@@ -104,16 +96,13 @@ Result<std::unique_ptr<ControlClient>> ControlClient::Connect(const std::string&
   if (!probe.ok()) {
     const Status& st = probe.status();
     switch (st.code()) {
-      case StatusCode::kNotFound:
-        return Status::NotFound("agentctl", "agentd is not running: no socket at " + socket_path);
+      case StatusCode::kNotFound: return Status::NotFound("agentctl", "agentd is not running: no socket at " + socket_path);
       case StatusCode::kPermissionDenied:
-        return Status::PermissionDenied("agentctl", "permission denied on " + socket_path +
-                                                        ": run agentctl as root or as a member of group dlagent");
+        return Status::PermissionDenied("agentctl", "permission denied on " + socket_path + ": run agentctl as root or as a member of group dlagent");
       case StatusCode::kUnavailable:
-        return Status::Unavailable("agentctl", "agentd is not running: " + socket_path +
-                                                   " exists but nothing listens on it (left by a stopped agent)");
-      default:
-        return st;
+        return Status::Unavailable("agentctl",
+                                   "agentd is not running: " + socket_path + " exists but nothing listens on it (left by a stopped agent)");
+      default: return st;
     }
   }
   ::close(*probe);

@@ -154,8 +154,10 @@ int RunRun(const CtlOptions& ctl, const RunOptions& o, const std::atomic<int>& i
       return 2;
     }
     const int64_t ms = duration_cast<milliseconds>(*d).count();
-    if (field == 0) req.set_grace_ms(ms);
-    else req.set_timeout_ms(ms);
+    if (field == 0)
+      req.set_grace_ms(ms);
+    else
+      req.set_timeout_ms(ms);
   }
   if (o.argv.empty()) {
     err << "agentctl: no command: agentctl run [options] -- CMD ARGS...\n";
@@ -179,8 +181,8 @@ int RunRun(const CtlOptions& ctl, const RunOptions& o, const std::atomic<int>& i
     out << job->id() << "\n";
     return 0;
   }
-  err << "agentctl: job " << job->id() << " (" << job->name() << "): " << job->ranks() << (job->ranks() == 1 ? " rank" : " ranks")
-      << " on " << job->nodes() << (job->nodes() == 1 ? " node" : " nodes") << "; Ctrl-C stops it everywhere\n";
+  err << "agentctl: job " << job->id() << " (" << job->name() << "): " << job->ranks() << (job->ranks() == 1 ? " rank" : " ranks") << " on "
+      << job->nodes() << (job->nodes() == 1 ? " node" : " nodes") << "; Ctrl-C stops it everywhere\n";
   jpb::JobOutputRequest oreq;
   oreq.set_job(job->id());
   oreq.set_rank(-1);
@@ -214,18 +216,30 @@ int RunJobs(const CtlOptions& ctl, std::ostream& out, std::ostream& err) {
   if (ctl.json) {
     nlohmann::json j = nlohmann::json::array();
     for (const jpb::JobSummary& s : list->jobs()) {
-      j.push_back({{"id", s.id()}, {"name", s.name()}, {"state", s.state()}, {"launcher", s.launcher()}, {"user", s.user()},
-                   {"ranks", s.ranks()}, {"running", s.running()}, {"exited", s.exited()}, {"nodes", s.nodes()},
-                   {"started_unix_ms", s.started_unix_ms()}, {"ended_unix_ms", s.ended_unix_ms()}, {"exit_code", s.exit_code()},
-                   {"failure", s.failure()}, {"coordinator", s.coordinator()}, {"argv", s.argv()}, {"rank_exits", RankExits(s)}});
+      j.push_back({{"id", s.id()},
+                   {"name", s.name()},
+                   {"state", s.state()},
+                   {"launcher", s.launcher()},
+                   {"user", s.user()},
+                   {"ranks", s.ranks()},
+                   {"running", s.running()},
+                   {"exited", s.exited()},
+                   {"nodes", s.nodes()},
+                   {"started_unix_ms", s.started_unix_ms()},
+                   {"ended_unix_ms", s.ended_unix_ms()},
+                   {"exit_code", s.exit_code()},
+                   {"failure", s.failure()},
+                   {"coordinator", s.coordinator()},
+                   {"argv", s.argv()},
+                   {"rank_exits", RankExits(s)}});
     }
     out << nlohmann::json({{"jobs", j}, {"unreachable", list->unreachable()}}).dump(2) << "\n";
   } else {
     std::ostringstream t;
-    auto row = [&](const std::string& a, const std::string& b, const std::string& c, const std::string& d, const std::string& e,
-                   const std::string& f, const std::string& g, const std::string& h) {
-      t << std::left << std::setw(16) << a << std::setw(16) << b << std::setw(10) << c << std::setw(20) << d << std::setw(10) << e
-        << std::setw(10) << f << std::setw(10) << g << h << "\n";
+    auto row = [&](const std::string& a, const std::string& b, const std::string& c, const std::string& d, const std::string& e, const std::string& f,
+                   const std::string& g, const std::string& h) {
+      t << std::left << std::setw(16) << a << std::setw(16) << b << std::setw(10) << c << std::setw(20) << d << std::setw(10) << e << std::setw(10)
+        << f << std::setw(10) << g << h << "\n";
     };
     row("ID", "NAME", "STATE", "RANKS", "USER", "STARTED", "DURATION", "EXIT");
     size_t running = 0;
@@ -233,9 +247,8 @@ int RunJobs(const CtlOptions& ctl, std::ostream& out, std::ostream& err) {
       const bool done = Terminal(s);
       running += !done;
       const int64_t end = done ? s.ended_unix_ms() : duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-      row(s.id(), s.name(), s.state(),
-          std::to_string(s.running()) + " run, " + std::to_string(s.exited()) + "/" + std::to_string(s.ranks()) + " out", s.user(),
-          Ago(s.started_unix_ms()) + " ago", FormatDuration(milliseconds(std::max<int64_t>(0, end - s.started_unix_ms()))),
+      row(s.id(), s.name(), s.state(), std::to_string(s.running()) + " run, " + std::to_string(s.exited()) + "/" + std::to_string(s.ranks()) + " out",
+          s.user(), Ago(s.started_unix_ms()) + " ago", FormatDuration(milliseconds(std::max<int64_t>(0, end - s.started_unix_ms()))),
           done ? std::to_string(s.exit_code()) + (s.failure().empty() ? "" : " " + s.failure()) : "-");
     }
     out << t.str();
@@ -283,30 +296,49 @@ int RunHealth(const CtlOptions& ctl, const std::string& workdir, std::ostream& o
     nlohmann::json nodes = nlohmann::json::array();
     for (const jpb::NodeHealth& h : r->nodes()) {
       const jpb::HealthReply& n = h.reply();
-      nodes.push_back({{"rank", h.rank()}, {"node", h.node()}, {"ip", h.ip()}, {"ok", h.ok()}, {"failures", h.failures()},
-                       {"round_trip_us", h.round_trip_us()}, {"clock_offset_ms", h.clock_offset_ms()}, {"phase", n.phase()},
-                       {"gpus", n.gpus()}, {"roster_gpus", h.roster_gpus()}, {"alive", n.alive_size()},
-                       {"storage_mounted", n.storage_mounted()}, {"storage_probe_ms", n.storage_probe_ms()},
-                       {"storage_free_bytes", n.storage_free_bytes()}, {"workdir", n.workdir()}, {"workdir_free_bytes", n.workdir_free_bytes()},
+      nodes.push_back({{"rank", h.rank()},
+                       {"node", h.node()},
+                       {"ip", h.ip()},
+                       {"ok", h.ok()},
+                       {"failures", h.failures()},
+                       {"round_trip_us", h.round_trip_us()},
+                       {"clock_offset_ms", h.clock_offset_ms()},
+                       {"phase", n.phase()},
+                       {"gpus", n.gpus()},
+                       {"roster_gpus", h.roster_gpus()},
+                       {"alive", n.alive_size()},
+                       {"storage_mounted", n.storage_mounted()},
+                       {"storage_probe_ms", n.storage_probe_ms()},
+                       {"storage_free_bytes", n.storage_free_bytes()},
+                       {"workdir", n.workdir()},
+                       {"workdir_free_bytes", n.workdir_free_bytes()},
                        {"dlps_serving", n.dlps_enabled() && n.dlps_error().empty()}});
     }
     out << nlohmann::json({{"ok", r->ok()}, {"nodes", nodes}}).dump(2) << "\n";
   } else {
     std::ostringstream t;
     t << std::left << std::setw(5) << "RANK" << std::setw(22) << "NODE" << std::setw(16) << "IP" << std::setw(9) << "RTT" << std::setw(8) << "CLOCK"
-      << std::setw(6) << "GPUS" << std::setw(10) << "STORAGE" << std::setw(6) << "DLPS" << std::setw(10) << "FREE" << "HEALTH\n";
+      << std::setw(6) << "GPUS" << std::setw(10) << "STORAGE" << std::setw(6) << "DLPS" << std::setw(10) << "FREE"
+      << "HEALTH\n";
     for (const jpb::NodeHealth& h : r->nodes()) {
       const jpb::HealthReply& n = h.reply();
       const bool answered = h.round_trip_us() >= 0;
       std::string failures;
       for (const std::string& f : h.failures()) failures += (failures.empty() ? "" : "; ") + f;
       t << std::left << std::setw(5) << h.rank() << std::setw(22) << h.node() << std::setw(16) << h.ip() << std::setw(9)
-        << (answered ? std::to_string(h.round_trip_us() / 1000) + "." + std::to_string(h.round_trip_us() % 1000 / 100) + "ms" : "-")
-        << std::setw(8) << (answered ? std::to_string(h.clock_offset_ms()) + "ms" : "-") << std::setw(6)
+        << (answered ? std::to_string(h.round_trip_us() / 1000) + "." + std::to_string(h.round_trip_us() % 1000 / 100) + "ms" : "-") << std::setw(8)
+        << (answered ? std::to_string(h.clock_offset_ms()) + "ms" : "-") << std::setw(6)
         << (answered ? std::to_string(n.gpus()) + "/" + std::to_string(h.roster_gpus()) : "-") << std::setw(10)
-        << (!answered ? "-" : !n.storage_configured() ? "none" : n.storage_mounted() && n.storage_error().empty() ? std::to_string(n.storage_probe_ms()) + "ms" : "FAIL")
-        << std::setw(6) << (!answered ? "-" : !n.dlps_enabled() ? "off" : n.dlps_error().empty() ? "ok" : "FAIL") << std::setw(10)
-        << (answered ? std::to_string(n.workdir_free_bytes() >> 30) + "GiB" : "-") << (h.ok() ? "ok" : failures) << "\n";
+        << (!answered                                          ? "-"
+            : !n.storage_configured()                          ? "none"
+            : n.storage_mounted() && n.storage_error().empty() ? std::to_string(n.storage_probe_ms()) + "ms"
+                                                               : "FAIL")
+        << std::setw(6)
+        << (!answered                ? "-"
+            : !n.dlps_enabled()      ? "off"
+            : n.dlps_error().empty() ? "ok"
+                                     : "FAIL")
+        << std::setw(10) << (answered ? std::to_string(n.workdir_free_bytes() >> 30) + "GiB" : "-") << (h.ok() ? "ok" : failures) << "\n";
     }
     out << t.str();
   }

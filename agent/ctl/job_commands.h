@@ -19,9 +19,9 @@ struct RunOptions {
   std::vector<std::string> env;
   std::string workdir;
   std::string grace = "10s";
-  std::string timeout = "0s";   // 0: none
-  std::string wait_ready;       // "": refuse unless READY
-  std::string user;             // root only
+  std::string timeout = "0s";  // 0: none
+  std::string wait_ready;      // "": refuse unless READY
+  std::string user;            // root only
   bool detach = false;
   std::vector<std::string> argv;
 };
@@ -44,8 +44,7 @@ int RunKill(const CtlOptions& ctl, const std::string& job, const std::string& si
 
 // Open MPI's remote launcher (plm_rsh_agent): `agentctl mpi-rsh HOST CMD...` under a job's mpirun starts CMD on
 // HOST in the same job through the agents, then relays its output and exits with its status, as ssh would.
-int RunMpiRsh(const CtlOptions& ctl, const std::vector<std::string>& args, const std::atomic<int>& interrupted, std::ostream& out,
-              std::ostream& err);
+int RunMpiRsh(const CtlOptions& ctl, const std::vector<std::string>& args, const std::atomic<int>& interrupted, std::ostream& out, std::ostream& err);
 
 // Every roster node's health, a line each with what fails named. Exit 0 when every check passes, 3 when one
 // fails, 1 when agentd cannot be reached.

@@ -25,9 +25,10 @@ int main(int argc, char** argv) {
   app.add_option("-s,--socket", opts.socket, "agentd's control socket")->envname("DLAGENT_SOCKET")->capture_default_str();
   app.add_option("--timeout", opts.timeout, "Deadline for each call to agentd, e.g. 5s, 500ms")->capture_default_str();
   app.require_subcommand(1);
-  app.footer("Exit codes: 0 success, 1 agentd unreachable or failed, 2 bad usage or (members) no member matched;\n"
-             "wait: 3 timed out, 4 the cluster failed to form, 5 the agent forms no cluster;\n"
-             "run: the job's exit code (the first failed rank's), 130 after Ctrl-C; health: 3 when a check fails.");
+  app.footer(
+      "Exit codes: 0 success, 1 agentd unreachable or failed, 2 bad usage or (members) no member matched;\n"
+      "wait: 3 timed out, 4 the cluster failed to form, 5 the agent forms no cluster;\n"
+      "run: the job's exit code (the first failed rank's), 130 after Ctrl-C; health: 3 when a check fails.");
 
   auto* status = app.add_subcommand("status", "Show the agent's phase, identity, uptime, version and config");
   status->add_flag("--json", opts.json, "Print one JSON object instead of text");
@@ -46,8 +47,7 @@ int main(int argc, char** argv) {
   dlagent::RunOptions run_opts;
   auto* run = app.add_subcommand("run", "Run a command on every roster node (or --nodes), as you, with the environment of its framework");
   run->add_option("--name", run_opts.name, "A name for the job (default: the command's)");
-  run->add_option("--launcher", run_opts.launcher,
-                  "plain, dlps, torchrun, mxnet, tf or tf-ps: the variables each rank gets (docs/jobs.md)")
+  run->add_option("--launcher", run_opts.launcher, "plain, dlps, torchrun, mxnet, tf or tf-ps: the variables each rank gets (docs/jobs.md)")
       ->capture_default_str();
   run->add_option("--per-node", run_opts.per_node, "Worker processes a node: a number, or gpus for one per GPU")->capture_default_str();
   run->add_option("--nodes", run_opts.nodes, "Only these nodes: roster ranks (0,2-3), instance ids or addresses");

@@ -121,7 +121,8 @@ class ConfigReader {
 
   void Enum(const std::string& key, const std::vector<std::string>& allowed, std::string* out) {
     String(key, out, [&](const std::string& v) {
-      for (const auto& a : allowed) if (a == v) return std::string();
+      for (const auto& a : allowed)
+        if (a == v) return std::string();
       return "\"" + v + "\" is not one of: " + Join(allowed, ", ");
     });
   }
@@ -174,8 +175,8 @@ class ConfigReader {
       std::string name(k.str());
       if (std::find(sections_.begin(), sections_.end(), name) == sections_.end()) {
         std::string hint = Closest(name, sections_);
-        Error(k.source(), name, "unknown section" + (hint.empty() ? "" : " (did you mean [" + hint + "]?)") +
-                                    "; known sections: " + Join(sections_, ", "), false);
+        Error(k.source(), name,
+              "unknown section" + (hint.empty() ? "" : " (did you mean [" + hint + "]?)") + "; known sections: " + Join(sections_, ", "), false);
       }
     }
     for (const auto& section : sections_) {
@@ -185,11 +186,12 @@ class ConfigReader {
         std::string key = section + "." + std::string(k.str());
         if (!known_.count(key)) {
           std::vector<std::string> in_section;
-          for (const auto& kk : order_) if (kk.rfind(section + ".", 0) == 0) in_section.push_back(kk.substr(section.size() + 1));
+          for (const auto& kk : order_)
+            if (kk.rfind(section + ".", 0) == 0) in_section.push_back(kk.substr(section.size() + 1));
           std::string hint = Closest(std::string(k.str()), in_section);
           errors_.push_back({Pos(k.source()), Where(path_, k.source()) + ": " + key + ": unknown key" +
-                                                   (hint.empty() ? "" : " (did you mean " + hint + "?)") +
-                                                   "; keys in [" + section + "]: " + Join(in_section, ", ")});
+                                                  (hint.empty() ? "" : " (did you mean " + hint + "?)") + "; keys in [" + section +
+                                                  "]: " + Join(in_section, ", ")});
         }
       }
     }
@@ -293,9 +295,8 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.Dur("leave_before_maintenance", Duration(0), &c.cluster.leave_before_maintenance);
 
   r.Section("gossip");
-  r.String("key_file", &c.gossip.key_file, [](const std::string& v) {
-    return v.empty() || v[0] == '/' ? std::string() : "\"" + v + "\" must be an absolute path";
-  });
+  r.String("key_file", &c.gossip.key_file,
+           [](const std::string& v) { return v.empty() || v[0] == '/' ? std::string() : "\"" + v + "\" must be an absolute path"; });
   r.String("key_source", &c.gossip.key_source, [](const std::string& v) {
     if (v.empty()) return std::string();
     Result<KeySource> s = ParseKeySource(v);
@@ -348,8 +349,12 @@ void ReadSchema(ConfigReader& r, Config& c) {
 
   r.Section("files");
   r.String("root", &c.files.root, [](const std::string& v) { return v.empty() ? std::string() : CheckAbsolutePath(v); });
-  for (auto [key, field] : {std::pair{"workers", &c.files.workers}, {"hosts", &c.files.hosts}, {"profile", &c.files.profile},
-                            {"env", &c.files.env}, {"hostfile", &c.files.hostfile}, {"roster", &c.files.roster}}) {
+  for (auto [key, field] : {std::pair{"workers", &c.files.workers},
+                            {"hosts", &c.files.hosts},
+                            {"profile", &c.files.profile},
+                            {"env", &c.files.env},
+                            {"hostfile", &c.files.hostfile},
+                            {"roster", &c.files.roster}}) {
     r.String(key, field, CheckAbsolutePath);
   }
 }
@@ -405,7 +410,8 @@ Status ApplyAwsEnvironment(AwsConfig& aws, const GetEnvFn& getenv) {
     aws.sqs_endpoint = *v;
   }
   if (auto v = first({"AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL"})) {
-    if (auto why = CheckUrl(*v); !why.empty()) return Status::InvalidArgument("config", "environment: AWS_ENDPOINT_URL_SECRETS_MANAGER/AWS_ENDPOINT_URL: " + why);
+    if (auto why = CheckUrl(*v); !why.empty())
+      return Status::InvalidArgument("config", "environment: AWS_ENDPOINT_URL_SECRETS_MANAGER/AWS_ENDPOINT_URL: " + why);
     aws.secretsmanager_endpoint = *v;
   }
   if (auto v = first({"AWS_ENDPOINT_URL_SSM", "AWS_ENDPOINT_URL"})) {
@@ -419,9 +425,12 @@ Status ApplyAwsEnvironment(AwsConfig& aws, const GetEnvFn& getenv) {
   if (auto v = first({"AWS_EC2_METADATA_DISABLED"})) {
     std::string s = *v;
     for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    if (s == "true") aws.imds_disabled = true;
-    else if (s == "false") aws.imds_disabled = false;
-    else return Status::InvalidArgument("config", "environment: AWS_EC2_METADATA_DISABLED=\"" + *v + "\": expected true or false");
+    if (s == "true")
+      aws.imds_disabled = true;
+    else if (s == "false")
+      aws.imds_disabled = false;
+    else
+      return Status::InvalidArgument("config", "environment: AWS_EC2_METADATA_DISABLED=\"" + *v + "\": expected true or false");
   }
   return Status::Ok();
 }

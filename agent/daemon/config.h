@@ -25,11 +25,11 @@ struct ClusterConfig {
   std::string name;  // Default: "default"
   std::string role;  // Default: "worker"; "master" is rank 0 of the roster
   // Roster sealing (docs/cluster.md). expected_nodes 0: no roster, membership only.
-  int64_t expected_nodes = 0;                         // Default: 0
-  int64_t min_nodes = 0;                              // Default: 0, meaning expected_nodes (no shrinking)
-  Duration join_deadline = std::chrono::minutes(10);  // Default: 10m
-  ResealPolicy reseal = ResealPolicy::kOnFailure;     // Default: on-failure; never, on-change
-  Duration reseal_settle = std::chrono::seconds(30);  // Default: 30s of a stable view before a reseal
+  int64_t expected_nodes = 0;                            // Default: 0
+  int64_t min_nodes = 0;                                 // Default: 0, meaning expected_nodes (no shrinking)
+  Duration join_deadline = std::chrono::minutes(10);     // Default: 10m
+  ResealPolicy reseal = ResealPolicy::kOnFailure;        // Default: on-failure; never, on-change
+  Duration reseal_settle = std::chrono::seconds(30);     // Default: 30s of a stable view before a reseal
   ResealQuorum reseal_quorum = ResealQuorum::kMajority;  // Default: majority; leader
   // Leave the cluster gracefully this long before a scheduled maintenance event (reboot, stop, retirement)
   // starts; 0: stay (the event is only reported). Default: 0
@@ -37,22 +37,22 @@ struct ClusterConfig {
 };
 
 struct DiscoveryConfig {
-  std::string queue;                                 // Default: "" (no SQS: gossip.seeds only). Name or URL
-  Duration hello_interval = std::chrono::seconds(5); // Default: 5s between HELLOs (jittered) while discovering
-  Duration poll_wait = std::chrono::seconds(20);     // Default: 20s long polls
+  std::string queue;                                  // Default: "" (no SQS: gossip.seeds only). Name or URL
+  Duration hello_interval = std::chrono::seconds(5);  // Default: 5s between HELLOs (jittered) while discovering
+  Duration poll_wait = std::chrono::seconds(20);      // Default: 20s long polls
 };
 
 struct NodeConfig {
-  int64_t gpus = -1;                    // Default: -1 (count them: NVML, /dev, /proc)
+  int64_t gpus = -1;  // Default: -1 (count them: NVML, /dev, /proc)
 };
 
 struct StorageConfig {
-  StorageKind kind = StorageKind::kNone;           // Default: none; efs, nfs4, bind
-  std::string source;                              // efs: fs-id; nfs4: host:/export; bind: a directory
-  std::string mount_point = "/mnt/efs";            // Default: /mnt/efs
-  std::vector<std::string> mount_target_ips;       // efs: fallback when the DNS name does not resolve
-  Duration dns_wait = std::chrono::minutes(2);     // Default: 2m
-  Duration mount_budget = std::chrono::minutes(5); // Default: 5m
+  StorageKind kind = StorageKind::kNone;            // Default: none; efs, nfs4, bind
+  std::string source;                               // efs: fs-id; nfs4: host:/export; bind: a directory
+  std::string mount_point = "/mnt/efs";             // Default: /mnt/efs
+  std::vector<std::string> mount_target_ips;        // efs: fallback when the DNS name does not resolve
+  Duration dns_wait = std::chrono::minutes(2);      // Default: 2m
+  Duration mount_budget = std::chrono::minutes(5);  // Default: 5m
 };
 
 // Where the node files go (DESIGN section 6); root prefixes them all.
@@ -70,24 +70,24 @@ enum class GossipProfile { kLan, kFast };  // swim::SwimConfig::Lan() or Fast()
 
 // Membership gossip. Off unless key_file is set: gossip is always encrypted.
 struct GossipConfig {
-  std::string key_file;                 // Default: "" (gossip off). 64 hex characters: openssl rand -hex 32
+  std::string key_file;  // Default: "" (gossip off). 64 hex characters: openssl rand -hex 32
   // Default: "" (key_file). file:/PATH, secretsmanager:NAME-OR-ARN or ssm:/PARAMETER/NAME (cluster_keys.h)
   std::string key_source;
-  std::string name;                     // Default: "" (the host name)
-  std::string bind = "0.0.0.0";         // Default: every interface
-  int64_t port = 7946;                  // Default: 7946 (UDP for gossip, TCP for push-pull)
-  std::string advertise;                // Default: "" (bind, unless that is 0.0.0.0)
-  std::vector<std::string> seeds;       // Default: none. "ip:port" of members to join through
+  std::string name;                             // Default: "" (the host name)
+  std::string bind = "0.0.0.0";                 // Default: every interface
+  int64_t port = 7946;                          // Default: 7946 (UDP for gossip, TCP for push-pull)
+  std::string advertise;                        // Default: "" (bind, unless that is 0.0.0.0)
+  std::vector<std::string> seeds;               // Default: none. "ip:port" of members to join through
   GossipProfile profile = GossipProfile::kLan;  // Default: lan; fast for small clusters on a good network
 };
 
 // The parameter-server shard the agent serves (docs/ps.md): one job at a time, sized by its workers.
 struct PsConfig {
-  bool enabled = true;           // Default: true
-  std::string bind = "0.0.0.0";  // Default: every interface
-  int64_t port = 7070;           // Default: 7070 (TCP: gRPC control and dlps data on one port); 0: any free port
+  bool enabled = true;              // Default: true
+  std::string bind = "0.0.0.0";     // Default: every interface
+  int64_t port = 7070;              // Default: 7070 (TCP: gRPC control and dlps data on one port); 0: any free port
   ps::Mode mode = ps::Mode::kSync;  // Default: sync; async applies every push at once
-  std::string checkpoint_dir;    // Default: "" (checkpoints refused). Shared storage: the same path on every node
+  std::string checkpoint_dir;       // Default: "" (checkpoints refused). Shared storage: the same path on every node
   // Default: true. Serve only jobs the agents started (agentctl run --launcher dlps), whose workers show a
   // token made with the cluster key; needs gossip.key_file (without it the shard serves anyone).
   bool authenticate = true;
@@ -95,7 +95,7 @@ struct PsConfig {
 
 // Jobs (docs/jobs.md): remote execution of the cluster key's holders' commands, as the users who ask.
 struct JobsConfig {
-  bool enabled = true;                       // Default: true. false: this agent starts no job and serves no job calls
+  bool enabled = true;                         // Default: true. false: this agent starts no job and serves no job calls
   std::string agentctl = "/usr/bin/agentctl";  // Default: /usr/bin/agentctl, run by mpirun to start its daemons (mpi)
 };
 
@@ -105,7 +105,7 @@ struct AwsConfig {
   std::string sqs_endpoint;   // Default: "" (the regional endpoint)
   std::string imds_endpoint;  // Default: http://169.254.169.254
   bool imds_disabled = false;
-  std::string cfn_wait_handle;  // Default: "" (no CloudFormation signal). The presigned wait handle URL
+  std::string cfn_wait_handle;          // Default: "" (no CloudFormation signal). The presigned wait handle URL
   std::string secretsmanager_endpoint;  // Default: "" (the regional endpoint); AWS_ENDPOINT_URL_SECRETS_MANAGER
   std::string ssm_endpoint;             // Default: "" (the regional endpoint); AWS_ENDPOINT_URL_SSM
 };

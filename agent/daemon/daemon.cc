@@ -12,9 +12,9 @@
 #include <cstring>
 #include <tuple>
 
-#include "build_info.h"
 #include "bootstrap/common/duration.h"
 #include "bootstrap/common/log.h"
+#include "build_info.h"
 
 namespace dlagent {
 
@@ -78,8 +78,7 @@ void Daemon::SetPhase(AgentPhase phase, std::string detail, bool log) {
 
 StatusSnapshot Daemon::GetStatus() {
   StatusSnapshot s;
-  s.uptime_ms = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(env_.NowMono() - started_mono_).count());
+  s.uptime_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(env_.NowMono() - started_mono_).count());
   s.started_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(started_wall_.time_since_epoch()).count();
   s.version = kVersion;
   s.pid = static_cast<uint32_t>(::getpid());
@@ -177,8 +176,7 @@ void Daemon::Reload() {
       spdlog::error("reload refused, the running configuration stays in force: {}", fresh.status().ToString());
     } else {
       if (fresh->agent.socket != config_.agent.socket) {
-        spdlog::warn("agent.socket changed from {} to {}: this takes effect when agentd restarts",
-                     config_.agent.socket, fresh->agent.socket);
+        spdlog::warn("agent.socket changed from {} to {}: this takes effect when agentd restarts", config_.agent.socket, fresh->agent.socket);
         fresh->agent.socket = config_.agent.socket;
       }
       const GossipConfig& a = config_.gossip;
@@ -206,8 +204,7 @@ void Daemon::Reload() {
       config_ = std::move(*fresh);
       ++config_generation_;
       spdlog::default_logger()->set_level(EffectiveLevel(config_));
-      spdlog::info("configuration reloaded from {} (generation {})",
-                   config_.path.empty() ? "built-in defaults" : config_.path, config_generation_);
+      spdlog::info("configuration reloaded from {} (generation {})", config_.path.empty() ? "built-in defaults" : config_.path, config_generation_);
     }
   }
   if (fresh.ok()) {
@@ -248,7 +245,8 @@ int Daemon::Run() {
     if (st.ok()) st = StartClusterService(config);
     if (!st.ok()) return fail("cannot start gossip: " + st.ToString());
   }
-  Result<std::unique_ptr<ControlServer>> control = StartControlServer({config.agent.socket, config.agent.socket_group, heartbeats_.Register("control")}, this);
+  Result<std::unique_ptr<ControlServer>> control =
+      StartControlServer({config.agent.socket, config.agent.socket_group, heartbeats_.Register("control")}, this);
   if (!control.ok()) return fail("cannot serve the control socket: " + control.status().ToString());
   control_ = std::move(*control);
   if (Status st = StartShard(config); !st.ok()) return fail(st.ToString());
@@ -291,7 +289,7 @@ int Daemon::Run() {
       ::malloc_trim(0);
       next_trim = now + kTrimInterval;
     }
-    if (ready <= 0) continue;  // timeout or EINTR
+    if (ready <= 0) continue;            // timeout or EINTR
     if (fds[1].revents & POLLIN) break;  // RequestStop said why
     signalfd_siginfo info;
     if (::read(signal_fd, &info, sizeof info) != sizeof info) continue;

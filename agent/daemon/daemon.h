@@ -48,8 +48,8 @@
 namespace dlagent {
 
 struct DaemonOptions {
-  std::string config_path;                 // the file SIGHUP re-reads
-  bool config_required = false;            // --config was given: a missing file is an error on reload too
+  std::string config_path;                                      // the file SIGHUP re-reads
+  bool config_required = false;                                 // --config was given: a missing file is an error on reload too
   std::optional<spdlog::level::level_enum> log_level_override;  // --log-level wins over the config
 };
 
@@ -110,8 +110,7 @@ class Daemon final : public ControlHandler {
   // Runs attempt until it works, fails for good (final says which errors are), or the agent stops (Cancelled).
   // Between attempts the phase line and the journal say what the boot waits for, and it waits with jittered
   // backoff (kBootRetry), woken at once by a stop.
-  Status RetryUntilStopped(const std::string& waiting_for, const std::function<Status()>& attempt,
-                           const std::function<bool(const Status&)>& final);
+  Status RetryUntilStopped(const std::string& waiting_for, const std::function<Status()>& attempt, const std::function<bool(const Status&)>& final);
   // Stops every part's threads in the reverse order of the boot (the control socket keeps serving status
   // meanwhile), then the control socket, then destroys them. Idempotent.
   void StopParts();
@@ -126,8 +125,8 @@ class Daemon final : public ControlHandler {
   int stop_fd_ = -1;
   // The loops WATCHDOG=1 vouches for: the control socket's, the shard's, gossip's, the formation's and the jobs'.
   Heartbeats heartbeats_;
-  bool watchdog_withheld_ = false;  // main thread only
-  MaintenanceWatch maintenance_;    // fed by the event poller
+  bool watchdog_withheld_ = false;    // main thread only
+  MaintenanceWatch maintenance_;      // fed by the event poller
   std::atomic<bool> leaving_{false};  // RequestStop was called for maintenance or a spot notice (once)
 
   mutable Mutex mu_;
@@ -137,8 +136,8 @@ class Daemon final : public ControlHandler {
   std::vector<std::string> ps_keys_ GUARDED_BY(mu_);  // the cluster keys the shard checks job tokens with
   AgentPhase phase_ GUARDED_BY(mu_) = AgentPhase::kStarting;
   std::string phase_detail_ GUARDED_BY(mu_) = "starting";
-  IdentitySnapshot identity_ GUARDED_BY(mu_);          // from IDENTIFY
-  std::shared_ptr<jobs::Jobs> jobs_ GUARDED_BY(mu_);   // shared with the calls in flight; taken away at stop
+  IdentitySnapshot identity_ GUARDED_BY(mu_);         // from IDENTIFY
+  std::shared_ptr<jobs::Jobs> jobs_ GUARDED_BY(mu_);  // shared with the calls in flight; taken away at stop
 
   // Set by StopParts before anything stops: every blocking retry (keys, SQS, mounts, CloudFormation) gives up.
   std::atomic<bool> stopping_{false};
@@ -149,7 +148,7 @@ class Daemon final : public ControlHandler {
   std::unique_ptr<ImdsClient> imds_;  // null when aws.imds_disabled
   std::unique_ptr<CredentialChain> credentials_;
   std::unique_ptr<ClusterKeyLoader> keys_;  // Run()'s thread, then the boot thread, then Reload (once booted)
-  std::unique_ptr<ps::PsServer> ps_;  // the parameter-server shard, when ps.enabled
+  std::unique_ptr<ps::PsServer> ps_;        // the parameter-server shard, when ps.enabled
   std::unique_ptr<ControlServer> control_;
   std::unique_ptr<SqsClient> sqs_sender_, sqs_poller_;
   std::unique_ptr<MountManager> mounts_;

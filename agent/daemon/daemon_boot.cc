@@ -40,8 +40,9 @@ Status Daemon::StartShard(const Config& c) {
   if (!c.ps.enabled) return Status::Ok();
   if (c.ps.authenticate && KeySourceOf(c.gossip).kind == KeySource::Kind::kNone) {
     // An unconfigured node (a fresh package install) opens no port that serves anyone.
-    spdlog::warn("parameter-server shard off: no cluster key to check job tokens with (set gossip.key_file or gossip.key_source, "
-                 "or ps.authenticate = false to serve whoever reaches the port)");
+    spdlog::warn(
+        "parameter-server shard off: no cluster key to check job tokens with (set gossip.key_file or gossip.key_source, "
+        "or ps.authenticate = false to serve whoever reaches the port)");
     return Status::Ok();
   }
   ps::ServerOptions o;
@@ -57,14 +58,16 @@ Status Daemon::StartShard(const Config& c) {
       return ps_keys_;
     };
   } else {
-    spdlog::warn("parameter-server shard: whoever reaches {} is served (ps.authenticate = false); keep the port inside the cluster's "
-                 "security group",
-                 o.listen);
+    spdlog::warn(
+        "parameter-server shard: whoever reaches {} is served (ps.authenticate = false); keep the port inside the cluster's "
+        "security group",
+        o.listen);
   }
   Result<std::unique_ptr<ps::PsServer>> shard = ps::PsServer::Start(o);
   if (!shard.ok()) {
-    return Status(shard.status().code(), "",
-                  "cannot serve the parameter-server shard on " + o.listen + ": " + shard.status().ToString() + " (set ps.port, or ps.enabled = false)");
+    return Status(
+        shard.status().code(), "",
+        "cannot serve the parameter-server shard on " + o.listen + ": " + shard.status().ToString() + " (set ps.port, or ps.enabled = false)");
   }
   ps_ = std::move(*shard);
   spdlog::info("parameter-server shard serving on {}:{} ({} mode{})", c.ps.bind, ps_->port(), c.ps.mode == ps::Mode::kAsync ? "async" : "sync",
@@ -284,8 +287,7 @@ std::shared_ptr<jobs::Jobs> Daemon::MakeJobs(const Config& c, const IdentitySnap
   const std::string socket = c.agent.socket;  // agentctl in a rank talks to this node's agent
   d.base_env = [f, files = FilesOptions(c, id.instance_id), gpus, socket] {
     // What a login shell of the node has from /etc/profile.d/deeplearning.sh, on systemd's default PATH.
-    std::vector<std::string> env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8",
-                                    "DLAGENT_SOCKET=" + socket};
+    std::vector<std::string> env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "DLAGENT_SOCKET=" + socket};
     const Roster r = f->HeldRoster();
     if (r.generation > 0) {
       for (const auto& [k, v] : NodeVariables(r, files, gpus)) env.push_back(k + "=" + v);

@@ -53,8 +53,8 @@ Vote ReadVote(Env& env, const std::string& path) {
   unsigned long long gen = 0;
   if (!text.ok() || std::sscanf(text->c_str(), "%llu %256s", &gen, leader) != 2) {
     // Written atomically, so only a hand edit gets here. A vote forgotten could be given twice: say so.
-    spdlog::error("formation: cannot read the vote in {} ({}); starting without one",
-                  path, text.ok() ? "not \"<generation> <leader>\"" : text.status().ToString());
+    spdlog::error("formation: cannot read the vote in {} ({}); starting without one", path,
+                  text.ok() ? "not \"<generation> <leader>\"" : text.status().ToString());
     return {};
   }
   v.generation = gen;
@@ -326,8 +326,8 @@ void Formation::Signal(Roster roster) {
       return;
     }
   }
-  spdlog::info("cluster: signalled {} to the CloudFormation wait handle ({}, {} signals)", roster.failure.empty() ? "SUCCESS" : "FAILURE",
-               generation, signals.size());
+  spdlog::info("cluster: signalled {} to the CloudFormation wait handle ({}, {} signals)", roster.failure.empty() ? "SUCCESS" : "FAILURE", generation,
+               signals.size());
 }
 
 Status Formation::OpenQueue(SqsClient& sqs, std::unique_ptr<DiscoveryQueue>& queue) {
@@ -351,8 +351,10 @@ void Formation::SenderLoop() {
     lock.Unlock();
     Status st = OpenQueue(*deps_.sqs_sender, send_queue_);
     if (st.ok()) {
-      Hello h{options_.cluster, self_.instance_id, self_.ip, self_.meta.rpc_port, self_.meta.role, self_.gpus, self_.meta.az,
-              std::chrono::duration_cast<std::chrono::milliseconds>(deps_.env->NowWall().time_since_epoch()).count()};
+      Hello h{options_.cluster, self_.instance_id,
+              self_.ip,         self_.meta.rpc_port,
+              self_.meta.role,  self_.gpus,
+              self_.meta.az,    std::chrono::duration_cast<std::chrono::milliseconds>(deps_.env->NowWall().time_since_epoch()).count()};
       st = send_queue_->SendHello(h);
     }
     lock.Lock();
@@ -382,17 +384,20 @@ void Formation::PollerLoop() {
     lock.Unlock();
     Status st = OpenQueue(*deps_.sqs_poller, poll_queue_);
     if (st.ok()) {
-      Result<int> n = poll_queue_->PollOnce(options_.poll_wait, [&](const Hello& h) {
-        if (h.instance_id == self_.instance_id) return;
-        {
-          // A member already in our view is in our cluster: a push-pull with it would change nothing.
-          MutexLock guard(mu_);
-          if (view_ && view_->Find(h.instance_id)) return;
-        }
-        const std::string addr = h.ip + ":" + std::to_string(h.gossip_port);
-        spdlog::info("discovery: HELLO from {} at {} ({} GPUs, {}): joining it", h.instance_id, addr, h.gpus, h.role);
-        deps_.peers->Join(addr);
-      }, std::chrono::seconds(10), &poll_cancel_);
+      Result<int> n = poll_queue_->PollOnce(
+          options_.poll_wait,
+          [&](const Hello& h) {
+            if (h.instance_id == self_.instance_id) return;
+            {
+              // A member already in our view is in our cluster: a push-pull with it would change nothing.
+              MutexLock guard(mu_);
+              if (view_ && view_->Find(h.instance_id)) return;
+            }
+            const std::string addr = h.ip + ":" + std::to_string(h.gossip_port);
+            spdlog::info("discovery: HELLO from {} at {} ({} GPUs, {}): joining it", h.instance_id, addr, h.gpus, h.role);
+            deps_.peers->Join(addr);
+          },
+          std::chrono::seconds(10), &poll_cancel_);
       st = n.status();
     }
     lock.Lock();

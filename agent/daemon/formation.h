@@ -67,7 +67,7 @@ struct SelfInfo {
 
 struct FormationStatus {
   AgentPhase phase = AgentPhase::kDiscover;
-  std::string detail;  // one line, as systemd's STATUS=
+  std::string detail;       // one line, as systemd's STATUS=
   ClusterSnapshot cluster;  // what agentctl status shows
 };
 
@@ -76,12 +76,12 @@ class Formation {
   struct Deps {
     Env* env = nullptr;
     FormationPeers* peers = nullptr;
-    SqsClient* sqs_sender = nullptr;   // null: no SQS (gossip seeds only). Cancelled at Stop.
-    SqsClient* sqs_poller = nullptr;   // its own client, so that a poll can be cancelled alone
-    std::string queue;                 // URL, or a name resolved with GetQueueUrl
-    DiscoveryQueue::KeysFn keys;       // the cluster keys, the primary first (HELLO signatures)
-    MountManager* mounts = nullptr;    // null: no shared storage
-    HttpClient* http = nullptr;        // CloudFormation signals
+    SqsClient* sqs_sender = nullptr;  // null: no SQS (gossip seeds only). Cancelled at Stop.
+    SqsClient* sqs_poller = nullptr;  // its own client, so that a poll can be cancelled alone
+    std::string queue;                // URL, or a name resolved with GetQueueUrl
+    DiscoveryQueue::KeysFn keys;      // the cluster keys, the primary first (HELLO signatures)
+    MountManager* mounts = nullptr;   // null: no shared storage
+    HttpClient* http = nullptr;       // CloudFormation signals
     // At each change of the phase line; log is false when only a countdown moved (STATUS= shows it, the
     // journal gets a line only when something else changed).
     std::function<void(AgentPhase phase, const std::string& detail, bool log)> on_phase;
@@ -136,7 +136,7 @@ class Formation {
   bool want_poll_ GUARDED_BY(mu_) = false;
   std::optional<AgentPhase> last_phase_ GUARDED_BY(mu_);
   std::string last_detail_ GUARDED_BY(mu_);  // as last logged (without the countdown)
-  std::string last_shown_ GUARDED_BY(mu_);                                 // as last reported, countdown included
+  std::string last_shown_ GUARDED_BY(mu_);   // as last reported, countdown included
   swim::MemberMeta published_ GUARDED_BY(mu_);
   std::deque<std::function<void()>> tasks_ GUARDED_BY(mu_);
   // Set by their threads once the queue URL is known (under mu_, as Snapshot() reads their counters); each

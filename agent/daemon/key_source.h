@@ -14,7 +14,7 @@ namespace dlagent {
 struct KeySource {
   enum class Kind { kNone, kFile, kSecretsManager, kSsm };
   Kind kind = Kind::kNone;
-  std::string where;  // the path, the secret's name or ARN, the parameter's name
+  std::string where;             // the path, the secret's name or ARN, the parameter's name
   std::string Describe() const;  // "file /etc/dlagent/cluster.key", "Secrets Manager secret NAME", "SSM parameter NAME"
 };
 

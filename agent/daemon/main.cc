@@ -7,8 +7,8 @@
 #include <CLI/CLI.hpp>
 
 #include "agent/daemon/daemon.h"
-#include "build_info.h"
 #include "bootstrap/common/log.h"
+#include "build_info.h"
 
 int main(int argc, char** argv) {
   using namespace dlagent;
@@ -17,8 +17,7 @@ int main(int argc, char** argv) {
   bool check_only = false;
   CLI::App app{"agentd: turns this instance into a node of a deep-learning cluster and serves agentctl."};
   app.set_version_flag("--version", std::string("agentd ") + kVersion);
-  auto* config_opt = app.add_option("-c,--config", config_path, "Configuration file (TOML)")
-                         ->capture_default_str();
+  auto* config_opt = app.add_option("-c,--config", config_path, "Configuration file (TOML)")->capture_default_str();
   app.add_flag("--check-config", check_only, "Validate the configuration, print the result and exit 0 (valid) or 1");
   app.add_option("--log-level", log_level, "Override agent.log_level: trace, debug, info, warn, error");
   app.footer("Signals: SIGHUP reloads the configuration, SIGTERM stops. Docs: docs/configuration.md");
@@ -57,8 +56,7 @@ int main(int argc, char** argv) {
       std::cerr << config.status().message() << "\n";
       return 1;
     }
-    std::cout << (config->path.empty() ? config_path + ": not found, built-in defaults are valid" : config->path + ": valid")
-              << "\n";
+    std::cout << (config->path.empty() ? config_path + ": not found, built-in defaults are valid" : config->path + ": valid") << "\n";
     return 0;
   }
   InitLogging(DetectLogTarget(), level_override.value_or(ParseLogLevel(config.ok() ? config->agent.log_level : "info").value()));

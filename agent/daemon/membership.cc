@@ -57,8 +57,7 @@ GossipPlan PlanGossip(const Config& config, const GossipIdentity& identity) {
   return plan;
 }
 
-Membership::Membership(swim::GossipNode& node, ClusterClient& client, std::string cluster, swim::MemberMeta base_meta,
-                       std::vector<std::string> keys)
+Membership::Membership(swim::GossipNode& node, ClusterClient& client, std::string cluster, swim::MemberMeta base_meta, std::vector<std::string> keys)
     : node_(node), client_(client), cluster_(std::move(cluster)), base_meta_(std::move(base_meta)), keys_(std::move(keys)) {}
 
 void Membership::UpdateMeta(const swim::MemberMeta& meta) { node_.UpdateMeta(swim::EncodeMeta(meta)); }
@@ -107,9 +106,7 @@ Result<Roster> Membership::FetchRoster(const std::string& addr) {
   return ParseRosterJson(json);
 }
 
-void Membership::Leave() {
-  node_.Leave(std::chrono::milliseconds(500));
-}
+void Membership::Leave() { node_.Leave(std::chrono::milliseconds(500)); }
 
 MemberListSnapshot Membership::Members() {
   MemberListSnapshot out;
@@ -122,7 +119,8 @@ MemberListSnapshot Membership::Members() {
     s.status = swim::MemberStateName(m.state);
     s.incarnation = m.incarnation;
     s.flaps = m.flaps;
-    s.last_change_ms_ago = static_cast<uint64_t>(std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(now - m.state_change).count()));
+    s.last_change_ms_ago =
+        static_cast<uint64_t>(std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(now - m.state_change).count()));
     if (Result<swim::MemberMeta> meta = swim::DecodeMeta(m.meta); meta.ok()) {
       s.role = meta->role;
       s.gpus = meta->gpus;

@@ -14,9 +14,9 @@
 #include "agent/daemon/formation.h"
 #include "agent/rpc/cluster_service.h"
 #include "agent/rpc/control_handler.h"
+#include "bootstrap/common/mutex.h"
 #include "bootstrap/membership/gossip_node.h"
 #include "bootstrap/node/node_files.h"
-#include "bootstrap/common/mutex.h"
 
 namespace dlagent {
 

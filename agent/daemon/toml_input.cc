@@ -35,8 +35,7 @@ Result<std::string> PrepareForToml(std::string_view original, const std::string&
     }
     const std::string_view rest = std::string_view(text).substr(i);
     switch (in) {
-      case In::kComment:
-        break;
+      case In::kComment: break;
       case In::kBasic:
       case In::kMultiBasic:
         if (ch == '\\' && i + 1 < text.size() && text[i + 1] != '\n') {

@@ -10,16 +10,14 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/jobs/launch.h"
-#include "agent/jobs/run_request.h"
 #include "agent/jobs/rank_env.h"
-#include "bootstrap/membership/packet_crypto.h"
+#include "agent/jobs/run_request.h"
 #include "bootstrap/common/crypto.h"
 #include "bootstrap/common/duration.h"
+#include "bootstrap/membership/packet_crypto.h"
 
 namespace dlagent::jobs {
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 std::string KillReason(int sig, const Caller& caller, const std::string& from) {
   return "killed with " + SignalName(sig) + " by uid " + std::to_string(caller.uid) + (from.empty() ? "" : " on " + from);
@@ -46,8 +44,10 @@ uint32_t SignalJob(JobNodes& nodes, const std::string& from, const pb::JobSpec& 
     s->set_reason(reason);
     s->set_killed(killed);
     Result<pb::NodeReply> reply = Answer(nodes.Call(node, spec.node_addrs(static_cast<int>(i)), r));
-    if (reply.ok()) signalled += reply->signal().signalled();
-    else if (reply.status().code() != StatusCode::kNotFound) spdlog::warn("job {}: cannot signal {}: {}", spec.id(), node, reply.status().ToString());
+    if (reply.ok())
+      signalled += reply->signal().signalled();
+    else if (reply.status().code() != StatusCode::kNotFound)
+      spdlog::warn("job {}: cannot signal {}: {}", spec.id(), node, reply.status().ToString());
   });
   return signalled;
 }
@@ -264,8 +264,10 @@ void Coordinator::Watch(const std::string& id) {
         continue;
       }
       std::string why;
-      if (gone[i]) why = "node " + node + " died or left the cluster";
-      else if (!answers[i].ok() && answers[i].status().code() == StatusCode::kNotFound) why = "node " + node + " no longer knows the job (its agent restarted)";
+      if (gone[i])
+        why = "node " + node + " died or left the cluster";
+      else if (!answers[i].ok() && answers[i].status().code() == StatusCode::kNotFound)
+        why = "node " + node + " no longer knows the job (its agent restarted)";
       else if (now - job.last_answer[node] > o_.unreachable_after) {
         why = "node " + node + " did not answer for " + FormatDuration(o_.unreachable_after) + " (" + answers[i].status().ToString() + ")";
       }
@@ -297,8 +299,10 @@ void Coordinator::Watch(const std::string& id) {
     Recompute(job);
     if (Terminal(job.summary) && !job.logged_end) {
       job.logged_end = true;
-      if (job.summary.state() == "succeeded") spdlog::info("job {} ({}) succeeded", id, spec.name());
-      else spdlog::warn("job {} ({}) {}: {} (exit {})", id, spec.name(), job.summary.state(), job.summary.failure(), job.summary.exit_code());
+      if (job.summary.state() == "succeeded")
+        spdlog::info("job {} ({}) succeeded", id, spec.name());
+      else
+        spdlog::warn("job {} ({}) {}: {} (exit {})", id, spec.name(), job.summary.state(), job.summary.failure(), job.summary.exit_code());
     }
   }
   if (!fresh.failure.empty()) {
@@ -328,7 +332,8 @@ void Coordinator::Loop() {
     for (const std::string& id : active) Watch(id);
     MutexLock lock(mu_);
     if (stopping_) return;
-    cv_.wait_for(lock.native(), active.empty() ? std::chrono::milliseconds(1000) : std::chrono::duration_cast<std::chrono::milliseconds>(o_.poll_interval));
+    cv_.wait_for(lock.native(),
+                 active.empty() ? std::chrono::milliseconds(1000) : std::chrono::duration_cast<std::chrono::milliseconds>(o_.poll_interval));
   }
 }
 

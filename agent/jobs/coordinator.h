@@ -39,7 +39,7 @@ struct CoordinatorOptions {
   std::string self;       // REQUIRED: this node's instance id
   std::string self_addr;  // REQUIRED: this agent's cluster service, ip:port
   uint16_t dlps_port = 7070;
-  std::string agentctl = "/usr/bin/agentctl";  // mpi: mpirun's remote launcher
+  std::string agentctl = "/usr/bin/agentctl";                     // mpi: mpirun's remote launcher
   std::function<std::string(const std::string& job)> dlps_token;  // dlps: the job's token (hex); null: none
   Duration poll_interval = std::chrono::milliseconds(200);
   Duration unreachable_after = std::chrono::seconds(10);  // a node that answers nothing this long is lost

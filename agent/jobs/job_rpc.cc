@@ -23,12 +23,9 @@ pb::NodeReply Reply(const Result<T>& r, T* (pb::NodeReply::*slot)()) {
 
 pb::NodeReply NodeEndpoint::Dispatch(const pb::NodeRequest& req) {
   switch (req.call_case()) {
-    case pb::NodeRequest::kPrepare:
-      return Reply(local_.Prepare(req.prepare()), &pb::NodeReply::mutable_prepare);
-    case pb::NodeRequest::kStart:
-      return Reply(local_.Start(req.start()), &pb::NodeReply::mutable_start);
-    case pb::NodeRequest::kSignal:
-      return Reply(local_.Signal(req.signal()), &pb::NodeReply::mutable_signal);
+    case pb::NodeRequest::kPrepare: return Reply(local_.Prepare(req.prepare()), &pb::NodeReply::mutable_prepare);
+    case pb::NodeRequest::kStart: return Reply(local_.Start(req.start()), &pb::NodeReply::mutable_start);
+    case pb::NodeRequest::kSignal: return Reply(local_.Signal(req.signal()), &pb::NodeReply::mutable_signal);
     case pb::NodeRequest::kQuery: {
       Result<pb::QueryReply> r = local_.Query(req.query());
       Coordinator* c = coordinator_.load();
@@ -63,8 +60,7 @@ pb::NodeReply NodeEndpoint::Dispatch(const pb::NodeRequest& req) {
       if (!health_) return Reply(Result<pb::HealthReply>(Status::Unavailable("jobs", "no health on this agent")), &pb::NodeReply::mutable_health);
       return Reply(Result<pb::HealthReply>(health_(req.health())), &pb::NodeReply::mutable_health);
     }
-    case pb::NodeRequest::CALL_NOT_SET:
-      break;
+    case pb::NodeRequest::CALL_NOT_SET: break;
   }
   return Reply(Result<pb::QueryReply>(Status::InvalidArgument("jobs", "an empty job call")), &pb::NodeReply::mutable_query);
 }

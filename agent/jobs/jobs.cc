@@ -181,8 +181,8 @@ Result<pb::JobOutputReply> Jobs::Output(const pb::JobOutputRequest& req, const C
     r.set_from(o_.self);
     r.mutable_query()->set_job(spec.id());
     r.mutable_query()->set_summary(true);
-    if (Result<pb::NodeReply> a = Answer(Call(spec.coordinator(), spec.coordinator_addr(), r)); a.ok() && a->query().jobs_size() == 1 &&
-                                                                                           a->query().jobs(0).has_summary()) {
+    if (Result<pb::NodeReply> a = Answer(Call(spec.coordinator(), spec.coordinator_addr(), r));
+        a.ok() && a->query().jobs_size() == 1 && a->query().jobs(0).has_summary()) {
       *out.mutable_summary() = a->query().jobs(0).summary();
     }
   }
@@ -274,13 +274,18 @@ Result<pb::HealthReport> Jobs::Health(const pb::HealthCheckRequest& req, const C
     }
     if (n.gpus() != roster[i].gpus) fail(std::to_string(n.gpus()) + " GPUs counted, the roster says " + std::to_string(roster[i].gpus));
     if (n.storage_configured()) {
-      if (!n.storage_mounted()) fail("shared storage not mounted");
-      else if (!n.storage_error().empty()) fail("shared storage: " + n.storage_error());
-      else if (n.storage_free_bytes() < min_free) fail("shared storage has " + std::to_string(n.storage_free_bytes() >> 20) + " MiB free");
+      if (!n.storage_mounted())
+        fail("shared storage not mounted");
+      else if (!n.storage_error().empty())
+        fail("shared storage: " + n.storage_error());
+      else if (n.storage_free_bytes() < min_free)
+        fail("shared storage has " + std::to_string(n.storage_free_bytes() >> 20) + " MiB free");
     }
     if (n.dlps_enabled() && !n.dlps_error().empty()) fail("dlps shard: " + n.dlps_error());
-    if (!n.workdir_error().empty()) fail("working directory: " + n.workdir_error());
-    else if (n.workdir_free_bytes() < min_free) fail(n.workdir() + " has " + std::to_string(n.workdir_free_bytes() >> 20) + " MiB free");
+    if (!n.workdir_error().empty())
+      fail("working directory: " + n.workdir_error());
+    else if (n.workdir_free_bytes() < min_free)
+      fail(n.workdir() + " has " + std::to_string(n.workdir_free_bytes() >> 20) + " MiB free");
   });
   out.set_ok(true);
   for (pb::NodeHealth& h : *out.mutable_nodes()) {

@@ -19,15 +19,15 @@
 namespace dlagent::jobs {
 
 struct JobsDeps {
-  ClusterClient* client = nullptr;  // REQUIRED: reaches the other agents
-  KeyringFn keyring;                // REQUIRED: the cluster keyring in force
+  ClusterClient* client = nullptr;                           // REQUIRED: reaches the other agents
+  KeyringFn keyring;                                         // REQUIRED: the cluster keyring in force
   std::function<bool(const std::string& instance_id)> gone;  // REQUIRED: gossip says dead or left
   // REQUIRED: every roster node in rank order (empty: no roster yet), and whether the cluster is READY.
   std::function<std::vector<JobNode>()> roster;
   std::function<bool(std::string* why_not)> ready;
   std::function<std::vector<std::string>()> base_env;  // the node environment ranks start from
-  NodeEndpoint::HealthFn health;   // this node's own health, as other nodes' agentctl health asks for it
-  std::function<std::vector<std::string>()> alive;  // the members gossip calls alive here
+  NodeEndpoint::HealthFn health;                       // this node's own health, as other nodes' agentctl health asks for it
+  std::function<std::vector<std::string>()> alive;     // the members gossip calls alive here
 };
 
 struct JobsOptions {

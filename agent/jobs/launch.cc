@@ -43,7 +43,8 @@ Result<uint32_t> WorkersOn(const PlanOptions& o, const PlanNode& node) {
   // tests/fuzz/jobs_fuzz.cc: --per-node 400000000 made the plan allocate until the agent died), or a node
   // whose metadata claims billions of GPUs.
   if (o.per_node > kMaxPerNode) {
-    return Status::InvalidArgument("jobs", "--per-node " + std::to_string(o.per_node) + ": at most " + std::to_string(kMaxPerNode) + " processes a node");
+    return Status::InvalidArgument("jobs",
+                                   "--per-node " + std::to_string(o.per_node) + ": at most " + std::to_string(kMaxPerNode) + " processes a node");
   }
   if (o.per_node > 0) return o.per_node;
   if (node.gpus > kMaxPerNode) {
@@ -59,16 +60,12 @@ Result<uint32_t> WorkersOn(const PlanOptions& o, const PlanNode& node) {
 uint32_t PortsNeeded(const PlanOptions& o, size_t index, uint32_t workers) {
   switch (o.launcher) {
     case Launcher::kTorchrun:
-    case Launcher::kMxnet:
-      return index == 0 ? 1 : 0;  // the rendezvous (torch's TCPStore) or the scheduler, on the first node
-    case Launcher::kTf:
-      return workers;  // every worker serves its own gRPC port
-    case Launcher::kTfPs:
-      return workers + 1 + (index == 0 ? 1 : 0);  // workers, a ps, and the chief on the first node
+    case Launcher::kMxnet: return index == 0 ? 1 : 0;                 // the rendezvous (torch's TCPStore) or the scheduler, on the first node
+    case Launcher::kTf: return workers;                               // every worker serves its own gRPC port
+    case Launcher::kTfPs: return workers + 1 + (index == 0 ? 1 : 0);  // workers, a ps, and the chief on the first node
     case Launcher::kPlain:
     case Launcher::kDlps:
-    case Launcher::kMpi:
-      return 0;
+    case Launcher::kMpi: return 0;
   }
   return 0;
 }
@@ -89,9 +86,14 @@ Result<std::vector<std::vector<RankPlan>>> PlanMpi(const PlanOptions& o, const s
   p.role = "mpirun";
   p.argv = {"mpirun", "--host", hosts, "-np", std::to_string(slots), "--bind-to", "none", "--tag-output"};
   p.argv.insert(p.argv.end(), o.argv.begin(), o.argv.end());
-  p.env = {{"DLAGENT_JOB", o.job_id},           {"DLAGENT_RANK", "0"},      {"DLAGENT_NUM_RANKS", "1"},
-           {"DLAGENT_LOCAL_RANK", "0"},         {"DLAGENT_NODE_RANK", "0"}, {"DLAGENT_NUM_NODES", std::to_string(nodes.size())},
-           {"DLAGENT_ROLE", "mpirun"},          {"OMPI_MCA_plm_rsh_agent", o.agentctl + " mpi-rsh"},
+  p.env = {{"DLAGENT_JOB", o.job_id},
+           {"DLAGENT_RANK", "0"},
+           {"DLAGENT_NUM_RANKS", "1"},
+           {"DLAGENT_LOCAL_RANK", "0"},
+           {"DLAGENT_NODE_RANK", "0"},
+           {"DLAGENT_NUM_NODES", std::to_string(nodes.size())},
+           {"DLAGENT_ROLE", "mpirun"},
+           {"OMPI_MCA_plm_rsh_agent", o.agentctl + " mpi-rsh"},
            {"OMPI_MCA_plm_rsh_no_tree_spawn", "1"},
            // Open MPI 4.1's daemons share hwloc's topology through a mapping at an address found in a hole of
            // their address space; an orted was seen to crash writing it (hwloc_shmem_topology_write). Each process
@@ -129,8 +131,7 @@ Result<std::vector<std::vector<RankPlan>>> PlanRanks(const PlanOptions& o, const
         if (i == 0) slots.push_back({i, "chief", 0, port()});
         slots.push_back({i, "ps", 0, port()});
         break;
-      default:
-        break;
+      default: break;
     }
     const bool worker_ports = o.launcher == Launcher::kTf || o.launcher == Launcher::kTfPs;
     const bool named = o.launcher == Launcher::kMxnet || o.launcher == Launcher::kTfPs;
@@ -155,7 +156,7 @@ Result<std::vector<std::vector<RankPlan>>> PlanRanks(const PlanOptions& o, const
 
   std::vector<std::vector<RankPlan>> plan(nodes.size());
   std::map<std::string, uint32_t> role_index;  // tf: each task's index within its type
-  uint32_t worker_rank = 0;                     // the rank among workers (dlps, torchrun)
+  uint32_t worker_rank = 0;                    // the rank among workers (dlps, torchrun)
   for (uint32_t r = 0; r < total; ++r) {
     const Slot& s = slots[r];
     const PlanNode& n = nodes[s.node];
@@ -175,8 +176,7 @@ Result<std::vector<std::vector<RankPlan>>> PlanRanks(const PlanOptions& o, const
     const bool worker = s.role.empty() || s.role == "worker";
     switch (o.launcher) {
       case Launcher::kPlain:
-      case Launcher::kMpi:
-        break;
+      case Launcher::kMpi: break;
       case Launcher::kDlps:
         set("DLPS_SERVERS", dlps_servers);
         set("DLPS_NUM_WORKERS", std::to_string(total_workers));

@@ -32,19 +32,19 @@ struct PlanOptions {
   std::string job_id;
   // Worker processes a node: 0 means one per GPU (--per-node gpus), which fails for a node without GPUs.
   uint32_t per_node = 1;
-  uint16_t dlps_port = 7070;  // every agent's parameter-server shard (dlps)
-  std::string dlps_token;     // dlps: the job's token for the shards (hex), "" when they ask for none
-  std::vector<std::string> argv;  // the job's command (mpi wraps it in mpirun)
+  uint16_t dlps_port = 7070;                   // every agent's parameter-server shard (dlps)
+  std::string dlps_token;                      // dlps: the job's token for the shards (hex), "" when they ask for none
+  std::vector<std::string> argv;               // the job's command (mpi wraps it in mpirun)
   std::string agentctl = "/usr/bin/agentctl";  // mpi: mpirun's remote launcher is `agentctl mpi-rsh`
-  bool as_root = false;           // mpi: Open MPI refuses root unless told it is meant
+  bool as_root = false;                        // mpi: Open MPI refuses root unless told it is meant
 };
 
 struct RankPlan {
-  uint32_t rank = 0;        // 0..N-1 over the whole job
-  uint32_t local_rank = 0;  // 0..K-1 on its node
-  std::string role;         // "" or scheduler / server / worker (mxnet), chief / ps / worker (tf-ps)
+  uint32_t rank = 0;                                     // 0..N-1 over the whole job
+  uint32_t local_rank = 0;                               // 0..K-1 on its node
+  std::string role;                                      // "" or scheduler / server / worker (mxnet), chief / ps / worker (tf-ps)
   std::vector<std::pair<std::string, std::string>> env;  // the launcher's variables (plain's on every rank)
-  std::vector<std::string> argv;  // empty: the job's command
+  std::vector<std::string> argv;                         // empty: the job's command
 };
 
 // The most worker processes a job may start on one node (--per-node, or a node's GPU count).

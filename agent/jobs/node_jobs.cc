@@ -18,14 +18,11 @@
 #include "agent/jobs/rank_env.h"
 #include "agent/jobs/spawn.h"
 #include "agent/jobs/summary.h"
-#include "bootstrap/membership/packet_crypto.h"
 #include "bootstrap/common/log.h"
+#include "bootstrap/membership/packet_crypto.h"
 
 namespace dlagent::jobs {
-namespace {
-
-
-}  // namespace
+namespace {}  // namespace
 
 NodeJobs::NodeJobs(NodeJobsOptions options) : o_(std::move(options)) {
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -80,7 +77,8 @@ Result<pb::PrepareReply> NodeJobs::Prepare(const pb::PrepareRequest& req) {
   // The program: found as the rank would find it.
   const std::string& program = spec.argv(0);
   std::vector<std::string> env = RankEnv(o_.base_env ? o_.base_env() : std::vector<std::string>{}, spec, pb::RankSpec(), HomeOf(spec.uid()));
-  if (!ProgramFound(program, env, dir)) return Status::NotFound("jobs", program + ": no such program on " + o_.node + " (PATH " + EnvValue(env, "PATH") + ")");
+  if (!ProgramFound(program, env, dir))
+    return Status::NotFound("jobs", program + ": no such program on " + o_.node + " (PATH " + EnvValue(env, "PATH") + ")");
   if (req.ports() > 256) return Status::InvalidArgument("jobs", "too many ports asked for: " + std::to_string(req.ports()));
   // Free ports: bound together (so that they differ), then released for the ranks to take.
   pb::PrepareReply reply;
@@ -119,14 +117,16 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
     return Status::FailedPrecondition("jobs", "job " + spec.id() + " is stopping: " + existing->second->failure);
   }
   if (RunningRanks() + static_cast<size_t>(req.ranks_size()) > o_.max_ranks) {
-    return Status::ResourceExhausted("jobs", o_.node + " runs " + std::to_string(RunningRanks()) + " ranks; " +
-                                                 std::to_string(req.ranks_size()) + " more would pass its limit of " + std::to_string(o_.max_ranks));
+    return Status::ResourceExhausted("jobs", o_.node + " runs " + std::to_string(RunningRanks()) + " ranks; " + std::to_string(req.ranks_size()) +
+                                                 " more would pass its limit of " + std::to_string(o_.max_ranks));
   }
   std::vector<Rank> started;
   for (const pb::RankSpec& rs : req.ranks()) {
     SpawnRequest sr;
-    if (rs.argv().empty()) sr.argv.assign(spec.argv().begin(), spec.argv().end());
-    else sr.argv.assign(rs.argv().begin(), rs.argv().end());
+    if (rs.argv().empty())
+      sr.argv.assign(spec.argv().begin(), spec.argv().end());
+    else
+      sr.argv.assign(rs.argv().begin(), rs.argv().end());
     sr.env = RankEnv(base, spec, rs, home);
     sr.workdir = dir;
     sr.uid = spec.uid();
@@ -196,7 +196,7 @@ pb::NodeJob NodeJobs::Describe(const Job& job, bool with_lines, uint64_t after, 
   }
   std::sort(held.begin(), held.end(), [](const pb::LogLine* a, const pb::LogLine* b) { return a->seq() < b->seq(); });
   uint64_t next = job.next_seq;  // the cursor after this reply: past everything, unless a limit stops it early
-  size_t bytes = 0;  // a reply stays far below the RPC's message limit
+  size_t bytes = 0;              // a reply stays far below the RPC's message limit
   for (const pb::LogLine* l : held) {
     if (out.lines_size() >= static_cast<int>(max_lines) || bytes >= (1 << 20)) {
       next = l->seq();
@@ -243,7 +243,8 @@ void NodeJobs::SignalLocked(Job& job, int sig, bool escalate, const std::string&
 }
 
 Result<pb::SignalReply> NodeJobs::Signal(const pb::SignalRequest& req) {
-  if (req.signal() <= 0 || req.signal() >= NSIG) return Status::InvalidArgument("jobs", "signal " + std::to_string(req.signal()) + " is not a signal");
+  if (req.signal() <= 0 || req.signal() >= NSIG)
+    return Status::InvalidArgument("jobs", "signal " + std::to_string(req.signal()) + " is not a signal");
   MutexLock lock(mu_);
   auto it = jobs_.find(req.job());
   if (it == jobs_.end()) return Status::NotFound("jobs", "no job " + req.job() + " on " + o_.node);
@@ -323,8 +324,10 @@ void NodeJobs::Reap(Job& job, Rank& rank) {
   rank.pidfd = -1;
   rank.state.set_running(false);
   rank.state.set_ended_unix_ms(swim::NowUnixMs());
-  if (info.si_code == CLD_EXITED) rank.state.set_exit_code(info.si_status);
-  else rank.state.set_signal(info.si_status);
+  if (info.si_code == CLD_EXITED)
+    rank.state.set_exit_code(info.si_status);
+  else
+    rank.state.set_signal(info.si_status);
   const bool failed = rank.state.exit_code() != 0 || rank.state.signal() != 0;
   const std::string what = "rank " + std::to_string(rank.state.rank()) + " on " + o_.node + " " + RankEnding(rank.state);
   if (failed && !rank.state.stopped()) {

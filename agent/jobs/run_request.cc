@@ -75,8 +75,8 @@ Result<std::vector<JobNode>> SelectNodes(const std::vector<JobNode>& roster, con
         }
       }
       if (!matched) {
-        return Status::InvalidArgument("jobs", "--nodes: \"" + item + "\" is no roster node (ranks 0-" + std::to_string(roster.size() - 1) +
-                                                   ", instance ids or addresses)");
+        return Status::InvalidArgument(
+            "jobs", "--nodes: \"" + item + "\" is no roster node (ranks 0-" + std::to_string(roster.size() - 1) + ", instance ids or addresses)");
       }
       if (comma == std::string::npos) break;
       start = comma + 1;
@@ -87,13 +87,13 @@ Result<std::vector<JobNode>> SelectNodes(const std::vector<JobNode>& roster, con
   return out;
 }
 
-Result<CheckedRun> CheckRunRequest(const pb::RunJobRequest& req, const Caller& caller, const std::vector<JobNode>& roster,
-                                   Duration default_grace) {
+Result<CheckedRun> CheckRunRequest(const pb::RunJobRequest& req, const Caller& caller, const std::vector<JobNode>& roster, Duration default_grace) {
   if (req.argv().empty()) return Status::InvalidArgument("jobs", "no command: agentctl run [options] -- CMD ARGS...");
   CheckedRun out;
   ASSIGN_OR_RETURN(out.launcher, ParseLauncher(req.launcher().empty() ? "plain" : req.launcher()));
   RETURN_IF_ERROR(CheckEnv(req));
-  if (!req.workdir().empty() && req.workdir()[0] != '/') return Status::InvalidArgument("jobs", "--workdir " + req.workdir() + " is not an absolute path");
+  if (!req.workdir().empty() && req.workdir()[0] != '/')
+    return Status::InvalidArgument("jobs", "--workdir " + req.workdir() + " is not an absolute path");
   if (roster.empty()) return Status::FailedPrecondition("jobs", "the cluster has no roster yet");
   ASSIGN_OR_RETURN(out.nodes, SelectNodes(roster, {req.nodes().begin(), req.nodes().end()}));
 

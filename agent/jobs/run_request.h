@@ -40,7 +40,6 @@ struct CheckedRun {
 // InvalidArgument names what is wrong (no command, a launcher, an --env entry, a relative --workdir, a
 // --nodes entry); PermissionDenied when a caller other than root asks for --user; FailedPrecondition without
 // a roster. default_grace: the grace period when the request gives none.
-Result<CheckedRun> CheckRunRequest(const pb::RunJobRequest& req, const Caller& caller, const std::vector<JobNode>& roster,
-                                   Duration default_grace);
+Result<CheckedRun> CheckRunRequest(const pb::RunJobRequest& req, const Caller& caller, const std::vector<JobNode>& roster, Duration default_grace);
 
 }  // namespace dlagent::jobs

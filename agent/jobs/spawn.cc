@@ -78,7 +78,7 @@ Result<Spawned> Spawn(const SpawnRequest& req) {
     ::setpgid(0, 0);
     sigset_t none;
     sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);  // agentd blocks the signals it reads from a signalfd
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);                   // agentd blocks the signals it reads from a signalfd
     for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);  // ignored ones (SIGPIPE) would survive exec
     if (::dup2(devnull, 0) < 0 || ::dup2(out[1], 1) < 0 || ::dup2(err[1], 2) < 0) die(kStdio);
     // Nothing else of agentd's (sockets, the control socket, keys read into files) reaches the job.
@@ -113,8 +113,9 @@ Result<Spawned> Spawn(const SpawnRequest& req) {
     if (ce.step == kExec) what += " " + req.argv[0];
     if (ce.step == kChdir) what += " " + req.workdir;
     if (ce.step == kUid || ce.step == kGid || ce.step == kGroups) what += " for uid " + std::to_string(req.uid);
-    return Status(ce.err == ENOENT ? StatusCode::kNotFound : ce.err == EACCES || ce.err == EPERM ? StatusCode::kPermissionDenied
-                                                                                                : StatusCode::kFailedPrecondition,
+    return Status(ce.err == ENOENT                      ? StatusCode::kNotFound
+                  : ce.err == EACCES || ce.err == EPERM ? StatusCode::kPermissionDenied
+                                                        : StatusCode::kFailedPrecondition,
                   "jobs", what + ": " + std::strerror(ce.err));
   }
   Spawned s;

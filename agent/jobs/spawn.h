@@ -21,12 +21,12 @@ struct SpawnRequest {
   std::string workdir;            // REQUIRED: an absolute path
   uid_t uid = 0;
   gid_t gid = 0;
-  std::vector<gid_t> groups;      // supplementary groups
+  std::vector<gid_t> groups;  // supplementary groups
 };
 
 struct Spawned {
   pid_t pid = -1;
-  int pidfd = -1;  // readable when the process ends (pidfd_open); the caller closes it
+  int pidfd = -1;   // readable when the process ends (pidfd_open); the caller closes it
   int out_fd = -1;  // the read ends of its stdout and stderr, non-blocking; the caller closes them
   int err_fd = -1;
 };

@@ -20,10 +20,10 @@ struct dlps_client {
 namespace {
 
 static_assert(DLPS_INVALID_ARGUMENT == static_cast<int>(dlagent::StatusCode::kInvalidArgument) &&
-              DLPS_FAILED_PRECONDITION == static_cast<int>(dlagent::StatusCode::kFailedPrecondition) &&
-              DLPS_UNAVAILABLE == static_cast<int>(dlagent::StatusCode::kUnavailable) &&
-              DLPS_DEADLINE_EXCEEDED == static_cast<int>(dlagent::StatusCode::kDeadlineExceeded) &&
-              DLPS_INTERNAL == static_cast<int>(dlagent::StatusCode::kInternal),
+                  DLPS_FAILED_PRECONDITION == static_cast<int>(dlagent::StatusCode::kFailedPrecondition) &&
+                  DLPS_UNAVAILABLE == static_cast<int>(dlagent::StatusCode::kUnavailable) &&
+                  DLPS_DEADLINE_EXCEEDED == static_cast<int>(dlagent::StatusCode::kDeadlineExceeded) &&
+                  DLPS_INTERNAL == static_cast<int>(dlagent::StatusCode::kInternal),
               "dlps_code mirrors StatusCode");
 
 thread_local std::string last_error;

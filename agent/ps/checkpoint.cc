@@ -154,9 +154,8 @@ Result<CheckpointFile> ManifestEntry(std::string_view manifest, const std::strin
   nlohmann::json j = nlohmann::json::parse(manifest, nullptr, /*allow_exceptions=*/false);
   // Types before values: the manifest sits on shared storage that users can write, and nlohmann's value() throws
   // on a "format" of another type.
-  if (j.is_discarded() || !j.is_object() || !j.contains("format") || !j["format"].is_number_integer() || j["format"] != 1 ||
-      !j.contains("servers") || !j["servers"].is_number_unsigned() ||
-      !j.contains("files") || !j["files"].is_array()) {
+  if (j.is_discarded() || !j.is_object() || !j.contains("format") || !j["format"].is_number_integer() || j["format"] != 1 || !j.contains("servers") ||
+      !j["servers"].is_number_unsigned() || !j.contains("files") || !j["files"].is_array()) {
     return Bad(what, "not a dlps checkpoint manifest");
   }
   const uint64_t servers = j["servers"];

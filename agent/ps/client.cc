@@ -18,8 +18,8 @@
 #include "agent/ps/frame.h"
 #include "bootstrap/common/backoff.h"
 #include "bootstrap/common/crypto.h"
-#include "bootstrap/common/host_port.h"
 #include "bootstrap/common/duration.h"
+#include "bootstrap/common/host_port.h"
 #include "proto/dlps.grpc.pb.h"
 #include "proto/grpc_status.h"
 
@@ -141,8 +141,9 @@ Result<std::unique_ptr<PsClient>> PsClient::Connect(const PsClientOptions& optio
   c->options_ = options;
   const std::optional<std::string> token = HexDecode(options.token);
   if (options.job.size() > sizeof(Hello::job) || !token || (!token->empty() && token->size() != sizeof(Hello::token))) {
-    return Status::InvalidArgument("dlps-client", "the job id must be at most 16 characters and its token 64 hex characters (DLPS_JOB, DLPS_TOKEN: "
-                                                  "agentctl run --launcher dlps sets both)");
+    return Status::InvalidArgument("dlps-client",
+                                   "the job id must be at most 16 characters and its token 64 hex characters (DLPS_JOB, DLPS_TOKEN: "
+                                   "agentctl run --launcher dlps sets both)");
   }
   Hello hello;
   hello.rank = options.rank;
@@ -334,8 +335,7 @@ Status PsClient::Restore(const std::string& name) {
     req.set_server_index(static_cast<uint32_t>(i));
     req.set_server_count(static_cast<uint32_t>(servers_.size()));
     pb::RestoreReply reply;
-    RETURN_IF_ERROR(
-        Unary(*servers_[i]->control, &pb::DlpsControl::Stub::Restore, req, &reply, servers_[i]->address, options_, "restore " + name));
+    RETURN_IF_ERROR(Unary(*servers_[i]->control, &pb::DlpsControl::Stub::Restore, req, &reply, servers_[i]->address, options_, "restore " + name));
   }
   return Status::Ok();
 }

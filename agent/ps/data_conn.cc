@@ -104,8 +104,8 @@ class DataConn final : public DataConnection {
       }
       while (st.ok()) st = ServeOne();
       if (!stopping_.load()) {  // an accepted worker went away
-        shard_->FailPending(Status::Unavailable("dlps-server", "worker rank " + std::to_string(rank_) +
-                                                                   " disconnected (it exited or lost its connection); the rounds in progress fail"));
+        shard_->FailPending(Status::Unavailable(
+            "dlps-server", "worker rank " + std::to_string(rank_) + " disconnected (it exited or lost its connection); the rounds in progress fail"));
       }
       jobs_.Leave(rank_);
     }
@@ -119,9 +119,8 @@ class DataConn final : public DataConnection {
   Status Accept(const Hello& h) {
     Status refused;
     if (h.magic != kHelloMagic || h.protocol != kProtocolVersion) {
-      refused = Status::InvalidArgument(
-          "dlps-server", "this server speaks dlps protocol " + std::to_string(kProtocolVersion) + ", the worker " + std::to_string(h.protocol) +
-                             " (run the same dlagent release on workers and servers)");
+      refused = Status::InvalidArgument("dlps-server", "this server speaks dlps protocol " + std::to_string(kProtocolVersion) + ", the worker " +
+                                                           std::to_string(h.protocol) + " (run the same dlagent release on workers and servers)");
     } else if (Result<std::shared_ptr<Shard>> shard = jobs_.Join(h); !shard.ok()) {
       refused = shard.status();
     } else {
@@ -146,7 +145,7 @@ class DataConn final : public DataConnection {
     RETURN_IF_ERROR(ReadFull(fd_, &f, sizeof f));
     if (f.bytes > kMaxPayloadBytes) {
       outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "a frame of " + std::to_string(f.bytes) + " bytes is over the limit of " +
-                                                                       std::to_string(kMaxPayloadBytes >> 30) + " GiB (a corrupt or foreign client)"));
+                                                                      std::to_string(kMaxPayloadBytes >> 30) + " GiB (a corrupt or foreign client)"));
       return Status::InvalidArgument("dlps-server", "oversized frame");
     }
     switch (f.op) {
@@ -181,7 +180,7 @@ class DataConn final : public DataConnection {
       case Op::kPull:
         if (f.bytes != 0) {
           outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "a pull request with a payload of " + std::to_string(f.bytes) +
-                                                                           " bytes (a corrupt or foreign client)"));
+                                                                          " bytes (a corrupt or foreign client)"));
           return Status::InvalidArgument("dlps-server", "a pull request with a payload");
         }
         shard_->Pull(f.key, f.chunk, f.version, [out = outbox_, f](const Status& st, const PullAnswer& a) {

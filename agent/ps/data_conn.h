@@ -48,11 +48,11 @@ class Jobs {
     }
     if (h.num_workers > kMaxJobWorkers) {
       return Status::InvalidArgument("dlps-server", "a job of " + std::to_string(h.num_workers) + " workers is over the limit of " +
-                                                        std::to_string(kMaxJobWorkers) +
-                                                        " (is DLPS_NUM_WORKERS right?)");
+                                                        std::to_string(kMaxJobWorkers) + " (is DLPS_NUM_WORKERS right?)");
     }
     if (h.num_workers == 0 || h.rank >= h.num_workers) {
-      return Status::InvalidArgument("dlps-server", "rank " + std::to_string(h.rank) + " is outside the job of " + std::to_string(h.num_workers) + " workers");
+      return Status::InvalidArgument("dlps-server",
+                                     "rank " + std::to_string(h.rank) + " is outside the job of " + std::to_string(h.num_workers) + " workers");
     }
     if (!shard_) {
       ShardOptions o = options_;
@@ -98,7 +98,8 @@ class Jobs {
     const std::string token = HexDecode(token_hex).value_or("");  // not hex: no token, refused below
     RETURN_IF_ERROR(CheckToken(job, token));
     MutexLock lock(mu_);
-    if (job != job_) return Status::PermissionDenied("dlps-server", "this shard is serving " + (job_.empty() ? "no job" : "job " + job_) + ", not " + job);
+    if (job != job_)
+      return Status::PermissionDenied("dlps-server", "this shard is serving " + (job_.empty() ? "no job" : "job " + job_) + ", not " + job);
     return Status::Ok();
   }
 
@@ -106,8 +107,9 @@ class Jobs {
   Status CheckToken(const std::string& job, std::string_view token) const {
     if (!job_keys_) return Status::Ok();
     if (job.empty()) {
-      return Status::PermissionDenied("dlps-server", "this shard serves jobs the agents start: run the workers with agentctl run --launcher dlps "
-                                                     "(DLPS_JOB and DLPS_TOKEN are not set)");
+      return Status::PermissionDenied("dlps-server",
+                                      "this shard serves jobs the agents start: run the workers with agentctl run --launcher dlps "
+                                      "(DLPS_JOB and DLPS_TOKEN are not set)");
     }
     for (const std::string& key : job_keys_()) {
       if (ConstantTimeEquals(DlpsJobToken(key, job), token)) return Status::Ok();
@@ -119,7 +121,7 @@ class Jobs {
   const JobKeysFn job_keys_;
   Mutex mu_;
   std::shared_ptr<Shard> shard_ GUARDED_BY(mu_);
-  std::string job_ GUARDED_BY(mu_);  // the served job's id, with job keys
+  std::string job_ GUARDED_BY(mu_);           // the served job's id, with job keys
   std::set<uint32_t> ranks_ GUARDED_BY(mu_);  // connected workers
 };
 

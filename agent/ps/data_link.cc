@@ -12,7 +12,7 @@
 namespace dlagent::ps::detail {
 
 Result<std::unique_ptr<DataLink>> DataLink::Open(const std::string& address, const Hello& hello, std::chrono::milliseconds deadline,
-                                                  std::chrono::milliseconds connect_timeout) {
+                                                 std::chrono::milliseconds connect_timeout) {
   int fd = -1;
   Status st =
       Retry(*NewPosixEnv(),
@@ -180,10 +180,10 @@ int DataLink::ExpireAndNextWait() {
       if (e.abandoned) continue;
       if (e.deadline <= now) {
         e.abandoned = true;
-        expired.emplace_back(e.pending, Named(e, Status::DeadlineExceeded(
-                                                    "dlps-client", "no answer within the deadline of " + std::to_string(deadline_.count()) +
-                                                                       " ms (a sync round waits for every worker's push: is one "
-                                                                       "stuck? DLPS_DEADLINE sets the deadline)")));
+        expired.emplace_back(
+            e.pending, Named(e, Status::DeadlineExceeded("dlps-client", "no answer within the deadline of " + std::to_string(deadline_.count()) +
+                                                                            " ms (a sync round waits for every worker's push: is one "
+                                                                            "stuck? DLPS_DEADLINE sets the deadline)")));
       } else {
         next = std::min(next, e.deadline);
       }
@@ -215,8 +215,8 @@ Status DataLink::ReadReply() {
   } else if (f.op == Op::kPullReply && e.op == Op::kPull) {
     if (f.bytes != e.floats * sizeof(float) || f.key != e.key || f.chunk != e.chunk) {
       RETURN_IF_ERROR(Discard(fd_, f.bytes));
-      result = Named(e, Status::Internal("", "the server answered with key " + std::to_string(f.key) + " chunk " + std::to_string(f.chunk) +
-                                                 " of " + std::to_string(f.bytes / sizeof(float)) + " floats, not " + std::to_string(e.floats)));
+      result = Named(e, Status::Internal("", "the server answered with key " + std::to_string(f.key) + " chunk " + std::to_string(f.chunk) + " of " +
+                                                 std::to_string(f.bytes / sizeof(float)) + " floats, not " + std::to_string(e.floats)));
     } else if (e.abandoned) {
       RETURN_IF_ERROR(Discard(fd_, f.bytes));
     } else {

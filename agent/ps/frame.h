@@ -30,7 +30,7 @@ namespace dlagent::ps {
 static_assert(std::endian::native == std::endian::little, "dlps frames are little-endian");
 
 inline constexpr uint32_t kHelloMagic = 0x53504c44;  // "DLPS" on the wire
-inline constexpr uint32_t kProtocolVersion = 2;  // 2: the Hello carries the job's credentials
+inline constexpr uint32_t kProtocolVersion = 2;      // 2: the Hello carries the job's credentials
 
 struct Hello {
   uint32_t magic = kHelloMagic;

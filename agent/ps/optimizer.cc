@@ -61,8 +61,7 @@ void OptimizerToProto(const OptimizerConfig& c, dlps::v1::Optimizer* p) {
   p->set_rescale(c.rescale);
 }
 
-void ApplyUpdate(const OptimizerConfig& c, const float* w_old, float* w_new, std::span<const float* const> grads, size_t n,
-                 OptimizerState* state) {
+void ApplyUpdate(const OptimizerConfig& c, const float* w_old, float* w_new, std::span<const float* const> grads, size_t n, OptimizerState* state) {
   constexpr size_t kBlock = 2048;  // 8 KiB: the summed block stays in L1 for the update
   ++state->steps;
   if (c.kind == OptimizerConfig::Kind::kAdam || (c.kind == OptimizerConfig::Kind::kSgd && c.momentum != 0)) state->m.resize(n);

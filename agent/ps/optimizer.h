@@ -50,7 +50,6 @@ struct OptimizerState {
 // writes a fresh buffer so that pulls of the old version can still be sent from the old one). One pass in
 // blocks that stay in cache: the sum of the workers' gradients never goes to memory.
 // REQUIRES: grads is not empty; every buffer holds n floats.
-void ApplyUpdate(const OptimizerConfig& c, const float* w_old, float* w_new, std::span<const float* const> grads, size_t n,
-                 OptimizerState* state);
+void ApplyUpdate(const OptimizerConfig& c, const float* w_old, float* w_new, std::span<const float* const> grads, size_t n, OptimizerState* state);
 
 }  // namespace dlagent::ps

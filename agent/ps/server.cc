@@ -35,7 +35,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr auto kFirstBytesTimeout = std::chrono::seconds(10);  // a connection that has not said who it is by then is closed
 // Bounds on what peers can make the server hold (each refused connection is closed at once):
-constexpr size_t kMaxUndecided = 256;                      // connections that have not sent their first bytes yet
+constexpr size_t kMaxUndecided = 256;                        // connections that have not sent their first bytes yet
 constexpr size_t kMaxDataConnections = kMaxJobWorkers + 64;  // workers' data connections (two threads each)
 
 // Dead peers are found even when nothing is being sent: keepalive probes after

@@ -17,8 +17,8 @@
 
 #include <functional>
 #include <memory>
-#include <vector>
 #include <string>
+#include <vector>
 
 #include "agent/ps/shard.h"
 #include "bootstrap/common/heartbeat.h"
@@ -28,7 +28,7 @@ namespace dlagent::ps {
 
 struct ServerOptions {
   std::string listen = "0.0.0.0:7070";  // host:port; port 0 picks a free one
-  ShardOptions shard;  // num_workers 0: each job's size comes from its workers (one job at a time)
+  ShardOptions shard;                   // num_workers 0: each job's size comes from its workers (one job at a time)
   // Where checkpoints are written and read (shared storage, the same path on every node); empty: refused.
   std::string checkpoint_dir;
   std::shared_ptr<Heartbeat> heartbeat;  // Default: none. Beaten by the accept loop at least once a second.

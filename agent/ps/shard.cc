@@ -85,9 +85,9 @@ Result<uint64_t> Shard::Init(uint64_t key, uint32_t chunk, uint64_t length, cons
                                                        " slices on this server, the most it may declare (declare fewer, larger keys)");
   }
   if (declared_bytes_ + bytes > options_.max_bytes) {
-    return Status::ResourceExhausted("dlps-shard", Name(key, chunk) + ": declaring " + std::to_string(bytes) + " more bytes would take the job past " + Bytes(options_.max_bytes) +
-                                                       " on this server (" + Bytes(declared_bytes_) +
-                                                       " declared); run the job on more servers, or make the model smaller");
+    return Status::ResourceExhausted("dlps-shard", Name(key, chunk) + ": declaring " + std::to_string(bytes) +
+                                                       " more bytes would take the job past " + Bytes(options_.max_bytes) + " on this server (" +
+                                                       Bytes(declared_bytes_) + " declared); run the job on more servers, or make the model smaller");
   }
   auto s = std::make_shared<Slice>();
   s->key = key;

@@ -30,16 +30,16 @@
 #include <vector>
 
 #include "agent/ps/optimizer.h"
-#include "bootstrap/common/status.h"
 #include "bootstrap/common/mutex.h"
+#include "bootstrap/common/status.h"
 
 namespace dlagent::ps {
 
 enum class Mode { kSync, kAsync };
 
 // What a job's workers can make one server hold; a request over a bound is refused, naming it.
-inline constexpr uint32_t kMaxJobWorkers = 4096;       // ranks in one job
-inline constexpr size_t kMaxOpenBarriers = 64;         // barrier generations waiting at once
+inline constexpr uint32_t kMaxJobWorkers = 4096;  // ranks in one job
+inline constexpr size_t kMaxOpenBarriers = 64;    // barrier generations waiting at once
 
 struct ShardOptions {
   Mode mode = Mode::kSync;

@@ -126,8 +126,6 @@ Result<std::unique_ptr<ClusterServer>> StartClusterServer(const std::string& hos
   return std::unique_ptr<ClusterServer>(std::make_unique<GrpcClusterServer>(std::move(service), std::move(server)));
 }
 
-std::unique_ptr<ClusterClient> NewGrpcClusterClient(Duration deadline) {
-  return std::make_unique<GrpcClusterClient>(deadline);
-}
+std::unique_ptr<ClusterClient> NewGrpcClusterClient(Duration deadline) { return std::make_unique<GrpcClusterClient>(deadline); }
 
 }  // namespace dlagent

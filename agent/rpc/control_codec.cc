@@ -152,12 +152,12 @@ MemberListSnapshot FromProto(const pb::MemberList& reply) {
   MemberListSnapshot out;
   out.enabled = reply.enabled();
   for (const pb::Member& m : reply.members()) {
-    out.members.push_back({m.name(), m.address(), m.status(), m.role(), m.availability_zone(), m.version(), m.gpus(), m.incarnation(),
-                           m.flaps(), m.last_change_ms_ago()});
+    out.members.push_back({m.name(), m.address(), m.status(), m.role(), m.availability_zone(), m.version(), m.gpus(), m.incarnation(), m.flaps(),
+                           m.last_change_ms_ago()});
   }
   const pb::GossipCounters& c = reply.counters();
-  out.counters = {c.packets_in(), c.packets_out(), c.auth_failures(), c.replays(), c.malformed(), c.push_pulls(), c.push_pull_failures(),
-                  c.push_pulls_refused()};
+  out.counters = {c.packets_in(), c.packets_out(), c.auth_failures(),      c.replays(),
+                  c.malformed(),  c.push_pulls(),  c.push_pull_failures(), c.push_pulls_refused()};
   return out;
 }
 

@@ -37,7 +37,7 @@ struct ClusterSnapshot {
   int32_t rank = -1;
   std::vector<RosterMemberSnapshot> roster;
   std::string failure;
-  std::vector<std::string> dead;  // roster members not alive
+  std::vector<std::string> dead;         // roster members not alive
   std::vector<std::string> maintenance;  // this instance's scheduled maintenance events, one line each
   uint32_t alive = 0, expected = 0;
   int64_t deadline_in_ms = -1;
@@ -59,7 +59,7 @@ struct StatusSnapshot {
   uint64_t config_generation = 0;
   std::string socket_path;
   uint64_t rss_bytes = 0, heap_in_use_bytes = 0;  // memory now (AgentStatus in control.proto)
-  std::optional<ClusterSnapshot> cluster;  // absent when the agent forms no roster
+  std::optional<ClusterSnapshot> cluster;         // absent when the agent forms no roster
 };
 
 struct MemberSnapshot {

@@ -9,9 +9,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
-#include <atomic>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -23,8 +23,8 @@
 #include "agent/rpc/control_codec.h"
 #include "agent/rpc/unix_socket.h"
 #include "bootstrap/common/accept.h"
-#include "proto/grpc_status.h"
 #include "proto/control.grpc.pb.h"
+#include "proto/grpc_status.h"
 
 namespace dlagent {
 namespace {
@@ -53,7 +53,8 @@ bool PeerAllowed(int fd, gid_t group, bool have_group, ucred* cred) {
   if (cred->gid == group) return true;
   std::vector<gid_t> groups;
   if (!PeerGroups(fd, &groups)) return false;
-  for (gid_t g : groups) if (g == group) return true;
+  for (gid_t g : groups)
+    if (g == group) return true;
   return false;
 }
 
@@ -78,7 +79,6 @@ Result<PeerCredentials> PeerOf(const std::string& peer) {
   return who;
 }
 
-
 class ControlService final : public pb::Control::CallbackService {
  public:
   explicit ControlService(ControlHandler* handler) : handler_(handler) {}
@@ -87,16 +87,14 @@ class ControlService final : public pb::Control::CallbackService {
     while (running_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
 
-  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx, const pb::GetStatusRequest*,
-                                      pb::AgentStatus* reply) override {
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx, const pb::GetStatusRequest*, pb::AgentStatus* reply) override {
     ToProto(handler_->GetStatus(), reply);
     auto* reactor = ctx->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
     return reactor;
   }
 
-  grpc::ServerUnaryReactor* ListMembers(grpc::CallbackServerContext* ctx, const pb::ListMembersRequest*,
-                                        pb::MemberList* reply) override {
+  grpc::ServerUnaryReactor* ListMembers(grpc::CallbackServerContext* ctx, const pb::ListMembersRequest*, pb::MemberList* reply) override {
     ToProto(handler_->ListMembers(), reply);
     auto* reactor = ctx->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
@@ -127,8 +125,7 @@ class ControlService final : public pb::Control::CallbackService {
     return Blocking(ctx, reply, [this, req](const PeerCredentials& who) { return handler_->CheckHealth(who, *req); });
   }
 
-  grpc::ServerUnaryReactor* GetVersion(grpc::CallbackServerContext* ctx, const pb::GetVersionRequest*,
-                                       pb::VersionInfo* reply) override {
+  grpc::ServerUnaryReactor* GetVersion(grpc::CallbackServerContext* ctx, const pb::GetVersionRequest*, pb::VersionInfo* reply) override {
     reply->set_version(handler_->GetStatus().version);
     auto* reactor = ctx->DefaultReactor();
     reactor->Finish(grpc::Status::OK);
@@ -170,10 +167,16 @@ class ControlService final : public pb::Control::CallbackService {
 
 class UnixControlServer final : public ControlServer {
  public:
-  UnixControlServer(std::string path, int listen_fd, int wake_fd, gid_t group, bool have_group,
-                    std::unique_ptr<ControlService> service, std::unique_ptr<grpc::Server> server, std::shared_ptr<Heartbeat> heartbeat)
-      : path_(std::move(path)), listen_fd_(listen_fd), wake_fd_(wake_fd), group_(group), have_group_(have_group),
-        service_(std::move(service)), server_(std::move(server)), heartbeat_(std::move(heartbeat)) {
+  UnixControlServer(std::string path, int listen_fd, int wake_fd, gid_t group, bool have_group, std::unique_ptr<ControlService> service,
+                    std::unique_ptr<grpc::Server> server, std::shared_ptr<Heartbeat> heartbeat)
+      : path_(std::move(path)),
+        listen_fd_(listen_fd),
+        wake_fd_(wake_fd),
+        group_(group),
+        have_group_(have_group),
+        service_(std::move(service)),
+        server_(std::move(server)),
+        heartbeat_(std::move(heartbeat)) {
     accept_thread_ = std::thread([this] { AcceptLoop(); });
   }
   ~UnixControlServer() override { Shutdown(std::chrono::seconds(0)); }
@@ -212,9 +215,10 @@ class UnixControlServer final : public ControlServer {
       }
       ucred cred{};
       if (!PeerAllowed(fd, group_, have_group_, &cred)) {
-        spdlog::warn("control socket: refused a connection from uid {} pid {}: not root, not the agent's user "
-                     "and not in the socket's group",
-                     cred.uid, cred.pid);
+        spdlog::warn(
+            "control socket: refused a connection from uid {} pid {}: not root, not the agent's user "
+            "and not in the socket's group",
+            cred.uid, cred.pid);
         ::close(fd);
         continue;
       }
@@ -271,8 +275,7 @@ Status CheckSocketDir(const std::string& dir) {
 
 }  // namespace
 
-Result<std::unique_ptr<ControlServer>> StartControlServer(const ControlServerOptions& options,
-                                                         ControlHandler* handler) {
+Result<std::unique_ptr<ControlServer>> StartControlServer(const ControlServerOptions& options, ControlHandler* handler) {
   const std::string& path = options.socket_path;
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -330,8 +333,8 @@ Result<std::unique_ptr<ControlServer>> StartControlServer(const ControlServerOpt
     ::unlink(path.c_str());
     return Status::FromErrno("control", "eventfd", errno);
   }
-  return std::unique_ptr<ControlServer>(std::make_unique<UnixControlServer>(
-      path, fd, wake, gid, have_group, std::move(service), std::move(server), options.heartbeat));
+  return std::unique_ptr<ControlServer>(
+      std::make_unique<UnixControlServer>(path, fd, wake, gid, have_group, std::move(service), std::move(server), options.heartbeat));
 }
 
 }  // namespace dlagent

@@ -16,8 +16,8 @@
 namespace dlagent {
 
 struct ControlServerOptions {
-  std::string socket_path;   // REQUIRED: an absolute path; its directory is created (0750) if missing.
-  std::string group;         // Default: "" (no group). When the group exists the socket is root:<group> 0660.
+  std::string socket_path;               // REQUIRED: an absolute path; its directory is created (0750) if missing.
+  std::string group;                     // Default: "" (no group). When the group exists the socket is root:<group> 0660.
   std::shared_ptr<Heartbeat> heartbeat;  // Default: none. Beaten by the accept loop at least once a second.
 };
 

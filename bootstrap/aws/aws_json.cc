@@ -15,13 +15,18 @@ int NestingDepth(std::string_view text) {
   for (size_t i = 0; i < text.size(); ++i) {
     char c = text[i];
     if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
       continue;
     }
-    if (c == '"') in_string = true;
-    else if (c == '[' || c == '{') max_depth = std::max(max_depth, ++depth);
-    else if (c == ']' || c == '}') --depth;
+    if (c == '"')
+      in_string = true;
+    else if (c == '[' || c == '{')
+      max_depth = std::max(max_depth, ++depth);
+    else if (c == ']' || c == '}')
+      --depth;
     if (max_depth > kMaxDepth) break;
   }
   return max_depth;
@@ -29,11 +34,8 @@ int NestingDepth(std::string_view text) {
 
 }  // namespace
 
-Result<nlohmann::json> ParseJsonObject(std::string_view text, std::string_view component, std::string_view what,
-                                       size_t max_bytes) {
-  auto bad = [&](const std::string& why) {
-    return Status::InvalidArgument(component, std::string(what) + ": " + why);
-  };
+Result<nlohmann::json> ParseJsonObject(std::string_view text, std::string_view component, std::string_view what, size_t max_bytes) {
+  auto bad = [&](const std::string& why) { return Status::InvalidArgument(component, std::string(what) + ": " + why); };
   if (text.size() > max_bytes) return bad("answer of " + std::to_string(text.size()) + " bytes is over the limit of " + std::to_string(max_bytes));
   if (NestingDepth(text) > kMaxDepth) return bad("JSON nested deeper than " + std::to_string(kMaxDepth) + " levels");
   nlohmann::json j = nlohmann::json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
@@ -42,8 +44,7 @@ Result<nlohmann::json> ParseJsonObject(std::string_view text, std::string_view c
   return j;
 }
 
-Result<std::string> JsonString(const nlohmann::json& obj, const char* key, bool required, std::string_view component,
-                               std::string_view what) {
+Result<std::string> JsonString(const nlohmann::json& obj, const char* key, bool required, std::string_view component, std::string_view what) {
   auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) {
     if (required) return Status::InvalidArgument(component, std::string(what) + ": missing \"" + key + "\"");

@@ -10,7 +10,7 @@
 namespace dlagent {
 
 struct WaitConditionSignal {
-  std::string status;     // "SUCCESS" or "FAILURE"
+  std::string status;  // "SUCCESS" or "FAILURE"
   std::string reason;
   std::string unique_id;  // CloudFormation counts signals by distinct UniqueId
   std::string data;
@@ -23,8 +23,7 @@ std::string WaitConditionBody(const WaitConditionSignal& signal);
 // bad status or URL; the last error once the retry budget is spent.
 // cancel: when it turns true, the signal gives up within about a second (Cancelled).
 Status SignalWaitHandle(HttpClient& http, Env& env, const std::string& url, const WaitConditionSignal& signal,
-                        const BackoffPolicy& retry = {std::chrono::seconds(1), std::chrono::seconds(10), 2.0, 6,
-                                                      std::chrono::minutes(2)},
+                        const BackoffPolicy& retry = {std::chrono::seconds(1), std::chrono::seconds(10), 2.0, 6, std::chrono::minutes(2)},
                         const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace dlagent

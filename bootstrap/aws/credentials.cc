@@ -15,9 +15,7 @@ int CredentialChain::fetches() const {
   return fetches_;
 }
 
-bool CredentialChain::DueForRefresh(const AwsCredentials& c, WallTime now) const {
-  return c.expiration && now + refresh_margin_ >= *c.expiration;
-}
+bool CredentialChain::DueForRefresh(const AwsCredentials& c, WallTime now) const { return c.expiration && now + refresh_margin_ >= *c.expiration; }
 
 Result<AwsCredentials> CredentialChain::Get() {
   // Lock order: refresh_mu_ is only ever try-locked while mu_ is held, and blocking-locked without it.
@@ -64,8 +62,9 @@ Result<AwsCredentials> CredentialChain::Fetch() {
     Result<AwsCredentials> c = imds_->RoleCredentials();
     if (c.ok() || c.status().code() != StatusCode::kNotFound) return c;
   }
-  return Status::NotFound(kCreds, "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, run with a "
-                                  "container credentials endpoint, or attach an IAM instance profile");
+  return Status::NotFound(kCreds,
+                          "no AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, run with a "
+                          "container credentials endpoint, or attach an IAM instance profile");
 }
 
 Result<AwsCredentials> CredentialChain::FromContainer(const std::string& url) {

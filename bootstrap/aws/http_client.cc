@@ -23,9 +23,7 @@ std::string Url::HostHeader() const {
 }
 
 Result<Url> ParseUrl(std::string_view text) {
-  auto bad = [&](std::string_view why) {
-    return Status::InvalidArgument("http", "bad URL \"" + std::string(text) + "\": " + std::string(why));
-  };
+  auto bad = [&](std::string_view why) { return Status::InvalidArgument("http", "bad URL \"" + std::string(text) + "\": " + std::string(why)); };
   Url u;
   size_t sep = text.find("://");
   if (sep == std::string_view::npos) return bad("no scheme");
@@ -107,9 +105,7 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
 }
 
 // Called by curl about once a second while a transfer waits: a non-zero return aborts it.
-int OnProgress(void* cancel, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-  return static_cast<const std::atomic<bool>*>(cancel)->load() ? 1 : 0;
-}
+int OnProgress(void* cancel, curl_off_t, curl_off_t, curl_off_t, curl_off_t) { return static_cast<const std::atomic<bool>*>(cancel)->load() ? 1 : 0; }
 
 class CurlHttpClient final : public HttpClient {
  public:
@@ -187,16 +183,13 @@ class CurlHttpClient final : public HttpClient {
     }
     switch (rc) {
       case CURLE_OK: break;
-      case CURLE_ABORTED_BY_CALLBACK:
-        return Status(StatusCode::kCancelled, "http", what + ": cancelled");
+      case CURLE_ABORTED_BY_CALLBACK: return Status(StatusCode::kCancelled, "http", what + ": cancelled");
       case CURLE_OPERATION_TIMEDOUT:
-        return Status::DeadlineExceeded("http", what + ": no complete answer within " +
-                                                    std::to_string(duration_cast<milliseconds>(req.timeout).count()) + " ms");
+        return Status::DeadlineExceeded(
+            "http", what + ": no complete answer within " + std::to_string(duration_cast<milliseconds>(req.timeout).count()) + " ms");
       case CURLE_URL_MALFORMAT:
-      case CURLE_UNSUPPORTED_PROTOCOL:
-        return Status::InvalidArgument("http", what + ": " + curl_easy_strerror(rc));
-      default:
-        return Status::Unavailable("http", what + ": " + curl_easy_strerror(rc));
+      case CURLE_UNSUPPORTED_PROTOCOL: return Status::InvalidArgument("http", what + ": " + curl_easy_strerror(rc));
+      default: return Status::Unavailable("http", what + ": " + curl_easy_strerror(rc));
     }
     long code = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
@@ -235,8 +228,6 @@ class CurlHttpClient final : public HttpClient {
 
 }  // namespace
 
-std::unique_ptr<HttpClient> NewCurlHttpClient(const CurlOptions& options) {
-  return std::make_unique<CurlHttpClient>(options);
-}
+std::unique_ptr<HttpClient> NewCurlHttpClient(const CurlOptions& options) { return std::make_unique<CurlHttpClient>(options); }
 
 }  // namespace dlagent

@@ -23,7 +23,7 @@ struct HttpRequest {
   std::string body;
   Duration connect_timeout = std::chrono::seconds(2);  // Default: 2 s.
   Duration timeout = std::chrono::seconds(10);         // Default: 10 s, the whole exchange.
-  size_t max_response_bytes = 2 << 20;                  // Default: 2 MiB; a larger body fails the call.
+  size_t max_response_bytes = 2 << 20;                 // Default: 2 MiB; a larger body fails the call.
   // When set and it turns true, the call ends with Cancelled within about a second (a long poll at shutdown).
   const std::atomic<bool>* cancel = nullptr;
 };
@@ -57,8 +57,8 @@ struct Url {
   std::string host;    // without brackets for IPv6
   int port = 0;        // explicit or the scheme's default
   bool explicit_port = false;
-  std::string path;    // "/" at least
-  std::string query;   // without '?'
+  std::string path;   // "/" at least
+  std::string query;  // without '?'
   // Host header value: host, plus ":port" when the URL named one.
   std::string HostHeader() const;
 };

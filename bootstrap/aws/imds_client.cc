@@ -12,8 +12,7 @@ Duration Left(MonoTime deadline, MonoTime now) { return std::max(Duration(0), de
 
 }  // namespace
 
-ImdsClient::ImdsClient(HttpClient& http, Env& env, ImdsOptions options)
-    : http_(http), env_(env), options_(std::move(options)) {}
+ImdsClient::ImdsClient(HttpClient& http, Env& env, ImdsOptions options) : http_(http), env_(env), options_(std::move(options)) {}
 
 int ImdsClient::token_fetches() const {
   MutexLock lock(token_mu_);
@@ -37,15 +36,15 @@ Result<std::string> ImdsClient::Token(MonoTime deadline) {
   ASSIGN_OR_RETURN(HttpResponse resp, http_.Send(req));
   switch (resp.status) {
     case 200: break;
-    case 400:
-      return Status::InvalidArgument(kImds, "token PUT refused (400): TTL " + std::to_string(ttl_s) + " s is outside 1..21600");
+    case 400: return Status::InvalidArgument(kImds, "token PUT refused (400): TTL " + std::to_string(ttl_s) + " s is outside 1..21600");
     case 403:
-      return Status::PermissionDenied(kImds, "token PUT refused (403): the instance metadata endpoint may be disabled "
-                                             "(aws ec2 modify-instance-metadata-options --http-endpoint enabled)");
+      return Status::PermissionDenied(kImds,
+                                      "token PUT refused (403): the instance metadata endpoint may be disabled "
+                                      "(aws ec2 modify-instance-metadata-options --http-endpoint enabled)");
     case 404:
     case 405:
-      return Status::FailedPrecondition(kImds, "token PUT got " + std::to_string(resp.status) + " from " + options_.endpoint +
-                                                   ": this endpoint does not speak IMDSv2");
+      return Status::FailedPrecondition(
+          kImds, "token PUT got " + std::to_string(resp.status) + " from " + options_.endpoint + ": this endpoint does not speak IMDSv2");
     default:
       if (resp.status == 429) return Status::ResourceExhausted(kImds, "token PUT throttled (429)");
       return Status::Unavailable(kImds, "token PUT answered " + std::to_string(resp.status));
@@ -111,9 +110,9 @@ Result<std::string> ImdsClient::Get(const std::string& path) {
     if (!st.retryable()) return st;
     // The last real answer says what went wrong; Retry's own note would only repeat the attempt count.
     const Status& cause = last.ok() ? st : last;
-    return Status(st.code(), kImds, "GET " + path + " from " + options_.endpoint + " failed " + std::to_string(attempts) +
-                                        " times in " + FormatDuration(env_.NowMono() - start) + "; last: " +
-                                        std::string(cause.message()));
+    return Status(st.code(), kImds,
+                  "GET " + path + " from " + options_.endpoint + " failed " + std::to_string(attempts) + " times in " +
+                      FormatDuration(env_.NowMono() - start) + "; last: " + std::string(cause.message()));
   }
   return body;
 }

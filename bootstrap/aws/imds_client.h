@@ -16,11 +16,11 @@
 namespace dlagent {
 
 struct ImdsOptions {
-  std::string endpoint = "http://169.254.169.254";  // Default; AWS_EC2_METADATA_SERVICE_ENDPOINT overrides (config).
-  bool disabled = false;                            // AWS_EC2_METADATA_DISABLED: every call fails at once.
-  Duration token_ttl = std::chrono::hours(6);       // Default: 21600 s, the most IMDS grants.
+  std::string endpoint = "http://169.254.169.254";     // Default; AWS_EC2_METADATA_SERVICE_ENDPOINT overrides (config).
+  bool disabled = false;                               // AWS_EC2_METADATA_DISABLED: every call fails at once.
+  Duration token_ttl = std::chrono::hours(6);          // Default: 21600 s, the most IMDS grants.
   Duration attempt_timeout = std::chrono::seconds(1);  // Default: 1 s per HTTP attempt, as the AWS SDKs.
-  Duration deadline = std::chrono::seconds(20);     // Default: 20 s for one call, retries included.
+  Duration deadline = std::chrono::seconds(20);        // Default: 20 s for one call, retries included.
   BackoffPolicy backoff{std::chrono::milliseconds(100), std::chrono::seconds(2), 2.0, 0, Duration(0)};
 };
 

@@ -16,7 +16,7 @@
 namespace dlagent {
 
 struct ImdsEventCallbacks {
-  std::function<void(const SpotNotice&)> on_spot_notice;         // once per notice
+  std::function<void(const SpotNotice&)> on_spot_notice;          // once per notice
   std::function<void(const ScheduledEvent&)> on_scheduled_event;  // once per active event id
   // Every poll that reads them: the events not completed or canceled (empty when there are none).
   std::function<void(const std::vector<ScheduledEvent>&)> on_active_events;
@@ -42,7 +42,7 @@ class ImdsEventPoller {
   Mutex mu_;
   std::condition_variable cv_;
   bool stop_ GUARDED_BY(mu_) = false;
-  bool spot_reported_ = false;    // poller thread only
+  bool spot_reported_ = false;         // poller thread only
   std::set<std::string> seen_events_;  // poller thread only
 };
 

@@ -27,11 +27,11 @@ struct SpotNotice {
 };
 
 struct ScheduledEvent {
-  std::string code;         // "system-reboot", "instance-stop", ...
+  std::string code;  // "system-reboot", "instance-stop", ...
   std::string event_id;
-  std::string state;        // "active", "completed", "canceled"
+  std::string state;  // "active", "completed", "canceled"
   std::string description;
-  std::string not_before;   // as IMDS writes it ("21 Jan 2019 09:00:43 GMT")
+  std::string not_before;  // as IMDS writes it ("21 Jan 2019 09:00:43 GMT")
 };
 
 // ScheduledEvent::not_before as a time; InvalidArgument naming the text when it is not IMDS's format.

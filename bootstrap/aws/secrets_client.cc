@@ -18,7 +18,8 @@ Result<std::string> ResolveServiceEndpoint(const std::string& configured, const 
     return configured;
   }
   if (region.empty()) {
-    return Status::InvalidArgument(kSecrets, "no region for " + service.name + ": set aws.region or AWS_REGION, or let the agent read it from instance metadata");
+    return Status::InvalidArgument(
+        kSecrets, "no region for " + service.name + ": set aws.region or AWS_REGION, or let the agent read it from instance metadata");
   }
   return "https://" + service.name + "." + region + ".amazonaws.com";
 }
@@ -69,16 +70,28 @@ Result<nlohmann::json> SecretsClient::Call(const std::string& action, const nloh
   const std::string body = input.dump();
   const std::string resource = input.contains("SecretId") ? input["SecretId"].get<std::string>() : input.value("Name", "");
   nlohmann::json output;
-  Status st = Retry(env_, options_.retry, [&]() -> Status {
-    ASSIGN_OR_RETURN(AwsCredentials creds, credentials_.Get());
-    SignedJsonPost post{options_.endpoint, host_header_, path_, options_.region, service_.name, "application/x-amz-json-1.1",
-                        service_.target_prefix + "." + action, {}, options_.call_timeout, options_.cancel, 1 << 20};
-    ++requests_;
-    ASSIGN_OR_RETURN(HttpResponse resp, SendSignedJson(http_, creds, env_.NowWall(), post, body));
-    if (resp.status != 200) return AwsJsonErrorToStatus(resp.status, resp.body, service_, action, resource);
-    ASSIGN_OR_RETURN(output, ParseJsonObject(resp.body, kSecrets, service_.name + " " + action + " answer", 1 << 20));
-    return Status::Ok();
-  }, options_.cancel);
+  Status st = Retry(
+      env_, options_.retry,
+      [&]() -> Status {
+        ASSIGN_OR_RETURN(AwsCredentials creds, credentials_.Get());
+        SignedJsonPost post{options_.endpoint,
+                            host_header_,
+                            path_,
+                            options_.region,
+                            service_.name,
+                            "application/x-amz-json-1.1",
+                            service_.target_prefix + "." + action,
+                            {},
+                            options_.call_timeout,
+                            options_.cancel,
+                            1 << 20};
+        ++requests_;
+        ASSIGN_OR_RETURN(HttpResponse resp, SendSignedJson(http_, creds, env_.NowWall(), post, body));
+        if (resp.status != 200) return AwsJsonErrorToStatus(resp.status, resp.body, service_, action, resource);
+        ASSIGN_OR_RETURN(output, ParseJsonObject(resp.body, kSecrets, service_.name + " " + action + " answer", 1 << 20));
+        return Status::Ok();
+      },
+      options_.cancel);
   if (!st.ok()) return st;
   return output;
 }
@@ -88,7 +101,8 @@ Result<std::string> SecretsClient::GetSecretString(const std::string& secret_id)
   ASSIGN_OR_RETURN(nlohmann::json out, Call("GetSecretValue", {{"SecretId", secret_id}}));
   auto it = out.find("SecretString");
   if (it == out.end() || !it->is_string()) {
-    return Status::InvalidArgument(kSecrets, "secret " + secret_id + " holds no SecretString (store the keys as text: one 64-hex-character key a line)");
+    return Status::InvalidArgument(kSecrets,
+                                   "secret " + secret_id + " holds no SecretString (store the keys as text: one 64-hex-character key a line)");
   }
   return it->get<std::string>();
 }

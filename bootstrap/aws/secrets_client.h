@@ -26,8 +26,8 @@ inline const AwsJsonService kSecretsManager{"secretsmanager", "secretsmanager"};
 inline const AwsJsonService kSsm{"ssm", "AmazonSSM"};
 
 struct SecretsOptions {
-  std::string endpoint;  // REQUIRED: https://secretsmanager.<region>.amazonaws.com, or an emulator's
-  std::string region;    // REQUIRED: the signing region
+  std::string endpoint;                              // REQUIRED: https://secretsmanager.<region>.amazonaws.com, or an emulator's
+  std::string region;                                // REQUIRED: the signing region
   Duration call_timeout = std::chrono::seconds(10);  // Default: 10 s per attempt.
   BackoffPolicy retry{std::chrono::seconds(1), std::chrono::seconds(20), 2.0, 5, std::chrono::minutes(2)};
   const std::atomic<bool>* cancel = nullptr;  // Default: none. When it turns true, calls end with Cancelled.

@@ -114,8 +114,7 @@ std::string UriEncode(std::string_view s, bool keep_slash) {
 
 std::string FormatAmzDate(WallTime t) { return FormatUtc(t, "%Y%m%dT%H%M%SZ"); }
 
-SigV4Signature SignV4(const SigV4Request& req, const AwsCredentials& creds, const std::string& region,
-                      const std::string& service, WallTime now) {
+SigV4Signature SignV4(const SigV4Request& req, const AwsCredentials& creds, const std::string& region, const std::string& service, WallTime now) {
   SigV4Signature sig;
   const std::string amz_date = FormatAmzDate(now);
   const std::string date = amz_date.substr(0, 8);
@@ -143,19 +142,17 @@ SigV4Signature SignV4(const SigV4Request& req, const AwsCredentials& creds, cons
   }
   const std::string payload_hash = HexEncode(Sha256(req.body));
   // Non-S3 services: the path is normalised and each segment encoded again (a '%' becomes %25).
-  sig.canonical_request = req.method + "\n" + UriEncode(NormalizePath(req.path), true) + "\n" +
-                          CanonicalQuery(req.query) + "\n" + canonical_headers + "\n" + signed_headers + "\n" +
-                          payload_hash;
+  sig.canonical_request = req.method + "\n" + UriEncode(NormalizePath(req.path), true) + "\n" + CanonicalQuery(req.query) + "\n" + canonical_headers +
+                          "\n" + signed_headers + "\n" + payload_hash;
   const std::string scope = date + "/" + region + "/" + service + "/aws4_request";
-  sig.string_to_sign =
-      "AWS4-HMAC-SHA256\n" + amz_date + "\n" + scope + "\n" + HexEncode(Sha256(sig.canonical_request));
+  sig.string_to_sign = "AWS4-HMAC-SHA256\n" + amz_date + "\n" + scope + "\n" + HexEncode(Sha256(sig.canonical_request));
   std::string key = HmacSha256("AWS4" + creds.secret_access_key, date);
   key = HmacSha256(key, region);
   key = HmacSha256(key, service);
   key = HmacSha256(key, "aws4_request");
   sig.signature = HexEncode(HmacSha256(key, sig.string_to_sign));
-  sig.authorization = "AWS4-HMAC-SHA256 Credential=" + creds.access_key_id + "/" + scope +
-                      ", SignedHeaders=" + signed_headers + ", Signature=" + sig.signature;
+  sig.authorization =
+      "AWS4-HMAC-SHA256 Credential=" + creds.access_key_id + "/" + scope + ", SignedHeaders=" + signed_headers + ", Signature=" + sig.signature;
   return sig;
 }
 

@@ -13,16 +13,16 @@ namespace dlagent {
 struct AwsCredentials {
   std::string access_key_id;
   std::string secret_access_key;
-  std::string session_token;            // "" for long-term keys
-  std::optional<WallTime> expiration;   // none for long-term keys
-  std::string source;                   // "environment", "container", "imds:<role>": for logs, never the secret
+  std::string session_token;           // "" for long-term keys
+  std::optional<WallTime> expiration;  // none for long-term keys
+  std::string source;                  // "environment", "container", "imds:<role>": for logs, never the secret
 };
 
 struct SigV4Request {
   std::string method;
-  std::string path;    // as on the request line: raw or percent-encoded, not yet normalised
-  std::string query;   // without '?'
-  HttpHeaders headers; // must include Host
+  std::string path;     // as on the request line: raw or percent-encoded, not yet normalised
+  std::string query;    // without '?'
+  HttpHeaders headers;  // must include Host
   std::string body;
 };
 
@@ -37,16 +37,16 @@ struct SigV4Signature {
 // Signs at time `now` for region and service. Headers named in the request are all signed. Adds (in
 // added_headers, and signs) X-Amz-Date when absent, and X-Amz-Security-Token when the credentials carry a
 // token and the request lacks it.
-SigV4Signature SignV4(const SigV4Request& request, const AwsCredentials& credentials, const std::string& region,
-                      const std::string& service, WallTime now);
+SigV4Signature SignV4(const SigV4Request& request, const AwsCredentials& credentials, const std::string& region, const std::string& service,
+                      WallTime now);
 
 // One signed POST of a JSON body to an AWS service, the request shape the JSON protocols share (SQS's 1.0,
 // Secrets Manager's and SSM's 1.1): Host, Content-Type and X-Amz-Target, the extra headers, then the SigV4
 // headers for `now`. The caller retries (signing anew each time: the date is signed).
 struct SignedJsonPost {
-  std::string url;           // the endpoint
-  std::string host_header;   // Url::HostHeader() of it
-  std::string path;          // its path
+  std::string url;          // the endpoint
+  std::string host_header;  // Url::HostHeader() of it
+  std::string path;         // its path
   std::string region, service;
   std::string content_type;  // "application/x-amz-json-1.0" or "-1.1"
   std::string target;        // "AmazonSQS.SendMessage"

@@ -1,8 +1,8 @@
 #include "bootstrap/aws/sqs_client.h"
 
 #include "bootstrap/aws/aws_json.h"
-#include "bootstrap/common/crypto.h"
 #include "bootstrap/aws/sigv4.h"
+#include "bootstrap/common/crypto.h"
 
 namespace dlagent {
 namespace {
@@ -16,8 +16,8 @@ Status ValidateQueueName(const std::string& name) {
     ok = std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || (c == '.' && name.ends_with(".fifo") && i == name.size() - 5);
   }
   if (ok) return Status::Ok();
-  return Status::InvalidArgument(kSqs, "queue name \"" + name.substr(0, 100) +
-                                           "\" must be 1-80 letters, digits, '-' or '_' (a FIFO queue ends in .fifo)");
+  return Status::InvalidArgument(kSqs,
+                                 "queue name \"" + name.substr(0, 100) + "\" must be 1-80 letters, digits, '-' or '_' (a FIFO queue ends in .fifo)");
 }
 
 }  // namespace
@@ -58,22 +58,34 @@ Result<nlohmann::json> SqsClient::Call(const std::string& action, const nlohmann
   if (options_.region.empty()) return Status::InvalidArgument(kSqs, "no signing region for SQS");
   const std::string body = input.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   nlohmann::json output;
-  Status st = Retry(env_, options_.retry, [&]() -> Status {
-    ASSIGN_OR_RETURN(AwsCredentials creds, credentials_.Get());
-    SignedJsonPost post{options_.endpoint, host_header_, path_, options_.region, "sqs", "application/x-amz-json-1.0", "AmazonSQS." + action,
-                        {{"x-amzn-query-mode", "true"}}, options_.call_timeout + extra_timeout, cancel, 24 << 20};
-    ++requests_;
-    ASSIGN_OR_RETURN(HttpResponse resp, SendSignedJson(http_, creds, env_.NowWall(), post, body));
-    if (resp.status != 200) {
-      return SqsErrorToStatus(ParseSqsError(resp.status, resp.Header("x-amzn-query-error"), resp.body), action);
-    }
-    if (resp.body.empty()) {
-      output = nlohmann::json::object();
-      return Status::Ok();
-    }
-    ASSIGN_OR_RETURN(output, ParseJsonObject(resp.body, kSqs, action + " answer", 24 << 20));
-    return Status::Ok();
-  }, cancel);
+  Status st = Retry(
+      env_, options_.retry,
+      [&]() -> Status {
+        ASSIGN_OR_RETURN(AwsCredentials creds, credentials_.Get());
+        SignedJsonPost post{options_.endpoint,
+                            host_header_,
+                            path_,
+                            options_.region,
+                            "sqs",
+                            "application/x-amz-json-1.0",
+                            "AmazonSQS." + action,
+                            {{"x-amzn-query-mode", "true"}},
+                            options_.call_timeout + extra_timeout,
+                            cancel,
+                            24 << 20};
+        ++requests_;
+        ASSIGN_OR_RETURN(HttpResponse resp, SendSignedJson(http_, creds, env_.NowWall(), post, body));
+        if (resp.status != 200) {
+          return SqsErrorToStatus(ParseSqsError(resp.status, resp.Header("x-amzn-query-error"), resp.body), action);
+        }
+        if (resp.body.empty()) {
+          output = nlohmann::json::object();
+          return Status::Ok();
+        }
+        ASSIGN_OR_RETURN(output, ParseJsonObject(resp.body, kSqs, action + " answer", 24 << 20));
+        return Status::Ok();
+      },
+      cancel);
   if (!st.ok()) return st;
   return output;
 }
@@ -114,10 +126,8 @@ Result<std::vector<SqsMessage>> SqsClient::ReceiveMessage(const std::string& que
   if (wait_s < 0 || wait_s > 20) {
     return Status::InvalidArgument(kSqs, "ReceiveMessage: wait of " + std::to_string(wait_s) + " s is outside 0..20 s");
   }
-  nlohmann::json in = {{"QueueUrl", queue_url},
-                       {"MaxNumberOfMessages", o.max_messages},
-                       {"WaitTimeSeconds", wait_s},
-                       {"MessageAttributeNames", {"All"}}};
+  nlohmann::json in = {
+      {"QueueUrl", queue_url}, {"MaxNumberOfMessages", o.max_messages}, {"WaitTimeSeconds", wait_s}, {"MessageAttributeNames", {"All"}}};
   if (o.visibility_timeout) in["VisibilityTimeout"] = std::chrono::duration_cast<seconds>(*o.visibility_timeout).count();
   ASSIGN_OR_RETURN(nlohmann::json out, Call("ReceiveMessage", in, o.wait, o.cancel));
   // Re-serialised only to reuse the one bounded parser for messages.
@@ -131,8 +141,7 @@ Status SqsClient::DeleteMessage(const std::string& queue_url, const std::string&
 Status SqsClient::ChangeMessageVisibility(const std::string& queue_url, const std::string& receipt_handle, Duration timeout) {
   const auto s = std::chrono::duration_cast<std::chrono::seconds>(timeout).count();
   if (s < 0 || s > 43200) return Status::InvalidArgument(kSqs, "visibility timeout of " + std::to_string(s) + " s is outside 0..43200 s");
-  return Call("ChangeMessageVisibility", {{"QueueUrl", queue_url}, {"ReceiptHandle", receipt_handle}, {"VisibilityTimeout", s}},
-              Duration(0))
+  return Call("ChangeMessageVisibility", {{"QueueUrl", queue_url}, {"ReceiptHandle", receipt_handle}, {"VisibilityTimeout", s}}, Duration(0))
       .status();
 }
 

@@ -21,8 +21,8 @@
 namespace dlagent {
 
 struct SqsOptions {
-  std::string endpoint;  // REQUIRED (see ResolveSqsEndpoint)
-  std::string region;    // REQUIRED: the signing region
+  std::string endpoint;                              // REQUIRED (see ResolveSqsEndpoint)
+  std::string region;                                // REQUIRED: the signing region
   Duration call_timeout = std::chrono::seconds(10);  // Default: 10 s per attempt, on top of a long poll's wait.
   BackoffPolicy retry{std::chrono::seconds(1), std::chrono::seconds(20), 2.0, 3, std::chrono::minutes(2)};  // botocore standard
   const std::atomic<bool>* cancel = nullptr;  // Default: none. When it turns true, calls end with Cancelled.
@@ -37,9 +37,9 @@ Result<std::string> ResolveSqsEndpoint(const std::string& configured_endpoint, c
 Result<std::string> ResolveAwsRegion(const std::string& configured_region, ImdsClient* imds);
 
 struct ReceiveOptions {
-  int max_messages = 10;                         // Default: 10 (1..10).
-  Duration wait = std::chrono::seconds(20);      // Default: 20 s long poll (0..20 s).
-  std::optional<Duration> visibility_timeout;    // Default: the queue's.
+  int max_messages = 10;                       // Default: 10 (1..10).
+  Duration wait = std::chrono::seconds(20);    // Default: 20 s long poll (0..20 s).
+  std::optional<Duration> visibility_timeout;  // Default: the queue's.
   // Default: the client's (SqsOptions::cancel). When it turns true, this receive and its retries end with
   // Cancelled: a long poll its caller no longer wants.
   const std::atomic<bool>* cancel = nullptr;

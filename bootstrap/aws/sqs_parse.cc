@@ -88,9 +88,12 @@ SqsError ParseSqsError(int http_status, std::string_view query_error_header, std
   if (!header.empty()) e.name = std::string(header);
   e.code = Classify(e.name);
   if (e.code == SqsErrorCode::kUnknown) {
-    if (http_status == 429) e.code = SqsErrorCode::kThrottling;
-    else if (http_status == 502 || http_status == 503 || http_status == 504) e.code = SqsErrorCode::kServiceUnavailable;
-    else if (http_status >= 500) e.code = SqsErrorCode::kInternalError;
+    if (http_status == 429)
+      e.code = SqsErrorCode::kThrottling;
+    else if (http_status == 502 || http_status == 503 || http_status == 504)
+      e.code = SqsErrorCode::kServiceUnavailable;
+    else if (http_status >= 500)
+      e.code = SqsErrorCode::kInternalError;
   }
   if (e.name.empty()) e.name = "HTTP " + std::to_string(http_status);
   return e;
@@ -163,11 +166,16 @@ Status ValidateSqsMessageBody(std::string_view body) {
     unsigned char c = s[i];
     uint32_t cp;
     size_t len;
-    if (c < 0x80) cp = c, len = 1;
-    else if ((c & 0xE0) == 0xC0) cp = c & 0x1F, len = 2;
-    else if ((c & 0xF0) == 0xE0) cp = c & 0x0F, len = 3;
-    else if ((c & 0xF8) == 0xF0) cp = c & 0x07, len = 4;
-    else return bad("invalid UTF-8");
+    if (c < 0x80)
+      cp = c, len = 1;
+    else if ((c & 0xE0) == 0xC0)
+      cp = c & 0x1F, len = 2;
+    else if ((c & 0xF0) == 0xE0)
+      cp = c & 0x0F, len = 3;
+    else if ((c & 0xF8) == 0xF0)
+      cp = c & 0x07, len = 4;
+    else
+      return bad("invalid UTF-8");
     if (i + len > body.size()) return bad("truncated UTF-8");
     for (size_t k = 1; k < len; ++k) {
       if ((s[i + k] & 0xC0) != 0x80) return bad("invalid UTF-8");
@@ -175,8 +183,8 @@ Status ValidateSqsMessageBody(std::string_view body) {
     }
     // Overlong forms and surrogates are not valid UTF-8.
     if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return bad("invalid UTF-8");
-    const bool allowed = cp == 0x9 || cp == 0xA || cp == 0xD || (cp >= 0x20 && cp <= 0xD7FF) ||
-                         (cp >= 0xE000 && cp <= 0xFFFD) || (cp >= 0x10000 && cp <= 0x10FFFF);
+    const bool allowed =
+        cp == 0x9 || cp == 0xA || cp == 0xD || (cp >= 0x20 && cp <= 0xD7FF) || (cp >= 0xE000 && cp <= 0xFFFD) || (cp >= 0x10000 && cp <= 0x10FFFF);
     if (!allowed) return bad("a character SQS does not allow");
     i += len;
   }

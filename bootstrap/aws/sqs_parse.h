@@ -28,7 +28,7 @@ enum class SqsErrorCode {
 
 struct SqsError {
   SqsErrorCode code = SqsErrorCode::kUnknown;
-  std::string name;     // as the service sent it: "QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"
+  std::string name;  // as the service sent it: "QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"
   std::string message;
   int http_status = 0;
 };
@@ -44,7 +44,7 @@ struct SqsMessage {
   std::string message_id;
   std::string receipt_handle;
   std::string body;
-  bool md5_ok = false;  // MD5OfBody matched the body (a mismatch means corruption in transit)
+  bool md5_ok = false;                            // MD5OfBody matched the body (a mismatch means corruption in transit)
   std::map<std::string, std::string> attributes;  // String and Number message attributes
 };
 

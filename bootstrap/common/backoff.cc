@@ -10,8 +10,7 @@ Backoff::Backoff(const BackoffPolicy& policy, uint64_t seed) : policy_(policy), 
 std::optional<Duration> Backoff::NextDelay() {
   if (policy_.max_attempts > 0 && attempts_ >= policy_.max_attempts) return std::nullopt;
   const double cap = std::min<double>(static_cast<double>(policy_.max_delay.count()),
-                                      static_cast<double>(policy_.initial.count()) *
-                                          std::pow(policy_.multiplier, attempts_ - 1));
+                                      static_cast<double>(policy_.initial.count()) * std::pow(policy_.multiplier, attempts_ - 1));
   ++attempts_;
   std::uniform_real_distribution<double> dist(0.0, cap);
   return Duration(static_cast<Duration::rep>(dist(rng_)));
@@ -31,8 +30,7 @@ Status Retry(Env& env, const BackoffPolicy& policy, const std::function<Status()
       const Duration left = policy.max_elapsed - (env.NowMono() - start);
       if (left <= *delay) {
         return st.Annotate("gave up after " + std::to_string(backoff.attempts() - 1) + " attempts: retry budget of " +
-                           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(policy.max_elapsed).count()) +
-                           " ms spent");
+                           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(policy.max_elapsed).count()) + " ms spent");
       }
     }
     if (!cancel) {

@@ -40,7 +40,6 @@ class Backoff {
 // elapsed time, measured on env's clock) is spent; sleeps on env between attempts, never past max_elapsed.
 // Returns the last status, annotated with the attempt count when the budget ran out. When cancel is set and
 // turns true, no further attempt starts and the wait between attempts ends within 100 ms: Cancelled.
-Status Retry(Env& env, const BackoffPolicy& policy, const std::function<Status()>& attempt,
-             const std::atomic<bool>* cancel = nullptr);
+Status Retry(Env& env, const BackoffPolicy& policy, const std::function<Status()>& attempt, const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace dlagent

@@ -7,10 +7,10 @@
 
 namespace dlagent {
 
-std::string Sha256(std::string_view data);                          // 32 raw bytes
+std::string Sha256(std::string_view data);                            // 32 raw bytes
 std::string HmacSha256(std::string_view key, std::string_view data);  // 32 raw bytes
-std::string Md5(std::string_view data);                             // 16 raw bytes
-std::string HexEncode(std::string_view bytes);                      // lower case
+std::string Md5(std::string_view data);                               // 16 raw bytes
+std::string HexEncode(std::string_view bytes);                        // lower case
 // The bytes of hex text (either case); nullopt for an odd length or a character that is not a hex digit.
 std::optional<std::string> HexDecode(std::string_view hex);
 // n bytes from the system's CSPRNG, hex-encoded: names and nonces nobody can guess.

@@ -7,8 +7,8 @@ namespace dlagent {
 
 Result<Duration> ParseDuration(std::string_view text) {
   auto bad = [&](std::string_view why) {
-    return Status::InvalidArgument("duration", "\"" + std::string(text) + "\" is not a duration (" + std::string(why) +
-                                                   "); write e.g. \"500ms\", \"30s\", \"5m\" or \"1h30m\"");
+    return Status::InvalidArgument(
+        "duration", "\"" + std::string(text) + "\" is not a duration (" + std::string(why) + "); write e.g. \"500ms\", \"30s\", \"5m\" or \"1h30m\"");
   };
   if (text.empty()) return bad("empty");
   using namespace std::chrono;
@@ -24,12 +24,18 @@ Result<Duration> ParseDuration(std::string_view text) {
     size_t unit_start = i;
     while (i < text.size() && (text[i] < '0' || text[i] > '9')) ++i;
     std::string_view unit = text.substr(unit_start, i - unit_start);
-    if (unit == "ms") total += milliseconds(n);
-    else if (unit == "s") total += seconds(n);
-    else if (unit == "m") total += minutes(n);
-    else if (unit == "h") total += hours(n);
-    else if (unit.empty()) return bad("missing unit");
-    else return bad("unknown unit \"" + std::string(unit) + "\"");
+    if (unit == "ms")
+      total += milliseconds(n);
+    else if (unit == "s")
+      total += seconds(n);
+    else if (unit == "m")
+      total += minutes(n);
+    else if (unit == "h")
+      total += hours(n);
+    else if (unit.empty())
+      return bad("missing unit");
+    else
+      return bad("unknown unit \"" + std::string(unit) + "\"");
   }
   return total;
 }
@@ -41,11 +47,16 @@ std::string FormatDuration(Duration d) {
   if (neg) d = -d;
   const int64_t ms = duration_cast<milliseconds>(d).count();
   const int64_t s = ms / 1000;
-  if (s < 1) std::snprintf(buf, sizeof buf, "%lldms", static_cast<long long>(ms));
-  else if (s < 60) std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(s));
-  else if (s < 3600) std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(s / 60), static_cast<long long>(s % 60));
-  else if (s < 86400) std::snprintf(buf, sizeof buf, "%lldh%02lldm", static_cast<long long>(s / 3600), static_cast<long long>(s % 3600 / 60));
-  else std::snprintf(buf, sizeof buf, "%lldd%02lldh", static_cast<long long>(s / 86400), static_cast<long long>(s % 86400 / 3600));
+  if (s < 1)
+    std::snprintf(buf, sizeof buf, "%lldms", static_cast<long long>(ms));
+  else if (s < 60)
+    std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(s));
+  else if (s < 3600)
+    std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(s / 60), static_cast<long long>(s % 60));
+  else if (s < 86400)
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm", static_cast<long long>(s / 3600), static_cast<long long>(s % 3600 / 60));
+  else
+    std::snprintf(buf, sizeof buf, "%lldd%02lldh", static_cast<long long>(s / 86400), static_cast<long long>(s % 86400 / 3600));
   return neg ? "-" + std::string(buf) : std::string(buf);
 }
 

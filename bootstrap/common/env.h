@@ -33,25 +33,25 @@ class WritableFile {
 };
 
 struct ExecRequest {
-  std::vector<std::string> argv;              // argv[0] is looked up in PATH when it has no '/'.
-  std::vector<std::string> extra_env;         // "NAME=value" added to the inherited environment.
+  std::vector<std::string> argv;                // argv[0] is looked up in PATH when it has no '/'.
+  std::vector<std::string> extra_env;           // "NAME=value" added to the inherited environment.
   Duration timeout = std::chrono::seconds(30);  // Default: 30 s. The process group is killed after it.
-  size_t max_output_bytes = 1 << 20;          // Default: 1 MiB of combined stdout and stderr is kept.
+  size_t max_output_bytes = 1 << 20;            // Default: 1 MiB of combined stdout and stderr is kept.
 };
 
 struct ExecResult {
-  int exit_code = -1;     // the exit status, or -1 when killed by a signal
-  int term_signal = 0;    // the signal that ended it, 0 if it exited
+  int exit_code = -1;   // the exit status, or -1 when killed by a signal
+  int term_signal = 0;  // the signal that ended it, 0 if it exited
   bool timed_out = false;
-  std::string output;     // stdout and stderr interleaved, cut at max_output_bytes
+  std::string output;  // stdout and stderr interleaved, cut at max_output_bytes
   bool succeeded() const { return exit_code == 0 && !timed_out; }
 };
 
 struct MountRequest {
-  std::string source;   // "fs-1.efs.us-east-1.amazonaws.com:/", or a directory for "bind"
+  std::string source;  // "fs-1.efs.us-east-1.amazonaws.com:/", or a directory for "bind"
   std::string target;
-  std::string fstype;   // "nfs4", "bind", ...
-  std::string options;  // comma-separated mount options
+  std::string fstype;                           // "nfs4", "bind", ...
+  std::string options;                          // comma-separated mount options
   Duration timeout = std::chrono::seconds(60);  // Default: 60 s.
 };
 
@@ -99,9 +99,7 @@ class EnvWrapper : public Env {
   WallTime NowWall() override { return target_->NowWall(); }
   void SleepFor(Duration d) override { target_->SleepFor(d); }
   Result<std::string> ReadFile(const std::string& p, size_t max) override { return target_->ReadFile(p, max); }
-  Result<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& p, uint32_t mode) override {
-    return target_->NewWritableFile(p, mode);
-  }
+  Result<std::unique_ptr<WritableFile>> NewWritableFile(const std::string& p, uint32_t mode) override { return target_->NewWritableFile(p, mode); }
   Status RenameFile(const std::string& f, const std::string& t) override { return target_->RenameFile(f, t); }
   Status RemoveFile(const std::string& p) override { return target_->RemoveFile(p); }
   Status SyncDir(const std::string& d) override { return target_->SyncDir(d); }

@@ -159,8 +159,7 @@ class PosixEnv final : public Env {
       return Status::DeadlineExceeded("mount", req.source + " on " + req.target + " did not finish within the timeout");
     }
     if (r.exit_code != 0) {
-      return Status::Unavailable("mount", req.source + " on " + req.target + " failed (exit " +
-                                              std::to_string(r.exit_code) + "): " + r.output);
+      return Status::Unavailable("mount", req.source + " on " + req.target + " failed (exit " + std::to_string(r.exit_code) + "): " + r.output);
     }
     return Status::Ok();
   }

@@ -18,7 +18,10 @@ namespace dlagent {
 
 class Heartbeat {
  public:
-  Heartbeat(std::string name, Env& env, bool hang) : name_(std::move(name)), env_(env) { Store(); hang_ = hang; }
+  Heartbeat(std::string name, Env& env, bool hang) : name_(std::move(name)), env_(env) {
+    Store();
+    hang_ = hang;
+  }
   void Beat() {
     while (hang_) env_.SleepFor(std::chrono::seconds(1));  // a test's stand-in for a hung loop
     Store();

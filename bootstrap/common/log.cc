@@ -113,18 +113,18 @@ Result<spdlog::level::level_enum> ParseLogLevel(std::string_view name) {
   if (name == "info") return spdlog::level::info;
   if (name == "warn") return spdlog::level::warn;
   if (name == "error") return spdlog::level::err;
-  return Status::InvalidArgument("log", "unknown log level \"" + std::string(name) +
-                                            "\"; use trace, debug, info, warn or error");
+  return Status::InvalidArgument("log", "unknown log level \"" + std::string(name) + "\"; use trace, debug, info, warn or error");
 }
 
 void SetLogField(const std::string& key, const std::string& value) {
   std::lock_guard<std::mutex> lock(g_fields_mu);
-  if (value.empty()) g_fields.erase(key);
-  else g_fields[key] = value;
+  if (value.empty())
+    g_fields.erase(key);
+  else
+    g_fields[key] = value;
 }
 
-ScopedLogFields::ScopedLogFields(std::initializer_list<std::pair<std::string, std::string>> fields)
-    : added_(fields.size()) {
+ScopedLogFields::ScopedLogFields(std::initializer_list<std::pair<std::string, std::string>> fields) : added_(fields.size()) {
   t_fields.insert(t_fields.end(), fields.begin(), fields.end());
 }
 

@@ -28,8 +28,7 @@ Status::Status(StatusCode code, std::string_view component, std::string_view mes
   }
 }
 
-Status::Status(const Status& other)
-    : rep_(other.rep_ ? std::make_unique<Rep>(*other.rep_) : nullptr) {}
+Status::Status(const Status& other) : rep_(other.rep_ ? std::make_unique<Rep>(*other.rep_) : nullptr) {}
 
 Status& Status::operator=(const Status& other) {
   if (this != &other) rep_ = other.rep_ ? std::make_unique<Rep>(*other.rep_) : nullptr;
@@ -51,10 +50,8 @@ bool Status::retryable() const {
   switch (code()) {
     case StatusCode::kUnavailable:
     case StatusCode::kDeadlineExceeded:
-    case StatusCode::kResourceExhausted:
-      return true;
-    default:
-      return false;
+    case StatusCode::kResourceExhausted: return true;
+    default: return false;
   }
 }
 

@@ -15,17 +15,17 @@ namespace dlagent {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,    // bad input: config, flags, a malformed packet. Not retryable.
-  kNotFound,           // a file, key or queue that does not exist.
+  kInvalidArgument,  // bad input: config, flags, a malformed packet. Not retryable.
+  kNotFound,         // a file, key or queue that does not exist.
   kAlreadyExists,
   kPermissionDenied,
-  kFailedPrecondition, // the system is not in a state where this can work (e.g. not root).
-  kUnavailable,        // transient: retry with backoff.
-  kDeadlineExceeded,   // a deadline passed; retryable where the caller still has budget.
-  kResourceExhausted,  // throttled or over a size limit.
+  kFailedPrecondition,  // the system is not in a state where this can work (e.g. not root).
+  kUnavailable,         // transient: retry with backoff.
+  kDeadlineExceeded,    // a deadline passed; retryable where the caller still has budget.
+  kResourceExhausted,   // throttled or over a size limit.
   kCancelled,
-  kIoError,            // a system call failed.
-  kInternal,           // a bug.
+  kIoError,   // a system call failed.
+  kInternal,  // a bug.
 };
 
 std::string_view StatusCodeName(StatusCode code);
@@ -78,7 +78,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT
     if (status_.ok()) status_ = Status::Internal("result", "Result built from an OK status without a value");
   }
@@ -103,10 +103,10 @@ class [[nodiscard]] Result {
 #define DLAGENT_CONCAT_INNER(a, b) a##b
 #define DLAGENT_CONCAT(a, b) DLAGENT_CONCAT_INNER(a, b)
 
-#define RETURN_IF_ERROR(expr)                        \
-  do {                                               \
-    ::dlagent::Status _st = (expr);                  \
-    if (!_st.ok()) return _st;                       \
+#define RETURN_IF_ERROR(expr)       \
+  do {                              \
+    ::dlagent::Status _st = (expr); \
+    if (!_st.ok()) return _st;      \
   } while (0)
 
 // ASSIGN_OR_RETURN(auto x, Compute());

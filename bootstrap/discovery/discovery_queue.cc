@@ -48,9 +48,12 @@ Result<int> DiscoveryQueue::PollOnce(Duration wait, const std::function<void(con
     {
       MutexLock lock(mu_);
       ++counters_.received;
-      if (check.verdict != HelloVerdict::kAccepted) ++counters_.refused[check.verdict];
-      else if (duplicate) ++counters_.duplicates;
-      else ++counters_.accepted;
+      if (check.verdict != HelloVerdict::kAccepted)
+        ++counters_.refused[check.verdict];
+      else if (duplicate)
+        ++counters_.duplicates;
+      else
+        ++counters_.accepted;
     }
     // Read means done: accepted ones are being joined, the rest must never be seen again.
     if (Status st = sqs_.DeleteMessage(queue_url_, m.receipt_handle); !st.ok()) {

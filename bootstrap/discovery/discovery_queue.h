@@ -12,8 +12,8 @@
 #include <string>
 
 #include "bootstrap/aws/sqs_client.h"
-#include "bootstrap/discovery/hello.h"
 #include "bootstrap/common/mutex.h"
+#include "bootstrap/discovery/hello.h"
 
 namespace dlagent {
 
@@ -35,8 +35,8 @@ class DiscoveryQueue {
   // One long poll (up to `wait`): calls on_hello for each accepted HELLO from an instance not handed over
   // in the last `dedup_window`, then deletes every message read. Returns how many HELLOs were handed over.
   // cancel (may be null): ends the long poll early, with Cancelled.
-  Result<int> PollOnce(Duration wait, const std::function<void(const Hello&)>& on_hello,
-                       Duration dedup_window = std::chrono::seconds(10), const std::atomic<bool>* cancel = nullptr);
+  Result<int> PollOnce(Duration wait, const std::function<void(const Hello&)>& on_hello, Duration dedup_window = std::chrono::seconds(10),
+                       const std::atomic<bool>* cancel = nullptr);
 
   DiscoveryCounters counters() const;
 

@@ -80,8 +80,7 @@ FormationActions FormationCore::Tick(MonoTime now, const GossipView& view) {
   out.poll = std::find(pollers.begin(), pollers.end(), config_.self) != pollers.end();
   out.hello = view_->members.size() <= 1 || (out.poll && held_->generation == 0);
 
-  if (held_->generation != published_gen_ || held_->leader != published_leader_ || applied_gen_ != published_applied_ ||
-      vote_ != published_vote_) {
+  if (held_->generation != published_gen_ || held_->leader != published_leader_ || applied_gen_ != published_applied_ || vote_ != published_vote_) {
     published_gen_ = held_->generation;
     published_leader_ = held_->leader;
     published_applied_ = applied_gen_;
@@ -116,17 +115,17 @@ void FormationCore::Adopt(MonoTime now, FormationActions& out) {
 
 void FormationCore::OnRosterFetched(const std::string& from, const Result<RosterRef>& fetched, MonoTime now) {
   if (!fetched.ok()) {
-    Log(FormationEvent::kWarning, "cannot fetch the roster of " + from + ": " + fetched.status().ToString() + "; trying again in " +
-                                      FormatDuration(config_.fetch_retry));
+    Log(FormationEvent::kWarning,
+        "cannot fetch the roster of " + from + ": " + fetched.status().ToString() + "; trying again in " + FormatDuration(config_.fetch_retry));
     return;
   }
   const Roster& r = **fetched;
   if (r.cluster != config_.cluster) {
-    Log(FormationEvent::kWarning, from + " served a roster of cluster " + r.cluster + ", not " + config_.cluster + "; trying again in " +
-                                      FormatDuration(config_.fetch_retry));
+    Log(FormationEvent::kWarning,
+        from + " served a roster of cluster " + r.cluster + ", not " + config_.cluster + "; trying again in " + FormatDuration(config_.fetch_retry));
     return;
   }
-  next_fetch_ = now;  // another newer one may be announced already
+  next_fetch_ = now;                    // another newer one may be announced already
   if (IdOf(r) <= IdOf(*held_)) return;  // not newer than what this node holds
   if (r.generation == held_->generation && r.failure.empty() && held_->failure.empty()) {
     // Two leaders on two sides of a partition (or one back from a stop) sealed the same generation: the
@@ -312,8 +311,9 @@ void FormationCore::OnVoteKept(const Vote& vote, const Status& result, MonoTime 
     return;
   }
   vote_ = vote;
-  Log(FormationEvent::kInfo, vote.leader == config_.self ? "proposed generation " + std::to_string(vote.generation) + " (voted for itself)"
-                                                         : "voted for " + vote.leader + " as the sealer of generation " + std::to_string(vote.generation));
+  Log(FormationEvent::kInfo, vote.leader == config_.self
+                                 ? "proposed generation " + std::to_string(vote.generation) + " (voted for itself)"
+                                 : "voted for " + vote.leader + " as the sealer of generation " + std::to_string(vote.generation));
 }
 
 void FormationCore::Accept(MonoTime now, FormationActions& out) {

@@ -65,7 +65,7 @@ struct FormationConfig {
   std::string cluster;  // REQUIRED
   std::string self;     // REQUIRED: this node's instance id
   SealPolicy seal;
-  ResealPolicy reseal = ResealPolicy::kOnFailure;    // Default: on-failure
+  ResealPolicy reseal = ResealPolicy::kOnFailure;     // Default: on-failure
   Duration reseal_settle = std::chrono::seconds(30);  // Default: 30 s
   ResealQuorum quorum = ResealQuorum::kMajority;      // Default: majority
   bool signal = false;                                // a CloudFormation wait handle is configured
@@ -139,13 +139,13 @@ struct FormationEvent {
 
 // What the driver does after a tick. Every field is a request; none has been done.
 struct FormationActions {
-  std::string fetch_from;          // instance id whose roster to fetch (then OnRosterFetched); "" for none
-  std::string fetch_addr;          // its gossip address
-  RosterRef prepare;               // mount storage, write node files (then OnPrepared); null for none
-  RosterRef signal;                // PUT SUCCESS or FAILURE to the CloudFormation wait handle; null for none
-  bool publish = false;            // roster_gen / roster_leader / applied_gen / vote changed: gossip them
-  std::optional<Vote> vote;        // a new vote: keep it on disk, then OnVoteKept (it is gossiped after that)
-  std::string nudge_addr;          // push-pull with this member now; "" for none
+  std::string fetch_from;            // instance id whose roster to fetch (then OnRosterFetched); "" for none
+  std::string fetch_addr;            // its gossip address
+  RosterRef prepare;                 // mount storage, write node files (then OnPrepared); null for none
+  RosterRef signal;                  // PUT SUCCESS or FAILURE to the CloudFormation wait handle; null for none
+  bool publish = false;              // roster_gen / roster_leader / applied_gen / vote changed: gossip them
+  std::optional<Vote> vote;          // a new vote: keep it on disk, then OnVoteKept (it is gossiped after that)
+  std::string nudge_addr;            // push-pull with this member now; "" for none
   bool hello = false, poll = false;  // discovery roles: send HELLOs; long-poll the queue
 };
 
@@ -154,18 +154,18 @@ struct FormationReport {
   std::string detail;     // one line, as STATUS= (without the countdown)
   std::string countdown;  // ", deadline in 4m" or ""; changes every second, so not worth a journal line
   std::string leader;
-  uint64_t generation = 0;  // of `roster`: the last generation that formed; 0 for none
-  std::string sealed_by;    // the leader that sealed `roster` (a roster is its generation and its sealer)
-  int32_t rank = -1;        // in `roster`
-  RosterRef roster;         // the last generation that formed (never null: no nodes for none)
-  std::vector<bool> acked;  // by rank in `roster`: the member was seen to have prepared it
-  size_t unprepared = 0;    // members not acked
-  std::string failure;             // the last seal failed: why
-  std::vector<std::string> dead;   // roster members not alive now
+  uint64_t generation = 0;        // of `roster`: the last generation that formed; 0 for none
+  std::string sealed_by;          // the leader that sealed `roster` (a roster is its generation and its sealer)
+  int32_t rank = -1;              // in `roster`
+  RosterRef roster;               // the last generation that formed (never null: no nodes for none)
+  std::vector<bool> acked;        // by rank in `roster`: the member was seen to have prepared it
+  size_t unprepared = 0;          // members not acked
+  std::string failure;            // the last seal failed: why
+  std::vector<std::string> dead;  // roster members not alive now
   uint32_t alive = 0, expected = 0;
-  int64_t deadline_in_ms = -1;     // the leader's join deadline while it waits; -1 otherwise
-  int64_t reseal_in_ms = -1;       // the leader's reseal countdown while the view differs; -1 otherwise
-  std::string quorum_wait;         // the leader waits for votes: "generation 3: 1 of 3 votes needed" ("" otherwise)
+  int64_t deadline_in_ms = -1;  // the leader's join deadline while it waits; -1 otherwise
+  int64_t reseal_in_ms = -1;    // the leader's reseal countdown while the view differs; -1 otherwise
+  std::string quorum_wait;      // the leader waits for votes: "generation 3: 1 of 3 votes needed" ("" otherwise)
 };
 
 class FormationCore {
@@ -216,7 +216,7 @@ class FormationCore {
   std::mt19937_64 rng_;
 
   const GossipView* view_ = nullptr;  // during Tick only
-  std::string leader_;                 // as of the last tick
+  std::string leader_;                // as of the last tick
 
   RosterRef held_;  // the last roster adopted or sealed, failed ones included; generation 0: none
   bool self_in_held_ = false;
@@ -224,20 +224,20 @@ class FormationCore {
   int32_t good_rank_ = -1;
   uint64_t applied_gen_ = 0;
   Vote vote_;
-  Vote pending_vote_;          // asked to be kept, not yet kept
-  MonoTime vote_retry_at_{};   // after a vote could not be kept
-  std::string quorum_logged_;          // the quorum wait last logged
-  std::vector<std::string> unvoted_;   // alive members of the held roster that did not vote for the proposal
+  Vote pending_vote_;                 // asked to be kept, not yet kept
+  MonoTime vote_retry_at_{};          // after a vote could not be kept
+  std::string quorum_logged_;         // the quorum wait last logged
+  std::vector<std::string> unvoted_;  // alive members of the held roster that did not vote for the proposal
   bool preparing_ = false;
   std::string prepare_error_;
   MonoTime prepare_retry_at_{};
   uint64_t signaled_gen_ = 0;
-  std::set<std::string> seen_;                           // members seen while leading, before the first seal
+  std::set<std::string> seen_;  // members seen while leading, before the first seal
   // By rank in good_: the highest generation each member was seen to apply. Sticky: a member that acked and
   // then died stays acked.
   std::vector<uint64_t> seen_applied_;
-  std::string waiting_for_;  // the first unprepared members, named
-  std::optional<MonoTime> change_since_;       // when the view's present difference from the roster began
+  std::string waiting_for_;               // the first unprepared members, named
+  std::optional<MonoTime> change_since_;  // when the view's present difference from the roster began
   std::string change_signature_;
   MonoTime next_fetch_{};
   MonoTime last_nudge_{};

@@ -9,8 +9,8 @@ namespace dlagent {
 namespace {
 
 nlohmann::json HelloJson(const Hello& h) {
-  return {{"cluster", h.cluster}, {"instance_id", h.instance_id}, {"ip", h.ip}, {"gossip_port", h.gossip_port},
-          {"role", h.role},       {"gpus", h.gpus},               {"az", h.az}, {"unix_ms", h.unix_ms}};
+  return {{"cluster", h.cluster}, {"instance_id", h.instance_id}, {"ip", h.ip}, {"gossip_port", h.gossip_port}, {"role", h.role}, {"gpus", h.gpus},
+          {"az", h.az},           {"unix_ms", h.unix_ms}};
 }
 
 // nlohmann's dump of an object is canonical: keys sorted, no whitespace.
@@ -66,9 +66,9 @@ HelloCheck VerifyHello(std::string_view body, const std::string& key, const std:
   c.hello = {str("cluster"), str("instance_id"), str("ip"), 0, str("role"), 0, str("az"), num("unix_ms")};
   const int64_t port = num("gossip_port"), gpus = num("gpus");
   in_addr addr;
-  if (c.hello.instance_id.empty() || c.hello.instance_id.size() > 64 || inet_pton(AF_INET, c.hello.ip.c_str(), &addr) != 1 ||
-      port < 1 || port > 65535 || gpus < 0 || gpus > 1024 || (c.hello.role != "master" && c.hello.role != "worker") ||
-      c.hello.unix_ms < 0 || c.hello.unix_ms > kLatestUnixMs) {
+  if (c.hello.instance_id.empty() || c.hello.instance_id.size() > 64 || inet_pton(AF_INET, c.hello.ip.c_str(), &addr) != 1 || port < 1 ||
+      port > 65535 || gpus < 0 || gpus > 1024 || (c.hello.role != "master" && c.hello.role != "worker") || c.hello.unix_ms < 0 ||
+      c.hello.unix_ms > kLatestUnixMs) {
     c.detail = "signed but incomplete or out of range (instance_id, ip, gossip_port, role, gpus, unix_ms)";
     return c;
   }
@@ -83,8 +83,7 @@ HelloCheck VerifyHello(std::string_view body, const std::string& key, const std:
   const auto skew = sent > now ? sent - now : now - sent;
   if (skew > window) {
     c.verdict = HelloVerdict::kStale;
-    c.detail = "sent " + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(skew).count()) +
-               " s from now, outside the replay window";
+    c.detail = "sent " + std::to_string(std::chrono::duration_cast<std::chrono::seconds>(skew).count()) + " s from now, outside the replay window";
     return c;
   }
   c.verdict = HelloVerdict::kAccepted;

@@ -16,12 +16,12 @@ namespace dlagent {
 struct Hello {
   std::string cluster;
   std::string instance_id;
-  std::string ip;           // IPv4 of the gossip endpoint
+  std::string ip;  // IPv4 of the gossip endpoint
   uint16_t gossip_port = 0;
-  std::string role;         // "master" or "worker"
+  std::string role;  // "master" or "worker"
   uint32_t gpus = 0;
   std::string az;
-  int64_t unix_ms = 0;      // when it was sent
+  int64_t unix_ms = 0;  // when it was sent
 };
 
 // The message body: {"v":1,"hello":{...},"sig":"<hex HMAC of the hello object's canonical JSON>"}.

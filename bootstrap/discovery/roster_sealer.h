@@ -40,11 +40,11 @@ std::vector<std::string> ChoosePollers(const std::vector<Candidate>& alive, size
 struct SealDecision {
   enum Kind { kWaiting, kSealed, kFailed } kind = kWaiting;
   size_t have = 0, expected = 0;
-  Duration deadline_in{0};             // kWaiting: time left
-  Roster roster;                       // kSealed: ordered, generation set
-  size_t missing = 0;                  // kFailed (and kSealed short of expected): how many
-  std::vector<std::string> gone;       // seen at some point, not alive now
-  std::string reason;                  // in words, for the journal, agentctl and CloudFormation
+  Duration deadline_in{0};        // kWaiting: time left
+  Roster roster;                  // kSealed: ordered, generation set
+  size_t missing = 0;             // kFailed (and kSealed short of expected): how many
+  std::vector<std::string> gone;  // seen at some point, not alive now
+  std::string reason;             // in words, for the journal, agentctl and CloudFormation
 };
 
 // alive: members alive now; seen: every instance id ever seen in this formation. started: when waiting began.

@@ -28,8 +28,8 @@ void LogEvents(const std::vector<MemberEvent>& events) {
   for (const MemberEvent& e : events) {
     ScopedLogFields fields({{"PEER", e.name}, {"PEER_STATE", MemberStateName(e.to)}});
     const bool bad = e.to == MemberState::kSuspect || e.to == MemberState::kDead;
-    spdlog::log(bad ? spdlog::level::warn : spdlog::level::info, "member {} is {} (was {}, incarnation {})", e.name,
-                MemberStateName(e.to), MemberStateName(e.from), e.incarnation);
+    spdlog::log(bad ? spdlog::level::warn : spdlog::level::info, "member {} is {} (was {}, incarnation {})", e.name, MemberStateName(e.to),
+                MemberStateName(e.from), e.incarnation);
   }
 }
 
@@ -57,7 +57,8 @@ Result<std::unique_ptr<GossipNode>> GossipNode::Start(GossipOptions options, Key
   }
   sockaddr_in addr;
   const std::string bind_addr = options.bind_host + ":" + std::to_string(options.port);
-  if (!ParseAddr(bind_addr, &addr)) return Status::InvalidArgument("gossip", "cannot bind " + bind_addr + ": gossip.bind must be an IPv4 address such as 0.0.0.0 or 10.0.1.17");
+  if (!ParseAddr(bind_addr, &addr))
+    return Status::InvalidArgument("gossip", "cannot bind " + bind_addr + ": gossip.bind must be an IPv4 address such as 0.0.0.0 or 10.0.1.17");
   int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return Status::FromErrno("gossip", "socket", errno);
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {

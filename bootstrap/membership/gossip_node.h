@@ -15,10 +15,10 @@
 #include <mutex>
 #include <thread>
 
-#include "bootstrap/membership/packet_crypto.h"
-#include "bootstrap/membership/swim.h"
 #include "bootstrap/common/heartbeat.h"
 #include "bootstrap/common/mutex.h"
+#include "bootstrap/membership/packet_crypto.h"
+#include "bootstrap/membership/swim.h"
 
 namespace dlagent::swim {
 
@@ -30,15 +30,15 @@ class PushPullTransport {
 };
 
 struct GossipOptions {
-  std::string name;                       // REQUIRED: unique in the cluster (the instance id)
-  std::string bind_host = "0.0.0.0";      // Default: every interface.
-  int port = 7946;                        // Default: 7946, UDP (and TCP for push-pull).
-  std::string advertise_host;             // REQUIRED when bind_host is 0.0.0.0: the address peers use
-  std::string meta;                       // EncodeMeta(...)
-  std::vector<std::string> seeds;         // "ip:port" of members to join through
+  std::string name;                   // REQUIRED: unique in the cluster (the instance id)
+  std::string bind_host = "0.0.0.0";  // Default: every interface.
+  int port = 7946;                    // Default: 7946, UDP (and TCP for push-pull).
+  std::string advertise_host;         // REQUIRED when bind_host is 0.0.0.0: the address peers use
+  std::string meta;                   // EncodeMeta(...)
+  std::vector<std::string> seeds;     // "ip:port" of members to join through
   SwimConfig swim = SwimConfig::Lan();
   Duration rejoin_interval = std::chrono::seconds(5);  // Default: 5 s between rejoin attempts when alone.
-  std::shared_ptr<Heartbeat> heartbeat;  // Default: none. Beaten by the gossip loop (at least every 200 ms).
+  std::shared_ptr<Heartbeat> heartbeat;                // Default: none. Beaten by the gossip loop (at least every 200 ms).
 };
 
 struct GossipStats {

@@ -10,10 +10,23 @@ enum class MetaVersion : uint8_t { kV1 = 1, kV2 = 2, kV3 = 3 };  // V2: the rost
 class Writer {
  public:
   explicit Writer(Type t) { out_.push_back(static_cast<char>(t)); }
-  Writer& U8(uint8_t v) { out_.push_back(static_cast<char>(v)); return *this; }
-  Writer& U16(uint16_t v) { for (int i = 0; i < 2; ++i) out_.push_back(static_cast<char>(v >> (8 * i))); return *this; }
-  Writer& U32(uint32_t v) { for (int i = 0; i < 4; ++i) out_.push_back(static_cast<char>(v >> (8 * i))); return *this; }
-  Writer& Str(std::string_view s) { U16(static_cast<uint16_t>(s.size())); out_.append(s.data(), s.size()); return *this; }
+  Writer& U8(uint8_t v) {
+    out_.push_back(static_cast<char>(v));
+    return *this;
+  }
+  Writer& U16(uint16_t v) {
+    for (int i = 0; i < 2; ++i) out_.push_back(static_cast<char>(v >> (8 * i)));
+    return *this;
+  }
+  Writer& U32(uint32_t v) {
+    for (int i = 0; i < 4; ++i) out_.push_back(static_cast<char>(v >> (8 * i)));
+    return *this;
+  }
+  Writer& Str(std::string_view s) {
+    U16(static_cast<uint16_t>(s.size()));
+    out_.append(s.data(), s.size());
+    return *this;
+  }
   std::string Take() { return std::move(out_); }
 
  private:
@@ -85,7 +98,8 @@ Result<Message> Decode(std::string_view bytes) {
   switch (static_cast<Type>(type)) {
     case Type::kPing: {
       Ping p;
-      if (!r.U32(&p.seq) || !r.Str(&p.target, kMaxNameBytes) || !r.Str(&p.source, kMaxNameBytes) || !r.Str(&p.source_addr, kMaxAddrBytes)) return Malformed("ping");
+      if (!r.U32(&p.seq) || !r.Str(&p.target, kMaxNameBytes) || !r.Str(&p.source, kMaxNameBytes) || !r.Str(&p.source_addr, kMaxAddrBytes))
+        return Malformed("ping");
       return finish(p, "ping");
     }
     case Type::kIndirectPing: {
@@ -109,7 +123,8 @@ Result<Message> Decode(std::string_view bytes) {
     }
     case Type::kAlive: {
       Alive a;
-      if (!r.U32(&a.incarnation) || !r.Str(&a.node, kMaxNameBytes) || !r.Str(&a.addr, kMaxAddrBytes) || !r.Str(&a.meta, kMaxMetaBytes)) return Malformed("alive");
+      if (!r.U32(&a.incarnation) || !r.Str(&a.node, kMaxNameBytes) || !r.Str(&a.addr, kMaxAddrBytes) || !r.Str(&a.meta, kMaxMetaBytes))
+        return Malformed("alive");
       return finish(a, "alive");
     }
     case Type::kSuspect: {
@@ -148,9 +163,17 @@ Result<std::vector<Message>> DecodePacket(std::string_view packet) {
 std::string EncodeMeta(const MemberMeta& m) {
   std::string out = Writer(Type::kAlive)
                         .U8(static_cast<uint8_t>(MetaVersion::kV3))
-                        .Str(m.instance_id).Str(m.role).U32(m.gpus).Str(m.az).Str(m.version).U16(m.rpc_port)
-                        .U32(m.roster_gen).Str(m.roster_leader).U32(m.applied_gen)
-                        .U32(m.vote_gen).Str(m.vote_leader)
+                        .Str(m.instance_id)
+                        .Str(m.role)
+                        .U32(m.gpus)
+                        .Str(m.az)
+                        .Str(m.version)
+                        .U16(m.rpc_port)
+                        .U32(m.roster_gen)
+                        .Str(m.roster_leader)
+                        .U32(m.applied_gen)
+                        .U32(m.vote_gen)
+                        .Str(m.vote_leader)
                         .Take();
   return out.substr(1);  // no message type byte
 }
@@ -160,8 +183,8 @@ Result<MemberMeta> DecodeMeta(std::string_view bytes) {
   MemberMeta m;
   uint8_t version;
   if (!r.U8(&version) || version < static_cast<uint8_t>(MetaVersion::kV1) || version > static_cast<uint8_t>(MetaVersion::kV3) ||
-      !r.Str(&m.instance_id, kMaxNameBytes) || !r.Str(&m.role, 16) || !r.U32(&m.gpus) || !r.Str(&m.az, 32) ||
-      !r.Str(&m.version, 32) || !r.U16(&m.rpc_port)) {
+      !r.Str(&m.instance_id, kMaxNameBytes) || !r.Str(&m.role, 16) || !r.U32(&m.gpus) || !r.Str(&m.az, 32) || !r.Str(&m.version, 32) ||
+      !r.U16(&m.rpc_port)) {
     return Malformed("member metadata");
   }
   if (version >= static_cast<uint8_t>(MetaVersion::kV2) &&

@@ -16,11 +16,11 @@ namespace dlagent::swim {
 
 struct Ping {
   uint32_t seq = 0;
-  std::string target;       // the node meant: a node answers only pings addressed to its own name
+  std::string target;  // the node meant: a node answers only pings addressed to its own name
   std::string source;
   std::string source_addr;  // where to send the ack
 };
-struct IndirectPing {        // "ping-req": please probe target for me
+struct IndirectPing {  // "ping-req": please probe target for me
   uint32_t seq = 0;
   std::string target;
   std::string target_addr;
@@ -70,16 +70,16 @@ inline size_t PacketCost(const std::string& encoded) { return encoded.size() + 2
 // What a member says about itself, carried in Alive.meta.
 struct MemberMeta {
   std::string instance_id;
-  std::string role;     // "master" or "worker"
+  std::string role;  // "master" or "worker"
   uint32_t gpus = 0;
   std::string az;
   std::string version;
   uint16_t rpc_port = 0;
-  uint32_t roster_gen = 0;     // the roster this member holds: generation (0: none) ...
-  std::string roster_leader;   // ... and who sealed it; members adopt the highest (generation, leader)
-  uint32_t applied_gen = 0;    // the generation whose files this member has written (its ack)
-  uint32_t vote_gen = 0;       // the reseal this member accepted: generation (0: none) ...
-  std::string vote_leader;     // ... and the leader it accepted to seal it (itself: the leader's proposal)
+  uint32_t roster_gen = 0;    // the roster this member holds: generation (0: none) ...
+  std::string roster_leader;  // ... and who sealed it; members adopt the highest (generation, leader)
+  uint32_t applied_gen = 0;   // the generation whose files this member has written (its ack)
+  uint32_t vote_gen = 0;      // the reseal this member accepted: generation (0: none) ...
+  std::string vote_leader;    // ... and the leader it accepted to seal it (itself: the leader's proposal)
 };
 std::string EncodeMeta(const MemberMeta& m);
 Result<MemberMeta> DecodeMeta(std::string_view bytes);

@@ -18,8 +18,8 @@ using CipherCtx = std::unique_ptr<EVP_CIPHER_CTX, decltype(&EVP_CIPHER_CTX_free)
 Result<Keyring> Keyring::Create(std::map<uint8_t, std::string> keys, uint8_t primary, std::string cluster) {
   for (const auto& [id, key] : keys) {
     if (key.size() != 32) {
-      return Status::InvalidArgument("gossip", "key " + std::to_string(id) + " is " + std::to_string(key.size()) +
-                                                   " bytes; AES-256 keys are 32 bytes");
+      return Status::InvalidArgument("gossip",
+                                     "key " + std::to_string(id) + " is " + std::to_string(key.size()) + " bytes; AES-256 keys are 32 bytes");
     }
   }
   if (!keys.count(primary)) return Status::InvalidArgument("gossip", "primary key " + std::to_string(primary) + " is not installed");
@@ -72,9 +72,7 @@ Result<Keyring::Opened> Keyring::Open(std::string_view packet) const {
   return out;
 }
 
-int64_t NowUnixMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
+int64_t NowUnixMs() { return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count(); }
 
 Status ReplayWindow::Admit(const Keyring::Opened& packet, int64_t now_unix_ms) {
   const int64_t sent = packet.sent_unix_ms;

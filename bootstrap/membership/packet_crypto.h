@@ -59,7 +59,7 @@ class ReplayWindow {
   const size_t capacity_;
   std::unordered_set<std::string> seen_;
   std::deque<std::pair<int64_t, std::string>> order_;  // (sent at, nonce), by arrival
-  int64_t floor_ms_ = INT64_MIN;                        // packets sealed at or before this are refused
+  int64_t floor_ms_ = INT64_MIN;                       // packets sealed at or before this are refused
 };
 
 }  // namespace dlagent::swim

@@ -63,13 +63,20 @@ void Swim::Handle(const Message& m, MonoTime now) {
   std::visit(
       [&](const auto& msg) {
         using T = std::decay_t<decltype(msg)>;
-        if constexpr (std::is_same_v<T, Ping>) OnPing(msg, now);
-        else if constexpr (std::is_same_v<T, IndirectPing>) OnIndirectPing(msg, now);
-        else if constexpr (std::is_same_v<T, Ack>) OnAck(msg, now);
-        else if constexpr (std::is_same_v<T, Nack>) OnNack(msg);
-        else if constexpr (std::is_same_v<T, Alive>) OnAlive(msg, now);
-        else if constexpr (std::is_same_v<T, Suspect>) OnSuspect(msg, now);
-        else if constexpr (std::is_same_v<T, Dead>) OnDead(msg, now);
+        if constexpr (std::is_same_v<T, Ping>)
+          OnPing(msg, now);
+        else if constexpr (std::is_same_v<T, IndirectPing>)
+          OnIndirectPing(msg, now);
+        else if constexpr (std::is_same_v<T, Ack>)
+          OnAck(msg, now);
+        else if constexpr (std::is_same_v<T, Nack>)
+          OnNack(msg);
+        else if constexpr (std::is_same_v<T, Alive>)
+          OnAlive(msg, now);
+        else if constexpr (std::is_same_v<T, Suspect>)
+          OnSuspect(msg, now);
+        else if constexpr (std::is_same_v<T, Dead>)
+          OnDead(msg, now);
       },
       m);
 }
@@ -329,15 +336,11 @@ void Swim::ForgetOldDead(MonoTime now) {
   }
 }
 
-void Swim::AdjustAwareness(int delta) {
-  awareness_ = std::clamp(awareness_ + delta, 0, std::max(0, config_.awareness_max - 1));
-}
+void Swim::AdjustAwareness(int delta) { awareness_ = std::clamp(awareness_ + delta, 0, std::max(0, config_.awareness_max - 1)); }
 
 // ---- dissemination ----
 
-int Swim::RetransmitLimit() const {
-  return config_.retransmit_mult * static_cast<int>(std::ceil(std::log10(static_cast<double>(active_) + 1.0)));
-}
+int Swim::RetransmitLimit() const { return config_.retransmit_mult * static_cast<int>(std::ceil(std::log10(static_cast<double>(active_) + 1.0))); }
 
 void Swim::Queue(const std::string& node, const Message& m) {
   auto [it, inserted] = broadcasts_.try_emplace(node);

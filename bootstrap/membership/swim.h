@@ -25,8 +25,8 @@
 #include <optional>
 #include <random>
 #include <set>
-#include <tuple>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -36,20 +36,20 @@
 namespace dlagent::swim {
 
 struct SwimConfig {
-  Duration probe_interval = std::chrono::seconds(1);        // Default (LAN): 1 s.
-  Duration probe_timeout = std::chrono::milliseconds(500);  // Default (LAN): 500 ms.
-  int indirect_checks = 3;                                  // Default: 3 members asked to ping.
-  int suspicion_mult = 4;                                   // Default: 4.
-  int suspicion_max_mult = 6;                               // Default: max timeout = 6 x min.
-  int retransmit_mult = 4;                                  // Default: 4.
-  int awareness_max = 8;                                    // Default: 8 (Lifeguard); 1 disables local health.
+  Duration probe_interval = std::chrono::seconds(1);          // Default (LAN): 1 s.
+  Duration probe_timeout = std::chrono::milliseconds(500);    // Default (LAN): 500 ms.
+  int indirect_checks = 3;                                    // Default: 3 members asked to ping.
+  int suspicion_mult = 4;                                     // Default: 4.
+  int suspicion_max_mult = 6;                                 // Default: max timeout = 6 x min.
+  int retransmit_mult = 4;                                    // Default: 4.
+  int awareness_max = 8;                                      // Default: 8 (Lifeguard); 1 disables local health.
   Duration gossip_interval = std::chrono::milliseconds(200);  // Default: 200 ms.
-  int gossip_nodes = 3;                                     // Default: 3.
-  Duration gossip_to_dead = std::chrono::seconds(30);       // Default: dead members get gossip this long.
-  Duration dead_memory = std::chrono::hours(1);             // Default: remembered (to refuse stale alives) 1 h.
-  Duration reconnect_interval = std::chrono::seconds(10);   // Default: try a dead member's address every 10 s.
-  Duration push_pull_interval = std::chrono::seconds(30);   // Default: 30 s, scaled by log2(N) past 32 members.
-  size_t max_packet = 1400 - 37;                            // Default: 1400 B minus Keyring::kOverhead.
+  int gossip_nodes = 3;                                       // Default: 3.
+  Duration gossip_to_dead = std::chrono::seconds(30);         // Default: dead members get gossip this long.
+  Duration dead_memory = std::chrono::hours(1);               // Default: remembered (to refuse stale alives) 1 h.
+  Duration reconnect_interval = std::chrono::seconds(10);     // Default: try a dead member's address every 10 s.
+  Duration push_pull_interval = std::chrono::seconds(30);     // Default: 30 s, scaled by log2(N) past 32 members.
+  size_t max_packet = 1400 - 37;                              // Default: 1400 B minus Keyring::kOverhead.
 
   static SwimConfig Lan() { return SwimConfig(); }
   // Small clusters on a good network: faster detection.
@@ -123,15 +123,15 @@ class Swim {
   struct Suspicion {
     MonoTime start;
     Duration min, max;
-    int needed = 0;            // confirmations that bring the timeout to min
-    std::string origin;        // who raised it: not an independent confirmation
+    int needed = 0;      // confirmations that bring the timeout to min
+    std::string origin;  // who raised it: not an independent confirmation
     std::vector<std::string> confirmations;
     MonoTime deadline;
   };
   struct Broadcast {
     std::string bytes;  // encoded message
     int transmits = 0;
-    uint64_t id = 0;    // newer first among equals
+    uint64_t id = 0;  // newer first among equals
   };
   struct PendingProbe {
     uint32_t seq = 0;

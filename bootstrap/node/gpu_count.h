@@ -12,8 +12,8 @@
 namespace dlagent {
 
 struct GpuCountOptions {
-  bool use_nvml = true;                             // Default: try NVML first.
-  std::string dev_dir = "/dev";                     // Default: /dev (tests point these at a fake tree)
+  bool use_nvml = true;          // Default: try NVML first.
+  std::string dev_dir = "/dev";  // Default: /dev (tests point these at a fake tree)
   std::string proc_dir = "/proc/driver/nvidia/gpus";
 };
 

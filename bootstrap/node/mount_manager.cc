@@ -31,11 +31,14 @@ Result<T> Within(Duration timeout, std::function<Result<T>()> fn, const std::str
 }  // namespace
 
 Result<uint64_t> FreeBytesWithin(const std::string& path, Duration timeout) {
-  return Within<uint64_t>(timeout, [path]() -> Result<uint64_t> {
-    struct statvfs v;
-    if (::statvfs(path.c_str(), &v) != 0) return Status::FromErrno("storage", "statvfs " + path, errno);
-    return static_cast<uint64_t>(v.f_bavail) * v.f_frsize;
-  }, path + " did not answer statvfs within " + FormatDuration(timeout) + " (a hung NFS server?)");
+  return Within<uint64_t>(
+      timeout,
+      [path]() -> Result<uint64_t> {
+        struct statvfs v;
+        if (::statvfs(path.c_str(), &v) != 0) return Status::FromErrno("storage", "statvfs " + path, errno);
+        return static_cast<uint64_t>(v.f_bavail) * v.f_frsize;
+      },
+      path + " did not answer statvfs within " + FormatDuration(timeout) + " (a hung NFS server?)");
 }
 
 std::string_view StorageKindName(StorageKind k) {
@@ -126,11 +129,14 @@ Result<std::string> MountManager::ResolveSource() {
   const std::string host = options_.source + ".efs." + options_.region + ".amazonaws.com";
   // VPC DNS may not answer for the mount target yet at boot: wait for it, within dns_wait.
   BackoffPolicy wait{std::chrono::seconds(1), std::chrono::seconds(10), 2.0, 0, options_.dns_wait};
-  Status resolved = Retry(env_, wait, [&]() -> Status {
-    Result<std::vector<std::string>> addrs = resolver_(host);
-    if (addrs.ok() && !addrs->empty()) return Status::Ok();
-    return Status::Unavailable(kStorage, addrs.ok() ? host + " resolved to nothing" : std::string(addrs.status().message()));
-  }, options_.cancel);
+  Status resolved = Retry(
+      env_, wait,
+      [&]() -> Status {
+        Result<std::vector<std::string>> addrs = resolver_(host);
+        if (addrs.ok() && !addrs->empty()) return Status::Ok();
+        return Status::Unavailable(kStorage, addrs.ok() ? host + " resolved to nothing" : std::string(addrs.status().message()));
+      },
+      options_.cancel);
   if (resolved.code() == StatusCode::kCancelled) return resolved;
   if (resolved.ok()) return host + ":/";
   if (!options_.mount_target_ips.empty()) return options_.mount_target_ips.front() + ":/";
@@ -158,15 +164,18 @@ Status MountManager::Ensure() {
   }
   size_t next = 0;
   BackoffPolicy policy{std::chrono::seconds(2), std::chrono::seconds(30), 2.0, 0, options_.mount_budget};
-  Status st = Retry(env_, policy, [&]() -> Status {
-    // Rotate through the name and the mount-target addresses.
-    const std::string source = options_.kind == StorageKind::kEfs ? sources[next++ % sources.size()] : effective_source_;
-    Status mounted = env_.Mount({source, options_.mount_point, fstype, fstype == "bind" ? "" : kNfsOptions, options_.mount_timeout});
-    if (mounted.ok()) effective_source_ = source;
-    // mount(8) failing or timing out is retried (a mount target may still be coming up); a permission or
-    // argument error is not.
-    return mounted;
-  }, options_.cancel);
+  Status st = Retry(
+      env_, policy,
+      [&]() -> Status {
+        // Rotate through the name and the mount-target addresses.
+        const std::string source = options_.kind == StorageKind::kEfs ? sources[next++ % sources.size()] : effective_source_;
+        Status mounted = env_.Mount({source, options_.mount_point, fstype, fstype == "bind" ? "" : kNfsOptions, options_.mount_timeout});
+        if (mounted.ok()) effective_source_ = source;
+        // mount(8) failing or timing out is retried (a mount target may still be coming up); a permission or
+        // argument error is not.
+        return mounted;
+      },
+      options_.cancel);
   if (!st.ok()) return st.Annotate("mounting " + effective_source_ + " on " + options_.mount_point);
   return Status::Ok();
 }
@@ -196,16 +205,19 @@ Status MountManager::Probe(Duration timeout) {
   // Unguessable and created exclusively: others can write to shared storage.
   const std::string path = options_.mount_point + "/.dlagent-probe-" + RandomHex(8);
   Env* env = &env_;
-  Result<bool> done = Within<bool>(timeout, [env, path]() -> Result<bool> {
-    ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, env->NewWritableFile(path, 0600));
-    RETURN_IF_ERROR(f->Append("dlagent"));
-    RETURN_IF_ERROR(f->Sync());
-    RETURN_IF_ERROR(f->Close());
-    ASSIGN_OR_RETURN(std::string back, env->ReadFile(path, 64));
-    if (back != "dlagent") return Status::IoError(kStorage, path + " read back differs from what was written");
-    RETURN_IF_ERROR(env->RemoveFile(path));
-    return true;
-  }, options_.mount_point + " did not answer a write and read within " + FormatDuration(timeout) + " (a hung NFS server?)");
+  Result<bool> done = Within<bool>(
+      timeout,
+      [env, path]() -> Result<bool> {
+        ASSIGN_OR_RETURN(std::unique_ptr<WritableFile> f, env->NewWritableFile(path, 0600));
+        RETURN_IF_ERROR(f->Append("dlagent"));
+        RETURN_IF_ERROR(f->Sync());
+        RETURN_IF_ERROR(f->Close());
+        ASSIGN_OR_RETURN(std::string back, env->ReadFile(path, 64));
+        if (back != "dlagent") return Status::IoError(kStorage, path + " read back differs from what was written");
+        RETURN_IF_ERROR(env->RemoveFile(path));
+        return true;
+      },
+      options_.mount_point + " did not answer a write and read within " + FormatDuration(timeout) + " (a hung NFS server?)");
   return done.ok() ? Status::Ok() : done.status();
 }
 

@@ -29,20 +29,20 @@ std::string_view StorageKindName(StorageKind k);  // "none", "efs", "nfs4", "bin
 
 struct StorageOptions {
   StorageKind kind = StorageKind::kNone;  // Default: none
-  std::string source;              // efs: fs-0123abcd; nfs4: host:/export; bind: a directory
+  std::string source;                     // efs: fs-0123abcd; nfs4: host:/export; bind: a directory
   std::string mount_point = "/mnt/efs";
-  std::string region;              // efs: the file system's region
-  std::vector<std::string> mount_target_ips;  // efs: used when the DNS name does not resolve in time
-  Duration dns_wait = std::chrono::seconds(120);     // Default: 2 min for the EFS name to resolve.
-  Duration mount_budget = std::chrono::minutes(5);   // Default: 5 min of mount attempts in all.
-  Duration mount_timeout = std::chrono::seconds(60); // Default: 60 s for one mount(8) run.
-  const std::atomic<bool>* cancel = nullptr;         // Default: none. When it turns true, Ensure stops retrying.
+  std::string region;                                 // efs: the file system's region
+  std::vector<std::string> mount_target_ips;          // efs: used when the DNS name does not resolve in time
+  Duration dns_wait = std::chrono::seconds(120);      // Default: 2 min for the EFS name to resolve.
+  Duration mount_budget = std::chrono::minutes(5);    // Default: 5 min of mount attempts in all.
+  Duration mount_timeout = std::chrono::seconds(60);  // Default: 60 s for one mount(8) run.
+  const std::atomic<bool>* cancel = nullptr;          // Default: none. When it turns true, Ensure stops retrying.
 };
 
 // One line of /proc/self/mountinfo that matters here.
 struct MountEntry {
   std::string mount_point;
-  std::string root;    // the directory of its file system that is mounted (a bind mount's source, relative)
+  std::string root;  // the directory of its file system that is mounted (a bind mount's source, relative)
   std::string fstype;
   std::string source;  // the device or server:/export
 };

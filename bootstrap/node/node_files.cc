@@ -1,6 +1,5 @@
 #include "bootstrap/node/node_files.h"
 
-
 #include <algorithm>
 
 #include <nlohmann/json.hpp>
@@ -30,10 +29,9 @@ std::string EnvQuote(const std::string& v) {
   return out + "\"";
 }
 
-
 std::string Header(const Roster& r, std::string_view comment) {
-  return std::string(comment) + " Written by dlagent for cluster " + r.cluster + ", roster generation " +
-         std::to_string(r.generation) + ". Do not edit: it is replaced when the roster changes.\n";
+  return std::string(comment) + " Written by dlagent for cluster " + r.cluster + ", roster generation " + std::to_string(r.generation) +
+         ". Do not edit: it is replaced when the roster changes.\n";
 }
 
 }  // namespace

@@ -42,7 +42,11 @@ std::string RenderRosterJson(const Roster& r) {
   nlohmann::json nodes = nlohmann::json::array();
   for (size_t i = 0; i < r.nodes.size(); ++i) {
     const RosterNode& n = r.nodes[i];
-    nodes.push_back({{"rank", i}, {"name", WorkerName(i)}, {"instance_id", n.instance_id}, {"ip", n.ip}, {"gpus", n.gpus},
+    nodes.push_back({{"rank", i},
+                     {"name", WorkerName(i)},
+                     {"instance_id", n.instance_id},
+                     {"ip", n.ip},
+                     {"gpus", n.gpus},
                      {"role", n.master ? "master" : "worker"}});
   }
   nlohmann::json j = {{"cluster", r.cluster}, {"generation", r.generation}, {"leader", r.leader}, {"nodes", nodes}};

@@ -23,9 +23,9 @@ struct RosterNode {
 struct Roster {
   std::string cluster;
   uint64_t generation = 0;
-  std::string leader;            // instance id of the member that sealed it
-  std::vector<RosterNode> nodes; // rank order: OrderRoster's for a first seal; later generations keep ranks
-  std::string failure;           // set when the cluster failed to form: why (nodes then lists who arrived)
+  std::string leader;             // instance id of the member that sealed it
+  std::vector<RosterNode> nodes;  // rank order: OrderRoster's for a first seal; later generations keep ranks
+  std::string failure;            // set when the cluster failed to form: why (nodes then lists who arrived)
 };
 
 // InvalidArgument for an address that is not IPv4, a repeated address or instance id, or two masters.

@@ -12,9 +12,9 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
@@ -97,7 +97,7 @@ World& TheWorld() {
     w->finished = run({"/bin/true"});
     w->running = run({"/bin/sleep", "100000"});
     std::this_thread::sleep_for(std::chrono::milliseconds(300));  // /bin/true has exited
-    std::atexit([] {  // no rank outlives the fuzzer
+    std::atexit([] {                                              // no rank outlives the fuzzer
       World& w = TheWorld();
       pb::KillJobRequest k;
       k.set_job(w.running);

@@ -61,12 +61,12 @@ class NotifySocket {
 class AgentdProcessTest : public ::testing::Test {
  protected:
   void WriteConfig(const std::string& cluster, const std::string& extra = "") {
-    dir_.Write("agentd.toml", "[agent]\nsocket = \"" + sock_ + "\"\n" + extra + "[cluster]\nname = \"" + cluster + "\"\n[ps]\nport = 0\nauthenticate = false\n");  // no cluster key here
+    dir_.Write("agentd.toml", "[agent]\nsocket = \"" + sock_ + "\"\n" + extra + "[cluster]\nname = \"" + cluster +
+                                  "\"\n[ps]\nport = 0\nauthenticate = false\n");  // no cluster key here
   }
   std::unique_ptr<Subprocess> StartAgent(std::vector<std::string> env = {}) {
     env.push_back("NOTIFY_SOCKET=" + notify_path_);
-    return std::make_unique<Subprocess>(
-        std::vector<std::string>{DLAGENT_AGENTD, "--config", dir_.Join("agentd.toml")}, env, dir_.Join("agentd.log"));
+    return std::make_unique<Subprocess>(std::vector<std::string>{DLAGENT_AGENTD, "--config", dir_.Join("agentd.toml")}, env, dir_.Join("agentd.log"));
   }
   testing::RunResult Ctl(std::vector<std::string> args) {
     args.insert(args.begin(), {DLAGENT_AGENTCTL, "--socket", sock_});
@@ -166,8 +166,7 @@ TEST_F(AgentdProcessTest, AHungLoopStopsTheWatchdog) {
   int pets = 0;
   for (size_t i = before; i < notify_.messages.size(); ++i) pets += notify_.messages[i] == "WATCHDOG=1";
   EXPECT_EQ(pets, 0) << "no WATCHDOG=1 once the ps loop has not turned for 3 s";
-  EXPECT_NE(agent->Output().find("watchdog: the ps loop made no progress for 3s; withholding WATCHDOG=1"), std::string::npos)
-      << agent->Output();
+  EXPECT_NE(agent->Output().find("watchdog: the ps loop made no progress for 3s; withholding WATCHDOG=1"), std::string::npos) << agent->Output();
   EXPECT_EQ(Ctl({"status"}).exit_code, 0) << "the rest of the agent still answers";
 }
 
@@ -241,8 +240,7 @@ TEST_F(AgentdProcessTest, HelpOnEveryCommand) {
 
 // Runs agentctl as user nobody (needs root and setpriv).
 testing::RunResult CtlAsNobody(const std::string& sock) {
-  return RunCommand({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", DLAGENT_AGENTCTL, "--socket", sock,
-                     "status"});
+  return RunCommand({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", DLAGENT_AGENTCTL, "--socket", sock, "status"});
 }
 
 TEST_F(AgentdProcessTest, OtherUsersAreRefused) {

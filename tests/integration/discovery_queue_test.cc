@@ -25,7 +25,8 @@ TEST(DiscoveryQueueTest, OnlySignedHellosOfThisClusterAreActedOn) {
   SqsClient sqs(*http, creds, *env, o);
   const std::string url = *sqs.CreateQueue("dlagent-demo-discovery");
   const std::string key(32, 'k');
-  DiscoveryQueue queue(sqs, *env, url, [&] { return std::vector<std::string>{key}; }, "demo");
+  DiscoveryQueue queue(
+      sqs, *env, url, [&] { return std::vector<std::string>{key}; }, "demo");
 
   const int64_t now_ms = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
   const Hello good{"demo", "i-0aaa", "10.0.1.17", 7946, "worker", 8, "us-east-1a", now_ms};
@@ -63,8 +64,14 @@ TEST(DiscoveryQueueTest, OnlySignedHellosOfThisClusterAreActedOn) {
   // While keys rotate, a HELLO signed with the old key is accepted by an agent that has the new one as
   // primary and the old one still installed, and refused once the old one is removed.
   const std::string next(32, 'n');
-  DiscoveryQueue rotating(sqs, *env, url, [&] { return std::vector<std::string>{next, key}; }, "demo");
-  DiscoveryQueue rotated(sqs, *env, url, [&] { return std::vector<std::string>{next}; }, "demo");
+  DiscoveryQueue rotating(
+      sqs, *env, url,
+      [&] {
+        return std::vector<std::string>{next, key};
+      },
+      "demo");
+  DiscoveryQueue rotated(
+      sqs, *env, url, [&] { return std::vector<std::string>{next}; }, "demo");
   Hello late = good;
   late.instance_id = "i-0late";
   ASSERT_TRUE(queue.SendHello(late).ok());

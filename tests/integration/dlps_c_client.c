@@ -34,8 +34,8 @@ int main(int argc, char** argv) {
   }
   CHECK(dlps_rank(c) == 0 && dlps_num_workers(c) == 2, "rank %u of %u", dlps_rank(c), dlps_num_workers(c));
   dlps_optimizer bad = {.kind = "adagrad"};
-  CHECK(dlps_init(c, 1, NULL, 4, &bad) == DLPS_INVALID_ARGUMENT && strstr(dlps_last_error(), "unknown optimizer 'adagrad'"),
-        "a bad optimizer: %s", dlps_last_error());
+  CHECK(dlps_init(c, 1, NULL, 4, &bad) == DLPS_INVALID_ARGUMENT && strstr(dlps_last_error(), "unknown optimizer 'adagrad'"), "a bad optimizer: %s",
+        dlps_last_error());
   float w[4] = {1, 2, 3, 4};
   dlps_optimizer sgd = {.kind = "sgd", .learning_rate = 0.5f};
   int rc = dlps_init(c, 1, w, 4, &sgd);

@@ -54,8 +54,10 @@ TEST(FormationProcessTest, EightNodesInRandomOrderFormOneCluster) {
   ASSERT_EQ(c.error(), "");
   // A HELLO signed with another key waits on the queue before anyone starts.
   const int64_t now_ms = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-  ASSERT_TRUE(c.sqs().SendMessage(c.queue_url(), SignHello({"formation", "i-0forged", "127.0.0.99", 7946, "master", 8, "", now_ms},
-                                                           std::string(32, 'x'))).ok());
+  ASSERT_TRUE(
+      c.sqs()
+          .SendMessage(c.queue_url(), SignHello({"formation", "i-0forged", "127.0.0.99", 7946, "master", 8, "", now_ms}, std::string(32, 'x')))
+          .ok());
   std::vector<int> order = Range(8);
   std::shuffle(order.begin(), order.end(), std::mt19937(std::random_device{}()));
   const auto spread = milliseconds(10000 / 7);
@@ -94,8 +96,9 @@ TEST(FormationProcessTest, EightNodesInRandomOrderFormOneCluster) {
     for (const auto& m : s->cluster->roster) EXPECT_NE(m.instance_id, "i-0forged");
   }
   EXPECT_GE(refused, 1u) << "the forged HELLO is counted by whoever read it";
-  EXPECT_EQ(workers, "deeplearning-worker1\ndeeplearning-worker2\ndeeplearning-worker3\ndeeplearning-worker4\n"
-                     "deeplearning-worker5\ndeeplearning-worker6\ndeeplearning-worker7\ndeeplearning-worker8\n");
+  EXPECT_EQ(workers,
+            "deeplearning-worker1\ndeeplearning-worker2\ndeeplearning-worker3\ndeeplearning-worker4\n"
+            "deeplearning-worker5\ndeeplearning-worker6\ndeeplearning-worker7\ndeeplearning-worker8\n");
   if (Cluster::root()) {
     // Every node is a network namespace of its own (and its identity came from the emulator at the default
     // metadata address inside it: the agents' configs name no endpoint).
@@ -106,8 +109,8 @@ TEST(FormationProcessTest, EightNodesInRandomOrderFormOneCluster) {
     // Every node writes through its own mount namespace (unshare execs the agent: same pid); all writes
     // land in the one shared directory.
     for (int i = 0; i < 8; ++i) {
-      const std::string cmd = "nsenter -t " + std::to_string(c.Pid(i)) + " -m sh -c 'echo " + std::to_string(i) + " > " + c.Mount(i) +
-                              "/from-" + std::to_string(i) + "'";
+      const std::string cmd =
+          "nsenter -t " + std::to_string(c.Pid(i)) + " -m sh -c 'echo " + std::to_string(i) + " > " + c.Mount(i) + "/from-" + std::to_string(i) + "'";
       ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
     }
     int seen = 0;

@@ -45,9 +45,9 @@ class GossipCluster {
   void Start(int i, const std::string& key = "key") {
     const std::string cfg = "c" + std::to_string(i) + ".toml";
     dir_.Write(cfg, "[agent]\nsocket = \"" + Sock(i) + "\"\n[cluster]\nname = \"gossip-test\"\nrole = \"" +
-                        std::string(i == 0 ? "master" : "worker") + "\"\n[gossip]\nkey_file = \"" + dir_.Join(key) +
-                        "\"\nname = \"" + Name(i) + "\"\nbind = \"127.0.0.1\"\nport = " + std::to_string(ports_[i]) +
-                        "\nseeds = [\"127.0.0.1:" + std::to_string(ports_[0]) + "\", \"127.0.0.1:" + std::to_string(ports_[1]) +
+                        std::string(i == 0 ? "master" : "worker") + "\"\n[gossip]\nkey_file = \"" + dir_.Join(key) + "\"\nname = \"" + Name(i) +
+                        "\"\nbind = \"127.0.0.1\"\nport = " + std::to_string(ports_[i]) + "\nseeds = [\"127.0.0.1:" + std::to_string(ports_[0]) +
+                        "\", \"127.0.0.1:" + std::to_string(ports_[1]) +
                         "\"]\nprofile = \"fast\"\n[ps]\nenabled = false\n");  // its ephemeral port could be the next agent's gossip port
     agents_[i] = std::make_unique<testing::Subprocess>(std::vector<std::string>{DLAGENT_AGENTD, "--config", dir_.Join(cfg)},
                                                        std::vector<std::string>{}, dir_.Join("log" + std::to_string(i)));
@@ -100,22 +100,25 @@ TEST(GossipProcessTest, TwelveAgentsDetectAKillRejoinAndRefuseAWrongKey) {
   };
   std::vector<int> all;
   for (int i = 0; i < kAgents; ++i) all.push_back(i);
-  auto formed = c.WaitFor([&] {
-    for (int o : all) {
-      auto v = c.View(o);
-      int alive = 0;
-      for (auto& [name, s] : v) alive += s.first == "alive";
-      if (alive != kAgents) return false;
-    }
-    return true;
-  }, seconds(30));
+  auto formed = c.WaitFor(
+      [&] {
+        for (int o : all) {
+          auto v = c.View(o);
+          int alive = 0;
+          for (auto& [name, s] : v) alive += s.first == "alive";
+          if (alive != kAgents) return false;
+        }
+        return true;
+      },
+      seconds(30));
   ASSERT_TRUE(formed.has_value()) << "12 agents did not form a cluster in 30 s; agent 5 log:\n" << c.Log(5);
 
   // kill -9 one agent: every other marks it dead.
   const int victim = 5;
   c.Kill(victim);
   std::vector<int> others;
-  for (int i : all) if (i != victim) others.push_back(i);
+  for (int i : all)
+    if (i != victim) others.push_back(i);
   auto detected = c.WaitFor([&] { return everyone_sees(victim, "dead", others); }, seconds(20));
   ASSERT_TRUE(detected.has_value()) << "not every agent declared the killed one dead within 20 s";
   EXPECT_LT(*detected, seconds(12)) << "fast profile: detection should take well under 12 s";
@@ -142,8 +145,8 @@ TEST(GossipProcessTest, TwelveAgentsDetectAKillRejoinAndRefuseAWrongKey) {
     auto v = c.View(o);
     EXPECT_EQ(v.count(c.Name(stranger)), 0u) << "agent " << o << " admitted the wrong-key agent";
   }
-  std::printf("12 agents: formed in %lld ms, kill detected by all in %lld ms, restart rejoined in %lld ms\n",
-              static_cast<long long>(formed->count()), static_cast<long long>(detected->count()), static_cast<long long>(back->count()));
+  std::printf("12 agents: formed in %lld ms, kill detected by all in %lld ms, restart rejoined in %lld ms\n", static_cast<long long>(formed->count()),
+              static_cast<long long>(detected->count()), static_cast<long long>(back->count()));
   auto stranger_view = c.View(stranger);
   EXPECT_EQ(stranger_view.size(), 1u) << "the wrong-key agent learned of members";
 }
@@ -160,7 +163,13 @@ TEST(GossipProcessTest, TwelveAgentsRotateTheirKeyWithoutADeath) {
     for (auto& [name, s] : c.View(o)) alive += s.first == "alive";
     return alive == kAgents;
   };
-  ASSERT_TRUE(c.WaitFor([&] { for (int o = 0; o < kAgents; ++o) if (!all_alive(o)) return false; return true; }, seconds(30)))
+  ASSERT_TRUE(c.WaitFor(
+      [&] {
+        for (int o = 0; o < kAgents; ++o)
+          if (!all_alive(o)) return false;
+        return true;
+      },
+      seconds(30)))
       << c.Log(3);
   int troubled = 0;  // views, all along, in which a member was not alive
   auto phase = [&](const std::string& file, const std::string& logged, int times) {
@@ -180,7 +189,7 @@ TEST(GossipProcessTest, TwelveAgentsRotateTheirKeyWithoutADeath) {
   };
   phase(old_key + "\n" + new_key + "\n", "2 keys in force", 1);  // the new key installed everywhere
   phase(new_key + "\n" + old_key + "\n", "2 keys in force", 2);  // then primary everywhere
-  phase(new_key + "\n", "1 key in force", 1);                     // then the old one removed
+  phase(new_key + "\n", "1 key in force", 1);                    // then the old one removed
   EXPECT_EQ(troubled, 0) << "a member was suspected or declared dead during the rotation";
   // The old key opens nothing any more: an agent that has only it never joins.
   c.Start(kAgents, "old.key");
@@ -239,11 +248,14 @@ TEST(GossipProcessTest, CapturedPacketsReplayedChangeNothing) {
     if (!list.ok()) return std::nullopt;
     return list->counters;
   };
-  ASSERT_TRUE(c.WaitFor([&] {
-    int alive = 0;
-    for (auto& [name, s] : c.View(kTarget)) alive += s.first == "alive";
-    return alive == kAgents;
-  }, seconds(30))) << c.Log(kTarget);
+  ASSERT_TRUE(c.WaitFor(
+      [&] {
+        int alive = 0;
+        for (auto& [name, s] : c.View(kTarget)) alive += s.first == "alive";
+        return alive == kAgents;
+      },
+      seconds(30)))
+      << c.Log(kTarget);
 
   // What the target received during 6 s, as anyone on the network could record it.
   const std::vector<std::string> captured = CaptureUdpTo(c.ports_[kTarget], milliseconds(6000));
@@ -286,16 +298,17 @@ TEST(GossipProcessTest, CapturedPacketsReplayedChangeNothing) {
   EXPECT_EQ(sent, captured.size() * kTimes);
   EXPECT_GE(after->replays - quiet->replays, sent * 99 / 100) << "replays counted";
   EXPECT_EQ(after->malformed, before->malformed);
-  EXPECT_LT(replay_rate, 2 * quiet_rate + 10) << "the target answered replayed packets: " << replay_rate << " packets/s against "
-                                              << quiet_rate << " quiet";
+  EXPECT_LT(replay_rate, 2 * quiet_rate + 10) << "the target answered replayed packets: " << replay_rate << " packets/s against " << quiet_rate
+                                              << " quiet";
   const auto view_after = c.View(kTarget);
   EXPECT_EQ(view_after.at(c.Name(kLeaver)).first, "left") << "a replayed Alive brought a member that left back";
   for (const auto& [name, s] : view_before) {
     EXPECT_EQ(view_after.at(name), s) << name << ": its status or incarnation changed";
   }
-  std::printf("captured %zu packets, replayed each %d times (%zu): %llu counted as replays; the target sent %.0f packets/s during the "
-              "replay, %.0f quiet\n",
-              captured.size(), kTimes, sent, static_cast<unsigned long long>(after->replays - quiet->replays), replay_rate, quiet_rate);
+  std::printf(
+      "captured %zu packets, replayed each %d times (%zu): %llu counted as replays; the target sent %.0f packets/s during the "
+      "replay, %.0f quiet\n",
+      captured.size(), kTimes, sent, static_cast<unsigned long long>(after->replays - quiet->replays), replay_rate, quiet_rate);
 }
 
 }  // namespace

@@ -107,12 +107,13 @@ class JobsProcessTest : public ::testing::Test {
 
 TEST_F(JobsProcessTest, APlainJobRunsOnEveryNodeWithMergedOutputAndIsListedAndLogged) {
   Form();
-  RunResult r = Ctl(c(), 0, {"run", "--per-node", "2", "--name", "hello", "--",
-                             "sh", "-c", "echo rank $DLAGENT_RANK of $DLAGENT_NUM_RANKS node $DLAGENT_NODE_RANK; echo to-stderr >&2"});
+  RunResult r = Ctl(c(), 0,
+                    {"run", "--per-node", "2", "--name", "hello", "--", "sh", "-c",
+                     "echo rank $DLAGENT_RANK of $DLAGENT_NUM_RANKS node $DLAGENT_NODE_RANK; echo to-stderr >&2"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (int rank = 0; rank < 2 * kNodes; ++rank) {
-    const std::string line = "[" + std::to_string(rank) + " " + c().Id(rank / 2) + "] rank " + std::to_string(rank) + " of 8 node " +
-                             std::to_string(rank / 2);
+    const std::string line =
+        "[" + std::to_string(rank) + " " + c().Id(rank / 2) + "] rank " + std::to_string(rank) + " of 8 node " + std::to_string(rank / 2);
     EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
   }
   const std::string id = JobId(r.output);
@@ -183,8 +184,9 @@ TEST_F(JobsProcessTest, ARunBeforeReadyIsRefusedInOneLineOrWaitsWithWaitReady) {
 TEST_F(JobsProcessTest, ARankExitingThreeFailsTheJobAndTheOthersAreGoneWithinTheGrace) {
   Form();
   const auto start = steady_clock::now();
-  RunResult r = Ctl(c(), 1, {"run", "--grace", "1s", "--", "sh", "-c",
-                             "case $DLAGENT_RANK in 2) sleep 0.5; exit 3;; 1) trap '' TERM; sleep 60;; *) sleep 60;; esac"});
+  RunResult r =
+      Ctl(c(), 1,
+          {"run", "--grace", "1s", "--", "sh", "-c", "case $DLAGENT_RANK in 2) sleep 0.5; exit 3;; 1) trap '' TERM; sleep 60;; *) sleep 60;; esac"});
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_LT(steady_clock::now() - start, seconds(8));
   EXPECT_NE(r.output.find("failed: rank 2 on " + c().Id(2) + " exited with 3"), std::string::npos) << r.output;
@@ -342,7 +344,8 @@ TEST_F(JobsProcessTest, AJobCallWithoutTheKeyOrReplayedIsRefusedAndCounted) {
   for (size_t i = 0; i < 64; i += 2) key.push_back(static_cast<char>(std::stoi(std::string(testing::kLocalClusterKeyHex + i, 2), nullptr, 16)));
   auto ours = swim::Keyring::Create({{static_cast<uint8_t>(Sha256(key)[0]), key}}, static_cast<uint8_t>(Sha256(key)[0]), "formation");
   const std::string other_key(32, 'k');
-  auto theirs = swim::Keyring::Create({{static_cast<uint8_t>(Sha256(other_key)[0]), other_key}}, static_cast<uint8_t>(Sha256(other_key)[0]), "formation");
+  auto theirs =
+      swim::Keyring::Create({{static_cast<uint8_t>(Sha256(other_key)[0]), other_key}}, static_cast<uint8_t>(Sha256(other_key)[0]), "formation");
   ASSERT_TRUE(ours.ok() && theirs.ok());
   jobs::v1::NodeRequest req;
   req.set_from("i-stranger");
@@ -367,16 +370,16 @@ TEST_F(JobsProcessTest, DlpsLauncherTrainsFourNodesTimesTwoWorkersExactly) {
   if (!LocalCluster::root()) GTEST_SKIP() << "the agents serve dlps shards in network namespaces only (as root)";
   Form();
   const std::string train = DLAGENT_DLPS_TRAIN;
-  RunResult r = Ctl(c(), 0, {"run", "--launcher", "dlps", "--per-node", "2", "--", train, "--model", "mlp", "--samples", "4000",
-                             "--features", "16", "--hidden", "32", "--epochs", "2", "--verify", "--progress", "never"},
+  RunResult r = Ctl(c(), 0, {"run",  "--launcher", "dlps", "--per-node", "2",  "--",       train, "--model",  "mlp",        "--samples",
+                             "4000", "--features", "16",   "--hidden",   "32", "--epochs", "2",   "--verify", "--progress", "never"},
                     seconds(120));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("8 workers"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("summed in rank order, as the servers sum them) is 0 "), std::string::npos) << r.output;
   // A worker started by hand, without the job's token, is refused by the agents' shards and told what to do.
-  RunResult stranger = RunCommand({"/usr/bin/env", "DLPS_SERVERS=" + c().Ip(0) + ":7070", "DLPS_NUM_WORKERS=1", "DLPS_RANK=0", train, "--epochs", "1",
-                                   "--progress", "never"},
-                                  seconds(60));
+  RunResult stranger = RunCommand(
+      {"/usr/bin/env", "DLPS_SERVERS=" + c().Ip(0) + ":7070", "DLPS_NUM_WORKERS=1", "DLPS_RANK=0", train, "--epochs", "1", "--progress", "never"},
+      seconds(60));
   EXPECT_NE(stranger.exit_code, 0) << stranger.output;
   EXPECT_NE(stranger.output.find("agentctl run --launcher dlps"), std::string::npos) << stranger.output;
 }
@@ -387,8 +390,9 @@ TEST_F(JobsProcessTest, TorchrunTrainsDistributedDataParallelWithGlooOnFourNodes
   }
   if (!LocalCluster::root()) GTEST_SKIP() << "needs a network namespace per node (root)";
   Form();
-  RunResult r = Ctl(c(), 0, {"run", "--launcher", "torchrun", "--env", "GLOO_SOCKET_IFNAME=eth0", "--", "/usr/bin/python3",
-                             std::string(DLAGENT_SOURCE_DIR) + "/examples/torch_ddp.py"},
+  RunResult r = Ctl(c(), 0,
+                    {"run", "--launcher", "torchrun", "--env", "GLOO_SOCKET_IFNAME=eth0", "--", "/usr/bin/python3",
+                     std::string(DLAGENT_SOURCE_DIR) + "/examples/torch_ddp.py"},
                     seconds(180));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::set<std::string> weights;
@@ -456,8 +460,9 @@ TEST_F(JobsProcessTest, MpiLauncherRunsAnAllreduceOnFourNodesWithoutSsh) {
   }
   // The nodes share this machine's host name, so Open MPI would take them for one host and use shared memory
   // between namespaces: TCP only, as between real hosts.
-  RunResult r = Ctl(c(), 1, {"run", "--launcher", "mpi", "--env", "PATH=" + dir.Join("") + ":/usr/bin:/bin", "--env", "OMPI_MCA_btl=tcp,self",
-                             "--", "/usr/bin/python3", std::string(DLAGENT_SOURCE_DIR) + "/examples/mpi_allreduce.py"},
+  RunResult r = Ctl(c(), 1,
+                    {"run", "--launcher", "mpi", "--env", "PATH=" + dir.Join("") + ":/usr/bin:/bin", "--env", "OMPI_MCA_btl=tcp,self", "--",
+                     "/usr/bin/python3", std::string(DLAGENT_SOURCE_DIR) + "/examples/mpi_allreduce.py"},
                     seconds(120));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (int rank = 0; rank < kNodes; ++rank) {

@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -130,8 +130,8 @@ TEST_F(HostileTest, RequestsThatWaitForeverAreBoundedPerConnection) {
   size_t sent = 0;
   const auto until = steady_clock::now() + seconds(3);
   while (sent < 1'000'000 * sizeof(Frame) && steady_clock::now() < until) {
-    const ssize_t n = ::send(fd, reinterpret_cast<const char*>(batch.data()) + sent % sizeof(Frame), batch.size() * sizeof(Frame) - sent % sizeof(Frame),
-                             MSG_NOSIGNAL);
+    const ssize_t n = ::send(fd, reinterpret_cast<const char*>(batch.data()) + sent % sizeof(Frame),
+                             batch.size() * sizeof(Frame) - sent % sizeof(Frame), MSG_NOSIGNAL);
     if (n > 0) {
       sent += static_cast<size_t>(n);
     } else if (errno == EAGAIN) {

@@ -222,10 +222,9 @@ TEST(PsProcessTest, TheServerRefusesAWorkerOfAnotherJobAndSurvivesMalformedConne
     Status st = (*c)->Wait((*c)->PushPull(kSmall, g.data(), w.data(), kSmallLength));
     ASSERT_TRUE(st.ok()) << st.ToString();
     EXPECT_EQ(w, g) << "sum: the weights are the round's gradient";
-  st = (*c)->Checkpoint("ck");
-  EXPECT_NE(st.ToString().find("has no checkpoint directory (dlps-server --checkpoint-dir DIR; in agentd, ps.checkpoint_dir)"),
-            std::string::npos)
-      << st.ToString();
+    st = (*c)->Checkpoint("ck");
+    EXPECT_NE(st.ToString().find("has no checkpoint directory (dlps-server --checkpoint-dir DIR; in agentd, ps.checkpoint_dir)"), std::string::npos)
+        << st.ToString();
   }
 
   // A dlps worker that sends a frame claiming a 1 TiB payload: an error naming
@@ -371,7 +370,8 @@ TEST(PsProcessTest, ACheckpointRestoresTheWeightsAndOptimizerStateAndABrokenOneI
     f.put('\x7f');
   }
   st = rerun(&restored, &final);
-  EXPECT_NE(st.ToString().find(file + " is corrupt (its SHA-256 does not match its contents); it was not loaded"), std::string::npos) << st.ToString();
+  EXPECT_NE(st.ToString().find(file + " is corrupt (its SHA-256 does not match its contents); it was not loaded"), std::string::npos)
+      << st.ToString();
   // No manifest (a checkpoint interrupted before it was complete): refused.
   ASSERT_EQ(std::remove((shared.path() + "/ck/MANIFEST.json").c_str()), 0);
   st = rerun(&restored, &final);

@@ -139,7 +139,7 @@ void FormationSim::Discover(int i, const FormationActions& a) {
     ++counters_.sqs_requests;  // DeleteMessage
     Node& sender = nodes_[m.from];
     if (m.from == i || !sender.up || (n.member && sender.member)) continue;  // own, dead, or already in the view
-    n.member = true;  // a push-pull with the sender: both are in one cluster now
+    n.member = true;                                                         // a push-pull with the sender: both are in one cluster now
     sender.member = true;
     ++version_;
   }

@@ -43,11 +43,11 @@ struct FormationSimOptions {
 };
 
 struct FormationSimCounters {
-  uint64_t sqs_requests = 0;   // sends, receives and deletes
+  uint64_t sqs_requests = 0;  // sends, receives and deletes
   uint64_t throttled = 0;
-  size_t max_pollers = 0;      // nodes that poll at once, at the most
-  size_t pollers_now = 0;      // at the last step
-  double seal_cpu_ms = 0;      // CPU time of the tick in which a leader sealed the first generation
+  size_t max_pollers = 0;  // nodes that poll at once, at the most
+  size_t pollers_now = 0;  // at the last step
+  double seal_cpu_ms = 0;  // CPU time of the tick in which a leader sealed the first generation
 };
 
 class FormationSim {
@@ -89,9 +89,9 @@ class FormationSim {
     PeerState peer;  // as the others see it
     std::unique_ptr<FormationCore> core;
     bool up = false;
-    int side = 0;                   // Partition()
-    bool member = false;            // in the gossip cluster (discovery model)
-    MonoTime gone_from_view{};      // crashed: in the view until then
+    int side = 0;               // Partition()
+    bool member = false;        // in the gossip cluster (discovery model)
+    MonoTime gone_from_view{};  // crashed: in the view until then
     std::optional<std::pair<MonoTime, RosterRef>> preparing;
     MonoTime next_hello{}, sqs_ready{};  // next HELLO; no SQS request before sqs_ready (latency, throttling)
     bool polling = false;
@@ -121,8 +121,8 @@ class FormationSim {
   MonoTime now_{std::chrono::hours(1)};
   std::vector<Node> nodes_;
   std::unordered_map<std::string, int> by_id_;  // instance id -> nodes_
-  std::deque<Message> queue_;        // in the order they become visible
-  std::deque<Message> redelivered_;  // duplicates, until their visibility timeout passes
+  std::deque<Message> queue_;                   // in the order they become visible
+  std::deque<Message> redelivered_;             // duplicates, until their visibility timeout passes
   std::deque<MetaChange> meta_changes_;
   std::vector<Roster> signals_, sealed_;
   FormationSimCounters counters_;

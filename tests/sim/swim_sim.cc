@@ -25,7 +25,8 @@ int SwimSim::Add() {
   const int i = size();
   nodes_.push_back(Node{NewSwim(i)});
   std::vector<int> candidates;
-  for (int j = 0; j < i; ++j) if (up(j)) candidates.push_back(j);
+  for (int j = 0; j < i; ++j)
+    if (up(j)) candidates.push_back(j);
   if (!candidates.empty()) Join(i, candidates[std::uniform_int_distribution<size_t>(0, candidates.size() - 1)(rng_)]);
   return i;
 }
@@ -33,7 +34,8 @@ int SwimSim::Add() {
 void SwimSim::AddMany(int n) {
   const int first = size();
   for (int k = 0; k < n; ++k) nodes_.push_back(Node{NewSwim(first + k)});
-  for (int k = 0; k < n; ++k) if (first + k != 0) Join(first + k, 0);
+  for (int k = 0; k < n; ++k)
+    if (first + k != 0) Join(first + k, 0);
 }
 
 void SwimSim::Flush(int i) {
@@ -50,7 +52,9 @@ void SwimSim::Flush(int i) {
   for (const std::string& addr : n.swim->TakePushPullRequests()) Join(i, IndexOf(addr));
 }
 
-void SwimSim::Run(Duration d) { RunUntil([] { return false; }, d); }
+void SwimSim::Run(Duration d) {
+  RunUntil([] { return false; }, d);
+}
 
 std::optional<Duration> SwimSim::RunUntil(const std::function<bool()>& pred, Duration limit) {
   const MonoTime start = now_, end = now_ + limit;

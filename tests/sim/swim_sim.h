@@ -18,10 +18,10 @@
 namespace dlagent::testing {
 
 struct SimConfig {
-  double loss = 0.0;                                   // probability a packet is dropped
-  Duration delay = std::chrono::milliseconds(1);       // one-way latency
-  Duration jitter = std::chrono::milliseconds(2);      // plus uniform [0, jitter)
-  Duration tick = std::chrono::milliseconds(20);       // how often each member's Tick runs
+  double loss = 0.0;                               // probability a packet is dropped
+  Duration delay = std::chrono::milliseconds(1);   // one-way latency
+  Duration jitter = std::chrono::milliseconds(2);  // plus uniform [0, jitter)
+  Duration tick = std::chrono::milliseconds(20);   // how often each member's Tick runs
   uint64_t seed = 1;
 };
 

@@ -151,13 +151,13 @@ bool LocalCluster::MakeNamespaces() {
 }
 
 dlagent::Status LocalCluster::StartImds(int i) {
-  const std::string metadata = nlohmann::json{{"instance-id", Id(i)},
-                                              {"instance-type", "p4d.24xlarge"},
-                                              {"local-ipv4", Ip(i)},
-                                              {"mac", "0e:00:00:00:00:0" + std::to_string(i % 10)},
-                                              {"availability-zone", "us-east-1a"},
-                                              {"region", "us-east-1"}}
-                                   .dump();
+  const std::string metadata = nlohmann::json{
+      {"instance-id", Id(i)},
+      {"instance-type", "p4d.24xlarge"},
+      {"local-ipv4", Ip(i)},
+      {"mac", "0e:00:00:00:00:0" + std::to_string(i % 10)},
+      {"availability-zone", "us-east-1a"},
+      {"region", "us-east-1"}}.dump();
   auto start = [&]() -> dlagent::Status {
     // In a node's namespace the emulator takes the real metadata address, so the agent runs with its default.
     auto imds = netns_.empty() ? ImdsEmulator::Start(metadata) : ImdsEmulator::Start(metadata, "169.254.169.254", 80);
@@ -170,7 +170,9 @@ dlagent::Status LocalCluster::StartImds(int i) {
 
 bool LocalCluster::root() { return ::geteuid() == 0; }
 std::string LocalCluster::Id(int i) const { return "i-" + std::string(i < 10 ? "0" : "") + std::to_string(i) + "0000000000000a"; }
-std::string LocalCluster::Ip(int i) const { return (netns_.empty() ? "127." : "10.") + std::to_string(subnet_) + "." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1); }
+std::string LocalCluster::Ip(int i) const {
+  return (netns_.empty() ? "127." : "10.") + std::to_string(subnet_) + "." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1);
+}
 std::string LocalCluster::Sock(int i) const { return dir_.Join("n" + std::to_string(i) + "/agentd.sock"); }
 std::string LocalCluster::Root(int i) const { return dir_.Join("n" + std::to_string(i) + "/root"); }
 std::string LocalCluster::Mount(int i) const { return dir_.Join("n" + std::to_string(i) + "/mnt"); }
@@ -180,29 +182,24 @@ std::string LocalCluster::Log(int i) const { return agents_[i] ? agents_[i]->Out
 void LocalCluster::Start(int i, bool master) {
   ::mkdir(dir_.Join("n" + std::to_string(i)).c_str(), 0755);
   if (!o_.socket_group.empty()) ::chmod(dir_.Join("").c_str(), 0711);  // others may pass through to the sockets
-  std::string cfg = "[agent]\nsocket = \"" + Sock(i) + "\"\n" +
-                    (o_.socket_group.empty() ? std::string() : "socket_group = \"" + o_.socket_group + "\"\n") +
-                    "[cluster]\nname = \"formation\"\nexpected_nodes = " + std::to_string(o_.expected) +
-                    "\nmin_nodes = " + std::to_string(o_.min) + "\njoin_deadline = \"" + o_.join_deadline +
-                    "\"\nreseal_settle = \"" + o_.reseal_settle + "\"\nreseal = \"" + o_.reseal +
-                    "\"\nleave_before_maintenance = \"" + o_.leave_before_maintenance + "\"\nrole = \"" + (master ? "master" : "worker") + "\"\n" +
-                    "[gossip]\n" +
-                    (!o_.keys_from_aws ? "key_file = \"" + dir_.Join("key") + "\""
-                     : i % 2 == 0      ? std::string("key_source = \"secretsmanager:dlagent/cluster-key\"")
-                                       : std::string("key_source = \"ssm:/dlagent/cluster-key\"")) +
-                    "\nbind = \"" + Ip(i) + "\"\nport = " + std::to_string(port_) +
-                    "\nprofile = \"fast\"\n" +
-                    "[discovery]\nqueue = \"formation-test\"\nhello_interval = \"" + o_.hello_interval + "\"\npoll_wait = \"" +
-                    o_.poll_wait + "\"\n" +
-                    "[aws]\nregion = \"us-east-1\"\nsqs_endpoint = \"" + sqs_endpoint_ +
-                    (netns_.empty() ? "\"\nimds_endpoint = \"" + imds_[i]->endpoint() : "") + "\"\ncfn_wait_handle = \"" + cfn_.url("/signal") + "\"\n" +
-                    (secrets_ ? "secretsmanager_endpoint = \"" + secrets_->url() + "\"\nssm_endpoint = \"" + secrets_->url() + "\"\n" : std::string()) +
-                    "[node]\ngpus = " + std::to_string(gpus(i)) + "\n" +
-                    "[files]\nroot = \"" + Root(i) + "\"\n" +
-                    "[jobs]\nagentctl = \"" + DLAGENT_AGENTCTL + "\"\n" +
-                    // In namespaces every node serves its shard on 7070, as on EC2; on loopback a shard would only take
-                    // an ephemeral port that a port chosen for the next agent's gossip may turn out to be.
-                    (netns_.empty() ? std::string("[ps]\nenabled = false\n") : "[ps]\nbind = \"" + Ip(i) + "\"\n");
+  std::string cfg =
+      "[agent]\nsocket = \"" + Sock(i) + "\"\n" + (o_.socket_group.empty() ? std::string() : "socket_group = \"" + o_.socket_group + "\"\n") +
+      "[cluster]\nname = \"formation\"\nexpected_nodes = " + std::to_string(o_.expected) + "\nmin_nodes = " + std::to_string(o_.min) +
+      "\njoin_deadline = \"" + o_.join_deadline + "\"\nreseal_settle = \"" + o_.reseal_settle + "\"\nreseal = \"" + o_.reseal +
+      "\"\nleave_before_maintenance = \"" + o_.leave_before_maintenance + "\"\nrole = \"" + (master ? "master" : "worker") + "\"\n" + "[gossip]\n" +
+      (!o_.keys_from_aws ? "key_file = \"" + dir_.Join("key") + "\""
+       : i % 2 == 0      ? std::string("key_source = \"secretsmanager:dlagent/cluster-key\"")
+                         : std::string("key_source = \"ssm:/dlagent/cluster-key\"")) +
+      "\nbind = \"" + Ip(i) + "\"\nport = " + std::to_string(port_) + "\nprofile = \"fast\"\n" +
+      "[discovery]\nqueue = \"formation-test\"\nhello_interval = \"" + o_.hello_interval + "\"\npoll_wait = \"" + o_.poll_wait + "\"\n" +
+      "[aws]\nregion = \"us-east-1\"\nsqs_endpoint = \"" + sqs_endpoint_ + (netns_.empty() ? "\"\nimds_endpoint = \"" + imds_[i]->endpoint() : "") +
+      "\"\ncfn_wait_handle = \"" + cfn_.url("/signal") + "\"\n" +
+      (secrets_ ? "secretsmanager_endpoint = \"" + secrets_->url() + "\"\nssm_endpoint = \"" + secrets_->url() + "\"\n" : std::string()) +
+      "[node]\ngpus = " + std::to_string(gpus(i)) + "\n" + "[files]\nroot = \"" + Root(i) + "\"\n" + "[jobs]\nagentctl = \"" + DLAGENT_AGENTCTL +
+      "\"\n" +
+      // In namespaces every node serves its shard on 7070, as on EC2; on loopback a shard would only take
+      // an ephemeral port that a port chosen for the next agent's gossip may turn out to be.
+      (netns_.empty() ? std::string("[ps]\nenabled = false\n") : "[ps]\nbind = \"" + Ip(i) + "\"\n");
   const bool storage = root() && o_.storage;
   if (storage) cfg += "[storage]\nkind = \"bind\"\nsource = \"" + Shared() + "\"\nmount_point = \"" + Mount(i) + "\"\n";
   const std::string path = "n" + std::to_string(i) + "/agentd.toml";
@@ -222,8 +219,9 @@ void LocalCluster::Start(int i, bool master) {
     argv.insert(argv.begin(), unshare.begin(), unshare.end());
   }
   if (!netns_.empty()) argv.insert(argv.begin(), {"/usr/bin/nsenter", "--net=/run/netns/" + Netns(i)});
-  agents_[i] = std::make_unique<Subprocess>(argv, std::vector<std::string>{"AWS_ACCESS_KEY_ID=AKIDEXAMPLE", std::string("AWS_SECRET_ACCESS_KEY=") + kLocalClusterAwsSecret},
-                                            dir_.Join("n" + std::to_string(i) + "/log"));
+  agents_[i] = std::make_unique<Subprocess>(
+      argv, std::vector<std::string>{"AWS_ACCESS_KEY_ID=AKIDEXAMPLE", std::string("AWS_SECRET_ACCESS_KEY=") + kLocalClusterAwsSecret},
+      dir_.Join("n" + std::to_string(i) + "/log"));
 }
 
 void LocalCluster::Kill(int i, int sig) {

@@ -109,7 +109,7 @@ class LocalCluster {
   const LocalClusterOptions o_;
   TempDir dir_;
   int port_ = 0, subnet_ = 0;
-  std::string netns_;   // namespace name prefix when nodes live in network namespaces
+  std::string netns_;    // namespace name prefix when nodes live in network namespaces
   int home_netns_ = -1;  // the making thread's own network namespace, entered again on destruction
   std::string error_;
   std::unique_ptr<SqsEmulator> sqs_;

@@ -9,9 +9,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <chrono>
-#include <atomic>
 #include <list>
 #include <mutex>
 
@@ -235,8 +235,6 @@ void LocalHttpServer::Stop() {
 
 int LocalHttpServer::port() const { return front_ ? front_->port() : port_; }
 
-std::string LocalHttpServer::url(const std::string& path) const {
-  return "http://" + host_ + ":" + std::to_string(port()) + path;
-}
+std::string LocalHttpServer::url(const std::string& path) const { return "http://" + host_ + ":" + std::to_string(port()) + path; }
 
 }  // namespace dlagent::testing

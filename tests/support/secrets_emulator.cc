@@ -6,8 +6,7 @@
 
 namespace dlagent::testing {
 
-SecretsEmulator::SecretsEmulator(AwsCredentials credentials, std::string region)
-    : credentials_(std::move(credentials)), region_(std::move(region)) {
+SecretsEmulator::SecretsEmulator(AwsCredentials credentials, std::string region) : credentials_(std::move(credentials)), region_(std::move(region)) {
   server_.server().Post("/", [this](const httplib::Request& req, httplib::Response& res) { Handle(req, res); });
 }
 
@@ -93,12 +92,16 @@ void SecretsEmulator::Handle(const httplib::Request& req, httplib::Response& res
     auto it = secrets_.find(body["SecretId"].get<std::string>());
     if (it == secrets_.end()) {
       res.status = 400;
-      res.set_content(R"({"__type":"ResourceNotFoundException","Message":"Secrets Manager can't find the specified secret."})", "application/x-amz-json-1.1");
+      res.set_content(R"({"__type":"ResourceNotFoundException","Message":"Secrets Manager can't find the specified secret."})",
+                      "application/x-amz-json-1.1");
       return;
     }
     ++served_["GetSecretValue"];
     res.set_content(nlohmann::json({{"ARN", "arn:aws:secretsmanager:" + region_ + ":123456789012:secret:" + it->first},
-                                    {"Name", it->first}, {"SecretString", it->second}, {"VersionId", "v1"}, {"VersionStages", {"AWSCURRENT"}}})
+                                    {"Name", it->first},
+                                    {"SecretString", it->second},
+                                    {"VersionId", "v1"},
+                                    {"VersionStages", {"AWSCURRENT"}}})
                         .dump(),
                     "application/x-amz-json-1.1");
     return;

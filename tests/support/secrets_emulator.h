@@ -28,7 +28,7 @@ class SecretsEmulator {
   Status Start(const std::string& host = "127.0.0.1");
   std::string url() const { return server_.url(); }
 
-  std::vector<std::string> problems() const;   // why requests were refused, one line each
+  std::vector<std::string> problems() const;    // why requests were refused, one line each
   int served(const std::string& action) const;  // "GetSecretValue", "GetParameter": answered with a value
 
  private:
@@ -39,8 +39,8 @@ class SecretsEmulator {
   const std::string region_;
   mutable std::mutex mu_;
   std::map<std::string, std::string> secrets_, parameters_;  // protected by mu_
-  std::vector<std::string> problems_;                         // protected by mu_
-  std::map<std::string, int> served_;                         // protected by mu_
+  std::vector<std::string> problems_;                        // protected by mu_
+  std::map<std::string, int> served_;                        // protected by mu_
   LocalHttpServer server_;
 };
 

@@ -4,8 +4,8 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <string_view>
 #include <filesystem>
+#include <string_view>
 #include <thread>
 
 namespace dlagent::testing {
@@ -30,8 +30,7 @@ std::unique_ptr<SqsEmulator> SqsEmulator::Start(const std::string& work_dir, std
   }
   auto emulator = std::unique_ptr<SqsEmulator>(new SqsEmulator());
   const std::string log = work_dir + "/fauxqs.log";
-  emulator->process_ = std::make_unique<Subprocess>(std::vector<std::string>{node, dir + "/serve.mjs", "0", host},
-                                                    std::vector<std::string>{}, log);
+  emulator->process_ = std::make_unique<Subprocess>(std::vector<std::string>{node, dir + "/serve.mjs", "0", host}, std::vector<std::string>{}, log);
   // node starts in about a second; allow 15 s on a loaded machine
   emulator->endpoint_ = emulator->process_->WaitListening(std::chrono::seconds(15));
   if (!emulator->endpoint_.empty()) return emulator;

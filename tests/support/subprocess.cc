@@ -18,8 +18,7 @@ extern char** environ;
 
 namespace dlagent::testing {
 
-Subprocess::Subprocess(std::vector<std::string> argv, std::vector<std::string> env, std::string output_path)
-    : output_path_(std::move(output_path)) {
+Subprocess::Subprocess(std::vector<std::string> argv, std::vector<std::string> env, std::string output_path) : output_path_(std::move(output_path)) {
   std::vector<std::string> envs;
   for (char** e = environ; *e; ++e) {
     std::string kv(*e);
@@ -44,7 +43,7 @@ Subprocess::Subprocess(std::vector<std::string> argv, std::vector<std::string> e
   if (pid_ < 0) throw std::runtime_error("fork failed");
   if (pid_ == 0) {
     ::setpgid(0, 0);
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a test killed outright leaves no process behind
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);     // a test killed outright leaves no process behind
     if (::getppid() != parent) _exit(127);  // ... including one whose parent died before the line above
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
     ::dup2(fd, 1);

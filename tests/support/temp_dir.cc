@@ -19,9 +19,7 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-void TempDir::Write(const std::string& name, const std::string& contents) const {
-  std::ofstream(Join(name), std::ios::binary) << contents;
-}
+void TempDir::Write(const std::string& name, const std::string& contents) const { std::ofstream(Join(name), std::ios::binary) << contents; }
 
 std::string TempDir::Read(const std::string& name) const {
   std::ifstream in(Join(name), std::ios::binary);

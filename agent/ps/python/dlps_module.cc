@@ -106,9 +106,15 @@ class Client {
     Raise(st);
   }
 
-  void Barrier() { Blocking([&] { return C().Barrier(); }); }
-  void Checkpoint(const std::string& name) { Blocking([&] { return C().Checkpoint(name); }); }
-  void Restore(const std::string& name) { Blocking([&] { return C().Restore(name); }); }
+  void Barrier() {
+    Blocking([&] { return C().Barrier(); });
+  }
+  void Checkpoint(const std::string& name) {
+    Blocking([&] { return C().Checkpoint(name); });
+  }
+  void Restore(const std::string& name) {
+    Blocking([&] { return C().Restore(name); });
+  }
 
   void Close() {
     {
@@ -174,13 +180,11 @@ PYBIND11_MODULE(dlps, m) {
            "deadline: seconds per message (default 120); connect_timeout: seconds to keep retrying a refused server (default 30).")
       .def_property_readonly("rank", &Client::rank)
       .def_property_readonly("num_workers", &Client::num_workers)
-      .def("init", &Client::Init, py::arg("key"), py::arg("initial"), py::arg("optimizer") = "sum", py::arg("lr") = 0.0f,
-           py::arg("momentum") = 0.0f, py::arg("weight_decay") = 0.0f, py::arg("beta1") = 0.0f, py::arg("beta2") = 0.0f,
-           py::arg("epsilon") = 0.0f, py::arg("rescale") = 0.0f,
+      .def("init", &Client::Init, py::arg("key"), py::arg("initial"), py::arg("optimizer") = "sum", py::arg("lr") = 0.0f, py::arg("momentum") = 0.0f,
+           py::arg("weight_decay") = 0.0f, py::arg("beta1") = 0.0f, py::arg("beta2") = 0.0f, py::arg("epsilon") = 0.0f, py::arg("rescale") = 0.0f,
            "Collective: declares key with rank 0's initial values and the servers' optimizer (sgd, adam or sum; 0 takes the default).")
       .def("push", &Client::Push, py::arg("key"), py::arg("grad"), "Sends a copy of grad; returns a ticket.")
-      .def("push_nocopy", &Client::PushNoCopy, py::arg("key"), py::arg("grad"),
-           "Sends from grad's memory: do not change grad until wait(ticket).")
+      .def("push_nocopy", &Client::PushNoCopy, py::arg("key"), py::arg("grad"), "Sends from grad's memory: do not change grad until wait(ticket).")
       .def("pull", &Client::Pull, py::arg("key"), py::arg("out"), "Fills out in place by wait(ticket).")
       .def("pushpull", &Client::PushPull, py::arg("key"), py::arg("grad"), py::arg("out"),
            "Pushes grad (from its memory) and fills out with the round's result by wait(ticket).")

@@ -45,7 +45,9 @@ Result<Dataset> LoadLibsvm(const std::string& path) {
   size_t features = 0;
   std::string line;
   for (size_t lineno = 1; std::getline(in, line); ++lineno) {
-    const auto bad = [&](const std::string& what) { return Status::InvalidArgument("dlps-train", path + ":" + std::to_string(lineno) + ": " + what); };
+    const auto bad = [&](const std::string& what) {
+      return Status::InvalidArgument("dlps-train", path + ":" + std::to_string(lineno) + ": " + what);
+    };
     if (line.empty() || line[0] == '#') continue;
     std::istringstream ss(line);
     std::string token;

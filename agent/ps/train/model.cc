@@ -17,8 +17,8 @@ void Fill(std::vector<float>& v, size_t fan_in, std::mt19937_64& rng) {
 // out (rows x n) = a (rows x k) * b (k x n) + bias, broadcast over the rows.
 void Affine(const float* a, const float* b, const float* bias, float* out, size_t rows, size_t k, size_t n) {
   for (size_t r = 0; r < rows; ++r) std::copy(bias, bias + n, out + r * n);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(rows), static_cast<blasint>(n), static_cast<blasint>(k), 1.0f,
-              a, static_cast<blasint>(k), b, static_cast<blasint>(n), 1.0f, out, static_cast<blasint>(n));
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(rows), static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, a,
+              static_cast<blasint>(k), b, static_cast<blasint>(n), 1.0f, out, static_cast<blasint>(n));
 }
 
 // Runs the forward pass into ws; returns the loss and hits, and if dlogits, turns ws->logits into
@@ -100,8 +100,8 @@ BatchStats Backprop(const Model& m, const float* x, const int32_t* y, size_t row
   // d(hidden) = d(logits) * W2^T, through the ReLU.
   ws->dhidden.resize(rows * m.hidden);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(rows), static_cast<blasint>(m.hidden), static_cast<blasint>(m.classes),
-              1.0f, ws->logits.data(), static_cast<blasint>(m.classes), m.params[2].data(), static_cast<blasint>(m.classes), 0.0f,
-              ws->dhidden.data(), static_cast<blasint>(m.hidden));
+              1.0f, ws->logits.data(), static_cast<blasint>(m.classes), m.params[2].data(), static_cast<blasint>(m.classes), 0.0f, ws->dhidden.data(),
+              static_cast<blasint>(m.hidden));
   for (size_t i = 0; i < ws->dhidden.size(); ++i) {
     if (ws->hidden[i] <= 0) ws->dhidden[i] = 0;
   }

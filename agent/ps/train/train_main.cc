@@ -191,9 +191,9 @@ void Report(const Options& o, const Dataset& d, const Model& m, int epoch, doubl
   {
     const BatchStats all = Evaluate(m, d.x.data(), d.y.data(), d.rows(), ws);
     const double ms = 1e3 / static_cast<double>(times.rounds);
-    std::printf("epoch %d/%d: loss %.4f  accuracy %.4f  | %.3f s, %.0f samples/s | per round: compute %.2f ms, ",
-        epoch, o.epochs, all.loss / static_cast<double>(d.rows()), static_cast<double>(all.correct) / static_cast<double>(d.rows()), took,
-        static_cast<double>(d.rows()) / took, times.compute * ms);
+    std::printf("epoch %d/%d: loss %.4f  accuracy %.4f  | %.3f s, %.0f samples/s | per round: compute %.2f ms, ", epoch, o.epochs,
+                all.loss / static_cast<double>(d.rows()), static_cast<double>(all.correct) / static_cast<double>(d.rows()), took,
+                static_cast<double>(d.rows()) / took, times.compute * ms);
     if (client) {
       const double server = static_cast<double>(client->ServerUpdateMicros() - server_micros0) / 1e3 / static_cast<double>(times.rounds);
       std::printf(
@@ -309,9 +309,10 @@ int Run(const Options& o) {
     (void)Train(o, d, single, reference, 0, workers, workers, /*report=*/false, nullptr);
     const double diff = LargestRelativeDifference(m, single);
     const bool ok = diff <= o.tolerance;
-    std::printf("verify: the largest relative difference from training in one process (the %u workers' shares summed in rank order, as the "
-                "servers sum them) is %.3g (max |a-b| / max |b| over all weights; tolerance %g): %s\n",
-                workers, diff, o.tolerance, ok ? "ok" : "FAILED");
+    std::printf(
+        "verify: the largest relative difference from training in one process (the %u workers' shares summed in rank order, as the "
+        "servers sum them) is %.3g (max |a-b| / max |b| over all weights; tolerance %g): %s\n",
+        workers, diff, o.tolerance, ok ? "ok" : "FAILED");
     if (!ok) return 3;
   }
   return 0;

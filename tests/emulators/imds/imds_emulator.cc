@@ -40,10 +40,10 @@ class Emulator final : public ImdsEmulator {
       items_["meta-data/tags/instance"] = keys;
     }
     if (!s("iam-role").empty()) items_["meta-data/iam/security-credentials/"] = s("iam-role");
-    nlohmann::json doc = {{"instanceId", s("instance-id")},   {"instanceType", s("instance-type")},
-                          {"privateIp", s("local-ipv4")},     {"availabilityZone", s("availability-zone")},
-                          {"region", s("region")},            {"accountId", s("account-id")},
-                          {"imageId", s("ami-id")},           {"architecture", "x86_64"}};
+    nlohmann::json doc = {{"instanceId", s("instance-id")}, {"instanceType", s("instance-type")},
+                          {"privateIp", s("local-ipv4")},   {"availabilityZone", s("availability-zone")},
+                          {"region", s("region")},          {"accountId", s("account-id")},
+                          {"imageId", s("ami-id")},         {"architecture", "x86_64"}};
     items_["dynamic/instance-identity/document"] = doc.dump(2);
     events_ = "[]";
   }
@@ -99,8 +99,14 @@ class Emulator final : public ImdsEmulator {
     switch (TakeFault(&delay_ms)) {
       case ImdsFault::kNone: return false;
       case ImdsFault::kSlow: std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms)); return false;
-      case ImdsFault::kError500: res.status = 500; res.set_content("Internal Server Error", "text/plain"); return true;
-      case ImdsFault::kThrottle: res.status = 429; res.set_content("Too Many Requests", "text/plain"); return true;
+      case ImdsFault::kError500:
+        res.status = 500;
+        res.set_content("Internal Server Error", "text/plain");
+        return true;
+      case ImdsFault::kThrottle:
+        res.status = 429;
+        res.set_content("Too Many Requests", "text/plain");
+        return true;
       case ImdsFault::kTokenRefused:
         if (!token_put) return false;
         res.status = 403;
@@ -186,8 +192,7 @@ class Emulator final : public ImdsEmulator {
     server_.Post("/_emulator/expire-tokens", [this](const httplib::Request&, httplib::Response&) { ExpireTokens(); });
     server_.Get("/_emulator/stats", [this](const httplib::Request&, httplib::Response& res) {
       ImdsStats s = stats();
-      res.set_content(nlohmann::json{{"token_puts", s.token_puts}, {"gets", s.gets}, {"unauthorized", s.unauthorized},
-                                     {"faulted", s.faulted}}.dump(),
+      res.set_content(nlohmann::json{{"token_puts", s.token_puts}, {"gets", s.gets}, {"unauthorized", s.unauthorized}, {"faulted", s.faulted}}.dump(),
                       "application/json");
     });
   }

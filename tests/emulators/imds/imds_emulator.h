@@ -35,8 +35,7 @@ struct ImdsStats {
 class ImdsEmulator {
  public:
   // Listens on host:port (port 0: any free port). InvalidArgument for a bad metadata document.
-  static Result<std::unique_ptr<ImdsEmulator>> Start(const std::string& metadata_json, const std::string& host = "127.0.0.1",
-                                                      int port = 0);
+  static Result<std::unique_ptr<ImdsEmulator>> Start(const std::string& metadata_json, const std::string& host = "127.0.0.1", int port = 0);
   virtual ~ImdsEmulator() = default;
 
   virtual int port() const = 0;

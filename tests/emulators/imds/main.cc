@@ -19,8 +19,9 @@ int main(int argc, char** argv) {
   app.add_option("--fault", fault, "Start with a fault: error500, slow, throttle, token-refused, none")->capture_default_str();
   app.add_option("--fault-count", fault_count, "Requests the fault applies to (-1: all)")->capture_default_str();
   app.add_option("--delay-ms", delay_ms, "Delay of the slow fault")->capture_default_str();
-  app.footer("Prints \"listening on http://ADDRESS:PORT\" once it serves. Control: POST /_emulator/fault, /_emulator/spot,\n"
-             "/_emulator/events, /_emulator/expire-tokens; GET /_emulator/stats.");
+  app.footer(
+      "Prints \"listening on http://ADDRESS:PORT\" once it serves. Control: POST /_emulator/fault, /_emulator/spot,\n"
+      "/_emulator/events, /_emulator/expire-tokens; GET /_emulator/stats.");
   CLI11_PARSE(app, argc, argv);
 
   sigset_t signals;

@@ -42,7 +42,9 @@ TEST(CredentialsTest, EnvironmentComesFirst) {
   FakeHttpClient http;
   FakeEnv env;
   CredentialChain chain(http, env, nullptr,
-                        Vars({{"AWS_ACCESS_KEY_ID", "AKIDENV"}, {"AWS_SECRET_ACCESS_KEY", "s"}, {"AWS_SESSION_TOKEN", "t"},
+                        Vars({{"AWS_ACCESS_KEY_ID", "AKIDENV"},
+                              {"AWS_SECRET_ACCESS_KEY", "s"},
+                              {"AWS_SESSION_TOKEN", "t"},
                               {"AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:1/creds"}}));
   Result<AwsCredentials> c = chain.Get();
   ASSERT_TRUE(c.ok());
@@ -63,9 +65,9 @@ TEST(CredentialsTest, ContainerEndpointWithAuthorization) {
   FakeHttpClient http;
   FakeEnv env;
   ContainerEndpoint endpoint(http, env, hours(1));
-  CredentialChain chain(http, env, nullptr,
-                        Vars({{"AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/creds"},
-                              {"AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer abc"}}));
+  CredentialChain chain(
+      http, env, nullptr,
+      Vars({{"AWS_CONTAINER_CREDENTIALS_FULL_URI", "http://127.0.0.1:9/creds"}, {"AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer abc"}}));
   Result<AwsCredentials> c = chain.Get();
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->source, "container");
@@ -94,7 +96,7 @@ TEST(CredentialsTest, RefreshesTenToFifteenMinutesBeforeExpiry) {
     env.Advance(minutes(44));  // 16 minutes left
     EXPECT_EQ(chain.Get()->access_key_id, "AKID1");
     EXPECT_EQ(endpoint.fetches.load(), 1);
-    env.Advance(minutes(7));   // 9 minutes left
+    env.Advance(minutes(7));  // 9 minutes left
     EXPECT_EQ(chain.Get()->access_key_id, "AKID2");
     EXPECT_EQ(endpoint.fetches.load(), 2);
   }

@@ -17,9 +17,9 @@ namespace {
 
 using namespace std::chrono;
 using testing::ImdsEmulator;
+using testing::ImdsFault;
 using testing::RunCommand;
 using testing::RunResult;
-using testing::ImdsFault;
 
 constexpr const char* kMetadata = R"({
   "instance-id": "i-0123456789abcdef0", "instance-type": "p4d.24xlarge", "local-ipv4": "10.0.1.17",
@@ -194,7 +194,8 @@ TEST(ImdsParseTest, RejectsBadDocuments) {
       {"[1]", "expected a JSON object"},
       {"{\"instanceId\": 5}", "\"instanceId\" is not a string"},
       {"{\"instanceId\": \"i-1\"}", "missing \"instanceType\""},
-      {"{\"instanceId\": \"i-1\", \"instanceType\": \"x\", \"availabilityZone\": \"a\", \"region\": \"r\", \"privateIp\": \"\xff\"}", "not valid JSON"},
+      {"{\"instanceId\": \"i-1\", \"instanceType\": \"x\", \"availabilityZone\": \"a\", \"region\": \"r\", \"privateIp\": \"\xff\"}",
+       "not valid JSON"},
   };
   for (const auto& c : cases) {
     Result<InstanceIdentity> r = ParseIdentityDocument(c.json);
@@ -245,11 +246,13 @@ TEST_F(ImdsClientTest, PollerThreadNoticesASpotNoticeWithinTheInterval) {
   std::mutex mu;
   std::condition_variable cv;
   bool got = false;
-  ImdsEventPoller poller(imds, {[&](const SpotNotice&) {
-                                  std::lock_guard<std::mutex> lock(mu);
-                                  got = true;
-                                  cv.notify_all();
-                                }, nullptr},
+  ImdsEventPoller poller(imds,
+                         {[&](const SpotNotice&) {
+                            std::lock_guard<std::mutex> lock(mu);
+                            got = true;
+                            cv.notify_all();
+                          },
+                          nullptr},
                          milliseconds(50));
   poller.Start();
   emulator_->TriggerSpotNotice("terminate", "2026-11-22T10:00:00Z");

@@ -33,7 +33,8 @@ TEST_F(SqsClientTest, SendsASignedJsonRequest) {
   EXPECT_EQ(req.method, "POST");
   EXPECT_EQ(req.url, "http://127.0.0.1:4566");
   auto header = [&](const std::string& name) {
-    for (const auto& [k, v] : req.headers) if (k == name) return v;
+    for (const auto& [k, v] : req.headers)
+      if (k == name) return v;
     return std::string("<missing>");
   };
   EXPECT_EQ(header("X-Amz-Target"), "AmazonSQS.GetQueueUrl");
@@ -57,9 +58,8 @@ TEST_F(SqsClientTest, RetriesThrottlingThreeAttemptsInAll) {
   EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted);
   EXPECT_LE(env_.NowMono() - start, seconds(3));  // full jitter under 1 s then 2 s
   calls = 0;
-  http_.SetHandler([&](const HttpRequest&) {
-    return ++calls == 1 ? FakeHttpClient::Reply(503, "") : FakeHttpClient::Reply(200, R"({"QueueUrl":"u"})");
-  });
+  http_.SetHandler(
+      [&](const HttpRequest&) { return ++calls == 1 ? FakeHttpClient::Reply(503, "") : FakeHttpClient::Reply(200, R"({"QueueUrl":"u"})"); });
   EXPECT_EQ(*Client().GetQueueUrl("q"), "u");
   EXPECT_EQ(calls, 2);
 }
@@ -87,9 +87,8 @@ TEST_F(SqsClientTest, ValidatesBeforeSending) {
 }
 
 TEST_F(SqsClientTest, DetectsABodyCorruptedInTransit) {
-  http_.SetHandler([](const HttpRequest&) {
-    return FakeHttpClient::Reply(200, R"({"MessageId":"m","MD5OfMessageBody":"00000000000000000000000000000000"})");
-  });
+  http_.SetHandler(
+      [](const HttpRequest&) { return FakeHttpClient::Reply(200, R"({"MessageId":"m","MD5OfMessageBody":"00000000000000000000000000000000"})"); });
   Result<std::string> r = Client().SendMessage("u", "hello");
   EXPECT_FALSE(r.ok());
   EXPECT_NE(r.status().ToString().find("MD5"), std::string::npos);

@@ -17,16 +17,15 @@ TEST(SqsErrorTest, ParsesTypeHeaderAndStatus) {
     StatusCode status_code;
   } cases[] = {
       {400, "AWS.SimpleQueueService.NonExistentQueue;Sender",
-       R"({"__type":"com.amazonaws.sqs#QueueDoesNotExist","message":"The specified queue does not exist."})",
-       SqsErrorCode::kQueueDoesNotExist, "AWS.SimpleQueueService.NonExistentQueue", StatusCode::kNotFound},
-      {400, "", R"({"__type":"com.amazonaws.sqs#QueueDoesNotExist"})", SqsErrorCode::kQueueDoesNotExist,
-       "QueueDoesNotExist", StatusCode::kNotFound},
-      {400, "", R"({"__type":"ThrottlingException","message":"Rate exceeded"})", SqsErrorCode::kThrottling,
-       "ThrottlingException", StatusCode::kResourceExhausted},
-      {403, "", R"({"__type":"com.amazon.coral.service#InvalidClientTokenId"})", SqsErrorCode::kInvalidSignature,
-       "InvalidClientTokenId", StatusCode::kPermissionDenied},
-      {400, "", R"({"__type":"com.amazonaws.sqs#ReceiptHandleIsInvalid"})", SqsErrorCode::kReceiptHandleIsInvalid,
-       "ReceiptHandleIsInvalid", StatusCode::kInvalidArgument},
+       R"({"__type":"com.amazonaws.sqs#QueueDoesNotExist","message":"The specified queue does not exist."})", SqsErrorCode::kQueueDoesNotExist,
+       "AWS.SimpleQueueService.NonExistentQueue", StatusCode::kNotFound},
+      {400, "", R"({"__type":"com.amazonaws.sqs#QueueDoesNotExist"})", SqsErrorCode::kQueueDoesNotExist, "QueueDoesNotExist", StatusCode::kNotFound},
+      {400, "", R"({"__type":"ThrottlingException","message":"Rate exceeded"})", SqsErrorCode::kThrottling, "ThrottlingException",
+       StatusCode::kResourceExhausted},
+      {403, "", R"({"__type":"com.amazon.coral.service#InvalidClientTokenId"})", SqsErrorCode::kInvalidSignature, "InvalidClientTokenId",
+       StatusCode::kPermissionDenied},
+      {400, "", R"({"__type":"com.amazonaws.sqs#ReceiptHandleIsInvalid"})", SqsErrorCode::kReceiptHandleIsInvalid, "ReceiptHandleIsInvalid",
+       StatusCode::kInvalidArgument},
       {503, "", "<html>Service Unavailable</html>", SqsErrorCode::kServiceUnavailable, "HTTP 503", StatusCode::kUnavailable},
       {429, "", "", SqsErrorCode::kThrottling, "HTTP 429", StatusCode::kResourceExhausted},
       {500, "", "{\"__type\":", SqsErrorCode::kInternalError, "HTTP 500", StatusCode::kUnavailable},
@@ -57,9 +56,9 @@ TEST(SqsMessageBodyTest, EnforcesSizeAndCharacterRules) {
       {std::string("a\x01z"), "a character SQS does not allow at byte 1"},
       {"\xff", "invalid UTF-8 at byte 0"},
       {"ab\xe1\x88", "truncated UTF-8 at byte 2"},
-      {"\xc0\xaf", "invalid UTF-8"},           // overlong '/'
-      {"\xed\xa0\x80", "does not allow"},       // a UTF-16 surrogate
-      {"\xef\xbf\xbe", "does not allow"},       // U+FFFE
+      {"\xc0\xaf", "invalid UTF-8"},       // overlong '/'
+      {"\xed\xa0\x80", "does not allow"},  // a UTF-16 surrogate
+      {"\xef\xbf\xbe", "does not allow"},  // U+FFFE
   };
   for (const auto& c : cases) {
     Status st = ValidateSqsMessageBody(c.body);
@@ -73,7 +72,8 @@ TEST(SqsReceiveTest, ParsesMessagesAndChecksMd5) {
   Result<std::vector<SqsMessage>> r = ParseReceiveMessage(
       R"({"Messages":[{"MessageId":"m1","ReceiptHandle":"r1","Body":"hello","MD5OfBody":")" + good_md5 +
       R"(","MessageAttributes":{"cluster":{"DataType":"String","StringValue":"demo"},"bin":{"DataType":"Binary","BinaryValue":"AA=="}}},
-        {"MessageId":"m2","ReceiptHandle":"r2","Body":"tampered","MD5OfBody":")" + good_md5 + R"("}]})");
+        {"MessageId":"m2","ReceiptHandle":"r2","Body":"tampered","MD5OfBody":")" +
+      good_md5 + R"("}]})");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   ASSERT_EQ(r->size(), 2u);
   EXPECT_EQ((*r)[0].body, "hello");

@@ -53,7 +53,7 @@ TEST(AcceptOneTest, OutOfFdsIsNamedAndPaused) {
   Listener l;
   const int client = l.Connect();
   const pid_t child = ::fork();
-  if (child == 0) {  // the limit applies to this process alone
+  if (child == 0) {                                                                   // the limit applies to this process alone
     const rlimit none{static_cast<rlim_t>(::dup(0)), static_cast<rlim_t>(::dup(0))};  // the lowest free fd: no new one
     ::setrlimit(RLIMIT_NOFILE, &none);
     std::string error;

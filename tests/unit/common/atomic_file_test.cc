@@ -21,8 +21,7 @@ TEST(AtomicFileTest, WritesSyncsRenamesAndSyncsTheDirectory) {
     return Status();
   });
   ASSERT_TRUE(WriteFileAtomically(env, "/etc/dlagent/cluster.env", "A=1\n", 0640).ok());
-  EXPECT_EQ(ops, (std::vector<std::string>{"create tmp", "append tmp", "sync tmp", "close tmp", "rename tmp",
-                                           "syncdir /etc/dlagent"}));
+  EXPECT_EQ(ops, (std::vector<std::string>{"create tmp", "append tmp", "sync tmp", "close tmp", "rename tmp", "syncdir /etc/dlagent"}));
   EXPECT_EQ(env.GetFile("/etc/dlagent/cluster.env"), "A=1\n");
   EXPECT_EQ(env.GetMode("/etc/dlagent/cluster.env"), 0640u);
   EXPECT_EQ(env.ListFiles().size(), 1u);  // no temporary file left

@@ -57,13 +57,16 @@ TEST(BackoffTest, RetryCancelledEndsTheWaitWithinATenthOfASecond) {
   const MonoTime start = env.NowMono();
   int calls = 0;
   MonoTime cancelled_at{};
-  Status st = Retry(env, p, [&] {
-    if (++calls == 2) {
-      cancel = true;  // the agent stops during the second attempt...
-      cancelled_at = env.NowMono();
-    }
-    return Status::Unavailable("storage", "mount target not ready");
-  }, &cancel);
+  Status st = Retry(
+      env, p,
+      [&] {
+        if (++calls == 2) {
+          cancel = true;  // the agent stops during the second attempt...
+          cancelled_at = env.NowMono();
+        }
+        return Status::Unavailable("storage", "mount target not ready");
+      },
+      &cancel);
   EXPECT_EQ(calls, 2) << "no attempt starts after the cancel";
   EXPECT_EQ(st.code(), StatusCode::kCancelled) << st.ToString();
   EXPECT_LE(env.NowMono() - cancelled_at, milliseconds(100)) << "...and the wait after it ends at once";

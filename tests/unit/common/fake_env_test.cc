@@ -43,9 +43,7 @@ TEST(FakeEnvTest, ExecAndMountGoThroughHandlersAndFaults) {
   EXPECT_EQ(env.Exec({{"true", "x"}})->exit_code, 0);
   ASSERT_TRUE(env.Mount({"/src", "/mnt/efs", "bind", ""}).ok());
   ASSERT_EQ(env.mounts().size(), 1u);
-  env.SetFaultHook([](std::string_view op, const std::string&) {
-    return op == "mount" ? Status::DeadlineExceeded("mount", "hung") : Status();
-  });
+  env.SetFaultHook([](std::string_view op, const std::string&) { return op == "mount" ? Status::DeadlineExceeded("mount", "hung") : Status(); });
   EXPECT_EQ(env.Mount({"/src", "/mnt/other", "bind", ""}).code(), StatusCode::kDeadlineExceeded);
   EXPECT_TRUE(env.Unmount("/mnt/efs").ok());
   EXPECT_EQ(env.Unmount("/mnt/efs").code(), StatusCode::kNotFound);

@@ -118,7 +118,8 @@ TEST(ConfigTest, FormationMistakesAreNamed) {
     const char* toml;
     const char* want;
   } cases[] = {
-      {"[cluster]\nexpected_nodes = 4\nmin_nodes = 5\n[gossip]\nkey_file = \"/k\"\n", "cluster.min_nodes (5) is more than cluster.expected_nodes (4)"},
+      {"[cluster]\nexpected_nodes = 4\nmin_nodes = 5\n[gossip]\nkey_file = \"/k\"\n",
+       "cluster.min_nodes (5) is more than cluster.expected_nodes (4)"},
       {"[cluster]\nexpected_nodes = 4\n", "cluster.expected_nodes needs gossip (set gossip.key_file or gossip.key_source)"},
       {"[storage]\nkind = \"nfs4\"\n", "storage.kind = \"nfs4\" needs storage.source (host:/export)"},
       {"[discovery]\npoll_wait = \"30s\"\n", "f.toml:2:13: discovery.poll_wait: \"30s\" is longer than 20s"},
@@ -148,7 +149,9 @@ TEST(ConfigTest, WhatTomlPlusPlusMustNotSeeIsRefusedWithItsPlace) {
   }
   Result<Config> header = ParseConfig("[cluster]\n[ \n", "x.toml", kNoEnv);
   EXPECT_NE(header.status().message().find("x.toml:2:3: "), std::string::npos) << header.status().ToString();
-  const std::string crash("\n[\x01\x0c" "agentjoin_deadline]\nsocket = \"/run/dlagent/agentd.sock\"\n");
+  const std::string crash(
+      "\n[\x01\x0c"
+      "agentjoin_deadline]\nsocket = \"/run/dlagent/agentd.sock\"\n");
   Result<Config> r = ParseConfig(crash, "/etc/dlagent/agentd.toml", kNoEnv);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
@@ -160,7 +163,8 @@ TEST(ConfigTest, WhatTomlPlusPlusMustNotSeeIsRefusedWithItsPlace) {
   EXPECT_NE(r.status().message().find("x.toml:2:10: control character 0x7f"), std::string::npos) << r.status().ToString();
   EXPECT_TRUE(ParseConfig("[cluster]\r\n\tname = \"a\"\t# tab and CRLF are TOML\r\n", "x.toml", kNoEnv).ok());
   r = ParseConfig("[cluster]\nrole = \"worker\"  # caf\u00e9\n28beb\u01e5d = 1\n", "x.toml", kNoEnv);
-  EXPECT_NE(r.status().message().find("x.toml:3:6: a non-ASCII character (this file is ASCII, but for comments)"), std::string::npos) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("x.toml:3:6: a non-ASCII character (this file is ASCII, but for comments)"), std::string::npos)
+      << r.status().ToString();
   r = ParseConfig("3=5\"\u029d", "x.toml", kNoEnv);  // the fuzzer's: toml++ tested the character for whitespace
   EXPECT_NE(r.status().message().find("x.toml:1:5: a non-ASCII character"), std::string::npos) << r.status().ToString();
   // Malformed input that breaks toml++'s own assertions is an error in every build (it aborted a Debug build).
@@ -181,7 +185,9 @@ TEST(ConfigTest, BadInputNamesFileLineKeyAndAcceptedValues) {
     std::vector<std::string> want;
   } cases[] = {
       {"syntax", "[agent\nsocket = 1", {"a.toml:1:"}},
-      {"unknown key", "[agent]\nlog_levl = \"info\"", {"a.toml:2:1: agent.log_levl: unknown key", "did you mean log_level?", "socket, socket_group, log_level"}},
+      {"unknown key",
+       "[agent]\nlog_levl = \"info\"",
+       {"a.toml:2:1: agent.log_levl: unknown key", "did you mean log_level?", "socket, socket_group, log_level"}},
       {"unknown section", "[agnet]\nx = 1", {"a.toml:1:", "agnet: unknown section", "did you mean [agent]?"}},
       {"wrong type", "[cluster]\nname = 5", {"a.toml:2:8: cluster.name: expected a string, got an integer"}},
       {"section not a table", "agent = 3", {"a.toml:1:", "agent: expected a table [agent]"}},
@@ -202,8 +208,7 @@ TEST(ConfigTest, BadInputNamesFileLineKeyAndAcceptedValues) {
     ASSERT_FALSE(r.ok()) << c.name;
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << c.name;
     for (const auto& w : c.want) {
-      EXPECT_NE(r.status().ToString().find(w), std::string::npos) << c.name << ": want \"" << w << "\" in:\n"
-                                                                 << r.status().ToString();
+      EXPECT_NE(r.status().ToString().find(w), std::string::npos) << c.name << ": want \"" << w << "\" in:\n" << r.status().ToString();
     }
   }
 }
@@ -231,7 +236,11 @@ TEST(ConfigTest, AwsEnvironmentOverridesTheFile) {
       {{{"AWS_DEFAULT_REGION", "us-east-2"}}, "us-east-2", "http://file:1", "http://169.254.169.254", false},
       {{{"AWS_REGION", "us-west-2"}, {"AWS_DEFAULT_REGION", "us-east-2"}}, "us-west-2", "http://file:1", "http://169.254.169.254", false},
       {{{"AWS_ENDPOINT_URL", "http://all:2"}}, "eu-west-1", "http://all:2", "http://169.254.169.254", false},
-      {{{"AWS_ENDPOINT_URL", "http://all:2"}, {"AWS_ENDPOINT_URL_SQS", "http://sqs:3"}}, "eu-west-1", "http://sqs:3", "http://169.254.169.254", false},
+      {{{"AWS_ENDPOINT_URL", "http://all:2"}, {"AWS_ENDPOINT_URL_SQS", "http://sqs:3"}},
+       "eu-west-1",
+       "http://sqs:3",
+       "http://169.254.169.254",
+       false},
       {{{"AWS_EC2_METADATA_SERVICE_ENDPOINT", "http://127.0.0.1:1338"}}, "eu-west-1", "http://file:1", "http://127.0.0.1:1338", false},
       {{{"AWS_EC2_METADATA_DISABLED", "TRUE"}}, "eu-west-1", "http://file:1", "http://169.254.169.254", true},
   };

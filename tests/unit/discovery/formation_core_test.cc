@@ -193,7 +193,8 @@ TEST(FormationCoreTest, AGenerationSealedTwiceIsNamedInTheJournalAndTheHigherLea
   EXPECT_EQ(core.held().leader, "i-b");
   bool named = false;
   for (const FormationEvent& e : core.TakeEvents()) {
-    named = named || (e.level == FormationEvent::kWarning && e.text.find("roster generation 4 was sealed twice, by i-a and by i-b") != std::string::npos);
+    named =
+        named || (e.level == FormationEvent::kWarning && e.text.find("roster generation 4 was sealed twice, by i-a and by i-b") != std::string::npos);
   }
   EXPECT_TRUE(named);
   core.OnRosterFetched("i-a", std::make_shared<const Roster>(Roster{"demo", 4, "i-a", nodes, ""}), t0);  // the lower one again: kept out, silently
@@ -262,7 +263,8 @@ TEST(FormationCoreTest, AMemberVotesOncePerGenerationAcrossARestart) {
   const std::vector<RosterNode> nodes = {{"i-a", "10.0.0.1", 1, false}, {"i-b", "10.0.0.2", 1, false}, {"i-c", "10.0.0.3", 1, false}};
   core.OnRosterFetched("i-b", std::make_shared<const Roster>(Roster{"demo", 4, "i-a", nodes, ""}), t0);
   auto view = [](Vote b) {
-    return MakeGossipView({{{"i-b", "10.0.0.2", 1, false}, "10.0.0.2:7946", 4, "i-a", 4, b}, {{"i-c", "10.0.0.3", 1, false}, "10.0.0.3:7946", 0, "", 0}});
+    return MakeGossipView(
+        {{{"i-b", "10.0.0.2", 1, false}, "10.0.0.2:7946", 4, "i-a", 4, b}, {{"i-c", "10.0.0.3", 1, false}, "10.0.0.3:7946", 0, "", 0}});
   };
   EXPECT_FALSE(core.Tick(t0, view({5, "i-b"})).vote) << "i-b proposes 5: this node voted for i-a at 5";
   FormationActions a = core.Tick(t0 + seconds(1), view({6, "i-b"}));

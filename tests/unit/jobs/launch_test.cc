@@ -196,15 +196,16 @@ TEST(LaunchTest, TfPsHasAChiefAPsANodeAndWorkers) {
 }
 
 TEST(LaunchTest, MpiRunsMpirunOnTheFirstNodeWithEveryNodesSlotsAndTheAgentAsItsRemoteLauncher) {
-  PlanOptions o{.launcher = Launcher::kMpi, .job_id = "j-9", .per_node = 0, .argv = {"python3", "x.py"}, .agentctl = "/usr/bin/agentctl", .as_root = true};
+  PlanOptions o{
+      .launcher = Launcher::kMpi, .job_id = "j-9", .per_node = 0, .argv = {"python3", "x.py"}, .agentctl = "/usr/bin/agentctl", .as_root = true};
   auto plan = PlanRanks(o, Nodes(3));  // 1, 2, 3 GPUs: slots
   ASSERT_TRUE(plan.ok());
   ASSERT_EQ((*plan)[0].size(), 1u);
   EXPECT_TRUE((*plan)[1].empty());
   EXPECT_TRUE((*plan)[2].empty());
   const RankPlan& r = (*plan)[0][0];
-  EXPECT_EQ(r.argv, (std::vector<std::string>{"mpirun", "--host", "10.0.0.1:1,10.0.0.2:2,10.0.0.3:3", "-np", "6", "--bind-to", "none",
-                                              "--tag-output", "python3", "x.py"}));
+  EXPECT_EQ(r.argv, (std::vector<std::string>{"mpirun", "--host", "10.0.0.1:1,10.0.0.2:2,10.0.0.3:3", "-np", "6", "--bind-to", "none", "--tag-output",
+                                              "python3", "x.py"}));
   Env env(r.env.begin(), r.env.end());
   EXPECT_EQ(env.at("OMPI_MCA_plm_rsh_agent"), "/usr/bin/agentctl mpi-rsh");
   EXPECT_EQ(env.at("OMPI_MCA_plm_rsh_no_tree_spawn"), "1");

@@ -66,19 +66,19 @@ TEST(SwimMessagesTest, MalformedInputIsRefusedWhole) {
   std::string packet;
   AppendToPacket(packet, ping);
   std::vector<std::string> bad = {
-      "",                                      // empty packet
-      packet.substr(0, packet.size() - 1),     // truncated
-      packet + "\x01",                         // trailing junk in framing
-      std::string("\x02\x00\x63\x00", 4),      // unknown type 0x63
+      "",                                   // empty packet
+      packet.substr(0, packet.size() - 1),  // truncated
+      packet + "\x01",                      // trailing junk in framing
+      std::string("\x02\x00\x63\x00", 4),   // unknown type 0x63
   };
   std::string trailing = ping + "zz";
   std::string framed;
   AppendToPacket(framed, trailing);
-  bad.push_back(framed);                       // trailing bytes inside a message
+  bad.push_back(framed);  // trailing bytes inside a message
   std::string long_name = Encode(Suspect{1, std::string(200, 'n'), "a"});
   std::string framed_long;
   AppendToPacket(framed_long, long_name);
-  bad.push_back(framed_long);                  // a name over the limit
+  bad.push_back(framed_long);  // a name over the limit
   for (const std::string& b : bad) {
     Result<std::vector<Message>> r = DecodePacket(b);
     ASSERT_FALSE(r.ok());
@@ -141,8 +141,7 @@ TEST(ReplayWindowTest, ACapturedPacketIsAdmittedOnceAndAStaleOneNever) {
   EXPECT_EQ(again.code(), StatusCode::kPermissionDenied);
   EXPECT_NE(again.ToString().find("packet replayed"), std::string::npos) << again.ToString();
   Status stale = window.Admit(*ring.Open(ring.Seal("alive i-1", kNow - 61'000)), kNow);
-  EXPECT_NE(stale.ToString().find("sealed 61 s ago (a replay, or clocks apart by more than 60 s: check NTP"), std::string::npos)
-      << stale.ToString();
+  EXPECT_NE(stale.ToString().find("sealed 61 s ago (a replay, or clocks apart by more than 60 s: check NTP"), std::string::npos) << stale.ToString();
   EXPECT_FALSE(window.Admit(*ring.Open(ring.Seal("x", kNow + 61'000)), kNow).ok()) << "from too far ahead";
   EXPECT_TRUE(window.Admit(*ring.Open(ring.Seal("x", kNow - 30'000)), kNow).ok()) << "late but inside the window";
   // Long after, the first packet's nonce is forgotten, and its time refuses it.

@@ -95,8 +95,7 @@ TEST(SwimTest, HealedPartitionMergesBack) {
   ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim); }, seconds(10)));
   for (int i = 6; i < 12; ++i) sim.SetGroup(i, 1);
   // Member 0's own side (5 others) still sees it alive; the other side (6) declares it dead.
-  ASSERT_TRUE(sim.RunUntil([&] { return sim.CountViews(0, MemberState::kDead) == 6; }, seconds(60)))
-      << "each side should declare the other dead";
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.CountViews(0, MemberState::kDead) == 6; }, seconds(60))) << "each side should declare the other dead";
   EXPECT_EQ(sim.CountViews(0, MemberState::kAlive), 5);
   sim.Heal();
   auto t = sim.RunUntil([&] { return Converged(sim); }, seconds(60));

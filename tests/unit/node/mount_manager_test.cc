@@ -24,8 +24,7 @@ constexpr const char* kMountinfo =
     "40 22 0:35 / /mnt/with\\040space rw,relatime shared:20 - tmpfs tmpfs rw\n";
 
 TEST(FindMountTest, ParsesMountinfo) {
-  std::string info = std::string(kMountinfo) +
-                     "41 22 0:50 / /mnt/efs rw,relatime shared:21 - nfs4 fs-1.efs.us-east-1.amazonaws.com:/ rw,vers=4.1\n";
+  std::string info = std::string(kMountinfo) + "41 22 0:50 / /mnt/efs rw,relatime shared:21 - nfs4 fs-1.efs.us-east-1.amazonaws.com:/ rw,vers=4.1\n";
   auto m = FindMount(info, "/mnt/efs");
   ASSERT_TRUE(m.has_value());
   EXPECT_EQ(m->fstype, "nfs4");
@@ -170,8 +169,9 @@ TEST_F(MountManagerTest, BindAcceptsOnlyTheSameDirectory) {
   env_.PutFile("/proc/self/mountinfo", std::string(kMountinfo) + "63 22 253:2 /shared /mnt/efs rw - xfs /dev/vdb rw\n");
   EXPECT_TRUE(MountManager(env_, SystemResolver(), o).Ensure().ok());
   // A source that is itself a mount point shows root "/" and the same device.
-  env_.PutFile("/proc/self/mountinfo", std::string(kMountinfo) + "50 22 253:2 / /srv/shared rw - xfs /dev/vdb rw\n"
-                                                                 "63 22 253:2 / /mnt/efs rw - xfs /dev/vdb rw\n");
+  env_.PutFile("/proc/self/mountinfo", std::string(kMountinfo) +
+                                           "50 22 253:2 / /srv/shared rw - xfs /dev/vdb rw\n"
+                                           "63 22 253:2 / /mnt/efs rw - xfs /dev/vdb rw\n");
   EXPECT_TRUE(MountManager(env_, SystemResolver(), o).Ensure().ok());
   EXPECT_TRUE(mounts_.empty());
   // A tmpfs, or another directory, at the mount point is not ours.
@@ -233,7 +233,8 @@ TEST(FreeBytesWithinTest, AHungMountIsADeadlineNotAHang) {
   if (fuse < 0) GTEST_SKIP() << "no /dev/fuse";
   testing::TempDir dir;
   const std::string opts = "fd=" + std::to_string(fuse) + ",rootmode=40000,user_id=0,group_id=0";
-  ASSERT_EQ(::mount("dlagent-test-hang", dir.path().c_str(), "fuse.dlagent-test-hang", MS_NOSUID | MS_NODEV, opts.c_str()), 0) << std::strerror(errno);
+  ASSERT_EQ(::mount("dlagent-test-hang", dir.path().c_str(), "fuse.dlagent-test-hang", MS_NOSUID | MS_NODEV, opts.c_str()), 0)
+      << std::strerror(errno);
   const auto t0 = steady_clock::now();
   Result<uint64_t> hung = FreeBytesWithin(dir.path(), milliseconds(300));
   const auto took = steady_clock::now() - t0;

@@ -88,15 +88,18 @@ TEST(NodeFilesTest, RenderedAsTrainingScriptsExpect) {
   EXPECT_EQ(RenderWorkers(r), "deeplearning-worker1\ndeeplearning-worker2\ndeeplearning-worker3\ndeeplearning-worker4\n");
   const std::string block = RenderHostsBlock(r);
   EXPECT_NE(block.find("10.0.1.5 deeplearning-master\n"), std::string::npos) << block;
-  EXPECT_NE(block.find("10.0.1.5 deeplearning-worker1\n9.255.0.1 deeplearning-worker2\n10.0.0.9 deeplearning-worker3\n10.0.0.10 deeplearning-worker4\n"),
-            std::string::npos) << block;
+  EXPECT_NE(
+      block.find("10.0.1.5 deeplearning-worker1\n9.255.0.1 deeplearning-worker2\n10.0.0.9 deeplearning-worker3\n10.0.0.10 deeplearning-worker4\n"),
+      std::string::npos)
+      << block;
   const std::string profile = RenderProfile(r, o, 8);
   EXPECT_NE(profile.find("export DEEPLEARNING_WORKERS_PATH='/opt/deeplearning/workers'\n"), std::string::npos) << profile;
   EXPECT_NE(profile.find("export DEEPLEARNING_WORKERS_COUNT='4'\n"), std::string::npos);
   EXPECT_NE(profile.find("export DEEPLEARNING_WORKER_GPU_COUNT='8'\n"), std::string::npos);
   EXPECT_NE(profile.find("export EFS_MOUNT='/mnt/efs'\n"), std::string::npos);
   EXPECT_NE(RenderEnvFile(r, o, 8).find("DEEPLEARNING_WORKERS_COUNT=\"4\"\n"), std::string::npos);
-  EXPECT_EQ(RenderHostfile(r), "deeplearning-worker1 slots=8\ndeeplearning-worker2 slots=4\ndeeplearning-worker3 slots=8\ndeeplearning-worker4 slots=8\n");
+  EXPECT_EQ(RenderHostfile(r),
+            "deeplearning-worker1 slots=8\ndeeplearning-worker2 slots=4\ndeeplearning-worker3 slots=8\ndeeplearning-worker4 slots=8\n");
   EXPECT_NE(RenderRosterJson(r).find("\"instance_id\": \"i-master\""), std::string::npos);
   o.efs_mount = "/mnt/it's";
   EXPECT_NE(RenderProfile(r, o, 8).find("export EFS_MOUNT='/mnt/it'\\''s'"), std::string::npos) << "quoted for sh";
@@ -141,8 +144,8 @@ TEST(NodeFilesTest, WritesEveryFileUnderTheRootAndRewritesIdentically) {
   dir.Write("etc/hosts", "127.0.0.1 localhost\n");
   Roster r = FourNodes();
   ASSERT_TRUE(WriteNodeFiles(*env, o, r, 8).ok());
-  for (const char* p : {"opt/deeplearning/workers", "etc/hosts", "etc/profile.d/deeplearning.sh", "etc/dlagent/cluster.env",
-                        "etc/dlagent/hostfile", "etc/dlagent/roster.json"}) {
+  for (const char* p : {"opt/deeplearning/workers", "etc/hosts", "etc/profile.d/deeplearning.sh", "etc/dlagent/cluster.env", "etc/dlagent/hostfile",
+                        "etc/dlagent/roster.json"}) {
     EXPECT_TRUE(std::filesystem::exists(dir.Join(p))) << p;
   }
   const std::string hosts = dir.Read("etc/hosts");
@@ -174,7 +177,8 @@ TEST(GpuCountTest, DeviceNodesThenProcThenNone) {
   for (const char* f : {"proc/0000:10:1c.0", "proc/0000:10:1d.0"}) std::filesystem::create_directories(dir.Join(f));
   EXPECT_EQ(CountGpus(o).count, 2u);
   EXPECT_EQ(CountGpus(o).source, "/proc");
-  for (const char* f : {"nvidia0", "nvidia1", "nvidia2", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-caps", "nvme0"}) dir.Write("dev/" + std::string(f), "");
+  for (const char* f : {"nvidia0", "nvidia1", "nvidia2", "nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-caps", "nvme0"})
+    dir.Write("dev/" + std::string(f), "");
   EXPECT_EQ(CountGpus(o).count, 3u);
   EXPECT_EQ(CountGpus(o).source, "/dev");
 }

@@ -210,7 +210,8 @@ TEST_F(ControlServerTest, AgentctlMembersFiltersAndExitCodes) {
   opts.role_filter = "";
   ASSERT_EQ(RunMembers(opts, table, err), 0);
   EXPECT_NE(table.str().find("gossip: 120 packets in, 90 out; dropped unread: 1 failed authentication, 7 replayed or stale, 2 malformed"),
-            std::string::npos) << table.str();
+            std::string::npos)
+      << table.str();
   opts.status_filter = "(";
   std::ostringstream bad_err;
   EXPECT_EQ(RunMembers(opts, json, bad_err), 2);

@@ -7,8 +7,8 @@ namespace {
 
 TEST(GrpcStatusTest, EveryCodeSurvivesTheRoundTripWithItsMessage) {
   for (StatusCode code : {StatusCode::kInvalidArgument, StatusCode::kNotFound, StatusCode::kAlreadyExists, StatusCode::kPermissionDenied,
-                          StatusCode::kFailedPrecondition, StatusCode::kUnavailable, StatusCode::kDeadlineExceeded,
-                          StatusCode::kResourceExhausted, StatusCode::kCancelled, StatusCode::kInternal}) {
+                          StatusCode::kFailedPrecondition, StatusCode::kUnavailable, StatusCode::kDeadlineExceeded, StatusCode::kResourceExhausted,
+                          StatusCode::kCancelled, StatusCode::kInternal}) {
     const Status ours(code, "dlps-shard", "key 7 is not declared");
     const grpc::Status wire = ToGrpcStatus(ours);
     EXPECT_EQ(wire.error_message(), ours.ToString());
