@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -62,8 +64,10 @@ class EchoServer {
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
     std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
-    ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    ::listen(fd_, 64);
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 64) != 0) {
+      std::fprintf(stderr, "agentd_idle_bench: cannot serve the echo baseline on %s: %s\n", path.c_str(), std::strerror(errno));
+      std::exit(1);
+    }
     thread_ = std::thread([this] {
       for (;;) {
         int c = ::accept(fd_, nullptr, nullptr);
@@ -87,7 +91,10 @@ class EchoServer {
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
     std::strncpy(a.sun_path, path_.c_str(), sizeof a.sun_path - 1);
-    ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    if (c < 0 || ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      std::fprintf(stderr, "agentd_idle_bench: cannot connect to the echo baseline on %s: %s\n", path_.c_str(), std::strerror(errno));
+      std::exit(1);
+    }
     return c;
   }
   static void RoundTrip(int c) {

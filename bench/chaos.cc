@@ -509,11 +509,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!LocalCluster::root()) {
-    std::printf("chaos: skipped: needs root (a network namespace per node)\n");
+    std::printf("[  SKIPPED ] chaos: needs root (a network namespace per node)\n");
     return 77;
   }
   if (std::system("command -v nft >/dev/null") != 0) {
-    std::printf("chaos: needs nftables (apt-get install nftables) for packet loss\n");
+    std::printf("[  SKIPPED ] chaos: needs nftables (apt-get install nftables) for packet loss\n");
     return 77;
   }
   Chaos chaos(nodes, *kinds, seed, duration_cast<milliseconds>(*d), duration_cast<milliseconds>(*r));

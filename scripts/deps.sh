@@ -1,6 +1,6 @@
 # Sourced by scripts/test and scripts/demo: installs the Debian 12 packages the build and tests need.
 DLAGENT_PACKAGES=(
-  cmake ninja-build g++ clang-14 pkg-config ccache
+  cmake ninja-build g++ clang-14 clang-format clang-tidy pkg-config ccache
   protobuf-compiler libprotobuf-dev libgrpc++-dev protobuf-compiler-grpc
   libcurl4-openssl-dev libssl-dev libopenblas-dev libsystemd-dev
   libspdlog-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev

@@ -57,7 +57,7 @@ class Daemon final : public ControlHandler {
  public:
   // env must outlive the Daemon.
   Daemon(Env& env, DaemonOptions options, Config config);
-  ~Daemon();
+  ~Daemon() override;
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
 

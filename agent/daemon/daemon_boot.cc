@@ -105,7 +105,7 @@ Status Daemon::RetryUntilStopped(const std::string& waiting_for, const std::func
   Backoff backoff(kBootRetry, std::random_device{}());
   for (;;) {
     if (stopping_) return Status(StatusCode::kCancelled, "boot", "stopping");
-    const Status st = attempt();
+    Status st = attempt();
     if (st.ok() || final(st)) return st;
     SetPhase(AgentPhase::kIdentify, "identify: waiting for " + waiting_for + ": " + st.ToString(), false);  // logged just below
     spdlog::warn("identify: waiting for {}: {}; retrying", waiting_for, st.ToString());

@@ -93,7 +93,7 @@ LogTarget DetectLogTarget() {
   return LogTarget::kStderr;
 }
 
-void InitLogging(LogTarget target, spdlog::level::level_enum level, std::string identifier) {
+void InitLogging(LogTarget target, spdlog::level::level_enum level, const std::string& identifier) {
   spdlog::sink_ptr sink;
   if (target == LogTarget::kJournal) {
     sink = std::make_shared<JournalSink>(identifier);

@@ -25,7 +25,7 @@ enum class LogTarget { kStderr, kJournal };
 LogTarget DetectLogTarget();
 
 // Installs the default logger. Safe to call again (tests); the last call wins.
-void InitLogging(LogTarget target, spdlog::level::level_enum level, std::string identifier = "agentd");
+void InitLogging(LogTarget target, spdlog::level::level_enum level, const std::string& identifier = "agentd");
 
 // "trace", "debug", "info", "warn", "error".
 Result<spdlog::level::level_enum> ParseLogLevel(std::string_view name);

@@ -18,6 +18,11 @@
 #define DLAGENT_TSA(x)
 #endif
 
+// abseil's internal thread_annotations.h (which gRPC's headers include) defines GUARDED_BY, PT_GUARDED_BY and
+// NO_THREAD_SAFETY_ANALYSIS with the same meaning; ours replace them, whichever header comes first.
+#undef GUARDED_BY
+#undef PT_GUARDED_BY
+#undef NO_THREAD_SAFETY_ANALYSIS
 #define CAPABILITY(x) DLAGENT_TSA(capability(x))
 #define SCOPED_CAPABILITY DLAGENT_TSA(scoped_lockable)
 #define GUARDED_BY(x) DLAGENT_TSA(guarded_by(x))

@@ -111,7 +111,10 @@ class [[nodiscard]] Result {
 
 // ASSIGN_OR_RETURN(auto x, Compute());
 #define ASSIGN_OR_RETURN(lhs, expr) ASSIGN_OR_RETURN_IMPL(DLAGENT_CONCAT(_res_, __LINE__), lhs, expr)
+// tmp is a name and lhs a declaration: neither can be parenthesized.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                          \
   if (!tmp.ok()) return tmp.status();         \
   lhs = std::move(tmp).value()
+// NOLINTEND(bugprone-macro-parentheses)

@@ -71,7 +71,7 @@ nlohmann::json Job(LocalCluster& c, int node, const std::string& id) {
 }
 
 // Waits until the job's state is one of `states`; the job then (or as last seen).
-nlohmann::json WaitState(LocalCluster& c, int node, const std::string& id, std::set<std::string> states, seconds limit = seconds(30)) {
+nlohmann::json WaitState(LocalCluster& c, int node, const std::string& id, const std::set<std::string>& states, seconds limit = seconds(30)) {
   const auto until = steady_clock::now() + limit;
   nlohmann::json j;
   while (steady_clock::now() < until) {

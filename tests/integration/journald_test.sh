@@ -5,9 +5,9 @@
 set -euo pipefail
 agentd=$1 agentctl=$2
 journald=/lib/systemd/systemd-journald
-[ "$(id -u)" = 0 ] || { echo "skip: needs root"; exit 77; }
+[ "$(id -u)" = 0 ] || { echo "[  SKIPPED ] needs root"; exit 77; }
 command -v unshare >/dev/null && [ -x "$journald" ] && command -v journalctl >/dev/null || {
-  echo "skip: needs unshare, $journald and journalctl"; exit 77; }
+  echo "[  SKIPPED ] needs unshare, $journald and journalctl"; exit 77; }
 
 work=$(mktemp -d /tmp/dlagent-journald.XXXXXX)
 made_run_systemd=

@@ -3,7 +3,7 @@
 # Usage: unit_verify_test.sh UNIT_DIR AGENTD AGENTCTL. Exit 77: skipped (no systemd-analyze).
 set -euo pipefail
 unit_dir=$1 agentd=$2 agentctl=$3
-command -v systemd-analyze >/dev/null || { echo "skip: needs systemd-analyze"; exit 77; }
+command -v systemd-analyze >/dev/null || { echo "[  SKIPPED ] needs systemd-analyze"; exit 77; }
 work=$(mktemp -d /tmp/dlagent-unit.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 fail=0

@@ -28,7 +28,7 @@ std::unique_ptr<SqsEmulator> SqsEmulator::Start(const std::string& work_dir, std
     *error = "fauxqs is not installed: run npm ci --prefix tests/emulators/sqs (scripts/test does)";
     return nullptr;
   }
-  auto emulator = std::unique_ptr<SqsEmulator>(new SqsEmulator());
+  auto emulator = std::unique_ptr<SqsEmulator>(new SqsEmulator());  // NOLINT(modernize-make-unique): the constructor is private
   const std::string log = work_dir + "/fauxqs.log";
   emulator->process_ = std::make_unique<Subprocess>(std::vector<std::string>{node, dir + "/serve.mjs", "0", host}, std::vector<std::string>{}, log);
   // node starts in about a second; allow 15 s on a loaded machine

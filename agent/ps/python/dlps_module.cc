@@ -44,7 +44,7 @@ py::buffer_info Buffer(const py::array& a, const char* name, bool writable) {
 
 class Client {
  public:
-  explicit Client(PsClientOptions o) {
+  explicit Client(const PsClientOptions& o) {
     auto c = PsClient::Connect(o);
     if (!c.ok()) Raise(c.status());
     client_ = std::move(*c);

@@ -14,7 +14,7 @@ namespace {
 
 using namespace std::chrono;
 
-GetEnvVar Vars(std::map<std::string, std::string> vars) {
+GetEnvVar Vars(const std::map<std::string, std::string>& vars) {
   return [vars](const char* n) -> std::optional<std::string> {
     auto it = vars.find(n);
     return it == vars.end() ? std::nullopt : std::optional<std::string>(it->second);

@@ -17,7 +17,7 @@ TEST(StatusTest, ErrorNamesComponentAndMessage) {
   EXPECT_FALSE(st.ok());
   EXPECT_TRUE(st.retryable());
   EXPECT_EQ(st.ToString(), "imds: token PUT timed out after 1s");
-  Status copy = st;
+  Status copy = st;  // NOLINT(performance-unnecessary-copy-initialization): the copy is what is tested
   EXPECT_EQ(copy.ToString(), st.ToString());
   EXPECT_EQ(st.Annotate("identify").ToString(), "imds: identify: token PUT timed out after 1s");
 }

@@ -13,7 +13,7 @@
 namespace dlagent {
 namespace {
 
-GetEnvFn EnvFrom(std::map<std::string, std::string> vars) {
+GetEnvFn EnvFrom(const std::map<std::string, std::string>& vars) {
   return [vars](const char* name) -> std::optional<std::string> {
     auto it = vars.find(name);
     if (it == vars.end()) return std::nullopt;

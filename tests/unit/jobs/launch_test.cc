@@ -152,7 +152,9 @@ TEST(LaunchTest, MxnetRunsASchedulerOnTheFirstNodeAndAServerAndWorkersOnEach) {
       EXPECT_EQ(env.at("DMLC_NUM_SERVER"), "3");
       EXPECT_EQ(env.at("DMLC_NUM_WORKER"), "3");
       EXPECT_EQ(env.at("DMLC_NODE_HOST"), "10.0.0." + std::to_string(node + 1));
-      if (r.role == "scheduler") EXPECT_EQ(node, 0u);
+      if (r.role == "scheduler") {
+        EXPECT_EQ(node, 0u);
+      }
     }
   }
   EXPECT_EQ(roles["scheduler"], 1);

@@ -18,7 +18,7 @@ namespace {
 
 using namespace std::chrono;
 
-pb::JobSpec Spec(const std::string& id, std::vector<std::string> argv, int64_t grace_ms = 2000) {
+pb::JobSpec Spec(const std::string& id, const std::vector<std::string>& argv, int64_t grace_ms = 2000) {
   pb::JobSpec s;
   s.set_id(id);
   s.set_name("test");
@@ -234,7 +234,7 @@ CoordinatorOptions Coord() {
   return o;
 }
 
-pb::RunJobRequest Request(std::vector<std::string> argv) {
+pb::RunJobRequest Request(const std::vector<std::string>& argv) {
   pb::RunJobRequest r;
   for (auto& a : argv) r.add_argv(a);
   r.set_per_node(1);
@@ -275,7 +275,9 @@ TEST(CoordinatorTest, ALostNodeFailsTheJobWith255AndKillEndsOneKilled) {
   auto b = c.Run(Request({"sleep", "30"}), me, nodes.roster_);
   ASSERT_TRUE(b.ok());
   Caller stranger{me.uid + 1, me.gid, {}, 0};
-  if (me.uid != 0) EXPECT_EQ(c.Kill(b->id(), SIGTERM, stranger).status().code(), StatusCode::kPermissionDenied);
+  if (me.uid != 0) {
+    EXPECT_EQ(c.Kill(b->id(), SIGTERM, stranger).status().code(), StatusCode::kPermissionDenied);
+  }
   auto n = c.Kill(b->id(), SIGTERM, me);
   ASSERT_TRUE(n.ok());
   EXPECT_EQ(*n, 3u);

@@ -20,7 +20,7 @@ void ExpectCovers(const std::vector<Chunk>& chunks, uint64_t length, uint64_t ch
 }
 
 TEST(PartitionTest, LargeTensorsAreCutEvenlyOverAllServers) {
-  const auto chunks = PlaceKey(1, 10'000'001, 3, /*split=*/1000, /*chunk=*/1'000'000);
+  const auto chunks = PlaceKey(1, 10'000'001, 3, /*split_floats=*/1000, /*chunk_floats=*/1'000'000);
   ExpectCovers(chunks, 10'000'001, 1'000'000);
   std::map<uint32_t, uint64_t> per_server;
   for (const Chunk& c : chunks) per_server[c.server] += c.length;
