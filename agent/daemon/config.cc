@@ -384,17 +384,6 @@ Status CheckConsistency(const Config& c, const std::string& path) {
   return Status::InvalidArgument("config", Join(problems, "\n"));
 }
 
-Config Defaults() {
-  Config c;
-  c.agent.socket = kDefaultSocketPath;
-  c.agent.socket_group = "dlagent";
-  c.agent.log_level = "info";
-  c.cluster.name = "default";
-  c.cluster.role = "worker";
-  c.aws.imds_endpoint = "http://169.254.169.254";
-  return c;
-}
-
 // Environment overrides, named and ordered as the AWS SDKs read them.
 Status ApplyAwsEnvironment(AwsConfig& aws, const GetEnvFn& getenv) {
   auto first = [&](std::initializer_list<const char*> names) -> std::optional<std::string> {
@@ -455,7 +444,7 @@ Result<Config> ParseConfig(std::string_view text, const std::string& path, const
     const auto& err = parsed.error();
     return Status::InvalidArgument("config", Where(path, err.source()) + ": " + std::string(err.description()));
   }
-  Config c = Defaults();
+  Config c;
   c.path = path;
   ConfigReader reader(parsed.table(), path);
   ReadSchema(reader, c);
@@ -469,7 +458,7 @@ Result<Config> LoadConfig(Env& env, const std::string& path, bool must_exist, co
   Result<std::string> text = env.ReadFile(path, kMaxConfigBytes);
   if (!text.ok()) {
     if (text.status().code() == StatusCode::kNotFound && !must_exist) {
-      Config c = Defaults();
+      Config c;
       RETURN_IF_ERROR(ApplyAwsEnvironment(c.aws, getenv));
       return c;
     }

@@ -1,5 +1,6 @@
 #pragma once
-// agentd's configuration: /etc/dlagent/agentd.toml (docs/configuration.md lists every key).
+// agentd's configuration: /etc/dlagent/agentd.toml (docs/configuration.md lists every key). A default-made
+// Config holds every default, as each member's "Default:" says.
 //
 // Thread safety: Config is a value; the daemon swaps whole Configs on reload.
 
@@ -12,18 +13,19 @@
 #include "bootstrap/common/env.h"
 #include "bootstrap/discovery/formation_core.h"
 #include "bootstrap/node/mount_manager.h"
+#include "build_info.h"
 
 namespace dlagent {
 
 struct AgentConfig {
-  std::string socket;        // Default: /run/dlagent/agentd.sock
-  std::string socket_group;  // Default: "dlagent" (used when the group exists)
-  std::string log_level;     // Default: "info"
+  std::string socket = kDefaultSocketPath;  // Default: /run/dlagent/agentd.sock
+  std::string socket_group = "dlagent";     // Default: "dlagent" (used when the group exists)
+  std::string log_level = "info";           // Default: "info"
 };
 
 struct ClusterConfig {
-  std::string name;  // Default: "default"
-  std::string role;  // Default: "worker"; "master" is rank 0 of the roster
+  std::string name = "default";  // Default: "default"
+  std::string role = "worker";   // Default: "worker"; "master" is rank 0 of the roster
   // Roster sealing (docs/cluster.md). expected_nodes 0: no roster, membership only.
   int64_t expected_nodes = 0;                            // Default: 0
   int64_t min_nodes = 0;                                 // Default: 0, meaning expected_nodes (no shrinking)
@@ -101,13 +103,13 @@ struct JobsConfig {
 
 // Environment variables override these (see ApplyAwsEnvironment).
 struct AwsConfig {
-  std::string region;         // Default: "" (from IMDS)
-  std::string sqs_endpoint;   // Default: "" (the regional endpoint)
-  std::string imds_endpoint;  // Default: http://169.254.169.254
-  bool imds_disabled = false;
-  std::string cfn_wait_handle;          // Default: "" (no CloudFormation signal). The presigned wait handle URL
-  std::string secretsmanager_endpoint;  // Default: "" (the regional endpoint); AWS_ENDPOINT_URL_SECRETS_MANAGER
-  std::string ssm_endpoint;             // Default: "" (the regional endpoint); AWS_ENDPOINT_URL_SSM
+  std::string region;                                    // Default: "" (from IMDS)
+  std::string sqs_endpoint;                              // Default: "" (the regional endpoint)
+  std::string imds_endpoint = "http://169.254.169.254";  // Default: http://169.254.169.254
+  bool imds_disabled = false;                            // Default: false
+  std::string cfn_wait_handle;                           // Default: "" (no CloudFormation signal). The presigned wait handle URL
+  std::string secretsmanager_endpoint;                   // Default: "" (the regional endpoint); AWS_ENDPOINT_URL_SECRETS_MANAGER
+  std::string ssm_endpoint;                              // Default: "" (the regional endpoint); AWS_ENDPOINT_URL_SSM
 };
 
 struct Config {

@@ -23,7 +23,10 @@ Result<KeySource> ParseKeySource(std::string_view text);
 // gossip.key_source when set, else gossip.key_file, else none (gossip off).
 KeySource KeySourceOf(const GossipConfig& gossip);
 
-// The keys of a key file's text (raw bytes, the primary first). where names the source in errors.
+// The keys of a key file's text (raw bytes, the primary first). where names the source in errors. The format:
+// one key a line, 64 hex characters each (openssl rand -hex 32), blank lines and surrounding whitespace ignored.
+// The first is the primary, which seals; every one opens. Rotation without a restart: add the new key as a
+// second line on every node, reload; move it first, reload; remove the old one, reload.
 Result<std::vector<std::string>> ParseClusterKeys(std::string_view text, const std::string& where);
 
 }  // namespace dlagent

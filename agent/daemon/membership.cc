@@ -8,17 +8,10 @@
 
 #include <spdlog/spdlog.h>
 
-#include "agent/daemon/cluster_keys.h"
 #include "bootstrap/common/crypto.h"
 #include "build_info.h"
 
 namespace dlagent {
-
-Result<std::vector<std::string>> LoadClusterKeys(Env& env, const std::string& path) {
-  Result<std::string> text = env.ReadFile(path, 4096);
-  if (!text.ok()) return Status(text.status().code(), "gossip", "cannot read gossip.key_file " + path + ": " + std::string(text.status().message()));
-  return ParseClusterKeys(*text, path);
-}
 
 Result<swim::Keyring> MakeKeyring(const std::vector<std::string>& keys, const std::string& cluster, const std::string& where) {
   if (keys.empty()) return Status::InvalidArgument("gossip", where + ": no cluster key");

@@ -20,12 +20,6 @@
 
 namespace dlagent {
 
-// Reads a cluster key file: 64 hex characters (openssl rand -hex 32), surrounding whitespace ignored.
-// gossip.key_file: one key a line, 64 hex characters each (openssl rand -hex 32); the first is the primary,
-// which seals, and every one opens. Rotation without a restart: add the new key as a second line on every
-// node, reload; move it first, reload; remove the old one, reload. Raw bytes, the primary first.
-Result<std::vector<std::string>> LoadClusterKeys(Env& env, const std::string& path);
-
 // A keyring of the keys (raw, the primary first) for the cluster. A key's id is the first byte of its SHA-256,
 // the same on every node whatever the order of the lines; where: the keys' source, for errors.
 Result<swim::Keyring> MakeKeyring(const std::vector<std::string>& keys, const std::string& cluster, const std::string& where);

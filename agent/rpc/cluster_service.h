@@ -1,7 +1,12 @@
 #pragma once
-// The agent-to-agent gRPC service on the gossip port (TCP): push-pull of the sealed membership state.
+// The agent-to-agent gRPC service on the gossip port (TCP), and its client. Three calls, each carrying bytes
+// sealed with the cluster key (this layer neither seals nor opens them): push-pull of the membership state
+// (gossip's anti-entropy), roster fetches (a node that lags fetches the sealed roster from one that announces
+// it), and job calls (the coordinator's prepare, start, signal and status on every node, docs/jobs.md).
 //
-// Threading: gRPC's threads run the handler, which must be thread-safe (GossipNode::HandlePushPull is).
+// Threading: gRPC's threads run the handlers, concurrently; each handler must be thread-safe
+// (GossipNode::HandlePushPull, the formation's roster fetch and the jobs' handler are). The client is
+// thread-safe.
 
 #include <functional>
 #include <memory>
@@ -30,10 +35,11 @@ class ClusterServer {
   virtual void Shutdown(Duration grace) = 0;
 };
 
-// Listens on host:port (TCP). What the handlers capture must outlive the server.
+// Listens on host:port (TCP). What the handlers capture must outlive the server (until Shutdown returns).
 Result<std::unique_ptr<ClusterServer>> StartClusterServer(const std::string& host, int port, ClusterHandlers handlers);
 
-// The client side: push-pull for gossip, and roster fetches. A deadline per call; channels kept per peer.
+// The client side of the three calls. Each call has the deadline given at construction (Default: 3 s);
+// channels are kept per peer address.
 class ClusterClient : public swim::PushPullTransport {
  public:
   virtual Result<std::string> FetchRoster(const std::string& addr, const std::string& sealed_request) = 0;

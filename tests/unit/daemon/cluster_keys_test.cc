@@ -1,17 +1,22 @@
 #include <gtest/gtest.h>
 
 #include "agent/daemon/cluster_keys.h"
-#include "agent/daemon/membership.h"
 #include "bootstrap/common/fake_env.h"
 
 namespace dlagent {
 namespace {
 
+Result<std::vector<std::string>> LoadKeyFile(Env& env, const std::string& path) {
+  Config c;
+  c.gossip.key_file = path;
+  return ClusterKeyLoader(env, c).Load();
+}
+
 TEST(ClusterKeysTest, OneKeyALineThePrimaryFirstAndClearRefusals) {
   FakeEnv env;
   const std::string a(64, 'a'), b = std::string(32, '0') + std::string(32, 'f');
   env.PutFile("/k", a + "\n\n  " + b + "  \n");
-  Result<std::vector<std::string>> keys = LoadClusterKeys(env, "/k");
+  Result<std::vector<std::string>> keys = LoadKeyFile(env, "/k");
   ASSERT_TRUE(keys.ok()) << keys.status().ToString();
   ASSERT_EQ(keys->size(), 2u);
   EXPECT_EQ((*keys)[0], std::string(32, '\xaa')) << "raw bytes, the primary first";
@@ -23,11 +28,11 @@ TEST(ClusterKeysTest, OneKeyALineThePrimaryFirstAndClearRefusals) {
                {std::string(64, 'g') + "\n", "/k line 1 is not 64 hex characters"}};
   for (const Case& c : cases) {
     env.PutFile("/k", c.text);
-    Result<std::vector<std::string>> r = LoadClusterKeys(env, "/k");
+    Result<std::vector<std::string>> r = LoadKeyFile(env, "/k");
     ASSERT_FALSE(r.ok()) << c.text;
     EXPECT_NE(r.status().ToString().find(c.why), std::string::npos) << r.status().ToString();
   }
-  EXPECT_EQ(LoadClusterKeys(env, "/missing").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(LoadKeyFile(env, "/missing").status().code(), StatusCode::kNotFound);
 }
 
 TEST(ClusterKeysTest, KeySourcesAreParsedAndAConfigNamesOnlyOne) {
