@@ -142,7 +142,7 @@ int RunWait(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
     if (!s.ok()) return Fail(err, s.status());
     if (s->phase_detail != last) {
       last = s->phase_detail;
-      if (!opts.quiet) err << s->phase_detail << "\n";
+      if (!opts.quiet || s->phase == AgentPhase::kFailed) err << s->phase_detail << "\n";
     }
     if (!s->cluster && s->phase == AgentPhase::kServing) {
       err << "agentctl: this agent forms no cluster (cluster.expected_nodes is 0): nothing to wait for\n";
@@ -152,7 +152,10 @@ int RunWait(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
       if (opts.json) out << ToJson(*s).dump(2) << "\n";
       return 0;
     }
-    if (s->phase == AgentPhase::kFailed) {
+    // failed is not final: the formation heals (a member returns, a replacement joins), so the wait goes on,
+    // having printed the reason above, unless asked to end at the first failure.
+    const bool failed = s->phase == AgentPhase::kFailed;
+    if (failed && opts.fail_fast) {
       err << "agentctl: " << s->phase_detail << "\n";
       return 4;
     }
@@ -161,8 +164,9 @@ int RunWait(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
       return 1;
     }
     if (std::chrono::steady_clock::now() >= deadline) {
-      err << "agentctl: not ready after " << opts.wait_timeout << " (" << s->phase_detail << ")\n";
-      return 3;
+      err << "agentctl: not ready after " << opts.wait_timeout << (failed ? "; the cluster failed to form: " : " (") << s->phase_detail
+          << (failed ? "\n" : ")\n");
+      return failed ? 4 : 3;
     }
     std::this_thread::sleep_for(
         std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(200), deadline - std::chrono::steady_clock::now()));

@@ -17,7 +17,8 @@ struct CtlOptions {
   std::string status_filter;         // members: a regular expression over the status
   std::string role_filter;           // members: an exact role
   std::string wait_timeout = "30m";  // wait: how long to wait for READY
-  bool quiet = false;                // wait: no progress lines
+  bool quiet = false;                // wait: no progress lines (a failure is still named)
+  bool fail_fast = false;            // wait: end at the first failed formation instead of waiting for it to heal
 };
 
 int RunStatus(const CtlOptions& opts, std::ostream& out, std::ostream& err);
@@ -25,9 +26,10 @@ int RunVersion(const CtlOptions& opts, std::ostream& out, std::ostream& err);
 // Exit code 2 when no member matches the filters (as `consul members` does).
 int RunMembers(const CtlOptions& opts, std::ostream& out, std::ostream& err);
 
-// Blocks until the agent is READY, printing each new phase line on err. Exit codes: 0 ready, 1 agentd
-// unreachable or stopping, 2 bad usage, 3 timed out, 4 the cluster failed to form, 5 the agent forms no
-// cluster.
+// Blocks until the agent is READY, printing each new phase line on err. A failed formation does not end the
+// wait (it heals when members return), unless opts.fail_fast. Exit codes: 0 ready, 1 agentd unreachable or
+// stopping, 2 bad usage, 3 timed out, 4 the cluster failed to form (with fail_fast at once; else failed still
+// at the timeout), 5 the agent forms no cluster.
 int RunWait(const CtlOptions& opts, std::ostream& out, std::ostream& err);
 // The human form of `agentctl status`.
 std::string FormatStatus(const StatusSnapshot& s);

@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.footer(
       "Exit codes: 0 success, 1 agentd unreachable or failed, 2 bad usage or (members) no member matched;\n"
-      "wait: 3 timed out, 4 the cluster failed to form, 5 the agent forms no cluster;\n"
+      "wait: 3 timed out, 4 the cluster failed to form (still failed at the timeout, or at once with --fail-fast),\n"
+      "5 the agent forms no cluster;\n"
       "run: the job's exit code (the first failed rank's), 130 after Ctrl-C; health: 3 when a check fails.");
 
   auto* status = app.add_subcommand("status", "Show the agent's phase, identity, uptime, version and config");
@@ -42,12 +43,14 @@ int main(int argc, char** argv) {
 
   auto* wait = app.add_subcommand("wait", "Block until the cluster is READY (roster sealed, every node prepared), showing progress");
   wait->add_option("--timeout", opts.wait_timeout, "Give up after this long (exit 3), e.g. 10m, 90s")->capture_default_str();
-  wait->add_flag("-q,--quiet", opts.quiet, "No progress lines");
+  wait->add_flag("-q,--quiet", opts.quiet, "No progress lines (a failed formation is still named)");
+  wait->add_flag("--fail-fast", opts.fail_fast,
+                 "Exit 4 at the first failed formation (below min_nodes) instead of waiting, until the timeout, for it to heal");
   wait->add_flag("--json", opts.json, "When ready, print the status as JSON");
   dlagent::RunOptions run_opts;
   auto* run = app.add_subcommand("run", "Run a command on every roster node (or --nodes), as you, with the environment of its framework");
   run->add_option("--name", run_opts.name, "A name for the job (default: the command's)");
-  run->add_option("--launcher", run_opts.launcher, "plain, dlps, torchrun, mxnet, tf or tf-ps: the variables each rank gets (docs/jobs.md)")
+  run->add_option("--launcher", run_opts.launcher, "plain, dlps, torchrun, mpi, mxnet, tf or tf-ps: the variables each rank gets (docs/jobs.md)")
       ->capture_default_str();
   run->add_option("--per-node", run_opts.per_node, "Worker processes a node: a number, or gpus for one per GPU")->capture_default_str();
   run->add_option("--nodes", run_opts.nodes, "Only these nodes: roster ranks (0,2-3), instance ids or addresses");

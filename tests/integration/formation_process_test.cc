@@ -26,6 +26,8 @@
 #include "agent/ctl/commands.h"
 #include "bootstrap/discovery/hello.h"
 #include "tests/support/local_cluster.h"
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
 
 namespace dlagent {
 namespace {
@@ -33,6 +35,10 @@ namespace {
 using namespace std::chrono;
 using testing::LocalCluster;
 using testing::Range;
+using testing::RunCommand;
+using testing::RunResult;
+using testing::Subprocess;
+using testing::TempDir;
 using Cluster = LocalCluster;
 
 // Journal lines "phase X: ..." that repeat the previous one but for the ", deadline in ..." countdown.
@@ -156,7 +162,7 @@ TEST(FormationProcessTest, ShrinksAtTheDeadlineOrFailsBelowMinNodes) {
       EXPECT_EQ(signals[0]["Status"], "FAILURE");
       EXPECT_EQ(signals[0]["UniqueId"], "formation-generation-1");
       EXPECT_NE(signals[0]["Reason"].get<std::string>().find("2 missing"), std::string::npos);
-      EXPECT_EQ(c.ReadFile(3, "/opt/deeplearning/workers").rfind("<", 0), 0u) << "a failed formation writes no files";
+      EXPECT_EQ(c.ReadFile(3, "/opt/deeplearning/workers").rfind('<', 0), 0u) << "a failed formation writes no files";
     }
   }
 }
@@ -301,9 +307,24 @@ TEST(FormationProcessTest, AKilledMasterDegradesTheClusterAndHealsItWhenItComesB
   ASSERT_TRUE(s && s->cluster);
   EXPECT_EQ(s->cluster->generation, 1u);
   EXPECT_NE(s->cluster->failure.find("below min_nodes 4"), std::string::npos) << s->cluster->failure;
+  // failed is not final: `agentctl wait` says why and goes on waiting (even --quiet names the failure), unless
+  // --fail-fast, which ends at once.
+  RunResult fast = RunCommand({DLAGENT_AGENTCTL, "-s", c.Sock(3), "wait", "--fail-fast", "--timeout", "20s"}, seconds(15));
+  EXPECT_EQ(fast.exit_code, 4) << fast.output;
+  EXPECT_NE(fast.output.find("below min_nodes 4"), std::string::npos) << fast.output;
+  TempDir dir;
+  Subprocess waiting({DLAGENT_AGENTCTL, "-s", c.Sock(3), "wait", "--quiet", "--timeout", "60s"}, {}, dir.Join("wait.out"));
+  for (auto until = steady_clock::now() + seconds(10);
+       waiting.Output().find("below min_nodes 4") == std::string::npos && steady_clock::now() < until;) {
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  ASSERT_NE(waiting.Output().find("below min_nodes 4"), std::string::npos) << waiting.Output();
   std::this_thread::sleep_for(seconds(3));  // past the settle time
   c.Start(0, true);
   EXPECT_EQ(ReadyRoster(c, Range(4), 3, seconds(30)), ranks) << c.Describe(Range(4)) << c.Log(0);
+  std::optional<int> waited = waiting.Wait(seconds(20));
+  ASSERT_TRUE(waited.has_value()) << waiting.Output();
+  EXPECT_TRUE(WIFEXITED(*waited) && WEXITSTATUS(*waited) == 0) << "the wait ends once the cluster has healed: " << waiting.Output();
 }
 
 TEST(FormationProcessTest, AReplacementInstanceTakesTheDeadWorkersRank) {
