@@ -127,6 +127,26 @@ std::string FormatStatus(const StatusSnapshot& s) {
   return out;
 }
 
+std::string ForTerminal(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size());
+  auto escape = [&](unsigned char c) { out += {'\\', 'x', kHex[c >> 4], kHex[c & 15]}; };
+  for (size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if ((c < 0x20 && c != '\t') || c == 0x7f) {
+      escape(c);
+    } else if (c == 0xc2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
+               static_cast<unsigned char>(text[i + 1]) <= 0x9f) {
+      escape(c);  // U+0080..U+009F: C1 controls (0x9b is CSI) as UTF-8
+      escape(static_cast<unsigned char>(text[++i]));
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 int RunWait(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
   Result<Duration> limit = ParseDuration(opts.wait_timeout);
   if (!limit.ok()) {

@@ -4,6 +4,7 @@
 
 #include <ostream>
 #include <string>
+#include <string_view>
 
 #include "agent/rpc/control_handler.h"
 #include "build_info.h"
@@ -31,6 +32,10 @@ int RunMembers(const CtlOptions& opts, std::ostream& out, std::ostream& err);
 // stopping, 2 bad usage, 3 timed out, 4 the cluster failed to form (with fail_fast at once; else failed still
 // at the timeout), 5 the agent forms no cluster.
 int RunWait(const CtlOptions& opts, std::ostream& out, std::ostream& err);
+// Text a user or a job chose, safe to print on a terminal: control characters (C0 but tab, DEL, and C1 in UTF-8)
+// become \xHH, so an escape sequence shows instead of acting. Other UTF-8 is kept.
+std::string ForTerminal(std::string_view text);
+
 // The human form of `agentctl status`.
 std::string FormatStatus(const StatusSnapshot& s);
 

@@ -1,5 +1,6 @@
 #include "agent/ctl/control_client.h"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <grpcpp/grpcpp.h>
@@ -105,7 +106,17 @@ Result<std::unique_ptr<ControlClient>> ControlClient::Connect(const std::string&
       default: return st;
     }
   }
+  // Before anything is sent: the server must be root's (or this user's own agent). A socket path that another
+  // user took over would otherwise receive root's requests.
+  ucred peer{};
+  socklen_t len = sizeof peer;
+  const bool known = ::getsockopt(*probe, SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0;
   ::close(*probe);
+  if (!known || (peer.uid != 0 && peer.uid != ::getuid())) {
+    return Status::PermissionDenied("agentctl", "the process serving " + socket_path + " runs as uid " +
+                                                    (known ? std::to_string(peer.uid) : "unknown") +
+                                                    ", neither root nor you: refusing to talk to it (another user may have taken the socket's path)");
+  }
   return std::unique_ptr<ControlClient>(std::make_unique<GrpcControlClient>(socket_path, timeout));
 }
 

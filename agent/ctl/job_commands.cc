@@ -40,10 +40,11 @@ std::string Ago(int64_t unix_ms) {
   return FormatDuration(milliseconds(std::max<int64_t>(0, now - unix_ms)));
 }
 
-// Prints the lines of one reply: "[rank node] text", stdout lines to out and stderr lines to err.
-void Print(const jpb::JobOutputReply& r, std::ostream& out, std::ostream& err) {
+// Prints the lines of one reply: "[rank node] text", stdout lines to out and stderr lines to err; the text
+// through ForTerminal unless raw.
+void Print(const jpb::JobOutputReply& r, bool raw, std::ostream& out, std::ostream& err) {
   for (const jpb::OutputLine& l : r.lines()) {
-    (l.stderr() ? err : out) << "[" << l.rank() << " " << l.node() << "] " << l.text() << "\n";
+    (l.stderr() ? err : out) << "[" << l.rank() << " " << l.node() << "] " << (raw ? l.text() : ForTerminal(l.text())) << "\n";
   }
   if (r.dropped() > 0) err << "agentctl: " << r.dropped() << " lines no longer held by the nodes were skipped\n";
   out.flush();
@@ -51,7 +52,7 @@ void Print(const jpb::JobOutputReply& r, std::ostream& out, std::ostream& err) {
 }
 
 // Polls a job's output until it ends (follow) or once; returns the last summary.
-Result<jpb::JobSummary> Stream(ControlClient& client, jpb::JobOutputRequest req, bool follow, const std::atomic<int>& interrupted,
+Result<jpb::JobSummary> Stream(ControlClient& client, jpb::JobOutputRequest req, bool follow, bool raw, const std::atomic<int>& interrupted,
                                const std::function<void()>& on_interrupt, std::ostream& out, std::ostream& err) {
   int failures = 0, handled = 0;
   std::set<std::string> warned;  // nodes said to be unreachable, once each
@@ -69,7 +70,7 @@ Result<jpb::JobSummary> Stream(ControlClient& client, jpb::JobOutputRequest req,
       continue;
     }
     failures = 0;
-    Print(*r, out, err);
+    Print(*r, raw, out, err);
     for (const std::string& node : r->unreachable()) {
       if (warned.insert(node).second) err << "agentctl: node " << node << " does not answer; its lines are missing\n";
     }
@@ -78,7 +79,7 @@ Result<jpb::JobSummary> Stream(ControlClient& client, jpb::JobOutputRequest req,
     if (!follow) return r->summary();
     if (Terminal(r->summary())) {
       // The last lines may reach their node's buffer after the state: one more look.
-      if (Result<jpb::JobOutputReply> last = client.JobOutput(req); last.ok()) Print(*last, out, err);
+      if (Result<jpb::JobOutputReply> last = client.JobOutput(req); last.ok()) Print(*last, raw, out, err);
       return r->summary();
     }
     if (r->lines_size() == 0) std::this_thread::sleep_for(kPoll);
@@ -181,8 +182,8 @@ int RunRun(const CtlOptions& ctl, const RunOptions& o, const std::atomic<int>& i
     out << job->id() << "\n";
     return 0;
   }
-  err << "agentctl: job " << job->id() << " (" << job->name() << "): " << job->ranks() << (job->ranks() == 1 ? " rank" : " ranks") << " on "
-      << job->nodes() << (job->nodes() == 1 ? " node" : " nodes") << "; Ctrl-C stops it everywhere\n";
+  err << "agentctl: job " << job->id() << " (" << ForTerminal(job->name()) << "): " << job->ranks() << (job->ranks() == 1 ? " rank" : " ranks")
+      << " on " << job->nodes() << (job->nodes() == 1 ? " node" : " nodes") << "; Ctrl-C stops it everywhere\n";
   jpb::JobOutputRequest oreq;
   oreq.set_job(job->id());
   oreq.set_rank(-1);
@@ -194,7 +195,7 @@ int RunRun(const CtlOptions& ctl, const RunOptions& o, const std::atomic<int>& i
     k.set_job(job->id());
     if (Result<jpb::KillJobReply> r = (*client)->KillJob(k); !r.ok()) err << "agentctl: " << r.status().message() << "\n";
   };
-  Result<jpb::JobSummary> end = Stream(**client, oreq, true, interrupted, stop, out, err);
+  Result<jpb::JobSummary> end = Stream(**client, oreq, true, o.raw, interrupted, stop, out, err);
   if (!end.ok()) {
     if (end.status().code() == StatusCode::kCancelled) {
       err << "agentctl: stopped waiting; job " << job->id() << " is being stopped (agentctl jobs shows it)\n";
@@ -203,7 +204,7 @@ int RunRun(const CtlOptions& ctl, const RunOptions& o, const std::atomic<int>& i
     return Fail(err, end.status());
   }
   if (end->state() == "succeeded") return 0;
-  err << "agentctl: job " << end->id() << " " << end->state() << ": " << end->failure() << " (exit " << end->exit_code() << ")\n";
+  err << "agentctl: job " << end->id() << " " << end->state() << ": " << ForTerminal(end->failure()) << " (exit " << end->exit_code() << ")\n";
   if (stopping) return 130;
   return end->exit_code() == 0 ? 1 : end->exit_code();
 }
@@ -247,9 +248,10 @@ int RunJobs(const CtlOptions& ctl, std::ostream& out, std::ostream& err) {
       const bool done = Terminal(s);
       running += !done;
       const int64_t end = done ? s.ended_unix_ms() : duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-      row(s.id(), s.name(), s.state(), std::to_string(s.running()) + " run, " + std::to_string(s.exited()) + "/" + std::to_string(s.ranks()) + " out",
-          s.user(), Ago(s.started_unix_ms()) + " ago", FormatDuration(milliseconds(std::max<int64_t>(0, end - s.started_unix_ms()))),
-          done ? std::to_string(s.exit_code()) + (s.failure().empty() ? "" : " " + s.failure()) : "-");
+      row(ForTerminal(s.id()), ForTerminal(s.name()), ForTerminal(s.state()),
+          std::to_string(s.running()) + " run, " + std::to_string(s.exited()) + "/" + std::to_string(s.ranks()) + " out", ForTerminal(s.user()),
+          Ago(s.started_unix_ms()) + " ago", FormatDuration(milliseconds(std::max<int64_t>(0, end - s.started_unix_ms()))),
+          done ? std::to_string(s.exit_code()) + (s.failure().empty() ? "" : " " + ForTerminal(s.failure())) : "-");
     }
     out << t.str();
     if (running > 1) out << running << " jobs are running at once\n";
@@ -266,7 +268,7 @@ int RunLogs(const CtlOptions& ctl, const LogsOptions& o, const std::atomic<int>&
   req.set_rank(o.rank);
   req.set_node(o.node);
   req.set_tail(o.tail);
-  Result<jpb::JobSummary> end = Stream(**client, req, o.follow, interrupted, nullptr, out, err);
+  Result<jpb::JobSummary> end = Stream(**client, req, o.follow, o.raw, interrupted, nullptr, out, err);
   if (!end.ok()) return end.status().code() == StatusCode::kCancelled ? 130 : Fail(err, end.status());
   return 0;
 }

@@ -1,6 +1,8 @@
 #pragma once
 // agentctl's job commands: run, jobs, logs, kill (docs/jobs.md). Each returns the exit code and writes
-// results to out, errors to err. run and logs -f poll the agent for new output every 200 ms.
+// results to out, errors to err. run and logs -f poll the agent for new output every 200 ms. Text that a user
+// chose (names, output lines, failures) is printed through ForTerminal, so that it cannot drive the terminal;
+// --raw prints output lines as they are.
 
 #include <atomic>
 #include <ostream>
@@ -23,6 +25,7 @@ struct RunOptions {
   std::string wait_ready;      // "": refuse unless READY
   std::string user;            // root only
   bool detach = false;
+  bool raw = false;  // the ranks' output as it is, control characters included
   std::vector<std::string> argv;
 };
 
@@ -32,6 +35,7 @@ struct LogsOptions {
   int rank = -1;
   std::string node;
   uint32_t tail = 0;
+  bool raw = false;  // as in RunOptions
 };
 
 // Foreground: the job's merged output, then its exit code (0 when every rank exited 0, else the first

@@ -61,6 +61,7 @@ int main(int argc, char** argv) {
   run->add_option("--wait-ready", run_opts.wait_ready, "Wait up to this long for the cluster to be READY instead of refusing");
   run->add_option("--user", run_opts.user, "Run as this user (root only)");
   run->add_flag("-d,--detach", run_opts.detach, "Print the job id and return; follow it with agentctl logs -f");
+  run->add_flag("--raw", run_opts.raw, "Print the ranks' output as it is (default: control characters shown as \\xHH)");
   run->add_option("command", run_opts.argv, "The command and its arguments, after --")->required();
   run->footer("Example: agentctl run --launcher torchrun --per-node gpus -- python3 train.py --epochs 3");
 
@@ -74,6 +75,7 @@ int main(int argc, char** argv) {
   logs->add_option("--rank", logs_opts.rank, "Only this rank");
   logs->add_option("--node", logs_opts.node, "Only this node (instance id)");
   logs->add_option("--tail", logs_opts.tail, "Only the last N lines held");
+  logs->add_flag("--raw", logs_opts.raw, "Print the ranks' output as it is (default: control characters shown as \\xHH)");
 
   std::string kill_job, kill_signal = "TERM";
   auto* kill = app.add_subcommand("kill", "Stop a job on every node: the signal, then SIGKILL after its grace period");

@@ -51,6 +51,37 @@ Status CheckEnv(const pb::RunJobRequest& req) {
   return Status::Ok();
 }
 
+// A name is shown to every user by agentctl jobs: printable ASCII only, so that it cannot drive a terminal.
+Status CheckName(const std::string& name) {
+  if (name.size() > kMaxJobNameBytes)
+    return Status::InvalidArgument("jobs", "--name is " + std::to_string(name.size()) + " bytes; at most " + std::to_string(kMaxJobNameBytes));
+  for (const char c : name) {
+    if (c < 0x20 || c > 0x7e) return Status::InvalidArgument("jobs", "--name holds a control or non-ASCII character; use printable ASCII");
+  }
+  return Status::Ok();
+}
+
+// The program's base name, made a valid name: every other byte than printable ASCII becomes '?'.
+std::string DefaultName(const std::string& program) {
+  std::string name = program.substr(program.rfind('/') + 1).substr(0, kMaxJobNameBytes);
+  for (char& c : name) {
+    if (c < 0x20 || c > 0x7e) c = '?';
+  }
+  return name;
+}
+
+// The command and its environment travel to every node and are kept with the job: bounded.
+Status CheckSize(const pb::RunJobRequest& req) {
+  size_t bytes = 0;
+  for (const std::string& a : req.argv()) bytes += a.size() + 1;
+  for (const std::string& kv : req.env()) bytes += kv.size() + 1;
+  if (bytes > kMaxCommandBytes) {
+    return Status::InvalidArgument("jobs", "the command and its --env add up to " + std::to_string(bytes) + " bytes; at most " +
+                                               std::to_string(kMaxCommandBytes) + " (pass long configuration in a file)");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<std::vector<JobNode>> SelectNodes(const std::vector<JobNode>& roster, const std::vector<std::string>& selection) {
@@ -92,6 +123,8 @@ Result<CheckedRun> CheckRunRequest(const pb::RunJobRequest& req, const Caller& c
   CheckedRun out;
   ASSIGN_OR_RETURN(out.launcher, ParseLauncher(req.launcher().empty() ? "plain" : req.launcher()));
   RETURN_IF_ERROR(CheckEnv(req));
+  RETURN_IF_ERROR(CheckSize(req));
+  RETURN_IF_ERROR(CheckName(req.name()));
   if (!req.workdir().empty() && req.workdir()[0] != '/')
     return Status::InvalidArgument("jobs", "--workdir " + req.workdir() + " is not an absolute path");
   if (roster.empty()) return Status::FailedPrecondition("jobs", "the cluster has no roster yet");
@@ -100,7 +133,7 @@ Result<CheckedRun> CheckRunRequest(const pb::RunJobRequest& req, const Caller& c
   pb::JobSpec& spec = out.spec;
   RETURN_IF_ERROR(ResolveUser(req, caller, spec));
   const std::string& program = req.argv(0);
-  spec.set_name(!req.name().empty() ? req.name() : program.substr(program.rfind('/') + 1));
+  spec.set_name(!req.name().empty() ? req.name() : DefaultName(program));
   spec.set_launcher(std::string(LauncherName(out.launcher)));
   *spec.mutable_argv() = req.argv();
   *spec.mutable_env() = req.env();

@@ -16,6 +16,11 @@ namespace dlagent::jobs {
 
 namespace pb = ::dlagent::jobs::v1;
 
+// A job's name (--name, else the program's base name): printable ASCII, at most this long.
+inline constexpr size_t kMaxJobNameBytes = 128;
+// The command line and --env together, each string counted with its terminating NUL.
+inline constexpr size_t kMaxCommandBytes = 128 * 1024;
+
 // Who asked, from the control socket's peer credentials.
 using Caller = ::dlagent::PeerCredentials;
 
@@ -38,7 +43,8 @@ struct CheckedRun {
 };
 
 // InvalidArgument names what is wrong (no command, a launcher, an --env entry, a relative --workdir, a
-// --nodes entry); PermissionDenied when a caller other than root asks for --user; FailedPrecondition without
+// --nodes entry, a name that is too long or not printable ASCII, a command and environment over
+// kMaxCommandBytes); PermissionDenied when a caller other than root asks for --user; FailedPrecondition without
 // a roster. default_grace: the grace period when the request gives none.
 Result<CheckedRun> CheckRunRequest(const pb::RunJobRequest& req, const Caller& caller, const std::vector<JobNode>& roster, Duration default_grace);
 

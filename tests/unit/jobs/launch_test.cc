@@ -85,8 +85,15 @@ TEST(RunRequestTest, EachRefusalNamesWhatIsWrong) {
     if (text == "workdir") req.set_workdir("relative");
     if (text == "nodes") req.add_nodes("7");
     if (text == "user") req.set_user("root");
+    if (text == "escape") req.set_name("\x1b]0;owned\x07j-000000000000 backup running");
+    if (text == "long name") req.set_name(std::string(129, 'n'));
+    if (text == "huge") req.add_argv(std::string(kMaxCommandBytes, 'a'));
     return CheckRunRequest(req, caller, roster, std::chrono::seconds(10));
   };
+  // Names are shown to every user: printable ASCII, bounded; the command and its environment are bounded too.
+  EXPECT_NE(check("escape").status().message().find("--name holds a control"), std::string::npos) << check("escape").status().ToString();
+  EXPECT_NE(check("long name").status().message().find("--name is 129 bytes; at most 128"), std::string::npos);
+  EXPECT_NE(check("huge").status().message().find("add up to"), std::string::npos) << check("huge").status().ToString();
   EXPECT_NE(check("no argv").status().message().find("no command"), std::string::npos);
   EXPECT_NE(check("launcher").status().message().find("unknown launcher \"horovod\""), std::string::npos);
   EXPECT_NE(check("env").status().message().find("--env \"1BAD=x\""), std::string::npos) << check("env").status().ToString();
@@ -99,6 +106,13 @@ TEST(RunRequestTest, EachRefusalNamesWhatIsWrong) {
   EXPECT_EQ(ok->spec.uid(), 1000u);
   EXPECT_EQ(ok->spec.grace_ms(), 10000);
   EXPECT_EQ(ok->spec.nodes_size(), 2);
+  EXPECT_EQ(ok->spec.name(), "train");
+  // Without --name, the program's base name, with what a terminal would act on replaced.
+  pb::RunJobRequest odd;
+  odd.add_argv("/opt/bin/tr\x1b[2Jain");
+  auto named = CheckRunRequest(odd, user, roster, std::chrono::seconds(10));
+  ASSERT_TRUE(named.ok()) << named.status().ToString();
+  EXPECT_EQ(named->spec.name(), "tr?[2Jain");
 }
 
 TEST(LaunchTest, DlpsGlobalRankIsNodeRankTimesKPlusLocalRank) {
