@@ -17,7 +17,6 @@ namespace {
 
 constexpr char kMagic[8] = {'D', 'L', 'P', 'S', 'C', 'K', 'P', '1'};
 constexpr size_t kShaBytes = 32;
-constexpr uint64_t kMaxFileBytes = uint64_t{64} << 30;
 
 Status Bad(const std::string& what, const std::string& why) {
   return Status::FailedPrecondition("dlps-checkpoint", what + " is " + why + "; it was not loaded");
@@ -205,7 +204,11 @@ Status RestoreShardCheckpoint(Shard& shard, const std::string& dir, const std::s
   ASSIGN_OR_RETURN(CheckpointFile entry, ManifestEntry(manifest, manifest_path, index, count));
   const std::string path = Dir(dir, name) + "/" + entry.name;
   if (!env->FileExists(path)) return Bad(path, "missing");
-  ASSIGN_OR_RETURN(std::string data, env->ReadFile(path, kMaxFileBytes));
+  // At most the size the manifest gives: a file that grew (or a link to something endless) is refused unread.
+  Result<std::string> read = env->ReadFile(path, entry.bytes);
+  if (!read.ok() && read.status().code() == StatusCode::kResourceExhausted)
+    return Bad(path, "grown past the manifest's " + std::to_string(entry.bytes) + " bytes");
+  ASSIGN_OR_RETURN(std::string data, std::move(read));
   if (data.size() != entry.bytes) {
     return Bad(path, "cut short or grown: " + std::to_string(data.size()) + " bytes where the manifest says " + std::to_string(entry.bytes));
   }

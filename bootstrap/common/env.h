@@ -64,7 +64,9 @@ class Env {
   virtual WallTime NowWall() = 0;
   virtual void SleepFor(Duration d) = 0;
 
-  // Files. ReadFile fails with ResourceExhausted past max_bytes, NotFound when absent.
+  // Files. ReadFile reads a regular file only: a FIFO, a device or a socket is FailedPrecondition, at once (a
+  // FIFO with no writer cannot block it). ResourceExhausted past max_bytes (checked before reading when the
+  // file says its size), NotFound when absent.
   virtual Result<std::string> ReadFile(const std::string& path, size_t max_bytes) = 0;
   // Creates path, which must not exist yet, with exactly this mode (not masked by the umask). Never follows a
   // symbolic link: a name that someone else planted (a link, a file) is AlreadyExists, not a file overwritten.

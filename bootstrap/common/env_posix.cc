@@ -61,8 +61,18 @@ class PosixEnv final : public Env {
   void SleepFor(Duration d) override { std::this_thread::sleep_for(d); }
 
   Result<std::string> ReadFile(const std::string& path, size_t max_bytes) override {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below, as is anything not a file.
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) return Status::FromErrno(kComponent, "open " + path, errno);
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return Status::FailedPrecondition(kComponent, path + " is not a regular file");
+    }
+    if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+      ::close(fd);
+      return Status::ResourceExhausted(kComponent, path + " is larger than " + std::to_string(max_bytes) + " bytes");
+    }
     std::string out;
     char buf[16384];
     for (;;) {

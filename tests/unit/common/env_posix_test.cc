@@ -1,3 +1,5 @@
+#include <sys/stat.h>
+
 #include <gtest/gtest.h>
 
 #include "bootstrap/common/env.h"
@@ -64,6 +66,11 @@ TEST_F(PosixEnvTest, ReadFileBoundsSizeAndReportsMissing) {
   EXPECT_EQ(env_->ReadFile(dir.Join("f"), 5000)->size(), 5000u);
   EXPECT_EQ(env_->ReadFile(dir.Join("f"), 4999).status().code(), StatusCode::kResourceExhausted);
   EXPECT_EQ(env_->ReadFile(dir.Join("missing"), 10).status().code(), StatusCode::kNotFound);
+  // Only regular files, refused at once: a FIFO without a writer would block, /dev/zero never ends.
+  ASSERT_EQ(::mkfifo(dir.Join("fifo").c_str(), 0600), 0);
+  EXPECT_EQ(env_->ReadFile(dir.Join("fifo"), 10).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(env_->ReadFile("/dev/zero", 10).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(env_->ReadFile(dir.path(), 10).status().code(), StatusCode::kFailedPrecondition);
 }
 
 TEST_F(PosixEnvTest, CreateDirsMakesParentsAndIsIdempotent) {

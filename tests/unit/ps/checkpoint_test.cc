@@ -1,5 +1,6 @@
 #include "agent/ps/checkpoint.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -83,6 +84,30 @@ TEST(CheckpointTest, ACheckpointDirectoryThatIsALinkIsRefused) {
   EXPECT_NE(st.ToString().find("is a symbolic link"), std::string::npos) << st.ToString();
   EXPECT_FALSE(std::filesystem::exists(elsewhere.Join(kManifestName)));
   EXPECT_TRUE(WriteShardCheckpoint(shard, root.path(), "real", 0, 1).ok()) << "a directory of its own is written";
+}
+
+// What a user can put in the checkpoint directory is read with care: a FIFO manifest is refused at once (it
+// used to block the restoring call forever), and a server file that is a link to /dev/zero is refused unread
+// (it used to be read until the OOM killer came).
+TEST(CheckpointTest, RestoreRefusesFifosAndEndlessFilesAtOnce) {
+  testing::TempDir root;
+  Shard shard({.num_workers = 1});
+  ASSERT_TRUE(shard.Init(1, 0, 2, {}).ok());
+  Result<CheckpointFile> f = WriteShardCheckpoint(shard, root.path(), "ck", 0, 1);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  ASSERT_TRUE(WriteManifest(root.path(), "ck", 1, {*f}).ok());
+  const std::string dir = root.Join("ck");
+  // The server file swapped for a link to /dev/zero.
+  std::filesystem::remove(dir + "/" + f->name);
+  ASSERT_EQ(::symlink("/dev/zero", (dir + "/" + f->name).c_str()), 0);
+  Shard into({.num_workers = 1});
+  Status st = RestoreShardCheckpoint(into, root.path(), "ck", 0, 1);
+  EXPECT_NE(st.ToString().find("not a regular file"), std::string::npos) << st.ToString();
+  // The manifest swapped for a FIFO that nobody writes.
+  std::filesystem::remove(dir + "/" + std::string(kManifestName));
+  ASSERT_EQ(::mkfifo((dir + "/" + std::string(kManifestName)).c_str(), 0644), 0);
+  st = RestoreShardCheckpoint(into, root.path(), "ck", 0, 1);
+  EXPECT_NE(st.ToString().find("not a regular file"), std::string::npos) << st.ToString();
 }
 
 TEST(CheckpointTest, NamesAreOneSafeComponent) {
