@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -269,6 +270,23 @@ Status CheckSocketDir(const std::string& dir) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
     return Status::FailedPrecondition("control", "socket directory " + dir + " is writable by others (mode " + mode + ")" + fix);
+  }
+  // Every directory above it too, as written and as resolved: whoever can write to one of them can rename the
+  // socket's directory away after this check and put their own in its place. A sticky directory (/tmp) is
+  // fine: others cannot rename what they do not own in it. A link is judged by its owner and its target.
+  char resolved[PATH_MAX];
+  if (::realpath(dir.c_str(), resolved) == nullptr) return Status::FromErrno("control", "realpath " + dir, errno);
+  for (const std::string& start : {dir, std::string(resolved)}) {
+    for (std::string p = DirName(start);; p = DirName(p)) {
+      if (::lstat(p.c_str(), &st) != 0) return Status::FromErrno("control", "lstat " + p, errno);
+      if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+        return Status::FailedPrecondition("control", dir + " is inside " + p + ", which belongs to uid " + std::to_string(st.st_uid) + fix);
+      }
+      if (S_ISDIR(st.st_mode) && (st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX)) {
+        return Status::FailedPrecondition("control", dir + " is inside " + p + ", which others can write to" + fix);
+      }
+      if (p == "/" || p == ".") break;
+    }
   }
   return Status::Ok();
 }

@@ -3,7 +3,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <algorithm>
 #include <atomic>
@@ -150,6 +153,62 @@ TEST_F(ControlServerTest, RefusesADirectoryOthersCanWriteToOrALink) {
   server = StartControlServer({dir_.Join("link/agentd.sock"), ""}, &handler_);
   ASSERT_FALSE(server.ok());
   EXPECT_NE(server.status().ToString().find("is not a directory (a link?)"), std::string::npos) << server.status().ToString();
+}
+
+// Whoever can write to a directory above the socket's can rename the socket's directory away after agentd
+// checked it and put their own in its place: refused, unless the directory is sticky (as /tmp is).
+TEST_F(ControlServerTest, RefusesADirectoryInsideOneOthersCanWriteTo) {
+  ASSERT_EQ(::mkdir(dir_.Join("open").c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(dir_.Join("open").c_str(), 0777), 0);
+  auto server = StartControlServer({dir_.Join("open/run/agentd.sock"), ""}, &handler_);
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.status().ToString().find("is inside " + dir_.Join("open") + ", which others can write to"), std::string::npos)
+      << server.status().ToString();
+  ASSERT_EQ(::chmod(dir_.Join("open").c_str(), 01777), 0);
+  server = StartControlServer({dir_.Join("open/run/agentd.sock"), ""}, &handler_);
+  EXPECT_TRUE(server.ok()) << "a sticky directory above is fine: " << server.status().ToString();
+}
+
+// agentctl checks who serves the socket before it sends anything: a server of another user (one that took the
+// socket's path over) gets nothing, and the error says so.
+TEST_F(ControlServerTest, AgentctlRefusesAServerOfAnotherUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (a server run as nobody)";
+  ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);  // nobody reaches the directory
+  ASSERT_EQ(::mkdir(dir_.Join("run").c_str(), 0777), 0);
+  ASSERT_EQ(::chmod(dir_.Join("run").c_str(), 0777), 0);
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // As nobody: listen on the agent's socket path and record whether anything arrives.
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, sock_.c_str(), sizeof a.sun_path - 1);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd, 4) != 0) ::_exit(4);
+    (void)!::write(ready[1], "r", 1);
+    for (;;) {
+      int c = ::accept(fd, nullptr, nullptr);
+      char b[64];
+      if (c >= 0 && ::read(c, b, sizeof b) > 0) ::_exit(5);  // it received bytes meant for the agent
+      if (c >= 0) ::close(c);
+    }
+  }
+  ::close(ready[1]);
+  char r = 0;
+  ASSERT_EQ(::read(ready[0], &r, 1), 1) << "the stranger's server did not start";
+  ::close(ready[0]);
+  std::ostringstream out, err;
+  CtlOptions opts;
+  opts.socket = sock_;
+  EXPECT_EQ(RunStatus(opts, out, err), 1);
+  EXPECT_NE(err.str().find("runs as uid 65534, neither root nor you: refusing to talk to it"), std::string::npos) << err.str();
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFSIGNALED(status)) << "the stranger's server exited " << WEXITSTATUS(status) << " (5: it received a request)";
 }
 
 TEST_F(ControlServerTest, AgentctlSaysWhenNoAgentRuns) {
