@@ -12,7 +12,11 @@
 int main(int argc, char** argv) {
   CLI::App app{
       "dlps-server: serve one parameter-server shard (gRPC control and dlps "
-      "data connections on one port) until SIGTERM or SIGINT."};
+      "data connections on one port) until SIGTERM or SIGINT.\n"
+      "It trusts its network: it holds no cluster key, and anyone who reaches its port can join a job, take a "
+      "worker's rank or fail every round by leaving. Serve it only where only the job's workers reach it "
+      "(a private subnet, a security group, 127.0.0.1); an agent's shard (agentctl run --launcher dlps) "
+      "serves only the jobs the agents started (docs/ps.md)."};
   dlagent::ps::ServerOptions o;
   std::string mode = "sync";
   app.add_option("--listen", o.listen, "host:port to serve on (port 0: any free port, printed)")->capture_default_str();
