@@ -58,19 +58,27 @@ std::string Dir(const std::string& dir, const std::string& name) { return dir + 
 // A checkpoint's directory, made if absent. The checkpoint root is shared storage that users can write to: a
 // directory there that is a link, or that another user made, is refused, so that files written as root never
 // land where someone else pointed them.
-Status MakeCheckpointDir(Env& env, const std::string& dir, const std::string& name) {
-  const std::string path = Dir(dir, name);
-  RETURN_IF_ERROR(env.CreateDirs(path, 0755));
+// path must be the server's own: a directory (want_dir) or a regular file, not a link, owned by this process's
+// user. Restores check the same, so that a file another user planted (a link to a root-only file, a FIFO) is
+// neither read nor measured.
+Status CheckOwn(const std::string& path, bool want_dir) {
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return Status::FromErrno("dlps-checkpoint", "lstat " + path, errno);
-  if (S_ISLNK(st.st_mode) || !S_ISDIR(st.st_mode)) {
-    return Status::FailedPrecondition("dlps-checkpoint", path + " is a symbolic link or not a directory; remove it or choose another name");
+  if (S_ISLNK(st.st_mode) || (want_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode))) {
+    return Status::FailedPrecondition(
+        "dlps-checkpoint", path + " is a symbolic link or not a " + (want_dir ? "directory" : "regular file") + "; remove it or choose another name");
   }
   if (st.st_uid != ::geteuid()) {
     return Status::FailedPrecondition("dlps-checkpoint", path + " belongs to uid " + std::to_string(st.st_uid) + ", not to the server (uid " +
                                                              std::to_string(::geteuid()) + "); remove it or choose another name");
   }
   return Status::Ok();
+}
+
+Status MakeCheckpointDir(Env& env, const std::string& dir, const std::string& name) {
+  const std::string path = Dir(dir, name);
+  RETURN_IF_ERROR(env.CreateDirs(path, 0755));
+  return CheckOwn(path, true);
 }
 
 }  // namespace
@@ -200,10 +208,13 @@ Status RestoreShardCheckpoint(Shard& shard, const std::string& dir, const std::s
     return Status::NotFound("dlps-checkpoint", "checkpoint " + Dir(dir, name) + " is missing or incomplete: it has no " + kManifestName +
                                                    " (written last, once every server's file is in place)");
   }
+  RETURN_IF_ERROR(CheckOwn(Dir(dir, name), true));
+  RETURN_IF_ERROR(CheckOwn(manifest_path, false));
   ASSIGN_OR_RETURN(std::string manifest, env->ReadFile(manifest_path, 1 << 20));
   ASSIGN_OR_RETURN(CheckpointFile entry, ManifestEntry(manifest, manifest_path, index, count));
   const std::string path = Dir(dir, name) + "/" + entry.name;
   if (!env->FileExists(path)) return Bad(path, "missing");
+  RETURN_IF_ERROR(CheckOwn(path, false));
   // At most the size the manifest gives: a file that grew (or a link to something endless) is refused unread.
   Result<std::string> read = env->ReadFile(path, entry.bytes);
   if (!read.ok() && read.status().code() == StatusCode::kResourceExhausted)

@@ -86,9 +86,9 @@ TEST(CheckpointTest, ACheckpointDirectoryThatIsALinkIsRefused) {
   EXPECT_TRUE(WriteShardCheckpoint(shard, root.path(), "real", 0, 1).ok()) << "a directory of its own is written";
 }
 
-// What a user can put in the checkpoint directory is read with care: a FIFO manifest is refused at once (it
-// used to block the restoring call forever), and a server file that is a link to /dev/zero is refused unread
-// (it used to be read until the OOM killer came).
+// What a user can put in the checkpoint directory is not restored: another user's file, a link (to /dev/zero,
+// which used to be read until the OOM killer came, or to a root-only file, whose size used to be told), a FIFO
+// manifest (which used to block the restoring call forever).
 TEST(CheckpointTest, RestoreRefusesFifosAndEndlessFilesAtOnce) {
   testing::TempDir root;
   Shard shard({.num_workers = 1});
@@ -97,12 +97,24 @@ TEST(CheckpointTest, RestoreRefusesFifosAndEndlessFilesAtOnce) {
   ASSERT_TRUE(f.ok()) << f.status().ToString();
   ASSERT_TRUE(WriteManifest(root.path(), "ck", 1, {*f}).ok());
   const std::string dir = root.Join("ck");
+  Shard into({.num_workers = 1});
+  if (::geteuid() == 0) {
+    // Another user's file in the server's place (their own weights, or one they may not read) is not restored.
+    ASSERT_EQ(::chown((dir + "/" + f->name).c_str(), 65534, 65534), 0);
+    Status theirs = RestoreShardCheckpoint(into, root.path(), "ck", 0, 1);
+    EXPECT_NE(theirs.ToString().find("belongs to uid 65534, not to the server"), std::string::npos) << theirs.ToString();
+  }
   // The server file swapped for a link to /dev/zero.
   std::filesystem::remove(dir + "/" + f->name);
   ASSERT_EQ(::symlink("/dev/zero", (dir + "/" + f->name).c_str()), 0);
-  Shard into({.num_workers = 1});
   Status st = RestoreShardCheckpoint(into, root.path(), "ck", 0, 1);
-  EXPECT_NE(st.ToString().find("not a regular file"), std::string::npos) << st.ToString();
+  EXPECT_NE(st.ToString().find("is a symbolic link or not a regular file"), std::string::npos) << st.ToString();
+  // A link to a file the server may read but the user may not is neither read nor measured.
+  std::filesystem::remove(dir + "/" + f->name);
+  ASSERT_EQ(::symlink("/etc/shadow", (dir + "/" + f->name).c_str()), 0);
+  st = RestoreShardCheckpoint(into, root.path(), "ck", 0, 1);
+  EXPECT_NE(st.ToString().find("is a symbolic link"), std::string::npos) << st.ToString();
+  EXPECT_EQ(st.ToString().find("bytes"), std::string::npos) << "no size of the target: " << st.ToString();
   // The manifest swapped for a FIFO that nobody writes.
   std::filesystem::remove(dir + "/" + std::string(kManifestName));
   ASSERT_EQ(::mkfifo((dir + "/" + std::string(kManifestName)).c_str(), 0644), 0);
