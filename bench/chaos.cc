@@ -30,6 +30,7 @@
 #include <set>
 #include <thread>
 
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "agent/ctl/control_client.h"
@@ -472,40 +473,32 @@ class Chaos {
 }  // namespace
 
 int main(int argc, char** argv) {
+  CLI::App app{"chaos: faults at random into a forming, training cluster of agents, its invariants checked (docs/reliability.md); as root"};
   int nodes = 4;
   std::string duration = "2m", recover = "90s", faults = "all";
   uint64_t seed = std::random_device{}();
   bool verbose = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 < argc) return argv[++i];
-      std::fprintf(stderr, "chaos: %s needs a value\n", a.c_str());
-      std::exit(2);
-    };
-    if (a == "--nodes")
-      nodes = std::atoi(value().c_str());
-    else if (a == "--duration")
-      duration = value();
-    else if (a == "--recover")
-      recover = value();
-    else if (a == "--seed")
-      seed = std::strtoull(value().c_str(), nullptr, 10);
-    else if (a == "--faults")
-      faults = value();
-    else if (a == "--verbose")
-      verbose = true;
-    else {
-      std::fprintf(stderr, "usage: chaos [--nodes N (4..32)] [--duration 2m] [--recover 90s] [--seed S] [--faults all|none|KIND,...] [--verbose]\n");
-      return 2;
-    }
+  app.add_option("--nodes", nodes, "Agents, each in a network namespace")->check(CLI::Range(4, 32))->capture_default_str();
+  app.add_option("--duration", duration, "How long faults are injected, e.g. 2m")->capture_default_str();
+  app.add_option("--recover", recover, "How long the cluster then has to be READY again")->capture_default_str();
+  app.add_option("--seed", seed, "The random seed (printed, to replay a run)");
+  app.add_option("--faults", faults,
+                 "all, none, or a list of: sigkill, sigstop, partition-node, partition-half, loss, delay, slow-link, "
+                 "disk-full, storage-hang")
+      ->capture_default_str();
+  app.add_flag("--verbose", verbose, "Print every fault and check");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;  // bad usage, as agentctl's
   }
   const std::optional<std::vector<std::string>> kinds = ParseFaults(faults);
   auto d = dlagent::ParseDuration(duration), r = dlagent::ParseDuration(recover);
-  if (nodes < 4 || nodes > 32 || !d.ok() || !r.ok() || !kinds) {
-    std::fprintf(stderr,
-                 "chaos: bad arguments (--nodes 4..32, durations like 2m or 90s, --faults all, none or a list of: sigkill, sigstop, "
-                 "partition-node, partition-half, loss, delay, slow-link, disk-full, storage-hang)\n");
+  if (!d.ok() || !r.ok() || !kinds) {
+    std::fprintf(stderr, "chaos: bad arguments: durations like 2m or 90s; --faults all, none or a list of the kinds in --help\n");
     return 2;
   }
   if (!LocalCluster::root()) {
