@@ -30,7 +30,6 @@
 #include <set>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "agent/ctl/control_client.h"
@@ -473,34 +472,8 @@ class Chaos {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"chaos: faults at random into a forming, training cluster of agents, its invariants checked (docs/reliability.md); as root"};
-  int nodes = 4;
-  std::string duration = "2m", recover = "90s", faults = "all";
-  uint64_t seed = std::random_device{}();
-  bool verbose = false;
-  app.add_option("--nodes", nodes, "Agents, each in a network namespace")->check(CLI::Range(4, 32))->capture_default_str();
-  app.add_option("--duration", duration, "How long faults are injected, e.g. 2m")->capture_default_str();
-  app.add_option("--recover", recover, "How long the cluster then has to be READY again")->capture_default_str();
-  app.add_option("--seed", seed, "The random seed (printed, to replay a run)");
-  app.add_option("--faults", faults,
-                 "all, none, or a list of: sigkill, sigstop, partition-node, partition-half, loss, delay, slow-link, "
-                 "disk-full, storage-hang")
-      ->capture_default_str();
-  app.add_flag("--verbose", verbose, "Print every fault and check");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::Success& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return 2;  // bad usage, as agentctl's
-  }
-  const std::optional<std::vector<std::string>> kinds = ParseFaults(faults);
-  auto d = dlagent::ParseDuration(duration), r = dlagent::ParseDuration(recover);
-  if (!d.ok() || !r.ok() || !kinds) {
-    std::fprintf(stderr, "chaos: bad arguments: durations like 2m or 90s; --faults all, none or a list of the kinds in --help\n");
-    return 2;
-  }
+  ChaosArgs args;
+  if (std::optional<int> rc = ParseChaosArgs(argc, argv, args)) return *rc;
   if (!LocalCluster::root()) {
     std::printf("[  SKIPPED ] chaos: needs root (a network namespace per node)\n");
     return 77;
@@ -509,8 +482,8 @@ int main(int argc, char** argv) {
     std::printf("[  SKIPPED ] chaos: needs nftables (apt-get install nftables) for packet loss\n");
     return 77;
   }
-  Chaos chaos(nodes, *kinds, seed, duration_cast<milliseconds>(*d), duration_cast<milliseconds>(*r));
-  chaos.verbose_ = verbose;
-  std::printf("chaos: seed %llu\n", static_cast<unsigned long long>(seed));
+  Chaos chaos(args.nodes, args.faults, args.seed, args.duration, args.recover);
+  chaos.verbose_ = args.verbose;
+  std::printf("chaos: seed %llu\n", static_cast<unsigned long long>(args.seed));
   return chaos.Run();
 }

@@ -18,8 +18,12 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 
+#include <CLI/CLI.hpp>
+
+#include "bootstrap/common/duration.h"
 #include "tests/support/local_cluster.h"
 
 namespace dlagent::chaos {
@@ -211,6 +215,39 @@ HungMount::~HungMount() {
   ::kill(holder_, SIGKILL);
   ::waitpid(holder_, nullptr, 0);
   Sh("nsenter -t " + std::to_string(agent_) + " -m umount -l " + target_);
+}
+
+std::optional<int> ParseChaosArgs(int argc, char** argv, ChaosArgs& args) {
+  CLI::App app{"chaos: faults at random into a forming, training cluster of agents, its invariants checked (docs/reliability.md); as root"};
+  std::string duration = "2m", recover = "90s", faults = "all";
+  args.seed = std::random_device{}();
+  app.add_option("--nodes", args.nodes, "Agents, each in a network namespace")->check(CLI::Range(4, 32))->capture_default_str();
+  app.add_option("--duration", duration, "How long faults are injected, e.g. 2m")->capture_default_str();
+  app.add_option("--recover", recover, "How long the cluster then has to be READY again")->capture_default_str();
+  app.add_option("--seed", args.seed, "The random seed (printed, to replay a run)");
+  app.add_option("--faults", faults,
+                 "all, none, or a list of: sigkill, sigstop, partition-node, partition-half, loss, delay, slow-link, "
+                 "disk-full, storage-hang")
+      ->capture_default_str();
+  app.add_flag("--verbose", args.verbose, "Print every fault and check");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;  // bad usage, as agentctl's
+  }
+  const std::optional<std::vector<std::string>> kinds = ParseFaults(faults);
+  const auto d = dlagent::ParseDuration(duration), r = dlagent::ParseDuration(recover);
+  if (!d.ok() || !r.ok() || !kinds) {
+    std::fprintf(stderr, "chaos: bad arguments: durations like 2m or 90s; --faults all, none or a list of the kinds in --help\n");
+    return 2;
+  }
+  args.faults = *kinds;
+  args.duration = std::chrono::duration_cast<std::chrono::milliseconds>(*d);
+  args.recover = std::chrono::duration_cast<std::chrono::milliseconds>(*r);
+  return std::nullopt;
 }
 
 }  // namespace dlagent::chaos

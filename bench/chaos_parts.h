@@ -43,6 +43,17 @@ extern const std::vector<std::string> kAllFaults;
 // "all", "none" (no fault: the soak) or a list such as "storage-hang,delay"; nullopt names no known fault.
 std::optional<std::vector<std::string>> ParseFaults(const std::string& text);
 
+// The command line (--help lists it).
+struct ChaosArgs {
+  int nodes = 4;
+  std::vector<std::string> faults;
+  uint64_t seed = 0;  // random unless --seed
+  std::chrono::milliseconds duration{0}, recover{0};
+  bool verbose = false;
+};
+// Fills args; an exit code when the program should end here (0 after --help, 2 for bad usage, said on stderr).
+std::optional<int> ParseChaosArgs(int argc, char** argv, ChaosArgs& args);
+
 // What an agent's log says about rosters and deaths, a line each ("chaos:   agent I: ...").
 void PrintRosterLines(int agent, const std::string& log);
 

@@ -8,6 +8,7 @@
 #include "agent/rpc/control_codec.h"
 #include "agent/rpc/unix_socket.h"
 #include "bootstrap/common/duration.h"
+#include "bootstrap/common/env.h"
 #include "proto/control.grpc.pb.h"
 #include "proto/grpc_status.h"
 
@@ -113,9 +114,10 @@ Result<std::unique_ptr<ControlClient>> ControlClient::Connect(const std::string&
   const bool known = ::getsockopt(*probe, SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0;
   ::close(*probe);
   if (!known || (peer.uid != 0 && peer.uid != ::getuid())) {
-    return Status::PermissionDenied("agentctl", "the process serving " + socket_path + " runs as uid " +
-                                                    (known ? std::to_string(peer.uid) : "unknown") +
-                                                    ", neither root nor you: refusing to talk to it (another user may have taken the socket's path)");
+    return Status::PermissionDenied(
+        "agentctl", "the process serving " + socket_path + " runs as uid " + (known ? std::to_string(peer.uid) : "unknown") +
+                        ", neither root nor you: refusing to talk to it (another user may have taken the socket's path; check who owns " +
+                        DirName(socket_path) + ", or name the agent's socket with --socket)");
   }
   return std::unique_ptr<ControlClient>(std::make_unique<GrpcControlClient>(socket_path, timeout));
 }
