@@ -95,6 +95,8 @@ nlohmann::json RankExits(const jpb::JobSummary& s) {
       r["signal"] = e.signal();
       r["stopped"] = e.stopped();
     }
+    r["dropped_lines"] = e.dropped_lines();
+    r["dropped_bytes"] = e.dropped_bytes();
     out.push_back(std::move(r));
   }
   return out;

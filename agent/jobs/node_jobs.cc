@@ -22,9 +22,24 @@
 #include "bootstrap/membership/packet_crypto.h"
 
 namespace dlagent::jobs {
-namespace {}  // namespace
+namespace {
 
-NodeJobs::NodeJobs(NodeJobsOptions options) : o_(std::move(options)) {
+// How long output a process that left the ranks' process groups still holds open stays read after the
+// sweep's SIGKILL (which it escaped).
+constexpr Duration kAbandonAfter = std::chrono::seconds(2);
+// The output read and echoed in one turn of the loop, all streams together; what is left is read next turn.
+constexpr size_t kTurnBytes = 4 << 20;
+
+NodeJobsOptions Checked(NodeJobsOptions o) {
+  o.max_line_bytes = std::max<size_t>(o.max_line_bytes, 1);
+  o.max_bytes_per_rank = std::max(o.max_bytes_per_rank, o.max_line_bytes + NodeJobs::kLineOverhead);
+  o.max_bytes = std::max(o.max_bytes, o.max_bytes_per_rank);
+  return o;
+}
+
+}  // namespace
+
+NodeJobs::NodeJobs(NodeJobsOptions options) : o_(Checked(std::move(options))) {
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   thread_ = std::thread([this] { Loop(); });
 }
@@ -40,8 +55,8 @@ NodeJobs::~NodeJobs() {
   MutexLock lock(mu_);
   for (auto& [id, job] : jobs_) {
     for (Rank& r : job->ranks) {
-      if (r.state.running()) {
-        ::kill(-r.state.pid(), SIGKILL);
+      if (!r.reaped) {
+        ::kill(-r.state.pid(), SIGKILL);  // its zombie holds the group's id: no stranger's
         int status;
         ::waitpid(r.state.pid(), &status, 0);
       }
@@ -56,6 +71,11 @@ NodeJobs::~NodeJobs() {
 void NodeJobs::Wake() {
   uint64_t one = 1;
   (void)!::write(wake_fd_, &one, sizeof one);
+}
+
+size_t NodeJobs::HeldBytes() const {
+  MutexLock lock(mu_);
+  return held_bytes_;
 }
 
 size_t NodeJobs::RunningRanks() const {
@@ -158,7 +178,11 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
   Job* job;
   if (existing != jobs_.end()) {
     job = existing->second.get();
+    if (job->ended != MonoTime::max()) {
+      for (const Rank& r : job->ranks) finished_bytes_ -= r.held_bytes;
+    }
     job->ended = MonoTime::max();
+    job->abandon_at = MonoTime::max();
     job->swept = false;
   } else {
     auto fresh = std::make_unique<Job>();
@@ -187,6 +211,7 @@ pb::NodeJob NodeJobs::Describe(const Job& job, bool with_lines, uint64_t after, 
   out.set_failure(job.failure);
   out.set_killed(job.killed);
   out.set_next_seq(job.next_seq);
+  out.set_ended(job.ended != MonoTime::max());
   if (!with_lines) return out;
   // Every rank's held lines after the cursor, in the order they were read.
   std::vector<const pb::LogLine*> held;
@@ -232,7 +257,7 @@ void NodeJobs::SignalLocked(Job& job, int sig, bool escalate, const std::string&
   }
   for (Rank& r : job.ranks) {
     // A rank that ended may leave children in its group that still hold its pipes.
-    if (!r.state.running() && r.out.fd < 0 && r.err.fd < 0) continue;
+    if (r.reaped || (!r.state.running() && r.out.fd < 0 && r.err.fd < 0)) continue;
     if (r.state.running()) r.state.set_stopped(true);
     ::kill(-r.state.pid(), sig);
   }
@@ -284,23 +309,60 @@ void NodeJobs::AddLine(Job& job, Rank& rank, bool stderr_stream, std::string tex
   line.set_stderr(stderr_stream);
   line.set_text(std::move(text));
   line.set_unix_ms(swim::NowUnixMs());
+  const size_t cost = line.text().size() + kLineOverhead;
   rank.lines.push_back(std::move(line));
-  while (rank.lines.size() > o_.max_lines_per_rank) rank.lines.pop_front();
+  rank.held_bytes += cost;
+  held_bytes_ += cost;
+  while (rank.lines.size() > o_.max_lines_per_rank || rank.held_bytes > o_.max_bytes_per_rank) DropOldest(rank);
+  if (held_bytes_ > o_.max_bytes) Shed(rank);
 }
 
-void NodeJobs::Drain(Job& job, Rank& rank, Stream& s, bool stderr_stream, std::vector<Echo>& echo) {
+void NodeJobs::DropOldest(Rank& rank) {
+  const size_t cost = rank.lines.front().text().size() + kLineOverhead;
+  rank.lines.pop_front();
+  rank.held_bytes -= cost;
+  held_bytes_ -= cost;
+  rank.state.set_dropped_lines(rank.state.dropped_lines() + 1);
+  rank.state.set_dropped_bytes(rank.state.dropped_bytes() + cost - kLineOverhead);
+}
+
+void NodeJobs::Shed(Rank& rank) {
+  // The jobs that ended first give up their lines first: who is still looking at a job is more likely to
+  // look at the running ones.
+  if (finished_bytes_ > 0) {
+    std::vector<Job*> finished;
+    for (auto& [id, job] : jobs_) {
+      if (job->ended != MonoTime::max()) finished.push_back(job.get());
+    }
+    std::sort(finished.begin(), finished.end(), [](const Job* a, const Job* b) { return a->ended < b->ended; });
+    for (Job* job : finished) {
+      for (Rank& r : job->ranks) {
+        finished_bytes_ -= r.held_bytes;
+        while (!r.lines.empty()) DropOldest(r);
+      }
+      if (held_bytes_ <= o_.max_bytes) return;
+    }
+  }
+  // Then the rank that writes: the others' lines stay (its newest line always fits, max_line_bytes being
+  // below max_bytes).
+  while (held_bytes_ > o_.max_bytes && rank.lines.size() > 1) DropOldest(rank);
+}
+
+size_t NodeJobs::Drain(Job& job, Rank& rank, Stream& s, bool stderr_stream, std::vector<Echo>& echo) {
   char buf[16384];
+  size_t total = 0;
   for (int round = 0; round < 8; ++round) {  // at most 128 KiB a stream a turn: one chatty rank cannot starve the rest
     const ssize_t n = ::read(s.fd, buf, sizeof buf);
     if (n < 0 && (errno == EINTR)) continue;
-    if (n < 0 && errno == EAGAIN) return;
+    if (n < 0 && errno == EAGAIN) return total;
     if (n <= 0) {
       if (!s.partial.empty()) AddLine(job, rank, stderr_stream, std::move(s.partial), echo);
       s.partial.clear();
       ::close(s.fd);
       s.fd = -1;
-      return;
+      return total;
     }
+    total += static_cast<size_t>(n);
     s.partial.append(buf, static_cast<size_t>(n));
     size_t start = 0;
     for (;;) {
@@ -315,11 +377,14 @@ void NodeJobs::Drain(Job& job, Rank& rank, Stream& s, bool stderr_stream, std::v
       s.partial.erase(0, o_.max_line_bytes);
     }
   }
+  return total;
 }
 
 void NodeJobs::Reap(Job& job, Rank& rank) {
   siginfo_t info{};
-  if (::waitid(P_PID, static_cast<id_t>(rank.state.pid()), &info, WEXITED | WNOHANG) != 0 || info.si_pid == 0) return;
+  // WNOWAIT: the zombie stays until the job has ended (ReapEnded), so that the group id signalled meanwhile
+  // (a sweep, a kill, the grace's SIGKILL) is still this rank's and never a process of someone else.
+  if (::waitid(P_PID, static_cast<id_t>(rank.state.pid()), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == 0) return;
   ::close(rank.pidfd);
   rank.pidfd = -1;
   rank.state.set_running(false);
@@ -338,6 +403,60 @@ void NodeJobs::Reap(Job& job, Rank& rank) {
   }
 }
 
+void NodeJobs::ReapEnded(Job& job) {
+  for (Rank& r : job.ranks) {
+    if (r.reaped || r.state.running()) continue;
+    siginfo_t info{};
+    ::waitid(P_PID, static_cast<id_t>(r.state.pid()), &info, WEXITED | WNOHANG);
+    r.reaped = true;
+  }
+}
+
+bool NodeJobs::Advance(Job& job, MonoTime now) {
+  bool exited = true, closed = true;
+  for (const Rank& r : job.ranks) {
+    exited = exited && !r.state.running();
+    closed = closed && r.out.fd < 0 && r.err.fd < 0;
+  }
+  if (job.kill_at <= now) {
+    job.kill_at = MonoTime::max();
+    for (Rank& r : job.ranks) {
+      if (r.state.running() || r.out.fd >= 0 || r.err.fd >= 0) {
+        if (r.state.running()) spdlog::warn("job {}: rank {} still running after the grace period; SIGKILL", job.spec.id(), r.state.rank());
+        ::kill(-r.state.pid(), SIGKILL);
+      }
+    }
+    if (exited && !closed) job.abandon_at = std::min(job.abandon_at, now + kAbandonAfter);
+  }
+  if (job.ended != MonoTime::max()) return false;
+  if (exited && !closed && job.abandon_at <= now) {
+    // What holds the output open left the ranks' process groups (setsid) and so escaped every signal: its
+    // output is no longer read, and the job ends.
+    for (Rank& r : job.ranks) {
+      for (Stream* s : {&r.out, &r.err}) {
+        if (s->fd < 0) continue;
+        spdlog::warn("job {}: a process that rank {} started outside its process group still holds its output open; no longer read", job.spec.id(),
+                     r.state.rank());
+        ::close(s->fd);
+        s->fd = -1;
+      }
+    }
+    closed = true;
+  }
+  if (exited && closed) {
+    job.ended = now;
+    ReapEnded(job);
+    for (const Rank& r : job.ranks) finished_bytes_ += r.held_bytes;
+    return true;
+  }
+  if (exited && !job.swept) {
+    // Every rank is gone but something it started still holds its output: a job leaves nothing behind.
+    job.swept = true;
+    SignalLocked(job, SIGTERM, true, "", false);
+  }
+  return false;
+}
+
 void NodeJobs::Forget() {
   std::vector<std::pair<MonoTime, std::string>> finished;
   for (const auto& [id, job] : jobs_) {
@@ -345,7 +464,14 @@ void NodeJobs::Forget() {
   }
   if (finished.size() <= o_.keep_finished) return;
   std::sort(finished.begin(), finished.end());  // the longest ended first
-  for (size_t i = 0; i + o_.keep_finished < finished.size(); ++i) jobs_.erase(finished[i].second);
+  for (size_t i = 0; i + o_.keep_finished < finished.size(); ++i) {
+    auto it = jobs_.find(finished[i].second);
+    for (const Rank& r : it->second->ranks) {
+      held_bytes_ -= r.held_bytes;
+      finished_bytes_ -= r.held_bytes;
+    }
+    jobs_.erase(it);
+  }
 }
 
 void NodeJobs::StopOrphans() {
@@ -386,8 +512,9 @@ void NodeJobs::Loop() {
           if (r.err.fd >= 0) fds.push_back({r.err.fd, POLLIN, 0}), watches.push_back({id, i, kErr});
           if (r.pidfd >= 0) fds.push_back({r.pidfd, POLLIN, 0}), watches.push_back({id, i, kPid});
         }
-        if (job->kill_at != MonoTime::max()) {
-          const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(job->kill_at - now).count();
+        for (MonoTime at : {job->kill_at, job->abandon_at}) {
+          if (at == MonoTime::max()) continue;
+          const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(at - now).count();
           timeout_ms = static_cast<int>(std::clamp<int64_t>(left + 1, 0, timeout_ms));
         }
       }
@@ -402,7 +529,12 @@ void NodeJobs::Loop() {
       (void)!::read(wake_fd_, &n, sizeof n);
     }
     MutexLock lock(mu_);
-    for (size_t i = 1; i < fds.size() && ready > 0; ++i) {
+    // From a different stream each turn, and no more than kTurnBytes a turn: what is left is read next turn.
+    const size_t n = fds.size() - 1;
+    size_t read = 0;
+    turn_ = n > 0 ? (turn_ + 1) % n : 0;
+    for (size_t k = 0; k < n && ready > 0 && read < kTurnBytes; ++k) {
+      const size_t i = 1 + (turn_ + k) % n;
       if (!fds[i].revents) continue;
       auto it = jobs_.find(watches[i].job);
       if (it == jobs_.end()) continue;
@@ -410,10 +542,10 @@ void NodeJobs::Loop() {
       Rank& rank = job.ranks[watches[i].rank];
       switch (watches[i].kind) {
         case kOut:
-          if (rank.out.fd == fds[i].fd) Drain(job, rank, rank.out, false, echo);
+          if (rank.out.fd == fds[i].fd) read += Drain(job, rank, rank.out, false, echo);
           break;
         case kErr:
-          if (rank.err.fd == fds[i].fd) Drain(job, rank, rank.err, true, echo);
+          if (rank.err.fd == fds[i].fd) read += Drain(job, rank, rank.err, true, echo);
           break;
         case kPid:
           if (rank.pidfd == fds[i].fd) Reap(job, rank);
@@ -422,32 +554,7 @@ void NodeJobs::Loop() {
     }
     const MonoTime now = std::chrono::steady_clock::now();
     bool ended_one = false;
-    for (auto& [id, job] : jobs_) {
-      if (job->kill_at <= now) {
-        job->kill_at = MonoTime::max();
-        for (Rank& r : job->ranks) {
-          if (r.state.running() || r.out.fd >= 0 || r.err.fd >= 0) {
-            if (r.state.running()) spdlog::warn("job {}: rank {} still running after the grace period; SIGKILL", id, r.state.rank());
-            ::kill(-r.state.pid(), SIGKILL);
-          }
-        }
-      }
-      if (job->ended == MonoTime::max()) {
-        bool exited = true, closed = true;
-        for (const Rank& r : job->ranks) {
-          exited = exited && !r.state.running();
-          closed = closed && r.out.fd < 0 && r.err.fd < 0;
-        }
-        if (exited && closed) {
-          job->ended = now;
-          ended_one = true;
-        } else if (exited && !job->swept) {
-          // Every rank is gone but something it started still holds its output: a job leaves nothing behind.
-          job->swept = true;
-          SignalLocked(*job, SIGTERM, true, "", false);
-        }
-      }
-    }
+    for (auto& [id, job] : jobs_) ended_one = Advance(*job, now) || ended_one;
     if (ended_one) Forget();  // only when there may be one too many
     if (o_.gone && now - last_orphan_check_ >= std::chrono::seconds(1)) {
       last_orphan_check_ = now;

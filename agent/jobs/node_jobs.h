@@ -1,9 +1,14 @@
 #pragma once
 // NodeJobs: this node's part of every job: it starts the ranks it is given, reads their output line by line
-// into the journal (DLAGENT_JOB, DLAGENT_RANK, DLAGENT_STREAM) and a bounded buffer per rank, keeps every
-// rank's exit code or signal, and stops ranks: SIGTERM to the rank's process group, SIGKILL after the job's
-// grace period. A rank of this node that fails stops the job's other ranks here at once (the coordinator
-// stops the other nodes' ranks). The job messages of jobs.proto are its data types.
+// into the journal (DLAGENT_JOB, DLAGENT_RANK, DLAGENT_STREAM) and a buffer per rank bounded in lines and bytes
+// (and all of them in bytes together), keeps every rank's exit code or signal, and stops ranks: SIGTERM to
+// the rank's process group, SIGKILL after the job's grace period. A rank of this node that fails stops the
+// job's other ranks here at once (the coordinator stops the other nodes' ranks). The job messages of
+// jobs.proto are its data types.
+//
+// Signals never reach a stranger: a rank that exits stays a zombie (seen with WNOWAIT, not reaped) until its
+// job has ended, so neither its pid nor its process group id can be reused while a signal may still be sent
+// to them.
 //
 // Threading: one thread of its own polls every rank's pipes and pidfd (and beats its heartbeat at least once
 // a second); every method may be called from any thread.
@@ -31,9 +36,15 @@ struct NodeJobsOptions {
   std::string node;                   // REQUIRED: this node's instance id
   size_t max_lines_per_rank = 10000;  // Default: each rank's last 10,000 lines of output are kept
   size_t max_line_bytes = 16 << 10;   // Default: 16 KiB; a longer line is cut into several
-  size_t keep_finished = 64;          // Default: the 64 latest finished jobs are kept for jobs and logs
-  size_t max_ranks = 1024;            // Default: at most 1,024 ranks of all jobs running on the node
-  bool journal = true;                // Default: every line also goes to the log (the journal under systemd)
+  // Default: 4 MiB. The bytes of output a rank's buffer holds (each line counts its text and kLineOverhead);
+  // past it its oldest lines go. Raised to max_line_bytes + kLineOverhead when below.
+  size_t max_bytes_per_rank = 4 << 20;
+  // Default: 256 MiB. The bytes of output held on the node, every job's together, finished ones included. Past
+  // it the lines of the jobs that ended first go, then the oldest lines of the rank that writes.
+  size_t max_bytes = 256 << 20;
+  size_t keep_finished = 64;  // Default: the 64 latest finished jobs are kept for jobs and logs
+  size_t max_ranks = 1024;    // Default: at most 1,024 ranks of all jobs running on the node
+  bool journal = true;        // Default: every line also goes to the log (the journal under systemd)
   std::shared_ptr<Heartbeat> heartbeat;
   // The node environment every rank starts from (cluster.env, PATH, HOME...), read at each start.
   std::function<std::vector<std::string>()> base_env;
@@ -62,6 +73,12 @@ class NodeJobs {
   // Stops every running rank of every job (agentd is stopping) and waits up to `wait` for them to end.
   void StopAll(const std::string& reason, Duration wait);
 
+  // The bytes of output held now, every job's together (never above max_bytes).
+  size_t HeldBytes() const;
+
+  // What a held line costs beyond its text (its record and the deque's share).
+  static constexpr size_t kLineOverhead = 64;
+
  private:
   struct Stream {
     int fd = -1;
@@ -70,8 +87,10 @@ class NodeJobs {
   struct Rank {
     pb::RankState state;
     int pidfd = -1;
+    bool reaped = false;  // its zombie is gone: its pid may belong to someone else now
     Stream out, err;
-    std::deque<pb::LogLine> lines;  // its last max_lines_per_rank lines, the oldest first
+    std::deque<pb::LogLine> lines;  // its latest lines within the bounds, the oldest first
+    size_t held_bytes = 0;          // what `lines` costs (text + kLineOverhead each)
   };
   struct Job {
     pb::JobSpec spec;
@@ -82,6 +101,9 @@ class NodeJobs {
     MonoTime kill_at = MonoTime::max();  // SIGKILL for ranks still running, when escalated
     MonoTime ended = MonoTime::max();
     bool swept = false;  // what the ranks left running was signalled
+    // After the sweep's SIGKILL: when the output is still held open then (by a process that left the ranks'
+    // process groups), it is closed unread.
+    MonoTime abandon_at = MonoTime::max();
   };
 
   void Loop();
@@ -93,9 +115,17 @@ class NodeJobs {
     bool stderr_stream;
     std::string text;
   };
-  void Drain(Job& job, Rank& rank, Stream& s, bool stderr_stream, std::vector<Echo>& echo) REQUIRES(mu_);
+  // Reads what the stream has (at most 128 KiB); the bytes read.
+  size_t Drain(Job& job, Rank& rank, Stream& s, bool stderr_stream, std::vector<Echo>& echo) REQUIRES(mu_);
   void AddLine(Job& job, Rank& rank, bool stderr_stream, std::string text, std::vector<Echo>& echo) REQUIRES(mu_);
+  // Sees that the rank exited (it stays a zombie); ReapEnded reaps a job's zombies once the job has ended.
   void Reap(Job& job, Rank& rank) REQUIRES(mu_);
+  static void ReapEnded(Job& job);
+  // Drops a rank's oldest line; Shed makes room for `rank`'s newest under max_bytes.
+  void DropOldest(Rank& rank) REQUIRES(mu_);
+  void Shed(Rank& rank) REQUIRES(mu_);
+  // Once a turn: SIGKILL after the grace, the job's end, output abandoned by escaped processes.
+  bool Advance(Job& job, MonoTime now) REQUIRES(mu_);
   void SignalLocked(Job& job, int sig, bool escalate, const std::string& reason, bool killed) REQUIRES(mu_);
   void Forget() REQUIRES(mu_);
   // Stops the running jobs whose coordinator gossip says is gone (about once a second).
@@ -107,8 +137,11 @@ class NodeJobs {
   mutable Mutex mu_;
   std::map<std::string, std::unique_ptr<Job>> jobs_ GUARDED_BY(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;
+  size_t held_bytes_ GUARDED_BY(mu_) = 0;      // every rank's held_bytes
+  size_t finished_bytes_ GUARDED_BY(mu_) = 0;  // the part of it held by jobs that ended
   int wake_fd_ = -1;
   MonoTime last_orphan_check_{};  // the loop's thread only
+  size_t turn_ = 0;               // the loop's thread only: where a turn starts reading, in turn
   std::thread thread_;
 };
 

@@ -67,6 +67,8 @@ pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& p
       e->set_exit_code(r.exit_code());
       e->set_signal(r.signal());
       e->set_stopped(r.stopped());
+      e->set_dropped_lines(r.dropped_lines());
+      e->set_dropped_bytes(r.dropped_bytes());
     }
   }
   std::sort(s.mutable_rank_exits()->begin(), s.mutable_rank_exits()->end(),

@@ -5,6 +5,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <filesystem>
 #include <set>
 #include <thread>
 
@@ -51,7 +53,7 @@ NodeJobsOptions Options(const std::string& node) {
   return o;
 }
 
-// Waits until every rank of the job on `jobs` has ended; the job's view then.
+// Waits until the job on `jobs` has ended (every rank exited, all output read); the job's view then.
 pb::NodeJob WaitEnded(NodeJobs& jobs, const std::string& id, seconds limit = seconds(10)) {
   pb::QueryRequest q;
   q.set_job(id);
@@ -61,11 +63,44 @@ pb::NodeJob WaitEnded(NodeJobs& jobs, const std::string& id, seconds limit = sec
     Result<pb::QueryReply> r = jobs.Query(q);
     EXPECT_TRUE(r.ok());
     if (!r.ok()) return {};
-    bool ended = true;
-    for (const pb::RankState& s : r->jobs(0).ranks()) ended = ended && !s.running();
-    if (ended || steady_clock::now() > until) return r->jobs(0);
+    if (r->jobs(0).ended()) return r->jobs(0);
+    if (steady_clock::now() > until) {
+      ADD_FAILURE() << "job " << id << " has not ended after " << limit.count() << " s";
+      return r->jobs(0);
+    }
     std::this_thread::sleep_for(milliseconds(20));
   }
+}
+
+// Every line the job holds, asked for a page at a time (a reply holds at most 10,000 lines or 1 MiB).
+pb::NodeJob AllLines(NodeJobs& jobs, const std::string& id) {
+  pb::QueryRequest q;
+  q.set_job(id);
+  q.set_max_lines(10000);
+  pb::NodeJob all;
+  for (bool first = true;; first = false) {
+    Result<pb::QueryReply> r = jobs.Query(q);
+    EXPECT_TRUE(r.ok());
+    if (!r.ok()) return all;
+    const pb::NodeJob& page = r->jobs(0);
+    if (first) {
+      all = page;
+    } else {
+      for (const auto& l : page.lines()) *all.add_lines() = l;
+    }
+    if (page.lines_size() == 0) return all;
+    q.set_after_seq(page.next_seq() - 1);
+  }
+}
+
+// A process's state letter from /proc (R, S, Z...), or 0 when there is no such process.
+char ProcState(int pid) {
+  FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (!f) return 0;
+  char state = 0;
+  if (std::fscanf(f, "%*d (%*[^)]) %c", &state) != 1) state = 0;
+  std::fclose(f);
+  return state;
 }
 
 TEST(NodeJobsTest, RanksGetTheirEnvironmentAndTheirOutputIsKeptLineByLine) {
@@ -140,8 +175,6 @@ TEST(NodeJobsTest, EachRanksBufferKeepsItsLastLinesAndSaysHowManyWereDropped) {
   // Rank 0 is chatty, rank 1 says one line first: its line stays, in a buffer of its own.
   ASSERT_TRUE(jobs.Start(Start(Spec("j-6", {"sh", "-c", "if [ $DLAGENT_RANK = 1 ]; then echo quiet; else sleep 0.2; seq 1 1000; fi"}), 2)).ok());
   pb::NodeJob j = WaitEnded(jobs, "j-6");
-  std::this_thread::sleep_for(milliseconds(100));  // the last reads after the exit
-  j = WaitEnded(jobs, "j-6");
   ASSERT_EQ(j.lines_size(), 101);
   EXPECT_EQ(j.lines(0).text(), "quiet");
   EXPECT_EQ(j.lines(1).text(), "901");
@@ -160,16 +193,108 @@ TEST(NodeJobsTest, EachRanksBufferKeepsItsLastLinesAndSaysHowManyWereDropped) {
   EXPECT_EQ(part->jobs(0).next_seq(), j.lines(61).seq());
 }
 
+TEST(NodeJobsTest, OutputWithoutNewlinesIsBoundedInBytesPerRankAndWhatWasDroppedIsCounted) {
+  NodeJobsOptions o = Options("i-a");
+  o.max_bytes_per_rank = 1 << 20;
+  NodeJobs jobs(o);
+  // 20 MB without a newline: cut into 16 KiB lines, of which 1 MiB's worth is kept, the latest.
+  ASSERT_TRUE(jobs.Start(Start(Spec("j-big", {"sh", "-c", "head -c 20000000 /dev/zero | tr '\\0' x"}), 2)).ok());
+  ASSERT_TRUE(WaitEnded(jobs, "j-big", seconds(60)).ended());
+  const pb::NodeJob j = AllLines(jobs, "j-big");
+  size_t text[2] = {0, 0}, held[2] = {0, 0};  // per rank: the text held, and what it costs
+  for (const auto& l : j.lines()) {
+    text[l.rank()] += l.text().size();
+    held[l.rank()] += l.text().size() + NodeJobs::kLineOverhead;
+  }
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_LE(held[r], size_t{1} << 20) << "rank " << r;
+    EXPECT_GT(held[r], size_t{1} << 19) << "rank " << r;
+    EXPECT_GT(j.ranks(r).dropped_lines(), 0u);
+    EXPECT_EQ(j.ranks(r).dropped_bytes() + text[r], 20000000u) << "rank " << r << ": every byte is held or counted as dropped";
+  }
+  EXPECT_EQ(jobs.HeldBytes(), held[0] + held[1]);
+  EXPECT_EQ(j.lines(j.lines_size() - 1).text().back(), 'x');
+}
+
+TEST(NodeJobsTest, TheNodesOutputIsBoundedInTotalAndJobsThatEndedGiveWayFirst) {
+  NodeJobsOptions o = Options("i-a");
+  o.max_lines_per_rank = 1000000;
+  o.max_bytes_per_rank = 8 << 20;
+  o.max_bytes = 10 << 20;
+  NodeJobs jobs(o);
+  // 100,000 lines of 7 bytes and 64 of overhead each: about 6.8 MiB held, the ranks' own bound not reached.
+  const std::vector<std::string> writes = {"sh", "-c", "seq 1000001 1100000"};
+  ASSERT_TRUE(jobs.Start(Start(Spec("j-a", writes), 1)).ok());
+  WaitEnded(jobs, "j-a", seconds(30));
+  pb::NodeJob a = AllLines(jobs, "j-a");
+  EXPECT_EQ(a.lines_size(), 100000);
+  EXPECT_LE(jobs.HeldBytes(), o.max_bytes);
+  // A second job: the ended one's lines go before its own.
+  ASSERT_TRUE(jobs.Start(Start(Spec("j-b", writes), 1)).ok());
+  WaitEnded(jobs, "j-b", seconds(30));
+  pb::NodeJob b = AllLines(jobs, "j-b");
+  EXPECT_EQ(b.lines_size(), 100000) << "the node's bound took the ended job's lines, not its own";
+  EXPECT_LE(jobs.HeldBytes(), o.max_bytes);
+  a = AllLines(jobs, "j-a");
+  EXPECT_LT(a.lines_size(), 100000) << "the ended job gave way";
+  EXPECT_GT(a.ranks(0).dropped_lines(), 0u);
+  // Two running ranks together over the node's bound: each keeps its own latest lines, within it.
+  ASSERT_TRUE(jobs.Start(Start(Spec("j-c", writes), 2)).ok());
+  WaitEnded(jobs, "j-c", seconds(30));
+  pb::NodeJob c = AllLines(jobs, "j-c");
+  EXPECT_LE(jobs.HeldBytes(), o.max_bytes);
+  std::set<std::string> last;
+  for (const auto& l : c.lines()) {
+    if (l.text() == "1100000") last.insert(std::to_string(l.rank()));
+  }
+  EXPECT_EQ(last, (std::set<std::string>{"0", "1"})) << "each rank's latest line is held";
+}
+
+TEST(NodeJobsTest, AnExitedRankStaysAZombieUntilItsJobEndsSoItsGroupIdCannotBeReused) {
+  NodeJobs jobs(Options("i-a"));
+  char dir[] = "/tmp/node-jobs-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  const std::string pidfile = std::string(dir) + "/helper";
+  // The rank starts a helper in a session of its own that keeps its output open, and exits once it runs.
+  auto spec = Spec("j-z",
+                   {"sh", "-c",
+                    "setsid sh -c 'echo $$ > " + pidfile + ".tmp; mv " + pidfile + ".tmp " + pidfile + "; exec sleep 30' & while [ ! -e " + pidfile +
+                        " ]; do sleep 0.01; done"},
+                   300);
+  auto started = jobs.Start(Start(spec, 1));
+  ASSERT_TRUE(started.ok());
+  const int rank_pid = started->ranks(0).pid();
+  pb::QueryRequest q;
+  q.set_job("j-z");
+  for (auto until = steady_clock::now() + seconds(10); jobs.Query(q)->jobs(0).ranks(0).running() && steady_clock::now() < until;)
+    std::this_thread::sleep_for(milliseconds(10));
+  pb::NodeJob j = jobs.Query(q)->jobs(0);
+  ASSERT_FALSE(j.ranks(0).running());
+  ASSERT_FALSE(j.ended()) << "the helper holds the output for the grace and more";
+  EXPECT_EQ(ProcState(rank_pid), 'Z') << "the exited rank's pid is held while its job may still be signalled";
+  // The helper escaped the group's signals; its output is let go and the job ends, then the zombie goes.
+  j = WaitEnded(jobs, "j-z");
+  EXPECT_TRUE(j.ended());
+  EXPECT_EQ(ProcState(rank_pid), 0) << "reaped once the job ended";
+  int helper = 0;
+  if (FILE* f = std::fopen(pidfile.c_str(), "r")) {
+    if (std::fscanf(f, "%d", &helper) != 1) helper = 0;
+    std::fclose(f);
+  }
+  ASSERT_GT(helper, 0);
+  EXPECT_NE(ProcState(helper), 0) << "the escaped helper is a separate matter (a job's cgroup)";
+  ::kill(helper, SIGKILL);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(NodeJobsTest, OnlyTheLatestFinishedJobsAreKept) {
   NodeJobsOptions o = Options("i-a");
   o.keep_finished = 2;
   NodeJobs jobs(o);
   for (const char* id : {"j-1", "j-2", "j-3", "j-4"}) {
     ASSERT_TRUE(jobs.Start(Start(Spec(id, {"true"}), 1)).ok());
-    WaitEnded(jobs, id);
-    std::this_thread::sleep_for(milliseconds(50));  // ended one after the other
+    WaitEnded(jobs, id);  // so they end one after the other, and Forget has run when it says so
   }
-  std::this_thread::sleep_for(milliseconds(100));
   std::set<std::string> kept;
   Result<pb::QueryReply> all = jobs.Query(pb::QueryRequest());
   ASSERT_TRUE(all.ok());

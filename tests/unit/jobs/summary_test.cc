@@ -162,12 +162,17 @@ TEST(SummarizeTest, StateExitCodeAndFailureFromTheParts) {
 
 TEST(SummarizeTest, RankExitsAreInRankOrderWithTheirNodes) {
   const pb::NodeJob a = Part({{2, 0, 0, false, 0, true}, {0}});
-  const pb::NodeJob b = Part({{1, 3}});
+  pb::NodeJob b = Part({{1, 3}});
+  b.mutable_ranks(0)->set_dropped_lines(7);
+  b.mutable_ranks(0)->set_dropped_bytes(700);
   const pb::JobSummary s = Summarize(Spec(3), {{"i-a", &a, false}, {"i-b", &b, false}}, {});
   ASSERT_EQ(s.rank_exits_size(), 3);
   EXPECT_EQ(s.rank_exits(0).rank(), 0u);
   EXPECT_EQ(s.rank_exits(1).node(), "i-b");
   EXPECT_EQ(s.rank_exits(1).exit_code(), 3);
+  EXPECT_EQ(s.rank_exits(1).dropped_lines(), 7u);
+  EXPECT_EQ(s.rank_exits(1).dropped_bytes(), 700u);
+  EXPECT_EQ(s.rank_exits(0).dropped_lines(), 0u);
   EXPECT_TRUE(s.rank_exits(2).running());
   EXPECT_EQ(s.name(), "train");
   EXPECT_EQ(s.started_unix_ms(), 10);
