@@ -57,6 +57,12 @@ Status Daemon::StartShard(const Config& c) {
       MutexLock lock(mu_);
       return ps_keys_;
     };
+    // A token dies with its job: once the job's ranks here have ended (and a minute for other nodes' ranks to
+    // finish their last rounds), its shard is dropped and its token refused.
+    o.job_live = [this](const std::string& job) {
+      std::shared_ptr<jobs::Jobs> j = ServedJobs();
+      return j && j->Live(job, std::chrono::seconds(60));
+    };
   } else {
     spdlog::warn(
         "parameter-server shard: whoever reaches {} is served (ps.authenticate = false); keep the port inside the cluster's "
@@ -80,6 +86,7 @@ Status Daemon::StartGossip(const Config& c, const GossipIdentity& who, std::vect
   GossipPlan plan = PlanGossip(c, who);
   plan.options.heartbeat = heartbeats_.Register("gossip");
   cluster_client_ = NewGrpcClusterClient();
+  cluster_client_->SetKeyring(std::make_shared<const swim::Keyring>(ring));
   ASSIGN_OR_RETURN(gossip_, swim::GossipNode::Start(plan.options, std::move(ring), cluster_client_.get()));
   membership_ = std::make_unique<Membership>(*gossip_, *cluster_client_, c.cluster.name, plan.meta, std::move(keys));
   spdlog::info("gossip: member {} on {} (profile {}, {} seeds)", plan.options.name, gossip_->advertise_addr(),
@@ -96,7 +103,8 @@ Status Daemon::StartClusterService(const Config& c) {
     if (!j) return Status::Unavailable("jobs", "this agent runs no jobs (it forms no roster, or is stopping)");
     return j->HandleRpc(sealed);
   };
-  ASSIGN_OR_RETURN(cluster_service_, StartClusterServer(c.gossip.bind, static_cast<int>(c.gossip.port), std::move(h)));
+  ConnectionKeyring keys = [m = membership_.get()] { return m->keyring(); };
+  ASSIGN_OR_RETURN(cluster_service_, StartClusterServer(c.gossip.bind, static_cast<int>(c.gossip.port), std::move(h), std::move(keys)));
   return Status::Ok();
 }
 

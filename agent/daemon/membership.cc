@@ -70,6 +70,7 @@ std::vector<std::string> Membership::cluster_keys() {
 Status Membership::ReloadKeys(const std::vector<std::string>& keys, const std::string& path) {
   ASSIGN_OR_RETURN(swim::Keyring ring, MakeKeyring(keys, cluster_, path));
   node_.SetKeyring(std::move(ring));
+  client_.SetKeyring(node_.keyring());  // new connections prove the new primary key
   {
     MutexLock lock(mu_);
     keys_ = keys;

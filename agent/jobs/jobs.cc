@@ -55,7 +55,9 @@ Result<pb::NodeReply> Jobs::Call(const std::string& instance_id, const std::stri
   if (instance_id == o_.self) return endpoint_.Dispatch(req);
   const std::shared_ptr<const swim::Keyring> ring = deps_.keyring();
   if (!ring) return Status::FailedPrecondition("jobs", "no cluster key: jobs need gossip.key_file");
-  return CallNode(*deps_.client, *ring, addr, req);
+  Result<pb::NodeReply> reply = CallNode(*deps_.client, *ring, addr, req);
+  if (!reply.ok()) return reply.status().Annotate(instance_id);  // which node, not only its address
+  return reply;
 }
 
 Result<pb::JobSummary> Jobs::Run(const pb::RunJobRequest& req, const Caller& caller) {

@@ -59,6 +59,8 @@ class Jobs final : private JobNodes {
   Result<pb::AttachReply> Attach(const pb::AttachRequest& req, const Caller& caller);
   // agentd is stopping: SIGTERM to every rank on this node, SIGKILL after each job's grace (waits up to wait).
   void StopAll(Duration wait) { local_.StopAll("agentd on " + o_.self + " is stopping", wait); }
+  // Whether the job runs on this node, or ended here less than `grace` ago (NodeJobs::Live).
+  bool Live(const std::string& job, Duration grace) const { return local_.Live(job, grace); }
 
  private:
   Result<pb::NodeReply> Call(const std::string& instance_id, const std::string& addr, const pb::NodeRequest& req) override;

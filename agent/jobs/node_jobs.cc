@@ -73,6 +73,13 @@ void NodeJobs::Wake() {
   (void)!::write(wake_fd_, &one, sizeof one);
 }
 
+bool NodeJobs::Live(const std::string& job, Duration grace) const {
+  MutexLock lock(mu_);
+  auto it = jobs_.find(job);
+  if (it == jobs_.end()) return false;
+  return it->second->ended == MonoTime::max() || std::chrono::steady_clock::now() - it->second->ended < grace;
+}
+
 size_t NodeJobs::HeldBytes() const {
   MutexLock lock(mu_);
   return held_bytes_;

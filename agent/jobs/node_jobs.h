@@ -76,6 +76,10 @@ class NodeJobs {
   // The bytes of output held now, every job's together (never above max_bytes).
   size_t HeldBytes() const;
 
+  // Whether the job has ranks on this node that have not all ended, or ended less than `grace` ago (another
+  // node's ranks may still be finishing). A dlps token is valid only while its job lives here.
+  bool Live(const std::string& job, Duration grace) const;
+
   // What a held line costs beyond its text (its record and the deque's share).
   static constexpr size_t kLineOverhead = 64;
 

@@ -85,6 +85,7 @@ class DataConn final : public DataConnection {
     ::close(fd_);
   }
   bool finished() const override { return finished_.load(); }
+  std::string job() const override { return std::string(hello_.job, ::strnlen(hello_.job, sizeof hello_.job)); }
 
  private:
   void Serve() {
@@ -107,7 +108,7 @@ class DataConn final : public DataConnection {
         shard_->FailPending(Status::Unavailable(
             "dlps-server", "worker rank " + std::to_string(rank_) + " disconnected (it exited or lost its connection); the rounds in progress fail"));
       }
-      jobs_.Leave(rank_);
+      jobs_.Leave(rank_, shard_);
     }
     outbox_->Close();
     if (writer_.joinable()) writer_.join();  // it sends what is queued (a refusal's error frame), then ends

@@ -30,11 +30,14 @@ inline constexpr size_t kMaxInFlight = 16384;
 // (DlpsJobToken under one of the keys) in its Hello and with every control call, and a worker of another job
 // waits for the running one to end.
 using JobKeysFn = std::function<std::vector<std::string>()>;
+using JobLiveFn = std::function<bool(const std::string& job)>;
 
 class Jobs {
  public:
   // job_keys: empty serves whoever reaches the port (dlps-server, which trusts its network).
-  explicit Jobs(const ShardOptions& o, JobKeysFn job_keys = nullptr) : options_(o), job_keys_(std::move(job_keys)) {
+  // job_live: null, every job with a valid token may be served; set, only a job that lives on this node.
+  explicit Jobs(const ShardOptions& o, JobKeysFn job_keys = nullptr, JobLiveFn job_live = nullptr)
+      : options_(o), job_keys_(std::move(job_keys)), job_live_(std::move(job_live)) {
     if (o.num_workers > 0) shard_ = std::make_shared<Shard>(o);
   }
 
@@ -72,8 +75,11 @@ class Jobs {
     return shard_;
   }
 
-  void Leave(uint32_t rank) {
+  // A worker of the shard's job has gone. Nothing changes when the shard is no longer the one served (its job
+  // was evicted, and the ranks are another job's now).
+  void Leave(uint32_t rank, const std::shared_ptr<Shard>& shard) {
     MutexLock lock(mu_);
+    if (shard != shard_) return;
     ranks_.erase(rank);
     if (ranks_.empty()) job_.clear();
     if (ranks_.empty() && options_.num_workers == 0) shard_.reset();  // the job is over
@@ -85,6 +91,23 @@ class Jobs {
     MutexLock lock(mu_);
     if (!shard_) return Status::FailedPrecondition("dlps-server", "no job is connected (workers connect before they call Init)");
     return shard_;
+  }
+  // Drops the served job's shard when the job no longer lives on this node; the job dropped ("" : none). The
+  // caller ends the job's data connections.
+  std::string EvictEnded() {
+    if (!job_live_) return "";
+    std::string job;
+    {
+      MutexLock lock(mu_);
+      job = job_;
+    }
+    if (job.empty() || job_live_(job)) return "";  // asked without the lock: it may take the jobs' own
+    MutexLock lock(mu_);
+    if (job_ != job) return "";
+    job_.clear();
+    ranks_.clear();
+    if (options_.num_workers == 0) shard_.reset();
+    return job;
   }
   // The served job's shard, for the server itself (shutting down).
   Result<std::shared_ptr<Shard>> Served() {
@@ -111,14 +134,18 @@ class Jobs {
                                       "this shard serves jobs the agents start: run the workers with agentctl run --launcher dlps "
                                       "(DLPS_JOB and DLPS_TOKEN are not set)");
     }
-    for (const std::string& key : job_keys_()) {
-      if (ConstantTimeEquals(DlpsJobToken(key, job), token)) return Status::Ok();
+    bool valid = false;
+    for (const std::string& key : job_keys_()) valid = valid || ConstantTimeEquals(DlpsJobToken(key, job), token);
+    if (!valid) return Status::PermissionDenied("dlps-server", "the token of job " + job + " is not valid in this cluster (DLPS_TOKEN)");
+    if (job_live_ && !job_live_(job)) {
+      return Status::PermissionDenied("dlps-server", "job " + job + " does not run on this node (it ended, or never ran here): its token is void");
     }
-    return Status::PermissionDenied("dlps-server", "the token of job " + job + " is not valid in this cluster (DLPS_TOKEN)");
+    return Status::Ok();
   }
 
   const ShardOptions options_;
   const JobKeysFn job_keys_;
+  const JobLiveFn job_live_;
   Mutex mu_;
   std::shared_ptr<Shard> shard_ GUARDED_BY(mu_);
   std::string job_ GUARDED_BY(mu_);           // the served job's id, with job keys
@@ -129,6 +156,7 @@ class DataConnection {
  public:
   virtual ~DataConnection() = default;  // ends the connection and joins its threads
   virtual bool finished() const = 0;    // the worker has gone; destroy it to close the fd
+  virtual std::string job() const = 0;  // the job its Hello named
 };
 
 // Serves the worker whose Hello (already read from fd) is `hello`: refused with an error frame, or joined to

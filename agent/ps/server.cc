@@ -19,12 +19,14 @@
 
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/server_posix.h>
+#include <spdlog/spdlog.h>
 
 #include "agent/ps/checkpoint.h"
 #include "agent/ps/data_conn.h"
 #include "agent/ps/frame.h"
 #include "bootstrap/common/accept.h"
 #include "proto/dlps.grpc.pb.h"
+#include "proto/grpc_limits.h"
 #include "proto/grpc_status.h"
 
 namespace dlagent::ps {
@@ -147,7 +149,7 @@ struct PsServer::Impl {
 
   std::shared_ptr<Heartbeat> heartbeat;
 
-  explicit Impl(const ServerOptions& o) : jobs(o.shard, o.job_keys), control(jobs, o.checkpoint_dir), heartbeat(o.heartbeat) {}
+  explicit Impl(const ServerOptions& o) : jobs(o.shard, o.job_keys, o.job_live), control(jobs, o.checkpoint_dir), heartbeat(o.heartbeat) {}
 
   // Accepts connections and hands each to gRPC or to a DataConn by its first four bytes.
   void AcceptLoop() {
@@ -157,7 +159,12 @@ struct PsServer::Impl {
       bool partial;  // some bytes came, fewer than four: look again shortly (poll would report them at once)
     };
     std::vector<Undecided> undecided;
+    Clock::time_point last_evict_check{};
     for (;;) {
+      if (Clock::now() - last_evict_check >= std::chrono::seconds(1)) {
+        last_evict_check = Clock::now();
+        EvictEnded();
+      }
       std::vector<pollfd> fds = {{listen_fd, POLLIN, 0}, {wake_fd, POLLIN, 0}, {finished_fd, POLLIN, 0}};
       bool partial = false;
       for (const auto& u : undecided) {
@@ -209,6 +216,17 @@ struct PsServer::Impl {
     for (const auto& u : undecided) ::close(u.fd);
   }
 
+  // A served job that no longer lives on this node holds nothing: its shard goes, with its connections and
+  // the calls waiting on it.
+  void EvictEnded() {
+    Result<std::shared_ptr<Shard>> shard = jobs.Served();
+    const std::string job = jobs.EvictEnded();
+    if (job.empty()) return;
+    const size_t dropped = std::erase_if(conns, [&](const auto& c) { return c->job() == job; });
+    spdlog::warn("dlps: job {} no longer runs on this node; its shard and {} connection{} dropped", job, dropped, dropped == 1 ? "" : "s");
+    if (shard.ok()) (*shard)->FailPending(Status::Unavailable("dlps-server", "job " + job + " ended on this node"));
+  }
+
   void StartDataConn(int fd, const Hello& hello) {
     if (conns.size() >= kMaxDataConnections) {
       ::close(fd);
@@ -234,6 +252,10 @@ Result<std::unique_ptr<PsServer>> PsServer::Start(const ServerOptions& options) 
   impl->wake_fd = ::eventfd(0, EFD_CLOEXEC);
   impl->finished_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   grpc::ServerBuilder builder;
+  GrpcServerLimits limits;
+  limits.name = "dlps";
+  limits.max_streams = 16;
+  ApplyServerLimits(builder, limits);
   builder.RegisterService(&impl->control);
   impl->grpc = builder.BuildAndStart();
   if (!impl->grpc || impl->wake_fd < 0 || impl->finished_fd < 0) {

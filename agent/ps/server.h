@@ -36,6 +36,10 @@ struct ServerOptions {
   // started, whose workers show the job's id and its token under one of these keys (DlpsJobToken), in their
   // Hello and with every control call; another job waits for the running one to end.
   std::function<std::vector<std::string>()> job_keys;
+  // Default: none (a valid token is valid for ever). Set (agentd): whether a job still lives on this node; a
+  // token of a job that does not is refused, and the shard of a served job that stopped living is dropped with
+  // its connections (checked about once a second), so that it holds nothing against the next job.
+  std::function<bool(const std::string& job)> job_live;
 };
 
 class PsServer {

@@ -25,6 +25,7 @@
 #include "agent/rpc/unix_socket.h"
 #include "bootstrap/common/accept.h"
 #include "proto/control.grpc.pb.h"
+#include "proto/grpc_limits.h"
 #include "proto/grpc_status.h"
 
 namespace dlagent {
@@ -169,7 +170,7 @@ class ControlService final : public pb::Control::CallbackService {
 class UnixControlServer final : public ControlServer {
  public:
   UnixControlServer(std::string path, int listen_fd, int wake_fd, gid_t group, bool have_group, std::unique_ptr<ControlService> service,
-                    std::unique_ptr<grpc::Server> server, std::shared_ptr<Heartbeat> heartbeat)
+                    std::unique_ptr<grpc::Server> server, const ControlServerOptions& options)
       : path_(std::move(path)),
         listen_fd_(listen_fd),
         wake_fd_(wake_fd),
@@ -177,7 +178,8 @@ class UnixControlServer final : public ControlServer {
         have_group_(have_group),
         service_(std::move(service)),
         server_(std::move(server)),
-        heartbeat_(std::move(heartbeat)) {
+        heartbeat_(options.heartbeat),
+        gate_(options.max_connections_per_user, options.max_connections) {
     accept_thread_ = std::thread([this] { AcceptLoop(); });
   }
   ~UnixControlServer() override { Shutdown(std::chrono::seconds(0)); }
@@ -223,6 +225,17 @@ class UnixControlServer final : public ControlServer {
         ::close(fd);
         continue;
       }
+      const bool exempt = cred.uid == 0 || cred.uid == ::geteuid();
+      if (!gate_.Admit(fd, "uid " + std::to_string(cred.uid), exempt, &error)) {
+        ::close(fd);
+        ++refused_;
+        // At most one line a second: a flood of refusals must not flood the journal.
+        if (const MonoTime now = std::chrono::steady_clock::now(); now - last_warning_ >= std::chrono::seconds(1)) {
+          last_warning_ = now;
+          spdlog::warn("control socket: refused a connection from uid {} pid {}: {} ({} refused in all)", cred.uid, cred.pid, error, refused_);
+        }
+        continue;
+      }
       grpc::AddInsecureChannelFromFd(server_.get(), fd);
     }
   }
@@ -237,6 +250,10 @@ class UnixControlServer final : public ControlServer {
   std::unique_ptr<grpc::Server> server_;
   std::thread accept_thread_;
   std::shared_ptr<Heartbeat> heartbeat_;
+  // The accept thread's:
+  ConnectionGate gate_;
+  MonoTime last_warning_{};
+  uint64_t refused_ = 0;
 };
 
 // Removes a socket file that no process listens on; refuses to touch a live socket or another kind of file.
@@ -338,6 +355,11 @@ Result<std::unique_ptr<ControlServer>> StartControlServer(const ControlServerOpt
 
   auto service = std::make_unique<ControlService>(handler);
   grpc::ServerBuilder builder;
+  GrpcServerLimits limits;
+  limits.name = "control";
+  limits.max_streams = 8;
+  limits.idle_timeout_ms = 60000;
+  ApplyServerLimits(builder, limits);
   builder.RegisterService(service.get());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) {
@@ -352,7 +374,7 @@ Result<std::unique_ptr<ControlServer>> StartControlServer(const ControlServerOpt
     return Status::FromErrno("control", "eventfd", errno);
   }
   return std::unique_ptr<ControlServer>(
-      std::make_unique<UnixControlServer>(path, fd, wake, gid, have_group, std::move(service), std::move(server), options.heartbeat));
+      std::make_unique<UnixControlServer>(path, fd, wake, gid, have_group, std::move(service), std::move(server), options));
 }
 
 }  // namespace dlagent

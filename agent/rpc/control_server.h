@@ -19,6 +19,11 @@ struct ControlServerOptions {
   std::string socket_path;               // REQUIRED: an absolute path; its directory is created (0750) if missing.
   std::string group;                     // Default: "" (no group). When the group exists the socket is root:<group> 0660.
   std::shared_ptr<Heartbeat> heartbeat;  // Default: none. Beaten by the accept loop at least once a second.
+  // Connections at once of each user other than root and the agent's own user (who are never refused, so
+  // that no one can shut them out), and of all such users together. A connection without calls for 60 s is
+  // closed; each can make the agent hold at most 8 calls of up to 1 MiB (proto/grpc_limits.h).
+  size_t max_connections_per_user = 16;  // Default: 16
+  size_t max_connections = 128;          // Default: 128
 };
 
 class ControlServer {

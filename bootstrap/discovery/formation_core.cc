@@ -268,14 +268,19 @@ void FormationCore::Lead(MonoTime now, FormationActions& out) {
   }
   const std::string why = "gone: " + Names(gone) + "; joined: " + Names(joined);
   const std::string signature = Names(gone, SIZE_MAX) + "|" + Names(joined, SIZE_MAX);
+  // Whole again: every member of the last good roster is back, and no one else.
+  const bool whole = failed && gone.empty() && joined.empty() && !held_->nodes.empty();
+  const Duration settle = whole ? std::min(config_.rejoin_settle, config_.reseal_settle) : config_.reseal_settle;
   if (!change_since_ || signature != change_signature_) {
     change_since_ = now;
     change_signature_ = signature;
+    change_settle_ = settle;
     Log(FormationEvent::kInfo, "roster generation " + std::to_string(held_->generation) + (failed ? " (failed)" : "") + " differs from the view (" +
-                                   why + "); resealing after " + FormatDuration(config_.reseal_settle) + " of calm");
+                                   (whole ? "every member of the last roster is back" : why) + "); resealing after " + FormatDuration(settle) +
+                                   " of calm");
     return;
   }
-  if (now - *change_since_ < config_.reseal_settle) return;
+  if (now - *change_since_ < settle) return;
   Roster r{config_.cluster, NextGeneration(), config_.self, std::move(next), ""};
   if (Status st = CheckRosterNodes(r.nodes); !st.ok()) {
     r.failure = "cannot reseal: " + st.ToString();
@@ -370,7 +375,7 @@ void FormationCore::Report(MonoTime now, FormationActions& out) {
   s.leader = leader_;
   s.alive = static_cast<uint32_t>(view_->members.size());
   s.deadline_in_ms = leader_ == config_.self ? deadline_in_ms_ : -1;
-  s.reseal_in_ms = leader_ == config_.self && change_since_ ? std::max<int64_t>(0, Millis(config_.reseal_settle - (now - *change_since_))) : -1;
+  s.reseal_in_ms = leader_ == config_.self && change_since_ ? std::max<int64_t>(0, Millis(change_settle_ - (now - *change_since_))) : -1;
   s.failure = held_->failure;
   s.generation = good_->generation;
   s.sealed_by = good_->leader;

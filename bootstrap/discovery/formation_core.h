@@ -15,7 +15,9 @@
 //     roster is below expected_nodes (on-change: always).
 //   - The leader reseals once the difference between its view and the roster has been the same for
 //     reseal_settle: on-failure when a member is gone, on-change also when a node joined; never does not
-//     reseal a roster that formed.
+//     reseal a roster that formed. A failed roster whose last good members are all back, and no one else,
+//     is whole again: it is resealed, the same nodes at the same ranks, after rejoin_settle (a member that
+//     flaps changes the view within it, so that still waits for calm).
 //   - Every generation after the first needs a majority of the previous roster's members to accept it
 //     (ResealQuorum::kMajority): the leader proposes generation P by voting for itself in its gossip
 //     metadata, each member votes for at most one leader per generation (its leader's proposal, above the
@@ -67,6 +69,7 @@ struct FormationConfig {
   SealPolicy seal;
   ResealPolicy reseal = ResealPolicy::kOnFailure;     // Default: on-failure
   Duration reseal_settle = std::chrono::seconds(30);  // Default: 30 s
+  Duration rejoin_settle = std::chrono::seconds(2);   // Default: 2 s, for a failed roster whole again
   ResealQuorum quorum = ResealQuorum::kMajority;      // Default: majority
   bool signal = false;                                // a CloudFormation wait handle is configured
   Duration prepare_retry = std::chrono::seconds(10);  // Default: 10 s after a failed prepare
@@ -239,6 +242,7 @@ class FormationCore {
   std::string waiting_for_;               // the first unprepared members, named
   std::optional<MonoTime> change_since_;  // when the view's present difference from the roster began
   std::string change_signature_;
+  Duration change_settle_{};  // the calm that difference needs (reseal_settle, or rejoin_settle when whole again)
   MonoTime next_fetch_{};
   MonoTime last_nudge_{};
   int64_t deadline_in_ms_ = -1;

@@ -3,6 +3,8 @@
 // Init, or commit a checkpoint, and a second job waits for the first.
 #include <sys/socket.h>
 
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -29,6 +31,10 @@ struct AuthTest : ::testing::Test {
     o.shard.num_workers = 0;  // as agentd: each job sized by its workers
     o.checkpoint_dir = dir.path();
     o.job_keys = [] { return std::vector<std::string>{kKey, kOld}; };  // a rotation in progress: both open
+    o.job_live = [this](const std::string& job) {
+      std::lock_guard<std::mutex> lock(mu);
+      return !ended.contains(job);
+    };
     auto s = PsServer::Start(o);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     server = std::move(*s);
@@ -45,6 +51,12 @@ struct AuthTest : ::testing::Test {
     if (!key.empty()) o.token = HexEncode(DlpsJobToken(key, job));
     return o;
   }
+  void End(const std::string& job) {
+    std::lock_guard<std::mutex> lock(mu);
+    ended.insert(job);
+  }
+  std::mutex mu;
+  std::set<std::string> ended;  // the jobs that no longer live on "this node"
   testing::TempDir dir;
   std::unique_ptr<PsServer> server;
   std::string address;
@@ -117,6 +129,31 @@ TEST_F(AuthTest, AStrangerCannotTakeARankInitOrCommitAndASecondJobWaits) {
   rank1->reset();
   std::this_thread::sleep_for(milliseconds(300));
   EXPECT_TRUE(PsClient::Connect(Worker(0, 1, "j-0000000000bb", kKey)).ok());
+}
+
+TEST_F(AuthTest, ATokenDiesWithItsJobAndItsShardIsDroppedSoTheNextJobRuns) {
+  const std::string job = "j-0000000000cc";
+  auto rank0 = PsClient::Connect(Worker(0, 2, job, kKey));
+  ASSERT_TRUE(rank0.ok()) << rank0.status().ToString();
+  const OptimizerConfig sum{.kind = OptimizerConfig::Kind::kSum};
+  ASSERT_FALSE(PsClient::Connect(Worker(0, 1, "j-0000000000dd", kKey)).ok()) << "the next job waits while this one runs";
+  // The job ends on the node, but its worker (or whoever holds its token) stays connected.
+  End(job);
+  auto refused = PsClient::Connect(Worker(1, 2, job, kKey));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("does not run on this node"), std::string::npos) << refused.status().ToString();
+  // Within about a second the shard is dropped with its connections, and the next job is served.
+  Result<std::unique_ptr<PsClient>> next = Status::Unavailable("test", "not tried");
+  for (auto until = steady_clock::now() + seconds(5); steady_clock::now() < until;) {
+    next = PsClient::Connect(Worker(0, 1, "j-0000000000dd", kKey));
+    if (next.ok()) break;
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  std::vector<float> w = {1, 2, 3, 4};
+  Status init = (*next)->Init(1, 4, w.data(), sum);
+  EXPECT_TRUE(init.ok()) << init.ToString();
+  EXPECT_FALSE((*rank0)->Init(1, 4, w.data(), sum).ok()) << "the ended job's connection was dropped";
 }
 
 }  // namespace

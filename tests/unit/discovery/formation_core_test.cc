@@ -90,6 +90,45 @@ TEST(FormationCoreTest, AMasterKilledThenRestartedAfterTheSettleTimeGetsItsRankB
   EXPECT_EQ(sim.held(3).leader, "i-1000") << "the master leads again";
 }
 
+TEST(FormationCoreTest, AFailedClusterWholeAgainIsReadyWithinSecondsNotAfterTheLongCalm) {
+  FormationConfig c = Config(4, 4);
+  c.reseal_settle = seconds(30);
+  FormationSim sim(c);
+  auto all = Booted(sim, 4);
+  ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(5)));
+  const std::vector<std::string> ranks = sim.ranks(1);
+  sim.Crash(2);
+  ASSERT_TRUE(sim.RunUntil({0, 1, 3}, Phase::kFailed, seconds(60))) << sim.report(1).detail;
+  sim.Restart(2);  // the same instance and rank: the last good roster is whole again
+  const std::optional<Duration> took = sim.RunUntil(all, Phase::kReady, seconds(60), 3);
+  ASSERT_TRUE(took) << sim.report(0).detail << " / " << sim.report(2).detail;
+  EXPECT_LT(*took, seconds(5)) << "whole again: rejoin_settle, not the 30 s reseal_settle";
+  for (int i : all) EXPECT_EQ(sim.ranks(i), ranks) << "node " << i;
+}
+
+TEST(FormationCoreTest, AMemberThatFlapsKeepsAFailedClusterFromResealingUntilItIsCalm) {
+  FormationConfig c = Config(4, 4);
+  c.reseal_settle = seconds(30);
+  testing::FormationSimOptions o;
+  o.detect = milliseconds(500);  // the view follows each crash at once, as a flap would show
+  FormationSim sim(c, o);
+  auto all = Booted(sim, 4);
+  ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(10)));
+  sim.Crash(2);
+  ASSERT_TRUE(sim.RunUntil({0, 1, 3}, Phase::kFailed, seconds(60))) << sim.report(1).detail;
+  const uint64_t failed_gen = sim.held(0).generation;
+  // Back for 1.5 s, away for 1.5 s, for 30 s: never whole for rejoin_settle, so nothing is sealed.
+  for (int i = 0; i < 10; ++i) {
+    sim.Restart(2);
+    sim.Run(milliseconds(1500));
+    sim.Crash(2);
+    sim.Run(milliseconds(1500));
+  }
+  EXPECT_EQ(sim.held(0).generation, failed_gen) << "a flapping member sealed a generation";
+  sim.Restart(2);
+  ASSERT_TRUE(sim.RunUntil(all, Phase::kReady, seconds(10), failed_gen + 1)) << sim.report(0).detail;
+}
+
 TEST(FormationCoreTest, AReplacementTakesTheDeadWorkersRankAndNoOtherRankMoves) {
   FormationSim sim(Config(4, 4));
   auto all = Booted(sim, 4);

@@ -211,6 +211,65 @@ TEST_F(ControlServerTest, AgentctlRefusesAServerOfAnotherUser) {
   EXPECT_TRUE(WIFSIGNALED(status)) << "the stranger's server exited " << WEXITSTATUS(status) << " (5: it received a request)";
 }
 
+TEST_F(ControlServerTest, AUserPastTheirConnectionLimitIsRefusedAndRootStillServed) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (a client run as nobody)";
+  ControlServerOptions o{sock_, "nogroup"};
+  o.max_connections_per_user = 16;
+  auto server = StartControlServer(o, &handler_);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  ASSERT_EQ(::chmod(dir_.path().c_str(), 0755), 0);  // nobody reaches the socket (its group lets them in)
+  ASSERT_EQ(::chmod(dir_.Join("run").c_str(), 0755), 0);
+  int report[2], done[2];
+  ASSERT_EQ(::pipe(report), 0);
+  ASSERT_EQ(::pipe(done), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // As nobody: 24 connections held open; each either gets gRPC's first frame (taken) or is closed (refused).
+    ::close(report[0]);
+    ::close(done[1]);  // so that the parent's close is seen
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) ::_exit(3);
+    char taken = 0, refused = 0;
+    std::vector<int> held;
+    for (int i = 0; i < 24; ++i) {
+      int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+      sockaddr_un a{};
+      a.sun_family = AF_UNIX;
+      std::strncpy(a.sun_path, sock_.c_str(), sizeof a.sun_path - 1);
+      if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) ::_exit(4);
+      const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+      (void)!::write(fd, preface, sizeof preface - 1);
+      timeval tv{5, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      char b;
+      const ssize_t n = ::read(fd, &b, 1);
+      if (n == 1) ++taken;
+      if (n == 0 || (n < 0 && errno != EAGAIN)) ++refused;  // closed (or reset, having been written to)
+      held.push_back(fd);
+    }
+    const char counts[2] = {taken, refused};
+    (void)!::write(report[1], counts, 2);
+    char wait;
+    (void)!::read(done[0], &wait, 1);
+    ::_exit(0);
+  }
+  ::close(report[1]);
+  ::close(done[0]);
+  char counts[2] = {0, 0};
+  ASSERT_EQ(::read(report[0], counts, 2), 2);
+  EXPECT_EQ(counts[0], 16) << "connections of nobody taken";
+  EXPECT_EQ(counts[1], 8) << "connections of nobody refused";
+  // Root, meanwhile, is served.
+  auto client = ControlClient::Connect(sock_, seconds(5));
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  EXPECT_TRUE((*client)->GetStatus().ok());
+  ::close(done[1]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  ::close(report[0]);
+}
+
 TEST_F(ControlServerTest, AgentctlSaysWhenNoAgentRuns) {
   std::ostringstream out, err;
   CtlOptions opts;
