@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "agent/jobs/spawn.h"
 #include "bootstrap/common/duration.h"
 #include "bootstrap/node/gpu_count.h"
 
@@ -119,7 +120,18 @@ jobs::v1::HealthReply CheckNodeHealth(const jobs::v1::HealthRequest& req, Env& e
   // The working directory is often on shared storage, which may hang: every look at it is bounded.
   constexpr Duration kStorageWait = std::chrono::seconds(2);
   h.set_workdir(req.workdir().empty() ? "/" : req.workdir());
-  Result<uint64_t> workdir_free = FreeBytesWithin(h.workdir(), kStorageWait);
+  // Looked at as the caller: a directory they cannot enter answers as a missing one, and its free space is not
+  // told.
+  const std::vector<gid_t> groups(req.groups().begin(), req.groups().end());
+  Result<jobs::UserLook> look = jobs::LookAsUser(req.uid(), req.gid(), groups, h.workdir(), {}, kStorageWait);
+  Result<uint64_t> workdir_free = Status::Unavailable("health", "");
+  if (!look.ok()) {
+    workdir_free = look.status();
+  } else if (!look->workdir) {
+    workdir_free = Status::NotFound("health", h.workdir() + " does not exist (or uid " + std::to_string(req.uid()) + " may not enter it)");
+  } else {
+    workdir_free = FreeBytesWithin(h.workdir(), kStorageWait);
+  }
   if (workdir_free.ok()) {
     h.set_workdir_free_bytes(*workdir_free);
   } else {

@@ -245,6 +245,9 @@ Result<pb::HealthReport> Jobs::Health(const pb::HealthCheckRequest& req, const C
     pb::NodeRequest r;
     r.set_from(o_.self);
     r.mutable_health()->set_workdir(workdir);
+    r.mutable_health()->set_uid(caller.uid);
+    r.mutable_health()->set_gid(caller.gid);
+    for (uint32_t g : caller.groups) r.mutable_health()->add_groups(g);
     const auto sent = std::chrono::system_clock::now();
     const auto t0 = std::chrono::steady_clock::now();
     Result<pb::NodeReply> a = Answer(Call(roster[i].instance_id, roster[i].addr, r));

@@ -97,15 +97,17 @@ Result<pb::PrepareReply> NodeJobs::Prepare(const pb::PrepareRequest& req) {
   const pb::JobSpec& spec = req.spec();
   if (spec.argv().empty()) return Status::InvalidArgument("jobs", "no command to run");
   const std::string dir = Workdir(spec);
-  struct stat st;
-  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return Status::NotFound("jobs", "working directory " + dir + " does not exist on " + o_.node);
-  }
-  // The program: found as the rank would find it.
+  // The directory and the program, as the job's user finds them (the rank's own lookup): what that user cannot
+  // reach answers as what does not exist, so that nothing of it is told.
   const std::string& program = spec.argv(0);
   std::vector<std::string> env = RankEnv(o_.base_env ? o_.base_env() : std::vector<std::string>{}, spec, pb::RankSpec(), HomeOf(spec.uid()));
-  if (!ProgramFound(program, env, dir))
-    return Status::NotFound("jobs", program + ": no such program on " + o_.node + " (PATH " + EnvValue(env, "PATH") + ")");
+  const std::vector<gid_t> groups(spec.groups().begin(), spec.groups().end());
+  ASSIGN_OR_RETURN(UserLook look, LookAsUser(spec.uid(), spec.gid(), groups, dir, ProgramCandidates(program, env), std::chrono::seconds(5)));
+  const std::string who = " (or user " + spec.user() + " may not " + (look.workdir ? "run it" : "enter it") + ")";
+  if (!look.workdir) return Status::NotFound("jobs", "working directory " + dir + " does not exist on " + o_.node + who);
+  if (!look.program) {
+    return Status::NotFound("jobs", program + ": no such program on " + o_.node + who + " (PATH " + EnvValue(env, "PATH") + ")");
+  }
   if (req.ports() > 256) return Status::InvalidArgument("jobs", "too many ports asked for: " + std::to_string(req.ports()));
   // Free ports: bound together (so that they differ), then released for the ranks to take.
   pb::PrepareReply reply;

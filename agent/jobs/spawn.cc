@@ -1,9 +1,11 @@
 #include "agent/jobs/spawn.h"
 
 #include "agent/jobs/rank_env.h"
+#include "bootstrap/common/duration.h"
 
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -11,6 +13,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <system_error>
+#include <thread>
 
 namespace dlagent::jobs {
 namespace {
@@ -135,6 +139,58 @@ Result<Spawned> Spawn(const SpawnRequest& req) {
     return Status::FromErrno("jobs", "pidfd_open (Linux 5.3 or later is needed)", e);
   }
   return s;
+}
+
+Result<UserLook> LookAsUser(uid_t uid, gid_t gid, const std::vector<gid_t>& groups, const std::string& workdir,
+                            const std::vector<std::string>& programs, Duration wait) {
+  // Every path is made before the fork: between fork and _exit only system calls run.
+  std::vector<std::string> paths;
+  for (const std::string& p : programs) paths.push_back(!p.empty() && p[0] == '/' ? p : workdir + "/" + p);
+  std::vector<const char*> raw;
+  for (const std::string& p : paths) raw.push_back(p.c_str());
+  const pid_t pid = ::fork();
+  if (pid < 0) return Status::FromErrno("jobs", "fork to look as uid " + std::to_string(uid), errno);
+  if (pid == 0) {
+    // The agent's own identity needs no change (and an agent that is not root could not make one).
+    const bool same = ::geteuid() == uid && ::getegid() == gid;
+    if (!same && (::setgroups(groups.size(), groups.data()) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0)) ::_exit(100);
+    int bits = 0;
+    if (::chdir(workdir.c_str()) == 0) bits |= 1;
+    for (const char* p : raw) {
+      if (::access(p, X_OK) == 0) {
+        bits |= 2;
+        break;
+      }
+    }
+    ::_exit(bits);
+  }
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  pollfd p{pidfd, POLLIN, 0};
+  const int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(wait).count());
+  const bool ended = pidfd >= 0 && ::poll(&p, 1, ms) == 1;
+  if (pidfd >= 0) ::close(pidfd);
+  int status = 0;
+  if (!ended) {
+    // A child stuck on storage that hangs may not die at once: reaped on a thread of its own, not waited for.
+    ::kill(pid, SIGKILL);
+    try {
+      std::thread([pid] {
+        int st;
+        while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+        }
+      }).detach();
+    } catch (const std::system_error&) {
+      // No thread: it stays a zombie; a bounded cost of an unusual failure.
+    }
+  } else {
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+  if (!ended)
+    return Status::DeadlineExceeded("jobs", "looking at " + workdir + " as uid " + std::to_string(uid) + " took over " + FormatDuration(wait));
+  if (!WIFEXITED(status) || WEXITSTATUS(status) > 3)
+    return Status::Internal("jobs", "could not look at " + workdir + " as uid " + std::to_string(uid));
+  return UserLook{(WEXITSTATUS(status) & 1) != 0, (WEXITSTATUS(status) & 2) != 0};
 }
 
 }  // namespace dlagent::jobs

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bootstrap/common/env.h"
 #include "bootstrap/common/status.h"
 
 namespace dlagent::jobs {
@@ -32,5 +33,16 @@ struct Spawned {
 };
 
 Result<Spawned> Spawn(const SpawnRequest& req);
+
+// What a user finds on this node, looked at by a child process that takes the user's identity (groups, gid,
+// uid), so that a path the user cannot reach answers as a missing one does and nothing about it leaks to them.
+struct UserLook {
+  bool workdir = false;  // the user can enter it (chdir)
+  bool program = false;  // the user may run one of the candidates (relative ones from the working directory)
+};
+// DeadlineExceeded when the look took longer than `wait` (shared storage that hangs: the child is killed);
+// Internal when the child could not take the identity or start.
+Result<UserLook> LookAsUser(uid_t uid, gid_t gid, const std::vector<gid_t>& groups, const std::string& workdir,
+                            const std::vector<std::string>& programs, Duration wait);
 
 }  // namespace dlagent::jobs

@@ -334,6 +334,24 @@ TEST_F(JobsProcessTest, ANonRootCallersRanksRunAsThatUser) {
   RunResult kill = RunCommand(argv, seconds(30));
   EXPECT_EQ(kill.exit_code, 2) << kill.output;
   EXPECT_NE(kill.output.find("only they or root"), std::string::npos) << kill.output;
+  // What nobody cannot reach answers as what does not exist: nothing of a root-only directory is told.
+  char secret[] = "/tmp/jobs-secret-XXXXXX";
+  ASSERT_NE(::mkdtemp(secret), nullptr);  // 0700 root
+  for (const std::string& dir : {std::string(secret), std::string(secret) + "/no-such-dir-here"}) {
+    argv.resize(std::size(as_nobody));
+    argv.insert(argv.end(), {"health", "--workdir", dir});
+    RunResult h = RunCommand(argv, seconds(30));
+    EXPECT_EQ(h.exit_code, 3) << h.output;
+    EXPECT_NE(h.output.find(dir + " does not exist (or uid 65534 may not enter it)"), std::string::npos) << h.output;
+    EXPECT_EQ(h.output.find("MiB free"), std::string::npos) << h.output;
+    argv.resize(std::size(as_nobody));
+    argv.insert(argv.end(), {"run", "--workdir", dir, "--", "true"});
+    RunResult run = RunCommand(argv, seconds(30));
+    EXPECT_NE(run.exit_code, 0) << run.output;
+    EXPECT_NE(run.output.find("working directory " + dir + " does not exist on i-"), std::string::npos) << run.output;
+    EXPECT_NE(run.output.find("(or user nobody may not enter it)"), std::string::npos) << run.output;
+  }
+  ::rmdir(secret);
 }
 
 TEST_F(JobsProcessTest, AJobCallWithoutTheKeyOrReplayedIsRefusedAndCounted) {

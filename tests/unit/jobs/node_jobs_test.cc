@@ -168,6 +168,56 @@ TEST(NodeJobsTest, StartIsAllOrNothingAndNamesWhatIsWrong) {
   EXPECT_EQ(jobs.Query(all)->jobs_size(), 0);  // nothing of the failed starts is left
 }
 
+TEST(NodeJobsTest, AUserLearnsNothingOfPathsTheyCannotReach) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (a job of another user)";
+  NodeJobs jobs(Options("i-a"));
+  char dir[] = "/tmp/node-jobs-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);  // 0700 root: nobody may not enter it
+  const std::string secret = std::string(dir) + "/secret";
+  ASSERT_EQ(::mkdir(secret.c_str(), 0755), 0);
+  const std::string tool = secret + "/tool";
+  {
+    FILE* f = std::fopen(tool.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("#!/bin/sh\n", f);
+    std::fclose(f);
+    ASSERT_EQ(::chmod(tool.c_str(), 0755), 0);
+  }
+  auto as_nobody = [](pb::JobSpec s) {
+    s.set_uid(65534);
+    s.set_gid(65534);
+    s.set_user("nobody");
+    return s;
+  };
+  auto prepare = [&](const pb::JobSpec& s) {
+    pb::PrepareRequest p;
+    *p.mutable_spec() = s;
+    return jobs.Prepare(p).status();
+  };
+  // A directory that exists but is not theirs answers as one that does not exist.
+  pb::JobSpec in_secret = as_nobody(Spec("j-p1", {"true"}));
+  in_secret.set_workdir(secret);
+  pb::JobSpec in_missing = as_nobody(Spec("j-p2", {"true"}));
+  in_missing.set_workdir(std::string(dir) + "/missing");
+  const Status a = prepare(in_secret), b = prepare(in_missing);
+  EXPECT_EQ(a.code(), StatusCode::kNotFound) << a.ToString();
+  EXPECT_EQ(b.code(), a.code());
+  std::string shape = a.ToString();
+  shape.replace(shape.find(secret), secret.size(), std::string(dir) + "/missing");
+  EXPECT_EQ(shape, b.ToString()) << "the two answers differ only in the path asked about";
+  // A program that exists where they cannot reach, and one that does not exist: one answer.
+  const Status c = prepare(as_nobody(Spec("j-p3", {tool}))), d = prepare(as_nobody(Spec("j-p4", {secret + "/none"})));
+  EXPECT_EQ(c.code(), StatusCode::kNotFound) << c.ToString();
+  std::string shape2 = c.ToString();
+  shape2.replace(shape2.find(tool), tool.size(), secret + "/none");
+  EXPECT_EQ(shape2, d.ToString());
+  // Root reaches both.
+  pb::JobSpec as_root = Spec("j-p5", {tool});
+  as_root.set_workdir(secret);
+  EXPECT_TRUE(prepare(as_root).ok());
+  std::filesystem::remove_all(dir);
+}
+
 TEST(NodeJobsTest, EachRanksBufferKeepsItsLastLinesAndSaysHowManyWereDropped) {
   NodeJobsOptions o = Options("i-a");
   o.max_lines_per_rank = 100;
