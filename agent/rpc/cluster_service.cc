@@ -1,6 +1,7 @@
 #include "agent/rpc/cluster_service.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -310,6 +311,16 @@ class GrpcClusterClient final : public ClusterClient {
   struct Peer {
     std::shared_ptr<grpc::Channel> channel;
     std::unique_ptr<pb::Cluster::Stub> stub;
+    // A second descriptor of the connection (-1: a channel of gRPC's own): gRPC cannot say whether a channel
+    // made on a descriptor is still connected, but this shows when the peer has closed it.
+    int watch_fd = -1;
+    ~Peer() {
+      if (watch_fd >= 0) ::close(watch_fd);
+    }
+    bool Closed() const {
+      pollfd p{watch_fd, POLLRDHUP, 0};
+      return watch_fd >= 0 && ::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+    }
   };
   using Method = grpc::Status (pb::Cluster::Stub::*)(grpc::ClientContext*, const pb::SealedState&, pb::SealedState*);
 
@@ -317,37 +328,26 @@ class GrpcClusterClient final : public ClusterClient {
     const MonoTime deadline = std::chrono::steady_clock::now() + deadline_;
     pb::SealedState req, reply;
     req.set_sealed(sealed);
-    // A kept connection may have been closed by the peer meanwhile (idle, or restarted): then once more on a
-    // new one, within the same deadline.
-    for (int attempt = 0;; ++attempt) {
-      bool kept = false;
-      Result<std::shared_ptr<Peer>> peer = PeerFor(addr, deadline, &kept);
-      if (!peer.ok()) return peer.status().Annotate(std::string(what) + " with " + addr);
-      grpc::ClientContext ctx;
-      ctx.set_deadline(std::chrono::system_clock::now() +
-                       std::chrono::duration_cast<std::chrono::system_clock::duration>(deadline - std::chrono::steady_clock::now()));
-      grpc::Status st = ((*peer)->stub.get()->*method)(&ctx, req, &reply);
-      if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
-        Forget(addr, *peer);
-        if (kept && attempt == 0) continue;
-      }
-      if (!st.ok()) return FromGrpcStatus(st, "gossip", std::string(what) + " with " + addr);
-      return reply.sealed();
-    }
+    // Never sent twice: a sealed request is refused as a replay the second time.
+    Result<std::shared_ptr<Peer>> peer = PeerFor(addr, deadline);
+    if (!peer.ok()) return peer.status().Annotate(std::string(what) + " with " + addr);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::duration_cast<std::chrono::system_clock::duration>(deadline - std::chrono::steady_clock::now()));
+    grpc::Status st = ((*peer)->stub.get()->*method)(&ctx, req, &reply);
+    if (st.error_code() == grpc::StatusCode::UNAVAILABLE) Forget(addr, *peer);  // the next call connects again
+    if (!st.ok()) return FromGrpcStatus(st, "gossip", std::string(what) + " with " + addr);
+    return reply.sealed();
   }
 
-  Result<std::shared_ptr<Peer>> PeerFor(const std::string& addr, MonoTime deadline, bool* kept) {
+  Result<std::shared_ptr<Peer>> PeerFor(const std::string& addr, MonoTime deadline) {
     std::shared_ptr<const swim::Keyring> ring;
     {
       MutexLock lock(mu_);
-      auto it = peers_.find(addr);
-      if (it != peers_.end()) {
-        const grpc_connectivity_state state = it->second->channel->GetState(false);
-        if (state == GRPC_CHANNEL_READY || (!keyring_ && state != GRPC_CHANNEL_SHUTDOWN)) {
-          *kept = true;
-          return it->second;
-        }
-        peers_.erase(it);  // a connection of our own that is not ready is gone: gRPC does not reconnect it
+      // Kept until the peer closes it (idle, or restarted) or a call on it fails as unavailable.
+      if (auto it = peers_.find(addr); it != peers_.end()) {
+        if (!it->second->Closed()) return it->second;
+        peers_.erase(it);
       }
       ring = keyring_;
     }
@@ -366,10 +366,14 @@ class GrpcClusterClient final : public ClusterClient {
         ::close(fd);
         return Status::FromErrno("gossip", "send the preamble", e);
       }
+      peer->watch_fd = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
       peer->channel = grpc::CreateCustomInsecureChannelFromFd(addr, fd, args);
     }
     peer->stub = pb::Cluster::NewStub(peer->channel);
     MutexLock lock(mu_);
+    // Connections the peers closed go when a new one comes, so that those of members not called again do not
+    // pile up (their descriptors with them).
+    std::erase_if(peers_, [](const auto& kv) { return kv.second->Closed(); });
     auto [it, fresh] = peers_.emplace(addr, peer);
     return it->second;  // another thread's, when it connected first (ours then closes with its last reference)
   }
