@@ -5,7 +5,7 @@ DLAGENT_PACKAGES=(
   libcurl4-openssl-dev libssl-dev libopenblas-dev libsystemd-dev
   libspdlog-dev libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3-dev python3-pybind11 python3-numpy
+  python3-numpy
   systemd util-linux iproute2 curl nftables
   python3-torch openmpi-bin python3-mpi4py
   mmdebstrap systemd-container cloud-init python3-yaml packer

@@ -5,7 +5,6 @@
 #include <string>
 
 #include "agent/ps/client.h"
-#include "proto/dlps.pb.h"
 
 #define DLPS_EXPORT __attribute__((visibility("default")))
 
@@ -27,15 +26,17 @@ static_assert(DLPS_INVALID_ARGUMENT == static_cast<int>(dlagent::StatusCode::kIn
               "dlps_code mirrors StatusCode");
 
 thread_local std::string last_error;
+thread_local int last_code = DLPS_OK;
 
 int Fail(const Status& st) {
   if (st.ok()) return DLPS_OK;
   last_error = st.ToString();
-  return static_cast<int>(st.code());
+  last_code = static_cast<int>(st.code());
+  return last_code;
 }
 
 void CopyError(const Status& st, char* err, size_t err_len) {
-  last_error = st.ToString();
+  Fail(st);
   if (err && err_len > 0) {
     std::strncpy(err, last_error.c_str(), err_len - 1);
     err[err_len - 1] = '\0';
@@ -62,12 +63,28 @@ extern "C" {
 DLPS_EXPORT dlps_client* dlps_connect_env(char* err, size_t err_len) { return Open(PsClientOptions::FromEnv(), err, err_len); }
 
 DLPS_EXPORT dlps_client* dlps_connect(const char* servers, uint32_t rank, uint32_t num_workers, char* err, size_t err_len) {
-  PsClientOptions o;
-  std::stringstream ss(servers ? servers : "");
-  for (std::string s; std::getline(ss, s, ',');) o.servers.push_back(s);
-  o.rank = rank;
-  o.num_workers = num_workers;
-  if (dlagent::Status st = o.ReadJobEnv(); !st.ok()) return Open(st, err, err_len);
+  const dlps_connect_options o{servers ? servers : "", rank, num_workers, 0, 0};
+  return dlps_connect_with(&o, err, err_len);
+}
+
+DLPS_EXPORT dlps_client* dlps_connect_with(const dlps_connect_options* options, char* err, size_t err_len) {
+  if (!options) return Open(Status::InvalidArgument("dlps-client", "no options given"), err, err_len);
+  dlagent::Result<PsClientOptions> o = PsClientOptions::FromEnv();
+  if (options->servers) {  // the environment's times and credentials, not its job
+    o = PsClientOptions();
+    if (dlagent::Status st = o->ReadJobEnv(); !st.ok()) return Open(st, err, err_len);
+    std::stringstream ss(options->servers);
+    for (std::string s; std::getline(ss, s, ',');) o->servers.push_back(s);
+    o->rank = options->rank;
+    o->num_workers = options->num_workers;
+  }
+  if (!o.ok()) return Open(o, err, err_len);
+  for (auto [seconds, field] :
+       {std::pair{options->deadline_seconds, &o->deadline}, std::pair{options->connect_timeout_seconds, &o->connect_timeout}}) {
+    if (!(seconds >= 0 && seconds <= 86400))
+      return Open(Status::InvalidArgument("dlps-client", "a deadline or timeout must be 0 to 86400 seconds"), err, err_len);
+    if (seconds > 0) *field = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000 + 0.5));
+  }
   return Open(o, err, err_len);
 }
 
@@ -77,18 +94,18 @@ DLPS_EXPORT uint32_t dlps_rank(const dlps_client* c) { return c->client->options
 DLPS_EXPORT uint32_t dlps_num_workers(const dlps_client* c) { return c->client->options().num_workers; }
 
 DLPS_EXPORT int dlps_init(dlps_client* c, uint64_t key, const float* initial, uint64_t length, const dlps_optimizer* optimizer) {
-  dlps::v1::Optimizer p;
+  dlagent::ps::OptimizerSpec p;
   if (optimizer) {
-    p.set_kind(optimizer->kind ? optimizer->kind : "");
-    p.set_learning_rate(optimizer->learning_rate);
-    p.set_momentum(optimizer->momentum);
-    p.set_weight_decay(optimizer->weight_decay);
-    p.set_beta1(optimizer->beta1);
-    p.set_beta2(optimizer->beta2);
-    p.set_epsilon(optimizer->epsilon);
-    p.set_rescale(optimizer->rescale);
+    p = {optimizer->kind ? optimizer->kind : "",
+         optimizer->learning_rate,
+         optimizer->momentum,
+         optimizer->weight_decay,
+         optimizer->beta1,
+         optimizer->beta2,
+         optimizer->epsilon,
+         optimizer->rescale};
   }
-  auto config = dlagent::ps::OptimizerFromProto(p);
+  auto config = dlagent::ps::ResolveOptimizer(p);
   if (!config.ok()) return Fail(config.status());
   return Fail(c->client->Init(key, length, initial, *config));
 }
@@ -106,5 +123,10 @@ DLPS_EXPORT int dlps_barrier(dlps_client* c) { return Fail(c->client->Barrier())
 DLPS_EXPORT int dlps_checkpoint(dlps_client* c, const char* name) { return Fail(c->client->Checkpoint(name ? name : "")); }
 DLPS_EXPORT int dlps_restore(dlps_client* c, const char* name) { return Fail(c->client->Restore(name ? name : "")); }
 DLPS_EXPORT const char* dlps_last_error(void) { return last_error.c_str(); }
+DLPS_EXPORT int dlps_last_code(void) { return last_code; }
+DLPS_EXPORT const char* dlps_code_name(int code) {
+  if (code < DLPS_OK || code > DLPS_INTERNAL) return "unknown";
+  return dlagent::StatusCodeName(static_cast<dlagent::StatusCode>(code)).data();  // static strings
+}
 
 }  // extern "C"

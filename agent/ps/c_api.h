@@ -59,6 +59,17 @@ typedef struct dlps_optimizer {
 dlps_client* dlps_connect_env(char* err, size_t err_len);
 /* servers: "host:port,host:port,...", the same list in the same order on every worker. */
 dlps_client* dlps_connect(const char* servers, uint32_t rank, uint32_t num_workers, char* err, size_t err_len);
+
+/* dlps_connect_with's options. servers NULL: the job from the DLPS_* environment, as dlps_connect_env (rank and
+ * num_workers are then ignored). A time above zero replaces the default or DLPS_DEADLINE / DLPS_CONNECT_TIMEOUT
+ * (120 s a message, 30 s of retrying a refused server). The job's credentials always come from DLPS_JOB and
+ * DLPS_TOKEN. */
+typedef struct dlps_connect_options {
+  const char* servers;
+  uint32_t rank, num_workers;
+  double deadline_seconds, connect_timeout_seconds;
+} dlps_connect_options;
+dlps_client* dlps_connect_with(const dlps_connect_options* options, char* err, size_t err_len);
 /* Waits for what is in flight (each message has a deadline), then closes. NULL is ignored. */
 void dlps_close(dlps_client* c);
 
@@ -78,6 +89,10 @@ int dlps_checkpoint(dlps_client* c, const char* name);
 int dlps_restore(dlps_client* c, const char* name);
 
 const char* dlps_last_error(void);
+/* The code of the calling thread's last failure (a dlps_code): the one way to get it for a failed connect. */
+int dlps_last_code(void);
+/* The name of a dlps_code ("unavailable", "deadline exceeded", ...). */
+const char* dlps_code_name(int code);
 
 #ifdef __cplusplus
 }

@@ -195,6 +195,14 @@ Result<CheckpointFile> WriteShardCheckpoint(Shard& shard, const std::string& dir
 Status WriteManifest(const std::string& dir, const std::string& name, uint32_t count, const std::vector<CheckpointFile>& files) {
   RETURN_IF_ERROR(CheckCheckpointName(name));
   if (files.size() != count) return Status::InvalidArgument("dlps-checkpoint", "a manifest needs one file per server");
+  // The entries come from a worker: each must be what server i writes (its file's name, a SHA-256 in hex).
+  for (uint32_t i = 0; i < count; ++i) {
+    const CheckpointFile& f = files[i];
+    if (f.name != ShardFileName(i, count) || f.sha256.size() != 2 * kShaBytes || !HexDecode(f.sha256)) {
+      return Status::InvalidArgument("dlps-checkpoint", "checkpoint " + name + ": entry " + std::to_string(i) + " is not server " +
+                                                            std::to_string(i) + "'s file (" + ShardFileName(i, count) + " and a hex SHA-256)");
+    }
+  }
   auto env = NewPosixEnv();
   RETURN_IF_ERROR(MakeCheckpointDir(*env, dir, name));
   return WriteFileAtomically(*env, Dir(dir, name) + "/" + kManifestName, EncodeManifest(count, files));

@@ -18,16 +18,11 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/ps/frame.h"
 #include "agent/ps/shard.h"
 #include "bootstrap/common/status.h"
 
 namespace dlagent::ps {
-
-struct CheckpointFile {
-  std::string name;
-  uint64_t bytes = 0;
-  std::string sha256;  // hex
-};
 
 inline constexpr char kManifestName[] = "MANIFEST.json";
 

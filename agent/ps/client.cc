@@ -12,47 +12,15 @@
 #include <sstream>
 #include <thread>
 
-#include <grpcpp/grpcpp.h>
-
 #include "agent/ps/data_link.h"
 #include "agent/ps/frame.h"
 #include "bootstrap/common/backoff.h"
 #include "bootstrap/common/crypto.h"
 #include "bootstrap/common/duration.h"
 #include "bootstrap/common/host_port.h"
-#include "proto/dlps.grpc.pb.h"
-#include "proto/grpc_status.h"
 
 namespace dlagent::ps {
 namespace {
-
-namespace pb = ::dlps::v1;
-
-using Clock = std::chrono::steady_clock;
-
-Status FromGrpc(const std::string& address, const std::string& what, const grpc::Status& st) {
-  Status s = FromGrpcStatus(st, "dlps-client", "dlps server " + address + ": " + what);
-  if (s.code() != StatusCode::kUnavailable) return s;
-  return Status(s.code(), "dlps-client", std::string(s.message()) + " (is the server running?)");
-}
-
-// One control call with a deadline; an error names the server and what was asked.
-template <typename Request, typename Reply>
-Status Unary(pb::DlpsControl::Stub& stub, grpc::Status (pb::DlpsControl::Stub::*method)(grpc::ClientContext*, const Request&, Reply*),
-             const Request& req, Reply* reply, const std::string& address, const PsClientOptions& o, const std::string& what) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + o.deadline);
-  if (!o.job.empty()) {  // the job's credentials, as its Hello had them
-    ctx.AddMetadata("dlps-job", o.job);
-    ctx.AddMetadata("dlps-token", o.token);
-  }
-  grpc::Status st = (stub.*method)(&ctx, req, reply);
-  return st.ok() ? Status::Ok() : FromGrpc(address, what, st);
-}
-
-std::string What(const char* op, uint64_t key, uint32_t chunk) {
-  return std::string(op) + " of key " + std::to_string(key) + " chunk " + std::to_string(chunk);
-}
 
 Result<uint32_t> EnvNumber(const char* name, bool required, uint32_t fallback) {
   const char* v = std::getenv(name);
@@ -115,8 +83,6 @@ using detail::Pending;
 
 struct PsClient::Server {
   std::string address;
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<pb::DlpsControl::Stub> control;
   std::unique_ptr<DataLink> data;
 };
 
@@ -153,8 +119,6 @@ Result<std::unique_ptr<PsClient>> PsClient::Connect(const PsClientOptions& optio
   for (const std::string& address : options.servers) {
     auto s = std::make_unique<Server>();
     s->address = address;
-    s->channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
-    s->control = pb::DlpsControl::NewStub(s->channel);
     ASSIGN_OR_RETURN(s->data, DataLink::Open(address, hello, options.deadline, options.connect_timeout));
     c->servers_.push_back(std::move(s));
   }
@@ -195,16 +159,22 @@ Status PsClient::Init(uint64_t key, uint64_t length, const float* initial, const
   k->chunks = PlaceKey(key, length, static_cast<uint32_t>(servers_.size()), options_.split_floats, options_.chunk_floats);
   k->rounds.assign(k->chunks.size(), 0);
   uint64_t version = 0;
+  const OptimizerSpec spec = SpecOf(optimizer);
+  InitBody body;
+  std::memcpy(body.kind, spec.kind.data(), std::min(spec.kind.size(), sizeof body.kind));  // a resolved kind: "sgd", "adam", "sum"
+  body.learning_rate = spec.learning_rate;
+  body.momentum = spec.momentum;
+  body.weight_decay = spec.weight_decay;
+  body.beta1 = spec.beta1;
+  body.beta2 = spec.beta2;
+  body.epsilon = spec.epsilon;
+  body.rescale = spec.rescale;
   for (const Chunk& c : k->chunks) {
-    Server& s = *servers_[c.server];
-    pb::InitRequest req;
-    req.set_key(key);
-    req.set_chunk(c.index);
-    req.set_length(c.length);
-    OptimizerToProto(optimizer, req.mutable_optimizer());
-    pb::InitReply reply;
-    RETURN_IF_ERROR(Unary(*s.control, &pb::DlpsControl::Stub::Init, req, &reply, s.address, options_, What("init", key, c.index)));
-    version = std::max(version, reply.version());
+    body.length = c.length;
+    detail::ControlReply reply;
+    RETURN_IF_ERROR(Call(*servers_[c.server], {.op = Op::kInit, .chunk = c.index, .key = key},
+                         std::string(reinterpret_cast<const char*>(&body), sizeof body), &reply));
+    version = std::max(version, reply.version);
   }
   if (version > 0) {
     return Status::FailedPrecondition("dlps-client", "key " + std::to_string(key) + " already has version " + std::to_string(version) +
@@ -296,47 +266,46 @@ Status PsClient::Wait(Ticket ticket) {
   return p->error;
 }
 
+Status PsClient::Call(Server& s, const Frame& request, std::string payload, detail::ControlReply* reply) {
+  auto p = std::make_shared<Pending>();
+  {
+    MutexLock lock(p->mu);
+    p->outstanding = 1;
+  }
+  detail::ControlReply ignored;
+  s.data->Control(p, request, std::move(payload), reply ? reply : &ignored);
+  MutexLock lock(p->mu);
+  while (p->outstanding != 0) p->cv.wait(lock.native());  // it has a deadline
+  return p->error;
+}
+
 Status PsClient::Barrier() {
   uint64_t generation;
   {
     MutexLock lock(mu_);
     generation = ++barriers_;
   }
-  Server& s = *servers_[0];
-  pb::BarrierRequest req;
-  req.set_rank(options_.rank);
-  req.set_generation(generation);
-  pb::BarrierReply reply;
-  return Unary(*s.control, &pb::DlpsControl::Stub::Barrier, req, &reply, s.address, options_, "barrier " + std::to_string(generation));
+  return Call(*servers_[0], {.op = Op::kBarrier, .version = generation}, "", nullptr);
 }
 
 Status PsClient::Checkpoint(const std::string& name) {
-  pb::CommitCheckpointRequest commit;
-  commit.set_name(name);
-  for (size_t i = 0; i < servers_.size(); ++i) {
-    pb::CheckpointRequest req;
-    req.set_name(name);
-    req.set_server_index(static_cast<uint32_t>(i));
-    req.set_server_count(static_cast<uint32_t>(servers_.size()));
-    pb::CheckpointReply reply;
-    RETURN_IF_ERROR(
-        Unary(*servers_[i]->control, &pb::DlpsControl::Stub::Checkpoint, req, &reply, servers_[i]->address, options_, "checkpoint " + name));
-    *commit.add_files() = reply.file();
+  std::vector<CheckpointFile> files;
+  const auto count = static_cast<uint32_t>(servers_.size());
+  for (uint32_t i = 0; i < count; ++i) {
+    detail::ControlReply reply;
+    RETURN_IF_ERROR(Call(*servers_[i], {.op = Op::kCheckpoint, .chunk = i, .aux = count}, name, &reply));
+    Result<std::vector<CheckpointFile>> file = DecodeCheckpointFiles(reply.payload);
+    if (!file.ok() || file->size() != 1) {
+      return Status::Internal("dlps-client", "dlps server " + servers_[i]->address + ": checkpoint " + name + ": its answer does not name one file");
+    }
+    files.push_back(std::move(file->front()));
   }
-  pb::CommitCheckpointReply reply;
-  return Unary(*servers_[0]->control, &pb::DlpsControl::Stub::CommitCheckpoint, commit, &reply, servers_[0]->address, options_,
-               "commit checkpoint " + name);
+  return Call(*servers_[0], {.op = Op::kCommitCheckpoint}, name + "\n" + EncodeCheckpointFiles(files), nullptr);
 }
 
 Status PsClient::Restore(const std::string& name) {
-  for (size_t i = 0; i < servers_.size(); ++i) {
-    pb::RestoreRequest req;
-    req.set_name(name);
-    req.set_server_index(static_cast<uint32_t>(i));
-    req.set_server_count(static_cast<uint32_t>(servers_.size()));
-    pb::RestoreReply reply;
-    RETURN_IF_ERROR(Unary(*servers_[i]->control, &pb::DlpsControl::Stub::Restore, req, &reply, servers_[i]->address, options_, "restore " + name));
-  }
+  const auto count = static_cast<uint32_t>(servers_.size());
+  for (uint32_t i = 0; i < count; ++i) RETURN_IF_ERROR(Call(*servers_[i], {.op = Op::kRestore, .chunk = i, .aux = count}, name, nullptr));
   return Status::Ok();
 }
 

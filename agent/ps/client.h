@@ -18,8 +18,8 @@
 // caller's memory: the gradient must stay alive and unchanged until Wait(ticket) has returned. Pull and
 // PushPull write into `out`, which must stay alive until Wait(ticket) has returned and must not be read before.
 //
-// Connections: a gRPC channel (Init, Barrier) and a data connection (pushes and pulls, agent/ps/frame.h) to
-// every server, opened by Connect. A server that goes away fails every message in flight to it at once, naming
+// Connections: one to every server (agent/ps/frame.h: pushes, pulls and the control requests), opened by
+// Connect. A server that goes away fails every message in flight to it at once, naming
 // its address. When a worker's process ends or loses its connection, the servers fail the rounds and barriers
 // in progress with "worker rank R disconnected", and the other workers' Wait returns that error. So destroy a
 // client only after the job's last Barrier.
@@ -67,8 +67,10 @@ struct PsClientOptions {
 
 using Ticket = uint64_t;
 
+struct Frame;
 namespace detail {
 struct Pending;
+struct ControlReply;
 class DataLink;
 }  // namespace detail
 
@@ -111,6 +113,8 @@ class PsClient {
   PsClient() = default;
   Ticket Start(uint64_t key, const float* grad, float* out, uint64_t length, bool copy);
   Key* FindKey(uint64_t key, uint64_t length, std::string* error) REQUIRES(mu_);
+  // One control request to server s (Op::kInit ... kRestore), waited for; *reply (when not null) gets the answer.
+  Status Call(Server& s, const Frame& request, std::string payload, detail::ControlReply* reply);
 
   PsClientOptions options_;
   std::vector<std::unique_ptr<Server>> servers_;

@@ -6,10 +6,13 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <string>
 #include <system_error>
 #include <thread>
+
+#include "agent/ps/checkpoint.h"
 
 namespace dlagent::ps {
 namespace {
@@ -20,7 +23,7 @@ struct Outbox {
   struct Reply {
     Frame frame;
     Snapshot values;      // kPullReply
-    std::string message;  // kError
+    std::string message;  // kError, kControlReply
   };
   Mutex mu;
   std::condition_variable cv;
@@ -74,8 +77,8 @@ class DataConn final : public DataConnection {
  public:
   // The Hello has been read already; `finished_fd` (an eventfd) is signalled when the connection has ended.
   // Throws std::system_error when no thread can be started.
-  DataConn(Jobs& jobs, int fd, const Hello& hello, const std::atomic<bool>& stopping, int finished_fd)
-      : jobs_(jobs), fd_(fd), hello_(hello), stopping_(stopping), finished_fd_(finished_fd) {
+  DataConn(Jobs& jobs, std::string checkpoint_dir, int fd, const Hello& hello, const std::atomic<bool>& stopping, int finished_fd)
+      : jobs_(jobs), checkpoint_dir_(std::move(checkpoint_dir)), fd_(fd), hello_(hello), stopping_(stopping), finished_fd_(finished_fd) {
     reader_ = std::thread([this] { Serve(); });
   }
   ~DataConn() override {
@@ -199,9 +202,79 @@ class DataConn final : public DataConnection {
         });
         return Status::Ok();
       default:
+        if (IsControl(f.op)) return ServeControl(f);
         outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "unknown request " + std::to_string(static_cast<uint32_t>(f.op))));
         return Status::InvalidArgument("dlps-server", "unknown request");
     }
+  }
+
+  // A control request: its payload is read whole (it is small), then it is answered; a barrier once its last
+  // worker has entered it. Checkpoint IO runs here: it is rare, and this worker waits for it anyway.
+  Status ServeControl(const Frame& f) {
+    if (f.bytes > kMaxControlBytes) {
+      outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "a " + std::string(OpName(f.op)) + " request of " + std::to_string(f.bytes) +
+                                                                      " bytes is over the limit of " + std::to_string(kMaxControlBytes) + " bytes"));
+      return Status::InvalidArgument("dlps-server", "oversized control request");
+    }
+    std::string payload(f.bytes, '\0');
+    RETURN_IF_ERROR(ReadFull(fd_, payload.data(), payload.size()));
+    if (f.op == Op::kBarrier) {
+      shard_->Barrier(rank_, f.version, [out = outbox_, id = f.id](const Status& st) {
+        if (!st.ok()) return out->Error(id, st);
+        out->Put(ControlAnswer(id, 0, ""));
+      });
+      return Status::Ok();
+    }
+    Result<Outbox::Reply> r = Control(f, payload);
+    if (r.ok()) {
+      outbox_->Put(std::move(*r));
+    } else {
+      outbox_->Error(f.id, r.status());
+    }
+    return Status::Ok();
+  }
+
+  static Outbox::Reply ControlAnswer(uint64_t id, uint64_t version, std::string payload) {
+    Outbox::Reply r;
+    r.frame.op = Op::kControlReply;
+    r.frame.id = id;
+    r.frame.version = version;
+    r.frame.bytes = payload.size();
+    r.message = std::move(payload);
+    return r;
+  }
+
+  Result<Outbox::Reply> Control(const Frame& f, const std::string& payload) {
+    if (f.op == Op::kInit) {
+      InitBody b;
+      if (payload.size() != sizeof b) {
+        return Status::InvalidArgument("dlps-server",
+                                       "an init request of " + std::to_string(payload.size()) + " bytes, not " + std::to_string(sizeof b));
+      }
+      std::memcpy(&b, payload.data(), sizeof b);
+      const OptimizerSpec spec{
+          std::string(b.kind, ::strnlen(b.kind, sizeof b.kind)), b.learning_rate, b.momentum, b.weight_decay, b.beta1, b.beta2, b.epsilon, b.rescale};
+      ASSIGN_OR_RETURN(OptimizerConfig optimizer, ResolveOptimizer(spec));
+      ASSIGN_OR_RETURN(uint64_t version, shard_->Init(f.key, f.chunk, b.length, optimizer));
+      return ControlAnswer(f.id, version, "");
+    }
+    if (checkpoint_dir_.empty()) {
+      return Status::FailedPrecondition("dlps-server",
+                                        "this server has no checkpoint directory (dlps-server --checkpoint-dir DIR; in agentd, ps.checkpoint_dir)");
+    }
+    if (f.op == Op::kCheckpoint) {
+      ASSIGN_OR_RETURN(CheckpointFile file, WriteShardCheckpoint(*shard_, checkpoint_dir_, payload, f.chunk, f.aux));
+      return ControlAnswer(f.id, 0, EncodeCheckpointFiles({file}));
+    }
+    if (f.op == Op::kCommitCheckpoint) {
+      const size_t newline = payload.find('\n');
+      if (newline == std::string::npos) return Status::InvalidArgument("dlps-server", "a commit request without the checkpoint's name");
+      ASSIGN_OR_RETURN(std::vector<CheckpointFile> files, DecodeCheckpointFiles(std::string_view(payload).substr(newline + 1)));
+      RETURN_IF_ERROR(WriteManifest(checkpoint_dir_, payload.substr(0, newline), static_cast<uint32_t>(files.size()), files));
+      return ControlAnswer(f.id, 0, "");
+    }
+    RETURN_IF_ERROR(RestoreShardCheckpoint(*shard_, checkpoint_dir_, payload, f.chunk, f.aux));  // kRestore
+    return ControlAnswer(f.id, 0, "");
   }
 
   void Send() {
@@ -229,6 +302,7 @@ class DataConn final : public DataConnection {
   }
 
   Jobs& jobs_;
+  const std::string checkpoint_dir_;
   std::shared_ptr<Shard> shard_;  // set once the Hello is accepted
   const int fd_;
   const Hello hello_;
@@ -242,8 +316,9 @@ class DataConn final : public DataConnection {
 
 }  // namespace
 
-std::unique_ptr<DataConnection> StartDataConnection(Jobs& jobs, int fd, const Hello& hello, const std::atomic<bool>& stopping, int finished_fd) {
-  return std::make_unique<DataConn>(jobs, fd, hello, stopping, finished_fd);
+std::unique_ptr<DataConnection> StartDataConnection(Jobs& jobs, const std::string& checkpoint_dir, int fd, const Hello& hello,
+                                                    const std::atomic<bool>& stopping, int finished_fd) {
+  return std::make_unique<DataConn>(jobs, checkpoint_dir, fd, hello, stopping, finished_fd);
 }
 
 }  // namespace dlagent::ps

@@ -27,8 +27,8 @@ inline constexpr size_t kMaxInFlight = 16384;
 // the server's life; with 0 (agentd), a job's shard is made when its first worker connects, sized by its
 // Hello, and dropped when its last worker has gone, so that the next job starts clean. One job at a time.
 // With job keys (agentd), only a job the agents started is served: a worker shows the job's id and its token
-// (DlpsJobToken under one of the keys) in its Hello and with every control call, and a worker of another job
-// waits for the running one to end.
+// (DlpsJobToken under one of the keys) in its Hello, and a worker of another job waits for the running one to
+// end.
 using JobKeysFn = std::function<std::vector<std::string>()>;
 using JobLiveFn = std::function<bool(const std::string& job)>;
 
@@ -85,13 +85,6 @@ class Jobs {
     if (ranks_.empty() && options_.num_workers == 0) shard_.reset();  // the job is over
   }
 
-  // For control calls, which come from connected workers of the job (job and token as its Hello had them; hex).
-  Result<std::shared_ptr<Shard>> Current(const std::string& job, const std::string& token_hex) {
-    RETURN_IF_ERROR(Authorize(job, token_hex));
-    MutexLock lock(mu_);
-    if (!shard_) return Status::FailedPrecondition("dlps-server", "no job is connected (workers connect before they call Init)");
-    return shard_;
-  }
   // Drops the served job's shard when the job no longer lives on this node; the job dropped ("" : none). The
   // caller ends the job's data connections.
   std::string EvictEnded() {
@@ -114,16 +107,6 @@ class Jobs {
     MutexLock lock(mu_);
     if (!shard_) return Status::FailedPrecondition("dlps-server", "no job is connected");
     return shard_;
-  }
-  // A control call that touches no shard (CommitCheckpoint) comes from a worker of the job being served.
-  Status Authorize(const std::string& job, const std::string& token_hex) {
-    if (!job_keys_) return Status::Ok();
-    const std::string token = HexDecode(token_hex).value_or("");  // not hex: no token, refused below
-    RETURN_IF_ERROR(CheckToken(job, token));
-    MutexLock lock(mu_);
-    if (job != job_)
-      return Status::PermissionDenied("dlps-server", "this shard is serving " + (job_.empty() ? "no job" : "job " + job_) + ", not " + job);
-    return Status::Ok();
   }
 
  private:
@@ -160,8 +143,10 @@ class DataConnection {
 };
 
 // Serves the worker whose Hello (already read from fd) is `hello`: refused with an error frame, or joined to
-// its job. `finished_fd` (an eventfd) is signalled when the connection has ended. Throws std::system_error
-// when no thread can be started.
-std::unique_ptr<DataConnection> StartDataConnection(Jobs& jobs, int fd, const Hello& hello, const std::atomic<bool>& stopping, int finished_fd);
+// its job. Its control requests run on the connection's reading thread (checkpoints are written under
+// checkpoint_dir; empty: refused). `finished_fd` (an eventfd) is signalled when the connection has ended.
+// Throws std::system_error when no thread can be started.
+std::unique_ptr<DataConnection> StartDataConnection(Jobs& jobs, const std::string& checkpoint_dir, int fd, const Hello& hello,
+                                                    const std::atomic<bool>& stopping, int finished_fd);
 
 }  // namespace dlagent::ps

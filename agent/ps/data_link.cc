@@ -69,11 +69,18 @@ void DataLink::Pull(const std::shared_ptr<Pending>& p, uint64_t key, uint32_t ch
   Submit({f, nullptr, nullptr}, {p, dst, n, {}, false});
 }
 
+void DataLink::Control(const std::shared_ptr<Pending>& p, Frame request, std::string payload, ControlReply* reply) {
+  auto body = std::make_shared<const std::string>(std::move(payload));
+  request.bytes = body->size();
+  Expect e{p, nullptr, 0, {}, false};
+  e.reply = reply;
+  Submit({request, body->data(), body}, std::move(e));
+}
+
 Status DataLink::Named(const Expect& e, const Status& st) const {
-  const char* op = e.op == Op::kPush ? "push" : "pull";
-  return Status(st.code(), "dlps-client",
-                "dlps server " + address_ + ": " + op + " of key " + std::to_string(e.key) + " chunk " + std::to_string(e.chunk) + ": " +
-                    std::string(st.message()));
+  std::string what = OpName(e.op);
+  if (e.op == Op::kPush || e.op == Op::kPull || e.op == Op::kInit) what += " of key " + std::to_string(e.key) + " chunk " + std::to_string(e.chunk);
+  return Status(st.code(), "dlps-client", "dlps server " + address_ + ": " + what + ": " + std::string(st.message()));
 }
 
 Status DataLink::Handshake(const Hello& hello) {
@@ -133,7 +140,7 @@ void DataLink::WriteLoop() {
       r = std::move(queue_.front());
       queue_.pop_front();
     }
-    iovec iov[2] = {{&r.frame, sizeof r.frame}, {const_cast<float*>(r.values), r.values ? r.frame.bytes : 0}};
+    iovec iov[2] = {{&r.frame, sizeof r.frame}, {const_cast<void*>(r.payload), r.payload ? r.frame.bytes : 0}};
     if (Status st = WriteAll(fd_, iov, 2); !st.ok()) {
       MutexLock lock(mu_);
       if (send_error_.ok()) send_error_ = st;
@@ -206,17 +213,24 @@ Status DataLink::ReadReply() {
     e = std::move(it->second);
     expects_.erase(it);
   }
+  // The request is out of the map now: it completes here, with the connection's error if reading fails.
   Status result;
+  const Status io = ReadAnswer(f, e, &result);
+  if (!e.abandoned) e.pending->Done(io.ok() ? result : Named(e, io));
+  return io;
+}
+
+Status DataLink::ReadAnswer(const Frame& f, Expect& e, Status* result) {
   if (f.op == Op::kError) {
     std::string message(std::min<uint64_t>(f.bytes, 1 << 20), '\0');
     RETURN_IF_ERROR(ReadFull(fd_, message.data(), message.size()));
     RETURN_IF_ERROR(Discard(fd_, f.bytes - message.size()));
-    result = Named(e, Status(static_cast<StatusCode>(f.aux), "", message));
+    *result = Named(e, Status(static_cast<StatusCode>(f.aux), "", message));
   } else if (f.op == Op::kPullReply && e.op == Op::kPull) {
     if (f.bytes != e.floats * sizeof(float) || f.key != e.key || f.chunk != e.chunk) {
       RETURN_IF_ERROR(Discard(fd_, f.bytes));
-      result = Named(e, Status::Internal("", "the server answered with key " + std::to_string(f.key) + " chunk " + std::to_string(f.chunk) + " of " +
-                                                 std::to_string(f.bytes / sizeof(float)) + " floats, not " + std::to_string(e.floats)));
+      *result = Named(e, Status::Internal("", "the server answered with key " + std::to_string(f.key) + " chunk " + std::to_string(f.chunk) + " of " +
+                                                  std::to_string(f.bytes / sizeof(float)) + " floats, not " + std::to_string(e.floats)));
     } else if (e.abandoned) {
       RETURN_IF_ERROR(Discard(fd_, f.bytes));
     } else {
@@ -224,11 +238,15 @@ Status DataLink::ReadReply() {
       server_micros_ += f.aux;
     }
   } else if (f.op == Op::kPushReply && e.op == Op::kPush && f.bytes == 0) {
+  } else if (f.op == Op::kControlReply && IsControl(e.op) && f.bytes <= kMaxControlBytes) {
+    if (e.abandoned) return Discard(fd_, f.bytes);
+    e.reply->version = f.version;
+    e.reply->payload.resize(f.bytes);
+    RETURN_IF_ERROR(ReadFull(fd_, e.reply->payload.data(), f.bytes));
   } else {
-    return Status::Internal(
-        "dlps-client", "the server answered request " + std::to_string(f.id) + " with frame type " + std::to_string(static_cast<uint32_t>(f.op)));
+    return Status::Internal("dlps-client", "the server answered a " + std::string(OpName(e.op)) + " request with frame type " +
+                                               std::to_string(static_cast<uint32_t>(f.op)) + " of " + std::to_string(f.bytes) + " bytes");
   }
-  if (!e.abandoned) e.pending->Done(result);
   return Status::Ok();
 }
 

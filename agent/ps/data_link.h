@@ -38,6 +38,12 @@ struct Pending {
   }
 };
 
+// A control request's answer (Op::kControlReply): its version field and payload.
+struct ControlReply {
+  uint64_t version = 0;
+  std::string payload;
+};
+
 // The data connection to one server. Requests go out on a writing thread, in the order they were made; replies
 // come back in any order on a reading thread, which is the only one that completes requests (so that nothing
 // writes into a caller's `out` after its Wait has returned). Pull replies are read straight into `out`. A
@@ -56,11 +62,14 @@ class DataLink {
             std::shared_ptr<const void> keep);
   // dst (n floats) is written by the reading thread when the reply comes, never after the request completed.
   void Pull(const std::shared_ptr<Pending>& p, uint64_t key, uint32_t chunk, uint64_t min_version, float* dst, size_t n);
+  // A control request (frame.h: kInit ... kRestore; op, key, chunk, version and aux set, the rest is filled in).
+  // *reply is written by the reading thread when the answer comes, never after the request completed.
+  void Control(const std::shared_ptr<Pending>& p, Frame request, std::string payload, ControlReply* reply);
 
  private:
   struct Request {
     Frame frame;
-    const float* values;
+    const void* payload;  // frame.bytes of it
     std::shared_ptr<const void> keep;
   };
   struct Expect {
@@ -68,7 +77,8 @@ class DataLink {
     float* dst;  // pulls
     uint64_t floats;
     Clock::time_point deadline;
-    bool abandoned;  // failed at its deadline; the reply is dropped
+    bool abandoned;                 // failed at its deadline; the reply is dropped
+    ControlReply* reply = nullptr;  // control requests
     Op op = Op::kPush;
     uint64_t key = 0;
     uint32_t chunk = 0;
@@ -90,6 +100,8 @@ class DataLink {
   int ExpireAndNextWait();
 
   Status ReadReply();
+  // The rest of the answer to e (whose frame f was read): *result is its outcome; an error is the connection's.
+  Status ReadAnswer(const Frame& f, Expect& e, Status* result);
 
   const std::string address_;
   const int fd_;

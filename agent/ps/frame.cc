@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <memory>
 
@@ -162,5 +163,56 @@ Result<int> ListenTcp(const std::string& address, int* port) {
 }
 
 std::string DlpsJobToken(std::string_view key, std::string_view job) { return HmacSha256(key, "dlps-job:" + std::string(job)); }
+
+bool IsControl(Op op) { return op >= Op::kInit && op <= Op::kRestore; }
+
+const char* OpName(Op op) {
+  switch (op) {
+    case Op::kPush: return "push";
+    case Op::kPull: return "pull";
+    case Op::kInit: return "init";
+    case Op::kBarrier: return "barrier";
+    case Op::kCheckpoint: return "checkpoint";
+    case Op::kCommitCheckpoint: return "commit checkpoint";
+    case Op::kRestore: return "restore";
+    case Op::kPushReply:
+    case Op::kPullReply:
+    case Op::kControlReply:
+    case Op::kError: return "reply";
+  }
+  return "request";
+}
+
+std::string EncodeCheckpointFiles(const std::vector<CheckpointFile>& files) {
+  std::string out;
+  for (const CheckpointFile& f : files) out += f.name + " " + std::to_string(f.bytes) + " " + f.sha256 + "\n";
+  return out;
+}
+
+Result<std::vector<CheckpointFile>> DecodeCheckpointFiles(std::string_view text) {
+  std::vector<CheckpointFile> files;
+  size_t line = 0;
+  while (!text.empty()) {
+    ++line;
+    const size_t end = text.find('\n');
+    if (end == std::string_view::npos) return Status::InvalidArgument("dlps", "checkpoint file list: line " + std::to_string(line) + " is not ended");
+    const std::string_view l = text.substr(0, end);
+    text.remove_prefix(end + 1);
+    const size_t a = l.find(' '), b = a == std::string_view::npos ? a : l.find(' ', a + 1);
+    CheckpointFile f;
+    if (b != std::string_view::npos && l.find(' ', b + 1) == std::string_view::npos && a > 0 && b > a + 1 && b + 1 < l.size()) {
+      f.name = l.substr(0, a);
+      f.sha256 = l.substr(b + 1);
+      const std::string_view n = l.substr(a + 1, b - a - 1);
+      const char* last = n.data() + n.size();
+      if (std::from_chars(n.data(), last, f.bytes).ptr == last) {
+        files.push_back(std::move(f));
+        continue;
+      }
+    }
+    return Status::InvalidArgument("dlps", "checkpoint file list: line " + std::to_string(line) + " is not 'name bytes sha256'");
+  }
+  return files;
+}
 
 }  // namespace dlagent::ps

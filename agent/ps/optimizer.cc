@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "proto/dlps.pb.h"
-
 namespace dlagent::ps {
 namespace {
 
@@ -23,24 +21,24 @@ std::string OptimizerName(OptimizerConfig::Kind kind) {
   return "?";
 }
 
-Result<OptimizerConfig> OptimizerFromProto(const dlps::v1::Optimizer& p) {
+Result<OptimizerConfig> ResolveOptimizer(const OptimizerSpec& p) {
   OptimizerConfig c;
-  if (p.kind() == "sum" || p.kind().empty()) {
+  if (p.kind == "sum" || p.kind.empty()) {
     c.kind = OptimizerConfig::Kind::kSum;
-  } else if (p.kind() == "sgd") {
+  } else if (p.kind == "sgd") {
     c.kind = OptimizerConfig::Kind::kSgd;
-  } else if (p.kind() == "adam") {
+  } else if (p.kind == "adam") {
     c.kind = OptimizerConfig::Kind::kAdam;
   } else {
-    return Bad("unknown optimizer '" + p.kind() + "' (sum, sgd or adam)");
+    return Bad("unknown optimizer '" + p.kind + "' (sum, sgd or adam)");
   }
-  if (p.learning_rate() != 0) c.learning_rate = p.learning_rate();
-  c.momentum = p.momentum();
-  c.weight_decay = p.weight_decay();
-  if (p.beta1() != 0) c.beta1 = p.beta1();
-  if (p.beta2() != 0) c.beta2 = p.beta2();
-  if (p.epsilon() != 0) c.epsilon = p.epsilon();
-  if (p.rescale() != 0) c.rescale = p.rescale();
+  if (p.learning_rate != 0) c.learning_rate = p.learning_rate;
+  c.momentum = p.momentum;
+  c.weight_decay = p.weight_decay;
+  if (p.beta1 != 0) c.beta1 = p.beta1;
+  if (p.beta2 != 0) c.beta2 = p.beta2;
+  if (p.epsilon != 0) c.epsilon = p.epsilon;
+  if (p.rescale != 0) c.rescale = p.rescale;
   if (!std::isfinite(c.learning_rate) || c.learning_rate <= 0) return Bad("learning_rate must be > 0, got " + std::to_string(c.learning_rate));
   if (!InUnit(c.momentum)) return Bad("momentum must be in [0, 1), got " + std::to_string(c.momentum));
   if (!std::isfinite(c.weight_decay) || c.weight_decay < 0) return Bad("weight_decay must be >= 0, got " + std::to_string(c.weight_decay));
@@ -50,15 +48,8 @@ Result<OptimizerConfig> OptimizerFromProto(const dlps::v1::Optimizer& p) {
   return c;
 }
 
-void OptimizerToProto(const OptimizerConfig& c, dlps::v1::Optimizer* p) {
-  p->set_kind(OptimizerName(c.kind));
-  p->set_learning_rate(c.learning_rate);
-  p->set_momentum(c.momentum);
-  p->set_weight_decay(c.weight_decay);
-  p->set_beta1(c.beta1);
-  p->set_beta2(c.beta2);
-  p->set_epsilon(c.epsilon);
-  p->set_rescale(c.rescale);
+OptimizerSpec SpecOf(const OptimizerConfig& c) {
+  return {OptimizerName(c.kind), c.learning_rate, c.momentum, c.weight_decay, c.beta1, c.beta2, c.epsilon, c.rescale};
 }
 
 void ApplyUpdate(const OptimizerConfig& c, const float* w_old, float* w_new, std::span<const float* const> grads, size_t n, OptimizerState* state) {

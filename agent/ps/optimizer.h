@@ -16,10 +16,6 @@
 
 #include "bootstrap/common/status.h"
 
-namespace dlps::v1 {
-class Optimizer;
-}
-
 namespace dlagent::ps {
 
 struct OptimizerConfig {
@@ -34,10 +30,17 @@ struct OptimizerConfig {
   bool operator==(const OptimizerConfig&) const = default;
 };
 
-// Checks ranges (learning rate > 0 and finite, momentum and betas in [0, 1), epsilon > 0, ...); a proto
-// field left at 0 takes the default above where 0 is not a meaningful value.
-Result<OptimizerConfig> OptimizerFromProto(const dlps::v1::Optimizer& p);
-void OptimizerToProto(const OptimizerConfig& c, dlps::v1::Optimizer* p);
+// An optimizer as a caller names it (the C API's dlps_optimizer, the Python module's arguments, kInit's
+// InitBody): kind "" is "sum", and a field left at 0 takes OptimizerConfig's default where 0 is not a
+// meaningful value.
+struct OptimizerSpec {
+  std::string kind;
+  float learning_rate = 0, momentum = 0, weight_decay = 0, beta1 = 0, beta2 = 0, epsilon = 0, rescale = 0;
+};
+// Checks ranges (learning rate > 0 and finite, momentum and betas in [0, 1), epsilon > 0, ...).
+Result<OptimizerConfig> ResolveOptimizer(const OptimizerSpec& s);
+// The spec that resolves to c.
+OptimizerSpec SpecOf(const OptimizerConfig& c);
 std::string OptimizerName(OptimizerConfig::Kind kind);
 
 struct OptimizerState {

@@ -17,22 +17,15 @@
 #include <thread>
 #include <vector>
 
-#include <grpcpp/grpcpp.h>
-#include <grpcpp/server_posix.h>
 #include <spdlog/spdlog.h>
 
-#include "agent/ps/checkpoint.h"
 #include "agent/ps/data_conn.h"
 #include "agent/ps/frame.h"
 #include "bootstrap/common/accept.h"
-#include "proto/dlps.grpc.pb.h"
-#include "proto/grpc_limits.h"
-#include "proto/grpc_status.h"
 
 namespace dlagent::ps {
 namespace {
 
-namespace pb = ::dlps::v1;
 using Clock = std::chrono::steady_clock;
 
 constexpr auto kFirstBytesTimeout = std::chrono::seconds(10);  // a connection that has not said who it is by then is closed
@@ -52,93 +45,11 @@ void TuneSocket(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
 
-// Checkpoint IO runs on the gRPC thread that took the call: it is rare, and the data path does not use gRPC's
-// threads.
-class ControlService final : public pb::DlpsControl::CallbackService {
- public:
-  ControlService(Jobs& jobs, std::string checkpoint_dir) : jobs_(jobs), dir_(std::move(checkpoint_dir)) {}
-  grpc::ServerUnaryReactor* Init(grpc::CallbackServerContext* ctx, const pb::InitRequest* req, pb::InitReply* reply) override {
-    return Answer(ctx, [&]() -> Status {
-      ASSIGN_OR_RETURN(OptimizerConfig opt, OptimizerFromProto(req->optimizer()));
-      ASSIGN_OR_RETURN(std::shared_ptr<Shard> shard, Current(ctx));
-      ASSIGN_OR_RETURN(uint64_t version, shard->Init(req->key(), req->chunk(), req->length(), opt));
-      reply->set_version(version);
-      return Status::Ok();
-    });
-  }
-  grpc::ServerUnaryReactor* Barrier(grpc::CallbackServerContext* ctx, const pb::BarrierRequest* req, pb::BarrierReply*) override {
-    auto* reactor = ctx->DefaultReactor();
-    Result<std::shared_ptr<Shard>> shard = Current(ctx);
-    if (!shard.ok()) {
-      reactor->Finish(ToGrpcStatus(shard.status()));
-    } else {  // answered when the last worker arrives
-      (*shard)->Barrier(req->rank(), req->generation(), [reactor](const Status& st) { reactor->Finish(ToGrpcStatus(st)); });
-    }
-    return reactor;
-  }
-  grpc::ServerUnaryReactor* Checkpoint(grpc::CallbackServerContext* ctx, const pb::CheckpointRequest* req, pb::CheckpointReply* reply) override {
-    return Answer(ctx, [&]() -> Status {
-      RETURN_IF_ERROR(HaveDir());
-      ASSIGN_OR_RETURN(std::shared_ptr<Shard> shard, Current(ctx));
-      ASSIGN_OR_RETURN(CheckpointFile f, WriteShardCheckpoint(*shard, dir_, req->name(), req->server_index(), req->server_count()));
-      reply->mutable_file()->set_name(f.name);
-      reply->mutable_file()->set_bytes(f.bytes);
-      reply->mutable_file()->set_sha256(f.sha256);
-      return Status::Ok();
-    });
-  }
-  grpc::ServerUnaryReactor* CommitCheckpoint(grpc::CallbackServerContext* ctx, const pb::CommitCheckpointRequest* req,
-                                             pb::CommitCheckpointReply*) override {
-    return Answer(ctx, [&]() -> Status {
-      RETURN_IF_ERROR(HaveDir());
-      RETURN_IF_ERROR(jobs_.Authorize(Metadata(ctx, "dlps-job"), Metadata(ctx, "dlps-token")));
-      std::vector<CheckpointFile> files;
-      for (const auto& f : req->files()) files.push_back({f.name(), f.bytes(), f.sha256()});
-      return WriteManifest(dir_, req->name(), static_cast<uint32_t>(files.size()), files);
-    });
-  }
-  grpc::ServerUnaryReactor* Restore(grpc::CallbackServerContext* ctx, const pb::RestoreRequest* req, pb::RestoreReply*) override {
-    return Answer(ctx, [&]() -> Status {
-      RETURN_IF_ERROR(HaveDir());
-      ASSIGN_OR_RETURN(std::shared_ptr<Shard> shard, Current(ctx));
-      return RestoreShardCheckpoint(*shard, dir_, req->name(), req->server_index(), req->server_count());
-    });
-  }
-
- private:
-  // The job's credentials a worker sends with each control call (gRPC metadata), "" when absent.
-  static std::string Metadata(grpc::CallbackServerContext* ctx, const char* key) {
-    const auto& md = ctx->client_metadata();
-    auto it = md.find(key);
-    return it == md.end() ? std::string() : std::string(it->second.data(), std::min<size_t>(it->second.size(), 128));
-  }
-  Result<std::shared_ptr<Shard>> Current(grpc::CallbackServerContext* ctx) {
-    return jobs_.Current(Metadata(ctx, "dlps-job"), Metadata(ctx, "dlps-token"));
-  }
-
-  // A call answered before the handler returns.
-  template <typename Body>
-  static grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, Body body) {
-    auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(ToGrpcStatus(body()));
-    return reactor;
-  }
-  Status HaveDir() const {
-    if (!dir_.empty()) return Status::Ok();
-    return Status::FailedPrecondition("dlps-server",
-                                      "this server has no checkpoint directory (dlps-server --checkpoint-dir DIR; in agentd, ps.checkpoint_dir)");
-  }
-
-  Jobs& jobs_;
-  const std::string dir_;
-};
-
 }  // namespace
 
 struct PsServer::Impl {
   Jobs jobs;
-  ControlService control;
-  std::unique_ptr<grpc::Server> grpc;
+  const std::string checkpoint_dir;
   int listen_fd = -1;
   int wake_fd = -1;
   int finished_fd = -1;  // data connections that ended signal it, so that their fds are closed at once
@@ -149,9 +60,9 @@ struct PsServer::Impl {
 
   std::shared_ptr<Heartbeat> heartbeat;
 
-  explicit Impl(const ServerOptions& o) : jobs(o.shard, o.job_keys, o.job_live), control(jobs, o.checkpoint_dir), heartbeat(o.heartbeat) {}
+  explicit Impl(const ServerOptions& o) : jobs(o.shard, o.job_keys, o.job_live), checkpoint_dir(o.checkpoint_dir), heartbeat(o.heartbeat) {}
 
-  // Accepts connections and hands each to gRPC or to a DataConn by its first four bytes.
+  // Accepts connections and hands each to a DataConn once its Hello is here.
   void AcceptLoop() {
     struct Undecided {
       int fd;
@@ -197,9 +108,7 @@ struct PsServer::Impl {
         const ssize_t got = ::recv(u.fd, &hello, sizeof hello, MSG_PEEK);
         const bool waited_too_long = Clock::now() - u.since > kFirstBytesTimeout;
         const bool is_dlps = got >= 4 && hello.magic == kHelloMagic;
-        if (got >= 4 && std::memcmp(&hello, "PRI ", 4) == 0) {
-          grpc::AddInsecureChannelFromFd(grpc.get(), u.fd);
-        } else if (is_dlps && got == sizeof hello) {
+        if (is_dlps && got == sizeof hello) {
           (void)!::recv(u.fd, &hello, sizeof hello, 0);
           ::fcntl(u.fd, F_SETFL, ::fcntl(u.fd, F_GETFL) & ~O_NONBLOCK);
           StartDataConn(u.fd, hello);
@@ -233,7 +142,7 @@ struct PsServer::Impl {
       return;
     }
     try {
-      conns.push_back(StartDataConnection(jobs, fd, hello, stopping, finished_fd));
+      conns.push_back(StartDataConnection(jobs, checkpoint_dir, fd, hello, stopping, finished_fd));
     } catch (const std::system_error&) {
       ::close(fd);  // no thread to serve it: the worker sees the connection close and its retry or error
     }
@@ -251,18 +160,11 @@ Result<std::unique_ptr<PsServer>> PsServer::Start(const ServerOptions& options) 
   impl->listen_fd = *fd;
   impl->wake_fd = ::eventfd(0, EFD_CLOEXEC);
   impl->finished_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  grpc::ServerBuilder builder;
-  GrpcServerLimits limits;
-  limits.name = "dlps";
-  limits.max_streams = 16;
-  ApplyServerLimits(builder, limits);
-  builder.RegisterService(&impl->control);
-  impl->grpc = builder.BuildAndStart();
-  if (!impl->grpc || impl->wake_fd < 0 || impl->finished_fd < 0) {
+  if (impl->wake_fd < 0 || impl->finished_fd < 0) {
     ::close(impl->listen_fd);
     if (impl->wake_fd >= 0) ::close(impl->wake_fd);
     if (impl->finished_fd >= 0) ::close(impl->finished_fd);
-    return Status::Internal("dlps-server", "cannot start the gRPC server");
+    return Status::FromErrno("dlps-server", "eventfd", errno);
   }
   Impl* raw = impl.get();
   impl->accept_thread = std::thread([raw] { raw->AcceptLoop(); });
@@ -279,10 +181,8 @@ PsServer::~PsServer() {
   ::close(s.wake_fd);
   s.conns.clear();  // ends every data connection
   ::close(s.finished_fd);
-  // Waiting barriers hold calls open: fail them, then give the rest a moment to finish.
+  // Waiting barriers and pulls hold callbacks: fail them (their connections are gone, so nothing is sent).
   if (auto shard = s.jobs.Served(); shard.ok()) (*shard)->FailPending(Status::Unavailable("dlps-server", "the server is shutting down"));
-  s.grpc->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
-  s.grpc->Wait();
 }
 
 }  // namespace dlagent::ps

@@ -1,9 +1,8 @@
 #pragma once
-// PsServer: a Shard served on one TCP port. The port carries two protocols, told apart by a connection's first
-// bytes: gRPC (DlpsControl of proto/dlps.proto: Init, Barrier) and dlps's data connections (agent/ps/frame.h:
-// pushes and pulls, values read straight into the shard's buffers and sent straight from them). Each data
+// PsServer: a Shard served on one TCP port, over dlps's connections (agent/ps/frame.h: pushes and pulls, values
+// read straight into the shard's buffers and sent straight from them, and the control requests). Each
 // connection is one worker; it has a thread that reads and a thread that writes, and the reading thread is
-// where a push that completes a round runs the sum and the optimizer (no BLAS or copies on gRPC's threads).
+// where a push that completes a round runs the sum and the optimizer.
 // When a data connection ends while the server runs, the worker is gone: the rounds, pulls and barriers in
 // progress fail with "worker rank R disconnected", so that the other workers get an error at once instead of
 // waiting for their deadlines.
@@ -13,7 +12,7 @@
 // its first worker connects, sized by the workers' Hello, and dropped when its last worker has gone, so that the
 // next job starts clean; a worker of another job size while one is running is refused, naming both sizes.
 //
-// Thread safety: Start and the destructor from one thread; the server runs on its own threads and gRPC's.
+// Thread safety: Start and the destructor from one thread; the server runs on its own threads.
 
 #include <functional>
 #include <memory>
@@ -33,8 +32,8 @@ struct ServerOptions {
   std::string checkpoint_dir;
   std::shared_ptr<Heartbeat> heartbeat;  // Default: none. Beaten by the accept loop at least once a second.
   // Default: none (whoever reaches the port is served, as dlps-server does). Set (agentd): only jobs the agents
-  // started, whose workers show the job's id and its token under one of these keys (DlpsJobToken), in their
-  // Hello and with every control call; another job waits for the running one to end.
+  // started, whose workers show the job's id and its token under one of these keys (DlpsJobToken) in their
+  // Hello; another job waits for the running one to end.
   std::function<std::vector<std::string>()> job_keys;
   // Default: none (a valid token is valid for ever). Set (agentd): whether a job still lives on this node; a
   // token of a job that does not is refused, and the shard of a served job that stopped living is dropped with

@@ -11,8 +11,8 @@
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "dlps-server: serve one parameter-server shard (gRPC control and dlps "
-      "data connections on one port) until SIGTERM or SIGINT.\n"
+      "dlps-server: serve one parameter-server shard (its workers' "
+      "connections on one port) until SIGTERM or SIGINT.\n"
       "It trusts its network: it holds no cluster key, and anyone who reaches its port can join a job, take a "
       "worker's rank or fail every round by leaving. Serve it only where only the job's workers reach it "
       "(a private subnet, a security group, 127.0.0.1); an agent's shard (agentctl run --launcher dlps) "
@@ -39,8 +39,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals,
-                  nullptr);  // before gRPC starts its threads: they inherit the mask
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before the server starts its threads: they inherit the mask
 
   auto server = dlagent::ps::PsServer::Start(o);
   if (!server.ok()) {

@@ -13,8 +13,8 @@
 // A push is received in two steps so that its values go from the socket straight to where they are summed:
 // BeginPush checks it and returns the buffer it belongs in (this rank's receive buffer of the slice), the
 // caller fills it, EndPush accounts for it. The push that completes a round sums all ranks' buffers and applies
-// the optimizer in one pass (optimizer.h), on the calling thread (the server's connection thread, never one of
-// gRPC's), into a weights buffer other than the one pulls of the previous version may still be sent from.
+// the optimizer in one pass (optimizer.h), on the calling thread (the server's connection thread), into a weights buffer other than the one pulls of
+// the previous version may still be sent from.
 //
 // Memory: a slice's buffers (weights, a receive buffer per rank, optimizer state) are allocated once and
 // reused, and weight buffers are pooled: steady-state rounds allocate nothing and touch no fresh page.

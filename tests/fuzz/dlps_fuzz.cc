@@ -1,6 +1,7 @@
-// libFuzzer target: what anyone who reaches a shard's port can send on a data connection: a Hello, then frames
-// (pushes, pulls, anything), served by the real connection code (agent/ps/data_conn) over a socketpair, with a
-// shard of two workers whose slices 1/0 (16 floats, sum) and 2/0 (4 floats, adam) are declared.
+// libFuzzer target: what anyone who reaches a shard's port can send on a connection: a Hello, then frames
+// (pushes, pulls, control requests: init, barrier, checkpoint, commit, restore; anything), served by the real
+// connection code (agent/ps/data_conn) over a socketpair, with a shard of two workers whose slices 1/0 (16
+// floats, sum) and 2/0 (4 floats, adam) are declared, and a checkpoint directory (removed at exit).
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -9,12 +10,31 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <string>
 #include <thread>
 
 #include "agent/ps/data_conn.h"
 
 using namespace dlagent::ps;
+
+namespace {
+
+char checkpoint_dir[] = "/tmp/dlps-fuzz-XXXXXX";  // a plain array: the exit handler outlives any std::string
+
+std::string CheckpointDir() {
+  static const bool made = [] {
+    if (!::mkdtemp(checkpoint_dir)) __builtin_trap();
+    std::atexit([] { std::filesystem::remove_all(checkpoint_dir); });
+    return true;
+  }();
+  (void)made;
+  return checkpoint_dir;
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Hello hello;
@@ -52,7 +72,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     while (::recv(fds[1], sink, sizeof sink, 0) > 0) {
     }
   });
-  auto conn = StartDataConnection(jobs, fds[0], hello, stopping, finished);
+  auto conn = StartDataConnection(jobs, CheckpointDir(), fds[0], hello, stopping, finished);
   writer.join();
   // The peer has sent everything and closed its side: the connection must end by itself, at once.
   pollfd p{finished, POLLIN, 0};

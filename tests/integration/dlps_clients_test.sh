@@ -1,6 +1,8 @@
 #!/bin/bash
 # One job, two languages: a dlps-server for 2 workers, rank 0 through the C API (libdlps.so), rank 1
-# through the Python module, both checking the same round. Usage: dlps_clients_test.sh DLPS_SERVER C_CLIENT PYTHON_DIR
+# through the Python package (ctypes over libdlps), both checking the same round; and the package's import
+# under -I (no site packages: it needs nothing but ctypes and numpy). Usage: dlps_clients_test.sh DLPS_SERVER
+# C_CLIENT PYTHON_DIR
 set -euo pipefail
 server=$1 c_client=$2 python_dir=$3
 dir=$(mktemp -d)
@@ -10,11 +12,12 @@ for _ in $(seq 100); do grep -q "listening on" "$dir/server.log" && break; sleep
 address=$(sed -n 's/^listening on \([^ ]*\).*/\1/p' "$dir/server.log")
 [ -n "$address" ] || { echo "dlps-server did not start:"; cat "$dir/server.log"; exit 1; }
 export DLPS_SERVERS=$address DLPS_NUM_WORKERS=2 DLPS_DEADLINE=20s
-# A sanitized build's module needs the sanitizer runtimes loaded first: Debian's python3 is not built with them.
+# A sanitized build's library needs the sanitizer runtimes loaded first: Debian's python3 is not built with them.
 preload=()
-module=$(ls "$python_dir"/dlps*.so | head -n 1)
+library=$python_dir/dlps/libdlps.so.0
+[ -e "$library" ] || { echo "no $library: build the dlps_python target"; exit 1; }
 # ldd read whole first: `ldd | grep -q` under pipefail fails whenever grep stops reading before ldd is done.
-libs=$(ldd "$module")
+libs=$(ldd "$library")
 if grep -q libasan <<<"$libs"; then
   preload=(env LD_PRELOAD="$(awk '/libasan|libubsan/ {print $3}' <<<"$libs" | tr '\n' ' ')" ASAN_OPTIONS=detect_leaks=0)
 fi

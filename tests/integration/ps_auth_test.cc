@@ -2,19 +2,21 @@
 // workers (PsClient, or raw connections) with and without the job's token. A stranger cannot take a rank,
 // Init, or commit a checkpoint, and a second job waits for the first.
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <cstring>
+
+#include <filesystem>
 #include <mutex>
 #include <set>
 #include <thread>
 
-#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
 #include "agent/ps/client.h"
 #include "agent/ps/frame.h"
 #include "agent/ps/server.h"
 #include "bootstrap/common/crypto.h"
-#include "proto/dlps.grpc.pb.h"
 #include "tests/support/temp_dir.h"
 
 namespace dlagent::ps {
@@ -96,26 +98,44 @@ TEST_F(AuthTest, AStrangerCannotTakeARankInitOrCommitAndASecondJobWaits) {
   auto other = PsClient::Connect(Worker(0, 1, "j-0000000000bb", kKey));
   ASSERT_FALSE(other.ok());
   EXPECT_NE(other.status().message().find("is serving job " + job), std::string::npos) << other.status().ToString();
-  // Control calls without the job's credentials (a stranger speaking gRPC to the port) are refused.
-  auto stub = dlps::v1::DlpsControl::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  for (const std::string& token : {std::string(), HexEncode(std::string(32, 'x'))}) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(system_clock::now() + seconds(5));
-    if (!token.empty()) {
-      ctx.AddMetadata("dlps-job", job);
-      ctx.AddMetadata("dlps-token", token);
+  // A stranger's raw connection: a Hello without the job's token (none, or a forged one), and control requests
+  // right behind it. The Hello is refused and the connection closed: nothing sent after it is served.
+  for (const std::string& token : {std::string(), std::string(32, 'x')}) {
+    Result<int> fd = ConnectTcp(address, seconds(2));
+    ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+    timeval tv{5, 0};
+    ::setsockopt(*fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    Hello hello;
+    hello.rank = 1;
+    hello.num_workers = 2;
+    std::memcpy(hello.job, job.data(), job.size());
+    std::memcpy(hello.token, token.data(), token.size());
+    InitBody body;
+    body.length = 4;
+    const std::string commit = "planted\n";
+    Frame init{.op = Op::kInit, .key = 9, .id = 1, .bytes = sizeof body};
+    Frame manifest{.op = Op::kCommitCheckpoint, .id = 2, .bytes = commit.size()};
+    iovec iov[5] = {{&hello, sizeof hello},
+                    {&init, sizeof init},
+                    {&body, sizeof body},
+                    {&manifest, sizeof manifest},
+                    {const_cast<char*>(commit.data()), commit.size()}};
+    ASSERT_TRUE(WriteAll(*fd, iov, 5).ok());
+    // The refusal, unless the close (with our requests unread) reset the connection first; then the end.
+    Frame refusal;
+    Status st = ReadFull(*fd, &refusal, sizeof refusal);
+    if (st.ok()) {
+      EXPECT_EQ(refusal.op, Op::kError);
+      EXPECT_EQ(refusal.aux, static_cast<uint32_t>(StatusCode::kPermissionDenied));
+      std::string message(refusal.bytes, '\0');
+      st = ReadFull(*fd, message.data(), message.size());
+      char more;
+      if (st.ok()) st = ReadFull(*fd, &more, 1);
     }
-    dlps::v1::InitRequest init;
-    init.set_key(9);
-    init.set_length(4);
-    dlps::v1::InitReply reply;
-    EXPECT_EQ(stub->Init(&ctx, init, &reply).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_EQ(st.code(), StatusCode::kUnavailable) << "the connection is closed after the refusal: " << st.ToString();
+    ::close(*fd);
   }
-  grpc::ClientContext commit_ctx;
-  dlps::v1::CommitCheckpointRequest commit;
-  commit.set_name("planted");
-  dlps::v1::CommitCheckpointReply commit_reply;
-  EXPECT_EQ(stub->CommitCheckpoint(&commit_ctx, commit, &commit_reply).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/planted")) << "a refused connection committed a checkpoint";
   // The job's own workers work: Init on both ranks (collective), then a push and pull.
   const OptimizerConfig sum{.kind = OptimizerConfig::Kind::kSum};
   std::vector<float> w = {1, 2, 3, 4};

@@ -14,12 +14,10 @@
 #include <thread>
 #include <vector>
 
-#include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
 #include "agent/ps/client.h"
 #include "agent/ps/frame.h"
-#include "proto/dlps.grpc.pb.h"
 #include "tests/support/dlps_job.h"
 
 namespace dlagent::ps {
@@ -112,15 +110,16 @@ TEST_F(HostileTest, RequestsThatWaitForeverAreBoundedPerConnection) {
   SendHello(fd, 1);
   Hello ack;
   ASSERT_TRUE(ReadFull(fd, &ack, sizeof ack).ok());
-  {  // a real key of the job
-    auto stub = ::dlps::v1::DlpsControl::NewStub(grpc::CreateChannel(servers.addresses[0], grpc::InsecureChannelCredentials()));
-    grpc::ClientContext ctx;
-    ctx.set_deadline(system_clock::now() + seconds(5));
-    ::dlps::v1::InitRequest req;
-    req.set_key(7);
-    req.set_length(1);
-    ::dlps::v1::InitReply reply;
-    ASSERT_TRUE(stub->Init(&ctx, req, &reply).ok());
+  {  // a real key of the job, declared on the same connection
+    InitBody body;
+    body.length = 1;
+    Frame init{.op = Op::kInit, .key = 7, .id = 1, .bytes = sizeof body};
+    iovec iov[2] = {{&init, sizeof init}, {&body, sizeof body}};
+    ASSERT_TRUE(WriteAll(fd, iov, 2).ok());
+    Frame reply;
+    ASSERT_TRUE(ReadFull(fd, &reply, sizeof reply).ok());
+    ASSERT_EQ(reply.op, Op::kControlReply);
+    ASSERT_EQ(reply.bytes, 0u);
   }
   const long rss0 = ProcStatus(pid(), "VmRSS");
   // Pulls of a version that never comes: each would wait in the server for as long as the connection lasts.

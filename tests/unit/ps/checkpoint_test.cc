@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 
 #include <gtest/gtest.h>
 
@@ -84,6 +85,26 @@ TEST(CheckpointTest, ACheckpointDirectoryThatIsALinkIsRefused) {
   EXPECT_NE(st.ToString().find("is a symbolic link"), std::string::npos) << st.ToString();
   EXPECT_FALSE(std::filesystem::exists(elsewhere.Join(kManifestName)));
   EXPECT_TRUE(WriteShardCheckpoint(shard, root.path(), "real", 0, 1).ok()) << "a directory of its own is written";
+}
+
+// A manifest's entries come from a worker's commit request: only each server's own file name and a hex SHA-256
+// are written (a name of invalid UTF-8 used to throw out of the JSON writer and end the server).
+TEST(CheckpointTest, AManifestNamesOnlyTheServersFiles) {
+  testing::TempDir root;
+  Shard shard({.num_workers = 1});
+  ASSERT_TRUE(shard.Init(1, 0, 2, {}).ok());
+  Result<CheckpointFile> f = WriteShardCheckpoint(shard, root.path(), "ck", 0, 1);
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  for (auto edit : std::vector<std::function<void(CheckpointFile*)>>{[](auto* e) { e->name = "server-0-of-1.dlps\x83"; },
+                                                                     [](auto* e) { e->name = "../../etc/passwd"; },
+                                                                     [](auto* e) { e->sha256 = "not hex"; }, [](auto* e) { e->sha256.pop_back(); }}) {
+    CheckpointFile bad = *f;
+    edit(&bad);
+    const Status st = WriteManifest(root.path(), "ck", 1, {bad});
+    EXPECT_NE(st.ToString().find("entry 0 is not server 0's file"), std::string::npos) << st.ToString();
+  }
+  EXPECT_FALSE(std::filesystem::exists(root.Join("ck/" + std::string(kManifestName))));
+  EXPECT_TRUE(WriteManifest(root.path(), "ck", 1, {*f}).ok());
 }
 
 // What a user can put in the checkpoint directory is not restored: another user's file, a link (to /dev/zero,

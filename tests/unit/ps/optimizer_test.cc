@@ -5,8 +5,6 @@
 
 #include <gtest/gtest.h>
 
-#include "proto/dlps.pb.h"
-
 namespace dlagent::ps {
 namespace {
 
@@ -81,29 +79,24 @@ TEST(OptimizerTest, SumStoresTheRescaledSum) {
   for (float w : Step(c, &s, {7, 7, 7}, 3.0f)) EXPECT_EQ(w, 1.5f);
 }
 
-TEST(OptimizerTest, ProtoDefaultsAndRefusals) {
-  dlps::v1::Optimizer p;
-  p.set_kind("adam");
-  auto c = OptimizerFromProto(p);
+TEST(OptimizerTest, SpecDefaultsAndRefusals) {
+  auto c = ResolveOptimizer({.kind = "adam"});
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->beta2, 0.999f);
   EXPECT_EQ(c->rescale, 1.0f);
-  dlps::v1::Optimizer back;
-  OptimizerToProto(*c, &back);
-  EXPECT_TRUE(*OptimizerFromProto(back) == *c);
+  EXPECT_TRUE(*ResolveOptimizer(SpecOf(*c)) == *c);
 
-  const std::vector<std::pair<std::function<void(dlps::v1::Optimizer*)>, std::string>> bad = {
-      {[](auto* o) { o->set_kind("rmsprop"); }, "unknown optimizer 'rmsprop'"},
-      {[](auto* o) { o->set_learning_rate(-1); }, "learning_rate must be > 0"},
-      {[](auto* o) { o->set_momentum(1); }, "momentum must be in [0, 1)"},
-      {[](auto* o) { o->set_weight_decay(-0.1f); }, "weight_decay must be >= 0"},
-      {[](auto* o) { o->set_beta1(1.5f); }, "beta1 and beta2"},
+  const std::vector<std::pair<std::function<void(OptimizerSpec*)>, std::string>> bad = {
+      {[](auto* o) { o->kind = "rmsprop"; }, "unknown optimizer 'rmsprop'"},
+      {[](auto* o) { o->learning_rate = -1; }, "learning_rate must be > 0"},
+      {[](auto* o) { o->momentum = 1; }, "momentum must be in [0, 1)"},
+      {[](auto* o) { o->weight_decay = -0.1f; }, "weight_decay must be >= 0"},
+      {[](auto* o) { o->beta1 = 1.5f; }, "beta1 and beta2"},
   };
   for (const auto& [edit, reason] : bad) {
-    dlps::v1::Optimizer o;
-    o.set_kind("sgd");
+    OptimizerSpec o{.kind = "sgd"};
     edit(&o);
-    auto r = OptimizerFromProto(o);
+    auto r = ResolveOptimizer(o);
     ASSERT_FALSE(r.ok()) << reason;
     EXPECT_NE(r.status().ToString().find(reason), std::string::npos) << r.status().ToString();
   }
