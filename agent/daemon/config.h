@@ -87,7 +87,7 @@ struct GossipConfig {
 struct PsConfig {
   bool enabled = true;              // Default: true
   std::string bind = "0.0.0.0";     // Default: every interface
-  int64_t port = 7070;              // Default: 7070 (TCP: gRPC control and dlps data on one port); 0: any free port
+  int64_t port = 7070;              // Default: 7070 (TCP: the dlps workers' connections); 0: any free port
   ps::Mode mode = ps::Mode::kSync;  // Default: sync; async applies every push at once
   std::string checkpoint_dir;       // Default: "" (checkpoints refused). Shared storage: the same path on every node
   // Default: true. Serve only jobs the agents started (agentctl run --launcher dlps), whose workers show a

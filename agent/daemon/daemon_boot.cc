@@ -110,7 +110,7 @@ Status Daemon::StartClusterService(const Config& c) {
 
 Status Daemon::RetryUntilStopped(const std::string& waiting_for, const std::function<Status()>& attempt,
                                  const std::function<bool(const Status&)>& final) {
-  Backoff backoff(kBootRetry, std::random_device{}());
+  Backoff backoff(kBootRetry, RandomSeed());
   for (;;) {
     if (stopping_) return Status(StatusCode::kCancelled, "boot", "stopping");
     Status st = attempt();

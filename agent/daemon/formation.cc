@@ -9,6 +9,7 @@
 #include "bootstrap/aws/cfn_signal.h"
 #include "bootstrap/common/atomic_file.h"
 #include "bootstrap/common/backoff.h"
+#include "bootstrap/common/crypto.h"
 #include "bootstrap/common/duration.h"
 #include "bootstrap/common/log.h"
 
@@ -69,7 +70,7 @@ Formation::Formation(Deps deps, FormationOptions options, SelfInfo self, const s
       options_(std::move(options)),
       self_(std::move(self)),
       stopping_(stopping),
-      core_(CoreConfig(options_, self_), deps_.env->NowMono(), std::random_device{}(),
+      core_(CoreConfig(options_, self_), deps_.env->NowMono(), RandomSeed(),
             ReadVote(*deps_.env, options_.vote_path.empty() ? "" : options_.files.root + options_.vote_path)) {
   published_ = self_.meta;
 }
@@ -342,7 +343,7 @@ Status Formation::OpenQueue(SqsClient& sqs, std::unique_ptr<DiscoveryQueue>& que
 }
 
 void Formation::SenderLoop() {
-  std::mt19937_64 rng(std::random_device{}());
+  std::mt19937_64 rng(RandomSeed());
   Backoff errors(kSqsErrorBackoff, rng());
   MutexLock lock(mu_);
   for (;;) {
@@ -374,7 +375,7 @@ void Formation::SenderLoop() {
 }
 
 void Formation::PollerLoop() {
-  std::mt19937_64 rng(std::random_device{}());
+  std::mt19937_64 rng(RandomSeed());
   Backoff errors(kSqsErrorBackoff, rng());
   MutexLock lock(mu_);
   for (;;) {

@@ -16,6 +16,7 @@
 #include "bootstrap/aws/http_client.h"
 #include "bootstrap/aws/imds_client.h"
 #include "bootstrap/aws/sigv4.h"
+#include "bootstrap/common/crypto.h"
 #include "bootstrap/common/mutex.h"
 
 namespace dlagent {
@@ -41,7 +42,7 @@ using GetEnvVar = std::function<std::optional<std::string>(const char*)>;
 class CredentialChain : public CredentialsProvider {
  public:
   // http, env and imds (may be null: no IMDS source) must outlive the chain.
-  CredentialChain(HttpClient& http, Env& env, ImdsClient* imds, GetEnvVar getenv, uint64_t seed = std::random_device{}());
+  CredentialChain(HttpClient& http, Env& env, ImdsClient* imds, GetEnvVar getenv, uint64_t seed = RandomSeed());
 
   Result<AwsCredentials> Get() override;
 

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "bootstrap/common/crypto.h"
+
 namespace dlagent {
 
 Backoff::Backoff(const BackoffPolicy& policy, uint64_t seed) : policy_(policy), rng_(seed) {}
@@ -18,7 +20,7 @@ std::optional<Duration> Backoff::NextDelay() {
 
 Status Retry(Env& env, const BackoffPolicy& policy, const std::function<Status()>& attempt, const std::atomic<bool>* cancel) {
   const MonoTime start = env.NowMono();
-  Backoff backoff(policy, std::random_device{}());
+  Backoff backoff(policy, RandomSeed());
   auto cancelled = [&] { return cancel && cancel->load(); };
   for (;;) {
     if (cancelled()) return Status(StatusCode::kCancelled, "retry", "cancelled: the agent is stopping");

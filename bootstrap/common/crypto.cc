@@ -29,6 +29,12 @@ std::string RandomHex(size_t n) {
   return HexEncode(bytes);
 }
 
+uint64_t RandomSeed() {
+  uint64_t seed = 0;
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(&seed), sizeof seed) != 1) std::abort();  // as RandomHex
+  return seed;
+}
+
 std::string HmacSha256(std::string_view key, std::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;

@@ -1,6 +1,7 @@
 #pragma once
 // Hashes and MACs over OpenSSL: what the AWS protocols and the checks of checkpoints need.
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,6 +16,10 @@ std::string HexEncode(std::string_view bytes);                        // lower c
 std::optional<std::string> HexDecode(std::string_view hex);
 // n bytes from the system's CSPRNG, hex-encoded: names and nonces nobody can guess.
 std::string RandomHex(size_t n);
+// A seed for jitter and shuffles (std::mt19937_64), from the same generator. Used in place of
+// std::random_device, whose libstdc++ needs a newer C library (arc4random, glibc 2.36) than the agent's
+// packages may assume (docs/deploy.md).
+uint64_t RandomSeed();
 // Constant-time comparison, for MACs.
 bool ConstantTimeEquals(std::string_view a, std::string_view b);
 

@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "bootstrap/common/backoff.h"
+#include "bootstrap/common/crypto.h"
 #include "bootstrap/common/host_port.h"
 #include "bootstrap/common/log.h"
 
@@ -77,7 +78,7 @@ Result<std::unique_ptr<GossipNode>> GossipNode::Start(GossipOptions options, Key
 GossipNode::GossipNode(GossipOptions options, Keyring keyring, PushPullTransport* transport, int fd, int wake_fd)
     : options_(std::move(options)), keyring_(std::make_shared<const Keyring>(std::move(keyring))), transport_(transport), fd_(fd), wake_fd_(wake_fd) {
   advertise_addr_ = options_.advertise_host + ":" + std::to_string(options_.port);
-  swim_ = std::make_unique<Swim>(options_.swim, options_.name, advertise_addr_, options_.meta, std::random_device{}(), Now());
+  swim_ = std::make_unique<Swim>(options_.swim, options_.name, advertise_addr_, options_.meta, RandomSeed(), Now());
   for (const std::string& seed : options_.seeds) {
     if (seed != advertise_addr_) push_pull_queue_.push_back(seed);
   }
@@ -117,7 +118,7 @@ void GossipNode::Leave(Duration grace) {
 void GossipNode::Loop() {
   const Duration tick = std::min<Duration>(options_.swim.probe_timeout / 10, std::chrono::milliseconds(50));
   const int tick_ms = std::max<int>(1, static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(tick).count()));
-  std::mt19937_64 rng(std::random_device{}());
+  std::mt19937_64 rng(RandomSeed());
   // While alone, retry the seeds with jittered backoff: 200 ms at first (a seed may still be starting),
   // growing to rejoin_interval.
   const BackoffPolicy rejoin_policy{std::chrono::milliseconds(200), options_.rejoin_interval, 2.0, 0, Duration(0)};

@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# The Debian package under real systemd: a stock Debian 12 system container (mmdebstrap, then systemd-nspawn
-# --boot, systemd as PID 1) in a network namespace of its own, with the project's IMDS emulator at the real
-# metadata address. apt installs the .deb; then: nothing started, `systemctl start agentd` active with its
+# The Debian package under real systemd: a minimal Debian system container (mmdebstrap, then systemd-nspawn
+# --boot, systemd as PID 1) of the given release, in a network namespace of its own, with the project's IMDS
+# emulator at the real metadata address. The container holds systemd, the package's dependencies (base
+# packages only: none of the build's libraries, no gRPC, protobuf, spdlog, fmt or OpenBLAS), and the release's
+# own python3 and numpy. apt installs the .deb; then: nothing started, `systemctl start agentd` active with its
 # STATUS= text, the DLAGENT_* fields in `journalctl -u agentd`, dlagent-ready.target reached once the one-node
-# cluster forms (node files written), `systemctl reload` keeps the process, a hung loop makes the watchdog
-# restart the agent, an upgrade keeps the configuration and restarts the agent, `systemctl stop` is clean, and
-# purge removes the package, its units and what the agent wrote (the operator's cluster key stays).
+# cluster forms (node files written), `agentctl run -- true`, a dlps job whose worker is the release's python3
+# with the packaged dlps package, `systemctl reload` keeps the process, a hung loop makes the watchdog restart
+# the agent, an upgrade keeps the configuration and restarts the agent, `systemctl stop` is clean, and purge
+# removes the package, its units and what the agent wrote (the operator's cluster key stays).
 #
-# The root file system (systemd, dbus and the package's dependencies) is built once and cached under
-# /var/cache/dlagent/test-rootfs; each run boots an overlay of it, so nothing of a run stays there.
+# The root file system is built once per release and cached under /var/cache/dlagent/test-rootfs; each run
+# boots an overlay of it, so nothing of a run stays there.
 #
-# Usage: systemd_container_test.sh DEB_DIR IMDS_EMULATOR
+# Usage: systemd_container_test.sh DEB_DIR IMDS_EMULATOR [SUITE]   (SUITE: bookworm (default), trixie)
 # Exit 77: skipped (not root, a tool or the package missing).
 set -euo pipefail
-deb_dir=$1 imds=$2
+deb_dir=$1 imds=$2 suite=${3:-bookworm}
 
 skip() {
   echo "[  SKIPPED ] $1"
@@ -32,19 +35,23 @@ ok() { echo "ok: $*"; }
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 die() { echo "FAIL: $*"; exit 1; }
 
-# The cached root file system: keyed by the packages in it, built once (under a lock: ctest may run two
-# presets' tests at once), renamed into place whole.
-includes="systemd,systemd-sysv,dbus,$(dpkg-deb -f "$deb" Depends | sed -e 's/([^)]*)//g' -e 's/|[^,]*//g' -e 's/\$[^,]*//g' -e 's/ //g' -e 's/,,*/,/g' -e 's/,$//')"
+# The cached root file system: keyed by the release and the packages in it, built once (under a lock: ctest
+# may run two tests at once), renamed into place whole. Of a dependency's alternatives, Debian 12 has the first
+# (libcurl4), Debian 13 the last (libcurl4t64).
+pick='s/|[^,]*//g'
+[ "$suite" = bookworm ] || pick='s/[^,]*|//g'
+depends=$(dpkg-deb -f "$deb" Depends | sed -e 's/([^)]*)//g' -e 's/ //g' -e "$pick" -e 's/\$[^,]*//g' -e 's/,,*/,/g' -e 's/,$//')
+includes="systemd,systemd-sysv,dbus,python3,python3-numpy,$depends"
 cache_root=/var/cache/dlagent/test-rootfs
 mkdir -p "$cache_root"
-key=$(echo "bookworm minbase $includes" | sha256sum | cut -c1-16)
+key=$(echo "$suite minbase $includes" | sha256sum | cut -c1-16)
 rootfs=$cache_root/$key
 exec 9>"$cache_root/.lock"
 flock 9
 if [ ! -d "$rootfs" ]; then
   echo "building the container's root file system (once): $includes"
   rm -rf "$rootfs.tmp"
-  mmdebstrap --quiet --variant=minbase --include="$includes" bookworm "$rootfs.tmp" >"$cache_root/$key.log" 2>&1 ||
+  mmdebstrap --quiet --variant=minbase --include="$includes" "$suite" "$rootfs.tmp" >"$cache_root/$key.log" 2>&1 ||
     { tail -n 20 "$cache_root/$key.log"; die "mmdebstrap failed (log: $cache_root/$key.log)"; }
   mv "$rootfs.tmp" "$rootfs"
 fi
@@ -52,6 +59,7 @@ flock -u 9
 
 work=$(mktemp -d /tmp/dlagent-systemd.XXXXXX)
 ns=dlagent-sd-$$
+echo "release: $suite: $(sed -n 's/^PRETTY_NAME=//p' "$rootfs/etc/os-release" | tr -d '"'), $(chroot "$rootfs" ldd --version 2>/dev/null | head -n 1 | sed 's/^ldd //')"
 nspawn_pid="" imds_pid="" init=""
 cleanup() {
   set +e
@@ -123,6 +131,9 @@ in_journal() { local text; text=$(journal); grep -qi -- "$1" <<<"$text"; }
 ct env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "/var/tmp/$debname" >"$work/install.log" 2>&1 ||
   { tail -n 20 "$work/install.log"; die "apt-get install of $debname failed"; }
 ok "apt-get install $debname"
+build_libs=$(ct dpkg-query -W -f '${Package}\n' | grep -E '^lib(grpc|protobuf|spdlog|fmt|openblas|absl|re2|cares|stdc\+\+-[0-9]+-dev)' || true)
+[ -z "$build_libs" ] && ok "none of the build's libraries is installed (gRPC, protobuf, spdlog, fmt, OpenBLAS, abseil)" ||
+  fail "the container has build libraries, so it proves nothing about their absence: $build_libs"
 [ "$(ct systemctl is-active agentd || true)" = inactive ] && ok "installing started nothing" || fail "agentd runs after installation"
 [ "$(ct systemctl is-enabled agentd || true)" = enabled ] && ok "agentd is enabled for boot" || fail "agentd is not enabled"
 ct getent group dlagent >/dev/null && ok "the dlagent group exists" || fail "no dlagent group"
@@ -160,6 +171,32 @@ fi
 grep -qx deeplearning-worker1 "$work/root/opt/deeplearning/workers" && ok "workers file written" || fail "no workers file"
 ct grep -q 'BEGIN dlagent managed block' /etc/hosts && ok "/etc/hosts has the managed block" || fail "no managed block in /etc/hosts"
 grep -Eq "DEEPLEARNING_WORKERS_COUNT='?1" "$work/root/etc/profile.d/deeplearning.sh" && ok "profile.d environment written" || fail "no profile.d environment"
+
+# Jobs: a plain one, then a dlps job whose worker is this release's own python3 and numpy, with the packaged
+# Python package (ctypes over libdlps) against the agent's shard.
+ct timeout 120 agentctl run -- true >"$work/run-true.log" 2>&1 && ok "agentctl run -- true" || fail "agentctl run -- true: $(tail -n 5 "$work/run-true.log")"
+cat >"$work/root/var/tmp/dlps_job.py" <<'EOF'
+import sys
+
+import numpy as np
+
+import dlps
+
+c = dlps.Client()
+w = np.arange(4, dtype=np.float32)
+c.init(1, w, optimizer="sgd", lr=0.5)
+out = np.zeros(4, np.float32)
+c.wait(c.pushpull(1, np.full(4, 2.0, np.float32), out))
+assert (out == w - 1.0).all(), out
+c.barrier()
+c.close()
+print("dlps job: python %d.%d, numpy %s: ok" % (sys.version_info[0], sys.version_info[1], np.__version__))
+EOF
+if ct timeout 120 agentctl run --launcher dlps -- python3 /var/tmp/dlps_job.py >"$work/run-dlps.log" 2>&1 && grep -q 'dlps job: .*: ok' "$work/run-dlps.log"; then
+  ok "$(grep -o 'dlps job: .*: ok' "$work/run-dlps.log" | head -n 1)"
+else
+  fail "the dlps job with the release's python3: $(tail -n 8 "$work/run-dlps.log")"
+fi
 
 # The journal carries the agent's fields.
 fields=$(journal -o json | grep -o '"DLAGENT_[A-Z_]*"' | sort -u | tr -d '"' | tr '\n' ' ')
