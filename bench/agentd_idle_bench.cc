@@ -1,5 +1,7 @@
 // agentd at rest and agentctl status latency.
 // Usage: agentd_idle_bench [--seconds N] (default 60: the idle window for RSS and CPU)
+//        agentd_idle_bench --compare AGENTD: the build's agentd against another build of it (e.g. the portable
+//        package's), alternating 4 times: the time from exec to a served control socket, and the RSS 5 s later.
 //
 // Figures and same-run baselines:
 //   idle RSS                 vs the RSS of `sleep` (the floor of any process here)
@@ -110,12 +112,60 @@ class EchoServer {
   std::thread thread_;
 };
 
+// One agentd binary: milliseconds from its exec to the first answered status request on its control socket,
+// and its RSS `settle` later.
+std::pair<double, double> StartAndRss(const std::string& agentd, seconds settle) {
+  dlagent::testing::TempDir dir;
+  const std::string sock = dir.Join("agentd.sock");
+  dir.Write("agentd.toml", "[agent]\nsocket = \"" + sock + "\"\nlog_level = \"warn\"\n");
+  const auto t0 = steady_clock::now();
+  Subprocess agent({agentd, "--config", dir.Join("agentd.toml")}, {}, dir.Join("agentd.log"));
+  double start_ms = -1;
+  while (steady_clock::now() - t0 < seconds(10)) {
+    auto c = dlagent::ControlClient::Connect(sock, seconds(1));
+    if (c.ok() && (*c)->GetStatus().ok()) {
+      start_ms = duration<double, std::milli>(steady_clock::now() - t0).count();
+      break;
+    }
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  if (start_ms < 0) {
+    std::fprintf(stderr, "%s did not serve its control socket:\n%s\n", agentd.c_str(), agent.Output().c_str());
+    std::exit(1);
+  }
+  std::this_thread::sleep_for(settle);
+  return {start_ms, RssMb(agent.pid())};
+}
+
+int Compare(const std::string& other) {
+  std::vector<double> start[2], rss[2];
+  for (int round = 0; round < 4; ++round) {
+    for (int which = 0; which < 2; ++which) {
+      auto [ms, mb] = StartAndRss(which == 0 ? std::string(DLAGENT_AGENTD) : other, seconds(5));
+      start[which].push_back(ms);
+      rss[which].push_back(mb);
+    }
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return (v[1] + v[2]) / 2;
+  };
+  std::printf("%-44s %14s %14s %8s\n", "agentd (median of 4 alternating starts)", "build's", "other", "ratio");
+  std::printf("%-44s %11.1f ms %11.1f ms %8.2f\n", "exec to a served control socket", median(start[0]), median(start[1]),
+              median(start[1]) / median(start[0]));
+  std::printf("%-44s %11.1f MB %11.1f MB %8.2f   (goal < 20 MB)\n", "RSS 5 s after the start", median(rss[0]), median(rss[1]),
+              median(rss[1]) / median(rss[0]));
+  std::printf("other: %s\n", other.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   int seconds_window = 60;
   for (int i = 1; i + 1 < argc; ++i) {
     if (std::string(argv[i]) == "--seconds") seconds_window = std::atoi(argv[i + 1]);
+    if (std::string(argv[i]) == "--compare") return Compare(argv[i + 1]);
   }
   dlagent::testing::TempDir dir;
   const std::string sock = dir.Join("agentd.sock");

@@ -11,6 +11,8 @@
 // 2x1 push+pull <= 40 ms; 2x2 >= 1.6 GB/s per worker; aggregation + SGD >= 10 GB/s per core.
 //
 // Usage: ps_bench [--steps N]   (default 20 timed steps per figure, after 3 warm-up steps)
+//        ps_bench --compare-server PATH [--steps N]: only the 40 MB push+pull of 1 worker, against the build's
+//        dlps-server and against PATH (another build of it, e.g. the portable package's), alternating 4 times.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
@@ -321,16 +323,45 @@ void Authentication() {
       hmac * 1e3, gcm * 1e3, push[1] * 1e3, 1 + hmac / push[1], 1 + gcm / push[1]);
 }
 
+// The 40 MB push+pull of one worker against two dlps-server binaries, alternating: the median step of each.
+void CompareServers(const std::string& other) {
+  std::vector<double> times[2];
+  for (int round = 0; round < 4; ++round) {
+    for (int which = 0; which < 2; ++which) {
+      dlagent::testing::TempDir dir;
+      dlagent::testing::DlpsServers server(dir, 1, 1, "sync", "", which == 0 ? "" : other);
+      if (!server.ok()) Check(Status::Unavailable("ps_bench", "dlps-server did not start: " + server.procs[0]->Output()));
+      auto c = Connect(server.addresses, 0, 1);
+      std::vector<float> w(kBig, 1.0f), g(kBig, 1e-3f);
+      Check(c->Init(1, kBig, w.data(), {.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 1e-6f}));
+      times[which].push_back(Time([&] { Check(c->Wait(c->PushPull(1, g.data(), w.data(), kBig))); }, server.procs[0]->pid()).seconds);
+    }
+  }
+  for (auto& t : times) std::sort(t.begin(), t.end());
+  const double base = (times[0][1] + times[0][2]) / 2, alt = (times[1][1] + times[1][2]) / 2;
+  std::printf(
+      "40 MB push+pull, 1 worker, 1 server (median of 4 alternating runs of %d steps): build's dlps-server %.2f ms, %s %.2f ms, "
+      "ratio %.2f\n",
+      steps, base * 1e3, other.c_str(), alt * 1e3, alt / base);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::string compare;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) {
       steps = std::max(1, std::atoi(argv[++i]));
+    } else if (!std::strcmp(argv[i], "--compare-server") && i + 1 < argc) {
+      compare = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: ps_bench [--steps N]\n");
+      std::fprintf(stderr, "usage: ps_bench [--steps N] [--compare-server DLPS_SERVER]\n");
       return 2;
     }
+  }
+  if (!compare.empty()) {
+    CompareServers(compare);
+    return 0;
   }
   const size_t bytes = kBig * sizeof(float);
   const double tcp = RawTcp(bytes) * 1e9, mem = Memcpy(bytes);

@@ -261,13 +261,18 @@ def test_lint(source):
 
 
 def run_runcmd_scripts(source):
-    """Each file's runcmd script, run with curl, apt-get and systemctl replaced by recorders: a step that fails
-    PUTs FAILURE, naming it, to the wait handle; when every step works, the agent is enabled and started."""
+    """Each file's runcmd script, run with curl, apt-get, dnf and systemctl replaced by recorders and the image's
+    /etc/os-release given: a step that fails PUTs FAILURE, naming it, to the wait handle; when every step works,
+    the image's package (.deb on Debian and Ubuntu, .rpm on Amazon Linux) is installed and the agent enabled and
+    started."""
     import hashlib
     import yaml
-    url, handle = "https://example.com/dlagent.deb", "https://wait.example.com/handle"
+    handle = "https://wait.example.com/handle"
+    ubuntu = 'NAME="Ubuntu"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID="22.04"\n'
+    amazon = 'NAME="Amazon Linux"\nID="amzn"\nID_LIKE="fedora"\nVERSION_ID="2023"\n'
+    other = 'NAME="Other"\nID=other\n'
 
-    def run(f, curl_download_ok, sha256=None):
+    def run(f, curl_download_ok, sha256=None, os_release=ubuntu, url="https://example.com/dlagent_0.1.0-1_amd64.deb"):
         with open(os.path.join(source, "packaging/cloud-init", f)) as fh:
             cmd = yaml.safe_load(fh)["runcmd"][0]
         values = {"${PackageUrl}": url, "${PackageSha256}": sha256 or "0" * 64, "${WaitHandle}": handle}
@@ -279,6 +284,7 @@ def run_runcmd_scripts(source):
                 "curl": 'echo "curl $*" >>' + log + '\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done\n'
                         'if [ -n "$out" ]; then ' + ('printf package >"$out"' if curl_download_ok else "exit 22") + "; fi\n",
                 "apt-get": 'echo "apt-get $*" >>' + log + "\n",
+                "dnf": 'echo "dnf $*" >>' + log + "\n",
                 "systemctl": 'echo "systemctl $*" >>' + log + "\n",
             }
             for name, body in fakes.items():
@@ -286,7 +292,10 @@ def run_runcmd_scripts(source):
                 with open(path, "w") as fh:
                     fh.write("#!/bin/sh\n" + body)
                 os.chmod(path, 0o755)
-            env = dict(os.environ, PATH=bin_dir + ":/usr/bin:/bin")
+            release = os.path.join(bin_dir, "os-release")
+            with open(release, "w") as fh:
+                fh.write(os_release)
+            env = dict(os.environ, PATH=bin_dir + ":/usr/bin:/bin", DLAGENT_OS_RELEASE=release)
             subprocess.run(cmd, env=env, capture_output=True, timeout=60)
             return open(log).read() if os.path.exists(log) else ""
 
@@ -304,9 +313,21 @@ def run_runcmd_scripts(source):
           "install.yaml: a download that fails signals FAILURE and installs nothing")
     calls = run("install.yaml", True, sha256="1" * 64)
     check("does not match PackageSha256" in calls and "apt-get" not in calls, "install.yaml: a package that does not match its SHA-256 is refused")
-    calls = run("install.yaml", True, sha256=hashlib.sha256(b"package").hexdigest())
-    check("apt-get install" in calls and "force-confold" in calls and "systemctl enable --now agentd.service dlagent-ready.target" in calls
-          and "FAILURE" not in calls, "install.yaml: a good package is installed, keeping the configuration, and the agent started")
+    good = hashlib.sha256(b"package").hexdigest()
+    calls = run("install.yaml", True, sha256=good)
+    check("apt-get install" in calls and "force-confold" in calls and "/var/tmp/dlagent.deb nfs-common" in calls and "dnf" not in calls
+          and "systemctl enable --now agentd.service dlagent-ready.target" in calls and "FAILURE" not in calls,
+          "install.yaml on Ubuntu: the .deb is installed with apt, keeping the configuration, and the agent started")
+    calls = run("install.yaml", True, sha256=good, os_release=amazon, url="https://example.com/dlagent-0.1.0-1.x86_64.rpm?X-Amz-Signature=1")
+    check("dnf install -y /var/tmp/dlagent.rpm nfs-utils" in calls and "apt-get" not in calls
+          and "systemctl enable --now agentd.service dlagent-ready.target" in calls and "FAILURE" not in calls,
+          "install.yaml on Amazon Linux 2023: the .rpm (a presigned URL) is installed with dnf, and the agent started")
+    calls = run("install.yaml", True, sha256=good, os_release=amazon)
+    check("takes the .rpm package; PackageUrl names another" in calls and "dnf" not in calls and "curl -fsSL" not in calls,
+          "install.yaml on Amazon Linux with the .deb's URL signals FAILURE, naming the package it takes")
+    calls = run("install.yaml", True, sha256=good, os_release=other)
+    check("no package for this image (other)" in calls and "curl -fsSL" not in calls,
+          "install.yaml on an image of another family signals FAILURE, pointing to the tarball")
 
 
 def test_cloud_init(source):

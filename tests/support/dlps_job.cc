@@ -4,9 +4,11 @@
 
 namespace dlagent::testing {
 
-DlpsServers::DlpsServers(const TempDir& dir, int n, uint32_t workers, const std::string& mode, const std::string& checkpoint_dir) {
+DlpsServers::DlpsServers(const TempDir& dir, int n, uint32_t workers, const std::string& mode, const std::string& checkpoint_dir,
+                         const std::string& binary) {
   for (int i = 0; i < n; ++i) {
-    std::vector<std::string> argv = {DLAGENT_DLPS_SERVER, "--listen", "127.0.0.1:0", "--workers", std::to_string(workers), "--mode", mode};
+    std::vector<std::string> argv = {
+        binary.empty() ? std::string(DLAGENT_DLPS_SERVER) : binary, "--listen", "127.0.0.1:0", "--workers", std::to_string(workers), "--mode", mode};
     if (!checkpoint_dir.empty()) argv.insert(argv.end(), {"--checkpoint-dir", checkpoint_dir});
     procs.push_back(std::make_unique<Subprocess>(argv, std::vector<std::string>{}, dir.Join("server" + std::to_string(i) + ".log")));
     addresses.push_back(procs.back()->WaitListening(std::chrono::seconds(10)));

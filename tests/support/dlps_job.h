@@ -17,7 +17,9 @@ class DlpsServers {
  public:
   // n dlps-server processes on free loopback ports for a job of `workers` (0: sized by its workers), logs in
   // dir; each is waited for until it announces its address (up to 10 s).
-  DlpsServers(const TempDir& dir, int n, uint32_t workers, const std::string& mode = "sync", const std::string& checkpoint_dir = "");
+  // binary: the dlps-server to run ("": the build's).
+  DlpsServers(const TempDir& dir, int n, uint32_t workers, const std::string& mode = "sync", const std::string& checkpoint_dir = "",
+              const std::string& binary = "");
   bool ok() const;           // every server announced its address
   std::string List() const;  // "host:port,host:port", as DLPS_SERVERS wants it
   std::vector<std::unique_ptr<Subprocess>> procs;

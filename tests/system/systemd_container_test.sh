@@ -10,8 +10,8 @@
 # the agent, an upgrade keeps the configuration and restarts the agent, `systemctl stop` is clean, and purge
 # removes the package, its units and what the agent wrote (the operator's cluster key stays).
 #
-# The root file system is built once per release and cached under /var/cache/dlagent/test-rootfs; each run
-# boots an overlay of it, so nothing of a run stays there.
+# The root file system is built once per release and cached (tests/system/rootfs.sh); each run boots an
+# overlay of it, so nothing of a run stays there.
 #
 # Usage: systemd_container_test.sh DEB_DIR IMDS_EMULATOR [SUITE]   (SUITE: bookworm (default), trixie)
 # Exit 77: skipped (not root, a tool or the package missing).
@@ -35,27 +35,8 @@ ok() { echo "ok: $*"; }
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 die() { echo "FAIL: $*"; exit 1; }
 
-# The cached root file system: keyed by the release and the packages in it, built once (under a lock: ctest
-# may run two tests at once), renamed into place whole. Of a dependency's alternatives, Debian 12 has the first
-# (libcurl4), Debian 13 the last (libcurl4t64).
-pick='s/|[^,]*//g'
-[ "$suite" = bookworm ] || pick='s/[^,]*|//g'
-depends=$(dpkg-deb -f "$deb" Depends | sed -e 's/([^)]*)//g' -e 's/ //g' -e "$pick" -e 's/\$[^,]*//g' -e 's/,,*/,/g' -e 's/,$//')
-includes="systemd,systemd-sysv,dbus,python3,python3-numpy,$depends"
-cache_root=/var/cache/dlagent/test-rootfs
-mkdir -p "$cache_root"
-key=$(echo "$suite minbase $includes" | sha256sum | cut -c1-16)
-rootfs=$cache_root/$key
-exec 9>"$cache_root/.lock"
-flock 9
-if [ ! -d "$rootfs" ]; then
-  echo "building the container's root file system (once): $includes"
-  rm -rf "$rootfs.tmp"
-  mmdebstrap --quiet --variant=minbase --include="$includes" "$suite" "$rootfs.tmp" >"$cache_root/$key.log" 2>&1 ||
-    { tail -n 20 "$cache_root/$key.log"; die "mmdebstrap failed (log: $cache_root/$key.log)"; }
-  mv "$rootfs.tmp" "$rootfs"
-fi
-flock -u 9
+source "$(dirname "$0")/rootfs.sh"
+rootfs=$(dlagent_rootfs "$suite" "$deb") || die "no root file system for $suite"
 
 work=$(mktemp -d /tmp/dlagent-systemd.XXXXXX)
 ns=dlagent-sd-$$
