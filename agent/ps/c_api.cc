@@ -1,5 +1,6 @@
 #include "agent/ps/c_api.h"
 
+#include <cmath>
 #include <cstring>
 #include <sstream>
 #include <string>
@@ -83,7 +84,7 @@ DLPS_EXPORT dlps_client* dlps_connect_with(const dlps_connect_options* options, 
        {std::pair{options->deadline_seconds, &o->deadline}, std::pair{options->connect_timeout_seconds, &o->connect_timeout}}) {
     if (!(seconds >= 0 && seconds <= 86400))
       return Open(Status::InvalidArgument("dlps-client", "a deadline or timeout must be 0 to 86400 seconds"), err, err_len);
-    if (seconds > 0) *field = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000 + 0.5));
+    if (seconds > 0) *field = std::chrono::milliseconds(std::llround(seconds * 1000));
   }
   return Open(o, err, err_len);
 }

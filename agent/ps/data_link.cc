@@ -215,7 +215,7 @@ Status DataLink::ReadReply() {
   }
   // The request is out of the map now: it completes here, with the connection's error if reading fails.
   Status result;
-  const Status io = ReadAnswer(f, e, &result);
+  Status io = ReadAnswer(f, e, &result);
   if (!e.abandoned) e.pending->Done(io.ok() ? result : Named(e, io));
   return io;
 }

@@ -95,7 +95,7 @@ TEST(CheckpointTest, AManifestNamesOnlyTheServersFiles) {
   ASSERT_TRUE(shard.Init(1, 0, 2, {}).ok());
   Result<CheckpointFile> f = WriteShardCheckpoint(shard, root.path(), "ck", 0, 1);
   ASSERT_TRUE(f.ok()) << f.status().ToString();
-  for (auto edit : std::vector<std::function<void(CheckpointFile*)>>{[](auto* e) { e->name = "server-0-of-1.dlps\x83"; },
+  for (const auto& edit : std::vector<std::function<void(CheckpointFile*)>>{[](auto* e) { e->name = "server-0-of-1.dlps\x83"; },
                                                                      [](auto* e) { e->name = "../../etc/passwd"; },
                                                                      [](auto* e) { e->sha256 = "not hex"; }, [](auto* e) { e->sha256.pop_back(); }}) {
     CheckpointFile bad = *f;
