@@ -95,9 +95,9 @@ TEST(CheckpointTest, AManifestNamesOnlyTheServersFiles) {
   ASSERT_TRUE(shard.Init(1, 0, 2, {}).ok());
   Result<CheckpointFile> f = WriteShardCheckpoint(shard, root.path(), "ck", 0, 1);
   ASSERT_TRUE(f.ok()) << f.status().ToString();
-  for (const auto& edit : std::vector<std::function<void(CheckpointFile*)>>{[](auto* e) { e->name = "server-0-of-1.dlps\x83"; },
-                                                                     [](auto* e) { e->name = "../../etc/passwd"; },
-                                                                     [](auto* e) { e->sha256 = "not hex"; }, [](auto* e) { e->sha256.pop_back(); }}) {
+  for (const auto& edit : std::vector<std::function<void(CheckpointFile*)>>{
+           [](auto* e) { e->name = "server-0-of-1.dlps\x83"; }, [](auto* e) { e->name = "../../etc/passwd"; }, [](auto* e) { e->sha256 = "not hex"; },
+           [](auto* e) { e->sha256.pop_back(); }}) {
     CheckpointFile bad = *f;
     edit(&bad);
     const Status st = WriteManifest(root.path(), "ck", 1, {bad});
