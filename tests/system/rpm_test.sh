@@ -9,22 +9,13 @@
 # Exit 77: skipped (not root, a tool or the packages missing).
 set -euo pipefail
 dir=$1
-skip() {
-  echo "[  SKIPPED ] $1"
-  exit 77
-}
+source "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || skip "needs root (chroot)"
 for tool in rpm rpm2cpio cpio dpkg-deb mmdebstrap; do
   command -v "$tool" >/dev/null || skip "needs $tool (apt-get install rpm cpio mmdebstrap)"
 done
-deb=$(ls -t "$dir"/dlagent_*.deb 2>/dev/null | head -n 1 || true)
-rpm=$(ls -t "$dir"/dlagent-*.rpm 2>/dev/null | head -n 1 || true)
-[ -n "$deb" ] && [ -n "$rpm" ] || skip "no dlagent .deb and .rpm in $dir: run scripts/package first"
-deb=$(realpath "$deb") rpm=$(realpath "$rpm")
-
-failures=0
-ok() { echo "ok: $*"; }
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+deb=$(dlagent_package "$dir" 'dlagent_*.deb')
+rpm=$(dlagent_package "$dir" 'dlagent-*.rpm')
 work=$(mktemp -d /tmp/dlagent-rpm.XXXXXX)
 trap 'mountpoint -q "$work/root/proc" && umount "$work/root/proc"; rm -rf "$work"' EXIT
 
@@ -78,7 +69,6 @@ done
 section postuninstall | grep -qF 'cluster.key' && fail "erase touches the operator's cluster key" || ok "erase cleans what the agent wrote, not the cluster key"
 
 # The programs and the Python package run from the payload in a minimal system without the build's libraries.
-source "$(dirname "$0")/rootfs.sh"
 rootfs=$(dlagent_rootfs bookworm "$deb") || { fail "no root file system"; exit 1; }
 mkdir -p "$work/root"
 cp -a "$rootfs/." "$work/root/"
@@ -97,5 +87,4 @@ except dlps.Error as e:
     print("dlps from the payload: python %d.%d: %s" % (sys.version_info[0], sys.version_info[1], e.code))' 2>&1) &&
   [[ "$out" == *": unavailable" ]] && ok "$out" || fail "the Python package from the payload: $out"
 
-if [ "$failures" -gt 0 ]; then echo "$failures checks failed"; exit 1; fi
-echo "all checks passed"
+finish

@@ -17,25 +17,15 @@
 # Exit 77: skipped (not root, a tool or the package missing).
 set -euo pipefail
 deb_dir=$1 imds=$2 suite=${3:-bookworm}
-
-skip() {
-  echo "[  SKIPPED ] $1"
-  exit 77
-}
+source "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || skip "needs root (network namespace, container)"
 for tool in mmdebstrap systemd-nspawn nsenter ip dpkg-deb flock; do
   command -v "$tool" >/dev/null || skip "needs $tool (apt-get install mmdebstrap systemd-container iproute2)"
 done
-deb=$(ls -t "$deb_dir"/dlagent_*.deb 2>/dev/null | head -n 1 || true)
-[ -n "$deb" ] || skip "no dlagent_*.deb in $deb_dir: run scripts/package first"
+deb=$(dlagent_package "$deb_dir" 'dlagent_*.deb')
 [ -x "$imds" ] || skip "no IMDS emulator at $imds"
 
-failures=0
-ok() { echo "ok: $*"; }
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-die() { echo "FAIL: $*"; exit 1; }
 
-source "$(dirname "$0")/rootfs.sh"
 rootfs=$(dlagent_rootfs "$suite" "$deb") || die "no root file system for $suite"
 
 work=$(mktemp -d /tmp/dlagent-systemd.XXXXXX)
@@ -242,5 +232,4 @@ ct systemctl cat agentd >/dev/null 2>&1 && fail "agentd.service still known" || 
 [ "$(ct systemctl is-active agentd || true)" = inactive ] && ok "removal stopped the agent" || fail "agentd still runs after removal"
 ct test ! -e /run/dlagent && ok "purge removed /run/dlagent" || fail "/run/dlagent left"
 
-if [ "$failures" -gt 0 ]; then echo "$failures checks failed"; exit 1; fi
-echo "all checks passed"
+finish

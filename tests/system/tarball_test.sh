@@ -8,23 +8,13 @@
 # Exit 77: skipped (not root, a tool or the packages missing).
 set -euo pipefail
 dir=$1
-skip() {
-  echo "[  SKIPPED ] $1"
-  exit 77
-}
+source "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || skip "needs root (chroot)"
 for tool in mmdebstrap systemctl systemd-sysusers; do command -v "$tool" >/dev/null || skip "needs $tool"; done
-deb=$(ls -t "$dir"/dlagent_*.deb 2>/dev/null | head -n 1 || true)
-tarball=$(ls -t "$dir"/dlagent-*.tar.gz 2>/dev/null | head -n 1 || true)
-[ -n "$deb" ] && [ -n "$tarball" ] || skip "no dlagent .deb and .tar.gz in $dir: run scripts/package first"
-deb=$(realpath "$deb") tarball=$(realpath "$tarball")
-
-failures=0
-ok() { echo "ok: $*"; }
-fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+deb=$(dlagent_package "$dir" 'dlagent_*.deb')
+tarball=$(dlagent_package "$dir" 'dlagent-*.tar.gz')
 work=$(mktemp -d /tmp/dlagent-tarball.XXXXXX)
 trap 'mountpoint -q "$work/root/proc" && umount "$work/root/proc"; rm -rf "$work"' EXIT
-source "$(dirname "$0")/rootfs.sh"
 rootfs=$(dlagent_rootfs bookworm "$deb") || { echo "FAIL: no root file system"; exit 1; }
 cp -a "$rootfs" "$work/root"
 tar -xzf "$tarball" -C "$work"
@@ -74,5 +64,4 @@ rm -f "$r"/usr/lib/x86_64-linux-gnu/libcurl.so.4*
 "$installer" --root "$r" >"$work/refused.log" 2>&1 && fail "installed without libcurl" ||
   { grep -q 'lacks libcurl.so.4' "$work/refused.log" && ok "without libcurl: $(cat "$work/refused.log")" || fail "refusal: $(cat "$work/refused.log")"; }
 
-if [ "$failures" -gt 0 ]; then echo "$failures checks failed"; exit 1; fi
-echo "all checks passed"
+finish
