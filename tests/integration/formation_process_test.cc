@@ -141,18 +141,19 @@ TEST(FormationProcessTest, EightNodesInRandomOrderFormOneCluster) {
 
 TEST(FormationProcessTest, ShrinksAtTheDeadlineOrFailsBelowMinNodes) {
   for (int min : {6, 9}) {
-    // 6 s: all 8 must be seen by then even on a loaded 2-core machine (3 s once missed one under parallel tests).
-    Cluster c(8, {.expected = 10, .min = min, .join_deadline = "6s"});
+    // 10 s: all 8 must be seen by then even on a loaded 2-core machine (3 s once missed one under parallel
+    // tests, and 6 s once in CI, beside the package and container tests).
+    Cluster c(8, {.expected = 10, .min = min, .join_deadline = "10s"});
     ASSERT_EQ(c.error(), "");
     for (int i = 0; i < 8; ++i) c.Start(i, i == 0);
     const std::string want = min == 6 ? "ready" : "failed";
-    ASSERT_TRUE(c.WaitPhase(Range(8), want, seconds(20))) << "min " << min << "\n" << c.Describe(Range(8));
+    ASSERT_TRUE(c.WaitPhase(Range(8), want, seconds(30))) << "min " << min << "\n" << c.Describe(Range(8));
     auto s = c.Status(3);
     ASSERT_TRUE(s && s->cluster);
     std::this_thread::sleep_for(milliseconds(300));
     auto signals = c.Signals();
     ASSERT_EQ(signals.size(), min == 6 ? 8u : 1u) << "min " << min << ": a SUCCESS per member, or one FAILURE";
-    // The leader waited 6 s with its STATUS= counting down; the journal got no line per second.
+    // The leader waited 10 s with its STATUS= counting down; the journal got no line per second.
     EXPECT_EQ(RepeatedPhaseLines(c.Log(0)), 0) << c.Log(0);
     if (min == 6) {
       EXPECT_EQ(s->cluster->roster.size(), 8u);
