@@ -12,12 +12,7 @@
 //     nodes stop their ranks; an agent stopping says so (status) while its own ranks take their grace;
 //   - a non-root caller's ranks run as that user, and --user is root's only;
 //   - a job call sealed with another key, or replayed, is refused and counted;
-//   - dlps: 4 nodes x 2 workers of dlps-train --verify, difference 0; a worker without the job's token is refused;
-//   - agentctl health: every node ok (exit 0); a node whose agent is killed is named unreachable (exit 3);
-//   - mpi: real Open MPI (mpirun, mpi4py) runs an allreduce over 4 nodes with its daemons started through the
-//     agents, and an ssh and an rsh first on PATH that record their calls are never called;
-//   - torchrun: real PyTorch (Debian's python3-torch, gloo) trains DistributedDataParallel on 4 nodes and every
-//     rank ends with the same weights.
+//   (the launchers, dlps, mpi and torchrun, and agentctl health: jobs_launchers_test.cc).
 #include <pwd.h>
 #include <signal.h>
 #include <unistd.h>
@@ -34,6 +29,7 @@
 #include "agent/rpc/cluster_service.h"
 #include "bootstrap/common/crypto.h"
 #include "bootstrap/membership/packet_crypto.h"
+#include "jobs_process.h"
 #include "proto/jobs.pb.h"
 #include "tests/support/local_cluster.h"
 
@@ -41,69 +37,11 @@ namespace dlagent {
 namespace {
 
 using namespace std::chrono;
+using namespace jobs_process;
 using testing::LocalCluster;
 using testing::Range;
 using testing::RunCommand;
 using testing::RunResult;
-
-constexpr int kNodes = 4;
-
-RunResult Ctl(LocalCluster& c, int node, std::vector<std::string> args, seconds timeout = seconds(60)) {
-  args.insert(args.begin(), {DLAGENT_AGENTCTL, "-s", c.Sock(node)});
-  return RunCommand(args, timeout);
-}
-
-std::string JobId(const std::string& output) {
-  std::smatch m;
-  return std::regex_search(output, m, std::regex("job (j-[0-9a-f]{12})")) ? m[1].str() : "";
-}
-
-// The job as `agentctl jobs --json` on `node` shows it.
-nlohmann::json Job(LocalCluster& c, int node, const std::string& id) {
-  RunResult r = Ctl(c, node, {"jobs", "--json"});
-  if (r.exit_code != 0) return {};
-  auto j = nlohmann::json::parse(r.output.substr(r.output.find('{')), nullptr, false);
-  if (j.is_discarded()) return {};
-  for (const auto& job : j["jobs"]) {
-    if (job["id"] == id) return job;
-  }
-  return {};
-}
-
-// Waits until the job's state is one of `states`; the job then (or as last seen).
-nlohmann::json WaitState(LocalCluster& c, int node, const std::string& id, const std::set<std::string>& states, seconds limit = seconds(30)) {
-  const auto until = steady_clock::now() + limit;
-  nlohmann::json j;
-  while (steady_clock::now() < until) {
-    j = Job(c, node, id);
-    if (!j.is_null() && states.count(j["state"].get<std::string>())) return j;
-    std::this_thread::sleep_for(milliseconds(200));
-  }
-  return j;
-}
-
-// Whether one line of text holds both a and, after it, b.
-bool HasLine(const std::string& text, const std::string& a, const std::string& b) {
-  std::istringstream lines(text);
-  for (std::string line; std::getline(lines, line);) {
-    const size_t p = line.find(a);
-    if (p != std::string::npos && line.find(b, p + a.size()) != std::string::npos) return true;
-  }
-  return false;
-}
-
-class JobsProcessTest : public ::testing::Test {
- protected:
-  void Form(testing::LocalClusterOptions o = {}) {
-    o.expected = kNodes;
-    cluster_ = std::make_unique<LocalCluster>(kNodes, o);
-    ASSERT_EQ(cluster_->error(), "");
-    for (int i : Range(kNodes)) cluster_->Start(i, i == 0);
-    ASSERT_TRUE(cluster_->WaitPhase(Range(kNodes), "ready", seconds(60))) << cluster_->Describe(Range(kNodes));
-  }
-  LocalCluster& c() { return *cluster_; }
-  std::unique_ptr<LocalCluster> cluster_;
-};
 
 TEST_F(JobsProcessTest, APlainJobRunsOnEveryNodeWithMergedOutputAndIsListedAndLogged) {
   Form();
@@ -387,119 +325,6 @@ TEST_F(JobsProcessTest, AJobCallWithoutTheKeyOrReplayedIsRefusedAndCounted) {
   ASSERT_FALSE(client->Job(addr, ours->Seal(req.SerializeAsString(), swim::NowUnixMs() - 120'000)).ok());
   std::this_thread::sleep_for(milliseconds(200));
   EXPECT_NE(c().Log(1).find("jobs: refused a call"), std::string::npos);
-}
-
-TEST_F(JobsProcessTest, DlpsLauncherTrainsFourNodesTimesTwoWorkersExactly) {
-  if (!LocalCluster::root()) GTEST_SKIP() << "the agents serve dlps shards in network namespaces only (as root)";
-  Form();
-  const std::string train = DLAGENT_DLPS_TRAIN;
-  RunResult r = Ctl(c(), 0, {"run",  "--launcher", "dlps", "--per-node", "2",  "--",       train, "--model",  "mlp",        "--samples",
-                             "4000", "--features", "16",   "--hidden",   "32", "--epochs", "2",   "--verify", "--progress", "never"},
-                    seconds(120));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("8 workers"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("summed in rank order, as the servers sum them) is 0 "), std::string::npos) << r.output;
-  // A worker started by hand, without the job's token, is refused by the agents' shards and told what to do.
-  RunResult stranger = RunCommand(
-      {"/usr/bin/env", "DLPS_SERVERS=" + c().Ip(0) + ":7070", "DLPS_NUM_WORKERS=1", "DLPS_RANK=0", train, "--epochs", "1", "--progress", "never"},
-      seconds(60));
-  EXPECT_NE(stranger.exit_code, 0) << stranger.output;
-  EXPECT_NE(stranger.output.find("agentctl run --launcher dlps"), std::string::npos) << stranger.output;
-}
-
-TEST_F(JobsProcessTest, TorchrunTrainsDistributedDataParallelWithGlooOnFourNodes) {
-  if (RunCommand({"/usr/bin/python3", "-c", "import torch.distributed"}, seconds(60)).exit_code != 0) {
-    GTEST_SKIP() << "needs Debian's python3-torch (scripts/deps.sh installs it)";
-  }
-  if (!LocalCluster::root()) GTEST_SKIP() << "needs a network namespace per node (root)";
-  Form();
-  RunResult r = Ctl(c(), 0,
-                    {"run", "--launcher", "torchrun", "--env", "GLOO_SOCKET_IFNAME=eth0", "--", "/usr/bin/python3",
-                     std::string(DLAGENT_SOURCE_DIR) + "/examples/torch_ddp.py"},
-                    seconds(180));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  std::set<std::string> weights;
-  int ranks = 0;
-  std::istringstream lines(r.output);
-  for (std::string line; std::getline(lines, line);) {
-    const size_t p = line.find("] world 4 weights ");
-    if (p == std::string::npos) continue;
-    ++ranks;
-    weights.insert(line.substr(p + 18));
-  }
-  EXPECT_EQ(ranks, kNodes) << r.output;
-  EXPECT_EQ(weights.size(), 1u) << r.output;  // every rank holds the same weights
-}
-
-TEST_F(JobsProcessTest, HealthChecksEveryNodeAndNamesTheOneThatFails) {
-  Form();
-  RunResult ok = Ctl(c(), 1, {"health", "--json"});
-  ASSERT_EQ(ok.exit_code, 0) << ok.output;
-  auto report = nlohmann::json::parse(ok.output, nullptr, false);
-  ASSERT_FALSE(report.is_discarded()) << ok.output;
-  ASSERT_EQ(report["nodes"].size(), static_cast<size_t>(kNodes));
-  for (int i : Range(kNodes)) {
-    const auto& n = report["nodes"][i];
-    EXPECT_EQ(n["node"], c().Id(i));
-    EXPECT_TRUE(n["ok"].get<bool>()) << n.dump();
-    EXPECT_EQ(n["gpus"], c().gpus(i));
-    EXPECT_EQ(n["alive"], kNodes);
-    EXPECT_LT(std::abs(n["clock_offset_ms"].get<int64_t>()), 1000);
-    if (LocalCluster::root()) {
-      EXPECT_TRUE(n["storage_mounted"].get<bool>()) << n.dump();
-      EXPECT_TRUE(n["dlps_serving"].get<bool>()) << n.dump();
-    }
-  }
-  c().Kill(2, SIGKILL);
-  RunResult bad = Ctl(c(), 1, {"health"});
-  EXPECT_EQ(bad.exit_code, 3) << bad.output;
-  std::istringstream lines(bad.output);
-  std::string line;
-  int rows = 0;
-  while (std::getline(lines, line)) {
-    if (line.rfind("RANK", 0) == 0) continue;
-    ++rows;
-    if (line.find(c().Id(2)) != std::string::npos) {
-      EXPECT_NE(line.find("agent unreachable"), std::string::npos) << line;
-    } else if (line.find("gossip view differs") == std::string::npos) {
-      EXPECT_NE(line.find(" ok"), std::string::npos) << line;
-    }
-  }
-  EXPECT_EQ(rows, kNodes) << bad.output;
-}
-
-TEST_F(JobsProcessTest, MpiLauncherRunsAnAllreduceOnFourNodesWithoutSsh) {
-  if (RunCommand({"/usr/bin/python3", "-c", "import mpi4py.MPI"}, seconds(60)).exit_code != 0 || ::access("/usr/bin/mpirun", X_OK) != 0) {
-    GTEST_SKIP() << "needs Debian's openmpi-bin and python3-mpi4py (scripts/deps.sh installs them)";
-  }
-  if (!LocalCluster::root()) GTEST_SKIP() << "needs a network namespace per node (root)";
-  Form();
-  testing::TempDir dir;
-  ::chmod(dir.Join("").c_str(), 0755);
-  // An ssh and an rsh that record their call and fail, first on the ranks' PATH.
-  for (const char* name : {"ssh", "rsh"}) {
-    std::ofstream(dir.Join(name)) << "#!/bin/sh\necho \"$0 $*\" >> " << dir.Join("called") << "\nexit 1\n";
-    ::chmod(dir.Join(name).c_str(), 0755);
-  }
-  // The nodes share this machine's host name, so Open MPI would take them for one host and use shared memory
-  // between namespaces: TCP only, as between real hosts.
-  RunResult r = Ctl(c(), 1,
-                    {"run", "--launcher", "mpi", "--env", "PATH=" + dir.Join("") + ":/usr/bin:/bin", "--env", "OMPI_MCA_btl=tcp,self", "--",
-                     "/usr/bin/python3", std::string(DLAGENT_SOURCE_DIR) + "/examples/mpi_allreduce.py"},
-                    seconds(120));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  for (int rank = 0; rank < kNodes; ++rank) {
-    EXPECT_NE(r.output.find("rank " + std::to_string(rank) + " of 4 on"), std::string::npos) << r.output;
-  }
-  int ranks = 0;  // mpirun's own warnings (a setpgid race in its rsh launcher) may come too
-  for (size_t p = r.output.find("<stdout>:rank "); p != std::string::npos; p = r.output.find("<stdout>:rank ", p + 1)) ++ranks;
-  EXPECT_EQ(ranks, kNodes) << r.output;
-  EXPECT_NE(r.output.find("allreduce 6"), std::string::npos) << r.output;
-  EXPECT_FALSE(std::ifstream(dir.Join("called")).good()) << "ssh or rsh was run";
-  // mpirun's daemons ran on the other three nodes, in the job, through their agents.
-  for (int i = 1; i < kNodes; ++i) {
-    EXPECT_NE(c().Log(i).find("started 1 rank on this node"), std::string::npos) << c().Log(i);
-  }
 }
 
 }  // namespace

@@ -1,0 +1,146 @@
+// Jobs on a local cluster of 4 real agents (network namespaces as root), by launcher and the health check
+// (jobs_process_test.cc has the rest):
+//   - dlps: 4 nodes x 2 workers of dlps-train --verify, difference 0; a worker without the job's token is refused;
+//   - agentctl health: every node ok (exit 0); a node whose agent is killed is named unreachable (exit 3);
+//   - mpi: real Open MPI (mpirun, mpi4py) runs an allreduce over 4 nodes with its daemons started through the
+//     agents, and an ssh and an rsh first on PATH that record their calls are never called;
+//   - torchrun: real PyTorch (Debian's python3-torch, gloo) trains DistributedDataParallel on 4 nodes and every
+//     rank ends with the same weights.
+#include <signal.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <set>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "jobs_process.h"
+#include "tests/support/local_cluster.h"
+#include "tests/support/temp_dir.h"
+
+namespace dlagent {
+namespace {
+
+using namespace std::chrono;
+using namespace jobs_process;
+using testing::LocalCluster;
+using testing::Range;
+using testing::RunResult;
+
+TEST_F(JobsProcessTest, DlpsLauncherTrainsFourNodesTimesTwoWorkersExactly) {
+  if (!LocalCluster::root()) GTEST_SKIP() << "the agents serve dlps shards in network namespaces only (as root)";
+  Form();
+  const std::string train = DLAGENT_DLPS_TRAIN;
+  RunResult r = Ctl(c(), 0, {"run",  "--launcher", "dlps", "--per-node", "2",  "--",       train, "--model",  "mlp",        "--samples",
+                             "4000", "--features", "16",   "--hidden",   "32", "--epochs", "2",   "--verify", "--progress", "never"},
+                    seconds(120));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("8 workers"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("summed in rank order, as the servers sum them) is 0 "), std::string::npos) << r.output;
+  // A worker started by hand, without the job's token, is refused by the agents' shards and told what to do.
+  RunResult stranger = RunCommand(
+      {"/usr/bin/env", "DLPS_SERVERS=" + c().Ip(0) + ":7070", "DLPS_NUM_WORKERS=1", "DLPS_RANK=0", train, "--epochs", "1", "--progress", "never"},
+      seconds(60));
+  EXPECT_NE(stranger.exit_code, 0) << stranger.output;
+  EXPECT_NE(stranger.output.find("agentctl run --launcher dlps"), std::string::npos) << stranger.output;
+}
+
+TEST_F(JobsProcessTest, TorchrunTrainsDistributedDataParallelWithGlooOnFourNodes) {
+  if (RunCommand({"/usr/bin/python3", "-c", "import torch.distributed"}, seconds(60)).exit_code != 0) {
+    GTEST_SKIP() << "needs Debian's python3-torch (scripts/deps.sh installs it)";
+  }
+  if (!LocalCluster::root()) GTEST_SKIP() << "needs a network namespace per node (root)";
+  Form();
+  RunResult r = Ctl(c(), 0,
+                    {"run", "--launcher", "torchrun", "--env", "GLOO_SOCKET_IFNAME=eth0", "--", "/usr/bin/python3",
+                     std::string(DLAGENT_SOURCE_DIR) + "/examples/torch_ddp.py"},
+                    seconds(180));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::set<std::string> weights;
+  int ranks = 0;
+  std::istringstream lines(r.output);
+  for (std::string line; std::getline(lines, line);) {
+    const size_t p = line.find("] world 4 weights ");
+    if (p == std::string::npos) continue;
+    ++ranks;
+    weights.insert(line.substr(p + 18));
+  }
+  EXPECT_EQ(ranks, kNodes) << r.output;
+  EXPECT_EQ(weights.size(), 1u) << r.output;  // every rank holds the same weights
+}
+
+TEST_F(JobsProcessTest, HealthChecksEveryNodeAndNamesTheOneThatFails) {
+  Form();
+  RunResult ok = Ctl(c(), 1, {"health", "--json"});
+  ASSERT_EQ(ok.exit_code, 0) << ok.output;
+  auto report = nlohmann::json::parse(ok.output, nullptr, false);
+  ASSERT_FALSE(report.is_discarded()) << ok.output;
+  ASSERT_EQ(report["nodes"].size(), static_cast<size_t>(kNodes));
+  for (int i : Range(kNodes)) {
+    const auto& n = report["nodes"][i];
+    EXPECT_EQ(n["node"], c().Id(i));
+    EXPECT_TRUE(n["ok"].get<bool>()) << n.dump();
+    EXPECT_EQ(n["gpus"], c().gpus(i));
+    EXPECT_EQ(n["alive"], kNodes);
+    EXPECT_LT(std::abs(n["clock_offset_ms"].get<int64_t>()), 1000);
+    if (LocalCluster::root()) {
+      EXPECT_TRUE(n["storage_mounted"].get<bool>()) << n.dump();
+      EXPECT_TRUE(n["dlps_serving"].get<bool>()) << n.dump();
+    }
+  }
+  c().Kill(2, SIGKILL);
+  RunResult bad = Ctl(c(), 1, {"health"});
+  EXPECT_EQ(bad.exit_code, 3) << bad.output;
+  std::istringstream lines(bad.output);
+  std::string line;
+  int rows = 0;
+  while (std::getline(lines, line)) {
+    if (line.rfind("RANK", 0) == 0) continue;
+    ++rows;
+    if (line.find(c().Id(2)) != std::string::npos) {
+      EXPECT_NE(line.find("agent unreachable"), std::string::npos) << line;
+    } else if (line.find("gossip view differs") == std::string::npos) {
+      EXPECT_NE(line.find(" ok"), std::string::npos) << line;
+    }
+  }
+  EXPECT_EQ(rows, kNodes) << bad.output;
+}
+
+TEST_F(JobsProcessTest, MpiLauncherRunsAnAllreduceOnFourNodesWithoutSsh) {
+  if (RunCommand({"/usr/bin/python3", "-c", "import mpi4py.MPI"}, seconds(60)).exit_code != 0 || ::access("/usr/bin/mpirun", X_OK) != 0) {
+    GTEST_SKIP() << "needs Debian's openmpi-bin and python3-mpi4py (scripts/deps.sh installs them)";
+  }
+  if (!LocalCluster::root()) GTEST_SKIP() << "needs a network namespace per node (root)";
+  Form();
+  testing::TempDir dir;
+  ::chmod(dir.Join("").c_str(), 0755);
+  // An ssh and an rsh that record their call and fail, first on the ranks' PATH.
+  for (const char* name : {"ssh", "rsh"}) {
+    std::ofstream(dir.Join(name)) << "#!/bin/sh\necho \"$0 $*\" >> " << dir.Join("called") << "\nexit 1\n";
+    ::chmod(dir.Join(name).c_str(), 0755);
+  }
+  // The nodes share this machine's host name, so Open MPI would take them for one host and use shared memory
+  // between namespaces: TCP only, as between real hosts.
+  RunResult r = Ctl(c(), 1,
+                    {"run", "--launcher", "mpi", "--env", "PATH=" + dir.Join("") + ":/usr/bin:/bin", "--env", "OMPI_MCA_btl=tcp,self", "--",
+                     "/usr/bin/python3", std::string(DLAGENT_SOURCE_DIR) + "/examples/mpi_allreduce.py"},
+                    seconds(120));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (int rank = 0; rank < kNodes; ++rank) {
+    EXPECT_NE(r.output.find("rank " + std::to_string(rank) + " of 4 on"), std::string::npos) << r.output;
+  }
+  int ranks = 0;  // mpirun's own warnings (a setpgid race in its rsh launcher) may come too
+  for (size_t p = r.output.find("<stdout>:rank "); p != std::string::npos; p = r.output.find("<stdout>:rank ", p + 1)) ++ranks;
+  EXPECT_EQ(ranks, kNodes) << r.output;
+  EXPECT_NE(r.output.find("allreduce 6"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::ifstream(dir.Join("called")).good()) << "ssh or rsh was run";
+  // mpirun's daemons ran on the other three nodes, in the job, through their agents.
+  for (int i = 1; i < kNodes; ++i) {
+    EXPECT_NE(c().Log(i).find("started 1 rank on this node"), std::string::npos) << c().Log(i);
+  }
+}
+
+}  // namespace
+}  // namespace dlagent
