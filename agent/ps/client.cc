@@ -160,17 +160,8 @@ Status PsClient::Init(uint64_t key, uint64_t length, const float* initial, const
   k->rounds.assign(k->chunks.size(), 0);
   uint64_t version = 0;
   const OptimizerSpec spec = SpecOf(optimizer);
-  InitBody body;
-  std::memcpy(body.kind, spec.kind.data(), std::min(spec.kind.size(), sizeof body.kind));  // a resolved kind: "sgd", "adam", "sum"
-  body.learning_rate = spec.learning_rate;
-  body.momentum = spec.momentum;
-  body.weight_decay = spec.weight_decay;
-  body.beta1 = spec.beta1;
-  body.beta2 = spec.beta2;
-  body.epsilon = spec.epsilon;
-  body.rescale = spec.rescale;
   for (const Chunk& c : k->chunks) {
-    body.length = c.length;
+    const InitBody body = MakeInitBody(c.length, spec);
     detail::ControlReply reply;
     RETURN_IF_ERROR(Call(*servers_[c.server], {.op = Op::kInit, .chunk = c.index, .key = key},
                          std::string(reinterpret_cast<const char*>(&body), sizeof body), &reply));

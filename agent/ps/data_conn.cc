@@ -252,9 +252,7 @@ class DataConn final : public DataConnection {
                                        "an init request of " + std::to_string(payload.size()) + " bytes, not " + std::to_string(sizeof b));
       }
       std::memcpy(&b, payload.data(), sizeof b);
-      const OptimizerSpec spec{
-          std::string(b.kind, ::strnlen(b.kind, sizeof b.kind)), b.learning_rate, b.momentum, b.weight_decay, b.beta1, b.beta2, b.epsilon, b.rescale};
-      ASSIGN_OR_RETURN(OptimizerConfig optimizer, ResolveOptimizer(spec));
+      ASSIGN_OR_RETURN(OptimizerConfig optimizer, ResolveOptimizer(SpecOf(b)));
       ASSIGN_OR_RETURN(uint64_t version, shard_->Init(f.key, f.chunk, b.length, optimizer));
       return ControlAnswer(f.id, version, "");
     }

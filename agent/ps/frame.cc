@@ -164,6 +164,24 @@ Result<int> ListenTcp(const std::string& address, int* port) {
 
 std::string DlpsJobToken(std::string_view key, std::string_view job) { return HmacSha256(key, "dlps-job:" + std::string(job)); }
 
+InitBody MakeInitBody(uint64_t length, const OptimizerSpec& spec) {
+  InitBody b;
+  b.length = length;
+  std::memcpy(b.kind, spec.kind.data(), std::min(spec.kind.size(), sizeof b.kind));  // longer is no kind the server knows
+  b.learning_rate = spec.learning_rate;
+  b.momentum = spec.momentum;
+  b.weight_decay = spec.weight_decay;
+  b.beta1 = spec.beta1;
+  b.beta2 = spec.beta2;
+  b.epsilon = spec.epsilon;
+  b.rescale = spec.rescale;
+  return b;
+}
+
+OptimizerSpec SpecOf(const InitBody& b) {
+  return {std::string(b.kind, ::strnlen(b.kind, sizeof b.kind)), b.learning_rate, b.momentum, b.weight_decay, b.beta1, b.beta2, b.epsilon, b.rescale};
+}
+
 bool IsControl(Op op) { return op >= Op::kInit && op <= Op::kRestore; }
 
 const char* OpName(Op op) {

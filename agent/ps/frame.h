@@ -26,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "agent/ps/optimizer.h"
 #include "bootstrap/common/status.h"
 
 namespace dlagent::ps {
@@ -99,6 +100,10 @@ struct InitBody {
   uint32_t reserved = 0;
 };
 static_assert(sizeof(InitBody) == 48);
+// The two sides of kInit: the body a worker sends for a slice of `length` floats, and the spec the server
+// resolves (and checks) from it.
+InitBody MakeInitBody(uint64_t length, const OptimizerSpec& spec);
+OptimizerSpec SpecOf(const InitBody& body);
 
 // One server's checkpoint file, as kCheckpoint's reply and kCommitCheckpoint's request carry it.
 struct CheckpointFile {

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include "agent/ps/frame.h"
+
 namespace dlagent::ps {
 namespace {
 
@@ -85,6 +87,10 @@ TEST(OptimizerTest, SpecDefaultsAndRefusals) {
   EXPECT_EQ(c->beta2, 0.999f);
   EXPECT_EQ(c->rescale, 1.0f);
   EXPECT_TRUE(*ResolveOptimizer(SpecOf(*c)) == *c);
+  // Through the wire's InitBody (kInit) and back, unchanged.
+  const InitBody body = MakeInitBody(12, SpecOf(*c));
+  EXPECT_EQ(body.length, 12u);
+  EXPECT_TRUE(*ResolveOptimizer(SpecOf(body)) == *c);
 
   const std::vector<std::pair<std::function<void(OptimizerSpec*)>, std::string>> bad = {
       {[](auto* o) { o->kind = "rmsprop"; }, "unknown optimizer 'rmsprop'"},
