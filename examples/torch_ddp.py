@@ -1,20 +1,62 @@
 # A PyTorch job for `agentctl run --launcher torchrun`: DistributedDataParallel over gloo on every rank's own
 # data; every rank prints the weights it ends with, which DDP keeps identical everywhere.
 # Run: agentctl run --launcher torchrun -- python3 examples/torch_ddp.py
+#
+# It survives restarts (agentctl run --restarts N): rank 0 saves a checkpoint in DLAGENT_JOB_CHECKPOINT_DIR
+# (shared storage, the same directory for every attempt) after each step, written to a temporary file and
+# renamed over the last one, so that a crash never leaves half a checkpoint. Every rank of a new attempt
+# resumes from it, on however many nodes the attempt has.
+import argparse
+import os
+import time
+
 import torch
 import torch.distributed as dist
 
+parser = argparse.ArgumentParser()
+parser.add_argument("--steps", type=int, default=5)
+parser.add_argument("--pause", type=float, default=0.0, help="seconds to wait after each step (to stop a node mid-training)")
+args = parser.parse_args()
+
 dist.init_process_group("gloo")  # MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE come from the agent
+rank, world = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0)
 model = torch.nn.Linear(8, 2)
 ddp = torch.nn.parallel.DistributedDataParallel(model)
 opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
-data = torch.Generator().manual_seed(100 + dist.get_rank())  # each rank its own batches
-for step in range(5):
-    x, y = torch.randn(16, 8, generator=data), torch.randn(16, 2, generator=data)
+
+checkpoint_dir = os.environ.get("DLAGENT_JOB_CHECKPOINT_DIR", "")
+checkpoint = os.path.join(checkpoint_dir, "torch_ddp.pt") if checkpoint_dir else ""
+step = 0
+if checkpoint and os.path.exists(checkpoint):
+    saved = torch.load(checkpoint)
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["opt"])
+    step = saved["step"]
+    if rank == 0:
+        print(f"attempt {os.environ.get('DLAGENT_RESTART_COUNT', '0')}: resumed at step {step} on {world} ranks", flush=True)
+
+target = torch.nn.Linear(8, 2)  # what the model learns: the same on every rank
+torch.nn.init.constant_(target.weight, 0.5)
+torch.nn.init.constant_(target.bias, -0.25)
+loss = torch.tensor(0.0)
+while step < args.steps:
+    data = torch.Generator().manual_seed(1000 * step + rank)  # each rank its own batch of each step
+    x = torch.randn(16, 8, generator=data)
+    y = target(x).detach()
     opt.zero_grad()
-    ((ddp(x) - y) ** 2).mean().backward()
+    loss = ((ddp(x) - y) ** 2).mean()
+    loss.backward()
     opt.step()
+    step += 1
+    if checkpoint and rank == 0:
+        tmp = f"{checkpoint}.{os.getpid()}.tmp"
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)
+        os.replace(tmp, checkpoint)
+    if args.pause:
+        time.sleep(args.pause)
+
 weights = torch.cat([p.detach().flatten() for p in model.parameters()])
-print("world", dist.get_world_size(), "weights", " ".join(f"{v:.6f}" for v in weights.tolist()), flush=True)
+print("world", world, "weights", " ".join(f"{v:.6f}" for v in weights.tolist()), flush=True)
+print("world", world, "step", step, "loss", f"{loss.item():.6f}", flush=True)
 dist.destroy_process_group()

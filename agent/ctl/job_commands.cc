@@ -56,6 +56,8 @@ Result<jpb::JobSummary> Stream(ControlClient& client, jpb::JobOutputRequest req,
                                const std::function<void()>& on_interrupt, std::ostream& out, std::ostream& err) {
   int failures = 0, handled = 0;
   std::set<std::string> warned;  // nodes said to be unreachable, once each
+  int restarts_told = -1;        // the restarts already said (-1: none seen yet, so that older ones are told once)
+  uint32_t attempt_told = 0;
   for (;;) {
     if (interrupted.load() > handled) {
       handled = interrupted.load();
@@ -77,6 +79,18 @@ Result<jpb::JobSummary> Stream(ControlClient& client, jpb::JobOutputRequest req,
     *req.mutable_after_seq() = r->after_seq();
     req.set_tail(0);
     if (!follow) return r->summary();
+    const jpb::JobSummary& s = r->summary();
+    if (restarts_told < 0) restarts_told = s.state() == "restarting" ? s.restarts_size() - 1 : s.restarts_size(), attempt_told = s.attempt();
+    for (; restarts_told < s.restarts_size(); ++restarts_told) {
+      const jpb::JobRestart& x = s.restarts(restarts_told);
+      err << "agentctl: job " << s.id() << " attempt " << x.attempt() << " failed: " << ForTerminal(x.reason()) << "; restarting ("
+          << restarts_told + 1 << " of " << s.max_restarts() << ")\n";
+    }
+    if (s.attempt() > attempt_told && s.state() != "restarting") {
+      attempt_told = s.attempt();
+      err << "agentctl: job " << s.id() << " attempt " << s.attempt() << ": " << s.ranks() << (s.ranks() == 1 ? " rank" : " ranks") << " on "
+          << s.nodes() << (s.nodes() == 1 ? " node" : " nodes") << "\n";
+    }
     if (Terminal(r->summary())) {
       // The last lines may reach their node's buffer after the state: one more look.
       if (Result<jpb::JobOutputReply> last = client.JobOutput(req); last.ok()) Print(*last, raw, out, err);
@@ -84,6 +98,14 @@ Result<jpb::JobSummary> Stream(ControlClient& client, jpb::JobOutputRequest req,
     }
     if (r->lines_size() == 0) std::this_thread::sleep_for(kPoll);
   }
+}
+
+nlohmann::json Restarts(const jpb::JobSummary& s) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const jpb::JobRestart& r : s.restarts()) {
+    out.push_back({{"attempt", r.attempt()}, {"reason", r.reason()}, {"unix_ms", r.unix_ms()}, {"nodes", r.nodes()}});
+  }
+  return out;
 }
 
 nlohmann::json RankExits(const jpb::JobSummary& s) {
@@ -149,6 +171,8 @@ int RunRun(const CtlOptions& ctl, const RunOptions& o, const std::atomic<int>& i
   for (const std::string& e : o.env) req.add_env(e);
   req.set_workdir(o.workdir);
   req.set_user(o.user);
+  req.set_restarts(o.restarts);
+  req.set_min_nodes(o.min_nodes);
   for (const std::string& a : o.argv) req.add_argv(a);
   for (const auto& [flag, text, field] : {std::tuple{"--grace", &o.grace, 0}, std::tuple{"--timeout", &o.timeout, 1}}) {
     Result<Duration> d = ParseDuration(*text);
@@ -234,14 +258,17 @@ int RunJobs(const CtlOptions& ctl, std::ostream& out, std::ostream& err) {
                    {"failure", s.failure()},
                    {"coordinator", s.coordinator()},
                    {"argv", s.argv()},
-                   {"rank_exits", RankExits(s)}});
+                   {"rank_exits", RankExits(s)},
+                   {"attempt", s.attempt()},
+                   {"max_restarts", s.max_restarts()},
+                   {"restarts", Restarts(s)}});
     }
     out << nlohmann::json({{"jobs", j}, {"unreachable", list->unreachable()}}).dump(2) << "\n";
   } else {
     std::ostringstream t;
     auto row = [&](const std::string& a, const std::string& b, const std::string& c, const std::string& d, const std::string& e, const std::string& f,
                    const std::string& g, const std::string& h) {
-      t << std::left << std::setw(16) << a << std::setw(16) << b << std::setw(10) << c << std::setw(20) << d << std::setw(10) << e << std::setw(10)
+      t << std::left << std::setw(16) << a << std::setw(16) << b << std::setw(17) << c << std::setw(20) << d << std::setw(10) << e << std::setw(10)
         << f << std::setw(10) << g << h << "\n";
     };
     row("ID", "NAME", "STATE", "RANKS", "USER", "STARTED", "DURATION", "EXIT");
@@ -250,7 +277,9 @@ int RunJobs(const CtlOptions& ctl, std::ostream& out, std::ostream& err) {
       const bool done = Terminal(s);
       running += !done;
       const int64_t end = done ? s.ended_unix_ms() : duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
-      row(ForTerminal(s.id()), ForTerminal(s.name()), ForTerminal(s.state()),
+      // With --restarts, the state says the restarts used of those allowed: "running r1/2".
+      const std::string restarts = s.max_restarts() > 0 ? " r" + std::to_string(s.restarts_size()) + "/" + std::to_string(s.max_restarts()) : "";
+      row(ForTerminal(s.id()), ForTerminal(s.name()), ForTerminal(s.state()) + restarts,
           std::to_string(s.running()) + " run, " + std::to_string(s.exited()) + "/" + std::to_string(s.ranks()) + " out", ForTerminal(s.user()),
           Ago(s.started_unix_ms()) + " ago", FormatDuration(milliseconds(std::max<int64_t>(0, end - s.started_unix_ms()))),
           done ? std::to_string(s.exit_code()) + (s.failure().empty() ? "" : " " + ForTerminal(s.failure())) : "-");

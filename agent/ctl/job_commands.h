@@ -24,6 +24,8 @@ struct RunOptions {
   std::string timeout = "0s";  // 0: none
   std::string wait_ready;      // "": refuse unless READY
   std::string user;            // root only
+  uint32_t restarts = 0;       // start every rank again after a failure, at most this many times
+  uint32_t min_nodes = 0;      // the fewest nodes a restart may run on (0: as many as at first)
   bool detach = false;
   bool raw = false;  // the ranks' output as it is, control characters included
   std::vector<std::string> argv;

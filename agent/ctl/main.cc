@@ -58,6 +58,12 @@ int main(int argc, char** argv) {
   run->add_option("--workdir", run_opts.workdir, "Working directory of every rank (default: your home directory)");
   run->add_option("--grace", run_opts.grace, "Time between SIGTERM and SIGKILL when the job stops")->capture_default_str();
   run->add_option("--timeout", run_opts.timeout, "Stop the job (exit 124) after this long; 0: never")->capture_default_str();
+  run->add_option("--restarts", run_opts.restarts,
+                  "After a rank fails or a node is lost, stop every rank and start the job again, at most this many times")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, 1000u));
+  run->add_option("--min-nodes", run_opts.min_nodes, "A restart may run on this few of the job's nodes (default: as many as it started on)")
+      ->check(CLI::Range(1u, 100000u));
   run->add_option("--wait-ready", run_opts.wait_ready, "Wait up to this long for the cluster to be READY instead of refusing");
   run->add_option("--user", run_opts.user, "Run as this user (root only)");
   run->add_flag("-d,--detach", run_opts.detach, "Print the job id and return; follow it with agentctl logs -f");

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/daemon/daemon.h"
+#include "agent/jobs/rank_env.h"
 #include "agent/ps/frame.h"
 #include "bootstrap/aws/aws_json.h"
 #include "bootstrap/common/crypto.h"
@@ -293,13 +294,15 @@ std::shared_ptr<jobs::Jobs> Daemon::MakeJobs(const Config& c, const IdentitySnap
   };
   const uint32_t gpus = id.gpu_count;
   const std::string socket = c.agent.socket;  // agentctl in a rank talks to this node's agent
-  d.base_env = [f, files = FilesOptions(c, id.instance_id), gpus, socket] {
+  d.base_env = [f, files = FilesOptions(c, id.instance_id), gpus, socket, ipv4 = id.local_ipv4] {
     // What a login shell of the node has from /etc/profile.d/deeplearning.sh, on systemd's default PATH.
     std::vector<std::string> env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8", "DLAGENT_SOCKET=" + socket};
     const Roster r = f->HeldRoster();
     if (r.generation > 0) {
       for (const auto& [k, v] : NodeVariables(r, files, gpus)) env.push_back(k + "=" + v);
     }
+    // Frameworks talk over the interface of the cluster's address, not the one the host name resolves to.
+    for (const auto& [k, v] : jobs::NetworkVariables(jobs::InterfaceHolding(ipv4))) env.push_back(k + "=" + v);
     return env;
   };
   d.alive = [m] {

@@ -11,6 +11,7 @@
 
 #include "agent/jobs/launch.h"
 #include "agent/jobs/rank_env.h"
+#include "agent/jobs/restart.h"
 #include "agent/jobs/run_request.h"
 #include "bootstrap/common/crypto.h"
 #include "bootstrap/common/duration.h"
@@ -73,26 +74,51 @@ Coordinator::~Coordinator() {
   thread_.join();
 }
 
-Result<pb::JobSummary> Coordinator::Run(const pb::RunJobRequest& req, const Caller& caller, const std::vector<JobNode>& roster) {
-  ASSIGN_OR_RETURN(CheckedRun checked, CheckRunRequest(req, caller, roster, o_.default_grace));
-  const Launcher launcher = checked.launcher;
-  const std::vector<JobNode>& nodes = checked.nodes;
+Result<pb::JobSummary> Coordinator::Run(const pb::RunJobRequest& req, const Caller& caller, std::function<std::vector<JobNode>()> roster) {
+  ASSIGN_OR_RETURN(CheckedRun checked, CheckRunRequest(req, caller, roster(), o_.default_grace));
   pb::JobSpec& spec = checked.spec;
   spec.set_id("j-" + RandomHex(6));
   spec.set_coordinator(o_.self);
   spec.set_coordinator_addr(o_.self_addr);
   spec.set_created_unix_ms(swim::NowUnixMs());
+  ASSIGN_OR_RETURN(auto parts, Launch(spec, req.per_node(), checked.nodes));
 
+  auto job = std::make_unique<Job>();
+  job->spec = spec;
+  job->started = std::chrono::steady_clock::now();
+  job->per_node = req.per_node();
+  job->roster = std::move(roster);
+  for (const JobNode& n : checked.nodes) {
+    job->first_nodes.push_back(n.instance_id);
+    job->last_answer[n.instance_id] = job->started;
+  }
+  job->parts = std::move(parts);
+  MutexLock lock(mu_);
+  pb::JobSummary summary = Recompute(*job);
+  jobs_[spec.id()] = std::move(job);
+  cv_.notify_all();
+  return summary;
+}
+
+Result<std::map<std::string, pb::NodeJob>> Coordinator::Launch(pb::JobSpec& spec, uint32_t per_node, const std::vector<JobNode>& nodes) {
+  spec.clear_nodes();
+  spec.clear_node_addrs();
+  for (const JobNode& n : nodes) {
+    spec.add_nodes(n.instance_id);
+    spec.add_node_addrs(n.addr);
+  }
   // PREPARE: every node checks what it can before anything starts, and finds the ports the launcher needs.
   PlanOptions po;
-  po.launcher = launcher;
+  ASSIGN_OR_RETURN(po.launcher, ParseLauncher(spec.launcher()));
   po.job_id = spec.id();
-  po.per_node = req.per_node();
+  po.per_node = per_node;
   po.dlps_port = o_.dlps_port;
-  po.argv.assign(req.argv().begin(), req.argv().end());
+  po.argv.assign(spec.argv().begin(), spec.argv().end());
   po.agentctl = o_.agentctl;
   po.as_root = spec.uid() == 0;
-  if (launcher == Launcher::kDlps && o_.dlps_token) po.dlps_token = o_.dlps_token(spec.id());
+  po.attempt = spec.attempt();
+  po.max_restarts = spec.max_restarts();
+  if (po.launcher == Launcher::kDlps && o_.dlps_token) po.dlps_token = o_.dlps_token(spec.id());
   std::vector<PlanNode> plan_nodes(nodes.size());
   std::vector<uint32_t> ports(nodes.size());
   for (size_t i = 0; i < nodes.size(); ++i) {
@@ -140,25 +166,17 @@ Result<pb::JobSummary> Coordinator::Run(const pb::RunJobRequest& req, const Call
     SignalAll(spec, {}, SIGKILL, d);
     return Status(started[i].status().code(), "jobs", "nothing left running: " + std::string(started[i].status().message()));
   }
-  spdlog::info("job {} ({}): {} ranks on {} nodes as {} with launcher {}: {}", spec.id(), spec.name(), total, nodes.size(), spec.user(),
-               spec.launcher(), spec.argv(0));
-
-  auto job = std::make_unique<Job>();
-  job->spec = spec;
-  job->started = std::chrono::steady_clock::now();
+  spdlog::info("job {} ({}){}: {} ranks on {} nodes as {} with launcher {}: {}", spec.id(), spec.name(),
+               spec.attempt() > 0 ? " attempt " + std::to_string(spec.attempt()) : "", total, nodes.size(), spec.user(), spec.launcher(),
+               spec.argv(0));
+  std::map<std::string, pb::NodeJob> parts;
   for (size_t i = 0; i < nodes.size(); ++i) {
-    job->last_answer[nodes[i].instance_id] = job->started;
-    pb::NodeJob part;
+    pb::NodeJob& part = parts[nodes[i].instance_id];
     *part.mutable_spec() = spec;
     part.set_node(nodes[i].instance_id);
     *part.mutable_ranks() = started[i]->start().ranks();
-    job->parts[nodes[i].instance_id] = std::move(part);
   }
-  MutexLock lock(mu_);
-  pb::JobSummary summary = Recompute(*job);
-  jobs_[spec.id()] = std::move(job);
-  cv_.notify_all();
-  return summary;
+  return parts;
 }
 
 pb::JobSummary Coordinator::Recompute(Job& job) {
@@ -168,6 +186,11 @@ pb::JobSummary Coordinator::Recompute(Job& job) {
     parts.push_back({n, it == job.parts.end() ? nullptr : &it->second, job.lost[n]});
   }
   job.summary = Summarize(job.spec, parts, job.decision);
+  *job.summary.mutable_restarts() = {job.restarts.begin(), job.restarts.end()};
+  if (job.restarting)
+    MarkRestarting(job.summary, job.restarts.back().reason());
+  else if (!job.decision.final)
+    MarkRestartsUsedUp(job.summary);
   return job.summary;
 }
 
@@ -212,6 +235,7 @@ Result<uint32_t> Coordinator::Kill(const std::string& id, int sig, const Caller&
     if (!job.decision.killed) {
       job.decision = {KillReason(sig, caller), 128 + sig, true};
     }
+    job.restarting = false;  // a restart under way starts nothing (or stops what it started)
     d = job.decision;
     spec = job.spec;
     for (const auto& [n, gone] : job.lost) {
@@ -248,6 +272,7 @@ void Coordinator::Watch(const std::string& id) {
 
   Decision fresh;
   std::vector<std::string> skip;
+  bool restart_due = false;
   {
     MutexLock lock(mu_);
     auto it = jobs_.find(id);
@@ -265,11 +290,12 @@ void Coordinator::Watch(const std::string& id) {
       }
       std::string why;
       if (gone[i])
-        why = "node " + node + " died or left the cluster";
+        why = "node " + node + " died or left the cluster", job.unusable.insert(node);
       else if (!answers[i].ok() && answers[i].status().code() == StatusCode::kNotFound)
         why = "node " + node + " no longer knows the job (its agent restarted)";
       else if (now - job.last_answer[node] > o_.unreachable_after) {
         why = "node " + node + " did not answer for " + FormatDuration(o_.unreachable_after) + " (" + answers[i].status().ToString() + ")";
+        job.unusable.insert(node);
       }
       if (!why.empty()) {
         job.lost[node] = true;
@@ -287,16 +313,24 @@ void Coordinator::Watch(const std::string& id) {
       } else if (!lost_why.empty()) {
         job.decision = {lost_why, 255, false};
       } else if (spec.timeout_ms() > 0 && now - job.started > std::chrono::milliseconds(spec.timeout_ms())) {
-        job.decision = {"timed out after " + FormatDuration(std::chrono::milliseconds(spec.timeout_ms())), 124, false};
+        job.decision = {"timed out after " + FormatDuration(std::chrono::milliseconds(spec.timeout_ms())), 124, false, true};
       }
       if (!job.decision.failure.empty()) {
         fresh = job.decision;
         for (const auto& [node, l] : job.lost) {
           if (l) skip.push_back(node);
         }
+        if (ShouldRestart(spec, job.decision)) {
+          job.restarting = true;
+          pb::JobRestart& r = job.restarts.emplace_back();
+          r.set_attempt(spec.attempt());
+          r.set_reason(job.decision.failure);
+          r.set_unix_ms(swim::NowUnixMs());
+        }
       }
     }
     Recompute(job);
+    restart_due = job.restarting && WoundDown(job);
     if (Terminal(job.summary) && !job.logged_end) {
       job.logged_end = true;
       if (job.summary.state() == "succeeded")
@@ -306,9 +340,101 @@ void Coordinator::Watch(const std::string& id) {
     }
   }
   if (!fresh.failure.empty()) {
-    spdlog::warn("job {}: {}; stopping every rank", id, fresh.failure);
+    if (ShouldRestart(spec, fresh))
+      spdlog::warn("job {}: {}; stopping every rank to start again (restart {} of {})", id, fresh.failure, spec.attempt() + 1, spec.max_restarts());
+    else
+      spdlog::warn("job {}: {}; stopping every rank", id, fresh.failure);
     SignalAll(spec, skip, SIGTERM, fresh);
   }
+  if (restart_due) Restart(id);
+}
+
+bool Coordinator::WoundDown(const Job& job) {
+  for (const std::string& n : job.spec.nodes()) {
+    if (auto l = job.lost.find(n); l != job.lost.end() && l->second) continue;
+    auto p = job.parts.find(n);
+    if (p == job.parts.end() || !p->second.ended()) return false;
+  }
+  return true;
+}
+
+void Coordinator::Restart(const std::string& id) {
+  pb::JobSpec next;
+  uint32_t per_node = 1;
+  std::vector<std::string> first_nodes;
+  std::function<std::vector<JobNode>()> roster;
+  std::set<std::string> unusable;
+  MonoTime now = std::chrono::steady_clock::now();
+  {
+    MutexLock lock(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || !it->second->restarting) return;
+    Job& job = *it->second;
+    if (job.wound_down == MonoTime::max()) job.wound_down = now;
+    if (now < job.next_try) return;
+    next = job.spec;
+    per_node = job.per_node;
+    first_nodes = job.first_nodes;
+    roster = job.roster;
+    unusable = job.unusable;
+  }
+  const RestartNodes pick =
+      PickRestartNodes(next, first_nodes, roster(), [&](const std::string& n) { return unusable.count(n) > 0 || nodes_.Gone(n); });
+  if (pick.nodes.empty()) {
+    MutexLock lock(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || !it->second->restarting) return;
+    Job& job = *it->second;
+    if (now - job.wound_down > o_.restart_wait) {
+      job.restarting = false;
+      job.decision = {"no restart after waiting " + FormatDuration(o_.restart_wait) + " for nodes: " + pick.wait_why, 255, false, true};
+      Recompute(job);
+    } else if (job.waiting_for != pick.wait_why) {
+      job.waiting_for = pick.wait_why;
+      spdlog::warn("job {}: the restart waits for nodes: {}", id, pick.wait_why);
+    }
+    return;
+  }
+  next.set_attempt(next.attempt() + 1);
+  Result<std::map<std::string, pb::NodeJob>> launched = Launch(next, per_node, pick.nodes);
+  now = std::chrono::steady_clock::now();
+  Decision killed;
+  {
+    MutexLock lock(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    Job& job = *it->second;
+    if (!launched.ok()) {
+      // A start that failed is an attempt that failed.
+      const std::string why = "attempt " + std::to_string(next.attempt()) + " could not start: " + std::string(launched.status().message());
+      spdlog::warn("job {}: {}", id, why);
+      job.spec.set_attempt(next.attempt());
+      pb::JobRestart& r = job.restarts.emplace_back();
+      r.set_attempt(next.attempt());
+      r.set_reason(why);
+      r.set_unix_ms(swim::NowUnixMs());
+      if (job.restarting && !ShouldRestart(job.spec, Decision{})) {
+        job.restarting = false;
+        job.decision = {why, 1, false, true};
+      }
+      job.next_try = now + o_.restart_retry;
+      Recompute(job);
+      return;
+    }
+    if (!job.restarting) killed = job.decision;  // killed while it started: what started stops at once
+    job.spec = next;
+    job.parts = std::move(*launched);
+    job.lost.clear();
+    job.unusable.clear();
+    for (const JobNode& n : pick.nodes) job.last_answer[n.instance_id] = now;
+    job.decision = killed;
+    job.restarting = false;
+    job.wound_down = MonoTime::max();
+    job.waiting_for.clear();
+    if (!job.restarts.empty()) job.restarts.back().set_nodes(static_cast<uint32_t>(pick.nodes.size()));
+    Recompute(job);
+  }
+  if (!killed.failure.empty()) SignalAll(next, {}, SIGTERM, killed);
 }
 
 void Coordinator::Loop() {

@@ -3,16 +3,19 @@
 // on (working directory, program, free ports), plans its ranks (launch.h) and starts them everywhere, all or
 // nothing. A thread then watches each job: when a rank fails, a node dies or leaves (gossip) or stops
 // answering, or the timeout passes, every other rank gets SIGTERM, then SIGKILL after the grace period, and
-// the job's summary names the cause. Kill() does the same on purpose.
+// the job's summary names the cause. Kill() does the same on purpose. A job with restarts left (restart.h)
+// starts again instead, once every rank of the failed attempt has ended and enough nodes are usable.
 //
-// Threading: one thread of its own watches the jobs (and beats its heartbeat); every method may be called
-// from any thread. Run and Kill block on calls to other nodes, each with a deadline.
+// Threading: one thread of its own watches the jobs (and beats its heartbeat) and starts their restarts;
+// every method may be called from any thread. Run and Kill block on calls to other nodes, each with a
+// deadline; so does a restart, and the other jobs are not watched meanwhile.
 
 #include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -44,6 +47,10 @@ struct CoordinatorOptions {
   Duration poll_interval = std::chrono::milliseconds(200);
   Duration unreachable_after = std::chrono::seconds(10);  // a node that answers nothing this long is lost
   Duration default_grace = std::chrono::seconds(10);
+  // A restart waits this long for enough usable nodes (--min-nodes), then the job fails.
+  Duration restart_wait = std::chrono::minutes(5);
+  // Between a restart that could not start its ranks and the next try.
+  Duration restart_retry = std::chrono::seconds(1);
   size_t keep_finished = 64;
   std::shared_ptr<Heartbeat> heartbeat;
 };
@@ -70,8 +77,9 @@ class Coordinator {
   Coordinator(const Coordinator&) = delete;
   Coordinator& operator=(const Coordinator&) = delete;
 
-  // roster: every roster node in rank order. Returns once every rank runs; on an error nothing runs.
-  Result<pb::JobSummary> Run(const pb::RunJobRequest& req, const Caller& caller, const std::vector<JobNode>& roster);
+  // roster: every roster node in rank order, the one in force now, asked again for each restart. Returns
+  // once every rank runs; on an error nothing runs.
+  Result<pb::JobSummary> Run(const pb::RunJobRequest& req, const Caller& caller, std::function<std::vector<JobNode>()> roster);
   // NotFound when the job was not started here.
   Result<pb::JobSummary> Summary(const std::string& job);
   Result<pb::JobSpec> Spec(const std::string& job);
@@ -82,18 +90,35 @@ class Coordinator {
 
  private:
   struct Job {
-    pb::JobSpec spec;
+    pb::JobSpec spec;  // the attempt's
     Decision decision;
     std::map<std::string, pb::NodeJob> parts;  // by instance id: the latest answer
     std::map<std::string, MonoTime> last_answer;
     std::map<std::string, bool> lost;
+    std::set<std::string> unusable;  // lost as dead, gone or silent: no place for the next attempt
     pb::JobSummary summary;
     MonoTime started;
     bool logged_end = false;
+    // What a restart needs: the request's --per-node, the first attempt's nodes, the roster's source.
+    uint32_t per_node = 1;
+    std::vector<std::string> first_nodes;
+    std::function<std::vector<JobNode>()> roster;
+    std::vector<pb::JobRestart> restarts;
+    bool restarting = false;                // the attempt failed and the next one is due: its ranks stop, then nodes are awaited
+    MonoTime wound_down = MonoTime::max();  // when every rank of the failed attempt had ended
+    MonoTime next_try{};                    // the earliest time for the next attempt's start
+    std::string waiting_for;                // why the restart waits, as last said in the log
   };
 
+  // Prepares and starts the spec's ranks on nodes (spec gets its nodes, ranks and token), all or nothing;
+  // each node's part.
+  Result<std::map<std::string, pb::NodeJob>> Launch(pb::JobSpec& spec, uint32_t per_node, const std::vector<JobNode>& nodes);
   void Loop();
   void Watch(const std::string& id);
+  // The failed attempt has wound down: the next one starts on the nodes picked (or waits, or gives up).
+  void Restart(const std::string& id);
+  // Whether every rank of the job's attempt has ended and its output been read (lost nodes aside).
+  static bool WoundDown(const Job& job);
   // Sends the signal to every node of the job that is not lost.
   uint32_t SignalAll(const pb::JobSpec& spec, const std::vector<std::string>& skip, int sig, const Decision& d);
   pb::JobSummary Recompute(Job& job) REQUIRES(mu_);

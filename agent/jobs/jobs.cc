@@ -64,7 +64,7 @@ Result<pb::JobSummary> Jobs::Run(const pb::RunJobRequest& req, const Caller& cal
   if (std::string why; !deps_.ready(&why)) {
     return Status::FailedPrecondition("jobs", "the cluster is not ready (" + why + "); wait for it with agentctl wait, or pass --wait-ready");
   }
-  return coordinator_.Run(req, caller, deps_.roster());
+  return coordinator_.Run(req, caller, deps_.roster);
 }
 
 Result<pb::JobSpec> Jobs::FindSpec(const std::string& job) {

@@ -199,8 +199,8 @@ Result<std::vector<std::vector<RankPlan>>> PlanRanks(const PlanOptions& o, const
         set("ROLE_RANK", std::to_string(worker_rank));
         set("ROLE_WORLD_SIZE", std::to_string(total_workers));
         set("TORCHELASTIC_RUN_ID", o.job_id);
-        set("TORCHELASTIC_RESTART_COUNT", "0");
-        set("TORCHELASTIC_MAX_RESTARTS", "0");
+        set("TORCHELASTIC_RESTART_COUNT", std::to_string(o.attempt));
+        set("TORCHELASTIC_MAX_RESTARTS", std::to_string(o.max_restarts));
         if (workers[s.node] > 1) set("OMP_NUM_THREADS", "1");  // as torchrun does with more than one process a node
         break;
       case Launcher::kMxnet:

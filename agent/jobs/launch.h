@@ -37,6 +37,8 @@ struct PlanOptions {
   std::vector<std::string> argv;               // the job's command (mpi wraps it in mpirun)
   std::string agentctl = "/usr/bin/agentctl";  // mpi: mpirun's remote launcher is `agentctl mpi-rsh`
   bool as_root = false;                        // mpi: Open MPI refuses root unless told it is meant
+  uint32_t attempt = 0;                        // torchrun: TORCHELASTIC_RESTART_COUNT
+  uint32_t max_restarts = 0;                   // torchrun: TORCHELASTIC_MAX_RESTARTS
 };
 
 struct RankPlan {

@@ -132,12 +132,27 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
   const std::string home = HomeOf(spec.uid());
   const std::vector<std::string> base = o_.base_env ? o_.base_env() : std::vector<std::string>{};
   std::vector<gid_t> groups(spec.groups().begin(), spec.groups().end());
+  // Made before the lock: shared storage may be slow, and the loop must go on reading output meanwhile.
+  const std::string checkpoints = CheckpointDir(base, spec);
+  if (!checkpoints.empty()) {
+    if (Status made = MakeCheckpointDir(checkpoints, spec.uid(), spec.gid()); !made.ok()) {
+      return Status(made.code(), "jobs", "the job's checkpoint directory on " + o_.node + ": " + std::string(made.message()));
+    }
+  }
 
   MutexLock lock(mu_);
   if (stopping_) return Status::Unavailable("jobs", "agentd on " + o_.node + " is stopping");
   auto existing = jobs_.find(spec.id());
-  if (existing != jobs_.end() && !req.attach()) return Status::AlreadyExists("jobs", "job " + spec.id() + " already has ranks on " + o_.node);
-  if (existing != jobs_.end() && !existing->second->failure.empty()) {
+  // A restart (a later attempt) takes the place of an attempt that has ended here; its output stays.
+  const bool restart = existing != jobs_.end() && spec.attempt() > existing->second->spec.attempt();
+  if (restart && existing->second->ended == MonoTime::max()) {
+    return Status::FailedPrecondition(
+        "jobs", "job " + spec.id() + " still has ranks of attempt " + std::to_string(existing->second->spec.attempt()) + " on " + o_.node);
+  }
+  if (existing != jobs_.end() && !req.attach() && !restart) {
+    return Status::AlreadyExists("jobs", "job " + spec.id() + " already has ranks on " + o_.node);
+  }
+  if (existing != jobs_.end() && !restart && !existing->second->failure.empty()) {
     return Status::FailedPrecondition("jobs", "job " + spec.id() + " is stopping: " + existing->second->failure);
   }
   if (RunningRanks() + static_cast<size_t>(req.ranks_size()) > o_.max_ranks) {
@@ -151,7 +166,7 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
       sr.argv.assign(spec.argv().begin(), spec.argv().end());
     else
       sr.argv.assign(rs.argv().begin(), rs.argv().end());
-    sr.env = RankEnv(base, spec, rs, home);
+    sr.env = RankEnv(base, spec, rs, home, checkpoints);
     sr.workdir = dir;
     sr.uid = spec.uid();
     sr.gid = spec.gid();
@@ -171,6 +186,7 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
     r.state.set_rank(rs.rank());
     r.state.set_local_rank(rs.local_rank());
     r.state.set_role(rs.role());
+    r.state.set_attempt(spec.attempt());
     r.state.set_pid(s->pid);
     r.state.set_running(true);
     r.state.set_started_unix_ms(swim::NowUnixMs());
@@ -188,6 +204,12 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
     job->ended = MonoTime::max();
     job->abandon_at = MonoTime::max();
     job->swept = false;
+    if (restart) {
+      job->spec = spec;
+      job->failure.clear();
+      job->killed = false;
+      job->kill_at = MonoTime::max();
+    }
   } else {
     auto fresh = std::make_unique<Job>();
     fresh->spec = spec;
@@ -245,7 +267,8 @@ Result<pb::SignalReply> NodeJobs::Signal(const pb::SignalRequest& req) {
 void NodeJobs::StopAll(const std::string& reason, Duration wait) {
   {
     MutexLock lock(mu_);
-    for (auto& [id, job] : jobs_) SignalLocked(*job, SIGTERM, true, reason, true);
+    // A node going away is a failure of the job (one a restart gets over), not a kill on purpose.
+    for (auto& [id, job] : jobs_) SignalLocked(*job, SIGTERM, true, reason, false);
   }
   Wake();
   const MonoTime until = std::chrono::steady_clock::now() + wait;

@@ -19,7 +19,9 @@ pb::NodeJob NodeJobs::Describe(const Job& job, bool with_lines, uint64_t after, 
   pb::NodeJob out;
   *out.mutable_spec() = job.spec;
   out.set_node(o_.node);
-  for (const Rank& r : job.ranks) *out.add_ranks() = r.state;
+  for (const Rank& r : job.ranks) {
+    if (r.state.attempt() == job.spec.attempt()) *out.add_ranks() = r.state;  // earlier attempts' output only
+  }
   out.set_failure(job.failure);
   out.set_killed(job.killed);
   out.set_next_seq(job.next_seq);

@@ -1,5 +1,9 @@
 #include "agent/jobs/rank_env.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <pwd.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,7 +21,8 @@ std::string EnvValue(const std::vector<std::string>& env, const std::string& nam
   return value;
 }
 
-std::vector<std::string> RankEnv(std::vector<std::string> base, const v1::JobSpec& spec, const v1::RankSpec& rank, const std::string& home) {
+std::vector<std::string> RankEnv(std::vector<std::string> base, const v1::JobSpec& spec, const v1::RankSpec& rank, const std::string& home,
+                                 const std::string& checkpoints) {
   auto set = [&](const std::string& kv) {
     const std::string name = kv.substr(0, kv.find('=') + 1);
     std::erase_if(base, [&](const std::string& e) { return e.compare(0, name.size(), name) == 0; });
@@ -27,9 +32,86 @@ std::vector<std::string> RankEnv(std::vector<std::string> base, const v1::JobSpe
   set("LOGNAME=" + spec.user());
   set("HOME=" + home);
   if (EnvValue(base, "PATH").empty()) set("PATH=/usr/local/bin:/usr/bin:/bin");
+  set("DLAGENT_RESTART_COUNT=" + std::to_string(spec.attempt()));
+  if (!checkpoints.empty()) set("DLAGENT_JOB_CHECKPOINT_DIR=" + checkpoints);
   for (const std::string& kv : rank.env()) set(kv);
   for (const std::string& kv : spec.env()) set(kv);
   return base;
+}
+
+std::string CheckpointDir(const std::vector<std::string>& base, const v1::JobSpec& spec) {
+  const std::string efs = EnvValue(base, "EFS_MOUNT");
+  struct stat st;
+  if (efs.empty() || efs[0] != '/' || ::stat(efs.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return "";
+  return (efs.back() == '/' ? efs : efs + "/") + "dlagent-jobs/" + spec.id();
+}
+
+namespace {
+
+// The directory `name` in the directory `at`: made with mode if absent, opened without following a link.
+Result<int> MakeDirAt(int at, const std::string& name, mode_t mode, const std::string& path) {
+  if (::mkdirat(at, name.c_str(), mode) != 0 && errno != EEXIST) return Status::FromErrno("jobs", "mkdir " + path, errno);
+  const int fd = ::openat(at, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno("jobs", "open " + path + " (it must be a directory, not a link)", errno);
+  return fd;
+}
+
+}  // namespace
+
+Status MakeCheckpointDir(const std::string& dir, uid_t uid, gid_t gid) {
+  const size_t job_slash = dir.rfind('/');
+  const size_t parent_slash = job_slash == std::string::npos || job_slash == 0 ? std::string::npos : dir.rfind('/', job_slash - 1);
+  if (parent_slash == std::string::npos) return Status::InvalidArgument("jobs", dir + " is not STORAGE/dlagent-jobs/JOB");
+  const std::string storage = dir.substr(0, parent_slash), parent = dir.substr(0, job_slash);
+  const int root = ::open(storage.empty() ? "/" : storage.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0) return Status::FromErrno("jobs", "open " + storage, errno);
+  Result<int> jobs = MakeDirAt(root, dir.substr(parent_slash + 1, job_slash - parent_slash - 1), 0755, parent);
+  ::close(root);
+  if (!jobs.ok()) return jobs.status();
+  struct stat st;
+  Status out = Status::Ok();
+  if (::fstat(*jobs, &st) != 0) {
+    out = Status::FromErrno("jobs", "stat " + parent, errno);
+  } else if (st.st_uid != 0 || (st.st_mode & 022) != 0) {
+    out = Status::PermissionDenied("jobs", parent + " belongs to uid " + std::to_string(st.st_uid) + " or others may write to it; only root may");
+  } else if (Result<int> job = MakeDirAt(*jobs, dir.substr(job_slash + 1), 0700, dir); !job.ok()) {
+    out = job.status();
+  } else {
+    if (::fstat(*job, &st) != 0) {
+      out = Status::FromErrno("jobs", "stat " + dir, errno);
+    } else if (st.st_uid == 0 && uid != 0 && ::fchown(*job, uid, gid) != 0) {
+      out = Status::FromErrno("jobs", "chown " + dir, errno);
+    } else if (st.st_uid != 0 && st.st_uid != uid) {
+      out = Status::PermissionDenied("jobs", dir + " belongs to uid " + std::to_string(st.st_uid) + ", not the job's user");
+    }
+    ::close(*job);
+  }
+  ::close(*jobs);
+  return out;
+}
+
+std::string InterfaceHolding(const std::string& ipv4) {
+  in_addr want{};
+  if (::inet_pton(AF_INET, ipv4.c_str(), &want) != 1) return "";
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return "";
+  std::string name;
+  for (const ifaddrs* a = list; a && name.empty(); a = a->ifa_next) {
+    if (a->ifa_addr && a->ifa_addr->sa_family == AF_INET && reinterpret_cast<const sockaddr_in*>(a->ifa_addr)->sin_addr.s_addr == want.s_addr) {
+      name = a->ifa_name;
+    }
+  }
+  ::freeifaddrs(list);
+  return name;
+}
+
+std::vector<std::pair<std::string, std::string>> NetworkVariables(const std::string& ifname) {
+  if (ifname.empty()) return {};
+  return {{"GLOO_SOCKET_IFNAME", ifname},
+          {"NCCL_SOCKET_IFNAME", ifname},
+          {"TP_SOCKET_IFNAME", ifname},
+          {"OMPI_MCA_btl_tcp_if_include", ifname},
+          {"OMPI_MCA_oob_tcp_if_include", ifname}};
 }
 
 std::string HomeOf(uid_t uid) {

@@ -7,8 +7,10 @@
 #include <sys/types.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "bootstrap/common/status.h"
 #include "proto/jobs.pb.h"
 
 namespace dlagent::jobs {
@@ -17,8 +19,26 @@ namespace dlagent::jobs {
 std::string EnvValue(const std::vector<std::string>& env, const std::string& name);
 
 // The environment of one rank: the node's, the user's identity (USER, LOGNAME, HOME), a PATH when there is
-// none, the launcher's variables, then --env (which wins).
-std::vector<std::string> RankEnv(std::vector<std::string> base, const v1::JobSpec& spec, const v1::RankSpec& rank, const std::string& home);
+// none, DLAGENT_RESTART_COUNT (the attempt) and DLAGENT_JOB_CHECKPOINT_DIR (when checkpoints is not ""), the
+// launcher's variables, then --env (which wins).
+std::vector<std::string> RankEnv(std::vector<std::string> base, const v1::JobSpec& spec, const v1::RankSpec& rank, const std::string& home,
+                                 const std::string& checkpoints = "");
+
+// Where the job's ranks keep checkpoints that outlive a restart: EFS_MOUNT/dlagent-jobs/JOB when the node
+// environment names shared storage that is a directory, else "" (a restart may run on other nodes, so local
+// disk is no place for them).
+std::string CheckpointDir(const std::vector<std::string>& base, const v1::JobSpec& spec);
+// Makes dir (CheckpointDir's) owned by uid:gid, mode 0700, if absent, through no link: its parent
+// (dlagent-jobs) is made root's, mode 0755, and refused when anyone else could write to it. A directory that
+// exists must be uid's, or root's in that parent (another node made it a moment ago). Errors name the path.
+Status MakeCheckpointDir(const std::string& dir, uid_t uid, gid_t gid);
+
+// The network interface that holds the IPv4 address ("" when none does).
+std::string InterfaceHolding(const std::string& ipv4);
+// The variables that point frameworks at the cluster's network, the interface `ifname` (none when ""): gloo,
+// NCCL's bootstrap and TensorPipe (*_SOCKET_IFNAME), Open MPI's TCP transport and runtime (*_tcp_if_include).
+// Without them gloo takes a rank's address from the host name, which many images map to 127.0.1.1.
+std::vector<std::pair<std::string, std::string>> NetworkVariables(const std::string& ifname);
 
 // The user's home directory, "/" when the user database does not know it.
 std::string HomeOf(uid_t uid);

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <set>
 
+#include "agent/jobs/restart.h"
+
 namespace dlagent::jobs {
 namespace {
 
@@ -144,6 +146,17 @@ Result<CheckedRun> CheckRunRequest(const pb::RunJobRequest& req, const Caller& c
     spec.add_nodes(n.instance_id);
     spec.add_node_addrs(n.addr);
   }
+  if (req.restarts() > kMaxRestarts) {
+    return Status::InvalidArgument("jobs", "--restarts " + std::to_string(req.restarts()) + ": at most " + std::to_string(kMaxRestarts));
+  }
+  if (req.min_nodes() > out.nodes.size()) {
+    return Status::InvalidArgument(
+        "jobs", "--min-nodes " + std::to_string(req.min_nodes()) + " is more than the job's " + std::to_string(out.nodes.size()) + " nodes");
+  }
+  if (req.min_nodes() > 0 && req.restarts() == 0) return Status::InvalidArgument("jobs", "--min-nodes applies to restarts: give --restarts too");
+  spec.set_max_restarts(req.restarts());
+  spec.set_min_nodes(req.min_nodes());
+  spec.set_every_node(req.nodes().empty());
   return out;
 }
 

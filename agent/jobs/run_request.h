@@ -44,7 +44,8 @@ struct CheckedRun {
 
 // InvalidArgument names what is wrong (no command, a launcher, an --env entry, a relative --workdir, a
 // --nodes entry, a name that is too long or not printable ASCII, a command and environment over
-// kMaxCommandBytes); PermissionDenied when a caller other than root asks for --user; FailedPrecondition without
+// kMaxCommandBytes, --restarts over kMaxRestarts, --min-nodes over the nodes or without --restarts);
+// PermissionDenied when a caller other than root asks for --user; FailedPrecondition without
 // a roster. default_grace: the grace period when the request gives none.
 Result<CheckedRun> CheckRunRequest(const pb::RunJobRequest& req, const Caller& caller, const std::vector<JobNode>& roster, Duration default_grace);
 

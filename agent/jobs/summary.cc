@@ -24,6 +24,8 @@ pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& p
   s.set_nodes(static_cast<uint32_t>(spec.nodes_size()));
   s.set_started_unix_ms(spec.created_unix_ms());
   s.set_coordinator(spec.coordinator());
+  s.set_attempt(spec.attempt());
+  s.set_max_restarts(spec.max_restarts());
   *s.mutable_argv() = spec.argv();
 
   Decision d = decision;
@@ -39,6 +41,7 @@ pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& p
     }
     for (const pb::RankState& r : p.job->ranks()) {
       // The job's own ranks are counted; processes its launcher added (MPI daemons) only keep it running.
+      if (r.attempt() != spec.attempt()) continue;  // an earlier attempt's (a node that was not in this one)
       const bool own = r.rank() < spec.num_ranks();
       const bool live = r.running() && !p.lost;
       seen += own;
@@ -60,6 +63,7 @@ pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& p
   for (const NodePart& p : parts) {
     if (!p.job) continue;
     for (const pb::RankState& r : p.job->ranks()) {
+      if (r.attempt() != spec.attempt()) continue;
       pb::RankExit* e = s.add_rank_exits();
       e->set_rank(r.rank());
       e->set_node(p.node);

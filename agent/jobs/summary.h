@@ -19,6 +19,7 @@ struct Decision {
   std::string failure;  // "" : none
   int exit_code = 0;    // the job's exit code when no rank's failure gives one
   bool killed = false;
+  bool final = false;  // the job's own end (a timeout): no restart follows
 };
 
 struct NodePart {

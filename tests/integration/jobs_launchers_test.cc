@@ -53,9 +53,7 @@ TEST_F(JobsProcessTest, TorchrunTrainsDistributedDataParallelWithGlooOnFourNodes
   }
   if (!LocalCluster::root()) GTEST_SKIP() << "needs a network namespace per node (root)";
   Form();
-  RunResult r = Ctl(c(), 0,
-                    {"run", "--launcher", "torchrun", "--env", "GLOO_SOCKET_IFNAME=eth0", "--", "/usr/bin/python3",
-                     std::string(DLAGENT_SOURCE_DIR) + "/examples/torch_ddp.py"},
+  RunResult r = Ctl(c(), 0, {"run", "--launcher", "torchrun", "--", "/usr/bin/python3", std::string(DLAGENT_SOURCE_DIR) + "/examples/torch_ddp.py"},
                     seconds(180));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::set<std::string> weights;

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <functional>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include <httplib.h>
@@ -228,6 +229,14 @@ void LocalCluster::Kill(int i, int sig) {
   agents_[i]->Signal(sig);
   agents_[i]->Wait(seconds(10));
   agents_[i].reset();
+}
+
+void LocalCluster::PowerOff(int i) {
+  if (!Netns(i).empty()) {
+    std::istringstream pids(RunCommand({"ip", "netns", "pids", Netns(i)}).output);
+    for (pid_t pid; pids >> pid;) ::kill(pid, SIGKILL);
+  }
+  Kill(i, SIGKILL);
 }
 
 std::optional<StatusSnapshot> LocalCluster::Status(int i) {

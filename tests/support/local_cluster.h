@@ -83,6 +83,9 @@ class LocalCluster {
 
   void Start(int i, bool master = false);
   void Kill(int i, int sig = SIGKILL);
+  // As a node that loses power: SIGKILL to every process of its network namespace, the agent and the ranks it
+  // started alike (on loopback, only the agent). Waits for the agent.
+  void PowerOff(int i);
   int Pid(int i) const { return agents_[i]->pid(); }
   std::string Log(int i) const;
 

@@ -150,6 +150,11 @@ TEST(LaunchTest, TorchrunSetsWhatTorchDistributedRunGivesEachWorker) {
   EXPECT_EQ(PortsNeeded({.launcher = Launcher::kTorchrun}, 1, 2), 0u);
   // A node whose ports did not come back cannot be planned.
   EXPECT_FALSE(PlanRanks({.launcher = Launcher::kTorchrun}, Nodes(2)).ok());
+  // A restarted job's attempt and its restarts allowed, as torchrun's elastic agent counts them.
+  auto again = PlanRanks({.launcher = Launcher::kTorchrun, .job_id = "j-7", .per_node = 1, .attempt = 2, .max_restarts = 3}, Nodes(1, {{29411}}));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(Flat(*again)[0].at("TORCHELASTIC_RESTART_COUNT"), "2");
+  EXPECT_EQ(Flat(*again)[0].at("TORCHELASTIC_MAX_RESTARTS"), "3");
 }
 
 TEST(LaunchTest, MxnetRunsASchedulerOnTheFirstNodeAndAServerAndWorkersOnEach) {

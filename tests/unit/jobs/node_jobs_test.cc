@@ -3,10 +3,12 @@
 #include "agent/jobs/node_jobs.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -14,6 +16,8 @@
 
 #include "agent/jobs/coordinator.h"
 #include "agent/jobs/job_rpc.h"
+#include "agent/jobs/rank_env.h"
+#include "tests/support/temp_dir.h"
 
 namespace dlagent::jobs {
 namespace {
@@ -370,14 +374,117 @@ TEST(NodeJobsTest, RanksOfAJobWhoseCoordinatorIsGoneAreStopped) {
   EXPECT_EQ(j.failure(), "the job's coordinator i-a died or left the cluster");
 }
 
+TEST(NodeJobsTest, AnEndedJobStartsAgainAsItsNextAttemptWithTheCountAndTheCheckpointDirectory) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (the checkpoint directory's parent must be root's)";
+  testing::TempDir efs;
+  NodeJobsOptions o = Options("i-a");
+  o.base_env = [&] { return std::vector<std::string>{"PATH=/usr/bin:/bin", "EFS_MOUNT=" + efs.path()}; };
+  NodeJobs jobs(o);
+  auto wait_lines = [&](int n) {  // the ranks have said what they were started with
+    pb::QueryRequest q;
+    q.set_job("j-9");
+    q.set_max_lines(100);
+    for (const auto until = steady_clock::now() + seconds(10); steady_clock::now() < until; std::this_thread::sleep_for(milliseconds(10))) {
+      if (jobs.Query(q)->jobs(0).lines_size() >= n) return;
+    }
+    ADD_FAILURE() << "fewer than " << n << " lines";
+  };
+  pb::JobSpec spec = Spec("j-9", {"sh", "-c", "echo $DLAGENT_RESTART_COUNT $DLAGENT_JOB_CHECKPOINT_DIR; exec sleep 30"});
+  ASSERT_TRUE(jobs.Start(Start(spec, 1)).ok());
+  spec.set_attempt(1);
+  Result<pb::StartReply> early = jobs.Start(Start(spec, 1));
+  ASSERT_EQ(early.status().code(), StatusCode::kFailedPrecondition) << early.status().ToString();
+  EXPECT_EQ(early.status().message(), "job j-9 still has ranks of attempt 0 on i-a");
+  pb::SignalRequest stop;
+  stop.set_job("j-9");
+  stop.set_signal(SIGTERM);
+  stop.set_reason("rank 0 failed");
+  wait_lines(1);
+  ASSERT_TRUE(jobs.Signal(stop).ok());
+  EXPECT_EQ(WaitEnded(jobs, "j-9").failure(), "rank 0 failed");
+  ASSERT_TRUE(jobs.Start(Start(spec, 1)).ok());
+  pb::QueryRequest q;
+  q.set_job("j-9");
+  q.set_max_lines(100);
+  pb::NodeJob now = jobs.Query(q)->jobs(0);
+  EXPECT_EQ(now.failure(), "") << "a new attempt starts with no failure";
+  ASSERT_EQ(now.ranks_size(), 1) << "only the attempt's ranks are told";
+  EXPECT_EQ(now.ranks(0).attempt(), 1u);
+  EXPECT_TRUE(now.ranks(0).running());
+  wait_lines(2);
+  ASSERT_TRUE(jobs.Signal(stop).ok());
+  pb::NodeJob ended = WaitEnded(jobs, "j-9");
+  const std::string dir = efs.path() + "/dlagent-jobs/j-9";
+  ASSERT_EQ(ended.lines_size(), 2);
+  EXPECT_EQ(ended.lines(0).text(), "0 " + dir);
+  EXPECT_EQ(ended.lines(1).text(), "1 " + dir);
+  EXPECT_TRUE(std::filesystem::is_directory(dir));
+}
+
+TEST(CheckpointDirTest, MadeForTheJobsUserThroughNoLinkAndNoDirectoryOthersControl) {
+  testing::TempDir efs;
+  pb::JobSpec spec = Spec("j-1", {"true"});
+  EXPECT_EQ(CheckpointDir({"EFS_MOUNT=" + efs.path()}, spec), efs.path() + "/dlagent-jobs/j-1");
+  EXPECT_EQ(CheckpointDir({"EFS_MOUNT=" + efs.Join("absent")}, spec), "") << "no storage there: no directory";
+  EXPECT_EQ(CheckpointDir({"PATH=/bin"}, spec), "");
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (the directory is made root's, then the user's)";
+  const std::string dir = CheckpointDir({"EFS_MOUNT=" + efs.path()}, spec);
+  ASSERT_TRUE(MakeCheckpointDir(dir, 65534, 65534).ok());
+  struct stat st;
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+  ASSERT_EQ(::stat(efs.Join("dlagent-jobs").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  EXPECT_TRUE(MakeCheckpointDir(dir, 65534, 65534).ok()) << "another node's ranks: the same directory";
+  Status stranger = MakeCheckpointDir(dir, 1, 1);
+  EXPECT_EQ(stranger.code(), StatusCode::kPermissionDenied);
+  EXPECT_NE(stranger.message().find("belongs to uid 65534, not the job's user"), std::string::npos) << stranger.ToString();
+
+  // A parent another user could write to, or a link in its place, is refused.
+  testing::TempDir open_efs;
+  ASSERT_EQ(::mkdir(open_efs.Join("dlagent-jobs").c_str(), 0777), 0);
+  ASSERT_EQ(::chmod(open_efs.Join("dlagent-jobs").c_str(), 0777), 0);
+  Status open = MakeCheckpointDir(open_efs.Join("dlagent-jobs/j-1"), 65534, 65534);
+  EXPECT_EQ(open.code(), StatusCode::kPermissionDenied) << open.ToString();
+  testing::TempDir linked_efs;
+  ASSERT_EQ(::symlink(efs.Join("dlagent-jobs").c_str(), linked_efs.Join("dlagent-jobs").c_str()), 0);
+  Status linked = MakeCheckpointDir(linked_efs.Join("dlagent-jobs/j-1"), 65534, 65534);
+  EXPECT_FALSE(linked.ok());
+  EXPECT_NE(linked.message().find("not a link"), std::string::npos) << linked.ToString();
+}
+
+TEST(RankEnvTest, FrameworksAreToldTheInterfaceOfTheClusterAddress) {
+  EXPECT_EQ(InterfaceHolding("127.0.0.1"), "lo");
+  EXPECT_EQ(InterfaceHolding("192.0.2.77"), "") << "an address no interface holds";
+  EXPECT_EQ(InterfaceHolding("not an address"), "");
+  const auto vars = NetworkVariables("eth0");
+  std::map<std::string, std::string> m(vars.begin(), vars.end());
+  EXPECT_EQ(m.at("GLOO_SOCKET_IFNAME"), "eth0");
+  EXPECT_EQ(m.at("NCCL_SOCKET_IFNAME"), "eth0");
+  EXPECT_EQ(m.at("TP_SOCKET_IFNAME"), "eth0");
+  EXPECT_EQ(m.at("OMPI_MCA_btl_tcp_if_include"), "eth0");
+  EXPECT_EQ(m.at("OMPI_MCA_oob_tcp_if_include"), "eth0");
+  EXPECT_TRUE(NetworkVariables("").empty());
+  // --env wins over the node's.
+  pb::JobSpec spec = Spec("j-1", {"true"});
+  spec.add_env("GLOO_SOCKET_IFNAME=ib0");
+  pb::RankSpec rank;
+  const std::vector<std::string> env = RankEnv({"GLOO_SOCKET_IFNAME=eth0"}, spec, rank, "/");
+  EXPECT_EQ(EnvValue(env, "GLOO_SOCKET_IFNAME"), "ib0");
+  EXPECT_EQ(EnvValue(env, "DLAGENT_RESTART_COUNT"), "0");
+}
+
 // The coordinator's JobNodes: NodeJobs of several "nodes" reached directly.
 class LocalNodes : public JobNodes {
  public:
-  explicit LocalNodes(int n) {
+  // n nodes, the first `in_roster` of them (all: -1) in the roster.
+  explicit LocalNodes(int n, int in_roster = -1) {
     for (int i = 0; i < n; ++i) {
       jobs_.push_back(std::make_unique<NodeJobs>(Options("i-" + std::to_string(i))));
       endpoints_.push_back(std::make_unique<NodeEndpoint>(*jobs_.back(), nullptr));
-      roster_.push_back({"i-" + std::to_string(i), "127.0.0.1", "node" + std::to_string(i), 1});
+      if (in_roster < 0 || i < in_roster) roster_.push_back({"i-" + std::to_string(i), "127.0.0.1", "node" + std::to_string(i), 1});
     }
   }
   Result<pb::NodeReply> Call(const std::string& id, const std::string&, const pb::NodeRequest& req) override {
@@ -386,9 +493,21 @@ class LocalNodes : public JobNodes {
     return endpoints_[i]->Dispatch(req);
   }
   bool Gone(const std::string& id) override { return down_ == std::stoi(id.substr(2)); }
+  std::function<std::vector<JobNode>()> Roster() {
+    return [this] {
+      MutexLock lock(mu_);
+      return roster_;
+    };
+  }
+  // A node that joins the roster (an instance that replaced a lost one); it must be one of the n made.
+  void Join(int i) {
+    MutexLock lock(mu_);
+    roster_.push_back({"i-" + std::to_string(i), "127.0.0.1", "node" + std::to_string(i), 1});
+  }
   std::vector<std::unique_ptr<NodeJobs>> jobs_;
   std::vector<std::unique_ptr<NodeEndpoint>> endpoints_;
-  std::vector<JobNode> roster_;
+  Mutex mu_;
+  std::vector<JobNode> roster_ GUARDED_BY(mu_);
   std::atomic<int> down_{-1};
 };
 
@@ -421,7 +540,7 @@ TEST(CoordinatorTest, ARankFailingOnOneNodeStopsTheOthersAndTheJobExitsWithItsCo
   LocalNodes nodes(3);
   Coordinator c(nodes, Coord());
   Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
-  auto started = c.Run(Request({"sh", "-c", "if [ $DLAGENT_RANK = 1 ]; then exit 7; fi; sleep 30"}), me, nodes.roster_);
+  auto started = c.Run(Request({"sh", "-c", "if [ $DLAGENT_RANK = 1 ]; then exit 7; fi; sleep 30"}), me, nodes.Roster());
   ASSERT_TRUE(started.ok()) << started.status().ToString();
   EXPECT_EQ(started->ranks(), 3u);
   auto done = WaitDone(c, started->id());
@@ -436,7 +555,7 @@ TEST(CoordinatorTest, ALostNodeFailsTheJobWith255AndKillEndsOneKilled) {
   LocalNodes nodes(3);
   Coordinator c(nodes, Coord());
   Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
-  auto a = c.Run(Request({"sleep", "30"}), me, nodes.roster_);
+  auto a = c.Run(Request({"sleep", "30"}), me, nodes.Roster());
   ASSERT_TRUE(a.ok());
   nodes.down_ = 2;
   auto done = WaitDone(c, a->id());
@@ -447,7 +566,7 @@ TEST(CoordinatorTest, ALostNodeFailsTheJobWith255AndKillEndsOneKilled) {
   nodes.down_ = -1;
   nodes.jobs_[2]->StopAll("test", seconds(2));
 
-  auto b = c.Run(Request({"sleep", "30"}), me, nodes.roster_);
+  auto b = c.Run(Request({"sleep", "30"}), me, nodes.Roster());
   ASSERT_TRUE(b.ok());
   Caller stranger{me.uid + 1, me.gid, {}, 0};
   if (me.uid != 0) {
@@ -466,25 +585,146 @@ TEST(CoordinatorTest, NothingStartsWhenOneNodeCannotAndSelectionsAreChecked) {
   Coordinator c(nodes, Coord());
   Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
   nodes.down_ = 1;
-  auto r = c.Run(Request({"sleep", "30"}), me, nodes.roster_);
+  auto r = c.Run(Request({"sleep", "30"}), me, nodes.Roster());
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("nothing started"), std::string::npos);
   for (auto& j : nodes.jobs_) EXPECT_EQ(j->Query(pb::QueryRequest())->jobs_size(), 0);
   nodes.down_ = -1;
-  auto sel = SelectNodes(nodes.roster_, {"0,2"});
+  auto sel = SelectNodes(nodes.Roster()(), {"0,2"});
   ASSERT_TRUE(sel.ok());
   ASSERT_EQ(sel->size(), 2u);
   EXPECT_EQ((*sel)[1].instance_id, "i-2");
-  EXPECT_EQ(SelectNodes(nodes.roster_, {"1-2"})->size(), 2u);
-  EXPECT_EQ(SelectNodes(nodes.roster_, {"i-1"})->size(), 1u);
-  EXPECT_FALSE(SelectNodes(nodes.roster_, {"7"}).ok());
+  EXPECT_EQ(SelectNodes(nodes.Roster()(), {"1-2"})->size(), 2u);
+  EXPECT_EQ(SelectNodes(nodes.Roster()(), {"i-1"})->size(), 1u);
+  EXPECT_FALSE(SelectNodes(nodes.Roster()(), {"7"}).ok());
   pb::RunJobRequest other_user = Request({"true"});
   other_user.set_user("root");
   Caller stranger{me.uid + 1, me.gid, {}, 0};
-  EXPECT_EQ(c.Run(other_user, stranger, nodes.roster_).status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(c.Run(other_user, stranger, nodes.Roster()).status().code(), StatusCode::kPermissionDenied);
   pb::RunJobRequest bad_env = Request({"true"});
   bad_env.add_env("NOEQUALS");
-  EXPECT_EQ(c.Run(bad_env, me, nodes.roster_).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.Run(bad_env, me, nodes.Roster()).status().code(), StatusCode::kInvalidArgument);
+}
+
+CoordinatorOptions RestartingCoord() {
+  CoordinatorOptions o = Coord();
+  o.restart_wait = milliseconds(600);
+  o.restart_retry = milliseconds(50);
+  return o;
+}
+
+TEST(CoordinatorTest, ARankThatFailsRestartsEveryRankAndTheNextAttemptSucceeds) {
+  LocalNodes nodes(3);
+  Coordinator c(nodes, RestartingCoord());
+  Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
+  // Attempt 0: rank 1 fails and the others run on until stopped; attempt 1 ends well everywhere.
+  pb::RunJobRequest req = Request({"sh", "-c",
+                                   "echo attempt $DLAGENT_RESTART_COUNT; [ $DLAGENT_RESTART_COUNT = 1 ] && exit 0; "
+                                   "[ $DLAGENT_RANK = 1 ] && exit 7; exec sleep 30"});
+  req.set_restarts(2);
+  auto started = c.Run(req, me, nodes.Roster());
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  auto done = WaitDone(c, started->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), "succeeded") << done->DebugString();
+  EXPECT_EQ(done->exit_code(), 0);
+  EXPECT_EQ(done->attempt(), 1u);
+  ASSERT_EQ(done->restarts_size(), 1);
+  EXPECT_EQ(done->restarts(0).attempt(), 0u);
+  EXPECT_EQ(done->restarts(0).reason(), "rank 1 on i-1 exited with 7");
+  EXPECT_EQ(done->restarts(0).nodes(), 3u);
+  ASSERT_EQ(done->rank_exits_size(), 3);  // the last attempt's
+  for (const pb::RankExit& e : done->rank_exits()) EXPECT_EQ(e.exit_code(), 0) << e.DebugString();
+  // Both attempts' output stays on each node, in order.
+  pb::QueryRequest q;
+  q.set_job(started->id());
+  q.set_max_lines(100);
+  auto part = nodes.jobs_[0]->Query(q);
+  ASSERT_TRUE(part.ok());
+  std::vector<std::string> lines;
+  for (const pb::LogLine& l : part->jobs(0).lines()) lines.push_back(l.text());
+  EXPECT_EQ(lines, (std::vector<std::string>{"attempt 0", "attempt 1"}));
+}
+
+TEST(CoordinatorTest, ARankFailingEveryTimeUsesUpTheRestartsAndTheJobSaysHowManyTimes) {
+  LocalNodes nodes(2);
+  Coordinator c(nodes, RestartingCoord());
+  Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
+  pb::RunJobRequest req = Request({"sh", "-c", "[ $DLAGENT_RANK = 0 ] && exit 3; exec sleep 30"});
+  req.set_restarts(2);
+  auto started = c.Run(req, me, nodes.Roster());
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  auto done = WaitDone(c, started->id(), seconds(20));
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), "failed") << done->DebugString();
+  EXPECT_EQ(done->exit_code(), 3);
+  EXPECT_EQ(done->attempt(), 2u);
+  EXPECT_EQ(done->restarts_size(), 2);
+  EXPECT_EQ(done->failure(), "rank 0 on i-0 exited with 3; it failed 3 times, with every restart used (--restarts 2)");
+}
+
+TEST(CoordinatorTest, ALostNodeRestartsTheJobOnTheOthersAndAJoinedNodeIsTakenAtTheNextRestart) {
+  LocalNodes nodes(4, 3);  // i-3 is not in the roster yet
+  Coordinator c(nodes, RestartingCoord());
+  Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
+  // Attempt 0 runs until i-2 is lost; attempt 1 fails on rank 0; attempt 2 ends well.
+  pb::RunJobRequest req =
+      Request({"sh", "-c", "case $DLAGENT_RESTART_COUNT in 2) exit 0;; 1) [ $DLAGENT_RANK = 0 ] && exit 5;; esac; exec sleep 30"});
+  req.set_restarts(2);
+  req.set_min_nodes(2);
+  auto started = c.Run(req, me, nodes.Roster());
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  nodes.down_ = 2;
+  nodes.Join(3);
+  auto done = WaitDone(c, started->id(), seconds(20));
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), "succeeded") << done->DebugString();
+  EXPECT_EQ(done->attempt(), 2u);
+  ASSERT_EQ(done->restarts_size(), 2);
+  EXPECT_EQ(done->restarts(0).reason(), "node i-2 died or left the cluster");
+  EXPECT_EQ(done->restarts(0).nodes(), 3u);  // i-0, i-1 and i-3, which joined
+  EXPECT_EQ(done->restarts(1).reason(), "rank 0 on i-0 exited with 5");
+  EXPECT_EQ(done->nodes(), 3u);
+  std::set<std::string> ran;
+  for (const pb::RankExit& e : done->rank_exits()) ran.insert(e.node());
+  EXPECT_EQ(ran, (std::set<std::string>{"i-0", "i-1", "i-3"}));
+  nodes.down_ = -1;
+  nodes.jobs_[2]->StopAll("test", seconds(2));
+}
+
+TEST(CoordinatorTest, ARestartWithTooFewNodesWaitsThenFailsAndAKillMeanwhileEndsTheJobKilled) {
+  LocalNodes nodes(3);
+  Coordinator c(nodes, RestartingCoord());
+  Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
+  pb::RunJobRequest req = Request({"sleep", "30"});
+  req.set_restarts(1);  // and as many nodes as at first: 3
+  auto a = c.Run(req, me, nodes.Roster());
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  nodes.down_ = 2;
+  auto done = WaitDone(c, a->id(), seconds(20));
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), "failed") << done->DebugString();
+  EXPECT_EQ(done->exit_code(), 255);
+  EXPECT_EQ(done->failure(),
+            "no restart after waiting 600ms for nodes: 2 of the job's nodes are usable; it needs 3 (as many as it started on; --min-nodes allows "
+            "fewer)");
+
+  CoordinatorOptions slow = RestartingCoord();
+  slow.restart_wait = seconds(60);
+  Coordinator patient(nodes, slow);
+  auto b = patient.Run(req, me, [&] { return std::vector<JobNode>{nodes.Roster()()[0], nodes.Roster()()[1]}; });
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  nodes.jobs_[1]->StopAll("test", seconds(2));  // a failure (not a kill: agentd stopping) with a restart left
+  const auto until = steady_clock::now() + seconds(10);
+  while (patient.Summary(b->id())->state() != "restarting" && steady_clock::now() < until) std::this_thread::sleep_for(milliseconds(20));
+  ASSERT_EQ(patient.Summary(b->id())->state(), "restarting");
+  ASSERT_TRUE(patient.Kill(b->id(), SIGTERM, me).ok());
+  done = WaitDone(patient, b->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), "killed") << done->DebugString();
+  EXPECT_EQ(done->exit_code(), 128 + SIGTERM);
+  nodes.down_ = -1;
+  nodes.jobs_[2]->StopAll("test", seconds(2));
 }
 
 }  // namespace

@@ -238,7 +238,7 @@ TEST_F(ControlServerTest, AUserPastTheirConnectionLimitIsRefusedAndRootStillServ
       std::strncpy(a.sun_path, sock_.c_str(), sizeof a.sun_path - 1);
       if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) ::_exit(4);
       const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-      (void)!::write(fd, preface, sizeof preface - 1);
+      (void)!::send(fd, preface, sizeof preface - 1, MSG_NOSIGNAL);  // a refused one may be closed already
       timeval tv{5, 0};
       ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
       char b;
