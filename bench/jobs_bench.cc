@@ -3,6 +3,10 @@
 //     to start one local process measured the same way in the same run (goal: within 100 ms of it at 16
 //     nodes). Each rank, and the local process, prints the wall clock when it runs; the figure is the latest
 //     of them minus the moment agentctl (or the local process) was started. Median of 5 runs.
+//   - restart (agentctl run --restarts 1), on the same clusters: the time from a rank's failure to every rank
+//     of the next attempt running, and from a node losing power (every process of its namespace SIGKILLed) to
+//     every rank on the other nodes running again (goal: under 5 s at 4 and 16 nodes), beside the fresh start
+//     above. The node's loss is known once gossip finds it dead (the local cluster's gossip timings).
 //   - output: lines a second that one rank's output moves through its agent (read, split into lines, kept in
 //     the buffer, logged), beside the same program's output piped to /dev/null, in the same run.
 //
@@ -44,6 +48,63 @@ double Median(std::vector<double> v) {
 
 const char* kStamp = "echo T $(date +%s%N)";
 
+// The job as `agentctl jobs --json` shows it (null when absent).
+nlohmann::json JobOf(LocalCluster& c, int node, const std::string& id) {
+  auto j = nlohmann::json::parse(RunCommand({DLAGENT_AGENTCTL, "-s", c.Sock(node), "jobs", "--json"}, seconds(10)).output, nullptr, false);
+  if (j.is_discarded()) return {};
+  for (const auto& job : j["jobs"]) {
+    if (job["id"] == id) return job;
+  }
+  return {};
+}
+
+int Restart(LocalCluster& c, int n, double fresh_ms) {
+  // A rank's failure: rank 0 of attempt 0 stamps its end and exits 1; every rank of attempt 1 stamps its start.
+  const std::string fail = "if [ $DLAGENT_RESTART_COUNT = 0 ]; then [ $DLAGENT_RANK = 0 ] && { echo F $(date +%s%N); exit 1; }; exec sleep 60; fi; " +
+                           std::string(kStamp);
+  auto r = RunCommand({DLAGENT_AGENTCTL, "-s", c.Sock(0), "run", "--restarts", "1", "--grace", "1s", "--", "sh", "-c", fail}, seconds(120));
+  const size_t f = r.output.find("F ");
+  int count = 0;
+  const int64_t again = LatestStamp(r.output, &count);
+  if (r.exit_code != 0 || f == std::string::npos || count != n) {
+    std::fprintf(stderr, "jobs_bench: the restarted job failed (exit %d, %d of %d ranks):\n%s", r.exit_code, count, n, r.output.c_str());
+    return 1;
+  }
+  const double rank_ms = (again - std::strtoll(r.output.c_str() + f + 2, nullptr, 10)) / 1e6;
+
+  // A node losing power: the last one (not the coordinator's).
+  const std::string wait = "if [ $DLAGENT_RESTART_COUNT = 0 ]; then exec sleep 60; fi; " + std::string(kStamp);
+  auto d = RunCommand({DLAGENT_AGENTCTL, "-s", c.Sock(0), "run", "--detach", "--restarts", "1", "--min-nodes", std::to_string(n - 1), "--grace", "1s",
+                       "--", "sh", "-c", wait},
+                      seconds(60));
+  const std::string id = d.output.substr(0, d.output.find('\n'));
+  nlohmann::json job;
+  for (int i = 0; i < 600 && (job.is_null() || job["running"] != n); ++i) {
+    job = JobOf(c, 0, id);
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+  const int64_t t0 = NowNs();
+  c.PowerOff(n - 1);
+  for (int i = 0; i < 1200; ++i) {
+    job = JobOf(c, 0, id);
+    if (!job.is_null() && (job["state"] == "succeeded" || job["state"] == "failed" || job["state"] == "killed")) break;
+    std::this_thread::sleep_for(milliseconds(100));
+  }
+  auto logs = RunCommand({DLAGENT_AGENTCTL, "-s", c.Sock(0), "logs", id}, seconds(30));
+  const int64_t back = LatestStamp(logs.output, &count);
+  if (job.is_null() || job["state"] != "succeeded" || count != n - 1) {
+    std::fprintf(stderr, "jobs_bench: the job did not restart without the lost node (%d of %d ranks): %s\n%s", count, n - 1,
+                 job.dump().c_str(), logs.output.c_str());
+    return 1;
+  }
+  std::printf(
+      "restart, %2d nodes: a rank's failure to every rank running again %.0f ms; a node powered off to the other %d "
+      "nodes' ranks running again %.0f ms (goal under 5 s); a fresh start %.0f ms\n",
+      n, rank_ms, n - 1, (back - t0) / 1e6, fresh_ms);
+  std::fflush(stdout);
+  return 0;
+}
+
 int Launch(int n) {
   LocalCluster c(n, {.expected = n});
   if (!c.error().empty()) {
@@ -75,7 +136,8 @@ int Launch(int n) {
       "launch, %2d nodes: every rank running %.1f ms after agentctl run started; one local process %.1f ms "
       "(+%.1f ms, goal within 100 ms at 16 nodes)\n",
       n, a, l, a - l);
-  return 0;
+  std::fflush(stdout);
+  return Restart(c, n, a);
 }
 
 int Output(long lines) {
