@@ -464,7 +464,7 @@ void NodeJobs::Loop() {
     lock.Unlock();
     for (const Echo& e : echo) {
       ScopedLogFields f({{"JOB", e.job}, {"RANK", std::to_string(e.rank)}, {"STREAM", e.stderr_stream ? "stderr" : "stdout"}});
-      spdlog::info("job {} rank {}: {}", e.job, e.rank, e.text);
+      spdlog::info("{}", e.text);
     }
     echo.clear();
   }

@@ -112,13 +112,15 @@ class NodeJobs {
 
   void Loop();
   void Wake();
-  // A line read, to go to the journal once mu_ is released.
+  // Lines read from one rank's stream at once, to go to the log as one record (a journal entry) once mu_ is
+  // released: "job J rank R: " and the lines, joined by newlines.
   struct Echo {
     std::string job;
     uint32_t rank;
     bool stderr_stream;
     std::string text;
   };
+  static constexpr size_t kEchoBatchBytes = 64 << 10;
   // Reads what the stream has (at most 128 KiB); the bytes read.
   size_t Drain(Job& job, Rank& rank, Stream& s, bool stderr_stream, std::vector<Echo>& echo) REQUIRES(mu_);
   void AddLine(Job& job, Rank& rank, bool stderr_stream, std::string text, std::vector<Echo>& echo) REQUIRES(mu_);

@@ -65,7 +65,17 @@ Result<pb::QueryReply> NodeJobs::Query(const pb::QueryRequest& req) {
 }
 
 void NodeJobs::AddLine(Job& job, Rank& rank, bool stderr_stream, std::string text, std::vector<Echo>& echo) {
-  if (o_.journal) echo.push_back({job.spec.id(), rank.state.rank(), stderr_stream, text});
+  if (o_.journal) {
+    // Consecutive lines of one rank's stream go to the log as one record (one journal entry): a record a line
+    // would cost more than everything else a line costs.
+    if (echo.empty() || echo.back().rank != rank.state.rank() || echo.back().stderr_stream != stderr_stream ||
+        echo.back().text.size() >= kEchoBatchBytes || echo.back().job != job.spec.id()) {
+      echo.push_back({job.spec.id(), rank.state.rank(), stderr_stream, "job " + job.spec.id() + " rank " + std::to_string(rank.state.rank()) + ": "});
+    } else {
+      echo.back().text += '\n';
+    }
+    echo.back().text += text;
+  }
   pb::LogLine line;
   line.set_seq(job.next_seq++);
   line.set_rank(rank.state.rank());

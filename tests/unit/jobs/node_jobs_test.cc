@@ -10,9 +10,12 @@
 #include <filesystem>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "agent/jobs/coordinator.h"
 #include "agent/jobs/job_rpc.h"
@@ -372,6 +375,38 @@ TEST(NodeJobsTest, RanksOfAJobWhoseCoordinatorIsGoneAreStopped) {
   pb::NodeJob j = WaitEnded(jobs, "j-7", seconds(5));
   EXPECT_EQ(j.ranks(0).signal(), SIGTERM);
   EXPECT_EQ(j.failure(), "the job's coordinator i-a died or left the cluster");
+}
+
+TEST(NodeJobsTest, EveryLineReachesTheLogInOrderInRecordsOfManyLines) {
+  std::ostringstream captured;
+  auto previous = spdlog::default_logger();
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(captured);
+  sink->set_pattern("%v");
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("test", sink));
+  constexpr int kLines = 200000;
+  {
+    NodeJobsOptions o = Options("i-a");
+    o.journal = true;
+    NodeJobs jobs(o);
+    ASSERT_TRUE(jobs.Start(Start(Spec("j-5", {"seq", "1", std::to_string(kLines)}), 1)).ok());
+    EXPECT_EQ(WaitEnded(jobs, "j-5").ranks(0).exit_code(), 0);
+  }
+  spdlog::set_default_logger(previous);
+  // Records of the rank's output: "job j-5 rank 0: " and its lines; every number once, in order.
+  std::istringstream log(captured.str());
+  int expect = 1, records = 0;
+  for (std::string line; std::getline(log, line);) {
+    if (line.rfind("job j-5 rank 0: ", 0) == 0) {
+      ++records;
+      line = line.substr(16);
+    } else if (line.empty() || !std::isdigit(static_cast<unsigned char>(line[0]))) {
+      continue;  // the agent's own messages
+    }
+    ASSERT_EQ(line, std::to_string(expect)) << "line " << expect << " lost or out of order";
+    ++expect;
+  }
+  EXPECT_EQ(expect, kLines + 1);
+  EXPECT_LT(records, kLines / 100) << "a record a line";
 }
 
 TEST(NodeJobsTest, AnEndedJobStartsAgainAsItsNextAttemptWithTheCountAndTheCheckpointDirectory) {
