@@ -50,7 +50,8 @@ int main(int argc, char** argv) {
   dlagent::RunOptions run_opts;
   auto* run = app.add_subcommand("run", "Run a command on every roster node (or --nodes), as you, with the environment of its framework");
   run->add_option("--name", run_opts.name, "A name for the job (default: the command's)");
-  run->add_option("--launcher", run_opts.launcher, "plain, dlps, torchrun, mpi, mxnet, tf or tf-ps: the variables each rank gets (docs/jobs.md)")
+  run->add_option("--launcher", run_opts.launcher,
+                  "plain, dlps, torchrun, mpi, mxnet, tf, tf-ps or dask: the variables each rank gets (docs/jobs.md)")
       ->capture_default_str();
   run->add_option("--per-node", run_opts.per_node, "Worker processes a node: a number, or gpus for one per GPU")->capture_default_str();
   run->add_option("--nodes", run_opts.nodes, "Only these nodes: roster ranks (0,2-3), instance ids or addresses");

@@ -5,6 +5,8 @@
 #include <signal.h>
 #include <string.h>
 
+#include <algorithm>
+#include <atomic>
 #include <set>
 
 #include <spdlog/spdlog.h>
@@ -53,11 +55,22 @@ uint32_t SignalJob(JobNodes& nodes, const std::string& from, const pb::JobSpec& 
   return signalled;
 }
 
-void ForEachConcurrently(size_t n, const std::function<void(size_t)>& fn) {
-  if (n == 1) return fn(0);
+void ForEachConcurrently(size_t n, const std::function<void(size_t)>& fn, size_t max_threads) {
+  if (n == 0) return;
+  if (n == 1 || max_threads <= 1) {
+    for (size_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  // A few threads take the calls in turn: never a thread per node.
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < n; i = next++) fn(i);
+  };
   std::vector<std::thread> threads;
-  threads.reserve(n);
-  for (size_t i = 0; i < n; ++i) threads.emplace_back([&fn, i] { fn(i); });
+  const size_t helpers = std::min(n, max_threads) - 1;  // and this thread
+  threads.reserve(helpers);
+  for (size_t t = 0; t < helpers; ++t) threads.emplace_back(work);
+  work();
   for (std::thread& t : threads) t.join();
 }
 
@@ -140,7 +153,9 @@ Result<std::map<std::string, pb::NodeJob>> Coordinator::Launch(pb::JobSpec& spec
   }
   ASSIGN_OR_RETURN(std::vector<std::vector<RankPlan>> plan, PlanRanks(po, plan_nodes));
   uint32_t total = 0;
-  for (const auto& node_ranks : plan) total += static_cast<uint32_t>(node_ranks.size());
+  for (const auto& node_ranks : plan) {
+    for (const RankPlan& p : node_ranks) total += !p.helper;  // the job's own ranks; helpers rank after them
+  }
   spec.set_num_ranks(total);
 
   // START, everywhere at once; all or nothing.
@@ -272,7 +287,7 @@ void Coordinator::Watch(const std::string& id) {
 
   Decision fresh;
   std::vector<std::string> skip;
-  bool restart_due = false;
+  bool restart_due = false, stop_helpers = false;
   {
     MutexLock lock(mu_);
     auto it = jobs_.find(id);
@@ -329,6 +344,12 @@ void Coordinator::Watch(const std::string& id) {
         }
       }
     }
+    if (job.decision.failure.empty() && !job.helpers_stopped && OnlyHelpersRun(job)) {
+      job.helpers_stopped = stop_helpers = true;
+      for (const auto& [node, l] : job.lost) {
+        if (l) skip.push_back(node);
+      }
+    }
     Recompute(job);
     restart_due = job.restarting && WoundDown(job);
     if (Terminal(job.summary) && !job.logged_end) {
@@ -346,7 +367,28 @@ void Coordinator::Watch(const std::string& id) {
       spdlog::warn("job {}: {}; stopping every rank", id, fresh.failure);
     SignalAll(spec, skip, SIGTERM, fresh);
   }
+  if (stop_helpers) {
+    spdlog::info("job {}: every rank has ended; stopping the processes its launcher added", id);
+    SignalAll(spec, skip, SIGTERM, Decision{});
+  }
   if (restart_due) Restart(id);
+}
+
+bool Coordinator::OnlyHelpersRun(const Job& job) {
+  uint32_t own_ended = 0, helpers = 0;
+  for (const auto& [node, part] : job.parts) {
+    if (auto l = job.lost.find(node); l != job.lost.end() && l->second) continue;
+    for (const pb::RankState& r : part.ranks()) {
+      if (r.attempt() != job.spec.attempt()) continue;
+      if (r.rank() >= job.spec.num_ranks())
+        helpers += r.running();
+      else if (r.running())
+        return false;
+      else
+        ++own_ended;
+    }
+  }
+  return own_ended == job.spec.num_ranks() && helpers > 0;
 }
 
 bool Coordinator::WoundDown(const Job& job) {
@@ -431,6 +473,7 @@ void Coordinator::Restart(const std::string& id) {
     job.restarting = false;
     job.wound_down = MonoTime::max();
     job.waiting_for.clear();
+    job.helpers_stopped = false;
     if (!job.restarts.empty()) job.restarts.back().set_nodes(static_cast<uint32_t>(pick.nodes.size()));
     Recompute(job);
   }

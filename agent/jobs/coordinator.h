@@ -55,8 +55,12 @@ struct CoordinatorOptions {
   std::shared_ptr<Heartbeat> heartbeat;
 };
 
-// Makes a run fan out to several nodes at once: fn(i) for i in [0, n), concurrently.
-void ForEachConcurrently(size_t n, const std::function<void(size_t)>& fn);
+// How many calls to other nodes one fan-out makes at once.
+inline constexpr size_t kMaxFanOut = 16;
+
+// Makes a run fan out to several nodes at once: fn(i) for i in [0, n), at most max_threads at a time (the
+// calling thread is one of them); returns when every call has returned.
+void ForEachConcurrently(size_t n, const std::function<void(size_t)>& fn, size_t max_threads = kMaxFanOut);
 
 // The failure a kill leaves on a job: "killed with SIGTERM by uid 1000" (and " on NODE" when from another node).
 std::string KillReason(int sig, const Caller& caller, const std::string& from = "");
@@ -108,6 +112,7 @@ class Coordinator {
     MonoTime wound_down = MonoTime::max();  // when every rank of the failed attempt had ended
     MonoTime next_try{};                    // the earliest time for the next attempt's start
     std::string waiting_for;                // why the restart waits, as last said in the log
+    bool helpers_stopped = false;           // the processes the launcher added were stopped after the ranks ended
   };
 
   // Prepares and starts the spec's ranks on nodes (spec gets its nodes, ranks and token), all or nothing;
@@ -119,6 +124,9 @@ class Coordinator {
   void Restart(const std::string& id);
   // Whether every rank of the job's attempt has ended and its output been read (lost nodes aside).
   static bool WoundDown(const Job& job);
+  // Whether every rank of the job's own has ended and only processes its launcher added (dask's scheduler
+  // and workers, MPI's daemons) still run: they are stopped then, and the job ends with its ranks.
+  static bool OnlyHelpersRun(const Job& job);
   // Sends the signal to every node of the job that is not lost.
   uint32_t SignalAll(const pb::JobSpec& spec, const std::vector<std::string>& skip, int sig, const Decision& d);
   pb::JobSummary Recompute(Job& job) REQUIRES(mu_);

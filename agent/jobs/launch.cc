@@ -9,7 +9,7 @@ namespace {
 
 constexpr std::pair<Launcher, std::string_view> kNames[] = {
     {Launcher::kPlain, "plain"}, {Launcher::kDlps, "dlps"}, {Launcher::kTorchrun, "torchrun"}, {Launcher::kMpi, "mpi"},
-    {Launcher::kMxnet, "mxnet"}, {Launcher::kTf, "tf"},     {Launcher::kTfPs, "tf-ps"},
+    {Launcher::kMxnet, "mxnet"}, {Launcher::kTf, "tf"},     {Launcher::kTfPs, "tf-ps"},        {Launcher::kDask, "dask"},
 };
 
 std::string Addr(const PlanNode& n, uint16_t port) { return n.ip + ":" + std::to_string(port); }
@@ -35,7 +35,7 @@ Result<Launcher> ParseLauncher(std::string_view name) {
   for (const auto& [k, n] : kNames) {
     if (n == name) return k;
   }
-  return Status::InvalidArgument("jobs", "unknown launcher \"" + std::string(name) + "\"; use plain, dlps, torchrun, mpi, mxnet, tf or tf-ps");
+  return Status::InvalidArgument("jobs", "unknown launcher \"" + std::string(name) + "\"; use plain, dlps, torchrun, mpi, mxnet, tf, tf-ps or dask");
 }
 
 Result<uint32_t> WorkersOn(const PlanOptions& o, const PlanNode& node) {
@@ -63,6 +63,7 @@ uint32_t PortsNeeded(const PlanOptions& o, size_t index, uint32_t workers) {
     case Launcher::kMxnet: return index == 0 ? 1 : 0;                 // the rendezvous (torch's TCPStore) or the scheduler, on the first node
     case Launcher::kTf: return workers;                               // every worker serves its own gRPC port
     case Launcher::kTfPs: return workers + 1 + (index == 0 ? 1 : 0);  // workers, a ps, and the chief on the first node
+    case Launcher::kDask: return index == 0 ? 2 : 0;                  // the scheduler and its dashboard, on the first node
     case Launcher::kPlain:
     case Launcher::kDlps:
     case Launcher::kMpi: return 0;
@@ -105,11 +106,56 @@ Result<std::vector<std::vector<RankPlan>>> PlanMpi(const PlanOptions& o, const s
   return plan;
 }
 
+// dask: the job's command on the first node (rank 0, told DASK_SCHEDULER_ADDRESS), the scheduler beside it,
+// and on every node a `dask worker` with one worker process a slot (--per-node), all of them helpers: the job
+// ends with the command, and they are stopped then.
+Result<std::vector<std::vector<RankPlan>>> PlanDask(const PlanOptions& o, const std::vector<PlanNode>& nodes) {
+  if (nodes[0].ports.size() < 2) return Status::Internal("jobs", "node " + nodes[0].instance_id + " found too few ports for dask");
+  const std::string scheduler = "tcp://" + Addr(nodes[0], nodes[0].ports[0]);
+  std::vector<std::vector<RankPlan>> plan(nodes.size());
+  auto common = [&](RankPlan& p, size_t node, const std::string& role) {
+    p.role = role;
+    p.env = {{"DLAGENT_JOB", o.job_id},   {"DLAGENT_RANK", std::to_string(p.rank)},    {"DLAGENT_NUM_RANKS", "1"},
+             {"DLAGENT_LOCAL_RANK", "0"}, {"DLAGENT_NODE_RANK", std::to_string(node)}, {"DLAGENT_NUM_NODES", std::to_string(nodes.size())},
+             {"DLAGENT_ROLE", role},      {"DASK_SCHEDULER_ADDRESS", scheduler}};
+  };
+  RankPlan client;
+  client.rank = 0;
+  common(client, 0, "client");
+  plan[0].push_back(std::move(client));
+  RankPlan sched;
+  sched.rank = 1;
+  sched.helper = true;
+  common(sched, 0, "scheduler");
+  sched.argv = {"dask",
+                "scheduler",
+                "--host",
+                nodes[0].ip,
+                "--port",
+                std::to_string(nodes[0].ports[0]),
+                "--dashboard-address",
+                Addr(nodes[0], nodes[0].ports[1])};
+  plan[0].push_back(std::move(sched));
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    ASSIGN_OR_RETURN(uint32_t k, WorkersOn(o, nodes[i]));
+    RankPlan w;
+    w.rank = static_cast<uint32_t>(2 + i);
+    w.helper = true;
+    common(w, i, "worker");
+    // --death-timeout: a worker whose scheduler is gone exits on its own (if its node's agent is gone too).
+    w.argv = {"dask",           "worker",          scheduler, "--host", nodes[i].ip, "--nworkers", std::to_string(k), "--name", nodes[i].instance_id,
+              "--no-dashboard", "--death-timeout", "60"};
+    plan[i].push_back(std::move(w));
+  }
+  return plan;
+}
+
 }  // namespace
 
 Result<std::vector<std::vector<RankPlan>>> PlanRanks(const PlanOptions& o, const std::vector<PlanNode>& nodes) {
   if (nodes.empty()) return Status::InvalidArgument("jobs", "a job needs at least one node");
   if (o.launcher == Launcher::kMpi) return PlanMpi(o, nodes);
+  if (o.launcher == Launcher::kDask) return PlanDask(o, nodes);
   // The processes, in rank order: per node, the launcher's helpers first, then its workers.
   std::vector<Slot> slots;
   std::vector<uint32_t> workers(nodes.size());
@@ -176,7 +222,8 @@ Result<std::vector<std::vector<RankPlan>>> PlanRanks(const PlanOptions& o, const
     const bool worker = s.role.empty() || s.role == "worker";
     switch (o.launcher) {
       case Launcher::kPlain:
-      case Launcher::kMpi: break;
+      case Launcher::kMpi:
+      case Launcher::kDask: break;
       case Launcher::kDlps:
         set("DLPS_SERVERS", dlps_servers);
         set("DLPS_NUM_WORKERS", std::to_string(total_workers));

@@ -15,7 +15,7 @@
 
 namespace dlagent::jobs {
 
-enum class Launcher { kPlain, kDlps, kTorchrun, kMpi, kMxnet, kTf, kTfPs };
+enum class Launcher { kPlain, kDlps, kTorchrun, kMpi, kMxnet, kTf, kTfPs, kDask };
 std::string_view LauncherName(Launcher l);
 // InvalidArgument names the launchers.
 Result<Launcher> ParseLauncher(std::string_view name);
@@ -47,6 +47,9 @@ struct RankPlan {
   std::string role;                                      // "" or scheduler / server / worker (mxnet), chief / ps / worker (tf-ps)
   std::vector<std::pair<std::string, std::string>> env;  // the launcher's variables (plain's on every rank)
   std::vector<std::string> argv;                         // empty: the job's command
+  // A process the launcher adds beside the job's own (dask's scheduler and workers): it keeps the job running,
+  // is stopped once every rank of the job's own has ended, and ranks after them.
+  bool helper = false;
 };
 
 // The most worker processes a job may start on one node (--per-node, or a node's GPU count).

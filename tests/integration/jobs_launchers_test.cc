@@ -69,6 +69,30 @@ TEST_F(JobsProcessTest, TorchrunTrainsDistributedDataParallelWithGlooOnFourNodes
   EXPECT_EQ(weights.size(), 1u) << r.output;  // every rank holds the same weights
 }
 
+TEST_F(JobsProcessTest, DaskRunsTheClientsTasksOnEveryNodesWorkersAndStopsThemWithIt) {
+  if (RunCommand({"/usr/bin/python3", "-c", "import distributed"}, seconds(60)).exit_code != 0) {
+    GTEST_SKIP() << "needs Debian's python3-distributed (scripts/deps.sh installs it)";
+  }
+  Form();
+  RunResult r = Ctl(c(), 1,
+                    {"run", "--launcher", "dask", "--per-node", "2", "--grace", "2s", "--", "/usr/bin/python3",
+                     std::string(DLAGENT_SOURCE_DIR) + "/examples/dask_cluster.py"},
+                    seconds(180));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("8 workers on 4 nodes"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("tasks ran on nodes 0 1 2 3"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("sum of squares 140"), std::string::npos) << r.output;  // 0^2 + ... + 7^2
+  const std::string id = JobId(r.output);
+  nlohmann::json job = Job(c(), 1, id);
+  EXPECT_EQ(job["state"], "succeeded") << job.dump();
+  EXPECT_EQ(job["ranks"], 1) << "the job is its command";
+  EXPECT_EQ(job["running"], 0) << job.dump();
+  // The scheduler and the 4 workers were stopped with it, everywhere.
+  int stopped = 0;
+  for (const auto& e : job["rank_exits"]) stopped += e["rank"] > 0 && !e["running"].get<bool>() && e["stopped"].get<bool>();
+  EXPECT_EQ(stopped, 5) << job.dump();
+}
+
 TEST_F(JobsProcessTest, HealthChecksEveryNodeAndNamesTheOneThatFails) {
   Form();
   RunResult ok = Ctl(c(), 1, {"health", "--json"});

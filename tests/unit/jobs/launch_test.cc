@@ -115,6 +115,34 @@ TEST(RunRequestTest, EachRefusalNamesWhatIsWrong) {
   EXPECT_EQ(named->spec.name(), "tr?[2Jain");
 }
 
+TEST(LaunchTest, DaskRunsTheCommandBesideASchedulerAndAWorkerOnEveryNodeAsHelpers) {
+  const PlanOptions o{.launcher = Launcher::kDask, .job_id = "j-3", .per_node = 0, .argv = {"python3", "client.py"}};
+  EXPECT_EQ(PortsNeeded(o, 0, 1), 2u);
+  EXPECT_EQ(PortsNeeded(o, 1, 1), 0u);
+  auto plan = PlanRanks(o, Nodes(2, {{8786, 8787}}));  // 1 and 2 GPUs
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  ASSERT_EQ((*plan)[0].size(), 3u);
+  ASSERT_EQ((*plan)[1].size(), 1u);
+  const RankPlan& client = (*plan)[0][0];
+  EXPECT_EQ(client.rank, 0u);
+  EXPECT_FALSE(client.helper) << "the job is its command";
+  EXPECT_TRUE(client.argv.empty());
+  const Env env(client.env.begin(), client.env.end());
+  EXPECT_EQ(env.at("DASK_SCHEDULER_ADDRESS"), "tcp://10.0.0.1:8786");
+  EXPECT_EQ(env.at("DLAGENT_NUM_RANKS"), "1");
+  const RankPlan& scheduler = (*plan)[0][1];
+  EXPECT_TRUE(scheduler.helper);
+  EXPECT_EQ(scheduler.argv,
+            (std::vector<std::string>{"dask", "scheduler", "--host", "10.0.0.1", "--port", "8786", "--dashboard-address", "10.0.0.1:8787"}));
+  const RankPlan& worker = (*plan)[1][0];
+  EXPECT_TRUE(worker.helper);
+  EXPECT_EQ(worker.rank, 3u);
+  EXPECT_EQ(worker.argv, (std::vector<std::string>{"dask", "worker", "tcp://10.0.0.1:8786", "--host", "10.0.0.2", "--nworkers", "2", "--name", "i-1",
+                                                   "--no-dashboard", "--death-timeout", "60"}))
+      << "one worker process a GPU of its node";
+  EXPECT_EQ(ParseLauncher("dask").value(), Launcher::kDask);
+}
+
 TEST(LaunchTest, DlpsGlobalRankIsNodeRankTimesKPlusLocalRank) {
   auto plan = PlanRanks({.launcher = Launcher::kDlps, .per_node = 2, .dlps_port = 7070}, Nodes(4));
   ASSERT_TRUE(plan.ok());

@@ -6,9 +6,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -639,6 +641,33 @@ TEST(CoordinatorTest, NothingStartsWhenOneNodeCannotAndSelectionsAreChecked) {
   pb::RunJobRequest bad_env = Request({"true"});
   bad_env.add_env("NOEQUALS");
   EXPECT_EQ(c.Run(bad_env, me, nodes.Roster()).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(CoordinatorTest, AFanOutCallsEveryNodeOnceWithAFewThreadsAtATime) {
+  constexpr size_t kNodes = 40, kThreads = 4;
+  std::vector<std::atomic<int>> called(kNodes);
+  std::atomic<size_t> inside{0}, most{0};
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t arrived = 0;
+  ForEachConcurrently(
+      kNodes,
+      [&](size_t i) {
+        const size_t now = ++inside;
+        for (size_t m = most.load(); now > m && !most.compare_exchange_weak(m, now);) {
+        }
+        if (i < kThreads) {  // the first calls wait for one another: kThreads of them run at once
+          std::unique_lock<std::mutex> lock(mu);
+          ++arrived;
+          cv.notify_all();
+          EXPECT_TRUE(cv.wait_for(lock, seconds(10), [&] { return arrived >= kThreads; })) << "the calls did not run at once";
+        }
+        ++called[i];
+        --inside;
+      },
+      kThreads);
+  for (size_t i = 0; i < kNodes; ++i) EXPECT_EQ(called[i].load(), 1) << i;
+  EXPECT_EQ(most.load(), kThreads);
 }
 
 CoordinatorOptions RestartingCoord() {
