@@ -94,6 +94,7 @@ Result<pb::JobSummary> Coordinator::Run(const pb::RunJobRequest& req, const Call
   spec.set_coordinator(o_.self);
   spec.set_coordinator_addr(o_.self_addr);
   spec.set_created_unix_ms(swim::NowUnixMs());
+  spec.set_per_node(req.per_node());
   ASSIGN_OR_RETURN(auto parts, Launch(spec, req.per_node(), checked.nodes));
 
   auto job = std::make_unique<Job>();
@@ -294,6 +295,23 @@ void Coordinator::Watch(const std::string& id) {
     if (it == jobs_.end()) return;
     Job& job = *it->second;
     const MonoTime now = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < n; ++i) {
+      if (!answers[i].ok() || answers[i]->query().jobs_size() != 1) continue;
+      const pb::JobSpec& theirs = answers[i]->query().jobs(0).spec();
+      if (theirs.coordinator() != o_.self && theirs.attempt() > spec.attempt()) {
+        // Another agent took the job over while this one was cut off: it is theirs now.
+        spdlog::warn("job {}: {} coordinates it now (attempt {}); this agent lets it go", id, theirs.coordinator(), theirs.attempt());
+        jobs_.erase(it);
+        return;
+      }
+    }
+    if (job.stop_pending) {
+      job.stop_pending = false;
+      fresh = job.decision;
+      for (const auto& [node, l] : job.lost) {
+        if (l) skip.push_back(node);
+      }
+    }
     std::string lost_why;
     for (size_t i = 0; i < n; ++i) {
       const std::string& node = spec.nodes(static_cast<int>(i));
@@ -391,6 +409,39 @@ bool Coordinator::OnlyHelpersRun(const Job& job) {
   return own_ended == job.spec.num_ranks() && helpers > 0;
 }
 
+void Coordinator::Adopt(const pb::JobSpec& old) {
+  const MonoTime now = std::chrono::steady_clock::now();
+  MutexLock lock(mu_);
+  if (stopping_ || jobs_.count(old.id()) > 0) return;
+  auto job = std::make_unique<Job>();
+  Job& j = *job;
+  const std::string& gone = old.coordinator();
+  j.spec = old;
+  j.spec.set_coordinator(o_.self);
+  j.spec.set_coordinator_addr(o_.self_addr);
+  j.started = now - std::chrono::milliseconds(std::max<int64_t>(0, swim::NowUnixMs() - old.created_unix_ms()));  // for --timeout
+  j.per_node = old.per_node();
+  j.first_nodes.assign(old.nodes().begin(), old.nodes().end());
+  j.roster = [this] { return nodes_.Roster(); };
+  j.restarts.assign(old.restarts().begin(), old.restarts().end());
+  for (const std::string& n : old.nodes()) j.last_answer[n] = now;
+  j.lost[gone] = true;
+  j.unusable.insert(gone);
+  j.decision = {"the job's coordinator " + gone + " died or left the cluster", 255, false};
+  if (ShouldRestart(j.spec, j.decision)) {
+    j.restarting = true;
+    pb::JobRestart& r = j.restarts.emplace_back();
+    r.set_attempt(j.spec.attempt());
+    r.set_reason(j.decision.failure);
+    r.set_unix_ms(swim::NowUnixMs());
+  }
+  j.stop_pending = true;
+  Recompute(j);
+  spdlog::warn("job {} ({}): its coordinator {} died or left the cluster; this agent takes the job over", old.id(), old.name(), gone);
+  jobs_[old.id()] = std::move(job);
+  cv_.notify_all();
+}
+
 bool Coordinator::WoundDown(const Job& job) {
   for (const std::string& n : job.spec.nodes()) {
     if (auto l = job.lost.find(n); l != job.lost.end() && l->second) continue;
@@ -438,6 +489,12 @@ void Coordinator::Restart(const std::string& id) {
     return;
   }
   next.set_attempt(next.attempt() + 1);
+  {
+    MutexLock lock(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    *next.mutable_restarts() = {it->second->restarts.begin(), it->second->restarts.end()};
+  }
   Result<std::map<std::string, pb::NodeJob>> launched = Launch(next, per_node, pick.nodes);
   now = std::chrono::steady_clock::now();
   Decision killed;
@@ -483,6 +540,7 @@ void Coordinator::Restart(const std::string& id) {
 void Coordinator::Loop() {
   for (;;) {
     if (o_.heartbeat) o_.heartbeat->Beat();
+    for (const pb::JobSpec& orphan : nodes_.Orphans()) Adopt(orphan);
     std::vector<std::string> active;
     {
       MutexLock lock(mu_);

@@ -36,6 +36,10 @@ class JobNodes {
   virtual Result<pb::NodeReply> Call(const std::string& instance_id, const std::string& addr, const pb::NodeRequest& req) = 0;
   // True when gossip says the member died or left.
   virtual bool Gone(const std::string& instance_id) = 0;
+  // Jobs whose coordinator is gone that this agent should take over (NodeJobs::Orphans).
+  virtual std::vector<pb::JobSpec> Orphans() { return {}; }
+  // The roster in force, in rank order (a restart of a job taken over picks its nodes from it).
+  virtual std::vector<JobNode> Roster() { return {}; }
 };
 
 struct CoordinatorOptions {
@@ -91,6 +95,10 @@ class Coordinator {
   // SIGTERM (or sig) to every rank, SIGKILL after the grace period; the job ends killed. Only root or the
   // job's user may. Returns how many ranks were signalled.
   Result<uint32_t> Kill(const std::string& job, int sig, const Caller& caller);
+  // Takes over a job whose coordinator is gone (a node of the job holds its spec): it becomes the job's
+  // coordinator, stops every rank still running and restarts the job without the lost coordinator's node.
+  // Returns at once; the coordinator's thread does the rest. Ignored for a job it already coordinates.
+  void Adopt(const pb::JobSpec& spec);
 
  private:
   struct Job {
@@ -113,6 +121,7 @@ class Coordinator {
     MonoTime next_try{};                    // the earliest time for the next attempt's start
     std::string waiting_for;                // why the restart waits, as last said in the log
     bool helpers_stopped = false;           // the processes the launcher added were stopped after the ranks ended
+    bool stop_pending = false;              // a decision made outside Watch (a takeover): the ranks get SIGTERM
   };
 
   // Prepares and starts the spec's ranks on nodes (spec gets its nodes, ranks and token), all or nothing;

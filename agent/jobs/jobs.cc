@@ -118,10 +118,14 @@ Result<pb::JobList> Jobs::List(const Caller&) {
       *out.add_jobs() = with_summary->summary();
       continue;
     }
-    // Its coordinator did not answer: the parts that did tell what they can.
+    // Its coordinator did not answer: the parts that did tell what they can, after the latest attempt's spec.
     std::vector<NodePart> np;
-    for (const pb::NodeJob& j : parts) np.push_back({j.node(), &j, false});
-    *out.add_jobs() = Summarize(parts.front().spec(), np, Decision{});
+    const pb::JobSpec* latest = &parts.front().spec();
+    for (const pb::NodeJob& j : parts) {
+      np.push_back({j.node(), &j, false});
+      if (j.spec().attempt() > latest->attempt()) latest = &j.spec();
+    }
+    *out.add_jobs() = Summarize(*latest, np, Decision{});
   }
   std::sort(out.mutable_jobs()->begin(), out.mutable_jobs()->end(),
             [](const pb::JobSummary& a, const pb::JobSummary& b) { return a.started_unix_ms() < b.started_unix_ms(); });

@@ -65,6 +65,8 @@ class Jobs final : private JobNodes {
  private:
   Result<pb::NodeReply> Call(const std::string& instance_id, const std::string& addr, const pb::NodeRequest& req) override;
   bool Gone(const std::string& instance_id) override { return deps_.gone(instance_id); }
+  std::vector<pb::JobSpec> Orphans() override { return local_.Orphans(); }
+  std::vector<JobNode> Roster() override { return deps_.roster(); }
   // The job's spec from here, its coordinator or any roster node; NotFound names the job.
   Result<pb::JobSpec> FindSpec(const std::string& job);
 

@@ -76,6 +76,13 @@ class NodeJobs {
   // The bytes of output held now, every job's together (never above max_bytes).
   size_t HeldBytes() const;
 
+  // Jobs this node's agent should take over: their coordinator is gone (gossip), they have restarts left,
+  // and this node is the first of the job's nodes that gossip does not call gone.
+  std::vector<pb::JobSpec> Orphans() const;
+  // How long the ranks of a job with restarts left wait, after its coordinator is gone, for an agent to
+  // take it over before they stop.
+  static constexpr Duration kAdoptWait = std::chrono::seconds(15);
+
   // Whether the job has ranks on this node that have not all ended, or ended less than `grace` ago (another
   // node's ranks may still be finishing). A dlps token is valid only while its job lives here.
   bool Live(const std::string& job, Duration grace) const;
@@ -108,6 +115,7 @@ class NodeJobs {
     // After the sweep's SIGKILL: when the output is still held open then (by a process that left the ranks'
     // process groups), it is closed unread.
     MonoTime abandon_at = MonoTime::max();
+    MonoTime orphaned = MonoTime::max();  // when its coordinator was first seen gone (restarts left)
   };
 
   void Loop();
@@ -134,8 +142,11 @@ class NodeJobs {
   bool Advance(Job& job, MonoTime now) REQUIRES(mu_);
   void SignalLocked(Job& job, int sig, bool escalate, const std::string& reason, bool killed) REQUIRES(mu_);
   void Forget() REQUIRES(mu_);
-  // Stops the running jobs whose coordinator gossip says is gone (about once a second).
+  // Stops the running jobs whose coordinator gossip says is gone (about once a second); one with restarts
+  // left first waits kAdoptWait for another agent to take it over.
   void StopOrphans() REQUIRES(mu_);
+  // The node of the job that should take it over when its coordinator is gone ("" : none left).
+  std::string Adopter(const pb::JobSpec& spec) const;
   pb::NodeJob Describe(const Job& job, bool with_lines, uint64_t after, uint32_t max_lines) const REQUIRES(mu_);
   size_t RunningRanks() const REQUIRES(mu_);
 

@@ -2,6 +2,7 @@
 //   - real PyTorch DDP over gloo: a node powered off mid-training (its agent and its ranks SIGKILLed), the
 //     job starts again on the other 3 from its checkpoint on shared storage and ends with the loss a run
 //     without a fault reaches;
+//   - the coordinator's node powered off: the first live node of the job takes it over and restarts it;
 //   - a spot notice on one node: its agent leaves and stops its ranks, and the job restarts without that node;
 //   - a rank that fails every time ends the job with its exit code after its restarts, and says so.
 #include <signal.h>
@@ -86,6 +87,25 @@ TEST_F(JobsProcessTest, ASpotNoticeStopsThatNodesRanksAndTheJobRestartsWithoutIt
   EXPECT_EQ(ran, (std::set<std::string>{c().Id(0), c().Id(1), c().Id(3)})) << job.dump();
   RunResult logs = Ctl(c(), 0, {"logs", id});
   EXPECT_TRUE(HasLine(logs.output, c().Id(0), "SIGTERM on attempt 0")) << logs.output;  // the others were stopped, then started again
+}
+
+TEST_F(JobsProcessTest, WhenTheCoordinatorsNodeLosesPowerAnotherAgentTakesTheJobOverAndItFinishes) {
+  if (!LocalCluster::root()) GTEST_SKIP() << "needs a network namespace per node (root) to power one off";
+  Form();
+  RunResult d = Ctl(c(), 0,
+                    {"run", "--detach", "--restarts", "1", "--min-nodes", "3", "--grace", "1s", "--", "sh", "-c",
+                     "[ $DLAGENT_RESTART_COUNT = 1 ] && { echo done on $DLAGENT_NODE_RANK; exit 0; }; exec sleep 60"});
+  ASSERT_EQ(d.exit_code, 0) << d.output;
+  const std::string id = d.output.substr(0, d.output.find('\n'));
+  ASSERT_EQ(WaitState(c(), 2, id, {"running"})["running"], kNodes);
+  c().PowerOff(0);  // the coordinator's node, with its agent and its rank
+  nlohmann::json job = WaitState(c(), 2, id, {"failed", "killed", "succeeded"}, seconds(60));
+  ASSERT_EQ(job["state"], "succeeded") << job.dump();
+  EXPECT_EQ(job["coordinator"], c().Id(1)) << "the first live node of the job took it over";
+  ASSERT_EQ(job["restarts"].size(), 1u) << job.dump();
+  EXPECT_EQ(job["restarts"][0]["reason"], "the job's coordinator " + c().Id(0) + " died or left the cluster") << job.dump();
+  RunResult logs = Ctl(c(), 3, {"logs", id});
+  for (int node = 0; node < 3; ++node) EXPECT_NE(logs.output.find("done on " + std::to_string(node)), std::string::npos) << logs.output;
 }
 
 TEST_F(JobsProcessTest, ARankFailingEveryTimeEndsTheJobWithItsCodeOnceItsRestartsAreUsed) {

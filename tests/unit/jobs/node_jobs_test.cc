@@ -519,7 +519,9 @@ class LocalNodes : public JobNodes {
   // n nodes, the first `in_roster` of them (all: -1) in the roster.
   explicit LocalNodes(int n, int in_roster = -1) {
     for (int i = 0; i < n; ++i) {
-      jobs_.push_back(std::make_unique<NodeJobs>(Options("i-" + std::to_string(i))));
+      NodeJobsOptions o = Options("i-" + std::to_string(i));
+      o.gone = [this](const std::string& id) { return Gone(id); };
+      jobs_.push_back(std::make_unique<NodeJobs>(o));
       endpoints_.push_back(std::make_unique<NodeEndpoint>(*jobs_.back(), nullptr));
       if (in_roster < 0 || i < in_roster) roster_.push_back({"i-" + std::to_string(i), "127.0.0.1", "node" + std::to_string(i), 1});
     }
@@ -530,12 +532,14 @@ class LocalNodes : public JobNodes {
     return endpoints_[i]->Dispatch(req);
   }
   bool Gone(const std::string& id) override { return down_ == std::stoi(id.substr(2)); }
-  std::function<std::vector<JobNode>()> Roster() {
-    return [this] {
-      MutexLock lock(mu_);
-      return roster_;
-    };
+  std::function<std::vector<JobNode>()> RosterFn() {
+    return [this] { return Roster(); };
   }
+  std::vector<JobNode> Roster() override {
+    MutexLock lock(mu_);
+    return roster_;
+  }
+  std::vector<pb::JobSpec> Orphans() override { return jobs_[self_]->Orphans(); }
   // A node that joins the roster (an instance that replaced a lost one); it must be one of the n made.
   void Join(int i) {
     MutexLock lock(mu_);
@@ -546,6 +550,7 @@ class LocalNodes : public JobNodes {
   Mutex mu_;
   std::vector<JobNode> roster_ GUARDED_BY(mu_);
   std::atomic<int> down_{-1};
+  int self_ = 0;  // the node whose agent the coordinator is (Orphans)
 };
 
 Result<pb::JobSummary> WaitDone(Coordinator& c, const std::string& id, seconds limit = seconds(10)) {
@@ -577,7 +582,7 @@ TEST(CoordinatorTest, ARankFailingOnOneNodeStopsTheOthersAndTheJobExitsWithItsCo
   LocalNodes nodes(3);
   Coordinator c(nodes, Coord());
   Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
-  auto started = c.Run(Request({"sh", "-c", "if [ $DLAGENT_RANK = 1 ]; then exit 7; fi; sleep 30"}), me, nodes.Roster());
+  auto started = c.Run(Request({"sh", "-c", "if [ $DLAGENT_RANK = 1 ]; then exit 7; fi; sleep 30"}), me, nodes.RosterFn());
   ASSERT_TRUE(started.ok()) << started.status().ToString();
   EXPECT_EQ(started->ranks(), 3u);
   auto done = WaitDone(c, started->id());
@@ -592,7 +597,7 @@ TEST(CoordinatorTest, ALostNodeFailsTheJobWith255AndKillEndsOneKilled) {
   LocalNodes nodes(3);
   Coordinator c(nodes, Coord());
   Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
-  auto a = c.Run(Request({"sleep", "30"}), me, nodes.Roster());
+  auto a = c.Run(Request({"sleep", "30"}), me, nodes.RosterFn());
   ASSERT_TRUE(a.ok());
   nodes.down_ = 2;
   auto done = WaitDone(c, a->id());
@@ -603,7 +608,7 @@ TEST(CoordinatorTest, ALostNodeFailsTheJobWith255AndKillEndsOneKilled) {
   nodes.down_ = -1;
   nodes.jobs_[2]->StopAll("test", seconds(2));
 
-  auto b = c.Run(Request({"sleep", "30"}), me, nodes.Roster());
+  auto b = c.Run(Request({"sleep", "30"}), me, nodes.RosterFn());
   ASSERT_TRUE(b.ok());
   Caller stranger{me.uid + 1, me.gid, {}, 0};
   if (me.uid != 0) {
@@ -622,25 +627,25 @@ TEST(CoordinatorTest, NothingStartsWhenOneNodeCannotAndSelectionsAreChecked) {
   Coordinator c(nodes, Coord());
   Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
   nodes.down_ = 1;
-  auto r = c.Run(Request({"sleep", "30"}), me, nodes.Roster());
+  auto r = c.Run(Request({"sleep", "30"}), me, nodes.RosterFn());
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("nothing started"), std::string::npos);
   for (auto& j : nodes.jobs_) EXPECT_EQ(j->Query(pb::QueryRequest())->jobs_size(), 0);
   nodes.down_ = -1;
-  auto sel = SelectNodes(nodes.Roster()(), {"0,2"});
+  auto sel = SelectNodes(nodes.RosterFn()(), {"0,2"});
   ASSERT_TRUE(sel.ok());
   ASSERT_EQ(sel->size(), 2u);
   EXPECT_EQ((*sel)[1].instance_id, "i-2");
-  EXPECT_EQ(SelectNodes(nodes.Roster()(), {"1-2"})->size(), 2u);
-  EXPECT_EQ(SelectNodes(nodes.Roster()(), {"i-1"})->size(), 1u);
-  EXPECT_FALSE(SelectNodes(nodes.Roster()(), {"7"}).ok());
+  EXPECT_EQ(SelectNodes(nodes.RosterFn()(), {"1-2"})->size(), 2u);
+  EXPECT_EQ(SelectNodes(nodes.RosterFn()(), {"i-1"})->size(), 1u);
+  EXPECT_FALSE(SelectNodes(nodes.RosterFn()(), {"7"}).ok());
   pb::RunJobRequest other_user = Request({"true"});
   other_user.set_user("root");
   Caller stranger{me.uid + 1, me.gid, {}, 0};
-  EXPECT_EQ(c.Run(other_user, stranger, nodes.Roster()).status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(c.Run(other_user, stranger, nodes.RosterFn()).status().code(), StatusCode::kPermissionDenied);
   pb::RunJobRequest bad_env = Request({"true"});
   bad_env.add_env("NOEQUALS");
-  EXPECT_EQ(c.Run(bad_env, me, nodes.Roster()).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.Run(bad_env, me, nodes.RosterFn()).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(CoordinatorTest, AFanOutCallsEveryNodeOnceWithAFewThreadsAtATime) {
@@ -686,7 +691,7 @@ TEST(CoordinatorTest, ARankThatFailsRestartsEveryRankAndTheNextAttemptSucceeds) 
                                    "echo attempt $DLAGENT_RESTART_COUNT; [ $DLAGENT_RESTART_COUNT = 1 ] && exit 0; "
                                    "[ $DLAGENT_RANK = 1 ] && exit 7; exec sleep 30"});
   req.set_restarts(2);
-  auto started = c.Run(req, me, nodes.Roster());
+  auto started = c.Run(req, me, nodes.RosterFn());
   ASSERT_TRUE(started.ok()) << started.status().ToString();
   auto done = WaitDone(c, started->id());
   ASSERT_TRUE(done.ok());
@@ -716,7 +721,7 @@ TEST(CoordinatorTest, ARankFailingEveryTimeUsesUpTheRestartsAndTheJobSaysHowMany
   Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
   pb::RunJobRequest req = Request({"sh", "-c", "[ $DLAGENT_RANK = 0 ] && exit 3; exec sleep 30"});
   req.set_restarts(2);
-  auto started = c.Run(req, me, nodes.Roster());
+  auto started = c.Run(req, me, nodes.RosterFn());
   ASSERT_TRUE(started.ok()) << started.status().ToString();
   auto done = WaitDone(c, started->id(), seconds(20));
   ASSERT_TRUE(done.ok());
@@ -736,7 +741,7 @@ TEST(CoordinatorTest, ALostNodeRestartsTheJobOnTheOthersAndAJoinedNodeIsTakenAtT
       Request({"sh", "-c", "case $DLAGENT_RESTART_COUNT in 2) exit 0;; 1) [ $DLAGENT_RANK = 0 ] && exit 5;; esac; exec sleep 30"});
   req.set_restarts(2);
   req.set_min_nodes(2);
-  auto started = c.Run(req, me, nodes.Roster());
+  auto started = c.Run(req, me, nodes.RosterFn());
   ASSERT_TRUE(started.ok()) << started.status().ToString();
   nodes.down_ = 2;
   nodes.Join(3);
@@ -756,13 +761,48 @@ TEST(CoordinatorTest, ALostNodeRestartsTheJobOnTheOthersAndAJoinedNodeIsTakenAtT
   nodes.jobs_[2]->StopAll("test", seconds(2));
 }
 
+TEST(CoordinatorTest, WhenTheCoordinatorIsGoneTheFirstLiveNodeOfTheJobTakesItOverAndRestartsIt) {
+  LocalNodes nodes(3);
+  Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
+  pb::RunJobRequest req = Request({"sh", "-c", "[ $DLAGENT_RESTART_COUNT = 1 ] && exit 0; exec sleep 30"});
+  req.set_restarts(1);
+  req.set_min_nodes(2);
+  std::string id;
+  {
+    Coordinator first(nodes, RestartingCoord());  // i-0's
+    auto started = first.Run(req, me, nodes.RosterFn());
+    ASSERT_TRUE(started.ok()) << started.status().ToString();
+    id = started->id();
+  }
+  nodes.down_ = 0;  // i-0 and its agent are gone
+  nodes.self_ = 1;
+  CoordinatorOptions o = RestartingCoord();
+  o.self = "i-1";
+  o.self_addr = "node1";
+  Coordinator second(nodes, o);
+  const auto until = steady_clock::now() + seconds(10);
+  while (!second.Summary(id).ok() && steady_clock::now() < until) std::this_thread::sleep_for(milliseconds(20));
+  auto done = WaitDone(second, id, seconds(20));
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  EXPECT_EQ(done->state(), "succeeded") << done->DebugString();
+  EXPECT_EQ(done->coordinator(), "i-1");
+  EXPECT_EQ(done->attempt(), 1u);
+  ASSERT_EQ(done->restarts_size(), 1);
+  EXPECT_EQ(done->restarts(0).reason(), "the job's coordinator i-0 died or left the cluster");
+  std::set<std::string> ran;
+  for (const pb::RankExit& e : done->rank_exits()) ran.insert(e.node());
+  EXPECT_EQ(ran, (std::set<std::string>{"i-1", "i-2"}));
+  nodes.down_ = -1;
+  nodes.jobs_[0]->StopAll("test", seconds(2));
+}
+
 TEST(CoordinatorTest, ARestartWithTooFewNodesWaitsThenFailsAndAKillMeanwhileEndsTheJobKilled) {
   LocalNodes nodes(3);
   Coordinator c(nodes, RestartingCoord());
   Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
   pb::RunJobRequest req = Request({"sleep", "30"});
   req.set_restarts(1);  // and as many nodes as at first: 3
-  auto a = c.Run(req, me, nodes.Roster());
+  auto a = c.Run(req, me, nodes.RosterFn());
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   nodes.down_ = 2;
   auto done = WaitDone(c, a->id(), seconds(20));
@@ -776,7 +816,7 @@ TEST(CoordinatorTest, ARestartWithTooFewNodesWaitsThenFailsAndAKillMeanwhileEnds
   CoordinatorOptions slow = RestartingCoord();
   slow.restart_wait = seconds(60);
   Coordinator patient(nodes, slow);
-  auto b = patient.Run(req, me, [&] { return std::vector<JobNode>{nodes.Roster()()[0], nodes.Roster()()[1]}; });
+  auto b = patient.Run(req, me, [&] { return std::vector<JobNode>{nodes.RosterFn()()[0], nodes.RosterFn()()[1]}; });
   ASSERT_TRUE(b.ok()) << b.status().ToString();
   nodes.jobs_[1]->StopAll("test", seconds(2));  // a failure (not a kill: agentd stopping) with a restart left
   const auto until = steady_clock::now() + seconds(10);
