@@ -70,10 +70,9 @@ TEST_F(JobsProcessTest, ATorchJobRestartsOnTheOtherNodesFromItsCheckpointWhenANo
 TEST_F(JobsProcessTest, ASpotNoticeStopsThatNodesRanksAndTheJobRestartsWithoutIt) {
   Form();
   // Attempt 0 runs until stopped; attempt 1 ends well.
-  RunResult d = Ctl(c(), 0,
-                    {"run", "--detach", "--restarts", "1", "--min-nodes", "3", "--grace", "2s", "--", "sh", "-c",
-                     "trap 'echo SIGTERM on attempt $DLAGENT_RESTART_COUNT; exit 143' TERM; [ $DLAGENT_RESTART_COUNT = 1 ] && exit 0; "
-                     "sleep 60 & wait"});
+  const std::string script =
+      "trap 'echo SIGTERM on attempt $DLAGENT_RESTART_COUNT; exit 143' TERM; [ $DLAGENT_RESTART_COUNT = 1 ] && exit 0; sleep 60 & wait";
+  RunResult d = Ctl(c(), 0, {"run", "--detach", "--restarts", "1", "--min-nodes", "3", "--grace", "2s", "--", "sh", "-c", script});
   ASSERT_EQ(d.exit_code, 0) << d.output;
   const std::string id = d.output.substr(0, d.output.find('\n'));
   ASSERT_EQ(WaitState(c(), 0, id, {"running"})["running"], kNodes);
