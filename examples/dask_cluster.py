@@ -3,18 +3,12 @@
 # to every worker process and prints where they ran. The workers and the scheduler stop when it ends.
 # Run: agentctl run --launcher dask --per-node 2 -- python3 examples/dask_cluster.py
 import os
-import time
 
 from dask.distributed import Client
 
-nodes = int(os.environ["DLAGENT_NUM_NODES"])
 client = Client()  # the address comes from DASK_SCHEDULER_ADDRESS
-deadline = time.monotonic() + 60
-while True:  # every node's worker has joined
-    workers = client.scheduler_info()["workers"]
-    if len({w["host"] for w in workers.values()}) >= nodes or time.monotonic() > deadline:
-        break
-    time.sleep(0.2)
+client.wait_for_workers(int(os.environ["DLAGENT_DASK_WORKERS"]), timeout=60)  # every node's worker processes
+workers = client.scheduler_info()["workers"]
 
 
 def where(i):

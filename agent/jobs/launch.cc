@@ -119,9 +119,15 @@ Result<std::vector<std::vector<RankPlan>>> PlanDask(const PlanOptions& o, const 
              {"DLAGENT_LOCAL_RANK", "0"}, {"DLAGENT_NODE_RANK", std::to_string(node)}, {"DLAGENT_NUM_NODES", std::to_string(nodes.size())},
              {"DLAGENT_ROLE", role},      {"DASK_SCHEDULER_ADDRESS", scheduler}};
   };
+  uint32_t workers = 0;
+  for (const PlanNode& n : nodes) {
+    ASSIGN_OR_RETURN(uint32_t k, WorkersOn(o, n));
+    workers += k;
+  }
   RankPlan client;
   client.rank = 0;
   common(client, 0, "client");
+  client.env.emplace_back("DLAGENT_DASK_WORKERS", std::to_string(workers));  // to wait for: Client.wait_for_workers
   plan[0].push_back(std::move(client));
   RankPlan sched;
   sched.rank = 1;

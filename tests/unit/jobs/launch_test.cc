@@ -130,6 +130,7 @@ TEST(LaunchTest, DaskRunsTheCommandBesideASchedulerAndAWorkerOnEveryNodeAsHelper
   const Env env(client.env.begin(), client.env.end());
   EXPECT_EQ(env.at("DASK_SCHEDULER_ADDRESS"), "tcp://10.0.0.1:8786");
   EXPECT_EQ(env.at("DLAGENT_NUM_RANKS"), "1");
+  EXPECT_EQ(env.at("DLAGENT_DASK_WORKERS"), "3");  // one worker process a GPU: 1 + 2
   const RankPlan& scheduler = (*plan)[0][1];
   EXPECT_TRUE(scheduler.helper);
   EXPECT_EQ(scheduler.argv,
