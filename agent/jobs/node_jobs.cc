@@ -133,11 +133,14 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
   const std::vector<std::string> base = o_.base_env ? o_.base_env() : std::vector<std::string>{};
   std::vector<gid_t> groups(spec.groups().begin(), spec.groups().end());
   // Made before the lock: shared storage may be slow, and the loop must go on reading output meanwhile.
-  const std::string checkpoints = CheckpointDir(base, spec);
+  // Only a job that restarts needs one: no other job waits on shared storage to start.
+  std::string checkpoints = spec.max_restarts() > 0 ? CheckpointDir(base, spec) : "";
   if (!checkpoints.empty()) {
-    if (Status made = MakeCheckpointDir(checkpoints, spec.uid(), spec.gid()); !made.ok()) {
-      return Status(made.code(), "jobs", "the job's checkpoint directory on " + o_.node + ": " + std::string(made.message()));
+    Result<bool> made = MakeCheckpointDir(checkpoints, spec.uid(), spec.gid());
+    if (!made.ok()) {
+      return Status(made.status().code(), "jobs", "the job's checkpoint directory on " + o_.node + ": " + std::string(made.status().message()));
     }
+    if (!*made) checkpoints.clear();  // no shared storage there
   }
 
   MutexLock lock(mu_);

@@ -7,9 +7,13 @@
 #include <pwd.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+
+#include "agent/jobs/spawn.h"
+#include "bootstrap/common/duration.h"
 
 namespace dlagent::jobs {
 
@@ -41,53 +45,51 @@ std::vector<std::string> RankEnv(std::vector<std::string> base, const v1::JobSpe
 
 std::string CheckpointDir(const std::vector<std::string>& base, const v1::JobSpec& spec) {
   const std::string efs = EnvValue(base, "EFS_MOUNT");
-  struct stat st;
-  if (efs.empty() || efs[0] != '/' || ::stat(efs.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return "";
+  if (efs.empty() || efs[0] != '/') return "";
   return (efs.back() == '/' ? efs : efs + "/") + "dlagent-jobs/" + spec.id();
 }
 
-namespace {
-
-// The directory `name` in the directory `at`: made with mode if absent, opened without following a link.
-Result<int> MakeDirAt(int at, const std::string& name, mode_t mode, const std::string& path) {
-  if (::mkdirat(at, name.c_str(), mode) != 0 && errno != EEXIST) return Status::FromErrno("jobs", "mkdir " + path, errno);
-  const int fd = ::openat(at, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno("jobs", "open " + path + " (it must be a directory, not a link)", errno);
-  return fd;
-}
-
-}  // namespace
-
-Status MakeCheckpointDir(const std::string& dir, uid_t uid, gid_t gid) {
+Result<bool> MakeCheckpointDir(const std::string& dir, uid_t uid, gid_t gid, Duration wait) {
   const size_t job_slash = dir.rfind('/');
   const size_t parent_slash = job_slash == std::string::npos || job_slash == 0 ? std::string::npos : dir.rfind('/', job_slash - 1);
   if (parent_slash == std::string::npos) return Status::InvalidArgument("jobs", dir + " is not STORAGE/dlagent-jobs/JOB");
-  const std::string storage = dir.substr(0, parent_slash), parent = dir.substr(0, job_slash);
-  const int root = ::open(storage.empty() ? "/" : storage.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (root < 0) return Status::FromErrno("jobs", "open " + storage, errno);
-  Result<int> jobs = MakeDirAt(root, dir.substr(parent_slash + 1, job_slash - parent_slash - 1), 0755, parent);
-  ::close(root);
-  if (!jobs.ok()) return jobs.status();
-  struct stat st;
-  Status out = Status::Ok();
-  if (::fstat(*jobs, &st) != 0) {
-    out = Status::FromErrno("jobs", "stat " + parent, errno);
-  } else if (st.st_uid != 0 || (st.st_mode & 022) != 0) {
-    out = Status::PermissionDenied("jobs", parent + " belongs to uid " + std::to_string(st.st_uid) + " or others may write to it; only root may");
-  } else if (Result<int> job = MakeDirAt(*jobs, dir.substr(job_slash + 1), 0700, dir); !job.ok()) {
-    out = job.status();
-  } else {
-    if (::fstat(*job, &st) != 0) {
-      out = Status::FromErrno("jobs", "stat " + dir, errno);
-    } else if (st.st_uid == 0 && uid != 0 && ::fchown(*job, uid, gid) != 0) {
-      out = Status::FromErrno("jobs", "chown " + dir, errno);
-    } else if (st.st_uid != 0 && st.st_uid != uid) {
-      out = Status::PermissionDenied("jobs", dir + " belongs to uid " + std::to_string(st.st_uid) + ", not the job's user");
-    }
-    ::close(*job);
+  // Every string is made before the fork: between fork and _exit only system calls run.
+  const std::string storage = parent_slash == 0 ? "/" : dir.substr(0, parent_slash), parent = dir.substr(0, job_slash);
+  const std::string parent_name = dir.substr(parent_slash + 1, job_slash - parent_slash - 1), job_name = dir.substr(job_slash + 1);
+  enum : int { kMade = 0, kNoStorage, kOpenStorage, kMkdirParent, kOpenParent, kParentNotRoots, kMkdirJob, kOpenJob, kChown, kJobNotTheUsers };
+  const pid_t pid = ::fork();
+  if (pid < 0) return Status::FromErrno("jobs", "fork to make " + dir, errno);
+  if (pid == 0) {
+    const int root = ::open(storage.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) ::_exit(errno == ENOENT || errno == ENOTDIR ? kNoStorage : kOpenStorage);
+    if (::mkdirat(root, parent_name.c_str(), 0755) != 0 && errno != EEXIST) ::_exit(kMkdirParent);
+    const int jobs = ::openat(root, parent_name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (jobs < 0 || ::fstat(jobs, &st) != 0) ::_exit(kOpenParent);
+    if (st.st_uid != 0 || (st.st_mode & 022) != 0) ::_exit(kParentNotRoots);
+    if (::mkdirat(jobs, job_name.c_str(), 0700) != 0 && errno != EEXIST) ::_exit(kMkdirJob);
+    const int job = ::openat(jobs, job_name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (job < 0 || ::fstat(job, &st) != 0) ::_exit(kOpenJob);
+    if (st.st_uid == 0 && uid != 0 && ::fchown(job, uid, gid) != 0) ::_exit(kChown);
+    if (st.st_uid != 0 && st.st_uid != uid) ::_exit(kJobNotTheUsers);
+    ::_exit(kMade);
   }
-  ::close(*jobs);
-  return out;
+  Result<int> status = WaitChild(pid, wait);
+  if (!status.ok()) return Status::DeadlineExceeded("jobs", "making " + dir + " took over " + FormatDuration(wait) + " (shared storage hangs?)");
+  if (!WIFEXITED(*status)) return Status::Internal("jobs", "the process making " + dir + " did not finish");
+  switch (WEXITSTATUS(*status)) {
+    case kMade: return true;
+    case kNoStorage: return false;
+    case kOpenStorage: return Status::Unavailable("jobs", "cannot open " + storage);
+    case kMkdirParent: return Status::Unavailable("jobs", "cannot make " + parent);
+    case kOpenParent: return Status::PermissionDenied("jobs", "cannot open " + parent + " (it must be a directory, not a link)");
+    case kParentNotRoots: return Status::PermissionDenied("jobs", parent + " belongs to another user or others may write to it; only root may");
+    case kMkdirJob: return Status::Unavailable("jobs", "cannot make " + dir);
+    case kOpenJob: return Status::PermissionDenied("jobs", "cannot open " + dir + " (it must be a directory, not a link)");
+    case kChown: return Status::Unavailable("jobs", "cannot give " + dir + " to uid " + std::to_string(uid));
+    case kJobNotTheUsers: return Status::PermissionDenied("jobs", dir + " belongs to another user, not the job's");
+    default: return Status::Internal("jobs", "the process making " + dir + " failed");
+  }
 }
 
 std::string InterfaceHolding(const std::string& ipv4) {

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "bootstrap/common/env.h"
 #include "bootstrap/common/status.h"
 #include "proto/jobs.pb.h"
 
@@ -25,13 +26,15 @@ std::vector<std::string> RankEnv(std::vector<std::string> base, const v1::JobSpe
                                  const std::string& checkpoints = "");
 
 // Where the job's ranks keep checkpoints that outlive a restart: EFS_MOUNT/dlagent-jobs/JOB when the node
-// environment names shared storage that is a directory, else "" (a restart may run on other nodes, so local
-// disk is no place for them).
+// environment names shared storage, else "" (a restart may run on other nodes, so local disk is no place for
+// them). No I/O.
 std::string CheckpointDir(const std::vector<std::string>& base, const v1::JobSpec& spec);
 // Makes dir (CheckpointDir's) owned by uid:gid, mode 0700, if absent, through no link: its parent
 // (dlagent-jobs) is made root's, mode 0755, and refused when anyone else could write to it. A directory that
-// exists must be uid's, or root's in that parent (another node made it a moment ago). Errors name the path.
-Status MakeCheckpointDir(const std::string& dir, uid_t uid, gid_t gid);
+// exists must be uid's, or root's in that parent (another node made it a moment ago). The work is a child
+// process's, waited for up to `wait` (storage that hangs costs the caller no more: DeadlineExceeded). false
+// when the storage directory does not exist (then there is no checkpoint directory); errors name the path.
+Result<bool> MakeCheckpointDir(const std::string& dir, uid_t uid, gid_t gid, Duration wait = std::chrono::seconds(5));
 
 // The network interface that holds the IPv4 address ("" when none does).
 std::string InterfaceHolding(const std::string& ipv4);

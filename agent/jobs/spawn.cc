@@ -141,6 +141,31 @@ Result<Spawned> Spawn(const SpawnRequest& req) {
   return s;
 }
 
+Result<int> WaitChild(pid_t pid, Duration wait) {
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  pollfd p{pidfd, POLLIN, 0};
+  const int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(wait).count());
+  const bool ended = pidfd >= 0 && ::poll(&p, 1, ms) == 1;
+  if (pidfd >= 0) ::close(pidfd);
+  if (!ended) {
+    ::kill(pid, SIGKILL);
+    try {
+      std::thread([pid] {
+        int st;
+        while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+        }
+      }).detach();
+    } catch (const std::system_error&) {
+      // No thread: it stays a zombie; a bounded cost of an unusual failure.
+    }
+    return Status::DeadlineExceeded("jobs", "a child process took over " + FormatDuration(wait));
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return status;
+}
+
 Result<UserLook> LookAsUser(uid_t uid, gid_t gid, const std::vector<gid_t>& groups, const std::string& workdir,
                             const std::vector<std::string>& programs, Duration wait) {
   // Every path is made before the fork: between fork and _exit only system calls run.
@@ -164,30 +189,10 @@ Result<UserLook> LookAsUser(uid_t uid, gid_t gid, const std::vector<gid_t>& grou
     }
     ::_exit(bits);
   }
-  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  pollfd p{pidfd, POLLIN, 0};
-  const int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(wait).count());
-  const bool ended = pidfd >= 0 && ::poll(&p, 1, ms) == 1;
-  if (pidfd >= 0) ::close(pidfd);
-  int status = 0;
-  if (!ended) {
-    // A child stuck on storage that hangs may not die at once: reaped on a thread of its own, not waited for.
-    ::kill(pid, SIGKILL);
-    try {
-      std::thread([pid] {
-        int st;
-        while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-        }
-      }).detach();
-    } catch (const std::system_error&) {
-      // No thread: it stays a zombie; a bounded cost of an unusual failure.
-    }
-  } else {
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-  }
-  if (!ended)
+  Result<int> waited = WaitChild(pid, wait);
+  if (!waited.ok())
     return Status::DeadlineExceeded("jobs", "looking at " + workdir + " as uid " + std::to_string(uid) + " took over " + FormatDuration(wait));
+  const int status = *waited;
   if (!WIFEXITED(status) || WEXITSTATUS(status) > 3)
     return Status::Internal("jobs", "could not look at " + workdir + " as uid " + std::to_string(uid));
   return UserLook{(WEXITSTATUS(status) & 1) != 0, (WEXITSTATUS(status) & 2) != 0};

@@ -45,4 +45,8 @@ struct UserLook {
 Result<UserLook> LookAsUser(uid_t uid, gid_t gid, const std::vector<gid_t>& groups, const std::string& workdir,
                             const std::vector<std::string>& programs, Duration wait);
 
+// Waits up to `wait` for the forked child pid to exit; its wait status. Past it the child is killed and reaped
+// on a thread of its own (one stuck on storage that hangs may not die at once): DeadlineExceeded.
+Result<int> WaitChild(pid_t pid, Duration wait);
+
 }  // namespace dlagent::jobs

@@ -422,6 +422,7 @@ TEST(NodeJobsTest, AnEndedJobStartsAgainAsItsNextAttemptWithTheCountAndTheCheckp
     ADD_FAILURE() << "fewer than " << n << " lines";
   };
   pb::JobSpec spec = Spec("j-9", {"sh", "-c", "echo $DLAGENT_RESTART_COUNT $DLAGENT_JOB_CHECKPOINT_DIR; exec sleep 30"});
+  spec.set_max_restarts(1);  // a job that restarts gets a checkpoint directory
   ASSERT_TRUE(jobs.Start(Start(spec, 1)).ok());
   spec.set_attempt(1);
   Result<pb::StartReply> early = jobs.Start(Start(spec, 1));
