@@ -81,6 +81,7 @@ int Restart(LocalCluster& c, int n, double fresh_ms) {
   auto d = RunCommand({DLAGENT_AGENTCTL, "-s", c.Sock(0), "run", "--detach", "--restarts", "1", "--min-nodes", std::to_string(n - 1), "--grace", "1s",
                        "--", "sh", "-c", wait},
                       seconds(60));
+  if (d.exit_code != 0) return std::fprintf(stderr, "jobs_bench: the job did not start:\n%s", d.output.c_str()), 1;
   const std::string id = d.output.substr(0, d.output.find('\n'));
   nlohmann::json job;
   for (int i = 0; i < 600 && (job.is_null() || job["running"] != n); ++i) {

@@ -355,10 +355,7 @@ void Coordinator::Watch(const std::string& id) {
         }
         if (ShouldRestart(spec, job.decision)) {
           job.restarting = true;
-          pb::JobRestart& r = job.restarts.emplace_back();
-          r.set_attempt(spec.attempt());
-          r.set_reason(job.decision.failure);
-          r.set_unix_ms(swim::NowUnixMs());
+          job.restarts.push_back(RestartRecord(spec.attempt(), job.decision.failure));
         }
       }
     }

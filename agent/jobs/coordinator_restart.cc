@@ -35,10 +35,7 @@ void Coordinator::Adopt(const pb::JobSpec& old) {
   j.decision = {"the job's coordinator " + gone + " died or left the cluster", 255, false};
   if (ShouldRestart(j.spec, j.decision)) {
     j.restarting = true;
-    pb::JobRestart& r = j.restarts.emplace_back();
-    r.set_attempt(j.spec.attempt());
-    r.set_reason(j.decision.failure);
-    r.set_unix_ms(swim::NowUnixMs());
+    j.restarts.push_back(RestartRecord(j.spec.attempt(), j.decision.failure));
   }
   j.stop_pending = true;
   Recompute(j);
@@ -113,10 +110,7 @@ void Coordinator::Restart(const std::string& id) {
       const std::string why = "attempt " + std::to_string(next.attempt()) + " could not start: " + std::string(launched.status().message());
       spdlog::warn("job {}: {}", id, why);
       job.spec.set_attempt(next.attempt());
-      pb::JobRestart& r = job.restarts.emplace_back();
-      r.set_attempt(next.attempt());
-      r.set_reason(why);
-      r.set_unix_ms(swim::NowUnixMs());
+      job.restarts.push_back(RestartRecord(next.attempt(), why));
       if (job.restarting && !ShouldRestart(job.spec, Decision{})) {
         job.restarting = false;
         job.decision = {why, 1, false, true};

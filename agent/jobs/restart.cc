@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "bootstrap/membership/packet_crypto.h"
+
 namespace dlagent::jobs {
 
 bool ShouldRestart(const pb::JobSpec& spec, const Decision& d) { return !d.killed && !d.final && spec.attempt() < spec.max_restarts(); }
@@ -20,6 +22,14 @@ RestartNodes PickRestartNodes(const pb::JobSpec& spec, const std::vector<std::st
     out.nodes.clear();
   }
   return out;
+}
+
+pb::JobRestart RestartRecord(uint32_t attempt, const std::string& reason) {
+  pb::JobRestart r;
+  r.set_attempt(attempt);
+  r.set_reason(reason.size() > kMaxRestartReasonBytes ? reason.substr(0, kMaxRestartReasonBytes - 3) + "..." : reason);
+  r.set_unix_ms(swim::NowUnixMs());
+  return r;
 }
 
 void MarkRestarting(pb::JobSummary& s, const std::string& reason) {

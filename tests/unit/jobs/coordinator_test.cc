@@ -16,6 +16,7 @@
 
 #include "agent/jobs/job_rpc.h"
 #include "agent/jobs/node_jobs.h"
+#include "agent/jobs/restart.h"
 
 namespace dlagent::jobs {
 namespace {
@@ -185,6 +186,15 @@ TEST(CoordinatorTest, AFanOutCallsEveryNodeOnceWithAFewThreadsAtATime) {
       kThreads);
   for (size_t i = 0; i < kNodes; ++i) EXPECT_EQ(called[i].load(), 1) << i;
   EXPECT_EQ(most.load(), kThreads);
+}
+
+TEST(RestartTest, ARestartsReasonIsBoundedForItTravelsWithTheSpec) {
+  EXPECT_EQ(RestartRecord(2, "rank 0 on i-0 exited with 3").reason(), "rank 0 on i-0 exited with 3");
+  const pb::JobRestart long_one = RestartRecord(0, std::string(100000, 'x'));
+  EXPECT_EQ(long_one.reason().size(), kMaxRestartReasonBytes);
+  EXPECT_EQ(long_one.reason().substr(kMaxRestartReasonBytes - 3), "...");
+  EXPECT_EQ(long_one.attempt(), 0u);
+  EXPECT_GT(long_one.unix_ms(), 0);
 }
 
 CoordinatorOptions RestartingCoord() {
