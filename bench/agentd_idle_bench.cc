@@ -117,7 +117,7 @@ class EchoServer {
 std::pair<double, double> StartAndRss(const std::string& agentd, seconds settle) {
   dlagent::testing::TempDir dir;
   const std::string sock = dir.Join("agentd.sock");
-  dir.Write("agentd.toml", "[agent]\nsocket = \"" + sock + "\"\nlog_level = \"warn\"\n");
+  dir.Write("agentd.toml", "[agent]\nsocket = \"" + sock + "\"\nlog_level = \"warn\"\n[metrics]\nport = 0\n");
   const auto t0 = steady_clock::now();
   Subprocess agent({agentd, "--config", dir.Join("agentd.toml")}, {}, dir.Join("agentd.log"));
   double start_ms = -1;

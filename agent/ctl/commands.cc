@@ -70,6 +70,7 @@ nlohmann::json ToJson(const StatusSnapshot& s) {
       {"socket_path", s.socket_path},
       {"rss_bytes", s.rss_bytes},
       {"heap_in_use_bytes", s.heap_in_use_bytes},
+      {"metrics_url", s.metrics_url},
       {"cluster", s.cluster ? ClusterJson(*s.cluster) : nlohmann::json(nullptr)},
   };
 }
@@ -97,6 +98,7 @@ std::string FormatStatus(const StatusSnapshot& s) {
   std::snprintf(memory, sizeof memory, "%.1f MiB resident, %.1f MiB of heap in use", static_cast<double>(s.rss_bytes) / (1 << 20),
                 static_cast<double>(s.heap_in_use_bytes) / (1 << 20));
   row("memory:    ", memory);
+  row("metrics:   ", s.metrics_url.empty() ? std::string("not served") : s.metrics_url);
   if (s.cluster) {
     const ClusterSnapshot& c = *s.cluster;
     row("members:   ", std::to_string(c.alive) + " alive of " + std::to_string(c.expected) + " expected; leader " +

@@ -347,6 +347,16 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.Bool("enabled", &c.jobs.enabled);
   r.String("agentctl", &c.jobs.agentctl, CheckAbsolutePath);
 
+  r.Section("metrics");
+  r.Bool("enabled", &c.metrics.enabled);
+  r.String("bind", &c.metrics.bind, [](const std::string& v) {
+    if (v == "node") return std::string();
+    if (v.empty()) return std::string("\"\" is not an address: give an IPv4 address (127.0.0.1, 10.0.1.17, 0.0.0.0) or \"node\"");
+    const std::string bad = CheckIpv4(v);
+    return bad.empty() ? bad : bad + ", or \"node\" (this node's own address)";
+  });
+  r.Int("port", 0, 65535, &c.metrics.port);
+
   r.Section("files");
   r.String("root", &c.files.root, [](const std::string& v) { return v.empty() ? std::string() : CheckAbsolutePath(v); });
   for (auto [key, field] : {std::pair{"workers", &c.files.workers},
@@ -369,6 +379,10 @@ Status CheckConsistency(const Config& c, const std::string& path) {
   }
   if (!c.gossip.key_file.empty() && !c.gossip.key_source.empty()) {
     problems.push_back(where + ": set one of gossip.key_file and gossip.key_source, not both");
+  }
+  if (c.metrics.enabled && c.metrics.bind == "node" && c.cluster.expected_nodes == 0) {
+    problems.push_back(where +
+                       ": metrics.bind = \"node\" needs cluster.expected_nodes > 0 (the address comes from instance metadata); give an address");
   }
   if (c.cluster.expected_nodes > 0 && c.gossip.key_file.empty() && c.gossip.key_source.empty()) {
     problems.push_back(where + ": cluster.expected_nodes needs gossip (set gossip.key_file or gossip.key_source): the roster travels by gossip");

@@ -101,6 +101,14 @@ struct JobsConfig {
   std::string agentctl = "/usr/bin/agentctl";  // Default: /usr/bin/agentctl, run by mpirun to start its daemons (mpi)
 };
 
+// /metrics and the status page (docs/operations.md). Loopback by default: the page shows job commands and
+// output, which may hold secrets; serving the VPC is a choice (bind = "node").
+struct MetricsConfig {
+  bool enabled = true;             // Default: true
+  std::string bind = "127.0.0.1";  // Default: 127.0.0.1. An IPv4 address, or "node": the address IDENTIFY learned
+  int64_t port = 7071;             // Default: 7071 (TCP, HTTP); 0: any free port
+};
+
 // Environment variables override these (see ApplyAwsEnvironment).
 struct AwsConfig {
   std::string region;                                    // Default: "" (from IMDS)
@@ -124,6 +132,7 @@ struct Config {
   FilesConfig files;
   PsConfig ps;
   JobsConfig jobs;
+  MetricsConfig metrics;
 };
 
 using GetEnvFn = std::function<std::optional<std::string>(const char* name)>;

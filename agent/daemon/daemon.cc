@@ -101,6 +101,7 @@ StatusSnapshot Daemon::GetStatus() {
   s.log_level = spdlog::level::to_string_view(EffectiveLevel(config_)).data();
   s.config_generation = config_generation_;
   s.socket_path = config_.agent.socket;
+  s.metrics_url = metrics_url_;
   return s;
 }
 
@@ -250,6 +251,9 @@ int Daemon::Run() {
   if (!control.ok()) return fail("cannot serve the control socket: " + control.status().ToString());
   control_ = std::move(*control);
   if (Status st = StartShard(config); !st.ok()) return fail(st.ToString());
+  if (config.metrics.bind != "node") {
+    if (Status st = StartMetrics(config, config.metrics.bind); !st.ok()) return fail(st.ToString());
+  }
   if (forming_) {
     const std::string detail = "identify: asking instance metadata" + std::string(config.aws.imds_disabled ? " (disabled: from the config)" : "");
     SetPhase(AgentPhase::kIdentify, detail);

@@ -32,6 +32,7 @@
 #include "agent/daemon/node_report.h"
 #include "agent/daemon/systemd_notifier.h"
 #include "agent/jobs/jobs.h"
+#include "agent/metrics/http_server.h"
 #include "agent/ps/server.h"
 #include "agent/rpc/cluster_service.h"
 #include "agent/rpc/control_handler.h"
@@ -94,6 +95,12 @@ class Daemon final : public ControlHandler {
   void PetWatchdog(Duration interval);
   spdlog::level::level_enum EffectiveLevel(const Config& c) const;
 
+  // daemon_metrics.cc: /metrics (docs/operations.md).
+  // Serves metrics.bind (or `address`, the node's own for "node") on metrics.port; nothing when disabled.
+  Status StartMetrics(const Config& c, const std::string& address);
+  // The metrics listener's handler: from memory, on its thread.
+  metrics::HttpReply ServeHttp(const metrics::HttpRequest& req, const metrics::HttpServerStats& stats);
+
   // daemon_boot.cc: the parts, built in order and taken down in reverse.
   // HTTP, instance metadata, AWS credentials and the cluster key loader (nothing is asked of AWS yet).
   void StartAwsClients(const Config& c);
@@ -138,6 +145,7 @@ class Daemon final : public ControlHandler {
   std::string phase_detail_ GUARDED_BY(mu_) = "starting";
   IdentitySnapshot identity_ GUARDED_BY(mu_);         // from IDENTIFY
   std::shared_ptr<jobs::Jobs> jobs_ GUARDED_BY(mu_);  // shared with the calls in flight; taken away at stop
+  std::string metrics_url_ GUARDED_BY(mu_);           // once metrics_ serves
 
   // Set by StopParts before anything stops: every blocking retry (keys, SQS, mounts, CloudFormation) gives up.
   std::atomic<bool> stopping_{false};
@@ -150,6 +158,9 @@ class Daemon final : public ControlHandler {
   std::unique_ptr<ClusterKeyLoader> keys_;  // Run()'s thread, then the boot thread, then Reload (once booted)
   std::unique_ptr<ps::PsServer> ps_;        // the parameter-server shard, when ps.enabled
   std::unique_ptr<ControlServer> control_;
+  // Built by Run() before the control socket serves, or by the boot thread once IDENTIFY learned the node's
+  // address (metrics.bind = "node"); taken down with the control socket.
+  std::unique_ptr<metrics::HttpServer> metrics_;
   std::unique_ptr<SqsClient> sqs_sender_, sqs_poller_;
   std::unique_ptr<MountManager> mounts_;
   std::unique_ptr<ClusterClient> cluster_client_;

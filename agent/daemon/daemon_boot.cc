@@ -156,6 +156,7 @@ Status Daemon::Form(const Config& c) {
   spdlog::info("identify: instance {} ({}), {} in {}, {} GPUs", id->instance_id, id->instance_type.empty() ? "no type" : id->instance_type,
                id->local_ipv4, id->availability_zone.empty() ? "no AZ" : id->availability_zone, id->gpu_count);
   SetLogField("INSTANCE_ID", id->instance_id);
+  if (c.metrics.bind == "node") RETURN_IF_ERROR(StartMetrics(c, id->local_ipv4));
 
   // The cluster key: read, or fetched from AWS with the instance role.
   // The cluster key: read, or fetched from AWS with the instance role (which, with its permissions, may take a
@@ -357,6 +358,7 @@ void Daemon::StopParts() {
   // Nothing serves from here on, so the parts can go.
   if (cluster_service_) cluster_service_->Shutdown(std::chrono::milliseconds(500));
   if (control_) control_->Shutdown(kShutdownGrace);
+  metrics_.reset();  // its handler reads the parts below
   booted_ = false;
   cluster_service_.reset();
   control_.reset();

@@ -100,6 +100,16 @@ class Coordinator {
   // Returns at once; the coordinator's thread does the rest. Ignored for a job it already coordinates.
   void Adopt(const pb::JobSpec& spec);
 
+  // What this coordinator did since the agent started (/metrics).
+  struct Counters {
+    uint64_t restarts = 0;   // attempts started after a job's first, whether they started or not
+    uint64_t takeovers = 0;  // jobs taken over from a lost coordinator
+  };
+  Counters counters() {
+    MutexLock lock(mu_);
+    return counters_;
+  }
+
  private:
   struct Job {
     pb::JobSpec spec;  // the attempt's
@@ -146,6 +156,7 @@ class Coordinator {
   std::condition_variable cv_;
   std::map<std::string, std::unique_ptr<Job>> jobs_ GUARDED_BY(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;
+  Counters counters_ GUARDED_BY(mu_);
   std::thread thread_;
 };
 

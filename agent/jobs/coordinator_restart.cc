@@ -41,6 +41,7 @@ void Coordinator::Adopt(const pb::JobSpec& old) {
   Recompute(j);
   spdlog::warn("job {} ({}): its coordinator {} died or left the cluster; this agent takes the job over", old.id(), old.name(), gone);
   jobs_[old.id()] = std::move(job);
+  ++counters_.takeovers;
   cv_.notify_all();
 }
 
@@ -96,6 +97,7 @@ void Coordinator::Restart(const std::string& id) {
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return;
     *next.mutable_restarts() = {it->second->restarts.begin(), it->second->restarts.end()};
+    ++counters_.restarts;
   }
   Result<std::map<std::string, pb::NodeJob>> launched = Launch(next, per_node, pick.nodes);
   now = std::chrono::steady_clock::now();

@@ -340,4 +340,13 @@ Result<pb::AttachReply> Jobs::Attach(const pb::AttachRequest& req, const Caller&
   return out;
 }
 
+Jobs::Metrics Jobs::metrics() {
+  Metrics m;
+  for (const pb::JobSummary& s : coordinator_.List()) ++m.coordinated[s.state()];
+  m.coordinator = coordinator_.counters();
+  m.node = local_.counters();
+  m.refused_calls = server_.refused();
+  return m;
+}
+
 }  // namespace dlagent::jobs

@@ -7,6 +7,7 @@
 // thread, and those that reach other nodes block, each call with a deadline.
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -59,6 +60,15 @@ class Jobs final : private JobNodes {
   Result<pb::AttachReply> Attach(const pb::AttachRequest& req, const Caller& caller);
   // agentd is stopping: SIGTERM to every rank on this node, SIGKILL after each job's grace (waits up to wait).
   void StopAll(Duration wait) { local_.StopAll("agentd on " + o_.self + " is stopping", wait); }
+  // What the jobs look like from this agent (/metrics): the jobs it coordinates by state, and this node's ranks.
+  struct Metrics {
+    std::map<std::string, uint64_t> coordinated;  // by state (running, restarting, succeeded, ...)
+    Coordinator::Counters coordinator;
+    NodeJobs::Counters node;
+    uint64_t refused_calls = 0;  // other agents' job calls refused (not sealed with the cluster key, malformed)
+  };
+  Metrics metrics();
+
   // Whether the job runs on this node, or ended here less than `grace` ago (NodeJobs::Live).
   bool Live(const std::string& job, Duration grace) const { return local_.Live(job, grace); }
 

@@ -198,6 +198,7 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
     r.err.fd = s->err_fd;
     started.push_back(std::move(r));
   }
+  counters_.ranks_started += started.size();
   Job* job;
   if (existing != jobs_.end()) {
     job = existing->second.get();
@@ -294,10 +295,13 @@ void NodeJobs::Reap(Job& job, Rank& rank) {
   rank.pidfd = -1;
   rank.state.set_running(false);
   rank.state.set_ended_unix_ms(swim::NowUnixMs());
-  if (info.si_code == CLD_EXITED)
+  if (info.si_code == CLD_EXITED) {
     rank.state.set_exit_code(info.si_status);
-  else
+    ++(info.si_status == 0 ? counters_.exits_ok : counters_.exits_failed);
+  } else {
     rank.state.set_signal(info.si_status);
+    ++counters_.exits_signal;
+  }
   const bool failed = rank.state.exit_code() != 0 || rank.state.signal() != 0;
   const std::string what = "rank " + std::to_string(rank.state.rank()) + " on " + o_.node + " " + RankEnding(rank.state);
   if (failed && !rank.state.stopped()) {

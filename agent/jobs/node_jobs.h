@@ -75,6 +75,19 @@ class NodeJobs {
 
   // The bytes of output held now, every job's together (never above max_bytes).
   size_t HeldBytes() const;
+  // What this node's ranks did since the agent started (/metrics).
+  struct Counters {
+    uint64_t ranks_running = 0;  // now
+    uint64_t held_bytes = 0;     // now
+    uint64_t ranks_started = 0;  // since start, every attempt's
+    uint64_t exits_ok = 0;       // exit code 0
+    uint64_t exits_failed = 0;   // another exit code
+    uint64_t exits_signal = 0;   // ended by a signal (a kill, a stop, a crash)
+    uint64_t output_lines = 0;   // read from the ranks
+    uint64_t output_bytes = 0;   // their text
+    uint64_t dropped_lines = 0;  // held no longer: over a rank's or the node's bound
+  };
+  Counters counters() const;
 
   // Jobs this node's agent should take over: their coordinator is gone (gossip), they have restarts left,
   // and this node is the first of the job's nodes that gossip does not call gone.
@@ -156,6 +169,7 @@ class NodeJobs {
   bool stopping_ GUARDED_BY(mu_) = false;
   size_t held_bytes_ GUARDED_BY(mu_) = 0;      // every rank's held_bytes
   size_t finished_bytes_ GUARDED_BY(mu_) = 0;  // the part of it held by jobs that ended
+  Counters counters_ GUARDED_BY(mu_);          // the totals (the "now" members are filled in by counters())
   int wake_fd_ = -1;
   MonoTime last_orphan_check_{};  // the loop's thread only
   size_t turn_ = 0;               // the loop's thread only: where a turn starts reading, in turn

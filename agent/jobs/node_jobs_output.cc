@@ -15,6 +15,14 @@ size_t NodeJobs::HeldBytes() const {
   return held_bytes_;
 }
 
+NodeJobs::Counters NodeJobs::counters() const {
+  MutexLock lock(mu_);
+  Counters c = counters_;
+  c.ranks_running = RunningRanks();
+  c.held_bytes = held_bytes_;
+  return c;
+}
+
 pb::NodeJob NodeJobs::Describe(const Job& job, bool with_lines, uint64_t after, uint32_t max_lines) const {
   pb::NodeJob out;
   *out.mutable_spec() = job.spec;
@@ -83,6 +91,8 @@ void NodeJobs::AddLine(Job& job, Rank& rank, bool stderr_stream, std::string tex
   line.set_text(std::move(text));
   line.set_unix_ms(swim::NowUnixMs());
   const size_t cost = line.text().size() + kLineOverhead;
+  ++counters_.output_lines;
+  counters_.output_bytes += line.text().size();
   rank.lines.push_back(std::move(line));
   rank.held_bytes += cost;
   held_bytes_ += cost;
@@ -95,6 +105,7 @@ void NodeJobs::DropOldest(Rank& rank) {
   rank.lines.pop_front();
   rank.held_bytes -= cost;
   held_bytes_ -= cost;
+  ++counters_.dropped_lines;
   rank.state.set_dropped_lines(rank.state.dropped_lines() + 1);
   rank.state.set_dropped_bytes(rank.state.dropped_bytes() + cost - kLineOverhead);
 }

@@ -73,6 +73,7 @@ void ToProto(const StatusSnapshot& s, pb::AgentStatus* out) {
   out->set_socket_path(s.socket_path);
   out->set_rss_bytes(s.rss_bytes);
   out->set_heap_in_use_bytes(s.heap_in_use_bytes);
+  out->set_metrics_url(s.metrics_url);
 }
 
 StatusSnapshot FromProto(const pb::AgentStatus& p) {
@@ -97,6 +98,7 @@ StatusSnapshot FromProto(const pb::AgentStatus& p) {
   s.socket_path = p.socket_path();
   s.rss_bytes = p.rss_bytes();
   s.heap_in_use_bytes = p.heap_in_use_bytes();
+  s.metrics_url = p.metrics_url();
   if (p.has_cluster()) {
     const pb::ClusterView& v = p.cluster();
     ClusterSnapshot c;

@@ -59,6 +59,7 @@ struct StatusSnapshot {
   uint64_t config_generation = 0;
   std::string socket_path;
   uint64_t rss_bytes = 0, heap_in_use_bytes = 0;  // memory now (AgentStatus in control.proto)
+  std::string metrics_url;                        // "" while /metrics is not served
   std::optional<ClusterSnapshot> cluster;         // absent when the agent forms no roster
 };
 

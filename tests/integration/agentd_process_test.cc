@@ -62,7 +62,8 @@ class AgentdProcessTest : public ::testing::Test {
  protected:
   void WriteConfig(const std::string& cluster, const std::string& extra = "") {
     dir_.Write("agentd.toml", "[agent]\nsocket = \"" + sock_ + "\"\n" + extra + "[cluster]\nname = \"" + cluster +
-                                  "\"\n[ps]\nport = 0\nauthenticate = false\n");  // no cluster key here
+                                  "\"\n[ps]\nport = 0\nauthenticate = false\n"  // no cluster key here
+                                  "[metrics]\nport = 0\n");
   }
   std::unique_ptr<Subprocess> StartAgent(std::vector<std::string> env = {}) {
     env.push_back("NOTIFY_SOCKET=" + notify_path_);

@@ -48,7 +48,8 @@ class GossipCluster {
                         std::string(i == 0 ? "master" : "worker") + "\"\n[gossip]\nkey_file = \"" + dir_.Join(key) + "\"\nname = \"" + Name(i) +
                         "\"\nbind = \"127.0.0.1\"\nport = " + std::to_string(ports_[i]) + "\nseeds = [\"127.0.0.1:" + std::to_string(ports_[0]) +
                         "\", \"127.0.0.1:" + std::to_string(ports_[1]) +
-                        "\"]\nprofile = \"fast\"\n[ps]\nenabled = false\n");  // its ephemeral port could be the next agent's gossip port
+                        "\"]\nprofile = \"fast\"\n[ps]\nenabled = false\n[metrics]\nenabled = false\n");  // its ephemeral port could be the next
+                                                                                                          // agent's gossip port
     agents_[i] = std::make_unique<testing::Subprocess>(std::vector<std::string>{DLAGENT_AGENTD, "--config", dir_.Join(cfg)},
                                                        std::vector<std::string>{}, dir_.Join("log" + std::to_string(i)));
   }

@@ -23,6 +23,8 @@ cat >"$work/agentd.toml" <<TOML
 socket = "$work/agentd.sock"
 [cluster]
 name = "journal-test"
+[metrics]
+port = 0
 TOML
 
 # Everything below runs in a mount namespace of its own: the journal socket and files live on tmpfs there.

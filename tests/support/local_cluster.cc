@@ -200,7 +200,9 @@ void LocalCluster::Start(int i, bool master) {
       "\"\n" +
       // In namespaces every node serves its shard on 7070, as on EC2; on loopback a shard would only take
       // an ephemeral port that a port chosen for the next agent's gossip may turn out to be.
-      (netns_.empty() ? std::string("[ps]\nenabled = false\n") : "[ps]\nbind = \"" + Ip(i) + "\"\n");
+      (netns_.empty() ? std::string("[ps]\nenabled = false\n") : "[ps]\nbind = \"" + Ip(i) + "\"\n") +
+      // Each node serves /metrics on its own address, as IMDS gives it (MetricsUrl).
+      "[metrics]\nbind = \"node\"\n";
   const bool storage = root() && o_.storage;
   if (storage) cfg += "[storage]\nkind = \"bind\"\nsource = \"" + Shared() + "\"\nmount_point = \"" + Mount(i) + "\"\n";
   const std::string path = "n" + std::to_string(i) + "/agentd.toml";

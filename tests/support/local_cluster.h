@@ -71,6 +71,8 @@ class LocalCluster {
   std::string Id(int i) const;
   std::string Ip(int i) const;
   std::string Sock(int i) const;
+  // Node i's /metrics (metrics.bind = "node": served once IDENTIFY learned the address).
+  std::string MetricsUrl(int i) const { return "http://" + Ip(i) + ":7071/metrics"; }
   std::string Root(int i) const;
   std::string Mount(int i) const;
   std::string Shared() const;

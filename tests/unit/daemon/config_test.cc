@@ -33,6 +33,9 @@ TEST(ConfigTest, EmptyFileGivesDocumentedDefaults) {
   EXPECT_EQ(c->cluster.name, "default");
   EXPECT_EQ(c->aws.imds_endpoint, "http://169.254.169.254");
   EXPECT_FALSE(c->aws.imds_disabled);
+  EXPECT_TRUE(c->metrics.enabled);
+  EXPECT_EQ(c->metrics.bind, "127.0.0.1") << "never every interface without a setting";
+  EXPECT_EQ(c->metrics.port, 7071);
 }
 
 TEST(ConfigTest, ReadsEveryKey) {
@@ -129,6 +132,10 @@ TEST(ConfigTest, FormationMistakesAreNamed) {
       {"[storage]\nkind = \"bind\"\nsource = \"/d\"\nmount_target_ips = [\"fs-1\"]\n", "is not an IPv4 address"},
       {"[files]\nworkers = \"workers\"\n", "files.workers: \"workers\" must be an absolute path"},
       {"[node]\ngpus = -2\n", "node.gpus: -2 is out of range -1..1024"},
+      {"[metrics]\nbind = \"localhost\"\n", "metrics.bind: \"localhost\" is not an IPv4 address (e.g. 0.0.0.0 or 10.0.1.17), or \"node\""},
+      {"[metrics]\nbind = \"\"\n", "metrics.bind: \"\" is not an address"},
+      {"[metrics]\nbind = \"node\"\n", "metrics.bind = \"node\" needs cluster.expected_nodes > 0"},
+      {"[metrics]\nport = 70000\n", "metrics.port: 70000 is out of range 0..65535"},
   };
   for (const Case& c : cases) {
     Result<Config> r = ParseConfig(c.toml, "f.toml", kNoEnv);

@@ -1,0 +1,28 @@
+#pragma once
+// What agentd's /metrics says (docs/operations.md lists every family): the agent, its phase, the formation,
+// membership, jobs and the metrics listener itself, rendered from snapshots the daemon takes at each scrape.
+// Families of a part that does not run on this agent are left out (missing, never zero).
+//
+// Thread safety: a function of its input.
+
+#include <optional>
+#include <string>
+
+#include "agent/jobs/jobs.h"
+#include "agent/metrics/http_server.h"
+#include "agent/rpc/control_handler.h"
+
+namespace dlagent {
+
+struct AgentMetricsInput {
+  StatusSnapshot status;
+  MemberListSnapshot members;
+  int gossip_health = -1;                   // Lifeguard's awareness (0 is healthy); -1: gossip does not run
+  std::optional<jobs::Jobs::Metrics> jobs;  // absent: this agent runs no jobs (yet)
+  metrics::HttpServerStats http;
+};
+
+// The text format 0.0.4.
+std::string RenderAgentMetrics(const AgentMetricsInput& in);
+
+}  // namespace dlagent

@@ -1,0 +1,110 @@
+#include "agent/daemon/agent_metrics.h"
+
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
+
+namespace dlagent {
+namespace {
+
+// An agent in the middle of things: formed, gossiping, coordinating jobs.
+AgentMetricsInput Busy() {
+  AgentMetricsInput in;
+  in.status.version = "0.1.0 \"quoted\"";
+  in.status.started_unix_ms = 1700000000123;
+  in.status.rss_bytes = 30 << 20;
+  in.status.heap_in_use_bytes = 5 << 20;
+  in.status.config_generation = 3;
+  in.status.phase = AgentPhase::kReady;
+  in.status.identity = {"i-0abc", "p4d.24xlarge", "10.0.1.17", "us-east-1", "us-east-1a", 8};
+  ClusterSnapshot c;
+  c.generation = 2;
+  c.rank = 1;
+  c.roster = {{0, "i-0aaa", "10.0.1.16", 8, true}, {1, "i-0abc", "10.0.1.17", 8, true}};
+  c.dead = {"i-0aaa"};
+  c.alive = 1;
+  c.expected = 2;
+  c.sqs_requests = 40;
+  c.hellos_sent = 3;
+  c.hellos_accepted = 2;
+  c.hellos_refused = 1;
+  in.status.cluster = c;
+  in.members.enabled = true;
+  in.members.members = {{"i-0aaa", "10.0.1.16:7946", "dead", "master", "us-east-1a", "0.1.0", 8, 4, 2, 10},
+                        {"i-0abc", "10.0.1.17:7946", "alive", "worker", "us-east-1a", "0.1.0", 8, 1, 1, 10}};
+  in.members.counters = {100, 120, 5, 6, 7, 8, 9, 10};
+  in.gossip_health = 2;
+  jobs::Jobs::Metrics j;
+  j.coordinated = {{"running", 2}, {"failed", 1}};
+  j.coordinator = {3, 1};
+  j.node = {4, 2048, 12, 5, 2, 1, 1000, 65536, 7};
+  j.refused_calls = 11;
+  in.jobs = j;
+  in.http = {50, 2, 1, 0};
+  return in;
+}
+
+bool Has(const std::string& text, const std::string& line) { return text.find("\n" + line + "\n") != std::string::npos; }
+
+TEST(AgentMetricsTest, SaysWhatTheSnapshotsSay) {
+  const std::string t = RenderAgentMetrics(Busy());
+  EXPECT_TRUE(Has(t, "dlagent_build_info{version=\"0.1.0 \\\"quoted\\\"\"} 1")) << t;
+  EXPECT_TRUE(Has(t, "dlagent_start_time_seconds 1700000000.123"));
+  EXPECT_TRUE(Has(t, "dlagent_config_reloads_total 2"));
+  EXPECT_TRUE(Has(t, "dlagent_phase{phase=\"ready\"} 1"));
+  EXPECT_TRUE(Has(t, "dlagent_phase{phase=\"discover\"} 0"));
+  EXPECT_TRUE(Has(t, "dlagent_gpus 8"));
+  EXPECT_TRUE(
+      Has(t, "dlagent_node_info{instance_id=\"i-0abc\",instance_type=\"p4d.24xlarge\",availability_zone=\"us-east-1a\",address=\"10.0.1.17\"} 1"));
+  EXPECT_TRUE(Has(t, "dlagent_roster_generation 2"));
+  EXPECT_TRUE(Has(t, "dlagent_roster_members 2"));
+  EXPECT_TRUE(Has(t, "dlagent_roster_dead_members 1"));
+  EXPECT_TRUE(Has(t, "dlagent_formation_hellos_received_total{outcome=\"refused\"} 1"));
+  EXPECT_TRUE(Has(t, "dlagent_members{state=\"alive\"} 1"));
+  EXPECT_TRUE(Has(t, "dlagent_members{state=\"dead\"} 1"));
+  EXPECT_TRUE(Has(t, "dlagent_members{state=\"suspect\"} 0"));
+  EXPECT_TRUE(Has(t, "dlagent_member_flaps 3"));
+  EXPECT_TRUE(Has(t, "dlagent_gossip_packets_dropped_total{reason=\"replay\"} 6"));
+  EXPECT_TRUE(Has(t, "dlagent_gossip_push_pulls_refused_total 10"));
+  EXPECT_TRUE(Has(t, "dlagent_gossip_health_score 2"));
+  EXPECT_TRUE(Has(t, "dlagent_jobs{state=\"running\"} 2"));
+  EXPECT_TRUE(Has(t, "dlagent_jobs{state=\"restarting\"} 0"));
+  EXPECT_TRUE(Has(t, "dlagent_job_restarts_total 3"));
+  EXPECT_TRUE(Has(t, "dlagent_job_takeovers_total 1"));
+  EXPECT_TRUE(Has(t, "dlagent_ranks_running 4"));
+  EXPECT_TRUE(Has(t, "dlagent_rank_exits_total{how=\"signal\"} 1"));
+  EXPECT_TRUE(Has(t, "dlagent_job_output_dropped_lines_total 7"));
+  EXPECT_TRUE(Has(t, "dlagent_job_calls_refused_total 11"));
+  EXPECT_TRUE(Has(t, "dlagent_metrics_requests_refused_total{reason=\"bad_request\"} 2"));
+}
+
+TEST(AgentMetricsTest, WhatDoesNotRunIsMissingNotZero) {
+  AgentMetricsInput in;
+  in.status.version = "0.1.0";
+  in.status.phase = AgentPhase::kServing;
+  const std::string t = RenderAgentMetrics(in);
+  EXPECT_TRUE(Has(t, "dlagent_phase{phase=\"serving\"} 1"));
+  for (const char* family : {"dlagent_gpus", "dlagent_node_info", "dlagent_roster_generation", "dlagent_members", "dlagent_gossip_packets_total",
+                             "dlagent_gossip_health_score", "dlagent_jobs", "dlagent_ranks_running"}) {
+    EXPECT_EQ(t.find("\n" + std::string(family) + "{"), std::string::npos) << family;
+    EXPECT_EQ(t.find("\n" + std::string(family) + " "), std::string::npos) << family;
+  }
+}
+
+// The real Prometheus's linter (Debian's prometheus package) on both: names, types, units, HELP, suffixes.
+TEST(AgentMetricsTest, PromtoolAcceptsEveryFamily) {
+  if (::access("/usr/bin/promtool", X_OK) != 0) GTEST_SKIP() << "promtool is not installed (Debian: prometheus)";
+  testing::TempDir dir;
+  for (const auto& [name, in] : {std::pair{"busy", Busy()}, std::pair{"idle", AgentMetricsInput{}}}) {
+    dir.Write(name, RenderAgentMetrics(in));
+    const testing::RunResult r = testing::RunCommand({"/bin/sh", "-c", "promtool check metrics < " + dir.Join(name)});
+    EXPECT_EQ(r.exit_code, 0) << name << ": " << r.output;
+    EXPECT_EQ(r.output, "") << name << ": promtool's findings";
+  }
+}
+
+}  // namespace
+}  // namespace dlagent
