@@ -6,8 +6,13 @@
 # (shared storage, the same directory for every attempt) after each step, written to a temporary file and
 # renamed over the last one, so that a crash never leaves half a checkpoint. Every rank of a new attempt
 # resumes from it, on however many nodes the attempt has.
+#
+# Rank 0 reports each step, its loss and throughput to its agent (DLAGENT_METRICS_SOCKET, docs/jobs.md
+# "Training metrics"): agentctl jobs shows the step, /metrics the loss. report() below is the whole protocol;
+# the dlps Python package ships the same as dlps.report().
 import argparse
 import os
+import socket
 import time
 
 import torch
@@ -17,6 +22,21 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=5)
 parser.add_argument("--pause", type=float, default=0.0, help="seconds to wait after each step (to stop a node mid-training)")
 args = parser.parse_args()
+
+_metrics = os.environ.get("DLAGENT_METRICS_SOCKET", "")
+_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) if _metrics else None
+
+
+def report(step, **values):
+    """One datagram "job=J step=N name=value ...", never blocking: a report the agent cannot take is dropped."""
+    if not _sock:
+        return
+    text = " ".join([f"job={os.environ['DLAGENT_JOB']}", f"step={step}"] + [f"{k}={float(v)!r}" for k, v in values.items()])
+    try:
+        _sock.sendto(text.encode(), socket.MSG_DONTWAIT, "\0" + _metrics[1:] if _metrics.startswith("@") else _metrics)
+    except OSError:
+        pass
+
 
 dist.init_process_group("gloo")  # MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE come from the agent
 rank, world = dist.get_rank(), dist.get_world_size()
@@ -40,6 +60,7 @@ target = torch.nn.Linear(8, 2)  # what the model learns: the same on every rank
 torch.nn.init.constant_(target.weight, 0.5)
 torch.nn.init.constant_(target.bias, -0.25)
 loss = torch.tensor(0.0)
+started = time.monotonic()
 while step < args.steps:
     data = torch.Generator().manual_seed(1000 * step + rank)  # each rank its own batch of each step
     x = torch.randn(16, 8, generator=data)
@@ -49,6 +70,8 @@ while step < args.steps:
     loss.backward()
     opt.step()
     step += 1
+    if rank == 0:
+        report(step, loss=loss.item(), samples_per_second=16 * world * step / max(time.monotonic() - started, 1e-9))
     if checkpoint and rank == 0:
         tmp = f"{checkpoint}.{os.getpid()}.tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, tmp)

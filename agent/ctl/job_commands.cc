@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <string.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <iomanip>
 #include <set>
@@ -106,6 +107,14 @@ nlohmann::json Restarts(const jpb::JobSummary& s) {
     out.push_back({{"attempt", r.attempt()}, {"reason", r.reason()}, {"unix_ms", r.unix_ms()}, {"nodes", r.nodes()}});
   }
   return out;
+}
+
+// What the ranks reported (null: nothing yet).
+nlohmann::json Training(const jpb::JobSummary& s) {
+  if (!s.has_training()) return nullptr;
+  nlohmann::json values = nlohmann::json::object();
+  for (const auto& [name, v] : s.training().values()) values[name] = std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(std::to_string(v));
+  return {{"step", s.training().step()}, {"step_unix_ms", s.training().step_unix_ms()}, {"values", values}, {"reports", s.training().reports()}};
 }
 
 nlohmann::json RankExits(const jpb::JobSummary& s) {
@@ -261,17 +270,18 @@ int RunJobs(const CtlOptions& ctl, std::ostream& out, std::ostream& err) {
                    {"rank_exits", RankExits(s)},
                    {"attempt", s.attempt()},
                    {"max_restarts", s.max_restarts()},
-                   {"restarts", Restarts(s)}});
+                   {"restarts", Restarts(s)},
+                   {"training", Training(s)}});
     }
     out << nlohmann::json({{"jobs", j}, {"unreachable", list->unreachable()}}).dump(2) << "\n";
   } else {
     std::ostringstream t;
     auto row = [&](const std::string& a, const std::string& b, const std::string& c, const std::string& d, const std::string& e, const std::string& f,
-                   const std::string& g, const std::string& h) {
+                   const std::string& g, const std::string& step, const std::string& h) {
       t << std::left << std::setw(16) << a << std::setw(16) << b << std::setw(17) << c << std::setw(20) << d << std::setw(10) << e << std::setw(10)
-        << f << std::setw(10) << g << h << "\n";
+        << f << std::setw(10) << g << std::setw(18) << step << h << "\n";
     };
-    row("ID", "NAME", "STATE", "RANKS", "USER", "STARTED", "DURATION", "EXIT");
+    row("ID", "NAME", "STATE", "RANKS", "USER", "STARTED", "DURATION", "STEP", "EXIT");
     size_t running = 0;
     for (const jpb::JobSummary& s : list->jobs()) {
       const bool done = Terminal(s);
@@ -282,6 +292,8 @@ int RunJobs(const CtlOptions& ctl, std::ostream& out, std::ostream& err) {
       row(ForTerminal(s.id()), ForTerminal(s.name()), ForTerminal(s.state()) + restarts,
           std::to_string(s.running()) + " run, " + std::to_string(s.exited()) + "/" + std::to_string(s.ranks()) + " out", ForTerminal(s.user()),
           Ago(s.started_unix_ms()) + " ago", FormatDuration(milliseconds(std::max<int64_t>(0, end - s.started_unix_ms()))),
+          // The last step the ranks reported (DLAGENT_METRICS_SOCKET) and how long ago: a stuck trainer shows.
+          s.training().step_unix_ms() > 0 ? std::to_string(s.training().step()) + " (" + Ago(s.training().step_unix_ms()) + " ago)" : "-",
           done ? std::to_string(s.exit_code()) + (s.failure().empty() ? "" : " " + ForTerminal(s.failure())) : "-");
     }
     out << t.str();
@@ -318,13 +330,31 @@ int RunKill(const CtlOptions& ctl, const std::string& job, const std::string& si
   return 0;
 }
 
-int RunHealth(const CtlOptions& ctl, const std::string& workdir, std::ostream& out, std::ostream& err) {
+std::vector<jpb::JobSummary> StuckJobs(const jpb::JobList& list, int64_t now_unix_ms, Duration stuck_after) {
+  std::vector<jpb::JobSummary> out;
+  const int64_t limit = duration_cast<milliseconds>(stuck_after).count();
+  for (const jpb::JobSummary& s : list.jobs()) {
+    if (s.state() == "running" && s.training().step_unix_ms() > 0 && now_unix_ms - s.training().step_unix_ms() > limit) out.push_back(s);
+  }
+  return out;
+}
+
+int RunHealth(const CtlOptions& ctl, const std::string& workdir, const std::string& stuck_after, std::ostream& out, std::ostream& err) {
+  Result<Duration> stuck_limit = ParseDuration(stuck_after);
+  if (!stuck_limit.ok()) {
+    err << "agentctl: --stuck-after: " << stuck_limit.status().message() << "\n";
+    return 2;
+  }
   Result<std::unique_ptr<ControlClient>> client = Dial(ctl);
   if (!client.ok()) return Fail(err, client.status());
   jpb::HealthCheckRequest req;
   req.set_workdir(workdir);
   Result<jpb::HealthReport> r = (*client)->CheckHealth(req);
   if (!r.ok()) return Fail(err, r.status());
+  // A stuck trainer: the jobs as the caller may see them (a job list that cannot be had judges none).
+  Result<jpb::JobList> list = (*client)->ListJobs();
+  const int64_t now_ms = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+  const std::vector<jpb::JobSummary> stuck = list.ok() ? StuckJobs(*list, now_ms, *stuck_limit) : std::vector<jpb::JobSummary>();
   if (ctl.json) {
     nlohmann::json nodes = nlohmann::json::array();
     for (const jpb::NodeHealth& h : r->nodes()) {
@@ -347,7 +377,11 @@ int RunHealth(const CtlOptions& ctl, const std::string& workdir, std::ostream& o
                        {"workdir_free_bytes", n.workdir_free_bytes()},
                        {"dlps_serving", n.dlps_enabled() && n.dlps_error().empty()}});
     }
-    out << nlohmann::json({{"ok", r->ok()}, {"nodes", nodes}}).dump(2) << "\n";
+    nlohmann::json stuck_jobs = nlohmann::json::array();
+    for (const jpb::JobSummary& s : stuck) {
+      stuck_jobs.push_back({{"id", s.id()}, {"name", s.name()}, {"step", s.training().step()}, {"step_unix_ms", s.training().step_unix_ms()}});
+    }
+    out << nlohmann::json({{"ok", r->ok() && stuck.empty()}, {"nodes", nodes}, {"stuck_jobs", stuck_jobs}}).dump(2) << "\n";
   } else {
     std::ostringstream t;
     t << std::left << std::setw(5) << "RANK" << std::setw(22) << "NODE" << std::setw(16) << "IP" << std::setw(9) << "RTT" << std::setw(8) << "CLOCK"
@@ -374,8 +408,12 @@ int RunHealth(const CtlOptions& ctl, const std::string& workdir, std::ostream& o
         << std::setw(10) << (answered ? std::to_string(n.workdir_free_bytes() >> 30) + "GiB" : "-") << (h.ok() ? "ok" : failures) << "\n";
     }
     out << t.str();
+    for (const jpb::JobSummary& s : stuck) {
+      out << "job " << s.id() << " (" << ForTerminal(s.name()) << ") is stuck: its ranks reported no step for " << Ago(s.training().step_unix_ms())
+          << " (last: step " << s.training().step() << "; --stuck-after " << stuck_after << ")\n";
+    }
   }
-  return r->ok() ? 0 : 3;
+  return r->ok() && stuck.empty() ? 0 : 3;
 }
 
 int RunMpiRsh(const CtlOptions& ctl, const std::vector<std::string>& args, const std::atomic<int>& interrupted, std::ostream& out,

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "agent/ctl/commands.h"
+#include "bootstrap/common/env.h"
+#include "proto/jobs.pb.h"
 
 namespace dlagent {
 
@@ -52,9 +54,15 @@ int RunKill(const CtlOptions& ctl, const std::string& job, const std::string& si
 // HOST in the same job through the agents, then relays its output and exits with its status, as ssh would.
 int RunMpiRsh(const CtlOptions& ctl, const std::vector<std::string>& args, const std::atomic<int>& interrupted, std::ostream& out, std::ostream& err);
 
-// Every roster node's health, a line each with what fails named. Exit 0 when every check passes, 3 when one
-// fails, 1 when agentd cannot be reached.
-int RunHealth(const CtlOptions& ctl, const std::string& workdir, std::ostream& out, std::ostream& err);
+// Every roster node's health, a line each with what fails named, then every running job whose ranks report
+// steps (DLAGENT_METRICS_SOCKET) but have reported none for longer than stuck_after: a stuck trainer. Exit 0
+// when every check passes, 3 when one fails (a stuck trainer too), 1 when agentd cannot be reached, 2 for a bad
+// --stuck-after.
+int RunHealth(const CtlOptions& ctl, const std::string& workdir, const std::string& stuck_after, std::ostream& out, std::ostream& err);
+
+// The running jobs of `list` whose last reported step is older than `stuck_after` at now_unix_ms (jobs that
+// never reported a step are not judged).
+std::vector<jobs::v1::JobSummary> StuckJobs(const jobs::v1::JobList& list, int64_t now_unix_ms, Duration stuck_after);
 
 // "TERM", "SIGTERM", "15" -> 15; InvalidArgument otherwise.
 Result<int> ParseSignal(const std::string& s);

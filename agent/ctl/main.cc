@@ -54,8 +54,11 @@ int main(int argc, char** argv) {
                   "plain, dlps, torchrun, mpi, mxnet, tf, tf-ps or dask: the variables each rank gets (docs/jobs.md)")
       ->capture_default_str();
   run->add_option("--per-node", run_opts.per_node, "Worker processes a node: a number, or gpus for one per GPU")->capture_default_str();
-  run->add_option("--nodes", run_opts.nodes, "Only these nodes: roster ranks (0,2-3), instance ids or addresses");
-  run->add_option("-e,--env", run_opts.env, "Add NAME=value to every rank's environment (repeatable; wins over the launcher's)");
+  // Vector options take one value an occurrence: one that took all that follows would end at the "--" before
+  // the command, and the command's own options would then be agentctl's.
+  run->add_option("--nodes", run_opts.nodes, "Only these nodes: roster ranks (0,2-3), instance ids or addresses")->allow_extra_args(false);
+  run->add_option("-e,--env", run_opts.env, "Add NAME=value to every rank's environment (repeatable; wins over the launcher's)")
+      ->allow_extra_args(false);
   run->add_option("--workdir", run_opts.workdir, "Working directory of every rank (default: your home directory)");
   run->add_option("--grace", run_opts.grace, "Time between SIGTERM and SIGKILL when the job stops")->capture_default_str();
   run->add_option("--timeout", run_opts.timeout, "Stop the job (exit 124) after this long; 0: never")->capture_default_str();
@@ -92,6 +95,9 @@ int main(int argc, char** argv) {
   auto* health = app.add_subcommand("health", "Check every roster node at once: agent, gossip view, shared storage, GPUs, clock, dlps, free space");
   health->add_flag("--json", opts.json, "Print JSON instead of a table");
   health->add_option("--workdir", health_workdir, "Whose free space to check (default: your home directory)");
+  std::string stuck_after = "10m";
+  health->add_option("--stuck-after", stuck_after, "A running job whose ranks reported no step for this long is stuck (a failed check)")
+      ->capture_default_str();
   auto* rsh = app.add_subcommand("mpi-rsh", "Open MPI's remote launcher under agentctl run --launcher mpi: HOST COMMAND... (no ssh)");
   rsh->prefix_command();  // the daemon's command line is passed through, options and all
   try {
@@ -115,7 +121,7 @@ int main(int argc, char** argv) {
   if (*run) return dlagent::RunRun(opts, run_opts, interrupted, std::cout, std::cerr);
   if (*jobs) return dlagent::RunJobs(opts, std::cout, std::cerr);
   if (*logs) return dlagent::RunLogs(opts, logs_opts, interrupted, std::cout, std::cerr);
-  if (*health) return dlagent::RunHealth(opts, health_workdir, std::cout, std::cerr);
+  if (*health) return dlagent::RunHealth(opts, health_workdir, stuck_after, std::cout, std::cerr);
   if (*rsh) return dlagent::RunMpiRsh(opts, rsh->remaining(), interrupted, std::cout, std::cerr);
   if (*kill) return dlagent::RunKill(opts, kill_job, kill_signal, std::cout, std::cerr);
   return 2;

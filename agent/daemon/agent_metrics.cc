@@ -1,6 +1,7 @@
 #include "agent/daemon/agent_metrics.h"
 
 #include <array>
+#include <map>
 
 #include "agent/metrics/exposition.h"
 
@@ -99,6 +100,34 @@ void Membership(Exposition& e, const MemberListSnapshot& m, int health) {
   }
 }
 
+// What ranks reported (DLAGENT_METRICS_SOCKET), labelled by job_id ("job" is Prometheus's own) for jobs that run
+// here or ended less than Jobs::kTrainingKept ago, and by name (at most kMaxTrainingNames a job).
+void Training(Exposition& e, const jobs::Jobs::Metrics& j) {
+  e.Family("dlagent_training_reports_total", kCounter, "Training reports this node's ranks sent (DLAGENT_METRICS_SOCKET) that were taken.");
+  e.Sample(D(j.node.reports));
+  e.Family("dlagent_training_reports_refused_total", kCounter,
+           "Training reports refused, by reason: malformed, refused (no such job running here, or not its user), too_many_names (taken in part).");
+  e.Sample(D(j.node.reports_malformed), {{"reason", "malformed"}});
+  e.Sample(D(j.node.reports_refused), {{"reason", "refused"}});
+  e.Sample(D(j.node.reports_too_many_names), {{"reason", "too_many_names"}});
+  if (j.training.empty()) return;
+  e.Family("dlagent_training_step", kGauge, "The last step a job's ranks on this node reported.");
+  for (const auto& [id, t] : j.training) {
+    if (t.step_unix_ms() > 0) e.Sample(D(t.step()), {{"job_id", id}});
+  }
+  e.Family("dlagent_training_last_step_timestamp_seconds", kGauge,
+           "When a job's ranks on this node last reported a step (Unix time): alert on its age for a stuck trainer.");
+  for (const auto& [id, t] : j.training) {
+    if (t.step_unix_ms() > 0) e.Sample(static_cast<double>(t.step_unix_ms()) / 1000.0, {{"job_id", id}});
+  }
+  e.Family("dlagent_training_value", kGauge,
+           "The last value of each scalar a job's ranks on this node reported (loss, samples_per_second...), by name.");
+  for (const auto& [id, t] : j.training) {
+    std::map<std::string, double> sorted(t.values().begin(), t.values().end());  // a stable order, scrape to scrape
+    for (const auto& [name, value] : sorted) e.Sample(value, {{"job_id", id}, {"name", name}});
+  }
+}
+
 void Jobs(Exposition& e, const jobs::Jobs::Metrics& j) {
   e.Family("dlagent_jobs", kGauge, "Jobs this agent coordinates (started here or taken over), by state; summed over agents, the cluster's.");
   for (const char* state : {"running", "stopping", "restarting", "succeeded", "failed", "killed"}) {
@@ -127,6 +156,7 @@ void Jobs(Exposition& e, const jobs::Jobs::Metrics& j) {
   e.Sample(D(j.node.held_bytes));
   e.Family("dlagent_job_calls_refused_total", kCounter, "Job calls from other agents refused (not sealed with the cluster key, malformed).");
   e.Sample(D(j.refused_calls));
+  Training(e, j);
 }
 
 void Http(Exposition& e, const metrics::HttpServerStats& h) {

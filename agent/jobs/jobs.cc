@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "agent/jobs/rank_env.h"
+#include "bootstrap/common/crypto.h"
 
 namespace dlagent::jobs {
 namespace {
@@ -29,6 +30,8 @@ NodeJobsOptions NodeJobsOptionsOf(const JobsOptions& o, const JobsDeps& d) {
   n.heartbeat = o.node_heartbeat;
   n.base_env = d.base_env;
   n.gone = d.gone;
+  // Unguessable, so that no other process can take the name before the agent binds it.
+  if (o.training_reports) n.training_socket = "dlagent/" + o.self + "/training/" + RandomHex(8);
   return n;
 }
 
@@ -346,6 +349,7 @@ Jobs::Metrics Jobs::metrics() {
   m.coordinator = coordinator_.counters();
   m.node = local_.counters();
   m.refused_calls = server_.refused();
+  m.training = local_.Training(kTrainingKept);
   return m;
 }
 

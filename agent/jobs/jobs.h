@@ -39,6 +39,7 @@ struct JobsOptions {
   std::function<std::string(const std::string& job)> dlps_token;  // the dlps launcher's job token (hex)
   Duration poll_interval = std::chrono::milliseconds(200);
   std::shared_ptr<Heartbeat> node_heartbeat, coordinator_heartbeat;
+  bool training_reports = true;  // Default: ranks may report training metrics (DLAGENT_METRICS_SOCKET, training.h)
 };
 
 class Jobs final : private JobNodes {
@@ -66,7 +67,10 @@ class Jobs final : private JobNodes {
     Coordinator::Counters coordinator;
     NodeJobs::Counters node;
     uint64_t refused_calls = 0;  // other agents' job calls refused (not sealed with the cluster key, malformed)
+    // What the ranks here reported, for jobs running here or ended less than kTrainingKept ago, by job id.
+    std::map<std::string, pb::Training> training;
   };
+  static constexpr Duration kTrainingKept = std::chrono::minutes(5);
   Metrics metrics();
 
   // Whether the job runs on this node, or ended here less than `grace` ago (NodeJobs::Live).

@@ -41,6 +41,7 @@ NodeJobsOptions Checked(NodeJobsOptions o) {
 
 NodeJobs::NodeJobs(NodeJobsOptions options) : o_(Checked(std::move(options))) {
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  training_fd_ = OpenTrainingSocket(o_.training_socket);
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -66,6 +67,7 @@ NodeJobs::~NodeJobs() {
     }
   }
   ::close(wake_fd_);
+  if (training_fd_ >= 0) ::close(training_fd_);
 }
 
 void NodeJobs::Wake() {
@@ -170,6 +172,7 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
     else
       sr.argv.assign(rs.argv().begin(), rs.argv().end());
     sr.env = RankEnv(base, spec, rs, home, checkpoints);
+    if (training_fd_ >= 0) sr.env.push_back("DLAGENT_METRICS_SOCKET=@" + o_.training_socket);
     sr.workdir = dir;
     sr.uid = spec.uid();
     sr.gid = spec.gid();
@@ -384,7 +387,7 @@ void NodeJobs::Forget() {
 }
 
 void NodeJobs::Loop() {
-  enum Kind { kOut, kErr, kPid };
+  enum Kind { kOut, kErr, kPid, kTraining };
   struct Watch {
     std::string job;
     size_t rank;
@@ -397,6 +400,7 @@ void NodeJobs::Loop() {
     if (o_.heartbeat) o_.heartbeat->Beat();
     fds.assign(1, pollfd{wake_fd_, POLLIN, 0});
     watches.assign(1, Watch{});
+    if (training_fd_ >= 0) fds.push_back({training_fd_, POLLIN, 0}), watches.push_back({"", 0, kTraining});
     int timeout_ms = 1000;
     {
       MutexLock lock(mu_);
@@ -433,6 +437,10 @@ void NodeJobs::Loop() {
     for (size_t k = 0; k < n && ready > 0 && read < kTurnBytes; ++k) {
       const size_t i = 1 + (turn_ + k) % n;
       if (!fds[i].revents) continue;
+      if (watches[i].kind == kTraining) {
+        ReadReports();
+        continue;
+      }
       auto it = jobs_.find(watches[i].job);
       if (it == jobs_.end()) continue;
       Job& job = *it->second;
@@ -447,6 +455,7 @@ void NodeJobs::Loop() {
         case kPid:
           if (rank.pidfd == fds[i].fd) Reap(job, rank);
           break;
+        case kTraining: break;
       }
     }
     const MonoTime now = std::chrono::steady_clock::now();

@@ -51,6 +51,9 @@ struct NodeJobsOptions {
   // Whether gossip says a member died or left (null: never). A job whose coordinator is gone has no one left
   // to stop it everywhere: its ranks here are stopped, checked about once a second.
   std::function<bool(const std::string& instance_id)> gone;
+  // Default: "" (none). The abstract Unix datagram socket ranks report training metrics to (training.h); each
+  // rank gets DLAGENT_METRICS_SOCKET=@name. Only a job's own user (or root) may report for it.
+  std::string training_socket;
 };
 
 class NodeJobs {
@@ -77,17 +80,23 @@ class NodeJobs {
   size_t HeldBytes() const;
   // What this node's ranks did since the agent started (/metrics).
   struct Counters {
-    uint64_t ranks_running = 0;  // now
-    uint64_t held_bytes = 0;     // now
-    uint64_t ranks_started = 0;  // since start, every attempt's
-    uint64_t exits_ok = 0;       // exit code 0
-    uint64_t exits_failed = 0;   // another exit code
-    uint64_t exits_signal = 0;   // ended by a signal (a kill, a stop, a crash)
-    uint64_t output_lines = 0;   // read from the ranks
-    uint64_t output_bytes = 0;   // their text
-    uint64_t dropped_lines = 0;  // held no longer: over a rank's or the node's bound
+    uint64_t ranks_running = 0;           // now
+    uint64_t held_bytes = 0;              // now
+    uint64_t ranks_started = 0;           // since start, every attempt's
+    uint64_t exits_ok = 0;                // exit code 0
+    uint64_t exits_failed = 0;            // another exit code
+    uint64_t exits_signal = 0;            // ended by a signal (a kill, a stop, a crash)
+    uint64_t output_lines = 0;            // read from the ranks
+    uint64_t output_bytes = 0;            // their text
+    uint64_t dropped_lines = 0;           // held no longer: over a rank's or the node's bound
+    uint64_t reports = 0;                 // training reports taken (training.h)
+    uint64_t reports_malformed = 0;       // refused: not a report
+    uint64_t reports_refused = 0;         // refused: no such job running here, or not sent by its user
+    uint64_t reports_too_many_names = 0;  // taken in part: names over kMaxTrainingNames
   };
   Counters counters() const;
+  // What the ranks of each job running here (or ended less than `grace` ago) reported last, by job id.
+  std::map<std::string, pb::Training> Training(Duration grace) const;
 
   // Jobs this node's agent should take over: their coordinator is gone (gossip), they have restarts left,
   // and this node is the first of the job's nodes that gossip does not call gone.
@@ -129,10 +138,15 @@ class NodeJobs {
     // process groups), it is closed unread.
     MonoTime abandon_at = MonoTime::max();
     MonoTime orphaned = MonoTime::max();  // when its coordinator was first seen gone (restarts left)
+    pb::Training training;                // what its ranks here reported last
   };
 
   void Loop();
   void Wake();
+  // node_jobs_training.cc: the training socket's datagrams, at most kReportsPerTurn a turn.
+  static int OpenTrainingSocket(const std::string& name);
+  void ReadReports() REQUIRES(mu_);
+  static constexpr int kReportsPerTurn = 256;
   // Lines read from one rank's stream at once, to go to the log as one record (a journal entry) once mu_ is
   // released: "job J rank R: " and the lines, joined by newlines.
   struct Echo {
@@ -171,6 +185,7 @@ class NodeJobs {
   size_t finished_bytes_ GUARDED_BY(mu_) = 0;  // the part of it held by jobs that ended
   Counters counters_ GUARDED_BY(mu_);          // the totals (the "now" members are filled in by counters())
   int wake_fd_ = -1;
+  int training_fd_ = -1;          // -1: none (no name, or it could not be bound)
   MonoTime last_orphan_check_{};  // the loop's thread only
   size_t turn_ = 0;               // the loop's thread only: where a turn starts reading, in turn
   std::thread thread_;

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "agent/jobs/rank_env.h"
+#include "agent/jobs/training.h"
 
 namespace dlagent::jobs {
 
@@ -106,6 +107,11 @@ pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& p
     s.set_state("running");  // not every node has answered yet
   }
   if (Terminal(s)) s.set_ended_unix_ms(last_end);
+  std::vector<const pb::Training*> training;
+  for (const NodePart& p : parts) {
+    if (p.job && p.job->training().reports() > 0) training.push_back(&p.job->training());
+  }
+  if (!training.empty()) *s.mutable_training() = LatestTraining(training);
   return s;
 }
 

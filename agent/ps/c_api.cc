@@ -4,8 +4,10 @@
 #include <cstring>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "agent/ps/client.h"
+#include "agent/ps/report.h"
 
 #define DLPS_EXPORT __attribute__((visibility("default")))
 
@@ -123,6 +125,14 @@ DLPS_EXPORT int dlps_wait(dlps_client* c, dlps_ticket ticket) { return Fail(c->c
 DLPS_EXPORT int dlps_barrier(dlps_client* c) { return Fail(c->client->Barrier()); }
 DLPS_EXPORT int dlps_checkpoint(dlps_client* c, const char* name) { return Fail(c->client->Checkpoint(name ? name : "")); }
 DLPS_EXPORT int dlps_restore(dlps_client* c, const char* name) { return Fail(c->client->Restore(name ? name : "")); }
+DLPS_EXPORT int dlps_report(uint64_t step, const char* const* names, const double* values, size_t n) {
+  static const dlagent::ps::TrainingReporter reporter;
+  std::vector<std::pair<std::string_view, double>> pairs;
+  for (size_t i = 0; i < n && names != nullptr && values != nullptr; ++i) {
+    if (names[i] != nullptr) pairs.emplace_back(names[i], values[i]);
+  }
+  return reporter.Report(step, pairs) ? 1 : 0;
+}
 DLPS_EXPORT const char* dlps_last_error(void) { return last_error.c_str(); }
 DLPS_EXPORT int dlps_last_code(void) { return last_code; }
 DLPS_EXPORT const char* dlps_code_name(int code) {

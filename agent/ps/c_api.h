@@ -88,6 +88,11 @@ int dlps_barrier(dlps_client* c);
 int dlps_checkpoint(dlps_client* c, const char* name);
 int dlps_restore(dlps_client* c, const char* name);
 
+/* Reports training metrics to this node's agent (docs/jobs.md, "Training metrics"): the step and n named
+   scalars (names [a-zA-Z_][a-zA-Z0-9_]*). Never blocks; needs no client. 1 when sent, 0 when not (outside an
+   agentctl job, or the agent cannot take it now). */
+int dlps_report(uint64_t step, const char* const* names, const double* values, size_t n);
+
 const char* dlps_last_error(void);
 /* The code of the calling thread's last failure (a dlps_code): the one way to get it for a failed connect. */
 int dlps_last_code(void);

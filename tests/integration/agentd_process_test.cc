@@ -237,6 +237,11 @@ TEST_F(AgentdProcessTest, HelpOnEveryCommand) {
   EXPECT_EQ(none.exit_code, 2) << none.output;
   testing::RunResult bogus = RunCommand({DLAGENT_AGENTCTL, "frobnicate"});
   EXPECT_EQ(bogus.exit_code, 2) << bogus.output;
+  // The command's own options after "--" are the command's, also after agentctl's repeatable options.
+  testing::RunResult run = RunCommand(
+      {DLAGENT_AGENTCTL, "-s", dir_.Join("none.sock"), "run", "--env", "A=1", "-e", "B=2", "--nodes", "0", "--nodes", "1", "--", "sh", "-c", "true"});
+  EXPECT_EQ(run.exit_code, 1) << "parsed, then no agent to ask\n" << run.output;
+  EXPECT_NE(run.output.find("agentd is not running"), std::string::npos) << run.output;
 }
 
 // Runs agentctl as user nobody (needs root and setpriv).

@@ -67,6 +67,13 @@ TEST_F(JobsProcessTest, TorchrunTrainsDistributedDataParallelWithGlooOnFourNodes
   }
   EXPECT_EQ(ranks, kNodes) << r.output;
   EXPECT_EQ(weights.size(), 1u) << r.output;  // every rank holds the same weights
+  // Rank 0 reported each of its 5 steps and the loss to its agent (DLAGENT_METRICS_SOCKET).
+  RunResult list = Ctl(c(), 2, {"jobs", "--json"});
+  const auto jobs = nlohmann::json::parse(list.output.substr(list.output.find('{')), nullptr, false);
+  ASSERT_FALSE(jobs.is_discarded()) << list.output;
+  ASSERT_EQ(jobs["jobs"].size(), 1u) << list.output;
+  EXPECT_EQ(jobs["jobs"][0]["training"]["step"], 5) << list.output;
+  EXPECT_GT(jobs["jobs"][0]["training"]["values"]["samples_per_second"].get<double>(), 0) << list.output;
 }
 
 TEST_F(JobsProcessTest, DaskRunsTheClientsTasksOnEveryNodesWorkersAndStopsThemWithIt) {

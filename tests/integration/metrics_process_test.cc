@@ -1,6 +1,7 @@
 // /metrics on a local cluster of 4 real agents, read by the real tools (Debian's prometheus package):
 // promtool checks every node's output, and a Prometheus server scrapes all four while a job runs and answers
-// PromQL about every node's phase and the job's ranks.
+// PromQL about every node's phase, the job's ranks and the loss its ranks report (dlps.report, the Python
+// helper the package ships).
 #include <unistd.h>
 
 #include <set>
@@ -44,10 +45,24 @@ TEST_F(MetricsProcessTest, EveryNodeServesMetricsThatPromtoolAcceptsAndPrometheu
     if (::access(tool, X_OK) != 0) GTEST_SKIP() << tool << " is not installed (scripts/deps.sh installs it)";
   }
   Form();
-  RunResult d = Ctl(c(), 0, {"run", "--detach", "--", "sh", "-c", "echo started; sleep 120"});
+  // Each rank reports its step and a loss that falls with it, ten times a second.
+  RunResult d = Ctl(c(), 0,
+                    {"run", "--detach", "--env", std::string("PYTHONPATH=") + DLAGENT_PYTHON_DIR, "--", "/usr/bin/python3", "-c",
+                     "import dlps, time\nfor step in range(1, 100000):\n    dlps.report(step=step, loss=1.0 / step)\n    time.sleep(0.1)\n"});
   ASSERT_EQ(d.exit_code, 0) << d.output;
   const std::string id = d.output.substr(0, d.output.find('\n'));
   ASSERT_EQ(WaitState(c(), 0, id, {"running"})["running"], kNodes);
+  // agentctl jobs shows the step once a report has come (its coordinator asks every node).
+  nlohmann::json job;
+  for (const auto until = steady_clock::now() + seconds(30); steady_clock::now() < until; std::this_thread::sleep_for(milliseconds(100))) {
+    job = Job(c(), 2, id);
+    if (!job.is_null() && job["training"].is_object() && job["training"]["step"].get<int>() >= 3) break;
+  }
+  ASSERT_TRUE(job["training"].is_object()) << job.dump() << "\n" << Ctl(c(), 0, {"logs", id}).output;
+  EXPECT_GE(job["training"]["step"].get<int>(), 3) << job.dump();
+  EXPECT_GT(job["training"]["values"]["loss"].get<double>(), 0) << job.dump();
+  const RunResult table = Ctl(c(), 1, {"jobs"});
+  EXPECT_TRUE(HasLine(table.output, id, " ago)")) << "the STEP column: N (age ago)\n" << table.output;
 
   testing::TempDir dir;
   for (int i : testing::Range(kNodes)) {
@@ -58,6 +73,8 @@ TEST_F(MetricsProcessTest, EveryNodeServesMetricsThatPromtoolAcceptsAndPrometheu
     EXPECT_TRUE(Has(m.output, "dlagent_members{state=\"alive\"} 4")) << m.output;
     EXPECT_TRUE(Has(m.output, "dlagent_gpus " + std::to_string(c().gpus(i)))) << m.output;
     EXPECT_TRUE(Has(m.output, "dlagent_jobs{state=\"running\"} " + std::string(i == 0 ? "1" : "0"))) << "node 0 coordinates the job\n" << m.output;
+    EXPECT_NE(m.output.find("\ndlagent_training_value{job_id=\"" + id + "\",name=\"loss\"} "), std::string::npos) << m.output;
+    EXPECT_NE(m.output.find("\ndlagent_training_last_step_timestamp_seconds{job_id=\"" + id + "\"} "), std::string::npos) << m.output;
     const std::string file = "node" + std::to_string(i) + ".txt";
     dir.Write(file, m.output);
     const RunResult check = RunCommand({"/bin/sh", "-c", "promtool check metrics < " + dir.Join(file)});
@@ -92,9 +109,35 @@ TEST_F(MetricsProcessTest, EveryNodeServesMetricsThatPromtoolAcceptsAndPrometheu
   const nlohmann::json jobs = Query(port, "sum(dlagent_jobs{state=\"running\"})");
   ASSERT_EQ(jobs.size(), 1u) << jobs.dump();
   EXPECT_EQ(jobs[0]["value"][1], "1") << "the cluster's running jobs, each counted by its coordinator only\n" << jobs.dump();
+  // The job's loss from every node's ranks, and how long since the last step (what a "stuck trainer" alert
+  // would watch).
+  const nlohmann::json loss = Query(port, "dlagent_training_value{name=\"loss\",job_id=\"" + id + "\"} < 1");
+  EXPECT_EQ(loss.size(), static_cast<size_t>(kNodes)) << "each node's ranks report; the loss falls below 1 after step 1\n" << loss.dump();
+  const nlohmann::json age = Query(port, "max(time() - dlagent_training_last_step_timestamp_seconds{job_id=\"" + id + "\"})");
+  ASSERT_EQ(age.size(), 1u) << age.dump();
+  EXPECT_LT(std::stod(age[0]["value"][1].get<std::string>()), 30) << age.dump();
   const nlohmann::json up = Query(port, "up{job=\"dlagent\"} == 0");
   EXPECT_EQ(up.size(), 0u) << "targets down: " << up.dump();
+
+  // agentctl health: the job reports steps, so it is not stuck; once its ranks stop (SIGSTOP on every node's
+  // ranks would do; here a second job reports one step and sleeps) a short --stuck-after calls it stuck.
+  EXPECT_EQ(Ctl(c(), 3, {"health", "--stuck-after", "1m"}).exit_code, 0) << Ctl(c(), 3, {"health"}).output;
+  RunResult quiet = Ctl(c(), 0,
+                        {"run", "--detach", "--name", "quiet", "--env", std::string("PYTHONPATH=") + DLAGENT_PYTHON_DIR, "--", "/usr/bin/python3",
+                         "-c", "import dlps, time\ndlps.report(step=1, loss=2.0)\ntime.sleep(120)\n"});
+  ASSERT_EQ(quiet.exit_code, 0) << quiet.output;
+  const std::string quiet_id = quiet.output.substr(0, quiet.output.find('\n'));
+  RunResult health;
+  for (const auto until = steady_clock::now() + seconds(30); steady_clock::now() < until; std::this_thread::sleep_for(milliseconds(200))) {
+    health = Ctl(c(), 3, {"health", "--stuck-after", "1s"});
+    if (health.exit_code == 3) break;
+  }
+  EXPECT_EQ(health.exit_code, 3) << health.output;
+  EXPECT_TRUE(HasLine(health.output, "job " + quiet_id + " (quiet) is stuck: its ranks reported no step for", "(last: step 1; --stuck-after 1s)"))
+      << health.output;
+  EXPECT_FALSE(HasLine(health.output, "job " + id, "is stuck")) << "the busy job still reports\n" << health.output;
   ASSERT_EQ(Ctl(c(), 1, {"kill", id}).exit_code, 0);
+  ASSERT_EQ(Ctl(c(), 1, {"kill", quiet_id}).exit_code, 0);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <CLI/CLI.hpp>
 
 #include "agent/ps/client.h"
+#include "agent/ps/report.h"
 #include "agent/ps/train/data.h"
 #include "agent/ps/train/model.h"
 
@@ -130,6 +131,7 @@ Status Train(const Options& o, const Dataset& d, Model& m, Updater& updater, uin
   Workspace ws;
   const size_t steps = (d.rows() + o.batch - 1) / o.batch;
   const bool bar = report && (o.progress == "always" || (o.progress == "auto" && isatty(STDERR_FILENO)));
+  const ps::TrainingReporter reporter;
   for (int epoch = 1; epoch <= o.epochs; ++epoch) {
     std::shuffle(order.begin(), order.end(),
                  std::mt19937_64(o.seed * 1000003 + epoch));  // the same on every worker
@@ -168,6 +170,12 @@ Status Train(const Options& o, const Dataset& d, Model& m, Updater& updater, uin
       times.wait += Seconds(w0);
       ++times.rounds;
       progress.Update(step + 1, running_rows ? running_loss / static_cast<double>(running_rows) : 0);
+      if (report && reporter.enabled()) {  // rank 0 tells its agent (DLAGENT_METRICS_SOCKET): agentctl jobs, /metrics
+        const double rate = static_cast<double>(std::min(d.rows(), begin + rows)) / std::max(Seconds(t0), 1e-9);
+        reporter.Report(
+            static_cast<uint64_t>(epoch - 1) * steps + step + 1,
+            {{"loss", running_rows ? running_loss / static_cast<double>(running_rows) : 0}, {"samples_per_second", rate}, {"epoch", epoch}});
+      }
     }
     const double took = Seconds(t0);
     if (report) Report(o, d, m, epoch, took, times, client, server_micros0, &ws);

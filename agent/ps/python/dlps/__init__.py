@@ -17,11 +17,12 @@ library search (the package installs it in the library directory).
 """
 import ctypes
 import os
+import socket
 import threading
 
 import numpy as np
 
-__all__ = ["Client", "Error"]
+__all__ = ["Client", "Error", "report"]
 
 
 class Error(RuntimeError):
@@ -204,4 +205,29 @@ class Client:
         with self._lock:
             self._held[ticket] = arrays
         return ticket
+
+
+_report_socket = None
+
+
+def report(step=None, **values):
+    """Reports training metrics to this node's agent (docs/jobs.md, "Training metrics"): the step and any named
+    scalars, e.g. report(step=120, loss=0.53, samples_per_second=1200.0). agentctl jobs shows the step and its
+    age, /metrics the values. One datagram that never blocks: outside an agentctl job, or when the agent cannot
+    take it now, the report is dropped. Returns whether it was sent."""
+    global _report_socket
+    path, job = os.environ.get("DLAGENT_METRICS_SOCKET", ""), os.environ.get("DLAGENT_JOB", "")
+    if not path or not job:
+        return False
+    parts = ["job=" + job]
+    if step is not None:
+        parts.append("step=%d" % int(step))
+    parts += ["%s=%r" % (name, float(value)) for name, value in values.items()]
+    try:
+        if _report_socket is None:
+            _report_socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        _report_socket.sendto(" ".join(parts).encode(), socket.MSG_DONTWAIT, "\0" + path[1:] if path.startswith("@") else path)
+        return True
+    except OSError:
+        return False
 
