@@ -9,6 +9,11 @@
 //   status RPC, kept channel vs a raw Unix-socket echo round trip
 //   status RPC, new client   vs a raw connect + echo
 //   `agentctl status`        vs exec of /bin/true (what a process start costs here)
+//   CPU with a /metrics scrape each second, over a window as long as the idle one
+//                            vs the idle CPU (goal: the scrapes add < 1 % of one core)
+//   GET /metrics             vs a raw loopback TCP connect (what any request costs before its answer)
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -161,6 +166,44 @@ int Compare(const std::string& other) {
 
 }  // namespace
 
+// GET /metrics on 127.0.0.1:port, read to the end; the bytes of the reply.
+size_t Scrape(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  size_t total = 0;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    const char req[] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    (void)!::send(fd, req, sizeof req - 1, MSG_NOSIGNAL);
+    char buf[16384];
+    for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;) total += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  return total;
+}
+
+// A raw loopback TCP connect to a listener of our own, accepted and closed: the floor of any HTTP request.
+Stats TcpConnect(int n) {
+  const int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  ::listen(l, 16);
+  ::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
+  Stats s = Time(n, [&] {
+    const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::close(::accept(l, nullptr, nullptr));
+    ::close(c);
+  });
+  ::close(l);
+  return s;
+}
+
 int main(int argc, char** argv) {
   int seconds_window = 60;
   for (int i = 1; i + 1 < argc; ++i) {
@@ -169,7 +212,7 @@ int main(int argc, char** argv) {
   }
   dlagent::testing::TempDir dir;
   const std::string sock = dir.Join("agentd.sock");
-  dir.Write("agentd.toml", "[agent]\nsocket = \"" + sock + "\"\nlog_level = \"warn\"\n");
+  dir.Write("agentd.toml", "[agent]\nsocket = \"" + sock + "\"\nlog_level = \"warn\"\n[metrics]\nport = 0\n");
   Subprocess agent({DLAGENT_AGENTD, "--config", dir.Join("agentd.toml")}, {}, dir.Join("agentd.log"));
   Subprocess floor({"/bin/sleep", "600"}, {}, dir.Join("sleep.log"));
   std::unique_ptr<dlagent::ControlClient> client;
@@ -198,6 +241,11 @@ int main(int argc, char** argv) {
   Stats rpc_new = Time(300, [&] { (void)(*dlagent::ControlClient::Connect(sock, seconds(5)))->GetStatus(); });
   Stats proc_true = Time(30, [&] { dlagent::testing::RunCommand({"/bin/true"}); });
   Stats proc_ctl = Time(30, [&] { dlagent::testing::RunCommand({DLAGENT_AGENTCTL, "--socket", sock, "status"}); });
+  const std::string url = client->GetStatus().ok() ? client->GetStatus()->metrics_url : "";
+  const int metrics_port = url.empty() ? 0 : std::atoi(url.c_str() + url.rfind(':') + 1);
+  size_t scrape_bytes = 0;
+  Stats scrape = Time(300, [&] { scrape_bytes = Scrape(metrics_port); });
+  Stats tcp = TcpConnect(300);
   client.reset();
 
   const double rss_start = RssMb(agent.pid());
@@ -206,6 +254,14 @@ int main(int argc, char** argv) {
   const double cpu_pct = (CpuSeconds(agent.pid()) - cpu_start) / seconds_window * 100.0;
   const double floor_cpu_pct = (CpuSeconds(floor.pid()) - floor_cpu_start) / seconds_window * 100.0;
   const double rss_end = RssMb(agent.pid());
+  // The same window again with a scrape each second, as a Prometheus server with scrape_interval: 1s would.
+  const double scrape_cpu_start = CpuSeconds(agent.pid());
+  for (int i = 0; i < seconds_window; ++i) {
+    const auto next = steady_clock::now() + seconds(1);
+    Scrape(metrics_port);
+    std::this_thread::sleep_until(next);
+  }
+  const double scrape_cpu_pct = (CpuSeconds(agent.pid()) - scrape_cpu_start) / seconds_window * 100.0;
 
   std::printf("agentd idle and agentctl status (idle window %d s)\n", seconds_window);
   std::printf("%-34s %12s   %-34s %8s   %s\n", "figure", "measured", "baseline (same run)", "ratio", "goal");
@@ -213,6 +269,8 @@ int main(int argc, char** argv) {
               rss_end / RssMb(floor.pid()));
   std::printf("%-34s %9.1f MB\n", "RSS after the latency runs", rss_start);
   std::printf("%-34s %10.3f %%   %-25s %6.3f %% %8s   < 0.2 %%\n", "idle CPU (one core)", cpu_pct, "sleep(1) CPU", floor_cpu_pct, "-");
+  std::printf("%-34s %10.3f %%   %-25s %6.3f %% %+7.3f   < +1 %% (%zu-byte page)\n", "CPU with /metrics scraped each 1 s", scrape_cpu_pct,
+              "idle CPU (above)", cpu_pct, scrape_cpu_pct - cpu_pct, scrape_bytes);
   auto row = [](const char* name, Stats s, const char* base_name, Stats b, const char* goal) {
     std::printf("%-34s %6.3f/%6.3f ms  %-24s %6.3f/%6.3f ms %6.1fx   %s\n", name, s.p50, s.p99, base_name, b.p50, b.p99, s.p50 / b.p50, goal);
   };
@@ -220,5 +278,6 @@ int main(int argc, char** argv) {
   row("status RPC, kept channel", rpc_kept, "unix echo, kept", echo_kept, "< 5 ms");
   row("status RPC, new client", rpc_new, "unix connect+echo", echo_new, "< 5 ms");
   row("agentctl status (whole process)", proc_ctl, "exec /bin/true", proc_true, "");
+  row("GET /metrics (new connection)", scrape, "loopback TCP connect", tcp, "< 5 ms");
   return 0;
 }
