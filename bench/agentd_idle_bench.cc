@@ -191,13 +191,13 @@ Stats TcpConnect(int n) {
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof a;
-  ::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  ::listen(l, 16);
-  ::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len);
+  if (::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(l, 16) != 0 || ::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    std::perror("loopback listener");
+    std::exit(1);
+  }
   Stats s = Time(n, [&] {
     const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    ::close(::accept(l, nullptr, nullptr));
+    if (::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) ::close(::accept(l, nullptr, nullptr));
     ::close(c);
   });
   ::close(l);
