@@ -2,6 +2,7 @@
 
 #include <array>
 #include <map>
+#include <string>
 
 #include "agent/metrics/exposition.h"
 
@@ -159,6 +160,39 @@ void Jobs(Exposition& e, const jobs::Jobs::Metrics& j) {
   Training(e, j);
 }
 
+// NVML's figures, a series per GPU (gpu: its index; at most 64), each family left out when no GPU gives it.
+void Gpus(Exposition& e, const GpuStats& g) {
+  auto family = [&](const char* name, MetricType type, const char* help, auto get) {
+    bool any = false;
+    for (const GpuStat& s : g.gpus) any = any || get(s).has_value();
+    if (!any) return;
+    e.Family(name, type, help);
+    for (const GpuStat& s : g.gpus) {
+      if (const auto v = get(s)) e.Sample(static_cast<double>(*v), {{"gpu", std::to_string(s.index)}});
+    }
+  };
+  family("dlagent_gpu_utilization_ratio", kGauge, "NVML: the part of the last sample period a kernel ran on the GPU (0..1).",
+         [](const GpuStat& s) { return s.utilization; });
+  family("dlagent_gpu_memory_utilization_ratio", kGauge, "NVML: the part of the last sample period the GPU's memory was read or written (0..1).",
+         [](const GpuStat& s) { return s.memory_utilization; });
+  family("dlagent_gpu_memory_used_bytes", kGauge, "NVML: GPU memory in use.", [](const GpuStat& s) { return s.memory_used_bytes; });
+  family("dlagent_gpu_memory_total_bytes", kGauge, "NVML: GPU memory in all.", [](const GpuStat& s) { return s.memory_total_bytes; });
+  family("dlagent_gpu_temperature_celsius", kGauge, "NVML: the GPU's temperature.", [](const GpuStat& s) { return s.temperature_celsius; });
+  family("dlagent_gpu_power_watts", kGauge, "NVML: the GPU's power draw.", [](const GpuStat& s) { return s.power_watts; });
+  bool ecc = false;
+  for (const GpuStat& s : g.gpus) ecc = ecc || s.ecc_corrected || s.ecc_uncorrected;
+  if (ecc) {
+    e.Family("dlagent_gpu_ecc_errors_total", kCounter, "NVML: memory errors ECC saw since the driver loaded, by type (corrected, uncorrected).");
+    for (const GpuStat& s : g.gpus) {
+      const std::string gpu = std::to_string(s.index);
+      if (s.ecc_corrected) e.Sample(D(*s.ecc_corrected), {{"gpu", gpu}, {"type", "corrected"}});
+      if (s.ecc_uncorrected) e.Sample(D(*s.ecc_uncorrected), {{"gpu", gpu}, {"type", "uncorrected"}});
+    }
+  }
+  e.Family("dlagent_gpu_stats_timestamp_seconds", kGauge, "When NVML was last read in full (Unix time); an old one: the driver hangs.");
+  e.Sample(static_cast<double>(g.read_unix_ms) / 1000.0);
+}
+
 void Http(Exposition& e, const metrics::HttpServerStats& h) {
   e.Family("dlagent_metrics_requests_total", kCounter, "Requests the metrics listener answered with a page.");
   e.Sample(D(h.requests));
@@ -177,6 +211,7 @@ std::string RenderAgentMetrics(const AgentMetricsInput& in) {
   if (in.status.cluster) Formation(e, *in.status.cluster);
   if (in.members.enabled) Membership(e, in.members, in.gossip_health);
   if (in.jobs) Jobs(e, *in.jobs);
+  if (in.gpus.nvml && in.gpus.read_unix_ms > 0) Gpus(e, in.gpus);
   Http(e, in.http);
   return e.Take();
 }

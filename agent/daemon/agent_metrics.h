@@ -11,6 +11,7 @@
 #include "agent/jobs/jobs.h"
 #include "agent/metrics/http_server.h"
 #include "agent/rpc/control_handler.h"
+#include "bootstrap/node/gpu_stats.h"
 
 namespace dlagent {
 
@@ -20,6 +21,7 @@ struct AgentMetricsInput {
   int gossip_health = -1;                   // Lifeguard's awareness (0 is healthy); -1: gossip does not run
   std::optional<jobs::Jobs::Metrics> jobs;  // absent: this agent runs no jobs (yet)
   metrics::HttpServerStats http;
+  GpuStats gpus;  // NVML's figures (none without NVML)
 };
 
 // The text format 0.0.4.

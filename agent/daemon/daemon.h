@@ -45,6 +45,7 @@
 #include "bootstrap/common/env.h"
 #include "bootstrap/common/heartbeat.h"
 #include "bootstrap/common/mutex.h"
+#include "bootstrap/node/gpu_stats.h"
 
 namespace dlagent {
 
@@ -160,6 +161,7 @@ class Daemon final : public ControlHandler {
   std::unique_ptr<ControlServer> control_;
   // Built by Run() before the control socket serves, or by the boot thread once IDENTIFY learned the node's
   // address (metrics.bind = "node"); taken down with the control socket.
+  std::unique_ptr<GpuSampler> gpus_;  // NVML's figures for /metrics: built with metrics_, gone after it
   std::unique_ptr<metrics::HttpServer> metrics_;
   std::unique_ptr<SqsClient> sqs_sender_, sqs_poller_;
   std::unique_ptr<MountManager> mounts_;

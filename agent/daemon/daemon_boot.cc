@@ -359,6 +359,7 @@ void Daemon::StopParts() {
   if (cluster_service_) cluster_service_->Shutdown(std::chrono::milliseconds(500));
   if (control_) control_->Shutdown(kShutdownGrace);
   metrics_.reset();  // its handler reads the parts below
+  gpus_.reset();
   booted_ = false;
   cluster_service_.reset();
   control_.reset();

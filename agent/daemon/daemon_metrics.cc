@@ -13,6 +13,7 @@ Status Daemon::StartMetrics(const Config& c, const std::string& address) {
   metrics::HttpServerOptions o;
   o.listen = address + ":" + std::to_string(c.metrics.port);
   o.heartbeat = heartbeats_.Register("metrics");
+  gpus_ = std::make_unique<GpuSampler>();
   Result<std::unique_ptr<metrics::HttpServer>> server = metrics::HttpServer::Start(
       env_, o, [this](const metrics::HttpRequest& req, const metrics::HttpServerStats& stats) { return ServeHttp(req, stats); });
   if (!server.ok()) {
@@ -35,6 +36,7 @@ metrics::HttpReply Daemon::ServeHttp(const metrics::HttpRequest& req, const metr
   if (GossipRuns() && gossip_) in.gossip_health = gossip_->health_score();
   if (std::shared_ptr<jobs::Jobs> jobs = ServedJobs()) in.jobs = jobs->metrics();
   in.http = stats;
+  in.gpus = gpus_->stats();
   return {200, std::string(metrics::Exposition::kContentType), RenderAgentMetrics(in), ""};
 }
 

@@ -80,6 +80,32 @@ class AgentdProcessTest : public ::testing::Test {
   NotifySocket notify_{notify_path_};
 };
 
+// /metrics of a real agent whose node has NVML (the fake driver library, found as libnvidia-ml.so.1 on
+// LD_LIBRARY_PATH as the real one would be): the GPU figures are there, and only GET and HEAD are served.
+TEST_F(AgentdProcessTest, MetricsServeTheGpusNvmlFigures) {
+  WriteConfig("gpus");
+  ASSERT_EQ(::symlink(DLAGENT_FAKE_NVML, dir_.Join("libnvidia-ml.so.1").c_str()), 0);
+  auto agent = StartAgent({"LD_LIBRARY_PATH=" + dir_.path()});
+  ASSERT_TRUE(notify_.WaitFor("READY=1", seconds(10))) << agent->Output();
+  testing::RunResult status = Ctl({"status", "--json"});
+  ASSERT_EQ(status.exit_code, 0) << status.output;
+  const std::string url = nlohmann::json::parse(status.output).at("metrics_url");
+  ASSERT_EQ(url.rfind("http://127.0.0.1:", 0), 0u) << url;
+  testing::RunResult page;
+  for (const auto until = steady_clock::now() + seconds(10); steady_clock::now() < until; std::this_thread::sleep_for(milliseconds(50))) {
+    page = RunCommand({"/usr/bin/curl", "-sS", "--max-time", "5", url});
+    if (page.output.find("dlagent_gpu_stats_timestamp_seconds") != std::string::npos) break;  // NVML's first read is in
+  }
+  EXPECT_NE(page.output.find("\ndlagent_gpu_utilization_ratio{gpu=\"1\"} 0.9\n"), std::string::npos) << page.output;
+  EXPECT_NE(page.output.find("\ndlagent_gpu_memory_total_bytes{gpu=\"0\"} 85899345920\n"), std::string::npos) << page.output;
+  EXPECT_NE(page.output.find("\ndlagent_gpu_ecc_errors_total{gpu=\"0\",type=\"corrected\"} 7\n"), std::string::npos) << page.output;
+  EXPECT_NE(page.output.find("\ndlagent_phase{phase=\"serving\"} 1\n"), std::string::npos) << page.output;
+  testing::RunResult post = RunCommand({"/usr/bin/curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "--max-time", "5", url});
+  EXPECT_EQ(post.output, "405");
+  agent->Signal(SIGTERM);
+  EXPECT_TRUE(agent->Wait(seconds(10)).has_value());
+}
+
 TEST_F(AgentdProcessTest, ReadyServesStatusAndStopsCleanlyOnSigterm) {
   WriteConfig("alpha");
   auto agent = StartAgent();

@@ -44,6 +44,17 @@ AgentMetricsInput Busy() {
   j.refused_calls = 11;
   in.jobs = j;
   in.http = {50, 2, 1, 0};
+  in.gpus.nvml = true;
+  in.gpus.read_unix_ms = 1700000000500;
+  GpuStat g0, g1;
+  g0.index = 0, g0.utilization = 0.4, g0.memory_used_bytes = 1ULL << 30, g0.ecc_corrected = 7, g0.ecc_uncorrected = 1, g0.power_watts = 312.5;
+  g1.index = 1, g1.utilization = 0.9, g1.memory_used_bytes = 2ULL << 30;
+  in.gpus.gpus = {g0, g1};
+  jobs::v1::Training t;
+  t.set_step(120), t.set_step_unix_ms(1700000000000), t.set_reports(9);
+  (*t.mutable_values())["loss"] = 0.53;
+  (*t.mutable_values())["samples_per_second"] = 1200;
+  in.jobs->training["j-0123456789ab"] = t;
   return in;
 }
 
@@ -79,6 +90,15 @@ TEST(AgentMetricsTest, SaysWhatTheSnapshotsSay) {
   EXPECT_TRUE(Has(t, "dlagent_job_output_dropped_lines_total 7"));
   EXPECT_TRUE(Has(t, "dlagent_job_calls_refused_total 11"));
   EXPECT_TRUE(Has(t, "dlagent_metrics_requests_refused_total{reason=\"bad_request\"} 2"));
+  EXPECT_TRUE(Has(t, "dlagent_gpu_utilization_ratio{gpu=\"1\"} 0.9"));
+  EXPECT_TRUE(Has(t, "dlagent_gpu_memory_used_bytes{gpu=\"0\"} 1073741824"));
+  EXPECT_TRUE(Has(t, "dlagent_gpu_ecc_errors_total{gpu=\"0\",type=\"uncorrected\"} 1"));
+  EXPECT_EQ(t.find("dlagent_gpu_ecc_errors_total{gpu=\"1\""), std::string::npos) << "GPU 1 gives no ECC count: missing, not zero";
+  EXPECT_EQ(t.find("dlagent_gpu_temperature_celsius"), std::string::npos) << "no GPU gives it: no family";
+  EXPECT_TRUE(Has(t, "dlagent_gpu_stats_timestamp_seconds 1700000000.5"));
+  EXPECT_TRUE(Has(t, "dlagent_training_step{job_id=\"j-0123456789ab\"} 120"));
+  EXPECT_TRUE(Has(t, "dlagent_training_last_step_timestamp_seconds{job_id=\"j-0123456789ab\"} 1700000000"));
+  EXPECT_TRUE(Has(t, "dlagent_training_value{job_id=\"j-0123456789ab\",name=\"loss\"} 0.53"));
 }
 
 TEST(AgentMetricsTest, WhatDoesNotRunIsMissingNotZero) {
