@@ -28,6 +28,13 @@ void Agent(Exposition& e, const StatusSnapshot& s) {
   e.Sample(D(s.heap_in_use_bytes));
   e.Family("dlagent_config_reloads_total", kCounter, "Configuration reloads accepted (SIGHUP, systemctl reload).");
   e.Sample(D(s.config_generation > 0 ? s.config_generation - 1 : 0));
+  e.Family("dlagent_phase_changes_total", kCounter,
+           "Times the agent's phase changed (a healthy node: starting, identify, discover, roster, prepare, ready).");
+  e.Sample(D(s.phase_changes));
+  if (s.ready_after_ms >= 0) {
+    e.Family("dlagent_ready_seconds", kGauge, "From the agent's start to its first READY: how long the boot took on this node.");
+    e.Sample(static_cast<double>(s.ready_after_ms) / 1000.0);
+  }
   e.Family("dlagent_phase", kGauge, "Where the agent stands: 1 for the phase it is in, 0 for the others (docs/cluster.md).");
   for (AgentPhase p : {AgentPhase::kStarting, AgentPhase::kServing, AgentPhase::kIdentify, AgentPhase::kDiscover, AgentPhase::kRoster,
                        AgentPhase::kPrepare, AgentPhase::kReady, AgentPhase::kStandby, AgentPhase::kFailed, AgentPhase::kStopping}) {

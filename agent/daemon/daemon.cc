@@ -68,6 +68,10 @@ spdlog::level::level_enum Daemon::EffectiveLevel(const Config& c) const {
 void Daemon::SetPhase(AgentPhase phase, std::string detail, bool log) {
   {
     MutexLock lock(mu_);
+    if (phase != phase_) ++phase_changes_;
+    if (phase == AgentPhase::kReady && ready_after_ms_ < 0) {
+      ready_after_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(env_.NowMono() - started_mono_).count();
+    }
     phase_ = phase;
     phase_detail_ = detail;
   }
@@ -102,6 +106,8 @@ StatusSnapshot Daemon::GetStatus() {
   s.config_generation = config_generation_;
   s.socket_path = config_.agent.socket;
   s.metrics_url = metrics_url_;
+  s.phase_changes = phase_changes_;
+  s.ready_after_ms = ready_after_ms_;
   return s;
 }
 

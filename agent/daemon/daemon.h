@@ -144,6 +144,8 @@ class Daemon final : public ControlHandler {
   std::vector<std::string> ps_keys_ GUARDED_BY(mu_);  // the cluster keys the shard checks job tokens with
   AgentPhase phase_ GUARDED_BY(mu_) = AgentPhase::kStarting;
   std::string phase_detail_ GUARDED_BY(mu_) = "starting";
+  uint64_t phase_changes_ GUARDED_BY(mu_) = 0;
+  int64_t ready_after_ms_ GUARDED_BY(mu_) = -1;       // from the start to the first READY; -1 before it
   IdentitySnapshot identity_ GUARDED_BY(mu_);         // from IDENTIFY
   std::shared_ptr<jobs::Jobs> jobs_ GUARDED_BY(mu_);  // shared with the calls in flight; taken away at stop
   std::string metrics_url_ GUARDED_BY(mu_);           // once metrics_ serves

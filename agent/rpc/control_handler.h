@@ -60,6 +60,8 @@ struct StatusSnapshot {
   std::string socket_path;
   uint64_t rss_bytes = 0, heap_in_use_bytes = 0;  // memory now (AgentStatus in control.proto)
   std::string metrics_url;                        // "" while /metrics is not served
+  uint64_t phase_changes = 0;                     // since the start (/metrics)
+  int64_t ready_after_ms = -1;                    // from the start to the first READY; -1 before it (/metrics)
   std::optional<ClusterSnapshot> cluster;         // absent when the agent forms no roster
 };
 

@@ -70,6 +70,7 @@ TEST_F(MetricsProcessTest, EveryNodeServesMetricsThatPromtoolAcceptsAndPrometheu
     ASSERT_EQ(m.exit_code, 0) << c().MetricsUrl(i) << ": " << m.output;
     EXPECT_TRUE(Has(m.output, "dlagent_phase{phase=\"ready\"} 1")) << m.output;
     EXPECT_TRUE(Has(m.output, "dlagent_roster_members 4")) << m.output;
+    EXPECT_NE(m.output.find("\ndlagent_ready_seconds "), std::string::npos) << m.output;
     EXPECT_TRUE(Has(m.output, "dlagent_members{state=\"alive\"} 4")) << m.output;
     EXPECT_TRUE(Has(m.output, "dlagent_gpus " + std::to_string(c().gpus(i)))) << m.output;
     EXPECT_TRUE(Has(m.output, "dlagent_jobs{state=\"running\"} " + std::string(i == 0 ? "1" : "0"))) << "node 0 coordinates the job\n" << m.output;

@@ -19,6 +19,8 @@ AgentMetricsInput Busy() {
   in.status.heap_in_use_bytes = 5 << 20;
   in.status.config_generation = 3;
   in.status.phase = AgentPhase::kReady;
+  in.status.phase_changes = 5;
+  in.status.ready_after_ms = 12345;
   in.status.identity = {"i-0abc", "p4d.24xlarge", "10.0.1.17", "us-east-1", "us-east-1a", 8};
   ClusterSnapshot c;
   c.generation = 2;
@@ -66,6 +68,8 @@ TEST(AgentMetricsTest, SaysWhatTheSnapshotsSay) {
   EXPECT_TRUE(Has(t, "dlagent_start_time_seconds 1700000000.123"));
   EXPECT_TRUE(Has(t, "dlagent_config_reloads_total 2"));
   EXPECT_TRUE(Has(t, "dlagent_phase{phase=\"ready\"} 1"));
+  EXPECT_TRUE(Has(t, "dlagent_phase_changes_total 5"));
+  EXPECT_TRUE(Has(t, "dlagent_ready_seconds 12.345"));
   EXPECT_TRUE(Has(t, "dlagent_phase{phase=\"discover\"} 0"));
   EXPECT_TRUE(Has(t, "dlagent_gpus 8"));
   EXPECT_TRUE(
@@ -107,8 +111,8 @@ TEST(AgentMetricsTest, WhatDoesNotRunIsMissingNotZero) {
   in.status.phase = AgentPhase::kServing;
   const std::string t = RenderAgentMetrics(in);
   EXPECT_TRUE(Has(t, "dlagent_phase{phase=\"serving\"} 1"));
-  for (const char* family : {"dlagent_gpus", "dlagent_node_info", "dlagent_roster_generation", "dlagent_members", "dlagent_gossip_packets_total",
-                             "dlagent_gossip_health_score", "dlagent_jobs", "dlagent_ranks_running"}) {
+  for (const char* family : {"dlagent_ready_seconds", "dlagent_gpus", "dlagent_node_info", "dlagent_roster_generation", "dlagent_members",
+                             "dlagent_gossip_packets_total", "dlagent_gossip_health_score", "dlagent_jobs", "dlagent_ranks_running"}) {
     EXPECT_EQ(t.find("\n" + std::string(family) + "{"), std::string::npos) << family;
     EXPECT_EQ(t.find("\n" + std::string(family) + " "), std::string::npos) << family;
   }
