@@ -200,6 +200,26 @@ void Gpus(Exposition& e, const GpuStats& g) {
   e.Sample(static_cast<double>(g.read_unix_ms) / 1000.0);
 }
 
+// The calls to AWS (instance metadata included), by service and outcome, and their durations.
+void Aws(Exposition& e, const std::vector<MeteredHttpClient::ServiceCounts>& aws) {
+  e.Family("dlagent_aws_requests_total", kCounter,
+           "Calls to AWS (IMDS, SQS, Secrets Manager, SSM, CloudFormation, credentials), by service and outcome: ok, throttled, error (another "
+           "HTTP status), failed (no answer), cancelled. A call retried counts each time.");
+  for (const auto& s : aws) {
+    for (size_t k = 0; k < MeteredHttpClient::kOutcomes.size(); ++k) {
+      e.Sample(D(s.calls[k]), {{"service", s.service}, {"outcome", MeteredHttpClient::kOutcomes[k]}});
+    }
+  }
+  e.Family("dlagent_aws_request_duration_seconds", metrics::MetricType::kHistogram, "How long calls to AWS took, by service (long polls included).");
+  for (const auto& s : aws) {
+    metrics::HistogramData h;
+    h.bounds.assign(MeteredHttpClient::kBuckets.begin(), MeteredHttpClient::kBuckets.end());
+    h.counts.assign(s.buckets.begin(), s.buckets.end());
+    h.sum = s.seconds;
+    e.Histogram(h, {{"service", s.service}});
+  }
+}
+
 void Http(Exposition& e, const metrics::HttpServerStats& h) {
   e.Family("dlagent_metrics_requests_total", kCounter, "Requests the metrics listener answered with a page.");
   e.Sample(D(h.requests));
@@ -219,6 +239,7 @@ std::string RenderAgentMetrics(const AgentMetricsInput& in) {
   if (in.members.enabled) Membership(e, in.members, in.gossip_health);
   if (in.jobs) Jobs(e, *in.jobs);
   if (in.gpus.nvml && in.gpus.read_unix_ms > 0) Gpus(e, in.gpus);
+  if (!in.aws.empty()) Aws(e, in.aws);
   Http(e, in.http);
   return e.Take();
 }

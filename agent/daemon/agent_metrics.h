@@ -11,6 +11,7 @@
 #include "agent/jobs/jobs.h"
 #include "agent/metrics/http_server.h"
 #include "agent/rpc/control_handler.h"
+#include "bootstrap/aws/http_metrics.h"
 #include "bootstrap/node/gpu_stats.h"
 
 namespace dlagent {
@@ -21,7 +22,8 @@ struct AgentMetricsInput {
   int gossip_health = -1;                   // Lifeguard's awareness (0 is healthy); -1: gossip does not run
   std::optional<jobs::Jobs::Metrics> jobs;  // absent: this agent runs no jobs (yet)
   metrics::HttpServerStats http;
-  GpuStats gpus;  // NVML's figures (none without NVML)
+  GpuStats gpus;                                      // NVML's figures (none without NVML)
+  std::vector<MeteredHttpClient::ServiceCounts> aws;  // the AWS calls made, by service (none: no family)
 };
 
 // The text format 0.0.4.

@@ -38,6 +38,7 @@
 #include "agent/rpc/control_handler.h"
 #include "agent/rpc/control_server.h"
 #include "bootstrap/aws/credentials.h"
+#include "bootstrap/aws/http_metrics.h"
 #include "bootstrap/aws/imds_client.h"
 #include "bootstrap/aws/imds_event_poller.h"
 #include "bootstrap/aws/sqs_client.h"
@@ -156,7 +157,8 @@ class Daemon final : public ControlHandler {
   // The parts, in the order they are built. Those of the formation are built by the boot thread and read by
   // other threads only once booted_ is set; the others are built by Run() before the control socket serves.
   std::unique_ptr<HttpClient> http_;
-  std::unique_ptr<ImdsClient> imds_;  // null when aws.imds_disabled
+  MeteredHttpClient* aws_calls_ = nullptr;  // http_ itself, whose counts /metrics reads
+  std::unique_ptr<ImdsClient> imds_;        // null when aws.imds_disabled
   std::unique_ptr<CredentialChain> credentials_;
   std::unique_ptr<ClusterKeyLoader> keys_;  // Run()'s thread, then the boot thread, then Reload (once booted)
   std::unique_ptr<ps::PsServer> ps_;        // the parameter-server shard, when ps.enabled

@@ -132,7 +132,9 @@ void Daemon::Boot(const Config& c) {
 }
 
 void Daemon::StartAwsClients(const Config& c) {
-  http_ = NewCurlHttpClient();
+  auto metered = std::make_unique<MeteredHttpClient>(env_, NewCurlHttpClient());
+  aws_calls_ = metered.get();
+  http_ = std::move(metered);
   if (!c.aws.imds_disabled) {
     ImdsOptions o;
     o.endpoint = c.aws.imds_endpoint;

@@ -37,6 +37,7 @@ metrics::HttpReply Daemon::ServeHttp(const metrics::HttpRequest& req, const metr
   if (std::shared_ptr<jobs::Jobs> jobs = ServedJobs()) in.jobs = jobs->metrics();
   in.http = stats;
   in.gpus = gpus_->stats();
+  if (aws_calls_ != nullptr) in.aws = aws_calls_->counts();
   return {200, std::string(metrics::Exposition::kContentType), RenderAgentMetrics(in), ""};
 }
 

@@ -26,6 +26,7 @@ Status SignalWaitHandle(HttpClient& http, Env& env, const std::string& url, cons
   req.timeout = std::chrono::seconds(15);
   req.max_response_bytes = 64 << 10;
   req.cancel = cancel;
+  req.service = "cloudformation";
   return Retry(
       env, retry,
       [&]() -> Status {

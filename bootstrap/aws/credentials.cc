@@ -72,6 +72,7 @@ Result<AwsCredentials> CredentialChain::FromContainer(const std::string& url) {
   req.url = url;
   req.timeout = std::chrono::seconds(5);
   req.max_response_bytes = 64 << 10;
+  req.service = "credentials";
   auto getenv = [&](const char* n) { return getenv_(n).value_or(""); };
   std::string auth = getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN");
   if (const std::string file = getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"); !file.empty()) {

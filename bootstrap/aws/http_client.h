@@ -26,6 +26,9 @@ struct HttpRequest {
   size_t max_response_bytes = 2 << 20;                 // Default: 2 MiB; a larger body fails the call.
   // When set and it turns true, the call ends with Cancelled within about a second (a long poll at shutdown).
   const std::atomic<bool>* cancel = nullptr;
+  // Whom the call is for, as /metrics counts it (MeteredHttpClient): imds, sqs, secretsmanager, ssm,
+  // cloudformation, credentials. A constant: no label grows with the calls.
+  const char* service = "other";
 };
 
 struct HttpResponse {

@@ -32,6 +32,7 @@ Result<std::string> ImdsClient::Token(MonoTime deadline) {
   req.timeout = std::min<Duration>(options_.attempt_timeout, Left(deadline, now));
   req.connect_timeout = req.timeout;
   req.max_response_bytes = 4096;
+  req.service = "imds";
   ++token_fetches_;
   ASSIGN_OR_RETURN(HttpResponse resp, http_.Send(req));
   switch (resp.status) {
@@ -70,6 +71,7 @@ Status ImdsClient::Attempt(const std::string& path, MonoTime deadline, std::stri
     req.timeout = std::min<Duration>(options_.attempt_timeout, Left(deadline, env_.NowMono()));
     req.connect_timeout = req.timeout;
     req.max_response_bytes = kMaxAnswer;
+    req.service = "imds";
     ASSIGN_OR_RETURN(HttpResponse resp, http_.Send(req));
     if (resp.status == 200) {
       *body = std::move(resp.body);

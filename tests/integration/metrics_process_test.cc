@@ -4,6 +4,7 @@
 // helper the package ships).
 #include <unistd.h>
 
+#include <regex>
 #include <set>
 #include <string>
 #include <thread>
@@ -71,6 +72,12 @@ TEST_F(MetricsProcessTest, EveryNodeServesMetricsThatPromtoolAcceptsAndPrometheu
     EXPECT_TRUE(Has(m.output, "dlagent_phase{phase=\"ready\"} 1")) << m.output;
     EXPECT_TRUE(Has(m.output, "dlagent_roster_members 4")) << m.output;
     EXPECT_NE(m.output.find("\ndlagent_ready_seconds "), std::string::npos) << m.output;
+    for (const char* service : {"imds", "sqs"}) {  // every node asked instance metadata and the discovery queue
+      EXPECT_TRUE(std::regex_search(
+          m.output, std::regex(std::string("\ndlagent_aws_requests_total\\{service=\"") + service + "\",outcome=\"ok\"\\} [1-9][0-9]*\n")))
+          << service << "\n"
+          << m.output;
+    }
     EXPECT_TRUE(Has(m.output, "dlagent_members{state=\"alive\"} 4")) << m.output;
     EXPECT_TRUE(Has(m.output, "dlagent_gpus " + std::to_string(c().gpus(i)))) << m.output;
     EXPECT_TRUE(Has(m.output, "dlagent_jobs{state=\"running\"} " + std::string(i == 0 ? "1" : "0"))) << "node 0 coordinates the job\n" << m.output;

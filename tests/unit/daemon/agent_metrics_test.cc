@@ -57,6 +57,11 @@ AgentMetricsInput Busy() {
   (*t.mutable_values())["loss"] = 0.53;
   (*t.mutable_values())["samples_per_second"] = 1200;
   in.jobs->training["j-0123456789ab"] = t;
+  MeteredHttpClient::ServiceCounts sqs{"sqs"};
+  sqs.calls = {40, 2, 1, 3, 0};
+  sqs.buckets[0] = 30, sqs.buckets[11] = 15, sqs.buckets[12] = 1;
+  sqs.seconds = 321.5;
+  in.aws = {sqs};
   return in;
 }
 
@@ -101,6 +106,11 @@ TEST(AgentMetricsTest, SaysWhatTheSnapshotsSay) {
   EXPECT_EQ(t.find("dlagent_gpu_temperature_celsius"), std::string::npos) << "no GPU gives it: no family";
   EXPECT_TRUE(Has(t, "dlagent_gpu_stats_timestamp_seconds 1700000000.5"));
   EXPECT_TRUE(Has(t, "dlagent_training_step{job_id=\"j-0123456789ab\"} 120"));
+  EXPECT_TRUE(Has(t, "dlagent_aws_requests_total{service=\"sqs\",outcome=\"throttled\"} 2"));
+  EXPECT_TRUE(Has(t, "dlagent_aws_request_duration_seconds_bucket{service=\"sqs\",le=\"0.005\"} 30"));
+  EXPECT_TRUE(Has(t, "dlagent_aws_request_duration_seconds_bucket{service=\"sqs\",le=\"30\"} 45"));
+  EXPECT_TRUE(Has(t, "dlagent_aws_request_duration_seconds_bucket{service=\"sqs\",le=\"+Inf\"} 46"));
+  EXPECT_TRUE(Has(t, "dlagent_aws_request_duration_seconds_count{service=\"sqs\"} 46"));
   EXPECT_TRUE(Has(t, "dlagent_training_last_step_timestamp_seconds{job_id=\"j-0123456789ab\"} 1700000000"));
   EXPECT_TRUE(Has(t, "dlagent_training_value{job_id=\"j-0123456789ab\",name=\"loss\"} 0.53"));
 }
@@ -111,8 +121,9 @@ TEST(AgentMetricsTest, WhatDoesNotRunIsMissingNotZero) {
   in.status.phase = AgentPhase::kServing;
   const std::string t = RenderAgentMetrics(in);
   EXPECT_TRUE(Has(t, "dlagent_phase{phase=\"serving\"} 1"));
-  for (const char* family : {"dlagent_ready_seconds", "dlagent_gpus", "dlagent_node_info", "dlagent_roster_generation", "dlagent_members",
-                             "dlagent_gossip_packets_total", "dlagent_gossip_health_score", "dlagent_jobs", "dlagent_ranks_running"}) {
+  for (const char* family :
+       {"dlagent_aws_requests_total", "dlagent_ready_seconds", "dlagent_gpus", "dlagent_node_info", "dlagent_roster_generation", "dlagent_members",
+        "dlagent_gossip_packets_total", "dlagent_gossip_health_score", "dlagent_jobs", "dlagent_ranks_running"}) {
     EXPECT_EQ(t.find("\n" + std::string(family) + "{"), std::string::npos) << family;
     EXPECT_EQ(t.find("\n" + std::string(family) + " "), std::string::npos) << family;
   }
