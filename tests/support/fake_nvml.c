@@ -1,6 +1,7 @@
 /* A stand-in for the driver's libnvidia-ml.so.1 (tests of GpuSampler): two GPUs with fixed figures, GPU 1
- * without ECC (NVML_ERROR_NOT_SUPPORTED); while the file FAKE_NVML_HANG_WHILE names exists, every utilisation
- * read hangs, as NVML does on a GPU that fell off the bus. */
+ * without ECC (NVML_ERROR_NOT_SUPPORTED). With FAKE_NVML_HANG_FDS="IN OUT" set, a utilisation read hangs as
+ * NVML does on a GPU that fell off the bus: it writes a byte to fd OUT (the test sees the reader is stuck)
+ * and then reads fd IN, which the test never writes to. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -27,12 +28,13 @@ int nvmlDeviceGetHandleByIndex_v2(unsigned int i, void** d) {
 }
 static unsigned int Index(void* d) { return (unsigned int)((unsigned long)d - 1); }
 int nvmlDeviceGetUtilizationRates(void* d, util_t* u) {
-  const char* hang = getenv("FAKE_NVML_HANG_WHILE");
-  if (hang && access(hang, F_OK) == 0) {
-    char entered[4096];
-    snprintf(entered, sizeof entered, "%s.entered", hang); /* tells the test the reader is stuck now */
-    fclose(fopen(entered, "w"));
-    while (access(hang, F_OK) == 0) usleep(10000);
+  const char* hang = getenv("FAKE_NVML_HANG_FDS");
+  int in = -1, out = -1;
+  if (hang && sscanf(hang, "%d %d", &in, &out) == 2) {
+    char c = 1;
+    if (write(out, &c, 1) != 1) return 999;
+    while (read(in, &c, 1) != 0) {
+    }
   }
   u->gpu = 40 + 50 * Index(d); /* 40 %, 90 % */
   u->memory = 25;

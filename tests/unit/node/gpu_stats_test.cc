@@ -1,5 +1,6 @@
 #include "bootstrap/node/gpu_stats.h"
 
+#include <poll.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -52,29 +53,25 @@ TEST(GpuSamplerTest, WithoutNvmlThereAreNoFigures) {
   EXPECT_TRUE(st.gpus.empty());
 }
 
+// Last in this file: the fake hangs from here on in this process (its reader stays stuck until the process
+// ends, so that nothing it does races the process's exit).
 TEST(GpuSamplerTest, AHungDriverNeitherBlocksAReadNorTheStop) {
-  // The fake hangs while this file exists (set once: the variable is read by the stuck thread meanwhile).
-  const std::string flag = "/tmp/fake-nvml-hang-" + std::to_string(::getpid());
-  ASSERT_EQ(std::system(("touch " + flag).c_str()), 0);
-  ::setenv("FAKE_NVML_HANG_WHILE", flag.c_str(), 1);
-  {
-    std::optional<GpuSampler> s(std::in_place, GpuSamplerOptions{DLAGENT_FAKE_NVML, milliseconds(50)});
-    for (const auto until = steady_clock::now() + seconds(10); ::access((flag + ".entered").c_str(), F_OK) != 0 && steady_clock::now() < until;) {
-      std::this_thread::sleep_for(milliseconds(5));
-    }
-    ASSERT_EQ(::access((flag + ".entered").c_str(), F_OK), 0) << "the reader never reached the driver";
-    const auto t0 = steady_clock::now();
-    const GpuStats st = s->stats();  // the reader is stuck in the driver: nothing read yet, answered at once
-    EXPECT_LT(steady_clock::now() - t0, milliseconds(100));
-    EXPECT_EQ(st.read_unix_ms, 0);
-    EXPECT_TRUE(st.gpus.empty());
-    const auto t1 = steady_clock::now();
-    s.reset();  // the stop waits 2 s for the stuck reader, then leaves it behind
-    EXPECT_GE(steady_clock::now() - t1, milliseconds(1900));
-    EXPECT_LT(steady_clock::now() - t1, seconds(4));
-  }
-  ::unlink(flag.c_str());  // the reader left behind finishes
-  ::unlink((flag + ".entered").c_str());
+  int never[2], entered[2];  // never: nothing is ever written to it; entered: the fake says it hangs now
+  ASSERT_EQ(::pipe(never), 0);
+  ASSERT_EQ(::pipe(entered), 0);
+  ::setenv("FAKE_NVML_HANG_FDS", (std::to_string(never[0]) + " " + std::to_string(entered[1])).c_str(), 1);
+  std::optional<GpuSampler> s(std::in_place, GpuSamplerOptions{DLAGENT_FAKE_NVML, milliseconds(50)});
+  pollfd p{entered[0], POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 10000), 1) << "the reader never reached the driver";
+  const auto t0 = steady_clock::now();
+  const GpuStats st = s->stats();  // the reader is stuck in the driver: nothing read yet, answered at once
+  EXPECT_LT(steady_clock::now() - t0, milliseconds(100));
+  EXPECT_EQ(st.read_unix_ms, 0);
+  EXPECT_TRUE(st.gpus.empty());
+  const auto t1 = steady_clock::now();
+  s.reset();  // the stop waits 2 s for the stuck reader, then leaves it behind
+  EXPECT_GE(steady_clock::now() - t1, milliseconds(1900));
+  EXPECT_LT(steady_clock::now() - t1, seconds(4));
 }
 
 }  // namespace
