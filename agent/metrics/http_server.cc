@@ -142,7 +142,8 @@ void HttpServer::Loop() {
     }
     conns.swap(kept);
     if ((fds[1].revents & POLLIN) != 0) {
-      while (true) {
+      // At most kAcceptsPerTurn a turn: a flood of connections cannot keep the loop from the ones it holds.
+      for (int accepted = 0; accepted < kAcceptsPerTurn; ++accepted) {
         std::string error;
         const int fd = AcceptOne(listen_fd_, &error);
         if (!error.empty()) spdlog::warn("metrics: {}", error);

@@ -61,6 +61,7 @@ class HttpServer {
   // Writes what the socket takes; true while more is left.
   bool Write(Conn& c);
   HttpReply Answer(std::string_view head, bool* head_only);
+  static constexpr int kAcceptsPerTurn = 64;
 
   Env& env_;
   const HttpServerOptions o_;
