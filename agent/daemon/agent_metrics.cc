@@ -17,23 +17,26 @@ constexpr auto kGauge = MetricType::kGauge;
 
 double D(uint64_t v) { return static_cast<double>(v); }
 
+// A family of one sample without labels.
+void One(Exposition& e, std::string_view name, MetricType type, std::string_view help, double value) {
+  e.Family(name, type, help);
+  e.Sample(value);
+}
+
 void Agent(Exposition& e, const StatusSnapshot& s) {
   e.Family("dlagent_build_info", kGauge, "The agent's version, as a label; always 1.");
   e.Sample(1, {{"version", s.version}});
-  e.Family("dlagent_start_time_seconds", kGauge, "When the agent started, in seconds since the Unix epoch.");
-  e.Sample(static_cast<double>(s.started_unix_ms) / 1000.0);
-  e.Family("dlagent_resident_memory_bytes", kGauge, "The agent's resident memory (VmRSS).");
-  e.Sample(D(s.rss_bytes));
-  e.Family("dlagent_heap_in_use_bytes", kGauge, "What the agent's heap holds in use (mallinfo2).");
-  e.Sample(D(s.heap_in_use_bytes));
-  e.Family("dlagent_config_reloads_total", kCounter, "Configuration reloads accepted (SIGHUP, systemctl reload).");
-  e.Sample(D(s.config_generation > 0 ? s.config_generation - 1 : 0));
-  e.Family("dlagent_phase_changes_total", kCounter,
-           "Times the agent's phase changed (a healthy node: starting, identify, discover, roster, prepare, ready).");
-  e.Sample(D(s.phase_changes));
+  One(e, "dlagent_start_time_seconds", kGauge, "When the agent started, in seconds since the Unix epoch.",
+      static_cast<double>(s.started_unix_ms) / 1000.0);
+  One(e, "dlagent_resident_memory_bytes", kGauge, "The agent's resident memory (VmRSS).", D(s.rss_bytes));
+  One(e, "dlagent_heap_in_use_bytes", kGauge, "What the agent's heap holds in use (mallinfo2).", D(s.heap_in_use_bytes));
+  One(e, "dlagent_config_reloads_total", kCounter, "Configuration reloads accepted (SIGHUP, systemctl reload).",
+      D(s.config_generation > 0 ? s.config_generation - 1 : 0));
+  One(e, "dlagent_phase_changes_total", kCounter,
+      "Times the agent's phase changed (a healthy node: starting, identify, discover, roster, prepare, ready).", D(s.phase_changes));
   if (s.ready_after_ms >= 0) {
-    e.Family("dlagent_ready_seconds", kGauge, "From the agent's start to its first READY: how long the boot took on this node.");
-    e.Sample(static_cast<double>(s.ready_after_ms) / 1000.0);
+    One(e, "dlagent_ready_seconds", kGauge, "From the agent's start to its first READY: how long the boot took on this node.",
+        static_cast<double>(s.ready_after_ms) / 1000.0);
   }
   e.Family("dlagent_phase", kGauge, "Where the agent stands: 1 for the phase it is in, 0 for the others (docs/cluster.md).");
   for (AgentPhase p : {AgentPhase::kStarting, AgentPhase::kServing, AgentPhase::kIdentify, AgentPhase::kDiscover, AgentPhase::kRoster,
@@ -46,33 +49,23 @@ void Agent(Exposition& e, const StatusSnapshot& s) {
                  {"instance_type", s.identity.instance_type},
                  {"availability_zone", s.identity.availability_zone},
                  {"address", s.identity.local_ipv4}});
-    e.Family("dlagent_gpus", kGauge, "The GPUs this node has (NVML, /dev or the configured count).");
-    e.Sample(s.identity.gpu_count);
+    One(e, "dlagent_gpus", kGauge, "The GPUs this node has (NVML, /dev or the configured count).", s.identity.gpu_count);
   }
 }
 
 void Formation(Exposition& e, const ClusterSnapshot& c) {
-  e.Family("dlagent_roster_generation", kGauge, "The sealed roster's generation; 0 before the first seal.");
-  e.Sample(D(c.generation));
-  e.Family("dlagent_roster_members", kGauge, "Nodes in the sealed roster.");
-  e.Sample(D(c.roster.size()));
-  e.Family("dlagent_roster_dead_members", kGauge, "Roster members that gossip does not call alive (a degraded roster).");
-  e.Sample(D(c.dead.size()));
-  e.Family("dlagent_roster_rank", kGauge, "This node's rank in the roster; -1 when it is not in it.");
-  e.Sample(c.rank);
-  e.Family("dlagent_formation_alive_members", kGauge, "Members this agent sees alive while it forms or keeps the roster.");
-  e.Sample(c.alive);
-  e.Family("dlagent_formation_expected_members", kGauge, "cluster.expected_nodes.");
-  e.Sample(c.expected);
-  e.Family("dlagent_formation_sqs_requests_total", kCounter, "Requests this agent made of the discovery queue.");
-  e.Sample(D(c.sqs_requests));
-  e.Family("dlagent_formation_hellos_sent_total", kCounter, "HELLOs this agent sent to the discovery queue.");
-  e.Sample(D(c.hellos_sent));
+  One(e, "dlagent_roster_generation", kGauge, "The sealed roster's generation; 0 before the first seal.", D(c.generation));
+  One(e, "dlagent_roster_members", kGauge, "Nodes in the sealed roster.", D(c.roster.size()));
+  One(e, "dlagent_roster_dead_members", kGauge, "Roster members that gossip does not call alive (a degraded roster).", D(c.dead.size()));
+  One(e, "dlagent_roster_rank", kGauge, "This node's rank in the roster; -1 when it is not in it.", c.rank);
+  One(e, "dlagent_formation_alive_members", kGauge, "Members this agent sees alive while it forms or keeps the roster.", c.alive);
+  One(e, "dlagent_formation_expected_members", kGauge, "cluster.expected_nodes.", c.expected);
+  One(e, "dlagent_formation_sqs_requests_total", kCounter, "Requests this agent made of the discovery queue.", D(c.sqs_requests));
+  One(e, "dlagent_formation_hellos_sent_total", kCounter, "HELLOs this agent sent to the discovery queue.", D(c.hellos_sent));
   e.Family("dlagent_formation_hellos_received_total", kCounter, "HELLOs this agent read from the queue, by outcome.");
   e.Sample(D(c.hellos_accepted), {{"outcome", "accepted"}});
   e.Sample(D(c.hellos_refused), {{"outcome", "refused"}});
-  e.Family("dlagent_maintenance_events", kGauge, "Scheduled maintenance events IMDS lists for this instance.");
-  e.Sample(D(c.maintenance.size()));
+  One(e, "dlagent_maintenance_events", kGauge, "Scheduled maintenance events IMDS lists for this instance.", D(c.maintenance.size()));
 }
 
 void Membership(Exposition& e, const MemberListSnapshot& m, int health) {
@@ -85,8 +78,7 @@ void Membership(Exposition& e, const MemberListSnapshot& m, int health) {
   }
   e.Family("dlagent_members", kGauge, "Members this agent knows, by state (itself included).");
   for (size_t i = 0; i < kStates.size(); ++i) e.Sample(D(by_state[i]), {{"state", kStates[i]}});
-  e.Family("dlagent_member_flaps", kGauge, "Times members went from alive to suspect or dead and back, summed over the members known.");
-  e.Sample(D(flaps));
+  One(e, "dlagent_member_flaps", kGauge, "Times members went from alive to suspect or dead and back, summed over the members known.", D(flaps));
   const GossipCounters& g = m.counters;
   e.Family("dlagent_gossip_packets_total", kCounter, "Gossip packets (UDP), by direction.");
   e.Sample(D(g.packets_in), {{"direction", "in"}});
@@ -96,23 +88,19 @@ void Membership(Exposition& e, const MemberListSnapshot& m, int health) {
   e.Sample(D(g.auth_failures), {{"reason", "auth"}});
   e.Sample(D(g.replays), {{"reason", "replay"}});
   e.Sample(D(g.malformed), {{"reason", "malformed"}});
-  e.Family("dlagent_gossip_push_pulls_total", kCounter, "Full-state syncs (push-pull, TCP) this agent made or served.");
-  e.Sample(D(g.push_pulls));
-  e.Family("dlagent_gossip_push_pull_failures_total", kCounter, "Push-pulls that failed.");
-  e.Sample(D(g.push_pull_failures));
-  e.Family("dlagent_gossip_push_pulls_refused_total", kCounter, "Incoming push-pulls refused over the concurrency cap.");
-  e.Sample(D(g.push_pulls_refused));
+  One(e, "dlagent_gossip_push_pulls_total", kCounter, "Full-state syncs (push-pull, TCP) this agent made or served.", D(g.push_pulls));
+  One(e, "dlagent_gossip_push_pull_failures_total", kCounter, "Push-pulls that failed.", D(g.push_pull_failures));
+  One(e, "dlagent_gossip_push_pulls_refused_total", kCounter, "Incoming push-pulls refused over the concurrency cap.", D(g.push_pulls_refused));
   if (health >= 0) {
-    e.Family("dlagent_gossip_health_score", kGauge, "Lifeguard's local health (awareness): 0 is healthy; higher slows this agent's probes.");
-    e.Sample(health);
+    One(e, "dlagent_gossip_health_score", kGauge, "Lifeguard's local health (awareness): 0 is healthy; higher slows this agent's probes.", health);
   }
 }
 
 // What ranks reported (DLAGENT_METRICS_SOCKET), labelled by job_id ("job" is Prometheus's own) for jobs that run
 // here or ended less than Jobs::kTrainingKept ago, and by name (at most kMaxTrainingNames a job).
 void Training(Exposition& e, const jobs::Jobs::Metrics& j) {
-  e.Family("dlagent_training_reports_total", kCounter, "Training reports this node's ranks sent (DLAGENT_METRICS_SOCKET) that were taken.");
-  e.Sample(D(j.node.reports));
+  One(e, "dlagent_training_reports_total", kCounter, "Training reports this node's ranks sent (DLAGENT_METRICS_SOCKET) that were taken.",
+      D(j.node.reports));
   e.Family("dlagent_training_reports_refused_total", kCounter,
            "Training reports refused, by reason: malformed, refused (no such job running here, or not its user), too_many_names (taken in part).");
   e.Sample(D(j.node.reports_malformed), {{"reason", "malformed"}});
@@ -142,28 +130,22 @@ void Jobs(Exposition& e, const jobs::Jobs::Metrics& j) {
     auto it = j.coordinated.find(state);
     e.Sample(D(it == j.coordinated.end() ? 0 : it->second), {{"state", state}});
   }
-  e.Family("dlagent_job_restarts_total", kCounter, "Job attempts this agent started after a job's first (agentctl run --restarts).");
-  e.Sample(D(j.coordinator.restarts));
-  e.Family("dlagent_job_takeovers_total", kCounter, "Jobs this agent took over from a coordinator that was lost.");
-  e.Sample(D(j.coordinator.takeovers));
-  e.Family("dlagent_ranks_running", kGauge, "Job ranks running on this node.");
-  e.Sample(D(j.node.ranks_running));
-  e.Family("dlagent_ranks_started_total", kCounter, "Job ranks started on this node.");
-  e.Sample(D(j.node.ranks_started));
+  One(e, "dlagent_job_restarts_total", kCounter, "Job attempts this agent started after a job's first (agentctl run --restarts).",
+      D(j.coordinator.restarts));
+  One(e, "dlagent_job_takeovers_total", kCounter, "Jobs this agent took over from a coordinator that was lost.", D(j.coordinator.takeovers));
+  One(e, "dlagent_ranks_running", kGauge, "Job ranks running on this node.", D(j.node.ranks_running));
+  One(e, "dlagent_ranks_started_total", kCounter, "Job ranks started on this node.", D(j.node.ranks_started));
   e.Family("dlagent_rank_exits_total", kCounter, "Job ranks on this node that ended, by how: ok (exit 0), failed (another code), signal.");
   e.Sample(D(j.node.exits_ok), {{"how", "ok"}});
   e.Sample(D(j.node.exits_failed), {{"how", "failed"}});
   e.Sample(D(j.node.exits_signal), {{"how", "signal"}});
-  e.Family("dlagent_job_output_lines_total", kCounter, "Lines of output read from this node's ranks.");
-  e.Sample(D(j.node.output_lines));
-  e.Family("dlagent_job_output_bytes_total", kCounter, "Bytes of output read from this node's ranks (their text).");
-  e.Sample(D(j.node.output_bytes));
-  e.Family("dlagent_job_output_dropped_lines_total", kCounter, "Lines of output no longer held: over a rank's or the node's bound.");
-  e.Sample(D(j.node.dropped_lines));
-  e.Family("dlagent_job_output_held_bytes", kGauge, "Bytes of job output this agent holds for agentctl logs.");
-  e.Sample(D(j.node.held_bytes));
-  e.Family("dlagent_job_calls_refused_total", kCounter, "Job calls from other agents refused (not sealed with the cluster key, malformed).");
-  e.Sample(D(j.refused_calls));
+  One(e, "dlagent_job_output_lines_total", kCounter, "Lines of output read from this node's ranks.", D(j.node.output_lines));
+  One(e, "dlagent_job_output_bytes_total", kCounter, "Bytes of output read from this node's ranks (their text).", D(j.node.output_bytes));
+  One(e, "dlagent_job_output_dropped_lines_total", kCounter, "Lines of output no longer held: over a rank's or the node's bound.",
+      D(j.node.dropped_lines));
+  One(e, "dlagent_job_output_held_bytes", kGauge, "Bytes of job output this agent holds for agentctl logs.", D(j.node.held_bytes));
+  One(e, "dlagent_job_calls_refused_total", kCounter, "Job calls from other agents refused (not sealed with the cluster key, malformed).",
+      D(j.refused_calls));
   Training(e, j);
 }
 
@@ -196,8 +178,8 @@ void Gpus(Exposition& e, const GpuStats& g) {
       if (s.ecc_uncorrected) e.Sample(D(*s.ecc_uncorrected), {{"gpu", gpu}, {"type", "uncorrected"}});
     }
   }
-  e.Family("dlagent_gpu_stats_timestamp_seconds", kGauge, "When NVML was last read in full (Unix time); an old one: the driver hangs.");
-  e.Sample(static_cast<double>(g.read_unix_ms) / 1000.0);
+  One(e, "dlagent_gpu_stats_timestamp_seconds", kGauge, "When NVML was last read in full (Unix time); an old one: the driver hangs.",
+      static_cast<double>(g.read_unix_ms) / 1000.0);
 }
 
 // The calls to AWS (instance metadata included), by service and outcome, and their durations.
@@ -221,8 +203,7 @@ void Aws(Exposition& e, const std::vector<MeteredHttpClient::ServiceCounts>& aws
 }
 
 void Http(Exposition& e, const metrics::HttpServerStats& h) {
-  e.Family("dlagent_metrics_requests_total", kCounter, "Requests the metrics listener answered with a page.");
-  e.Sample(D(h.requests));
+  One(e, "dlagent_metrics_requests_total", kCounter, "Requests the metrics listener answered with a page.", D(h.requests));
   e.Family("dlagent_metrics_requests_refused_total", kCounter,
            "Connections to the metrics listener refused, by reason: bad_request (400, 405, 431), timeout, too_many (over the connection cap).");
   e.Sample(D(h.bad_requests), {{"reason", "bad_request"}});
