@@ -12,7 +12,8 @@ call into the library, so other Python threads run while one waits.
     c.barrier()
     c.close()
 
-The library is found as DLPS_LIBRARY (a path), else as libdlps.so.0 beside this file, else by the system's
+report() tells the node's agent how training goes and needs no library. The library is loaded at the first
+call that needs it, found as DLPS_LIBRARY (a path), else as libdlps.so.0 beside this file, else by the system's
 library search (the package installs it in the library directory).
 """
 import ctypes
@@ -82,13 +83,23 @@ def _load():
     return lib
 
 
-_lib = _load()
+_loaded = None
+_loading = threading.Lock()
+
+
+def _lib():
+    """libdlps, loaded at the first call that needs it: report() needs none, so a rank can report without it."""
+    global _loaded
+    with _loading:
+        if _loaded is None:
+            _loaded = _load()
+        return _loaded
 
 
 def _error(code, message=None):
     if message is None:
-        message = _lib.dlps_last_error()  # the calling thread's, as the library keeps it
-    return Error(message.decode("utf-8", "replace"), _lib.dlps_code_name(code).decode())
+        message = _lib().dlps_last_error()  # the calling thread's, as the library keeps it
+    return Error(message.decode("utf-8", "replace"), _lib().dlps_code_name(code).decode())
 
 
 def _check(code):
@@ -123,19 +134,19 @@ class Client:
         o.deadline_seconds = deadline
         o.connect_timeout_seconds = connect_timeout
         err = ctypes.create_string_buffer(1024)
-        self._c = _lib.dlps_connect_with(ctypes.byref(o), err, len(err))
+        self._c = _lib().dlps_connect_with(ctypes.byref(o), err, len(err))
         if not self._c:
-            raise _error(_lib.dlps_last_code(), err.value)
+            raise _error(_lib().dlps_last_code(), err.value)
         self._lock = threading.Lock()
         self._held = {}  # ticket -> the arrays the library reads or writes until wait()
 
     @property
     def rank(self):
-        return _lib.dlps_rank(self._live())
+        return _lib().dlps_rank(self._live())
 
     @property
     def num_workers(self):
-        return _lib.dlps_num_workers(self._live())
+        return _lib().dlps_num_workers(self._live())
 
     def init(self, key, initial, optimizer="sum", lr=0.0, momentum=0.0, weight_decay=0.0, beta1=0.0, beta2=0.0,
              epsilon=0.0, rescale=0.0):
@@ -143,48 +154,48 @@ class Client:
         0 takes the default)."""
         data = _buffer(initial, "initial", False)
         opt = _Optimizer(optimizer.encode(), lr, momentum, weight_decay, beta1, beta2, epsilon, rescale)
-        _check(_lib.dlps_init(self._live(), key, data, initial.size, ctypes.byref(opt)))
+        _check(_lib().dlps_init(self._live(), key, data, initial.size, ctypes.byref(opt)))
 
     def push(self, key, grad):
         """Sends a copy of grad; returns a ticket."""
-        return self._hold(_lib.dlps_push(self._live(), key, _buffer(grad, "grad", False), grad.size), ())
+        return self._hold(_lib().dlps_push(self._live(), key, _buffer(grad, "grad", False), grad.size), ())
 
     def push_nocopy(self, key, grad):
         """Sends from grad's memory: do not change grad until wait(ticket)."""
-        return self._hold(_lib.dlps_push_nocopy(self._live(), key, _buffer(grad, "grad", False), grad.size), (grad,))
+        return self._hold(_lib().dlps_push_nocopy(self._live(), key, _buffer(grad, "grad", False), grad.size), (grad,))
 
     def pull(self, key, out):
         """Fills out in place by wait(ticket)."""
-        return self._hold(_lib.dlps_pull(self._live(), key, _buffer(out, "out", True), out.size), (out,))
+        return self._hold(_lib().dlps_pull(self._live(), key, _buffer(out, "out", True), out.size), (out,))
 
     def pushpull(self, key, grad, out):
         """Pushes grad (from its memory) and fills out with the round's result by wait(ticket)."""
         g, o = _buffer(grad, "grad", False), _buffer(out, "out", True)
         if grad.size != out.size:
             raise ValueError("grad and out must have the same size")
-        return self._hold(_lib.dlps_pushpull(self._live(), key, g, o, grad.size), (grad, out))
+        return self._hold(_lib().dlps_pushpull(self._live(), key, g, o, grad.size), (grad, out))
 
     def wait(self, ticket):
         """Blocks until the ticket's messages are answered; raises dlps.Error."""
-        code = _lib.dlps_wait(self._live(), ticket)
+        code = _lib().dlps_wait(self._live(), ticket)
         with self._lock:
             self._held.pop(ticket, None)  # the arrays may go now
         _check(code)
 
     def barrier(self):
-        _check(_lib.dlps_barrier(self._live()))
+        _check(_lib().dlps_barrier(self._live()))
 
     def checkpoint(self, name):
-        _check(_lib.dlps_checkpoint(self._live(), name.encode()))
+        _check(_lib().dlps_checkpoint(self._live(), name.encode()))
 
     def restore(self, name):
-        _check(_lib.dlps_restore(self._live(), name.encode()))
+        _check(_lib().dlps_restore(self._live(), name.encode()))
 
     def close(self):
         """Closes the connections (after the job's last barrier)."""
         c, self._c = getattr(self, "_c", None), None
         if c:
-            _lib.dlps_close(c)  # waits for what is in flight
+            _lib().dlps_close(c)  # waits for what is in flight
         self._held = {}
 
     def __del__(self):
