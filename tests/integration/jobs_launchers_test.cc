@@ -39,6 +39,13 @@ TEST_F(JobsProcessTest, DlpsLauncherTrainsFourNodesTimesTwoWorkersExactly) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("8 workers"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("summed in rank order, as the servers sum them) is 0 "), std::string::npos) << r.output;
+  // Rank 0 reported its steps (at most 10 a second, and each epoch's last): the last is epoch 2's end.
+  RunResult list = Ctl(c(), 1, {"jobs", "--json"});
+  const auto jobs = nlohmann::json::parse(list.output.substr(list.output.find('{')), nullptr, false);
+  ASSERT_FALSE(jobs.is_discarded()) << list.output;
+  ASSERT_EQ(jobs["jobs"].size(), 1u) << list.output;
+  EXPECT_EQ(jobs["jobs"][0]["training"]["values"]["epoch"], 2.0) << list.output;
+  EXPECT_GT(jobs["jobs"][0]["training"]["step"].get<int>(), 0) << list.output;
   // A worker started by hand, without the job's token, is refused by the agents' shards and told what to do.
   RunResult stranger = RunCommand(
       {"/usr/bin/env", "DLPS_SERVERS=" + c().Ip(0) + ":7070", "DLPS_NUM_WORKERS=1", "DLPS_RANK=0", train, "--epochs", "1", "--progress", "never"},

@@ -132,6 +132,9 @@ Status Train(const Options& o, const Dataset& d, Model& m, Updater& updater, uin
   const size_t steps = (d.rows() + o.batch - 1) / o.batch;
   const bool bar = report && (o.progress == "always" || (o.progress == "auto" && isatty(STDERR_FILENO)));
   const ps::TrainingReporter reporter;
+  // At most 10 reports a second (and the last step of each epoch): a step can take well under a millisecond,
+  // and each report wakes the agent.
+  Clock::time_point last_report{};
   for (int epoch = 1; epoch <= o.epochs; ++epoch) {
     std::shuffle(order.begin(), order.end(),
                  std::mt19937_64(o.seed * 1000003 + epoch));  // the same on every worker
@@ -170,7 +173,9 @@ Status Train(const Options& o, const Dataset& d, Model& m, Updater& updater, uin
       times.wait += Seconds(w0);
       ++times.rounds;
       progress.Update(step + 1, running_rows ? running_loss / static_cast<double>(running_rows) : 0);
-      if (report && reporter.enabled()) {  // rank 0 tells its agent (DLAGENT_METRICS_SOCKET): agentctl jobs, /metrics
+      if (report && reporter.enabled() && (step + 1 == steps || Clock::now() - last_report >= std::chrono::milliseconds(100))) {
+        // rank 0 tells its agent (DLAGENT_METRICS_SOCKET): agentctl jobs, /metrics
+        last_report = Clock::now();
         const double rate = static_cast<double>(std::min(d.rows(), begin + rows)) / std::max(Seconds(t0), 1e-9);
         reporter.Report(
             static_cast<uint64_t>(epoch - 1) * steps + step + 1,
