@@ -8,7 +8,7 @@ DLAGENT_PACKAGES=(
   python3-numpy
   systemd util-linux iproute2 curl nftables
   python3-torch openmpi-bin python3-mpi4py python3-distributed
-  mmdebstrap systemd-container cloud-init python3-yaml packer prometheus
+  mmdebstrap systemd-container cloud-init python3-yaml packer prometheus chromium
 )
 
 dlagent_install_deps() {

@@ -1,7 +1,9 @@
 #include "agent/ctl/commands.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
+#include <fstream>
 #include <iomanip>
 #include <regex>
 #include <sstream>
@@ -204,6 +206,32 @@ int RunStatus(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
     out << ToJson(*status).dump(2) << "\n";
   else
     out << FormatStatus(*status);
+  return 0;
+}
+
+int RunPage(const CtlOptions& opts, std::ostream& out, std::ostream& err) {
+  Result<std::unique_ptr<ControlClient>> client = Dial(opts);
+  if (!client.ok()) return Fail(err, client.status());
+  Result<StatusSnapshot> status = (*client)->GetStatus();
+  if (!status.ok()) return Fail(err, status.status());
+  constexpr std::string_view kSuffix = "/metrics";
+  const std::string& m = status->metrics_url;
+  if (m.size() <= kSuffix.size() || m.compare(m.size() - kSuffix.size(), kSuffix.size(), kSuffix) != 0) {
+    err << "agentctl: the agent serves no status page yet (metrics.enabled = false, or metrics.bind = \"node\" before the node's "
+           "address is known; agentctl status says metrics: ...)\n";
+    return 1;
+  }
+  const std::string url = m.substr(0, m.size() - kSuffix.size()) + "/";
+  const std::string token_file = PageTokenPath(opts.socket);
+  std::ifstream in(token_file);
+  std::string token;
+  if (in && std::getline(in, token) && !token.empty() &&
+      std::all_of(token.begin(), token.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; })) {
+    out << url << "#token=" << token << "\n";
+  } else {
+    out << url << "\n";
+    err << "agentctl: without the page token (" << token_file << ", readable by root) the page shows no job output\n";
+  }
   return 0;
 }
 

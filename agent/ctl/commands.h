@@ -36,6 +36,11 @@ int RunWait(const CtlOptions& opts, std::ostream& out, std::ostream& err);
 // become \xHH, so an escape sequence shows instead of acting. Other UTF-8 is kept.
 std::string ForTerminal(std::string_view text);
 
+// The status page's URL (docs/operations.md, "Status page"), with the page token in its fragment when the
+// caller can read the token file beside the socket (root): the page then shows the output of jobs. Exit 1 when
+// the agent serves no page.
+int RunPage(const CtlOptions& opts, std::ostream& out, std::ostream& err);
+
 // The human form of `agentctl status`.
 std::string FormatStatus(const StatusSnapshot& s);
 

@@ -33,6 +33,8 @@ int main(int argc, char** argv) {
 
   auto* status = app.add_subcommand("status", "Show the agent's phase, identity, uptime, version and config");
   status->add_flag("--json", opts.json, "Print one JSON object instead of text");
+  auto* page = app.add_subcommand(
+      "page", "Print the status page's URL; as root, with the token that shows the jobs' output (see docs/operations.md for SSH and SSM tunnels)");
   auto* version = app.add_subcommand("version", "Show agentctl's and agentd's versions");
   version->add_flag("--json", opts.json, "Print one JSON object instead of text");
 
@@ -110,6 +112,7 @@ int main(int argc, char** argv) {
   }
   if (*status) return dlagent::RunStatus(opts, std::cout, std::cerr);
   if (*version) return dlagent::RunVersion(opts, std::cout, std::cerr);
+  if (*page) return dlagent::RunPage(opts, std::cout, std::cerr);
   if (*members) return dlagent::RunMembers(opts, std::cout, std::cerr);
   if (*wait) return dlagent::RunWait(opts, std::cout, std::cerr);
   if (*run || *logs || *rsh) {

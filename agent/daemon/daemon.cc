@@ -68,10 +68,13 @@ spdlog::level::level_enum Daemon::EffectiveLevel(const Config& c) const {
 void Daemon::SetPhase(AgentPhase phase, std::string detail, bool log) {
   {
     MutexLock lock(mu_);
-    if (phase != phase_) ++phase_changes_;
-    if (phase == AgentPhase::kReady && ready_after_ms_ < 0) {
-      ready_after_ms_ = std::chrono::duration_cast<std::chrono::milliseconds>(env_.NowMono() - started_mono_).count();
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(env_.NowMono() - started_mono_).count();
+    if (phase != phase_ || phase_marks_.empty()) {
+      if (phase != phase_) ++phase_changes_;
+      if (phase_marks_.size() == StatusSnapshot::kMaxPhaseMarks) phase_marks_.erase(phase_marks_.begin() + 1);
+      phase_marks_.push_back({phase, now_ms});
     }
+    if (phase == AgentPhase::kReady && ready_after_ms_ < 0) ready_after_ms_ = now_ms;
     phase_ = phase;
     phase_detail_ = detail;
   }
@@ -108,6 +111,7 @@ StatusSnapshot Daemon::GetStatus() {
   s.metrics_url = metrics_url_;
   s.phase_changes = phase_changes_;
   s.ready_after_ms = ready_after_ms_;
+  s.phases = phase_marks_;
   return s;
 }
 

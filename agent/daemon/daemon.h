@@ -30,6 +30,7 @@
 #include "agent/daemon/formation.h"
 #include "agent/daemon/membership.h"
 #include "agent/daemon/node_report.h"
+#include "agent/daemon/status_page.h"
 #include "agent/daemon/systemd_notifier.h"
 #include "agent/jobs/jobs.h"
 #include "agent/metrics/http_server.h"
@@ -146,10 +147,11 @@ class Daemon final : public ControlHandler {
   AgentPhase phase_ GUARDED_BY(mu_) = AgentPhase::kStarting;
   std::string phase_detail_ GUARDED_BY(mu_) = "starting";
   uint64_t phase_changes_ GUARDED_BY(mu_) = 0;
-  int64_t ready_after_ms_ GUARDED_BY(mu_) = -1;       // from the start to the first READY; -1 before it
-  IdentitySnapshot identity_ GUARDED_BY(mu_);         // from IDENTIFY
-  std::shared_ptr<jobs::Jobs> jobs_ GUARDED_BY(mu_);  // shared with the calls in flight; taken away at stop
-  std::string metrics_url_ GUARDED_BY(mu_);           // once metrics_ serves
+  int64_t ready_after_ms_ GUARDED_BY(mu_) = -1;         // from the start to the first READY; -1 before it
+  std::vector<PhaseMark> phase_marks_ GUARDED_BY(mu_);  // StatusSnapshot::phases
+  IdentitySnapshot identity_ GUARDED_BY(mu_);           // from IDENTIFY
+  std::shared_ptr<jobs::Jobs> jobs_ GUARDED_BY(mu_);    // shared with the calls in flight; taken away at stop
+  std::string metrics_url_ GUARDED_BY(mu_);             // once metrics_ serves
 
   // Set by StopParts before anything stops: every blocking retry (keys, SQS, mounts, CloudFormation) gives up.
   std::atomic<bool> stopping_{false};
@@ -166,6 +168,7 @@ class Daemon final : public ControlHandler {
   // Built by Run() before the control socket serves, or by the boot thread once IDENTIFY learned the node's
   // address (metrics.bind = "node"); taken down with the control socket.
   std::unique_ptr<GpuSampler> gpus_;  // NVML's figures for /metrics: built with metrics_, gone after it
+  std::unique_ptr<StatusPage> page_;  // `/` and /api: built with metrics_, gone after it
   std::unique_ptr<metrics::HttpServer> metrics_;
   std::unique_ptr<SqsClient> sqs_sender_, sqs_poller_;
   std::unique_ptr<MountManager> mounts_;

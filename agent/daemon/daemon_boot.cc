@@ -361,6 +361,7 @@ void Daemon::StopParts() {
   if (cluster_service_) cluster_service_->Shutdown(std::chrono::milliseconds(500));
   if (control_) control_->Shutdown(kShutdownGrace);
   metrics_.reset();  // its handler reads the parts below
+  page_.reset();
   gpus_.reset();
   booted_ = false;
   cluster_service_.reset();

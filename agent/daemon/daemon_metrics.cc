@@ -1,10 +1,12 @@
-// The daemon's /metrics: what each scrape reads (docs/operations.md).
+// The daemon's /metrics and status page: what each scrape reads (docs/operations.md).
 
 #include <spdlog/spdlog.h>
 
 #include "agent/daemon/agent_metrics.h"
 #include "agent/daemon/daemon.h"
 #include "agent/metrics/exposition.h"
+#include "bootstrap/common/atomic_file.h"
+#include "bootstrap/common/crypto.h"
 
 namespace dlagent {
 
@@ -14,6 +16,15 @@ Status Daemon::StartMetrics(const Config& c, const std::string& address) {
   o.listen = address + ":" + std::to_string(c.metrics.port);
   o.heartbeat = heartbeats_.Register("metrics");
   gpus_ = std::make_unique<GpuSampler>();
+  // The page token (the output of jobs on the page) in a file only the agent's user reads, beside the control
+  // socket, in a directory only root writes (/run/dlagent); a new one at each start.
+  const std::string token = RandomHex(16);
+  const std::string token_file = PageTokenPath(c.agent.socket);
+  if (Status st = WriteFileAtomically(env_, token_file, token + "\n", 0600); !st.ok()) {
+    spdlog::warn("metrics: the status page shows no job output: {}", st.ToString());
+  }
+  page_ = std::make_unique<StatusPage>(
+      env_, StatusPageSources{[this] { return GetStatus(); }, [this] { return ListMembers(); }, [this] { return ServedJobs(); }}, token);
   Result<std::unique_ptr<metrics::HttpServer>> server = metrics::HttpServer::Start(
       env_, o, [this](const metrics::HttpRequest& req, const metrics::HttpServerStats& stats) { return ServeHttp(req, stats); });
   if (!server.ok()) {
@@ -22,14 +33,17 @@ Status Daemon::StartMetrics(const Config& c, const std::string& address) {
   }
   metrics_ = std::move(*server);
   const std::string url = "http://" + address + ":" + std::to_string(metrics_->port()) + "/metrics";
-  spdlog::info("metrics: serving {}", url);
+  spdlog::info("metrics: serving {} and the status page at /", url);
   MutexLock lock(mu_);
   metrics_url_ = url;
   return Status::Ok();
 }
 
 metrics::HttpReply Daemon::ServeHttp(const metrics::HttpRequest& req, const metrics::HttpServerStats& stats) {
-  if (req.path != "/metrics") return {404, "text/plain; charset=utf-8", "not found: " + req.path + " (this agent serves /metrics)\n", ""};
+  if (req.path != "/metrics") {
+    if (std::optional<metrics::HttpReply> reply = page_->Serve(req)) return *std::move(reply);
+    return {404, "text/plain; charset=utf-8", "not found: " + req.path + " (this agent serves /metrics and its status page at /)\n", ""};
+  }
   AgentMetricsInput in;
   in.status = GetStatus();
   in.members = ListMembers();

@@ -6,6 +6,11 @@ namespace dlagent::metrics {
 namespace {
 
 constexpr std::string_view kComponent = "http";
+// The status page's scripts and styles come from the agent only (no inline code, nothing from elsewhere), and
+// no other site may frame it.
+constexpr std::string_view kPolicy =
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'none'";
 
 bool TokenChar(char c) {
   if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
@@ -37,6 +42,21 @@ bool FieldValue(std::string_view s) {
   return true;
 }
 
+bool EqualNoCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const char x = (a[i] >= 'A' && a[i] <= 'Z') ? static_cast<char>(a[i] - 'A' + 'a') : a[i];
+    if (x != b[i]) return false;
+  }
+  return true;
+}
+
+std::string Trimmed(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return std::string(s);
+}
+
 std::string Shown(std::string_view s) {
   constexpr size_t kMax = 64;
   std::string out;
@@ -58,6 +78,7 @@ std::string_view Reason(int status) {
   switch (status) {
     case 200: return "OK";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
@@ -98,6 +119,7 @@ Result<HttpRequest> ParseRequestHead(std::string_view head) {
   if (target.empty() || target[0] != '/' || !Visible(target)) {
     return Status::InvalidArgument(kComponent, "target \"" + Shown(target) + "\" is not a path starting with /");
   }
+  HttpRequest req;
   for (line = NextLine(rest); !line.empty(); line = NextLine(rest)) {
     const size_t colon = line.find(':');
     if (colon == std::string_view::npos || !Token(line.substr(0, colon))) {
@@ -106,8 +128,8 @@ Result<HttpRequest> ParseRequestHead(std::string_view head) {
     if (!FieldValue(line.substr(colon + 1))) {
       return Status::InvalidArgument(kComponent, "header " + Shown(line.substr(0, colon)) + " holds control characters");
     }
+    if (EqualNoCase(line.substr(0, colon), "authorization")) req.authorization = Trimmed(line.substr(colon + 1));
   }
-  HttpRequest req;
   req.method = method;
   const size_t q = target.find('?');
   req.path = target.substr(0, q);
@@ -120,7 +142,10 @@ std::string FormatReply(const HttpReply& reply, bool head_only) {
   out += "Content-Type: " + reply.content_type + "\r\n";
   out += "Content-Length: " + std::to_string(reply.body.size()) + "\r\n";
   if (!reply.allow.empty()) out += "Allow: " + reply.allow + "\r\n";
-  out += "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n";
+  out += "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n";
+  out += "Content-Security-Policy: ";
+  out += kPolicy;
+  out += "\r\nConnection: close\r\n\r\n";
   if (!head_only) out += reply.body;
   return out;
 }

@@ -14,9 +14,10 @@
 namespace dlagent::metrics {
 
 struct HttpRequest {
-  std::string method;  // as sent: a token (the server answers 405 to all but GET and HEAD)
-  std::string path;    // origin-form, before any '?'; starts with '/'
-  std::string query;   // after '?', undecoded; "" when none
+  std::string method;         // as sent: a token (the server answers 405 to all but GET and HEAD)
+  std::string path;           // origin-form, before any '?'; starts with '/'
+  std::string query;          // after '?', undecoded; "" when none
+  std::string authorization;  // the Authorization header's value, without surrounding spaces; "" when none
 };
 
 // Where the head in buf ends: the offset just past the blank line ("\r\n\r\n", or "\n\n" from a lenient
@@ -35,8 +36,9 @@ struct HttpReply {
   std::string allow;  // the Allow header of a 405; "" for none
 };
 
-// The reply as sent: status line, Content-Type, Content-Length, Cache-Control: no-store, Connection: close,
-// X-Content-Type-Options: nosniff, the body unless head_only.
+// The reply as sent: status line, Content-Type, Content-Length, Cache-Control: no-store, X-Content-Type-Options:
+// nosniff, a Content-Security-Policy that allows scripts, styles and requests to this origin only and no
+// framing, Connection: close, the body unless head_only.
 std::string FormatReply(const HttpReply& reply, bool head_only);
 
 }  // namespace dlagent::metrics

@@ -25,6 +25,11 @@ std::string_view AgentPhaseName(AgentPhase p) {
   return "unknown";
 }
 
+std::string PageTokenPath(const std::string& socket) {
+  const size_t slash = socket.rfind('/');
+  return (slash == std::string::npos ? std::string(".") : socket.substr(0, slash)) + "/page.token";
+}
+
 void ToProto(const StatusSnapshot& s, pb::AgentStatus* out) {
   out->set_phase(static_cast<pb::Phase>(static_cast<int>(s.phase) + 1));  // the same order, after UNSPECIFIED
   out->set_phase_detail(s.phase_detail);

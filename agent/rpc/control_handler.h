@@ -18,6 +18,10 @@ namespace dlagent {
 enum class AgentPhase { kStarting, kServing, kIdentify, kDiscover, kRoster, kPrepare, kReady, kStandby, kFailed, kStopping };
 std::string_view AgentPhaseName(AgentPhase p);  // one word, as agentctl, the journal and STATUS= show it
 
+// The status page's token (docs/operations.md, "Status page"): a file beside the control socket, 0600, that
+// agentd writes at each start and `agentctl page` reads.
+std::string PageTokenPath(const std::string& socket);
+
 struct IdentitySnapshot {
   std::string instance_id, instance_type, local_ipv4, region, availability_zone;
   uint32_t gpu_count = 0;
@@ -45,6 +49,12 @@ struct ClusterSnapshot {
   uint64_t sqs_requests = 0, hellos_sent = 0, hellos_accepted = 0, hellos_refused = 0;
 };
 
+// When the agent entered a phase (the status page's boot timeline).
+struct PhaseMark {
+  AgentPhase phase = AgentPhase::kStarting;
+  int64_t at_ms = 0;  // since the agent's start
+};
+
 struct StatusSnapshot {
   AgentPhase phase = AgentPhase::kStarting;
   std::string phase_detail;
@@ -62,6 +72,8 @@ struct StatusSnapshot {
   std::string metrics_url;                        // "" while /metrics is not served
   uint64_t phase_changes = 0;                     // since the start (/metrics)
   int64_t ready_after_ms = -1;                    // from the start to the first READY; -1 before it (/metrics)
+  std::vector<PhaseMark> phases;                  // each phase entered, the first first (at most kMaxPhaseMarks)
+  static constexpr size_t kMaxPhaseMarks = 64;    // then the oldest but the first are dropped
   std::optional<ClusterSnapshot> cluster;         // absent when the agent forms no roster
 };
 

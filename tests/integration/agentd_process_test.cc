@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <regex>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -104,6 +105,47 @@ TEST_F(AgentdProcessTest, MetricsServeTheGpusNvmlFigures) {
   EXPECT_EQ(post.output, "405");
   agent->Signal(SIGTERM);
   EXPECT_TRUE(agent->Wait(seconds(10)).has_value());
+}
+
+// agentctl page: the status page's URL with the page token, which only the agent's user can read, and which
+// each start replaces (a token read before a restart no longer shows the output of jobs).
+TEST_F(AgentdProcessTest, PagePrintsTheUrlWithATokenEachStartReplaces) {
+  WriteConfig("page");
+  std::string first_token;
+  for (int start = 0; start < 2; ++start) {
+    auto agent = StartAgent();
+    ASSERT_TRUE(notify_.WaitFor("READY=1", seconds(10))) << agent->Output();
+    struct stat st {};
+    ASSERT_EQ(::stat(dir_.Join("run/page.token").c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+    testing::RunResult page = Ctl({"page"});
+    ASSERT_EQ(page.exit_code, 0) << page.output;
+    const std::regex url("^(http://127\\.0\\.0\\.1:[0-9]+/)#token=([0-9a-f]{32})\n$");
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(page.output, m, url)) << page.output;
+    const std::string base = m[1], token = m[2];
+    const testing::RunResult logs =
+        RunCommand({"/usr/bin/curl", "-sS", "--max-time", "5", "-H", "Authorization: Bearer " + token, base + "api/logs?job=j-1"});
+    EXPECT_NE(logs.output.find("\"job\":\"j-1\""), std::string::npos) << logs.output;
+    if (start == 0) {
+      first_token = token;
+    } else {
+      EXPECT_NE(token, first_token);
+      const testing::RunResult old =
+          RunCommand({"/usr/bin/curl", "-sS", "--max-time", "5", "-H", "Authorization: Bearer " + first_token, base + "api/logs?job=j-1"});
+      EXPECT_NE(old.output.find("needs the page token"), std::string::npos) << old.output;
+    }
+    agent->Signal(SIGTERM);
+    ASSERT_TRUE(agent->Wait(seconds(10)).has_value());
+    notify_.messages.clear();
+  }
+  // No page without the metrics listener: agentctl says why.
+  dir_.Write("agentd.toml", "[agent]\nsocket = \"" + sock_ + "\"\n[ps]\nenabled = false\n[metrics]\nenabled = false\n");
+  auto agent = StartAgent();
+  ASSERT_TRUE(notify_.WaitFor("READY=1", seconds(10))) << agent->Output();
+  testing::RunResult none = Ctl({"page"});
+  EXPECT_EQ(none.exit_code, 1) << none.output;
+  EXPECT_NE(none.output.find("serves no status page yet (metrics.enabled = false"), std::string::npos) << none.output;
 }
 
 TEST_F(AgentdProcessTest, ReadyServesStatusAndStopsCleanlyOnSigterm) {

@@ -4,6 +4,8 @@
 // helper the package ships).
 #include <unistd.h>
 
+#include <cstdlib>
+#include <fstream>
 #include <regex>
 #include <set>
 #include <string>
@@ -15,6 +17,7 @@
 #include "jobs_process.h"
 #include "tests/support/free_port.h"
 #include "tests/support/local_cluster.h"
+#include "tests/support/png.h"
 
 namespace dlagent {
 namespace {
@@ -39,7 +42,114 @@ nlohmann::json Query(int port, const std::string& promql) {
   return j["data"]["result"];
 }
 
-class MetricsProcessTest : public JobsProcessTest {};
+class MetricsProcessTest : public JobsProcessTest {
+ protected:
+  // The status page of node 0 while job `id` runs: its JSON with and without the token, then the page itself in
+  // headless Chromium (the DOM after its script ran, and a screenshot that is not blank).
+  void CheckStatusPage(const std::string& id, testing::TempDir& dir);
+};
+
+// GET with the page token (none: "").
+RunResult CurlWith(const std::string& url, const std::string& token) {
+  std::vector<std::string> argv = {"/usr/bin/curl", "-sS", "--max-time", "5"};
+  if (!token.empty()) argv.insert(argv.end(), {"-H", "Authorization: Bearer " + token});
+  argv.push_back(url);
+  return RunCommand(argv, seconds(10));
+}
+
+void MetricsProcessTest::CheckStatusPage(const std::string& id, testing::TempDir& dir) {
+  if (::access("/usr/bin/chromium", X_OK) != 0) GTEST_SKIP() << "/usr/bin/chromium is not installed (scripts/deps.sh installs it)";
+  // agentctl page: the URL, with the token for root (this test runs as root).
+  const RunResult page = Ctl(c(), 0, {"page"});
+  ASSERT_EQ(page.exit_code, 0) << page.output;
+  const std::string prefix = "http://" + c().Ip(0) + ":7071/#token=";
+  ASSERT_EQ(page.output.rfind(prefix, 0), 0u) << page.output;
+  const std::string token = page.output.substr(prefix.size(), page.output.find('\n') - prefix.size());
+  ASSERT_EQ(token.size(), 32u) << page.output;
+  const std::string base = "http://" + c().Ip(0) + ":7071/";
+
+  // The page's own thread asks the cluster once someone looks: wait for the job and a chart's worth of steps,
+  // and for its output to be followed.
+  nlohmann::json status, job;
+  for (const auto until = steady_clock::now() + seconds(30); steady_clock::now() < until; std::this_thread::sleep_for(milliseconds(200))) {
+    status = nlohmann::json::parse(CurlWith(base + "api/status", "").output, nullptr, false);
+    job = nlohmann::json();
+    if (status.is_object() && status["jobs"].is_object() && status["jobs"]["list"].is_array()) {
+      for (const auto& j : status["jobs"]["list"]) {
+        if (j["id"] == id) job = j;
+      }
+    }
+    if (job.is_object() && job["history"].size() >= 3) break;
+  }
+  ASSERT_TRUE(job.is_object()) << status.dump();
+  EXPECT_EQ(job["state"], "running") << job.dump();
+  EXPECT_GE(job["history"].size(), 3u) << "a point a second at most\n" << job.dump();
+  EXPECT_EQ(job["ranks_per_node"].size(), static_cast<size_t>(kNodes)) << job.dump();
+  EXPECT_FALSE(job.contains("argv")) << "no command line without the token\n" << job.dump();
+  EXPECT_FALSE(status["logs"].get<bool>());
+  EXPECT_EQ(status["members"].size(), static_cast<size_t>(kNodes)) << status.dump();
+  EXPECT_EQ(status["roster"]["nodes"].size(), static_cast<size_t>(kNodes)) << status.dump();
+  EXPECT_EQ(status["timeline"].back()["phase"], "ready") << status.dump();
+  const nlohmann::json with_token = nlohmann::json::parse(CurlWith(base + "api/status", token).output, nullptr, false);
+  ASSERT_TRUE(with_token.is_object());
+  EXPECT_TRUE(with_token["logs"].get<bool>());
+  const RunResult refused = CurlWith(base + "api/logs?job=" + id, "");
+  EXPECT_NE(refused.output.find("needs the page token"), std::string::npos) << refused.output;
+  const RunResult wrong = CurlWith(base + "api/logs?job=" + id, std::string(32, '0'));
+  EXPECT_NE(wrong.output.find("needs the page token"), std::string::npos) << wrong.output;
+  nlohmann::json logs;
+  for (const auto until = steady_clock::now() + seconds(30); steady_clock::now() < until; std::this_thread::sleep_for(milliseconds(200))) {
+    logs = nlohmann::json::parse(CurlWith(base + "api/logs?job=" + id, token).output, nullptr, false);
+    if (logs.is_object() && logs["lines"].is_array() && !logs["lines"].empty()) break;
+  }
+  ASSERT_TRUE(logs.is_object() && !logs["lines"].empty()) << logs.dump();
+  EXPECT_NE(logs["lines"][0]["text"].get<std::string>().find("step "), std::string::npos) << logs.dump();
+
+  // Chromium: the page as a browser draws it.
+  const std::vector<std::string> chromium = {"/usr/bin/chromium",
+                                             "--headless",
+                                             "--no-sandbox",
+                                             "--disable-gpu",
+                                             "--user-data-dir=" + dir.Join("chromium"),
+                                             "--virtual-time-budget=3000",
+                                             "--window-size=1280,1500"};
+  std::vector<std::string> argv = chromium;
+  argv.insert(argv.end(), {"--dump-dom", page.output.substr(0, page.output.find('\n'))});
+  const RunResult dom = RunCommand(argv, seconds(60));
+  ASSERT_EQ(dom.exit_code, 0) << dom.output;
+  const std::string& html = dom.output;
+  EXPECT_NE(html.find("<body data-loaded=\"1\">"), std::string::npos) << "the script ran and drew /api/status\n" << html;
+  for (int i : testing::Range(kNodes)) {
+    EXPECT_NE(html.find("data-member=\"" + c().Id(i) + "\" data-state=\"alive\""), std::string::npos) << c().Id(i) << "\n" << html;
+    EXPECT_NE(html.find("data-rank=\"" + std::to_string(i) + "\""), std::string::npos) << html;
+  }
+  EXPECT_TRUE(std::regex_search(html, std::regex("id=\"roster-note\"[^>]*data-generation=\"[1-9]"))) << html;
+  EXPECT_NE(html.find("data-job=\"" + id + "\" data-state=\"running\""), std::string::npos) << html;
+  const size_t chart = html.find("data-chart=\"" + id + " \xc2\xb7 loss\"");
+  ASSERT_NE(chart, std::string::npos) << html;
+  EXPECT_NE(html.find("<polyline points=", chart), std::string::npos) << "the loss is drawn\n" << html;
+  const size_t log = html.find("data-log=\"" + id + "\"");
+  ASSERT_NE(log, std::string::npos) << html;
+  EXPECT_NE(html.find("step ", log), std::string::npos) << "the job's output shows\n" << html;
+  EXPECT_NE(html.find("data-phase=\"ready\""), std::string::npos) << html;
+
+  // A screenshot; with DLAGENT_UPDATE_SCREENSHOT=1 it replaces docs/status-page.png (the README shows it).
+  argv = chromium;
+  const std::string png = dir.Join("status-page.png");
+  argv.insert(argv.end(), {"--hide-scrollbars", "--screenshot=" + png, page.output.substr(0, page.output.find('\n'))});
+  const RunResult shot = RunCommand(argv, seconds(60));
+  ASSERT_EQ(shot.exit_code, 0) << shot.output;
+  std::ifstream in(png, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  Result<testing::PngStats> stats = testing::ReadPngStats(bytes);
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  EXPECT_EQ(stats->width, 1280u);
+  EXPECT_GE(stats->colours, 16u) << "a blank page has one or two colours";
+  EXPECT_LT(stats->commonest_share, 0.95) << "the commonest colour covers " << stats->commonest_share;
+  if (const char* update = std::getenv("DLAGENT_UPDATE_SCREENSHOT"); update != nullptr && std::string(update) == "1") {
+    std::ofstream(std::string(DLAGENT_SOURCE_DIR) + "/docs/status-page.png", std::ios::binary) << bytes;
+  }
+}
 
 TEST_F(MetricsProcessTest, EveryNodeServesMetricsThatPromtoolAcceptsAndPrometheusScrapes) {
   for (const char* tool : {"/usr/bin/prometheus", "/usr/bin/promtool", "/usr/bin/curl"}) {
@@ -49,7 +159,8 @@ TEST_F(MetricsProcessTest, EveryNodeServesMetricsThatPromtoolAcceptsAndPrometheu
   // Each rank reports its step and a loss that falls with it, ten times a second.
   RunResult d = Ctl(c(), 0,
                     {"run", "--detach", "--env", std::string("PYTHONPATH=") + DLAGENT_PYTHON_DIR, "--", "/usr/bin/python3", "-c",
-                     "import dlps, time\nfor step in range(1, 100000):\n    dlps.report(step=step, loss=1.0 / step)\n    time.sleep(0.1)\n"});
+                     "import dlps, time\nfor step in range(1, 100000):\n    dlps.report(step=step, loss=1.0 / step)\n"
+                     "    if step % 10 == 0: print('step', step, flush=True)\n    time.sleep(0.1)\n"});
   ASSERT_EQ(d.exit_code, 0) << d.output;
   const std::string id = d.output.substr(0, d.output.find('\n'));
   ASSERT_EQ(WaitState(c(), 0, id, {"running"})["running"], kNodes);
@@ -126,6 +237,8 @@ TEST_F(MetricsProcessTest, EveryNodeServesMetricsThatPromtoolAcceptsAndPrometheu
   EXPECT_LT(std::stod(age[0]["value"][1].get<std::string>()), 30) << age.dump();
   const nlohmann::json up = Query(port, "up{job=\"dlagent\"} == 0");
   EXPECT_EQ(up.size(), 0u) << "targets down: " << up.dump();
+
+  CheckStatusPage(id, dir);
 
   // agentctl health: the job reports steps, so it is not stuck; once its ranks stop (SIGSTOP on every node's
   // ranks would do; here a second job reports one step and sleeps) a short --stuck-after calls it stuck.

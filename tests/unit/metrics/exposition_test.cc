@@ -75,6 +75,10 @@ TEST(HttpRequestTest, ParsesARequest) {
   EXPECT_EQ(r->method, "GET");
   EXPECT_EQ(r->path, "/metrics");
   EXPECT_EQ(r->query, "x=1");
+  EXPECT_EQ(r->authorization, "");
+  auto auth = ParseRequestHead("GET /api/logs HTTP/1.1\r\naUTHORIZATION: \t Bearer 0a1b \r\n\r\n");
+  ASSERT_TRUE(auth.ok()) << auth.status().ToString();
+  EXPECT_EQ(auth->authorization, "Bearer 0a1b") << "any case of the name; the value without surrounding spaces";
   auto head = ParseRequestHead("\r\nHEAD / HTTP/1.0\r\n\r\n");
   ASSERT_TRUE(head.ok()) << head.status().ToString();
   EXPECT_EQ(head->method, "HEAD");
@@ -103,7 +107,9 @@ TEST(HttpRequestTest, FormatsAWholeReply) {
   const std::string reply = FormatReply({405, "text/plain; charset=utf-8", "no\n", "GET, HEAD"}, false);
   EXPECT_EQ(reply,
             "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\nAllow: GET, HEAD\r\n"
-            "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\nno\n");
+            "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nContent-Security-Policy: default-src 'none'; script-src 'self'; "
+            "style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'\r\n"
+            "Connection: close\r\n\r\nno\n");
   const std::string head = FormatReply({200, "text/plain", "abc", ""}, true);
   EXPECT_NE(head.find("Content-Length: 3\r\n"), std::string::npos);
   EXPECT_EQ(head.substr(head.size() - 4), "\r\n\r\n") << "HEAD: no body";

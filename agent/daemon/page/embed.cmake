@@ -1,0 +1,17 @@
+# Writes OUT, a C++ file holding the status page's files (DIR/index.html, page.js, page.css) as string views
+# (agent/daemon/status_page.cc serves them). cmake -DDIR=... -DOUT=... -P embed.cmake
+set(_body "// Generated from agent/daemon/page by embed.cmake: edit those files.\n#include <string_view>\nnamespace dlagent::page {\n")
+foreach(_pair "kIndexHtml:index.html" "kScript:page.js" "kStyle:page.css")
+  string(REPLACE ":" ";" _p "${_pair}")
+  list(GET _p 0 _name)
+  list(GET _p 1 _file)
+  file(READ "${DIR}/${_file}" _text)
+  string(FIND "${_text}" ")dlagent_page" _clash)
+  if(NOT _clash EQUAL -1)
+    message(FATAL_ERROR "${_file} holds the raw string's delimiter )dlagent_page")
+  endif()
+  string(APPEND _body "extern const std::string_view ${_name};\nconst std::string_view ${_name} = R\"dlagent_page(${_text})dlagent_page\";\n")
+endforeach()
+string(APPEND _body "}  // namespace dlagent::page\n")
+file(WRITE "${OUT}.tmp" "${_body}")
+file(RENAME "${OUT}.tmp" "${OUT}")
