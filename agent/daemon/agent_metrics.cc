@@ -202,6 +202,39 @@ void Aws(Exposition& e, const std::vector<MeteredHttpClient::ServiceCounts>& aws
   }
 }
 
+// The parameter-server shard this agent serves (ps.enabled).
+void Dlps(Exposition& e, const ps::PsStats& p) {
+  constexpr auto R = std::memory_order_relaxed;
+  One(e, "dlagent_dlps_connections_total", kCounter, "Workers' data connections the dlps shard accepted.", D(p.connections.load(R)));
+  e.Family("dlagent_dlps_requests_total", kCounter, "Requests the dlps shard served, by kind: push, pull, control (barriers, checkpoints, inits).");
+  e.Sample(D(p.pushes.load(R)), {{"kind", "push"}});
+  e.Sample(D(p.pulls.load(R)), {{"kind", "pull"}});
+  e.Sample(D(p.controls.load(R)), {{"kind", "control"}});
+  e.Family("dlagent_dlps_bytes_total", kCounter, "Values the dlps shard received in pushes (in) and sent in pull replies (out).");
+  e.Sample(D(p.bytes_in.load(R)), {{"direction", "in"}});
+  e.Sample(D(p.bytes_out.load(R)), {{"direction", "out"}});
+  One(e, "dlagent_dlps_rounds_total", kCounter, "Rounds the dlps shard completed (sync: every worker pushed a slice; async: each update).",
+      D(p.rounds.load(R)));
+  const auto histogram = [&](std::string_view name, std::string_view help, const ps::PsStats::Histogram& h) {
+    e.Family(name, metrics::MetricType::kHistogram, help);
+    metrics::HistogramData d;
+    d.bounds.assign(ps::PsStats::kBuckets.begin(), ps::PsStats::kBuckets.end());
+    for (const auto& b : h.buckets) d.counts.push_back(b.load(R));
+    d.sum = static_cast<double>(h.micros.load(R)) / 1e6;
+    e.Histogram(d);
+  };
+  histogram("dlagent_dlps_apply_duration_seconds", "What summing a round's gradients and the optimizer took, per round.", p.apply);
+  histogram("dlagent_dlps_round_duration_seconds", "From a round's first push to its last (sync): how long the slowest worker kept the others.",
+            p.round);
+  e.Family("dlagent_dlps_refused_total", kCounter,
+           "Frames the dlps shard refused, by reason: hello (another protocol, no valid job token, another job running), oversized, "
+           "malformed (not whole floats, a pull with a payload, an unknown request), push (wrong round, twice in a round, unknown slice).");
+  e.Sample(D(p.refused_hello.load(R)), {{"reason", "hello"}});
+  e.Sample(D(p.refused_oversized.load(R)), {{"reason", "oversized"}});
+  e.Sample(D(p.refused_malformed.load(R)), {{"reason", "malformed"}});
+  e.Sample(D(p.refused_push.load(R)), {{"reason", "push"}});
+}
+
 void Http(Exposition& e, const metrics::HttpServerStats& h) {
   One(e, "dlagent_metrics_requests_total", kCounter, "Requests the metrics listener answered with a page.", D(h.requests));
   e.Family("dlagent_metrics_requests_refused_total", kCounter,
@@ -221,6 +254,7 @@ std::string RenderAgentMetrics(const AgentMetricsInput& in) {
   if (in.jobs) Jobs(e, *in.jobs);
   if (in.gpus.nvml && in.gpus.read_unix_ms > 0) Gpus(e, in.gpus);
   if (!in.aws.empty()) Aws(e, in.aws);
+  if (in.dlps != nullptr) Dlps(e, *in.dlps);
   Http(e, in.http);
   return e.Take();
 }

@@ -10,6 +10,7 @@
 
 #include "agent/jobs/jobs.h"
 #include "agent/metrics/http_server.h"
+#include "agent/ps/stats.h"
 #include "agent/rpc/control_handler.h"
 #include "bootstrap/aws/http_metrics.h"
 #include "bootstrap/node/gpu_stats.h"
@@ -24,6 +25,7 @@ struct AgentMetricsInput {
   metrics::HttpServerStats http;
   GpuStats gpus;                                      // NVML's figures (none without NVML)
   std::vector<MeteredHttpClient::ServiceCounts> aws;  // the AWS calls made, by service (none: no family)
+  const ps::PsStats* dlps = nullptr;                  // the dlps shard's (none: ps.enabled = false)
 };
 
 // The text format 0.0.4.

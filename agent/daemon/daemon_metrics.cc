@@ -23,8 +23,14 @@ Status Daemon::StartMetrics(const Config& c, const std::string& address) {
   if (Status st = WriteFileAtomically(env_, token_file, token + "\n", 0600); !st.ok()) {
     spdlog::warn("metrics: the status page shows no job output: {}", st.ToString());
   }
-  page_ = std::make_unique<StatusPage>(
-      env_, StatusPageSources{[this] { return GetStatus(); }, [this] { return ListMembers(); }, [this] { return ServedJobs(); }}, token);
+  StatusPageSources sources{[this] { return GetStatus(); }, [this] { return ListMembers(); }, [this] { return ServedJobs(); }, nullptr};
+  if (ps_) {  // built before, gone after the page
+    sources.dlps = [stats = &ps_->stats()] {
+      constexpr auto R = std::memory_order_relaxed;
+      return std::optional<DlpsPoint>(DlpsPoint{0, stats->bytes_in.load(R), stats->bytes_out.load(R), stats->rounds.load(R)});
+    };
+  }
+  page_ = std::make_unique<StatusPage>(env_, std::move(sources), token);
   Result<std::unique_ptr<metrics::HttpServer>> server = metrics::HttpServer::Start(
       env_, o, [this](const metrics::HttpRequest& req, const metrics::HttpServerStats& stats) { return ServeHttp(req, stats); });
   if (!server.ok()) {
@@ -52,6 +58,7 @@ metrics::HttpReply Daemon::ServeHttp(const metrics::HttpRequest& req, const metr
   in.http = stats;
   in.gpus = gpus_->stats();
   if (aws_calls_ != nullptr) in.aws = aws_calls_->counts();
+  if (ps_) in.dlps = &ps_->stats();
   return {200, std::string(metrics::Exposition::kContentType), RenderAgentMetrics(in), ""};
 }
 

@@ -196,6 +196,13 @@ std::string StatusPageJson(const StatusPageInput& in) {
   } else {
     out["jobs"] = in.jobs_error.empty() ? json(nullptr) : json{{"error", in.jobs_error}, {"list", nullptr}};
   }
+  if (in.dlps) {
+    json points = json::array();
+    for (const DlpsPoint& p : *in.dlps) points.push_back(json::array({p.unix_ms, p.bytes_in, p.bytes_out, p.rounds}));
+    out["dlps"] = {{"points", points}};
+  } else {
+    out["dlps"] = nullptr;
+  }
   out["logs"] = in.logs_allowed;
   return Dump(out);
 }
@@ -229,6 +236,7 @@ void StatusPage::Refresh() {
   const MonoTime now = env_.NowMono();
   const int64_t now_unix_ms = UnixMs(env_.NowWall());
   std::shared_ptr<jobs::Jobs> jobs = src_.jobs();
+  const std::optional<DlpsPoint> dlps = src_.dlps ? src_.dlps() : std::nullopt;
   bool viewed = false;
   std::vector<std::pair<std::string, pb::JobOutputRequest>> asks;
   {
@@ -238,6 +246,11 @@ void StatusPage::Refresh() {
       generations_.push_back({st.cluster->generation, now_unix_ms, st.cluster->roster.size()});
     }
     viewed = now < viewed_until_;
+    if (dlps) {
+      if (dlps_.size() == kMaxDlpsPoints) dlps_.pop_front();
+      dlps_.push_back(*dlps);
+      dlps_.back().unix_ms = now_unix_ms;
+    }
     for (auto it = tails_.begin(); it != tails_.end();) {
       if (now >= it->second.wanted_until) {
         it = tails_.erase(it);
@@ -325,6 +338,7 @@ std::optional<metrics::HttpReply> StatusPage::Serve(const metrics::HttpRequest& 
   in.jobs_error = jobs_error_;
   for (const auto& [id, h] : history_) in.history[id] = &h;
   in.generations = generations_;
+  if (src_.dlps) in.dlps.emplace(dlps_.begin(), dlps_.end());
   std::string body = StatusPageJson(in);
   lock.Unlock();
   if (first_look) cv_.notify_all();  // ask the cluster now, not at the next turn

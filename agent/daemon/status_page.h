@@ -51,6 +51,12 @@ class TrainingHistory {
   std::vector<TrainingPoint> points_;
 };
 
+// The dlps shard's running totals at one moment (the page charts their rates).
+struct DlpsPoint {
+  int64_t unix_ms = 0;
+  uint64_t bytes_in = 0, bytes_out = 0, rounds = 0;
+};
+
 // What /api/status says, built from what the page has gathered (a pure function, tested alone).
 struct StatusPageInput {
   StatusSnapshot status;
@@ -64,8 +70,9 @@ struct StatusPageInput {
     int64_t first_seen_unix_ms = 0;
     size_t members = 0;
   };
-  std::vector<Generation> generations;  // the roster's generations this agent saw, the first first
-  bool logs_allowed = false;            // the request carried the page token
+  std::vector<Generation> generations;         // the roster's generations this agent saw, the first first
+  bool logs_allowed = false;                   // the request carried the page token
+  std::optional<std::vector<DlpsPoint>> dlps;  // absent: this agent serves no dlps shard
 };
 std::string StatusPageJson(const StatusPageInput& in);
 
@@ -73,6 +80,7 @@ struct StatusPageSources {
   std::function<StatusSnapshot()> status;             // REQUIRED: from memory
   std::function<MemberListSnapshot()> members;        // REQUIRED: from memory
   std::function<std::shared_ptr<jobs::Jobs>()> jobs;  // REQUIRED: null while no jobs are served
+  std::function<std::optional<DlpsPoint>()> dlps;     // Default: none (no dlps shard). From memory
 };
 
 class StatusPage {
@@ -92,6 +100,7 @@ class StatusPage {
   static constexpr Duration kViewed = std::chrono::seconds(30);  // asks the cluster this long after a look
   static constexpr size_t kMaxFollowed = 8;                      // jobs whose output is followed at once
   static constexpr size_t kMaxTailLines = 500;                   // kept per followed job
+  static constexpr size_t kMaxDlpsPoints = 300;                  // 10 minutes at kRefresh
 
  private:
   struct Tail {
@@ -119,6 +128,7 @@ class StatusPage {
   std::map<std::string, TrainingHistory> history_ GUARDED_BY(mu_);
   std::vector<StatusPageInput::Generation> generations_ GUARDED_BY(mu_);
   std::map<std::string, Tail> tails_ GUARDED_BY(mu_);
+  std::deque<DlpsPoint> dlps_ GUARDED_BY(mu_);
   std::thread thread_;
 };
 

@@ -78,7 +78,13 @@ class DataConn final : public DataConnection {
   // The Hello has been read already; `finished_fd` (an eventfd) is signalled when the connection has ended.
   // Throws std::system_error when no thread can be started.
   DataConn(Jobs& jobs, std::string checkpoint_dir, int fd, const Hello& hello, const std::atomic<bool>& stopping, int finished_fd)
-      : jobs_(jobs), checkpoint_dir_(std::move(checkpoint_dir)), fd_(fd), hello_(hello), stopping_(stopping), finished_fd_(finished_fd) {
+      : jobs_(jobs),
+        stats_(jobs.stats()),
+        checkpoint_dir_(std::move(checkpoint_dir)),
+        fd_(fd),
+        hello_(hello),
+        stopping_(stopping),
+        finished_fd_(finished_fd) {
     reader_ = std::thread([this] { Serve(); });
   }
   ~DataConn() override {
@@ -129,8 +135,10 @@ class DataConn final : public DataConnection {
       refused = shard.status();
     } else {
       shard_ = std::move(*shard);
+      stats_.connections.fetch_add(1, std::memory_order_relaxed);
       return Status::Ok();
     }
+    stats_.refused_hello.fetch_add(1, std::memory_order_relaxed);
     // Sent here, not through the writing thread, so that it goes out before the connection closes.
     Frame f;
     f.op = Op::kError;
@@ -148,6 +156,7 @@ class DataConn final : public DataConnection {
     Frame f;
     RETURN_IF_ERROR(ReadFull(fd_, &f, sizeof f));
     if (f.bytes > kMaxPayloadBytes) {
+      stats_.refused_oversized.fetch_add(1, std::memory_order_relaxed);
       outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "a frame of " + std::to_string(f.bytes) + " bytes is over the limit of " +
                                                                       std::to_string(kMaxPayloadBytes >> 30) + " GiB (a corrupt or foreign client)"));
       return Status::InvalidArgument("dlps-server", "oversized frame");
@@ -155,11 +164,13 @@ class DataConn final : public DataConnection {
     switch (f.op) {
       case Op::kPush: {
         if (f.bytes % sizeof(float) != 0) {
+          stats_.refused_malformed.fetch_add(1, std::memory_order_relaxed);
           outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "a push of " + std::to_string(f.bytes) + " bytes is not whole floats"));
           return Discard(fd_, f.bytes);
         }
         Result<Shard::PushSlot> slot = shard_->BeginPush({f.key, f.chunk, rank_, f.version}, f.bytes / sizeof(float));
         if (!slot.ok()) {
+          stats_.refused_push.fetch_add(1, std::memory_order_relaxed);
           outbox_->Error(f.id, slot.status());
           return Discard(fd_, f.bytes);
         }
@@ -167,6 +178,8 @@ class DataConn final : public DataConnection {
           shard_->AbortPush(*slot);
           return st;
         }
+        stats_.pushes.fetch_add(1, std::memory_order_relaxed);
+        stats_.bytes_in.fetch_add(f.bytes, std::memory_order_relaxed);
         Result<uint64_t> version = shard_->EndPush(*slot);
         if (!version.ok()) {
           outbox_->Error(f.id, version.status());
@@ -183,12 +196,15 @@ class DataConn final : public DataConnection {
       }
       case Op::kPull:
         if (f.bytes != 0) {
+          stats_.refused_malformed.fetch_add(1, std::memory_order_relaxed);
           outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "a pull request with a payload of " + std::to_string(f.bytes) +
                                                                           " bytes (a corrupt or foreign client)"));
           return Status::InvalidArgument("dlps-server", "a pull request with a payload");
         }
-        shard_->Pull(f.key, f.chunk, f.version, [out = outbox_, f](const Status& st, const PullAnswer& a) {
+        stats_.pulls.fetch_add(1, std::memory_order_relaxed);
+        shard_->Pull(f.key, f.chunk, f.version, [out = outbox_, f, stats = &stats_](const Status& st, const PullAnswer& a) {
           if (!st.ok()) return out->Error(f.id, st);
+          stats->bytes_out.fetch_add(a.values->size() * sizeof(float), std::memory_order_relaxed);
           Outbox::Reply r;
           r.frame.op = Op::kPullReply;
           r.frame.id = f.id;
@@ -203,6 +219,7 @@ class DataConn final : public DataConnection {
         return Status::Ok();
       default:
         if (IsControl(f.op)) return ServeControl(f);
+        stats_.refused_malformed.fetch_add(1, std::memory_order_relaxed);
         outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "unknown request " + std::to_string(static_cast<uint32_t>(f.op))));
         return Status::InvalidArgument("dlps-server", "unknown request");
     }
@@ -212,12 +229,14 @@ class DataConn final : public DataConnection {
   // worker has entered it. Checkpoint IO runs here: it is rare, and this worker waits for it anyway.
   Status ServeControl(const Frame& f) {
     if (f.bytes > kMaxControlBytes) {
+      stats_.refused_oversized.fetch_add(1, std::memory_order_relaxed);
       outbox_->Error(f.id, Status::InvalidArgument("dlps-server", "a " + std::string(OpName(f.op)) + " request of " + std::to_string(f.bytes) +
                                                                       " bytes is over the limit of " + std::to_string(kMaxControlBytes) + " bytes"));
       return Status::InvalidArgument("dlps-server", "oversized control request");
     }
     std::string payload(f.bytes, '\0');
     RETURN_IF_ERROR(ReadFull(fd_, payload.data(), payload.size()));
+    stats_.controls.fetch_add(1, std::memory_order_relaxed);
     if (f.op == Op::kBarrier) {
       shard_->Barrier(rank_, f.version, [out = outbox_, id = f.id](const Status& st) {
         if (!st.ok()) return out->Error(id, st);
@@ -300,6 +319,7 @@ class DataConn final : public DataConnection {
   }
 
   Jobs& jobs_;
+  PsStats& stats_;
   const std::string checkpoint_dir_;
   std::shared_ptr<Shard> shard_;  // set once the Hello is accepted
   const int fd_;

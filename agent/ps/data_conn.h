@@ -37,9 +37,13 @@ class Jobs {
   // job_keys: empty serves whoever reaches the port (dlps-server, which trusts its network).
   // job_live: null, every job with a valid token may be served; set, only a job that lives on this node.
   explicit Jobs(const ShardOptions& o, JobKeysFn job_keys = nullptr, JobLiveFn job_live = nullptr)
-      : options_(o), job_keys_(std::move(job_keys)), job_live_(std::move(job_live)) {
-    if (o.num_workers > 0) shard_ = std::make_shared<Shard>(o);
+      : options_(WithStats(o)), stats_(options_.stats), job_keys_(std::move(job_keys)), job_live_(std::move(job_live)) {
+    if (options_.num_workers > 0) shard_ = std::make_shared<Shard>(options_);
   }
+
+  // Where the server counts what its connections and shards do (never null: a private one when the options
+  // name none).
+  PsStats& stats() const { return *stats_; }
 
   // A worker's data connection, after its Hello: the shard it works on, or why it is refused.
   Result<std::shared_ptr<Shard>> Join(const Hello& h) {
@@ -126,7 +130,13 @@ class Jobs {
     return Status::Ok();
   }
 
+  static ShardOptions WithStats(ShardOptions o) {
+    if (!o.stats) o.stats = std::make_shared<PsStats>();
+    return o;
+  }
+
   const ShardOptions options_;
+  const std::shared_ptr<PsStats> stats_;
   const JobKeysFn job_keys_;
   const JobLiveFn job_live_;
   Mutex mu_;

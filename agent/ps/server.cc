@@ -153,6 +153,8 @@ PsServer::PsServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 int PsServer::port() const { return impl_->port; }
 
+const PsStats& PsServer::stats() const { return impl_->jobs.stats(); }
+
 Result<std::unique_ptr<PsServer>> PsServer::Start(const ServerOptions& options) {
   auto impl = std::make_unique<Impl>(options);
   Result<int> fd = ListenTcp(options.listen, &impl->port);

@@ -47,6 +47,8 @@ class PsServer {
   ~PsServer();  // stops serving; calls in progress end with Unavailable
 
   int port() const;
+  // What its connections and shards did since it started (options.shard.stats when set).
+  const PsStats& stats() const;
 
  private:
   struct Impl;

@@ -1,6 +1,7 @@
 #include "agent/ps/shard.h"
 
 #include <algorithm>
+#include <utility>
 #include <chrono>
 #include <cstring>
 #include <string>
@@ -40,7 +41,8 @@ struct Shard::Slice {
   std::vector<std::vector<float>> received GUARDED_BY(mu);
   std::vector<const float*> grads GUARDED_BY(mu);  // the received buffers of a round, reused
   std::vector<RankState> ranks GUARDED_BY(mu);
-  uint32_t pushed GUARDED_BY(mu) = 0;  // ranks in kPushed
+  uint32_t pushed GUARDED_BY(mu) = 0;                               // ranks in kPushed
+  std::chrono::steady_clock::time_point first_push GUARDED_BY(mu);  // of the round in progress (PsStats::round)
   uint64_t version GUARDED_BY(mu) = 0;
   uint32_t update_micros GUARDED_BY(mu) = 0;  // of the current version
   uint64_t epoch GUARDED_BY(mu) = 0;
@@ -57,7 +59,7 @@ struct Shard::Slice {
   }
 };
 
-Shard::Shard(ShardOptions options) : options_(options) {}
+Shard::Shard(ShardOptions options) : options_(std::move(options)) {}
 
 Shard::~Shard() { FailPending(Status::Unavailable("dlps-shard", "the server is shutting down")); }
 
@@ -177,8 +179,13 @@ Result<uint64_t> Shard::EndPush(const PushSlot& slot) {
       s.weights = std::move(next);
       ++s.version;
       s.ranks[h.rank] = RankState::kIdle;
+      if (PsStats* st = options_.stats.get()) {
+        st->rounds.fetch_add(1, std::memory_order_relaxed);
+        st->apply.Observe(s.update_micros);
+      }
     } else {
       s.ranks[h.rank] = RankState::kPushed;
+      if (s.pushed == 0) s.first_push = std::chrono::steady_clock::now();
       if (++s.pushed == options_.num_workers) {
         s.grads.clear();  // in rank order: every run sums alike
         for (const auto& r : s.received) s.grads.push_back(r.data());
@@ -189,6 +196,11 @@ Result<uint64_t> Shard::EndPush(const PushSlot& slot) {
         s.weights = std::move(next);
         ++s.version;
         s.pushed = 0;
+        if (PsStats* st = options_.stats.get()) {
+          st->rounds.fetch_add(1, std::memory_order_relaxed);
+          st->apply.Observe(s.update_micros);
+          st->round.Observe(MicrosSince(s.first_push));
+        }
         std::fill(s.ranks.begin(), s.ranks.end(), RankState::kIdle);
       }
     }

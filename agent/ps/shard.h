@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "agent/ps/optimizer.h"
+#include "agent/ps/stats.h"
 #include "bootstrap/common/mutex.h"
 #include "bootstrap/common/status.h"
 
@@ -46,7 +47,8 @@ struct ShardOptions {
   uint32_t num_workers = 1;  // at most kMaxJobWorkers
   // Memory the job's Inits may declare: each slice's weights plus its per-rank bookkeeping. Default: 16 GiB.
   uint64_t max_bytes = uint64_t{1} << 34;
-  uint32_t max_slices = 1 << 20;  // Default: 2^20
+  uint32_t max_slices = 1 << 20;   // Default: 2^20
+  std::shared_ptr<PsStats> stats;  // Default: none. Rounds and their times are counted here (stats.h)
 };
 
 struct PushHeader {

@@ -144,6 +144,25 @@ TEST_F(AuthTest, AStrangerCannotTakeARankInitOrCommitAndASecondJobWaits) {
   EXPECT_TRUE((*rank0)->Init(1, 4, w.data(), sum).ok());
   t.join();
   EXPECT_TRUE(init1.ok()) << init1.ToString();
+  // A round: each rank pushes its gradient and pulls the sum. The server counts it (agentd's /metrics).
+  std::vector<float> g0 = {1, 1, 1, 1}, g1 = {2, 2, 2, 2}, out0(4), out1(4);
+  const Ticket t0 = (*rank0)->PushPull(1, g0.data(), out0.data(), 4);
+  const Ticket t1 = (*rank1)->PushPull(1, g1.data(), out1.data(), 4);
+  ASSERT_TRUE((*rank0)->Wait(t0).ok());
+  ASSERT_TRUE((*rank1)->Wait(t1).ok());
+  EXPECT_EQ(out0, (std::vector<float>{3, 3, 3, 3})) << "the sum optimizer: the weights become the gradients' sum";
+  const PsStats& stats = server->stats();
+  EXPECT_EQ(stats.rounds.load(), 1u);
+  EXPECT_EQ(stats.pushes.load(), 3u) << "the initial values (round 0) and a gradient from each rank";
+  EXPECT_EQ(stats.pulls.load(), 2u);
+  EXPECT_EQ(stats.bytes_in.load(), 3 * 4 * sizeof(float));
+  EXPECT_EQ(stats.bytes_out.load(), 2 * 4 * sizeof(float));
+  EXPECT_EQ(stats.apply.buckets[stats.apply.buckets.size() - 1].load(), 0u) << "a 4-float sum takes under 10 s";
+  uint64_t rounds_timed = 0;
+  for (const auto& b : stats.round.buckets) rounds_timed += b.load();
+  EXPECT_EQ(rounds_timed, 1u);
+  EXPECT_EQ(stats.connections.load(), 2u);
+  EXPECT_EQ(stats.refused_hello.load(), 4u) << "the stranger's, the other job's and the two raw Hellos";
   // Once the job has gone, the next one is served.
   rank0->reset();
   rank1->reset();

@@ -226,6 +226,28 @@ async function pollLog(id) {
   }
 }
 
+// The shard's traffic: rates between the agent's samples of its running totals.
+function drawDlps(s) {
+  const note = document.getElementById("dlps-note");
+  const box = document.getElementById("dlps");
+  if (s.dlps === null) {
+    note.textContent = "This agent serves no dlps shard (ps.enabled = false, or no cluster key yet).";
+    box.replaceChildren();
+    return;
+  }
+  const p = s.dlps.points;
+  if (p.length < 2) {
+    note.textContent = "Sampled every 2 s: the first rates come with the next sample.";
+    box.replaceChildren();
+    return;
+  }
+  const rate = (i, k, scale) => [p[i][0], ((p[i][k] - p[i - 1][k]) * 1000) / Math.max(1, p[i][0] - p[i - 1][0]) / scale];
+  const series = (k, scale) => p.slice(1).map((_, j) => rate(j + 1, k, scale));
+  const last = p[p.length - 1];
+  note.textContent = "Since the agent started: " + (last[1] / 1e6).toFixed(1) + " MB pushed in, " + (last[2] / 1e6).toFixed(1) + " MB pulled out, " + last[3] + " rounds.";
+  box.replaceChildren(chart("dlps in (MB/s)", series(1, 1e6)), chart("dlps out (MB/s)", series(2, 1e6)), chart("dlps rounds/s", series(3, 1)));
+}
+
 async function refresh() {
   const updated = document.getElementById("updated");
   try {
@@ -234,6 +256,7 @@ async function refresh() {
     const s = await r.json();
     drawSelf(s);
     drawJobs(s);
+    drawDlps(s);
     drawMembers(s);
     drawRoster(s);
     drawTimeline(s);

@@ -10,6 +10,19 @@
 namespace dlagent {
 namespace {
 
+// A dlps shard that served a job (the input points to it).
+const ps::PsStats& BusyDlps() {
+  static ps::PsStats* const p = [] {
+    auto* s = new ps::PsStats;
+    s->connections = 8, s->pushes = 100, s->pulls = 90, s->controls = 12, s->bytes_in = 4000, s->bytes_out = 3600, s->rounds = 50;
+    s->apply.Observe(200), s->apply.Observe(30000000);  // 0.2 ms; 30 s, above every bound
+    s->round.Observe(1500);
+    s->refused_hello = 1, s->refused_push = 2;
+    return s;
+  }();
+  return *p;
+}
+
 // An agent in the middle of things: formed, gossiping, coordinating jobs.
 AgentMetricsInput Busy() {
   AgentMetricsInput in;
@@ -62,6 +75,7 @@ AgentMetricsInput Busy() {
   sqs.buckets[0] = 30, sqs.buckets[11] = 15, sqs.buckets[12] = 1;
   sqs.seconds = 321.5;
   in.aws = {sqs};
+  in.dlps = &BusyDlps();
   return in;
 }
 
@@ -113,6 +127,17 @@ TEST(AgentMetricsTest, SaysWhatTheSnapshotsSay) {
   EXPECT_TRUE(Has(t, "dlagent_aws_request_duration_seconds_count{service=\"sqs\"} 46"));
   EXPECT_TRUE(Has(t, "dlagent_training_last_step_timestamp_seconds{job_id=\"j-0123456789ab\"} 1700000000"));
   EXPECT_TRUE(Has(t, "dlagent_training_value{job_id=\"j-0123456789ab\",name=\"loss\"} 0.53"));
+  EXPECT_TRUE(Has(t, "dlagent_dlps_connections_total 8"));
+  EXPECT_TRUE(Has(t, "dlagent_dlps_requests_total{kind=\"pull\"} 90"));
+  EXPECT_TRUE(Has(t, "dlagent_dlps_bytes_total{direction=\"out\"} 3600"));
+  EXPECT_TRUE(Has(t, "dlagent_dlps_rounds_total 50"));
+  EXPECT_TRUE(Has(t, "dlagent_dlps_apply_duration_seconds_bucket{le=\"0.00025\"} 1"));
+  EXPECT_TRUE(Has(t, "dlagent_dlps_apply_duration_seconds_bucket{le=\"10\"} 1"));
+  EXPECT_TRUE(Has(t, "dlagent_dlps_apply_duration_seconds_bucket{le=\"+Inf\"} 2"));
+  EXPECT_TRUE(Has(t, "dlagent_dlps_apply_duration_seconds_sum 30.0002"));
+  EXPECT_TRUE(Has(t, "dlagent_dlps_round_duration_seconds_bucket{le=\"0.001\"} 0"));
+  EXPECT_TRUE(Has(t, "dlagent_dlps_round_duration_seconds_bucket{le=\"0.0025\"} 1"));
+  EXPECT_TRUE(Has(t, "dlagent_dlps_refused_total{reason=\"push\"} 2"));
 }
 
 TEST(AgentMetricsTest, WhatDoesNotRunIsMissingNotZero) {
@@ -123,7 +148,7 @@ TEST(AgentMetricsTest, WhatDoesNotRunIsMissingNotZero) {
   EXPECT_TRUE(Has(t, "dlagent_phase{phase=\"serving\"} 1"));
   for (const char* family :
        {"dlagent_aws_requests_total", "dlagent_ready_seconds", "dlagent_gpus", "dlagent_node_info", "dlagent_roster_generation", "dlagent_members",
-        "dlagent_gossip_packets_total", "dlagent_gossip_health_score", "dlagent_jobs", "dlagent_ranks_running"}) {
+        "dlagent_gossip_packets_total", "dlagent_gossip_health_score", "dlagent_jobs", "dlagent_ranks_running", "dlagent_dlps_rounds_total"}) {
     EXPECT_EQ(t.find("\n" + std::string(family) + "{"), std::string::npos) << family;
     EXPECT_EQ(t.find("\n" + std::string(family) + " "), std::string::npos) << family;
   }
