@@ -235,6 +235,18 @@ void Dlps(Exposition& e, const ps::PsStats& p) {
   e.Sample(D(p.refused_push.load(R)), {{"reason", "push"}});
 }
 
+// The shared storage (storage.kind), as StorageWatch last checked it.
+void Storage(Exposition& e, const StorageWatch::Snapshot& s) {
+  One(e, "dlagent_storage_mounted", kGauge, "Whether the shared storage is mounted at storage.mount_point (1) or not (0).", s.mounted ? 1 : 0);
+  One(e, "dlagent_storage_check_timestamp_seconds", kGauge, "When the agent last checked the shared storage (every 30 s).",
+      static_cast<double>(s.checked_unix_ms) / 1e3);
+  if (!s.mounted) return;  // nothing was probed: missing, not zero
+  One(e, "dlagent_storage_probe_ok", kGauge, "Whether the last write, sync and read back of a small file on the shared storage succeeded.",
+      s.probe_ok ? 1 : 0);
+  One(e, "dlagent_storage_probe_duration_seconds", kGauge,
+      "How long the last write, sync and read back took (10 s when it did not answer: a hung NFS server).", s.probe_seconds);
+}
+
 void Http(Exposition& e, const metrics::HttpServerStats& h) {
   One(e, "dlagent_metrics_requests_total", kCounter, "Requests the metrics listener answered with a page.", D(h.requests));
   e.Family("dlagent_metrics_requests_refused_total", kCounter,
@@ -255,6 +267,7 @@ std::string RenderAgentMetrics(const AgentMetricsInput& in) {
   if (in.gpus.nvml && in.gpus.read_unix_ms > 0) Gpus(e, in.gpus);
   if (!in.aws.empty()) Aws(e, in.aws);
   if (in.dlps != nullptr) Dlps(e, *in.dlps);
+  if (in.storage && in.storage->checked) Storage(e, *in.storage);
   Http(e, in.http);
   return e.Take();
 }

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "agent/daemon/storage_watch.h"
 #include "agent/jobs/jobs.h"
 #include "agent/metrics/http_server.h"
 #include "agent/ps/stats.h"
@@ -26,6 +27,7 @@ struct AgentMetricsInput {
   GpuStats gpus;                                      // NVML's figures (none without NVML)
   std::vector<MeteredHttpClient::ServiceCounts> aws;  // the AWS calls made, by service (none: no family)
   const ps::PsStats* dlps = nullptr;                  // the dlps shard's (none: ps.enabled = false)
+  std::optional<StorageWatch::Snapshot> storage;      // absent: no shared storage configured
 };
 
 // The text format 0.0.4.

@@ -78,6 +78,8 @@ void Daemon::SetPhase(AgentPhase phase, std::string detail, bool log) {
     phase_ = phase;
     phase_detail_ = detail;
   }
+  // READY means the storage is mounted: /metrics says so at once, not at the watch's next turn.
+  if (phase == AgentPhase::kReady && booted_ && storage_watch_) storage_watch_->CheckNow();
   SetLogField("PHASE", std::string(AgentPhaseName(phase)));
   notifier_.Status(detail);
   if (log) spdlog::info("phase {}: {}", AgentPhaseName(phase), detail);

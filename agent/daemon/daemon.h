@@ -31,6 +31,7 @@
 #include "agent/daemon/membership.h"
 #include "agent/daemon/node_report.h"
 #include "agent/daemon/status_page.h"
+#include "agent/daemon/storage_watch.h"
 #include "agent/daemon/systemd_notifier.h"
 #include "agent/jobs/jobs.h"
 #include "agent/metrics/http_server.h"
@@ -172,6 +173,7 @@ class Daemon final : public ControlHandler {
   std::unique_ptr<metrics::HttpServer> metrics_;
   std::unique_ptr<SqsClient> sqs_sender_, sqs_poller_;
   std::unique_ptr<MountManager> mounts_;
+  std::unique_ptr<StorageWatch> storage_watch_;  // with mounts_ (/metrics)
   std::unique_ptr<ClusterClient> cluster_client_;
   std::unique_ptr<swim::GossipNode> gossip_;
   std::unique_ptr<Membership> membership_;

@@ -215,6 +215,7 @@ Status Daemon::Form(const Config& c) {
     so.cancel = &stopping_;
     mounts_ = std::make_unique<MountManager>(env_, SystemResolver(), so);
     deps.mounts = mounts_.get();
+    storage_watch_ = std::make_unique<StorageWatch>(env_, *mounts_, c.storage.mount_point);
   }
 
   FormationOptions fo;
@@ -371,6 +372,7 @@ void Daemon::StopParts() {
   membership_.reset();
   gossip_.reset();
   cluster_client_.reset();
+  storage_watch_.reset();
   mounts_.reset();
   sqs_poller_.reset();
   sqs_sender_.reset();

@@ -59,6 +59,7 @@ metrics::HttpReply Daemon::ServeHttp(const metrics::HttpRequest& req, const metr
   in.gpus = gpus_->stats();
   if (aws_calls_ != nullptr) in.aws = aws_calls_->counts();
   if (ps_) in.dlps = &ps_->stats();
+  if (booted_ && storage_watch_) in.storage = storage_watch_->snapshot();
   return {200, std::string(metrics::Exposition::kContentType), RenderAgentMetrics(in), ""};
 }
 

@@ -1,10 +1,10 @@
 #include "agent/ps/shard.h"
 
 #include <algorithm>
-#include <utility>
 #include <chrono>
 #include <cstring>
 #include <string>
+#include <utility>
 
 namespace dlagent::ps {
 namespace {

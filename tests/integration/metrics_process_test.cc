@@ -178,7 +178,12 @@ TEST_F(MetricsProcessTest, EveryNodeServesMetricsThatPromtoolAcceptsAndPrometheu
 
   testing::TempDir dir;
   for (int i : testing::Range(kNodes)) {
-    const RunResult m = Curl(c().MetricsUrl(i));
+    // Each agent checks its storage again once READY (in the background): wait for that check.
+    RunResult m;
+    for (const auto until = steady_clock::now() + seconds(10); steady_clock::now() < until; std::this_thread::sleep_for(milliseconds(100))) {
+      m = Curl(c().MetricsUrl(i));
+      if (Has(m.output, "dlagent_storage_mounted 1")) break;
+    }
     ASSERT_EQ(m.exit_code, 0) << c().MetricsUrl(i) << ": " << m.output;
     EXPECT_TRUE(Has(m.output, "dlagent_phase{phase=\"ready\"} 1")) << m.output;
     EXPECT_TRUE(Has(m.output, "dlagent_roster_members 4")) << m.output;
@@ -190,6 +195,9 @@ TEST_F(MetricsProcessTest, EveryNodeServesMetricsThatPromtoolAcceptsAndPrometheu
           << m.output;
     }
     EXPECT_TRUE(Has(m.output, "dlagent_members{state=\"alive\"} 4")) << m.output;
+    EXPECT_TRUE(Has(m.output, "dlagent_storage_mounted 1")) << "the formation mounted the shared directory before READY\n" << m.output;
+    EXPECT_TRUE(Has(m.output, "dlagent_storage_probe_ok 1")) << m.output;
+    EXPECT_NE(m.output.find("\ndlagent_storage_probe_duration_seconds "), std::string::npos) << m.output;
     EXPECT_TRUE(Has(m.output, "dlagent_gpus " + std::to_string(c().gpus(i)))) << m.output;
     EXPECT_TRUE(Has(m.output, "dlagent_jobs{state=\"running\"} " + std::string(i == 0 ? "1" : "0"))) << "node 0 coordinates the job\n" << m.output;
     EXPECT_NE(m.output.find("\ndlagent_training_value{job_id=\"" + id + "\",name=\"loss\"} "), std::string::npos) << m.output;

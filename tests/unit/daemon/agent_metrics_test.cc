@@ -76,6 +76,7 @@ AgentMetricsInput Busy() {
   sqs.seconds = 321.5;
   in.aws = {sqs};
   in.dlps = &BusyDlps();
+  in.storage = StorageWatch::Snapshot{true, true, false, 10.0, 1700000000250};  // mounted, and its probe timed out
   return in;
 }
 
@@ -138,6 +139,15 @@ TEST(AgentMetricsTest, SaysWhatTheSnapshotsSay) {
   EXPECT_TRUE(Has(t, "dlagent_dlps_round_duration_seconds_bucket{le=\"0.001\"} 0"));
   EXPECT_TRUE(Has(t, "dlagent_dlps_round_duration_seconds_bucket{le=\"0.0025\"} 1"));
   EXPECT_TRUE(Has(t, "dlagent_dlps_refused_total{reason=\"push\"} 2"));
+  EXPECT_TRUE(Has(t, "dlagent_storage_mounted 1"));
+  EXPECT_TRUE(Has(t, "dlagent_storage_probe_ok 0"));
+  EXPECT_TRUE(Has(t, "dlagent_storage_probe_duration_seconds 10"));
+  EXPECT_TRUE(Has(t, "dlagent_storage_check_timestamp_seconds 1700000000.25"));
+  AgentMetricsInput unmounted = Busy();
+  unmounted.storage = StorageWatch::Snapshot{true, false, false, 0, 1700000000250};
+  const std::string u = RenderAgentMetrics(unmounted);
+  EXPECT_TRUE(Has(u, "dlagent_storage_mounted 0"));
+  EXPECT_EQ(u.find("dlagent_storage_probe_ok"), std::string::npos) << "not probed: missing, not zero";
 }
 
 TEST(AgentMetricsTest, WhatDoesNotRunIsMissingNotZero) {
@@ -146,9 +156,9 @@ TEST(AgentMetricsTest, WhatDoesNotRunIsMissingNotZero) {
   in.status.phase = AgentPhase::kServing;
   const std::string t = RenderAgentMetrics(in);
   EXPECT_TRUE(Has(t, "dlagent_phase{phase=\"serving\"} 1"));
-  for (const char* family :
-       {"dlagent_aws_requests_total", "dlagent_ready_seconds", "dlagent_gpus", "dlagent_node_info", "dlagent_roster_generation", "dlagent_members",
-        "dlagent_gossip_packets_total", "dlagent_gossip_health_score", "dlagent_jobs", "dlagent_ranks_running", "dlagent_dlps_rounds_total"}) {
+  for (const char* family : {"dlagent_aws_requests_total", "dlagent_ready_seconds", "dlagent_gpus", "dlagent_node_info", "dlagent_roster_generation",
+                             "dlagent_members", "dlagent_gossip_packets_total", "dlagent_gossip_health_score", "dlagent_jobs",
+                             "dlagent_ranks_running", "dlagent_dlps_rounds_total", "dlagent_storage_mounted"}) {
     EXPECT_EQ(t.find("\n" + std::string(family) + "{"), std::string::npos) << family;
     EXPECT_EQ(t.find("\n" + std::string(family) + " "), std::string::npos) << family;
   }
