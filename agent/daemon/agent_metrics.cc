@@ -192,6 +192,9 @@ void Aws(Exposition& e, const std::vector<MeteredHttpClient::ServiceCounts>& aws
       e.Sample(D(s.calls[k]), {{"service", s.service}, {"outcome", MeteredHttpClient::kOutcomes[k]}});
     }
   }
+  e.Family("dlagent_aws_retries_total", kCounter,
+           "Of the calls to AWS, those that repeated one that failed (a retry after an error, a throttle or no answer), by service.");
+  for (const auto& s : aws) e.Sample(D(s.retries), {{"service", s.service}});
   e.Family("dlagent_aws_request_duration_seconds", metrics::MetricType::kHistogram, "How long calls to AWS took, by service (long polls included).");
   for (const auto& s : aws) {
     metrics::HistogramData h;

@@ -27,9 +27,11 @@ Status SignalWaitHandle(HttpClient& http, Env& env, const std::string& url, cons
   req.max_response_bytes = 64 << 10;
   req.cancel = cancel;
   req.service = "cloudformation";
+  int attempt = 0;
   return Retry(
       env, retry,
       [&]() -> Status {
+        req.retry = attempt++ > 0;
         ASSIGN_OR_RETURN(HttpResponse resp, http.Send(req));
         if (resp.status >= 200 && resp.status < 300) return Status::Ok();
         if (resp.status == 403) {

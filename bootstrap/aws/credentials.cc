@@ -81,7 +81,9 @@ Result<AwsCredentials> CredentialChain::FromContainer(const std::string& url) {
   }
   if (!auth.empty()) req.headers.emplace_back("Authorization", auth);
   HttpResponse resp;
+  int attempt = 0;
   Status st = Retry(env_, {std::chrono::milliseconds(200), std::chrono::seconds(2), 2.0, 3, std::chrono::seconds(15)}, [&] {
+    req.retry = attempt++ > 0;
     Result<HttpResponse> r = http_.Send(req);
     if (!r.ok()) return r.status();
     if (r->status >= 500 || r->status == 429) return Status::Unavailable(kCreds, url + " answered " + std::to_string(r->status));

@@ -29,6 +29,8 @@ struct HttpRequest {
   // Whom the call is for, as /metrics counts it (MeteredHttpClient): imds, sqs, secretsmanager, ssm,
   // cloudformation, credentials. A constant: no label grows with the calls.
   const char* service = "other";
+  // This call repeats one that failed (a retry loop's second or later attempt): /metrics counts retries apart.
+  bool retry = false;
 };
 
 struct HttpResponse {

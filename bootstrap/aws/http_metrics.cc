@@ -25,6 +25,7 @@ Result<HttpResponse> MeteredHttpClient::Send(const HttpRequest& request) {
   }
   Slot& s = slots_[service];
   s.calls[outcome].fetch_add(1, std::memory_order_relaxed);
+  if (request.retry) s.retries.fetch_add(1, std::memory_order_relaxed);
   const size_t bucket = static_cast<size_t>(std::lower_bound(kBuckets.begin(), kBuckets.end(), seconds) - kBuckets.begin());
   s.buckets[bucket].fetch_add(1, std::memory_order_relaxed);
   s.micros.fetch_add(static_cast<uint64_t>(seconds * 1e6), std::memory_order_relaxed);
@@ -41,6 +42,7 @@ std::vector<MeteredHttpClient::ServiceCounts> MeteredHttpClient::counts() const 
     if (total == 0) continue;
     for (size_t b = 0; b < c.buckets.size(); ++b) c.buckets[b] = s.buckets[b].load(std::memory_order_relaxed);
     c.seconds = static_cast<double>(s.micros.load(std::memory_order_relaxed)) / 1e6;
+    c.retries = s.retries.load(std::memory_order_relaxed);
     out.push_back(c);
   }
   return out;

@@ -1,6 +1,7 @@
 #pragma once
 // MeteredHttpClient: an HttpClient that counts every call it forwards, by service (HttpRequest::service) and
-// outcome, and times it (/metrics: dlagent_aws_requests_total, dlagent_aws_request_duration_seconds).
+// outcome, and times it (/metrics: dlagent_aws_requests_total, dlagent_aws_request_duration_seconds); a call
+// marked HttpRequest::retry also counts as a retry (dlagent_aws_retries_total).
 // Outcomes: ok (a 2xx or 3xx answer), throttled (429, or a 400 naming Throttling), error (another answer),
 // failed (no answer: could not connect, reset, timed out), cancelled (the agent stops).
 //
@@ -34,6 +35,7 @@ class MeteredHttpClient final : public HttpClient {
     std::array<uint64_t, kOutcomes.size()> calls{};
     std::array<uint64_t, kBuckets.size() + 1> buckets{};  // per bucket, not cumulative; the last above 30 s
     double seconds = 0;                                   // every call's duration, summed
+    uint64_t retries = 0;                                 // of the calls, those that repeated one that failed
   };
   // The services that were called, in kServices order.
   std::vector<ServiceCounts> counts() const;
@@ -43,6 +45,7 @@ class MeteredHttpClient final : public HttpClient {
     std::array<std::atomic<uint64_t>, kOutcomes.size()> calls{};
     std::array<std::atomic<uint64_t>, kBuckets.size() + 1> buckets{};
     std::atomic<uint64_t> micros{0};
+    std::atomic<uint64_t> retries{0};
   };
   Env& env_;
   const std::unique_ptr<HttpClient> target_;

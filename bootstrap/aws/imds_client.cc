@@ -61,7 +61,7 @@ void ImdsClient::DropToken(const std::string& token) {
   if (token_ == token) token_.clear();
 }
 
-Status ImdsClient::Attempt(const std::string& path, MonoTime deadline, std::string* body) {
+Status ImdsClient::Attempt(const std::string& path, MonoTime deadline, std::string* body, bool retry) {
   // At most two passes: a 401 means the token was revoked or expired early; fetch a new one once.
   for (int pass = 0; pass < 2; ++pass) {
     ASSIGN_OR_RETURN(std::string token, Token(deadline));
@@ -72,6 +72,7 @@ Status ImdsClient::Attempt(const std::string& path, MonoTime deadline, std::stri
     req.connect_timeout = req.timeout;
     req.max_response_bytes = kMaxAnswer;
     req.service = "imds";
+    req.retry = retry || pass > 0;
     ASSIGN_OR_RETURN(HttpResponse resp, http_.Send(req));
     if (resp.status == 200) {
       *body = std::move(resp.body);
@@ -105,7 +106,7 @@ Result<std::string> ImdsClient::Get(const std::string& path) {
       return last.ok() ? Status::DeadlineExceeded(kImds, path + ": deadline passed") : last;
     }
     ++attempts;
-    last = Attempt(path, deadline, &body);
+    last = Attempt(path, deadline, &body, attempts > 1);
     return last;
   });
   if (!st.ok()) {

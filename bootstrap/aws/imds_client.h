@@ -51,7 +51,7 @@ class ImdsClient {
  private:
   Result<std::string> Token(MonoTime deadline);
   void DropToken(const std::string& token);
-  Status Attempt(const std::string& path, MonoTime deadline, std::string* body);
+  Status Attempt(const std::string& path, MonoTime deadline, std::string* body, bool retry);  // retry: not the first attempt
 
   HttpClient& http_;
   Env& env_;

@@ -70,6 +70,7 @@ Result<nlohmann::json> SecretsClient::Call(const std::string& action, const nloh
   const std::string body = input.dump();
   const std::string resource = input.contains("SecretId") ? input["SecretId"].get<std::string>() : input.value("Name", "");
   nlohmann::json output;
+  int attempt = 0;
   Status st = Retry(
       env_, options_.retry,
       [&]() -> Status {
@@ -85,6 +86,7 @@ Result<nlohmann::json> SecretsClient::Call(const std::string& action, const nloh
                             options_.call_timeout,
                             options_.cancel,
                             1 << 20};
+        post.retry = attempt++ > 0;
         ++requests_;
         ASSIGN_OR_RETURN(HttpResponse resp, SendSignedJson(http_, creds, env_.NowWall(), post, body));
         if (resp.status != 200) return AwsJsonErrorToStatus(resp.status, resp.body, service_, action, resource);

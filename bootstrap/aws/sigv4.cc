@@ -170,6 +170,7 @@ Result<HttpResponse> SendSignedJson(HttpClient& http, const AwsCredentials& cred
   req.timeout = post.timeout;
   req.cancel = post.cancel;
   req.max_response_bytes = post.max_response_bytes;
+  req.retry = post.retry;
   req.service = post.service == "sqs" ? "sqs" : post.service == "secretsmanager" ? "secretsmanager" : post.service == "ssm" ? "ssm" : "other";
   return http.Send(req);
 }

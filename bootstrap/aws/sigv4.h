@@ -54,6 +54,7 @@ struct SignedJsonPost {
   Duration timeout = std::chrono::seconds(10);
   const std::atomic<bool>* cancel = nullptr;
   size_t max_response_bytes = 1 << 20;
+  bool retry = false;  // HttpRequest::retry
 };
 Result<HttpResponse> SendSignedJson(HttpClient& http, const AwsCredentials& credentials, WallTime now, const SignedJsonPost& post,
                                     const std::string& body);

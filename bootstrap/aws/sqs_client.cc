@@ -58,6 +58,7 @@ Result<nlohmann::json> SqsClient::Call(const std::string& action, const nlohmann
   if (options_.region.empty()) return Status::InvalidArgument(kSqs, "no signing region for SQS");
   const std::string body = input.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   nlohmann::json output;
+  int attempt = 0;
   Status st = Retry(
       env_, options_.retry,
       [&]() -> Status {
@@ -73,6 +74,7 @@ Result<nlohmann::json> SqsClient::Call(const std::string& action, const nlohmann
                             options_.call_timeout + extra_timeout,
                             cancel,
                             24 << 20};
+        post.retry = attempt++ > 0;
         ++requests_;
         ASSIGN_OR_RETURN(HttpResponse resp, SendSignedJson(http_, creds, env_.NowWall(), post, body));
         if (resp.status != 200) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "bootstrap/aws/fake_http_client.h"
+#include "bootstrap/aws/imds_client.h"
 #include "bootstrap/common/fake_env.h"
 
 namespace dlagent {
@@ -42,6 +43,27 @@ TEST(MeteredHttpClientTest, CountsEachCallByServiceAndOutcomeAndTimesIt) {
   EXPECT_STREQ(c[2].service, "other") << "an unknown service is other, so that the label stays bounded";
   EXPECT_EQ(c[2].calls[1], 1u) << "429 is throttled";
   EXPECT_EQ(c[2].buckets[12], 1u) << "over 30 s: above every bound";
+}
+
+// A retry loop marks its second and later attempts: IMDS answers 500 twice, then the value.
+TEST(MeteredHttpClientTest, ARetryLoopsLaterAttemptsCountAsRetries) {
+  FakeEnv env;
+  auto fake = std::make_unique<FakeHttpClient>();
+  FakeHttpClient* http = fake.get();
+  MeteredHttpClient metered(env, std::move(fake));
+  int gets = 0;
+  http->SetHandler([&](const HttpRequest& req) -> Result<HttpResponse> {
+    if (req.method == "PUT") return FakeHttpClient::Reply(200, "token");
+    return ++gets <= 2 ? FakeHttpClient::Reply(500, "") : FakeHttpClient::Reply(200, "i-0abc");
+  });
+  ImdsClient imds(metered, env, ImdsOptions{});
+  Result<std::string> id = imds.Get("meta-data/instance-id");
+  ASSERT_TRUE(id.ok()) << id.status().ToString();
+  const std::vector<MeteredHttpClient::ServiceCounts> c = metered.counts();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].calls[0], 2u) << "the token and the value";
+  EXPECT_EQ(c[0].calls[2], 2u) << "two 500s";
+  EXPECT_EQ(c[0].retries, 2u) << "the second and third GET repeated a failed one; the first GET and the token PUT did not";
 }
 
 }  // namespace

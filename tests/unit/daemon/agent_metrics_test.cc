@@ -74,6 +74,7 @@ AgentMetricsInput Busy() {
   sqs.calls = {40, 2, 1, 3, 0};
   sqs.buckets[0] = 30, sqs.buckets[11] = 15, sqs.buckets[12] = 1;
   sqs.seconds = 321.5;
+  sqs.retries = 4;
   in.aws = {sqs};
   in.dlps = &BusyDlps();
   in.storage = StorageWatch::Snapshot{true, true, false, 10.0, 1700000000250};  // mounted, and its probe timed out
@@ -122,6 +123,7 @@ TEST(AgentMetricsTest, SaysWhatTheSnapshotsSay) {
   EXPECT_TRUE(Has(t, "dlagent_gpu_stats_timestamp_seconds 1700000000.5"));
   EXPECT_TRUE(Has(t, "dlagent_training_step{job_id=\"j-0123456789ab\"} 120"));
   EXPECT_TRUE(Has(t, "dlagent_aws_requests_total{service=\"sqs\",outcome=\"throttled\"} 2"));
+  EXPECT_TRUE(Has(t, "dlagent_aws_retries_total{service=\"sqs\"} 4"));
   EXPECT_TRUE(Has(t, "dlagent_aws_request_duration_seconds_bucket{service=\"sqs\",le=\"0.005\"} 30"));
   EXPECT_TRUE(Has(t, "dlagent_aws_request_duration_seconds_bucket{service=\"sqs\",le=\"30\"} 45"));
   EXPECT_TRUE(Has(t, "dlagent_aws_request_duration_seconds_bucket{service=\"sqs\",le=\"+Inf\"} 46"));
