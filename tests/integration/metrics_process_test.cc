@@ -156,11 +156,11 @@ TEST_F(MetricsProcessTest, EveryNodeServesMetricsThatPromtoolAcceptsAndPrometheu
     if (::access(tool, X_OK) != 0) GTEST_SKIP() << tool << " is not installed (scripts/deps.sh installs it)";
   }
   Form();
-  // Each rank reports its step and a loss that falls with it, ten times a second.
-  RunResult d = Ctl(c(), 0,
-                    {"run", "--detach", "--env", std::string("PYTHONPATH=") + DLAGENT_PYTHON_DIR, "--", "/usr/bin/python3", "-c",
-                     "import dlps, time\nfor step in range(1, 100000):\n    dlps.report(step=step, loss=1.0 / step)\n"
-                     "    if step % 10 == 0: print('step', step, flush=True)\n    time.sleep(0.1)\n"});
+  // Each rank reports its step and a loss that falls with it, ten times a second, and prints every tenth step.
+  const std::string program =
+      "import dlps, time\nfor step in range(1, 100000):\n    dlps.report(step=step, loss=1.0 / step)\n"
+      "    if step % 10 == 0: print('step', step, flush=True)\n    time.sleep(0.1)\n";
+  RunResult d = Ctl(c(), 0, {"run", "--detach", "--env", std::string("PYTHONPATH=") + DLAGENT_PYTHON_DIR, "--", "/usr/bin/python3", "-c", program});
   ASSERT_EQ(d.exit_code, 0) << d.output;
   const std::string id = d.output.substr(0, d.output.find('\n'));
   ASSERT_EQ(WaitState(c(), 0, id, {"running"})["running"], kNodes);
