@@ -52,8 +52,9 @@ TEST_F(JobsProcessTest, DlpsLauncherTrainsFourNodesTimesTwoWorkersExactly) {
       seconds(60));
   EXPECT_NE(stranger.exit_code, 0) << stranger.output;
   EXPECT_NE(stranger.output.find("agentctl run --launcher dlps"), std::string::npos) << stranger.output;
-  // Each worker connected to every node's shard; the shards that hold slices served rounds (the model is small:
-  // not every shard holds one); node 0's counted the stranger, refused at its hello (/metrics).
+  // Each worker connected to every node's shard (a retried connect counts again); the shards that hold slices
+  // served rounds (the model is small: not every shard holds one); node 0's counted the stranger, refused at its
+  // hello (/metrics).
   uint64_t rounds = 0, bytes_in = 0;
   const auto value = [](const std::string& text, const std::string& sample) -> uint64_t {
     const size_t at = text.find("\n" + sample + " ");
@@ -62,7 +63,7 @@ TEST_F(JobsProcessTest, DlpsLauncherTrainsFourNodesTimesTwoWorkersExactly) {
   for (int i : Range(kNodes)) {
     const RunResult m = RunCommand({"/usr/bin/curl", "-sS", "--max-time", "5", c().MetricsUrl(i)}, seconds(10));
     ASSERT_EQ(m.exit_code, 0) << m.output;
-    EXPECT_NE(m.output.find("\ndlagent_dlps_connections_total 8\n"), std::string::npos) << "node " << i << "\n" << m.output;
+    EXPECT_GE(value(m.output, "dlagent_dlps_connections_total"), 8u) << "node " << i << "\n" << m.output;
     rounds += value(m.output, "dlagent_dlps_rounds_total");
     bytes_in += value(m.output, "dlagent_dlps_bytes_total{direction=\"in\"}");
     if (value(m.output, "dlagent_dlps_rounds_total") > 0) {
