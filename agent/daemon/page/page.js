@@ -201,7 +201,7 @@ function followLogs(s) {
       const pre = el("div", { class: "log", "data-log": job.id });
       const wrap = el("div", {}, el("h2", {}, "Output of " + job.id), pre);
       box.append(wrap);
-      logs.set(job.id, { next: 0, el: wrap, pre });
+      logs.set(job.id, { next: 0, el: wrap, pre, busy: false });
     }
     pollLog(job.id);
   }
@@ -209,6 +209,8 @@ function followLogs(s) {
 
 async function pollLog(id) {
   const l = logs.get(id);
+  if (l.busy) return; // the last ask is still out: asking again would show its lines twice
+  l.busy = true;
   try {
     const r = await fetch("api/logs?job=" + encodeURIComponent(id) + "&after=" + l.next, { headers, cache: "no-store" });
     const body = await r.json();
@@ -223,6 +225,8 @@ async function pollLog(id) {
     if (stick) l.pre.scrollTop = l.pre.scrollHeight;
   } catch (e) {
     l.pre.append(el("div", { class: "err" }, "could not read the output: " + e));
+  } finally {
+    l.busy = false;
   }
 }
 
