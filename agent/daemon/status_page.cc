@@ -11,6 +11,8 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "bootstrap/common/crypto.h"
+
 namespace dlagent {
 
 // page/*: embedded by page/embed.cmake.
@@ -49,14 +51,6 @@ std::string QueryValue(std::string_view query, std::string_view name) {
 bool JobId(const std::string& s) {
   if (s.empty() || s.size() > 64) return false;
   return std::all_of(s.begin(), s.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.'; });
-}
-
-// Compares in time independent of where they differ.
-bool SameSecret(std::string_view a, std::string_view b) {
-  if (a.size() != b.size() || a.empty()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
 }
 
 json Training(const pb::Training& t) {
@@ -322,8 +316,8 @@ std::optional<metrics::HttpReply> StatusPage::Serve(const metrics::HttpRequest& 
   if (req.path == "/" || req.path == "/index.html") return metrics::HttpReply{200, "text/html; charset=utf-8", std::string(page::kIndexHtml), ""};
   if (req.path == "/page.js") return metrics::HttpReply{200, "text/javascript; charset=utf-8", std::string(page::kScript), ""};
   if (req.path == "/page.css") return metrics::HttpReply{200, "text/css; charset=utf-8", std::string(page::kStyle), ""};
-  const bool authorized = SameSecret(req.authorization, "Bearer " + token_);
-  if (req.path == "/api/logs") return Logs(req);
+  const bool authorized = ConstantTimeEquals(req.authorization, "Bearer " + token_);
+  if (req.path == "/api/logs") return Logs(req, authorized);
   if (req.path != "/api/status") return std::nullopt;
   StatusPageInput in;
   in.status = src_.status();
@@ -346,8 +340,8 @@ std::optional<metrics::HttpReply> StatusPage::Serve(const metrics::HttpRequest& 
   return metrics::HttpReply{200, "application/json", std::move(body), ""};
 }
 
-metrics::HttpReply StatusPage::Logs(const metrics::HttpRequest& req) {
-  if (!SameSecret(req.authorization, "Bearer " + token_)) {
+metrics::HttpReply StatusPage::Logs(const metrics::HttpRequest& req, bool authorized) {
+  if (!authorized) {
     return Error(401, "the output of jobs needs the page token: open the URL `agentctl page` prints (as root)");
   }
   const std::string job = QueryValue(req.query, "job");

@@ -113,7 +113,7 @@ class StatusPage {
   };
   void Loop();
   void Refresh();
-  metrics::HttpReply Logs(const metrics::HttpRequest& req);
+  metrics::HttpReply Logs(const metrics::HttpRequest& req, bool authorized);
 
   Env& env_;
   const StatusPageSources src_;
