@@ -82,11 +82,13 @@ bool NodeJobs::Live(const std::string& job, Duration grace) const {
   return it->second->ended == MonoTime::max() || std::chrono::steady_clock::now() - it->second->ended < grace;
 }
 
+uint32_t NodeJobs::RunningRanks(const Job& job) {
+  return static_cast<uint32_t>(std::count_if(job.ranks.begin(), job.ranks.end(), [](const Rank& r) { return r.state.running(); }));
+}
+
 size_t NodeJobs::RunningRanks() const {
   size_t n = 0;
-  for (const auto& [id, job] : jobs_) {
-    for (const Rank& r : job->ranks) n += r.state.running();
-  }
+  for (const auto& [id, job] : jobs_) n += RunningRanks(*job);
   return n;
 }
 
@@ -216,6 +218,7 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
       job->spec = spec;
       job->failure.clear();
       job->killed = false;
+      job->killed_ranks = 0;
       job->kill_at = MonoTime::max();
     }
   } else {
@@ -241,6 +244,7 @@ void NodeJobs::SignalLocked(Job& job, int sig, bool escalate, const std::string&
   if (job.failure.empty() && !reason.empty()) {
     job.failure = reason;
     job.killed = killed;
+    if (killed) job.killed_ranks = RunningRanks(job);
   }
   for (Rank& r : job.ranks) {
     // A rank that ended may leave children in its group that still hold its pipes.
@@ -262,12 +266,14 @@ Result<pb::SignalReply> NodeJobs::Signal(const pb::SignalRequest& req) {
   if (it == jobs_.end()) return Status::NotFound("jobs", "no job " + req.job() + " on " + o_.node);
   Job& job = *it->second;
   pb::SignalReply reply;
-  for (const Rank& r : job.ranks) reply.set_signalled(reply.signalled() + r.state.running());
-  if (reply.signalled() > 0) {
-    spdlog::info("job {}: {} to {} rank{} on this node{}", job.spec.id(), SignalName(req.signal()), reply.signalled(),
-                 reply.signalled() == 1 ? "" : "s", req.reason().empty() ? "" : ": " + req.reason());
+  const uint32_t running = RunningRanks(job);
+  if (running > 0) {
+    spdlog::info("job {}: {} to {} rank{} on this node{}", job.spec.id(), SignalName(req.signal()), running, running == 1 ? "" : "s",
+                 req.reason().empty() ? "" : ": " + req.reason());
   }
   SignalLocked(job, req.signal(), req.escalate(), req.reason(), req.killed());
+  // A kill that found the ranks already stopping from the same kill (passed on by the coordinator) reached them.
+  reply.set_signalled(req.killed() && job.killed ? std::max(running, job.killed_ranks) : running);
   Wake();
   return reply;
 }

@@ -131,6 +131,9 @@ class NodeJobs {
     uint64_t next_seq = 1;
     std::string failure;
     bool killed = false;
+    // The ranks running when the first kill came: a kill that comes from two sides at once (the caller's
+    // agent tells every node, and the coordinator passes the first node's news on) reports them both times.
+    uint32_t killed_ranks = 0;
     MonoTime kill_at = MonoTime::max();  // SIGKILL for ranks still running, when escalated
     MonoTime ended = MonoTime::max();
     bool swept = false;  // what the ranks left running was signalled
@@ -176,6 +179,7 @@ class NodeJobs {
   std::string Adopter(const pb::JobSpec& spec) const;
   pb::NodeJob Describe(const Job& job, bool with_lines, uint64_t after, uint32_t max_lines) const REQUIRES(mu_);
   size_t RunningRanks() const REQUIRES(mu_);
+  static uint32_t RunningRanks(const Job& job);
 
   const NodeJobsOptions o_;
   mutable Mutex mu_;

@@ -17,6 +17,7 @@
 #include "agent/jobs/job_rpc.h"
 #include "agent/jobs/node_jobs.h"
 #include "agent/jobs/restart.h"
+#include "tests/support/temp_dir.h"
 
 namespace dlagent::jobs {
 namespace {
@@ -208,10 +209,14 @@ TEST(CoordinatorTest, ARankThatFailsRestartsEveryRankAndTheNextAttemptSucceeds) 
   LocalNodes nodes(3);
   Coordinator c(nodes, RestartingCoord());
   Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
-  // Attempt 0: rank 1 fails and the others run on until stopped; attempt 1 ends well everywhere.
+  // Attempt 0: rank 1 fails once the others have said which attempt they run (a rank stopped before its echo
+  // would say nothing), and they run on until stopped; attempt 1 ends well everywhere.
+  testing::TempDir said;
+  const std::string rank1 = "for i in $(seq 1000); do [ -e " + said.Join("0") + " ] && [ -e " + said.Join("2") + " ] && break; sleep 0.01; done; exit 7";
   pb::RunJobRequest req = Request({"sh", "-c",
                                    "echo attempt $DLAGENT_RESTART_COUNT; [ $DLAGENT_RESTART_COUNT = 1 ] && exit 0; "
-                                   "[ $DLAGENT_RANK = 1 ] && exit 7; exec sleep 30"});
+                                   "[ $DLAGENT_RANK = 1 ] && { " +
+                                       rank1 + "; }; touch " + said.Join("$DLAGENT_RANK") + "; exec sleep 30"});
   req.set_restarts(2);
   auto started = c.Run(req, me, nodes.RosterFn());
   ASSERT_TRUE(started.ok()) << started.status().ToString();

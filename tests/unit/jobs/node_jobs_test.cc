@@ -148,6 +148,35 @@ TEST(NodeJobsTest, AFailingRankStopsItsSiblingsAndOneIgnoringSigtermIsKilledAfte
   EXPECT_EQ(j.failure(), "rank 0 on i-a exited with 3");
 }
 
+TEST(NodeJobsTest, AKillThatFindsTheRanksStoppedByTheSameKillCountsThem) {
+  // A kill from agentctl on another node reaches this node both directly and through the coordinator, in
+  // either order: both answers count the ranks it stopped.
+  NodeJobs jobs(Options("i-a"));
+  ASSERT_TRUE(jobs.Start(Start(Spec("j-k", {"sleep", "30"}), 2)).ok());
+  pb::SignalRequest kill;
+  kill.set_job("j-k");
+  kill.set_signal(SIGTERM);
+  kill.set_escalate(true);
+  kill.set_reason("killed with SIGTERM by uid 0 on i-b");
+  kill.set_killed(true);
+  Result<pb::SignalReply> first = jobs.Signal(kill);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(first->signalled(), 2u);
+  EXPECT_EQ(WaitEnded(jobs, "j-k").failure(), "killed with SIGTERM by uid 0 on i-b");
+  Result<pb::SignalReply> again = jobs.Signal(kill);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->signalled(), 2u);
+  // A signal that is not a kill (a sibling's failure passed on) reaches only ranks still running.
+  kill.set_killed(false);
+  EXPECT_EQ(jobs.Signal(kill)->signalled(), 0u);
+  // A job that ended by itself is not reported as reached by a later kill.
+  ASSERT_TRUE(jobs.Start(Start(Spec("j-done", {"true"}), 1)).ok());
+  WaitEnded(jobs, "j-done");
+  kill.set_job("j-done");
+  kill.set_killed(true);
+  EXPECT_EQ(jobs.Signal(kill)->signalled(), 0u);
+}
+
 TEST(NodeJobsTest, StartIsAllOrNothingAndNamesWhatIsWrong) {
   NodeJobs jobs(Options("i-a"));
   auto missing = jobs.Start(Start(Spec("j-3", {"no-such-program-here"}), 1));
