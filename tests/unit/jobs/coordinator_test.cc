@@ -212,7 +212,8 @@ TEST(CoordinatorTest, ARankThatFailsRestartsEveryRankAndTheNextAttemptSucceeds) 
   // Attempt 0: rank 1 fails once the others have said which attempt they run (a rank stopped before its echo
   // would say nothing), and they run on until stopped; attempt 1 ends well everywhere.
   testing::TempDir said;
-  const std::string rank1 = "for i in $(seq 1000); do [ -e " + said.Join("0") + " ] && [ -e " + said.Join("2") + " ] && break; sleep 0.01; done; exit 7";
+  const std::string rank1 =
+      "for i in $(seq 1000); do [ -e " + said.Join("0") + " ] && [ -e " + said.Join("2") + " ] && break; sleep 0.01; done; exit 7";
   pb::RunJobRequest req = Request({"sh", "-c",
                                    "echo attempt $DLAGENT_RESTART_COUNT; [ $DLAGENT_RESTART_COUNT = 1 ] && exit 0; "
                                    "[ $DLAGENT_RANK = 1 ] && { " +
