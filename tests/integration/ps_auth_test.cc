@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "agent/ps/client.h"
+#include "agent/ps/data_conn.h"
 #include "agent/ps/frame.h"
 #include "agent/ps/server.h"
 #include "bootstrap/common/crypto.h"
@@ -193,6 +194,69 @@ TEST_F(AuthTest, ATokenDiesWithItsJobAndItsShardIsDroppedSoTheNextJobRuns) {
   Status init = (*next)->Init(1, 4, w.data(), sum);
   EXPECT_TRUE(init.ok()) << init.ToString();
   EXPECT_FALSE((*rank0)->Init(1, 4, w.data(), sum).ok()) << "the ended job's connection was dropped";
+}
+
+// Rank 0 of a 1-worker job sends kMaxInFlight + 64 pulls of `version` and reads nothing, so that the server's
+// reader stops at kMaxInFlight unanswered requests; then the worker dies (its connection closes). A restarted
+// worker must take rank 0 back at once, not after a timeout, while a second worker beside a live one is refused.
+void HoldRankThenDie(AuthTest& t, uint64_t version) {
+  const std::string job = "j-0000000000cc";
+  Result<int> fd = ConnectTcp(t.address, seconds(2));
+  ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+  timeval tv{10, 0};
+  ::setsockopt(*fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  Hello hello;
+  hello.rank = 0;
+  hello.num_workers = 1;
+  std::memcpy(hello.job, job.data(), job.size());
+  const std::string token = DlpsJobToken(kKey, job);
+  std::memcpy(hello.token, token.data(), token.size());
+  constexpr uint64_t kFloats = 1 << 20;  // 4 MB: a few replies fill the socket's buffers
+  InitBody body;
+  body.length = kFloats;
+  std::vector<float> values(kFloats, 1.0f);
+  Frame init{.op = Op::kInit, .key = 1, .id = 1, .bytes = sizeof body};
+  Frame push{.op = Op::kPush, .key = 1, .id = 2, .version = 0, .bytes = kFloats * sizeof(float)};
+  iovec start[5] = {{&hello, sizeof hello}, {&init, sizeof init}, {&body, sizeof body}, {&push, sizeof push}, {values.data(), push.bytes}};
+  ASSERT_TRUE(WriteAll(*fd, start, 5).ok());
+  Hello ack;
+  ASSERT_TRUE(ReadFull(*fd, &ack, sizeof ack).ok());
+  for (int i = 0; i < 2; ++i) {  // Init's and the push's replies
+    Frame reply;
+    ASSERT_TRUE(ReadFull(*fd, &reply, sizeof reply).ok());
+    ASSERT_NE(reply.op, Op::kError);
+    std::string payload(reply.bytes, '\0');
+    ASSERT_TRUE(ReadFull(*fd, payload.data(), payload.size()).ok());
+  }
+  std::vector<Frame> pulls(kMaxInFlight + 64);
+  for (size_t i = 0; i < pulls.size(); ++i) pulls[i] = {.op = Op::kPull, .key = 1, .id = 10 + i, .version = version};
+  iovec all{pulls.data(), pulls.size() * sizeof(Frame)};
+  ASSERT_TRUE(WriteAll(*fd, &all, 1).ok());
+  const PsStats& stats = t.server->stats();
+  for (const auto until = steady_clock::now() + seconds(60); stats.pulls.load() < kMaxInFlight && steady_clock::now() < until;) {
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  ASSERT_GE(stats.pulls.load(), kMaxInFlight) << "the server read the unanswered pulls";
+  auto twin = PsClient::Connect(t.Worker(0, 1, job, kKey));
+  ASSERT_FALSE(twin.ok());
+  EXPECT_NE(twin.status().message().find("rank 0 is already connected"), std::string::npos) << twin.status().ToString();
+  ::close(*fd);
+  const auto died = steady_clock::now();
+  Result<std::unique_ptr<PsClient>> back = Status::Internal("test", "not tried");
+  while (!back.ok() && steady_clock::now() - died < seconds(30)) {
+    back = PsClient::Connect(t.Worker(0, 1, job, kKey));
+    if (!back.ok()) std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_LT(steady_clock::now() - died, seconds(3)) << "the dead connection held rank 0";
+}
+
+TEST_F(AuthTest, AWorkerThatDiedWithItsRepliesUnreadGivesItsRankBackAtOnce) {
+  HoldRankThenDie(*this, 0);  // version 0 is there: replies wait in the socket, the writer is blocked
+}
+
+TEST_F(AuthTest, AWorkerThatDiedWaitingForARoundGivesItsRankBackAtOnce) {
+  HoldRankThenDie(*this, 1);  // round 1 never comes: nothing is written, the reader waits for room
 }
 
 }  // namespace
