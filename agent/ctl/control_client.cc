@@ -3,6 +3,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <set>
+
 #include <grpcpp/grpcpp.h>
 
 #include "agent/rpc/control_codec.h"
@@ -16,6 +18,9 @@ namespace dlagent {
 namespace {
 
 namespace pb = ::dlagent::control::v1;
+
+// A bound on a list's pages (100,000 jobs), so that an agent that never says "last page" cannot keep agentctl.
+constexpr int kMaxListPages = 1000;
 
 class GrpcControlClient final : public ControlClient {
  public:
@@ -49,7 +54,22 @@ class GrpcControlClient final : public ControlClient {
   }
 
   Result<jobs::v1::JobSummary> RunJob(const jobs::v1::RunJobRequest& req) override { return Call(&pb::Control::Stub::RunJob, req); }
-  Result<jobs::v1::JobList> ListJobs() override { return Call(&pb::Control::Stub::ListJobs, pb::ListJobsRequest()); }
+  Result<jobs::v1::JobList> ListJobs() override {
+    // Page by page (each at most about 1 MiB), into one list; the nodes that did not answer, once each.
+    jobs::v1::JobList all;
+    std::set<std::string> unreachable;
+    pb::ListJobsRequest req;
+    for (int pages = 0; pages < kMaxListPages; ++pages) {
+      ASSIGN_OR_RETURN(jobs::v1::JobList page, Call(&pb::Control::Stub::ListJobs, req));
+      for (jobs::v1::JobSummary& s : *page.mutable_jobs()) all.add_jobs()->Swap(&s);
+      unreachable.insert(page.unreachable().begin(), page.unreachable().end());
+      if (page.next().empty()) break;
+      if (page.next() == req.after()) return Status::Internal("agentctl", "the agent sent the same page of jobs twice");
+      req.set_after(page.next());
+    }
+    for (const std::string& node : unreachable) all.add_unreachable(node);
+    return all;
+  }
   Result<jobs::v1::JobOutputReply> JobOutput(const jobs::v1::JobOutputRequest& req) override { return Call(&pb::Control::Stub::JobOutput, req); }
   Result<jobs::v1::KillJobReply> KillJob(const jobs::v1::KillJobRequest& req) override { return Call(&pb::Control::Stub::KillJob, req); }
   Result<jobs::v1::HealthReport> CheckHealth(const jobs::v1::HealthCheckRequest& req) override { return Call(&pb::Control::Stub::CheckHealth, req); }

@@ -267,6 +267,7 @@ int RunJobs(const CtlOptions& ctl, std::ostream& out, std::ostream& err) {
                    {"failure", s.failure()},
                    {"coordinator", s.coordinator()},
                    {"argv", s.argv()},
+                   {"argv_cut", s.argv_cut()},
                    {"rank_exits", RankExits(s)},
                    {"attempt", s.attempt()},
                    {"max_restarts", s.max_restarts()},

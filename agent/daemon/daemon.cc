@@ -153,9 +153,9 @@ Result<jobs::v1::JobSummary> Daemon::RunJob(const PeerCredentials& who, const jo
   return j->Run(req, who);
 }
 
-Result<jobs::v1::JobList> Daemon::ListJobs(const PeerCredentials& who) {
+Result<jobs::v1::JobList> Daemon::ListJobs(const PeerCredentials& who, const std::string& after, uint32_t limit) {
   ASSIGN_OR_RETURN(std::shared_ptr<jobs::Jobs> j, Jobs());
-  return j->List(who);
+  return j->List(who, after, limit);
 }
 
 Result<jobs::v1::JobOutputReply> Daemon::JobOutput(const PeerCredentials& who, const jobs::v1::JobOutputRequest& req) {

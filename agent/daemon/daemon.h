@@ -73,7 +73,7 @@ class Daemon final : public ControlHandler {
   StatusSnapshot GetStatus() override;
   MemberListSnapshot ListMembers() override;
   Result<jobs::v1::JobSummary> RunJob(const PeerCredentials& who, const jobs::v1::RunJobRequest& req) override;
-  Result<jobs::v1::JobList> ListJobs(const PeerCredentials& who) override;
+  Result<jobs::v1::JobList> ListJobs(const PeerCredentials& who, const std::string& after, uint32_t limit) override;
   Result<jobs::v1::JobOutputReply> JobOutput(const PeerCredentials& who, const jobs::v1::JobOutputRequest& req) override;
   Result<jobs::v1::KillJobReply> KillJob(const PeerCredentials& who, const jobs::v1::KillJobRequest& req) override;
   Result<jobs::v1::AttachReply> AttachProcess(const PeerCredentials& who, const jobs::v1::AttachRequest& req) override;

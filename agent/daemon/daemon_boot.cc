@@ -64,6 +64,11 @@ Status Daemon::StartShard(const Config& c) {
       std::shared_ptr<jobs::Jobs> j = ServedJobs();
       return j && j->Live(job, std::chrono::seconds(60));
     };
+    // Each user's checkpoints apart (checkpoint_dir/users/<uid>): one user's job cannot read or overwrite another's.
+    o.job_owner = [this](const std::string& job) -> std::optional<uint32_t> {
+      std::shared_ptr<jobs::Jobs> j = ServedJobs();
+      return j ? j->Owner(job) : std::nullopt;
+    };
   } else {
     spdlog::warn(
         "parameter-server shard: whoever reaches {} is served (ps.authenticate = false); keep the port inside the cluster's "

@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include "agent/jobs/summary.h"
 #include "bootstrap/common/crypto.h"
 
 namespace dlagent {
@@ -263,7 +264,7 @@ void StatusPage::Refresh() {
   // Outside the lock: these ask other agents (each call with a deadline).
   const jobs::Jobs::Metrics local = jobs->metrics();
   std::optional<Result<pb::JobList>> listed;
-  if (viewed) listed = jobs->List(PeerCredentials{});  // as root: every job
+  if (viewed) listed = jobs->ListAll(PeerCredentials{});  // as root: every job
   std::vector<std::pair<std::string, Result<pb::JobOutputReply>>> outputs;
   for (auto& [job, req] : asks) outputs.emplace_back(job, jobs->Output(req, PeerCredentials{}));
 
@@ -276,6 +277,12 @@ void StatusPage::Refresh() {
   if (listed) {
     if (listed->ok()) {
       jobs_ = std::move(**listed);
+      // The oldest ended jobs give way past kMaxJobs (the list is oldest first).
+      auto* all = jobs_->mutable_jobs();
+      for (int i = 0, ended = 0, over = all->size() - kMaxJobs; i < all->size() && ended < over; ++i) {
+        if (jobs::Terminal(all->Get(i))) all->Mutable(i)->clear_id(), ++ended;
+      }
+      all->erase(std::remove_if(all->begin(), all->end(), [](const pb::JobSummary& s) { return s.id().empty(); }), all->end());
       jobs_unix_ms_ = now_unix_ms;
       jobs_error_.clear();
     } else {

@@ -100,6 +100,7 @@ class StatusPage {
   static constexpr Duration kViewed = std::chrono::seconds(30);  // asks the cluster this long after a look
   static constexpr size_t kMaxFollowed = 8;                      // jobs whose output is followed at once
   static constexpr size_t kMaxTailLines = 500;                   // kept per followed job
+  static constexpr int kMaxJobs = 200;                           // listed: every running job, then the latest ended
   static constexpr size_t kMaxDlpsPoints = 300;                  // 10 minutes at kRefresh
 
  private:

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "agent/jobs/summary.h"
+
 namespace dlagent::jobs {
 namespace {
 
@@ -42,14 +44,18 @@ pb::NodeReply NodeEndpoint::Dispatch(const pb::NodeRequest& req) {
         }
       } else if (c && req.query().job().empty() && r.ok()) {
         // Every job: the ones coordinated here that have no ranks here too.
-        for (const pb::JobSummary& s : c->List()) {
+        for (pb::JobSummary& s : c->List()) {
+          Brief(&s);
           bool listed = false;
           for (pb::NodeJob& j : *r->mutable_jobs()) {
             if (j.spec().id() == s.id()) *j.mutable_summary() = s, listed = true;
           }
           if (!listed) {
             pb::NodeJob* j = r->add_jobs();
-            if (Result<pb::JobSpec> spec = c->Spec(s.id()); spec.ok()) *j->mutable_spec() = *spec;
+            if (Result<pb::JobSpec> spec = c->Spec(s.id()); spec.ok()) {
+              *j->mutable_spec() = *spec;
+              Brief(j->mutable_spec());
+            }
             *j->mutable_summary() = s;
           }
         }

@@ -94,7 +94,12 @@ Result<pb::JobSpec> Jobs::FindSpec(const std::string& job) {
   return Status::NotFound("jobs", "no job " + job + " on any node of the roster (agentctl jobs lists them)");
 }
 
-Result<pb::JobList> Jobs::List(const Caller&) {
+Result<pb::JobList> Jobs::List(const Caller& caller, const std::string& after, uint32_t limit) {
+  ASSIGN_OR_RETURN(pb::JobList all, ListAll(caller));
+  return ListPage(std::move(all), after, limit);
+}
+
+Result<pb::JobList> Jobs::ListAll(const Caller&) {
   const std::vector<JobNode> roster = deps_.roster();
   std::vector<Result<pb::NodeReply>> answers(roster.size(), Status::Internal("jobs", "not asked"));
   ForEachConcurrently(roster.size(), [&](size_t i) {
@@ -130,8 +135,7 @@ Result<pb::JobList> Jobs::List(const Caller&) {
     }
     *out.add_jobs() = Summarize(*latest, np, Decision{});
   }
-  std::sort(out.mutable_jobs()->begin(), out.mutable_jobs()->end(),
-            [](const pb::JobSummary& a, const pb::JobSummary& b) { return a.started_unix_ms() < b.started_unix_ms(); });
+  std::sort(out.mutable_jobs()->begin(), out.mutable_jobs()->end(), ListOrder);
   return out;
 }
 

@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,7 +53,12 @@ class Jobs final : private JobNodes {
   uint64_t refused_calls() const { return server_.refused(); }
 
   Result<pb::JobSummary> Run(const pb::RunJobRequest& req, const Caller& caller);
-  Result<pb::JobList> List(const Caller& caller);
+  // Every job the roster's nodes hold, oldest first (ListOrder), each command shortened (Brief): one call to
+  // each node.
+  Result<pb::JobList> ListAll(const Caller& caller);
+  // A page of ListAll (ListPage: `after` is the last page's next, "" for the first; `limit` jobs at most, 0 for
+  // 100), as the control socket answers.
+  Result<pb::JobList> List(const Caller& caller, const std::string& after = "", uint32_t limit = 0);
   Result<pb::JobOutputReply> Output(const pb::JobOutputRequest& req, const Caller& caller);
   Result<pb::KillJobReply> Kill(const pb::KillJobRequest& req, const Caller& caller);
   // Every roster node asked for its health at once; each row names what fails.
@@ -75,6 +81,7 @@ class Jobs final : private JobNodes {
 
   // Whether the job runs on this node, or ended here less than `grace` ago (NodeJobs::Live).
   bool Live(const std::string& job, Duration grace) const { return local_.Live(job, grace); }
+  std::optional<uint32_t> Owner(const std::string& job) const { return local_.Owner(job); }
 
  private:
   Result<pb::NodeReply> Call(const std::string& instance_id, const std::string& addr, const pb::NodeRequest& req) override;

@@ -82,6 +82,13 @@ bool NodeJobs::Live(const std::string& job, Duration grace) const {
   return it->second->ended == MonoTime::max() || std::chrono::steady_clock::now() - it->second->ended < grace;
 }
 
+std::optional<uint32_t> NodeJobs::Owner(const std::string& job) const {
+  MutexLock lock(mu_);
+  auto it = jobs_.find(job);
+  if (it == jobs_.end()) return std::nullopt;
+  return it->second->spec.uid();
+}
+
 uint32_t NodeJobs::RunningRanks(const Job& job) {
   return static_cast<uint32_t>(std::count_if(job.ranks.begin(), job.ranks.end(), [](const Rank& r) { return r.state.running(); }));
 }

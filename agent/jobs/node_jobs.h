@@ -19,6 +19,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -108,6 +109,8 @@ class NodeJobs {
   // Whether the job has ranks on this node that have not all ended, or ended less than `grace` ago (another
   // node's ranks may still be finishing). A dlps token is valid only while its job lives here.
   bool Live(const std::string& job, Duration grace) const;
+  // The uid the job's ranks run as, while this node holds the job (nullopt: it does not).
+  std::optional<uint32_t> Owner(const std::string& job) const;
 
   // What a held line costs beyond its text (its record and the deque's share).
   static constexpr size_t kLineOverhead = 64;

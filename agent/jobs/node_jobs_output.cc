@@ -6,6 +6,7 @@
 #include <cerrno>
 
 #include "agent/jobs/node_jobs.h"  // the class this file completes
+#include "agent/jobs/summary.h"
 #include "bootstrap/membership/packet_crypto.h"
 
 namespace dlagent::jobs {
@@ -64,7 +65,11 @@ Result<pb::QueryReply> NodeJobs::Query(const pb::QueryRequest& req) {
   MutexLock lock(mu_);
   pb::QueryReply reply;
   if (req.job().empty()) {
-    for (const auto& [id, job] : jobs_) *reply.add_jobs() = Describe(*job, false, 0, 0);
+    for (const auto& [id, job] : jobs_) {
+      pb::NodeJob* j = reply.add_jobs();
+      *j = Describe(*job, false, 0, 0);
+      Brief(j->mutable_spec());  // a list: every job's, so each one short
+    }
     return reply;
   }
   auto it = jobs_.find(req.job());

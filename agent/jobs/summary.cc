@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "agent/jobs/rank_env.h"
 #include "agent/jobs/training.h"
@@ -11,6 +12,72 @@ namespace dlagent::jobs {
 
 std::string RankEnding(const pb::RankState& r) {
   return r.signal() != 0 ? "was killed by " + SignalName(r.signal()) : "exited with " + std::to_string(r.exit_code());
+}
+
+namespace {
+
+// argv cut to kListArgvBytes; true when anything was left out.
+bool Cut(google::protobuf::RepeatedPtrField<std::string>* argv) {
+  size_t left = kListArgvBytes;
+  for (int i = 0; i < argv->size(); ++i) {
+    std::string& a = *argv->Mutable(i);
+    if (a.size() <= left) {
+      left -= a.size();
+      continue;
+    }
+    a.resize(left);
+    argv->DeleteSubrange(i + 1, argv->size() - i - 1);
+    return true;
+  }
+  return false;
+}
+
+std::string Cursor(const pb::JobSummary& s) { return std::to_string(s.started_unix_ms()) + "." + s.id(); }
+
+}  // namespace
+
+void Brief(pb::JobSpec* spec) {
+  spec->clear_env();
+  if (Cut(spec->mutable_argv())) spec->set_argv_cut(true);
+}
+
+void Brief(pb::JobSummary* summary) {
+  if (Cut(summary->mutable_argv())) summary->set_argv_cut(true);
+}
+
+bool ListOrder(const pb::JobSummary& a, const pb::JobSummary& b) {
+  return a.started_unix_ms() != b.started_unix_ms() ? a.started_unix_ms() < b.started_unix_ms() : a.id() < b.id();
+}
+
+Result<pb::JobList> ListPage(pb::JobList all, const std::string& after, uint32_t limit) {
+  if (limit == 0) limit = 100;
+  limit = std::min<uint32_t>(limit, 1000);
+  int first = 0;
+  if (!after.empty()) {
+    // "<started_unix_ms>.<id>": the page starts after that job, even when it has gone since.
+    pb::JobSummary last;
+    const size_t dot = after.find('.');
+    char* end = nullptr;
+    const long long started = dot == std::string::npos ? 0 : std::strtoll(after.c_str(), &end, 10);
+    if (dot == std::string::npos || end != after.c_str() + dot || dot == 0) {
+      return Status::InvalidArgument("jobs", "\"" + after.substr(0, 64) + "\" is not a job list cursor (JobList.next)");
+    }
+    last.set_started_unix_ms(started);
+    last.set_id(after.substr(dot + 1));
+    first = static_cast<int>(std::upper_bound(all.jobs().begin(), all.jobs().end(), last, ListOrder) - all.jobs().begin());
+  }
+  pb::JobList page;
+  *page.mutable_unreachable() = all.unreachable();
+  size_t bytes = 0;
+  int i = first;
+  for (; i < all.jobs_size() && page.jobs_size() < static_cast<int>(limit); ++i) {
+    const size_t size = all.jobs(i).ByteSizeLong();
+    if (page.jobs_size() > 0 && bytes + size > kListPageBytes) break;
+    bytes += size;
+    page.add_jobs()->Swap(all.mutable_jobs(i));
+  }
+  if (i < all.jobs_size()) page.set_next(Cursor(page.jobs(page.jobs_size() - 1)));
+  return page;
 }
 
 bool Terminal(const pb::JobSummary& s) { return s.state() == "succeeded" || s.state() == "failed" || s.state() == "killed"; }
@@ -28,6 +95,7 @@ pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& p
   s.set_attempt(spec.attempt());
   s.set_max_restarts(spec.max_restarts());
   *s.mutable_argv() = spec.argv();
+  s.set_argv_cut(spec.argv_cut());
 
   Decision d = decision;
   const pb::RankState* first = nullptr;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "bootstrap/common/status.h"
 #include "proto/jobs.pb.h"
 
 namespace dlagent::jobs {
@@ -37,5 +38,20 @@ bool Terminal(const pb::JobSummary& s);
 
 // How an ended rank ended: "exited with 3", "was killed by SIGKILL".
 std::string RankEnding(const pb::RankState& r);
+
+// Job lists carry a job's command shortened to this many bytes, and no environment, so that a list of many
+// jobs with long commands (kMaxCommandBytes each) stays within a reply's size.
+inline constexpr size_t kListArgvBytes = 1024;
+// Shortens argv to kListArgvBytes in all (whole arguments while they fit, then part of the next one) and
+// sets argv_cut when anything was left out; a spec also loses its environment.
+void Brief(pb::JobSpec* spec);
+void Brief(pb::JobSummary* summary);
+
+// A page of `all` (sorted by ListOrder): the jobs after the cursor `after` ("" : from the first), at most
+// `limit` of them (0: 100, at most 1,000) and about kListPageBytes, with the next page's cursor in `next`.
+// InvalidArgument when `after` is not a cursor this function gave.
+inline constexpr size_t kListPageBytes = 1 << 20;
+bool ListOrder(const pb::JobSummary& a, const pb::JobSummary& b);
+Result<pb::JobList> ListPage(pb::JobList all, const std::string& after, uint32_t limit);
 
 }  // namespace dlagent::jobs

@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 #include <nlohmann/json.hpp>
 
@@ -73,6 +75,12 @@ Status CheckOwn(const std::string& path, bool want_dir) {
                                                              std::to_string(::geteuid()) + "); remove it or choose another name");
   }
   return Status::Ok();
+}
+
+// A directory made if absent with `mode` (not changed when it exists), then checked as CheckOwn does.
+Status MakeOwnDir(const std::string& path, mode_t mode) {
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return Status::FromErrno("dlps-checkpoint", "mkdir " + path, errno);
+  return CheckOwn(path, true);
 }
 
 Status MakeCheckpointDir(Env& env, const std::string& dir, const std::string& name) {
@@ -237,6 +245,40 @@ Status RestoreShardCheckpoint(Shard& shard, const std::string& dir, const std::s
   }
   ASSIGN_OR_RETURN(auto slices, DecodeShardFile(data, path));
   return shard.Import(slices).Annotate("restore from " + path);
+}
+
+Result<std::string> UserCheckpointDir(const std::string& root, uint32_t uid) {
+  RETURN_IF_ERROR(MakeOwnDir(root + "/users", 0755));
+  const std::string dir = root + "/users/" + std::to_string(uid);
+  RETURN_IF_ERROR(MakeOwnDir(dir, 0700));
+  // Made before: its mode may have been changed since (by root); it must still be closed to the others.
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return Status::FailedPrecondition("dlps-checkpoint", dir + " is open to other users (mode " + mode + "); make it 0700 (chmod 700 " + dir + ")");
+  }
+  return dir;
+}
+
+std::string CheckpointElsewhere(const std::string& root, const std::string& name, uint32_t uid) {
+  if (!CheckCheckpointName(name).ok()) return "";
+  auto has = [&](const std::string& dir) {
+    struct stat st;
+    return ::lstat((dir + "/" + name + "/" + kManifestName).c_str(), &st) == 0;
+  };
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(root + "/users", ec)) {
+    const std::string other = e.path().filename().string();
+    if (other != std::to_string(uid) && has(e.path().string())) {
+      return "uid " + other + " has a checkpoint named " + name + ": each user's jobs see only their own";
+    }
+  }
+  if (has(root)) {
+    return "a checkpoint named " + name + " is in " + root + ", written before checkpoints were kept per user: root can move it to " + root +
+           "/users/" + std::to_string(uid) + "/";
+  }
+  return "";
 }
 
 }  // namespace dlagent::ps

@@ -45,4 +45,13 @@ Status WriteManifest(const std::string& dir, const std::string& name, uint32_t c
 // Checks everything, then loads this server's slices (Shard::Import).
 Status RestoreShardCheckpoint(Shard& shard, const std::string& dir, const std::string& name, uint32_t index, uint32_t count);
 
+// agentd keeps each user's checkpoints apart: <root>/users/<uid>, made here if absent (users/ 0755, <uid> 0700,
+// both the server's own and not links: refused otherwise, naming who made them). Only root enters it; the
+// user's own jobs read and write there through dlps, so no user reads or overwrites another's weights.
+Result<std::string> UserCheckpointDir(const std::string& root, uint32_t uid);
+// For a checkpoint `name` that uid's jobs do not have: where one of that name is, if anywhere ("" : nowhere),
+// as a hint for the error: another user's ("uid 1001 has a checkpoint of that name..."), or one written
+// before checkpoints were per user (<root>/<name>).
+std::string CheckpointElsewhere(const std::string& root, const std::string& name, uint32_t uid);
+
 }  // namespace dlagent::ps

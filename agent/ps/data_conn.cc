@@ -279,18 +279,26 @@ class DataConn final : public DataConnection {
       return Status::FailedPrecondition("dlps-server",
                                         "this server has no checkpoint directory (dlps-server --checkpoint-dir DIR; in agentd, ps.checkpoint_dir)");
     }
+    ASSIGN_OR_RETURN(const Jobs::CheckpointPlace place, jobs_.CheckpointDir(checkpoint_dir_, job()));
+    const std::string& dir = place.dir;
     if (f.op == Op::kCheckpoint) {
-      ASSIGN_OR_RETURN(CheckpointFile file, WriteShardCheckpoint(*shard_, checkpoint_dir_, payload, f.chunk, f.aux));
+      ASSIGN_OR_RETURN(CheckpointFile file, WriteShardCheckpoint(*shard_, dir, payload, f.chunk, f.aux));
       return ControlAnswer(f.id, 0, EncodeCheckpointFiles({file}));
     }
     if (f.op == Op::kCommitCheckpoint) {
       const size_t newline = payload.find('\n');
       if (newline == std::string::npos) return Status::InvalidArgument("dlps-server", "a commit request without the checkpoint's name");
       ASSIGN_OR_RETURN(std::vector<CheckpointFile> files, DecodeCheckpointFiles(std::string_view(payload).substr(newline + 1)));
-      RETURN_IF_ERROR(WriteManifest(checkpoint_dir_, payload.substr(0, newline), static_cast<uint32_t>(files.size()), files));
+      RETURN_IF_ERROR(WriteManifest(dir, payload.substr(0, newline), static_cast<uint32_t>(files.size()), files));
       return ControlAnswer(f.id, 0, "");
     }
-    RETURN_IF_ERROR(RestoreShardCheckpoint(*shard_, checkpoint_dir_, payload, f.chunk, f.aux));  // kRestore
+    Status restored = RestoreShardCheckpoint(*shard_, dir, payload, f.chunk, f.aux);  // kRestore
+    if (restored.code() == StatusCode::kNotFound && place.uid) {
+      if (const std::string elsewhere = CheckpointElsewhere(checkpoint_dir_, payload, *place.uid); !elsewhere.empty()) {
+        restored = Status::NotFound("dlps-checkpoint", std::string(restored.message()) + "; " + elsewhere);
+      }
+    }
+    RETURN_IF_ERROR(restored);
     return ControlAnswer(f.id, 0, "");
   }
 

@@ -11,8 +11,10 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 
+#include "agent/ps/checkpoint.h"
 #include "agent/ps/frame.h"
 #include "agent/ps/shard.h"
 #include "bootstrap/common/crypto.h"
@@ -31,13 +33,21 @@ inline constexpr size_t kMaxInFlight = 16384;
 // end.
 using JobKeysFn = std::function<std::vector<std::string>()>;
 using JobLiveFn = std::function<bool(const std::string& job)>;
+// The uid a job runs as, when it runs on this node (agentd); nullopt otherwise.
+using JobOwnerFn = std::function<std::optional<uint32_t>(const std::string& job)>;
 
 class Jobs {
  public:
   // job_keys: empty serves whoever reaches the port (dlps-server, which trusts its network).
   // job_live: null, every job with a valid token may be served; set, only a job that lives on this node.
-  explicit Jobs(const ShardOptions& o, JobKeysFn job_keys = nullptr, JobLiveFn job_live = nullptr)
-      : options_(WithStats(o)), stats_(options_.stats), job_keys_(std::move(job_keys)), job_live_(std::move(job_live)) {
+  // job_owner: null, checkpoints are written under the checkpoint directory itself; set, under each job's
+  // user's directory in it (CheckpointDir).
+  explicit Jobs(const ShardOptions& o, JobKeysFn job_keys = nullptr, JobLiveFn job_live = nullptr, JobOwnerFn job_owner = nullptr)
+      : options_(WithStats(o)),
+        stats_(options_.stats),
+        job_keys_(std::move(job_keys)),
+        job_live_(std::move(job_live)),
+        job_owner_(std::move(job_owner)) {
     if (options_.num_workers > 0) shard_ = std::make_shared<Shard>(options_);
   }
 
@@ -77,6 +87,20 @@ class Jobs {
     }
     job_ = job;
     return shard_;
+  }
+
+  // Where `job`'s checkpoints go under the server's checkpoint directory `root`: root itself, or with job owners
+  // (agentd) its user's directory (UserCheckpointDir). The uid too (nullopt: no owners).
+  struct CheckpointPlace {
+    std::string dir;
+    std::optional<uint32_t> uid;
+  };
+  Result<CheckpointPlace> CheckpointDir(const std::string& root, const std::string& job) const {
+    if (!job_owner_) return CheckpointPlace{root, std::nullopt};
+    const std::optional<uint32_t> uid = job_owner_(job);
+    if (!uid) return Status::FailedPrecondition("dlps-server", "job " + job + " no longer runs on this node: its checkpoints cannot be reached");
+    ASSIGN_OR_RETURN(std::string dir, UserCheckpointDir(root, *uid));
+    return CheckpointPlace{std::move(dir), uid};
   }
 
   // A worker of the shard's job has gone. Nothing changes when the shard is no longer the one served (its job
@@ -139,6 +163,7 @@ class Jobs {
   const std::shared_ptr<PsStats> stats_;
   const JobKeysFn job_keys_;
   const JobLiveFn job_live_;
+  const JobOwnerFn job_owner_;
   Mutex mu_;
   std::shared_ptr<Shard> shard_ GUARDED_BY(mu_);
   std::string job_ GUARDED_BY(mu_);           // the served job's id, with job keys

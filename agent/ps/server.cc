@@ -60,7 +60,8 @@ struct PsServer::Impl {
 
   std::shared_ptr<Heartbeat> heartbeat;
 
-  explicit Impl(const ServerOptions& o) : jobs(o.shard, o.job_keys, o.job_live), checkpoint_dir(o.checkpoint_dir), heartbeat(o.heartbeat) {}
+  explicit Impl(const ServerOptions& o)
+      : jobs(o.shard, o.job_keys, o.job_live, o.job_owner), checkpoint_dir(o.checkpoint_dir), heartbeat(o.heartbeat) {}
 
   // Accepts connections and hands each to a DataConn once its Hello is here.
   void AcceptLoop() {

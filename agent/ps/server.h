@@ -16,6 +16,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,10 @@ struct ServerOptions {
   // token of a job that does not is refused, and the shard of a served job that stopped living is dropped with
   // its connections (checked about once a second), so that it holds nothing against the next job.
   std::function<bool(const std::string& job)> job_live;
+  // Default: none (checkpoints are written in checkpoint_dir itself, as dlps-server does). Set (agentd): the uid
+  // a job on this node runs as; its checkpoints are that user's, in checkpoint_dir/users/<uid> (only root
+  // enters it), so that one user's job can neither read nor overwrite another's (UserCheckpointDir).
+  std::function<std::optional<uint32_t>(const std::string& job)> job_owner;
 };
 
 class PsServer {

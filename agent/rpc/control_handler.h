@@ -115,7 +115,8 @@ class ControlHandler {
 
   // Jobs (docs/jobs.md); by default refused, for an agent that runs none.
   virtual Result<jobs::v1::JobSummary> RunJob(const PeerCredentials&, const jobs::v1::RunJobRequest&) { return NoJobs(); }
-  virtual Result<jobs::v1::JobList> ListJobs(const PeerCredentials&) { return NoJobs(); }
+  // A page of the job list: after JobList.next of the previous page ("" : the first), `limit` jobs at most.
+  virtual Result<jobs::v1::JobList> ListJobs(const PeerCredentials&, const std::string& after, uint32_t limit) { return NoJobs(); }
   virtual Result<jobs::v1::JobOutputReply> JobOutput(const PeerCredentials&, const jobs::v1::JobOutputRequest&) { return NoJobs(); }
   virtual Result<jobs::v1::KillJobReply> KillJob(const PeerCredentials&, const jobs::v1::KillJobRequest&) { return NoJobs(); }
   virtual Result<jobs::v1::AttachReply> AttachProcess(const PeerCredentials&, const jobs::v1::AttachRequest&) { return NoJobs(); }

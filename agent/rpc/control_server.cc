@@ -106,8 +106,8 @@ class ControlService final : public pb::Control::CallbackService {
   grpc::ServerUnaryReactor* RunJob(grpc::CallbackServerContext* ctx, const jobs::v1::RunJobRequest* req, jobs::v1::JobSummary* reply) override {
     return Blocking(ctx, reply, [this, req](const PeerCredentials& who) { return handler_->RunJob(who, *req); });
   }
-  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx, const pb::ListJobsRequest*, jobs::v1::JobList* reply) override {
-    return Blocking(ctx, reply, [this](const PeerCredentials& who) { return handler_->ListJobs(who); });
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx, const pb::ListJobsRequest* req, jobs::v1::JobList* reply) override {
+    return Blocking(ctx, reply, [this, req](const PeerCredentials& who) { return handler_->ListJobs(who, req->after(), req->limit()); });
   }
   grpc::ServerUnaryReactor* JobOutput(grpc::CallbackServerContext* ctx, const jobs::v1::JobOutputRequest* req,
                                       jobs::v1::JobOutputReply* reply) override {

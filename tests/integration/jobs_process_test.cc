@@ -8,6 +8,7 @@
 //     the grace period; every rank's end is kept;
 //   - --per-node gpus, stdin from /dev/null, two jobs at once, --timeout (exit 124);
 //   - agentctl kill from a node that did not start the job; Ctrl-C on a foreground run;
+//   - 45 jobs with 100 KB commands are all listed, each command shortened;
 //   - a node SIGKILLed mid-job fails the job naming the node; when the coordinator's agent stops, the other
 //     nodes stop their ranks; an agent stopping says so (status) while its own ranks take their grace;
 //   - a non-root caller's ranks run as that user, and --user is root's only;
@@ -26,6 +27,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "agent/jobs/summary.h"
 #include "agent/rpc/cluster_service.h"
 #include "bootstrap/common/crypto.h"
 #include "bootstrap/membership/packet_crypto.h"
@@ -197,6 +199,35 @@ TEST_F(JobsProcessTest, KillFromAnotherNodeAndCtrlCStopTheJobEverywhere) {
   job = WaitState(c(), 3, fg_id, {"killed", "failed", "succeeded"});
   EXPECT_EQ(job["state"], "killed") << job.dump();
   EXPECT_EQ(job["running"], 0);
+}
+
+TEST_F(JobsProcessTest, ManyJobsWithLongCommandsAreStillListedInFull) {
+  Form();
+  // 45 jobs with a 100 KB argument each: 4.5 MB of commands, over a reply's 4 MiB (and each node's view of
+  // them, twice that, over an agent-to-agent reply's 8 MiB). Lists carry each command shortened.
+  const std::string arg(100'000, 'x');
+  std::set<std::string> ids;
+  for (int i = 0; i < 45; ++i) {
+    RunResult r = Ctl(c(), i % kNodes, {"run", "--detach", "--", "true", arg});
+    ASSERT_EQ(r.exit_code, 0) << r.output.substr(0, 500);
+    ids.insert(r.output.substr(0, r.output.find('\n')));
+  }
+  RunResult list = Ctl(c(), 1, {"jobs", "--json"});
+  ASSERT_EQ(list.exit_code, 0) << list.output.substr(0, 2000);
+  nlohmann::json all = nlohmann::json::parse(list.output.substr(list.output.find('{')));
+  std::set<std::string> listed;
+  for (const auto& job : all["jobs"]) {
+    if (ids.count(job["id"].get<std::string>()) == 0) continue;
+    listed.insert(job["id"].get<std::string>());
+    EXPECT_TRUE(job["argv_cut"].get<bool>());
+    ASSERT_EQ(job["argv"].size(), 2u);
+    EXPECT_EQ(job["argv"][0], "true");
+    EXPECT_EQ(job["argv"][1].get<std::string>(), std::string(jobs::kListArgvBytes - 4, 'x'));
+  }
+  EXPECT_EQ(listed, ids);
+  EXPECT_TRUE(all["unreachable"].empty()) << all["unreachable"].dump();
+  RunResult table = Ctl(c(), 2, {"jobs"});
+  EXPECT_EQ(table.exit_code, 0) << table.output.substr(0, 2000);
 }
 
 TEST_F(JobsProcessTest, ANodeKilledMidJobFailsTheJobNamingTheNode) {

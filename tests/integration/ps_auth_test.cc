@@ -1,12 +1,15 @@
 // agentd's shard serves only the jobs the agents started: a PsServer with job keys in this process, and
 // workers (PsClient, or raw connections) with and without the job's token. A stranger cannot take a rank,
-// Init, or commit a checkpoint, and a second job waits for the first.
+// Init, or commit a checkpoint, and a second job waits for the first. A worker whose connection died gives its
+// rank back at once. Each user's checkpoints are their own (job owners).
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
-
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -38,6 +41,11 @@ struct AuthTest : ::testing::Test {
       std::lock_guard<std::mutex> lock(mu);
       return !ended.contains(job);
     };
+    o.job_owner = [this](const std::string& job) -> std::optional<uint32_t> {
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = owners.find(job);
+      return it == owners.end() ? 0 : it->second;  // root's, unless the test says
+    };
     auto s = PsServer::Start(o);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     server = std::move(*s);
@@ -58,8 +66,19 @@ struct AuthTest : ::testing::Test {
     std::lock_guard<std::mutex> lock(mu);
     ended.insert(job);
   }
+  // A job's first worker, once the previous job's have gone (their leaving is seen by the server a moment later).
+  std::unique_ptr<PsClient> ConnectWhenFree(const PsClientOptions& o) {
+    Result<std::unique_ptr<PsClient>> c = Status::Internal("test", "not tried");
+    for (const auto until = steady_clock::now() + seconds(10); !c.ok() && steady_clock::now() < until;) {
+      c = PsClient::Connect(o);
+      if (!c.ok()) std::this_thread::sleep_for(milliseconds(20));
+    }
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    return c.ok() ? std::move(*c) : nullptr;
+  }
   std::mutex mu;
-  std::set<std::string> ended;  // the jobs that no longer live on "this node"
+  std::set<std::string> ended;             // the jobs that no longer live on "this node"
+  std::map<std::string, uint32_t> owners;  // the jobs' users (root's when not listed)
   testing::TempDir dir;
   std::unique_ptr<PsServer> server;
   std::string address;
@@ -257,6 +276,73 @@ TEST_F(AuthTest, AWorkerThatDiedWithItsRepliesUnreadGivesItsRankBackAtOnce) {
 
 TEST_F(AuthTest, AWorkerThatDiedWaitingForARoundGivesItsRankBackAtOnce) {
   HoldRankThenDie(*this, 1);  // round 1 never comes: nothing is written, the reader waits for room
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST_F(AuthTest, EachUsersCheckpointsAreTheirOwnAndAnotherUsersAreNeitherReadNorOverwritten) {
+  const std::string alice_job = "j-0000000000a1", bob_job = "j-0000000000b1";
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    owners[alice_job] = 1001;
+    owners[bob_job] = 1002;
+  }
+  const OptimizerConfig sum{.kind = OptimizerConfig::Kind::kSum};
+  std::vector<float> w = {1, 2, 3, 4};
+  auto alice = ConnectWhenFree(Worker(0, 1, alice_job, kKey));
+  ASSERT_TRUE(alice);
+  ASSERT_TRUE(alice->Init(1, 4, w.data(), sum).ok());
+  ASSERT_TRUE(alice->Checkpoint("model").ok());
+  alice.reset();
+  const std::string mine = dir.path() + "/users/1001";
+  struct stat st {};
+  ASSERT_EQ(::lstat(mine.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u) << "only root enters a user's checkpoints";
+  EXPECT_EQ(st.st_uid, ::geteuid());
+  const std::string alice_file = mine + "/model/" + ShardFileName(0, 1);
+  const std::string alice_bytes = Slurp(alice_file);
+  ASSERT_FALSE(alice_bytes.empty());
+  EXPECT_FALSE(std::filesystem::exists(dir.path() + "/model")) << "nothing in the shared namespace";
+
+  // Bob's job cannot restore Alice's checkpoint, and is told whose it is; his own of the same name is his.
+  auto bob = ConnectWhenFree(Worker(0, 1, bob_job, kKey));
+  ASSERT_TRUE(bob);
+  std::vector<float> other = {9, 9, 9, 9};
+  ASSERT_TRUE(bob->Init(1, 4, other.data(), sum).ok());
+  Status taken = bob->Restore("model");
+  EXPECT_EQ(taken.code(), StatusCode::kNotFound) << taken.ToString();
+  EXPECT_NE(taken.message().find("uid 1001 has a checkpoint named model: each user's jobs see only their own"), std::string::npos)
+      << taken.ToString();
+  ASSERT_TRUE(bob->Checkpoint("model").ok());
+  EXPECT_EQ(Slurp(alice_file), alice_bytes) << "Bob's checkpoint overwrote Alice's";
+  EXPECT_NE(Slurp(dir.path() + "/users/1002/model/" + ShardFileName(0, 1)), alice_bytes);
+  // A checkpoint from before they were per user is found and its move explained.
+  std::filesystem::create_directories(dir.path() + "/legacy");
+  std::ofstream(dir.path() + "/legacy/MANIFEST.json") << "{}";
+  Status legacy = bob->Restore("legacy");
+  EXPECT_NE(legacy.message().find("written before checkpoints were kept per user: root can move it to " + dir.path() + "/users/1002/"),
+            std::string::npos)
+      << legacy.ToString();
+  bob.reset();
+
+  // A user's directory that someone else made (shared storage) is refused, naming them.
+  if (::geteuid() == 0) {
+    const std::string planted = dir.path() + "/users/1003";
+    ASSERT_EQ(::mkdir(planted.c_str(), 0777), 0);
+    ASSERT_EQ(::chown(planted.c_str(), 1003, 1003), 0);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      owners["j-0000000000c1"] = 1003;
+    }
+    auto carol = ConnectWhenFree(Worker(0, 1, "j-0000000000c1", kKey));
+    ASSERT_TRUE(carol);
+    ASSERT_TRUE(carol->Init(1, 4, w.data(), sum).ok());
+    Status refused = carol->Checkpoint("model");
+    EXPECT_NE(refused.message().find(planted + " belongs to uid 1003, not to the server"), std::string::npos) << refused.ToString();
+  }
 }
 
 }  // namespace

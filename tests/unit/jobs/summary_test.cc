@@ -178,5 +178,84 @@ TEST(SummarizeTest, RankExitsAreInRankOrderWithTheirNodes) {
   EXPECT_EQ(s.started_unix_ms(), 10);
 }
 
+TEST(JobListTest, ACommandIsShortenedForListsAndTheSpecLosesItsEnvironment) {
+  pb::JobSpec spec = Spec(1);
+  spec.add_argv("python3");
+  spec.add_argv(std::string(2000, 'x'));
+  spec.add_argv("--last");
+  spec.add_env("SECRET=1");
+  Brief(&spec);
+  ASSERT_EQ(spec.argv_size(), 2);
+  EXPECT_EQ(spec.argv(0), "python3");
+  EXPECT_EQ(spec.argv(1), std::string(kListArgvBytes - 7, 'x'));
+  EXPECT_TRUE(spec.argv_cut());
+  EXPECT_EQ(spec.env_size(), 0);
+  EXPECT_TRUE(Summarize(spec, {}, {}).argv_cut()) << "the summary says so too";
+  // A command that fits is left whole.
+  pb::JobSummary fits;
+  fits.add_argv("sleep");
+  fits.add_argv("30");
+  Brief(&fits);
+  EXPECT_EQ(fits.argv_size(), 2);
+  EXPECT_FALSE(fits.argv_cut());
+}
+
+pb::JobList Jobs(int n, size_t argv_bytes = 10) {
+  pb::JobList all;
+  for (int i = 0; i < n; ++i) {
+    pb::JobSummary* s = all.add_jobs();
+    s->set_id("j-" + std::to_string(1000 + i));
+    s->set_started_unix_ms(1000 + i / 2);  // two jobs started in each millisecond
+    s->add_argv(std::string(argv_bytes, 'a'));
+  }
+  all.add_unreachable("i-dead");
+  return all;
+}
+
+TEST(JobListTest, PagesHoldEveryJobOnceInOrderWithinTheirBounds) {
+  std::vector<std::string> seen;
+  std::string after;
+  int pages = 0;
+  do {
+    Result<pb::JobList> page = ListPage(Jobs(250), after, 0);
+    ASSERT_TRUE(page.ok()) << page.status().ToString();
+    EXPECT_LE(page->jobs_size(), 100);
+    EXPECT_EQ(page->unreachable_size(), 1);
+    for (const pb::JobSummary& s : page->jobs()) seen.push_back(s.id());
+    after = page->next();
+    ++pages;
+  } while (!after.empty() && pages < 10);
+  EXPECT_EQ(pages, 3);
+  ASSERT_EQ(seen.size(), 250u);
+  for (int i = 0; i < 250; ++i) EXPECT_EQ(seen[i], "j-" + std::to_string(1000 + i));
+  // A limit of its own, and at most 1,000.
+  EXPECT_EQ(ListPage(Jobs(250), "", 7)->jobs_size(), 7);
+  EXPECT_EQ(ListPage(Jobs(1500), "", 5000)->jobs_size(), 1000);
+  // Bytes: 100 jobs of 100 KB do not fit a page of about 1 MiB; one job always does.
+  Result<pb::JobList> big = ListPage(Jobs(100, 100'000), "", 0);
+  EXPECT_EQ(big->jobs_size(), 10);
+  EXPECT_LE(big->ByteSizeLong(), kListPageBytes + 1024);
+  EXPECT_EQ(ListPage(Jobs(3, 2 << 20), "", 0)->jobs_size(), 1);
+}
+
+TEST(JobListTest, APageFollowsItsCursorEvenWhenThatJobHasGoneAndRefusesAForgedOne) {
+  Result<pb::JobList> first = ListPage(Jobs(10), "", 4);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->next(), "1001.j-1003");
+  pb::JobList fewer = Jobs(10);
+  fewer.mutable_jobs()->DeleteSubrange(3, 1);  // j-1003 is gone
+  Result<pb::JobList> second = ListPage(fewer, first->next(), 4);
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->jobs(0).id(), "j-1004");
+  EXPECT_TRUE(ListPage(Jobs(10), "1004.j-1009", 4)->next().empty()) << "the last page";
+  EXPECT_EQ(ListPage(Jobs(10), "1004.j-1009", 4)->jobs_size(), 0);
+  for (const std::string bad : {"garbage", ".j-1", "12x.j-1"}) {
+    Result<pb::JobList> r = ListPage(Jobs(10), bad, 0);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("is not a job list cursor"), std::string::npos) << r.status().ToString();
+  }
+}
+
 }  // namespace
 }  // namespace dlagent::jobs
