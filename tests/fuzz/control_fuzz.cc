@@ -5,7 +5,9 @@
 // answers.
 //
 // Input: byte 0 picks the request, byte 1 the caller (the jobs' owner, a stranger, root), byte 2 the job id
-// (as fuzzed, the running job's, the finished job's); the rest is the request's protobuf encoding.
+// (as fuzzed, the running job's, the finished job's); the rest is the request's protobuf encoding. Two more
+// picks send a job call that an agent must refuse unopened: sealed under another cluster's key, or with the
+// right key 10 minutes ago (a replay window's worth stale).
 // Nothing fuzzed is ever run: AttachProcess goes only to strangers (refused before anything starts), and
 // NodeRequests that start or prepare ranks are skipped. Run as root, the jobs belong to nobody (65534).
 #include <signal.h>
@@ -125,7 +127,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto says_why = [](const Status& st) {
     if (st.message().empty()) __builtin_trap();  // a refusal names what is wrong
   };
-  switch (data[0] % 6) {
+  switch (data[0] % 8) {
     case 0: {
       pb::JobOutputRequest req;
       if (!req.ParseFromArray(body, len)) return 0;
@@ -160,6 +162,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case 4: {
       if (auto r = w.jobs->List(caller); !r.ok()) says_why(r.status());
+      break;
+    }
+    case 6:
+    case 7: {
+      // Refused before anything is parsed, and counted: never an answer.
+      static const swim::Keyring other = *swim::Keyring::Create({{1, std::string(32, 'o')}}, 1, "fuzz");
+      const int64_t now = swim::NowUnixMs();
+      const std::string_view plain(reinterpret_cast<const char*>(body), static_cast<size_t>(len));
+      const std::string sealed = data[0] % 8 == 6 ? other.Seal(plain, now) : w.ring->Seal(plain, now - 600'000);
+      const uint64_t refused = w.jobs->refused_calls();
+      if (w.jobs->HandleRpc(sealed).ok() || w.jobs->refused_calls() != refused + 1) __builtin_trap();
       break;
     }
     default: {

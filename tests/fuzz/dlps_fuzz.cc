@@ -1,7 +1,10 @@
 // libFuzzer target: what anyone who reaches a shard's port can send on a connection: a Hello, then frames
 // (pushes, pulls, control requests: init, barrier, checkpoint, commit, restore; anything), served by the real
 // connection code (agent/ps/data_conn) over a socketpair, with a shard of two workers whose slices 1/0 (16
-// floats, sum) and 2/0 (4 floats, adam) are declared, and a checkpoint directory (removed at exit).
+// floats, sum) and 2/0 (4 floats, adam) are declared, and a checkpoint directory (removed at exit). A Hello
+// that names a job is served as agentd serves a member of that job: with job keys, and the job's valid token
+// put in the Hello, so that what follows is what a job member (not a stranger) can send; its checkpoints go to
+// its user's directory.
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -39,6 +42,12 @@ std::string CheckpointDir() {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Hello hello;
   std::memcpy(&hello, data, std::min(size, sizeof hello));
+  const std::string job(hello.job, ::strnlen(hello.job, sizeof hello.job));
+  const bool member = !job.empty();
+  if (member) {
+    const std::string token = DlpsJobToken(std::string(32, 'k'), job);
+    std::memcpy(hello.token, token.data(), std::min(token.size(), sizeof hello.token));
+  }
   const uint8_t* frames = data + std::min(size, sizeof hello);
   const size_t frames_size = size - std::min(size, sizeof hello);
 
@@ -46,7 +55,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   options.num_workers = 2;
   options.max_bytes = 1 << 20;  // a peer that declares more is refused, as in agentd (smaller here)
   options.max_slices = 64;
-  Jobs jobs(options);
+  JobKeysFn keys;
+  JobLiveFn live;
+  JobOwnerFn owner;
+  if (member) {
+    keys = [] { return std::vector<std::string>{std::string(32, 'k')}; };
+    live = [](const std::string&) { return true; };
+    owner = [](const std::string&) -> std::optional<uint32_t> { return 4242; };
+  }
+  Jobs jobs(options, keys, live, owner);
   auto shard = jobs.Served();
   if (!shard.ok() || !(*shard)->Init(1, 0, 16, {}).ok()) __builtin_trap();
   OptimizerConfig adam;
