@@ -12,6 +12,8 @@
 #include <system_error>
 #include <thread>
 
+#include <spdlog/spdlog.h>
+
 #include "agent/ps/checkpoint.h"
 
 namespace dlagent::ps {
@@ -30,6 +32,12 @@ struct Outbox {
   std::deque<Reply> replies GUARDED_BY(mu);
   size_t in_flight GUARDED_BY(mu) = 0;  // requests read and not yet answered
   bool closed GUARDED_BY(mu) = false;
+  // Pulled values queued and not yet sent. A worker that asks and never reads (each round's version held for
+  // it) is cut off past twice the shard's weights and kSlowReaderSlack: its connection is closed.
+  uint64_t queued_bytes GUARDED_BY(mu) = 0;
+  uint64_t too_slow_at GUARDED_BY(mu) = 0;          // the queued bytes when it was cut off (0: it was not)
+  std::weak_ptr<const Shard> shard GUARDED_BY(mu);  // set once the worker has joined
+  int fd GUARDED_BY(mu) = -1;                       // shut down when cut off, while not closed (the fd is ours then)
 
   // Before a request is read: waits while the connection has kMaxInFlight requests unanswered (a peer that
   // sends without reading its replies is throttled by TCP, not served until memory runs out). False: closed.
@@ -47,10 +55,22 @@ struct Outbox {
   }
 
   void Put(Reply r) {
+    const uint64_t bytes = r.values ? r.frame.bytes : 0;
     {
       MutexLock lock(mu);
       if (closed) return;
-      replies.push_back(std::move(r));
+      const std::shared_ptr<const Shard> s = shard.lock();
+      const uint64_t limit = 2 * (s ? s->weight_bytes() : 0) + kSlowReaderSlack;
+      if (queued_bytes + bytes > limit) {
+        too_slow_at = queued_bytes + bytes;
+        closed = true;
+        replies.clear();  // what it held goes now
+        queued_bytes = 0;
+        ::shutdown(fd, SHUT_RDWR);  // the reading thread ends, and with it the connection
+      } else {
+        queued_bytes += bytes;
+        replies.push_back(std::move(r));
+      }
     }
     cv.notify_all();
   }
@@ -101,6 +121,11 @@ class DataConn final : public DataConnection {
     Status st = Accept(hello_);
     if (st.ok()) {
       rank_ = hello_.rank;
+      {
+        MutexLock lock(outbox_->mu);
+        outbox_->fd = fd_;
+        outbox_->shard = shard_;
+      }
       Hello ack = hello_;
       ack.rank = 0;
       iovec iov{&ack, sizeof ack};
@@ -113,7 +138,19 @@ class DataConn final : public DataConnection {
         }
       }
       while (st.ok()) st = ServeOne();
-      if (!stopping_.load()) {  // an accepted worker went away
+      uint64_t too_slow_at = 0;
+      {
+        MutexLock lock(outbox_->mu);
+        too_slow_at = outbox_->too_slow_at;
+      }
+      if (too_slow_at > 0) {
+        const std::string why = "worker rank " + std::to_string(rank_) + " of job " + job() +
+                                " did not read its replies: " + std::to_string(too_slow_at >> 20) +
+                                " MiB of pulled values were waiting for it, over twice the shard's " + std::to_string(shard_->weight_bytes() >> 20) +
+                                " MiB of weights and " + std::to_string(kSlowReaderSlack >> 20) + " MiB; its connection was closed";
+        spdlog::warn("dlps: {}", why);
+        shard_->FailPending(Status::ResourceExhausted("dlps-server", why + "; the rounds in progress fail"));
+      } else if (!stopping_.load()) {  // an accepted worker went away
         shard_->FailPending(Status::Unavailable(
             "dlps-server", "worker rank " + std::to_string(rank_) + " disconnected (it exited or lost its connection); the rounds in progress fail"));
       }
@@ -311,6 +348,7 @@ class DataConn final : public DataConnection {
         if (outbox_->replies.empty()) break;
         r = std::move(outbox_->replies.front());
         outbox_->replies.pop_front();
+        if (r.values) outbox_->queued_bytes -= r.frame.bytes;
         if (outbox_->in_flight > 0) --outbox_->in_flight;
       }
       outbox_->cv.notify_all();  // the reader may be waiting in Admit

@@ -24,6 +24,8 @@ namespace dlagent::ps {
 
 // Requests of one connection not yet answered; past it the server stops reading that connection.
 inline constexpr size_t kMaxInFlight = 16384;
+// A worker may leave pulled values unread up to twice its shard's weights plus this; past it, it is cut off.
+inline constexpr uint64_t kSlowReaderSlack = 64 << 20;
 
 // The shard of the job being served. With a fixed job size (ShardOptions::num_workers > 0) one shard for
 // the server's life; with 0 (agentd), a job's shard is made when its first worker connects, sized by its

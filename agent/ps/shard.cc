@@ -81,7 +81,9 @@ Result<uint64_t> Shard::Init(uint64_t key, uint32_t chunk, uint64_t length, cons
     return slot.version;
   }
   // Bounded before anything is allocated: a job (or a stranger) cannot declare the server out of memory.
-  const uint64_t bytes = length * sizeof(float) + uint64_t{options_.num_workers} * (sizeof(std::vector<float>) + sizeof(RankState));
+  const uint64_t state_copies = optimizer.kind == OptimizerConfig::Kind::kAdam ? 2 : optimizer.momentum > 0 ? 1 : 0;
+  const uint64_t bytes = length * sizeof(float) * (2 + options_.num_workers + state_copies) +
+                         uint64_t{options_.num_workers} * (sizeof(std::vector<float>) + sizeof(RankState));
   if (slices_.size() >= options_.max_slices) {
     return Status::ResourceExhausted("dlps-shard", Name(key, chunk) + ": the job already has " + std::to_string(slices_.size()) +
                                                        " slices on this server, the most it may declare (declare fewer, larger keys)");
@@ -104,6 +106,7 @@ Result<uint64_t> Shard::Init(uint64_t key, uint32_t chunk, uint64_t length, cons
   }
   slices_.emplace(std::make_pair(key, chunk), std::move(s));  // only a whole slice is ever in the map
   declared_bytes_ += bytes;
+  weight_bytes_.fetch_add(length * sizeof(float), std::memory_order_relaxed);
   return uint64_t{0};
 }
 

@@ -22,6 +22,7 @@
 // Thread safety: every method may be called from any thread; callbacks run on the thread that made the answer
 // possible (the caller, or the one whose push completed the round).
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -45,7 +46,9 @@ inline constexpr size_t kMaxOpenBarriers = 64;    // barrier generations waiting
 struct ShardOptions {
   Mode mode = Mode::kSync;
   uint32_t num_workers = 1;  // at most kMaxJobWorkers
-  // Memory the job's Inits may declare: each slice's weights plus its per-rank bookkeeping. Default: 16 GiB.
+  // Memory the job's Inits may declare: each slice's weights twice (the current version and one being sent),
+  // a receive buffer per worker, the optimizer's state (momentum: one more copy, Adam: two) and per-rank
+  // bookkeeping. Default: 16 GiB.
   uint64_t max_bytes = uint64_t{1} << 34;
   uint32_t max_slices = 1 << 20;   // Default: 2^20
   std::shared_ptr<PsStats> stats;  // Default: none. Rounds and their times are counted here (stats.h)
@@ -100,6 +103,9 @@ class Shard {
   // BeginPush, a copy, EndPush: for tests and restores.
   Result<uint64_t> Push(const PushHeader& h, const float* values, uint64_t floats);
 
+  // The floats of every declared slice, in bytes (what one pull of the whole shard sends). Any thread.
+  uint64_t weight_bytes() const { return weight_bytes_.load(std::memory_order_relaxed); }
+
   // Done is called once the slice has reached min_version, or with an error.
   void Pull(uint64_t key, uint32_t chunk, uint64_t min_version, PullDone done);
   // Fails every pull that is waiting and every round in progress with `why` (a worker is gone), and every push,
@@ -137,6 +143,7 @@ class Shard {
   Mutex map_mu_;
   std::map<std::pair<uint64_t, uint32_t>, std::shared_ptr<Slice>> slices_ GUARDED_BY(map_mu_);
   uint64_t declared_bytes_ GUARDED_BY(map_mu_) = 0;
+  std::atomic<uint64_t> weight_bytes_{0};
 
   Mutex barrier_mu_;
   std::map<uint64_t, std::pair<std::vector<bool>, std::vector<std::function<void(const Status&)>>>> barriers_

@@ -270,8 +270,40 @@ void HoldRankThenDie(AuthTest& t, uint64_t version) {
   EXPECT_LT(steady_clock::now() - died, seconds(3)) << "the dead connection held rank 0";
 }
 
-TEST_F(AuthTest, AWorkerThatDiedWithItsRepliesUnreadGivesItsRankBackAtOnce) {
-  HoldRankThenDie(*this, 0);  // version 0 is there: replies wait in the socket, the writer is blocked
+TEST_F(AuthTest, AWorkerThatNeverReadsItsRepliesIsCutOffAndItsRankFreed) {
+  // It pulls a 4 MB slice 40 times and reads nothing: 160 MB of replies, over twice the shard's weights and
+  // kSlowReaderSlack. The server cuts it off instead of holding them, and its rank is free again.
+  const std::string job = "j-0000000000cc";
+  Result<int> fd = ConnectTcp(address, seconds(2));
+  ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+  timeval tv{10, 0};
+  ::setsockopt(*fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  Hello hello;
+  hello.num_workers = 1;
+  std::memcpy(hello.job, job.data(), job.size());
+  const std::string token = DlpsJobToken(kKey, job);
+  std::memcpy(hello.token, token.data(), token.size());
+  constexpr uint64_t kFloats = 1 << 20;
+  InitBody body;
+  body.length = kFloats;
+  std::vector<float> values(kFloats, 1.0f);
+  Frame init{.op = Op::kInit, .key = 1, .id = 1, .bytes = sizeof body};
+  Frame push{.op = Op::kPush, .key = 1, .id = 2, .version = 0, .bytes = kFloats * sizeof(float)};
+  std::vector<Frame> pulls(40);
+  for (size_t i = 0; i < pulls.size(); ++i) pulls[i] = {.op = Op::kPull, .key = 1, .id = 10 + i, .version = 0};
+  iovec all[6] = {{&hello, sizeof hello}, {&init, sizeof init},        {&body, sizeof body},
+                  {&push, sizeof push},   {values.data(), push.bytes}, {pulls.data(), pulls.size() * sizeof(Frame)}};
+  ASSERT_TRUE(WriteAll(*fd, all, 6).ok());
+  // The server ends the connection: what it sent, then the end (or a reset), within the receive timeout.
+  std::vector<char> sink(1 << 20);
+  ssize_t n = 0;
+  uint64_t received = 0;
+  while ((n = ::recv(*fd, sink.data(), sink.size(), 0)) > 0) received += static_cast<uint64_t>(n);
+  EXPECT_TRUE(n == 0 || errno == ECONNRESET) << "the connection was not closed: " << std::strerror(errno);
+  EXPECT_LT(received, 40 * kFloats * sizeof(float)) << "every reply was sent: nothing was cut off";
+  ::close(*fd);
+  auto back = ConnectWhenFree(Worker(0, 1, job, kKey));
+  EXPECT_TRUE(back) << "rank 0 is free again";
 }
 
 TEST_F(AuthTest, AWorkerThatDiedWaitingForARoundGivesItsRankBackAtOnce) {

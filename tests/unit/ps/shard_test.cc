@@ -41,6 +41,23 @@ TEST(ShardTest, SyncRoundWaitsForEveryWorkerThenAppliesTheSum) {
   EXPECT_EQ(r.values, (std::vector<float>{10 - 0.5f * 9, 20 - 0.5f * 12}));
 }
 
+TEST(ShardTest, TheMemoryBoundCountsEveryWorkersReceiveBufferAndTheOptimizersState) {
+  // 8 workers: a slice of n floats holds its weights twice, 8 receive buffers and, with Adam, two moments.
+  constexpr uint64_t kFloats = 1 << 16, kCopy = kFloats * sizeof(float);
+  ShardOptions o{.mode = Mode::kSync, .num_workers = 8};
+  o.max_bytes = 12 * kCopy + 4096;  // room for one Adam slice and its bookkeeping, not for a second copy's worth more
+  Shard shard(o);
+  OptimizerConfig adam{.kind = OptimizerConfig::Kind::kAdam, .learning_rate = 0.01f};
+  ASSERT_TRUE(shard.Init(1, 0, kFloats, adam).ok());
+  EXPECT_EQ(shard.weight_bytes(), kCopy);
+  Result<uint64_t> more = shard.Init(2, 0, 1024, {});
+  EXPECT_EQ(more.status().code(), StatusCode::kResourceExhausted) << more.status().ToString();
+  // Counted as weights alone, the bound would have let 11 such slices in.
+  Shard sum(o);
+  EXPECT_TRUE(sum.Init(1, 0, kFloats, {}).ok());
+  EXPECT_EQ(sum.Init(2, 0, kFloats, {}).status().code(), StatusCode::kResourceExhausted);
+}
+
 TEST(ShardTest, SyncRefusesWrongRoundsDoublePushesStrangersAndWrongLengths) {
   Shard shard({.mode = Mode::kSync, .num_workers = 2});
   ASSERT_TRUE(shard.Init(1, 0, 2, {}).ok());
