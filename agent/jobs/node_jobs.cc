@@ -78,14 +78,20 @@ void NodeJobs::Wake() {
 bool NodeJobs::Live(const std::string& job, Duration grace) const {
   MutexLock lock(mu_);
   auto it = jobs_.find(job);
-  if (it == jobs_.end()) return false;
+  if (it == jobs_.end()) return Prepared(job).has_value();
   return it->second->ended == MonoTime::max() || std::chrono::steady_clock::now() - it->second->ended < grace;
+}
+
+std::optional<uint32_t> NodeJobs::Prepared(const std::string& job) const {
+  auto it = prepared_.find(job);
+  if (it == prepared_.end() || std::chrono::steady_clock::now() - it->second.at > kPreparedFor) return std::nullopt;
+  return it->second.uid;
 }
 
 std::optional<uint32_t> NodeJobs::Owner(const std::string& job) const {
   MutexLock lock(mu_);
   auto it = jobs_.find(job);
-  if (it == jobs_.end()) return std::nullopt;
+  if (it == jobs_.end()) return Prepared(job);
   return it->second->spec.uid();
 }
 
@@ -133,6 +139,14 @@ Result<pb::PrepareReply> NodeJobs::Prepare(const pb::PrepareRequest& req) {
   }
   for (int fd : fds) ::close(fd);
   RETURN_IF_ERROR(ports);
+  {
+    // Every node is prepared before any starts: the job lives here from now on for the other nodes' ranks
+    // (whose dlps connections may come before this node's start does).
+    MutexLock lock(mu_);
+    const MonoTime now = std::chrono::steady_clock::now();
+    std::erase_if(prepared_, [&](const auto& p) { return now - p.second.at > kPreparedFor; });
+    if (prepared_.size() < kMaxPrepared) prepared_[spec.id()] = {spec.uid(), now};
+  }
   return reply;
 }
 
@@ -233,6 +247,7 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
     fresh->spec = spec;
     job = fresh.get();
     jobs_[spec.id()] = std::move(fresh);
+    prepared_.erase(spec.id());
   }
   pb::StartReply reply;
   for (Rank& r : started) {

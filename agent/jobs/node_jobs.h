@@ -109,8 +109,11 @@ class NodeJobs {
   // Whether the job has ranks on this node that have not all ended, or ended less than `grace` ago (another
   // node's ranks may still be finishing). A dlps token is valid only while its job lives here.
   bool Live(const std::string& job, Duration grace) const;
-  // The uid the job's ranks run as, while this node holds the job (nullopt: it does not).
+  // The uid the job's ranks run as, while this node holds the job (nullopt: it does not). A job prepared here
+  // and not started yet counts, for kPreparedFor, in Live and Owner.
   std::optional<uint32_t> Owner(const std::string& job) const;
+  static constexpr Duration kPreparedFor = std::chrono::seconds(60);
+  static constexpr size_t kMaxPrepared = 1024;
 
   // What a held line costs beyond its text (its record and the deque's share).
   static constexpr size_t kLineOverhead = 64;
@@ -187,6 +190,13 @@ class NodeJobs {
   const NodeJobsOptions o_;
   mutable Mutex mu_;
   std::map<std::string, std::unique_ptr<Job>> jobs_ GUARDED_BY(mu_);
+  // Jobs prepared here and not started yet: their user, and when (kPreparedFor, at most kMaxPrepared).
+  struct PreparedJob {
+    uint32_t uid = 0;
+    MonoTime at;
+  };
+  std::map<std::string, PreparedJob> prepared_ GUARDED_BY(mu_);
+  std::optional<uint32_t> Prepared(const std::string& job) const REQUIRES(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;
   size_t held_bytes_ GUARDED_BY(mu_) = 0;      // every rank's held_bytes
   size_t finished_bytes_ GUARDED_BY(mu_) = 0;  // the part of it held by jobs that ended

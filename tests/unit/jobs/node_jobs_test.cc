@@ -177,6 +177,21 @@ TEST(NodeJobsTest, AKillThatFindsTheRanksStoppedByTheSameKillCountsThem) {
   EXPECT_EQ(jobs.Signal(kill)->signalled(), 0u);
 }
 
+TEST(NodeJobsTest, APreparedJobLivesHereBeforeItStartsSoOtherNodesRanksCanReachItsShard) {
+  // Every node is prepared before any starts; another node's ranks may reach this node's dlps shard before
+  // this node's start arrives, and must find the job alive (with its user) then.
+  NodeJobs jobs(Options("i-a"));
+  EXPECT_FALSE(jobs.Live("j-p", seconds(60)));
+  EXPECT_FALSE(jobs.Owner("j-p").has_value());
+  pb::PrepareRequest prepare;
+  *prepare.mutable_spec() = Spec("j-p", {"sleep", "30"});
+  ASSERT_TRUE(jobs.Prepare(prepare).ok());
+  EXPECT_TRUE(jobs.Live("j-p", seconds(60)));
+  ASSERT_TRUE(jobs.Owner("j-p").has_value());
+  EXPECT_EQ(*jobs.Owner("j-p"), ::geteuid());
+  EXPECT_FALSE(jobs.Live("j-other", seconds(60)));
+}
+
 TEST(NodeJobsTest, StartIsAllOrNothingAndNamesWhatIsWrong) {
   NodeJobs jobs(Options("i-a"));
   auto missing = jobs.Start(Start(Spec("j-3", {"no-such-program-here"}), 1));
