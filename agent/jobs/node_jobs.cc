@@ -75,26 +75,6 @@ void NodeJobs::Wake() {
   (void)!::write(wake_fd_, &one, sizeof one);
 }
 
-bool NodeJobs::Live(const std::string& job, Duration grace) const {
-  MutexLock lock(mu_);
-  auto it = jobs_.find(job);
-  if (it == jobs_.end()) return Prepared(job).has_value();
-  return it->second->ended == MonoTime::max() || std::chrono::steady_clock::now() - it->second->ended < grace;
-}
-
-std::optional<uint32_t> NodeJobs::Prepared(const std::string& job) const {
-  auto it = prepared_.find(job);
-  if (it == prepared_.end() || std::chrono::steady_clock::now() - it->second.at > kPreparedFor) return std::nullopt;
-  return it->second.uid;
-}
-
-std::optional<uint32_t> NodeJobs::Owner(const std::string& job) const {
-  MutexLock lock(mu_);
-  auto it = jobs_.find(job);
-  if (it == jobs_.end()) return Prepared(job);
-  return it->second->spec.uid();
-}
-
 uint32_t NodeJobs::RunningRanks(const Job& job) {
   return static_cast<uint32_t>(std::count_if(job.ranks.begin(), job.ranks.end(), [](const Rank& r) { return r.state.running(); }));
 }

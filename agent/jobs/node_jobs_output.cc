@@ -61,6 +61,26 @@ pb::NodeJob NodeJobs::Describe(const Job& job, bool with_lines, uint64_t after, 
   return out;
 }
 
+bool NodeJobs::Live(const std::string& job, Duration grace) const {
+  MutexLock lock(mu_);
+  auto it = jobs_.find(job);
+  if (it == jobs_.end()) return Prepared(job).has_value();
+  return it->second->ended == MonoTime::max() || std::chrono::steady_clock::now() - it->second->ended < grace;
+}
+
+std::optional<uint32_t> NodeJobs::Prepared(const std::string& job) const {
+  auto it = prepared_.find(job);
+  if (it == prepared_.end() || std::chrono::steady_clock::now() - it->second.at > kPreparedFor) return std::nullopt;
+  return it->second.uid;
+}
+
+std::optional<uint32_t> NodeJobs::Owner(const std::string& job) const {
+  MutexLock lock(mu_);
+  auto it = jobs_.find(job);
+  if (it == jobs_.end()) return Prepared(job);
+  return it->second->spec.uid();
+}
+
 Result<pb::QueryReply> NodeJobs::Query(const pb::QueryRequest& req) {
   MutexLock lock(mu_);
   pb::QueryReply reply;

@@ -30,6 +30,16 @@ using namespace std::chrono;
 
 const std::string kOld(32, 'o'), kKey(32, 'k');
 
+// A raw connection's Hello: rank `rank` of a job of `workers`, with `token` (raw bytes; "" for none).
+Hello JobHello(const std::string& job, uint32_t rank, uint32_t workers, const std::string& token) {
+  Hello h;
+  h.rank = rank;
+  h.num_workers = workers;
+  std::memcpy(h.job, job.data(), std::min(job.size(), sizeof h.job));
+  std::memcpy(h.token, token.data(), std::min(token.size(), sizeof h.token));
+  return h;
+}
+
 struct AuthTest : ::testing::Test {
   void SetUp() override {
     ServerOptions o;
@@ -125,11 +135,7 @@ TEST_F(AuthTest, AStrangerCannotTakeARankInitOrCommitAndASecondJobWaits) {
     ASSERT_TRUE(fd.ok()) << fd.status().ToString();
     timeval tv{5, 0};
     ::setsockopt(*fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    Hello hello;
-    hello.rank = 1;
-    hello.num_workers = 2;
-    std::memcpy(hello.job, job.data(), job.size());
-    std::memcpy(hello.token, token.data(), token.size());
+    Hello hello = JobHello(job, 1, 2, token);
     InitBody body;
     body.length = 4;
     const std::string commit = "planted\n";
@@ -224,12 +230,7 @@ void HoldRankThenDie(AuthTest& t, uint64_t version) {
   ASSERT_TRUE(fd.ok()) << fd.status().ToString();
   timeval tv{10, 0};
   ::setsockopt(*fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  Hello hello;
-  hello.rank = 0;
-  hello.num_workers = 1;
-  std::memcpy(hello.job, job.data(), job.size());
-  const std::string token = DlpsJobToken(kKey, job);
-  std::memcpy(hello.token, token.data(), token.size());
+  Hello hello = JobHello(job, 0, 1, DlpsJobToken(kKey, job));
   constexpr uint64_t kFloats = 1 << 20;  // 4 MB: a few replies fill the socket's buffers
   InitBody body;
   body.length = kFloats;
@@ -278,11 +279,7 @@ TEST_F(AuthTest, AWorkerThatNeverReadsItsRepliesIsCutOffAndItsRankFreed) {
   ASSERT_TRUE(fd.ok()) << fd.status().ToString();
   timeval tv{10, 0};
   ::setsockopt(*fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  Hello hello;
-  hello.num_workers = 1;
-  std::memcpy(hello.job, job.data(), job.size());
-  const std::string token = DlpsJobToken(kKey, job);
-  std::memcpy(hello.token, token.data(), token.size());
+  Hello hello = JobHello(job, 0, 1, DlpsJobToken(kKey, job));
   constexpr uint64_t kFloats = 1 << 20;
   InitBody body;
   body.length = kFloats;
