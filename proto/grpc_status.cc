@@ -40,6 +40,12 @@ Status FromGrpcStatus(const grpc::Status& st, std::string_view component, std::s
     }
   }
   if (st.error_code() == grpc::StatusCode::ABORTED) code = StatusCode::kUnavailable;
+  if (st.error_message().empty()) {
+    // gRPC's own failures come without words: one that ran out of threads or memory answers RESOURCE_EXHAUSTED.
+    return Status(code, component,
+                  std::string(context) + ": gRPC status " + std::to_string(st.error_code()) + " with no message" +
+                      (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ? " (the server ran out of threads, memory or connections)" : ""));
+  }
   return Status(code, component, std::string(context) + ": " + st.error_message());
 }
 

@@ -346,6 +346,8 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.Section("jobs");
   r.Bool("enabled", &c.jobs.enabled);
   r.String("agentctl", &c.jobs.agentctl, CheckAbsolutePath);
+  r.Bool("scopes", &c.jobs.scopes);
+  r.Int("tasks_max", 0, 4194304, &c.jobs.tasks_max);
 
   r.Section("metrics");
   r.Bool("enabled", &c.metrics.enabled);

@@ -99,6 +99,10 @@ struct PsConfig {
 struct JobsConfig {
   bool enabled = true;                         // Default: true. false: this agent starts no job and serves no job calls
   std::string agentctl = "/usr/bin/agentctl";  // Default: /usr/bin/agentctl, run by mpirun to start its daemons (mpi)
+  // Default: true. Where systemd is PID 1 and agentd is root, each rank runs in a transient scope of its own
+  // (jobs/scope.h); false: in agentd's cgroup, sharing its TasksMax.
+  bool scopes = true;
+  int64_t tasks_max = 0;  // Default: 0, systemd's DefaultTasksMax. The tasks one rank's scope may hold
 };
 
 // /metrics and the status page (docs/operations.md). Loopback by default: the page shows job commands and

@@ -335,6 +335,19 @@ std::shared_ptr<jobs::Jobs> Daemon::MakeJobs(const Config& c, const IdentitySnap
       return keys.empty() ? std::string() : HexEncode(ps::DlpsJobToken(keys.front(), job));
     };
   }
+  if (c.jobs.scopes) {
+    jobs::ScopeOptions so;
+    so.tasks_max = static_cast<uint64_t>(c.jobs.tasks_max);
+    so.bound_to = jobs::Scopes::OwnService();
+    std::string why;
+    o.scopes = jobs::Scopes::Open(std::move(so), &why);
+    if (o.scopes) {
+      spdlog::info("jobs: each rank runs in a systemd scope of its own (TasksMax {})",
+                   c.jobs.tasks_max > 0 ? std::to_string(c.jobs.tasks_max) : "systemd's default");
+    } else {
+      spdlog::info("jobs: ranks run in their process groups, in agentd's cgroup ({})", why);
+    }
+  }
   o.node_heartbeat = heartbeats_.Register("jobs");
   o.coordinator_heartbeat = heartbeats_.Register("job coordinator");
   return std::make_shared<jobs::Jobs>(std::move(d), std::move(o));

@@ -30,6 +30,7 @@ NodeJobsOptions NodeJobsOptionsOf(const JobsOptions& o, const JobsDeps& d) {
   n.heartbeat = o.node_heartbeat;
   n.base_env = d.base_env;
   n.gone = d.gone;
+  n.scopes = o.scopes;
   // Unguessable, so that no other process can take the name before the agent binds it.
   if (o.training_reports) n.training_socket = "dlagent/" + o.self + "/training/" + RandomHex(8);
   return n;

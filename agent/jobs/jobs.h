@@ -40,7 +40,8 @@ struct JobsOptions {
   std::function<std::string(const std::string& job)> dlps_token;  // the dlps launcher's job token (hex)
   Duration poll_interval = std::chrono::milliseconds(200);
   std::shared_ptr<Heartbeat> node_heartbeat, coordinator_heartbeat;
-  bool training_reports = true;  // Default: ranks may report training metrics (DLAGENT_METRICS_SOCKET, training.h)
+  bool training_reports = true;    // Default: ranks may report training metrics (DLAGENT_METRICS_SOCKET, training.h)
+  std::shared_ptr<Scopes> scopes;  // Default: null, ranks in process groups only (NodeJobsOptions::scopes)
 };
 
 class Jobs final : private JobNodes {

@@ -57,7 +57,7 @@ NodeJobs::~NodeJobs() {
   for (auto& [id, job] : jobs_) {
     for (Rank& r : job->ranks) {
       if (!r.reaped) {
-        ::kill(-r.state.pid(), SIGKILL);  // its zombie holds the group's id: no stranger's
+        SignalRank(r, SIGKILL);
         int status;
         ::waitpid(r.state.pid(), &status, 0);
       }
@@ -180,11 +180,22 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
     sr.uid = spec.uid();
     sr.gid = spec.gid();
     sr.groups = groups;
+    std::string scope;
+    if (o_.scopes) {
+      sr.place = [&](pid_t pid) {
+        Result<std::string> placed = o_.scopes->Place(pid, spec.id(), rs.rank());
+        if (placed.ok()) {
+          scope = *placed;
+        } else {
+          spdlog::warn("job {}: rank {} runs in agentd's cgroup, in its process group only: {}", spec.id(), rs.rank(), placed.status().ToString());
+        }
+      };
+    }
     Result<Spawned> s = Spawn(sr);
     if (!s.ok()) {
       // All or none: the ranks already started go.
       for (Rank& r : started) {
-        ::kill(-r.state.pid(), SIGKILL);
+        SignalRank(r, SIGKILL);
         int status;
         ::waitpid(r.state.pid(), &status, 0);
         for (int fd : {r.pidfd, r.out.fd, r.err.fd}) ::close(fd);
@@ -200,6 +211,7 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
     r.state.set_running(true);
     r.state.set_started_unix_ms(swim::NowUnixMs());
     r.pidfd = s->pidfd;
+    r.scope = std::move(scope);
     r.out.fd = s->out_fd;
     r.err.fd = s->err_fd;
     started.push_back(std::move(r));
@@ -252,12 +264,21 @@ void NodeJobs::SignalLocked(Job& job, int sig, bool escalate, const std::string&
     // A rank that ended may leave children in its group that still hold its pipes.
     if (r.reaped || (!r.state.running() && r.out.fd < 0 && r.err.fd < 0)) continue;
     if (r.state.running()) r.state.set_stopped(true);
-    ::kill(-r.state.pid(), sig);
+    SignalRank(r, sig);
   }
   if (escalate && sig != SIGKILL) {
     const MonoTime at = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max<int64_t>(0, job.spec.grace_ms()));
     job.kill_at = std::min(job.kill_at, at);
   }
+}
+
+void NodeJobs::SignalRank(const Rank& rank, int sig) {
+  if (!rank.scope.empty()) {
+    const Status s = o_.scopes->Kill(rank.scope, sig);
+    if (s.ok()) return;
+    spdlog::warn("rank {}: {}; signalling its process group instead", rank.state.rank(), s.ToString());
+  }
+  if (!rank.reaped) ::kill(-rank.state.pid(), sig);  // its zombie holds the group's id: no stranger's
 }
 
 Result<pb::SignalReply> NodeJobs::Signal(const pb::SignalRequest& req) {
@@ -343,7 +364,7 @@ bool NodeJobs::Advance(Job& job, MonoTime now) {
     for (Rank& r : job.ranks) {
       if (r.state.running() || r.out.fd >= 0 || r.err.fd >= 0) {
         if (r.state.running()) spdlog::warn("job {}: rank {} still running after the grace period; SIGKILL", job.spec.id(), r.state.rank());
-        ::kill(-r.state.pid(), SIGKILL);
+        SignalRank(r, SIGKILL);
       }
     }
     if (exited && !closed) job.abandon_at = std::min(job.abandon_at, now + kAbandonAfter);

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "agent/jobs/scope.h"
 #include "bootstrap/common/env.h"
 #include "bootstrap/common/heartbeat.h"
 #include "bootstrap/common/mutex.h"
@@ -55,6 +56,9 @@ struct NodeJobsOptions {
   // Default: "" (none). The abstract Unix datagram socket ranks report training metrics to (training.h); each
   // rank gets DLAGENT_METRICS_SOCKET=@name. Only a job's own user (or root) may report for it.
   std::string training_socket;
+  // Default: null, ranks in process groups only. Each rank in a systemd scope of its own (scope.h): its tasks
+  // count against the scope's limit, not agentd's, and a signal reaches all of its processes.
+  std::shared_ptr<Scopes> scopes;
 };
 
 class NodeJobs {
@@ -127,6 +131,7 @@ class NodeJobs {
     pb::RankState state;
     int pidfd = -1;
     bool reaped = false;  // its zombie is gone: its pid may belong to someone else now
+    std::string scope;    // its systemd scope ("" when it has none)
     Stream out, err;
     std::deque<pb::LogLine> lines;  // its latest lines within the bounds, the oldest first
     size_t held_bytes = 0;          // what `lines` costs (text + kLineOverhead each)
@@ -177,6 +182,9 @@ class NodeJobs {
   // Once a turn: SIGKILL after the grace, the job's end, output abandoned by escaped processes.
   bool Advance(Job& job, MonoTime now) REQUIRES(mu_);
   void SignalLocked(Job& job, int sig, bool escalate, const std::string& reason, bool killed) REQUIRES(mu_);
+  // sig to every process of the rank: its scope's, or where it has none (or systemd does not answer) its
+  // process group's while its zombie holds the group's id.
+  void SignalRank(const Rank& rank, int sig) REQUIRES(mu_);
   void Forget() REQUIRES(mu_);
   // Stops the running jobs whose coordinator gossip says is gone (about once a second); one with restarts
   // left first waits kAdoptWait for another agent to take it over.

@@ -59,17 +59,22 @@ Result<Spawned> Spawn(const SpawnRequest& req) {
   envp.push_back(nullptr);
   const bool as_self = req.uid == ::geteuid();
 
-  int out[2] = {-1, -1}, err[2] = {-1, -1}, report[2] = {-1, -1};
+  int out[2] = {-1, -1}, err[2] = {-1, -1}, report[2] = {-1, -1}, go[2] = {-1, -1};
   const int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (devnull < 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0 || ::pipe2(report, O_CLOEXEC) != 0) {
+  if (devnull < 0 || ::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0 || ::pipe2(report, O_CLOEXEC) != 0 || ::pipe2(go, O_CLOEXEC) != 0) {
     const int e = errno;
-    CloseAll({devnull, out[0], out[1], err[0], err[1], report[0], report[1]});
+    CloseAll({devnull, out[0], out[1], err[0], err[1], report[0], report[1], go[0], go[1]});
     return Status::FromErrno("jobs", "pipes for a rank", e);
   }
   const pid_t pid = ::fork();
   if (pid < 0) {
     const int e = errno;
-    CloseAll({devnull, out[0], out[1], err[0], err[1], report[0], report[1]});
+    CloseAll({devnull, out[0], out[1], err[0], err[1], report[0], report[1], go[0], go[1]});
+    if (e == EAGAIN) {
+      return Status::ResourceExhausted("jobs",
+                                       "cannot start a process: agentd's task limit is reached (its cgroup's pids.max, TasksMax= "
+                                       "under systemd, or RLIMIT_NPROC)");
+    }
     return Status::FromErrno("jobs", "fork", e);
   }
   if (pid == 0) {
@@ -80,6 +85,11 @@ Result<Spawned> Spawn(const SpawnRequest& req) {
       ::_exit(127);
     };
     ::setpgid(0, 0);
+    // Wait for the parent to place this process: the pipe's end comes when the parent closes its write end.
+    ::close(go[1]);
+    char byte;
+    while (::read(go[0], &byte, 1) < 0 && errno == EINTR) {
+    }
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);                   // agentd blocks the signals it reads from a signalfd
@@ -102,7 +112,9 @@ Result<Spawned> Spawn(const SpawnRequest& req) {
     errno = exec_errno;
     die(kExec);
   }
-  CloseAll({devnull, out[1], err[1], report[1]});
+  CloseAll({devnull, out[1], err[1], report[1], go[0]});
+  if (req.place) req.place(pid);
+  ::close(go[1]);
   ChildError ce{};
   ssize_t n;
   do n = ::read(report[0], &ce, sizeof ce);

@@ -8,6 +8,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,9 @@ struct SpawnRequest {
   uid_t uid = 0;
   gid_t gid = 0;
   std::vector<gid_t> groups;  // supplementary groups
+  // Called with the child's pid before it runs the program (it waits until this returns): to move it into a
+  // cgroup (Scopes::Place) before it can start anything of its own.
+  std::function<void(pid_t)> place;
 };
 
 struct Spawned {

@@ -124,7 +124,13 @@ expected_nodes = 1
 join_deadline = "1m"
 [gossip]
 key_file = "/etc/dlagent/cluster.key"
+[jobs]
+tasks_max = 64
 EOF
+# The agent's own task limit, low, as a node's would be under load: a job must not be able to use it up.
+mkdir -p "$work/root/etc/systemd/system/agentd.service.d"
+printf '[Service]\nTasksMax=300\n' >"$work/root/etc/systemd/system/agentd.service.d/tasks.conf"
+ct systemctl daemon-reload
 
 # Start: Type=notify returns once READY=1 came; STATUS= is the agent's own text.
 ct timeout 60 systemctl start agentd || { journal | tail -n 20; die "systemctl start agentd failed"; }
@@ -168,6 +174,54 @@ if ct timeout 120 agentctl run --launcher dlps -- python3 /var/tmp/dlps_job.py >
 else
   fail "the dlps job with the release's python3: $(tail -n 8 "$work/run-dlps.log")"
 fi
+
+# Scopes: a rank runs in a systemd scope of its own (jobs.tasks_max = 64), bound to agentd's unit. A job that
+# forks 400 processes, more than agentd's own TasksMax of 300, is stopped by its scope's limit alone: agentd
+# still serves `agentctl jobs` and `kill`, and the kill reaches every process, one that left the rank's
+# process group (setsid) too. Where the container has no pids controller of its own (a host with cgroup v1
+# controllers: nspawn mounts them read-only), systemd counts no tasks: the limit is then checked as set.
+cat >"$work/root/var/tmp/forks.py" <<'EOF'
+import subprocess, time
+subprocess.Popen(["setsid", "sleep", "1001"])
+n = 0
+try:
+    for _ in range(400):
+        subprocess.Popen(["sleep", "1001"])
+        n += 1
+    print("forked %d" % n, flush=True)
+except OSError as e:
+    print("forked %d, then: %s" % (n, e), flush=True)
+time.sleep(1000)
+EOF
+job=$(ct timeout 60 agentctl run --detach -- python3 /var/tmp/forks.py 2>"$work/run-forks.log") || fail "agentctl run --detach: $(cat "$work/run-forks.log")"
+for _ in $(seq 300); do ct agentctl logs "$job" 2>/dev/null | grep -q forked && break; sleep 0.1; done
+forked=$(ct agentctl logs "$job" 2>&1 | grep forked || true)
+scope=$(ct systemctl list-units --plain --no-legend "dlagent-$job-rank0-*.scope" | awk '{print $1}' | head -n 1)
+if [ -n "$scope" ]; then
+  rank_pid=$(ct pgrep -f /var/tmp/forks.py | head -n 1)
+  [ "$(prop "$scope" TasksMax)" = 64 ] && [ "$(prop "$scope" BindsTo)" = agentd.service ] && ct grep -q "/$scope\$" "/proc/$rank_pid/cgroup" &&
+    ok "rank 0 (pid $rank_pid) runs in $scope: TasksMax 64, bound to agentd.service" ||
+    fail "$scope: TasksMax $(prop "$scope" TasksMax), BindsTo $(prop "$scope" BindsTo), rank's cgroup $(ct cat "/proc/$rank_pid/cgroup" | tail -n 1)"
+  tasks=$(prop "$scope" TasksCurrent)
+  if [ "$tasks" = "[not set]" ]; then
+    ok "no pids controller in this container: the scope's limit is set but not counted here (${forked:-no output})"
+  else
+    [ "$tasks" -le 64 ] && [[ "$forked" == *"Resource temporarily unavailable"* ]] &&
+      ok "a rank forking 400 processes is stopped by its own limit ($tasks tasks): $forked" ||
+      fail "the rank's forks were not limited: $tasks tasks, ${forked:-no output}"
+  fi
+else
+  fail "no scope for rank 0 of $job: $(ct systemctl list-units --plain --no-legend 'dlagent-*' 2>&1 | head -n 3)"
+fi
+ct timeout 30 agentctl jobs >"$work/jobs.log" 2>&1 && grep -q "$job" "$work/jobs.log" && ok "agentctl jobs answers while the job holds its limit" ||
+  fail "agentctl jobs while the job holds its limit: $(tail -n 3 "$work/jobs.log")"
+ct timeout 30 agentctl kill "$job" >"$work/kill.log" 2>&1 && ok "agentctl kill: $(head -n 1 "$work/kill.log")" || fail "agentctl kill: $(cat "$work/kill.log")"
+for _ in $(seq 300); do ct pgrep -f 'sleep 1001' >/dev/null || break; sleep 0.1; done
+ct pgrep -f 'sleep 1001' >/dev/null && fail "the kill left $(ct pgrep -cf 'sleep 1001') processes of the job" ||
+  ok "the kill reached every process of the rank, the setsid one too"
+for _ in $(seq 100); do [ -z "$(ct systemctl list-units --plain --no-legend "dlagent-$job-*")" ] && break; sleep 0.1; done
+[ -z "$(ct systemctl list-units --plain --no-legend "dlagent-$job-*")" ] && ok "the rank's scope is gone with its processes" ||
+  fail "scopes left after the job: $(ct systemctl list-units --plain --no-legend "dlagent-$job-*")"
 
 # The journal carries the agent's fields.
 fields=$(journal -o json | grep -o '"DLAGENT_[A-Z_]*"' | sort -u | tr -d '"' | tr '\n' ' ')

@@ -22,5 +22,15 @@ TEST(GrpcStatusTest, EveryCodeSurvivesTheRoundTripWithItsMessage) {
   EXPECT_EQ(ToGrpcStatus(Status::IoError("env", "fsync")).error_code(), grpc::StatusCode::INTERNAL);
 }
 
+TEST(GrpcStatusTest, AStatusWithoutAMessageSaysWhatItIsAndWhatRanOut) {
+  // A server out of threads answers RESOURCE_EXHAUSTED with an empty message: agentctl printed "agentd: ".
+  const Status s = FromGrpcStatus(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, ""), "agentctl", "agentd");
+  EXPECT_EQ(s.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(s.ToString().find("agentd: gRPC status 8 with no message (the server ran out of threads, memory or connections)"), std::string::npos)
+      << s.ToString();
+  EXPECT_NE(FromGrpcStatus(grpc::Status(grpc::StatusCode::UNKNOWN, ""), "x", "y").ToString().find("y: gRPC status 2 with no message"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace dlagent

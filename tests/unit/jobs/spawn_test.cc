@@ -1,0 +1,98 @@
+// Starting a rank (spawn.h): a caller that places the child (a systemd scope) does so before the program runs,
+// and where scopes cannot be had the reason is given.
+#include "agent/jobs/spawn.h"
+
+#include <poll.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <climits>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "agent/jobs/scope.h"
+#include "tests/support/temp_dir.h"
+
+namespace dlagent::jobs {
+namespace {
+
+std::string Exe(pid_t pid) {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink(("/proc/" + std::to_string(pid) + "/exe").c_str(), buf, sizeof buf);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+}
+
+std::string ReadAll(int fd) {
+  std::string out;
+  char buf[256];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 10000) != 1) break;
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+TEST(SpawnTest, APlacedChildRunsItsProgramOnlyOncePlaceHasReturned) {
+  testing::TempDir dir;
+  SpawnRequest req;
+  req.argv = {"/bin/sh", "-c", "echo ran"};
+  req.env = {"PATH=/usr/bin:/bin"};
+  req.workdir = dir.path();
+  req.uid = ::geteuid();
+  req.gid = ::getegid();
+  std::string exe_when_placed;
+  pid_t placed = -1;
+  req.place = [&](pid_t pid) {
+    placed = pid;
+    // Still a copy of this process: the program (and so anything it could start) has not run yet.
+    exe_when_placed = Exe(pid);
+  };
+  Result<Spawned> s = Spawn(req);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(placed, s->pid);
+  EXPECT_EQ(exe_when_placed, Exe(::getpid()));
+  EXPECT_EQ(ReadAll(s->out_fd), "ran\n");
+  int status = 0;
+  ASSERT_EQ(::waitpid(s->pid, &status, 0), s->pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  for (int fd : {s->pidfd, s->out_fd, s->err_fd}) ::close(fd);
+}
+
+TEST(SpawnTest, AChildThatCannotRunItsProgramStillReportsWhyWhenPlaced) {
+  testing::TempDir dir;
+  SpawnRequest req;
+  req.argv = {"no-such-program-here"};
+  req.env = {"PATH=/nonexistent"};
+  req.workdir = dir.path();
+  req.uid = ::geteuid();
+  req.gid = ::getegid();
+  bool placed = false;
+  req.place = [&](pid_t) { placed = true; };
+  Result<Spawned> s = Spawn(req);
+  EXPECT_TRUE(placed);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(s.status().ToString().find("cannot run the program no-such-program-here"), std::string::npos) << s.status().ToString();
+}
+
+TEST(ScopesTest, ScopesAreHadOnlyWithSystemdAsPidOneAndAsRootOtherwiseTheReasonIsGiven) {
+  // Scopes themselves are tested under real systemd (tests/system/systemd_container_test.sh).
+  std::string why;
+  const std::unique_ptr<Scopes> scopes = Scopes::Open(ScopeOptions{}, &why);
+  if (::access("/run/systemd/system", F_OK) != 0) {
+    EXPECT_EQ(scopes, nullptr);
+    EXPECT_EQ(why, "PID 1 is not systemd");
+  } else if (::geteuid() != 0) {
+    EXPECT_EQ(scopes, nullptr);
+    EXPECT_EQ(why, "agentd is not root");
+  } else {
+    EXPECT_NE(scopes, nullptr) << why;
+  }
+}
+
+}  // namespace
+}  // namespace dlagent::jobs
