@@ -280,6 +280,7 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.String("socket", &c.agent.socket, CheckSocketPath);
   r.String("socket_group", &c.agent.socket_group);
   r.Enum("log_level", LogLevelNames(), &c.agent.log_level);
+  r.Dur("stop_timeout", std::chrono::seconds(1), &c.agent.stop_timeout);
 
   r.Section("cluster");
   r.String("name", &c.cluster.name, CheckClusterName);

@@ -21,6 +21,8 @@ struct AgentConfig {
   std::string socket = kDefaultSocketPath;  // Default: /run/dlagent/agentd.sock
   std::string socket_group = "dlagent";     // Default: "dlagent" (used when the group exists)
   std::string log_level = "info";           // Default: "info"
+  // Default: 25s (under the unit's TimeoutStopSec=30s). Past it a stop that has not ended exits the process.
+  Duration stop_timeout = std::chrono::seconds(25);
 };
 
 struct ClusterConfig {

@@ -5,8 +5,10 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -17,6 +19,41 @@
 #include "build_info.h"
 
 namespace dlagent {
+namespace {
+
+// What a stop that overran its budget writes before the process ends: made before the timer is armed, since
+// the signal handler may only write and exit.
+char g_overrun[256];
+size_t g_overrun_len = 0;
+
+void OnStopOverrun(int /*sig*/) {
+  (void)!::write(STDERR_FILENO, g_overrun, g_overrun_len);
+  ::_exit(1);
+}
+
+// Stopping must end even when a part or a call in flight never does (a hung loop, a handler stuck on storage, no
+// thread left to start): past `budget`, SIGALRM ends the process. It needs no thread, no lock and no allocation.
+void ArmStopDeadline(Duration budget) {
+  const std::string text = "agentd: stopping took longer than agent.stop_timeout (" + FormatDuration(budget) +
+                           "): a part or a call in flight did not end; exiting without finishing the stop\n";
+  g_overrun_len = std::min(text.size(), sizeof g_overrun);
+  std::memcpy(g_overrun, text.data(), g_overrun_len);
+  struct sigaction sa {};
+  sa.sa_handler = OnStopOverrun;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGALRM, &sa, nullptr);
+  sigset_t alarm;
+  sigemptyset(&alarm);
+  sigaddset(&alarm, SIGALRM);
+  ::pthread_sigmask(SIG_UNBLOCK, &alarm, nullptr);
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(budget).count();
+  itimerval t{};
+  t.it_value.tv_sec = static_cast<time_t>(us / 1000000);
+  t.it_value.tv_usec = static_cast<suseconds_t>(us % 1000000);
+  ::setitimer(ITIMER_REAL, &t, nullptr);
+}
+
+}  // namespace
 
 Daemon::Daemon(Env& env, DaemonOptions options, Config config)
     : env_(env),
@@ -317,6 +354,12 @@ int Daemon::Run() {
     break;
   }
   ::close(signal_fd);
+  Duration budget;
+  {
+    MutexLock lock(mu_);
+    budget = config_.agent.stop_timeout;
+  }
+  ArmStopDeadline(budget);
   notifier_.Stopping();
   SetPhase(AgentPhase::kStopping, "leaving the cluster and stopping");
   StopParts();

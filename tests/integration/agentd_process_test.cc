@@ -239,6 +239,23 @@ TEST_F(AgentdProcessTest, AHungLoopStopsTheWatchdog) {
   EXPECT_EQ(Ctl({"status"}).exit_code, 0) << "the rest of the agent still answers";
 }
 
+// A stop that cannot finish (here the shard's loop is hung, so its thread is never joined) ends the process
+// once agent.stop_timeout has passed, saying so: systemd never waits out its TimeoutStopSec on a hung agent.
+TEST_F(AgentdProcessTest, AStopThatHangsEndsTheProcessOnceItsBudgetHasPassed) {
+  WriteConfig("alpha", "stop_timeout = \"1s\"\n");
+  auto agent = StartAgent({"DLAGENT_TEST_HANG=ps"});
+  ASSERT_TRUE(notify_.WaitFor("READY=1", seconds(10))) << agent->Output();
+  const auto asked = steady_clock::now();
+  agent->Signal(SIGTERM);
+  const std::optional<int> status = agent->Wait(seconds(20));
+  ASSERT_TRUE(status.has_value()) << "agentd did not end after SIGTERM: " << agent->Output();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << *status;
+  EXPECT_GE(steady_clock::now() - asked, milliseconds(900));
+  EXPECT_NE(agent->Output().find("agentd: stopping took longer than agent.stop_timeout (1s): a part or a call in flight did not end"),
+            std::string::npos)
+      << agent->Output();
+}
+
 TEST_F(AgentdProcessTest, SighupAppliesAGoodConfigAndRefusesABadOne) {
   WriteConfig("alpha");
   auto agent = StartAgent();
