@@ -315,6 +315,7 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.String("sqs_endpoint", &c.aws.sqs_endpoint, CheckUrl);
   r.String("imds_endpoint", &c.aws.imds_endpoint, CheckUrl);
   r.Bool("imds_disabled", &c.aws.imds_disabled);
+  r.Bool("imds_root_only", &c.aws.imds_root_only);
   r.String("cfn_wait_handle", &c.aws.cfn_wait_handle, CheckUrl);
   r.String("secretsmanager_endpoint", &c.aws.secretsmanager_endpoint, CheckUrl);
   r.String("ssm_endpoint", &c.aws.ssm_endpoint, CheckUrl);

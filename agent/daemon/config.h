@@ -121,6 +121,7 @@ struct AwsConfig {
   std::string sqs_endpoint;                              // Default: "" (the regional endpoint)
   std::string imds_endpoint = "http://169.254.169.254";  // Default: http://169.254.169.254
   bool imds_disabled = false;                            // Default: false
+  bool imds_root_only = true;                            // Default: true. Only root reaches instance metadata on this host (imds_guard.h)
   std::string cfn_wait_handle;                           // Default: "" (no CloudFormation signal). The presigned wait handle URL
   std::string secretsmanager_endpoint;                   // Default: "" (the regional endpoint); AWS_ENDPOINT_URL_SECRETS_MANAGER
   std::string ssm_endpoint;                              // Default: "" (the regional endpoint); AWS_ENDPOINT_URL_SSM

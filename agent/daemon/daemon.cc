@@ -14,6 +14,7 @@
 #include <cstring>
 #include <tuple>
 
+#include "agent/daemon/imds_guard.h"
 #include "bootstrap/common/duration.h"
 #include "bootstrap/common/log.h"
 #include "build_info.h"
@@ -51,6 +52,24 @@ void ArmStopDeadline(Duration budget) {
   t.it_value.tv_sec = static_cast<time_t>(us / 1000000);
   t.it_value.tv_usec = static_cast<suseconds_t>(us % 1000000);
   ::setitimer(ITIMER_REAL, &t, nullptr);
+}
+
+// Only where this host's real instance metadata is used: an emulator elsewhere (tests, the demo) is left alone,
+// and so is the host's firewall.
+void GuardImds(Env& env, const AwsConfig& aws) {
+  const bool real =
+      !aws.imds_disabled && (aws.imds_endpoint.starts_with("http://169.254.169.254") || aws.imds_endpoint.starts_with("http://[fd00:ec2::254]"));
+  if (!real) return;
+  if (::geteuid() != 0) {
+    if (aws.imds_root_only) spdlog::warn("imds-guard: agentd is not root, so it cannot limit instance metadata to root");
+    return;
+  }
+  const Status st = ApplyImdsGuard(env, aws.imds_root_only);
+  if (!st.ok()) {
+    spdlog::error("{}", st.ToString());
+  } else if (aws.imds_root_only) {
+    spdlog::info("imds-guard: only root reaches instance metadata on this host (nftables table inet {})", kImdsGuardTable);
+  }
 }
 
 }  // namespace
@@ -285,6 +304,7 @@ int Daemon::Run() {
     notifier_.Status("failed: " + why);
     return 1;
   };
+  GuardImds(env_, config.aws);
   StartAwsClients(config);
   if (!forming_ && keys_->source().kind != KeySource::Kind::kNone) {
     // Gossip alone, named by [gossip] (or the host name); a key that cannot be had now is an error.

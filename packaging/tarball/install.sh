@@ -39,6 +39,8 @@ if [ "$uninstall" = 1 ]; then
   fi
   rmdir "$root/etc/dlagent" "$root/opt/deeplearning" "$root/var/lib/dlagent" 2>/dev/null || true
   rm -rf "$root/run/dlagent"
+  # The instance metadata guard (aws.imds_root_only): every user reaches metadata again.
+  if [ "$live" = 1 ] && command -v nft >/dev/null 2>&1; then nft delete table inet dlagent_imds 2>/dev/null || true; fi
   sysctl daemon-reload >/dev/null 2>&1 || true
   echo "dlagent removed (a cluster key in /etc/dlagent stays)"
   exit 0

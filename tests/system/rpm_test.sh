@@ -47,7 +47,7 @@ done <"$work/rpm.list"
   ok "agentd.toml is %config(noreplace)" || fail "agentd.toml is not %config(noreplace): $(rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$rpm" | grep etc)"
 
 # Requirements: base libraries by soname, glibc <= 2.34, and base packages; python is not required.
-bad=$(rpm -qpR "$rpm" | grep -vE '^(/bin/sh|config\(dlagent\) = .*|rpmlib\(.*|rtld\(GNU_HASH\)|systemd|procps-ng|(libc\.so\.6|libm\.so\.6|libgcc_s\.so\.1|libcurl\.so\.4|libssl\.so\.3|libcrypto\.so\.3|libsystemd\.so\.0|libz\.so\.1|ld-linux-x86-64\.so\.2)\(.*\)\(64bit\))$' || true)
+bad=$(rpm -qpR "$rpm" | grep -vE '^(/bin/sh|config\(dlagent\) = .*|rpmlib\(.*|rtld\(GNU_HASH\)|systemd|procps-ng|nftables|(libc\.so\.6|libm\.so\.6|libgcc_s\.so\.1|libcurl\.so\.4|libssl\.so\.3|libcrypto\.so\.3|libsystemd\.so\.0|libz\.so\.1|ld-linux-x86-64\.so\.2)\(.*\)\(64bit\))$' || true)
 newest=$(rpm -qpR "$rpm" | sed -n 's/^libc\.so\.6(GLIBC_\([0-9.]*\))(64bit)$/\1/p' | sort -V | tail -n 1)
 [ -z "$bad" ] && ok "requirements: base libraries and packages only ($(rpm -qpR "$rpm" | wc -l) lines)" || fail "requirements beyond the base system: $bad"
 [ "$(printf '%s\n2.34\n' "$newest" | sort -V | tail -n 1)" = 2.34 ] && ok "glibc $newest at most" || fail "needs glibc $newest"

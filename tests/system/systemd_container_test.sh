@@ -72,7 +72,9 @@ version=$(dpkg-deb -f "$deb" Version)
 sed -i "s/^Version: .*/Version: $version+systemdtest1/" "$work/repack/DEBIAN/control"
 dpkg-deb --root-owner-group -b "$work/repack" "$work/root/var/tmp/upgrade.deb" >/dev/null
 
-systemd-nspawn --quiet -D "$work/root" --register=no --keep-unit --boot --network-namespace-path="/run/netns/$ns" \
+# CAP_NET_ADMIN, as root has on a real node: agentd installs its instance metadata guard (nftables) with it;
+# nspawn grants it only with --private-network.
+systemd-nspawn --quiet -D "$work/root" --register=no --keep-unit --boot --network-namespace-path="/run/netns/$ns" --capability=CAP_NET_ADMIN \
   >"$work/nspawn.log" 2>&1 &
 nspawn_pid=$!
 # The container's PID 1: nspawn's child once it has become systemd (before that it is nspawn's own process, and
@@ -148,6 +150,20 @@ fi
 grep -qx deeplearning-worker1 "$work/root/opt/deeplearning/workers" && ok "workers file written" || fail "no workers file"
 ct grep -q 'BEGIN dlagent managed block' /etc/hosts && ok "/etc/hosts has the managed block" || fail "no managed block in /etc/hosts"
 grep -Eq "DEEPLEARNING_WORKERS_COUNT='?1" "$work/root/etc/profile.d/deeplearning.sh" && ok "profile.d environment written" || fail "no profile.d environment"
+
+# The instance metadata guard (aws.imds_root_only, on by default): agentd reached metadata (it formed), root
+# still does, and any other user is refused at once.
+imds_probe='import urllib.request as u
+try:
+    u.urlopen(u.Request("http://169.254.169.254/latest/api/token", method="PUT", headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"}), timeout=5)
+    print("reached")
+except OSError as e:
+    print("refused:", e)'
+ct nft list table inet dlagent_imds >/dev/null 2>&1 && ok "agentd installed the nftables table inet dlagent_imds" || fail "no table inet dlagent_imds: $(journal | grep -i imds | tail -n 2)"
+as_root=$(ct python3 -c "$imds_probe" 2>&1)
+as_nobody=$(ct setpriv --reuid=65534 --regid=65534 --clear-groups python3 -c "$imds_probe" 2>&1)
+[ "$as_root" = reached ] && [[ "$as_nobody" == *"No route to host"* ]] && ok "instance metadata: root reaches it, nobody is refused ($as_nobody)" ||
+  fail "instance metadata: root: $as_root; nobody: $as_nobody"
 
 # Jobs: a plain one, then a dlps job whose worker is this release's own python3 and numpy, with the packaged
 # Python package (ctypes over libdlps) against the agent's shard.
@@ -285,5 +301,8 @@ ct test -e /etc/dlagent/cluster.key && ok "purge left the operator's cluster key
 ct systemctl cat agentd >/dev/null 2>&1 && fail "agentd.service still known" || ok "purge removed the units"
 [ "$(ct systemctl is-active agentd || true)" = inactive ] && ok "removal stopped the agent" || fail "agentd still runs after removal"
 ct test ! -e /run/dlagent && ok "purge removed /run/dlagent" || fail "/run/dlagent left"
+ct nft list table inet dlagent_imds >/dev/null 2>&1 && fail "purge left the instance metadata guard" || ok "purge removed the instance metadata guard"
+[ "$(ct setpriv --reuid=65534 --regid=65534 --clear-groups python3 -c "$imds_probe" 2>&1)" = reached ] && ok "after purge, every user reaches instance metadata" ||
+  fail "after purge nobody still cannot reach instance metadata"
 
 finish
