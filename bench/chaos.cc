@@ -5,12 +5,13 @@
 // N agents form a cluster; a job loop runs `agentctl run --launcher dlps -- dlps-train` on a node that is up;
 // a checker reads every agent's status and node files every 500 ms; the driver injects one fault at a time,
 // at random, held 2-8 s (SIGKILL, SIGSTOP, a node or half the cluster cut off, loss, delay, a slow link, a full
-// disk, hung storage: chaos_parts.h has those that need more than a command). When the duration is over every
-// fault is undone and the cluster must be READY again within --recover.
+// disk, hung storage: chaos_parts.h has those that need more than a command; the agent coordinating the
+// running job killed; a job that floods its agents with output). When the duration is over every fault is
+// undone, the cluster must be READY again within --recover, and no rank of any job may be left running.
 //
 // Usage: chaos [--nodes N] [--duration 2m] [--recover 90s] [--seed S] [--faults all|none|KIND,...] [--verbose]
 //   --faults storage-hang,slow-link: only those (sigkill, sigstop, partition-node, partition-half, loss,
-//   delay, slow-link, disk-full, storage-hang).
+//   delay, slow-link, disk-full, storage-hang, coordinator-kill, output-flood).
 //   --faults none: the soak (a job in a loop coordinated by agent 0, nothing injected; RSS and fds printed every
 //   minute; agent 0's RSS must stay within 1 MB of its reading after job 80).
 // Exit 0: every invariant held; 1: one did not (each violation is printed); 77: not root.
@@ -130,6 +131,14 @@ class Chaos {
         counters_.Violation("one roster once healed", "the agents show " + std::to_string(seen.size()) + " rosters:" + all);
       }
     }
+    // No rank outlives its job: a coordinator killed mid-job leaves none running on the other nodes (they stop
+    // once gossip says it is gone), a flood's ranks end, and nothing of a killed agent's ranks stays.
+    std::string left = RanksLeft();
+    for (int waited = 0; waited < 300 && !left.empty(); ++waited) {
+      Pause(milliseconds(100));
+      left = RanksLeft();
+    }
+    if (!left.empty()) counters_.Violation("no rank left running", "30 s after the last job:\n" + left);
     if (!healed) counters_.Violation("ready again", "not READY within " + std::to_string(recover_.count()) + " ms:\n" + c_.Describe(Range(n_)));
     std::printf("chaos: READY again %lld ms after the faults stopped (bound %lld ms)\n", static_cast<long long>(healed_in.count()),
                 static_cast<long long>(recover_.count()));
@@ -143,7 +152,9 @@ class Chaos {
       std::printf("chaos: agent %d: RSS %ld -> %ld KB, open fds %d -> %d\n", i, baseline_[i].first, rss, baseline_[i].second, fds);
       if (fds > baseline_[i].second + 16 + n_)
         counters_.Violation("fd growth", "agent " + std::to_string(i) + ": " + std::to_string(baseline_[i].second) + " -> " + std::to_string(fds));
-      if (rss > baseline_[i].first + 32 * 1024)
+      // Each flood leaves a rank's bound of output (4 MiB) with its finished job, up to the node's 256 MiB.
+      const long held_kb = std::min<long>(256 * 1024, 4 * 1024 * FloodsStarted());
+      if (rss > baseline_[i].first + 32 * 1024 + held_kb)
         counters_.Violation("rss growth",
                             "agent " + std::to_string(i) + ": " + std::to_string(baseline_[i].first) + " -> " + std::to_string(rss) + " KB");
     }
@@ -156,6 +167,12 @@ class Chaos {
 
  private:
   void Pause(milliseconds d) { std::this_thread::sleep_for(d); }
+
+  long FloodsStarted() {
+    std::lock_guard<std::mutex> lock(counters_.mu);
+    auto it = counters_.floods.find("started");
+    return it == counters_.floods.end() ? 0 : it->second;
+  }
 
   int JobsRun() {
     std::lock_guard<std::mutex> lock(counters_.mu);
@@ -176,13 +193,28 @@ class Chaos {
       ++counters_.faults[kind];
     }
     if (kind == "sigkill") {
-      state_[node] = NodeState::kKilled;
-      c_.Kill(node, SIGKILL);
-      restarted_.insert(node);
+      KillAndRestart(node, hold);
+    } else if (kind == "coordinator kill") {
+      // The agent coordinating the job in flight (the one agentctl run asked), mid-job: the job must end naming
+      // why, and its ranks on every other node must stop (checked at the end: no rank is left running).
+      const int coordinator = job_node_.load();
+      if (coordinator >= 0 && state_[coordinator] == NodeState::kUp) {
+        KillAndRestart(coordinator, hold);
+      } else {
+        Pause(hold);
+      }
+    } else if (kind == "output flood") {
+      // Every rank writes 16 MB without a newline: each agent holds at most its bound of a rank's output (4 MiB)
+      // and goes on answering (status within 1 s); RSS is checked at the end.
+      const int at = UpFrom(node);
+      RunResult r = RunCommand({DLAGENT_AGENTCTL, "-s", c_.Sock(at), "run", "--detach", "--name", "flood", "--timeout", "60s", "--", "sh", "-c",
+                                "head -c 16000000 /dev/zero | tr '\\0' x"},
+                               seconds(30));
+      {
+        std::lock_guard<std::mutex> lock(counters_.mu);
+        ++counters_.floods[r.exit_code == 0 ? "started" : "refused"];
+      }
       Pause(hold);
-      c_.Start(node, node == 0);
-      restarted_at_[node] = duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
-      state_[node] = NodeState::kUp;
     } else if (kind == "sigstop") {
       state_[node] = NodeState::kStopped;
       ::kill(c_.Pid(node), SIGSTOP);
@@ -245,6 +277,22 @@ class Chaos {
       Pause(hold);
       std::filesystem::remove(c_.Root(disk_node_) + "/filler");
     }
+  }
+
+  void KillAndRestart(int node, milliseconds hold) {
+    state_[node] = NodeState::kKilled;
+    c_.Kill(node, SIGKILL);
+    restarted_.insert(node);
+    Pause(hold);
+    c_.Start(node, node == 0);
+    restarted_at_[node] = duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+    state_[node] = NodeState::kUp;
+  }
+
+  // The ranks of any job still running on the cluster (dlps-train, the floods' head and tr).
+  std::string RanksLeft() {
+    const RunResult r = RunCommand({"pgrep", "-a", "-f", std::string("^") + DLAGENT_DLPS_TRAIN + "|^head -c 16000000|^tr .0 x"}, seconds(10));
+    return r.exit_code == 0 ? r.output : "";
   }
 
   int UpFrom(int node) const {  // the first node from `node` on (wrapping) whose agent is up, else `node`
@@ -381,11 +429,13 @@ class Chaos {
       // agent's retained jobs (the 64 latest it coordinated, the 64 latest it ran) reach their bound early and
       // what grows after that is a leak.
       const int node = UpFrom(faults_ ? (round++) % n_ : 0);
+      job_node_ = node;
       const auto t0 = steady_clock::now();
       RunResult r =
           RunCommand({DLAGENT_AGENTCTL, "-s",      c_.Sock(node), "run",  "--launcher", "dlps", "--timeout", "60s", "--grace",    "2s",   "--", train,
                       "--model",        "softmax", "--samples",   "2000", "--features", "16",   "--epochs",  "2",   "--progress", "never"},
                      seconds(90));
+      job_node_ = -1;
       const auto took = steady_clock::now() - t0;
       std::string outcome;
       if (r.exit_code == 0) {
@@ -462,6 +512,7 @@ class Chaos {
   LocalCluster c_;
   int disk_node_ = 0;
   std::atomic<bool> stop_{false};
+  std::atomic<int> job_node_{-1};  // the agent coordinating the job in flight, -1 between jobs
   std::set<int> restarted_;
   std::map<uint64_t, std::set<std::string>> leaders_of_;  // generation -> leaders that sealed it (the checker's)
   std::vector<std::pair<long, int>> baseline_;

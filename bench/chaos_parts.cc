@@ -31,8 +31,8 @@ namespace dlagent::chaos {
 using namespace std::chrono;
 using testing::RunCommand;
 
-const std::vector<std::string> kAllFaults = {"sigkill", "sigstop",   "partition node", "partition half", "loss 30%",
-                                             "delay",   "slow link", "disk full",      "storage hang"};
+const std::vector<std::string> kAllFaults = {"sigkill",   "sigstop",   "partition node", "partition half",   "loss 30%",    "delay",
+                                             "slow link", "disk full", "storage hang",   "coordinator kill", "output flood"};
 
 std::optional<std::vector<std::string>> ParseFaults(const std::string& text) {
   if (text == "all") return kAllFaults;
@@ -54,12 +54,16 @@ void Counters::Print() const {
   for (auto& [k, v] : faults) std::printf(" %s %d;", k.c_str(), v);
   std::printf("\nchaos: jobs:");
   for (auto& [k, v] : jobs) std::printf(" %s %d;", k.c_str(), v);
+  if (!floods.empty()) {
+    std::printf("\nchaos: output floods:");
+    for (auto& [k, v] : floods) std::printf(" %s %d;", k.c_str(), v);
+  }
   std::printf("\nchaos: checks: %llu status calls, %llu node file reads, %llu roster views, %llu health calls while storage hung\n",
               static_cast<unsigned long long>(status_checks), static_cast<unsigned long long>(file_checks),
               static_cast<unsigned long long>(roster_checks), static_cast<unsigned long long>(health_checks));
   for (const char* inv : {"one sealer per generation", "one roster per seal", "one roster once healed", "node files whole", "status within 1 s",
                           "a failed job names why", "no job hangs", "health within 15 s", "health names hung storage", "delay applied (harness)",
-                          "ready again", "fd growth", "rss growth", "coordinator rss flat"}) {
+                          "ready again", "no rank left running", "fd growth", "rss growth", "coordinator rss flat"}) {
     std::printf("chaos: invariant %-26s violated %d times\n", inv, violations.count(inv) ? violations.at(inv) : 0);
   }
   if (!delay_rtt_ms.empty()) {
@@ -227,7 +231,8 @@ std::optional<int> ParseChaosArgs(int argc, char** argv, ChaosArgs& args) {
   app.add_option("--seed", args.seed, "The random seed (printed, to replay a run)");
   app.add_option("--faults", faults,
                  "all, none, or a list of: sigkill, sigstop, partition-node, partition-half, loss, delay, slow-link, "
-                 "disk-full, storage-hang")
+                 "disk-full, storage-hang, coordinator-kill (the agent coordinating the running job), output-flood (a job "
+                 "whose ranks write 16 MB without a newline)")
       ->capture_default_str();
   app.add_flag("--verbose", args.verbose, "Print every fault and check");
   try {

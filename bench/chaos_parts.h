@@ -23,6 +23,7 @@ struct Counters {
   std::mutex mu;
   std::map<std::string, int> faults;      // by kind
   std::map<std::string, int> jobs;        // by outcome
+  std::map<std::string, int> floods;      // output floods: started, refused
   std::map<std::string, int> violations;  // by invariant
   std::vector<std::string> examples;      // the first few violations, in full
   uint64_t status_checks = 0, file_checks = 0, roster_checks = 0, health_checks = 0, delay_checks = 0;
