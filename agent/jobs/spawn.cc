@@ -85,8 +85,9 @@ Result<Spawned> Spawn(const SpawnRequest& req) {
       ::_exit(127);
     };
     ::setpgid(0, 0);
-    // Wait for the parent to place this process: the pipe's end comes when the parent closes its write end.
-    ::close(go[1]);
+    // Wait for the parent to place this process: it writes a byte then. Not the pipe's end: a child another
+    // thread forks meanwhile holds a copy of the write end until it execs, and may itself be waiting for this
+    // child to exec and drop its copy of that child's pipe (a deadlock, seen with three nodes' Spawns at once).
     char byte;
     while (::read(go[0], &byte, 1) < 0 && errno == EINTR) {
     }
@@ -114,6 +115,8 @@ Result<Spawned> Spawn(const SpawnRequest& req) {
   }
   CloseAll({devnull, out[1], err[1], report[1], go[0]});
   if (req.place) req.place(pid);
+  const char byte = 1;
+  (void)!::write(go[1], &byte, 1);  // a pipe's first byte always fits
   ::close(go[1]);
   ChildError ce{};
   ssize_t n;

@@ -3,9 +3,11 @@
 #include "agent/jobs/spawn.h"
 
 #include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <climits>
 #include <string>
 
@@ -59,6 +61,37 @@ TEST(SpawnTest, APlacedChildRunsItsProgramOnlyOncePlaceHasReturned) {
   int status = 0;
   ASSERT_EQ(::waitpid(s->pid, &status, 0), s->pid);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  for (int fd : {s->pidfd, s->out_fd, s->err_fd}) ::close(fd);
+}
+
+// Another process forked while a child waits to be placed (another thread's Spawn, a look as a user) holds a
+// copy of the pipe the child waits on. The child must go on once placed, not when every copy is gone: three
+// nodes' Spawns at once deadlocked that way, each child holding the others' pipes.
+TEST(SpawnTest, APlacedChildGoesOnWhileAnotherProcessHoldsItsPipe) {
+  testing::TempDir dir;
+  SpawnRequest req;
+  req.argv = {"/bin/sh", "-c", "echo ran"};
+  req.env = {"PATH=/usr/bin:/bin"};
+  req.workdir = dir.path();
+  req.uid = ::geteuid();
+  req.gid = ::getegid();
+  pid_t holder = -1;
+  req.place = [&](pid_t) {
+    holder = ::fork();  // holds every fd this process has now, the pipe's write end included, for 10 s
+    if (holder == 0) {
+      ::sleep(10);
+      ::_exit(0);
+    }
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  Result<Spawned> s = Spawn(req);
+  const auto took = std::chrono::steady_clock::now() - t0;
+  ::kill(holder, SIGKILL);
+  ::waitpid(holder, nullptr, 0);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_LT(took, std::chrono::seconds(5)) << "the child waited for the holder to end";
+  EXPECT_EQ(ReadAll(s->out_fd), "ran\n");
+  ::waitpid(s->pid, nullptr, 0);
   for (int fd : {s->pidfd, s->out_fd, s->err_fd}) ::close(fd);
 }
 
