@@ -60,12 +60,12 @@ Result<uint32_t> WorkersOn(const PlanOptions& o, const PlanNode& node) {
 uint32_t PortsNeeded(const PlanOptions& o, size_t index, uint32_t workers) {
   switch (o.launcher) {
     case Launcher::kTorchrun:
+    case Launcher::kDlps:                                             // dlps: torch's store too, for DDP through dlps.ddp
     case Launcher::kMxnet: return index == 0 ? 1 : 0;                 // the rendezvous (torch's TCPStore) or the scheduler, on the first node
     case Launcher::kTf: return workers;                               // every worker serves its own gRPC port
     case Launcher::kTfPs: return workers + 1 + (index == 0 ? 1 : 0);  // workers, a ps, and the chief on the first node
     case Launcher::kDask: return index == 0 ? 2 : 0;                  // the scheduler and its dashboard, on the first node
     case Launcher::kPlain:
-    case Launcher::kDlps:
     case Launcher::kMpi: return 0;
   }
   return 0;
@@ -204,7 +204,8 @@ Result<std::vector<std::vector<RankPlan>>> PlanRanks(const PlanOptions& o, const
       tf_cluster[s.role.empty() ? "worker" : s.role].push_back(Addr(nodes[s.node], s.port));
     }
   }
-  const uint16_t root_port = (o.launcher == Launcher::kTorchrun || o.launcher == Launcher::kMxnet) ? nodes[0].ports[0] : 0;
+  const bool root = o.launcher == Launcher::kTorchrun || o.launcher == Launcher::kDlps || o.launcher == Launcher::kMxnet;
+  const uint16_t root_port = root ? nodes[0].ports[0] : 0;
 
   std::vector<std::vector<RankPlan>> plan(nodes.size());
   std::map<std::string, uint32_t> role_index;  // tf: each task's index within its type
@@ -226,6 +227,14 @@ Result<std::vector<std::vector<RankPlan>>> PlanRanks(const PlanOptions& o, const
     set("DLAGENT_NUM_NODES", std::to_string(nodes.size()));
     if (!s.role.empty()) set("DLAGENT_ROLE", s.role);
     const bool worker = s.role.empty() || s.role == "worker";
+    auto torch_env = [&] {  // what init_process_group("gloo") reads with its default env://
+      set("MASTER_ADDR", nodes[0].ip);
+      set("MASTER_PORT", std::to_string(root_port));
+      set("WORLD_SIZE", std::to_string(total_workers));
+      set("RANK", std::to_string(worker_rank));
+      set("LOCAL_RANK", std::to_string(s.local_rank));
+      set("LOCAL_WORLD_SIZE", k);
+    };
     switch (o.launcher) {
       case Launcher::kPlain:
       case Launcher::kMpi:
@@ -238,14 +247,10 @@ Result<std::vector<std::vector<RankPlan>>> PlanRanks(const PlanOptions& o, const
           set("DLPS_JOB", o.job_id);
           set("DLPS_TOKEN", o.dlps_token);
         }
+        torch_env();  // a PyTorch script trains DDP through dlps.ddp as it is
         break;
       case Launcher::kTorchrun:
-        set("MASTER_ADDR", nodes[0].ip);
-        set("MASTER_PORT", std::to_string(root_port));
-        set("WORLD_SIZE", std::to_string(total_workers));
-        set("RANK", std::to_string(worker_rank));
-        set("LOCAL_RANK", std::to_string(s.local_rank));
-        set("LOCAL_WORLD_SIZE", k);
+        torch_env();
         set("GROUP_RANK", std::to_string(s.node));
         set("GROUP_WORLD_SIZE", std::to_string(nodes.size()));
         set("ROLE_NAME", "default");

@@ -90,6 +90,7 @@ for f in "$here/files/usr/lib/$multiarch"/libdlps.so.*.*; do lib=$multiarch/$(ba
 put "usr/lib/$lib" "$libdir/$(basename "$lib")" 755
 ln -sf "$(basename "$lib")" "$root$libdir/libdlps.so.0" && echo "$libdir/libdlps.so.0" >>"$manifest.new"
 put usr/lib/python3/dist-packages/dlps/__init__.py "$python_dir/dlps/__init__.py" 644
+put usr/lib/python3/dist-packages/dlps/ddp.py "$python_dir/dlps/ddp.py" 644
 ln -sf "$libdir/$(basename "$lib")" "$root$python_dir/dlps/libdlps.so.0" && echo "$python_dir/dlps/libdlps.so.0" >>"$manifest.new"  # found beside it
 for m in man1/agentctl.1.gz man1/dlps-server.1.gz man1/dlps-train.1.gz man8/agentd.8.gz; do put "usr/share/man/$m" "/usr/share/man/$m" 644; done
 if [ -e "$root/etc/dlagent/agentd.toml" ]; then

@@ -5,11 +5,14 @@
 //   - mpi: real Open MPI (mpirun, mpi4py) runs an allreduce over 4 nodes with its daemons started through the
 //     agents, and an ssh and an rsh first on PATH that record their calls are never called;
 //   - torchrun: real PyTorch (Debian's python3-torch, gloo) trains DistributedDataParallel on 4 nodes and every
-//     rank ends with the same weights.
+//     rank ends with the same weights;
+//   - dlps.ddp: 4 nodes x 2 ranks train DDP with its gradients averaged by the agents' shards (and then with SGD
+//     on the shards) and end with the weights DDP's own gloo all-reduce gives from the same seed.
 #include <signal.h>
 #include <unistd.h>
 
 #include <fstream>
+#include <iostream>
 #include <set>
 #include <string>
 
@@ -105,6 +108,66 @@ TEST_F(JobsProcessTest, TorchrunTrainsDistributedDataParallelWithGlooOnFourNodes
   ASSERT_EQ(jobs["jobs"].size(), 1u) << list.output;
   EXPECT_EQ(jobs["jobs"][0]["training"]["step"], 5) << list.output;
   EXPECT_GT(jobs["jobs"][0]["training"]["values"]["samples_per_second"].get<double>(), 0) << list.output;
+}
+
+// agentctl run's --env for a Python rank that loads libdlps from the build tree. A sanitized build's library needs
+// the sanitizer runtimes loaded first (Debian's python3 is not built with them), as dlps_clients_test.sh does.
+std::vector<std::string> PythonWithLibdlps() {
+  std::vector<std::string> args = {"--env", std::string("PYTHONPATH=") + DLAGENT_PYTHON_DIR};
+#if defined(__SANITIZE_ADDRESS__)
+  const RunResult ldd = RunCommand({"/usr/bin/ldd", std::string(DLAGENT_PYTHON_DIR) + "/dlps/libdlps.so.0"}, seconds(30));
+  std::string preload;
+  std::istringstream lines(ldd.output);
+  for (std::string line; std::getline(lines, line);) {
+    const size_t arrow = line.find("=> ");
+    if (arrow == std::string::npos || (line.find("libasan") == std::string::npos && line.find("libubsan") == std::string::npos)) continue;
+    const std::string path = line.substr(arrow + 3, line.find(' ', arrow + 3) - arrow - 3);
+    preload += (preload.empty() ? "" : " ") + path;
+  }
+  args.insert(args.end(), {"--env", "LD_PRELOAD=" + preload, "--env", "ASAN_OPTIONS=detect_leaks=0"});
+#endif
+  return args;
+}
+
+TEST_F(JobsProcessTest, DlpsDdpHookTrainsPyTorchOnFourNodesAsGlooAllReduceDoes) {
+  if (RunCommand({"/usr/bin/python3", "-c", "import torch.distributed"}, seconds(60)).exit_code != 0) {
+    GTEST_SKIP() << "needs Debian's python3-torch (scripts/deps.sh installs it)";
+  }
+  if (!LocalCluster::root()) GTEST_SKIP() << "the agents serve dlps shards in network namespaces only (as root)";
+  Form();
+  uint64_t rounds_before = 0;
+  for (const std::string optimizer : {"sum", "sgd"}) {
+    SCOPED_TRACE(optimizer);
+    std::vector<std::string> args = {"run", "--launcher", "dlps", "--per-node", "2"};
+    for (std::string& a : PythonWithLibdlps()) args.push_back(std::move(a));
+    args.insert(args.end(), {"--", "/usr/bin/python3", std::string(DLAGENT_SOURCE_DIR) + "/examples/dlps_ddp.py", "--optimizer", optimizer, "--steps",
+                             "8", "--compare"});
+    RunResult r = Ctl(c(), 0, args, seconds(240));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    // Every rank exchanged several buckets a step through dlps (3 once DDP rebuilt them) and ended where gloo did.
+    int same = 0, trained = 0;
+    std::istringstream lines(r.output);
+    const std::string steps = " of 8: 8 steps through dlps (" + optimizer + "), ";
+    for (std::string line; std::getline(lines, line);) {
+      if (line.find("] rank 0") != std::string::npos) std::cout << line << "\n";  // its step times, dlps's and gloo's
+      if (const size_t p = line.find(steps); p != std::string::npos && std::stoi(line.substr(p + steps.size())) > 8) ++trained;
+      const size_t p = line.find("max |dlps - gloo| = ");
+      if (p == std::string::npos) continue;
+      EXPECT_LE(std::stod(line.substr(p + 20)), 1e-6) << line;
+      if (line.find("): same") != std::string::npos) ++same;
+    }
+    EXPECT_EQ(trained, 8) << r.output;
+    EXPECT_EQ(same, 8) << r.output;
+    // The shards served the rounds: the hook did not fall back to all-reduce.
+    uint64_t rounds = 0;
+    for (int i : Range(kNodes)) {
+      const RunResult m = RunCommand({"/usr/bin/curl", "-sS", "--max-time", "5", c().MetricsUrl(i)}, seconds(10));
+      const std::string sample = "\ndlagent_dlps_rounds_total ";
+      if (const size_t at = m.output.find(sample); at != std::string::npos) rounds += std::stoull(m.output.substr(at + sample.size()));
+    }
+    EXPECT_GE(rounds - rounds_before, 8u * 6) << "8 steps of 6 parameters";
+    rounds_before = rounds;
+  }
 }
 
 TEST_F(JobsProcessTest, DaskRunsTheClientsTasksOnEveryNodesWorkersAndStopsThemWithIt) {

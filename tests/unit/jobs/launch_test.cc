@@ -144,8 +144,8 @@ TEST(LaunchTest, DaskRunsTheCommandBesideASchedulerAndAWorkerOnEveryNodeAsHelper
   EXPECT_EQ(ParseLauncher("dask").value(), Launcher::kDask);
 }
 
-TEST(LaunchTest, DlpsGlobalRankIsNodeRankTimesKPlusLocalRank) {
-  auto plan = PlanRanks({.launcher = Launcher::kDlps, .per_node = 2, .dlps_port = 7070}, Nodes(4));
+TEST(LaunchTest, DlpsGlobalRankIsNodeRankTimesKPlusLocalRankAndTorchFindsItsPeers) {
+  auto plan = PlanRanks({.launcher = Launcher::kDlps, .per_node = 2, .dlps_port = 7070}, Nodes(4, {{29500}}));
   ASSERT_TRUE(plan.ok());
   const auto env = Flat(*plan);
   ASSERT_EQ(env.size(), 8u);
@@ -153,7 +153,15 @@ TEST(LaunchTest, DlpsGlobalRankIsNodeRankTimesKPlusLocalRank) {
     EXPECT_EQ(env[r].at("DLPS_RANK"), std::to_string(r));
     EXPECT_EQ(env[r].at("DLPS_NUM_WORKERS"), "8");
     EXPECT_EQ(env[r].at("DLPS_SERVERS"), "10.0.0.1:7070,10.0.0.2:7070,10.0.0.3:7070,10.0.0.4:7070");
+    // init_process_group("gloo") for DDP through dlps.ddp: the same ranks.
+    EXPECT_EQ(env[r].at("MASTER_ADDR"), "10.0.0.1");
+    EXPECT_EQ(env[r].at("MASTER_PORT"), "29500");
+    EXPECT_EQ(env[r].at("RANK"), std::to_string(r));
+    EXPECT_EQ(env[r].at("WORLD_SIZE"), "8");
+    EXPECT_EQ(env[r].at("LOCAL_RANK"), std::to_string(r % 2));
   }
+  EXPECT_EQ(PortsNeeded({.launcher = Launcher::kDlps}, 0, 2), 1u);
+  EXPECT_EQ(PortsNeeded({.launcher = Launcher::kDlps}, 3, 2), 0u);
 }
 
 TEST(LaunchTest, TorchrunSetsWhatTorchDistributedRunGivesEachWorker) {
