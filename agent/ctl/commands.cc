@@ -30,7 +30,7 @@ int Fail(std::ostream& err, const Status& st) {
 nlohmann::json ClusterJson(const ClusterSnapshot& c) {
   nlohmann::json roster = nlohmann::json::array();
   for (const RosterMemberSnapshot& m : c.roster) {
-    roster.push_back({{"rank", m.rank}, {"instance_id", m.instance_id}, {"ip", m.ip}, {"gpus", m.gpus}, {"prepared", m.prepared}});
+    roster.push_back({{"rank", m.rank}, {"instance_id", m.instance_id}, {"ip", m.ip}, {"gpus", m.gpus}, {"role", m.role}, {"prepared", m.prepared}});
   }
   return {{"leader", c.leader},
           {"generation", c.generation},
@@ -120,7 +120,7 @@ std::string FormatStatus(const StatusSnapshot& s) {
       for (const RosterMemberSnapshot& m : c.roster) {
         std::ostringstream line;
         line << "    " << std::left << std::setw(24) << ("deeplearning-worker" + std::to_string(m.rank + 1)) << std::setw(22) << m.instance_id
-             << std::setw(17) << m.ip << std::setw(8) << (std::to_string(m.gpus) + " GPUs")
+             << std::setw(17) << m.ip << std::setw(8) << (std::to_string(m.gpus) + " GPUs") << std::setw(8) << m.role
              << (std::find(c.dead.begin(), c.dead.end(), m.instance_id) != c.dead.end() ? "dead"
                  : m.prepared                                                           ? "prepared"
                                                                                         : "preparing");

@@ -41,7 +41,7 @@ int main(int argc, char** argv) {
   auto* members = app.add_subcommand("members", "List the cluster's members as this agent sees them (exit 2: none match)");
   members->add_flag("--json", opts.json, "Print a JSON array instead of a table");
   members->add_option("--status", opts.status_filter, "Only members whose status matches this regular expression (alive, suspect, dead, left)");
-  members->add_option("--role", opts.role_filter, "Only members with this role (master, worker)");
+  members->add_option("--role", opts.role_filter, "Only members with this role (master, worker, server)");
 
   auto* wait = app.add_subcommand("wait", "Block until the cluster is READY (roster sealed, every node prepared), showing progress");
   wait->add_option("--timeout", opts.wait_timeout, "Give up after this long (exit 3), e.g. 10m, 90s")->capture_default_str();

@@ -285,7 +285,7 @@ void ReadSchema(ConfigReader& r, Config& c) {
   r.Section("cluster");
   r.String("name", &c.cluster.name, CheckClusterName);
 
-  r.Enum("role", {"worker", "master"}, &c.cluster.role);
+  r.Enum("role", {"worker", "master", "server"}, &c.cluster.role);
   r.Int("expected_nodes", 0, 10000, &c.cluster.expected_nodes);
   r.Int("min_nodes", 0, 10000, &c.cluster.min_nodes);
   r.Dur("join_deadline", std::chrono::seconds(1), &c.cluster.join_deadline);

@@ -27,7 +27,7 @@ struct AgentConfig {
 
 struct ClusterConfig {
   std::string name = "default";  // Default: "default"
-  std::string role = "worker";   // Default: "worker"; "master" is rank 0 of the roster
+  std::string role = "worker";   // Default: "worker"; "master" is rank 0 of the roster; "server" serves a dlps shard, runs no ranks
   // Roster sealing (docs/cluster.md). expected_nodes 0: no roster, membership only.
   int64_t expected_nodes = 0;                            // Default: 0
   int64_t min_nodes = 0;                                 // Default: 0, meaning expected_nodes (no shrinking)

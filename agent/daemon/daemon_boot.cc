@@ -242,6 +242,7 @@ Status Daemon::Form(const Config& c) {
   self.ip = id->local_ipv4;
   self.gpus = id->gpu_count;
   self.master = c.cluster.role == "master";
+  self.server = c.cluster.role == "server";
   self.meta = membership_->base_meta();
   formation_ = std::make_unique<dlagent::Formation>(deps, fo, self, &stopping_);
 
@@ -292,7 +293,7 @@ std::shared_ptr<jobs::Jobs> Daemon::MakeJobs(const Config& c, const IdentitySnap
   d.gone = [m](const std::string& name) { return m->Gone(name); };
   d.roster = [f, port] {
     std::vector<jobs::JobNode> nodes;
-    for (const RosterNode& n : f->HeldRoster().nodes) nodes.push_back({n.instance_id, n.ip, n.ip + ":" + port, n.gpus});
+    for (const RosterNode& n : f->HeldRoster().nodes) nodes.push_back({n.instance_id, n.ip, n.ip + ":" + port, n.gpus, n.server});
     return nodes;
   };
   d.ready = [f](std::string* why) {

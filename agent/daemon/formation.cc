@@ -115,7 +115,7 @@ FormationStatus Formation::Snapshot() {
   c.rank = r.rank;
   for (size_t i = 0; i < r.roster->nodes.size(); ++i) {
     const RosterNode& m = r.roster->nodes[i];
-    c.roster.push_back({static_cast<uint32_t>(i), m.instance_id, m.ip, m.gpus, i < r.acked.size() && r.acked[i]});
+    c.roster.push_back({static_cast<uint32_t>(i), m.instance_id, m.ip, m.gpus, i < r.acked.size() && r.acked[i], RoleName(m)});
   }
   c.failure = r.failure;
   c.dead = r.dead;
@@ -160,7 +160,7 @@ GossipView Formation::Observe() {
     if (m.state != swim::MemberState::kAlive && m.state != swim::MemberState::kSuspect) continue;
     Result<swim::MemberMeta> meta = swim::DecodeMeta(m.meta);
     if (!meta.ok()) continue;
-    view.push_back({{m.name, HostOf(m.addr), meta->gpus, meta->role == "master"},
+    view.push_back({{m.name, HostOf(m.addr), meta->gpus, meta->role == "master", meta->role == "server"},
                     m.addr,
                     meta->roster_gen,
                     meta->roster_leader,

@@ -62,6 +62,7 @@ struct SelfInfo {
   std::string ip;
   uint32_t gpus = 0;
   bool master = false;
+  bool server = false;
   swim::MemberMeta meta;  // as gossip carries it; roster fields are Formation's
 };
 

@@ -170,7 +170,7 @@ std::string StatusPageJson(const StatusPageInput& in) {
     const ClusterSnapshot& c = *st.cluster;
     json nodes = json::array();
     for (const RosterMemberSnapshot& r : c.roster) {
-      nodes.push_back({{"rank", r.rank}, {"instance_id", r.instance_id}, {"ip", r.ip}, {"gpus", r.gpus}, {"prepared", r.prepared}});
+      nodes.push_back({{"rank", r.rank}, {"instance_id", r.instance_id}, {"ip", r.ip}, {"gpus", r.gpus}, {"role", r.role}, {"prepared", r.prepared}});
     }
     out["roster"] = {{"generation", c.generation}, {"leader", c.leader},   {"sealed_by", c.sealed_by}, {"rank", c.rank}, {"alive", c.alive},
                      {"expected", c.expected},     {"failure", c.failure}, {"dead", c.dead},           {"nodes", nodes}};

@@ -136,7 +136,7 @@ Result<std::map<std::string, pb::NodeJob>> Coordinator::Launch(pb::JobSpec& spec
   std::vector<PlanNode> plan_nodes(nodes.size());
   std::vector<uint32_t> ports(nodes.size());
   for (size_t i = 0; i < nodes.size(); ++i) {
-    plan_nodes[i] = {nodes[i].instance_id, nodes[i].ip, nodes[i].gpus, {}};
+    plan_nodes[i] = {nodes[i].instance_id, nodes[i].ip, nodes[i].gpus, {}, nodes[i].server};
     ASSIGN_OR_RETURN(uint32_t workers, WorkersOn(po, plan_nodes[i]));
     ports[i] = PortsNeeded(po, i, workers);
   }

@@ -74,8 +74,11 @@ void Coordinator::Restart(const std::string& id) {
     roster = job.roster;
     unusable = job.unusable;
   }
-  const RestartNodes pick =
-      PickRestartNodes(next, first_nodes, roster(), [&](const std::string& n) { return unusable.count(n) > 0 || nodes_.Gone(n); });
+  // The roster's worker nodes, then for dlps its server nodes, as the first attempt placed them.
+  const Result<Launcher> launcher = ParseLauncher(next.launcher());
+  Result<std::vector<JobNode>> placed = launcher.ok() ? PlaceRoles(*launcher, roster(), false) : launcher.status();
+  const RestartNodes pick = PickRestartNodes(next, first_nodes, placed.ok() ? *placed : std::vector<JobNode>{},
+                                             [&](const std::string& n) { return unusable.count(n) > 0 || nodes_.Gone(n); });
   if (pick.nodes.empty()) {
     MutexLock lock(mu_);
     auto it = jobs_.find(id);

@@ -1,5 +1,6 @@
 #include "agent/jobs/launch.h"
 
+#include <algorithm>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -46,6 +47,7 @@ Result<uint32_t> WorkersOn(const PlanOptions& o, const PlanNode& node) {
     return Status::InvalidArgument("jobs",
                                    "--per-node " + std::to_string(o.per_node) + ": at most " + std::to_string(kMaxPerNode) + " processes a node");
   }
+  if (node.server) return 0;
   if (o.per_node > 0) return o.per_node;
   if (node.gpus > kMaxPerNode) {
     return Status::InvalidArgument("jobs", "--per-node gpus: node " + node.instance_id + " says it has " + std::to_string(node.gpus) +
@@ -197,8 +199,12 @@ Result<std::vector<std::vector<RankPlan>>> PlanRanks(const PlanOptions& o, const
   for (uint32_t w : workers) total_workers += w;
   const uint32_t total = static_cast<uint32_t>(slots.size());
   nlohmann::json tf_cluster = nlohmann::json::object();
+  // The server nodes' shards when the job has any (cluster.role = "server"), else every node's.
+  const bool server_nodes = std::any_of(nodes.begin(), nodes.end(), [](const PlanNode& n) { return n.server; });
   std::string dlps_servers;
-  for (const PlanNode& n : nodes) dlps_servers += (dlps_servers.empty() ? "" : ",") + Addr(n, o.dlps_port);
+  for (const PlanNode& n : nodes) {
+    if (!server_nodes || n.server) dlps_servers += (dlps_servers.empty() ? "" : ",") + Addr(n, o.dlps_port);
+  }
   for (const Slot& s : slots) {
     if (o.launcher == Launcher::kTf || o.launcher == Launcher::kTfPs) {
       tf_cluster[s.role.empty() ? "worker" : s.role].push_back(Addr(nodes[s.node], s.port));
@@ -279,6 +285,21 @@ Result<std::vector<std::vector<RankPlan>>> PlanRanks(const PlanOptions& o, const
     }
     if (worker) ++worker_rank;
     plan[s.node].push_back(std::move(p));
+  }
+  // On each server node, a helper that only holds the job there, so that the node's shard serves it (its token
+  // lives as long as the job runs on the node): stopped once every rank has ended, like dask's helpers.
+  uint32_t helper_rank = total;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (!nodes[i].server) continue;
+    RankPlan h;
+    h.rank = helper_rank++;
+    h.helper = true;
+    h.role = "server";
+    h.argv = {"sleep", "infinity"};
+    h.env = {{"DLAGENT_JOB", o.job_id},   {"DLAGENT_RANK", std::to_string(h.rank)}, {"DLAGENT_NUM_RANKS", std::to_string(total)},
+             {"DLAGENT_LOCAL_RANK", "0"}, {"DLAGENT_NODE_RANK", std::to_string(i)}, {"DLAGENT_NUM_NODES", std::to_string(nodes.size())},
+             {"DLAGENT_ROLE", "server"}};
+    plan[i].push_back(std::move(h));
   }
   return plan;
 }

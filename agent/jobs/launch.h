@@ -25,6 +25,9 @@ struct PlanNode {
   std::string ip;
   uint32_t gpus = 0;
   std::vector<uint16_t> ports;  // free ports the node found, PortsNeeded(...) of them
+  // A server node (cluster.role = "server", dlps only): no worker runs there; its shard is in DLPS_SERVERS and
+  // a helper holds the job on the node so that the shard serves it. After every worker node.
+  bool server = false;
 };
 
 struct PlanOptions {
@@ -55,7 +58,8 @@ struct RankPlan {
 // The most worker processes a job may start on one node (--per-node, or a node's GPU count).
 inline constexpr uint32_t kMaxPerNode = 1024;
 
-// The worker processes node i runs (per_node, or its GPU count); InvalidArgument above kMaxPerNode.
+// The worker processes node i runs (per_node, or its GPU count; none on a server node); InvalidArgument above
+// kMaxPerNode.
 Result<uint32_t> WorkersOn(const PlanOptions& o, const PlanNode& node);
 // How many free ports node `index` (0: the first in node-rank order) must find for the plan.
 uint32_t PortsNeeded(const PlanOptions& o, size_t index, uint32_t workers);

@@ -120,6 +120,22 @@ Result<std::vector<JobNode>> SelectNodes(const std::vector<JobNode>& roster, con
   return out;
 }
 
+Result<std::vector<JobNode>> PlaceRoles(Launcher launcher, const std::vector<JobNode>& selected, bool named) {
+  std::vector<JobNode> out, servers;
+  for (const JobNode& n : selected) (n.server ? servers : out).push_back(n);
+  if (named && !servers.empty() && launcher != Launcher::kDlps) {
+    return Status::InvalidArgument("jobs", "--nodes: " + servers[0].instance_id +
+                                               " is a server node (cluster.role = \"server\"): it runs no ranks, and only --launcher dlps "
+                                               "uses it (its shard)");
+  }
+  if (out.empty()) {
+    return Status::FailedPrecondition("jobs", std::string(named ? "every node --nodes names" : "every roster node") +
+                                                  " is a server node (cluster.role = \"server\"), and server nodes run no ranks");
+  }
+  if (launcher == Launcher::kDlps) out.insert(out.end(), servers.begin(), servers.end());  // their shards serve the job
+  return out;
+}
+
 Result<CheckedRun> CheckRunRequest(const pb::RunJobRequest& req, const Caller& caller, const std::vector<JobNode>& roster, Duration default_grace) {
   if (req.argv().empty()) return Status::InvalidArgument("jobs", "no command: agentctl run [options] -- CMD ARGS...");
   CheckedRun out;
@@ -130,7 +146,8 @@ Result<CheckedRun> CheckRunRequest(const pb::RunJobRequest& req, const Caller& c
   if (!req.workdir().empty() && req.workdir()[0] != '/')
     return Status::InvalidArgument("jobs", "--workdir " + req.workdir() + " is not an absolute path");
   if (roster.empty()) return Status::FailedPrecondition("jobs", "the cluster has no roster yet");
-  ASSIGN_OR_RETURN(out.nodes, SelectNodes(roster, {req.nodes().begin(), req.nodes().end()}));
+  ASSIGN_OR_RETURN(std::vector<JobNode> selected, SelectNodes(roster, {req.nodes().begin(), req.nodes().end()}));
+  ASSIGN_OR_RETURN(out.nodes, PlaceRoles(out.launcher, selected, !req.nodes().empty()));
 
   pb::JobSpec& spec = out.spec;
   RETURN_IF_ERROR(ResolveUser(req, caller, spec));

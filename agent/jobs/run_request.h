@@ -29,15 +29,21 @@ struct JobNode {
   std::string ip;
   std::string addr;  // its agent's cluster service, ip:port
   uint32_t gpus = 0;
+  bool server = false;  // cluster.role = "server": serves its dlps shard, runs no ranks
 };
 
 // The nodes named by a selection: roster ranks or instance ids, "a-b" rank ranges, comma-separated inside an
 // entry too; none: every node. InvalidArgument names an entry that matches no node.
 Result<std::vector<JobNode>> SelectNodes(const std::vector<JobNode>& roster, const std::vector<std::string>& selection);
 
+// Where the job runs among the selected nodes (in roster order): the worker nodes, then, for the dlps
+// launcher, the server nodes, whose shards it uses; other launchers leave server nodes out. InvalidArgument
+// when `named` (--nodes) picks a server node for another launcher; FailedPrecondition without a worker node.
+Result<std::vector<JobNode>> PlaceRoles(Launcher launcher, const std::vector<JobNode>& selected, bool named);
+
 struct CheckedRun {
   Launcher launcher = Launcher::kPlain;
-  std::vector<JobNode> nodes;  // in roster order
+  std::vector<JobNode> nodes;  // PlaceRoles's order: worker nodes in roster order, then any server nodes
   // Everything but the id, the coordinator and the creation time, which the coordinator adds.
   pb::JobSpec spec;
 };

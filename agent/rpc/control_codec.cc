@@ -54,6 +54,7 @@ void ToProto(const StatusSnapshot& s, pb::AgentStatus* out) {
       r->set_ip(m.ip);
       r->set_gpus(m.gpus);
       r->set_prepared(m.prepared);
+      r->set_role(m.role);
     }
     v->set_failure(c.failure);
     v->set_alive(c.alive);
@@ -111,7 +112,7 @@ StatusSnapshot FromProto(const pb::AgentStatus& p) {
     c.generation = v.generation();
     c.sealed_by = v.sealed_by();
     c.rank = v.rank();
-    for (const pb::RosterMember& m : v.roster()) c.roster.push_back({m.rank(), m.instance_id(), m.ip(), m.gpus(), m.prepared()});
+    for (const pb::RosterMember& m : v.roster()) c.roster.push_back({m.rank(), m.instance_id(), m.ip(), m.gpus(), m.prepared(), m.role()});
     c.failure = v.failure();
     c.alive = v.alive();
     c.expected = v.expected();

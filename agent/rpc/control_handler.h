@@ -32,6 +32,7 @@ struct RosterMemberSnapshot {
   std::string instance_id, ip;
   uint32_t gpus = 0;
   bool prepared = false;
+  std::string role;  // master, worker or server
 };
 
 struct ClusterSnapshot {

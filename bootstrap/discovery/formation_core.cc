@@ -206,7 +206,7 @@ std::vector<RosterNode> FormationCore::NextNodes(std::vector<std::string>* gone,
   std::set<std::string> members;
   for (const RosterNode& n : held_->nodes) members.insert(n.instance_id);
   for (const PeerState& p : view_->members) {
-    if (!members.count(p.node.instance_id)) newcomers.push_back({p.node.instance_id, p.node.ip, p.node.gpus, p.node.master});
+    if (!members.count(p.node.instance_id)) newcomers.push_back({p.node.instance_id, p.node.ip, p.node.gpus, p.node.master, p.node.server});
   }
   (void)OrderRoster(newcomers);  // master first, then by IP; a conflict is caught on the whole roster
   std::vector<RosterNode> next;
@@ -214,7 +214,7 @@ std::vector<RosterNode> FormationCore::NextNodes(std::vector<std::string>* gone,
   for (const RosterNode& n : held_->nodes) {
     if (const PeerState* p = view_->Find(n.instance_id)) {
       const Candidate& c = p->node;
-      next.push_back({c.instance_id, c.ip, c.gpus, c.master});  // as it is now
+      next.push_back({c.instance_id, c.ip, c.gpus, c.master, c.server});  // as it is now
     } else {
       gone->push_back(n.instance_id);
       if (k < newcomers.size()) {
@@ -248,7 +248,7 @@ void FormationCore::Lead(MonoTime now, FormationActions& out) {
     deadline_in_ms_ = -1;
     if (d.kind == SealDecision::kFailed) {
       Roster failed{config_.cluster, 1, config_.self, {}, d.reason};
-      for (const Candidate& c : candidates) failed.nodes.push_back({c.instance_id, c.ip, c.gpus, c.master});
+      for (const Candidate& c : candidates) failed.nodes.push_back({c.instance_id, c.ip, c.gpus, c.master, c.server});
       if (!OrderRoster(failed.nodes).ok()) failed.nodes.clear();
       return Seal(std::move(failed), d.reason, out);
     }

@@ -67,8 +67,8 @@ HelloCheck VerifyHello(std::string_view body, const std::string& key, const std:
   const int64_t port = num("gossip_port"), gpus = num("gpus");
   in_addr addr;
   if (c.hello.instance_id.empty() || c.hello.instance_id.size() > 64 || inet_pton(AF_INET, c.hello.ip.c_str(), &addr) != 1 || port < 1 ||
-      port > 65535 || gpus < 0 || gpus > 1024 || (c.hello.role != "master" && c.hello.role != "worker") || c.hello.unix_ms < 0 ||
-      c.hello.unix_ms > kLatestUnixMs) {
+      port > 65535 || gpus < 0 || gpus > 1024 || (c.hello.role != "master" && c.hello.role != "worker" && c.hello.role != "server") ||
+      c.hello.unix_ms < 0 || c.hello.unix_ms > kLatestUnixMs) {
     c.detail = "signed but incomplete or out of range (instance_id, ip, gossip_port, role, gpus, unix_ms)";
     return c;
   }

@@ -18,7 +18,7 @@ struct Hello {
   std::string instance_id;
   std::string ip;  // IPv4 of the gossip endpoint
   uint16_t gossip_port = 0;
-  std::string role;  // "master" or "worker"
+  std::string role;  // "master", "worker" or "server"
   uint32_t gpus = 0;
   std::string az;
   int64_t unix_ms = 0;  // when it was sent

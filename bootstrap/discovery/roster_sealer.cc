@@ -51,7 +51,7 @@ SealDecision DecideSeal(const SealPolicy& policy, const std::string& cluster, ui
     d.roster.cluster = cluster;
     d.roster.generation = generation;
     d.roster.leader = leader;
-    for (const Candidate& c : alive) d.roster.nodes.push_back({c.instance_id, c.ip, c.gpus, c.master});
+    for (const Candidate& c : alive) d.roster.nodes.push_back({c.instance_id, c.ip, c.gpus, c.master, c.server});
     Status ordered = OrderRoster(d.roster.nodes);
     if (!ordered.ok()) {
       d.kind = SealDecision::kFailed;

@@ -27,6 +27,7 @@ struct Candidate {
   std::string ip;
   uint32_t gpus = 0;
   bool master = false;
+  bool server = false;  // cluster.role = "server"
 };
 
 // The leader among alive candidates: the master, else the lowest instance id. "" when there are none.

@@ -70,7 +70,7 @@ inline size_t PacketCost(const std::string& encoded) { return encoded.size() + 2
 // What a member says about itself, carried in Alive.meta.
 struct MemberMeta {
   std::string instance_id;
-  std::string role;  // "master" or "worker"
+  std::string role;  // "master", "worker" or "server"
   uint32_t gpus = 0;
   std::string az;
   std::string version;

@@ -37,16 +37,25 @@ std::string Header(const Roster& r, std::string_view comment) {
 }  // namespace
 
 std::vector<std::pair<std::string, std::string>> NodeVariables(const Roster& r, const NodeFilesOptions& o, uint32_t self_gpus) {
+  size_t workers = 0, servers = 0;
+  for (const RosterNode& n : r.nodes) (n.server ? servers : workers) += 1;
   std::vector<std::pair<std::string, std::string>> v = {{"DEEPLEARNING_WORKERS_PATH", o.workers_path},
-                                                        {"DEEPLEARNING_WORKERS_COUNT", std::to_string(r.nodes.size())},
+                                                        {"DEEPLEARNING_WORKERS_COUNT", std::to_string(workers)},
                                                         {"DEEPLEARNING_WORKER_GPU_COUNT", std::to_string(self_gpus)},
                                                         {"EFS_MOUNT", o.efs_mount}};
   if (o.dlps_port > 0) {
-    std::string servers;
-    for (const RosterNode& n : r.nodes) servers += (servers.empty() ? "" : ",") + n.ip + ":" + std::to_string(o.dlps_port);
-    v.insert(v.end(), {{"DLPS_SERVERS", servers}, {"DLPS_NUM_WORKERS", std::to_string(r.nodes.size())}});
-    for (size_t i = 0; i < r.nodes.size(); ++i) {
-      if (r.nodes[i].instance_id == o.self_instance_id) v.emplace_back("DLPS_RANK", std::to_string(i));
+    // The shards of the server nodes when there are any (cluster.role = "server"), else every node's; one
+    // worker a worker node, ranked among them.
+    std::string list;
+    for (const RosterNode& n : r.nodes) {
+      if (servers == 0 || n.server) list += (list.empty() ? "" : ",") + n.ip + ":" + std::to_string(o.dlps_port);
+    }
+    v.insert(v.end(), {{"DLPS_SERVERS", list}, {"DLPS_NUM_WORKERS", std::to_string(workers)}});
+    size_t rank = 0;
+    for (const RosterNode& n : r.nodes) {
+      if (n.server) continue;
+      if (n.instance_id == o.self_instance_id) v.emplace_back("DLPS_RANK", std::to_string(rank));
+      ++rank;
     }
   }
   return v;
@@ -54,7 +63,9 @@ std::vector<std::pair<std::string, std::string>> NodeVariables(const Roster& r, 
 
 std::string RenderWorkers(const Roster& r) {
   std::string out;
-  for (size_t i = 0; i < r.nodes.size(); ++i) out += WorkerName(i) + "\n";
+  for (size_t i = 0; i < r.nodes.size(); ++i) {
+    if (!r.nodes[i].server) out += WorkerName(i) + "\n";  // a server node runs no training
+  }
   return out;
 }
 
@@ -97,7 +108,9 @@ std::string RenderEnvFile(const Roster& r, const NodeFilesOptions& o, uint32_t s
 
 std::string RenderHostfile(const Roster& r) {
   std::string out;
-  for (size_t i = 0; i < r.nodes.size(); ++i) out += WorkerName(i) + " slots=" + std::to_string(std::max<uint32_t>(1, r.nodes[i].gpus)) + "\n";
+  for (size_t i = 0; i < r.nodes.size(); ++i) {
+    if (!r.nodes[i].server) out += WorkerName(i) + " slots=" + std::to_string(std::max<uint32_t>(1, r.nodes[i].gpus)) + "\n";
+  }
   return out;
 }
 

@@ -11,6 +11,8 @@ namespace dlagent {
 
 std::string WorkerName(size_t rank) { return "deeplearning-worker" + std::to_string(rank + 1); }
 
+std::string RoleName(const RosterNode& n) { return n.master ? "master" : n.server ? "server" : "worker"; }
+
 Status CheckRosterNodes(const std::vector<RosterNode>& nodes) {
   std::set<std::string> ids, ips;
   int masters = 0;
@@ -22,6 +24,7 @@ Status CheckRosterNodes(const std::vector<RosterNode>& nodes) {
     if (!ids.insert(n.instance_id).second) return Status::InvalidArgument("roster", "instance " + n.instance_id + " appears twice");
     if (!ips.insert(n.ip).second) return Status::InvalidArgument("roster", "address " + n.ip + " appears twice");
     masters += n.master;
+    if (n.master && n.server) return Status::InvalidArgument("roster", "node " + n.instance_id + " claims both the master and the server role");
   }
   if (masters > 1) return Status::InvalidArgument("roster", std::to_string(masters) + " nodes claim the master role; at most one may");
   return Status::Ok();
@@ -42,12 +45,7 @@ std::string RenderRosterJson(const Roster& r) {
   nlohmann::json nodes = nlohmann::json::array();
   for (size_t i = 0; i < r.nodes.size(); ++i) {
     const RosterNode& n = r.nodes[i];
-    nodes.push_back({{"rank", i},
-                     {"name", WorkerName(i)},
-                     {"instance_id", n.instance_id},
-                     {"ip", n.ip},
-                     {"gpus", n.gpus},
-                     {"role", n.master ? "master" : "worker"}});
+    nodes.push_back({{"rank", i}, {"name", WorkerName(i)}, {"instance_id", n.instance_id}, {"ip", n.ip}, {"gpus", n.gpus}, {"role", RoleName(n)}});
   }
   nlohmann::json j = {{"cluster", r.cluster}, {"generation", r.generation}, {"leader", r.leader}, {"nodes", nodes}};
   if (!r.failure.empty()) j["failure"] = r.failure;
@@ -74,8 +72,9 @@ Result<Roster> ParseRosterJson(std::string_view text) {
       if (!n.at("gpus").is_number_unsigned() || n.at("gpus").get<uint64_t>() > 1024) return bad("\"gpus\" must be 0..1024");
       node.gpus = n.at("gpus").get<uint32_t>();
       const std::string role = n.at("role").get<std::string>();
-      if (role != "master" && role != "worker") return bad("role \"" + role + "\"");
+      if (role != "master" && role != "worker" && role != "server") return bad("role \"" + role + "\" (master, worker or server)");
       node.master = role == "master";
+      node.server = role == "server";
       r.nodes.push_back(std::move(node));
     }
   } catch (const nlohmann::json::exception& e) {

@@ -18,7 +18,11 @@ struct RosterNode {
   std::string ip;  // IPv4
   uint32_t gpus = 0;
   bool master = false;
+  bool server = false;  // cluster.role = "server": serves a dlps shard and runs no job's ranks (never the master)
 };
+
+// "master", "worker" or "server".
+std::string RoleName(const RosterNode& n);
 
 struct Roster {
   std::string cluster;

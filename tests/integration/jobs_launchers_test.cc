@@ -6,6 +6,8 @@
 //     agents, and an ssh and an rsh first on PATH that record their calls are never called;
 //   - torchrun: real PyTorch (Debian's python3-torch, gloo) trains DistributedDataParallel on 4 nodes and every
 //     rank ends with the same weights;
+//   - server nodes: with node 3 a server (cluster.role = "server"), dlps-train's 3 x 2 workers use its shard only
+//     (--verify difference 0), DDP through dlps.ddp ends where gloo does, and other jobs run on nodes 0-2 only;
 //   - dlps.ddp: 4 nodes x 2 ranks train DDP with its gradients averaged by the agents' shards (and then with SGD
 //     on the shards) and end with the weights DDP's own gloo all-reduce gives from the same seed.
 #include <signal.h>
@@ -168,6 +170,77 @@ TEST_F(JobsProcessTest, DlpsDdpHookTrainsPyTorchOnFourNodesAsGlooAllReduceDoes) 
     EXPECT_GE(rounds - rounds_before, 8u * 6) << "8 steps of 6 parameters";
     rounds_before = rounds;
   }
+}
+
+TEST_F(JobsProcessTest, ServerNodesServeTheDlpsShardsAndRunNoRanks) {
+  if (RunCommand({"/usr/bin/python3", "-c", "import torch.distributed"}, seconds(60)).exit_code != 0) {
+    GTEST_SKIP() << "needs Debian's python3-torch (scripts/deps.sh installs it)";
+  }
+  if (!LocalCluster::root()) GTEST_SKIP() << "the agents serve dlps shards in network namespaces only (as root)";
+  Form({.servers = {3}});
+  const std::string shard = c().Ip(3) + ":7070";
+  // The roster and the node files know the role: node 3 is no worker, its shard is the only one.
+  const RunResult status = Ctl(c(), 1, {"status"});
+  EXPECT_TRUE(HasLine(status.output, c().Id(3), " server ")) << status.output;
+  EXPECT_TRUE(HasLine(Ctl(c(), 1, {"members"}).output, c().Id(3), "server"));
+  const std::string env = c().ReadFile(1, "/etc/dlagent/cluster.env");
+  EXPECT_NE(env.find("DLPS_SERVERS=\"" + shard + "\"\n"), std::string::npos) << env;
+  EXPECT_NE(env.find("DLPS_NUM_WORKERS=\"3\"\n"), std::string::npos) << env;
+  EXPECT_NE(env.find("DEEPLEARNING_WORKERS_COUNT=\"3\"\n"), std::string::npos) << env;
+  EXPECT_EQ(c().ReadFile(3, "/etc/dlagent/cluster.env").find("DLPS_RANK="), std::string::npos);
+  EXPECT_EQ(c().ReadFile(0, "/opt/deeplearning/workers").find("deeplearning-worker4"), std::string::npos);
+
+  // A plain job runs on the 3 worker nodes; naming the server node is refused with the reason.
+  RunResult plain = Ctl(c(), 0, {"run", "--", "/bin/sh", "-c", "echo on $DLAGENT_NODE_RANK of $DLAGENT_NUM_NODES"}, seconds(60));
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  EXPECT_NE(plain.output.find("on 2 of 3"), std::string::npos) << plain.output;
+  EXPECT_EQ(plain.output.find("on 3 of"), std::string::npos) << plain.output;
+  RunResult named = Ctl(c(), 0, {"run", "--nodes", "3", "--", "/bin/true"}, seconds(30));
+  EXPECT_NE(named.exit_code, 0);
+  EXPECT_NE(named.output.find(c().Id(3) + " is a server node (cluster.role = \"server\"): it runs no ranks"), std::string::npos) << named.output;
+
+  // dlps-train: 6 workers on nodes 0-2, every round on node 3's shard, the result exact.
+  const std::string train = DLAGENT_DLPS_TRAIN;
+  RunResult r = Ctl(c(), 0, {"run",  "--launcher", "dlps", "--per-node", "2",  "--",       train, "--model",  "mlp",        "--samples",
+                             "2000", "--features", "16",   "--hidden",   "32", "--epochs", "1",   "--verify", "--progress", "never"},
+                    seconds(120));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("6 workers"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("summed in rank order, as the servers sum them) is 0 "), std::string::npos) << r.output;
+  const auto rounds = [&](int i) -> uint64_t {
+    const RunResult m = RunCommand({"/usr/bin/curl", "-sS", "--max-time", "5", c().MetricsUrl(i)}, seconds(10));
+    const std::string sample = "\ndlagent_dlps_rounds_total ";
+    const size_t at = m.output.find(sample);
+    return at == std::string::npos ? 0 : std::stoull(m.output.substr(at + sample.size()));
+  };
+  EXPECT_GT(rounds(3), 0u);
+  for (int i : {0, 1, 2}) EXPECT_EQ(rounds(i), 0u) << "node " << i << "'s shard is not in DLPS_SERVERS";
+  // The job's ranks ran on the worker nodes; node 3 held it only while it ran (its helper, stopped at the end).
+  RunResult list = Ctl(c(), 1, {"jobs", "--json"});
+  const auto jobs = nlohmann::json::parse(list.output.substr(list.output.find('{')), nullptr, false);
+  ASSERT_FALSE(jobs.is_discarded()) << list.output;
+  bool found = false;
+  for (const auto& j : jobs["jobs"]) {
+    if (j["launcher"] != "dlps") continue;
+    found = true;
+    EXPECT_EQ(j["state"], "succeeded") << j.dump();
+    EXPECT_EQ(j["ranks"], 6) << j.dump();
+  }
+  EXPECT_TRUE(found) << list.output;
+
+  // DDP through dlps.ddp with the shard on the server node ends where gloo all-reduce does.
+  std::vector<std::string> args = {"run", "--launcher", "dlps", "--per-node", "2"};
+  for (std::string& a : PythonWithLibdlps()) args.push_back(std::move(a));
+  args.insert(args.end(), {"--", "/usr/bin/python3", std::string(DLAGENT_SOURCE_DIR) + "/examples/dlps_ddp.py", "--steps", "5", "--compare"});
+  RunResult ddp = Ctl(c(), 0, args, seconds(240));
+  ASSERT_EQ(ddp.exit_code, 0) << ddp.output;
+  int same = 0;
+  std::istringstream lines(ddp.output);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("] rank 0") != std::string::npos) std::cout << line << "\n";
+    same += line.find("): same") != std::string::npos;
+  }
+  EXPECT_EQ(same, 6) << ddp.output;
 }
 
 TEST_F(JobsProcessTest, DaskRunsTheClientsTasksOnEveryNodesWorkersAndStopsThemWithIt) {

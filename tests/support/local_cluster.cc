@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <functional>
 #include <random>
@@ -187,7 +188,11 @@ void LocalCluster::Start(int i, bool master) {
       "[agent]\nsocket = \"" + Sock(i) + "\"\n" + (o_.socket_group.empty() ? std::string() : "socket_group = \"" + o_.socket_group + "\"\n") +
       "[cluster]\nname = \"formation\"\nexpected_nodes = " + std::to_string(o_.expected) + "\nmin_nodes = " + std::to_string(o_.min) +
       "\njoin_deadline = \"" + o_.join_deadline + "\"\nreseal_settle = \"" + o_.reseal_settle + "\"\nreseal = \"" + o_.reseal +
-      "\"\nleave_before_maintenance = \"" + o_.leave_before_maintenance + "\"\nrole = \"" + (master ? "master" : "worker") + "\"\n" + "[gossip]\n" +
+      "\"\nleave_before_maintenance = \"" + o_.leave_before_maintenance + "\"\nrole = \"" +
+      (master                                                ? "master"
+       : std::count(o_.servers.begin(), o_.servers.end(), i) ? "server"
+                                                             : "worker") +
+      "\"\n" + "[gossip]\n" +
       (!o_.keys_from_aws ? "key_file = \"" + dir_.Join("key") + "\""
        : i % 2 == 0      ? std::string("key_source = \"secretsmanager:dlagent/cluster-key\"")
                          : std::string("key_source = \"ssm:/dlagent/cluster-key\"")) +

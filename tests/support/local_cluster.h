@@ -58,6 +58,7 @@ struct LocalClusterOptions {
   // The cluster key from AWS (gossip.key_source): even nodes from a Secrets Manager secret, odd ones from an SSM
   // SecureString parameter, both served by a SecretsEmulator in the services namespace.
   bool keys_from_aws = false;
+  std::vector<int> servers;  // nodes started with cluster.role = "server" (a dlps shard, no ranks)
 };
 
 class LocalCluster {

@@ -164,6 +164,51 @@ TEST(LaunchTest, DlpsGlobalRankIsNodeRankTimesKPlusLocalRankAndTorchFindsItsPeer
   EXPECT_EQ(PortsNeeded({.launcher = Launcher::kDlps}, 3, 2), 0u);
 }
 
+// cluster.role = "server": node 2 runs no worker; DLPS_SERVERS names its shard only, and a helper holds the job
+// there (stopped with the job's end, as dask's).
+TEST(LaunchTest, DlpsUsesOnlyTheServerNodesShardsWhenThereAreAny) {
+  std::vector<PlanNode> nodes = Nodes(3, {{29500}});
+  nodes[2].server = true;
+  const PlanOptions o{.launcher = Launcher::kDlps, .job_id = "j-9", .per_node = 2, .dlps_port = 7070};
+  EXPECT_EQ(WorkersOn(o, nodes[2]).value(), 0u);
+  auto plan = PlanRanks(o, nodes);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const auto env = Flat(*plan);
+  ASSERT_EQ(env.size(), 5u);
+  for (size_t r = 0; r < 4; ++r) {
+    EXPECT_EQ(env[r].at("DLPS_SERVERS"), "10.0.0.3:7070");
+    EXPECT_EQ(env[r].at("DLPS_NUM_WORKERS"), "4");
+    EXPECT_EQ(env[r].at("DLPS_RANK"), std::to_string(r));
+    EXPECT_EQ(env[r].at("WORLD_SIZE"), "4");
+  }
+  ASSERT_EQ((*plan)[2].size(), 1u);
+  const RankPlan& holder = (*plan)[2][0];
+  EXPECT_TRUE(holder.helper);
+  EXPECT_EQ(holder.role, "server");
+  EXPECT_EQ(holder.rank, 4u);
+  EXPECT_EQ(holder.argv, (std::vector<std::string>{"sleep", "infinity"}));
+  EXPECT_EQ(env[4].at("DLAGENT_NUM_RANKS"), "4") << "the helper is not one of the job's ranks";
+  EXPECT_EQ(env[4].count("DLPS_RANK"), 0u);
+}
+
+TEST(LaunchTest, ServerNodesRunOnlyDlpsJobsAfterTheWorkerNodes) {
+  const std::vector<JobNode> roster = {{"i-0", "10.0.0.1", "", 0, false}, {"i-1", "10.0.0.2", "", 0, true}, {"i-2", "10.0.0.3", "", 0, false}};
+  auto ids = [](const std::vector<JobNode>& nodes) {
+    std::string out;
+    for (const JobNode& n : nodes) out += n.instance_id + " ";
+    return out;
+  };
+  EXPECT_EQ(ids(PlaceRoles(Launcher::kDlps, roster, false).value()), "i-0 i-2 i-1 ");
+  EXPECT_EQ(ids(PlaceRoles(Launcher::kTorchrun, roster, false).value()), "i-0 i-2 ");
+  const auto named = PlaceRoles(Launcher::kPlain, roster, true);
+  ASSERT_FALSE(named.ok());
+  EXPECT_EQ(named.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(named.status().message().find("--nodes: i-1 is a server node"), std::string::npos) << named.status().ToString();
+  const auto only = PlaceRoles(Launcher::kDlps, {roster[1]}, true);
+  ASSERT_FALSE(only.ok());
+  EXPECT_NE(only.status().message().find("every node --nodes names is a server node"), std::string::npos) << only.status().ToString();
+}
+
 TEST(LaunchTest, TorchrunSetsWhatTorchDistributedRunGivesEachWorker) {
   auto plan = PlanRanks({.launcher = Launcher::kTorchrun, .job_id = "j-7", .per_node = 2}, Nodes(2, {{29411}}));
   ASSERT_TRUE(plan.ok());

@@ -118,6 +118,34 @@ TEST(NodeFilesTest, OneDlpsWorkerPerNodeGetsItsEnvironment) {
   EXPECT_NE(RenderProfile(r, o, 8).find("export DLPS_RANK='2'\n"), std::string::npos);
 }
 
+// cluster.role = "server": the shard is on the server nodes only, and they are no workers (rank 1 here).
+TEST(NodeFilesTest, ServerNodesHoldTheShardsAndAreNoWorkers) {
+  Roster r = FourNodes();  // i-master 10.0.1.5, i-d 9.255.0.1, i-c 10.0.0.9, i-b 10.0.0.10
+  r.nodes[1].server = true;
+  NodeFilesOptions o;
+  o.dlps_port = 7070;
+  o.self_instance_id = "i-c";
+  const std::string env = RenderEnvFile(r, o, 8);
+  EXPECT_NE(env.find("DLPS_SERVERS=\"9.255.0.1:7070\"\n"), std::string::npos) << env;
+  EXPECT_NE(env.find("DLPS_NUM_WORKERS=\"3\"\n"), std::string::npos) << env;
+  EXPECT_NE(env.find("DLPS_RANK=\"1\"\n"), std::string::npos) << env;
+  EXPECT_NE(env.find("DEEPLEARNING_WORKERS_COUNT=\"3\"\n"), std::string::npos) << env;
+  o.self_instance_id = "i-d";
+  EXPECT_EQ(RenderEnvFile(r, o, 8).find("DLPS_RANK"), std::string::npos) << "a server node runs no worker";
+  EXPECT_EQ(RenderWorkers(r), "deeplearning-worker1\ndeeplearning-worker3\ndeeplearning-worker4\n");
+  EXPECT_EQ(RenderHostfile(r), "deeplearning-worker1 slots=8\ndeeplearning-worker3 slots=8\ndeeplearning-worker4 slots=8\n");
+  EXPECT_NE(RenderHostsBlock(r).find("9.255.0.1 deeplearning-worker2\n"), std::string::npos) << "its name still resolves";
+  // The role travels in roster.json; a node cannot be master and server at once.
+  Result<Roster> back = ParseRosterJson(RenderRosterJson(r));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(back->nodes[1].server);
+  EXPECT_FALSE(back->nodes[2].server);
+  EXPECT_EQ(RoleName(back->nodes[1]), "server");
+  r.nodes[0].server = true;
+  const Status both = CheckRosterNodes(r.nodes);
+  EXPECT_NE(both.message().find("i-master claims both the master and the server role"), std::string::npos) << both.ToString();
+}
+
 TEST(NodeFilesTest, HostsBlockIsReplacedNeverDuplicated) {
   Roster r = FourNodes();
   const std::string original = "127.0.0.1 localhost\n::1 localhost ip6-localhost\n10.9.9.9 build-cache  # kept";
