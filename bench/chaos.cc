@@ -303,61 +303,15 @@ class Chaos {
   // An agent that has run for 10 s since its last start (every agent that was never killed).
   bool Settled(int node) const { return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count() - restarted_at_[node] > 10000; }
 
-  // `agentctl health --json` on another node: the delayed node's round trip must be at least twice the delay.
+  // `agentctl health` asked of the next agent up while `node` is delayed or its storage hangs (chaos_parts.h).
   void MeasureDelay(int node, milliseconds delay) {
-    const int asker = UpFrom((node + 1) % n_);
-    RunResult r = RunCommand({DLAGENT_AGENTCTL, "-s", c_.Sock(asker), "health", "--json"}, seconds(30));
-    int64_t rtt_us = -1;
-    try {
-      const nlohmann::json report = nlohmann::json::parse(r.output);  // named: a range-for over a temporary's member dangles
-      for (const auto& n : report.at("nodes")) {
-        if (n.at("ip").get<std::string>() == c_.Ip(node)) rtt_us = n.at("round_trip_us").get<int64_t>();
-      }
-    } catch (const std::exception& e) {
-      r.output = std::string("unreadable: ") + e.what() + "\n" + r.output;
-    }
-    std::lock_guard<std::mutex> lock(counters_.mu);
-    ++counters_.delay_checks;
-    if (rtt_us < 0 && !Settled(node)) return;                                   // its agent is still starting after a SIGKILL fault
-    if (r.output.find("\"" + c_.Ip(node) + "\"") == std::string::npos) return;  // not a roster member now
-    if (rtt_us < 2 * duration_cast<microseconds>(delay).count()) {
-      ++counters_.violations["delay applied (harness)"];
-      counters_.examples.push_back("delay applied (harness): " + std::to_string(delay.count()) + " ms each way on agent " + std::to_string(node) +
-                                   ", but a health round trip took " + std::to_string(rtt_us) + " us (agentctl exit " + std::to_string(r.exit_code) +
-                                   "):\n" + r.output.substr(0, 3000));
-    } else {
-      counters_.delay_rtt_ms.push_back({delay.count(), rtt_us / 1000});
-    }
+    CheckDelay(
+        c_, node, UpFrom((node + 1) % n_), delay, [&] { return Settled(node); }, counters_);
   }
-
-  // The node's storage hangs (HungMount) while `agentctl health` is asked on another node.
   void HangStorage(int node, milliseconds hold) {
-    HungMount hung(c_.Pid(node), c_.Mount(node));
-    if (!hung.ok()) {
-      std::fprintf(stderr, "chaos: %s\n", hung.error().c_str());
-      Pause(hold);
-      return;
-    }
-    const auto t0 = steady_clock::now();
-    const int asker = UpFrom((node + 1) % n_);
-    RunResult r = RunCommand({DLAGENT_AGENTCTL, "-s", c_.Sock(asker), "health"}, seconds(30));
-    const auto took = duration_cast<milliseconds>(steady_clock::now() - t0);
-    {
-      std::lock_guard<std::mutex> lock(counters_.mu);
-      ++counters_.health_checks;
-    }
-    // Asked of roster members only, and not of an agent still starting after a SIGKILL fault.
-    const bool asked = r.output.find(c_.Ip(node) + " ") != std::string::npos && Settled(node);
-    if (took > seconds(15)) {
-      counters_.Violation("health within 15 s", "agentctl health on agent " + std::to_string(asker) + " took " + std::to_string(took.count()) +
-                                                    " ms while agent " + std::to_string(node) + "'s storage hung:\n" + r.output.substr(0, 2000));
-    } else if (asked && (r.output.find("shared storage: ") == std::string::npos || r.output.find("did not answer") == std::string::npos)) {
-      // The node's agent answers; its storage does not (not "agent unreachable": that is a wrong diagnosis).
-      counters_.Violation("health names hung storage", "agentctl health on agent " + std::to_string(asker) + " while agent " + std::to_string(node) +
-                                                           "'s storage hung:\n" + r.output.substr(0, 2000));
-    }
-    if (took < hold) Pause(hold - took);
-  }  // ~HungMount: the storage answers again
+    CheckHungStorage(
+        c_, node, UpFrom((node + 1) % n_), hold, [&] { return Settled(node); }, counters_);
+  }
 
   void Checker() {
     // A roster is known by its generation and the leader that sealed it: agents adopt the highest (generation,

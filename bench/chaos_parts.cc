@@ -22,6 +22,7 @@
 #include <sstream>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "bootstrap/common/duration.h"
 #include "tests/support/local_cluster.h"
@@ -30,6 +31,7 @@ namespace dlagent::chaos {
 
 using namespace std::chrono;
 using testing::RunCommand;
+using testing::RunResult;
 
 const std::vector<std::string> kAllFaults = {"sigkill",   "sigstop",   "partition node", "partition half",   "loss 30%",    "delay",
                                              "slow link", "disk full", "storage hang",   "coordinator kill", "output flood"};
@@ -254,5 +256,58 @@ std::optional<int> ParseChaosArgs(int argc, char** argv, ChaosArgs& args) {
   args.recover = std::chrono::duration_cast<std::chrono::milliseconds>(*r);
   return std::nullopt;
 }
+
+void CheckDelay(testing::LocalCluster& c, int node, int asker, milliseconds delay, const std::function<bool()>& settled, Counters& counters) {
+  RunResult r = RunCommand({DLAGENT_AGENTCTL, "-s", c.Sock(asker), "health", "--json"}, seconds(30));
+  int64_t rtt_us = -1;
+  try {
+    const nlohmann::json report = nlohmann::json::parse(r.output);  // named: a range-for over a temporary's member dangles
+    for (const auto& n : report.at("nodes")) {
+      if (n.at("ip").get<std::string>() == c.Ip(node)) rtt_us = n.at("round_trip_us").get<int64_t>();
+    }
+  } catch (const std::exception& e) {
+    r.output = std::string("unreadable: ") + e.what() + "\n" + r.output;
+  }
+  const bool settled_now = settled();
+  std::lock_guard<std::mutex> lock(counters.mu);
+  ++counters.delay_checks;
+  if (rtt_us < 0 && !settled_now) return;                                    // its agent is still starting after a SIGKILL fault
+  if (r.output.find("\"" + c.Ip(node) + "\"") == std::string::npos) return;  // not a roster member now
+  if (rtt_us < 2 * duration_cast<microseconds>(delay).count()) {
+    ++counters.violations["delay applied (harness)"];
+    counters.examples.push_back("delay applied (harness): " + std::to_string(delay.count()) + " ms each way on agent " + std::to_string(node) +
+                                ", but a health round trip took " + std::to_string(rtt_us) + " us (agentctl exit " + std::to_string(r.exit_code) +
+                                "):\n" + r.output.substr(0, 3000));
+  } else {
+    counters.delay_rtt_ms.push_back({delay.count(), rtt_us / 1000});
+  }
+}
+
+void CheckHungStorage(testing::LocalCluster& c, int node, int asker, milliseconds hold, const std::function<bool()>& settled, Counters& counters) {
+  HungMount hung(c.Pid(node), c.Mount(node));
+  if (!hung.ok()) {
+    std::fprintf(stderr, "chaos: %s\n", hung.error().c_str());
+    std::this_thread::sleep_for(hold);
+    return;
+  }
+  const auto t0 = steady_clock::now();
+  RunResult r = RunCommand({DLAGENT_AGENTCTL, "-s", c.Sock(asker), "health"}, seconds(30));
+  const auto took = duration_cast<milliseconds>(steady_clock::now() - t0);
+  {
+    std::lock_guard<std::mutex> lock(counters.mu);
+    ++counters.health_checks;
+  }
+  // Asked of roster members only, and not of an agent still starting after a SIGKILL fault.
+  const bool asked = r.output.find(c.Ip(node) + " ") != std::string::npos && settled();
+  if (took > seconds(15)) {
+    counters.Violation("health within 15 s", "agentctl health on agent " + std::to_string(asker) + " took " + std::to_string(took.count()) +
+                                                 " ms while agent " + std::to_string(node) + "'s storage hung:\n" + r.output.substr(0, 2000));
+  } else if (asked && (r.output.find("shared storage: ") == std::string::npos || r.output.find("did not answer") == std::string::npos)) {
+    // The node's agent answers; its storage does not (not "agent unreachable": that is a wrong diagnosis).
+    counters.Violation("health names hung storage", "agentctl health on agent " + std::to_string(asker) + " while agent " + std::to_string(node) +
+                                                        "'s storage hung:\n" + r.output.substr(0, 2000));
+  }
+  if (took < hold) std::this_thread::sleep_for(hold - took);
+}  // ~HungMount: the storage answers again
 
 }  // namespace dlagent::chaos

@@ -9,12 +9,17 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
+
+namespace dlagent::testing {
+class LocalCluster;
+}
 
 namespace dlagent::chaos {
 
@@ -64,6 +69,16 @@ long RssKb(int pid);   // -1 when gone
 int OpenFds(int pid);  // -1 when gone
 // A workers file is whole: "deeplearning-worker1".."N", one a line, each line ended.
 bool WorkersWhole(const std::string& text);
+
+// Probes of `agentctl health`, asked of agent `asker` about `node`; `settled`: whether node's agent has run
+// 10 s since its last start (an agent still starting after a SIGKILL fault is not judged).
+// While node's links are delayed by `delay` each way: its health round trip must be at least twice that.
+void CheckDelay(testing::LocalCluster& c, int node, int asker, std::chrono::milliseconds delay, const std::function<bool()>& settled,
+                Counters& counters);
+// Hangs node's shared storage (HungMount) for `hold`, asking meanwhile: the answer must come within 15 s and
+// name the hung storage, not an unreachable agent.
+void CheckHungStorage(testing::LocalCluster& c, int node, int asker, std::chrono::milliseconds hold, const std::function<bool()>& settled,
+                      Counters& counters);
 
 // Network delay without netem (not in these machines' kernel): node K's link (`port`, in the bridge's
 // namespace `netns`) is taken off the bridge by the caller and this relays its frames to and from `relay`, one

@@ -1,5 +1,6 @@
-// NodeJobs with real processes on this machine: ranks started, their output, their ends and bounds, stops,
-// orphans and the next attempt of a job (the Coordinator over several NodeJobs: coordinator_test.cc).
+// NodeJobs with real processes on this machine: ranks started, their ends and bounds, stops, orphans and the
+// next attempt of a job (their output: node_jobs_output_test.cc; the Coordinator over several NodeJobs:
+// coordinator_test.cc).
 #include "agent/jobs/node_jobs.h"
 
 #include <signal.h>
@@ -18,84 +19,13 @@
 
 #include "agent/jobs/rank_env.h"
 #include "tests/support/temp_dir.h"
+#include "tests/unit/jobs/node_jobs_testing.h"
 
 namespace dlagent::jobs {
 namespace {
 
 using namespace std::chrono;
-
-pb::JobSpec Spec(const std::string& id, const std::vector<std::string>& argv, int64_t grace_ms = 2000) {
-  pb::JobSpec s;
-  s.set_id(id);
-  s.set_name("test");
-  for (auto& a : argv) s.add_argv(a);
-  s.set_uid(::geteuid());
-  s.set_gid(::getegid());
-  s.set_user("me");
-  s.set_workdir("/");
-  s.set_grace_ms(grace_ms);
-  return s;
-}
-
-pb::StartRequest Start(const pb::JobSpec& spec, int ranks) {
-  pb::StartRequest r;
-  *r.mutable_spec() = spec;
-  for (int i = 0; i < ranks; ++i) {
-    pb::RankSpec* rs = r.add_ranks();
-    rs->set_rank(i);
-    rs->set_local_rank(i);
-    rs->add_env("DLAGENT_RANK=" + std::to_string(i));
-  }
-  return r;
-}
-
-NodeJobsOptions Options(const std::string& node) {
-  NodeJobsOptions o;
-  o.node = node;
-  o.journal = false;
-  o.base_env = [] { return std::vector<std::string>{"PATH=/usr/bin:/bin", "FROM_NODE=yes"}; };
-  return o;
-}
-
-// Waits until the job on `jobs` has ended (every rank exited, all output read); the job's view then.
-pb::NodeJob WaitEnded(NodeJobs& jobs, const std::string& id, seconds limit = seconds(10)) {
-  pb::QueryRequest q;
-  q.set_job(id);
-  q.set_max_lines(10000);
-  const auto until = steady_clock::now() + limit;
-  for (;;) {
-    Result<pb::QueryReply> r = jobs.Query(q);
-    EXPECT_TRUE(r.ok());
-    if (!r.ok()) return {};
-    if (r->jobs(0).ended()) return r->jobs(0);
-    if (steady_clock::now() > until) {
-      ADD_FAILURE() << "job " << id << " has not ended after " << limit.count() << " s";
-      return r->jobs(0);
-    }
-    std::this_thread::sleep_for(milliseconds(20));
-  }
-}
-
-// Every line the job holds, asked for a page at a time (a reply holds at most 10,000 lines or 1 MiB).
-pb::NodeJob AllLines(NodeJobs& jobs, const std::string& id) {
-  pb::QueryRequest q;
-  q.set_job(id);
-  q.set_max_lines(10000);
-  pb::NodeJob all;
-  for (bool first = true;; first = false) {
-    Result<pb::QueryReply> r = jobs.Query(q);
-    EXPECT_TRUE(r.ok());
-    if (!r.ok()) return all;
-    const pb::NodeJob& page = r->jobs(0);
-    if (first) {
-      all = page;
-    } else {
-      for (const auto& l : page.lines()) *all.add_lines() = l;
-    }
-    if (page.lines_size() == 0) return all;
-    q.set_after_seq(page.next_seq() - 1);
-  }
-}
+using namespace node_jobs_testing;
 
 // A process's state letter from /proc (R, S, Z...), or 0 when there is no such process.
 char ProcState(int pid) {
@@ -266,88 +196,6 @@ TEST(NodeJobsTest, AUserLearnsNothingOfPathsTheyCannotReach) {
   std::filesystem::remove_all(dir);
 }
 
-TEST(NodeJobsTest, EachRanksBufferKeepsItsLastLinesAndSaysHowManyWereDropped) {
-  NodeJobsOptions o = Options("i-a");
-  o.max_lines_per_rank = 100;
-  NodeJobs jobs(o);
-  // Rank 0 is chatty, rank 1 says one line first: its line stays, in a buffer of its own.
-  ASSERT_TRUE(jobs.Start(Start(Spec("j-6", {"sh", "-c", "if [ $DLAGENT_RANK = 1 ]; then echo quiet; else sleep 0.2; seq 1 1000; fi"}), 2)).ok());
-  pb::NodeJob j = WaitEnded(jobs, "j-6");
-  ASSERT_EQ(j.lines_size(), 101);
-  EXPECT_EQ(j.lines(0).text(), "quiet");
-  EXPECT_EQ(j.lines(1).text(), "901");
-  EXPECT_EQ(j.lines(100).text(), "1000");
-  EXPECT_EQ(j.dropped(), 900u);
-  // A cursor in the middle: what follows it, nothing dropped.
-  pb::QueryRequest q;
-  q.set_job("j-6");
-  q.set_after_seq(j.lines(50).seq());
-  q.set_max_lines(10);
-  auto part = jobs.Query(q);
-  ASSERT_TRUE(part.ok());
-  ASSERT_EQ(part->jobs(0).lines_size(), 10);
-  EXPECT_EQ(part->jobs(0).lines(0).text(), j.lines(51).text());
-  EXPECT_EQ(part->jobs(0).dropped(), 0u);
-  EXPECT_EQ(part->jobs(0).next_seq(), j.lines(61).seq());
-}
-
-TEST(NodeJobsTest, OutputWithoutNewlinesIsBoundedInBytesPerRankAndWhatWasDroppedIsCounted) {
-  NodeJobsOptions o = Options("i-a");
-  o.max_bytes_per_rank = 1 << 20;
-  NodeJobs jobs(o);
-  // 20 MB without a newline: cut into 16 KiB lines, of which 1 MiB's worth is kept, the latest.
-  ASSERT_TRUE(jobs.Start(Start(Spec("j-big", {"sh", "-c", "head -c 20000000 /dev/zero | tr '\\0' x"}), 2)).ok());
-  ASSERT_TRUE(WaitEnded(jobs, "j-big", seconds(60)).ended());
-  const pb::NodeJob j = AllLines(jobs, "j-big");
-  size_t text[2] = {0, 0}, held[2] = {0, 0};  // per rank: the text held, and what it costs
-  for (const auto& l : j.lines()) {
-    text[l.rank()] += l.text().size();
-    held[l.rank()] += l.text().size() + NodeJobs::kLineOverhead;
-  }
-  for (int r = 0; r < 2; ++r) {
-    EXPECT_LE(held[r], size_t{1} << 20) << "rank " << r;
-    EXPECT_GT(held[r], size_t{1} << 19) << "rank " << r;
-    EXPECT_GT(j.ranks(r).dropped_lines(), 0u);
-    EXPECT_EQ(j.ranks(r).dropped_bytes() + text[r], 20000000u) << "rank " << r << ": every byte is held or counted as dropped";
-  }
-  EXPECT_EQ(jobs.HeldBytes(), held[0] + held[1]);
-  EXPECT_EQ(j.lines(j.lines_size() - 1).text().back(), 'x');
-}
-
-TEST(NodeJobsTest, TheNodesOutputIsBoundedInTotalAndJobsThatEndedGiveWayFirst) {
-  NodeJobsOptions o = Options("i-a");
-  o.max_lines_per_rank = 1000000;
-  o.max_bytes_per_rank = 8 << 20;
-  o.max_bytes = 10 << 20;
-  NodeJobs jobs(o);
-  // 100,000 lines of 7 bytes and 64 of overhead each: about 6.8 MiB held, the ranks' own bound not reached.
-  const std::vector<std::string> writes = {"sh", "-c", "seq 1000001 1100000"};
-  ASSERT_TRUE(jobs.Start(Start(Spec("j-a", writes), 1)).ok());
-  WaitEnded(jobs, "j-a", seconds(30));
-  pb::NodeJob a = AllLines(jobs, "j-a");
-  EXPECT_EQ(a.lines_size(), 100000);
-  EXPECT_LE(jobs.HeldBytes(), o.max_bytes);
-  // A second job: the ended one's lines go before its own.
-  ASSERT_TRUE(jobs.Start(Start(Spec("j-b", writes), 1)).ok());
-  WaitEnded(jobs, "j-b", seconds(30));
-  pb::NodeJob b = AllLines(jobs, "j-b");
-  EXPECT_EQ(b.lines_size(), 100000) << "the node's bound took the ended job's lines, not its own";
-  EXPECT_LE(jobs.HeldBytes(), o.max_bytes);
-  a = AllLines(jobs, "j-a");
-  EXPECT_LT(a.lines_size(), 100000) << "the ended job gave way";
-  EXPECT_GT(a.ranks(0).dropped_lines(), 0u);
-  // Two running ranks together over the node's bound: each keeps its own latest lines, within it.
-  ASSERT_TRUE(jobs.Start(Start(Spec("j-c", writes), 2)).ok());
-  WaitEnded(jobs, "j-c", seconds(30));
-  pb::NodeJob c = AllLines(jobs, "j-c");
-  EXPECT_LE(jobs.HeldBytes(), o.max_bytes);
-  std::set<std::string> last;
-  for (const auto& l : c.lines()) {
-    if (l.text() == "1100000") last.insert(std::to_string(l.rank()));
-  }
-  EXPECT_EQ(last, (std::set<std::string>{"0", "1"})) << "each rank's latest line is held";
-}
-
 TEST(NodeJobsTest, AnExitedRankStaysAZombieUntilItsJobEndsSoItsGroupIdCannotBeReused) {
   NodeJobs jobs(Options("i-a"));
   char dir[] = "/tmp/node-jobs-XXXXXX";
@@ -416,38 +264,6 @@ TEST(NodeJobsTest, RanksOfAJobWhoseCoordinatorIsGoneAreStopped) {
   pb::NodeJob j = WaitEnded(jobs, "j-7", seconds(5));
   EXPECT_EQ(j.ranks(0).signal(), SIGTERM);
   EXPECT_EQ(j.failure(), "the job's coordinator i-a died or left the cluster");
-}
-
-TEST(NodeJobsTest, EveryLineReachesTheLogInOrderInRecordsOfManyLines) {
-  std::ostringstream captured;
-  auto previous = spdlog::default_logger();
-  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(captured);
-  sink->set_pattern("%v");
-  spdlog::set_default_logger(std::make_shared<spdlog::logger>("test", sink));
-  constexpr int kLines = 200000;
-  {
-    NodeJobsOptions o = Options("i-a");
-    o.journal = true;
-    NodeJobs jobs(o);
-    ASSERT_TRUE(jobs.Start(Start(Spec("j-5", {"seq", "1", std::to_string(kLines)}), 1)).ok());
-    EXPECT_EQ(WaitEnded(jobs, "j-5").ranks(0).exit_code(), 0);
-  }
-  spdlog::set_default_logger(previous);
-  // Records of the rank's output: "job j-5 rank 0: " and its lines; every number once, in order.
-  std::istringstream log(captured.str());
-  int expect = 1, records = 0;
-  for (std::string line; std::getline(log, line);) {
-    if (line.rfind("job j-5 rank 0: ", 0) == 0) {
-      ++records;
-      line = line.substr(16);
-    } else if (line.empty() || !std::isdigit(static_cast<unsigned char>(line[0]))) {
-      continue;  // the agent's own messages
-    }
-    ASSERT_EQ(line, std::to_string(expect)) << "line " << expect << " lost or out of order";
-    ++expect;
-  }
-  EXPECT_EQ(expect, kLines + 1);
-  EXPECT_LT(records, kLines / 100) << "a record a line";
 }
 
 TEST(NodeJobsTest, AnEndedJobStartsAgainAsItsNextAttemptWithTheCountAndTheCheckpointDirectory) {

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <climits>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -38,14 +39,20 @@ std::string ReadAll(int fd) {
   return out;
 }
 
-TEST(SpawnTest, APlacedChildRunsItsProgramOnlyOncePlaceHasReturned) {
-  testing::TempDir dir;
+// A request to run argv as this process's user in dir.
+SpawnRequest Request(const testing::TempDir& dir, std::vector<std::string> argv, const std::string& path = "/usr/bin:/bin") {
   SpawnRequest req;
-  req.argv = {"/bin/sh", "-c", "echo ran"};
-  req.env = {"PATH=/usr/bin:/bin"};
+  req.argv = std::move(argv);
+  req.env = {"PATH=" + path};
   req.workdir = dir.path();
   req.uid = ::geteuid();
   req.gid = ::getegid();
+  return req;
+}
+
+TEST(SpawnTest, APlacedChildRunsItsProgramOnlyOncePlaceHasReturned) {
+  testing::TempDir dir;
+  SpawnRequest req = Request(dir, {"/bin/sh", "-c", "echo ran"});
   std::string exe_when_placed;
   pid_t placed = -1;
   req.place = [&](pid_t pid) {
@@ -69,12 +76,7 @@ TEST(SpawnTest, APlacedChildRunsItsProgramOnlyOncePlaceHasReturned) {
 // nodes' Spawns at once deadlocked that way, each child holding the others' pipes.
 TEST(SpawnTest, APlacedChildGoesOnWhileAnotherProcessHoldsItsPipe) {
   testing::TempDir dir;
-  SpawnRequest req;
-  req.argv = {"/bin/sh", "-c", "echo ran"};
-  req.env = {"PATH=/usr/bin:/bin"};
-  req.workdir = dir.path();
-  req.uid = ::geteuid();
-  req.gid = ::getegid();
+  SpawnRequest req = Request(dir, {"/bin/sh", "-c", "echo ran"});
   pid_t holder = -1;
   req.place = [&](pid_t) {
     holder = ::fork();  // holds every fd this process has now, the pipe's write end included, for 10 s
@@ -97,12 +99,7 @@ TEST(SpawnTest, APlacedChildGoesOnWhileAnotherProcessHoldsItsPipe) {
 
 TEST(SpawnTest, AChildThatCannotRunItsProgramStillReportsWhyWhenPlaced) {
   testing::TempDir dir;
-  SpawnRequest req;
-  req.argv = {"no-such-program-here"};
-  req.env = {"PATH=/nonexistent"};
-  req.workdir = dir.path();
-  req.uid = ::geteuid();
-  req.gid = ::getegid();
+  SpawnRequest req = Request(dir, {"no-such-program-here"}, "/nonexistent");
   bool placed = false;
   req.place = [&](pid_t) { placed = true; };
   Result<Spawned> s = Spawn(req);
