@@ -217,28 +217,29 @@ void SyncWorkers(int workers, int servers, double tcp) {
       workers, servers, servers > 1 ? "s" : "", step * 1e3, Gbs(2 * kBig * sizeof(float), step), 2 * kBig * sizeof(float) / tcp * 1e3);
 }
 
-void Aggregation(double memcpy_gbs, int workers) {
-  // What the server does when a round of a slice completes, on one core: sum the workers' gradients and
-  // apply SGD with momentum in one pass, from the current weights into the other buffer (as Shard does).
-  std::vector<float> w_a(kBig, 1.0f), w_b(kBig, 1.0f);
-  std::vector<std::vector<float>> g(workers, std::vector<float>(kBig, 1e-3f));
+void Aggregation(double memcpy_gbs, int workers, unsigned threads, size_t floats = kBig) {
+  // What the server does when a round of a slice completes: sum the workers' gradients and apply SGD with
+  // momentum in one pass, from the current weights into the other buffer (as Shard does), on one thread or
+  // spread over `threads` (ApplyUpdate starts them for the round, as the shard's apply_threads does).
+  std::vector<float> w_a(floats, 1.0f), w_b(floats, 1.0f);
+  std::vector<std::vector<float>> g(workers, std::vector<float>(floats, 1e-3f));
   std::vector<const float*> grads;
   for (auto& x : g) grads.push_back(x.data());
   dlagent::ps::OptimizerState state;
   const OptimizerConfig sgd{.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 1e-6f, .momentum = 0.9f};
   auto round = [&](int i) {
     const bool even = i % 2 == 0;
-    dlagent::ps::ApplyUpdate(sgd, even ? w_a.data() : w_b.data(), even ? w_b.data() : w_a.data(), grads, kBig, &state);
+    dlagent::ps::ApplyUpdate(sgd, even ? w_a.data() : w_b.data(), even ? w_b.data() : w_a.data(), grads, floats, &state, threads);
   };
   for (int i = 0; i < kWarmup; ++i) round(i);
   const auto t0 = steady_clock::now();
   for (int i = 0; i < steps; ++i) round(i);
   const double s = duration<double>(steady_clock::now() - t0).count() / steps;
-  const size_t bytes = kBig * sizeof(float) * workers;
+  const size_t bytes = floats * sizeof(float) * workers;
   std::printf(
-      "  server sum of %d gradients + SGD with momentum, 1 core: %.2f GB/s of gradient (memcpy of the same bytes: %.2f GB/s, "
-      "ratio %.2f)\n",
-      workers, Gbs(bytes, s), memcpy_gbs, Gbs(bytes, s) / memcpy_gbs);
+      "  server sum of %d gradients + SGD with momentum, %zu MB, %u thread%s: %.2f GB/s of gradient (memcpy of the same bytes: %.2f "
+      "GB/s, ratio %.2f)\n",
+      workers, floats * sizeof(float) / 1000000, threads, threads > 1 ? "s" : "", Gbs(bytes, s), memcpy_gbs, Gbs(bytes, s) / memcpy_gbs);
 }
 
 // Seconds to seal `bytes` with AES-256-GCM (what per-frame integrity and privacy would cost the sender; the
@@ -369,8 +370,12 @@ int main(int argc, char** argv) {
   OneWorker(tcp);
   SyncWorkers(2, 1, tcp);
   SyncWorkers(2, 2, tcp);
-  Aggregation(mem, 1);
-  Aggregation(mem, 2);
+  // A round's update on one core, then cut over two (40 MB at once, and a 4 MB slice: the most a round holds).
+  for (unsigned threads : {1u, 2u}) {
+    Aggregation(mem, 1, threads);
+    Aggregation(mem, 2, threads);
+  }
+  for (unsigned threads : {1u, 2u}) Aggregation(mem, 2, threads, kSmall);
   Authentication();
   return 0;
 }

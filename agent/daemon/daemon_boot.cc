@@ -1,12 +1,15 @@
 // The Daemon as the composition root: every part of agentd is built here, in the order of the boot, and taken
 // down here in the reverse order (daemon.h says which thread builds what).
+#include <algorithm>
 #include <random>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "agent/daemon/daemon.h"
 #include "agent/jobs/rank_env.h"
 #include "agent/ps/frame.h"
+#include "agent/ps/optimizer.h"
 #include "bootstrap/aws/aws_json.h"
 #include "bootstrap/common/crypto.h"
 #include "bootstrap/common/log.h"
@@ -50,6 +53,7 @@ Status Daemon::StartShard(const Config& c) {
   o.listen = c.ps.bind + ":" + std::to_string(c.ps.port);
   o.shard.mode = c.ps.mode;
   o.shard.num_workers = 0;  // each job's size from its workers
+  if (c.cluster.role == "server") o.shard.apply_threads = std::clamp(std::thread::hardware_concurrency(), 1u, ps::kMaxApplyThreads);  // no ranks here
   o.checkpoint_dir = c.ps.checkpoint_dir;
   o.heartbeat = heartbeats_.Register("ps");
   if (c.ps.authenticate) {

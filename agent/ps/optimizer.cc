@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <thread>
 
 namespace dlagent::ps {
 namespace {
@@ -52,18 +53,17 @@ OptimizerSpec SpecOf(const OptimizerConfig& c) {
   return {OptimizerName(c.kind), c.learning_rate, c.momentum, c.weight_decay, c.beta1, c.beta2, c.epsilon, c.rescale};
 }
 
-void ApplyUpdate(const OptimizerConfig& c, const float* w_old, float* w_new, std::span<const float* const> grads, size_t n, OptimizerState* state) {
+namespace {
+
+// The update of floats [begin, end), with the step's state already sized and counted.
+void ApplyRange(const OptimizerConfig& c, const float* w_old, float* w_new, std::span<const float* const> grads, size_t begin, size_t end,
+                OptimizerState* state, float adam_lr) {
   constexpr size_t kBlock = 2048;  // 8 KiB: the summed block stays in L1 for the update
-  ++state->steps;
-  if (c.kind == OptimizerConfig::Kind::kAdam || (c.kind == OptimizerConfig::Kind::kSgd && c.momentum != 0)) state->m.resize(n);
-  if (c.kind == OptimizerConfig::Kind::kAdam) state->v.resize(n);
-  const double t = static_cast<double>(state->steps);
-  const float adam_lr = static_cast<float>(c.learning_rate * std::sqrt(1 - std::pow(double{c.beta2}, t)) / (1 - std::pow(double{c.beta1}, t)));
   const float rescale = c.rescale, lr = c.learning_rate, wd = c.weight_decay, momentum = c.momentum;
   const float b1 = c.beta1, b2 = c.beta2, eps = c.epsilon;
   alignas(64) float sum[kBlock];
-  for (size_t base = 0; base < n; base += kBlock) {
-    const size_t len = std::min(kBlock, n - base);
+  for (size_t base = begin; base < end; base += kBlock) {
+    const size_t len = std::min(kBlock, end - base);
     const float* g = grads[0] + base;
     if (grads.size() > 1) {
       for (size_t i = 0; i < len; ++i) sum[i] = g[i];
@@ -103,6 +103,32 @@ void ApplyUpdate(const OptimizerConfig& c, const float* w_old, float* w_new, std
       }
     }
   }
+}
+
+}  // namespace
+
+void ApplyUpdate(const OptimizerConfig& c, const float* w_old, float* w_new, std::span<const float* const> grads, size_t n, OptimizerState* state,
+                 unsigned threads) {
+  ++state->steps;
+  if (c.kind == OptimizerConfig::Kind::kAdam || (c.kind == OptimizerConfig::Kind::kSgd && c.momentum != 0)) state->m.resize(n);
+  if (c.kind == OptimizerConfig::Kind::kAdam) state->v.resize(n);
+  const double t = static_cast<double>(state->steps);
+  const float adam_lr = static_cast<float>(c.learning_rate * std::sqrt(1 - std::pow(double{c.beta2}, t)) / (1 - std::pow(double{c.beta1}, t)));
+  const size_t parts = std::clamp<size_t>(std::min<size_t>(threads, n / kParallelFloats), 1, kMaxApplyThreads);
+  if (parts == 1) {
+    ApplyRange(c, w_old, w_new, grads, 0, n, state, adam_lr);
+    return;
+  }
+  // Contiguous parts, whole blocks of cache lines each; every float gets the same arithmetic in the same order
+  // as on one thread, so the result is the same to the bit.
+  const size_t part = (n / parts + 1023) / 1024 * 1024;
+  std::thread helpers[kMaxApplyThreads - 1];
+  for (size_t k = 1; k < parts; ++k) {
+    const size_t begin = std::min(n, k * part), end = std::min(n, begin + part);
+    helpers[k - 1] = std::thread(ApplyRange, std::cref(c), w_old, w_new, grads, begin, end, state, adam_lr);
+  }
+  ApplyRange(c, w_old, w_new, grads, 0, std::min(n, part), state, adam_lr);
+  for (size_t k = 1; k < parts; ++k) helpers[k - 1].join();
 }
 
 }  // namespace dlagent::ps

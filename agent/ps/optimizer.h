@@ -52,7 +52,13 @@ struct OptimizerState {
 // rescaled), the new weights go to w_new, computed from w_old (the same buffer or another: the server
 // writes a fresh buffer so that pulls of the old version can still be sent from the old one). One pass in
 // blocks that stay in cache: the sum of the workers' gradients never goes to memory.
+// `threads` > 1 cuts an update of at least 2 x kParallelFloats floats into that many contiguous parts (at most
+// kMaxApplyThreads), each on a thread of its own started for it: the same result to the bit, in about half the
+// time on two cores (ps_bench: 2 gradients of 4 MB summed with SGD at 0.63 of memcpy on one thread, 1.27 on two).
 // REQUIRES: grads is not empty; every buffer holds n floats.
-void ApplyUpdate(const OptimizerConfig& c, const float* w_old, float* w_new, std::span<const float* const> grads, size_t n, OptimizerState* state);
+inline constexpr size_t kParallelFloats = size_t{1} << 18;  // 1 MiB a part at least: below it a thread costs more than it gives
+inline constexpr unsigned kMaxApplyThreads = 4;
+void ApplyUpdate(const OptimizerConfig& c, const float* w_old, float* w_new, std::span<const float* const> grads, size_t n, OptimizerState* state,
+                 unsigned threads = 1);
 
 }  // namespace dlagent::ps

@@ -7,6 +7,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "agent/ps/optimizer.h"
 #include "agent/ps/server.h"
 
 int main(int argc, char** argv) {
@@ -29,6 +30,11 @@ int main(int argc, char** argv) {
                  "(each push applied at once)")
       ->check(CLI::IsMember({"sync", "async"}))
       ->capture_default_str();
+  app.add_option("--apply-threads", o.shard.apply_threads,
+                 "Threads a round's update of a large slice (2 x 256 Ki floats or more) is spread over: more on a machine "
+                 "that runs no workers")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, dlagent::ps::kMaxApplyThreads));
   app.add_option("--checkpoint-dir", o.checkpoint_dir,
                  "Directory for checkpoints (shared storage: the same path on "
                  "every server's node)");

@@ -177,7 +177,7 @@ Result<uint64_t> Shard::EndPush(const PushSlot& slot) {
     } else if (options_.mode == Mode::kAsync) {
       const auto t0 = std::chrono::steady_clock::now();
       auto next = s.FreeBuffer();
-      ApplyUpdate(s.optimizer, s.weights->data(), next->data(), std::span<const float* const>(&mine, 1), s.length, &s.state);
+      ApplyUpdate(s.optimizer, s.weights->data(), next->data(), std::span<const float* const>(&mine, 1), s.length, &s.state, options_.apply_threads);
       s.update_micros = MicrosSince(t0);
       s.weights = std::move(next);
       ++s.version;
@@ -194,7 +194,7 @@ Result<uint64_t> Shard::EndPush(const PushSlot& slot) {
         for (const auto& r : s.received) s.grads.push_back(r.data());
         const auto t0 = std::chrono::steady_clock::now();
         auto next = s.FreeBuffer();
-        ApplyUpdate(s.optimizer, s.weights->data(), next->data(), s.grads, s.length, &s.state);
+        ApplyUpdate(s.optimizer, s.weights->data(), next->data(), s.grads, s.length, &s.state, options_.apply_threads);
         s.update_micros = MicrosSince(t0);
         s.weights = std::move(next);
         ++s.version;

@@ -1,7 +1,10 @@
 #include "agent/ps/optimizer.h"
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <functional>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -109,4 +112,38 @@ TEST(OptimizerTest, SpecDefaultsAndRefusals) {
 }
 
 }  // namespace
+// A round spread over threads (ShardOptions::apply_threads) gives every float the same arithmetic: the
+// weights and the optimizer's state equal one thread's to the bit, for each kind, over three rounds, with a
+// length that is no multiple of a part or a block.
+TEST(OptimizerTest, AnUpdateSpreadOverThreadsIsTheSameToTheBit) {
+  const size_t n = 3 * kParallelFloats + 1234;
+  std::vector<float> g0(n), g1(n), w(n);
+  for (size_t i = 0; i < n; ++i) {
+    g0[i] = std::sin(static_cast<float>(i)) * 1e-2f;
+    g1[i] = std::cos(static_cast<float>(i) * 0.7f) * 1e-2f;
+    w[i] = 1.0f / static_cast<float>(i % 97 + 1);
+  }
+  const float* grads[] = {g0.data(), g1.data()};
+  for (OptimizerConfig c : {OptimizerConfig{.kind = OptimizerConfig::Kind::kSum, .rescale = 0.5f},
+                            OptimizerConfig{.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 0.1f, .momentum = 0.9f, .weight_decay = 1e-3f},
+                            OptimizerConfig{.kind = OptimizerConfig::Kind::kAdam, .learning_rate = 1e-3f}}) {
+    SCOPED_TRACE(OptimizerName(c.kind));
+    std::vector<float> one = w, spread = w, next_one(n), next_spread(n);
+    OptimizerState s1, s3;
+    for (int round = 0; round < 3; ++round) {
+      ApplyUpdate(c, one.data(), next_one.data(), grads, n, &s1, 1);
+      ApplyUpdate(c, spread.data(), next_spread.data(), grads, n, &s3, 3);
+      one.swap(next_one);
+      spread.swap(next_spread);
+    }
+    size_t differ = 0;
+    for (size_t i = 0; i < n; ++i) differ += std::bit_cast<uint32_t>(one[i]) != std::bit_cast<uint32_t>(spread[i]);
+    EXPECT_EQ(differ, 0u);
+    EXPECT_EQ(s1.m, s3.m);
+    EXPECT_EQ(s1.v, s3.v);
+    EXPECT_EQ(s1.steps, s3.steps);
+    EXPECT_NE(one, w) << "the rounds changed the weights";
+  }
+}
+
 }  // namespace dlagent::ps
