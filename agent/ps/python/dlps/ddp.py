@@ -43,17 +43,18 @@ class Exchange:
     def __init__(self, model, client=None, optimizer="sum", key_base=_KEY_BASE, **hyper):
         if not isinstance(model, torch.nn.parallel.DistributedDataParallel):
             raise TypeError("dlps.ddp needs a torch.nn.parallel.DistributedDataParallel model, not %s" % type(model).__name__)
+        self._params = [p for p in model.module.parameters() if p.requires_grad]
+        for i, p in enumerate(self._params):  # before connecting: a refused model leaves the job's servers alone
+            if p.dtype != torch.float32 or p.device.type != "cpu":
+                raise TypeError("dlps.ddp: parameter %d is %s on %s; dlps exchanges float32 CPU tensors" % (i, p.dtype, p.device))
         self.client = client if client is not None else Client()
         self.server_side = optimizer != "sum"
-        self._params = [p for p in model.module.parameters() if p.requires_grad]
         self._keys = {}
         self._staged = {}
         workers = self.client.num_workers
         if "rescale" not in hyper:
             hyper["rescale"] = 1.0 / workers  # the mean of the workers' gradients, as DDP's all-reduce gives
         for i, p in enumerate(self._params):
-            if p.dtype != torch.float32 or p.device.type != "cpu":
-                raise TypeError("dlps.ddp: parameter %d is %s on %s; dlps exchanges float32 CPU tensors" % (i, p.dtype, p.device))
             key = key_base + i
             self._keys[p] = key
             with torch.no_grad():
@@ -61,8 +62,9 @@ class Exchange:
             # Collective: rank 0's values become the servers' weights (DDP broadcast the same at construction).
             self.client.init(key, initial, optimizer=optimizer, **hyper)
             if self.server_side:
-                self._staged[p] = np.empty(p.numel(), dtype=np.float32)
+                self._staged[p] = initial.copy()  # the weights as of the last exchange
         self.buckets = 0  # buckets exchanged so far
+        self._fresh = False  # an exchange since the last load()
         self._queue = queue.Queue()
         self._failed = None
         self._waiter = threading.Thread(target=self._complete, name="dlps-ddp", daemon=True)
@@ -87,6 +89,7 @@ class Exchange:
         future = torch.futures.Future()
         self._queue.put((tickets, future, buf))
         self.buckets += 1
+        self._fresh = True
         return future
 
     def _complete(self):
@@ -109,9 +112,13 @@ class Exchange:
                 future.set_result(buf)
 
     def load(self):
-        """With the optimizer on the servers: copies the weights of the last step into the parameters."""
+        """With the optimizer on the servers: copies the weights of the last exchange into the parameters; without
+        an exchange since the last load (no backward, or DDP's no_sync()), the parameters stay as they are."""
         if self._failed is not None:
             raise self._failed
+        if not self._fresh:
+            return
+        self._fresh = False
         with torch.no_grad():
             for p, w in self._staged.items():
                 p.view(-1).copy_(torch.from_numpy(w))
