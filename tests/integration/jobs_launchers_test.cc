@@ -34,13 +34,28 @@ using testing::LocalCluster;
 using testing::Range;
 using testing::RunResult;
 
+// dlps-train --verify through the dlps launcher from node 0, 2 workers a worker node.
+RunResult TrainExactly(LocalCluster& c, const std::string& samples, const std::string& epochs) {
+  return Ctl(c, 0,
+             {"run", "--launcher", "dlps", "--per-node", "2",    "--",       DLAGENT_DLPS_TRAIN, "--model", "mlp", "--samples", samples, "--features",
+              "16",  "--hidden",   "32",   "--epochs",   epochs, "--verify", "--progress",       "never"},
+             seconds(120));
+}
+
+// A sample's value in /metrics text; 0 when it is not there.
+uint64_t MetricValue(const std::string& text, const std::string& sample) {
+  const size_t at = text.find("\n" + sample + " ");
+  return at == std::string::npos ? 0 : std::stoull(text.substr(at + sample.size() + 2));
+}
+
+// Node i's /metrics.
+std::string Metrics(LocalCluster& c, int i) { return RunCommand({"/usr/bin/curl", "-sS", "--max-time", "5", c.MetricsUrl(i)}, seconds(10)).output; }
+
 TEST_F(JobsProcessTest, DlpsLauncherTrainsFourNodesTimesTwoWorkersExactly) {
   if (!LocalCluster::root()) GTEST_SKIP() << "the agents serve dlps shards in network namespaces only (as root)";
   Form();
   const std::string train = DLAGENT_DLPS_TRAIN;
-  RunResult r = Ctl(c(), 0, {"run",  "--launcher", "dlps", "--per-node", "2",  "--",       train, "--model",  "mlp",        "--samples",
-                             "4000", "--features", "16",   "--hidden",   "32", "--epochs", "2",   "--verify", "--progress", "never"},
-                    seconds(120));
+  RunResult r = TrainExactly(c(), "4000", "2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("8 workers"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("summed in rank order, as the servers sum them) is 0 "), std::string::npos) << r.output;
@@ -61,10 +76,7 @@ TEST_F(JobsProcessTest, DlpsLauncherTrainsFourNodesTimesTwoWorkersExactly) {
   // served rounds (the model is small: not every shard holds one); node 0's counted the stranger, refused at its
   // hello (/metrics).
   uint64_t rounds = 0, bytes_in = 0;
-  const auto value = [](const std::string& text, const std::string& sample) -> uint64_t {
-    const size_t at = text.find("\n" + sample + " ");
-    return at == std::string::npos ? 0 : std::stoull(text.substr(at + sample.size() + 2));
-  };
+  const auto value = MetricValue;
   for (int i : Range(kNodes)) {
     const RunResult m = RunCommand({"/usr/bin/curl", "-sS", "--max-time", "5", c().MetricsUrl(i)}, seconds(10));
     ASSERT_EQ(m.exit_code, 0) << m.output;
@@ -162,11 +174,7 @@ TEST_F(JobsProcessTest, DlpsDdpHookTrainsPyTorchOnFourNodesAsGlooAllReduceDoes) 
     EXPECT_EQ(same, 8) << r.output;
     // The shards served the rounds: the hook did not fall back to all-reduce.
     uint64_t rounds = 0;
-    for (int i : Range(kNodes)) {
-      const RunResult m = RunCommand({"/usr/bin/curl", "-sS", "--max-time", "5", c().MetricsUrl(i)}, seconds(10));
-      const std::string sample = "\ndlagent_dlps_rounds_total ";
-      if (const size_t at = m.output.find(sample); at != std::string::npos) rounds += std::stoull(m.output.substr(at + sample.size()));
-    }
+    for (int i : Range(kNodes)) rounds += MetricValue(Metrics(c(), i), "dlagent_dlps_rounds_total");
     EXPECT_GE(rounds - rounds_before, 8u * 6) << "8 steps of 6 parameters";
     rounds_before = rounds;
   }
@@ -200,19 +208,11 @@ TEST_F(JobsProcessTest, ServerNodesServeTheDlpsShardsAndRunNoRanks) {
   EXPECT_NE(named.output.find(c().Id(3) + " is a server node (cluster.role = \"server\"): it runs no ranks"), std::string::npos) << named.output;
 
   // dlps-train: 6 workers on nodes 0-2, every round on node 3's shard, the result exact.
-  const std::string train = DLAGENT_DLPS_TRAIN;
-  RunResult r = Ctl(c(), 0, {"run",  "--launcher", "dlps", "--per-node", "2",  "--",       train, "--model",  "mlp",        "--samples",
-                             "2000", "--features", "16",   "--hidden",   "32", "--epochs", "1",   "--verify", "--progress", "never"},
-                    seconds(120));
+  RunResult r = TrainExactly(c(), "2000", "1");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("6 workers"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("summed in rank order, as the servers sum them) is 0 "), std::string::npos) << r.output;
-  const auto rounds = [&](int i) -> uint64_t {
-    const RunResult m = RunCommand({"/usr/bin/curl", "-sS", "--max-time", "5", c().MetricsUrl(i)}, seconds(10));
-    const std::string sample = "\ndlagent_dlps_rounds_total ";
-    const size_t at = m.output.find(sample);
-    return at == std::string::npos ? 0 : std::stoull(m.output.substr(at + sample.size()));
-  };
+  const auto rounds = [&](int i) { return MetricValue(Metrics(c(), i), "dlagent_dlps_rounds_total"); };
   EXPECT_GT(rounds(3), 0u);
   for (int i : {0, 1, 2}) EXPECT_EQ(rounds(i), 0u) << "node " << i << "'s shard is not in DLPS_SERVERS";
   // The job's ranks ran on the worker nodes; node 3 held it only while it ran (its helper, stopped at the end).

@@ -50,6 +50,7 @@ class Exchange:
         self.client = client if client is not None else Client()
         self.server_side = optimizer != "sum"
         self._keys = {}
+        self._key_base = key_base
         self._staged = {}
         workers = self.client.num_workers
         if "rescale" not in hyper:
@@ -81,7 +82,9 @@ class Exchange:
         for p, g in zip(bucket.parameters(), bucket.gradients()):
             offset, n = (g.data_ptr() - base) // 4, g.numel()
             if g.data_ptr() < base or offset + n > flat.size:
-                raise RuntimeError("dlps.ddp: a gradient of this bucket lies outside its buffer (is this PyTorch's layout?)")
+                raise RuntimeError("dlps.ddp: a gradient of parameter %d lies outside its bucket's buffer: this PyTorch (%s) lays out "
+                                   "DDP's buckets in a way dlps.ddp does not know; train without dlps.ddp.register (DDP's own "
+                                   "all-reduce)" % (self._keys[p] - self._key_base, torch.__version__))
             grad = flat[offset:offset + n]
             # In place: the reply to the pull comes only once the push has been sent, so grad and out may share memory.
             out = self._staged[p] if self.server_side else grad
