@@ -20,7 +20,7 @@ struct Chunk {
 };
 
 inline constexpr uint64_t kDefaultSplitFloats = uint64_t{1} << 18;  // 1 MiB: below it a tensor stays whole
-inline constexpr uint64_t kDefaultChunkFloats = uint64_t{1} << 20;  // 4 MiB per message
+inline constexpr uint64_t kDefaultChunkFloats = uint64_t{1} << 18;  // 1 MiB per message: replies start sooner (docs/ps.md)
 
 // REQUIRES: servers > 0, chunk_floats > 0.
 std::vector<Chunk> PlaceKey(uint64_t key, uint64_t length, uint32_t servers, uint64_t split_floats = kDefaultSplitFloats,

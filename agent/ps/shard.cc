@@ -295,7 +295,61 @@ std::vector<Shard::SliceState> Shard::Export() {
   return out;
 }
 
-Status Shard::Import(const std::vector<SliceState>& states) {
+// A key's slices on one server are consecutive pieces of one contiguous part of its tensor (partition.h), so
+// their concatenation in chunk order does not depend on the chunk size. A checkpoint whose key is cut into
+// other chunks than its declaration here (written with another chunk size) is re-cut into this shard's; one
+// whose floats or optimizer differ is left as it is, for Import to refuse naming the slice.
+std::vector<Shard::SliceState> Shard::InThisLayout(const std::vector<SliceState>& states) {
+  std::map<uint64_t, std::vector<const SliceState*>> by_key;
+  for (const SliceState& st : states) by_key[st.key].push_back(&st);
+  std::vector<SliceState> out;
+  for (auto& [key, from] : by_key) {
+    std::ranges::sort(from, {}, &SliceState::chunk);
+    std::vector<std::pair<uint32_t, uint64_t>> here;  // this shard's (chunk, length) of the key, in chunk order
+    {
+      MutexLock lock(map_mu_);
+      for (auto it = slices_.lower_bound({key, 0}); it != slices_.end() && it->first.first == key; ++it) {
+        here.emplace_back(it->first.second, it->second->length);
+      }
+    }
+    uint64_t total = 0, declared = 0;
+    bool same_layout = from.size() == here.size(), recut = !here.empty();
+    for (size_t i = 0; i < from.size(); ++i) {
+      const SliceState& st = *from[i];
+      total += st.weights->size();
+      same_layout = same_layout && st.chunk == here[i].first && st.weights->size() == here[i].second;
+      recut = recut && st.optimizer == from[0]->optimizer && st.state.steps == from[0]->state.steps &&
+              st.state.m.size() == (from[0]->state.m.empty() ? 0 : st.weights->size()) &&
+              st.state.v.size() == (from[0]->state.v.empty() ? 0 : st.weights->size());
+    }
+    for (const auto& [chunk, length] : here) declared += length;
+    if (same_layout || !recut || total != declared) {
+      for (const SliceState* st : from) out.push_back(*st);
+      continue;
+    }
+    std::vector<float> weights, m, v;
+    for (const SliceState* st : from) {
+      weights.insert(weights.end(), st->weights->begin(), st->weights->end());
+      m.insert(m.end(), st->state.m.begin(), st->state.m.end());
+      v.insert(v.end(), st->state.v.begin(), st->state.v.end());
+    }
+    uint64_t offset = 0;
+    for (const auto& [chunk, length] : here) {
+      SliceState piece{.key = key, .chunk = chunk, .optimizer = from[0]->optimizer};
+      const auto cut = [begin = offset, end = offset + length](const std::vector<float>& all) {
+        return all.empty() ? std::vector<float>{} : std::vector<float>(all.begin() + begin, all.begin() + end);
+      };
+      piece.weights = std::make_shared<const std::vector<float>>(cut(weights));
+      piece.state = {.m = cut(m), .v = cut(v), .steps = from[0]->state.steps};
+      out.push_back(std::move(piece));
+      offset += length;
+    }
+  }
+  return out;
+}
+
+Status Shard::Import(const std::vector<SliceState>& checkpoint) {
+  const std::vector<SliceState> states = InThisLayout(checkpoint);
   std::vector<std::shared_ptr<Slice>> targets;
   for (const SliceState& st : states) {
     std::string error;

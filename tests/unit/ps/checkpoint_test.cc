@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <functional>
 
@@ -161,6 +162,69 @@ TEST(CheckpointTest, ImportRefusesMismatchesAndSlicesThatTrained) {
   ASSERT_TRUE(shard.Push({9, 0, 0, 1}, &g, 1).ok());
   st = shard.Import(Sample());
   EXPECT_NE(st.ToString().find("key 9 chunk 0 has already taken pushes"), std::string::npos) << st.ToString();
+}
+
+// A key's floats on this server, in chunk order, and its optimizer's steps and first moments.
+struct KeyState {
+  std::vector<float> weights, m;
+  uint64_t steps = 0;
+};
+KeyState Of(Shard& shard, uint64_t key) {
+  KeyState k;
+  for (const Shard::SliceState& s : shard.Export()) {
+    if (s.key != key) continue;
+    k.weights.insert(k.weights.end(), s.weights->begin(), s.weights->end());
+    k.m.insert(k.m.end(), s.state.m.begin(), s.state.m.end());
+    k.steps = s.state.steps;
+  }
+  return k;
+}
+
+// Declares key 5 (10 floats) in chunks of `chunk` floats, numbered from `first`, and pushes the gradients of
+// steps `after` + 1 to `after` + `rounds` (element i of step r: (i + 1) r). A restored shard's slices count
+// their rounds from 1 again (version 0, as after Init): `restored`.
+void Train(Shard& shard, uint64_t chunk, uint32_t first, int rounds, int after = 0, bool declare = true, bool restored = false) {
+  const OptimizerConfig sgd{.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 0.5f, .momentum = 0.9f};
+  for (uint64_t offset = 0, c = first; offset < 10; offset += chunk, ++c) {
+    const uint64_t length = std::min<uint64_t>(chunk, 10 - offset);
+    if (declare) {
+      ASSERT_TRUE(shard.Init(5, static_cast<uint32_t>(c), length, sgd).ok());
+    }
+    for (int r = after + 1; r <= after + rounds; ++r) {
+      std::vector<float> g(length);
+      for (uint64_t i = 0; i < length; ++i) g[i] = static_cast<float>((offset + i + 1) * r);
+      const auto round = static_cast<uint64_t>(restored ? r - after : r);
+      ASSERT_TRUE(shard.Push({5, static_cast<uint32_t>(c), 0, round}, g.data(), length).ok());
+    }
+  }
+}
+
+TEST(CheckpointTest, ImportRecutsAKeyWrittenWithAnotherChunkSize) {
+  Shard wrote({.mode = Mode::kSync, .num_workers = 1});
+  Train(wrote, 4, 7, 2);  // chunks 7, 8, 9 of 4, 4 and 2 floats (this server's part of a larger key)
+  const KeyState saved = Of(wrote, 5);
+  ASSERT_EQ(saved.m.size(), 10u);
+  ASSERT_EQ(saved.steps, 2u);
+
+  Shard restored({.mode = Mode::kSync, .num_workers = 1});
+  Train(restored, 3, 20, 0);  // the same 10 floats in chunks 20-23 of 3, 3, 3 and 1
+  const Status st = restored.Import(wrote.Export());
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  const KeyState back = Of(restored, 5);
+  EXPECT_EQ(back.weights, saved.weights);
+  EXPECT_EQ(back.m, saved.m);
+  EXPECT_EQ(back.steps, 2u);
+
+  // Training goes on as if never cut otherwise: the momentum came along.
+  Train(wrote, 4, 7, 1, 2, /*declare=*/false);
+  Train(restored, 3, 20, 1, 2, /*declare=*/false, /*restored=*/true);
+  EXPECT_EQ(Of(restored, 5).weights, Of(wrote, 5).weights);
+
+  Shard other({.mode = Mode::kSync, .num_workers = 1});
+  ASSERT_TRUE(other.Init(5, 0, 9, {.kind = OptimizerConfig::Kind::kSgd, .learning_rate = 0.5f, .momentum = 0.9f}).ok());
+  const Status refused = other.Import(wrote.Export());
+  EXPECT_FALSE(refused.ok()) << "9 floats declared, 10 in the checkpoint";
+  EXPECT_NE(refused.ToString().find("key 5 chunk 7 is not declared"), std::string::npos) << refused.ToString();
 }
 
 }  // namespace
