@@ -7,7 +7,7 @@ DLAGENT_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-numpy
   systemd util-linux iproute2 curl nftables
-  python3-torch openmpi-bin python3-mpi4py python3-distributed
+  python3-torch python3-matplotlib openmpi-bin python3-mpi4py python3-distributed
   mmdebstrap systemd-container cloud-init python3-yaml packer prometheus chromium
 )
 
