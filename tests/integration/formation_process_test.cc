@@ -126,7 +126,8 @@ TEST(FormationProcessTest, EightNodesInRandomOrderFormOneCluster) {
     EXPECT_EQ(seen, 8);
   }
   // SUCCESS once per member, each under its instance id (a WaitCondition's Count is the node count), from the
-  // leader alone. Give a duplicate time to show up.
+  // leader alone. Once all 8 have come, give a duplicate time to show up (what is checked is its absence).
+  ASSERT_EQ(c.WaitSignals(8, seconds(10)).size(), 8u);
   std::this_thread::sleep_for(milliseconds(500));
   auto signals = c.Signals();
   ASSERT_EQ(signals.size(), 8u);
@@ -150,9 +151,11 @@ TEST(FormationProcessTest, ShrinksAtTheDeadlineOrFailsBelowMinNodes) {
     ASSERT_TRUE(c.WaitPhase(Range(8), want, seconds(30))) << "min " << min << "\n" << c.Describe(Range(8));
     auto s = c.Status(3);
     ASSERT_TRUE(s && s->cluster);
-    std::this_thread::sleep_for(milliseconds(300));
+    const size_t expected = min == 6 ? 8 : 1;
+    c.WaitSignals(expected, seconds(10));
+    std::this_thread::sleep_for(milliseconds(300));  // and no more after them
     auto signals = c.Signals();
-    ASSERT_EQ(signals.size(), min == 6 ? 8u : 1u) << "min " << min << ": a SUCCESS per member, or one FAILURE";
+    ASSERT_EQ(signals.size(), expected) << "min " << min << ": a SUCCESS per member, or one FAILURE";
     // The leader waited 10 s with its STATUS= counting down; the journal got no line per second.
     EXPECT_EQ(RepeatedPhaseLines(c.Log(0)), 0) << c.Log(0);
     if (min == 6) {
@@ -238,7 +241,8 @@ TEST(FormationProcessTest, SigtermAndSpotNoticeLeaveAndTheRosterReseals) {
   c.Imds(2).TriggerSpotNotice("terminate", "2026-11-22T10:00:00Z");
   ASSERT_TRUE(generation_is(3, 2, {0, 1})) << c.Describe({0, 1}) << c.Log(2);
   EXPECT_NE(c.Log(2).find("spot interruption notice"), std::string::npos) << c.Log(2);
-  std::this_thread::sleep_for(milliseconds(300));
+  c.WaitSignals(4 + 3 + 2, seconds(10));
+  std::this_thread::sleep_for(milliseconds(300));  // and no more after them
   auto signals = c.Signals();
   ASSERT_EQ(signals.size(), 4u + 3u + 2u) << "a signal per member in each generation";
   for (size_t i = 7; i < 9; ++i) {

@@ -95,8 +95,11 @@ LocalCluster::LocalCluster(int n, LocalClusterOptions o) : n_(n), o_(std::move(o
   sqs_endpoint_ = sqs_->endpoint();
   if (o_.throttle_sqs) StartThrottlingProxy(services_ip);
   cfn_.server().Put("/signal", [this](const httplib::Request& req, httplib::Response& res) {
-    std::lock_guard<std::mutex> lock(mu_);
-    signals_.push_back(nlohmann::json::parse(req.body, nullptr, false));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      signals_.push_back(nlohmann::json::parse(req.body, nullptr, false));
+    }
+    signalled_.notify_all();
     res.status = 200;
   });
   if (dlagent::Status st = cfn_.Start(services_ip); !st.ok()) error_ = st.ToString();
@@ -280,6 +283,12 @@ std::string LocalCluster::Describe(const std::vector<int>& nodes) {
 
 std::vector<nlohmann::json> LocalCluster::Signals() {
   std::lock_guard<std::mutex> lock(mu_);
+  return signals_;
+}
+
+std::vector<nlohmann::json> LocalCluster::WaitSignals(size_t n, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  signalled_.wait_for(lock, timeout, [&] { return signals_.size() >= n; });
   return signals_;
 }
 

@@ -18,6 +18,8 @@
 #include <signal.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -97,7 +99,10 @@ class LocalCluster {
   bool WaitPhase(const std::vector<int>& nodes, const std::string& phase, std::chrono::duration<double> timeout);
   // Each listed node's phase line, for failure messages.
   std::string Describe(const std::vector<int>& nodes);
+  // The CloudFormation signals received so far, in order.
   std::vector<nlohmann::json> Signals();
+  // The signals once at least n have come (or what came within timeout).
+  std::vector<nlohmann::json> WaitSignals(size_t n, std::chrono::milliseconds timeout);
   // A node file, by its path under the node's root; "<error>" when it cannot be read.
   std::string ReadFile(int i, const std::string& path);
   int throttled() const { return throttled_.load(); }
@@ -129,6 +134,7 @@ class LocalCluster {
   std::atomic<bool> throttle_{false};
   std::atomic<int> forwarded_{0}, throttled_{0};
   std::mutex mu_;
+  std::condition_variable signalled_;    // a signal came
   std::vector<nlohmann::json> signals_;  // protected by mu_
   std::vector<std::unique_ptr<ImdsEmulator>> imds_;
   std::vector<std::unique_ptr<Subprocess>> agents_;
