@@ -64,7 +64,8 @@ def rank_main(a):
         step = dlps_pushpull(rank, n, floats)
     else:
         step = ddp_step(rank, n, a.ips.split(",")[0], a.port, a.kind, floats)
-    step()  # warm-up: connections made, buffers and the servers' keys allocated
+    for _ in range(a.warmup):  # connections made, buffers and the servers' keys allocated
+        step()
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         sys.exit("rank %d: no go from the driver" % rank)
@@ -323,12 +324,13 @@ def run(args, procs, kind, n, mb, servers, port, steps):
     ranks = []
     for r in range(n):
         argv = [sys.executable, os.path.abspath(__file__), "rank", "--kind", kind, "--rank", str(r), "--n", str(n),
-                "--mb", str(mb), "--steps", str(steps), "--ips", ips, "--port", str(port), "--parts", str(parts)]
+                "--mb", str(mb), "--steps", str(steps), "--ips", ips, "--port", str(port), "--parts", str(parts),
+                "--warmup", str(args.warmup)]
         if kind == "verify":
             argv = [os.path.join(args.build, "agent", "ps", "dlps-train"), "--epochs", "1", "--progress", "never"] + (
                 ["--verify"] if r == 0 else [])
         ranks.append(procs.start("%s-%d" % (NAME, r), argv, dict(env, DLPS_RANK=str(r)), "%s-%d" % (kind, r)))
-    budget = 120 + 20 * (steps + 1) * mb * 1e6 / rate_bytes(args.rate)
+    budget = 120 + 20 * (steps + args.warmup) * mb * 1e6 / rate_bytes(args.rate)
     if kind == "verify":
         line = procs.expect(ranks[:1], "verify:", budget)[0]
         procs.stop()
@@ -389,7 +391,8 @@ def main():
     p.add_argument("--rate", default="200mbit", help="every node's link, each direction (tc units: 200mbit, 1gbit)")
     p.add_argument("--workers", default="2,4,8", help="worker counts N")
     p.add_argument("--sizes", default="4,40,400", help="gradient sizes M in MB")
-    p.add_argument("--steps", type=int, default=3, help="timed steps per run (after one warm-up step)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per run")
+    p.add_argument("--warmup", type=int, default=1, help="steps before the timed ones (more: the page faults of a steady state)")
     p.add_argument("--ddp-workers", type=int, default=4, help="N for the DDP rows (0: none)")
     p.add_argument("--ddp-mb", type=int, default=16, help="the DDP model's size in MB (1024 x 1024 layers)")
     p.add_argument("--netns", default=NAME, help="the namespaces' name (NAME-0 ..., NAME-s), left over ones removed first")
@@ -536,7 +539,8 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "rank":
         q = argparse.ArgumentParser()
         for flag, typ, default in [("--kind", str, None), ("--mb", int, None), ("--ips", str, None), ("--rank", int, 0),
-                                   ("--n", int, 1), ("--steps", int, 0), ("--port", int, 0), ("--parts", int, 1)]:
+                                   ("--n", int, 1), ("--steps", int, 0), ("--port", int, 0), ("--parts", int, 1),
+                                   ("--warmup", int, 1)]:
             q.add_argument(flag, type=typ, required=default is None, default=default)
         rank_main(q.parse_args(sys.argv[2:]))
     else:
