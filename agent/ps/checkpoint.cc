@@ -244,7 +244,7 @@ Status RestoreShardCheckpoint(Shard& shard, const std::string& dir, const std::s
     return Bad(path, "not the file the manifest lists (its SHA-256 differs)");
   }
   ASSIGN_OR_RETURN(auto slices, DecodeShardFile(data, path));
-  return shard.Import(slices).Annotate("restore from " + path);
+  return shard.Import(std::move(slices)).Annotate("restore from " + path);
 }
 
 Result<std::string> UserCheckpointDir(const std::string& root, uint32_t uid) {

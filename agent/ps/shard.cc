@@ -299,9 +299,9 @@ std::vector<Shard::SliceState> Shard::Export() {
 // their concatenation in chunk order does not depend on the chunk size. A checkpoint whose key is cut into
 // other chunks than its declaration here (written with another chunk size) is re-cut into this shard's; one
 // whose floats or optimizer differ is left as it is, for Import to refuse naming the slice.
-std::vector<Shard::SliceState> Shard::InThisLayout(const std::vector<SliceState>& states) {
-  std::map<uint64_t, std::vector<const SliceState*>> by_key;
-  for (const SliceState& st : states) by_key[st.key].push_back(&st);
+std::vector<Shard::SliceState> Shard::InThisLayout(std::vector<SliceState> states) {
+  std::map<uint64_t, std::vector<SliceState*>> by_key;
+  for (SliceState& st : states) by_key[st.key].push_back(&st);
   std::vector<SliceState> out;
   for (auto& [key, from] : by_key) {
     std::ranges::sort(from, {}, &SliceState::chunk);
@@ -324,7 +324,7 @@ std::vector<Shard::SliceState> Shard::InThisLayout(const std::vector<SliceState>
     }
     for (const auto& [chunk, length] : here) declared += length;
     if (same_layout || !recut || total != declared) {
-      for (const SliceState* st : from) out.push_back(*st);
+      for (SliceState* st : from) out.push_back(std::move(*st));  // as they are: no copy of the optimizer state
       continue;
     }
     std::vector<float> weights, m, v;
@@ -348,8 +348,8 @@ std::vector<Shard::SliceState> Shard::InThisLayout(const std::vector<SliceState>
   return out;
 }
 
-Status Shard::Import(const std::vector<SliceState>& checkpoint) {
-  const std::vector<SliceState> states = InThisLayout(checkpoint);
+Status Shard::Import(std::vector<SliceState> checkpoint) {
+  const std::vector<SliceState> states = InThisLayout(std::move(checkpoint));
   std::vector<std::shared_ptr<Slice>> targets;
   for (const SliceState& st : states) {
     std::string error;

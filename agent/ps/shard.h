@@ -132,14 +132,14 @@ class Shard {
   // Loads the states into declared slices of the same length and optimizer: all or none. Refused once a slice
   // has taken a push (restore right after Init) or when a slice is missing or differs, naming it. A key cut
   // into other chunks than here (a checkpoint written with another chunk size) is re-cut into this shard's.
-  Status Import(const std::vector<SliceState>& checkpoint);
+  Status Import(std::vector<SliceState> checkpoint);
 
   // Barrier for `generation` of the job's workers; done runs when all num_workers ranks have entered it.
   void Barrier(uint32_t rank, uint64_t generation, std::function<void(const Status&)> done);
 
  private:
   std::shared_ptr<Slice> Find(uint64_t key, uint32_t chunk, std::string* error);
-  std::vector<SliceState> InThisLayout(const std::vector<SliceState>& states);
+  std::vector<SliceState> InThisLayout(std::vector<SliceState> states);
   Status Failed();
 
   Mutex failed_mu_;
