@@ -13,13 +13,15 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/ctl/control_client.h"
-#include "agent/jobs/launch.h"  // kMaxPerNode
+#include "agent/jobs/launch.h"   // kMaxPerNode
+#include "agent/jobs/summary.h"  // Terminal, JobStateName
 #include "bootstrap/common/duration.h"
 
 namespace dlagent {
 namespace {
 
 namespace jpb = ::dlagent::jobs::v1;
+using jobs::Terminal;
 using namespace std::chrono;
 
 constexpr auto kPoll = milliseconds(200);
@@ -33,8 +35,6 @@ int Fail(std::ostream& err, const Status& st, int code = 1) {
   err << "agentctl: " << st.message() << "\n";
   return code;
 }
-
-bool Terminal(const jpb::JobSummary& s) { return s.state() == "succeeded" || s.state() == "failed" || s.state() == "killed"; }
 
 std::string Ago(int64_t unix_ms) {
   const int64_t now = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
@@ -81,13 +81,14 @@ Result<jpb::JobSummary> Stream(ControlClient& client, jpb::JobOutputRequest req,
     req.set_tail(0);
     if (!follow) return r->summary();
     const jpb::JobSummary& s = r->summary();
-    if (restarts_told < 0) restarts_told = s.state() == "restarting" ? s.restarts_size() - 1 : s.restarts_size(), attempt_told = s.attempt();
+    if (restarts_told < 0)
+      restarts_told = s.state() == jpb::JOB_STATE_RESTARTING ? s.restarts_size() - 1 : s.restarts_size(), attempt_told = s.attempt();
     for (; restarts_told < s.restarts_size(); ++restarts_told) {
       const jpb::JobRestart& x = s.restarts(restarts_told);
       err << "agentctl: job " << s.id() << " attempt " << x.attempt() << " failed: " << ForTerminal(x.reason()) << "; restarting ("
           << restarts_told + 1 << " of " << s.max_restarts() << ")\n";
     }
-    if (s.attempt() > attempt_told && s.state() != "restarting") {
+    if (s.attempt() > attempt_told && s.state() != jpb::JOB_STATE_RESTARTING) {
       attempt_told = s.attempt();
       err << "agentctl: job " << s.id() << " attempt " << s.attempt() << ": " << s.ranks() << (s.ranks() == 1 ? " rank" : " ranks") << " on "
           << s.nodes() << (s.nodes() == 1 ? " node" : " nodes") << "\n";
@@ -238,8 +239,9 @@ int RunRun(const CtlOptions& ctl, const RunOptions& o, const std::atomic<int>& i
     }
     return Fail(err, end.status());
   }
-  if (end->state() == "succeeded") return 0;
-  err << "agentctl: job " << end->id() << " " << end->state() << ": " << ForTerminal(end->failure()) << " (exit " << end->exit_code() << ")\n";
+  if (end->state() == jpb::JOB_STATE_SUCCEEDED) return 0;
+  err << "agentctl: job " << end->id() << " " << jobs::JobStateName(end->state()) << ": " << ForTerminal(end->failure()) << " (exit "
+      << end->exit_code() << ")\n";
   if (stopping) return 130;
   return end->exit_code() == 0 ? 1 : end->exit_code();
 }
@@ -254,7 +256,7 @@ int RunJobs(const CtlOptions& ctl, std::ostream& out, std::ostream& err) {
     for (const jpb::JobSummary& s : list->jobs()) {
       j.push_back({{"id", s.id()},
                    {"name", s.name()},
-                   {"state", s.state()},
+                   {"state", std::string(jobs::JobStateName(s.state()))},
                    {"launcher", s.launcher()},
                    {"user", s.user()},
                    {"ranks", s.ranks()},
@@ -290,7 +292,7 @@ int RunJobs(const CtlOptions& ctl, std::ostream& out, std::ostream& err) {
       const int64_t end = done ? s.ended_unix_ms() : duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
       // With --restarts, the state says the restarts used of those allowed: "running r1/2".
       const std::string restarts = s.max_restarts() > 0 ? " r" + std::to_string(s.restarts_size()) + "/" + std::to_string(s.max_restarts()) : "";
-      row(ForTerminal(s.id()), ForTerminal(s.name()), ForTerminal(s.state()) + restarts,
+      row(ForTerminal(s.id()), ForTerminal(s.name()), std::string(jobs::JobStateName(s.state())) + restarts,
           std::to_string(s.running()) + " run, " + std::to_string(s.exited()) + "/" + std::to_string(s.ranks()) + " out", ForTerminal(s.user()),
           Ago(s.started_unix_ms()) + " ago", FormatDuration(milliseconds(std::max<int64_t>(0, end - s.started_unix_ms()))),
           // The last step the ranks reported (DLAGENT_METRICS_SOCKET) and how long ago: a stuck trainer shows.
@@ -335,7 +337,7 @@ std::vector<jpb::JobSummary> StuckJobs(const jpb::JobList& list, int64_t now_uni
   std::vector<jpb::JobSummary> out;
   const int64_t limit = duration_cast<milliseconds>(stuck_after).count();
   for (const jpb::JobSummary& s : list.jobs()) {
-    if (s.state() == "running" && s.training().step_unix_ms() > 0 && now_unix_ms - s.training().step_unix_ms() > limit) out.push_back(s);
+    if (s.state() == jpb::JOB_STATE_RUNNING && s.training().step_unix_ms() > 0 && now_unix_ms - s.training().step_unix_ms() > limit) out.push_back(s);
   }
   return out;
 }

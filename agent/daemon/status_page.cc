@@ -76,7 +76,7 @@ json Job(const pb::JobSummary& s, const StatusPageInput& in) {
   json restarts = json::array();
   for (const pb::JobRestart& r : s.restarts()) restarts.push_back({{"attempt", r.attempt()}, {"reason", r.reason()}, {"unix_ms", r.unix_ms()}});
   json j = {{"id", s.id()},
-            {"state", s.state()},
+            {"state", std::string(jobs::JobStateName(s.state()))},
             {"launcher", s.launcher()},
             {"ranks", s.ranks()},
             {"running", s.running()},

@@ -20,7 +20,6 @@
 #include "bootstrap/membership/packet_crypto.h"
 
 namespace dlagent::jobs {
-namespace {}  // namespace
 
 std::string KillReason(int sig, const Caller& caller, const std::string& from) {
   return "killed with " + SignalName(sig) + " by uid " + std::to_string(caller.uid) + (from.empty() ? "" : " on " + from);
@@ -87,6 +86,8 @@ Coordinator::~Coordinator() {
   thread_.join();
 }
 
+JobCoreOptions Coordinator::CoreOptions() const { return {o_.self, o_.self_addr, o_.unreachable_after, o_.restart_wait, o_.restart_retry}; }
+
 Result<pb::JobSummary> Coordinator::Run(const pb::RunJobRequest& req, const Caller& caller, std::function<std::vector<JobNode>()> roster) {
   ASSIGN_OR_RETURN(CheckedRun checked, CheckRunRequest(req, caller, roster(), o_.default_grace));
   pb::JobSpec& spec = checked.spec;
@@ -95,26 +96,17 @@ Result<pb::JobSummary> Coordinator::Run(const pb::RunJobRequest& req, const Call
   spec.set_coordinator_addr(o_.self_addr);
   spec.set_created_unix_ms(swim::NowUnixMs());
   spec.set_per_node(req.per_node());
-  ASSIGN_OR_RETURN(auto parts, Launch(spec, req.per_node(), checked.nodes));
-
-  auto job = std::make_unique<Job>();
-  job->spec = spec;
-  job->started = std::chrono::steady_clock::now();
-  job->per_node = req.per_node();
-  job->roster = std::move(roster);
-  for (const JobNode& n : checked.nodes) {
-    job->first_nodes.push_back(n.instance_id);
-    job->last_answer[n.instance_id] = job->started;
-  }
-  job->parts = std::move(parts);
+  ASSIGN_OR_RETURN(auto parts, Launch(spec, checked.nodes));
+  auto job = std::make_unique<Job>(
+      Job{JobCore(CoreOptions(), spec, std::move(parts), std::chrono::steady_clock::now(), swim::NowUnixMs()), std::move(roster)});
   MutexLock lock(mu_);
-  pb::JobSummary summary = Recompute(*job);
+  pb::JobSummary summary = job->core.summary();
   jobs_[spec.id()] = std::move(job);
   cv_.notify_all();
   return summary;
 }
 
-Result<std::map<std::string, pb::NodeJob>> Coordinator::Launch(pb::JobSpec& spec, uint32_t per_node, const std::vector<JobNode>& nodes) {
+Result<std::map<std::string, pb::NodeJob>> Coordinator::Launch(pb::JobSpec& spec, const std::vector<JobNode>& nodes) {
   spec.clear_nodes();
   spec.clear_node_addrs();
   for (const JobNode& n : nodes) {
@@ -125,7 +117,7 @@ Result<std::map<std::string, pb::NodeJob>> Coordinator::Launch(pb::JobSpec& spec
   PlanOptions po;
   ASSIGN_OR_RETURN(po.launcher, ParseLauncher(spec.launcher()));
   po.job_id = spec.id();
-  po.per_node = per_node;
+  po.per_node = spec.per_node();
   po.dlps_port = o_.dlps_port;
   po.argv.assign(spec.argv().begin(), spec.argv().end());
   po.agentctl = o_.agentctl;
@@ -178,8 +170,7 @@ Result<std::map<std::string, pb::NodeJob>> Coordinator::Launch(pb::JobSpec& spec
   });
   for (size_t i = 0; i < nodes.size(); ++i) {
     if (started[i].ok()) continue;
-    Decision d{"could not start: " + std::string(started[i].status().message()), 1, false};
-    SignalAll(spec, {}, SIGKILL, d);
+    SignalJob(nodes_, o_.self, spec, {}, SIGKILL, "could not start: " + std::string(started[i].status().message()), false);
     return Status(started[i].status().code(), "jobs", "nothing left running: " + std::string(started[i].status().message()));
   }
   spdlog::info("job {} ({}){}: {} ranks on {} nodes as {} with launcher {}: {}", spec.id(), spec.name(),
@@ -195,215 +186,96 @@ Result<std::map<std::string, pb::NodeJob>> Coordinator::Launch(pb::JobSpec& spec
   return parts;
 }
 
-pb::JobSummary Coordinator::Recompute(Job& job) {
-  std::vector<NodePart> parts;
-  for (const std::string& n : job.spec.nodes()) {
-    auto it = job.parts.find(n);
-    parts.push_back({n, it == job.parts.end() ? nullptr : &it->second, job.lost[n]});
-  }
-  job.summary = Summarize(job.spec, parts, job.decision);
-  *job.summary.mutable_restarts() = {job.restarts.begin(), job.restarts.end()};
-  if (job.restarting)
-    MarkRestarting(job.summary, job.restarts.back().reason());
-  else if (!job.decision.final)
-    MarkRestartsUsedUp(job.summary);
-  return job.summary;
-}
-
 Result<pb::JobSummary> Coordinator::Summary(const std::string& id) {
   MutexLock lock(mu_);
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return Status::NotFound("jobs", "no job " + id + " coordinated by " + o_.self);
-  return it->second->summary;
+  return it->second->core.summary();
 }
 
 Result<pb::JobSpec> Coordinator::Spec(const std::string& id) {
   MutexLock lock(mu_);
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return Status::NotFound("jobs", "no job " + id + " coordinated by " + o_.self);
-  return it->second->spec;
+  return it->second->core.spec();
 }
 
 std::vector<pb::JobSummary> Coordinator::List() {
   MutexLock lock(mu_);
   std::vector<pb::JobSummary> out;
-  for (const auto& [id, job] : jobs_) out.push_back(job->summary);
+  for (const auto& [id, job] : jobs_) out.push_back(job->core.summary());
   return out;
 }
 
-uint32_t Coordinator::SignalAll(const pb::JobSpec& spec, const std::vector<std::string>& skip, int sig, const Decision& d) {
-  return SignalJob(nodes_, o_.self, spec, skip, sig, d.failure, d.killed);
+uint32_t Coordinator::Act(const std::string& id, const pb::JobSpec& spec, const JobActions& a) {
+  for (const JobLogLine& l : a.log) {
+    if (l.warning)
+      spdlog::warn("{}", l.text);
+    else
+      spdlog::info("{}", l.text);
+  }
+  uint32_t signalled = 0;
+  if (a.signal) signalled = SignalJob(nodes_, o_.self, spec, a.skip, a.sig, a.signal->failure, a.signal->killed);
+  if (a.pick_nodes) Restart(id);
+  return signalled;
 }
 
 Result<uint32_t> Coordinator::Kill(const std::string& id, int sig, const Caller& caller) {
   pb::JobSpec spec;
-  Decision d;
-  std::vector<std::string> lost;
+  JobActions a;
   {
     MutexLock lock(mu_);
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return Status::NotFound("jobs", "no job " + id + " coordinated by " + o_.self);
-    Job& job = *it->second;
-    if (caller.uid != 0 && caller.uid != job.spec.uid()) {
-      return Status::PermissionDenied("jobs", "job " + id + " belongs to " + job.spec.user() + "; only they or root may kill it");
+    JobCore& job = it->second->core;
+    if (caller.uid != 0 && caller.uid != job.spec().uid()) {
+      return Status::PermissionDenied("jobs", "job " + id + " belongs to " + job.spec().user() + "; only they or root may kill it");
     }
-    if (Terminal(job.summary)) return 0u;
-    if (!job.decision.killed) {
-      job.decision = {KillReason(sig, caller), 128 + sig, true};
-    }
-    job.restarting = false;  // a restart under way starts nothing (or stops what it started)
-    d = job.decision;
-    spec = job.spec;
-    for (const auto& [n, gone] : job.lost) {
-      if (gone) lost.push_back(n);
-    }
+    a = job.OnKill(std::chrono::steady_clock::now(), Decision{KillReason(sig, caller), 128 + sig, true}, sig);
+    spec = job.spec();
   }
-  spdlog::info("job {}: {}", id, d.failure);
-  const uint32_t n = SignalAll(spec, lost, sig, d);
+  const uint32_t n = Act(id, spec, a);
   cv_.notify_all();
   return n;
 }
 
 void Coordinator::Watch(const std::string& id) {
   pb::JobSpec spec;
-  std::map<std::string, bool> lost;
+  std::vector<size_t> ask;
   {
     MutexLock lock(mu_);
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return;
-    spec = it->second->spec;
-    lost = it->second->lost;
+    spec = it->second->core.spec();
+    ask = it->second->core.ToAsk();
   }
-  const size_t n = static_cast<size_t>(spec.nodes_size());
-  std::vector<Result<pb::NodeReply>> answers(n, Status::Internal("jobs", "not asked"));
-  ForEachConcurrently(n, [&](size_t i) {
-    if (lost[spec.nodes(static_cast<int>(i))]) return;
+  std::vector<NodeAnswer> answers(static_cast<size_t>(spec.nodes_size()));
+  ForEachConcurrently(ask.size(), [&](size_t k) {
+    const int i = static_cast<int>(ask[k]);
     pb::NodeRequest r;
     r.set_from(o_.self);
     r.mutable_query()->set_job(id);
-    answers[i] = Answer(nodes_.Call(spec.nodes(static_cast<int>(i)), spec.node_addrs(static_cast<int>(i)), r));
+    Result<pb::NodeReply> reply = Answer(nodes_.Call(spec.nodes(i), spec.node_addrs(i), r));
+    NodeAnswer& a = answers[ask[k]];
+    if (reply.ok() && reply->query().jobs_size() == 1) {
+      a.part = std::move(*reply->mutable_query()->mutable_jobs(0));
+    } else if (reply.ok()) {
+      a.part = Status::Internal("jobs", "node " + spec.nodes(i) + " answered without the job");
+    } else {
+      a.part = reply.status();
+      a.gone = nodes_.Gone(spec.nodes(i));
+    }
   });
-  std::vector<bool> gone(n);
-  for (size_t i = 0; i < n; ++i) gone[i] = !answers[i].ok() && nodes_.Gone(spec.nodes(static_cast<int>(i)));
-
-  Decision fresh;
-  std::vector<std::string> skip;
-  bool restart_due = false, stop_helpers = false;
+  JobActions a;
   {
     MutexLock lock(mu_);
     auto it = jobs_.find(id);
     if (it == jobs_.end()) return;
-    Job& job = *it->second;
-    const MonoTime now = std::chrono::steady_clock::now();
-    for (size_t i = 0; i < n; ++i) {
-      if (!answers[i].ok() || answers[i]->query().jobs_size() != 1) continue;
-      const pb::JobSpec& theirs = answers[i]->query().jobs(0).spec();
-      if (theirs.coordinator() != o_.self && theirs.attempt() > spec.attempt()) {
-        // Another agent took the job over while this one was cut off: it is theirs now.
-        spdlog::warn("job {}: {} coordinates it now (attempt {}); this agent lets it go", id, theirs.coordinator(), theirs.attempt());
-        jobs_.erase(it);
-        return;
-      }
-    }
-    if (job.stop_pending) {
-      job.stop_pending = false;
-      fresh = job.decision;
-      for (const auto& [node, l] : job.lost) {
-        if (l) skip.push_back(node);
-      }
-    }
-    std::string lost_why;
-    for (size_t i = 0; i < n; ++i) {
-      const std::string& node = spec.nodes(static_cast<int>(i));
-      if (job.lost[node]) continue;
-      if (answers[i].ok() && answers[i]->query().jobs_size() == 1) {
-        job.parts[node] = answers[i]->query().jobs(0);
-        job.last_answer[node] = now;
-        continue;
-      }
-      std::string why;
-      if (gone[i])
-        why = "node " + node + " died or left the cluster", job.unusable.insert(node);
-      else if (!answers[i].ok() && answers[i].status().code() == StatusCode::kNotFound)
-        why = "node " + node + " no longer knows the job (its agent restarted)";
-      else if (now - job.last_answer[node] > o_.unreachable_after) {
-        why = "node " + node + " did not answer for " + FormatDuration(o_.unreachable_after) + " (" + answers[i].status().ToString() + ")";
-        job.unusable.insert(node);
-      }
-      if (!why.empty()) {
-        job.lost[node] = true;
-        if (lost_why.empty()) lost_why = why;
-      }
-    }
-    if (job.decision.failure.empty()) {
-      std::string part_failure;
-      bool part_killed = false;
-      for (const auto& [node, part] : job.parts) {
-        if (!part.failure().empty() && part_failure.empty()) part_failure = part.failure(), part_killed = part.killed();
-      }
-      if (!part_failure.empty()) {
-        job.decision = {part_failure, 0, part_killed};
-      } else if (!lost_why.empty()) {
-        job.decision = {lost_why, 255, false};
-      } else if (spec.timeout_ms() > 0 && now - job.started > std::chrono::milliseconds(spec.timeout_ms())) {
-        job.decision = {"timed out after " + FormatDuration(std::chrono::milliseconds(spec.timeout_ms())), 124, false, true};
-      }
-      if (!job.decision.failure.empty()) {
-        fresh = job.decision;
-        for (const auto& [node, l] : job.lost) {
-          if (l) skip.push_back(node);
-        }
-        if (ShouldRestart(spec, job.decision)) {
-          job.restarting = true;
-          job.restarts.push_back(RestartRecord(spec.attempt(), job.decision.failure));
-        }
-      }
-    }
-    if (job.decision.failure.empty() && !job.helpers_stopped && OnlyHelpersRun(job)) {
-      job.helpers_stopped = stop_helpers = true;
-      for (const auto& [node, l] : job.lost) {
-        if (l) skip.push_back(node);
-      }
-    }
-    Recompute(job);
-    restart_due = job.restarting && WoundDown(job);
-    if (Terminal(job.summary) && !job.logged_end) {
-      job.logged_end = true;
-      if (job.summary.state() == "succeeded")
-        spdlog::info("job {} ({}) succeeded", id, spec.name());
-      else
-        spdlog::warn("job {} ({}) {}: {} (exit {})", id, spec.name(), job.summary.state(), job.summary.failure(), job.summary.exit_code());
-    }
+    a = it->second->core.OnAnswers(std::chrono::steady_clock::now(), answers);
+    spec = it->second->core.spec();
+    if (a.let_go) jobs_.erase(it);
   }
-  if (!fresh.failure.empty()) {
-    if (ShouldRestart(spec, fresh))
-      spdlog::warn("job {}: {}; stopping every rank to start again (restart {} of {})", id, fresh.failure, spec.attempt() + 1, spec.max_restarts());
-    else
-      spdlog::warn("job {}: {}; stopping every rank", id, fresh.failure);
-    SignalAll(spec, skip, SIGTERM, fresh);
-  }
-  if (stop_helpers) {
-    spdlog::info("job {}: every rank has ended; stopping the processes its launcher added", id);
-    SignalAll(spec, skip, SIGTERM, Decision{});
-  }
-  if (restart_due) Restart(id);
-}
-
-bool Coordinator::OnlyHelpersRun(const Job& job) {
-  uint32_t own_ended = 0, helpers = 0;
-  for (const auto& [node, part] : job.parts) {
-    if (auto l = job.lost.find(node); l != job.lost.end() && l->second) continue;
-    for (const pb::RankState& r : part.ranks()) {
-      if (r.attempt() != job.spec.attempt()) continue;
-      if (r.rank() >= job.spec.num_ranks())
-        helpers += r.running();
-      else if (r.running())
-        return false;
-      else
-        ++own_ended;
-    }
-  }
-  return own_ended == job.spec.num_ranks() && helpers > 0;
+  Act(id, spec, a);
 }
 
 void Coordinator::Loop() {
@@ -415,12 +287,12 @@ void Coordinator::Loop() {
       MutexLock lock(mu_);
       if (stopping_) return;
       for (const auto& [id, job] : jobs_) {
-        if (!Terminal(job->summary)) active.push_back(id);
+        if (!Terminal(job->core.summary())) active.push_back(id);
       }
       // Forget the oldest finished jobs past keep_finished.
       std::vector<std::pair<int64_t, std::string>> finished;
       for (const auto& [id, job] : jobs_) {
-        if (Terminal(job->summary)) finished.emplace_back(job->summary.ended_unix_ms(), id);
+        if (Terminal(job->core.summary())) finished.emplace_back(job->core.summary().ended_unix_ms(), id);
       }
       std::sort(finished.begin(), finished.end());
       for (size_t i = 0; i + o_.keep_finished < finished.size(); ++i) jobs_.erase(finished[i].second);

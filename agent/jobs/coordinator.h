@@ -1,10 +1,12 @@
 #pragma once
-// Coordinator: the policy of the jobs started from this node. Run() checks the job on every node it will run
-// on (working directory, program, free ports), plans its ranks (launch.h) and starts them everywhere, all or
-// nothing. A thread then watches each job: when a rank fails, a node dies or leaves (gossip) or stops
-// answering, or the timeout passes, every other rank gets SIGTERM, then SIGKILL after the grace period, and
-// the job's summary names the cause. Kill() does the same on purpose. A job with restarts left (restart.h)
-// starts again instead, once every rank of the failed attempt has ended and enough nodes are usable.
+// Coordinator: drives the jobs started from this node (and those it took over). Run() checks the job on every
+// node it will run on (working directory, program, free ports), plans its ranks (launch.h) and starts them
+// everywhere, all or nothing. A thread then asks each job's nodes for their parts every poll_interval and
+// hands the answers to the job's JobCore (job_core.h), which decides: when a rank fails, a node dies or leaves
+// (gossip) or stops answering, or the timeout passes, every other rank gets SIGTERM, then SIGKILL after the
+// grace period, and the job's summary names the cause. Kill() does the same on purpose. A job with restarts
+// left (restart.h) starts again instead, once every rank of the failed attempt has ended and enough nodes are
+// usable. This class holds the I/O (calls to nodes, the roster, the log); the decisions are the core's.
 //
 // Threading: one thread of its own watches the jobs (and beats its heartbeat) and starts their restarts;
 // every method may be called from any thread. Run and Kill block on calls to other nodes, each with a
@@ -20,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "agent/jobs/job_core.h"
 #include "agent/jobs/run_request.h"
 #include "agent/jobs/summary.h"
 #include "agent/rpc/control_handler.h"
@@ -112,43 +115,21 @@ class Coordinator {
 
  private:
   struct Job {
-    pb::JobSpec spec;  // the attempt's
-    Decision decision;
-    std::map<std::string, pb::NodeJob> parts;  // by instance id: the latest answer
-    std::map<std::string, MonoTime> last_answer;
-    std::map<std::string, bool> lost;
-    std::set<std::string> unusable;  // lost as dead, gone or silent: no place for the next attempt
-    pb::JobSummary summary;
-    MonoTime started;
-    bool logged_end = false;
-    // What a restart needs: the request's --per-node, the first attempt's nodes, the roster's source.
-    uint32_t per_node = 1;
-    std::vector<std::string> first_nodes;
-    std::function<std::vector<JobNode>()> roster;
-    std::vector<pb::JobRestart> restarts;
-    bool restarting = false;                // the attempt failed and the next one is due: its ranks stop, then nodes are awaited
-    MonoTime wound_down = MonoTime::max();  // when every rank of the failed attempt had ended
-    MonoTime next_try{};                    // the earliest time for the next attempt's start
-    std::string waiting_for;                // why the restart waits, as last said in the log
-    bool helpers_stopped = false;           // the processes the launcher added were stopped after the ranks ended
-    bool stop_pending = false;              // a decision made outside Watch (a takeover): the ranks get SIGTERM
+    JobCore core;
+    std::function<std::vector<JobNode>()> roster;  // the roster in force, asked again for each restart
   };
 
-  // Prepares and starts the spec's ranks on nodes (spec gets its nodes, ranks and token), all or nothing;
+  // Prepares and starts the spec's ranks on nodes, spec.per_node() a node (spec gets its nodes, ranks and token), all or nothing;
   // each node's part.
-  Result<std::map<std::string, pb::NodeJob>> Launch(pb::JobSpec& spec, uint32_t per_node, const std::vector<JobNode>& nodes);
+  Result<std::map<std::string, pb::NodeJob>> Launch(pb::JobSpec& spec, const std::vector<JobNode>& nodes);
   void Loop();
+  // One round: every node of the job not lost is asked for its part, and the core decides.
   void Watch(const std::string& id);
   // The failed attempt has wound down: the next one starts on the nodes picked (or waits, or gives up).
   void Restart(const std::string& id);
-  // Whether every rank of the job's attempt has ended and its output been read (lost nodes aside).
-  static bool WoundDown(const Job& job);
-  // Whether every rank of the job's own has ended and only processes its launcher added (dask's scheduler
-  // and workers, MPI's daemons) still run: they are stopped then, and the job ends with its ranks.
-  static bool OnlyHelpersRun(const Job& job);
-  // Sends the signal to every node of the job that is not lost.
-  uint32_t SignalAll(const pb::JobSpec& spec, const std::vector<std::string>& skip, int sig, const Decision& d);
-  pb::JobSummary Recompute(Job& job) REQUIRES(mu_);
+  // Does what the core asked for the job (spec: the job's after the call); returns the ranks signalled.
+  uint32_t Act(const std::string& id, const pb::JobSpec& spec, const JobActions& a);
+  JobCoreOptions CoreOptions() const;
 
   JobNodes& nodes_;
   const CoordinatorOptions o_;

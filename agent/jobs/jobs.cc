@@ -350,7 +350,7 @@ Result<pb::AttachReply> Jobs::Attach(const pb::AttachRequest& req, const Caller&
 
 Jobs::Metrics Jobs::metrics() {
   Metrics m;
-  for (const pb::JobSummary& s : coordinator_.List()) ++m.coordinated[s.state()];
+  for (const pb::JobSummary& s : coordinator_.List()) ++m.coordinated[std::string(JobStateName(s.state()))];
   m.coordinator = coordinator_.counters();
   m.node = local_.counters();
   m.refused_calls = server_.refused();

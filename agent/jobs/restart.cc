@@ -2,8 +2,6 @@
 
 #include <algorithm>
 
-#include "bootstrap/membership/packet_crypto.h"
-
 namespace dlagent::jobs {
 
 bool ShouldRestart(const pb::JobSpec& spec, const Decision& d) { return !d.killed && !d.final && spec.attempt() < spec.max_restarts(); }
@@ -24,23 +22,23 @@ RestartNodes PickRestartNodes(const pb::JobSpec& spec, const std::vector<std::st
   return out;
 }
 
-pb::JobRestart RestartRecord(uint32_t attempt, const std::string& reason) {
+pb::JobRestart RestartRecord(uint32_t attempt, const std::string& reason, int64_t unix_ms) {
   pb::JobRestart r;
   r.set_attempt(attempt);
   r.set_reason(reason.size() > kMaxRestartReasonBytes ? reason.substr(0, kMaxRestartReasonBytes - 3) + "..." : reason);
-  r.set_unix_ms(swim::NowUnixMs());
+  r.set_unix_ms(unix_ms);
   return r;
 }
 
 void MarkRestarting(pb::JobSummary& s, const std::string& reason) {
-  s.set_state("restarting");
+  s.set_state(pb::JOB_STATE_RESTARTING);
   s.set_failure(reason);
   s.set_exit_code(0);
   s.set_ended_unix_ms(0);
 }
 
 void MarkRestartsUsedUp(pb::JobSummary& s) {
-  if (s.state() != "failed" || s.max_restarts() == 0 || s.attempt() < s.max_restarts()) return;
+  if (s.state() != pb::JOB_STATE_FAILED || s.max_restarts() == 0 || s.attempt() < s.max_restarts()) return;
   s.set_failure(s.failure() + "; it failed " + std::to_string(s.attempt() + 1) + " times, with every restart used (--restarts " +
                 std::to_string(s.max_restarts()) + ")");
 }

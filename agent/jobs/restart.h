@@ -37,8 +37,8 @@ RestartNodes PickRestartNodes(const pb::JobSpec& spec, const std::vector<std::st
 // A restart's record is kept with the job and travels in its spec to every node at each start, up to
 // kMaxRestarts of them: its reason (a peer's error may be long) is cut to this many bytes.
 inline constexpr size_t kMaxRestartReasonBytes = 512;
-// The record of attempt `attempt` failing for `reason`, now.
-pb::JobRestart RestartRecord(uint32_t attempt, const std::string& reason);
+// The record of attempt `attempt` failing for `reason`, seen at unix_ms.
+pb::JobRestart RestartRecord(uint32_t attempt, const std::string& reason, int64_t unix_ms);
 
 // The summary of a job between attempts: "restarting", the failure that caused it and no exit code.
 void MarkRestarting(pb::JobSummary& s, const std::string& reason);

@@ -80,7 +80,19 @@ Result<pb::JobList> ListPage(pb::JobList all, const std::string& after, uint32_t
   return page;
 }
 
-bool Terminal(const pb::JobSummary& s) { return s.state() == "succeeded" || s.state() == "failed" || s.state() == "killed"; }
+bool Terminal(pb::JobState s) { return s == pb::JOB_STATE_SUCCEEDED || s == pb::JOB_STATE_FAILED || s == pb::JOB_STATE_KILLED; }
+
+std::string_view JobStateName(pb::JobState s) {
+  switch (s) {
+    case pb::JOB_STATE_RUNNING: return "running";
+    case pb::JOB_STATE_STOPPING: return "stopping";
+    case pb::JOB_STATE_RESTARTING: return "restarting";
+    case pb::JOB_STATE_SUCCEEDED: return "succeeded";
+    case pb::JOB_STATE_FAILED: return "failed";
+    case pb::JOB_STATE_KILLED: return "killed";
+    default: return "unknown";
+  }
+}
 
 pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& parts, const Decision& decision) {
   pb::JobSummary s;
@@ -153,7 +165,7 @@ pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& p
   if (d.killed) {
     s.set_failure(d.failure);
     s.set_exit_code(d.exit_code ? d.exit_code : 128 + SIGTERM);
-  } else if (first) {
+  } else if (first && !d.final) {
     failed = true;
     s.set_exit_code(first->signal() ? 128 + first->signal() : first->exit_code());
     s.set_failure("rank " + std::to_string(first->rank()) + " on " + first_node + " " + RankEnding(*first));
@@ -164,15 +176,15 @@ pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& p
   }
   const bool decided = d.killed || failed;
   if (running > 0 || (decided && helpers_running > 0)) {
-    s.set_state(decided ? "stopping" : "running");
+    s.set_state(decided ? pb::JOB_STATE_STOPPING : pb::JOB_STATE_RUNNING);
   } else if (d.killed) {
-    s.set_state("killed");
+    s.set_state(pb::JOB_STATE_KILLED);
   } else if (failed) {
-    s.set_state("failed");
+    s.set_state(pb::JOB_STATE_FAILED);
   } else if (seen == spec.num_ranks() && ended == seen && helpers_running == 0) {
-    s.set_state("succeeded");
+    s.set_state(pb::JOB_STATE_SUCCEEDED);
   } else {
-    s.set_state("running");  // not every node has answered yet
+    s.set_state(pb::JOB_STATE_RUNNING);  // not every node has answered yet
   }
   if (Terminal(s)) s.set_ended_unix_ms(last_end);
   std::vector<const pb::Training*> training;

@@ -5,6 +5,7 @@
 // Thread safety: pure functions.
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "bootstrap/common/status.h"
@@ -31,10 +32,15 @@ struct NodePart {
 
 // state: running (no decision yet), stopping (a decision, ranks still running), succeeded, failed, killed.
 // exit_code: 0, the first failed rank's code (128 + signal for a signal), 128 + signal for a kill, or the
-// decision's (255 for a lost node, 124 for a timeout).
+// decision's (255 for a lost node, 124 for a timeout). A final decision (the timeout, a restart given up) names
+// the job's end even when a rank of the attempt failed before it.
 pb::JobSummary Summarize(const pb::JobSpec& spec, const std::vector<NodePart>& parts, const Decision& decision);
 
-bool Terminal(const pb::JobSummary& s);
+bool Terminal(pb::JobState s);
+inline bool Terminal(const pb::JobSummary& s) { return Terminal(s.state()); }
+// "running", "stopping", "restarting", "succeeded", "failed", "killed" ("unknown" for none): the word agentctl,
+// --json, the status page and /metrics show.
+std::string_view JobStateName(pb::JobState s);
 
 // How an ended rank ended: "exited with 3", "was killed by SIGKILL".
 std::string RankEnding(const pb::RankState& r);

@@ -8,7 +8,7 @@ namespace {
 using namespace std::chrono;
 namespace jpb = jobs::v1;
 
-jpb::JobSummary Job(const std::string& id, const std::string& state, int64_t step_unix_ms) {
+jpb::JobSummary Job(const std::string& id, jpb::JobState state, int64_t step_unix_ms) {
   jpb::JobSummary s;
   s.set_id(id);
   s.set_state(state);
@@ -22,11 +22,11 @@ jpb::JobSummary Job(const std::string& id, const std::string& state, int64_t ste
 TEST(StuckJobsTest, OnlyRunningJobsThatReportedAndWentQuietTooLong) {
   const int64_t now = 10'000'000;
   jpb::JobList list;
-  *list.add_jobs() = Job("j-quiet", "running", now - 11 * 60'000);   // 11 minutes without a step
-  *list.add_jobs() = Job("j-busy", "running", now - 2'000);          // a step 2 s ago
-  *list.add_jobs() = Job("j-silent", "running", 0);                  // never reports: not judged
-  *list.add_jobs() = Job("j-done", "succeeded", now - 60 * 60'000);  // ended: not judged
-  *list.add_jobs() = Job("j-restarting", "restarting", now - 60 * 60'000);
+  *list.add_jobs() = Job("j-quiet", jpb::JOB_STATE_RUNNING, now - 11 * 60'000);   // 11 minutes without a step
+  *list.add_jobs() = Job("j-busy", jpb::JOB_STATE_RUNNING, now - 2'000);          // a step 2 s ago
+  *list.add_jobs() = Job("j-silent", jpb::JOB_STATE_RUNNING, 0);                  // never reports: not judged
+  *list.add_jobs() = Job("j-done", jpb::JOB_STATE_SUCCEEDED, now - 60 * 60'000);  // ended: not judged
+  *list.add_jobs() = Job("j-restarting", jpb::JOB_STATE_RESTARTING, now - 60 * 60'000);
   const std::vector<jpb::JobSummary> stuck = StuckJobs(list, now, minutes(10));
   ASSERT_EQ(stuck.size(), 1u);
   EXPECT_EQ(stuck[0].id(), "j-quiet");

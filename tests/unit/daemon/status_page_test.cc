@@ -59,7 +59,7 @@ StatusPageInput Formed() {
   j->set_name("train\xff");  // not UTF-8
   j->set_user("alice");
   j->add_argv("python3");
-  j->set_state("running");
+  j->set_state(jobs::v1::JOB_STATE_RUNNING);
   j->set_ranks(3);
   for (const char* node : {"i-0aaa", "i-0aaa", "i-0abc"}) j->add_rank_exits()->set_node(node);
   in.jobs = list;

@@ -101,7 +101,7 @@ TEST(CoordinatorTest, ARankFailingOnOneNodeStopsTheOthersAndTheJobExitsWithItsCo
   EXPECT_EQ(started->ranks(), 3u);
   auto done = WaitDone(c, started->id());
   ASSERT_TRUE(done.ok());
-  EXPECT_EQ(done->state(), "failed");
+  EXPECT_EQ(done->state(), pb::JOB_STATE_FAILED);
   EXPECT_EQ(done->exit_code(), 7);
   EXPECT_EQ(done->failure(), "rank 1 on i-1 exited with 7");
   EXPECT_EQ(done->running(), 0u);
@@ -116,7 +116,7 @@ TEST(CoordinatorTest, ALostNodeFailsTheJobWith255AndKillEndsOneKilled) {
   nodes.down_ = 2;
   auto done = WaitDone(c, a->id());
   ASSERT_TRUE(done.ok());
-  EXPECT_EQ(done->state(), "failed");
+  EXPECT_EQ(done->state(), pb::JOB_STATE_FAILED);
   EXPECT_EQ(done->exit_code(), 255);
   EXPECT_EQ(done->failure(), "node i-2 died or left the cluster");
   nodes.down_ = -1;
@@ -132,7 +132,7 @@ TEST(CoordinatorTest, ALostNodeFailsTheJobWith255AndKillEndsOneKilled) {
   ASSERT_TRUE(n.ok());
   EXPECT_EQ(*n, 3u);
   done = WaitDone(c, b->id());
-  EXPECT_EQ(done->state(), "killed");
+  EXPECT_EQ(done->state(), pb::JOB_STATE_KILLED);
   EXPECT_EQ(done->exit_code(), 128 + SIGTERM);
 }
 
@@ -190,12 +190,12 @@ TEST(CoordinatorTest, AFanOutCallsEveryNodeOnceWithAFewThreadsAtATime) {
 }
 
 TEST(RestartTest, ARestartsReasonIsBoundedForItTravelsWithTheSpec) {
-  EXPECT_EQ(RestartRecord(2, "rank 0 on i-0 exited with 3").reason(), "rank 0 on i-0 exited with 3");
-  const pb::JobRestart long_one = RestartRecord(0, std::string(100000, 'x'));
+  EXPECT_EQ(RestartRecord(2, "rank 0 on i-0 exited with 3", 1).reason(), "rank 0 on i-0 exited with 3");
+  const pb::JobRestart long_one = RestartRecord(0, std::string(100000, 'x'), 1);
   EXPECT_EQ(long_one.reason().size(), kMaxRestartReasonBytes);
   EXPECT_EQ(long_one.reason().substr(kMaxRestartReasonBytes - 3), "...");
   EXPECT_EQ(long_one.attempt(), 0u);
-  EXPECT_GT(long_one.unix_ms(), 0);
+  EXPECT_EQ(long_one.unix_ms(), 1);
 }
 
 CoordinatorOptions RestartingCoord() {
@@ -223,7 +223,7 @@ TEST(CoordinatorTest, ARankThatFailsRestartsEveryRankAndTheNextAttemptSucceeds) 
   ASSERT_TRUE(started.ok()) << started.status().ToString();
   auto done = WaitDone(c, started->id());
   ASSERT_TRUE(done.ok());
-  EXPECT_EQ(done->state(), "succeeded") << done->DebugString();
+  EXPECT_EQ(done->state(), pb::JOB_STATE_SUCCEEDED) << done->DebugString();
   EXPECT_EQ(done->exit_code(), 0);
   EXPECT_EQ(done->attempt(), 1u);
   ASSERT_EQ(done->restarts_size(), 1);
@@ -253,7 +253,7 @@ TEST(CoordinatorTest, ARankFailingEveryTimeUsesUpTheRestartsAndTheJobSaysHowMany
   ASSERT_TRUE(started.ok()) << started.status().ToString();
   auto done = WaitDone(c, started->id(), seconds(20));
   ASSERT_TRUE(done.ok());
-  EXPECT_EQ(done->state(), "failed") << done->DebugString();
+  EXPECT_EQ(done->state(), pb::JOB_STATE_FAILED) << done->DebugString();
   EXPECT_EQ(done->exit_code(), 3);
   EXPECT_EQ(done->attempt(), 2u);
   EXPECT_EQ(done->restarts_size(), 2);
@@ -275,7 +275,7 @@ TEST(CoordinatorTest, ALostNodeRestartsTheJobOnTheOthersAndAJoinedNodeIsTakenAtT
   nodes.Join(3);
   auto done = WaitDone(c, started->id(), seconds(20));
   ASSERT_TRUE(done.ok());
-  EXPECT_EQ(done->state(), "succeeded") << done->DebugString();
+  EXPECT_EQ(done->state(), pb::JOB_STATE_SUCCEEDED) << done->DebugString();
   EXPECT_EQ(done->attempt(), 2u);
   ASSERT_EQ(done->restarts_size(), 2);
   EXPECT_EQ(done->restarts(0).reason(), "node i-2 died or left the cluster");
@@ -312,7 +312,7 @@ TEST(CoordinatorTest, WhenTheCoordinatorIsGoneTheFirstLiveNodeOfTheJobTakesItOve
   while (!second.Summary(id).ok() && steady_clock::now() < until) std::this_thread::sleep_for(milliseconds(20));
   auto done = WaitDone(second, id, seconds(20));
   ASSERT_TRUE(done.ok()) << done.status().ToString();
-  EXPECT_EQ(done->state(), "succeeded") << done->DebugString();
+  EXPECT_EQ(done->state(), pb::JOB_STATE_SUCCEEDED) << done->DebugString();
   EXPECT_EQ(done->coordinator(), "i-1");
   EXPECT_EQ(done->attempt(), 1u);
   ASSERT_EQ(done->restarts_size(), 1);
@@ -335,7 +335,7 @@ TEST(CoordinatorTest, ARestartWithTooFewNodesWaitsThenFailsAndAKillMeanwhileEnds
   nodes.down_ = 2;
   auto done = WaitDone(c, a->id(), seconds(20));
   ASSERT_TRUE(done.ok());
-  EXPECT_EQ(done->state(), "failed") << done->DebugString();
+  EXPECT_EQ(done->state(), pb::JOB_STATE_FAILED) << done->DebugString();
   EXPECT_EQ(done->exit_code(), 255);
   EXPECT_EQ(done->failure(),
             "no restart after waiting 600ms for nodes: 2 of the job's nodes are usable; it needs 3 (as many as it started on; --min-nodes allows "
@@ -348,12 +348,12 @@ TEST(CoordinatorTest, ARestartWithTooFewNodesWaitsThenFailsAndAKillMeanwhileEnds
   ASSERT_TRUE(b.ok()) << b.status().ToString();
   nodes.jobs_[1]->StopAll("test", seconds(2));  // a failure (not a kill: agentd stopping) with a restart left
   const auto until = steady_clock::now() + seconds(10);
-  while (patient.Summary(b->id())->state() != "restarting" && steady_clock::now() < until) std::this_thread::sleep_for(milliseconds(20));
-  ASSERT_EQ(patient.Summary(b->id())->state(), "restarting");
+  while (patient.Summary(b->id())->state() != pb::JOB_STATE_RESTARTING && steady_clock::now() < until) std::this_thread::sleep_for(milliseconds(20));
+  ASSERT_EQ(patient.Summary(b->id())->state(), pb::JOB_STATE_RESTARTING);
   ASSERT_TRUE(patient.Kill(b->id(), SIGTERM, me).ok());
   done = WaitDone(patient, b->id());
   ASSERT_TRUE(done.ok());
-  EXPECT_EQ(done->state(), "killed") << done->DebugString();
+  EXPECT_EQ(done->state(), pb::JOB_STATE_KILLED) << done->DebugString();
   EXPECT_EQ(done->exit_code(), 128 + SIGTERM);
   nodes.down_ = -1;
   nodes.jobs_[2]->StopAll("test", seconds(2));

@@ -148,7 +148,7 @@ TEST(SummarizeTest, StateExitCodeAndFailureFromTheParts) {
     const pb::NodeJob b = Part(c.b, c.b_failure);
     std::vector<NodePart> parts = {{"i-a", &a, false}, {"i-b", c.b_answers ? &b : nullptr, c.b_lost}};
     const pb::JobSummary s = Summarize(Spec(2), parts, c.decision);
-    EXPECT_EQ(s.state(), c.state) << c.what;
+    EXPECT_EQ(JobStateName(s.state()), c.state) << c.what;
     EXPECT_EQ(s.exit_code(), c.exit_code) << c.what;
     EXPECT_EQ(s.failure(), c.failure) << c.what;
     EXPECT_EQ(s.running(), c.running) << c.what;
