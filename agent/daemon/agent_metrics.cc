@@ -133,6 +133,14 @@ void Jobs(Exposition& e, const jobs::Jobs::Metrics& j) {
   One(e, "dlagent_job_restarts_total", kCounter, "Job attempts this agent started after a job's first (agentctl run --restarts).",
       D(j.coordinator.restarts));
   One(e, "dlagent_job_takeovers_total", kCounter, "Jobs this agent took over from a coordinator that was lost.", D(j.coordinator.takeovers));
+  One(e, "dlagent_job_reports_received_total", kCounter, "Parts of jobs coordinated here that nodes pushed when they changed.",
+      D(j.coordinator.reports));
+  One(e, "dlagent_job_rounds_total", kCounter, "Slow rounds: a job's nodes asked for their parts (every 5 s a job).", D(j.coordinator.rounds));
+  e.Family("dlagent_job_reports_sent_total", kCounter, "This node's parts of jobs pushed to their coordinators, by outcome.");
+  e.Sample(D(j.reporter.delivered), {{"outcome", "delivered"}});
+  e.Sample(D(j.reporter.retried), {{"outcome", "retried"}});
+  e.Sample(D(j.reporter.dropped), {{"outcome", "dropped"}});
+  e.Sample(D(j.reporter.unknown), {{"outcome", "unknown"}});
   One(e, "dlagent_ranks_running", kGauge, "Job ranks running on this node.", D(j.node.ranks_running));
   One(e, "dlagent_ranks_started_total", kCounter, "Job ranks started on this node.", D(j.node.ranks_started));
   e.Family("dlagent_rank_exits_total", kCounter, "Job ranks on this node that ended, by how: ok (exit 0), failed (another code), signal.");

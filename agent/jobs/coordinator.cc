@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <set>
+#include <tuple>
 
 #include <spdlog/spdlog.h>
 
@@ -96,10 +97,18 @@ Result<pb::JobSummary> Coordinator::Run(const pb::RunJobRequest& req, const Call
   spec.set_coordinator_addr(o_.self_addr);
   spec.set_created_unix_ms(swim::NowUnixMs());
   spec.set_per_node(req.per_node());
-  ASSIGN_OR_RETURN(auto parts, Launch(spec, checked.nodes));
-  auto job = std::make_unique<Job>(
-      Job{JobCore(CoreOptions(), spec, std::move(parts), std::chrono::steady_clock::now(), swim::NowUnixMs()), std::move(roster)});
+  {
+    MutexLock lock(mu_);
+    starting_[spec.id()];
+  }
+  Result<std::map<std::string, pb::NodeJob>> parts = Launch(spec, checked.nodes);
   MutexLock lock(mu_);
+  auto early = std::move(starting_[spec.id()]);
+  starting_.erase(spec.id());
+  if (!parts.ok()) return parts.status();
+  const MonoTime now = std::chrono::steady_clock::now();
+  auto job = std::make_unique<Job>(Job{JobCore(CoreOptions(), spec, std::move(*parts), now, swim::NowUnixMs()), std::move(roster)});
+  for (const auto& [node, part] : early) job->todo.push_back(job->core.OnPart(now, node, part));
   pb::JobSummary summary = job->core.summary();
   jobs_[spec.id()] = std::move(job);
   cv_.notify_all();
@@ -278,15 +287,68 @@ void Coordinator::Watch(const std::string& id) {
   Act(id, spec, a);
 }
 
+Status Coordinator::Report(const std::string& from, const pb::NodeJob& part) {
+  MutexLock lock(mu_);
+  auto it = jobs_.find(part.spec().id());
+  if (it == jobs_.end()) {
+    auto early = starting_.find(part.spec().id());
+    if (early == starting_.end()) return Status::NotFound("jobs", "no job " + part.spec().id() + " coordinated by " + o_.self);
+    if (early->second.size() < 4 * static_cast<size_t>(part.spec().nodes_size()) + 16) early->second.emplace_back(from, part);
+    ++counters_.reports;
+    return Status::Ok();
+  }
+  ++counters_.reports;
+  JobActions a = it->second->core.OnPart(std::chrono::steady_clock::now(), from, part);
+  if (a.let_go) {
+    for (const JobLogLine& l : a.log) spdlog::warn("{}", l.text);
+    jobs_.erase(it);
+    return Status::Ok();
+  }
+  if (a.signal || a.pick_nodes || !a.log.empty()) {
+    it->second->todo.push_back(std::move(a));
+    cv_.notify_all();
+  }
+  return Status::Ok();
+}
+
+void Coordinator::Tick(const std::string& id) {
+  pb::JobSpec spec;
+  std::vector<size_t> ask;
+  {
+    MutexLock lock(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    spec = it->second->core.spec();
+    ask = it->second->core.ToAsk();
+  }
+  std::vector<std::string> gone;
+  for (size_t i : ask) {
+    if (nodes_.Gone(spec.nodes(static_cast<int>(i)))) gone.push_back(spec.nodes(static_cast<int>(i)));
+  }
+  JobActions a;
+  {
+    MutexLock lock(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return;
+    a = it->second->core.OnTick(std::chrono::steady_clock::now(), gone);
+    spec = it->second->core.spec();
+  }
+  Act(id, spec, a);
+}
+
 void Coordinator::Loop() {
+  MonoTime next_round{};
   for (;;) {
     if (o_.heartbeat) o_.heartbeat->Beat();
     for (const pb::JobSpec& orphan : nodes_.Orphans()) Adopt(orphan);
     std::vector<std::string> active;
+    std::vector<std::tuple<std::string, pb::JobSpec, std::vector<JobActions>>> todo;
     {
       MutexLock lock(mu_);
       if (stopping_) return;
-      for (const auto& [id, job] : jobs_) {
+      for (auto& [id, job] : jobs_) {
+        if (!job->todo.empty()) todo.emplace_back(id, job->core.spec(), std::move(job->todo));
+        job->todo.clear();
         if (!Terminal(job->core.summary())) active.push_back(id);
       }
       // Forget the oldest finished jobs past keep_finished.
@@ -297,11 +359,27 @@ void Coordinator::Loop() {
       std::sort(finished.begin(), finished.end());
       for (size_t i = 0; i + o_.keep_finished < finished.size(); ++i) jobs_.erase(finished[i].second);
     }
-    for (const std::string& id : active) Watch(id);
+    for (const auto& [id, spec, actions] : todo) {
+      for (const JobActions& a : actions) Act(id, spec, a);
+    }
+    const MonoTime now = std::chrono::steady_clock::now();
+    const bool round = now >= next_round;
+    if (round) next_round = now + o_.round_interval;
+    for (const std::string& id : active) {
+      Tick(id);
+      if (round) Watch(id);
+    }
     MutexLock lock(mu_);
     if (stopping_) return;
-    cv_.wait_for(lock.native(),
-                 active.empty() ? std::chrono::milliseconds(1000) : std::chrono::duration_cast<std::chrono::milliseconds>(o_.poll_interval));
+    if (round && !active.empty()) counters_.rounds += active.size();
+    const auto wait = active.empty() ? std::chrono::milliseconds(1000) : std::chrono::duration_cast<std::chrono::milliseconds>(o_.tick_interval);
+    cv_.wait_for(lock.native(), wait, [&]() NO_THREAD_SAFETY_ANALYSIS {
+      if (stopping_) return true;
+      for (const auto& [id, job] : jobs_) {
+        if (!job->todo.empty()) return true;
+      }
+      return false;
+    });
   }
 }
 

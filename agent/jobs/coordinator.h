@@ -1,16 +1,20 @@
 #pragma once
 // Coordinator: drives the jobs started from this node (and those it took over). Run() checks the job on every
 // node it will run on (working directory, program, free ports), plans its ranks (launch.h) and starts them
-// everywhere, all or nothing. A thread then asks each job's nodes for their parts every poll_interval and
-// hands the answers to the job's JobCore (job_core.h), which decides: when a rank fails, a node dies or leaves
+// everywhere, all or nothing. What it then learns of each job's nodes goes to the job's JobCore
+// (job_core.h), which decides: when a rank fails, a node dies or leaves
 // (gossip) or stops answering, or the timeout passes, every other rank gets SIGTERM, then SIGKILL after the
 // grace period, and the job's summary names the cause. Kill() does the same on purpose. A job with restarts
 // left (restart.h) starts again instead, once every rank of the failed attempt has ended and enough nodes are
 // usable. This class holds the I/O (calls to nodes, the roster, the log); the decisions are the core's.
 //
-// Threading: one thread of its own watches the jobs (and beats its heartbeat) and starts their restarts;
-// every method may be called from any thread. Run and Kill block on calls to other nodes, each with a
-// deadline; so does a restart, and the other jobs are not watched meanwhile.
+// How it learns: each node pushes its part of a job when it changes (Reporter -> Report), gossip says which
+// nodes are gone (checked every tick_interval, no calls), and a slow round asks every node every
+// round_interval.
+//
+// Threading: one thread of its own acts on what pushes called for, ticks and rounds the jobs (and beats its
+// heartbeat) and starts their restarts; every method may be called from any thread. Run and Kill block on
+// calls to other nodes, each with a deadline; so does a restart, and the other jobs wait meanwhile.
 
 #include <condition_variable>
 #include <functional>
@@ -51,7 +55,12 @@ struct CoordinatorOptions {
   uint16_t dlps_port = 7070;
   std::string agentctl = "/usr/bin/agentctl";                     // mpi: mpirun's remote launcher
   std::function<std::string(const std::string& job)> dlps_token;  // dlps: the job's token (hex); null: none
-  Duration poll_interval = std::chrono::milliseconds(200);
+  // How often time passes for the jobs (OnTick: the nodes gossip calls gone, the timeout, a restart's next
+  // try): local, no calls.
+  Duration tick_interval = std::chrono::milliseconds(200);
+  // How often every node of a job is asked for its part (the slow round): it finds a node whose agent
+  // restarted or that stopped answering, and what a push that was lost left out. Nodes push their changes.
+  Duration round_interval = std::chrono::seconds(5);
   Duration unreachable_after = std::chrono::seconds(10);  // a node that answers nothing this long is lost
   Duration default_grace = std::chrono::seconds(10);
   // A restart waits this long for enough usable nodes (--min-nodes), then the job fails.
@@ -102,11 +111,16 @@ class Coordinator {
   // coordinator, stops every rank still running and restarts the job without the lost coordinator's node.
   // Returns at once; the coordinator's thread does the rest. Ignored for a job it already coordinates.
   void Adopt(const pb::JobSpec& spec);
+  // A node's part of a job, pushed because it changed there (Reporter). Returns at once: what it calls for
+  // is done by the coordinator's thread. NotFound when the job is not coordinated here.
+  Status Report(const std::string& from, const pb::NodeJob& part);
 
   // What this coordinator did since the agent started (/metrics).
   struct Counters {
     uint64_t restarts = 0;   // attempts started after a job's first, whether they started or not
     uint64_t takeovers = 0;  // jobs taken over from a lost coordinator
+    uint64_t reports = 0;    // parts nodes pushed (Report) for jobs coordinated here
+    uint64_t rounds = 0;     // slow rounds: a job's nodes asked for their parts
   };
   Counters counters() {
     MutexLock lock(mu_);
@@ -117,14 +131,17 @@ class Coordinator {
   struct Job {
     JobCore core;
     std::function<std::vector<JobNode>()> roster;  // the roster in force, asked again for each restart
+    std::vector<JobActions> todo;                  // what pushes called for, for the coordinator's thread
   };
 
   // Prepares and starts the spec's ranks on nodes, spec.per_node() a node (spec gets its nodes, ranks and token), all or nothing;
   // each node's part.
   Result<std::map<std::string, pb::NodeJob>> Launch(pb::JobSpec& spec, const std::vector<JobNode>& nodes);
   void Loop();
-  // One round: every node of the job not lost is asked for its part, and the core decides.
+  // The slow round: every node of the job not lost is asked for its part, and the core decides.
   void Watch(const std::string& id);
+  // Time passes for the job: the nodes gossip calls gone, the timeout, a restart's next try.
+  void Tick(const std::string& id);
   // The failed attempt has wound down: the next one starts on the nodes picked (or waits, or gives up).
   void Restart(const std::string& id);
   // Does what the core asked for the job (spec: the job's after the call); returns the ranks signalled.
@@ -136,6 +153,9 @@ class Coordinator {
   Mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, std::unique_ptr<Job>> jobs_ GUARDED_BY(mu_);
+  // Jobs whose first attempt is starting: what their nodes pushed before the start returned (a rank may end
+  // at once), by job id, then node.
+  std::map<std::string, std::vector<std::pair<std::string, pb::NodeJob>>> starting_ GUARDED_BY(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;
   Counters counters_ GUARDED_BY(mu_);
   std::thread thread_;

@@ -59,53 +59,90 @@ void JobCore::Stop(JobActions& out, const Decision& d, int sig) const {
   out.skip = Lost();
 }
 
+bool JobCore::Takeover(const pb::NodeJob& part, JobActions& out) const {
+  const pb::JobSpec& theirs = part.spec();
+  if (theirs.coordinator() == o_.self || theirs.attempt() <= spec_.attempt()) return false;
+  // Another agent took the job over while this one was cut off: it is theirs now.
+  out.let_go = true;
+  out.log.push_back({true, "job " + spec_.id() + ": " + theirs.coordinator() + " coordinates it now (attempt " + std::to_string(theirs.attempt()) +
+                               "); this agent lets it go"});
+  return true;
+}
+
+void JobCore::Absorb(MonoTime now, const std::string& node, const NodeAnswer& a, std::string& lost_why) {
+  if (lost_.count(node) > 0) return;
+  if (a.part.ok()) {
+    last_answer_[node] = now;
+    if (a.part->leaving()) unusable_.insert(node);  // its agent is stopping: not for the next attempt
+    // A push may arrive late: a part of an earlier attempt, or older than the one held, is not taken.
+    auto it = parts_.find(node);
+    if (a.part->spec().attempt() < spec_.attempt()) return;
+    if (it != parts_.end() && a.part->spec().attempt() == it->second.spec().attempt() && a.part->version() < it->second.version()) return;
+    parts_[node] = *a.part;
+    return;
+  }
+  std::string why;
+  if (a.gone) {
+    why = "node " + node + " died or left the cluster";
+    unusable_.insert(node);
+  } else if (a.part.status().code() == StatusCode::kNotFound) {
+    why = "node " + node + " no longer knows the job (its agent restarted)";
+  } else if (now - last_answer_[node] > o_.unreachable_after) {
+    why = "node " + node + " did not answer for " + FormatDuration(o_.unreachable_after) + " (" + a.part.status().ToString() + ")";
+    unusable_.insert(node);
+  }
+  if (!why.empty()) {
+    lost_.insert(node);
+    if (lost_why.empty()) lost_why = why;
+  }
+}
+
 JobActions JobCore::OnAnswers(MonoTime now, const std::vector<NodeAnswer>& answers) {
   JobActions out;
   const size_t n = std::min(answers.size(), static_cast<size_t>(spec_.nodes_size()));
   for (size_t i = 0; i < n; ++i) {
-    if (!answers[i].part.ok()) continue;
-    const pb::JobSpec& theirs = answers[i].part->spec();
-    if (theirs.coordinator() != o_.self && theirs.attempt() > spec_.attempt()) {
-      // Another agent took the job over while this one was cut off: it is theirs now.
-      out.let_go = true;
-      out.log.push_back({true, "job " + spec_.id() + ": " + theirs.coordinator() + " coordinates it now (attempt " +
-                                   std::to_string(theirs.attempt()) + "); this agent lets it go"});
-      return out;
-    }
+    if (answers[i].part.ok() && Takeover(*answers[i].part, out)) return out;
   }
-  const bool was_pending = stop_pending_;
-  stop_pending_ = false;
   std::string lost_why;
-  for (size_t i = 0; i < n; ++i) {
-    const std::string& node = spec_.nodes(static_cast<int>(i));
-    if (lost_.count(node) > 0) continue;
-    const NodeAnswer& a = answers[i];
-    if (a.part.ok()) {
-      parts_[node] = *a.part;
-      last_answer_[node] = now;
-      continue;
-    }
-    std::string why;
-    if (a.gone) {
-      why = "node " + node + " died or left the cluster";
-      unusable_.insert(node);
-    } else if (a.part.status().code() == StatusCode::kNotFound) {
-      why = "node " + node + " no longer knows the job (its agent restarted)";
-    } else if (now - last_answer_[node] > o_.unreachable_after) {
-      why = "node " + node + " did not answer for " + FormatDuration(o_.unreachable_after) + " (" + a.part.status().ToString() + ")";
-      unusable_.insert(node);
-    }
-    if (!why.empty()) {
-      lost_.insert(node);
-      if (lost_why.empty()) lost_why = why;
-    }
+  for (size_t i = 0; i < n; ++i) Absorb(now, spec_.nodes(static_cast<int>(i)), answers[i], lost_why);
+  Decide(now, lost_why, out);
+  return out;
+}
+
+JobActions JobCore::OnPart(MonoTime now, const std::string& node, const pb::NodeJob& part) {
+  JobActions out;
+  if (std::find(spec_.nodes().begin(), spec_.nodes().end(), node) == spec_.nodes().end() || part.node() != node) return out;
+  if (Takeover(part, out)) return out;
+  std::string lost_why;
+  Absorb(now, node, NodeAnswer{part, false}, lost_why);
+  Decide(now, lost_why, out);
+  return out;
+}
+
+JobActions JobCore::OnTick(MonoTime now, const std::vector<std::string>& gone) {
+  JobActions out;
+  std::string lost_why;
+  for (const std::string& node : gone) {
+    if (std::find(spec_.nodes().begin(), spec_.nodes().end(), node) == spec_.nodes().end()) continue;
+    NodeAnswer a;
+    a.part = Status::Unavailable("jobs", "gone");
+    a.gone = true;
+    Absorb(now, node, a, lost_why);
   }
-  bool fresh = was_pending;
+  Decide(now, lost_why, out);
+  return out;
+}
+
+void JobCore::Decide(MonoTime now, const std::string& lost_why, JobActions& out) {
+  bool fresh = stop_pending_;
+  stop_pending_ = false;
   if (decision_.failure.empty()) {
     std::string part_failure;
     bool part_killed = false;
     for (const auto& [node, part] : parts_) {
-      if (!part.failure().empty() && part_failure.empty()) part_failure = part.failure(), part_killed = part.killed();
+      if (!part.failure().empty() && part_failure.empty() && part.spec().attempt() == spec_.attempt()) {
+        part_failure = part.failure(), part_killed = part.killed();
+      }
     }
     if (!part_failure.empty()) {
       decision_ = {part_failure, 0, part_killed};
@@ -147,7 +184,6 @@ JobActions JobCore::OnAnswers(MonoTime now, const std::vector<NodeAnswer>& answe
       out.log.push_back({true, job + std::string(JobStateName(summary_.state())) + ": " + summary_.failure() + " (exit " +
                                    std::to_string(summary_.exit_code()) + ")"});
   }
-  return out;
 }
 
 JobActions JobCore::OnKill(MonoTime, const Decision& d, int sig) {
@@ -186,6 +222,11 @@ JobActions JobCore::OnLaunched(MonoTime now, pb::JobSpec next, std::map<std::str
   JobActions out;
   Decision killed;
   if (!restarting_) killed = decision_;  // killed while it started: what started stops at once
+  for (auto& [node, part] : parts) {
+    // A node's push may overtake the start's answer: what it pushed of this attempt is newer.
+    auto held = parts_.find(node);
+    if (held != parts_.end() && held->second.spec().attempt() == next.attempt() && held->second.version() >= part.version()) part = held->second;
+  }
   spec_ = std::move(next);
   parts_ = std::move(parts);
   lost_.clear();

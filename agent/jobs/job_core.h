@@ -6,6 +6,10 @@
 // summary. It owns no thread, socket or clock: Coordinator drives it, and tests and the job simulator
 // (tests/sim/job_sim.h) drive it on a virtual clock.
 //
+// The driver feeds it three ways: the nodes push their parts when they change (OnPart), time passes with the
+// gossip view (OnTick: nodes gone, the timeout, a restart's next try), and a slow round asks every node not
+// lost for its part (OnAnswers), which also finds a node whose agent restarted or that stopped answering.
+//
 // A job's life:
 //   - running: every rank of the attempt was started (all or nothing, by the driver);
 //   - a decision: a rank failed (its node's part says so), a node was lost (gossip calls it dead or gone, its
@@ -84,6 +88,11 @@ class JobCore {
   std::vector<size_t> ToAsk() const;
   // A round's answers, by index in spec().nodes() (those not asked are ignored).
   JobActions OnAnswers(MonoTime now, const std::vector<NodeAnswer>& answers);
+  // A node pushed its part (it changed there). Ignored from a node not of the attempt, or lost.
+  JobActions OnPart(MonoTime now, const std::string& node, const pb::NodeJob& part);
+  // Time passed: `gone` names the nodes gossip calls dead or left now (any of the job's may be named); the
+  // timeout and a restart's next try are checked.
+  JobActions OnTick(MonoTime now, const std::vector<std::string>& gone);
   // Someone stops the job on purpose: d is its decision (KillReason, 128 + sig, killed) unless a kill came
   // first; a restart under way starts nothing. No signal for a job that has ended.
   JobActions OnKill(MonoTime now, const Decision& d, int sig);
@@ -108,6 +117,12 @@ class JobCore {
   JobCore(JobCoreOptions o, pb::JobSpec spec, MonoTime now, int64_t now_unix_ms);
   int64_t UnixMs(MonoTime now) const;
   std::vector<std::string> Lost() const;
+  // A part of a later attempt under another coordinator: out lets the job go.
+  bool Takeover(const pb::NodeJob& part, JobActions& out) const;
+  // A node's answer (or a push) taken in: its part, or the node lost (lost_why says why, for the first).
+  void Absorb(MonoTime now, const std::string& node, const NodeAnswer& a, std::string& lost_why);
+  // The decision the parts, a lost node or the timeout call for, and what follows from it.
+  void Decide(MonoTime now, const std::string& lost_why, JobActions& out);
   // Every rank but the lost nodes' is to stop for decision_ (restarting it when restarts are left).
   void Stop(JobActions& out, const Decision& d, int sig) const;
   // Whether every rank of the attempt has ended and its output been read (lost nodes aside).

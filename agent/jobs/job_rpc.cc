@@ -66,6 +66,14 @@ pb::NodeReply NodeEndpoint::Dispatch(const pb::NodeRequest& req) {
       if (!health_) return Reply(Result<pb::HealthReply>(Status::Unavailable("jobs", "no health on this agent")), &pb::NodeReply::mutable_health);
       return Reply(Result<pb::HealthReply>(health_(req.health())), &pb::NodeReply::mutable_health);
     }
+    case pb::NodeRequest::kReport: {
+      Coordinator* c = coordinator_.load();
+      Result<pb::ReportReply> r = c ? Result<pb::ReportReply>(pb::ReportReply{}) : Status::Unavailable("jobs", "this agent's coordinator is not up");
+      if (c) {
+        if (Status st = c->Report(req.from(), req.report().part()); !st.ok()) r = st;
+      }
+      return Reply(r, &pb::NodeReply::mutable_report);
+    }
     case pb::NodeRequest::CALL_NOT_SET: break;
   }
   return Reply(Result<pb::QueryReply>(Status::InvalidArgument("jobs", "an empty job call")), &pb::NodeReply::mutable_query);

@@ -21,7 +21,8 @@ namespace dlagent::jobs {
 
 using KeyringFn = std::function<std::shared_ptr<const swim::Keyring>()>;
 
-// This node's answers: NodeJobs for its ranks, the coordinator for the jobs started here.
+// This node's answers: NodeJobs for its ranks, the coordinator for the jobs started here (and the parts other
+// nodes push to it).
 class NodeEndpoint {
  public:
   // coordinator may be null (set later with SetCoordinator, before any call can need it).

@@ -19,13 +19,15 @@ CoordinatorOptions CoordinatorOptionsOf(const JobsOptions& o) {
   c.dlps_port = o.dlps_port;
   c.agentctl = o.agentctl;
   c.dlps_token = o.dlps_token;
-  c.poll_interval = o.poll_interval;
+  c.tick_interval = o.tick_interval;
+  c.round_interval = o.round_interval;
   c.heartbeat = o.coordinator_heartbeat;
   return c;
 }
 
-NodeJobsOptions NodeJobsOptionsOf(const JobsOptions& o, const JobsDeps& d) {
+NodeJobsOptions NodeJobsOptionsOf(const JobsOptions& o, const JobsDeps& d, Reporter& reporter) {
   NodeJobsOptions n;
+  n.report = [&reporter](std::vector<pb::NodeJob> parts) { reporter.Add(std::move(parts)); };
   n.node = o.self;
   n.heartbeat = o.node_heartbeat;
   n.base_env = d.base_env;
@@ -46,14 +48,20 @@ Status MayRead(const pb::JobSpec& spec, const Caller& caller) {
 Jobs::Jobs(JobsDeps deps, JobsOptions options)
     : deps_(std::move(deps)),
       o_(std::move(options)),
-      local_(NodeJobsOptionsOf(o_, deps_)),
+      reporter_(ReporterOptions{
+          o_.self, [this](const std::string& node, const std::string& addr, const pb::NodeRequest& req) { return Call(node, addr, req); },
+          deps_.gone}),
+      local_(NodeJobsOptionsOf(o_, deps_, reporter_)),
       endpoint_(local_, nullptr, deps_.health),
       server_(deps_.keyring, endpoint_),
       coordinator_(*this, CoordinatorOptionsOf(o_)) {
   endpoint_.SetCoordinator(&coordinator_);
 }
 
-Jobs::~Jobs() { endpoint_.SetCoordinator(nullptr); }
+Jobs::~Jobs() {
+  reporter_.Stop();  // its calls reach endpoint_ and the coordinator, which go first
+  endpoint_.SetCoordinator(nullptr);
+}
 
 Result<pb::NodeReply> Jobs::Call(const std::string& instance_id, const std::string& addr, const pb::NodeRequest& req) {
   if (instance_id == o_.self) return endpoint_.Dispatch(req);
@@ -352,6 +360,7 @@ Jobs::Metrics Jobs::metrics() {
   Metrics m;
   for (const pb::JobSummary& s : coordinator_.List()) ++m.coordinated[std::string(JobStateName(s.state()))];
   m.coordinator = coordinator_.counters();
+  m.reporter = reporter_.counters();
   m.node = local_.counters();
   m.refused_calls = server_.refused();
   m.training = local_.Training(kTrainingKept);

@@ -16,6 +16,7 @@
 #include "agent/jobs/coordinator.h"
 #include "agent/jobs/job_rpc.h"
 #include "agent/jobs/node_jobs.h"
+#include "agent/jobs/reporter.h"
 #include "agent/rpc/cluster_service.h"
 
 namespace dlagent::jobs {
@@ -38,7 +39,8 @@ struct JobsOptions {
   uint16_t dlps_port = 7070;
   std::string agentctl = "/usr/bin/agentctl";
   std::function<std::string(const std::string& job)> dlps_token;  // the dlps launcher's job token (hex)
-  Duration poll_interval = std::chrono::milliseconds(200);
+  Duration tick_interval = std::chrono::milliseconds(200);        // CoordinatorOptions
+  Duration round_interval = std::chrono::seconds(5);
   std::shared_ptr<Heartbeat> node_heartbeat, coordinator_heartbeat;
   bool training_reports = true;    // Default: ranks may report training metrics (DLAGENT_METRICS_SOCKET, training.h)
   std::shared_ptr<Scopes> scopes;  // Default: null, ranks in process groups only (NodeJobsOptions::scopes)
@@ -72,6 +74,7 @@ class Jobs final : private JobNodes {
   struct Metrics {
     std::map<std::string, uint64_t> coordinated;  // by state (running, restarting, succeeded, ...)
     Coordinator::Counters coordinator;
+    Reporter::Counters reporter;
     NodeJobs::Counters node;
     uint64_t refused_calls = 0;  // other agents' job calls refused (not sealed with the cluster key, malformed)
     // What the ranks here reported, for jobs running here or ended less than kTrainingKept ago, by job id.
@@ -94,6 +97,7 @@ class Jobs final : private JobNodes {
 
   const JobsDeps deps_;
   const JobsOptions o_;
+  Reporter reporter_;  // before local_, which hands it parts until its thread stops
   NodeJobs local_;
   NodeEndpoint endpoint_;
   JobRpcServer server_;

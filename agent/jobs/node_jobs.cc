@@ -246,6 +246,7 @@ Result<pb::StartReply> NodeJobs::Start(const pb::StartRequest& req) {
     *reply.add_ranks() = r.state;
     job->ranks.push_back(std::move(r));
   }
+  Changed(*job);
   if (!started.empty()) {
     spdlog::info("job {} ({}): started {} rank{} on this node as uid {} in {}", spec.id(), spec.name(), started.size(),
                  started.size() == 1 ? "" : "s", spec.uid(), dir);
@@ -287,6 +288,7 @@ bool NodeJobs::Advance(Job& job, MonoTime now) {
   }
   if (exited && closed) {
     job.ended = now;
+    Changed(job);
     ReapEnded(job);
     for (const Rank& r : job.ranks) finished_bytes_ += r.held_bytes;
     return true;
@@ -314,6 +316,22 @@ void NodeJobs::Forget() {
     }
     jobs_.erase(it);
   }
+}
+
+void NodeJobs::Changed(Job& job) {
+  job.version = ++version_;
+  job.dirty = true;
+}
+
+std::vector<pb::NodeJob> NodeJobs::TakeChanged() {
+  std::vector<pb::NodeJob> out;
+  for (auto& [id, job] : jobs_) {
+    if (!job->dirty) continue;
+    job->dirty = false;
+    out.push_back(Describe(*job, false, 0, 0));
+    Brief(out.back().mutable_spec());
+  }
+  return out;
 }
 
 void NodeJobs::Loop() {
@@ -396,7 +414,10 @@ void NodeJobs::Loop() {
       last_orphan_check_ = now;
       StopOrphans();
     }
+    std::vector<pb::NodeJob> changed;
+    if (o_.report) changed = TakeChanged();
     lock.Unlock();
+    if (!changed.empty()) o_.report(std::move(changed));
     for (const Echo& e : echo) {
       ScopedLogFields f({{"JOB", e.job}, {"RANK", std::to_string(e.rank)}, {"STREAM", e.stderr_stream ? "stderr" : "stdout"}});
       spdlog::info("{}", e.text);

@@ -59,6 +59,11 @@ struct NodeJobsOptions {
   // Default: null, ranks in process groups only. Each rank in a systemd scope of its own (scope.h): its tasks
   // count against the scope's limit, not agentd's, and a signal reaches all of its processes.
   std::shared_ptr<Scopes> scopes;
+  // Default: null. Called from NodeJobs' thread, without its lock, with the parts (states only, the spec
+  // briefed) of the jobs whose state here changed since the last call: a rank started or ended, a signal, a
+  // failure, the job's end here; a training report at most every kTrainingPushEvery. Must not block (the
+  // Reporter queues them for the coordinator).
+  std::function<void(std::vector<pb::NodeJob>)> report;
 };
 
 class NodeJobs {
@@ -78,7 +83,8 @@ class NodeJobs {
   // Signals every running rank of the job; with escalate, SIGKILL follows after the grace period. The first
   // reason given is kept as the job's failure. NotFound when the job has no ranks here.
   Result<pb::SignalReply> Signal(const pb::SignalRequest& req);
-  // Stops every running rank of every job (agentd is stopping) and waits up to `wait` for them to end.
+  // Stops every running rank of every job (agentd is stopping) and waits up to `wait` for them to end. The
+  // parts say from then on that the node is leaving: no coordinator picks it for a job's next attempt.
   void StopAll(const std::string& reason, Duration wait);
 
   // The bytes of output held now, every job's together (never above max_bytes).
@@ -119,6 +125,9 @@ class NodeJobs {
   static constexpr Duration kPreparedFor = std::chrono::seconds(60);
   static constexpr size_t kMaxPrepared = 1024;
 
+  // A job's training reports alone change its pushed part at most this often (report).
+  static constexpr Duration kTrainingPushEvery = std::chrono::seconds(2);
+
   // What a held line costs beyond its text (its record and the deque's share).
   static constexpr size_t kLineOverhead = 64;
 
@@ -153,6 +162,9 @@ class NodeJobs {
     MonoTime abandon_at = MonoTime::max();
     MonoTime orphaned = MonoTime::max();  // when its coordinator was first seen gone (restarts left)
     pb::Training training;                // what its ranks here reported last
+    uint64_t version = 0;                 // NodeJob.version: raised by every change (Changed)
+    bool dirty = false;                   // changed since the last report
+    MonoTime training_pushed{};           // when a training report last made it dirty
   };
 
   void Loop();
@@ -186,6 +198,10 @@ class NodeJobs {
   // process group's while its zombie holds the group's id.
   void SignalRank(const Rank& rank, int sig) REQUIRES(mu_);
   void Forget() REQUIRES(mu_);
+  // The job's part changed: a new version, to be reported (NodeJobsOptions::report).
+  void Changed(Job& job) REQUIRES(mu_);
+  // The parts of the jobs changed since the last call, for the report.
+  std::vector<pb::NodeJob> TakeChanged() REQUIRES(mu_);
   // Stops the running jobs whose coordinator gossip says is gone (about once a second); one with restarts
   // left first waits kAdoptWait for another agent to take it over.
   void StopOrphans() REQUIRES(mu_);
@@ -206,9 +222,11 @@ class NodeJobs {
   std::map<std::string, PreparedJob> prepared_ GUARDED_BY(mu_);
   std::optional<uint32_t> Prepared(const std::string& job) const REQUIRES(mu_);
   bool stopping_ GUARDED_BY(mu_) = false;
+  bool leaving_ GUARDED_BY(mu_) = false;       // StopAll was called: the agent goes (NodeJob.leaving)
   size_t held_bytes_ GUARDED_BY(mu_) = 0;      // every rank's held_bytes
   size_t finished_bytes_ GUARDED_BY(mu_) = 0;  // the part of it held by jobs that ended
   Counters counters_ GUARDED_BY(mu_);          // the totals (the "now" members are filled in by counters())
+  uint64_t version_ GUARDED_BY(mu_) = 0;       // the last Job::version given
   int wake_fd_ = -1;
   int training_fd_ = -1;          // -1: none (no name, or it could not be bound)
   MonoTime last_orphan_check_{};  // the loop's thread only

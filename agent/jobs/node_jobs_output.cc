@@ -35,6 +35,8 @@ pb::NodeJob NodeJobs::Describe(const Job& job, bool with_lines, uint64_t after, 
   out.set_killed(job.killed);
   out.set_next_seq(job.next_seq);
   out.set_ended(job.ended != MonoTime::max());
+  out.set_version(job.version);
+  out.set_leaving(leaving_);
   if (job.training.reports() > 0) *out.mutable_training() = job.training;
   if (!with_lines) return out;
   // Every rank's held lines after the cursor, in the order they were read.

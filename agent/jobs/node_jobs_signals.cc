@@ -28,6 +28,7 @@ void NodeJobs::SignalLocked(Job& job, int sig, bool escalate, const std::string&
     if (r.state.running()) r.state.set_stopped(true);
     SignalRank(r, sig);
   }
+  Changed(job);
   if (escalate && sig != SIGKILL) {
     const MonoTime at = std::chrono::steady_clock::now() + std::chrono::milliseconds(std::max<int64_t>(0, job.spec.grace_ms()));
     job.kill_at = std::min(job.kill_at, at);
@@ -67,6 +68,7 @@ void NodeJobs::StopAll(const std::string& reason, Duration wait) {
   {
     MutexLock lock(mu_);
     // A node going away is a failure of the job (one a restart gets over), not a kill on purpose.
+    leaving_ = true;
     for (auto& [id, job] : jobs_) SignalLocked(*job, SIGTERM, true, reason, false);
   }
   Wake();
@@ -96,6 +98,7 @@ void NodeJobs::Reap(Job& job, Rank& rank) {
     rank.state.set_signal(info.si_status);
     ++counters_.exits_signal;
   }
+  Changed(job);
   const bool failed = rank.state.exit_code() != 0 || rank.state.signal() != 0;
   const std::string what = "rank " + std::to_string(rank.state.rank()) + " on " + o_.node + " " + RankEnding(rank.state);
   if (failed && !rank.state.stopped()) {

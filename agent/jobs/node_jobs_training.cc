@@ -68,6 +68,10 @@ void NodeJobs::ReadReports() {
     }
     Status st = ApplyTrainingReport(*report, swim::NowUnixMs(), &it->second->training);
     ++counters_.reports;
+    if (const MonoTime now = std::chrono::steady_clock::now(); now - it->second->training_pushed >= kTrainingPushEvery) {
+      it->second->training_pushed = now;
+      Changed(*it->second);
+    }
     if (!st.ok()) ++counters_.reports_too_many_names;
   }
 }

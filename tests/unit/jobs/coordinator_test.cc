@@ -35,6 +35,7 @@ class LocalNodes : public JobNodes {
       o.journal = false;
       o.base_env = [] { return std::vector<std::string>{"PATH=/usr/bin:/bin"}; };
       o.gone = [this](const std::string& id) { return Gone(id); };
+      o.report = [this, i](const std::vector<pb::NodeJob>& parts) { Push(i, parts); };
       jobs_.push_back(std::make_unique<NodeJobs>(o));
       endpoints_.push_back(std::make_unique<NodeEndpoint>(*jobs_.back(), nullptr));
       if (in_roster < 0 || i < in_roster) roster_.push_back({"i-" + std::to_string(i), "127.0.0.1", "node" + std::to_string(i), 1});
@@ -54,6 +55,16 @@ class LocalNodes : public JobNodes {
     return roster_;
   }
   std::vector<pb::JobSpec> Orphans() override { return jobs_[self_]->Orphans(); }
+  // Where the nodes push their parts (the Reporter's part, without its retries); null: nowhere.
+  void PushTo(Coordinator* c) {
+    MutexLock lock(push_mu_);
+    push_to_ = c;
+  }
+  void Push(int node, const std::vector<pb::NodeJob>& parts) {
+    MutexLock lock(push_mu_);
+    if (!push_to_ || down_ == node) return;
+    for (const pb::NodeJob& p : parts) (void)push_to_->Report("i-" + std::to_string(node), p);
+  }
   // A node that joins the roster (an instance that replaced a lost one); it must be one of the n made.
   void Join(int i) {
     MutexLock lock(mu_);
@@ -64,6 +75,8 @@ class LocalNodes : public JobNodes {
   Mutex mu_;
   std::vector<JobNode> roster_ GUARDED_BY(mu_);
   std::atomic<int> down_{-1};
+  Mutex push_mu_;
+  Coordinator* push_to_ GUARDED_BY(push_mu_) = nullptr;
   int self_ = 0;  // the node whose agent the coordinator is (Orphans)
 };
 
@@ -80,9 +93,21 @@ CoordinatorOptions Coord() {
   CoordinatorOptions o;
   o.self = "i-0";
   o.self_addr = "node0";
-  o.poll_interval = milliseconds(50);
+  // The nodes' pushes and gossip's gone nodes drive the jobs: the slow round asks only at the start.
+  o.tick_interval = milliseconds(20);
+  o.round_interval = hours(1);
   return o;
 }
+
+// A coordinator its nodes push to, detached before it goes.
+struct Pushed {
+  Pushed(LocalNodes& nodes, CoordinatorOptions o) : nodes(nodes), c(nodes, std::move(o)) { nodes.PushTo(&c); }
+  ~Pushed() { nodes.PushTo(nullptr); }
+  Coordinator* operator->() { return &c; }
+  Coordinator& operator*() { return c; }
+  LocalNodes& nodes;
+  Coordinator c;
+};
 
 pb::RunJobRequest Request(const std::vector<std::string>& argv) {
   pb::RunJobRequest r;
@@ -94,7 +119,8 @@ pb::RunJobRequest Request(const std::vector<std::string>& argv) {
 
 TEST(CoordinatorTest, ARankFailingOnOneNodeStopsTheOthersAndTheJobExitsWithItsCode) {
   LocalNodes nodes(3);
-  Coordinator c(nodes, Coord());
+  Pushed pushed_c(nodes, Coord());
+  Coordinator& c = *pushed_c;
   Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
   auto started = c.Run(Request({"sh", "-c", "if [ $DLAGENT_RANK = 1 ]; then exit 7; fi; sleep 30"}), me, nodes.RosterFn());
   ASSERT_TRUE(started.ok()) << started.status().ToString();
@@ -109,7 +135,8 @@ TEST(CoordinatorTest, ARankFailingOnOneNodeStopsTheOthersAndTheJobExitsWithItsCo
 
 TEST(CoordinatorTest, ALostNodeFailsTheJobWith255AndKillEndsOneKilled) {
   LocalNodes nodes(3);
-  Coordinator c(nodes, Coord());
+  Pushed pushed_c(nodes, Coord());
+  Coordinator& c = *pushed_c;
   Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
   auto a = c.Run(Request({"sleep", "30"}), me, nodes.RosterFn());
   ASSERT_TRUE(a.ok());
@@ -136,9 +163,39 @@ TEST(CoordinatorTest, ALostNodeFailsTheJobWith255AndKillEndsOneKilled) {
   EXPECT_EQ(done->exit_code(), 128 + SIGTERM);
 }
 
+TEST(CoordinatorTest, AJobWhoseRanksEndBeforeTheStartReturnsEndsByTheirPushes) {
+  LocalNodes nodes(3);
+  Pushed pushed_c(nodes, Coord());  // no round after the first: pushes alone
+  Coordinator& c = *pushed_c;
+  Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
+  auto started = c.Run(Request({"true"}), me, nodes.RosterFn());
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  auto done = WaitDone(c, started->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), pb::JOB_STATE_SUCCEEDED) << done->DebugString();
+  EXPECT_GE(c.counters().reports, 3u) << "every node pushed its part";
+}
+
+TEST(CoordinatorTest, WithoutPushesTheSlowRoundAloneEndsAJob) {
+  LocalNodes nodes(3);  // no PushTo: every push is lost
+  CoordinatorOptions o = Coord();
+  o.round_interval = milliseconds(50);
+  Coordinator c(nodes, o);
+  Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
+  auto started = c.Run(Request({"sh", "-c", "[ $DLAGENT_RANK = 2 ] && exit 4; exec sleep 30"}), me, nodes.RosterFn());
+  ASSERT_TRUE(started.ok()) << started.status().ToString();
+  auto done = WaitDone(c, started->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), pb::JOB_STATE_FAILED) << done->DebugString();
+  EXPECT_EQ(done->exit_code(), 4);
+  EXPECT_EQ(c.counters().reports, 0u);
+  EXPECT_GT(c.counters().rounds, 0u);
+}
+
 TEST(CoordinatorTest, NothingStartsWhenOneNodeCannotAndSelectionsAreChecked) {
   LocalNodes nodes(3);
-  Coordinator c(nodes, Coord());
+  Pushed pushed_c(nodes, Coord());
+  Coordinator& c = *pushed_c;
   Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
   nodes.down_ = 1;
   auto r = c.Run(Request({"sleep", "30"}), me, nodes.RosterFn());
@@ -207,7 +264,8 @@ CoordinatorOptions RestartingCoord() {
 
 TEST(CoordinatorTest, ARankThatFailsRestartsEveryRankAndTheNextAttemptSucceeds) {
   LocalNodes nodes(3);
-  Coordinator c(nodes, RestartingCoord());
+  Pushed pushed_c(nodes, RestartingCoord());
+  Coordinator& c = *pushed_c;
   Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
   // Attempt 0: rank 1 fails once the others have said which attempt they run (a rank stopped before its echo
   // would say nothing), and they run on until stopped; attempt 1 ends well everywhere.
@@ -245,7 +303,8 @@ TEST(CoordinatorTest, ARankThatFailsRestartsEveryRankAndTheNextAttemptSucceeds) 
 
 TEST(CoordinatorTest, ARankFailingEveryTimeUsesUpTheRestartsAndTheJobSaysHowManyTimes) {
   LocalNodes nodes(2);
-  Coordinator c(nodes, RestartingCoord());
+  Pushed pushed_c(nodes, RestartingCoord());
+  Coordinator& c = *pushed_c;
   Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
   pb::RunJobRequest req = Request({"sh", "-c", "[ $DLAGENT_RANK = 0 ] && exit 3; exec sleep 30"});
   req.set_restarts(2);
@@ -262,7 +321,8 @@ TEST(CoordinatorTest, ARankFailingEveryTimeUsesUpTheRestartsAndTheJobSaysHowMany
 
 TEST(CoordinatorTest, ALostNodeRestartsTheJobOnTheOthersAndAJoinedNodeIsTakenAtTheNextRestart) {
   LocalNodes nodes(4, 3);  // i-3 is not in the roster yet
-  Coordinator c(nodes, RestartingCoord());
+  Pushed pushed_c(nodes, RestartingCoord());
+  Coordinator& c = *pushed_c;
   Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
   // Attempt 0 runs until i-2 is lost; attempt 1 fails on rank 0; attempt 2 ends well.
   pb::RunJobRequest req =
@@ -297,7 +357,8 @@ TEST(CoordinatorTest, WhenTheCoordinatorIsGoneTheFirstLiveNodeOfTheJobTakesItOve
   req.set_min_nodes(2);
   std::string id;
   {
-    Coordinator first(nodes, RestartingCoord());  // i-0's
+    Pushed pushed_first(nodes, RestartingCoord());  // i-0's
+    Coordinator& first = *pushed_first;
     auto started = first.Run(req, me, nodes.RosterFn());
     ASSERT_TRUE(started.ok()) << started.status().ToString();
     id = started->id();
@@ -307,7 +368,8 @@ TEST(CoordinatorTest, WhenTheCoordinatorIsGoneTheFirstLiveNodeOfTheJobTakesItOve
   CoordinatorOptions o = RestartingCoord();
   o.self = "i-1";
   o.self_addr = "node1";
-  Coordinator second(nodes, o);
+  Pushed pushed_second(nodes, o);
+  Coordinator& second = *pushed_second;
   const auto until = steady_clock::now() + seconds(10);
   while (!second.Summary(id).ok() && steady_clock::now() < until) std::this_thread::sleep_for(milliseconds(20));
   auto done = WaitDone(second, id, seconds(20));
@@ -326,7 +388,8 @@ TEST(CoordinatorTest, WhenTheCoordinatorIsGoneTheFirstLiveNodeOfTheJobTakesItOve
 
 TEST(CoordinatorTest, ARestartWithTooFewNodesWaitsThenFailsAndAKillMeanwhileEndsTheJobKilled) {
   LocalNodes nodes(3);
-  Coordinator c(nodes, RestartingCoord());
+  Pushed pushed_c(nodes, RestartingCoord());
+  Coordinator& c = *pushed_c;
   Caller me{static_cast<uint32_t>(::geteuid()), static_cast<uint32_t>(::getegid()), {}, 0};
   pb::RunJobRequest req = Request({"sleep", "30"});
   req.set_restarts(1);  // and as many nodes as at first: 3
@@ -343,9 +406,16 @@ TEST(CoordinatorTest, ARestartWithTooFewNodesWaitsThenFailsAndAKillMeanwhileEnds
 
   CoordinatorOptions slow = RestartingCoord();
   slow.restart_wait = seconds(60);
-  Coordinator patient(nodes, slow);
-  auto b = patient.Run(req, me, [&] { return std::vector<JobNode>{nodes.RosterFn()()[0], nodes.RosterFn()()[1]}; });
+  Pushed pushed_patient(nodes, slow);
+  Coordinator& patient = *pushed_patient;
+  // Once i-1 has failed the roster holds i-0 alone, so that the restart waits (for 2 nodes) until the kill.
+  std::atomic<bool> shrunk{false};
+  auto b = patient.Run(req, me, [&] {
+    const std::vector<JobNode> all = nodes.RosterFn()();
+    return shrunk ? std::vector<JobNode>{all[0]} : std::vector<JobNode>{all[0], all[1]};
+  });
   ASSERT_TRUE(b.ok()) << b.status().ToString();
+  shrunk = true;
   nodes.jobs_[1]->StopAll("test", seconds(2));  // a failure (not a kill: agentd stopping) with a restart left
   const auto until = steady_clock::now() + seconds(10);
   while (patient.Summary(b->id())->state() != pb::JOB_STATE_RESTARTING && steady_clock::now() < until) std::this_thread::sleep_for(milliseconds(20));

@@ -28,6 +28,7 @@ class JobCoreTest : public ::testing::Test {
  protected:
   // A job of `nodes` nodes with one rank each (i-0 is rank 0), started now.
   void Start(int nodes, uint32_t restarts = 0, uint32_t min_nodes = 0, int64_t timeout_ms = 0) {
+    spec_ = pb::JobSpec();
     spec_.set_id("j-1");
     spec_.set_name("train");
     spec_.set_coordinator("i-0");
@@ -341,6 +342,63 @@ TEST_F(JobCoreTest, ALaterAttemptUnderAnotherCoordinatorLetsTheJobGo) {
   theirs.set_attempt(0);
   *answers[1].part->mutable_spec() = theirs;
   EXPECT_FALSE(core_->OnAnswers(now_, answers).let_go) << "the same attempt is not a takeover";
+}
+
+TEST_F(JobCoreTest, PushesDecideAsRoundsDoAndALatePushNeverTakesBackWhatANewerOneSaid) {
+  Start(2, /*restarts=*/1);
+  pb::NodeJob ended = Part(core_->spec(), 1, {R{1, false, 3}}, true);
+  ended.set_version(5);
+  pb::NodeJob stale = Part(core_->spec(), 1, {R{1}});
+  stale.set_version(4);
+  EXPECT_FALSE(core_->OnPart(now_, "i-9", ended).signal) << "a node not of the job is not heard";
+  EXPECT_FALSE(core_->OnPart(now_, "i-0", ended).signal) << "nor a part sent in another node's name";
+  JobActions a = core_->OnPart(now_, "i-1", ended);
+  ASSERT_TRUE(a.signal);
+  EXPECT_EQ(a.signal->failure, "rank 1 on i-1 exited with 3");
+  core_->OnPart(now_, "i-1", stale);  // crossed with the newer one
+  pb::NodeJob rank0 = Part(core_->spec(), 0, {R{0, false, kStopped}}, true);
+  rank0.set_version(9);
+  EXPECT_TRUE(core_->OnPart(now_, "i-0", rank0).pick_nodes) << "i-1's part is still the ended one";
+
+  // The next attempt starts; a push of the failed attempt that arrives late changes nothing.
+  pb::JobSpec next = core_->NextAttempt();
+  std::map<std::string, pb::NodeJob> parts;
+  parts["i-0"] = Part(next, 0, {R{0, true, 0, 1}});
+  parts["i-1"] = Part(next, 1, {R{1, true, 0, 1}});
+  core_->OnLaunched(now_, next, parts);
+  ended.set_version(6);
+  EXPECT_FALSE(core_->OnPart(now_, "i-1", ended).signal);
+  EXPECT_EQ(State(), pb::JOB_STATE_RUNNING);
+  EXPECT_EQ(core_->summary().running(), 2u);
+}
+
+TEST_F(JobCoreTest, ANodeWhoseAgentIsStoppingIsNoPlaceForTheNextAttempt) {
+  Start(3, /*restarts=*/1);
+  pb::NodeJob leaving = Part(core_->spec(), 2, {R{2, false, kStopped}}, true, "agentd on i-2 is stopping");
+  leaving.set_leaving(true);
+  JobActions a = core_->OnPart(now_, "i-2", leaving);
+  ASSERT_TRUE(a.signal);
+  EXPECT_EQ(a.signal->failure, "agentd on i-2 is stopping");
+  EXPECT_TRUE(core_->restarting());
+  EXPECT_EQ(core_->unusable(), std::set<std::string>{"i-2"}) << "gossip may not call it gone yet";
+}
+
+TEST_F(JobCoreTest, ATickLosesTheNodesGossipCallsGoneAndEndsTheJobPastItsTimeout) {
+  Start(3, 0, 0, /*timeout_ms=*/60'000);
+  now_ += seconds(1);
+  EXPECT_FALSE(core_->OnTick(now_, {}).signal) << "nothing changed";
+  JobActions a = core_->OnTick(now_, {"i-2", "i-7"});
+  ASSERT_TRUE(a.signal);
+  EXPECT_EQ(a.signal->failure, "node i-2 died or left the cluster");
+  EXPECT_EQ(a.skip, std::vector<std::string>{"i-2"});
+
+  Start(2, 0, 0, /*timeout_ms=*/60'000);
+  now_ += seconds(59);
+  EXPECT_FALSE(core_->OnTick(now_, {}).signal);
+  now_ += seconds(2);
+  a = core_->OnTick(now_, {});
+  ASSERT_TRUE(a.signal);
+  EXPECT_EQ(a.signal->failure, "timed out after 1m00s");
 }
 
 }  // namespace
