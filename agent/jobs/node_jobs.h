@@ -61,7 +61,7 @@ struct NodeJobsOptions {
   std::shared_ptr<Scopes> scopes;
   // Default: null. Called from NodeJobs' thread, without its lock, with the parts (states only, the spec
   // briefed) of the jobs whose state here changed since the last call: a rank started or ended, a signal, a
-  // failure, the job's end here; a training report at most every kTrainingPushEvery. Must not block (the
+  // failure, the job's end here; a training report as kTrainingPushEvery says. Must not block (the
   // Reporter queues them for the coordinator).
   std::function<void(std::vector<pb::NodeJob>)> report;
 };
@@ -125,8 +125,11 @@ class NodeJobs {
   static constexpr Duration kPreparedFor = std::chrono::seconds(60);
   static constexpr size_t kMaxPrepared = 1024;
 
-  // A job's training reports alone change its pushed part at most this often (report).
-  static constexpr Duration kTrainingPushEvery = std::chrono::seconds(2);
+  // A job's training reports alone change its pushed part at most this often (report): on the node of its
+  // rank 0 often enough for its summary's latest step to stay fresh, elsewhere rarely (the summary shows the
+  // latest step any node reported, so one node suffices, and a job of N nodes does not cost N pushes a step).
+  static constexpr Duration kTrainingPushEvery = std::chrono::milliseconds(500);
+  static constexpr Duration kTrainingPushEveryElsewhere = std::chrono::seconds(10);
 
   // What a held line costs beyond its text (its record and the deque's share).
   static constexpr size_t kLineOverhead = 64;

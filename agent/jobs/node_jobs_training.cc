@@ -4,6 +4,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -68,9 +69,13 @@ void NodeJobs::ReadReports() {
     }
     Status st = ApplyTrainingReport(*report, swim::NowUnixMs(), &it->second->training);
     ++counters_.reports;
-    if (const MonoTime now = std::chrono::steady_clock::now(); now - it->second->training_pushed >= kTrainingPushEvery) {
-      it->second->training_pushed = now;
-      Changed(*it->second);
+    Job& job = *it->second;
+    const bool rank0 = std::any_of(job.ranks.begin(), job.ranks.end(),
+                                   [&](const Rank& r) { return r.state.rank() == 0 && r.state.attempt() == job.spec.attempt(); });
+    if (const MonoTime now = std::chrono::steady_clock::now();
+        now - job.training_pushed >= (rank0 ? kTrainingPushEvery : kTrainingPushEveryElsewhere)) {
+      job.training_pushed = now;
+      Changed(job);
     }
     if (!st.ok()) ++counters_.reports_too_many_names;
   }
