@@ -18,7 +18,7 @@ JobCore::JobCore(JobCoreOptions o, pb::JobSpec spec, MonoTime now, int64_t now_u
 JobCore::JobCore(JobCoreOptions o, pb::JobSpec spec, std::map<std::string, pb::NodeJob> parts, MonoTime now, int64_t now_unix_ms)
     : JobCore(std::move(o), std::move(spec), now, now_unix_ms) {
   parts_ = std::move(parts);
-  Recompute();
+  summary_stale_ = true;
 }
 
 JobCore JobCore::TakeOver(JobCoreOptions o, const pb::JobSpec& old, MonoTime now, int64_t now_unix_ms) {
@@ -37,7 +37,7 @@ JobCore JobCore::TakeOver(JobCoreOptions o, const pb::JobSpec& old, MonoTime now
     j.restarts_.push_back(RestartRecord(j.spec_.attempt(), j.decision_.failure, now_unix_ms));
   }
   j.stop_pending_ = true;
-  j.Recompute();
+  j.summary_stale_ = true;
   return j;
 }
 
@@ -170,12 +170,12 @@ void JobCore::Decide(MonoTime now, const std::string& lost_why, JobActions& out)
     Stop(out, Decision{}, SIGTERM);
     out.log.push_back({false, "job " + spec_.id() + ": every rank has ended; stopping the processes its launcher added"});
   }
-  Recompute();
+  summary_stale_ = true;
   if (restarting_ && WoundDown()) {
     if (wound_down_ == MonoTime::max()) wound_down_ = now;
     out.pick_nodes = now >= next_try_;
   }
-  if (Terminal(summary_) && !logged_end_) {
+  if (!logged_end_ && !AnyRunning() && Terminal(summary())) {
     logged_end_ = true;
     const std::string job = "job " + spec_.id() + " (" + spec_.name() + ") ";
     if (summary_.state() == pb::JOB_STATE_SUCCEEDED)
@@ -188,12 +188,12 @@ void JobCore::Decide(MonoTime now, const std::string& lost_why, JobActions& out)
 
 JobActions JobCore::OnKill(MonoTime, const Decision& d, int sig) {
   JobActions out;
-  if (Terminal(summary_)) return out;
+  if (Terminal(summary())) return out;
   if (!decision_.killed) decision_ = d;
   restarting_ = false;  // a restart under way starts nothing (or stops what it started)
   Stop(out, decision_, sig);
   out.log.push_back({false, "job " + spec_.id() + ": " + decision_.failure});
-  Recompute();
+  summary_stale_ = true;
   return out;
 }
 
@@ -203,7 +203,7 @@ JobActions JobCore::OnNoNodes(MonoTime now, const std::string& wait_why) {
   if (now - wound_down_ > o_.restart_wait) {
     restarting_ = false;
     decision_ = {"no restart after waiting " + FormatDuration(o_.restart_wait) + " for nodes: " + wait_why, 255, false, true};
-    Recompute();
+    summary_stale_ = true;
   } else if (waiting_for_ != wait_why) {
     waiting_for_ = wait_why;
     out.log.push_back({true, "job " + spec_.id() + ": the restart waits for nodes: " + wait_why});
@@ -238,7 +238,7 @@ JobActions JobCore::OnLaunched(MonoTime now, pb::JobSpec next, std::map<std::str
   waiting_for_.clear();
   helpers_stopped_ = false;
   if (!restarts_.empty()) restarts_.back().set_nodes(static_cast<uint32_t>(spec_.nodes_size()));
-  Recompute();
+  summary_stale_ = true;
   if (!killed.failure.empty()) Stop(out, killed, SIGTERM);
   return out;
 }
@@ -255,7 +255,7 @@ JobActions JobCore::OnLaunchFailed(MonoTime now, uint32_t attempt, const Status&
     decision_ = {why, 1, false, true};
   }
   next_try_ = now + o_.restart_retry;
-  Recompute();
+  summary_stale_ = true;
   return out;
 }
 
@@ -285,7 +285,19 @@ bool JobCore::OnlyHelpersRun() const {
   return own_ended == spec_.num_ranks() && helpers > 0;
 }
 
-void JobCore::Recompute() {
+bool JobCore::AnyRunning() const {
+  for (const auto& [node, part] : parts_) {
+    if (lost_.count(node) > 0) continue;
+    for (const pb::RankState& r : part.ranks()) {
+      if (r.running() && r.attempt() == spec_.attempt()) return true;
+    }
+  }
+  return false;
+}
+
+const pb::JobSummary& JobCore::summary() const {
+  if (!summary_stale_) return summary_;
+  summary_stale_ = false;
   std::vector<NodePart> parts;
   for (const std::string& n : spec_.nodes()) {
     auto it = parts_.find(n);
@@ -297,6 +309,7 @@ void JobCore::Recompute() {
     MarkRestarting(summary_, restarts_.back().reason());
   else if (!decision_.final)
     MarkRestartsUsedUp(summary_);
+  return summary_;
 }
 
 }  // namespace dlagent::jobs

@@ -106,7 +106,8 @@ class JobCore {
   JobActions OnLaunchFailed(MonoTime now, uint32_t attempt, const Status& why);
 
   const pb::JobSpec& spec() const { return spec_; }
-  const pb::JobSummary& summary() const { return summary_; }
+  // Worked out over every node when asked after a change (calls that change a part cost O(1) in the summary).
+  const pb::JobSummary& summary() const;
   bool restarting() const { return restarting_; }
   // Nodes lost as dead, gone or silent during this attempt: no place for the next one.
   const std::set<std::string>& unusable() const { return unusable_; }
@@ -129,7 +130,8 @@ class JobCore {
   bool WoundDown() const;
   // Whether every rank of the job's own has ended and only processes its launcher added run.
   bool OnlyHelpersRun() const;
-  void Recompute();
+  // Whether a rank (its own or a helper) of the attempt runs on a node not lost: the job has not ended.
+  bool AnyRunning() const;
 
   JobCoreOptions o_;
   pb::JobSpec spec_;  // the attempt's
@@ -143,7 +145,8 @@ class JobCore {
   std::set<std::string> lost_;
   std::set<std::string> unusable_;
   std::vector<pb::JobRestart> restarts_;
-  pb::JobSummary summary_;
+  mutable pb::JobSummary summary_;
+  mutable bool summary_stale_ = true;
   bool logged_end_ = false;
   bool restarting_ = false;                // the attempt failed and the next one is due
   MonoTime wound_down_ = MonoTime::max();  // when every rank of the failed attempt had ended
