@@ -248,16 +248,19 @@ Result<uint32_t> Coordinator::Kill(const std::string& id, int sig, const Caller&
   return n;
 }
 
+bool Coordinator::Snapshot(const std::string& id, pb::JobSpec& spec, std::vector<size_t>& ask) {
+  MutexLock lock(mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return false;
+  spec = it->second->core.spec();
+  ask = it->second->core.ToAsk();
+  return true;
+}
+
 void Coordinator::Watch(const std::string& id) {
   pb::JobSpec spec;
   std::vector<size_t> ask;
-  {
-    MutexLock lock(mu_);
-    auto it = jobs_.find(id);
-    if (it == jobs_.end()) return;
-    spec = it->second->core.spec();
-    ask = it->second->core.ToAsk();
-  }
+  if (!Snapshot(id, spec, ask)) return;
   std::vector<NodeAnswer> answers(static_cast<size_t>(spec.nodes_size()));
   ForEachConcurrently(ask.size(), [&](size_t k) {
     const int i = static_cast<int>(ask[k]);
@@ -314,13 +317,7 @@ Status Coordinator::Report(const std::string& from, const pb::NodeJob& part) {
 void Coordinator::Tick(const std::string& id) {
   pb::JobSpec spec;
   std::vector<size_t> ask;
-  {
-    MutexLock lock(mu_);
-    auto it = jobs_.find(id);
-    if (it == jobs_.end()) return;
-    spec = it->second->core.spec();
-    ask = it->second->core.ToAsk();
-  }
+  if (!Snapshot(id, spec, ask)) return;
   std::vector<std::string> gone;
   for (size_t i : ask) {
     if (nodes_.Gone(spec.nodes(static_cast<int>(i)))) gone.push_back(spec.nodes(static_cast<int>(i)));

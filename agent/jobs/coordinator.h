@@ -142,6 +142,8 @@ class Coordinator {
   void Watch(const std::string& id);
   // Time passes for the job: the nodes gossip calls gone, the timeout, a restart's next try.
   void Tick(const std::string& id);
+  // The job's spec and the indices of its nodes to ask, as they are now; false when it is not held here.
+  bool Snapshot(const std::string& id, pb::JobSpec& spec, std::vector<size_t>& ask);
   // The failed attempt has wound down: the next one starts on the nodes picked (or waits, or gives up).
   void Restart(const std::string& id);
   // Does what the core asked for the job (spec: the job's after the call); returns the ranks signalled.

@@ -9,7 +9,7 @@
 
 namespace dlagent::jobs {
 
-Reporter::Reporter(ReporterOptions o) : o_(std::move(o)), rng_(static_cast<uint32_t>(RandomSeed())) {
+Reporter::Reporter(ReporterOptions o) : o_(std::move(o)) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -29,9 +29,14 @@ void Reporter::Add(std::vector<pb::NodeJob> parts) {
   {
     MutexLock lock(mu_);
     if (stopping_) return;
+    BackoffPolicy policy;
+    policy.initial = o_.min_backoff;
+    policy.max_delay = o_.max_backoff;
+    policy.max_attempts = o_.max_tries;
+    policy.max_elapsed = Duration::zero();
     for (pb::NodeJob& p : parts) {
-      Pending& slot = pending_[p.spec().id()];
-      slot = Pending{std::move(p), 0, MonoTime{}, ++serial_};
+      std::string id = p.spec().id();
+      pending_.insert_or_assign(std::move(id), Pending{std::move(p), dlagent::Backoff(policy, RandomSeed()), MonoTime{}, ++serial_});
     }
   }
   cv_.notify_all();
@@ -42,20 +47,11 @@ Reporter::Counters Reporter::counters() {
   return counters_;
 }
 
-Duration Reporter::Backoff(int tries) {
-  // Doubling from min_backoff up to max_backoff, each wait drawn from its upper half.
-  Duration cap = o_.min_backoff;
-  for (int i = 1; i < tries && cap < o_.max_backoff; ++i) cap *= 2;
-  cap = std::min(cap, o_.max_backoff);
-  const auto half = std::chrono::duration_cast<std::chrono::microseconds>(cap) / 2;
-  std::uniform_int_distribution<int64_t> d(0, std::max<int64_t>(0, half.count()));
-  return half + std::chrono::microseconds(d(rng_));
-}
-
 void Reporter::Loop() {
   for (;;) {
     std::string job;
-    Pending p;
+    pb::NodeJob part;  // the one sent this turn
+    uint64_t serial = 0;
     {
       MutexLock lock(mu_);
       for (;;) {
@@ -75,21 +71,23 @@ void Reporter::Loop() {
         else
           cv_.wait_until(lock.native(), soonest);
       }
-      p = pending_[job];
+      const Pending& p = pending_.at(job);
+      part = p.part;
+      serial = p.serial;
     }
-    const pb::JobSpec& spec = p.part.spec();
+    const pb::JobSpec& spec = part.spec();
     Status st = Status::Ok();
     const bool gone = o_.gone && o_.gone(spec.coordinator());
     if (!gone) {
       pb::NodeRequest req;
       req.set_from(o_.self);
-      *req.mutable_report()->mutable_part() = p.part;
+      *req.mutable_report()->mutable_part() = part;
       Result<pb::NodeReply> r = Answer(o_.call(spec.coordinator(), spec.coordinator_addr(), req));
       st = r.ok() ? Status::Ok() : r.status();
     }
     MutexLock lock(mu_);
     auto it = pending_.find(job);
-    const bool replaced = it == pending_.end() || it->second.serial != p.serial;
+    const bool replaced = it == pending_.end() || it->second.serial != serial;
     // Delivered, or the coordinator does not know the job (it is another agent's now, or ended there): done.
     if (!gone && (st.ok() || st.code() == StatusCode::kNotFound || st.code() == StatusCode::kInvalidArgument)) {
       ++(st.ok() ? counters_.delivered : counters_.unknown);
@@ -97,15 +95,16 @@ void Reporter::Loop() {
       continue;
     }
     if (replaced) continue;  // a newer part goes instead
-    if (gone || ++it->second.tries >= o_.max_tries) {
+    const std::optional<Duration> delay = gone ? std::nullopt : it->second.backoff.NextDelay();
+    if (!delay) {
       ++counters_.dropped;
       spdlog::warn("job {}: this node's part was not delivered to its coordinator {} ({}); its slow round will ask", job, spec.coordinator(),
-                   gone ? "gossip says it is gone" : std::to_string(it->second.tries) + " tries: " + st.ToString());
+                   gone ? "gossip says it is gone" : std::to_string(it->second.backoff.attempts()) + " tries: " + st.ToString());
       pending_.erase(it);
       continue;
     }
     ++counters_.retried;
-    it->second.next = std::chrono::steady_clock::now() + Backoff(it->second.tries);
+    it->second.next = std::chrono::steady_clock::now() + *delay;
   }
 }
 

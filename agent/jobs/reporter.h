@@ -14,12 +14,12 @@
 #include <condition_variable>
 #include <functional>
 #include <map>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "agent/jobs/summary.h"
+#include "bootstrap/common/backoff.h"
 #include "bootstrap/common/env.h"
 #include "bootstrap/common/mutex.h"
 
@@ -58,12 +58,11 @@ class Reporter {
  private:
   struct Pending {
     pb::NodeJob part;
-    int tries = 0;
-    MonoTime next{};  // not before
+    dlagent::Backoff backoff;  // the delays between its tries, and their count
+    MonoTime next{};           // not before
     uint64_t serial = 0;
   };
   void Loop();
-  Duration Backoff(int tries);
 
   const ReporterOptions o_;
   Mutex mu_;
@@ -72,7 +71,6 @@ class Reporter {
   uint64_t serial_ GUARDED_BY(mu_) = 0;
   bool stopping_ GUARDED_BY(mu_) = false;
   Counters counters_ GUARDED_BY(mu_);
-  std::minstd_rand rng_;  // the thread's own
   std::thread thread_;
 };
 
